@@ -1,0 +1,64 @@
+/* mpq_cli.h: the command line of the `mpquant` program: global options,
+ * the table of subcommands, and helpers every subcommand uses. */
+#ifndef MPQ_CLI_H
+#define MPQ_CLI_H
+
+#include "mpq_config.h"
+#include "mpq_ctx.h"
+
+struct cJSON;
+
+#define MPQ_CLI_MAX 128
+
+/* The parsed command line (identical on every rank). Strings point into argv. */
+typedef struct mpq_cli {
+    const char *command;               /* subcommand name, NULL if none */
+    int json;                          /* --json: last stdout line is a JSON object */
+    int n_over;                        /* -o KEY=VALUE overrides, in order */
+    char *overrides[MPQ_CLI_MAX];
+    int npos;                          /* positional arguments after the command */
+    char *pos[MPQ_CLI_MAX];
+    int nopt;                          /* command-specific --name[=value] options */
+    const char *opt_name[MPQ_CLI_MAX];
+    const char *opt_value[MPQ_CLI_MAX]; /* "" for flags */
+} mpq_cli;
+
+typedef mpq_err (*mpq_command_fn)(mpq_ctx *ctx, const mpq_cli *cli);
+
+/* One subcommand. `options` lists its own options separated by spaces; a
+ * trailing '=' means the option takes a value ("model= docs= keys"). */
+typedef struct mpq_command {
+    const char *name;
+    const char *args;    /* synopsis of its arguments, for --help */
+    const char *summary; /* one line */
+    const char *help;    /* longer description of its options */
+    const char *options;
+    int min_pos, max_pos;
+    mpq_command_fn run;
+} mpq_command;
+
+/* The registry of subcommands (pipeline/commands.c). */
+extern const mpq_command mpq_commands[];
+extern const int mpq_ncommands;
+
+/* Collective: parses argv, runs the subcommand and returns its status
+ * (not yet agreed across ranks). */
+mpq_err mpq_cli_main(mpq_ctx *ctx, int argc, char **argv);
+
+/* Value of a command-specific option, "" for a given flag, NULL if absent. */
+const char *mpq_cli_opt(const mpq_cli *cli, const char *name);
+/* Parses an integer option; `def` when absent. Errors name the option. */
+mpq_err mpq_cli_opt_int(mpq_ctx *ctx, const mpq_cli *cli, const char *name, int64_t def,
+                        int64_t min, int64_t max, int64_t *out);
+
+/* Collective: loads the configuration file `path` (NULL: defaults) with the
+ * command line's -o overrides, then applies its log settings to ctx (level,
+ * all ranks, event log, progress interval). Owner: caller. */
+mpq_err mpq_cli_load_config(mpq_ctx *ctx, const mpq_cli *cli, const char *path,
+                            mpq_config **out);
+
+/* Rank 0 prints obj on one line of stdout when --json was given. Takes
+ * ownership of obj. Local. */
+void mpq_cli_emit_json(mpq_ctx *ctx, const mpq_cli *cli, struct cJSON *obj);
+
+#endif
