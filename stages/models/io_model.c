@@ -1,0 +1,414 @@
+/* io_model.c: the model object shared by every checkpoint format: file
+ * mappings, the tensor table, lookup, fp16/bf16 conversion, the Llama
+ * architecture check and the format registry behind mpq_model_open. */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "io_internal.h"
+#include "mpq_ctx.h"
+#include "mpq_model.h"
+
+/* ---- dtypes ------------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    size_t size;
+} dtype_traits[MPQ_DTYPE_COUNT] = {
+    [MPQ_DTYPE_F32] = {"F32", 4},
+    [MPQ_DTYPE_F16] = {"F16", 2},
+    [MPQ_DTYPE_BF16] = {"BF16", 2},
+};
+
+const char *mpq_dtype_name(mpq_dtype t) {
+    if ((int)t < 0 || t >= MPQ_DTYPE_COUNT)
+        return "?";
+    return dtype_traits[t].name;
+}
+
+size_t mpq_dtype_size(mpq_dtype t) {
+    if ((int)t < 0 || t >= MPQ_DTYPE_COUNT)
+        return 0;
+    return dtype_traits[t].size;
+}
+
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+float mpq_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    if (exp == 0x1f) /* inf / NaN: keep the payload */
+        return bits_f32(sign | 0x7f800000u | mant << 13);
+    if (exp == 0) { /* zero or subnormal: mant * 2^-24 is exact in fp32 */
+        float v = ldexpf((float)mant, -24);
+        return sign ? -v : v;
+    }
+    return bits_f32(sign | (exp + 112) << 23 | mant << 13);
+}
+
+uint16_t mpq_f32_to_f16(float f) {
+    uint32_t x = f32_bits(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) /* NaN: quiet, keep the top payload bits */
+        return (uint16_t)(sign | 0x7e00 | ((ax >> 13) & 0x3ff));
+    if (ax >= 0x477ff000u) /* >= 65520 rounds to infinity */
+        return (uint16_t)(sign | 0x7c00);
+    if (ax >= 0x38800000u) { /* normal half: rebias the exponent by -112, round half to even */
+        ax += 0xc8000fffu + ((ax >> 13) & 1);
+        return (uint16_t)(sign | (ax >> 13));
+    }
+    /* subnormal half (unit 2^-24): scaling by 2^24 is exact, rintf rounds half to even;
+     * 1024 units carry into the smallest normal, which the same bit pattern encodes. */
+    float units = rintf(bits_f32(ax) * 16777216.0f);
+    return (uint16_t)(sign | (uint16_t)units);
+}
+
+float mpq_bf16_to_f32(uint16_t h) {
+    return bits_f32((uint32_t)h << 16);
+}
+
+uint16_t mpq_f32_to_bf16(float f) {
+    uint32_t x = f32_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((x >> 16) | 0x40);
+    x += 0x7fffu + ((x >> 16) & 1);
+    return (uint16_t)(x >> 16);
+}
+
+/* ---- mappings and the tensor table --------------------------------------- */
+
+mpq_err mpq_io_map_file(mpq_ctx *ctx, mpq_model *m, const char *path, const mpq_io_map **out) {
+    mpq_err err = MPQ_OK;
+    int fd = -1;
+    char *copy = NULL;
+    mpq_io_map *mp = NULL;
+    void *base = MAP_FAILED;
+    size_t size = 0;
+    *out = NULL;
+    if (m->nmaps == m->cap_maps) {
+        int64_t cap = m->cap_maps ? 2 * m->cap_maps : 4;
+        MPQ_TRY(mpq_realloc(ctx, m->cap_maps, cap, sizeof *m->maps, (void **)&m->maps));
+        m->cap_maps = cap;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    MPQ_ENSURE(fd >= 0, MPQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    MPQ_ENSURE(fstat(fd, &st) == 0, MPQ_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    MPQ_ENSURE(S_ISREG(st.st_mode), MPQ_ERR_IO, "%s: not a regular file", path);
+    MPQ_ENSURE(st.st_size > 0, MPQ_ERR_FORMAT, "%s: file is empty", path);
+    MPQ_ENSURE((uint64_t)st.st_size <= SIZE_MAX, MPQ_ERR_RANGE, "%s: file too large to map", path);
+    size = (size_t)st.st_size;
+    base = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    MPQ_ENSURE(base != MAP_FAILED, MPQ_ERR_IO, "%s: cannot map %zu bytes: %s", path, size,
+               strerror(errno));
+    MPQ_TRY(mpq_strdup(ctx, path, &copy));
+    MPQ_ALLOC_TRY(mp, 1);
+    mp->path = copy;
+    mp->base = base;
+    mp->size = size;
+    m->maps[m->nmaps++] = mp;
+    copy = NULL;
+    base = MAP_FAILED;
+    *out = mp;
+    mp = NULL;
+cleanup:
+    mpq_free(mp);
+    if (base != MAP_FAILED)
+        munmap(base, size);
+    mpq_free(copy);
+    if (fd >= 0)
+        close(fd);
+    return err;
+}
+
+mpq_err mpq_io_tensor_init(mpq_ctx *ctx, mpq_tensor *t, const char *name, mpq_dtype dtype, int ndim,
+                           const int64_t *shape, const void *data, const char *file) {
+    memset(t, 0, sizeof *t);
+    size_t nlen = strlen(name);
+    MPQ_CHECK(nlen > 0 && nlen < MPQ_TENSOR_NAME_MAX, MPQ_ERR_FORMAT,
+              "%s: tensor name '%.60s...' is empty or longer than %d bytes", file, name,
+              MPQ_TENSOR_NAME_MAX - 1);
+    MPQ_CHECK(ndim >= 0 && ndim <= MPQ_TENSOR_MAXDIM, MPQ_ERR_FORMAT,
+              "%s: tensor '%s' has %d dimensions (at most %d are supported)", file, name, ndim,
+              MPQ_TENSOR_MAXDIM);
+    MPQ_CHECK((int)dtype >= 0 && dtype < MPQ_DTYPE_COUNT, MPQ_ERR_INTERNAL,
+              "%s: tensor '%s' has an invalid dtype %d", file, name, (int)dtype);
+    memcpy(t->name, name, nlen + 1);
+    t->dtype = dtype;
+    t->ndim = ndim;
+    int64_t numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        MPQ_CHECK(shape[d] >= 0, MPQ_ERR_FORMAT, "%s: tensor '%s' has a negative dimension %lld",
+                  file, name, (long long)shape[d]);
+        t->shape[d] = shape[d];
+        MPQ_CALL(mpq_mul64(ctx, numel, shape[d], name, &numel));
+    }
+    int64_t nbytes = 0;
+    MPQ_CALL(mpq_mul64(ctx, numel, (int64_t)mpq_dtype_size(dtype), name, &nbytes));
+    t->numel = numel;
+    t->nbytes = (size_t)nbytes;
+    t->data = data;
+    t->file = file;
+    return MPQ_OK;
+}
+
+mpq_err mpq_io_add_tensor(mpq_ctx *ctx, mpq_model *m, const mpq_tensor *t) {
+    if (m->ntensors == m->cap_tensors) {
+        int64_t cap = m->cap_tensors ? 2 * m->cap_tensors : 64;
+        MPQ_CALL(mpq_realloc(ctx, m->cap_tensors, cap, sizeof *m->tensors, (void **)&m->tensors));
+        m->cap_tensors = cap;
+    }
+    m->tensors[m->ntensors++] = *t;
+    return MPQ_OK;
+}
+
+/* ---- accessors ----------------------------------------------------------- */
+
+const mpq_arch *mpq_model_arch(const mpq_model *m) {
+    return &m->arch;
+}
+
+const char *mpq_model_path(const mpq_model *m) {
+    return m->path;
+}
+
+int64_t mpq_model_ntensors(const mpq_model *m) {
+    return m->ntensors;
+}
+
+const mpq_tensor *mpq_model_tensor_at(const mpq_model *m, int64_t i) {
+    if (i < 0 || i >= m->ntensors)
+        return NULL;
+    return &m->tensors[i];
+}
+
+const mpq_tensor *mpq_model_find(const mpq_model *m, const char *name) {
+    /* Linear: models have hundreds of tensors and callers look each up once. */
+    for (int64_t i = 0; i < m->ntensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0)
+            return &m->tensors[i];
+    return NULL;
+}
+
+/* "[a, b, c]" into buf. */
+static const char *shape_str(int ndim, const int64_t *shape, char *buf, size_t len) {
+    size_t used = 0;
+    used += (size_t)snprintf(buf, len, "[");
+    for (int d = 0; d < ndim && used < len; d++)
+        used +=
+            (size_t)snprintf(buf + used, len - used, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (used < len)
+        snprintf(buf + used, len - used, "]");
+    return buf;
+}
+
+mpq_err mpq_model_get(mpq_ctx *ctx, const mpq_model *m, const char *name, int ndim,
+                      const int64_t *shape, const mpq_tensor **out) {
+    *out = NULL;
+    const mpq_tensor *t = mpq_model_find(m, name);
+    MPQ_CHECK(t, MPQ_ERR_FORMAT, "%s: tensor '%s' is missing", m->path, name);
+    if (ndim > 0) {
+        int same = t->ndim == ndim;
+        for (int d = 0; same && d < ndim; d++)
+            same = t->shape[d] == shape[d];
+        char want[96], have[96];
+        MPQ_CHECK(same, MPQ_ERR_FORMAT, "%s: tensor '%s' has shape %s, the architecture needs %s",
+                  t->file ? t->file : m->path, name,
+                  shape_str(t->ndim, t->shape, have, sizeof have),
+                  shape_str(ndim, shape, want, sizeof want));
+    }
+    *out = t;
+    return MPQ_OK;
+}
+
+mpq_err mpq_tensor_read_f32(mpq_ctx *ctx, const mpq_tensor *t, int64_t first, int64_t n,
+                            float *dst) {
+    MPQ_CHECK(first >= 0 && n >= 0 && first <= t->numel && n <= t->numel - first, MPQ_ERR_ARG,
+              "tensor '%s': elements [%lld, %lld) outside its %lld elements", t->name,
+              (long long)first, (long long)first + n, (long long)t->numel);
+    /* memcpy element by element: safetensors data need not be aligned. */
+    const unsigned char *src = (const unsigned char *)t->data;
+    switch (t->dtype) {
+        case MPQ_DTYPE_F32:
+            memcpy(dst, src + (size_t)first * 4, (size_t)n * 4);
+            break;
+        case MPQ_DTYPE_F16:
+        case MPQ_DTYPE_BF16: {
+            const unsigned char *p = src + (size_t)first * 2;
+            int bf = t->dtype == MPQ_DTYPE_BF16;
+            for (int64_t i = 0; i < n; i++) {
+                uint16_t h;
+                memcpy(&h, p + 2 * i, 2);
+                dst[i] = bf ? mpq_bf16_to_f32(h) : mpq_f16_to_f32(h);
+            }
+            break;
+        }
+        default:
+            return MPQ_ERROR(MPQ_ERR_INTERNAL, "tensor '%s': invalid dtype %d", t->name,
+                             (int)t->dtype);
+    }
+    return MPQ_OK;
+}
+
+/* ---- the Llama architecture check ---------------------------------------- */
+
+mpq_err mpq_io_check_llama(mpq_ctx *ctx, const mpq_model *m) {
+    const mpq_arch *a = &m->arch;
+    const char *src = m->nmaps ? m->maps[0]->path : m->path;
+    MPQ_CHECK(a->dim > 0 && a->hidden_dim > 0 && a->n_layers > 0 && a->n_heads > 0 &&
+                  a->n_kv_heads > 0 && a->head_dim > 0 && a->vocab_size > 0 && a->seq_len > 0,
+              MPQ_ERR_FORMAT,
+              "%s: architecture values must be positive (dim %lld, hidden_dim %lld, n_layers "
+              "%lld, n_heads %lld, n_kv_heads %lld, head_dim %lld, vocab_size %lld, seq_len %lld)",
+              src, (long long)a->dim, (long long)a->hidden_dim, (long long)a->n_layers,
+              (long long)a->n_heads, (long long)a->n_kv_heads, (long long)a->head_dim,
+              (long long)a->vocab_size, (long long)a->seq_len);
+    MPQ_CHECK(a->n_heads % a->n_kv_heads == 0, MPQ_ERR_FORMAT,
+              "%s: n_heads (%lld) is not a multiple of n_kv_heads (%lld)", src,
+              (long long)a->n_heads, (long long)a->n_kv_heads);
+    MPQ_CHECK(a->head_dim % 2 == 0, MPQ_ERR_FORMAT,
+              "%s: head_dim (%lld) must be even for rotary embeddings", src,
+              (long long)a->head_dim);
+    int64_t q = 0, kv = 0;
+    MPQ_CALL(mpq_mul64(ctx, a->n_heads, a->head_dim, "n_heads * head_dim", &q));
+    MPQ_CALL(mpq_mul64(ctx, a->n_kv_heads, a->head_dim, "n_kv_heads * head_dim", &kv));
+    const mpq_tensor *t = NULL;
+    char name[MPQ_TENSOR_NAME_MAX];
+    MPQ_CALL(mpq_model_get(ctx, m, "model.embed_tokens.weight", 2,
+                           (int64_t[]){a->vocab_size, a->dim}, &t));
+    MPQ_CALL(mpq_model_get(ctx, m, "model.norm.weight", 1, (int64_t[]){a->dim}, &t));
+    if (!a->tied_embeddings || mpq_model_find(m, "lm_head.weight"))
+        MPQ_CALL(
+            mpq_model_get(ctx, m, "lm_head.weight", 2, (int64_t[]){a->vocab_size, a->dim}, &t));
+    struct {
+        const char *suffix;
+        int ndim;
+        int64_t shape[2];
+        int bias;
+    } per_layer[] = {
+        {"input_layernorm.weight", 1, {a->dim, 0}, 0},
+        {"self_attn.q_proj.weight", 2, {q, a->dim}, 0},
+        {"self_attn.k_proj.weight", 2, {kv, a->dim}, 0},
+        {"self_attn.v_proj.weight", 2, {kv, a->dim}, 0},
+        {"self_attn.q_proj.bias", 1, {q, 0}, 1},
+        {"self_attn.k_proj.bias", 1, {kv, 0}, 1},
+        {"self_attn.v_proj.bias", 1, {kv, 0}, 1},
+        {"self_attn.o_proj.weight", 2, {a->dim, q}, 0},
+        {"post_attention_layernorm.weight", 1, {a->dim, 0}, 0},
+        {"mlp.gate_proj.weight", 2, {a->hidden_dim, a->dim}, 0},
+        {"mlp.up_proj.weight", 2, {a->hidden_dim, a->dim}, 0},
+        {"mlp.down_proj.weight", 2, {a->dim, a->hidden_dim}, 0},
+    };
+    for (int64_t l = 0; l < a->n_layers; l++) {
+        for (size_t k = 0; k < sizeof per_layer / sizeof per_layer[0]; k++) {
+            if (per_layer[k].bias && !a->qkv_bias)
+                continue;
+            snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, per_layer[k].suffix);
+            MPQ_CALL(mpq_model_get(ctx, m, name, per_layer[k].ndim, per_layer[k].shape, &t));
+        }
+    }
+    return MPQ_OK;
+}
+
+/* ---- the format registry and open/close ---------------------------------- */
+
+static const mpq_model_format *const formats[] = {
+    &mpq_format_safetensors,
+    &mpq_format_llama2c,
+};
+#define NFORMATS (sizeof formats / sizeof formats[0])
+
+static int cmp_tensor_ptr(const void *a, const void *b) {
+    const mpq_tensor *x = *(const mpq_tensor *const *)a, *y = *(const mpq_tensor *const *)b;
+    return strcmp(x->name, y->name);
+}
+
+/* Two tensors under one name would make lookups ambiguous. */
+static mpq_err check_unique_names(mpq_ctx *ctx, const mpq_model *m) {
+    mpq_err err = MPQ_OK;
+    const mpq_tensor **v = NULL;
+    MPQ_ALLOC_TRY(v, m->ntensors);
+    for (int64_t i = 0; i < m->ntensors; i++)
+        v[i] = &m->tensors[i];
+    qsort(v, (size_t)m->ntensors, sizeof *v, cmp_tensor_ptr);
+    for (int64_t i = 1; i < m->ntensors; i++)
+        MPQ_ENSURE(strcmp(v[i - 1]->name, v[i]->name) != 0, MPQ_ERR_FORMAT,
+                   "%s: tensor '%s' appears twice (in %s and %s)", m->path, v[i]->name,
+                   v[i - 1]->file, v[i]->file);
+cleanup:
+    mpq_free(v);
+    return err;
+}
+
+mpq_err mpq_model_open(mpq_ctx *ctx, const char *path, const char *format, mpq_model **out) {
+    mpq_err err = MPQ_OK;
+    mpq_model *m = NULL;
+    *out = NULL;
+    if (!format || !*format)
+        format = "auto";
+    struct stat st;
+    MPQ_CHECK(stat(path, &st) == 0, MPQ_ERR_IO, "%s: cannot open model: %s", path, strerror(errno));
+    int is_dir = S_ISDIR(st.st_mode);
+    unsigned char head[16] = {0};
+    size_t nhead = 0;
+    if (!is_dir) {
+        FILE *f = fopen(path, "rb");
+        MPQ_CHECK(f, MPQ_ERR_IO, "%s: cannot open model: %s", path, strerror(errno));
+        nhead = fread(head, 1, sizeof head, f);
+        fclose(f);
+    }
+    const mpq_model_format *fmt = NULL;
+    for (size_t i = 0; i < NFORMATS && !fmt; i++) {
+        if (strcmp(format, "auto") == 0 ? formats[i]->probe(path, is_dir, head, nhead)
+                                        : strcmp(format, formats[i]->name) == 0)
+            fmt = formats[i];
+    }
+    if (!fmt && strcmp(format, "auto") == 0)
+        return MPQ_ERROR(MPQ_ERR_FORMAT,
+                         "%s: not a recognised model (llama2.c .bin or safetensors)", path);
+    MPQ_CHECK(fmt, MPQ_ERR_ARG, "unknown model format '%s' (expected auto, llama2c or safetensors)",
+              format);
+    MPQ_ALLOC(m, 1);
+    MPQ_TRY(mpq_strdup(ctx, path, &m->path));
+    MPQ_TRY(fmt->open(ctx, m, path));
+    MPQ_TRY(check_unique_names(ctx, m));
+    *out = m;
+    m = NULL;
+cleanup:
+    mpq_model_close(&m);
+    return err;
+}
+
+void mpq_model_close(mpq_model **pm) {
+    if (!pm || !*pm)
+        return;
+    mpq_model *m = *pm;
+    for (int64_t i = 0; i < m->nmaps; i++) {
+        munmap((void *)m->maps[i]->base, m->maps[i]->size);
+        mpq_free(m->maps[i]->path);
+        mpq_free(m->maps[i]);
+    }
+    mpq_free(m->maps);
+    mpq_free(m->tensors);
+    mpq_free(m->path);
+    mpq_free(m);
+    *pm = NULL;
+}
