@@ -12,13 +12,13 @@ struct cJSON;
 
 /* The parsed command line (identical on every rank). Strings point into argv. */
 typedef struct mpq_cli {
-    const char *command;               /* subcommand name, NULL if none */
-    int json;                          /* --json: last stdout line is a JSON object */
-    int n_over;                        /* -o KEY=VALUE overrides, in order */
+    const char *command; /* subcommand name, NULL if none */
+    int json;            /* --json: last stdout line is a JSON object */
+    int n_over;          /* -o KEY=VALUE overrides, in order */
     char *overrides[MPQ_CLI_MAX];
-    int npos;                          /* positional arguments after the command */
+    int npos; /* positional arguments after the command */
     char *pos[MPQ_CLI_MAX];
-    int nopt;                          /* command-specific --name[=value] options */
+    int nopt; /* command-specific --name[=value] options */
     const char *opt_name[MPQ_CLI_MAX];
     const char *opt_value[MPQ_CLI_MAX]; /* "" for flags */
 } mpq_cli;
@@ -54,8 +54,7 @@ mpq_err mpq_cli_opt_int(mpq_ctx *ctx, const mpq_cli *cli, const char *name, int6
 /* Collective: loads the configuration file `path` (NULL: defaults) with the
  * command line's -o overrides, then applies its log settings to ctx (level,
  * all ranks, event log, progress interval). Owner: caller. */
-mpq_err mpq_cli_load_config(mpq_ctx *ctx, const mpq_cli *cli, const char *path,
-                            mpq_config **out);
+mpq_err mpq_cli_load_config(mpq_ctx *ctx, const mpq_cli *cli, const char *path, mpq_config **out);
 
 /* Rank 0 prints obj on one line of stdout when --json was given. Takes
  * ownership of obj. Local. */

@@ -43,7 +43,7 @@ typedef struct mpq_ctx {
     mpq_log_sink log_sink;
     void *log_userdata;
     FILE *event_file;
-    double t_created; /* mpq_now() at creation */
+    double t_created;         /* mpq_now() at creation */
     double progress_interval; /* seconds between progress lines (log.progress_interval) */
 
     mpq_timers *timers;
@@ -115,11 +115,11 @@ mpq_err mpq_bcast_bytes(mpq_ctx *ctx, int root, char **buf, int64_t *len);
 /* ---- 2-D process grid --------------------------------------------------- */
 
 typedef struct mpq_grid {
-    int nprow, npcol;   /* grid shape */
-    int myrow, mycol;   /* this rank's coordinates (-1 if outside the grid) */
-    MPI_Comm row_comm;  /* ranks of my grid row */
-    MPI_Comm col_comm;  /* ranks of my grid column */
-    int blacs_ctxt;     /* BLACS context (-1 if outside the grid) */
+    int nprow, npcol;  /* grid shape */
+    int myrow, mycol;  /* this rank's coordinates (-1 if outside the grid) */
+    MPI_Comm row_comm; /* ranks of my grid row */
+    MPI_Comm col_comm; /* ranks of my grid column */
+    int blacs_ctxt;    /* BLACS context (-1 if outside the grid) */
 } mpq_grid;
 
 /* Collective over ctx->comm. Builds an nprow x npcol row-major grid over the

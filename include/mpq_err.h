@@ -36,8 +36,7 @@ const char *mpq_err_name(mpq_err code);
 /* Records a new error in ctx (message from fmt, first traceback frame) and
  * returns code. Local. ctx may be NULL (then the message goes to stderr). */
 mpq_err mpq_err_raise(struct mpq_ctx *ctx, mpq_err code, const char *file, int line,
-                      const char *func, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
+                      const char *func, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 mpq_err mpq_err_vraise(struct mpq_ctx *ctx, mpq_err code, const char *file, int line,
                        const char *func, const char *fmt, va_list ap);
 

@@ -46,8 +46,7 @@ static const mpq_command *find_command(const char *name) {
 }
 
 /* Does `cmd` accept option `name`? *takes_value is set when it does. */
-static int command_accepts(const mpq_command *cmd, const char *name, size_t len,
-                           int *takes_value) {
+static int command_accepts(const mpq_command *cmd, const char *name, size_t len, int *takes_value) {
     if (!cmd || !cmd->options)
         return 0;
     for (const char *p = cmd->options; *p;) {
@@ -101,8 +100,8 @@ static mpq_err parse(mpq_ctx *ctx, int argc, char **argv, mpq_cli *cli, global_o
                 }
             }
             return MPQ_ERROR(MPQ_ERR_ARG, "unknown command '%s'%s%s%s (see mpquant --help)", a,
-                             best && bd <= 3 ? " (did you mean '" : "",
-                             best && bd <= 3 ? best : "", best && bd <= 3 ? "'?)" : "");
+                             best && bd <= 3 ? " (did you mean '" : "", best && bd <= 3 ? best : "",
+                             best && bd <= 3 ? "'?)" : "");
         }
         cli->command = a;
         break;
@@ -193,14 +192,13 @@ mpq_err mpq_cli_opt_int(mpq_ctx *ctx, const mpq_cli *cli, const char *name, int6
     long long x = strtoll(v, &end, 10);
     MPQ_CHECK(*v && *end == '\0' && errno == 0, MPQ_ERR_ARG, "--%s: '%s' is not an integer", name,
               v);
-    MPQ_CHECK(x >= min && x <= max, MPQ_ERR_ARG, "--%s: %lld is out of range [%lld, %lld]", name,
-              x, (long long)min, (long long)max);
+    MPQ_CHECK(x >= min && x <= max, MPQ_ERR_ARG, "--%s: %lld is out of range [%lld, %lld]", name, x,
+              (long long)min, (long long)max);
     *out = x;
     return MPQ_OK;
 }
 
-mpq_err mpq_cli_load_config(mpq_ctx *ctx, const mpq_cli *cli, const char *path,
-                            mpq_config **out) {
+mpq_err mpq_cli_load_config(mpq_ctx *ctx, const mpq_cli *cli, const char *path, mpq_config **out) {
     MPQ_CALL(mpq_config_load(ctx, path, cli->n_over, cli->overrides, out));
     mpq_config *cfg = *out;
     mpq_log_level lvl;

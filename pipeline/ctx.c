@@ -34,8 +34,8 @@ mpq_err mpq_ctx_create(MPI_Comm comm, mpq_ctx **out) {
         MPQ_MPI_TRY(MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN));
         MPQ_MPI_TRY(MPI_Comm_rank(c->comm, &c->rank));
         MPQ_MPI_TRY(MPI_Comm_size(c->comm, &c->size));
-        MPQ_MPI_TRY(
-            MPI_Comm_split_type(c->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &c->node_comm));
+        MPQ_MPI_TRY(MPI_Comm_split_type(c->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL,
+                                        &c->node_comm));
         MPQ_MPI_TRY(MPI_Comm_set_errhandler(c->node_comm, MPI_ERRORS_RETURN));
         MPQ_MPI_TRY(MPI_Comm_rank(c->node_comm, &c->node_rank));
         MPQ_MPI_TRY(MPI_Comm_size(c->node_comm, &c->node_size));
@@ -79,12 +79,15 @@ mpq_err mpq_agree(mpq_ctx *ctx, mpq_err local) {
     /* The failing rank broadcasts code, message and traceback. */
     struct {
         int code;
+        int origin; /* rank that raised the error (an earlier agreement may have
+                       copied another rank's error here) */
         char msg[MPQ_ERRMSG_MAX];
         char trace[MPQ_TRACE_MAX];
     } report;
     memset(&report, 0, sizeof report);
     if (ctx->rank == first) {
         report.code = (int)local;
+        report.origin = ctx->err_rank >= 0 ? ctx->err_rank : ctx->rank;
         memcpy(report.msg, ctx->err_msg, sizeof report.msg);
         memcpy(report.trace, ctx->err_trace, sizeof report.trace);
         if (!report.msg[0])
@@ -94,7 +97,7 @@ mpq_err mpq_agree(mpq_ctx *ctx, mpq_err local) {
     if (rc != MPI_SUCCESS)
         return mpq_mpi_check(ctx, rc, "MPI_Bcast(error report)", __FILE__, __LINE__, __func__);
     ctx->err_code = (mpq_err)report.code;
-    ctx->err_rank = first;
+    ctx->err_rank = report.origin;
     report.msg[sizeof report.msg - 1] = '\0';
     report.trace[sizeof report.trace - 1] = '\0';
     memcpy(ctx->err_msg, report.msg, sizeof ctx->err_msg);
@@ -203,11 +206,14 @@ mpq_err mpq_bcast_bytes(mpq_ctx *ctx, int root, char **buf, int64_t *len) {
         return MPQ_OK;
     int64_t n = ctx->rank == root ? *len : 0;
     MPQ_MPI(MPI_Bcast(&n, 1, MPI_INT64_T, root, ctx->comm));
+    mpq_err err = MPQ_OK;
     if (ctx->rank != root) {
         *buf = NULL;
-        MPQ_CALL(mpq_malloc(ctx, n + 1, 1, (void **)buf));
+        err = mpq_malloc(ctx, n + 1, 1, (void **)buf);
         *len = n;
     }
+    /* Every rank must be able to receive before the data moves. */
+    MPQ_CALL(mpq_agree(ctx, err));
     const int64_t piece = (int64_t)1 << 30;
     for (int64_t off = 0; off < n; off += piece) {
         int64_t m = n - off < piece ? n - off : piece;
@@ -242,8 +248,10 @@ mpq_err mpq_grid_create(mpq_ctx *ctx, int nprow, int npcol, mpq_grid **out) {
     g->myrow = inside ? ctx->rank / npcol : -1;
     g->mycol = inside ? ctx->rank % npcol : -1;
     mpq_err err = MPQ_OK;
-    MPQ_MPI_TRY(MPI_Comm_split(ctx->comm, inside ? g->myrow : MPI_UNDEFINED, g->mycol, &g->row_comm));
-    MPQ_MPI_TRY(MPI_Comm_split(ctx->comm, inside ? g->mycol : MPI_UNDEFINED, g->myrow, &g->col_comm));
+    MPQ_MPI_TRY(
+        MPI_Comm_split(ctx->comm, inside ? g->myrow : MPI_UNDEFINED, g->mycol, &g->row_comm));
+    MPQ_MPI_TRY(
+        MPI_Comm_split(ctx->comm, inside ? g->mycol : MPI_UNDEFINED, g->myrow, &g->col_comm));
     /* BLACS context over ctx->comm (not MPI_COMM_WORLD); gridmap is
      * collective over all ranks of the system handle. */
     int handle = Csys2blacs_handle(ctx->comm);

@@ -43,9 +43,13 @@ mpq_err mpq_err_vraise(mpq_ctx *ctx, mpq_err code, const char *file, int line, c
         fprintf(stderr, "\n  at %s:%d %s()\n", file, line, func);
         return code;
     }
+    /* Format into a temporary first: the arguments may include the
+     * context's own previous message (wrapping an error in context). */
+    char msg[MPQ_ERRMSG_MAX];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    memcpy(ctx->err_msg, msg, sizeof msg);
     ctx->err_code = code;
     ctx->err_rank = ctx->rank;
-    vsnprintf(ctx->err_msg, sizeof ctx->err_msg, fmt, ap);
     ctx->err_trace[0] = '\0';
     trace_append(ctx, file, line, func);
     return code;

@@ -12,7 +12,7 @@ libscalapack-openmpi-dev
 libhdf5-openmpi-dev hdf5-tools
 libconfig-dev libcjson-dev libssl-dev libcmocka-dev
 slurm-wlm munge
-gnuplot-nox clang procps coreutils util-linux"
+gnuplot-nox clang jq procps coreutils util-linux"
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

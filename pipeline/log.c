@@ -121,8 +121,7 @@ static void event_write(mpq_ctx *ctx, const char *type, cJSON *fields) {
         cJSON *item = fields->child;
         while (item) {
             cJSON *next = item->next;
-            cJSON_AddItemToObject(ev, item->string,
-                                  cJSON_DetachItemViaPointer(fields, item));
+            cJSON_AddItemToObject(ev, item->string, cJSON_DetachItemViaPointer(fields, item));
             item = next;
         }
         cJSON_Delete(fields);

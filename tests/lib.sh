@@ -1,0 +1,56 @@
+# lib.sh: helpers for mpquant's shell tests (sourced). A test calls `run CMD`,
+# then checks with expect_* and ends with `finish`, which prints PASSED or
+# FAILED and exits accordingly.
+OUT=$(mktemp)
+ERR=$(mktemp)
+RC=0
+FAILS=0
+LAST_CMD=""
+trap 'rm -f "$OUT" "$ERR"' EXIT
+
+run() {
+    LAST_CMD="$*"
+    "$@" >"$OUT" 2>"$ERR"
+    RC=$?
+}
+
+fail() {
+    echo "FAIL: $* (command: $LAST_CMD)" >&2
+    echo "--- stdout:" >&2
+    head -c 4000 "$OUT" >&2
+    echo "--- stderr:" >&2
+    head -c 4000 "$ERR" >&2
+    FAILS=$((FAILS + 1))
+}
+
+expect_rc() { [ "$RC" -eq "$1" ] || fail "exit status $RC, expected $1"; }
+expect_out() { grep -Eq -- "$1" "$OUT" || fail "stdout lacks /$1/"; }
+expect_err() { grep -Eq -- "$1" "$ERR" || fail "stderr lacks /$1/"; }
+# The pattern occurs exactly once in stdout+stderr.
+expect_once() {
+    local n
+    n=$(cat "$OUT" "$ERR" | grep -Ec -- "$1")
+    [ "$n" -eq 1 ] || fail "/$1/ occurs $n times, expected once"
+}
+last_json() { tail -n 1 "$OUT"; }
+
+# Skips (exit 77) when shared data is missing, fails under CI=true.
+need_shared() {
+    if [ ! -r "$MPQ_SHARED_DIR/$1" ]; then
+        if [ "${CI:-}" = "true" ]; then
+            echo "FAILED: shared data file '$MPQ_SHARED_DIR/$1' is missing (CI=true)" >&2
+            exit 1
+        fi
+        echo "SKIPPED: shared data file '$MPQ_SHARED_DIR/$1' is missing" >&2
+        exit 77
+    fi
+}
+
+finish() {
+    if [ "$FAILS" -eq 0 ]; then
+        echo "PASSED"
+        exit 0
+    fi
+    echo "FAILED ($FAILS checks)"
+    exit 1
+}
