@@ -30,10 +30,15 @@
 
 struct mpq_ctx;
 
-typedef enum mpq_dtype { MPQ_DTYPE_F32 = 0, MPQ_DTYPE_F16, MPQ_DTYPE_BF16, MPQ_DTYPE_COUNT } mpq_dtype;
+typedef enum mpq_dtype {
+    MPQ_DTYPE_F32 = 0,
+    MPQ_DTYPE_F16,
+    MPQ_DTYPE_BF16,
+    MPQ_DTYPE_COUNT
+} mpq_dtype;
 
-const char *mpq_dtype_name(mpq_dtype t);      /* "F32", "F16", "BF16" */
-size_t mpq_dtype_size(mpq_dtype t);           /* bytes per element */
+const char *mpq_dtype_name(mpq_dtype t); /* "F32", "F16", "BF16" */
+size_t mpq_dtype_size(mpq_dtype t);      /* bytes per element */
 
 #define MPQ_TENSOR_NAME_MAX 160
 #define MPQ_TENSOR_MAXDIM   4
@@ -44,21 +49,21 @@ typedef struct mpq_tensor {
     int ndim;
     int64_t shape[MPQ_TENSOR_MAXDIM];
     int64_t numel;
-    const void *data;  /* inside a read-only mapping owned by the model */
+    const void *data; /* inside a read-only mapping owned by the model */
     size_t nbytes;
-    const char *file;  /* the file it lives in (for messages); owned by the model */
+    const char *file; /* the file it lives in (for messages); owned by the model */
 } mpq_tensor;
 
 /* Architecture hyper-parameters. Fields a family does not use are 0. */
 typedef struct mpq_arch {
-    char family[16];      /* "llama" or "cnn" */
-    char format[16];      /* "llama2c", "llama2c-v1", "safetensors" */
-    int64_t dim;          /* hidden size */
-    int64_t hidden_dim;   /* MLP intermediate size */
+    char family[16];    /* "llama" or "cnn" */
+    char format[16];    /* "llama2c", "llama2c-v1", "safetensors" */
+    int64_t dim;        /* hidden size */
+    int64_t hidden_dim; /* MLP intermediate size */
     int64_t n_layers;
     int64_t n_heads;
     int64_t n_kv_heads;
-    int64_t head_dim;     /* dim / n_heads unless the config says otherwise */
+    int64_t head_dim; /* dim / n_heads unless the config says otherwise */
     int64_t vocab_size;
     int64_t seq_len;      /* maximum context */
     double norm_eps;      /* RMSNorm epsilon (llama2.c: 1e-5) */
@@ -67,6 +72,8 @@ typedef struct mpq_arch {
     int qkv_bias;         /* q/k/v projections have biases (Qwen2) */
     int rope_interleaved; /* 1: rotate pairs (2i, 2i+1) as llama2.c does;
                              0: rotate halves (i, i + head_dim/2) as Hugging Face does */
+    char model_type[16];  /* for display: config.json's model_type ("llama", "mistral",
+                             "qwen2"), "llama2.c" for llama2.c files, "" when unknown */
 } mpq_arch;
 
 typedef struct mpq_model mpq_model;
@@ -76,8 +83,7 @@ typedef struct mpq_model mpq_model;
  * directory with model.safetensors(.index.json) and config.json. Validates
  * everything it reads: an error names the file, the tensor and the problem.
  * Owner: caller (mpq_model_close). */
-mpq_err mpq_model_open(struct mpq_ctx *ctx, const char *path, const char *format,
-                       mpq_model **out);
+mpq_err mpq_model_open(struct mpq_ctx *ctx, const char *path, const char *format, mpq_model **out);
 /* NULL-safe; sets *m to NULL. Unmaps the files. */
 void mpq_model_close(mpq_model **m);
 

@@ -105,6 +105,7 @@ static mpq_err read_params(mpq_ctx *ctx, const char *path, const unsigned char *
     MPQ_CHECK((v[0] / v[3]) % 2 == 0, MPQ_ERR_FORMAT,
               "%s: head size dim / n_heads = %d must be even", path, (int)(v[0] / v[3]));
     snprintf(a->family, sizeof a->family, "llama");
+    snprintf(a->model_type, sizeof a->model_type, "llama2.c");
     a->dim = v[0];
     a->hidden_dim = v[1];
     a->n_layers = v[2];

@@ -1,12 +1,449 @@
-/* io_safetensors.c: safetensors checkpoints (in progress). */
-#include "io_internal.h"
+/* io_safetensors.c: safetensors checkpoints, single-file or sharded, with
+ * an optional Hugging Face config.json describing a Llama-family model.
+ *
+ * File layout: uint64 LE header length N, N bytes of JSON
+ *   {"__metadata__": {...}, "name": {"dtype": "F32", "shape": [..],
+ *    "data_offsets": [begin, end]}, ...}
+ * then the data section; offsets are relative to its start. Every tensor is
+ * checked: dtype supported, end - begin == numel * dtype size, and the
+ * tensors tile the data section exactly (sorted, no overlap, no gap, no
+ * trailing bytes), as the reference implementation requires.
+ *
+ * Sharded: model.safetensors.index.json maps tensor names to shard files in
+ * the same directory ("weight_map"). Shard names are checked lexically
+ * (no absolute paths, no ".." component, no backslash) so that an index
+ * cannot point outside the model's directory; symbolic links inside it are
+ * followed (the Hugging Face cache is made of them).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
-static int st_probe(const char *path, int is_dir, const unsigned char *head, size_t nhead) {
-    return 0;
+#include <cjson/cJSON.h>
+
+#include "io_internal.h"
+#include "mpq_text.h"
+
+/* Larger JSON headers are rejected before anything is allocated for them. */
+#define ST_MAX_HEADER ((uint64_t)100 * 1024 * 1024)
+#define ST_INDEX_NAME "model.safetensors.index.json"
+#define ST_SINGLE     "model.safetensors"
+#define ST_PATH_MAX   4096
+
+/* ---- one file -------------------------------------------------------------- */
+
+typedef struct {
+    int64_t begin, end; /* relative to the data section */
+    int64_t tensor;     /* index in m->tensors */
+} st_extent;
+
+static int cmp_extent(const void *a, const void *b) {
+    const st_extent *x = a, *y = b;
+    if (x->begin != y->begin)
+        return x->begin < y->begin ? -1 : 1;
+    return (x->end > y->end) - (x->end < y->end);
+}
+
+/* A JSON number that is an exact non-negative integer below 2^53. */
+static int json_uint(const cJSON *v, int64_t *out) {
+    if (!cJSON_IsNumber(v))
+        return 0;
+    double d = v->valuedouble;
+    if (!(d >= 0.0 && d <= 9007199254740992.0) || floor(d) != d)
+        return 0;
+    *out = (int64_t)d;
+    return 1;
+}
+
+static mpq_err parse_dtype(mpq_ctx *ctx, const char *file, const char *tname, const cJSON *v,
+                           mpq_dtype *out) {
+    MPQ_CHECK(cJSON_IsString(v), MPQ_ERR_FORMAT,
+              "%s: tensor '%s': \"dtype\" is missing or not a string", file, tname);
+    const char *s = v->valuestring;
+    for (int d = 0; d < MPQ_DTYPE_COUNT; d++) {
+        if (strcmp(s, mpq_dtype_name((mpq_dtype)d)) == 0) {
+            *out = (mpq_dtype)d;
+            return MPQ_OK;
+        }
+    }
+    static const char *const known[] = {"F64", "I64", "I32", "I16",  "I8",      "U64",
+                                        "U32", "U16", "U8",  "BOOL", "F8_E4M3", "F8_E5M2"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        MPQ_CHECK(strcmp(s, known[i]) != 0, MPQ_ERR_FORMAT,
+                  "%s: tensor '%s' has dtype %s; only F32, F16 and BF16 are supported", file, tname,
+                  s);
+    return MPQ_ERROR(MPQ_ERR_FORMAT, "%s: tensor '%s' has an unknown dtype \"%.32s\"", file, tname,
+                     s);
+}
+
+/* Maps one safetensors file and appends its tensors to m. When `weight_map`
+ * is given (sharded model), each tensor must be listed there for `shard`. */
+static mpq_err st_read_file(mpq_ctx *ctx, mpq_model *m, const char *path, const cJSON *weight_map,
+                            const char *shard, const char *index_path) {
+    mpq_err err = MPQ_OK;
+    cJSON *root = NULL;
+    st_extent *ext = NULL;
+    const mpq_io_map *map = NULL;
+    MPQ_TRY(mpq_io_map_file(ctx, m, path, &map));
+    const char *file = map->path;
+    MPQ_ENSURE(map->size >= 8, MPQ_ERR_FORMAT,
+               "%s: truncated: %zu bytes, not even the 8-byte header length", file, map->size);
+    uint64_t hlen = mpq_io_le64(map->base);
+    MPQ_ENSURE(hlen <= ST_MAX_HEADER, MPQ_ERR_FORMAT,
+               "%s: header length %llu exceeds the limit of %llu bytes", file,
+               (unsigned long long)hlen, (unsigned long long)ST_MAX_HEADER);
+    MPQ_ENSURE(hlen <= map->size - 8, MPQ_ERR_FORMAT,
+               "%s: header length %llu points past the end of the file (%zu bytes): truncated?",
+               file, (unsigned long long)hlen, map->size);
+    MPQ_ENSURE(hlen >= 2, MPQ_ERR_FORMAT, "%s: header length %llu is too short for a JSON object",
+               file, (unsigned long long)hlen);
+    const char *hdr = (const char *)map->base + 8;
+    const unsigned char *data = map->base + 8 + hlen;
+    int64_t data_size = (int64_t)(map->size - 8 - hlen);
+    root = cJSON_ParseWithLength(hdr, (size_t)hlen);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        long off = at && at >= hdr && at <= hdr + hlen ? (long)(at - hdr) : -1;
+        MPQ_ENSURE(0, MPQ_ERR_FORMAT, "%s: header is not valid JSON (error near header byte %ld)",
+                   file, off);
+    }
+    MPQ_ENSURE(cJSON_IsObject(root), MPQ_ERR_FORMAT, "%s: header is not a JSON object", file);
+    int64_t nitems = cJSON_GetArraySize(root);
+    MPQ_ALLOC_TRY(ext, nitems + 1);
+    int64_t next = 0;
+    const cJSON *it = NULL;
+    cJSON_ArrayForEach(it, root) {
+        const char *tname = it->string ? it->string : "";
+        if (strcmp(tname, "__metadata__") == 0) {
+            MPQ_ENSURE(cJSON_IsObject(it) || cJSON_IsNull(it), MPQ_ERR_FORMAT,
+                       "%s: \"__metadata__\" is not an object", file);
+            continue;
+        }
+        MPQ_ENSURE(cJSON_IsObject(it), MPQ_ERR_FORMAT, "%s: tensor '%s': entry is not an object",
+                   file, tname);
+        mpq_dtype dtype;
+        MPQ_TRY(
+            parse_dtype(ctx, file, tname, cJSON_GetObjectItemCaseSensitive(it, "dtype"), &dtype));
+        const cJSON *shp = cJSON_GetObjectItemCaseSensitive(it, "shape");
+        MPQ_ENSURE(cJSON_IsArray(shp), MPQ_ERR_FORMAT,
+                   "%s: tensor '%s': \"shape\" is missing or not an array", file, tname);
+        int ndim = cJSON_GetArraySize(shp);
+        MPQ_ENSURE(ndim <= MPQ_TENSOR_MAXDIM, MPQ_ERR_FORMAT,
+                   "%s: tensor '%s' has %d dimensions (at most %d are supported)", file, tname,
+                   ndim, MPQ_TENSOR_MAXDIM);
+        int64_t shape[MPQ_TENSOR_MAXDIM] = {0};
+        for (int d = 0; d < ndim; d++)
+            MPQ_ENSURE(json_uint(cJSON_GetArrayItem(shp, d), &shape[d]), MPQ_ERR_FORMAT,
+                       "%s: tensor '%s': shape[%d] is not a non-negative integer", file, tname, d);
+        const cJSON *offs = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
+        int64_t b = 0, e = 0;
+        MPQ_ENSURE(cJSON_IsArray(offs) && cJSON_GetArraySize(offs) == 2 &&
+                       json_uint(cJSON_GetArrayItem(offs, 0), &b) &&
+                       json_uint(cJSON_GetArrayItem(offs, 1), &e),
+                   MPQ_ERR_FORMAT,
+                   "%s: tensor '%s': \"data_offsets\" is not a pair of non-negative integers", file,
+                   tname);
+        MPQ_ENSURE(b <= e, MPQ_ERR_FORMAT,
+                   "%s: tensor '%s': data_offsets [%lld, %lld) are reversed", file, tname,
+                   (long long)b, (long long)e);
+        MPQ_ENSURE(e <= data_size, MPQ_ERR_FORMAT,
+                   "%s: tensor '%s': data_offsets [%lld, %lld) point past the end of the data "
+                   "section (%lld bytes): truncated file?",
+                   file, tname, (long long)b, (long long)e, (long long)data_size);
+        mpq_tensor t;
+        MPQ_TRY(mpq_io_tensor_init(ctx, &t, tname, dtype, ndim, shape, data + b, file));
+        MPQ_ENSURE((int64_t)t.nbytes == e - b, MPQ_ERR_FORMAT,
+                   "%s: tensor '%s': %s shape of %lld elements needs %zu bytes, data_offsets give "
+                   "%lld",
+                   file, tname, mpq_dtype_name(dtype), (long long)t.numel, t.nbytes,
+                   (long long)(e - b));
+        if (weight_map) {
+            const cJSON *w = cJSON_GetObjectItemCaseSensitive(weight_map, tname);
+            MPQ_ENSURE(w, MPQ_ERR_FORMAT, "%s: tensor '%s' is not listed in %s", file, tname,
+                       index_path);
+            MPQ_ENSURE(cJSON_IsString(w) && strcmp(w->valuestring, shard) == 0, MPQ_ERR_FORMAT,
+                       "%s: tensor '%s' is listed in %s for another shard", file, tname,
+                       index_path);
+        }
+        ext[next] = (st_extent){.begin = b, .end = e, .tensor = m->ntensors};
+        next++;
+        MPQ_TRY(mpq_io_add_tensor(ctx, m, &t));
+    }
+    /* The tensors must tile the data section: sorted by offset, each starts
+     * where the previous one ended and the last ends at the end of file. */
+    qsort(ext, (size_t)next, sizeof *ext, cmp_extent);
+    int64_t pos = 0;
+    const char *prev = NULL;
+    for (int64_t i = 0; i < next; i++) {
+        const char *tname = m->tensors[ext[i].tensor].name;
+        MPQ_ENSURE(ext[i].begin >= pos, MPQ_ERR_FORMAT,
+                   "%s: tensor '%s' (bytes [%lld, %lld)) overlaps tensor '%s' (ending at %lld)",
+                   file, tname, (long long)ext[i].begin, (long long)ext[i].end, prev,
+                   (long long)pos);
+        MPQ_ENSURE(ext[i].begin == pos, MPQ_ERR_FORMAT,
+                   "%s: %lld unused bytes before tensor '%s' in the data section", file,
+                   (long long)(ext[i].begin - pos), tname);
+        pos = ext[i].end;
+        prev = tname;
+    }
+    MPQ_ENSURE(pos == data_size, MPQ_ERR_FORMAT,
+               "%s: %lld trailing bytes after the last tensor in the data section", file,
+               (long long)(data_size - pos));
+cleanup:
+    mpq_free(ext);
+    cJSON_Delete(root);
+    return err;
+}
+
+/* ---- JSON side files ------------------------------------------------------ */
+
+static mpq_err read_json_file(mpq_ctx *ctx, const char *path, cJSON **out) {
+    mpq_err err = MPQ_OK;
+    char *text = NULL;
+    *out = NULL;
+    struct stat st;
+    MPQ_CHECK(stat(path, &st) == 0, MPQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    MPQ_CHECK((uint64_t)st.st_size <= ST_MAX_HEADER, MPQ_ERR_FORMAT,
+              "%s: %lld bytes, larger than the %llu-byte limit for JSON files", path,
+              (long long)st.st_size, (unsigned long long)ST_MAX_HEADER);
+    int64_t len = 0;
+    MPQ_TRY(mpq_text_read(ctx, path, &text, &len));
+    cJSON *root = cJSON_ParseWithLength(text, (size_t)len);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        long off = at && at >= text && at <= text + len ? (long)(at - text) : -1;
+        MPQ_ENSURE(0, MPQ_ERR_FORMAT, "%s: not valid JSON (error near byte %ld)", path, off);
+    }
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        MPQ_ENSURE(0, MPQ_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+    *out = root;
+cleanup:
+    mpq_free(text);
+    return err;
+}
+
+/* A required positive integer of config.json. */
+static mpq_err cfg_int(mpq_ctx *ctx, const char *path, const cJSON *cfg, const char *key,
+                       int64_t def, int64_t *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (!v || cJSON_IsNull(v)) {
+        MPQ_CHECK(def > 0, MPQ_ERR_FORMAT, "%s: required key \"%s\" is missing", path, key);
+        *out = def;
+        return MPQ_OK;
+    }
+    int64_t x = 0;
+    MPQ_CHECK(json_uint(v, &x) && x > 0 && x <= INT32_MAX, MPQ_ERR_FORMAT,
+              "%s: key \"%s\" must be a positive integer below 2^31", path, key);
+    *out = x;
+    return MPQ_OK;
+}
+
+static mpq_err cfg_real(mpq_ctx *ctx, const char *path, const cJSON *cfg, const char *key,
+                        double def, double *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (!v || cJSON_IsNull(v)) {
+        MPQ_CHECK(def > 0, MPQ_ERR_FORMAT, "%s: required key \"%s\" is missing", path, key);
+        *out = def;
+        return MPQ_OK;
+    }
+    MPQ_CHECK(cJSON_IsNumber(v) && v->valuedouble > 0 && isfinite(v->valuedouble), MPQ_ERR_FORMAT,
+              "%s: key \"%s\" must be a positive number", path, key);
+    *out = v->valuedouble;
+    return MPQ_OK;
+}
+
+/* The Llama-family variants config.json may name, by model_type or by the
+ * first entry of architectures. All share the Llama forward pass. */
+static const struct {
+    const char *model_type;
+    const char *architecture;
+    int qkv_bias;
+} llama_variants[] = {
+    {"llama", "LlamaForCausalLM", 0},
+    {"mistral", "MistralForCausalLM", 0},
+    {"qwen2", "Qwen2ForCausalLM", 1},
+    {"smollm", "SmolLMForCausalLM", 0}, /* SmolLM ships as model_type "llama"; accepted anyway */
+};
+
+static mpq_err read_config(mpq_ctx *ctx, const char *path, mpq_arch *a) {
+    mpq_err err = MPQ_OK;
+    cJSON *cfg = NULL;
+    MPQ_TRY(read_json_file(ctx, path, &cfg));
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(cfg, "model_type");
+    const cJSON *archs = cJSON_GetObjectItemCaseSensitive(cfg, "architectures");
+    const char *arch0 = cJSON_IsArray(archs) && cJSON_IsString(cJSON_GetArrayItem(archs, 0))
+                            ? cJSON_GetArrayItem(archs, 0)->valuestring
+                            : NULL;
+    MPQ_ENSURE(cJSON_IsString(mt) || arch0, MPQ_ERR_FORMAT,
+               "%s: required key \"model_type\" is missing (and no \"architectures\")", path);
+    int variant = -1;
+    for (size_t i = 0; i < sizeof llama_variants / sizeof llama_variants[0] && variant < 0; i++)
+        if (cJSON_IsString(mt) ? strcmp(mt->valuestring, llama_variants[i].model_type) == 0
+                               : strcmp(arch0, llama_variants[i].architecture) == 0)
+            variant = (int)i;
+    MPQ_ENSURE(variant >= 0, MPQ_ERR_FORMAT,
+               "%s: model %s \"%.40s\" is not supported (supported: llama, mistral, qwen2, "
+               "smollm)",
+               path, cJSON_IsString(mt) ? "model_type" : "architecture",
+               cJSON_IsString(mt) ? mt->valuestring : arch0);
+    snprintf(a->family, sizeof a->family, "llama");
+    snprintf(a->model_type, sizeof a->model_type, "%s", llama_variants[variant].model_type);
+    a->qkv_bias = llama_variants[variant].qkv_bias;
+    a->rope_interleaved = 0;
+    MPQ_TRY(cfg_int(ctx, path, cfg, "hidden_size", 0, &a->dim));
+    MPQ_TRY(cfg_int(ctx, path, cfg, "num_attention_heads", 0, &a->n_heads));
+    MPQ_TRY(cfg_int(ctx, path, cfg, "num_key_value_heads", a->n_heads, &a->n_kv_heads));
+    MPQ_TRY(cfg_int(ctx, path, cfg, "intermediate_size", 0, &a->hidden_dim));
+    MPQ_TRY(cfg_int(ctx, path, cfg, "num_hidden_layers", 0, &a->n_layers));
+    MPQ_TRY(cfg_int(ctx, path, cfg, "vocab_size", 0, &a->vocab_size));
+    MPQ_TRY(cfg_int(ctx, path, cfg, "max_position_embeddings", 0, &a->seq_len));
+    MPQ_TRY(cfg_real(ctx, path, cfg, "rms_norm_eps", 0.0, &a->norm_eps));
+    MPQ_TRY(cfg_real(ctx, path, cfg, "rope_theta", 10000.0, &a->rope_theta));
+    MPQ_ENSURE(a->dim % a->n_heads == 0 || cJSON_GetObjectItemCaseSensitive(cfg, "head_dim"),
+               MPQ_ERR_FORMAT, "%s: hidden_size %lld is not a multiple of num_attention_heads %lld",
+               path, (long long)a->dim, (long long)a->n_heads);
+    MPQ_TRY(cfg_int(ctx, path, cfg, "head_dim", a->dim / a->n_heads, &a->head_dim));
+    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(cfg, "tie_word_embeddings");
+    MPQ_ENSURE(!tie || cJSON_IsBool(tie) || cJSON_IsNull(tie), MPQ_ERR_FORMAT,
+               "%s: key \"tie_word_embeddings\" must be true or false", path);
+    a->tied_embeddings = cJSON_IsTrue(tie);
+    const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
+    MPQ_ENSURE(!scaling || cJSON_IsNull(scaling), MPQ_ERR_FORMAT,
+               "%s: key \"rope_scaling\" is set; scaled RoPE is not supported", path);
+    const cJSON *abias = cJSON_GetObjectItemCaseSensitive(cfg, "attention_bias");
+    MPQ_ENSURE(!cJSON_IsTrue(abias) || a->qkv_bias, MPQ_ERR_FORMAT,
+               "%s: key \"attention_bias\" is true; attention biases are supported for qwen2 only",
+               path);
+cleanup:
+    cJSON_Delete(cfg);
+    return err;
+}
+
+/* ---- sharded models ------------------------------------------------------- */
+
+/* A shard name from the index must name a file inside the model directory. */
+static mpq_err check_shard_name(mpq_ctx *ctx, const char *index_path, const char *tname,
+                                const char *shard) {
+    MPQ_CHECK(shard[0] != '\0', MPQ_ERR_FORMAT, "%s: tensor '%s': empty shard file name",
+              index_path, tname);
+    MPQ_CHECK(shard[0] != '/' && !strchr(shard, '\\'), MPQ_ERR_FORMAT,
+              "%s: tensor '%s': shard name \"%s\" must be a plain file name inside the model "
+              "directory (absolute path or backslash)",
+              index_path, tname, shard);
+    for (const char *p = shard; *p;) {
+        const char *q = strchr(p, '/');
+        size_t n = q ? (size_t)(q - p) : strlen(p);
+        MPQ_CHECK(!(n == 2 && p[0] == '.' && p[1] == '.'), MPQ_ERR_FORMAT,
+                  "%s: tensor '%s': shard name \"%s\" has a '..' component that leaves the model "
+                  "directory",
+                  index_path, tname, shard);
+        p += n + (q ? 1 : 0);
+    }
+    return MPQ_OK;
+}
+
+static mpq_err st_read_sharded(mpq_ctx *ctx, mpq_model *m, const char *dir,
+                               const char *index_path) {
+    mpq_err err = MPQ_OK;
+    cJSON *idx = NULL;
+    const char **shards = NULL;
+    MPQ_TRY(read_json_file(ctx, index_path, &idx));
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(idx, "weight_map");
+    MPQ_ENSURE(cJSON_IsObject(wm), MPQ_ERR_FORMAT,
+               "%s: required key \"weight_map\" is missing or not an object", index_path);
+    int64_t nw = cJSON_GetArraySize(wm);
+    MPQ_ENSURE(nw > 0, MPQ_ERR_FORMAT, "%s: \"weight_map\" is empty", index_path);
+    MPQ_ALLOC_TRY(shards, nw);
+    int64_t nshards = 0;
+    const cJSON *it = NULL;
+    cJSON_ArrayForEach(it, wm) {
+        MPQ_ENSURE(cJSON_IsString(it), MPQ_ERR_FORMAT,
+                   "%s: weight_map entry of tensor '%s' is not a file name", index_path,
+                   it->string);
+        MPQ_TRY(check_shard_name(ctx, index_path, it->string, it->valuestring));
+        int seen = 0;
+        for (int64_t s = 0; s < nshards && !seen; s++)
+            seen = strcmp(shards[s], it->valuestring) == 0;
+        if (!seen)
+            shards[nshards++] = it->valuestring;
+    }
+    for (int64_t s = 0; s < nshards; s++) {
+        char path[2 * ST_PATH_MAX];
+        MPQ_ENSURE(snprintf(path, sizeof path, "%s/%s", dir, shards[s]) < (int)sizeof path,
+                   MPQ_ERR_ARG, "%s: shard path too long", index_path);
+        MPQ_TRY(st_read_file(ctx, m, path, wm, shards[s], index_path));
+    }
+    cJSON_ArrayForEach(it, wm) {
+        MPQ_ENSURE(mpq_model_find(m, it->string), MPQ_ERR_FORMAT,
+                   "%s: tensor '%s' is listed for shard %s, which does not contain it", index_path,
+                   it->string, it->valuestring);
+    }
+cleanup:
+    mpq_free(shards);
+    cJSON_Delete(idx);
+    return err;
+}
+
+/* ---- open ----------------------------------------------------------------- */
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
 static mpq_err st_open(mpq_ctx *ctx, mpq_model *m, const char *path) {
-    return MPQ_ERROR(MPQ_ERR_FORMAT, "%s: safetensors reader not implemented yet", path);
+    char dir[ST_PATH_MAX], file[ST_PATH_MAX + 64], cfg[ST_PATH_MAX + 64];
+    struct stat st;
+    MPQ_CHECK(stat(path, &st) == 0, MPQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    MPQ_CHECK(strlen(path) + sizeof ST_INDEX_NAME + 2 < sizeof dir, MPQ_ERR_ARG,
+              "%s: path too long", path);
+    int sharded = 0;
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(dir, sizeof dir, "%s", path);
+        snprintf(file, sizeof file, "%s/%s", dir, ST_INDEX_NAME);
+        sharded = file_exists(file);
+        if (!sharded) {
+            snprintf(file, sizeof file, "%s/%s", dir, ST_SINGLE);
+            MPQ_CHECK(file_exists(file), MPQ_ERR_IO, "%s: directory holds neither %s nor %s", path,
+                      ST_INDEX_NAME, ST_SINGLE);
+        }
+    } else {
+        snprintf(file, sizeof file, "%s", path);
+        snprintf(dir, sizeof dir, "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            *slash = '\0';
+        else
+            snprintf(dir, sizeof dir, ".");
+        sharded = ends_with(path, ".json");
+    }
+    snprintf(m->arch.format, sizeof m->arch.format, "safetensors");
+    if (sharded)
+        MPQ_CALL(st_read_sharded(ctx, m, dir, file));
+    else
+        MPQ_CALL(st_read_file(ctx, m, file, NULL, NULL, NULL));
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    if (file_exists(cfg)) {
+        MPQ_CALL(read_config(ctx, cfg, &m->arch));
+        MPQ_CALL(mpq_io_check_llama(ctx, m));
+    }
+    return MPQ_OK;
+}
+
+static int st_probe(const char *path, int is_dir, const unsigned char *head, size_t nhead) {
+    if (is_dir || ends_with(path, ".safetensors") || ends_with(path, ".json"))
+        return 1;
+    return nhead >= 9 && head[8] == '{' && mpq_io_le64(head) <= ST_MAX_HEADER;
 }
 
 const mpq_model_format mpq_format_safetensors = {

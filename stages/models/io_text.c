@@ -1,0 +1,116 @@
+/* io_text.c: text files, the document splitter and document tokenization
+ * (see mpq_text.h for the protocol). */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "mpq_ctx.h"
+#include "mpq_text.h"
+#include "mpq_tokenizer.h"
+
+mpq_err mpq_text_read(mpq_ctx *ctx, const char *path, char **text, int64_t *len) {
+    mpq_err err = MPQ_OK;
+    char *buf = NULL;
+    *text = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    MPQ_CHECK(f, MPQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    MPQ_ENSURE(fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode), MPQ_ERR_IO,
+               "%s: not a regular file", path);
+    int64_t n = (int64_t)st.st_size;
+    MPQ_TRY(mpq_malloc(ctx, n + 1, 1, (void **)&buf));
+    MPQ_ENSURE(fread(buf, 1, (size_t)n, f) == (size_t)n, MPQ_ERR_IO, "%s: read failed: %s", path,
+               strerror(errno));
+    buf[n] = '\0';
+    *text = buf;
+    *len = n;
+    buf = NULL;
+cleanup:
+    mpq_free(buf);
+    fclose(f);
+    return err;
+}
+
+mpq_err mpq_text_split_docs(mpq_ctx *ctx, const char *text, int64_t len, int64_t max_docs,
+                            mpq_span **docs, int64_t *ndocs) {
+    *docs = NULL;
+    *ndocs = 0;
+    MPQ_CHECK(len >= 0, MPQ_ERR_ARG, "text length %lld is negative", (long long)len);
+    /* Pass 1 counts, pass 2 fills: no reallocation. */
+    mpq_span *out = NULL;
+    int64_t cap = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        int64_t n = 0, i = 0;
+        while (i < len && (max_docs <= 0 || n < max_docs)) {
+            /* A piece ends at the next "\n\n" or at the end of the text. */
+            int64_t start = i, end = i;
+            while (end < len && !(text[end] == '\n' && end + 1 < len && text[end + 1] == '\n'))
+                end++;
+            int64_t b = start, e = end;
+            while (b < e && text[b] == '\n')
+                b++;
+            while (e > b && text[e - 1] == '\n')
+                e--;
+            if (e > b) {
+                if (pass == 1)
+                    out[n] = (mpq_span){.begin = b, .len = e - b};
+                n++;
+            }
+            i = end;
+            while (i < len && text[i] == '\n')
+                i++;
+        }
+        if (pass == 0) {
+            cap = n;
+            MPQ_CALL(mpq_malloc(ctx, cap, sizeof *out, (void **)&out));
+        } else {
+            *ndocs = n;
+        }
+    }
+    *docs = out;
+    return MPQ_OK;
+}
+
+mpq_err mpq_text_encode_docs(mpq_ctx *ctx, const mpq_tokenizer *tok, const char *text,
+                             const mpq_span *docs, int64_t ndocs, int64_t max_tokens,
+                             int32_t **tokens, int64_t **offsets) {
+    mpq_err err = MPQ_OK;
+    int32_t *all = NULL, *one = NULL;
+    int64_t *off = NULL;
+    *tokens = NULL;
+    *offsets = NULL;
+    MPQ_ALLOC_TRY(off, ndocs + 1);
+    int64_t cap = 0, used = 0;
+    for (int64_t d = 0; d < ndocs; d++) {
+        int64_t n = 0;
+        MPQ_TRY(mpq_tokenizer_encode(ctx, tok, text + docs[d].begin, (size_t)docs[d].len, 1, 0,
+                                     &one, &n));
+        if (max_tokens > 0 && n > max_tokens)
+            n = max_tokens;
+        if (used + n > cap) {
+            int64_t ncap = cap ? cap : 1024;
+            while (ncap < used + n)
+                ncap *= 2;
+            MPQ_TRY(mpq_realloc(ctx, cap, ncap, sizeof *all, (void **)&all));
+            cap = ncap;
+        }
+        memcpy(all + used, one, (size_t)n * sizeof *one);
+        MPQ_FREE(one);
+        off[d] = used;
+        used += n;
+    }
+    off[ndocs] = used;
+    if (!all) /* no documents: still hand back a valid (empty) array */
+        MPQ_ALLOC_TRY(all, 1);
+    *tokens = all;
+    *offsets = off;
+    all = NULL;
+    off = NULL;
+cleanup:
+    mpq_free(one);
+    mpq_free(all);
+    mpq_free(off);
+    return err;
+}
