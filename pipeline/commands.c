@@ -2,6 +2,7 @@
 #include "mpq_cli.h"
 
 mpq_err mpq_cmd_check(mpq_ctx *ctx, const mpq_cli *cli);
+mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli);
 
 const mpq_command mpq_commands[] = {
     {
@@ -14,6 +15,18 @@ const mpq_command mpq_commands[] = {
         .min_pos = 0,
         .max_pos = 1,
         .run = mpq_cmd_check,
+    },
+    {
+        .name = "inspect",
+        .args = "FILE",
+        .summary = "list a model's tensors, dtypes, shapes, parameter count and architecture",
+        .help = "  FILE             llama2.c .bin, .safetensors, a sharded model's directory or\n"
+                "                   model.safetensors.index.json, or an IDX data file\n"
+                "  --format=NAME    auto (default), llama2c, safetensors or idx\n",
+        .options = "format=",
+        .min_pos = 1,
+        .max_pos = 1,
+        .run = mpq_cmd_inspect,
     },
 };
 

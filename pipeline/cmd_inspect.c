@@ -1,0 +1,164 @@
+/* cmd_inspect.c: `mpquant inspect FILE`: what a model or data file holds:
+ * format, family, architecture, every tensor (name, dtype, shape, numel) and
+ * the parameter count; IDX files show their shape.
+ *
+ * Every rank opens the file (the readers are local and map it read-only), so
+ * that a file one rank cannot read fails the command on every rank through
+ * the error agreement in main; rank 0 prints. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mpq_cli.h"
+#include "mpq_idx.h"
+#include "mpq_model.h"
+
+mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli);
+
+/* An IDX file starts with 0x00 0x00 0x08 and a dimension count of 1 to 4. */
+static int looks_like_idx(const char *path) {
+    unsigned char h[4] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    size_t n = fread(h, 1, sizeof h, f);
+    fclose(f);
+    return n == 4 && h[0] == 0 && h[1] == 0 && h[2] == 0x08 && h[3] >= 1 && h[3] <= MPQ_IDX_MAXDIM;
+}
+
+static void shape_text(int ndim, const int64_t *shape, char *buf, size_t len) {
+    size_t used = (size_t)snprintf(buf, len, "[");
+    for (int d = 0; d < ndim && used < len; d++)
+        used +=
+            (size_t)snprintf(buf + used, len - used, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (used < len)
+        snprintf(buf + used, len - used, "]");
+}
+
+static cJSON *shape_json(int ndim, const int64_t *shape) {
+    cJSON *a = cJSON_CreateArray();
+    for (int d = 0; d < ndim; d++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber((double)shape[d]));
+    return a;
+}
+
+static mpq_err inspect_idx(mpq_ctx *ctx, const mpq_cli *cli, const char *path) {
+    mpq_idx *x = NULL;
+    MPQ_CALL(mpq_idx_open(ctx, path, &x));
+    const char *kind = x->ndim == 3 ? "images" : x->ndim == 1 ? "labels" : "array";
+    char shp[128];
+    shape_text(x->ndim, x->dims, shp, sizeof shp);
+    if (ctx->rank == 0) {
+        printf("file:    %s\n", path);
+        printf("format:  idx (unsigned bytes, %d dimension%s)\n", x->ndim, x->ndim == 1 ? "" : "s");
+        printf("content: %s, %lld items, shape %s, %lld bytes\n", kind, (long long)x->dims[0], shp,
+               (long long)x->numel);
+        fflush(stdout);
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "command", "inspect");
+    cJSON_AddStringToObject(o, "path", path);
+    cJSON_AddStringToObject(o, "format", "idx");
+    cJSON_AddStringToObject(o, "content", kind);
+    cJSON_AddNumberToObject(o, "items", (double)x->dims[0]);
+    cJSON_AddItemToObject(o, "shape", shape_json(x->ndim, x->dims));
+    cJSON_AddNumberToObject(o, "numel", (double)x->numel);
+    mpq_cli_emit_json(ctx, cli, o);
+    mpq_idx_close(&x);
+    return MPQ_OK;
+}
+
+static void print_model(const mpq_model *m) {
+    const mpq_arch *a = mpq_model_arch(m);
+    printf("file:    %s\n", mpq_model_path(m));
+    printf("format:  %s\n", a->format);
+    printf("family:  %s%s%s%s\n", a->family[0] ? a->family : "(none: plain tensor container)",
+           a->model_type[0] ? " (" : "", a->model_type, a->model_type[0] ? ")" : "");
+    if (strcmp(a->family, "llama") == 0) {
+        printf("architecture: dim %lld, hidden_dim %lld, n_layers %lld, n_heads %lld, "
+               "n_kv_heads %lld, head_dim %lld, vocab_size %lld, seq_len %lld\n",
+               (long long)a->dim, (long long)a->hidden_dim, (long long)a->n_layers,
+               (long long)a->n_heads, (long long)a->n_kv_heads, (long long)a->head_dim,
+               (long long)a->vocab_size, (long long)a->seq_len);
+        printf("              norm_eps %g, rope_theta %g, rope %s, tied_embeddings %s, "
+               "qkv_bias %s\n",
+               a->norm_eps, a->rope_theta, a->rope_interleaved ? "interleaved" : "half-rotation",
+               a->tied_embeddings ? "yes" : "no", a->qkv_bias ? "yes" : "no");
+    }
+    int64_t n = mpq_model_ntensors(m), params = 0;
+    size_t wname = 4;
+    for (int64_t i = 0; i < n; i++) {
+        size_t l = strlen(mpq_model_tensor_at(m, i)->name);
+        wname = l > wname ? l : wname;
+    }
+    printf("tensors: %lld\n", (long long)n);
+    printf("  %-*s  %-5s  %-20s  %12s\n", (int)wname, "name", "dtype", "shape", "numel");
+    for (int64_t i = 0; i < n; i++) {
+        const mpq_tensor *t = mpq_model_tensor_at(m, i);
+        char shp[128];
+        shape_text(t->ndim, t->shape, shp, sizeof shp);
+        printf("  %-*s  %-5s  %-20s  %12lld\n", (int)wname, t->name, mpq_dtype_name(t->dtype), shp,
+               (long long)t->numel);
+        params += t->numel;
+    }
+    printf("parameters: %lld\n", (long long)params);
+}
+
+static cJSON *model_json(const mpq_model *m) {
+    const mpq_arch *a = mpq_model_arch(m);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "command", "inspect");
+    cJSON_AddStringToObject(o, "path", mpq_model_path(m));
+    cJSON_AddStringToObject(o, "format", a->format);
+    cJSON_AddStringToObject(o, "family", a->family);
+    cJSON_AddStringToObject(o, "model_type", a->model_type);
+    if (strcmp(a->family, "llama") == 0) {
+        cJSON *j = cJSON_AddObjectToObject(o, "arch");
+        cJSON_AddNumberToObject(j, "dim", (double)a->dim);
+        cJSON_AddNumberToObject(j, "hidden_dim", (double)a->hidden_dim);
+        cJSON_AddNumberToObject(j, "n_layers", (double)a->n_layers);
+        cJSON_AddNumberToObject(j, "n_heads", (double)a->n_heads);
+        cJSON_AddNumberToObject(j, "n_kv_heads", (double)a->n_kv_heads);
+        cJSON_AddNumberToObject(j, "head_dim", (double)a->head_dim);
+        cJSON_AddNumberToObject(j, "vocab_size", (double)a->vocab_size);
+        cJSON_AddNumberToObject(j, "seq_len", (double)a->seq_len);
+        cJSON_AddNumberToObject(j, "norm_eps", a->norm_eps);
+        cJSON_AddNumberToObject(j, "rope_theta", a->rope_theta);
+        cJSON_AddBoolToObject(j, "rope_interleaved", a->rope_interleaved);
+        cJSON_AddBoolToObject(j, "tied_embeddings", a->tied_embeddings);
+        cJSON_AddBoolToObject(j, "qkv_bias", a->qkv_bias);
+    }
+    cJSON *ts = cJSON_AddArrayToObject(o, "tensors");
+    int64_t params = 0;
+    for (int64_t i = 0; i < mpq_model_ntensors(m); i++) {
+        const mpq_tensor *t = mpq_model_tensor_at(m, i);
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "name", t->name);
+        cJSON_AddStringToObject(e, "dtype", mpq_dtype_name(t->dtype));
+        cJSON_AddItemToObject(e, "shape", shape_json(t->ndim, t->shape));
+        cJSON_AddNumberToObject(e, "numel", (double)t->numel);
+        cJSON_AddItemToArray(ts, e);
+        params += t->numel;
+    }
+    cJSON_AddNumberToObject(o, "n_tensors", (double)mpq_model_ntensors(m));
+    cJSON_AddNumberToObject(o, "parameters", (double)params);
+    return o;
+}
+
+mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli) {
+    const char *path = cli->pos[0];
+    const char *format = mpq_cli_opt(cli, "format");
+    if (!format || !*format)
+        format = "auto";
+    if ((strcmp(format, "auto") == 0 && looks_like_idx(path)) || strcmp(format, "idx") == 0)
+        return inspect_idx(ctx, cli, path);
+    mpq_model *m = NULL;
+    MPQ_CALL(mpq_model_open(ctx, path, format, &m));
+    if (ctx->rank == 0) {
+        print_model(m);
+        fflush(stdout);
+    }
+    mpq_cli_emit_json(ctx, cli, model_json(m));
+    mpq_model_close(&m);
+    return MPQ_OK;
+}
