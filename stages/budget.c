@@ -464,6 +464,180 @@ static mpq_err trail_push(mpq_ctx *ctx, budget_trail *t, int64_t parent, int32_t
 
 /* ---- solve ---------------------------------------------------------------- */
 
+/* The reduced problem for one threshold T: candidates with reduced cost
+ * r <= T (+tol) survive; layers with one survivor are fixed; the frontier DP
+ * runs over the rest, dropping states whose bound exceeds LB + T. */
+typedef struct budget_dp {
+    const budget_ws *w;
+    int64_t B;
+    double lam, tol;
+    double *m;                /* [na] min_k (s + lam c) */
+    double *rr;               /* [po[na]] reduced cost of the survivors */
+    int64_t *surv;            /* [po[na]] survivors: Pareto index within the layer */
+    int64_t *so;              /* [na+1] offsets of the survivors */
+    int32_t *core;            /* [na] core layers in processing order */
+    int64_t *sufmin, *sufmax; /* [na+1] cheapest/dearest survivor bits of core j.. */
+    int64_t *stage_off;       /* [na+1] offsets of the stages in the trail */
+    int64_t *head;            /* [max_cand] merge heads */
+    budget_trail tr;
+    int64_t ncore, max_front;
+} budget_dp;
+
+static void dp_free(budget_dp *d) {
+    mpq_free(d->m);
+    mpq_free(d->rr);
+    mpq_free(d->surv);
+    mpq_free(d->so);
+    mpq_free(d->core);
+    mpq_free(d->sufmin);
+    mpq_free(d->sufmax);
+    mpq_free(d->stage_off);
+    mpq_free(d->head);
+    mpq_free(d->tr.parent);
+    mpq_free(d->tr.sub);
+}
+
+/* Runs the DP for threshold T. On success *found says whether a feasible
+ * state survived; then pos[] holds the best one, which is optimal: every
+ * feasible solution scoring below LB + T survives the prunings. */
+static mpq_err dp_run(mpq_ctx *ctx, budget_dp *d, int32_t max_cand, double T, int32_t *pos,
+                      int *found) {
+    const budget_ws *w = d->w;
+    mpq_err err = MPQ_OK;
+    int64_t *fc = NULL, *nc = NULL;
+    double *fs = NULL, *fr = NULL, *nsc = NULL, *nr = NULL;
+    *found = 0;
+    d->tr.n = 0;
+    d->ncore = 0;
+    int64_t nsurv = 0, base_c = 0;
+    double base_r = 0.0;
+    for (int64_t a = 0; a < w->na; a++) {
+        d->so[a] = nsurv;
+        for (int64_t q = w->po[a]; q < w->po[a + 1]; q++) {
+            double r = fmax(0.0, w->ps[q] + d->lam * (double)w->pc[q] - d->m[a]);
+            if (r <= T + d->tol) {
+                d->rr[nsurv] = r;
+                d->surv[nsurv++] = q - w->po[a];
+            }
+        }
+        if (nsurv - d->so[a] == 1) {
+            base_c += w->pc[w->po[a] + d->surv[d->so[a]]];
+            base_r += d->rr[d->so[a]];
+        } else {
+            d->core[d->ncore++] = (int32_t)a;
+        }
+    }
+    d->so[w->na] = nsurv;
+    const int64_t ncore = d->ncore;
+    d->sufmin[ncore] = d->sufmax[ncore] = 0;
+    for (int64_t j = ncore - 1; j >= 0; j--) {
+        int32_t a = d->core[j];
+        d->sufmin[j] = d->sufmin[j + 1] + w->pc[w->po[a] + d->surv[d->so[a]]];
+        d->sufmax[j] = d->sufmax[j + 1] + w->pc[w->po[a] + d->surv[d->so[a + 1] - 1]];
+    }
+    int64_t fn = 0;
+    MPQ_ALLOC_TRY(fc, 1);
+    MPQ_ALLOC_TRY(fs, 1);
+    MPQ_ALLOC_TRY(fr, 1);
+    if (base_c + d->sufmin[0] <= d->B)
+        fn = 1; /* the empty core: 0 bits, score 0, reduced cost 0 */
+    d->max_front = fn;
+    for (int64_t j = 0; j < ncore && fn > 0; j++) {
+        const int32_t a = d->core[j];
+        const int64_t k = d->so[a + 1] - d->so[a];
+        const int64_t *sv = d->surv + d->so[a];
+        const double *sr = d->rr + d->so[a];
+        const int64_t limit = d->B - base_c - d->sufmin[j + 1]; /* max core bits now */
+        const int64_t rest_max = base_c + d->sufmax[j + 1];
+        int64_t cap = 0;
+        MPQ_TRY(mpq_mul64(ctx, fn, k, "budget: frontier size", &cap));
+        MPQ_ENSURE(cap < INT32_MAX, MPQ_ERR_NOMEM,
+                   "budget: the Pareto frontier grew beyond %d states at layer %lld", INT32_MAX,
+                   (long long)w->act[a]);
+        (void)max_cand;
+        MPQ_ALLOC_TRY(nc, cap);
+        MPQ_ALLOC_TRY(nsc, cap);
+        MPQ_ALLOC_TRY(nr, cap);
+        d->stage_off[j] = d->tr.n;
+        for (int64_t t = 0; t < k; t++)
+            d->head[t] = 0;
+        int64_t nn = 0;
+        double last = INFINITY;
+        for (;;) {
+            /* Stream t is the frontier shifted by survivor t: merge by
+             * (bits, score), keeping strictly falling scores. */
+            int64_t bt = -1, bc = 0;
+            double bs = 0.0;
+            for (int64_t t = 0; t < k; t++) {
+                if (d->head[t] >= fn)
+                    continue;
+                int64_t q = w->po[a] + sv[t];
+                int64_t c = fc[d->head[t]] + w->pc[q];
+                double s = fs[d->head[t]] + w->ps[q];
+                if (c > limit) {
+                    d->head[t] = fn; /* the stream rises in bits: nothing more fits */
+                    continue;
+                }
+                if (bt < 0 || c < bc || (c == bc && s < bs)) {
+                    bt = t;
+                    bc = c;
+                    bs = s;
+                }
+            }
+            if (bt < 0)
+                break;
+            int64_t parent = d->head[bt]++;
+            if (!(bs < last))
+                continue; /* dominated by a kept state with no more bits */
+            double r = fr[parent] + sr[bt];
+            int64_t unused = d->B - bc - rest_max; /* bits that must stay unused */
+            double bound = base_r + r + (unused > 0 ? d->lam * (double)unused : 0.0);
+            if (bound > T + d->tol)
+                continue;
+            nc[nn] = bc;
+            nsc[nn] = bs;
+            nr[nn] = r;
+            MPQ_TRY(trail_push(ctx, &d->tr, parent, (int32_t)bt));
+            nn++;
+            last = bs;
+        }
+        mpq_free(fc);
+        mpq_free(fs);
+        mpq_free(fr);
+        fc = nc;
+        fs = nsc;
+        fr = nr;
+        nc = NULL;
+        nsc = NULL;
+        nr = NULL;
+        fn = nn;
+        if (fn > d->max_front)
+            d->max_front = fn;
+    }
+    if (fn > 0) {
+        /* States are sorted by bits with falling scores: the last is best. */
+        *found = 1;
+        for (int64_t a = 0; a < w->na; a++)
+            if (d->so[a + 1] - d->so[a] == 1)
+                pos[a] = (int32_t)d->surv[d->so[a]];
+        int64_t i = fn - 1;
+        for (int64_t j = ncore - 1; j >= 0; j--) {
+            int32_t a = d->core[j];
+            int64_t e = d->stage_off[j] + i;
+            pos[a] = (int32_t)d->surv[d->so[a] + d->tr.sub[e]];
+            i = d->tr.parent[e];
+        }
+    }
+cleanup:
+    mpq_free(fc);
+    mpq_free(fs);
+    mpq_free(fr);
+    mpq_free(nc);
+    mpq_free(nsc);
+    mpq_free(nr);
+    return err;
+}
+
 static void fmt_size(char *buf, size_t len, int64_t bits, int64_t weights) {
     long long bytes = (long long)((bits + 7) / 8);
     if (weights > 0)
@@ -478,13 +652,10 @@ mpq_err mpq_budget_solve(mpq_ctx *ctx, const mpq_budget_problem *p, const mpq_bu
     mpq_err err = MPQ_OK;
     budget_ws w;
     memset(&w, 0, sizeof w);
+    budget_dp d;
+    memset(&d, 0, sizeof d);
     mpq_budget_result *res = NULL;
-    int32_t *pos = NULL, *core = NULL;
-    int64_t *surv = NULL, *so = NULL, *sufmin = NULL, *sufmax = NULL, *stage_off = NULL;
-    int64_t *fc = NULL, *nc = NULL;
-    double *fs = NULL, *fr = NULL, *nsc = NULL, *nr = NULL, *rr = NULL;
-    budget_trail tr = {0};
-    int64_t *head = NULL;
+    int32_t *pos = NULL, *best = NULL;
 
     int64_t B = 0;
     MPQ_TRY(mpq_budget_bits(ctx, p, spec, &B));
@@ -505,164 +676,62 @@ mpq_err mpq_budget_solve(mpq_ctx *ctx, const mpq_budget_problem *p, const mpq_bu
     res->n_layers = p->n_layers;
     MPQ_ALLOC_TRY(res->choice, p->n_layers);
     MPQ_ALLOC_TRY(pos, w.na);
+    MPQ_ALLOC_TRY(best, w.na);
 
     /* Steps 2-3: bound and incumbent. */
     double lam = 0.0, lb = 0.0;
-    ws_lagrange(&w, B, &lam, &lb, pos);
-    MPQ_TRY(improve_incumbent(ctx, &w, B, pos));
+    ws_lagrange(&w, B, &lam, &lb, best);
+    MPQ_TRY(improve_incumbent(ctx, &w, B, best));
     double ub = 0.0, scale = 1.0;
     for (int64_t a = 0; a < w.na; a++) {
-        ub += w.ps[w.po[a] + pos[a]];
-        scale += w.ps[w.po[a] + pos[a]] + lam * (double)w.pc[w.po[a + 1] - 1];
+        ub += w.ps[w.po[a] + best[a]];
+        scale += w.ps[w.po[a] + best[a]] + lam * (double)w.pc[w.po[a + 1] - 1];
     }
     const double gap = ub - lb;
-    const double tol = 1e-9 * scale; /* slack for rounding in the prunings */
 
-    /* Step 4: reduced costs and survivors (Pareto index within the layer). */
-    MPQ_ALLOC_TRY(rr, w.po[w.na]);
-    MPQ_ALLOC_TRY(surv, w.po[w.na]);
-    MPQ_ALLOC_TRY(so, w.na + 1);
-    MPQ_ALLOC_TRY(core, w.na);
-    int64_t nsurv = 0, ncore = 0, base_c = 0;
-    double base_s = 0.0, base_r = 0.0;
+    /* Steps 4-5 with iterative deepening of the threshold T: the DP for T
+     * finds the optimum whenever the optimum scores at most LB + T, and
+     * otherwise finds nothing; T grows by 8x up to the full gap UB - LB, for
+     * which the incumbent itself qualifies. Small T keeps the core small. */
+    d.w = &w;
+    d.B = B;
+    d.lam = lam;
+    d.tol = 1e-9 * scale; /* slack for rounding in the prunings */
+    MPQ_ALLOC_TRY(d.m, w.na);
+    MPQ_ALLOC_TRY(d.rr, w.po[w.na]);
+    MPQ_ALLOC_TRY(d.surv, w.po[w.na]);
+    MPQ_ALLOC_TRY(d.so, w.na + 1);
+    MPQ_ALLOC_TRY(d.core, w.na);
+    MPQ_ALLOC_TRY(d.sufmin, w.na + 1);
+    MPQ_ALLOC_TRY(d.sufmax, w.na + 1);
+    MPQ_ALLOC_TRY(d.stage_off, w.na + 1);
+    MPQ_ALLOC_TRY(d.head, p->max_cand);
     for (int64_t a = 0; a < w.na; a++) {
-        double m = INFINITY;
+        d.m[a] = INFINITY;
         for (int64_t q = w.po[a]; q < w.po[a + 1]; q++)
-            if (w.ps[q] + lam * (double)w.pc[q] < m)
-                m = w.ps[q] + lam * (double)w.pc[q];
-        so[a] = nsurv;
-        for (int64_t q = w.po[a]; q < w.po[a + 1]; q++) {
-            double r = w.ps[q] + lam * (double)w.pc[q] - m;
-            if (r < 0.0)
-                r = 0.0;
-            if (r <= gap + tol) {
-                rr[nsurv] = r;
-                surv[nsurv++] = q - w.po[a];
-            }
-        }
-        if (nsurv - so[a] == 1) {
-            int64_t q = w.po[a] + surv[so[a]];
-            base_c += w.pc[q];
-            base_s += w.ps[q];
-            base_r += rr[so[a]];
-        } else {
-            core[ncore++] = (int32_t)a;
-        }
+            d.m[a] = fmin(d.m[a], w.ps[q] + lam * (double)w.pc[q]);
     }
-    so[w.na] = nsurv;
-
-    /* Step 5: frontier DP over the core layers. sufmin/sufmax[j]: cheapest
-     * and dearest survivor bits of core layers j.. (for the prunings). */
-    MPQ_ALLOC_TRY(sufmin, ncore + 1);
-    MPQ_ALLOC_TRY(sufmax, ncore + 1);
-    for (int64_t j = ncore - 1; j >= 0; j--) {
-        int32_t a = core[j];
-        sufmin[j] = sufmin[j + 1] + w.pc[w.po[a] + surv[so[a]]];
-        sufmax[j] = sufmax[j + 1] + w.pc[w.po[a] + surv[so[a + 1] - 1]];
+    int rounds = 0, found = 0;
+    for (double T = gap / 4096.0;; T *= 8.0) {
+        if (T > gap)
+            T = gap;
+        rounds++;
+        MPQ_TRY(dp_run(ctx, &d, p->max_cand, T, pos, &found));
+        if (found || T >= gap)
+            break;
     }
-    MPQ_ALLOC_TRY(stage_off, ncore + 1);
-    MPQ_ALLOC_TRY(head, p->max_cand);
-    int64_t fn = 0, fcap = 1;
-    MPQ_ALLOC_TRY(fc, fcap);
-    MPQ_ALLOC_TRY(fs, fcap);
-    MPQ_ALLOC_TRY(fr, fcap);
-    if (base_c + sufmin[0] <= B) {
-        fc[0] = 0; /* core bits */
-        fs[0] = 0.0;
-        fr[0] = 0.0;
-        fn = 1;
-    }
-    int64_t max_front = fn;
-    for (int64_t j = 0; j < ncore && fn > 0; j++) {
-        const int32_t a = core[j];
-        const int64_t k = so[a + 1] - so[a];
-        const int64_t limit = B - base_c - sufmin[j + 1]; /* max core bits after stage j */
-        const int64_t rest_max = base_c + sufmax[j + 1];
-        int64_t cap = 0;
-        MPQ_TRY(mpq_mul64(ctx, fn, k, "budget: frontier size", &cap));
-        MPQ_ENSURE(cap < INT32_MAX, MPQ_ERR_NOMEM,
-                   "budget: the Pareto frontier grew beyond %d states at core layer %lld",
-                   INT32_MAX, (long long)w.act[a]);
-        MPQ_ALLOC_TRY(nc, cap);
-        MPQ_ALLOC_TRY(nsc, cap);
-        MPQ_ALLOC_TRY(nr, cap);
-        stage_off[j] = tr.n;
-        for (int64_t t = 0; t < k; t++)
-            head[t] = 0;
-        int64_t nn = 0;
-        double last = INFINITY;
-        for (;;) {
-            /* Stream t is the frontier shifted by survivor t: merge by
-             * (bits, score), keeping strictly falling scores. */
-            int64_t bt = -1, bc = 0;
-            double bs = 0.0;
-            for (int64_t t = 0; t < k; t++) {
-                if (head[t] >= fn)
-                    continue;
-                int64_t q = w.po[a] + surv[so[a] + t];
-                int64_t c = fc[head[t]] + w.pc[q];
-                double s = fs[head[t]] + w.ps[q];
-                if (c > limit) {
-                    head[t] = fn; /* the stream rises in bits: nothing more fits */
-                    continue;
-                }
-                if (bt < 0 || c < bc || (c == bc && s < bs)) {
-                    bt = t;
-                    bc = c;
-                    bs = s;
-                }
-            }
-            if (bt < 0)
-                break;
-            int64_t parent = head[bt]++;
-            if (!(bs < last))
-                continue; /* dominated by a kept state with no more bits */
-            double r = fr[parent] + rr[so[a] + bt];
-            int64_t unused = B - bc - rest_max; /* bits that must stay unused */
-            double bound = base_r + r + (unused > 0 ? lam * (double)unused : 0.0);
-            if (bound > gap + tol)
-                continue;
-            nc[nn] = bc;
-            nsc[nn] = bs;
-            nr[nn] = r;
-            MPQ_TRY(trail_push(ctx, &tr, parent, (int32_t)bt));
-            nn++;
-            last = bs;
-        }
-        mpq_free(fc);
-        mpq_free(fs);
-        mpq_free(fr);
-        fc = nc;
-        fs = nsc;
-        fr = nr;
-        nc = NULL;
-        nsc = NULL;
-        nr = NULL;
-        fn = nn;
-        if (fn > max_front)
-            max_front = fn;
-    }
-    stage_off[ncore] = tr.n;
-
-    /* Pick the answer: the cheapest-scoring final state if it beats the
-     * incumbent (states are sorted by bits with falling scores). */
-    if (fn > 0 && base_s + fs[fn - 1] < ub) {
+    if (found) {
+        double s = 0.0;
         for (int64_t a = 0; a < w.na; a++)
-            if (so[a + 1] - so[a] == 1)
-                pos[a] = (int32_t)surv[so[a]];
-        int64_t i = fn - 1;
-        for (int64_t j = ncore - 1; j >= 0; j--) {
-            int32_t a = core[j];
-            int64_t e = stage_off[j] + i;
-            pos[a] = (int32_t)surv[so[a] + tr.sub[e]];
-            i = tr.parent[e];
-        }
+            s += w.ps[w.po[a] + pos[a]];
+        if (s < ub)
+            memcpy(best, pos, (size_t)w.na * sizeof *pos);
     }
 
     for (int64_t l = 0; l < p->n_layers; l++)
         res->choice[l] = -1;
     for (int64_t a = 0; a < w.na; a++)
-        res->choice[w.act[a]] = w.pk[w.po[a] + pos[a]];
+        res->choice[w.act[a]] = w.pk[w.po[a] + best[a]];
     /* Objective and bits recomputed from the problem in layer order. */
     for (int64_t l = 0; l < p->n_layers; l++) {
         if (res->choice[l] < 0)
@@ -680,34 +749,20 @@ mpq_err mpq_budget_solve(mpq_ctx *ctx, const mpq_budget_problem *p, const mpq_bu
     res->lambda = lam;
     res->gap = res->objective - lb;
     res->rel_gap = res->gap > 0.0 ? res->gap / fmax(res->objective, 1e-300) : 0.0;
-    res->core_layers = ncore;
-    res->max_frontier = max_front;
-    MPQ_DEBUG("budget: %lld layers (%lld core), frontier <= %lld, objective %.9g, bound %.9g, "
-              "gap %.3g",
-              (long long)w.na, (long long)ncore, (long long)max_front, res->objective, lb,
-              res->gap);
+    res->core_layers = d.ncore;
+    res->max_frontier = d.max_front;
+    MPQ_DEBUG("budget: %lld layers (%lld core), frontier <= %lld, %d rounds, objective %.12g, "
+              "incumbent %.12g, bound %.12g, gap %.3g",
+              (long long)w.na, (long long)d.ncore, (long long)d.max_front, rounds, res->objective,
+              ub, lb, res->gap);
     *out = res;
     res = NULL;
 cleanup:
     mpq_budget_result_destroy(&res);
     ws_free(&w);
+    dp_free(&d);
     mpq_free(pos);
-    mpq_free(core);
-    mpq_free(surv);
-    mpq_free(so);
-    mpq_free(sufmin);
-    mpq_free(sufmax);
-    mpq_free(stage_off);
-    mpq_free(fc);
-    mpq_free(fs);
-    mpq_free(fr);
-    mpq_free(nc);
-    mpq_free(nsc);
-    mpq_free(nr);
-    mpq_free(rr);
-    mpq_free(tr.parent);
-    mpq_free(tr.sub);
-    mpq_free(head);
+    mpq_free(best);
     return err;
 }
 
