@@ -1,0 +1,92 @@
+/* tiny_writer.h: test-side writers of small model files: random Llama
+ * weights written as llama2.c checkpoints (legacy and version 1 export) and
+ * as Hugging Face safetensors models (single file or sharded with an index,
+ * F32/F16/BF16, plus config.json), a generic safetensors writer and raw
+ * helpers for crafting corrupted files.
+ *
+ * These are independent of the readers under test: they write the formats
+ * from their specifications with stdio and cJSON. Functions return 0 on
+ * success and -1 (with a message on stderr) on failure.
+ */
+#ifndef TINY_WRITER_H
+#define TINY_WRITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A random Llama network in llama2.c's layout (interleaved RoPE pairs).
+ * Matrices are [out][in] row-major; per-layer arrays are stacked [layer]. */
+typedef struct tw_llama {
+    int64_t dim, hidden, layers, heads, kv_heads, vocab, seq_len;
+    int tied;          /* classifier shares the embedding */
+    int qkv_bias;      /* q/k/v biases (HF Qwen2 only; llama2.c cannot store them) */
+    float *embed;      /* [vocab][dim] */
+    float *attn_norm;  /* [layers][dim] */
+    float *wq;         /* [layers][dim][dim] */
+    float *wk, *wv;    /* [layers][kv_dim][dim] */
+    float *wo;         /* [layers][dim][dim] */
+    float *ffn_norm;   /* [layers][dim] */
+    float *w1, *w3;    /* [layers][hidden][dim] (gate, up) */
+    float *w2;         /* [layers][dim][hidden] (down) */
+    float *final_norm; /* [dim] */
+    float *cls;        /* [vocab][dim], NULL when tied */
+    float *bq;         /* [layers][dim] when qkv_bias */
+    float *bk, *bv;    /* [layers][kv_dim] when qkv_bias */
+} tw_llama;
+
+/* Allocates and fills the weights from a deterministic generator: matrices
+ * uniform in +-1/sqrt(in), norm weights in [0.5, 1.5]. */
+int tw_llama_random(tw_llama *m, uint64_t seed);
+void tw_llama_free(tw_llama *m);
+
+/* version 0: legacy (7 int32 header, RoPE tables, negative vocab_size when
+ * the classifier is separate); version 1: the "ak42" 256-byte header export. */
+int tw_write_llama2c(const char *path, const tw_llama *m, int version);
+
+/* Rows of a q or k projection [heads * head_dim][cols] reordered from
+ * llama2.c's interleaved pairs to Hugging Face's halves: within each head,
+ * HF row j * head_dim/2 + i is llama2.c row 2 i + j. */
+void tw_permute_to_hf(const float *src, float *dst, int64_t heads, int64_t head_dim, int64_t cols);
+
+/* The Hugging Face directory dir (created if needed): config.json
+ * (model_type, e.g. "llama" or "qwen2"), and model.safetensors (nshards <= 1)
+ * or nshards files model-0000k-of-0000n.safetensors with
+ * model.safetensors.index.json. dtype: "F32", "F16" or "BF16". */
+int tw_write_hf(const char *dir, const tw_llama *m, const char *model_type, const char *dtype,
+                int nshards);
+
+/* Round-to-nearest-even conversions computed with frexp/rint in double
+ * (a reference independent of the library's bit manipulation). */
+uint16_t tw_f32_to_f16(float x);
+uint16_t tw_f32_to_bf16(float x);
+
+/* One tensor for the generic writer: fp32 values stored as `dtype`. */
+typedef struct tw_tensor {
+    char name[160];
+    const char *dtype; /* "F32", "F16", "BF16" */
+    int ndim;
+    int64_t shape[4];
+    const float *data;
+} tw_tensor;
+
+/* A safetensors file of n tensors, data in the given order, header padded
+ * with spaces to a multiple of 8 bytes. */
+int tw_write_safetensors(const char *path, const tw_tensor *t, int n);
+
+/* A safetensors file from a literal JSON header followed by data_bytes
+ * bytes of data (value = offset & 0xff): for corrupted headers. */
+int tw_write_st_header(const char *path, const char *json, size_t data_bytes);
+
+/* Writes n bytes; appends when `append`. */
+int tw_write_bytes(const char *path, const void *p, size_t n, int append);
+/* Writes a text file. */
+int tw_write_text(const char *path, const char *text);
+/* Copies the first n bytes of src to dst (n = -1: all). */
+int tw_copy_prefix(const char *src, const char *dst, long n);
+
+/* A fresh temporary directory (mkdtemp) under $TMPDIR or /tmp; path in buf. */
+int tw_tempdir(char *buf, size_t len);
+/* Removes a directory tree created by the tests (rm -rf semantics). */
+void tw_rmtree(const char *path);
+
+#endif
