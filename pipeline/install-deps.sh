@@ -11,7 +11,7 @@ libopenblas-dev liblapacke-dev
 libscalapack-openmpi-dev
 libhdf5-openmpi-dev hdf5-tools
 libconfig-dev libcjson-dev libssl-dev libcmocka-dev
-slurm-wlm munge
+slurm-wlm munge shellcheck
 gnuplot-nox clang jq procps coreutils util-linux"
 
 SUDO=""
