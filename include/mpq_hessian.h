@@ -1,0 +1,226 @@
+/* mpq_hessian.h: Hessian statistics of layer inputs, their exact
+ * rank-independent reduction, damped factorisations (LAPACK on one rank or
+ * ScaLAPACK over a process grid) and HDF5 save/load.
+ *
+ * ---- What is measured ----------------------------------------------------
+ * For one distinct layer input of width d (q/k/v share one, gate/up share
+ * one), over all calibration tokens x (rows of the input matrix X [rows][d]):
+ *   H[i][j]   = sum x_i x_j      (d x d, double, symmetric)
+ *   count     = number of rows (int64)
+ *   sumsq[i]  = sum x_i^2  (= H[i][i]; mean of squares = sumsq / count)
+ *   absmax[i] = max |x_i|
+ *
+ * ---- Exact, rank-independent reduction ------------------------------------
+ * Calibration samples are grouped into chunks of a fixed number of samples
+ * (hessian.chunk_samples); a chunk is always processed whole by one rank.
+ * Within a chunk, rows are buffered into fixed blocks of
+ * MPQ_HSTAT_BLOCK_ROWS rows, converted to double and added with DSYRK into a
+ * double chunk partial. The chunk partial therefore depends only on the
+ * chunk's rows (not on the rank, nor on how the caller split the rows into
+ * accumulate calls). At end_chunk every entry of the partial's upper
+ * triangle is rounded (to nearest, ties to even) onto a fixed-point grid
+ * with spacing 2^lsb_exp and added to a 192-bit two's-complement integer
+ * accumulator (3 x 64-bit words per entry). Integer addition is exact and
+ * associative, so the final sum, over ranks by MPI_Reduce/MPI_Allreduce
+ * with an integer-addition operator, has the same bits for any number of
+ * ranks and any assignment of chunks to ranks. The integer is rounded to
+ * double once at the end.
+ *
+ * Range limits. The grid is fixed per statistic from a bound on the inputs:
+ * |x| <= 2^b with b = hessian.bound_log2 (default 16). Then every partial
+ * and total satisfies |H_ij| <= count * 2^(2b) < 2^(2b+63), and the grid is
+ * lsb_exp = 2b - 127, which leaves one bit of headroom in 191 magnitude
+ * bits. A row with |x| > 2^b is rejected (MPQ_ERR_RANGE naming the layer
+ * and channel), as is a NaN/Inf (MPQ_ERR_NUMERIC). Resolution: each chunk
+ * partial entry is perturbed by at most 2^(2b-128) absolute (2^-96 for
+ * b = 16), far below double rounding for entries above ~2^(2b-75).
+ * Assumption: the BLAS used computes the same DSYRK bits for the same
+ * arguments on every rank (same library and CPU kernel; OpenBLAS does not
+ * split the summation dimension across threads).
+ * Memory per statistic: 24 bytes * d(d+1)/2 for the accumulator, 8 d^2 for
+ * the chunk partial, plus 8 d^2 for H where it is materialised.
+ *
+ * ---- Factorisations ------------------------------------------------------
+ * Given H (d x d) and relative damping lambda: dead channels (H_ii == 0)
+ * get H_ii = 1 and are reported (GPTQ convention: the caller zeroes the
+ * matching weight columns); then lambda * mean(diag H) is added to the
+ * diagonal; Cholesky. If Cholesky (of H or of H^-1) fails, the damping is
+ * multiplied by 10 (starting from 1e-6 when it was 0) and the attempt
+ * repeated while it stays <= damping_max, each retry logged at warn level;
+ * then MPQ_ERR_NUMERIC naming the layer. Outputs (row-major d x d on the
+ * root): chol = R upper with Hd = R^T R, inv = Hd^-1 (both triangles),
+ * inv_chol = U upper with Hd^-1 = U^T U (what GPTQ needs).
+ * Backends (a registry): "lapack" (dpotrf/dpotri on the root) and
+ * "scalapack" (H block-cyclic over a BLACS grid, pdpotrf/pdpotri/pdpotrf;
+ * scattered from and gathered to the root with MPI). hessian.scalapack =
+ * auto picks ScaLAPACK for d >= hessian.scalapack_min_width.
+ *
+ * ---- HDF5 layout (format version 1) --------------------------------------
+ *   /                 attrs format = "mpquant-hstats", version = 1 (int32),
+ *                     n_layers (int64), creator = "mpquant <ver> <commit>"
+ *   /<name>/          one group per layer input; attrs name (string),
+ *                     index (int64, order of the save call), width (int64),
+ *                     bound_log2 (int32)
+ *   /<name>/H         float64 [width][width] (row-major, symmetric)
+ *   /<name>/count     int64 scalar
+ *   /<name>/sumsq     float64 [width]
+ *   /<name>/absmax    float64 [width]
+ * Written collectively (MPI-IO) to "<path>.tmp", renamed by rank 0 when
+ * every rank has closed it.
+ */
+#ifndef MPQ_HESSIAN_H
+#define MPQ_HESSIAN_H
+
+#include <stdint.h>
+
+#include "mpq_err.h"
+
+struct mpq_ctx;
+struct mpq_config;
+
+#define MPQ_HSTAT_NAME_MAX   160
+#define MPQ_HSTAT_BLOCK_ROWS 256  /* rows per DSYRK inside a chunk (fixed: part of the bits) */
+#define MPQ_HSTAT_ALL        (-1) /* reduce/load target: every rank */
+
+/* Statistics of one layer input. Fields are public for reading. */
+typedef struct mpq_hstat {
+    char name[MPQ_HSTAT_NAME_MAX]; /* layer input name (no '/'), e.g. "layers.0.attn_in" */
+    int64_t d;                     /* width */
+    int bound_log2;                /* inputs satisfy |x| <= 2^bound_log2 */
+    int lsb_exp;                   /* fixed-point grid spacing 2^lsb_exp */
+
+    /* Before mpq_hstat_reduce: this rank's partial count and absmax.
+     * After: global values, identical on every rank. */
+    int64_t count;   /* rows (tokens) */
+    double *absmax;  /* [d] max |x_i| */
+    int64_t nchunks; /* chunks folded in (local before reduce, global after) */
+
+    /* After reduce/load, on the target rank(s) only (else NULL). */
+    double *H;     /* [d][d] symmetric, both triangles */
+    double *sumsq; /* [d] sum of x_i^2 (= diag H) */
+    int reduced;
+
+    /* Private accumulation state. */
+    uint64_t *acc;      /* [d(d+1)/2][3] packed upper triangle, column by column */
+    double *part;       /* [d][d] column-major chunk partial (upper triangle used) */
+    double *rowbuf;     /* [MPQ_HSTAT_BLOCK_ROWS][d] double rows awaiting DSYRK */
+    int64_t rowbuf_n;   /* rows in rowbuf */
+    int64_t chunk_rows; /* rows in the open chunk */
+    int in_chunk;
+} mpq_hstat;
+
+/* Local. A new, empty statistic for an input of width d with the bound
+ * |x| <= 2^bound_log2 (-60..60). name must be non-empty, without '/', and
+ * shorter than MPQ_HSTAT_NAME_MAX. Owner: caller (mpq_hstat_destroy). */
+mpq_err mpq_hstat_create(struct mpq_ctx *ctx, const char *name, int64_t d, int bound_log2,
+                         mpq_hstat **out);
+/* Local. NULL-safe; sets *st to NULL. */
+void mpq_hstat_destroy(mpq_hstat **st);
+
+/* Local. Opens a chunk (one fixed group of calibration samples). */
+mpq_err mpq_hstat_begin_chunk(struct mpq_ctx *ctx, mpq_hstat *st);
+/* Local. Adds rows of x [rows][d] (row-major fp32) to the open chunk. The
+ * split of a chunk's rows into calls does not change any bit. Checks the
+ * bound and NaN/Inf (errors name the layer, row and channel). */
+mpq_err mpq_hstat_accumulate(struct mpq_ctx *ctx, mpq_hstat *st, const float *x, int64_t rows,
+                             int64_t d);
+/* Local. Closes the chunk and folds its partial exactly into the
+ * fixed-point accumulator. An empty chunk is allowed (adds nothing). */
+mpq_err mpq_hstat_end_chunk(struct mpq_ctx *ctx, mpq_hstat *st);
+
+/* Collective over ctx->comm (every rank calls it for the same statistics in
+ * the same order). Sums the accumulators exactly; target = MPQ_HSTAT_ALL
+ * gives H and sumsq on every rank, target = r only on rank r. count,
+ * nchunks and absmax become global on every rank. Frees the accumulation
+ * state; no chunk may be open. */
+mpq_err mpq_hstat_reduce(struct mpq_ctx *ctx, mpq_hstat *st, int target);
+
+/* ---- factorisations --------------------------------------------------- */
+
+enum {
+    MPQ_HF_CHOL = 1u,     /* R upper, Hd = R^T R */
+    MPQ_HF_INV = 2u,      /* Hd^-1 */
+    MPQ_HF_INV_CHOL = 4u, /* U upper, Hd^-1 = U^T U */
+};
+
+typedef struct mpq_hfactor_opts {
+    double damping;              /* relative damping lambda */
+    double damping_max;          /* retries stop above this */
+    const char *scalapack;       /* "auto" | "always" | "never" */
+    int64_t scalapack_min_width; /* auto threshold */
+    int block_size;              /* ScaLAPACK block size */
+    int nprow, npcol;            /* ScaLAPACK grid; 0, 0 = squarest over all ranks */
+} mpq_hfactor_opts;
+
+/* Local. Defaults (0.01, 1.0, auto, 4096, 64, squarest grid). */
+void mpq_hfactor_opts_default(mpq_hfactor_opts *o);
+/* Local. Options from the configuration's hessian section. */
+void mpq_hfactor_opts_from_config(const struct mpq_config *cfg, mpq_hfactor_opts *o);
+
+/* The result of a factorisation. Matrices are row-major n x n, allocated
+ * on the root only for the requested outputs (NULL otherwise). */
+typedef struct mpq_hfactor {
+    int64_t n;
+    double *chol;         /* R upper (strict lower part zero) */
+    double *inv;          /* Hd^-1, both triangles */
+    double *inv_chol;     /* U upper (strict lower part zero) */
+    int64_t n_dead;       /* dead channels (H_ii == 0), every rank */
+    int64_t *dead;        /* [n_dead] their indices, ascending, every rank */
+    double damping;       /* relative damping finally used */
+    double lambda;        /* absolute value added to the diagonal */
+    int retries;          /* failed attempts before success */
+    const char *backend;  /* "lapack" or "scalapack" (static string) */
+    int nprow, npcol, nb; /* grid used (1, 1, 0 for LAPACK) */
+} mpq_hfactor;
+
+/* A factorisation backend (registry entry). */
+typedef struct mpq_hfactor_backend {
+    const char *name;
+    int collective; /* 1: every rank of ctx->comm takes part */
+    /* One attempt on the damped matrix a (column-major n x n on the root,
+     * only the lower triangle is read). *notpd = 0 on success, 1 when the
+     * Cholesky of Hd failed, 2 when the Cholesky of Hd^-1 failed (agreed on
+     * every rank for collective backends). Fills the requested outputs of
+     * f on the root. */
+    mpq_err (*attempt)(struct mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n, double *a,
+                       int root, unsigned what, mpq_hfactor *f, int *notpd);
+} mpq_hfactor_backend;
+
+extern const mpq_hfactor_backend *const mpq_hfactor_backends[]; /* NULL-terminated */
+const mpq_hfactor_backend *mpq_hfactor_backend_find(const char *name);
+
+/* Local. Name of the backend the options choose for width n ("lapack" or
+ * "scalapack"); a serial context (no communicator) always gets "lapack"
+ * unless scalapack = "always" (then factorising fails with a clear error). */
+const char *mpq_hfactor_choose(struct mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n);
+
+/* Collective over ctx->comm. Factorises H (row-major n x n, read on `root`
+ * only; other ranks may pass NULL) for layer `name` with the backend the
+ * options choose; outputs `what` (MPQ_HF_* flags) on the root. Owner:
+ * caller (mpq_hfactor_destroy) on every rank. */
+mpq_err mpq_hfactor_compute(struct mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name,
+                            int64_t n, const double *H, int root, unsigned what, mpq_hfactor **out);
+/* Local: the LAPACK path on the calling rank only (for layers spread over
+ * ranks, each rank factoring its own). */
+mpq_err mpq_hfactor_local(struct mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name,
+                          int64_t n, const double *H, unsigned what, mpq_hfactor **out);
+/* NULL-safe; sets *f to NULL. */
+void mpq_hfactor_destroy(mpq_hfactor **f);
+
+/* ---- HDF5 ------------------------------------------------------------- */
+
+/* Collective. Writes n reduced statistics (same list on every rank; H must
+ * be present on at least one rank per statistic) to `path` in the layout
+ * above, atomically (temporary name, then rename). */
+mpq_err mpq_hstats_save(struct mpq_ctx *ctx, const char *path, int64_t n, mpq_hstat *const *stats);
+
+/* Collective. Reads every statistic of `path` in saved order; H and sumsq
+ * on `target` (MPQ_HSTAT_ALL: every rank), the rest everywhere. Validates
+ * the format, version, shapes and types; errors name the file and the
+ * dataset. Owner: caller (mpq_hstats_free). */
+mpq_err mpq_hstats_load(struct mpq_ctx *ctx, const char *path, int target, int64_t *n,
+                        mpq_hstat ***stats);
+/* Destroys n statistics and the array. NULL-safe; sets *stats to NULL. */
+void mpq_hstats_free(int64_t n, mpq_hstat ***stats);
+
+#endif

@@ -1,0 +1,466 @@
+/* hfactor.c: damped Cholesky factorisations of H (chol(H), H^-1,
+ * chol(H^-1)) with dead-channel handling and the retry policy of
+ * mpq_hessian.h; backends "lapack" (one rank) and "scalapack" (2-D
+ * block-cyclic over a BLACS grid) in one registry.
+ *
+ * Storage: the routines work on column-major n x n matrices with uplo = 'L'
+ * (only the lower triangle is read or written). H is symmetric, so its
+ * row-major and column-major forms coincide, and a column-major lower
+ * factor L read row-major is the upper factor L^T: H = L L^T = R^T R with
+ * R = L^T, which is what callers receive. */
+#include <lapacke.h>
+#include <math.h>
+#include <string.h>
+
+#include "mpq_config.h"
+#include "mpq_ctx.h"
+#include "mpq_hessian.h"
+#include "mpq_scalapack.h"
+
+/* First damping of the retry sequence when the configured damping is 0. */
+#define RETRY_FLOOR 1e-6
+
+void mpq_hfactor_opts_default(mpq_hfactor_opts *o) {
+    o->damping = 0.01;
+    o->damping_max = 1.0;
+    o->scalapack = "auto";
+    o->scalapack_min_width = 4096;
+    o->block_size = 64;
+    o->nprow = 0;
+    o->npcol = 0;
+}
+
+void mpq_hfactor_opts_from_config(const mpq_config *cfg, mpq_hfactor_opts *o) {
+    mpq_hfactor_opts_default(o);
+    o->damping = cfg->hessian.damping;
+    o->damping_max = cfg->hessian.damping_max;
+    o->scalapack = cfg->hessian.scalapack;
+    o->scalapack_min_width = cfg->hessian.scalapack_min_width;
+    o->block_size = (int)cfg->hessian.block_size; /* validated range 1..4096 */
+}
+
+void mpq_hfactor_destroy(mpq_hfactor **pf) {
+    if (!pf || !*pf)
+        return;
+    mpq_hfactor *f = *pf;
+    mpq_free(f->chol);
+    mpq_free(f->inv);
+    mpq_free(f->inv_chol);
+    mpq_free(f->dead);
+    mpq_free(f);
+    *pf = NULL;
+}
+
+/* ---- output helpers (root) ----------------------------------------------- */
+
+/* dst (row-major upper factor) from a column-major lower factor src. */
+static void store_factor(int64_t n, const double *src, double *dst) {
+    memcpy(dst, src, (size_t)(n * n) * sizeof *dst);
+    for (int64_t i = 0; i < n; i++)
+        memset(dst + i * n, 0, (size_t)i * sizeof *dst); /* row-major strict lower */
+}
+
+/* dst (full symmetric) from the column-major lower triangle of src. */
+static void store_symmetric(int64_t n, const double *src, double *dst) {
+    for (int64_t c = 0; c < n; c++)
+        for (int64_t r = c; r < n; r++) {
+            double v = src[r + c * n];
+            dst[r + c * n] = v;
+            dst[c + r * n] = v;
+        }
+}
+
+static mpq_err ensure_out(mpq_ctx *ctx, int64_t n, double **p) {
+    if (!*p)
+        MPQ_CALL(mpq_malloc(ctx, n * n, sizeof **p, (void **)p));
+    return MPQ_OK;
+}
+
+static mpq_err alloc_outputs(mpq_ctx *ctx, int64_t n, unsigned what, mpq_hfactor *f) {
+    if (what & MPQ_HF_CHOL)
+        MPQ_CALL(ensure_out(ctx, n, &f->chol));
+    if (what & MPQ_HF_INV)
+        MPQ_CALL(ensure_out(ctx, n, &f->inv));
+    if (what & MPQ_HF_INV_CHOL)
+        MPQ_CALL(ensure_out(ctx, n, &f->inv_chol));
+    return MPQ_OK;
+}
+
+/* ---- LAPACK backend ------------------------------------------------------ */
+
+static mpq_err lapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n, double *a,
+                              int root, unsigned what, mpq_hfactor *f, int *notpd) {
+    (void)o;
+    (void)root;
+    *notpd = 0;
+    lapack_int ln = (lapack_int)n;
+    MPQ_CHECK((int64_t)ln == n, MPQ_ERR_RANGE, "width %lld does not fit LAPACK's integer",
+              (long long)n);
+    MPQ_CALL(alloc_outputs(ctx, n, what, f));
+    lapack_int info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', ln, a, ln);
+    MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dpotrf: illegal argument %d", (int)-info);
+    if (info > 0) {
+        *notpd = 1;
+        return MPQ_OK;
+    }
+    if (what & MPQ_HF_CHOL)
+        store_factor(n, a, f->chol);
+    if (!(what & (MPQ_HF_INV | MPQ_HF_INV_CHOL)))
+        return MPQ_OK;
+    info = LAPACKE_dpotri_work(LAPACK_COL_MAJOR, 'L', ln, a, ln);
+    MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dpotri: illegal argument %d", (int)-info);
+    if (info > 0) {
+        *notpd = 1;
+        return MPQ_OK;
+    }
+    if (what & MPQ_HF_INV)
+        store_symmetric(n, a, f->inv);
+    if (!(what & MPQ_HF_INV_CHOL))
+        return MPQ_OK;
+    info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', ln, a, ln);
+    MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dpotrf: illegal argument %d", (int)-info);
+    if (info > 0) {
+        *notpd = 2;
+        return MPQ_OK;
+    }
+    store_factor(n, a, f->inv_chol);
+    return MPQ_OK;
+}
+
+/* ---- ScaLAPACK backend --------------------------------------------------- */
+
+/* Block-cyclic layout of an n x n matrix over the grid. */
+typedef struct bc_layout {
+    int n, nb, nprow, npcol;
+} bc_layout;
+
+static int bc_numroc(const bc_layout *l, int iproc, int nprocs) {
+    int zero = 0;
+    return numroc_(&l->n, &l->nb, &iproc, &zero, &nprocs);
+}
+
+/* Global index of local index li on process coordinate p of np. */
+static int64_t bc_global(int64_t li, int nb, int p, int np) {
+    return (li / nb) * (int64_t)np * nb + (int64_t)p * nb + li % nb;
+}
+
+/* Copies between the global column-major matrix g (n x n) and the local
+ * piece loc (mloc x nloc, column-major) of grid process (pr, pc). */
+static void bc_copy(const bc_layout *l, int pr, int pc, int64_t mloc, int64_t nloc, double *g,
+                    double *loc, int to_local) {
+    for (int64_t lj = 0; lj < nloc; lj++) {
+        int64_t gj = bc_global(lj, l->nb, pc, l->npcol);
+        for (int64_t li = 0; li < mloc; li++) {
+            int64_t gi = bc_global(li, l->nb, pr, l->nprow);
+            if (to_local)
+                loc[li + lj * mloc] = g[gi + gj * l->n];
+            else
+                g[gi + gj * l->n] = loc[li + lj * mloc];
+        }
+    }
+}
+
+/* Collective over ctx->comm: root sends every grid process its piece of g
+ * (to_local = 1), or collects them into g (to_local = 0). `scratch` on the
+ * root holds the largest piece. */
+static mpq_err bc_move(mpq_ctx *ctx, const mpq_grid *grid, const bc_layout *l, int root, double *g,
+                       double *loc, int64_t mloc, int64_t nloc, double *scratch, int to_local) {
+    const int tag = 4711;
+    int np = grid->nprow * grid->npcol;
+    if (ctx->rank == root) {
+        for (int p = 0; p < np; p++) {
+            int pr = p / grid->npcol, pc = p % grid->npcol;
+            int64_t pm = bc_numroc(l, pr, grid->nprow), pn = bc_numroc(l, pc, grid->npcol);
+            if (p == root) {
+                bc_copy(l, pr, pc, pm, pn, g, loc, to_local);
+                continue;
+            }
+            int cnt = 0;
+            MPQ_CALL(mpq_to_int(ctx, pm * pn, "ScaLAPACK local piece", &cnt));
+            if (to_local) {
+                bc_copy(l, pr, pc, pm, pn, g, scratch, 1);
+                MPQ_MPI(MPI_Send(scratch, cnt, MPI_DOUBLE, p, tag, ctx->comm));
+            } else {
+                MPQ_MPI(MPI_Recv(scratch, cnt, MPI_DOUBLE, p, tag, ctx->comm, MPI_STATUS_IGNORE));
+                bc_copy(l, pr, pc, pm, pn, g, scratch, 0);
+            }
+        }
+    } else if (grid->myrow >= 0) {
+        int cnt = 0;
+        MPQ_CALL(mpq_to_int(ctx, mloc * nloc, "ScaLAPACK local piece", &cnt));
+        if (to_local)
+            MPQ_MPI(MPI_Recv(loc, cnt, MPI_DOUBLE, root, tag, ctx->comm, MPI_STATUS_IGNORE));
+        else
+            MPQ_MPI(MPI_Send(loc, cnt, MPI_DOUBLE, root, tag, ctx->comm));
+    }
+    return MPQ_OK;
+}
+
+/* Largest info over all ranks (ranks outside the grid pass 0). */
+static mpq_err agree_info(mpq_ctx *ctx, int *info) {
+    MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, info, 1, MPI_INT, MPI_MAX, ctx->comm));
+    return MPQ_OK;
+}
+
+static mpq_err scalapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n64, double *a,
+                                 int root, unsigned what, mpq_hfactor *f, int *notpd) {
+    *notpd = 0;
+    MPQ_CHECK(ctx->comm != MPI_COMM_NULL, MPQ_ERR_ARG,
+              "the ScaLAPACK path (hessian.scalapack) needs an MPI context");
+    mpq_grid *grid = NULL;
+    double *loc = NULL, *scratch = NULL;
+    mpq_err err = MPQ_OK, local = MPQ_OK;
+    int n = 0;
+    MPQ_CALL(mpq_to_int(ctx, n64, "Hessian width (ScaLAPACK)", &n));
+    MPQ_CALL(mpq_grid_create(ctx, o->nprow, o->npcol, &grid));
+    bc_layout l = {.n = n, .nb = o->block_size, .nprow = grid->nprow, .npcol = grid->npcol};
+    f->nprow = grid->nprow;
+    f->npcol = grid->npcol;
+    f->nb = o->block_size;
+    int inside = grid->myrow >= 0;
+    int64_t mloc = inside ? bc_numroc(&l, grid->myrow, grid->nprow) : 0;
+    int64_t nloc = inside ? bc_numroc(&l, grid->mycol, grid->npcol) : 0;
+    int desc[9] = {0};
+    if (inside) {
+        int izero = 0, info = 0, lld = mloc > 1 ? (int)mloc : 1;
+        descinit_(desc, &n, &n, &l.nb, &l.nb, &izero, &izero, &grid->blacs_ctxt, &lld, &info);
+        if (info != 0)
+            local = MPQ_ERROR(MPQ_ERR_LIB, "descinit: argument %d is invalid", -info);
+        if (local == MPQ_OK)
+            local = mpq_malloc(ctx, mloc * nloc > 0 ? mloc * nloc : 1, sizeof *loc, (void **)&loc);
+    }
+    if (local == MPQ_OK && ctx->rank == root) {
+        int64_t maxm = bc_numroc(&l, 0, grid->nprow), maxn = bc_numroc(&l, 0, grid->npcol);
+        local = mpq_malloc(ctx, maxm * maxn, sizeof *scratch, (void **)&scratch);
+        if (local == MPQ_OK)
+            local = alloc_outputs(ctx, n64, what, f);
+    }
+    MPQ_TRY(mpq_agree(ctx, local));
+
+    const int ione = 1;
+    MPQ_TRY(bc_move(ctx, grid, &l, root, a, loc, mloc, nloc, scratch, 1));
+    int info = 0;
+    if (inside)
+        pdpotrf_("L", &n, loc, &ione, &ione, desc, &info);
+    MPQ_TRY(agree_info(ctx, &info));
+    if (info != 0) {
+        *notpd = 1;
+        goto cleanup;
+    }
+    if (what & MPQ_HF_CHOL) {
+        MPQ_TRY(bc_move(ctx, grid, &l, root, a, loc, mloc, nloc, scratch, 0));
+        if (ctx->rank == root)
+            store_factor(n64, a, f->chol);
+    }
+    if (!(what & (MPQ_HF_INV | MPQ_HF_INV_CHOL)))
+        goto cleanup;
+    if (inside)
+        pdpotri_("L", &n, loc, &ione, &ione, desc, &info);
+    MPQ_TRY(agree_info(ctx, &info));
+    if (info != 0) {
+        *notpd = 1;
+        goto cleanup;
+    }
+    if (what & MPQ_HF_INV) {
+        MPQ_TRY(bc_move(ctx, grid, &l, root, a, loc, mloc, nloc, scratch, 0));
+        if (ctx->rank == root)
+            store_symmetric(n64, a, f->inv);
+    }
+    if (!(what & MPQ_HF_INV_CHOL))
+        goto cleanup;
+    if (inside)
+        pdpotrf_("L", &n, loc, &ione, &ione, desc, &info);
+    MPQ_TRY(agree_info(ctx, &info));
+    if (info != 0) {
+        *notpd = 2;
+        goto cleanup;
+    }
+    MPQ_TRY(bc_move(ctx, grid, &l, root, a, loc, mloc, nloc, scratch, 0));
+    if (ctx->rank == root)
+        store_factor(n64, a, f->inv_chol);
+cleanup:
+    mpq_free(scratch);
+    mpq_free(loc);
+    mpq_grid_destroy(ctx, &grid);
+    return err;
+}
+
+static const mpq_hfactor_backend backend_lapack = {
+    .name = "lapack", .collective = 0, .attempt = lapack_attempt};
+static const mpq_hfactor_backend backend_scalapack = {
+    .name = "scalapack", .collective = 1, .attempt = scalapack_attempt};
+
+const mpq_hfactor_backend *const mpq_hfactor_backends[] = {&backend_lapack, &backend_scalapack,
+                                                           NULL};
+
+const mpq_hfactor_backend *mpq_hfactor_backend_find(const char *name) {
+    for (int k = 0; mpq_hfactor_backends[k]; k++)
+        if (strcmp(mpq_hfactor_backends[k]->name, name) == 0)
+            return mpq_hfactor_backends[k];
+    return NULL;
+}
+
+const char *mpq_hfactor_choose(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n) {
+    if (strcmp(o->scalapack, "always") == 0)
+        return "scalapack";
+    if (strcmp(o->scalapack, "never") == 0 || ctx->comm == MPI_COMM_NULL)
+        return "lapack";
+    return n >= o->scalapack_min_width ? "scalapack" : "lapack";
+}
+
+/* ---- the retry driver ---------------------------------------------------- */
+
+/* Root: checks H, builds the base matrix (dead channels fixed), returns the
+ * mean of its diagonal and the dead channel list in f. */
+static mpq_err prepare_base(mpq_ctx *ctx, const char *name, int64_t n, const double *H,
+                            double *base, double *mean, mpq_hfactor *f) {
+    MPQ_CHECK(H, MPQ_ERR_ARG, "layer '%s': no Hessian on the factorising rank", name);
+    for (int64_t k = 0; k < n * n; k++)
+        MPQ_CHECK(isfinite(H[k]), MPQ_ERR_NUMERIC, "layer '%s': H[%lld][%lld] = %g is not finite",
+                  name, (long long)(k / n), (long long)(k % n), H[k]);
+    memcpy(base, H, (size_t)(n * n) * sizeof *base);
+    int64_t ndead = 0;
+    for (int64_t i = 0; i < n; i++)
+        ndead += base[i * n + i] == 0.0;
+    f->n_dead = ndead;
+    if (ndead)
+        MPQ_CALL(mpq_malloc(ctx, ndead, sizeof *f->dead, (void **)&f->dead));
+    double sum = 0.0;
+    for (int64_t i = 0, k = 0; i < n; i++) {
+        MPQ_CHECK(base[i * n + i] >= 0.0, MPQ_ERR_NUMERIC,
+                  "layer '%s': H[%lld][%lld] = %g is negative: not a Gram matrix", name,
+                  (long long)i, (long long)i, base[i * n + i]);
+        if (base[i * n + i] == 0.0) {
+            f->dead[k++] = i;
+            base[i * n + i] = 1.0;
+        }
+        sum += base[i * n + i];
+    }
+    *mean = sum / (double)n;
+    return MPQ_OK;
+}
+
+static const char *stage_name(int notpd) {
+    return notpd == 2 ? "the inverse of H" : "H";
+}
+
+/* collective: every rank of ctx->comm calls (root holds H); otherwise only
+ * the calling rank, which is the root. */
+static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name, int64_t n,
+                          const double *H, int root, unsigned what, const mpq_hfactor_backend *be,
+                          int collective, mpq_hfactor **out) {
+    *out = NULL;
+    mpq_hfactor *f = NULL;
+    double *base = NULL, *a = NULL;
+    mpq_err err = MPQ_OK, local = MPQ_OK;
+    int is_root = ctx->rank == root;
+    double mean = 0.0;
+
+    local = mpq_malloc(ctx, 1, sizeof *f, (void **)&f);
+    if (local == MPQ_OK) {
+        f->n = n;
+        f->backend = be->name;
+        f->nprow = f->npcol = 1;
+        if (!(n > 0))
+            local = MPQ_ERROR(MPQ_ERR_ARG, "layer '%s': width %lld", name, (long long)n);
+        else if (!(o->damping >= 0.0) || !(o->damping_max >= 0.0))
+            local = MPQ_ERROR(MPQ_ERR_ARG, "layer '%s': damping %g / damping_max %g", name,
+                              o->damping, o->damping_max);
+        else if (o->block_size < 1)
+            local = MPQ_ERROR(MPQ_ERR_ARG, "layer '%s': block size %d", name, o->block_size);
+    }
+    if (local == MPQ_OK && is_root) {
+        local = mpq_malloc(ctx, n * n, sizeof *base, (void **)&base);
+        if (local == MPQ_OK)
+            local = mpq_malloc(ctx, n * n, sizeof *a, (void **)&a);
+        if (local == MPQ_OK)
+            local = prepare_base(ctx, name, n, H, base, &mean, f);
+    }
+    if (collective) {
+        MPQ_TRY(mpq_agree(ctx, local));
+        /* Every rank learns the dead channels. */
+        MPQ_MPI_TRY(MPI_Bcast(&f->n_dead, 1, MPI_INT64_T, root, ctx->comm));
+        local = MPQ_OK;
+        if (!is_root && f->n_dead)
+            local = mpq_malloc(ctx, f->n_dead, sizeof *f->dead, (void **)&f->dead);
+        MPQ_TRY(mpq_agree(ctx, local));
+        for (int64_t off = 0; off < f->n_dead; off += 1 << 26) {
+            int len = (int)(f->n_dead - off < (1 << 26) ? f->n_dead - off : (1 << 26));
+            MPQ_MPI_TRY(MPI_Bcast(f->dead + off, len, MPI_INT64_T, root, ctx->comm));
+        }
+    } else {
+        MPQ_TRY(local);
+    }
+    if (f->n_dead)
+        mpq_log(ctx, MPQ_LOG_INFO, "layer '%s': %lld dead input channel(s) (H_ii = 0) set to 1",
+                name, (long long)f->n_dead);
+
+    double damping = o->damping;
+    for (;;) {
+        int notpd = 0;
+        if (is_root) {
+            memcpy(a, base, (size_t)(n * n) * sizeof *a);
+            double lambda = damping * mean;
+            for (int64_t i = 0; i < n; i++)
+                a[i * n + i] += lambda;
+            f->lambda = lambda;
+        }
+        if (be->collective) {
+            MPQ_TRY(be->attempt(ctx, o, n, a, root, what, f, &notpd));
+        } else {
+            local = is_root ? be->attempt(ctx, o, n, a, root, what, f, &notpd) : MPQ_OK;
+            if (collective) {
+                MPQ_TRY(mpq_agree(ctx, local));
+                MPQ_MPI_TRY(MPI_Bcast(&notpd, 1, MPI_INT, root, ctx->comm));
+            } else {
+                MPQ_TRY(local);
+            }
+        }
+        if (notpd == 0)
+            break;
+        double next = damping > 0.0 ? damping * 10.0 : RETRY_FLOOR;
+        MPQ_ENSURE(next <= o->damping_max, MPQ_ERR_NUMERIC,
+                   "layer '%s' (width %lld): Cholesky of %s failed with damping %g after %d "
+                   "retries; the next damping %g exceeds hessian.damping_max = %g",
+                   name, (long long)n, stage_name(notpd), damping, f->retries, next,
+                   o->damping_max);
+        (collective ? mpq_log : mpq_log_here)(
+            ctx, MPQ_LOG_WARN,
+            "layer '%s': Cholesky of %s failed with damping %g; retrying with damping %g", name,
+            stage_name(notpd), damping, next);
+        damping = next;
+        f->retries++;
+    }
+    f->damping = damping;
+    if (collective)
+        MPQ_MPI_TRY(MPI_Bcast(&f->lambda, 1, MPI_DOUBLE, root, ctx->comm));
+    *out = f;
+    f = NULL;
+cleanup:
+    mpq_free(a);
+    mpq_free(base);
+    mpq_hfactor_destroy(&f);
+    return err;
+}
+
+mpq_err mpq_hfactor_compute(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name, int64_t n,
+                            const double *H, int root, unsigned what, mpq_hfactor **out) {
+    *out = NULL;
+    MPQ_CHECK(root >= 0 && root < ctx->size, MPQ_ERR_ARG, "layer '%s': root %d is not a rank", name,
+              root);
+    const char *bname = mpq_hfactor_choose(ctx, o, n);
+    const mpq_hfactor_backend *be = mpq_hfactor_backend_find(bname);
+    MPQ_CHECK(be, MPQ_ERR_INTERNAL, "no factorisation backend '%s'", bname);
+    if (be->collective)
+        MPQ_CHECK(ctx->comm != MPI_COMM_NULL, MPQ_ERR_CONFIG,
+                  "layer '%s': hessian.scalapack = \"%s\" needs an MPI context", name,
+                  o->scalapack);
+    MPQ_CALL(run_factor(ctx, o, name, n, H, root, what, be, ctx->comm != MPI_COMM_NULL, out));
+    return MPQ_OK;
+}
+
+mpq_err mpq_hfactor_local(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name, int64_t n,
+                          const double *H, unsigned what, mpq_hfactor **out) {
+    MPQ_CALL(run_factor(ctx, o, name, n, H, ctx->rank, what, &backend_lapack, 0, out));
+    return MPQ_OK;
+}

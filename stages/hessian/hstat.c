@@ -1,0 +1,362 @@
+/* hstat.c: accumulation of H = sum x x^T per layer input, chunk by chunk,
+ * into an exact 192-bit fixed-point accumulator, and its rank-independent
+ * reduction (see mpq_hessian.h for the scheme and its range limits). */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "mpq_ctx.h"
+#include "mpq_hessian.h"
+
+#define FX_WORDS 3 /* 64-bit words per fixed-point entry */
+
+/* Entries per MPI reduction call: keeps counts far below INT_MAX and the
+ * temporary buffers of the MPI library at 384 MiB at most. */
+#define FX_REDUCE_PIECE ((int64_t)1 << 24)
+
+static int64_t packed_index(int64_t i, int64_t j) {
+    /* upper triangle (i <= j), column by column */
+    return j * (j + 1) / 2 + i;
+}
+
+/* ---- 192-bit fixed point ------------------------------------------------ */
+
+/* w += q (3 words, little-endian word order, two's complement). */
+static void fx_add3(uint64_t *w, const uint64_t *q) {
+    uint64_t s0 = w[0] + q[0];
+    uint64_t c0 = s0 < q[0];
+    uint64_t s1 = w[1] + q[1];
+    uint64_t c1 = s1 < q[1];
+    s1 += c0;
+    c1 |= s1 < c0;
+    w[0] = s0;
+    w[1] = s1;
+    w[2] = w[2] + q[2] + c1;
+}
+
+/* Adds round(v / 2^lsb) (nearest, ties to even, symmetric in sign) to w.
+ * Returns 0, or -1 when |v| does not fit 191 magnitude bits (the bound
+ * check of accumulate makes that impossible unless a bug slips through). */
+static int fx_add_double(uint64_t *w, double v, int lsb) {
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    int neg = (int)(bits >> 63);
+    int ef = (int)((bits >> 52) & 0x7ff);
+    uint64_t m = bits & ((UINT64_C(1) << 52) - 1);
+    if (ef == 0x7ff)
+        return -1;
+    if (ef == 0) {
+        if (m == 0)
+            return 0;
+        ef = 1; /* subnormal: no hidden bit, exponent of the smallest normal */
+    } else {
+        m |= UINT64_C(1) << 52;
+    }
+    /* |v| = m * 2^(ef - 1075); in grid units m * 2^sh. */
+    int sh = ef - 1075 - lsb;
+    uint64_t q[FX_WORDS] = {0, 0, 0};
+    if (sh >= 0) {
+        if (sh + 53 > 191)
+            return -1;
+        int wi = sh / 64, b = sh % 64;
+        q[wi] = m << b;
+        if (b && wi + 1 < FX_WORDS)
+            q[wi + 1] = m >> (64 - b);
+    } else {
+        int k = -sh;
+        uint64_t r = 0;
+        if (k < 64) {
+            uint64_t rem = m & ((UINT64_C(1) << k) - 1);
+            uint64_t half = UINT64_C(1) << (k - 1);
+            r = m >> k;
+            if (rem > half || (rem == half && (r & 1)))
+                r++;
+        } /* k >= 64: m < 2^53 is below half a unit: rounds to 0 */
+        q[0] = r;
+    }
+    if (neg) {
+        q[0] = ~q[0];
+        q[1] = ~q[1];
+        q[2] = ~q[2];
+        static const uint64_t one[FX_WORDS] = {1, 0, 0};
+        fx_add3(q, one);
+    }
+    fx_add3(w, q);
+    return 0;
+}
+
+/* The double nearest (ties to even) to the fixed-point value w * 2^lsb. */
+static double fx_to_double(const uint64_t *w, int lsb) {
+    uint64_t a[FX_WORDS] = {w[0], w[1], w[2]};
+    int neg = (int)(a[2] >> 63);
+    if (neg) {
+        a[0] = ~a[0];
+        a[1] = ~a[1];
+        a[2] = ~a[2];
+        static const uint64_t one[FX_WORDS] = {1, 0, 0};
+        fx_add3(a, one);
+    }
+    int top = FX_WORDS - 1;
+    while (top >= 0 && a[top] == 0)
+        top--;
+    if (top < 0)
+        return 0.0;
+    int nbits = top * 64 + (64 - __builtin_clzll(a[top]));
+    double r;
+    if (nbits <= 64) {
+        r = ldexp((double)a[0], lsb); /* uint64 -> double rounds to nearest */
+    } else {
+        /* The top 64 bits, with a sticky bit for everything below them:
+         * the sticky bit sits far below double's rounding position, so the
+         * conversion rounds exactly as the full-width value would. */
+        int s = nbits - 64, wi = s / 64, b = s % 64;
+        uint64_t t = a[wi] >> b;
+        if (b && wi + 1 < FX_WORDS)
+            t |= a[wi + 1] << (64 - b);
+        int sticky = b ? (a[wi] & ((UINT64_C(1) << b) - 1)) != 0 : 0;
+        for (int k = 0; k < wi; k++)
+            sticky |= a[k] != 0;
+        t |= (uint64_t)sticky;
+        r = ldexp((double)t, s + lsb);
+    }
+    return neg ? -r : r;
+}
+
+/* MPI user operation: element-wise exact sum of 3-word integers. Integer
+ * addition is associative and commutative, so the reduction order chosen
+ * by MPI cannot change the result. */
+static void fx_sum_op(void *in, void *inout, int *len, MPI_Datatype *type) {
+    (void)type;
+    const uint64_t *a = in;
+    uint64_t *b = inout;
+    for (int64_t k = 0; k < *len; k++)
+        fx_add3(b + FX_WORDS * k, a + FX_WORDS * k);
+}
+
+/* ---- create / destroy ---------------------------------------------------- */
+
+mpq_err mpq_hstat_create(mpq_ctx *ctx, const char *name, int64_t d, int bound_log2,
+                         mpq_hstat **out) {
+    *out = NULL;
+    MPQ_CHECK(name && name[0] && !strchr(name, '/') && strcmp(name, ".") != 0 &&
+                  strlen(name) < MPQ_HSTAT_NAME_MAX,
+              MPQ_ERR_ARG,
+              "Hessian statistic name '%s' must be non-empty, shorter than %d bytes "
+              "and contain no '/'",
+              name ? name : "(null)", MPQ_HSTAT_NAME_MAX);
+    MPQ_CHECK(d > 0, MPQ_ERR_ARG, "Hessian statistic '%s': width %lld must be positive", name,
+              (long long)d);
+    MPQ_CHECK(bound_log2 >= -60 && bound_log2 <= 60, MPQ_ERR_ARG,
+              "Hessian statistic '%s': bound_log2 = %d is outside -60..60", name, bound_log2);
+    int64_t dd = 0, npacked = 0;
+    MPQ_CALL(mpq_mul64(ctx, d, d, "H entries", &dd));
+    MPQ_CALL(mpq_mul64(ctx, d, d + 1, "H packed entries", &npacked));
+    npacked /= 2;
+    mpq_hstat *st = NULL;
+    mpq_err err = MPQ_OK;
+    MPQ_ALLOC(st, 1);
+    snprintf(st->name, sizeof st->name, "%s", name);
+    st->d = d;
+    st->bound_log2 = bound_log2;
+    st->lsb_exp = 2 * bound_log2 - 127;
+    MPQ_ALLOC_TRY(st->absmax, d);
+    MPQ_ALLOC_TRY(st->acc, npacked * FX_WORDS);
+    MPQ_ALLOC_TRY(st->part, dd);
+    MPQ_ALLOC_TRY(st->rowbuf, MPQ_HSTAT_BLOCK_ROWS * d);
+    *out = st;
+    return MPQ_OK;
+cleanup:
+    mpq_hstat_destroy(&st);
+    return err;
+}
+
+void mpq_hstat_destroy(mpq_hstat **pst) {
+    if (!pst || !*pst)
+        return;
+    mpq_hstat *st = *pst;
+    mpq_free(st->absmax);
+    mpq_free(st->H);
+    mpq_free(st->sumsq);
+    mpq_free(st->acc);
+    mpq_free(st->part);
+    mpq_free(st->rowbuf);
+    mpq_free(st);
+    *pst = NULL;
+}
+
+/* ---- accumulation -------------------------------------------------------- */
+
+mpq_err mpq_hstat_begin_chunk(mpq_ctx *ctx, mpq_hstat *st) {
+    MPQ_CHECK(!st->reduced && st->acc, MPQ_ERR_ARG,
+              "Hessian statistic '%s': begin_chunk after the reduction", st->name);
+    MPQ_CHECK(!st->in_chunk, MPQ_ERR_ARG, "Hessian statistic '%s': begin_chunk inside a chunk",
+              st->name);
+    memset(st->part, 0, (size_t)(st->d * st->d) * sizeof *st->part);
+    st->rowbuf_n = 0;
+    st->chunk_rows = 0;
+    st->in_chunk = 1;
+    return MPQ_OK;
+}
+
+/* part += rowbuf^T rowbuf (upper triangle, column-major). */
+static mpq_err flush_rows(mpq_ctx *ctx, mpq_hstat *st) {
+    if (st->rowbuf_n == 0)
+        return MPQ_OK;
+    int n = 0, k = (int)st->rowbuf_n;
+    MPQ_CALL(mpq_to_int(ctx, st->d, "Hessian width (BLAS)", &n));
+    /* rowbuf is k rows of d doubles = a column-major d x k matrix A, and
+     * A A^T = X^T X. */
+    cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, n, k, 1.0, st->rowbuf, n, 1.0, st->part,
+                n);
+    st->rowbuf_n = 0;
+    return MPQ_OK;
+}
+
+mpq_err mpq_hstat_accumulate(mpq_ctx *ctx, mpq_hstat *st, const float *x, int64_t rows, int64_t d) {
+    MPQ_CHECK(st->in_chunk, MPQ_ERR_ARG,
+              "Hessian statistic '%s': accumulate outside a chunk (call begin_chunk first)",
+              st->name);
+    MPQ_CHECK(d == st->d, MPQ_ERR_ARG, "Hessian statistic '%s': rows of width %lld, expected %lld",
+              st->name, (long long)d, (long long)st->d);
+    MPQ_CHECK(rows >= 0 && (rows == 0 || x), MPQ_ERR_ARG,
+              "Hessian statistic '%s': invalid rows (%lld) or NULL data", st->name,
+              (long long)rows);
+    const double bound = ldexp(1.0, st->bound_log2);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * d;
+        double *dst = st->rowbuf + st->rowbuf_n * d;
+        int bad = 0;
+        for (int64_t i = 0; i < d; i++) {
+            double v = (double)xr[i];
+            double a = fabs(v);
+            dst[i] = v;
+            bad |= !(a <= bound); /* also catches NaN */
+            if (a > st->absmax[i])
+                st->absmax[i] = a;
+        }
+        if (bad) {
+            for (int64_t i = 0; i < d; i++) {
+                double v = (double)xr[i];
+                MPQ_CHECK(isfinite(v), MPQ_ERR_NUMERIC,
+                          "Hessian statistic '%s': non-finite input %g at chunk row %lld, "
+                          "channel %lld",
+                          st->name, v, (long long)(st->chunk_rows + r), (long long)i);
+                MPQ_CHECK(fabs(v) <= bound, MPQ_ERR_RANGE,
+                          "Hessian statistic '%s': input %g at chunk row %lld, channel %lld "
+                          "exceeds the bound 2^%d of the exact reduction (raise "
+                          "hessian.bound_log2)",
+                          st->name, v, (long long)(st->chunk_rows + r), (long long)i,
+                          st->bound_log2);
+            }
+        }
+        if (++st->rowbuf_n == MPQ_HSTAT_BLOCK_ROWS)
+            MPQ_CALL(flush_rows(ctx, st));
+    }
+    st->chunk_rows += rows;
+    return MPQ_OK;
+}
+
+mpq_err mpq_hstat_end_chunk(mpq_ctx *ctx, mpq_hstat *st) {
+    MPQ_CHECK(st->in_chunk, MPQ_ERR_ARG, "Hessian statistic '%s': end_chunk without begin_chunk",
+              st->name);
+    MPQ_CALL(flush_rows(ctx, st));
+    st->in_chunk = 0;
+    if (st->chunk_rows == 0)
+        return MPQ_OK;
+    const int64_t d = st->d;
+    int bad = 0;
+    for (int64_t j = 0; j < d; j++) {
+        const double *col = st->part + j * d;
+        uint64_t *w = st->acc + FX_WORDS * packed_index(0, j);
+        for (int64_t i = 0; i <= j; i++)
+            bad |= fx_add_double(w + FX_WORDS * i, col[i], st->lsb_exp);
+    }
+    MPQ_CHECK(!bad, MPQ_ERR_INTERNAL,
+              "Hessian statistic '%s': a chunk partial does not fit the fixed-point range",
+              st->name);
+    MPQ_CALL(mpq_add64(ctx, st->count, st->chunk_rows, "Hessian token count", &st->count));
+    st->nchunks++;
+    st->chunk_rows = 0;
+    return MPQ_OK;
+}
+
+/* ---- reduction ----------------------------------------------------------- */
+
+/* Exact sum of the accumulators: on `target` (or all ranks). */
+static mpq_err reduce_acc(mpq_ctx *ctx, mpq_hstat *st, int64_t npacked, int target) {
+    MPI_Datatype t = MPI_DATATYPE_NULL;
+    MPI_Op op = MPI_OP_NULL;
+    mpq_err err = MPQ_OK;
+    MPQ_MPI_TRY(MPI_Type_contiguous(FX_WORDS, MPI_UINT64_T, &t));
+    MPQ_MPI_TRY(MPI_Type_commit(&t));
+    MPQ_MPI_TRY(MPI_Op_create(fx_sum_op, 1, &op));
+    for (int64_t off = 0; off < npacked; off += FX_REDUCE_PIECE) {
+        int64_t len = npacked - off < FX_REDUCE_PIECE ? npacked - off : FX_REDUCE_PIECE;
+        uint64_t *p = st->acc + FX_WORDS * off;
+        if (target == MPQ_HSTAT_ALL)
+            MPQ_MPI_TRY(MPI_Allreduce(MPI_IN_PLACE, p, (int)len, t, op, ctx->comm));
+        else if (ctx->rank == target)
+            MPQ_MPI_TRY(MPI_Reduce(MPI_IN_PLACE, p, (int)len, t, op, target, ctx->comm));
+        else
+            MPQ_MPI_TRY(MPI_Reduce(p, NULL, (int)len, t, op, target, ctx->comm));
+    }
+cleanup:
+    if (op != MPI_OP_NULL)
+        MPI_Op_free(&op);
+    if (t != MPI_DATATYPE_NULL)
+        MPI_Type_free(&t);
+    return err;
+}
+
+mpq_err mpq_hstat_reduce(mpq_ctx *ctx, mpq_hstat *st, int target) {
+    mpq_err local = MPQ_OK;
+    if (st->reduced || !st->acc)
+        local = MPQ_ERROR(MPQ_ERR_ARG, "Hessian statistic '%s' is already reduced", st->name);
+    else if (st->in_chunk)
+        local = MPQ_ERROR(MPQ_ERR_ARG, "Hessian statistic '%s': reduce with a chunk still open",
+                          st->name);
+    else if (target != MPQ_HSTAT_ALL && (target < 0 || target >= ctx->size))
+        local = MPQ_ERROR(MPQ_ERR_ARG, "Hessian statistic '%s': reduce target %d is not a rank",
+                          st->name, target);
+    MPQ_CALL(mpq_agree(ctx, local));
+
+    const int64_t d = st->d;
+    const int64_t npacked = d * (d + 1) / 2;
+    int serial = ctx->comm == MPI_COMM_NULL || ctx->size == 1;
+    if (!serial) {
+        MPQ_CALL(reduce_acc(ctx, st, npacked, target));
+        int64_t cnt[2] = {st->count, st->nchunks};
+        MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, cnt, 2, MPI_INT64_T, MPI_SUM, ctx->comm));
+        st->count = cnt[0];
+        st->nchunks = cnt[1];
+        for (int64_t off = 0; off < d; off += FX_REDUCE_PIECE) {
+            int len = (int)(d - off < FX_REDUCE_PIECE ? d - off : FX_REDUCE_PIECE);
+            MPQ_MPI(
+                MPI_Allreduce(MPI_IN_PLACE, st->absmax + off, len, MPI_DOUBLE, MPI_MAX, ctx->comm));
+        }
+    }
+    mpq_free(st->part);
+    st->part = NULL;
+    mpq_free(st->rowbuf);
+    st->rowbuf = NULL;
+    mpq_err err = MPQ_OK;
+    if (target == MPQ_HSTAT_ALL || target == ctx->rank) {
+        MPQ_ALLOC_TRY(st->H, d * d);
+        MPQ_ALLOC_TRY(st->sumsq, d);
+        for (int64_t j = 0; j < d; j++) {
+            const uint64_t *w = st->acc + FX_WORDS * packed_index(0, j);
+            for (int64_t i = 0; i <= j; i++) {
+                double v = fx_to_double(w + FX_WORDS * i, st->lsb_exp);
+                st->H[i * d + j] = v;
+                st->H[j * d + i] = v;
+            }
+        }
+        for (int64_t i = 0; i < d; i++)
+            st->sumsq[i] = st->H[i * d + i];
+    }
+cleanup:
+    mpq_free(st->acc);
+    st->acc = NULL;
+    st->reduced = 1;
+    return mpq_agree(ctx, err);
+}
