@@ -44,6 +44,18 @@ typedef struct mpq_config {
     } model;
 
     struct {
+        double damping;              /* lambda: lambda * mean(diag H) added to the diagonal */
+        double damping_max;          /* Cholesky retries multiply damping by 10 up to this */
+        char *scalapack;             /* auto | always | never */
+        int64_t scalapack_min_width; /* auto: ScaLAPACK from this width on */
+        int64_t block_size;          /* ScaLAPACK block-cyclic block size */
+        int64_t chunk_samples;       /* calibration samples per exact-reduction chunk */
+        int64_t bound_log2;          /* activations must satisfy |x| <= 2^bound_log2 */
+        char *save;                  /* write Hessian statistics here (HDF5, "" = no) */
+        char *load;                  /* read Hessian statistics from here ("" = measure) */
+    } hessian;
+
+    struct {
         char *level;     /* error | warn | info | debug | trace */
         int all_ranks;   /* every rank logs, with a [rank/size] prefix */
         char *event_log; /* JSON-lines event log path ("" = none) */

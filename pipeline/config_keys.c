@@ -20,6 +20,26 @@ const mpq_key_spec mpq_config_keys[] = {
      "${MPQ_SHARED_DIR}/data/models/stories260K/tok512.bin", NOLIM, NULL,
      "llama2.c tokenizer.bin for language models (\"\" for none)"},
 
+    /* hessian */
+    {"hessian.damping", MPQ_KEY_FLOAT, OFF(hessian.damping), "0.01", 0.0, 1e6, NULL,
+     "relative damping: damping * mean(diag H) is added to the diagonal before factorising"},
+    {"hessian.damping_max", MPQ_KEY_FLOAT, OFF(hessian.damping_max), "1", 0.0, 1e6, NULL,
+     "a failed Cholesky is retried with damping x10 while it stays <= this; then an error"},
+    {"hessian.scalapack", MPQ_KEY_ENUM, OFF(hessian.scalapack), "auto", NOLIM, "auto|always|never",
+     "factorise H with ScaLAPACK over a process grid (auto: from scalapack_min_width on)"},
+    {"hessian.scalapack_min_width", MPQ_KEY_INT, OFF(hessian.scalapack_min_width), "4096", 1, 1e9,
+     NULL, "auto mode: layers at least this wide use ScaLAPACK, narrower ones LAPACK"},
+    {"hessian.block_size", MPQ_KEY_INT, OFF(hessian.block_size), "64", 1, 4096, NULL,
+     "ScaLAPACK block-cyclic block size"},
+    {"hessian.chunk_samples", MPQ_KEY_INT, OFF(hessian.chunk_samples), "8", 1, 1e9, NULL,
+     "calibration samples per chunk: the unit of the exact, rank-independent H reduction"},
+    {"hessian.bound_log2", MPQ_KEY_INT, OFF(hessian.bound_log2), "16", -60, 60, NULL,
+     "activations must satisfy |x| <= 2^bound_log2 (fixes the fixed-point grid of H)"},
+    {"hessian.save", MPQ_KEY_OUTPATH, OFF(hessian.save), "", NOLIM, NULL,
+     "write the Hessian statistics to this HDF5 file (\"\" = do not save)"},
+    {"hessian.load", MPQ_KEY_PATH, OFF(hessian.load), "", NOLIM, NULL,
+     "read Hessian statistics from this HDF5 file instead of measuring them (\"\" = measure)"},
+
     /* log */
     {"log.level", MPQ_KEY_ENUM, OFF(log.level), "info", NOLIM, "error|warn|info|debug|trace",
      "least severe log level printed"},
