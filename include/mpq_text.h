@@ -2,9 +2,11 @@
  * text file, splitting it into documents, tokenizing documents.
  *
  * Document protocol (shared/README.md, perplexity): the text is split at
- * blank lines (a run of two or more '\n', i.e. one or more empty lines);
- * leading and trailing '\n' of each piece are stripped; empty pieces are
- * skipped. Lines holding only spaces are not blank. All functions are local.
+ * blank lines (one or more lines that are empty or hold only spaces, tabs
+ * or carriage returns, as WikiText-2's " " separator lines do); leading and
+ * trailing newlines of each piece are stripped (a document runs from the
+ * start of its first line to the end of its last line); empty pieces are
+ * skipped. All functions are local.
  */
 #ifndef MPQ_TEXT_H
 #define MPQ_TEXT_H

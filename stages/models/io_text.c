@@ -33,41 +33,50 @@ cleanup:
     return err;
 }
 
+/* A line holding only spaces, tabs or carriage returns (or nothing). */
+static int blank_line(const char *s, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r')
+            return 0;
+    return 1;
+}
+
 mpq_err mpq_text_split_docs(mpq_ctx *ctx, const char *text, int64_t len, int64_t max_docs,
                             mpq_span **docs, int64_t *ndocs) {
     *docs = NULL;
     *ndocs = 0;
     MPQ_CHECK(len >= 0, MPQ_ERR_ARG, "text length %lld is negative", (long long)len);
-    /* Pass 1 counts, pass 2 fills: no reallocation. */
+    /* Pass 1 counts, pass 2 fills: no reallocation. A document is a maximal
+     * run of non-blank lines, from the start of its first line to the end of
+     * its last line (without the newline). */
     mpq_span *out = NULL;
-    int64_t cap = 0;
     for (int pass = 0; pass < 2; pass++) {
-        int64_t n = 0, i = 0;
+        int64_t n = 0, i = 0, begin = -1, end = -1;
         while (i < len && (max_docs <= 0 || n < max_docs)) {
-            /* A piece ends at the next "\n\n" or at the end of the text. */
-            int64_t start = i, end = i;
-            while (end < len && !(text[end] == '\n' && end + 1 < len && text[end + 1] == '\n'))
-                end++;
-            int64_t b = start, e = end;
-            while (b < e && text[b] == '\n')
-                b++;
-            while (e > b && text[e - 1] == '\n')
-                e--;
-            if (e > b) {
+            int64_t j = i;
+            while (j < len && text[j] != '\n')
+                j++;
+            if (!blank_line(text + i, j - i)) {
+                if (begin < 0)
+                    begin = i;
+                end = j;
+            } else if (begin >= 0) {
                 if (pass == 1)
-                    out[n] = (mpq_span){.begin = b, .len = e - b};
+                    out[n] = (mpq_span){.begin = begin, .len = end - begin};
                 n++;
+                begin = -1;
             }
-            i = end;
-            while (i < len && text[i] == '\n')
-                i++;
+            i = j + 1;
         }
-        if (pass == 0) {
-            cap = n;
-            MPQ_CALL(mpq_malloc(ctx, cap, sizeof *out, (void **)&out));
-        } else {
+        if (begin >= 0 && (max_docs <= 0 || n < max_docs)) {
+            if (pass == 1)
+                out[n] = (mpq_span){.begin = begin, .len = end - begin};
+            n++;
+        }
+        if (pass == 0)
+            MPQ_CALL(mpq_malloc(ctx, n, sizeof *out, (void **)&out));
+        else
             *ndocs = n;
-        }
     }
     *docs = out;
     return MPQ_OK;
