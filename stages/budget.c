@@ -500,8 +500,7 @@ static void dp_free(budget_dp *d) {
 /* Runs the DP for threshold T. On success *found says whether a feasible
  * state survived; then pos[] holds the best one, which is optimal: every
  * feasible solution scoring below LB + T survives the prunings. */
-static mpq_err dp_run(mpq_ctx *ctx, budget_dp *d, int32_t max_cand, double T, int32_t *pos,
-                      int *found) {
+static mpq_err dp_run(mpq_ctx *ctx, budget_dp *d, double T, int32_t *pos, int *found) {
     const budget_ws *w = d->w;
     mpq_err err = MPQ_OK;
     int64_t *fc = NULL, *nc = NULL;
@@ -554,7 +553,6 @@ static mpq_err dp_run(mpq_ctx *ctx, budget_dp *d, int32_t max_cand, double T, in
         MPQ_ENSURE(cap < INT32_MAX, MPQ_ERR_NOMEM,
                    "budget: the Pareto frontier grew beyond %d states at layer %lld", INT32_MAX,
                    (long long)w->act[a]);
-        (void)max_cand;
         MPQ_ALLOC_TRY(nc, cap);
         MPQ_ALLOC_TRY(nsc, cap);
         MPQ_ALLOC_TRY(nr, cap);
@@ -716,7 +714,7 @@ mpq_err mpq_budget_solve(mpq_ctx *ctx, const mpq_budget_problem *p, const mpq_bu
         if (T > gap)
             T = gap;
         rounds++;
-        MPQ_TRY(dp_run(ctx, &d, p->max_cand, T, pos, &found));
+        MPQ_TRY(dp_run(ctx, &d, T, pos, &found));
         if (found || T >= gap)
             break;
     }
