@@ -12,10 +12,12 @@
  * Method (see stages/budget.c): the Lagrangian dual is maximised exactly over
  * the breakpoints of the per-layer lower convex hulls; it gives the lower
  * bound and the multiplier lambda. A greedy feasible solution gives an upper
- * bound; candidates whose reduced cost exceeds the gap cannot be in any better
- * solution and are dropped; the remaining "core" layers are solved by a
- * Pareto-frontier dynamic programme over exact int64 bit totals with
- * dominance and bound pruning. The answer is optimal, not approximate.
+ * bound; for a threshold T (growing geometrically up to that gap)
+ * candidates whose reduced cost exceeds T are dropped and the remaining
+ * "core" layers are solved by a Pareto-frontier dynamic programme over exact
+ * int64 bit totals with dominance and bound pruning; the first T for which a
+ * feasible state survives yields the optimum. The answer is optimal, not
+ * approximate.
  *
  * Everything here is local (the root calls it) except mpq_budget_bcast.
  */

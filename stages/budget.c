@@ -26,6 +26,13 @@
  *    unused) exceeds UB. Dominance and both prunings only remove states that
  *    cannot lead to a solution better than one kept, so the best final state
  *    (or the incumbent) is optimal.
+ * 6. Iterative deepening: steps 4-5 run first with a threshold T much below
+ *    UB - LB (prune when the bound exceeds LB + T). Any solution scoring at
+ *    most LB + T survives, and every surviving final state scores at most
+ *    LB + T, so if one survives the best is optimal; otherwise T grows 8x,
+ *    up to UB - LB. A small T shrinks the core by orders of magnitude
+ *    because the greedy incumbent is usually much further from the optimum
+ *    than the optimum is from the bound.
  *
  * Floating-point scores are compared with a small slack in the prunings
  * (keeping a few more states than needed), never in the dominance test on
