@@ -3,6 +3,7 @@
 
 mpq_err mpq_cmd_check(mpq_ctx *ctx, const mpq_cli *cli);
 mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli);
+mpq_err mpq_cmd_eval(mpq_ctx *ctx, const mpq_cli *cli);
 
 const mpq_command mpq_commands[] = {
     {
@@ -27,6 +28,22 @@ const mpq_command mpq_commands[] = {
         .min_pos = 1,
         .max_pos = 1,
         .run = mpq_cmd_inspect,
+    },
+    {
+        .name = "eval",
+        .args = "CONFIG | --model FILE --tokenizer FILE --text FILE",
+        .summary = "evaluate a model: perplexity/KLD (language models) or accuracy (classifiers)",
+        .help = "  --model=FILE       model (quick form for language models: no CONFIG needed)\n"
+                "  --tokenizer=FILE   llama2.c tokenizer.bin (model.tokenizer)\n"
+                "  --text=FILE        text split into documents at blank lines (eval.text)\n"
+                "  --docs=N           first N documents (eval.docs; 0 = all)\n"
+                "  --generate=N       greedy generation of N tokens from BOS\n"
+                "  --reference=FILE   full-precision model for KLD and top-1 agreement\n"
+                "  --family=NAME      auto (default), llama or cnn (model.family)\n",
+        .options = "model= tokenizer= text= docs= generate= reference= family=",
+        .min_pos = 0,
+        .max_pos = 1,
+        .run = mpq_cmd_eval,
     },
 };
 

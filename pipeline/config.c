@@ -24,8 +24,8 @@ typedef struct value {
     double f;
     int b;
     const char *s;
-    int n;                 /* V_LIST: item count */
-    struct value *items;   /* V_LIST: items (kinds V_INT/V_FLOAT/V_STRING) */
+    int n;               /* V_LIST: item count */
+    struct value *items; /* V_LIST: items (kinds V_INT/V_FLOAT/V_STRING) */
 } value;
 
 /* Where a value came from, for messages: "file.cfg:12" or "override 'k=v'". */
@@ -36,15 +36,26 @@ typedef struct origin {
 
 static const char *type_name(mpq_key_type t) {
     switch (t) {
-        case MPQ_KEY_INT: return "an integer";
-        case MPQ_KEY_FLOAT: return "a number";
-        case MPQ_KEY_BOOL: return "a boolean (true or false)";
-        case MPQ_KEY_STRING: return "a string";
-        case MPQ_KEY_ENUM: return "a string";
-        case MPQ_KEY_PATH: return "a path string";
-        case MPQ_KEY_OUTPATH: return "a path string";
-        case MPQ_KEY_FLOAT_LIST: return "a list of numbers";
-        case MPQ_KEY_STRING_LIST: return "a list of strings";
+        case MPQ_KEY_INT:
+            return "an integer";
+        case MPQ_KEY_FLOAT:
+            return "a number";
+        case MPQ_KEY_BOOL:
+            return "a boolean (true or false)";
+        case MPQ_KEY_STRING:
+            return "a string";
+        case MPQ_KEY_ENUM:
+            return "a string";
+        case MPQ_KEY_PATH:
+            return "a path string";
+        case MPQ_KEY_OUTPATH:
+            return "a path string";
+        case MPQ_KEY_FLOAT_LIST:
+            return "a list of numbers";
+        case MPQ_KEY_STRING_LIST:
+            return "a list of strings";
+        case MPQ_KEY_OPLIST:
+            return "a list of groups";
     }
     return "?";
 }
@@ -112,8 +123,7 @@ static int section_exists(const char *section, size_t len) {
 
 /* ---- paths --------------------------------------------------------------- */
 
-mpq_err mpq_config_resolve_path(mpq_ctx *ctx, const char *base_dir, const char *text,
-                                char **out) {
+mpq_err mpq_config_resolve_path(mpq_ctx *ctx, const char *base_dir, const char *text, char **out) {
     *out = NULL;
     char buf[PATH_MAX * 2];
     size_t n = 0;
@@ -153,6 +163,13 @@ mpq_err mpq_config_resolve_path(mpq_ctx *ctx, const char *base_dir, const char *
 
 /* ---- assigning a value to a key ------------------------------------------ */
 
+static void oplist_free(mpq_op *ops, int64_t n) {
+    for (int64_t i = 0; ops && i < n; i++)
+        for (int j = 0; j < ops[i].nfields; j++)
+            mpq_free(ops[i].f[j].s);
+    mpq_free(ops);
+}
+
 static void free_field(const mpq_key_spec *k, mpq_config *cfg) {
     char *base = (char *)cfg + k->offset;
     switch (k->type) {
@@ -181,7 +198,15 @@ static void free_field(const mpq_key_spec *k, mpq_config *cfg) {
             l->n = 0;
             break;
         }
-        default: break;
+        case MPQ_KEY_OPLIST: {
+            mpq_oplist *l = (mpq_oplist *)base;
+            oplist_free(l->v, l->n);
+            l->v = NULL;
+            l->n = 0;
+            break;
+        }
+        default:
+            break;
     }
 }
 
@@ -189,8 +214,7 @@ static mpq_err check_number(mpq_ctx *ctx, const mpq_key_spec *k, const origin *o
     MPQ_CHECK(isfinite(x), MPQ_ERR_CONFIG, "%s: %s: value is not finite", o->where, k->key);
     if (k->min != 0.0 || k->max != 0.0)
         MPQ_CHECK(x >= k->min && x <= k->max, MPQ_ERR_CONFIG,
-                  "%s: %s: value %g is out of range [%g, %g]", o->where, k->key, x, k->min,
-                  k->max);
+                  "%s: %s: value %g is out of range [%g, %g]", o->where, k->key, x, k->min, k->max);
     return MPQ_OK;
 }
 
@@ -222,8 +246,8 @@ static mpq_err assign(mpq_ctx *ctx, mpq_config *cfg, const mpq_key_spec *k, cons
         case MPQ_KEY_ENUM:
         case MPQ_KEY_PATH:
         case MPQ_KEY_OUTPATH: {
-            MPQ_CHECK(v->kind == V_STRING, MPQ_ERR_CONFIG, "%s: %s: expected %s, got %s",
-                      o->where, k->key, type_name(k->type), vkind_name(v->kind));
+            MPQ_CHECK(v->kind == V_STRING, MPQ_ERR_CONFIG, "%s: %s: expected %s, got %s", o->where,
+                      k->key, type_name(k->type), vkind_name(v->kind));
             if (k->type == MPQ_KEY_ENUM) {
                 int ok = 0;
                 size_t ls = strlen(v->s);
@@ -297,6 +321,11 @@ static mpq_err assign(mpq_ctx *ctx, mpq_config *cfg, const mpq_key_spec *k, cons
             ((mpq_strlist *)base)->v = ss;
             return MPQ_OK;
         }
+        case MPQ_KEY_OPLIST:
+            return MPQ_ERROR(MPQ_ERR_CONFIG,
+                             "%s: %s: an operation list is set in the configuration file only, "
+                             "as a list of groups ( { op = \"...\"; ... }, ... )",
+                             o->where, k->key);
     }
     return MPQ_ERROR(MPQ_ERR_INTERNAL, "key %s has an unknown type", k->key);
 }
@@ -359,11 +388,15 @@ static mpq_err scalar_from_text(mpq_ctx *ctx, mpq_key_type t, const char *text, 
 
 /* Assigns text (a default or an override value) to key k. Lists are written
  * "a,b,c", optionally in [ ] or ( ). */
-static mpq_err assign_text(mpq_ctx *ctx, mpq_config *cfg, const mpq_key_spec *k,
-                           const char *text, const origin *o) {
+static mpq_err assign_text(mpq_ctx *ctx, mpq_config *cfg, const mpq_key_spec *k, const char *text,
+                           const origin *o) {
     static const size_t SB = 4096;
     char sbuf[4096];
     value v;
+    if (k->type == MPQ_KEY_OPLIST && text[0] == '\0') {
+        free_field(k, cfg); /* the default: an empty list */
+        return MPQ_OK;
+    }
     if (k->type != MPQ_KEY_FLOAT_LIST && k->type != MPQ_KEY_STRING_LIST) {
         MPQ_CALL(scalar_from_text(ctx, k->type, text, o, k->key, &v, sbuf, SB));
         return assign(ctx, cfg, k, &v, o);
@@ -387,8 +420,8 @@ static mpq_err assign_text(mpq_ctx *ctx, mpq_config *cfg, const mpq_key_spec *k,
         char *e = tok + strlen(tok);
         while (e > tok && e[-1] == ' ')
             *--e = '\0';
-        MPQ_CHECK(n < MPQ_LIST_MAX, MPQ_ERR_CONFIG, "%s: %s: more than %d items", o->where,
-                  k->key, MPQ_LIST_MAX);
+        MPQ_CHECK(n < MPQ_LIST_MAX, MPQ_ERR_CONFIG, "%s: %s: more than %d items", o->where, k->key,
+                  MPQ_LIST_MAX);
         MPQ_CALL(scalar_from_text(ctx, k->type, tok, o, k->key, &items[n], bufs[n], 64));
         n++;
     }
@@ -441,8 +474,7 @@ static mpq_err value_from_setting(mpq_ctx *ctx, const config_setting_t *s, const
             return MPQ_OK;
         case CONFIG_TYPE_ARRAY:
         case CONFIG_TYPE_LIST: {
-            MPQ_CHECK(items, MPQ_ERR_CONFIG, "%s: %s: nested lists are not allowed", o->where,
-                      key);
+            MPQ_CHECK(items, MPQ_ERR_CONFIG, "%s: %s: nested lists are not allowed", o->where, key);
             int n = config_setting_length(s);
             MPQ_CHECK(n <= max_items, MPQ_ERR_CONFIG, "%s: %s: more than %d items", o->where, key,
                       max_items);
@@ -455,9 +487,161 @@ static mpq_err value_from_setting(mpq_ctx *ctx, const config_setting_t *s, const
             return MPQ_OK;
         }
         default:
-            return MPQ_ERROR(MPQ_ERR_CONFIG, "%s: %s: a group is not allowed here", o->where,
-                             key);
+            return MPQ_ERROR(MPQ_ERR_CONFIG, "%s: %s: a group is not allowed here", o->where, key);
     }
+}
+
+/* ---- op lists (MPQ_KEY_OPLIST) ------------------------------------------- */
+
+const mpq_op_field *mpq_op_get(const mpq_op *op, const char *name) {
+    for (int i = 0; i < op->nfields; i++)
+        if (strcmp(op->f[i].name, name) == 0)
+            return &op->f[i];
+    return NULL;
+}
+
+/* Finds op `name` in the schema "a(f:t,...)|b|..." and copies its field
+ * list (the text between the parentheses, "" when none) into fields. With
+ * name NULL, writes the op names as "a, b, ..." into fields (for messages).
+ * Returns 1 when found. */
+static int schema_op(const char *schema, const char *name, char *fields, size_t cap,
+                     const char **nearest) {
+    int found = 0, bestd = 1 << 30;
+    size_t nl = 0;
+    fields[0] = '\0';
+    for (const char *p = schema; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        const char *par = memchr(p, '(', len);
+        size_t ln = par ? (size_t)(par - p) : len;
+        char op[32];
+        snprintf(op, sizeof op, "%.*s", (int)ln, p);
+        if (!name) {
+            nl +=
+                (size_t)snprintf(fields + nl, nl < cap ? cap - nl : 0, "%s%s", nl ? ", " : "", op);
+            if (nl >= cap)
+                nl = cap - 1;
+        } else if (strcmp(op, name) == 0) {
+            found = 1;
+            if (par)
+                snprintf(fields, cap, "%.*s", (int)(len - ln - 2), par + 1);
+        } else if (nearest) {
+            int d = mpq_edit_distance(op, name);
+            if (d < bestd) {
+                bestd = d;
+                *nearest = p;
+            }
+        }
+        p = bar ? bar + 1 : p + len;
+    }
+    return found;
+}
+
+/* Validates one group of an op list against the schema into *op. */
+static mpq_err parse_op(mpq_ctx *ctx, const mpq_key_spec *k, const config_setting_t *g, int idx,
+                        const char *source, mpq_op *op) {
+    int line = (int)config_setting_source_line(g);
+    op->line = line;
+    MPQ_CHECK(config_setting_is_group(g), MPQ_ERR_CONFIG,
+              "%s:%d: %s: item %d: expected a group { op = \"...\"; ... }", source, line, k->key,
+              idx);
+    const config_setting_t *name = config_setting_get_member(g, "op");
+    MPQ_CHECK(name && config_setting_type(name) == CONFIG_TYPE_STRING, MPQ_ERR_CONFIG,
+              "%s:%d: %s: item %d: missing string field 'op'", source, line, k->key, idx);
+    const char *opname = config_setting_get_string(name);
+    char fields[512], names[512];
+    const char *near = NULL;
+    if (!schema_op(k->choices, opname, fields, sizeof fields, &near)) {
+        schema_op(k->choices, NULL, names, sizeof names, NULL);
+        return MPQ_ERROR(MPQ_ERR_CONFIG, "%s:%d: %s: item %d: unknown op '%s' (known: %s)", source,
+                         line, k->key, idx, opname, names);
+    }
+    snprintf(op->op, sizeof op->op, "%s", opname);
+    /* Every member must be 'op' or a field of the schema. */
+    int nm = config_setting_length(g);
+    for (int m = 0; m < nm; m++) {
+        const config_setting_t *mem = config_setting_get_elem(g, (unsigned)m);
+        const char *mn = config_setting_name(mem);
+        if (strcmp(mn, "op") == 0)
+            continue;
+        char pat[40];
+        snprintf(pat, sizeof pat, "%s:", mn);
+        int ok = strncmp(fields, pat, strlen(pat)) == 0;
+        char pat2[44];
+        snprintf(pat2, sizeof pat2, ",%s:", mn);
+        ok = ok || strstr(fields, pat2);
+        MPQ_CHECK(ok, MPQ_ERR_CONFIG, "%s:%d: %s: op '%s': unknown field '%s' (fields: %s)", source,
+                  config_setting_source_line(mem), k->key, opname, mn, fields[0] ? fields : "none");
+    }
+    /* Every field of the schema: from the group or its default. */
+    char *save = NULL;
+    for (char *fs = strtok_r(fields, ",", &save); fs; fs = strtok_r(NULL, ",", &save)) {
+        char *colon = strchr(fs, ':');
+        MPQ_CHECK(colon && op->nfields < MPQ_OP_MAX_FIELDS, MPQ_ERR_INTERNAL,
+                  "bad schema of key %s", k->key);
+        *colon = '\0';
+        char type = colon[1];
+        const char *def = colon[2] == '=' ? colon + 3 : NULL;
+        mpq_op_field *f = &op->f[op->nfields++];
+        snprintf(f->name, sizeof f->name, "%s", fs);
+        f->type = type;
+        const config_setting_t *mem = config_setting_get_member(g, fs);
+        MPQ_CHECK(mem || def, MPQ_ERR_CONFIG, "%s:%d: %s: op '%s': missing required field '%s'",
+                  source, line, k->key, opname, fs);
+        int ml = mem ? (int)config_setting_source_line(mem) : line;
+        int mt = mem ? config_setting_type(mem) : CONFIG_TYPE_NONE;
+        if (type == 's') {
+            MPQ_CHECK(!mem || mt == CONFIG_TYPE_STRING, MPQ_ERR_CONFIG,
+                      "%s:%d: %s: op '%s': field '%s' must be a string", source, ml, k->key, opname,
+                      fs);
+            MPQ_CALL(mpq_strdup(ctx, mem ? config_setting_get_string(mem) : def, &f->s));
+        } else if (type == 'i') {
+            MPQ_CHECK(!mem || mt == CONFIG_TYPE_INT || mt == CONFIG_TYPE_INT64, MPQ_ERR_CONFIG,
+                      "%s:%d: %s: op '%s': field '%s' must be an integer", source, ml, k->key,
+                      opname, fs);
+            f->i = mem ? (int64_t)config_setting_get_int64(mem) : strtoll(def, NULL, 10);
+            MPQ_CHECK(f->i >= 0, MPQ_ERR_CONFIG,
+                      "%s:%d: %s: op '%s': field '%s' must not be negative (got %lld)", source, ml,
+                      k->key, opname, fs, (long long)f->i);
+            f->f = (double)f->i;
+        } else {
+            MPQ_CHECK(!mem || mt == CONFIG_TYPE_INT || mt == CONFIG_TYPE_INT64 ||
+                          mt == CONFIG_TYPE_FLOAT,
+                      MPQ_ERR_CONFIG, "%s:%d: %s: op '%s': field '%s' must be a number", source, ml,
+                      k->key, opname, fs);
+            f->f = !mem                      ? strtod(def, NULL)
+                   : mt == CONFIG_TYPE_FLOAT ? config_setting_get_float(mem)
+                                             : (double)config_setting_get_int64(mem);
+            MPQ_CHECK(isfinite(f->f), MPQ_ERR_CONFIG,
+                      "%s:%d: %s: op '%s': field '%s' is not finite", source, ml, k->key, opname,
+                      fs);
+        }
+    }
+    return MPQ_OK;
+}
+
+static mpq_err assign_oplist(mpq_ctx *ctx, mpq_config *cfg, const mpq_key_spec *k,
+                             const config_setting_t *s, const origin *o, const char *source) {
+    int t = config_setting_type(s);
+    MPQ_CHECK(t == CONFIG_TYPE_LIST || (t == CONFIG_TYPE_ARRAY && config_setting_length(s) == 0),
+              MPQ_ERR_CONFIG, "%s: %s: expected a list of groups ( { op = \"...\"; ... }, ... )",
+              o->where, k->key);
+    int n = config_setting_length(s);
+    MPQ_CHECK(n <= MPQ_LIST_MAX, MPQ_ERR_CONFIG, "%s: %s: more than %d items", o->where, k->key,
+              MPQ_LIST_MAX);
+    mpq_op *ops = NULL;
+    MPQ_CALL(mpq_malloc(ctx, n, sizeof *ops, (void **)&ops));
+    for (int i = 0; i < n; i++) {
+        mpq_err e = parse_op(ctx, k, config_setting_get_elem(s, (unsigned)i), i, source, &ops[i]);
+        if (e != MPQ_OK) {
+            oplist_free(ops, n);
+            return mpq_err_trace(ctx, e, __FILE__, __LINE__, __func__);
+        }
+    }
+    free_field(k, cfg);
+    ((mpq_oplist *)((char *)cfg + k->offset))->n = n;
+    ((mpq_oplist *)((char *)cfg + k->offset))->v = ops;
+    return MPQ_OK;
 }
 
 static mpq_err walk(mpq_ctx *ctx, mpq_config *cfg, const config_setting_t *group,
@@ -475,7 +659,20 @@ static mpq_err walk(mpq_ctx *ctx, mpq_config *cfg, const config_setting_t *group
             MPQ_CHECK(!*prefix, MPQ_ERR_CONFIG, "%s: %s: nested groups are not allowed", o.where,
                       key);
             if (!section_exists(key, strlen(key))) {
-                const char *near = nearest_key(key);
+                /* Nearest section name (not nearest key: a short key such as
+                 * eval.docs must not win over the section model for 'modl'). */
+                const char *near = mpq_config_keys[0].key;
+                int bestd = 1 << 30;
+                for (int j = 0; j < mpq_config_nkeys; j++) {
+                    char sec[64];
+                    const char *kk = mpq_config_keys[j].key;
+                    snprintf(sec, sizeof sec, "%.*s", (int)(strchr(kk, '.') - kk), kk);
+                    int d = mpq_edit_distance(key, sec);
+                    if (d < bestd) {
+                        bestd = d;
+                        near = kk;
+                    }
+                }
                 return MPQ_ERROR(MPQ_ERR_CONFIG, "%s: unknown section '%s' (did you mean '%.*s'?)",
                                  o.where, key, (int)(strchr(near, '.') - near), near);
             }
@@ -485,6 +682,10 @@ static mpq_err walk(mpq_ctx *ctx, mpq_config *cfg, const config_setting_t *group
         const mpq_key_spec *k = find_key(key);
         MPQ_CHECK(k, MPQ_ERR_CONFIG, "%s: unknown key '%s' (did you mean '%s'?)", o.where, key,
                   nearest_key(key));
+        if (k->type == MPQ_KEY_OPLIST) {
+            MPQ_CALL(assign_oplist(ctx, cfg, k, s, &o, source));
+            continue;
+        }
         value v, items[MPQ_LIST_MAX];
         MPQ_CALL(value_from_setting(ctx, s, &o, key, &v, items, MPQ_LIST_MAX));
         MPQ_CALL(assign(ctx, cfg, k, &v, &o));
@@ -576,8 +777,7 @@ mpq_err mpq_config_load(mpq_ctx *ctx, const char *path, int n_over, char *const 
     FILE *f = NULL;
     if (path && ctx->rank == 0) {
         f = fopen(path, "rb");
-        MPQ_ENSURE(f, MPQ_ERR_IO, "cannot open configuration file '%s': %s", path,
-                   strerror(errno));
+        MPQ_ENSURE(f, MPQ_ERR_IO, "cannot open configuration file '%s': %s", path, strerror(errno));
         MPQ_ENSURE(fseek(f, 0, SEEK_END) == 0, MPQ_ERR_IO, "%s: cannot seek: %s", path,
                    strerror(errno));
         long sz = ftell(f);
@@ -588,8 +788,8 @@ mpq_err mpq_config_load(mpq_ctx *ctx, const char *path, int n_over, char *const 
         rewind(f);
         len = sz;
         MPQ_TRY(mpq_malloc(ctx, len + 1, 1, (void **)&text));
-        MPQ_ENSURE(fread(text, 1, (size_t)len, f) == (size_t)len, MPQ_ERR_IO,
-                   "%s: read error: %s", path, strerror(errno));
+        MPQ_ENSURE(fread(text, 1, (size_t)len, f) == (size_t)len, MPQ_ERR_IO, "%s: read error: %s",
+                   path, strerror(errno));
     }
 cleanup:
     if (f)
@@ -638,13 +838,21 @@ static void print_float(FILE *out, double x) {
 static void print_value(FILE *out, const mpq_key_spec *k, const mpq_config *cfg) {
     const char *base = (const char *)cfg + k->offset;
     switch (k->type) {
-        case MPQ_KEY_INT: fprintf(out, "%lld", (long long)*(const int64_t *)base); break;
-        case MPQ_KEY_FLOAT: print_float(out, *(const double *)base); break;
-        case MPQ_KEY_BOOL: fputs(*(const int *)base ? "true" : "false", out); break;
+        case MPQ_KEY_INT:
+            fprintf(out, "%lld", (long long)*(const int64_t *)base);
+            break;
+        case MPQ_KEY_FLOAT:
+            print_float(out, *(const double *)base);
+            break;
+        case MPQ_KEY_BOOL:
+            fputs(*(const int *)base ? "true" : "false", out);
+            break;
         case MPQ_KEY_STRING:
         case MPQ_KEY_ENUM:
         case MPQ_KEY_PATH:
-        case MPQ_KEY_OUTPATH: print_string(out, *(char *const *)base); break;
+        case MPQ_KEY_OUTPATH:
+            print_string(out, *(char *const *)base);
+            break;
         case MPQ_KEY_FLOAT_LIST: {
             const mpq_floatlist *l = (const mpq_floatlist *)base;
             fputc('[', out);
@@ -665,6 +873,27 @@ static void print_value(FILE *out, const mpq_key_spec *k, const mpq_config *cfg)
                 print_string(out, l->v[i]);
             }
             fputc(']', out);
+            break;
+        }
+        case MPQ_KEY_OPLIST: {
+            const mpq_oplist *l = (const mpq_oplist *)base;
+            fputc('(', out);
+            for (int64_t i = 0; i < l->n; i++) {
+                fprintf(out, "%s\n    { op = \"%s\";", i ? "," : "", l->v[i].op);
+                for (int j = 0; j < l->v[i].nfields; j++) {
+                    const mpq_op_field *f = &l->v[i].f[j];
+                    fprintf(out, " %s = ", f->name);
+                    if (f->type == 's')
+                        print_string(out, f->s);
+                    else if (f->type == 'i')
+                        fprintf(out, "%lld", (long long)f->i);
+                    else
+                        print_float(out, f->f);
+                    fputc(';', out);
+                }
+                fputs(" }", out);
+            }
+            fputs(l->n ? "\n  )" : ")", out);
             break;
         }
     }
@@ -695,9 +924,9 @@ void mpq_config_print_reference(FILE *out) {
     fputs("|---|---|---|---|---|\n", out);
     for (int i = 0; i < mpq_config_nkeys; i++) {
         const mpq_key_spec *k = &mpq_config_keys[i];
-        static const char *const tn[] = {"int",         "float",      "bool",
-                                         "string",      "enum",       "input path",
-                                         "output path", "float list", "string list"};
+        static const char *const tn[] = {"int",         "float",      "bool",        "string",
+                                         "enum",        "input path", "output path", "float list",
+                                         "string list", "op list"};
         char allowed[256] = "";
         if (k->type == MPQ_KEY_ENUM) {
             snprintf(allowed, sizeof allowed, "%s", k->choices);
@@ -721,8 +950,8 @@ mpq_err mpq_config_check_paths(mpq_ctx *ctx, const mpq_config *cfg) {
         if (!p[0])
             continue;
         if (k->type == MPQ_KEY_PATH) {
-            MPQ_CHECK(access(p, R_OK) == 0, MPQ_ERR_IO, "%s: %s: cannot read '%s': %s",
-                      cfg->source, k->key, p, strerror(errno));
+            MPQ_CHECK(access(p, R_OK) == 0, MPQ_ERR_IO, "%s: %s: cannot read '%s': %s", cfg->source,
+                      k->key, p, strerror(errno));
         } else {
             char dir[PATH_MAX];
             snprintf(dir, sizeof dir, "%s", p);
@@ -759,13 +988,21 @@ cJSON *mpq_config_to_json(const mpq_config *cfg) {
         const char *base = (const char *)cfg + k->offset;
         cJSON *v = NULL;
         switch (k->type) {
-            case MPQ_KEY_INT: v = cJSON_CreateNumber((double)*(const int64_t *)base); break;
-            case MPQ_KEY_FLOAT: v = cJSON_CreateNumber(*(const double *)base); break;
-            case MPQ_KEY_BOOL: v = cJSON_CreateBool(*(const int *)base); break;
+            case MPQ_KEY_INT:
+                v = cJSON_CreateNumber((double)*(const int64_t *)base);
+                break;
+            case MPQ_KEY_FLOAT:
+                v = cJSON_CreateNumber(*(const double *)base);
+                break;
+            case MPQ_KEY_BOOL:
+                v = cJSON_CreateBool(*(const int *)base);
+                break;
             case MPQ_KEY_STRING:
             case MPQ_KEY_ENUM:
             case MPQ_KEY_PATH:
-            case MPQ_KEY_OUTPATH: v = cJSON_CreateString(*(char *const *)base); break;
+            case MPQ_KEY_OUTPATH:
+                v = cJSON_CreateString(*(char *const *)base);
+                break;
             case MPQ_KEY_FLOAT_LIST: {
                 const mpq_floatlist *l = (const mpq_floatlist *)base;
                 v = cJSON_CreateArray();
@@ -778,6 +1015,23 @@ cJSON *mpq_config_to_json(const mpq_config *cfg) {
                 v = cJSON_CreateArray();
                 for (int64_t j = 0; v && j < l->n; j++)
                     cJSON_AddItemToArray(v, cJSON_CreateString(l->v[j]));
+                break;
+            }
+            case MPQ_KEY_OPLIST: {
+                const mpq_oplist *l = (const mpq_oplist *)base;
+                v = cJSON_CreateArray();
+                for (int64_t j = 0; v && j < l->n; j++) {
+                    cJSON *g = cJSON_CreateObject();
+                    cJSON_AddStringToObject(g, "op", l->v[j].op);
+                    for (int q = 0; q < l->v[j].nfields; q++) {
+                        const mpq_op_field *f = &l->v[j].f[q];
+                        if (f->type == 's')
+                            cJSON_AddStringToObject(g, f->name, f->s);
+                        else
+                            cJSON_AddNumberToObject(g, f->name, f->f);
+                    }
+                    cJSON_AddItemToArray(v, g);
+                }
                 break;
             }
         }

@@ -1,0 +1,102 @@
+/* mpq_eval.h: evaluation of a model family: perplexity, KL divergence and
+ * top-1 agreement for language models; accuracy and agreement for
+ * classifiers; greedy generation.
+ *
+ * Evaluation is data-parallel: items (documents or images) are split into
+ * contiguous ranges, one per rank. Per-item sums are computed one item per
+ * forward pass (so an item's numbers do not depend on which rank computed
+ * it), gathered to rank 0 in item order and summed there sequentially, then
+ * broadcast: the results are the same bits for any number of ranks.
+ *
+ * Language-model protocol (shared/README.md): documents split at blank
+ * lines, the first N, each encoded with BOS and a dummy leading space,
+ * truncated to the model's seq_len; a document of n tokens gives n-1
+ * next-token predictions; PPL = exp(total NLL / predictions).
+ *
+ * A second family `ref` (may be NULL) is the full-precision reference: KLD is
+ * the mean over predictions of KL(P_ref || P_model) in nats, top-1 agreement
+ * the fraction of positions whose arg-max tokens agree; for classifiers the
+ * fraction of images with the same predicted class.
+ */
+#ifndef MPQ_EVAL_H
+#define MPQ_EVAL_H
+
+#include <stdint.h>
+
+#include "mpq_err.h"
+#include "mpq_family.h"
+
+struct mpq_ctx;
+struct mpq_tokenizer;
+struct cJSON;
+
+typedef struct mpq_lm_result {
+    int64_t docs;
+    int64_t predictions;
+    double nll;      /* total negative log-likelihood, nats */
+    double mean_nll; /* nll / predictions */
+    double ppl;      /* exp(mean_nll) */
+    int has_ref;     /* kld and top1_agreement are set */
+    double kld;      /* mean KL(P_ref || P_model) per prediction, nats */
+    double top1_agreement;
+} mpq_lm_result;
+
+typedef struct mpq_cls_result {
+    int64_t total;
+    int64_t correct;
+    double accuracy; /* correct / total */
+    int has_ref;
+    int64_t agree;    /* images whose predicted class equals the reference's */
+    double agreement; /* agree / total */
+} mpq_cls_result;
+
+/* Collective. Evaluates documents already tokenized: document i is
+ * tokens[offsets[i] .. offsets[i+1]) (identical arrays on every rank; each
+ * rank only runs its own range). */
+mpq_err mpq_eval_lm_tokens(struct mpq_ctx *ctx, mpq_family *f, mpq_family *ref,
+                           const int32_t *tokens, const int64_t *offsets, int64_t ndocs,
+                           mpq_lm_result *out);
+
+/* Collective. Rank 0 reads text_path and broadcasts it; every rank splits it
+ * into the first max_docs documents (<= 0: all) and encodes only its own
+ * range, truncated to the family's max_seq. */
+mpq_err mpq_eval_lm_text(struct mpq_ctx *ctx, mpq_family *f, mpq_family *ref,
+                         const struct mpq_tokenizer *tok, const char *text_path, int64_t max_docs,
+                         mpq_lm_result *out);
+
+/* Collective. Images [n][pixels] (raw bytes, identical on every rank) with
+ * labels [n]; forwarded in batches of `batch` images. */
+mpq_err mpq_eval_classifier(struct mpq_ctx *ctx, mpq_family *f, mpq_family *ref,
+                            const uint8_t *images, const uint8_t *labels, int64_t n, int64_t pixels,
+                            int64_t batch, mpq_cls_result *out);
+
+/* Collective. Reads IDX images and labels (every rank reads the files),
+ * evaluates images [first, first + count) (count 0: to the end). */
+mpq_err mpq_eval_idx(struct mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const char *images_path,
+                     const char *labels_path, int64_t first, int64_t count, int64_t batch,
+                     mpq_cls_result *out);
+
+/* Local. Greedy decoding (temperature 0) from BOS: at most ntokens new
+ * tokens, stopping early at BOS as llama2.c does, or at the family's
+ * max_seq. out must hold ntokens + 1 ids: out[0] = BOS, then the generated
+ * ids; *n is the count including BOS. Each step recomputes the whole
+ * prefix (no KV cache): meant for a quick look, not for long outputs. */
+mpq_err mpq_generate_greedy(struct mpq_ctx *ctx, mpq_family *f, int64_t ntokens, int32_t *out,
+                            int64_t *n);
+
+/* Local. The contiguous range [*lo, *hi) of n items assigned to this rank
+ * (rank r gets [n r / size, n (r+1) / size)). */
+void mpq_eval_range(const struct mpq_ctx *ctx, int64_t n, int64_t *lo, int64_t *hi);
+
+/* Collective. Each rank holds k doubles per item for its range of n items
+ * (mine [(hi-lo)][k]); every rank receives in sums[k] the per-column sums
+ * over all items, added on rank 0 in item order: the same bits for any
+ * number of ranks. */
+mpq_err mpq_eval_ordered_sum(struct mpq_ctx *ctx, int64_t n, int k, const double *mine,
+                             double *sums);
+
+/* Numerically stable row statistics in double: log-sum-exp of x[0..n) and
+ * the index of the maximum (first on ties). Local. */
+double mpq_logsumexp(const float *x, int64_t n, int64_t *argmax);
+
+#endif

@@ -1,0 +1,174 @@
+/* mpq_family.h: model families (Llama decoder, sequential CNN) behind one
+ * interface, chosen by name from a registry of ops tables (STYLE.md rule 9).
+ *
+ * A family turns an opened checkpoint (mpq_model) plus the configuration
+ * into a runnable network split into blocks:
+ *
+ *   input --embed--> x0 --block 0--> x1 --block 1--> ... x_B --head--> logits
+ *
+ * Activations between blocks are fp32 matrices [rows][width], row-major.
+ *   - Llama: one row per token, width = dim for every block. A batch is a set
+ *     of sequences stored one after another (mpq_batch.len gives each
+ *     sequence's token count); every sequence starts at position 0 and
+ *     attends causally to its own tokens only.
+ *   - CNN: one row per image; a row is the image's activation tensor
+ *     flattened channel-height-width, so widths differ between blocks.
+ *
+ * Every quantizable layer (linear or conv weight) is listed with its shape
+ * as a GEMM matrix [out][in], the block it belongs to and its input group:
+ * layers that read the same input matrix share a group (q/k/v; gate/up).
+ * The group id is the index of the group's first layer.
+ *
+ * Calibration runs one block at a time and passes a hook that receives each
+ * quantizable layer's input matrix X [rows][in] such that the layer output
+ * is X W^T: for a linear layer the normalised activations, for a conv layer
+ * the im2col patches [(image, out_y, out_x)][(c_in, k_y, k_x)]. Hence
+ * H = X^T X is the layer's Hessian for the squared output error.
+ *
+ * Weights are read from the memory-mapped model; F16/BF16 (or unaligned)
+ * tensors are converted once to family-owned fp32 copies. set_weight copies
+ * substituted (dequantized) weights into a family-owned buffer; the mapping
+ * is never written.
+ *
+ * A family object is not thread-safe (it owns scratch buffers). All
+ * functions are local (no communication) unless stated.
+ */
+#ifndef MPQ_FAMILY_H
+#define MPQ_FAMILY_H
+
+#include <stdint.h>
+
+#include "mpq_err.h"
+#include "mpq_model.h"
+
+struct mpq_ctx;
+struct mpq_config;
+
+typedef enum mpq_layer_kind { MPQ_LAYER_LINEAR = 0, MPQ_LAYER_CONV } mpq_layer_kind;
+
+/* What the network's output means (chooses the evaluation). */
+typedef enum mpq_task { MPQ_TASK_LM = 0, MPQ_TASK_CLASSIFIER } mpq_task;
+
+/* One quantizable layer. */
+typedef struct mpq_layer_info {
+    char name[MPQ_TENSOR_NAME_MAX];   /* short name, e.g. "model.layers.0.self_attn.q_proj" */
+    char tensor[MPQ_TENSOR_NAME_MAX]; /* checkpoint tensor of its weight */
+    mpq_layer_kind kind;
+    int64_t out, in; /* weight as a GEMM matrix [out][in]; conv: in = c_in*k_h*k_w */
+    int64_t block;   /* index of the block that contains it */
+    int64_t group;   /* input group: index of the first layer reading the same input */
+    /* conv only: kernel and geometry (0 for linear layers) */
+    int64_t c_in, k_h, k_w, stride, padding;
+} mpq_layer_info;
+
+/* A batch of inputs. Llama: nseq sequences of len[s] tokens, rows = sum of
+ * len, tokens[rows] (sequence s occupies rows [sum len[<s], +len[s])). CNN:
+ * nseq images, rows = nseq, input[nseq][input_numel] raw values before the
+ * configured preprocessing (e.g. pixels 0..255); len and tokens unused. */
+typedef struct mpq_batch {
+    int64_t nseq;
+    const int64_t *len;
+    int64_t rows;
+    const int32_t *tokens;
+    const float *input;
+} mpq_batch;
+
+/* Receives the input matrix x [rows][cols] of quantizable layer `layer`
+ * during a block forward. It is called once for every layer, in layer
+ * order; layers of one group receive the same pointer. x is only valid
+ * during the call. Returning an error stops the forward pass. */
+typedef mpq_err (*mpq_layer_hook)(struct mpq_ctx *ctx, void *ud, int64_t layer, const float *x,
+                                  int64_t rows, int64_t cols);
+
+/* Fixed facts about a built family, filled by the ops' create. */
+typedef struct mpq_family_info {
+    mpq_task task;
+    int64_t nblocks;
+    int64_t nlayers;
+    mpq_layer_info *layers; /* nlayers entries, owned by the family */
+    int64_t out_width;      /* logits per row: vocab size or classes */
+    int64_t max_seq;        /* Llama: longest sequence (seq_len); CNN: 0 */
+    int64_t input_numel;    /* CNN: values per image (c*h*w); Llama: 0 */
+    int64_t vocab_size;     /* Llama: vocabulary; CNN: 0 */
+} mpq_family_info;
+
+/* The ops table of one family. `state` is the family's private object. */
+typedef struct mpq_family_ops {
+    const char *name; /* "llama", "cnn" */
+    /* Does this family run the model (used by model.family = auto)? */
+    int (*detect)(const mpq_model *m, const struct mpq_config *cfg);
+    /* Builds the state; fills *info (layers allocated with mpq_malloc and
+     * owned by the state). */
+    mpq_err (*create)(struct mpq_ctx *ctx, const mpq_model *m, const struct mpq_config *cfg,
+                      void **state, mpq_family_info *info);
+    void (*destroy)(void **state);
+    /* Width of the activation rows entering block b (b = nblocks: leaving
+     * the last block). */
+    int64_t (*width)(const void *state, int64_t b);
+    mpq_err (*embed)(struct mpq_ctx *ctx, void *state, const mpq_batch *batch, float *x);
+    /* x_in [rows][width(b)] -> x_out [rows][width(b+1)]; may be the same
+     * buffer only when the widths are equal. */
+    mpq_err (*block)(struct mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
+                     const float *x_in, float *x_out, mpq_layer_hook hook, void *ud);
+    /* x [rows][width(nblocks)] -> logits [rows][out_width]. */
+    mpq_err (*head)(struct mpq_ctx *ctx, void *state, const float *x, int64_t rows, float *logits);
+    mpq_err (*get_weight)(struct mpq_ctx *ctx, void *state, int64_t layer, float *w);
+    mpq_err (*set_weight)(struct mpq_ctx *ctx, void *state, int64_t layer, const float *w);
+} mpq_family_ops;
+
+/* The registry (NULL-terminated), and lookup by name. */
+extern const mpq_family_ops *const mpq_family_registry[];
+const mpq_family_ops *mpq_family_find(const char *name);
+
+typedef struct mpq_family mpq_family;
+
+/* Local. Builds family `name` ("auto": the registry's first family whose
+ * detect accepts the model; otherwise the configuration's model.family) for
+ * model m. cfg may be NULL for families that need no description (Llama).
+ * The family keeps pointers into m: close the model after the family.
+ * Owner: caller (mpq_family_destroy). */
+mpq_err mpq_family_create(struct mpq_ctx *ctx, const mpq_model *m, const struct mpq_config *cfg,
+                          const char *name, mpq_family **out);
+/* NULL-safe; sets *f to NULL. */
+void mpq_family_destroy(mpq_family **f);
+
+const char *mpq_family_name(const mpq_family *f);
+const mpq_family_info *mpq_family_get_info(const mpq_family *f);
+/* Width of the activation rows entering block b (b = nblocks: the output
+ * of the last block). */
+int64_t mpq_family_width(const mpq_family *f, int64_t b);
+
+/* Input -> block 0 input x [batch->rows][width(0)]. */
+mpq_err mpq_family_embed(struct mpq_ctx *ctx, mpq_family *f, const mpq_batch *batch, float *x);
+/* Block b on a batch: x_in [rows][width(b)] -> x_out [rows][width(b+1)];
+ * x_out may equal x_in when the widths are equal. hook may be NULL. */
+mpq_err mpq_family_block(struct mpq_ctx *ctx, mpq_family *f, int64_t b, const mpq_batch *batch,
+                         const float *x_in, float *x_out, mpq_layer_hook hook, void *ud);
+/* Last block output x [rows][width(nblocks)] -> logits [rows][out_width]
+ * (Llama: final RMSNorm and output head; CNN: a copy). */
+mpq_err mpq_family_head(struct mpq_ctx *ctx, mpq_family *f, const float *x, int64_t rows,
+                        float *logits);
+/* Whole network: logits [batch->rows][out_width]. Scratch is owned by f. */
+mpq_err mpq_family_forward(struct mpq_ctx *ctx, mpq_family *f, const mpq_batch *batch,
+                           float *logits);
+/* Like mpq_family_forward, but only the logits of the last row of every
+ * sequence: logits [batch->nseq][out_width] (generation). */
+mpq_err mpq_family_forward_last(struct mpq_ctx *ctx, mpq_family *f, const mpq_batch *batch,
+                                float *logits);
+
+/* The current fp32 weight of a layer as [out][in] (for a conv [c_out][c_in
+ * k_h k_w]; BN-folded where a batch norm was folded into it). */
+mpq_err mpq_family_get_weight(struct mpq_ctx *ctx, mpq_family *f, int64_t layer, float *w);
+/* Substitutes w [out][in] (e.g. dequantized) for the layer's weight; copied. */
+mpq_err mpq_family_set_weight(struct mpq_ctx *ctx, mpq_family *f, int64_t layer, const float *w);
+
+/* Shared numeric kernels (exposed for tests and benchmarks). */
+
+/* out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, rows x n. out may equal x. */
+void mpq_rmsnorm(float *out, const float *x, const float *w, int64_t rows, int64_t n, double eps);
+/* im2col of nimg images [c][h][w] for a k_h x k_w kernel: patches
+ * [(img, oy, ox)][(c, ky, kx)], zero outside the image. */
+void mpq_im2col(const float *img, int64_t nimg, int64_t c, int64_t h, int64_t w, int64_t k_h,
+                int64_t k_w, int64_t stride, int64_t padding, float *patches);
+
+#endif

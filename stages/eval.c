@@ -1,0 +1,245 @@
+/* eval.c: language-model evaluation (perplexity, KL divergence, top-1
+ * agreement) distributed over documents, greedy generation, and the ordered
+ * reduction shared with the classifier evaluation. */
+#include <math.h>
+#include <string.h>
+
+#include "mpq_ctx.h"
+#include "mpq_eval.h"
+#include "mpq_text.h"
+#include "mpq_tokenizer.h"
+
+double mpq_logsumexp(const float *x, int64_t n, int64_t *argmax) {
+    int64_t am = 0;
+    float mx = x[0];
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > mx) {
+            mx = x[i];
+            am = i;
+        }
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        s += exp((double)x[i] - (double)mx);
+    if (argmax)
+        *argmax = am;
+    return (double)mx + log(s);
+}
+
+void mpq_eval_range(const mpq_ctx *ctx, int64_t n, int64_t *lo, int64_t *hi) {
+    *lo = n * ctx->rank / ctx->size;
+    *hi = n * (ctx->rank + 1) / ctx->size;
+}
+
+mpq_err mpq_eval_ordered_sum(mpq_ctx *ctx, int64_t n, int k, const double *mine, double *sums) {
+    mpq_err err = MPQ_OK;
+    int *counts = NULL, *displs = NULL;
+    double *all = NULL;
+    for (int j = 0; j < k; j++)
+        sums[j] = 0.0;
+    if (ctx->comm == MPI_COMM_NULL || ctx->size == 1) {
+        for (int64_t i = 0; i < n; i++)
+            for (int j = 0; j < k; j++)
+                sums[j] += mine[i * k + j];
+        return MPQ_OK;
+    }
+    int64_t lo = 0, hi = 0;
+    mpq_eval_range(ctx, n, &lo, &hi);
+    int mycount = 0, total = 0;
+    MPQ_TRY(mpq_to_int(ctx, n * k, "per-item results", &total));
+    mycount = (int)((hi - lo) * k);
+    if (ctx->rank == 0) {
+        MPQ_ALLOC_TRY(counts, ctx->size);
+        MPQ_ALLOC_TRY(displs, ctx->size);
+        MPQ_ALLOC_TRY(all, n * k > 0 ? n * k : 1);
+        for (int r = 0; r < ctx->size; r++) {
+            int64_t a = n * r / ctx->size, b = n * (r + 1) / ctx->size;
+            counts[r] = (int)((b - a) * k);
+            displs[r] = (int)(a * k);
+        }
+    }
+cleanup:
+    err = mpq_agree(ctx, err);
+    if (err == MPQ_OK) {
+        int rc =
+            MPI_Gatherv(mine, mycount, MPI_DOUBLE, all, counts, displs, MPI_DOUBLE, 0, ctx->comm);
+        err = mpq_mpi_check(ctx, rc, "MPI_Gatherv", __FILE__, __LINE__, __func__);
+    }
+    if (err == MPQ_OK && ctx->rank == 0)
+        for (int64_t i = 0; i < n; i++)
+            for (int j = 0; j < k; j++)
+                sums[j] += all[i * k + j];
+    if (err == MPQ_OK) {
+        int rc = MPI_Bcast(sums, k, MPI_DOUBLE, 0, ctx->comm);
+        err = mpq_mpi_check(ctx, rc, "MPI_Bcast", __FILE__, __LINE__, __func__);
+    }
+    mpq_free(counts);
+    mpq_free(displs);
+    mpq_free(all);
+    return err;
+}
+
+/* Per-document record: total NLL, predictions, total KL, agreeing argmaxes. */
+enum { R_NLL = 0, R_NPRED, R_KLD, R_AGREE, R_K };
+
+/* Scores one document of n tokens; rec gets its R_K sums. */
+static mpq_err score_doc(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const int32_t *toks,
+                         int64_t n, float *logits, float *rlogits, double *rec) {
+    for (int j = 0; j < R_K; j++)
+        rec[j] = 0.0;
+    if (n < 2)
+        return MPQ_OK;
+    const mpq_family_info *fi = mpq_family_get_info(f);
+    int64_t V = fi->out_width, len = n;
+    mpq_batch b = {.nseq = 1, .len = &len, .rows = n, .tokens = toks};
+    MPQ_CALL(mpq_family_forward(ctx, f, &b, logits));
+    if (ref)
+        MPQ_CALL(mpq_family_forward(ctx, ref, &b, rlogits));
+    for (int64_t i = 0; i + 1 < n; i++) {
+        const float *l = logits + i * V;
+        int64_t am = 0;
+        double lse = mpq_logsumexp(l, V, &am);
+        int32_t target = toks[i + 1];
+        rec[R_NLL] += lse - (double)l[target];
+        rec[R_NPRED] += 1.0;
+        if (ref) {
+            const float *rl = rlogits + i * V;
+            int64_t ram = 0;
+            double rlse = mpq_logsumexp(rl, V, &ram);
+            double kl = 0.0;
+            for (int64_t v = 0; v < V; v++) {
+                double lp = (double)rl[v] - rlse; /* log P_ref */
+                double lq = (double)l[v] - lse;   /* log P_model */
+                kl += exp(lp) * (lp - lq);
+            }
+            rec[R_KLD] += kl;
+            rec[R_AGREE] += am == ram ? 1.0 : 0.0;
+        }
+    }
+    MPQ_CHECK(isfinite(rec[R_NLL]) && isfinite(rec[R_KLD]), MPQ_ERR_NUMERIC,
+              "document of %lld tokens: the NLL or KLD is not finite", (long long)n);
+    return MPQ_OK;
+}
+
+mpq_err mpq_eval_lm_tokens(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const int32_t *tokens,
+                           const int64_t *offsets, int64_t ndocs, mpq_lm_result *out) {
+    mpq_err err = MPQ_OK;
+    memset(out, 0, sizeof *out);
+    float *logits = NULL, *rlogits = NULL;
+    double *rec = NULL;
+    const mpq_family_info *fi = mpq_family_get_info(f);
+    int64_t lo = 0, hi = 0, maxn = 1;
+    mpq_eval_range(ctx, ndocs, &lo, &hi);
+    MPQ_ENSURE(fi->task == MPQ_TASK_LM, MPQ_ERR_ARG,
+               "perplexity needs a language model, family '%s' is a classifier",
+               mpq_family_name(f));
+    if (ref)
+        MPQ_ENSURE(mpq_family_get_info(ref)->out_width == fi->out_width, MPQ_ERR_ARG,
+                   "the reference model has %lld outputs, the model %lld",
+                   (long long)mpq_family_get_info(ref)->out_width, (long long)fi->out_width);
+    for (int64_t d = lo; d < hi; d++) {
+        int64_t n = offsets[d + 1] - offsets[d];
+        MPQ_ENSURE(n >= 0 && n <= fi->max_seq, MPQ_ERR_ARG,
+                   "document %lld has %lld tokens (the model takes at most %lld)", (long long)d,
+                   (long long)n, (long long)fi->max_seq);
+        maxn = n > maxn ? n : maxn;
+    }
+    int64_t nl = 0;
+    MPQ_TRY(mpq_mul64(ctx, maxn, fi->out_width, "logits", &nl));
+    MPQ_ALLOC_TRY(logits, nl);
+    if (ref)
+        MPQ_ALLOC_TRY(rlogits, nl);
+    MPQ_ALLOC_TRY(rec, (hi - lo) * R_K + 1);
+    MPQ_TRY(mpq_timer_start(ctx, "eval_forward"));
+    mpq_progress pr;
+    int64_t ntok = offsets[hi] - offsets[lo];
+    mpq_progress_begin(ctx, &pr, "evaluating documents", "tokens", ntok);
+    for (int64_t d = lo; d < hi; d++) {
+        MPQ_TRY(score_doc(ctx, f, ref, tokens + offsets[d], offsets[d + 1] - offsets[d], logits,
+                          rlogits, rec + (d - lo) * R_K));
+        mpq_progress_update(ctx, &pr, offsets[d + 1] - offsets[lo]);
+    }
+    mpq_progress_end(ctx, &pr);
+    MPQ_TRY(mpq_timer_stop(ctx, "eval_forward"));
+cleanup:
+    err = mpq_agree(ctx, err);
+    if (err == MPQ_OK) {
+        double s[R_K];
+        err = mpq_eval_ordered_sum(ctx, ndocs, R_K, rec, s);
+        if (err == MPQ_OK) {
+            out->docs = ndocs;
+            out->predictions = (int64_t)s[R_NPRED];
+            out->nll = s[R_NLL];
+            out->mean_nll = out->predictions ? s[R_NLL] / s[R_NPRED] : 0.0;
+            out->ppl = exp(out->mean_nll);
+            out->has_ref = ref != NULL;
+            out->kld = ref && out->predictions ? s[R_KLD] / s[R_NPRED] : 0.0;
+            out->top1_agreement = ref && out->predictions ? s[R_AGREE] / s[R_NPRED] : 0.0;
+        }
+    }
+    mpq_free(logits);
+    mpq_free(rlogits);
+    mpq_free(rec);
+    return err;
+}
+
+mpq_err mpq_eval_lm_text(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const mpq_tokenizer *tok,
+                         const char *text_path, int64_t max_docs, mpq_lm_result *out) {
+    mpq_err err = MPQ_OK;
+    char *text = NULL;
+    int64_t len = 0, ndocs = 0, lo = 0, hi = 0;
+    mpq_span *docs = NULL;
+    int32_t *toks = NULL;
+    int64_t *offs = NULL, *aoffs = NULL;
+    memset(out, 0, sizeof *out);
+    if (ctx->rank == 0)
+        err = mpq_text_read(ctx, text_path, &text, &len);
+    MPQ_TRY(mpq_agree(ctx, err));
+    MPQ_TRY(mpq_bcast_bytes(ctx, 0, &text, &len));
+    MPQ_TRY(mpq_timer_start(ctx, "eval_tokenize"));
+    err = mpq_text_split_docs(ctx, text, len, max_docs, &docs, &ndocs);
+    if (err == MPQ_OK && ndocs == 0)
+        err = MPQ_ERROR(MPQ_ERR_FORMAT, "%s: no documents in the text", text_path);
+    mpq_eval_range(ctx, ndocs, &lo, &hi);
+    if (err == MPQ_OK)
+        err = mpq_text_encode_docs(ctx, tok, text, docs + lo, hi - lo,
+                                   mpq_family_get_info(f)->max_seq, &toks, &offs);
+    MPQ_TRY(mpq_agree(ctx, err));
+    MPQ_TRY(mpq_timer_stop(ctx, "eval_tokenize"));
+    /* Index the local documents as if the arrays covered all of them: only
+     * offsets [lo, hi] are read by mpq_eval_lm_tokens. */
+    MPQ_ALLOC_TRY(aoffs, ndocs + 1);
+    for (int64_t d = lo; d <= hi; d++)
+        aoffs[d] = offs[d - lo];
+    MPQ_TRY(mpq_eval_lm_tokens(ctx, f, ref, toks, aoffs, ndocs, out));
+cleanup:
+    mpq_free(text);
+    mpq_free(docs);
+    mpq_free(toks);
+    mpq_free(offs);
+    mpq_free(aoffs);
+    return err;
+}
+
+mpq_err mpq_generate_greedy(mpq_ctx *ctx, mpq_family *f, int64_t ntokens, int32_t *out,
+                            int64_t *n) {
+    mpq_err err = MPQ_OK;
+    const mpq_family_info *fi = mpq_family_get_info(f);
+    float *logits = NULL;
+    MPQ_CHECK(fi->task == MPQ_TASK_LM, MPQ_ERR_ARG, "generation needs a language model");
+    MPQ_ALLOC(logits, fi->out_width);
+    int64_t len = 1;
+    out[0] = MPQ_TOKEN_BOS;
+    while (len - 1 < ntokens && len < fi->max_seq) {
+        mpq_batch b = {.nseq = 1, .len = &len, .rows = len, .tokens = out};
+        MPQ_TRY(mpq_family_forward_last(ctx, f, &b, logits));
+        int64_t am = 0;
+        mpq_logsumexp(logits, fi->out_width, &am);
+        if (am == MPQ_TOKEN_BOS)
+            break;
+        out[len++] = (int32_t)am;
+    }
+cleanup:
+    *n = len;
+    mpq_free(logits);
+    return err;
+}

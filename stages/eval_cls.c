@@ -1,0 +1,149 @@
+/* eval_cls.c: classifier evaluation (top-1 accuracy, agreement with a
+ * reference model) distributed over images. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mpq_ctx.h"
+#include "mpq_eval.h"
+
+/* Per-image record: correct, agrees with the reference. */
+enum { C_OK = 0, C_AGREE, C_K };
+
+static int64_t argmax_row(const float *x, int64_t n) {
+    int64_t am = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[am])
+            am = i;
+    return am;
+}
+
+mpq_err mpq_eval_classifier(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const uint8_t *images,
+                            const uint8_t *labels, int64_t n, int64_t pixels, int64_t batch,
+                            mpq_cls_result *out) {
+    mpq_err err = MPQ_OK;
+    memset(out, 0, sizeof *out);
+    const mpq_family_info *fi = mpq_family_get_info(f);
+    float *in = NULL, *logits = NULL, *rlogits = NULL;
+    double *rec = NULL;
+    int64_t lo = 0, hi = 0, C = fi->out_width;
+    mpq_eval_range(ctx, n, &lo, &hi);
+    MPQ_ENSURE(fi->task == MPQ_TASK_CLASSIFIER, MPQ_ERR_ARG,
+               "accuracy needs a classifier, family '%s' is a language model", mpq_family_name(f));
+    MPQ_ENSURE(pixels == fi->input_numel, MPQ_ERR_ARG,
+               "images have %lld values each, the model's input_shape %lld", (long long)pixels,
+               (long long)fi->input_numel);
+    if (ref)
+        MPQ_ENSURE(mpq_family_get_info(ref)->out_width == C, MPQ_ERR_ARG,
+                   "the reference model has %lld outputs, the model %lld",
+                   (long long)mpq_family_get_info(ref)->out_width, (long long)C);
+    MPQ_ENSURE(batch >= 1, MPQ_ERR_ARG, "batch size %lld must be positive", (long long)batch);
+    MPQ_ALLOC_TRY(in, batch * pixels);
+    MPQ_ALLOC_TRY(logits, batch * C);
+    if (ref)
+        MPQ_ALLOC_TRY(rlogits, batch * C);
+    MPQ_ALLOC_TRY(rec, (hi - lo) * C_K + 1);
+    MPQ_TRY(mpq_timer_start(ctx, "eval_forward"));
+    mpq_progress pr;
+    mpq_progress_begin(ctx, &pr, "classifying images", "images", hi - lo);
+    for (int64_t i0 = lo; i0 < hi; i0 += batch) {
+        int64_t nb = hi - i0 < batch ? hi - i0 : batch;
+        for (int64_t i = 0; i < nb * pixels; i++)
+            in[i] = (float)images[i0 * pixels + i];
+        mpq_batch b = {.nseq = nb, .rows = nb, .input = in};
+        MPQ_TRY(mpq_family_forward(ctx, f, &b, logits));
+        if (ref)
+            MPQ_TRY(mpq_family_forward(ctx, ref, &b, rlogits));
+        for (int64_t i = 0; i < nb; i++) {
+            int64_t p = argmax_row(logits + i * C, C);
+            double *r = rec + (i0 + i - lo) * C_K;
+            r[C_OK] = p == (int64_t)labels[i0 + i] ? 1.0 : 0.0;
+            r[C_AGREE] = ref && p == argmax_row(rlogits + i * C, C) ? 1.0 : 0.0;
+        }
+        mpq_progress_update(ctx, &pr, i0 + nb - lo);
+    }
+    mpq_progress_end(ctx, &pr);
+    MPQ_TRY(mpq_timer_stop(ctx, "eval_forward"));
+cleanup:
+    err = mpq_agree(ctx, err);
+    if (err == MPQ_OK) {
+        double s[C_K];
+        err = mpq_eval_ordered_sum(ctx, n, C_K, rec, s);
+        out->total = n;
+        out->correct = (int64_t)s[C_OK];
+        out->accuracy = n ? s[C_OK] / (double)n : 0.0;
+        out->has_ref = ref != NULL;
+        out->agree = ref ? (int64_t)s[C_AGREE] : 0;
+        out->agreement = ref && n ? s[C_AGREE] / (double)n : 0.0;
+    }
+    mpq_free(in);
+    mpq_free(logits);
+    mpq_free(rlogits);
+    mpq_free(rec);
+    return err;
+}
+
+/* A minimal IDX reader (magic 0x0000080N with N dims, big-endian int32
+ * dims, then unsigned bytes): *data gets the payload, dims[0..ndim). */
+static mpq_err read_idx(mpq_ctx *ctx, const char *path, int want_ndim, int64_t *dims,
+                        uint8_t **data, int64_t *nbytes) {
+    mpq_err err = MPQ_OK;
+    uint8_t *buf = NULL;
+    FILE *fp = fopen(path, "rb");
+    MPQ_CHECK(fp, MPQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    unsigned char hdr[4 + 4 * 3];
+    size_t hl = 4 + 4 * (size_t)want_ndim;
+    MPQ_ENSURE(fread(hdr, 1, hl, fp) == hl, MPQ_ERR_FORMAT, "%s: truncated IDX header", path);
+    MPQ_ENSURE(hdr[0] == 0 && hdr[1] == 0 && hdr[2] == 0x08 && hdr[3] == want_ndim, MPQ_ERR_FORMAT,
+               "%s: not an IDX file of unsigned bytes with %d dimensions (magic %02x%02x%02x%02x)",
+               path, want_ndim, hdr[0], hdr[1], hdr[2], hdr[3]);
+    int64_t total = 1;
+    for (int d = 0; d < want_ndim; d++) {
+        const unsigned char *p = hdr + 4 + 4 * d;
+        dims[d] = ((int64_t)p[0] << 24) | ((int64_t)p[1] << 16) | ((int64_t)p[2] << 8) | p[3];
+        MPQ_TRY(mpq_mul64(ctx, total, dims[d], "IDX size", &total));
+    }
+    MPQ_ENSURE(fseek(fp, 0, SEEK_END) == 0, MPQ_ERR_IO, "%s: cannot seek", path);
+    long sz = ftell(fp);
+    MPQ_ENSURE(sz >= 0 && (int64_t)sz == (int64_t)hl + total, MPQ_ERR_FORMAT,
+               "%s: file has %ld bytes, its header promises %lld", path, sz,
+               (long long)((int64_t)hl + total));
+    MPQ_ENSURE(fseek(fp, (long)hl, SEEK_SET) == 0, MPQ_ERR_IO, "%s: cannot seek", path);
+    MPQ_ALLOC_TRY(buf, total > 0 ? total : 1);
+    MPQ_ENSURE(fread(buf, 1, (size_t)total, fp) == (size_t)total, MPQ_ERR_IO, "%s: read failed",
+               path);
+    *data = buf;
+    *nbytes = total;
+    buf = NULL;
+cleanup:
+    mpq_free(buf);
+    fclose(fp);
+    return err;
+}
+
+mpq_err mpq_eval_idx(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const char *images_path,
+                     const char *labels_path, int64_t first, int64_t count, int64_t batch,
+                     mpq_cls_result *out) {
+    mpq_err err = MPQ_OK;
+    uint8_t *img = NULL, *lab = NULL;
+    int64_t idims[3] = {0}, ldims[1] = {0}, ni = 0, nl = 0;
+    MPQ_TRY(read_idx(ctx, images_path, 3, idims, &img, &ni));
+    MPQ_TRY(read_idx(ctx, labels_path, 1, ldims, &lab, &nl));
+    MPQ_ENSURE(idims[0] == ldims[0], MPQ_ERR_FORMAT, "%s has %lld images but %s has %lld labels",
+               images_path, (long long)idims[0], labels_path, (long long)ldims[0]);
+    MPQ_ENSURE(first >= 0 && first <= idims[0], MPQ_ERR_ARG,
+               "eval.first %lld is beyond the %lld images of %s", (long long)first,
+               (long long)idims[0], images_path);
+    if (count <= 0 || first + count > idims[0])
+        count = idims[0] - first;
+cleanup:
+    err = mpq_agree(ctx, err);
+    if (err == MPQ_OK) {
+        int64_t px = idims[1] * idims[2];
+        err =
+            mpq_eval_classifier(ctx, f, ref, img + first * px, lab + first, count, px, batch, out);
+    }
+    mpq_free(img);
+    mpq_free(lab);
+    return err;
+}

@@ -1,0 +1,516 @@
+/* family_cnn.c: the sequential CNN family. The network is the op list of
+ * model.cnn (conv2d, batchnorm, relu, maxpool, flatten, linear) over the
+ * checkpoint's named tensors, applied to inputs preprocessed as
+ * (raw * input_scale - mean[c]) / std[c].
+ *
+ * Activations are one row per image holding its [c][h][w] tensor. A conv is
+ * im2col + one SGEMM over the whole batch. A batch norm that directly
+ * follows a conv or linear op is folded into that op's weight and bias when
+ * the family is built (w' = w * s, b' = (b - mean) * s + beta with
+ * s = gamma / sqrt(var + eps) per output channel); elsewhere it stays a
+ * per-channel affine op. Block b starts at the b-th conv/linear op (block 0
+ * also holds any ops before the first one), so every block has exactly one
+ * quantizable layer. */
+#include <cblas.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "mpq_config.h"
+#include "mpq_ctx.h"
+#include "mpq_family.h"
+
+typedef enum { OP_CONV, OP_BN, OP_RELU, OP_POOL, OP_FLAT, OP_LINEAR } op_kind;
+
+typedef struct cnn_op {
+    op_kind kind;
+    int line;                       /* configuration line, for messages */
+    int64_t ci, hi, wi, co, ho, wo; /* input [ci][hi][wi] -> output [co][ho][wo] */
+    int64_t k, stride, pad;         /* conv kernel k x k; pool window */
+    int64_t layer;                  /* conv/linear: quantizable layer index */
+    const float *w, *b;             /* conv/linear: weight [co][ci*k*k] / [co][ci], bias [co] */
+    float *w_own, *b_own;           /* owned copies (converted, folded or substituted) */
+    float *scale, *shift;           /* standalone batch norm: y = x * scale[c] + shift[c] */
+} cnn_op;
+
+typedef struct cnn {
+    const mpq_model *m;
+    const char *src; /* configuration file name, for messages */
+    int64_t nops;
+    cnn_op *ops;
+    int64_t nblocks;
+    int64_t *bstart; /* [nblocks+1] first op of each block; bstart[nblocks] = nops */
+    int64_t in_c, in_h, in_w;
+    double in_scale;
+    float *in_mean, *in_std; /* [in_c] */
+    /* Scratch. */
+    float *buf[2];
+    float *patches, *gout;
+    int64_t cap_buf, cap_patch, cap_gout;
+} cnn;
+
+static int cnn_detect(const mpq_model *m, const mpq_config *cfg) {
+    (void)m;
+    return cfg && cfg->model.cnn.n > 0;
+}
+
+static void cnn_destroy(void **state) {
+    if (!state || !*state)
+        return;
+    cnn *C = *state;
+    for (int64_t i = 0; C->ops && i < C->nops; i++) {
+        mpq_free(C->ops[i].w_own);
+        mpq_free(C->ops[i].b_own);
+        mpq_free(C->ops[i].scale);
+        mpq_free(C->ops[i].shift);
+    }
+    mpq_free(C->ops);
+    mpq_free(C->bstart);
+    mpq_free(C->in_mean);
+    mpq_free(C->in_std);
+    mpq_free(C->buf[0]);
+    mpq_free(C->buf[1]);
+    mpq_free(C->patches);
+    mpq_free(C->gout);
+    mpq_free(C);
+    *state = NULL;
+}
+
+/* Reads tensor `name` as fp32 into a new buffer, checking its shape. */
+static mpq_err read_tensor(mpq_ctx *ctx, const cnn *C, const mpq_op *op, const char *field,
+                           int ndim, const int64_t *shape, float **out) {
+    const char *name = mpq_op_get(op, field)->s;
+    const mpq_tensor *t = NULL;
+    mpq_err e = mpq_model_get(ctx, C->m, name, ndim, shape, &t);
+    if (e != MPQ_OK)
+        return MPQ_ERROR(e, "%s:%d: model.cnn: %s %s: %s", C->src, op->line, op->op, field,
+                         ctx->err_msg);
+    float *buf = NULL;
+    MPQ_ALLOC(buf, t->numel);
+    e = mpq_tensor_read_f32(ctx, t, 0, t->numel, buf);
+    if (e != MPQ_OK) {
+        mpq_free(buf);
+        return mpq_err_trace(ctx, e, __FILE__, __LINE__, __func__);
+    }
+    *out = buf;
+    return MPQ_OK;
+}
+
+/* Per-channel affine form of a batch norm: scale = gamma / sqrt(var + eps),
+ * shift = beta - mean * scale, both [c]. */
+static mpq_err bn_affine(mpq_ctx *ctx, const cnn *C, const mpq_op *op, int64_t c, float **scale,
+                         float **shift) {
+    mpq_err err = MPQ_OK;
+    float *g = NULL, *be = NULL, *mu = NULL, *var = NULL;
+    int64_t sh[1] = {c};
+    MPQ_TRY(read_tensor(ctx, C, op, "weight", 1, sh, &g));
+    MPQ_TRY(read_tensor(ctx, C, op, "bias", 1, sh, &be));
+    MPQ_TRY(read_tensor(ctx, C, op, "mean", 1, sh, &mu));
+    MPQ_TRY(read_tensor(ctx, C, op, "var", 1, sh, &var));
+    double eps = mpq_op_get(op, "eps")->f;
+    for (int64_t i = 0; i < c; i++) {
+        MPQ_ENSURE(var[i] + eps > 0.0, MPQ_ERR_NUMERIC,
+                   "%s:%d: model.cnn: batchnorm '%s': variance + eps of channel %lld is not "
+                   "positive",
+                   C->src, op->line, mpq_op_get(op, "var")->s, (long long)i);
+        double s = g[i] / sqrt((double)var[i] + eps);
+        g[i] = (float)s;
+        be[i] = (float)(be[i] - mu[i] * s);
+    }
+    *scale = g;
+    *shift = be;
+    g = be = NULL;
+cleanup:
+    mpq_free(g);
+    mpq_free(be);
+    mpq_free(mu);
+    mpq_free(var);
+    return err;
+}
+
+static mpq_err cnn_create(mpq_ctx *ctx, const mpq_model *m, const mpq_config *cfg, void **state,
+                          mpq_family_info *info) {
+    *state = NULL;
+    mpq_err err = MPQ_OK;
+    cnn *C = NULL;
+    MPQ_CHECK(cfg && cfg->model.cnn.n > 0, MPQ_ERR_CONFIG,
+              "family cnn needs the network description model.cnn in the configuration");
+    const char *src = cfg->source;
+    const mpq_floatlist *shp = &cfg->model.input_shape;
+    MPQ_CHECK(shp->n == 3, MPQ_ERR_CONFIG,
+              "%s: model.input_shape: expected [channels, height, width], got %lld values", src,
+              (long long)shp->n);
+    for (int i = 0; i < 3; i++)
+        MPQ_CHECK(shp->v[i] >= 1 && shp->v[i] == floor(shp->v[i]), MPQ_ERR_CONFIG,
+                  "%s: model.input_shape: item %d (%g) is not a positive integer", src, i,
+                  shp->v[i]);
+    MPQ_ALLOC_TRY(C, 1);
+    C->m = m;
+    C->src = src;
+    C->in_c = (int64_t)shp->v[0];
+    C->in_h = (int64_t)shp->v[1];
+    C->in_w = (int64_t)shp->v[2];
+    C->in_scale = cfg->model.input_scale;
+    const mpq_floatlist *mean = &cfg->model.input_mean, *sd = &cfg->model.input_std;
+    MPQ_ENSURE(mean->n == 0 || mean->n == 1 || mean->n == C->in_c, MPQ_ERR_CONFIG,
+               "%s: model.input_mean: expected 1 or %lld values, got %lld", src, (long long)C->in_c,
+               (long long)mean->n);
+    MPQ_ENSURE(sd->n == 0 || sd->n == 1 || sd->n == C->in_c, MPQ_ERR_CONFIG,
+               "%s: model.input_std: expected 1 or %lld values, got %lld", src, (long long)C->in_c,
+               (long long)sd->n);
+    MPQ_ALLOC_TRY(C->in_mean, C->in_c);
+    MPQ_ALLOC_TRY(C->in_std, C->in_c);
+    for (int64_t c = 0; c < C->in_c; c++) {
+        C->in_mean[c] = mean->n ? (float)mean->v[mean->n == 1 ? 0 : c] : 0.0f;
+        C->in_std[c] = sd->n ? (float)sd->v[sd->n == 1 ? 0 : c] : 1.0f;
+    }
+
+    const mpq_oplist *L = &cfg->model.cnn;
+    MPQ_ALLOC_TRY(C->ops, L->n);
+    MPQ_ALLOC_TRY(info->layers, L->n);
+    int64_t c = C->in_c, h = C->in_h, w = C->in_w, nq = 0;
+    for (int64_t i = 0; i < L->n; i++) {
+        const mpq_op *op = &L->v[i];
+        cnn_op *prev = C->nops ? &C->ops[C->nops - 1] : NULL;
+        cnn_op *o = &C->ops[C->nops];
+        memset(o, 0, sizeof *o);
+        o->line = op->line;
+        o->ci = c;
+        o->hi = h;
+        o->wi = w;
+        if (strcmp(op->op, "conv2d") == 0 || strcmp(op->op, "linear") == 0) {
+            int conv = op->op[0] == 'c';
+            const char *wname = mpq_op_get(op, "weight")->s;
+            const mpq_tensor *t = NULL;
+            MPQ_TRY(mpq_model_get(ctx, m, wname, 0, NULL, &t));
+            o->kind = conv ? OP_CONV : OP_LINEAR;
+            if (conv) {
+                MPQ_ENSURE(t->ndim == 4 && t->shape[2] == t->shape[3], MPQ_ERR_CONFIG,
+                           "%s:%d: model.cnn: conv2d weight '%s' must be [c_out][c_in][k][k]", src,
+                           op->line, wname);
+                MPQ_ENSURE(t->shape[1] == c, MPQ_ERR_CONFIG,
+                           "%s:%d: model.cnn: conv2d weight '%s' expects %lld input channels, "
+                           "its input has %lld",
+                           src, op->line, wname, (long long)t->shape[1], (long long)c);
+                o->k = t->shape[2];
+                o->stride = mpq_op_get(op, "stride")->i;
+                o->pad = mpq_op_get(op, "padding")->i;
+                MPQ_ENSURE(o->stride >= 1, MPQ_ERR_CONFIG,
+                           "%s:%d: model.cnn: conv2d stride must be at least 1", src, op->line);
+                MPQ_ENSURE(h + 2 * o->pad >= o->k && w + 2 * o->pad >= o->k, MPQ_ERR_CONFIG,
+                           "%s:%d: model.cnn: conv2d kernel %lld is larger than its padded "
+                           "input %lldx%lld",
+                           src, op->line, (long long)o->k, (long long)h, (long long)w);
+                o->co = t->shape[0];
+                o->ho = (h + 2 * o->pad - o->k) / o->stride + 1;
+                o->wo = (w + 2 * o->pad - o->k) / o->stride + 1;
+            } else {
+                MPQ_ENSURE(h == 1 && w == 1, MPQ_ERR_CONFIG,
+                           "%s:%d: model.cnn: linear '%s' needs a flat input (add op flatten "
+                           "before it); its input is [%lld][%lld][%lld]",
+                           src, op->line, wname, (long long)c, (long long)h, (long long)w);
+                MPQ_ENSURE(t->ndim == 2 && t->shape[1] == c, MPQ_ERR_CONFIG,
+                           "%s:%d: model.cnn: linear weight '%s' must be [out][%lld]", src,
+                           op->line, wname, (long long)c);
+                o->k = 1;
+                o->co = t->shape[0];
+                o->ho = o->wo = 1;
+            }
+            int64_t in = conv ? c * o->k * o->k : c;
+            int64_t wsh[4] = {o->co, c, o->k, o->k};
+            MPQ_TRY(read_tensor(ctx, C, op, "weight", conv ? 4 : 2, wsh, &o->w_own));
+            MPQ_ALLOC_TRY(o->b_own, o->co);
+            if (mpq_op_get(op, "bias")->s[0]) {
+                float *bias = NULL;
+                int64_t bsh[1] = {o->co};
+                MPQ_TRY(read_tensor(ctx, C, op, "bias", 1, bsh, &bias));
+                memcpy(o->b_own, bias, sizeof(float) * (size_t)o->co);
+                mpq_free(bias);
+            }
+            o->w = o->w_own;
+            o->b = o->b_own;
+            o->layer = nq;
+            mpq_layer_info *LI = &info->layers[nq];
+            snprintf(LI->tensor, sizeof LI->tensor, "%s", wname);
+            size_t ln = strlen(wname);
+            if (ln > 7 && strcmp(wname + ln - 7, ".weight") == 0)
+                ln -= 7;
+            snprintf(LI->name, sizeof LI->name, "%.*s", (int)ln, wname);
+            LI->kind = conv ? MPQ_LAYER_CONV : MPQ_LAYER_LINEAR;
+            LI->out = o->co;
+            LI->in = in;
+            LI->block = nq;
+            LI->group = nq;
+            if (conv) {
+                LI->c_in = c;
+                LI->k_h = LI->k_w = o->k;
+                LI->stride = o->stride;
+                LI->padding = o->pad;
+            }
+            nq++;
+        } else if (strcmp(op->op, "batchnorm") == 0) {
+            o->kind = OP_BN;
+            o->co = c;
+            o->ho = h;
+            o->wo = w;
+            float *scale = NULL, *shift = NULL;
+            MPQ_TRY(bn_affine(ctx, C, op, c, &scale, &shift));
+            if (prev && (prev->kind == OP_CONV || prev->kind == OP_LINEAR) && !prev->scale) {
+                /* Fold into the preceding conv/linear; `scale` marks it folded
+                 * so that a second batch norm stays separate. */
+                int64_t per = prev->k * prev->k * prev->ci;
+                for (int64_t oc = 0; oc < prev->co; oc++) {
+                    for (int64_t j = 0; j < per; j++)
+                        prev->w_own[oc * per + j] *= scale[oc];
+                    prev->b_own[oc] = prev->b_own[oc] * scale[oc] + shift[oc];
+                }
+                prev->scale = scale;
+                mpq_free(shift);
+                continue; /* no op of its own */
+            }
+            o->scale = scale;
+            o->shift = shift;
+        } else if (strcmp(op->op, "relu") == 0) {
+            o->kind = OP_RELU;
+            o->co = c;
+            o->ho = h;
+            o->wo = w;
+        } else if (strcmp(op->op, "maxpool") == 0) {
+            o->kind = OP_POOL;
+            o->k = mpq_op_get(op, "kernel")->i;
+            o->stride = mpq_op_get(op, "stride")->i;
+            if (o->stride == 0)
+                o->stride = o->k;
+            MPQ_ENSURE(o->k >= 1 && o->k <= h && o->k <= w, MPQ_ERR_CONFIG,
+                       "%s:%d: model.cnn: maxpool kernel %lld does not fit its input %lldx%lld",
+                       src, op->line, (long long)o->k, (long long)h, (long long)w);
+            o->co = c;
+            o->ho = (h - o->k) / o->stride + 1;
+            o->wo = (w - o->k) / o->stride + 1;
+        } else if (strcmp(op->op, "flatten") == 0) {
+            o->kind = OP_FLAT;
+            o->co = c * h * w;
+            o->ho = o->wo = 1;
+        } else {
+            MPQ_ENSURE(0, MPQ_ERR_CONFIG, "%s:%d: model.cnn: op '%s' is not implemented", src,
+                       op->line, op->op);
+        }
+        c = o->co;
+        h = o->ho;
+        w = o->wo;
+        C->nops++;
+    }
+    MPQ_ENSURE(nq > 0, MPQ_ERR_CONFIG, "%s: model.cnn has no conv2d or linear op", src);
+    /* Folded batch norms kept their scale only as a marker. */
+    for (int64_t i = 0; i < C->nops; i++)
+        if (C->ops[i].kind != OP_BN) {
+            mpq_free(C->ops[i].scale);
+            C->ops[i].scale = NULL;
+        }
+    C->nblocks = nq;
+    MPQ_ALLOC_TRY(C->bstart, nq + 1);
+    for (int64_t i = 0, b = 0; i < C->nops; i++)
+        if (C->ops[i].kind == OP_CONV || C->ops[i].kind == OP_LINEAR) {
+            C->bstart[b] = b == 0 ? 0 : i;
+            b++;
+        }
+    C->bstart[nq] = C->nops;
+    info->task = MPQ_TASK_CLASSIFIER;
+    info->nblocks = nq;
+    info->nlayers = nq;
+    info->out_width = c * h * w;
+    info->input_numel = C->in_c * C->in_h * C->in_w;
+    *state = C;
+    C = NULL;
+cleanup:
+    if (err != MPQ_OK) {
+        mpq_free(info->layers);
+        info->layers = NULL;
+    }
+    void *p = C;
+    cnn_destroy(&p);
+    return err;
+}
+
+static int64_t op_in(const cnn_op *o) {
+    return o->ci * o->hi * o->wi;
+}
+static int64_t op_out(const cnn_op *o) {
+    return o->co * o->ho * o->wo;
+}
+
+static int64_t cnn_width(const void *state, int64_t b) {
+    const cnn *C = state;
+    if (b >= C->nblocks)
+        return op_out(&C->ops[C->nops - 1]);
+    return b == 0 ? C->in_c * C->in_h * C->in_w : op_in(&C->ops[C->bstart[b]]);
+}
+
+static mpq_err grow(mpq_ctx *ctx, float **buf, int64_t *cap, int64_t a, int64_t b) {
+    int64_t n = 0;
+    MPQ_CALL(mpq_mul64(ctx, a, b, "CNN scratch", &n));
+    if (n <= *cap)
+        return MPQ_OK;
+    mpq_free(*buf);
+    *buf = NULL;
+    *cap = 0;
+    MPQ_CALL(mpq_malloc(ctx, n, sizeof(float), (void **)buf));
+    *cap = n;
+    return MPQ_OK;
+}
+
+static mpq_err cnn_embed(mpq_ctx *ctx, void *state, const mpq_batch *batch, float *x) {
+    cnn *C = state;
+    int64_t per = C->in_h * C->in_w, numel = C->in_c * per;
+    MPQ_CHECK(batch->input || batch->nseq == 0, MPQ_ERR_ARG, "CNN batch without input");
+    for (int64_t n = 0; n < batch->nseq; n++)
+        for (int64_t c = 0; c < C->in_c; c++) {
+            const float *src = batch->input + n * numel + c * per;
+            float *dst = x + n * numel + c * per;
+            for (int64_t i = 0; i < per; i++)
+                dst[i] = (float)(((double)src[i] * C->in_scale - C->in_mean[c]) / C->in_std[c]);
+        }
+    return MPQ_OK;
+}
+
+/* One op on n images: in [n][op_in] -> out [n][op_out]. */
+static mpq_err run_op(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in, float *out,
+                      mpq_layer_hook hook, void *ud) {
+    int64_t isz = op_in(o), osz = op_out(o);
+    switch (o->kind) {
+        case OP_CONV: {
+            int64_t hw = o->ho * o->wo, kc = o->ci * o->k * o->k, rows = 0;
+            MPQ_CALL(mpq_mul64(ctx, n, hw, "conv rows", &rows));
+            int ir = 0;
+            MPQ_CALL(mpq_to_int(ctx, rows * (kc > o->co ? kc : o->co), "conv GEMM size", &ir));
+            MPQ_CALL(grow(ctx, &C->patches, &C->cap_patch, rows, kc));
+            MPQ_CALL(grow(ctx, &C->gout, &C->cap_gout, rows, o->co));
+            mpq_im2col(in, n, o->ci, o->hi, o->wi, o->k, o->k, o->stride, o->pad, C->patches);
+            if (hook)
+                MPQ_CALL(hook(ctx, ud, o->layer, C->patches, rows, kc));
+            /* gout [(img, pos)][co] = patches W^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)o->co, (int)kc,
+                        1.0f, C->patches, (int)kc, o->w, (int)kc, 0.0f, C->gout, (int)o->co);
+            for (int64_t img = 0; img < n; img++)
+                for (int64_t oc = 0; oc < o->co; oc++) {
+                    float *dst = out + img * osz + oc * hw;
+                    const float *src = C->gout + img * hw * o->co + oc;
+                    for (int64_t p = 0; p < hw; p++)
+                        dst[p] = src[p * o->co] + o->b[oc];
+                }
+            return MPQ_OK;
+        }
+        case OP_LINEAR: {
+            int ir = 0;
+            MPQ_CALL(mpq_to_int(ctx, n * (isz > osz ? isz : osz), "linear GEMM size", &ir));
+            if (hook)
+                MPQ_CALL(hook(ctx, ud, o->layer, in, n, isz));
+            for (int64_t img = 0; img < n; img++)
+                memcpy(out + img * osz, o->b, sizeof(float) * (size_t)osz);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)osz, (int)isz, 1.0f,
+                        in, (int)isz, o->w, (int)isz, 1.0f, out, (int)osz);
+            return MPQ_OK;
+        }
+        case OP_BN: {
+            int64_t hw = o->hi * o->wi;
+            for (int64_t img = 0; img < n; img++)
+                for (int64_t c = 0; c < o->ci; c++)
+                    for (int64_t p = 0; p < hw; p++) {
+                        int64_t i = img * isz + c * hw + p;
+                        out[i] = in[i] * o->scale[c] + o->shift[c];
+                    }
+            return MPQ_OK;
+        }
+        case OP_RELU:
+            for (int64_t i = 0; i < n * isz; i++)
+                out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+            return MPQ_OK;
+        case OP_FLAT:
+            memcpy(out, in, sizeof(float) * (size_t)(n * isz));
+            return MPQ_OK;
+        case OP_POOL:
+            for (int64_t img = 0; img < n; img++)
+                for (int64_t c = 0; c < o->ci; c++) {
+                    const float *src = in + img * isz + c * o->hi * o->wi;
+                    float *dst = out + img * osz + c * o->ho * o->wo;
+                    for (int64_t oy = 0; oy < o->ho; oy++)
+                        for (int64_t ox = 0; ox < o->wo; ox++) {
+                            float mx = -INFINITY;
+                            for (int64_t ky = 0; ky < o->k; ky++)
+                                for (int64_t kx = 0; kx < o->k; kx++) {
+                                    float v =
+                                        src[(oy * o->stride + ky) * o->wi + ox * o->stride + kx];
+                                    mx = v > mx ? v : mx;
+                                }
+                            dst[oy * o->wo + ox] = mx;
+                        }
+                }
+            return MPQ_OK;
+    }
+    return MPQ_ERROR(MPQ_ERR_INTERNAL, "unknown CNN op kind %d", (int)o->kind);
+}
+
+static mpq_err cnn_block(mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
+                         const float *x_in, float *x_out, mpq_layer_hook hook, void *ud) {
+    cnn *C = state;
+    int64_t n = batch->nseq, wmax = 0;
+    int64_t first = C->bstart[b], last = C->bstart[b + 1];
+    for (int64_t i = first; i < last; i++)
+        wmax = op_out(&C->ops[i]) > wmax ? op_out(&C->ops[i]) : wmax;
+    int64_t cap = C->cap_buf;
+    MPQ_CALL(grow(ctx, &C->buf[0], &cap, n, wmax));
+    cap = C->cap_buf;
+    MPQ_CALL(grow(ctx, &C->buf[1], &cap, n, wmax));
+    C->cap_buf = cap;
+    const float *cur = x_in;
+    int which = 0;
+    for (int64_t i = first; i < last; i++) {
+        float *dst = i == last - 1 ? x_out : C->buf[which];
+        MPQ_CALL(run_op(ctx, C, &C->ops[i], n, cur, dst, hook, ud));
+        cur = dst;
+        which = 1 - which;
+    }
+    return MPQ_OK;
+}
+
+static mpq_err cnn_head(mpq_ctx *ctx, void *state, const float *x, int64_t rows, float *logits) {
+    cnn *C = state;
+    int64_t w = op_out(&C->ops[C->nops - 1]);
+    if (logits != x)
+        memcpy(logits, x, sizeof(float) * (size_t)(rows * w));
+    return MPQ_OK;
+}
+
+static cnn_op *layer_op(cnn *C, int64_t layer) {
+    for (int64_t i = 0; i < C->nops; i++)
+        if ((C->ops[i].kind == OP_CONV || C->ops[i].kind == OP_LINEAR) && C->ops[i].layer == layer)
+            return &C->ops[i];
+    return NULL;
+}
+
+static mpq_err cnn_get_weight(mpq_ctx *ctx, void *state, int64_t layer, float *w) {
+    cnn_op *o = layer_op(state, layer);
+    MPQ_CHECK(o, MPQ_ERR_INTERNAL, "no op for layer %lld", (long long)layer);
+    memcpy(w, o->w, sizeof(float) * (size_t)(o->co * o->ci * o->k * o->k));
+    return MPQ_OK;
+}
+
+static mpq_err cnn_set_weight(mpq_ctx *ctx, void *state, int64_t layer, const float *w) {
+    cnn_op *o = layer_op(state, layer);
+    MPQ_CHECK(o, MPQ_ERR_INTERNAL, "no op for layer %lld", (long long)layer);
+    memcpy(o->w_own, w, sizeof(float) * (size_t)(o->co * o->ci * o->k * o->k));
+    return MPQ_OK;
+}
+
+const mpq_family_ops mpq_family_cnn_ops = {
+    .name = "cnn",
+    .detect = cnn_detect,
+    .create = cnn_create,
+    .destroy = cnn_destroy,
+    .width = cnn_width,
+    .embed = cnn_embed,
+    .block = cnn_block,
+    .head = cnn_head,
+    .get_weight = cnn_get_weight,
+    .set_weight = cnn_set_weight,
+};

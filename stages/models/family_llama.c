@@ -1,0 +1,448 @@
+/* family_llama.c: the Llama decoder family (llama2.c checkpoints and Hugging
+ * Face Llama/Mistral/Qwen2 safetensors): token embedding, per layer
+ * RMSNorm -> grouped-query causal attention with rotary embeddings ->
+ * residual, RMSNorm -> SwiGLU MLP -> residual; final RMSNorm and output head.
+ *
+ * Everything is batched over all tokens of a batch: projections are SGEMMs
+ * over [rows][dim], attention is two SGEMMs per (sequence, head) with a
+ * causal mask. One block = one decoder layer with 7 quantizable layers in
+ * the order q, k, v, o, gate, up, down; input groups {q,k,v}, {o},
+ * {gate,up}, {down}. */
+#include <cblas.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "mpq_config.h"
+#include "mpq_ctx.h"
+#include "mpq_family.h"
+
+enum { LQ = 0, LK, LV, LO, LGATE, LUP, LDOWN, LPER };
+
+static const char *const layer_suffix[LPER] = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+static const int layer_group[LPER] = {LQ, LQ, LQ, LO, LGATE, LGATE, LDOWN};
+
+typedef struct llama_block {
+    const float *attn_norm; /* [dim] */
+    const float *ffn_norm;  /* [dim] */
+    const float *w[LPER];   /* weights [out][in] */
+    const float *bias[3];   /* q/k/v biases (Qwen2) or NULL */
+} llama_block;
+
+typedef struct llama {
+    const mpq_model *m;
+    mpq_arch a;
+    int64_t dim, hd, nh, nkv, qdim, kvdim, hidden, vocab, nl;
+    const float *embed;      /* [vocab][dim] */
+    const float *final_norm; /* [dim] */
+    const float *cls;        /* [vocab][dim] (may be embed) */
+    llama_block *blk;        /* [nl] */
+    float **lown;            /* [nl*LPER] owned fp32 weight of a layer, or NULL */
+    float *own[64];          /* other converted tensors */
+    int nown;
+    /* RoPE tables [rope_len][hd/2]. */
+    float *rcos, *rsin;
+    int64_t rope_len;
+    /* Scratch for cap_rows rows and cap_l x cap_l attention scores. */
+    float *xb, *q, *k, *v, *att, *hb, *hb2, *sc;
+    int64_t cap_rows, cap_l;
+} llama;
+
+static int llama_detect(const mpq_model *m, const mpq_config *cfg) {
+    (void)cfg;
+    return strcmp(mpq_model_arch(m)->family, "llama") == 0;
+}
+
+/* fp32 view of tensor `name` with the expected shape: the mapping itself
+ * when it is aligned F32, else a converted copy stored in *own. */
+static mpq_err load(mpq_ctx *ctx, const mpq_model *m, const char *name, int ndim,
+                    const int64_t *shape, const float **out, float **own) {
+    const mpq_tensor *t = NULL;
+    MPQ_CALL(mpq_model_get(ctx, m, name, ndim, shape, &t));
+    if (t->dtype == MPQ_DTYPE_F32 && (uintptr_t)t->data % sizeof(float) == 0) {
+        *out = t->data;
+        return MPQ_OK;
+    }
+    float *buf = NULL;
+    MPQ_ALLOC(buf, t->numel);
+    mpq_err e = mpq_tensor_read_f32(ctx, t, 0, t->numel, buf);
+    if (e != MPQ_OK) {
+        mpq_free(buf);
+        return mpq_err_trace(ctx, e, __FILE__, __LINE__, __func__);
+    }
+    *own = buf;
+    *out = buf;
+    return MPQ_OK;
+}
+
+static mpq_err load_misc(mpq_ctx *ctx, llama *L, const char *name, int ndim, const int64_t *shape,
+                         const float **out) {
+    MPQ_CHECK(L->nown < (int)(sizeof L->own / sizeof L->own[0]), MPQ_ERR_INTERNAL,
+              "too many converted tensors");
+    float *own = NULL;
+    MPQ_CALL(load(ctx, L->m, name, ndim, shape, out, &own));
+    if (own)
+        L->own[L->nown++] = own;
+    return MPQ_OK;
+}
+
+static void llama_destroy(void **state) {
+    if (!state || !*state)
+        return;
+    llama *L = *state;
+    if (L->lown)
+        for (int64_t i = 0; i < L->nl * LPER; i++)
+            mpq_free(L->lown[i]);
+    mpq_free(L->lown);
+    for (int i = 0; i < L->nown; i++)
+        mpq_free(L->own[i]);
+    mpq_free(L->blk);
+    float *bufs[] = {L->rcos, L->rsin, L->xb, L->q, L->k, L->v, L->att, L->hb, L->hb2, L->sc};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        mpq_free(bufs[i]);
+    mpq_free(L);
+    *state = NULL;
+}
+
+static mpq_err llama_create(mpq_ctx *ctx, const mpq_model *m, const mpq_config *cfg, void **state,
+                            mpq_family_info *info) {
+    (void)cfg;
+    *state = NULL;
+    mpq_err err = MPQ_OK;
+    llama *L = NULL;
+    const mpq_arch *a = mpq_model_arch(m);
+    const char *path = mpq_model_path(m);
+    MPQ_CHECK(a->dim > 0 && a->n_heads > 0 && a->n_kv_heads > 0 && a->hidden_dim > 0 &&
+                  a->n_layers > 0 && a->vocab_size > 0,
+              MPQ_ERR_FORMAT, "%s: Llama architecture has a non-positive size", path);
+    MPQ_CHECK(a->n_heads % a->n_kv_heads == 0, MPQ_ERR_FORMAT,
+              "%s: n_heads %lld is not a multiple of n_kv_heads %lld", path, (long long)a->n_heads,
+              (long long)a->n_kv_heads);
+    int64_t hd = a->head_dim > 0 ? a->head_dim : a->dim / a->n_heads;
+    MPQ_CHECK(hd > 0 && hd % 2 == 0, MPQ_ERR_FORMAT, "%s: head dimension %lld is not even", path,
+              (long long)hd);
+    MPQ_ALLOC_TRY(L, 1);
+    L->m = m;
+    L->a = *a;
+    L->dim = a->dim;
+    L->hd = hd;
+    L->nh = a->n_heads;
+    L->nkv = a->n_kv_heads;
+    L->qdim = L->nh * hd;
+    L->kvdim = L->nkv * hd;
+    L->hidden = a->hidden_dim;
+    L->vocab = a->vocab_size;
+    L->nl = a->n_layers;
+    if (L->a.norm_eps <= 0.0)
+        L->a.norm_eps = 1e-5;
+    if (L->a.rope_theta <= 0.0)
+        L->a.rope_theta = 10000.0;
+    MPQ_ALLOC_TRY(L->blk, L->nl);
+    MPQ_ALLOC_TRY(L->lown, L->nl * LPER);
+    MPQ_ALLOC_TRY(info->layers, L->nl * LPER);
+
+    int64_t sh_emb[2] = {L->vocab, L->dim}, sh_dim[1] = {L->dim};
+    MPQ_TRY(load_misc(ctx, L, "model.embed_tokens.weight", 2, sh_emb, &L->embed));
+    MPQ_TRY(load_misc(ctx, L, "model.norm.weight", 1, sh_dim, &L->final_norm));
+    if (a->tied_embeddings)
+        L->cls = L->embed;
+    else
+        MPQ_TRY(load_misc(ctx, L, "lm_head.weight", 2, sh_emb, &L->cls));
+
+    int64_t shapes[LPER][2] = {{L->qdim, L->dim},  {L->kvdim, L->dim},  {L->kvdim, L->dim},
+                               {L->dim, L->qdim},  {L->hidden, L->dim}, {L->hidden, L->dim},
+                               {L->dim, L->hidden}};
+    for (int64_t b = 0; b < L->nl; b++) {
+        char name[MPQ_TENSOR_NAME_MAX];
+        llama_block *B = &L->blk[b];
+        snprintf(name, sizeof name, "model.layers.%lld.input_layernorm.weight", (long long)b);
+        MPQ_TRY(load_misc(ctx, L, name, 1, sh_dim, &B->attn_norm));
+        snprintf(name, sizeof name, "model.layers.%lld.post_attention_layernorm.weight",
+                 (long long)b);
+        MPQ_TRY(load_misc(ctx, L, name, 1, sh_dim, &B->ffn_norm));
+        for (int j = 0; j < LPER; j++) {
+            int64_t li = b * LPER + j;
+            mpq_layer_info *LI = &info->layers[li];
+            snprintf(LI->name, sizeof LI->name, "model.layers.%lld.%s", (long long)b,
+                     layer_suffix[j]);
+            snprintf(LI->tensor, sizeof LI->tensor, "model.layers.%lld.%s.weight", (long long)b,
+                     layer_suffix[j]);
+            LI->kind = MPQ_LAYER_LINEAR;
+            LI->out = shapes[j][0];
+            LI->in = shapes[j][1];
+            LI->block = b;
+            LI->group = b * LPER + layer_group[j];
+            MPQ_TRY(load(ctx, m, LI->tensor, 2, shapes[j], &B->w[j], &L->lown[li]));
+            if (a->qkv_bias && j <= LV) {
+                int64_t sb[1] = {shapes[j][0]};
+                snprintf(name, sizeof name, "model.layers.%lld.%s.bias", (long long)b,
+                         layer_suffix[j]);
+                MPQ_TRY(load_misc(ctx, L, name, 1, sb, &B->bias[j]));
+            }
+        }
+    }
+    info->task = MPQ_TASK_LM;
+    info->nblocks = L->nl;
+    info->nlayers = L->nl * LPER;
+    info->out_width = L->vocab;
+    info->max_seq = a->seq_len > 0 ? a->seq_len : 2048;
+    info->vocab_size = L->vocab;
+    *state = L;
+    L = NULL;
+cleanup:
+    if (err != MPQ_OK) {
+        mpq_free(info->layers);
+        info->layers = NULL;
+    }
+    void *p = L;
+    llama_destroy(&p);
+    return err;
+}
+
+static int64_t llama_width(const void *state, int64_t b) {
+    (void)b;
+    return ((const llama *)state)->dim;
+}
+
+/* Grows the scratch to `rows` token rows and attention over `maxl` tokens,
+ * and the RoPE tables to maxl positions. */
+static mpq_err ensure_scratch(mpq_ctx *ctx, llama *L, int64_t rows, int64_t maxl) {
+    if (rows > L->cap_rows) {
+        float **bufs[] = {&L->xb, &L->q, &L->k, &L->v, &L->att, &L->hb, &L->hb2};
+        int64_t widths[] = {L->dim > L->qdim ? L->dim : L->qdim,
+                            L->qdim,
+                            L->kvdim,
+                            L->kvdim,
+                            L->qdim,
+                            L->hidden,
+                            L->hidden};
+        for (int i = 0; i < 7; i++) {
+            mpq_free(*bufs[i]);
+            *bufs[i] = NULL;
+        }
+        L->cap_rows = 0;
+        for (int i = 0; i < 7; i++) {
+            int64_t n = 0;
+            MPQ_CALL(mpq_mul64(ctx, rows, widths[i], "Llama scratch", &n));
+            MPQ_CALL(mpq_malloc(ctx, n, sizeof(float), (void **)bufs[i]));
+        }
+        L->cap_rows = rows;
+    }
+    if (maxl > L->cap_l) {
+        mpq_free(L->sc);
+        L->sc = NULL;
+        L->cap_l = 0;
+        int64_t n = 0;
+        MPQ_CALL(mpq_mul64(ctx, maxl, maxl, "attention scores", &n));
+        MPQ_ALLOC(L->sc, n);
+        L->cap_l = maxl;
+    }
+    if (maxl > L->rope_len) {
+        int64_t half = L->hd / 2;
+        mpq_free(L->rcos);
+        mpq_free(L->rsin);
+        L->rcos = L->rsin = NULL;
+        L->rope_len = 0;
+        MPQ_ALLOC(L->rcos, maxl * half);
+        MPQ_ALLOC(L->rsin, maxl * half);
+        for (int64_t j = 0; j < half; j++) {
+            /* Pair j rotates with frequency theta^(-2j/head_dim). */
+            double freq = pow(L->a.rope_theta, -(double)(2 * j) / (double)L->hd);
+            for (int64_t p = 0; p < maxl; p++) {
+                double ang = (double)p * freq;
+                L->rcos[p * half + j] = (float)cos(ang);
+                L->rsin[p * half + j] = (float)sin(ang);
+            }
+        }
+        L->rope_len = maxl;
+    }
+    return MPQ_OK;
+}
+
+/* Rotates the heads of rows [rows][nheads*hd] at positions pos0.. */
+static void rope(const llama *L, float *x, int64_t rows, int64_t nheads, int64_t pos0) {
+    int64_t half = L->hd / 2, w = nheads * L->hd;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *c = L->rcos + (pos0 + r) * half, *s = L->rsin + (pos0 + r) * half;
+        for (int64_t h = 0; h < nheads; h++) {
+            float *v = x + r * w + h * L->hd;
+            for (int64_t j = 0; j < half; j++) {
+                /* llama2.c pairs neighbours (2j, 2j+1); Hugging Face pairs halves. */
+                int64_t i0 = L->a.rope_interleaved ? 2 * j : j;
+                int64_t i1 = L->a.rope_interleaved ? 2 * j + 1 : j + half;
+                float a0 = v[i0], a1 = v[i1];
+                v[i0] = a0 * c[j] - a1 * s[j];
+                v[i1] = a0 * s[j] + a1 * c[j];
+            }
+        }
+    }
+}
+
+/* y[rows][out] (+)= x[rows][in] W^T with W [out][in]. */
+static void gemm_wt(const float *x, const float *w, float *y, int64_t rows, int64_t in, int64_t out,
+                    float beta) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in, 1.0f, x,
+                (int)in, w, (int)in, beta, y, (int)out);
+}
+
+static mpq_err call_hook(mpq_ctx *ctx, mpq_layer_hook hook, void *ud, int64_t b, int j0, int j1,
+                         const float *x, int64_t rows, int64_t cols) {
+    if (!hook)
+        return MPQ_OK;
+    for (int j = j0; j <= j1; j++)
+        MPQ_CALL(hook(ctx, ud, b * LPER + j, x, rows, cols));
+    return MPQ_OK;
+}
+
+static mpq_err llama_block_fwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
+                               const float *x_in, float *x_out, mpq_layer_hook hook, void *ud) {
+    llama *L = state;
+    const llama_block *B = &L->blk[b];
+    int64_t R = batch->rows, maxl = 0, sum = 0;
+    MPQ_CHECK(batch->len, MPQ_ERR_ARG, "Llama batch without sequence lengths");
+    for (int64_t s = 0; s < batch->nseq; s++) {
+        MPQ_CHECK(batch->len[s] > 0, MPQ_ERR_ARG, "sequence %lld has no tokens", (long long)s);
+        maxl = batch->len[s] > maxl ? batch->len[s] : maxl;
+        sum += batch->len[s];
+    }
+    MPQ_CHECK(sum == R, MPQ_ERR_ARG, "sequence lengths sum to %lld, batch has %lld rows",
+              (long long)sum, (long long)R);
+    int ri = 0;
+    MPQ_CALL(mpq_to_int(ctx, R * (L->hidden > L->qdim ? L->hidden : L->qdim), "batch size", &ri));
+    MPQ_CALL(ensure_scratch(ctx, L, R, maxl));
+    if (x_out != x_in)
+        memcpy(x_out, x_in, sizeof(float) * (size_t)(R * L->dim));
+    float *x = x_out; /* the residual stream [R][dim] */
+
+    /* Attention. */
+    mpq_rmsnorm(L->xb, x, B->attn_norm, R, L->dim, L->a.norm_eps);
+    MPQ_CALL(call_hook(ctx, hook, ud, b, LQ, LV, L->xb, R, L->dim));
+    gemm_wt(L->xb, B->w[LQ], L->q, R, L->dim, L->qdim, 0.0f);
+    gemm_wt(L->xb, B->w[LK], L->k, R, L->dim, L->kvdim, 0.0f);
+    gemm_wt(L->xb, B->w[LV], L->v, R, L->dim, L->kvdim, 0.0f);
+    float *qkv[3] = {L->q, L->k, L->v};
+    int64_t wq[3] = {L->qdim, L->kvdim, L->kvdim};
+    for (int j = 0; j < 3; j++)
+        if (B->bias[j])
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t i = 0; i < wq[j]; i++)
+                    qkv[j][r * wq[j] + i] += B->bias[j][i];
+    float scale = (float)(1.0 / sqrt((double)L->hd));
+    int64_t grp = L->nh / L->nkv;
+    int64_t r0 = 0;
+    for (int64_t s = 0; s < batch->nseq; s++) {
+        int64_t n = batch->len[s];
+        rope(L, L->q + r0 * L->qdim, n, L->nh, 0);
+        rope(L, L->k + r0 * L->kvdim, n, L->nkv, 0);
+        for (int64_t h = 0; h < L->nh; h++) {
+            int64_t kh = h / grp;
+            const float *qh = L->q + r0 * L->qdim + h * L->hd;
+            const float *kk = L->k + r0 * L->kvdim + kh * L->hd;
+            const float *vv = L->v + r0 * L->kvdim + kh * L->hd;
+            /* scores [n][n] = scale * Q_h K_h^T; only j <= i is used. */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, (int)L->hd, scale,
+                        qh, (int)L->qdim, kk, (int)L->kvdim, 0.0f, L->sc, (int)n);
+            for (int64_t i = 0; i < n; i++) {
+                float *row = L->sc + i * n;
+                float mx = row[0];
+                for (int64_t j = 1; j <= i; j++)
+                    mx = row[j] > mx ? row[j] : mx;
+                double tot = 0.0;
+                for (int64_t j = 0; j <= i; j++) {
+                    row[j] = expf(row[j] - mx);
+                    tot += row[j];
+                }
+                float inv = (float)(1.0 / tot);
+                for (int64_t j = 0; j <= i; j++)
+                    row[j] *= inv;
+                for (int64_t j = i + 1; j < n; j++)
+                    row[j] = 0.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)L->hd, (int)n, 1.0f,
+                        L->sc, (int)n, vv, (int)L->kvdim, 0.0f, L->att + r0 * L->qdim + h * L->hd,
+                        (int)L->qdim);
+        }
+        r0 += n;
+    }
+    MPQ_CALL(call_hook(ctx, hook, ud, b, LO, LO, L->att, R, L->qdim));
+    gemm_wt(L->att, B->w[LO], x, R, L->qdim, L->dim, 1.0f);
+
+    /* SwiGLU MLP. */
+    mpq_rmsnorm(L->xb, x, B->ffn_norm, R, L->dim, L->a.norm_eps);
+    MPQ_CALL(call_hook(ctx, hook, ud, b, LGATE, LUP, L->xb, R, L->dim));
+    gemm_wt(L->xb, B->w[LGATE], L->hb, R, L->dim, L->hidden, 0.0f);
+    gemm_wt(L->xb, B->w[LUP], L->hb2, R, L->dim, L->hidden, 0.0f);
+    for (int64_t i = 0; i < R * L->hidden; i++) {
+        float g = L->hb[i];
+        L->hb[i] = g / (1.0f + expf(-g)) * L->hb2[i];
+    }
+    MPQ_CALL(call_hook(ctx, hook, ud, b, LDOWN, LDOWN, L->hb, R, L->hidden));
+    gemm_wt(L->hb, B->w[LDOWN], x, R, L->hidden, L->dim, 1.0f);
+    return MPQ_OK;
+}
+
+static mpq_err llama_embed(mpq_ctx *ctx, void *state, const mpq_batch *batch, float *x) {
+    llama *L = state;
+    MPQ_CHECK(batch->tokens || batch->rows == 0, MPQ_ERR_ARG, "Llama batch without tokens");
+    for (int64_t r = 0; r < batch->rows; r++) {
+        int32_t t = batch->tokens[r];
+        MPQ_CHECK(t >= 0 && t < L->vocab, MPQ_ERR_ARG, "token %d at row %lld is outside [0, %lld)",
+                  (int)t, (long long)r, (long long)L->vocab);
+        memcpy(x + r * L->dim, L->embed + (int64_t)t * L->dim, sizeof(float) * (size_t)L->dim);
+    }
+    return MPQ_OK;
+}
+
+static mpq_err llama_head(mpq_ctx *ctx, void *state, const float *x, int64_t rows, float *logits) {
+    llama *L = state;
+    int ri = 0;
+    MPQ_CALL(mpq_to_int(ctx, rows * L->vocab, "logits size", &ri));
+    MPQ_CALL(ensure_scratch(ctx, L, rows, 0));
+    mpq_rmsnorm(L->xb, x, L->final_norm, rows, L->dim, L->a.norm_eps);
+    gemm_wt(L->xb, L->cls, logits, rows, L->dim, L->vocab, 0.0f);
+    return MPQ_OK;
+}
+
+static mpq_err llama_get_weight(mpq_ctx *ctx, void *state, int64_t layer, float *w) {
+    llama *L = state;
+    const float *src = L->blk[layer / LPER].w[layer % LPER];
+    int64_t out = 0, in = 0;
+    int j = (int)(layer % LPER);
+    out = j == LQ                 ? L->qdim
+          : j == LK || j == LV    ? L->kvdim
+          : j == LO || j == LDOWN ? L->dim
+                                  : L->hidden;
+    in = j == LO ? L->qdim : j == LDOWN ? L->hidden : L->dim;
+    memcpy(w, src, sizeof(float) * (size_t)(out * in));
+    return MPQ_OK;
+}
+
+static mpq_err llama_set_weight(mpq_ctx *ctx, void *state, int64_t layer, const float *w) {
+    llama *L = state;
+    int j = (int)(layer % LPER);
+    int64_t out = j == LQ                 ? L->qdim
+                  : j == LK || j == LV    ? L->kvdim
+                  : j == LO || j == LDOWN ? L->dim
+                                          : L->hidden;
+    int64_t in = j == LO ? L->qdim : j == LDOWN ? L->hidden : L->dim;
+    if (!L->lown[layer])
+        MPQ_ALLOC(L->lown[layer], out * in);
+    memcpy(L->lown[layer], w, sizeof(float) * (size_t)(out * in));
+    L->blk[layer / LPER].w[j] = L->lown[layer];
+    return MPQ_OK;
+}
+
+const mpq_family_ops mpq_family_llama_ops = {
+    .name = "llama",
+    .detect = llama_detect,
+    .create = llama_create,
+    .destroy = llama_destroy,
+    .width = llama_width,
+    .embed = llama_embed,
+    .block = llama_block_fwd,
+    .head = llama_head,
+    .get_weight = llama_get_weight,
+    .set_weight = llama_set_weight,
+};

@@ -1,0 +1,136 @@
+/* test_eval_lm.c: language-model evaluation on stories260K (run at 1, 2 and
+ * 4 ranks): the perplexity protocol's reference numbers from
+ * shared/README.md, KLD/top-1 agreement of a model against itself and
+ * against a perturbed copy, and greedy generation from BOS. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mpq_eval.h"
+#include "mpq_family.h"
+#include "mpq_model.h"
+#include "mpq_test.h"
+#include "mpq_tokenizer.h"
+
+static mpq_ctx *g_ctx;
+static char g_model[4096], g_tok[4096], g_text[4096];
+
+typedef struct fixture {
+    mpq_model *m;
+    mpq_family *f, *f2;
+    mpq_tokenizer *tok;
+} fixture;
+
+static int setup(void **state) {
+    mpq_ctx *ctx = g_ctx;
+    fixture *x = calloc(1, sizeof *x);
+    if (mpq_model_open(ctx, g_model, "auto", &x->m) != MPQ_OK ||
+        mpq_family_create(ctx, x->m, NULL, "auto", &x->f) != MPQ_OK ||
+        mpq_family_create(ctx, x->m, NULL, "auto", &x->f2) != MPQ_OK ||
+        mpq_tokenizer_load(ctx, g_tok, 512, &x->tok) != MPQ_OK) {
+        fprintf(stderr, "setup: %s\n", ctx->err_msg);
+        return -1;
+    }
+    *state = x;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *x = *state;
+    mpq_tokenizer_destroy(&x->tok);
+    mpq_family_destroy(&x->f2);
+    mpq_family_destroy(&x->f);
+    mpq_model_close(&x->m);
+    free(x);
+    return 0;
+}
+
+static void test_perplexity_reference(void **state) {
+    fixture *x = *state;
+    mpq_ctx *ctx = g_ctx;
+    mpq_lm_result r;
+    MPQ_ASSERT_OK(ctx, mpq_eval_lm_text(ctx, x->f, NULL, x->tok, g_text, 500, &r));
+    if (ctx->rank == 0)
+        printf("ranks %d: docs %lld predictions %lld mean_nll %.7f ppl %.4f\n", ctx->size,
+               (long long)r.docs, (long long)r.predictions, r.mean_nll, r.ppl);
+    assert_int_equal(r.docs, 500);
+    assert_int_equal(r.predictions, 41817);
+    assert_true(fabs(r.mean_nll - 4.811407) / 4.811407 <= 1e-4);
+    assert_true(fabs(r.ppl - 122.9044) / 122.9044 <= 1e-3);
+    assert_false(r.has_ref);
+    /* Every rank holds the same bits. */
+    double mine[2] = {r.mean_nll, r.ppl}, mx[2], mn[2];
+    MPI_Allreduce(mine, mx, 2, MPI_DOUBLE, MPI_MAX, ctx->comm);
+    MPI_Allreduce(mine, mn, 2, MPI_DOUBLE, MPI_MIN, ctx->comm);
+    assert_true(mx[0] == mn[0] && mx[1] == mn[1]);
+}
+
+static void test_kld_self_and_perturbed(void **state) {
+    fixture *x = *state;
+    mpq_ctx *ctx = g_ctx;
+    mpq_lm_result r;
+    /* Against an identical second instance: KLD exactly 0, agreement 1. */
+    MPQ_ASSERT_OK(ctx, mpq_eval_lm_text(ctx, x->f2, x->f, x->tok, g_text, 60, &r));
+    assert_true(r.has_ref);
+    assert_true(r.predictions > 0);
+    assert_true(fabs(r.kld) < 1e-12);
+    assert_true(r.top1_agreement == 1.0);
+
+    /* Perturb one layer of f2 by rounding its weights coarsely: KLD > 0,
+     * agreement < 1, and the perturbed model's NLL differs. */
+    const mpq_family_info *fi = mpq_family_get_info(x->f2);
+    for (int64_t l = 0; l < fi->nlayers; l++) {
+        int64_t n = fi->layers[l].out * fi->layers[l].in;
+        float *w = malloc(sizeof(float) * (size_t)n);
+        MPQ_ASSERT_OK(ctx, mpq_family_get_weight(ctx, x->f2, l, w));
+        for (int64_t i = 0; i < n; i++)
+            w[i] = roundf(w[i] * 16.0f) / 16.0f; /* a coarse 1/16 grid */
+        MPQ_ASSERT_OK(ctx, mpq_family_set_weight(ctx, x->f2, l, w));
+        free(w);
+    }
+    mpq_lm_result q, base;
+    MPQ_ASSERT_OK(ctx, mpq_eval_lm_text(ctx, x->f2, x->f, x->tok, g_text, 60, &q));
+    MPQ_ASSERT_OK(ctx, mpq_eval_lm_text(ctx, x->f, NULL, x->tok, g_text, 60, &base));
+    if (ctx->rank == 0)
+        printf("perturbed: kld %.5f top1 %.4f nll %.4f (fp %.4f)\n", q.kld, q.top1_agreement,
+               q.mean_nll, base.mean_nll);
+    assert_int_equal(q.predictions, base.predictions);
+    assert_true(q.kld > 1e-3);
+    assert_true(q.top1_agreement < 1.0 && q.top1_agreement > 0.0);
+    assert_true(q.mean_nll != base.mean_nll);
+}
+
+static void test_greedy_generation(void **state) {
+    fixture *x = *state;
+    mpq_ctx *ctx = g_ctx;
+    /* Generation is local: every rank checks it. */
+    int32_t toks[101];
+    int64_t n = 0;
+    MPQ_ASSERT_OK(ctx, mpq_generate_greedy(ctx, x->f, 100, toks, &n));
+    assert_int_equal(toks[0], MPQ_TOKEN_BOS);
+    char *text = NULL;
+    size_t len = 0;
+    MPQ_ASSERT_OK(ctx, mpq_tokenizer_decode(ctx, x->tok, toks + 1, n - 1, 1, &text, &len));
+    const char *want = "Once upon a time, there was a little girl named Lily. She loved to play "
+                       "outside in the park. One day, she saw a big, red ball. She wanted to play "
+                       "with it, but it was too high.";
+    if (ctx->rank == 0)
+        printf("generated: %s\n", text);
+    assert_true(strncmp(text, want, strlen(want)) == 0);
+    mpq_free(text);
+}
+
+int main(int argc, char **argv) {
+    g_ctx = mpq_test_init(&argc, &argv);
+    mpq_test_shared("data/models/stories260K/stories260K.bin", g_model, sizeof g_model);
+    mpq_test_shared("data/models/stories260K/tok512.bin", g_tok, sizeof g_tok);
+    mpq_test_shared("data/text/tinyshakespeare.txt", g_text, sizeof g_text);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_perplexity_reference),
+        cmocka_unit_test(test_kld_self_and_perturbed),
+        cmocka_unit_test(test_greedy_generation),
+    };
+    int fails = cmocka_run_group_tests(tests, setup, teardown);
+    return mpq_test_finish(&g_ctx, fails);
+}
