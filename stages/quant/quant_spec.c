@@ -227,6 +227,12 @@ mpq_err mpq_qspec_parse(mpq_ctx *ctx, const char *text, mpq_qspec *out) {
     int gran_given = (seen & (1u << 2)) != 0, group_given = (seen & (1u << 3)) != 0;
     if (group_given && !gran_given)
         s.gran = MPQ_QGRAN_GROUP;
+    if (!(ops->grans & (1u << s.gran))) {
+        name_list(gran_names, MPQ_QGRAN_COUNT, ops->grans, list, sizeof list);
+        return MPQ_ERROR(MPQ_ERR_CONFIG,
+                         "quantizer spec '%s': quantizer '%s' does not take gran=%s; valid: %s",
+                         text, ops->name, gran_names[s.gran], list);
+    }
     if (s.gran == MPQ_QGRAN_GROUP) {
         MPQ_CHECK(group_given || ops->def_group > 0, MPQ_ERR_CONFIG,
                   "quantizer spec '%s': gran=group needs group=<columns per group>", text);

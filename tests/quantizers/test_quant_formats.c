@@ -1,0 +1,144 @@
+/* test_quant_formats.c: the scale and grid number formats (fp16, FP8 E4M3,
+ * E8M0) against brute force over every representable value decoded
+ * independently from bit fields, and the NF4 table against the normal
+ * quantiles it is defined by. */
+#include <stdio.h>
+#include <string.h>
+
+#include "mpq_quant.h"
+#include "mpq_test.h"
+#include "quant_ref.h"
+
+static mpq_ctx *ctx;
+
+/* Positive finite values of a format with `eb` exponent bits, `mb` mantissa
+ * bits and bias (all-ones exponent reserved when ieee, else only the
+ * all-ones pattern), ascending, with their bit patterns. */
+static int enumerate(int eb, int mb, int bias, int ieee, double *v, unsigned *bits) {
+    int n = 0;
+    for (unsigned b = 1; b < (1u << (eb + mb)); b++) {
+        unsigned e = b >> mb, m = b & ((1u << mb) - 1);
+        if (ieee && e == (1u << eb) - 1)
+            continue;
+        if (!ieee && b == (1u << (eb + mb)) - 1)
+            continue;
+        double x =
+            e == 0 ? ldexp((double)m, 1 - bias - mb) : ldexp(1.0 + ldexp(m, -mb), (int)e - bias);
+        v[n] = x;
+        bits[n] = b;
+        n++;
+    }
+    return n;
+}
+
+/* Nearest of the ascending values (ties: even pattern). */
+static double nearest(const double *v, const unsigned *bits, int n, double x) {
+    int best = 0;
+    for (int i = 1; i < n; i++) {
+        double d = fabs(x - v[i]), db = fabs(x - v[best]);
+        if (d < db || (d == db && (bits[i] & 1) == 0))
+            best = i;
+    }
+    return v[best];
+}
+
+static void check_rounding(float (*fn)(float), int eb, int mb, int bias, int ieee,
+                           const char *name) {
+    static double v[65536];
+    static unsigned bits[65536];
+    int n = enumerate(eb, mb, bias, ieee, v, bits);
+    qr_rng rng = {21};
+    double lo = log(v[0] / 4), hi = log(v[n - 1] * 1.01);
+    int checked = 0;
+    for (int i = 0; i < n + 3000; i++) {
+        float x;
+        if (i < n - 1) /* midpoints between neighbours: the ties */
+            x = (float)(0.5 * (v[i] + v[i + 1]));
+        else if (i == n - 1)
+            x = (float)v[n - 1] * 1.0001f;
+        else
+            x = (float)exp(lo + (hi - lo) * qr_unif(&rng));
+        double want = nearest(v, bits, n, (double)x);
+        float got = fn(x);
+        if ((double)got != want)
+            fail_msg("%s(%.9g) = %.9g, expected %.9g", name, (double)x, (double)got, want);
+        /* one ulp either side of a midpoint */
+        if (i < n - 1) {
+            float a = nextafterf(x, 0.0f), b = nextafterf(x, INFINITY);
+            assert_true((double)fn(a) == nearest(v, bits, n, (double)a));
+            assert_true((double)fn(b) == nearest(v, bits, n, (double)b));
+        }
+        checked++;
+    }
+    assert_true(checked > 100);
+}
+
+static void test_fp16(void **state) {
+    (void)state;
+    check_rounding(mpq_round_fp16, 5, 10, 15, 1, "fp16");
+    static double v[65536];
+    static unsigned bits[65536];
+    int n = enumerate(5, 10, 15, 1, v, bits);
+    assert_int_equal(n, 31 * 1024 - 1);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(mpq_fp16_bits((float)v[i]), bits[i]);
+        assert_true((double)mpq_fp16_value((uint16_t)bits[i]) == v[i]);
+    }
+    assert_true(mpq_round_fp16(1e9f) == 65504.0f);
+    assert_true(mpq_round_fp16(0.0f) == ldexpf(1.0f, -24));
+}
+
+static void test_e4m3(void **state) {
+    (void)state;
+    check_rounding(mpq_round_e4m3, 4, 3, 7, 0, "e4m3");
+    static double v[256];
+    static unsigned bits[256];
+    int n = enumerate(4, 3, 7, 0, v, bits);
+    assert_int_equal(n, 126);
+    assert_true(v[n - 1] == 448.0);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(mpq_e4m3_bits((float)v[i]), bits[i]);
+        assert_true((double)mpq_e4m3_value((uint8_t)bits[i]) == v[i]);
+        assert_true((double)mpq_e4m3_value((uint8_t)(bits[i] | 0x80)) == -v[i]);
+    }
+    assert_true(isnan(mpq_e4m3_value(0x7F)) && isnan(mpq_e4m3_value(0xFF)));
+}
+
+static void test_e8m0(void **state) {
+    (void)state;
+    qr_rng rng = {22};
+    for (int i = 0; i < 5000; i++) {
+        float x = (float)exp(-80.0 + 160.0 * qr_unif(&rng));
+        float f = mpq_floor_e8m0(x);
+        int k;
+        float m = frexpf(f, &k);
+        assert_true(m == 0.5f);
+        assert_true(f <= x && x < 2.0f * f);
+    }
+    assert_true(mpq_floor_e8m0(1.0f) == 1.0f);
+    assert_true(mpq_floor_e8m0(6.0f) == 4.0f);
+}
+
+static void test_nf4(void **state) {
+    (void)state;
+    double lv[16];
+    qr_nf4(lv);
+    for (int i = 0; i < 16; i++)
+        if (fabs(lv[i] - (double)mpq_nf4_levels[i]) > 1e-7)
+            fail_msg("NF4 level %d: table %.9g, normal quantile %.9g", i, (double)mpq_nf4_levels[i],
+                     lv[i]);
+    assert_true(mpq_nf4_levels[0] == -1.0f && mpq_nf4_levels[15] == 1.0f &&
+                mpq_nf4_levels[7] == 0.0f);
+}
+
+int main(int argc, char **argv) {
+    ctx = mpq_test_init(&argc, &argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fp16),
+        cmocka_unit_test(test_e4m3),
+        cmocka_unit_test(test_e8m0),
+        cmocka_unit_test(test_nf4),
+    };
+    int failures = cmocka_run_group_tests(tests, NULL, NULL);
+    return mpq_test_finish(&ctx, failures);
+}
