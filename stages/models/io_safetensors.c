@@ -124,7 +124,7 @@ static mpq_err st_read_file(mpq_ctx *ctx, mpq_model *m, const char *path, const 
         }
         MPQ_ENSURE(cJSON_IsObject(it), MPQ_ERR_FORMAT, "%s: tensor '%s': entry is not an object",
                    file, tname);
-        mpq_dtype dtype;
+        mpq_dtype dtype = MPQ_DTYPE_F32; /* set by parse_dtype on success */
         MPQ_TRY(
             parse_dtype(ctx, file, tname, cJSON_GetObjectItemCaseSensitive(it, "dtype"), &dtype));
         const cJSON *shp = cJSON_GetObjectItemCaseSensitive(it, "shape");
