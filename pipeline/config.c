@@ -393,9 +393,15 @@ static mpq_err assign_text(mpq_ctx *ctx, mpq_config *cfg, const mpq_key_spec *k,
     static const size_t SB = 4096;
     char sbuf[4096];
     value v;
-    if (k->type == MPQ_KEY_OPLIST && text[0] == '\0') {
-        free_field(k, cfg); /* the default: an empty list */
-        return MPQ_OK;
+    if (k->type == MPQ_KEY_OPLIST) {
+        if (text[0] == '\0') {
+            free_field(k, cfg); /* the default: an empty list */
+            return MPQ_OK;
+        }
+        memset(&v, 0, sizeof v);
+        v.kind = V_STRING;
+        v.s = text;
+        return assign(ctx, cfg, k, &v, o); /* explains where op lists are set */
     }
     if (k->type != MPQ_KEY_FLOAT_LIST && k->type != MPQ_KEY_STRING_LIST) {
         MPQ_CALL(scalar_from_text(ctx, k->type, text, o, k->key, &v, sbuf, SB));
