@@ -22,6 +22,7 @@
 #ifndef MPQ_QUANT_H
 #define MPQ_QUANT_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -145,12 +146,14 @@ const char *mpq_qscale_name(mpq_qscale s); /* "fp16", "fp32", "e8m0", "e4m3" */
 /* The grid of a layer in normalized units: level of every code, and the
  * distinct levels sorted ascending with the smallest code giving each. */
 typedef struct mpq_qtable {
-    int ncodes;                  /* 2^bits */
-    int n;                       /* distinct levels (grid points per group) */
-    int uniform;                 /* sorted[j] == sorted[0] + j exactly */
-    float level[MPQ_QMAXCODES];  /* [ncodes] level of each code; NaN: unused code */
-    float sorted[MPQ_QMAXCODES]; /* [n] distinct levels, ascending */
-    uint8_t code[MPQ_QMAXCODES]; /* [n] canonical (smallest) code of sorted[j] */
+    int ncodes;                      /* 2^bits */
+    int n;                           /* distinct levels (grid points per group) */
+    int uniform;                     /* sorted[j] == sorted[0] + j exactly */
+    int step0;                       /* largest power of two <= n - 1 (0 if n == 1) */
+    int ident;                       /* uniform and code[j] == j: the integer grids */
+    float level[MPQ_QMAXCODES];      /* [ncodes] level of each code; NaN: unused code */
+    float sorted[MPQ_QMAXCODES + 4]; /* [n] distinct levels, ascending, then +inf */
+    uint8_t code[MPQ_QMAXCODES];     /* [n] canonical (smallest) code of sorted[j] */
 } mpq_qtable;
 
 /* Fitted parameters of one layer. Scales are stored already rounded to their
@@ -233,10 +236,11 @@ static inline float mpq_qval(float s, float level, float z) {
     return s * (level - z);
 }
 
-/* Sorted-grid indices lo <= hi bracketing w for a group with scale s (> 0),
- * zero z and inv = 1 / s (only used as a first guess). */
+/* Sorted-grid indices lo <= hi bracketing w, and their values vlo <= w <=
+ * vhi (lo == hi on a grid point or outside the grid), for a group with scale
+ * s (> 0), zero z and inv = 1 / s (only used for the first guess). */
 static inline void mpq_qlocate(const mpq_qtable *t, float s, float inv, float z, float w, int *lo,
-                               int *hi) {
+                               int *hi, float *vlo, float *vhi) {
     const int n = t->n;
     float u = w * inv + z;
     int j;
@@ -244,29 +248,79 @@ static inline void mpq_qlocate(const mpq_qtable *t, float s, float inv, float z,
         float x = u - t->sorted[0];
         j = !(x > 0.0f) ? 0 : (x >= (float)(n - 1) ? n - 1 : (int)x);
     } else {
-        int a = 0, b = n - 1; /* largest j with sorted[j] <= u, or 0 */
-        while (a < b) {
-            int m = (a + b + 1) >> 1;
-            if (t->sorted[m] <= u)
-                a = m;
-            else
-                b = m - 1;
-        }
-        j = a;
+        /* largest j with sorted[j] <= u (or 0); sorted[] is padded with
+         * +inf up to MPQ_QMAXCODES so the probes need no bound check */
+        j = 0;
+        for (int step = t->step0; step > 0; step >>= 1)
+            j += t->sorted[j + step] <= u ? step : 0;
     }
     /* The guess may be off by one after rounding; settle in the weight domain,
      * with exactly the values that dequantization produces. */
-    while (j > 0 && mpq_qval(s, t->sorted[j], z) > w)
-        j--;
-    while (j + 1 < n && mpq_qval(s, t->sorted[j + 1], z) <= w)
-        j++;
     float v = mpq_qval(s, t->sorted[j], z);
-    if (v >= w || j == n - 1) {
-        *lo = *hi = j; /* on the grid point, below the grid, or above it */
-    } else {
-        *lo = j;
-        *hi = j + 1;
+    while (j > 0 && v > w)
+        v = mpq_qval(s, t->sorted[--j], z);
+    if (v >= w || j == n - 1) { /* on the grid point, below the grid, or above it */
+        *lo = *hi = j;
+        *vlo = *vhi = v;
+        return;
     }
+    float vn = mpq_qval(s, t->sorted[j + 1], z);
+    while (vn <= w && j + 2 < n) {
+        j++;
+        v = vn;
+        vn = mpq_qval(s, t->sorted[j + 1], z);
+    }
+    if (vn <= w) { /* at or above the top point */
+        *lo = *hi = j + 1;
+        *vlo = *vhi = vn;
+        return;
+    }
+    if (v == w) {
+        *lo = *hi = j;
+        *vlo = *vhi = v;
+        return;
+    }
+    *lo = j;
+    *hi = j + 1;
+    *vlo = v;
+    *vhi = vn;
+}
+
+/* Sorted-grid index of the grid point nearest to w (ties: the lower one),
+ * and its value. Branch-free: a first guess (rounded index for uniform
+ * grids, a search in the normalized domain otherwise) is within one point of
+ * the answer, so the nearest of the 3 (uniform) or 4 candidates around it,
+ * compared with exactly the dequantized values, is the brute-force answer.
+ * Candidates past the top land on the +inf padding and never win. */
+static inline int mpq_qnearest(const mpq_qtable *t, float s, float inv, float z, float w,
+                               float *val) {
+    const int top = t->n - 1;
+    float u = w * inv + z;
+    int j, ncand;
+    if (t->uniform) {
+        float x = u - t->sorted[0] + 0.5f;
+        x = x > 0.0f ? x : 0.0f;
+        x = x < (float)top ? x : (float)top;
+        j = (int)x;
+        ncand = 3;
+    } else {
+        j = 0;
+        for (int step = t->step0; step > 0; step >>= 1)
+            j += t->sorted[j + step] <= u ? step : 0;
+        ncand = 4;
+    }
+    j = j > 0 ? j - 1 : 0;
+    int best = j;
+    float bv = mpq_qval(s, t->sorted[j], z), bd = fabsf(w - bv);
+    for (int k = 1; k < ncand; k++) {
+        float v = mpq_qval(s, t->sorted[j + k], z), d = fabsf(w - v);
+        int better = d < bd;
+        best = better ? j + k : best;
+        bv = better ? v : bv;
+        bd = better ? d : bd;
+    }
+    *val = bv;
+    return best;
 }
 
 /* Nearest code of w at (r, c) and its value. */
@@ -274,13 +328,10 @@ static inline uint8_t mpq_quant_nearest_at(const mpq_qparams *p, int64_t r, int6
                                            float *value) {
     int64_t g = mpq_qgroup_of(p, r, c);
     const mpq_qtable *t = mpq_qtable_of(p, r);
-    float s = mpq_qscale_of(p, g), z = mpq_qzero_of(p, g);
-    int lo, hi;
-    mpq_qlocate(t, s, 1.0f / s, z, w, &lo, &hi);
-    float vlo = mpq_qval(s, t->sorted[lo], z), vhi = mpq_qval(s, t->sorted[hi], z);
-    int j = (w - vlo <= vhi - w) ? lo : hi;
+    float s = mpq_qscale_of(p, g), z = mpq_qzero_of(p, g), v;
+    int j = mpq_qnearest(t, s, 1.0f / s, z, w, &v);
     if (value)
-        *value = j == lo ? vlo : vhi;
+        *value = v;
     return t->code[j];
 }
 /* Value of code at (r, c). */
@@ -297,11 +348,9 @@ static inline void mpq_quant_neighbours_at(const mpq_qparams *p, int64_t r, int6
     const mpq_qtable *t = mpq_qtable_of(p, r);
     float s = mpq_qscale_of(p, g), z = mpq_qzero_of(p, g);
     int lo, hi;
-    mpq_qlocate(t, s, 1.0f / s, z, w, &lo, &hi);
+    mpq_qlocate(t, s, 1.0f / s, z, w, &lo, &hi, vlo, vhi);
     *lo_code = t->code[lo];
     *hi_code = t->code[hi];
-    *vlo = mpq_qval(s, t->sorted[lo], z);
-    *vhi = mpq_qval(s, t->sorted[hi], z);
 }
 
 /* ---- packing, serialization, storage cost --------------------------------- */

@@ -48,10 +48,19 @@ static void build_table(const mpq_qspec *s, float expo, int sign, mpq_qtable *t)
         m++;
     }
     t->n = m;
+    for (int j = m; j < MPQ_QMAXCODES + 4; j++)
+        t->sorted[j] = INFINITY;
+    t->step0 = 0;
+    while (2 * t->step0 <= m - 1)
+        t->step0 = t->step0 ? 2 * t->step0 : 1;
     t->uniform = 1;
     for (int j = 1; j < m; j++)
         if (t->sorted[j] != t->sorted[0] + (float)j)
             t->uniform = 0;
+    t->ident = t->uniform;
+    for (int j = 0; j < m; j++)
+        if (t->code[j] != j)
+            t->ident = 0;
 }
 
 void mpq_qparams_tables(mpq_qparams *p) {
@@ -178,10 +187,9 @@ double mpq_qgroup_error(const mpq_qparams *p, const mpq_qgroup_fit *g, const mpq
         double er = 0.0;
         for (int64_t c = g->c0; c < g->c1; c++) {
             float w = row[c];
-            int lo, hi;
-            mpq_qlocate(t, s, inv, z, w, &lo, &hi);
-            float dlo = w - mpq_qval(s, t->sorted[lo], z), dhi = mpq_qval(s, t->sorted[hi], z) - w;
-            float d = dlo <= dhi ? dlo : dhi;
+            float v;
+            mpq_qnearest(t, s, inv, z, w, &v);
+            float d = w - v;
             er += (double)mpq_qgf_imp(g, c) * (double)d * (double)d;
         }
         e += er;
@@ -341,17 +349,47 @@ mpq_err mpq_quant_fit(mpq_ctx *ctx, mpq_qparams *p, const float *w, const float 
 
 /* ---- rounding, dequantization, neighbours ------------------------------------- */
 
+/* Nearest codes of w[c0..c1) for an integer grid (level j = l0 + j, code
+ * j): the same three-candidate rule as mpq_qnearest with the levels computed
+ * instead of loaded, so the loop vectorizes. l0 + (float)j equals sorted[j]
+ * exactly (checked when the table is built). */
+static void row_nearest_int(const mpq_qtable *t, float s, float z, const float *w, int64_t c0,
+                            int64_t c1, uint8_t *codes) {
+    const float l0 = t->sorted[0], top = (float)(t->n - 1), inv = 1.0f / s;
+    for (int64_t c = c0; c < c1; c++) {
+        float x = w[c] * inv + z - l0 + 0.5f;
+        x = x > 0.0f ? x : 0.0f;
+        x = x < top ? x : top;
+        float j = (float)(int)x;
+        j = j > 0.0f ? j - 1.0f : 0.0f;
+        float v0 = s * ((l0 + j) - z), v1 = s * ((l0 + (j + 1.0f)) - z),
+              v2 = s * ((l0 + (j + 2.0f)) - z);
+        float d0 = fabsf(w[c] - v0), d1 = j + 1.0f <= top ? fabsf(w[c] - v1) : INFINITY,
+              d2 = j + 2.0f <= top ? fabsf(w[c] - v2) : INFINITY;
+        float best = j, bd = d0;
+        best = d1 < bd ? j + 1.0f : best;
+        bd = d1 < bd ? d1 : bd;
+        best = d2 < bd ? j + 2.0f : best;
+        codes[c] = (uint8_t)(int)best;
+    }
+}
+
 void mpq_quant_row_nearest(const mpq_qparams *p, int64_t r, const float *w, uint8_t *codes) {
     const mpq_qtable *t = mpq_qtable_of(p, r);
+    if (t->ident) {
+        for (int64_t c0 = 0; c0 < p->cols; c0 += p->gcols) {
+            int64_t g = mpq_qgroup_of(p, r, c0);
+            row_nearest_int(t, mpq_qscale_of(p, g), mpq_qzero_of(p, g), w, c0,
+                            c0 + p->gcols < p->cols ? c0 + p->gcols : p->cols, codes);
+        }
+        return;
+    }
     for (int64_t c0 = 0; c0 < p->cols; c0 += p->gcols) {
         int64_t g = mpq_qgroup_of(p, r, c0), c1 = c0 + p->gcols < p->cols ? c0 + p->gcols : p->cols;
         float s = mpq_qscale_of(p, g), z = mpq_qzero_of(p, g), inv = 1.0f / s;
         for (int64_t c = c0; c < c1; c++) {
-            int lo, hi;
-            mpq_qlocate(t, s, inv, z, w[c], &lo, &hi);
-            float dlo = w[c] - mpq_qval(s, t->sorted[lo], z);
-            float dhi = mpq_qval(s, t->sorted[hi], z) - w[c];
-            codes[c] = t->code[dlo <= dhi ? lo : hi];
+            float v;
+            codes[c] = t->code[mpq_qnearest(t, s, inv, z, w[c], &v)];
         }
     }
 }
@@ -374,11 +412,9 @@ void mpq_quant_row_neighbours(const mpq_qparams *p, int64_t r, const float *w, u
         float s = mpq_qscale_of(p, g), z = mpq_qzero_of(p, g), inv = 1.0f / s;
         for (int64_t c = c0; c < c1; c++) {
             int a, b;
-            mpq_qlocate(t, s, inv, z, w[c], &a, &b);
+            mpq_qlocate(t, s, inv, z, w[c], &a, &b, &vlo[c], &vhi[c]);
             lo[c] = t->code[a];
             hi[c] = t->code[b];
-            vlo[c] = mpq_qval(s, t->sorted[a], z);
-            vhi[c] = mpq_qval(s, t->sorted[b], z);
         }
     }
 }
