@@ -34,9 +34,11 @@
  * and channel), as is a NaN/Inf (MPQ_ERR_NUMERIC). Resolution: each chunk
  * partial entry is perturbed by at most 2^(2b-128) absolute (2^-96 for
  * b = 16), far below double rounding for entries above ~2^(2b-75).
- * Assumption: the BLAS used computes the same DSYRK bits for the same
- * arguments on every rank (same library and CPU kernel; OpenBLAS does not
- * split the summation dimension across threads).
+ * Assumption: the BLAS gives the same DSYRK bits for the same arguments
+ * on every rank (same library and CPU kernel). Checked for Debian's
+ * OpenBLAS 0.3.21: identical bits with 1, 2, 4 and 8 threads. Ranks on
+ * different CPU types with a dynamic-arch BLAS could break bit-identity
+ * (not the accuracy).
  * Memory per statistic: 24 bytes * d(d+1)/2 for the accumulator, 8 d^2 for
  * the chunk partial, plus 8 d^2 for H where it is materialised.
  *

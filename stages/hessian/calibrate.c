@@ -1,0 +1,375 @@
+/* calibrate.c: calibration sources and the block-sequential measuring loop
+ * (see mpq_calibrate.h). */
+#include <string.h>
+
+#include "mpq_calibrate.h"
+#include "mpq_ctx.h"
+#include "mpq_idx.h"
+#include "mpq_text.h"
+#include "mpq_tokenizer.h"
+
+/* ---- sources ------------------------------------------------------------- */
+
+static uint64_t mix64(uint64_t z) {
+    z += UINT64_C(0x9e3779b97f4a7c15);
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return z ^ (z >> 31);
+}
+
+void mpq_calib_set_destroy(mpq_calib_set **ps) {
+    if (!ps || !*ps)
+        return;
+    mpq_calib_set *s = *ps;
+    mpq_free(s->len);
+    mpq_free(s->offset);
+    mpq_free(s->tokens);
+    mpq_free(s->input);
+    mpq_free(s);
+    *ps = NULL;
+}
+
+/* Allocates a set of n samples with len/offset arrays. */
+static mpq_err set_alloc(mpq_ctx *ctx, mpq_task task, int64_t n, mpq_calib_set **out) {
+    mpq_calib_set *s = NULL;
+    mpq_err err = MPQ_OK;
+    MPQ_ALLOC(s, 1);
+    s->task = task;
+    s->nsamples = n;
+    MPQ_ALLOC_TRY(s->len, n > 0 ? n : 1);
+    MPQ_ALLOC_TRY(s->offset, n + 1);
+    *out = s;
+    return MPQ_OK;
+cleanup:
+    mpq_calib_set_destroy(&s);
+    return err;
+}
+
+mpq_err mpq_calib_set_text(mpq_ctx *ctx, const mpq_tokenizer *tok, const char *path,
+                           int64_t seq_len, int64_t segments, uint64_t seed, mpq_calib_set **out) {
+    *out = NULL;
+    MPQ_CHECK(seq_len >= 2 && segments >= 1, MPQ_ERR_ARG,
+              "calibration text '%s': seq_len %lld (>= 2) and segments %lld (>= 1)", path,
+              (long long)seq_len, (long long)segments);
+    char *text = NULL;
+    int64_t len = 0, ndocs = 0, nuse = 0;
+    mpq_span *docs = NULL;
+    int32_t *toks = NULL;
+    int64_t *offs = NULL, *pick = NULL;
+    mpq_calib_set *s = NULL;
+    mpq_err err = MPQ_OK;
+    MPQ_TRY(mpq_text_read(ctx, path, &text, &len));
+    MPQ_TRY(mpq_text_split_docs(ctx, text, len, 0, &docs, &ndocs));
+    MPQ_TRY(mpq_text_encode_docs(ctx, tok, text, docs, ndocs, seq_len, &toks, &offs));
+    MPQ_ALLOC_TRY(pick, ndocs > 0 ? ndocs : 1);
+    for (int64_t d = 0; d < ndocs; d++)
+        if (offs[d + 1] - offs[d] >= 2)
+            pick[nuse++] = d;
+    MPQ_ENSURE(nuse > 0, MPQ_ERR_FORMAT, "calibration text '%s' holds no document of 2+ tokens",
+               path);
+    /* Seeded Fisher-Yates shuffle of the usable documents. */
+    for (int64_t k = nuse - 1; k > 0; k--) {
+        int64_t j = (int64_t)(mix64(seed ^ mix64((uint64_t)k)) % (uint64_t)(k + 1));
+        int64_t t = pick[k];
+        pick[k] = pick[j];
+        pick[j] = t;
+    }
+    if (nuse < segments)
+        mpq_log(ctx, MPQ_LOG_WARN,
+                "calibration text '%s': only %lld usable documents for %lld segments", path,
+                (long long)nuse, (long long)segments);
+    int64_t n = nuse < segments ? nuse : segments;
+    MPQ_TRY(set_alloc(ctx, MPQ_TASK_LM, n, &s));
+    for (int64_t k = 0; k < n; k++) {
+        s->len[k] = offs[pick[k] + 1] - offs[pick[k]];
+        s->offset[k + 1] = s->offset[k] + s->len[k];
+    }
+    MPQ_ALLOC_TRY(s->tokens, s->offset[n]);
+    for (int64_t k = 0; k < n; k++)
+        memcpy(s->tokens + s->offset[k], toks + offs[pick[k]], (size_t)s->len[k] * sizeof *toks);
+    *out = s;
+    s = NULL;
+cleanup:
+    mpq_calib_set_destroy(&s);
+    mpq_free(pick);
+    mpq_free(offs);
+    mpq_free(toks);
+    mpq_free(docs);
+    mpq_free(text);
+    return err;
+}
+
+mpq_err mpq_calib_set_images(mpq_ctx *ctx, const char *path, int64_t first, int64_t count,
+                             mpq_calib_set **out) {
+    *out = NULL;
+    mpq_idx *im = NULL;
+    mpq_calib_set *s = NULL;
+    mpq_err err = MPQ_OK;
+    MPQ_TRY(mpq_idx_open_images(ctx, path, &im));
+    MPQ_ENSURE(first >= 0 && count >= 1 && first + count <= im->dims[0], MPQ_ERR_ARG,
+               "calibration images '%s': [%lld, %lld) is outside the file's %lld images", path,
+               (long long)first, (long long)(first + count), (long long)im->dims[0]);
+    MPQ_TRY(set_alloc(ctx, MPQ_TASK_CLASSIFIER, count, &s));
+    s->input_numel = im->dims[1] * im->dims[2];
+    MPQ_ALLOC_TRY(s->input, count * s->input_numel);
+    for (int64_t k = 0; k < count; k++) {
+        s->len[k] = 1;
+        s->offset[k + 1] = k + 1;
+    }
+    for (int64_t i = 0; i < count * s->input_numel; i++)
+        s->input[i] = (float)im->data[first * s->input_numel + i];
+    *out = s;
+    s = NULL;
+cleanup:
+    mpq_calib_set_destroy(&s);
+    mpq_idx_close(&im);
+    return err;
+}
+
+mpq_err mpq_calib_set_random(mpq_ctx *ctx, const mpq_family_info *info, int64_t nsamples,
+                             int64_t seq_len, uint64_t seed, mpq_calib_set **out) {
+    *out = NULL;
+    MPQ_CHECK(nsamples >= 1, MPQ_ERR_ARG, "random calibration: %lld samples", (long long)nsamples);
+    mpq_calib_set *s = NULL;
+    mpq_err err = MPQ_OK;
+    MPQ_TRY(set_alloc(ctx, info->task, nsamples, &s));
+    if (info->task == MPQ_TASK_LM) {
+        MPQ_ENSURE(seq_len >= 1 && seq_len <= info->max_seq && info->vocab_size > 1, MPQ_ERR_ARG,
+                   "random calibration: seq_len %lld outside 1..%lld", (long long)seq_len,
+                   (long long)info->max_seq);
+        for (int64_t k = 0; k < nsamples; k++) {
+            s->len[k] = seq_len;
+            s->offset[k + 1] = s->offset[k] + seq_len;
+        }
+        MPQ_ALLOC_TRY(s->tokens, s->offset[nsamples]);
+        for (int64_t i = 0; i < s->offset[nsamples]; i++)
+            s->tokens[i] =
+                i % seq_len == 0
+                    ? MPQ_TOKEN_BOS
+                    : (int32_t)(mix64(seed ^ mix64((uint64_t)i)) % (uint64_t)info->vocab_size);
+    } else {
+        s->input_numel = info->input_numel;
+        MPQ_ALLOC_TRY(s->input, nsamples * s->input_numel);
+        for (int64_t k = 0; k < nsamples; k++) {
+            s->len[k] = 1;
+            s->offset[k + 1] = k + 1;
+        }
+        for (int64_t i = 0; i < nsamples * s->input_numel; i++)
+            s->input[i] = (float)(mix64(seed ^ mix64((uint64_t)i)) % 256);
+    }
+    *out = s;
+    s = NULL;
+cleanup:
+    mpq_calib_set_destroy(&s);
+    return err;
+}
+
+/* ---- the block loop ------------------------------------------------------ */
+
+struct mpq_calib {
+    mpq_family *f;
+    const mpq_family_info *info;
+    const mpq_calib_set *set;
+    int64_t chunk_samples;
+    int64_t nchunks_mine;
+    int64_t *chunk;   /* [nchunks_mine] chunk indices owned by this rank */
+    int64_t *row_off; /* [nchunks_mine + 1] first row of each owned chunk in x */
+    int64_t rows;     /* rows of all owned chunks */
+    int64_t next;     /* block whose input x is */
+    float *x, *y;     /* [rows][width] activations and the next block's buffer */
+    int64_t cap_x, cap_y;
+};
+
+static void chunk_samples_of(const mpq_calib *c, int64_t chunk, int64_t *s0, int64_t *s1) {
+    *s0 = chunk * c->chunk_samples;
+    *s1 = *s0 + c->chunk_samples < c->set->nsamples ? *s0 + c->chunk_samples : c->set->nsamples;
+}
+
+static mpq_batch batch_of(const mpq_calib *c, int64_t chunk) {
+    int64_t s0, s1;
+    chunk_samples_of(c, chunk, &s0, &s1);
+    const mpq_calib_set *set = c->set;
+    mpq_batch b = {.nseq = s1 - s0,
+                   .len = set->len + s0,
+                   .rows = set->offset[s1] - set->offset[s0],
+                   .tokens = set->tokens ? set->tokens + set->offset[s0] : NULL,
+                   .input = set->input ? set->input + s0 * set->input_numel : NULL};
+    return b;
+}
+
+static mpq_err ensure_cap(mpq_ctx *ctx, float **p, int64_t *cap, int64_t n) {
+    if (n <= *cap)
+        return MPQ_OK;
+    mpq_free(*p);
+    *p = NULL;
+    *cap = 0;
+    MPQ_CALL(mpq_malloc(ctx, n, sizeof **p, (void **)p));
+    *cap = n;
+    return MPQ_OK;
+}
+
+void mpq_calib_destroy(mpq_calib **pc) {
+    if (!pc || !*pc)
+        return;
+    mpq_calib *c = *pc;
+    mpq_free(c->chunk);
+    mpq_free(c->row_off);
+    mpq_free(c->x);
+    mpq_free(c->y);
+    mpq_free(c);
+    *pc = NULL;
+}
+
+mpq_err mpq_calib_create(mpq_ctx *ctx, mpq_family *f, const mpq_calib_set *set,
+                         int64_t chunk_samples, mpq_calib **out) {
+    *out = NULL;
+    const mpq_family_info *info = mpq_family_get_info(f);
+    MPQ_CHECK(chunk_samples >= 1, MPQ_ERR_ARG, "calibration: chunk_samples %lld must be >= 1",
+              (long long)chunk_samples);
+    MPQ_CHECK(set->task == info->task, MPQ_ERR_ARG,
+              "calibration samples are for a %s, the model is a %s",
+              set->task == MPQ_TASK_LM ? "language model" : "classifier",
+              info->task == MPQ_TASK_LM ? "language model" : "classifier");
+    MPQ_CHECK(set->task == MPQ_TASK_LM || set->input_numel == info->input_numel, MPQ_ERR_ARG,
+              "calibration images have %lld values, the model expects %lld",
+              (long long)set->input_numel, (long long)info->input_numel);
+    mpq_calib *c = NULL;
+    mpq_err err = MPQ_OK;
+    MPQ_ALLOC(c, 1);
+    c->f = f;
+    c->info = info;
+    c->set = set;
+    c->chunk_samples = chunk_samples;
+    int64_t nchunks = (set->nsamples + chunk_samples - 1) / chunk_samples;
+    MPQ_ALLOC_TRY(c->chunk, nchunks > 0 ? nchunks : 1);
+    MPQ_ALLOC_TRY(c->row_off, nchunks + 1);
+    for (int64_t k = ctx->rank; k < nchunks; k += ctx->size) {
+        mpq_batch b = batch_of(c, k);
+        c->chunk[c->nchunks_mine] = k;
+        c->row_off[c->nchunks_mine + 1] = c->row_off[c->nchunks_mine] + b.rows;
+        c->nchunks_mine++;
+    }
+    c->rows = c->row_off[c->nchunks_mine];
+    int64_t w = mpq_family_width(f, 0);
+    MPQ_TRY(ensure_cap(ctx, &c->x, &c->cap_x, c->rows * w > 0 ? c->rows * w : 1));
+    for (int64_t k = 0; k < c->nchunks_mine; k++) {
+        mpq_batch b = batch_of(c, c->chunk[k]);
+        MPQ_TRY(mpq_family_embed(ctx, f, &b, c->x + c->row_off[k] * w));
+    }
+    *out = c;
+    return MPQ_OK;
+cleanup:
+    mpq_calib_destroy(&c);
+    return err;
+}
+
+int64_t mpq_calib_next_block(const mpq_calib *c) {
+    return c->next;
+}
+
+typedef struct hook_state {
+    const mpq_family_info *info;
+    int64_t b;
+    int64_t *stat_of_layer; /* [nlayers] statistic index or -1 */
+    mpq_hstat **stats;
+} hook_state;
+
+static mpq_err accumulate_hook(mpq_ctx *ctx, void *ud, int64_t layer, const float *x, int64_t rows,
+                               int64_t cols) {
+    hook_state *h = ud;
+    int64_t k = h->stat_of_layer[layer];
+    if (k < 0)
+        return MPQ_OK; /* not the first layer of its group: same input again */
+    MPQ_CALL(mpq_hstat_accumulate(ctx, h->stats[k], x, rows, cols));
+    return MPQ_OK;
+}
+
+/* Runs block b over every owned chunk (hook may be NULL), then makes the
+ * output the current activations. */
+static mpq_err run_block(mpq_ctx *ctx, mpq_calib *c, int64_t b, hook_state *h) {
+    MPQ_CHECK(b == c->next, MPQ_ERR_ARG,
+              "calibration: block %lld requested but the activations are the input of block "
+              "%lld (blocks run in order)",
+              (long long)b, (long long)c->next);
+    int64_t win = mpq_family_width(c->f, b), wout = mpq_family_width(c->f, b + 1);
+    MPQ_CALL(ensure_cap(ctx, &c->y, &c->cap_y, c->rows * wout > 0 ? c->rows * wout : 1));
+    for (int64_t k = 0; k < c->nchunks_mine; k++) {
+        mpq_batch bt = batch_of(c, c->chunk[k]);
+        if (h)
+            for (int64_t s = 0; h->stats[s]; s++)
+                MPQ_CALL(mpq_hstat_begin_chunk(ctx, h->stats[s]));
+        MPQ_CALL(mpq_family_block(ctx, c->f, b, &bt, c->x + c->row_off[k] * win,
+                                  c->y + c->row_off[k] * wout, h ? accumulate_hook : NULL, h));
+        if (h)
+            for (int64_t s = 0; h->stats[s]; s++)
+                MPQ_CALL(mpq_hstat_end_chunk(ctx, h->stats[s]));
+    }
+    float *t = c->x;
+    c->x = c->y;
+    c->y = t;
+    int64_t tc = c->cap_x;
+    c->cap_x = c->cap_y;
+    c->cap_y = tc;
+    c->next = b + 1;
+    return MPQ_OK;
+}
+
+mpq_err mpq_calib_advance(mpq_ctx *ctx, mpq_calib *c, int64_t b) {
+    MPQ_CALL(run_block(ctx, c, b, NULL));
+    return MPQ_OK;
+}
+
+mpq_err mpq_calib_block(mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_log2, int target,
+                        int advance, int64_t *nstats, mpq_hstat ***stats_out,
+                        int64_t **groups_out) {
+    *nstats = 0;
+    *stats_out = NULL;
+    *groups_out = NULL;
+    const mpq_family_info *info = c->info;
+    mpq_hstat **stats = NULL;
+    int64_t *groups = NULL, *stat_of = NULL, n = 0;
+    mpq_err err = MPQ_OK;
+    MPQ_ALLOC_TRY(stats, info->nlayers + 1); /* NULL-terminated */
+    MPQ_ALLOC_TRY(groups, info->nlayers > 0 ? info->nlayers : 1);
+    MPQ_ALLOC_TRY(stat_of, info->nlayers > 0 ? info->nlayers : 1);
+    for (int64_t l = 0; l < info->nlayers; l++) {
+        stat_of[l] = -1;
+        const mpq_layer_info *li = &info->layers[l];
+        if (li->block != b || li->group != l)
+            continue;
+        MPQ_TRY(mpq_hstat_create(ctx, li->name, li->in, bound_log2, &stats[n]));
+        groups[n] = l;
+        stat_of[l] = n++;
+    }
+    hook_state h = {.info = info, .b = b, .stat_of_layer = stat_of, .stats = stats};
+    mpq_err local = MPQ_OK;
+    if (advance) {
+        local = run_block(ctx, c, b, &h);
+    } else {
+        /* Measure without keeping the output: run, then restore. */
+        int64_t next = c->next;
+        float *x = c->x;
+        int64_t cap = c->cap_x;
+        local = run_block(ctx, c, b, &h);
+        if (local == MPQ_OK) {
+            c->y = c->x;
+            c->cap_y = c->cap_x;
+            c->x = x;
+            c->cap_x = cap;
+            c->next = next;
+        }
+    }
+    MPQ_TRY(mpq_agree(ctx, local));
+    for (int64_t k = 0; k < n; k++)
+        MPQ_TRY(mpq_hstat_reduce(ctx, stats[k], target));
+    *nstats = n;
+    *stats_out = stats;
+    *groups_out = groups;
+    stats = NULL;
+    groups = NULL;
+cleanup:
+    mpq_free(stat_of);
+    mpq_free(groups);
+    mpq_hstats_free(n, &stats);
+    return err;
+}

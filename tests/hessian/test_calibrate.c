@@ -1,0 +1,247 @@
+/* test_calibrate.c: the block-sequential calibration loop on the real
+ * models of shared/ (stories260K on TinyShakespeare text segments,
+ * mnist-cnn-small on MNIST test images).
+ *
+ * For every block and every distinct layer input:
+ *  - H equals a naive double loop over the layer inputs captured by an
+ *    independent hook (same chunk batches, serial) within 1e-12 relative
+ *    to sqrt(H_ii H_jj); count = rows seen;
+ *  - H is bit-identical to a serial run of the driver (one rank, every
+ *    chunk in order), i.e. the same for any number of ranks;
+ *  - advance = 0 + mpq_calib_advance gives the same statistics as
+ *    advance = 1 (propagation without substitution);
+ *  - the rank-deficient fc1 input of the CNN (40 images < 784 channels)
+ *    factorises with the default damping. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mpq_calibrate.h"
+#include "mpq_config.h"
+#include "mpq_model.h"
+#include "mpq_test.h"
+#include "mpq_tokenizer.h"
+
+static mpq_ctx *g_ctx;
+
+typedef struct naive_state {
+    const mpq_family_info *info;
+    double **H; /* per layer (group leaders only) */
+    int64_t *count;
+} naive_state;
+
+static mpq_err naive_hook(mpq_ctx *ctx, void *ud, int64_t layer, const float *x, int64_t rows,
+                          int64_t cols) {
+    (void)ctx;
+    naive_state *s = ud;
+    if (s->info->layers[layer].group != layer)
+        return MPQ_OK;
+    double *H = s->H[layer];
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < cols; i++) {
+            double xi = x[r * cols + i];
+            if (xi == 0.0)
+                continue;
+            for (int64_t j = 0; j < cols; j++)
+                H[i * cols + j] += xi * (double)x[r * cols + j];
+        }
+    s->count[layer] += rows;
+    return MPQ_OK;
+}
+
+/* Naive H of every group leader, block by block over the same chunk
+ * batches (serial, independent of the driver). */
+static void naive_all(mpq_ctx *ctx, mpq_family *f, const mpq_calib_set *set, int64_t chunk,
+                      naive_state *ns) {
+    const mpq_family_info *info = mpq_family_get_info(f);
+    int64_t rows = set->offset[set->nsamples], maxw = 0;
+    for (int64_t b = 0; b <= info->nblocks; b++)
+        if (mpq_family_width(f, b) > maxw)
+            maxw = mpq_family_width(f, b);
+    float *x = malloc(sizeof(float) * rows * maxw), *y = malloc(sizeof(float) * rows * maxw);
+    int64_t nch = (set->nsamples + chunk - 1) / chunk;
+    for (int64_t b = -1; b < info->nblocks; b++) {
+        int64_t win = b >= 0 ? mpq_family_width(f, b) : 0, wout = mpq_family_width(f, b + 1);
+        for (int64_t c = 0; c < nch; c++) {
+            int64_t s0 = c * chunk, s1 = s0 + chunk < set->nsamples ? s0 + chunk : set->nsamples;
+            int64_t r0 = set->offset[s0];
+            mpq_batch bt = {.nseq = s1 - s0,
+                            .len = set->len + s0,
+                            .rows = set->offset[s1] - r0,
+                            .tokens = set->tokens ? set->tokens + r0 : NULL,
+                            .input = set->input ? set->input + s0 * set->input_numel : NULL};
+            if (b < 0)
+                MPQ_ASSERT_OK(ctx, mpq_family_embed(ctx, f, &bt, y + r0 * wout));
+            else
+                MPQ_ASSERT_OK(ctx, mpq_family_block(ctx, f, b, &bt, x + r0 * win, y + r0 * wout,
+                                                    naive_hook, ns));
+        }
+        float *t = x;
+        x = y;
+        y = t;
+    }
+    free(x);
+    free(y);
+}
+
+static void check_model(mpq_ctx *ctx, mpq_family *f, const mpq_calib_set *set, int64_t chunk,
+                        const char *what) {
+    const mpq_family_info *info = mpq_family_get_info(f);
+    naive_state ns = {.info = info};
+    ns.H = calloc((size_t)info->nlayers, sizeof *ns.H);
+    ns.count = calloc((size_t)info->nlayers, sizeof *ns.count);
+    for (int64_t l = 0; l < info->nlayers; l++)
+        if (info->layers[l].group == l)
+            ns.H[l] = calloc((size_t)(info->layers[l].in * info->layers[l].in), sizeof(double));
+    naive_all(ctx, f, set, chunk, &ns);
+
+    mpq_ctx *serial = NULL;
+    assert_int_equal(mpq_ctx_create(MPI_COMM_NULL, &serial), MPQ_OK);
+    mpq_calib *c = NULL, *cs = NULL, *c0 = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_calib_create(ctx, f, set, chunk, &c));
+    MPQ_ASSERT_OK(ctx, mpq_calib_create(ctx, f, set, chunk, &c0));
+    MPQ_ASSERT_OK(serial, mpq_calib_create(serial, f, set, chunk, &cs));
+    double worst = 0.0;
+    int64_t nchecked = 0;
+    for (int64_t b = 0; b < info->nblocks; b++) {
+        int64_t n = 0, ns_ = 0, n0 = 0, *g = NULL, *gs = NULL, *g0 = NULL;
+        mpq_hstat **st = NULL, **sts = NULL, **st0 = NULL;
+        MPQ_ASSERT_OK(ctx, mpq_calib_block(ctx, c, b, 16, MPQ_HSTAT_ALL, 1, &n, &st, &g));
+        MPQ_ASSERT_OK(serial,
+                      mpq_calib_block(serial, cs, b, 16, MPQ_HSTAT_ALL, 1, &ns_, &sts, &gs));
+        MPQ_ASSERT_OK(ctx, mpq_calib_block(ctx, c0, b, 16, 0, 0, &n0, &st0, &g0));
+        MPQ_ASSERT_OK(ctx, mpq_calib_advance(ctx, c0, b));
+        assert_int_equal(mpq_calib_next_block(c0), b + 1);
+        assert_int_equal(n, ns_);
+        assert_int_equal(n, n0);
+        for (int64_t k = 0; k < n; k++) {
+            int64_t l = g[k], d = st[k]->d;
+            assert_int_equal(l, gs[k]);
+            assert_string_equal(st[k]->name, info->layers[l].name);
+            assert_int_equal(d, info->layers[l].in);
+            assert_int_equal(st[k]->count, ns.count[l]);
+            assert_memory_equal(st[k]->H, sts[k]->H, sizeof(double) * d * d);
+            if (ctx->rank == 0)
+                assert_memory_equal(st0[k]->H, sts[k]->H, sizeof(double) * d * d);
+            for (int64_t i = 0; i < d; i++)
+                for (int64_t j = 0; j < d; j++) {
+                    double ref = ns.H[l][i * d + j];
+                    double scale = sqrt(ns.H[l][i * d + i] * ns.H[l][j * d + j]);
+                    if (scale == 0.0) {
+                        assert_true(st[k]->H[i * d + j] == 0.0);
+                        continue;
+                    }
+                    worst = fmax(worst, fabs(st[k]->H[i * d + j] - ref) / scale);
+                }
+            nchecked++;
+        }
+        mpq_hstats_free(n, &st);
+        mpq_hstats_free(ns_, &sts);
+        mpq_hstats_free(n0, &st0);
+        mpq_free(g);
+        mpq_free(gs);
+        mpq_free(g0);
+    }
+    if (ctx->rank == 0)
+        print_message("%s: %lld layer inputs, worst relative difference to naive %.3e\n", what,
+                      (long long)nchecked, worst);
+    if (worst > 1e-12)
+        fail_msg("%s: H differs from the naive reference by %.3e (tolerance 1e-12)", what, worst);
+    mpq_calib_destroy(&c);
+    mpq_calib_destroy(&c0);
+    mpq_calib_destroy(&cs);
+    mpq_ctx_destroy(&serial);
+    for (int64_t l = 0; l < info->nlayers; l++)
+        free(ns.H[l]);
+    free(ns.H);
+    free(ns.count);
+}
+
+static void test_stories260k(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    char mp[1024], tp[1024], xp[1024];
+    mpq_test_shared("data/models/stories260K/stories260K.bin", mp, sizeof mp);
+    mpq_test_shared("data/models/stories260K/tok512.bin", tp, sizeof tp);
+    mpq_test_shared("data/text/tinyshakespeare.txt", xp, sizeof xp);
+    mpq_model *m = NULL;
+    mpq_family *f = NULL;
+    mpq_tokenizer *tok = NULL;
+    mpq_calib_set *set = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_model_open(ctx, mp, "auto", &m));
+    MPQ_ASSERT_OK(ctx, mpq_family_create(ctx, m, NULL, "auto", &f));
+    MPQ_ASSERT_OK(ctx, mpq_tokenizer_load(ctx, tp, 512, &tok));
+    /* 13 segments of up to 48 tokens, chunks of 2 samples: 7 chunks, the
+     * last one short; neither divides by 2, 3 or 4 ranks evenly. */
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_text(ctx, tok, xp, 48, 13, 2024, &set));
+    assert_int_equal(set->nsamples, 13);
+    check_model(ctx, f, set, 2, "stories260K");
+    mpq_calib_set_destroy(&set);
+    /* Random tokens as a source. */
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, mpq_family_get_info(f), 5, 17, 9, &set));
+    assert_int_equal(set->offset[5], 85);
+    check_model(ctx, f, set, 3, "stories260K random");
+    mpq_calib_set_destroy(&set);
+    mpq_tokenizer_destroy(&tok);
+    mpq_family_destroy(&f);
+    mpq_model_close(&m);
+}
+
+static void test_mnist_cnn(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    char mp[1024], ip[1024], cp[1024];
+    mpq_test_shared("data/models/mnist-cnn-small/model-mnist.safetensors", mp, sizeof mp);
+    mpq_test_shared("data/mnist/t10k-images-idx3-ubyte", ip, sizeof ip);
+    const char *src = getenv("MPQ_SOURCE_DIR");
+    snprintf(cp, sizeof cp, "%s/configs/mnist-cnn-small.cfg", src ? src : ".");
+    mpq_config *cfg = NULL;
+    mpq_model *m = NULL;
+    mpq_family *f = NULL;
+    mpq_calib_set *set = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_config_load(ctx, cp, 0, NULL, &cfg));
+    MPQ_ASSERT_OK(ctx, mpq_model_open(ctx, mp, "auto", &m));
+    MPQ_ASSERT_OK(ctx, mpq_family_create(ctx, m, cfg, NULL, &f));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_images(ctx, ip, 100, 40, &set));
+    check_model(ctx, f, set, 6, "mnist-cnn-small");
+
+    /* fc1 sees 40 rows of width 784: rank-deficient, still factorable. */
+    mpq_calib *c = NULL;
+    const mpq_family_info *info = mpq_family_get_info(f);
+    MPQ_ASSERT_OK(ctx, mpq_calib_create(ctx, f, set, 6, &c));
+    for (int64_t b = 0; b < info->nblocks; b++) {
+        int64_t n = 0, *g = NULL;
+        mpq_hstat **st = NULL;
+        MPQ_ASSERT_OK(ctx, mpq_calib_block(ctx, c, b, 16, 0, 1, &n, &st, &g));
+        for (int64_t k = 0; k < n; k++) {
+            if (st[k]->d != 784)
+                continue;
+            assert_int_equal(st[k]->count, 40);
+            mpq_hfactor_opts o;
+            mpq_hfactor_opts_default(&o);
+            mpq_hfactor *hf = NULL;
+            MPQ_ASSERT_OK(ctx, mpq_hfactor_compute(ctx, &o, st[k]->name, st[k]->d, st[k]->H, 0,
+                                                   MPQ_HF_INV_CHOL, &hf));
+            assert_int_equal(hf->retries, 0);
+            mpq_hfactor_destroy(&hf);
+        }
+        mpq_hstats_free(n, &st);
+        mpq_free(g);
+    }
+    mpq_calib_destroy(&c);
+    mpq_calib_set_destroy(&set);
+    mpq_family_destroy(&f);
+    mpq_model_close(&m);
+    mpq_config_destroy(&cfg);
+}
+
+int main(int argc, char **argv) {
+    g_ctx = mpq_test_init(&argc, &argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stories260k),
+        cmocka_unit_test(test_mnist_cnn),
+    };
+    int failures = cmocka_run_group_tests(tests, NULL, NULL);
+    return mpq_test_finish(&g_ctx, failures);
+}
