@@ -1,7 +1,8 @@
 /* test_io_tokenizer.c: the llama2.c tokenizer and the document protocol.
  *  - identical token ids to an independent O(n^2) reference (test_io_naive_bpe)
- *    on thousands of random substrings (cut anywhere, even inside UTF-8
- *    sequences) and on whole documents of tinyshakespeare and wikitext-2;
+ *    on 4,000 random substrings of up to 192 bytes (cut anywhere, even inside
+ *    UTF-8 sequences, with and without BOS/EOS) and on 260 whole documents
+ *    (up to 2 KB) of tinyshakespeare and wikitext-2;
  *  - decode(encode(text)) gives the text back;
  *  - the first 500 tinyshakespeare documents give 41,817 predictions
  *    (shared/README.md reference);
@@ -67,17 +68,23 @@ static void identity_on(const char *rel, int nsub, int ndocs) {
     for (int i = 0; i < nsub; i++) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         int64_t at = (int64_t)((s >> 33) % (uint64_t)len);
-        int64_t n = (int64_t)((s >> 17) % 257);
+        int64_t n = (int64_t)((s >> 17) % 193);
         if (at + n > len)
             n = len - at;
         check_same(ctx, t, &nb, text + at, (size_t)n, (int)(s & 1), (int)((s >> 1) & 1), scratch);
     }
     mpq_span *docs = NULL;
     int64_t nd = 0;
-    MPQ_ASSERT_OK(ctx, mpq_text_split_docs(ctx, text, len, ndocs, &docs, &nd));
-    assert_int_equal(nd, ndocs);
-    for (int64_t d = 0; d < nd; d++)
+    MPQ_ASSERT_OK(ctx, mpq_text_split_docs(ctx, text, len, 0, &docs, &nd));
+    /* Whole documents up to 2 KB (the reference is quadratic). */
+    int64_t checked = 0;
+    for (int64_t d = 0; d < nd && checked < ndocs; d++) {
+        if (docs[d].len > 2048)
+            continue;
         check_same(ctx, t, &nb, text + docs[d].begin, (size_t)docs[d].len, 1, 0, scratch);
+        checked++;
+    }
+    assert_int_equal(checked, ndocs);
     mpq_free(docs);
     free(scratch);
     mpq_free(text);
@@ -86,11 +93,11 @@ static void identity_on(const char *rel, int nsub, int ndocs) {
 }
 
 static void test_identity_shakespeare(void **state) {
-    identity_on("data/text/tinyshakespeare.txt", 2500, 200);
+    identity_on("data/text/tinyshakespeare.txt", 2000, 200);
 }
 
 static void test_identity_wikitext(void **state) {
-    identity_on("data/text/wikitext2-test.txt", 2500, 40);
+    identity_on("data/text/wikitext2-test.txt", 2000, 60);
 }
 
 static void test_basics(void **state) {
