@@ -1,0 +1,267 @@
+/* mpq_round.h: rounding methods (RTN, Hessian GPTQ, AdaRound-style learned
+ * rounding, signed-gradient rounding) and their execution over the ranks.
+ *
+ * ---- Objective -------------------------------------------------------------
+ * For a layer W [rows][cols] (row-major, [out][in]) with input statistics
+ * H [cols][cols] (H = X^T X over the calibration set, mpq_hessian.h), the
+ * quantized weights Q minimise the reconstruction error of the layer output
+ *     L(Q) = tr((W - Q) H (W - Q)^T) = sum_r (w_r - q_r) H (w_r - q_r)^T
+ * whose gradient is dL/dQ = 2 (Q - W) H. No activations are stored. L is a
+ * sum of independent row terms, so every method works on a tile of rows
+ * [r0, r1) given the full H, and a layer's loss is the sum of its tiles'
+ * losses taken in tile order (deterministic).
+ *
+ * ---- Methods (a registry of ops tables, chosen by quant.method) ------------
+ *   rtn        nearest grid point of every weight (the baseline).
+ *   gptq       column by column with error feedback through U, the upper
+ *              Cholesky factor of the damped H^-1 (H^-1 = U^T U); lazy block
+ *              updates of round.block_size columns; optional activation
+ *              order (columns by decreasing diag H, ties by index); group
+ *              parameters fitted when the first column of the group comes
+ *              up, on the weights updated so far (exactly, including the
+ *              pending lazy updates), or fitted once beforehand
+ *              (round.static_groups). Dead columns (H_ii = 0) get H_ii = 1
+ *              (no coupling) and are rounded to nearest.
+ *   adaround   learned choice between two neighbouring grid points per
+ *              weight through a rectified sigmoid h = clip(1.2 sig(V) - 0.1,
+ *              0, 1) initialised from the fractional position, regulariser
+ *              lambda * sum(1 - |2h - 1|^beta) with beta annealed from
+ *              beta_start to beta_end after a warm-up, Adam; hard rounding
+ *              (h > 0.5) at the end.
+ *   signround  AutoRound style: an additive offset o in [-0.5, 0.5] per
+ *              weight (forward: hard rounding of u + o, gradient by straight-
+ *              through estimation) and per-group clipping factors in
+ *              [0.5, 1], updated with the sign of the gradient and a learning
+ *              rate 1/iterations decaying linearly to zero.
+ * adaround and signround are one engine with different defaults: the
+ * variable (sigmoid | offset), the optimizer (adam | signsgd | sgdm), scale
+ * learning and the learning rates can be set for either. Both start from
+ * RTN or from the GPTQ solution (round.init) and keep, row by row, the best
+ * hard-rounded iterate, so they never end above their starting point.
+ *
+ * Learned scales: each group's effective scale is s0 * m with m in
+ * [0.5, 1.5] (adaround) or the clipping range [0.5, 1] (signround), with the
+ * exact gradient sum_c dL/dq_c * (L_c - z) (codes held fixed), stored back in
+ * the spec's scale format (fp16, E8M0, E4M3, ...). Zero-points, channel
+ * signs and per-tensor values (tensor granularity, the NVFP4 tensor scale,
+ * the powerexp exponent) are fitted before tiling and never learned.
+ *
+ * The objective of the learned methods is normalised per row:
+ *     cols * L_r(Q) / L_r(RTN) + lambda * sum_c reg(h_c)
+ * so that learning rates and lambda do not depend on the scale of H.
+ *
+ * RTN guard (round.rtn_guard, default on): after a method ran on a tile, a
+ * row whose loss exceeds its RTN loss gets its RTN codes and parameters back
+ * (rows are independent: groups never span rows).
+ *
+ * ---- Parallel execution and bit-identity -----------------------------------
+ * mpq_round_block spreads the tasks (layer x candidate spec x tile of
+ * round.tile_rows output rows) over the ranks: tasks sorted by estimated
+ * cost (rows*cols for RTN, rows*cols^2 for GPTQ, iterations*rows*cols^2 for
+ * learned rounding) go one by one to the least loaded rank, a rank's first
+ * task of a layer also paying the cols^3 factorisation (LPT greedy,
+ * deterministic). Tiles have a fixed row count that does not depend on the
+ * number of ranks, every tile runs the same arithmetic wherever it runs, H
+ * is factorised with LAPACK on each rank that needs it (never on a grid
+ * whose shape depends on the rank count), and results are combined by
+ * exact integer-like sums (every element has one contributor), so codes,
+ * parameters and losses are bit-identical for any number of ranks (given
+ * the same BLAS with one thread per rank).
+ */
+#ifndef MPQ_ROUND_H
+#define MPQ_ROUND_H
+
+#include <stdint.h>
+
+#include "mpq_err.h"
+#include "mpq_hessian.h"
+#include "mpq_quant.h"
+
+struct mpq_ctx;
+struct mpq_config;
+
+/* ---- options --------------------------------------------------------------- */
+
+typedef enum mpq_rvar {
+    MPQ_RVAR_AUTO = 0, /* the method's default */
+    MPQ_RVAR_SIGMOID,  /* rectified sigmoid h(V) (AdaRound) */
+    MPQ_RVAR_OFFSET,   /* additive offset o in [-0.5, 0.5] (AutoRound) */
+    MPQ_RVAR_COUNT
+} mpq_rvar;
+
+typedef enum mpq_ropt {
+    MPQ_ROPT_AUTO = 0, /* the method's default */
+    MPQ_ROPT_ADAM,     /* Adam (0.9, 0.999, 1e-8) */
+    MPQ_ROPT_SIGNSGD,  /* x -= lr_t sign(g), lr_t decaying linearly to 0 */
+    MPQ_ROPT_SGDM,     /* SGD with momentum */
+    MPQ_ROPT_COUNT
+} mpq_ropt;
+
+typedef enum mpq_rinit { MPQ_RINIT_RTN = 0, MPQ_RINIT_GPTQ, MPQ_RINIT_COUNT } mpq_rinit;
+
+typedef struct mpq_round_opts {
+    /* GPTQ */
+    int64_t block_size;  /* columns per lazy block update (>= 1) */
+    int act_order;       /* process columns by decreasing diag H */
+    int static_groups;   /* group parameters fitted before GPTQ starts */
+    mpq_hfactor_opts hf; /* damping of H (hessian.damping, hessian.damping_max) */
+    /* learned rounding (adaround, signround) */
+    int64_t iters;      /* optimisation steps per tile */
+    double lr;          /* learning rate of the rounding variables (0: auto) */
+    double lr_scale;    /* learning rate of the scale factors (0: auto) */
+    double lambda;      /* weight of the rounding regulariser (sigmoid variable) */
+    double beta_start;  /* regulariser exponent after the warm-up ... */
+    double beta_end;    /* ... annealed linearly to this at the last step */
+    double warmup;      /* fraction of the steps without regulariser */
+    mpq_rinit init;     /* starting point: RTN or the GPTQ solution */
+    mpq_ropt optimizer; /* AUTO: adam (adaround), signsgd (signround) */
+    double momentum;    /* sgdm momentum */
+    int learn_scales;   /* -1: method default (adaround no, signround yes), 0, 1 */
+    mpq_rvar variable;  /* AUTO: sigmoid (adaround), offset (signround) */
+    uint64_t seed;      /* seed of the initial jitter */
+    double init_noise;  /* uniform jitter of the initial fractional position */
+    /* common */
+    int64_t tile_rows; /* output rows per task (fixed: part of the bits) */
+    int rtn_guard;     /* keep RTN for rows where the method does worse */
+} mpq_round_opts;
+
+/* Local. The defaults of the configuration table. */
+void mpq_round_opts_default(mpq_round_opts *o);
+
+struct mpq_round_method;
+
+/* Local. Options, quantizer spec and method from the configuration (round,
+ * quant and hessian sections). A bad quant.spec is an MPQ_ERR_CONFIG error
+ * naming the configuration file, the key and the problem. */
+mpq_err mpq_round_from_config(struct mpq_ctx *ctx, const struct mpq_config *cfg, mpq_round_opts *o,
+                              mpq_qspec *spec, const struct mpq_round_method **method);
+
+/* ---- the layer problem -------------------------------------------------- */
+
+/* Everything the tiles of one (layer, spec, method) share. Built on each rank
+ * that works on the layer. Fields are public for reading. */
+typedef struct mpq_round_problem {
+    char name[160];
+    int64_t rows, cols;
+    const float *W;  /* [rows][cols] weights (borrowed) */
+    const double *H; /* [cols][cols] statistics (borrowed), undamped */
+    mpq_qspec spec;
+    float *imp;        /* [cols] diag H as importances for fitting (owned) */
+    int64_t *perm;     /* [cols] GPTQ column order (owned) */
+    double *U;         /* [cols][cols] upper chol of damped H^-1 in perm order, or NULL */
+    int64_t n_dead;    /* columns with H_ii == 0 */
+    double damping;    /* relative damping used for U */
+    int tensor_level;  /* spec has per-tensor values: params fitted on the whole layer */
+    mpq_qparams *base; /* whole-layer fit when tensor_level, else NULL (owned) */
+    int refit_ok;      /* GPTQ may refit groups (gran group, no per-tensor values) */
+} mpq_round_problem;
+
+/* Local. Builds the problem; factorises H (LAPACK, on this rank) when the
+ * method needs it with these options. W and H are borrowed and must outlive
+ * the problem. Owner: caller (mpq_round_problem_destroy). */
+mpq_err mpq_round_problem_create(struct mpq_ctx *ctx, const mpq_round_opts *o,
+                                 const struct mpq_round_method *method, const char *name,
+                                 const mpq_qspec *spec, int64_t rows, int64_t cols, const float *W,
+                                 const double *H, mpq_round_problem **out);
+/* NULL-safe; sets *pb to NULL. */
+void mpq_round_problem_destroy(mpq_round_problem **pb);
+
+/* ---- methods ---------------------------------------------------------------- */
+
+typedef struct mpq_round_stats {
+    double loss;          /* final L of the rows */
+    double rtn_loss;      /* L of nearest rounding with the initial fit */
+    double init_loss;     /* L of the learned methods' starting point (else = loss) */
+    int64_t iters;        /* optimisation steps run (0 for rtn/gptq) */
+    int64_t rows_guarded; /* rows given back their RTN solution */
+    double seconds;       /* wall time */
+} mpq_round_stats;
+
+/* A rounding method. `run` rounds rows [r0, r1) of pb: on entry p (the
+ * whole layer's parameters) holds the fit of those rows; it writes codes
+ * [(r1 - r0)][cols] and may change the parameters of those rows' groups
+ * only; it sets st->iters and st->init_loss (others are set by the
+ * caller). Local. */
+typedef struct mpq_round_method {
+    const char *name;
+    const char *summary;
+    /* 1 when the method needs pb->U with these options. */
+    int (*needs_factor)(const mpq_round_opts *o);
+    /* Relative cost of a tile of nr rows (for the work plan). */
+    double (*cost)(const mpq_round_opts *o, int64_t nr, int64_t cols);
+    mpq_err (*run)(struct mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_problem *pb,
+                   mpq_qparams *p, int64_t r0, int64_t r1, uint8_t *codes, mpq_round_stats *st);
+} mpq_round_method;
+
+/* The registry (NULL-terminated): rtn, gptq, adaround, signround. */
+extern const mpq_round_method *const mpq_round_methods[];
+/* The method of that name, or NULL. Local. */
+const mpq_round_method *mpq_round_method_find(const char *name);
+
+/* Local. Rounds the tile [r0, r1) of pb with the method: fits the rows'
+ * parameters into p (or copies them from pb->base), computes RTN, runs the
+ * method, applies the RTN guard, and fills codes [(r1 - r0)][cols] and every
+ * field of *st with exact losses. p must have pb's spec and shape. */
+mpq_err mpq_round_tile(struct mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_method *method,
+                       const mpq_round_problem *pb, mpq_qparams *p, int64_t r0, int64_t r1,
+                       uint8_t *codes, mpq_round_stats *st);
+
+/* ---- the objective ---------------------------------------------------------- */
+
+/* Local. loss[r] = (w_r - q_r) H (w_r - q_r)^T for nr rows of W, Q
+ * [nr][cols] (fp32), H [cols][cols]; accumulated in double. */
+mpq_err mpq_round_loss(struct mpq_ctx *ctx, int64_t cols, const double *H, int64_t nr,
+                       const float *W, const float *Q, double *loss);
+/* Local. G [nr][cols] = 2 (Q - W) H, the gradient of sum_r loss[r]. */
+mpq_err mpq_round_grad(struct mpq_ctx *ctx, int64_t cols, const double *H, int64_t nr,
+                       const float *W, const float *Q, double *G);
+
+/* ---- a block of layers over the ranks --------------------------------------- */
+
+/* One (layer, candidate) to round. W and H must be present and identical on
+ * every rank. */
+typedef struct mpq_round_job {
+    const char *name; /* layer name for logs and errors */
+    int64_t rows, cols;
+    const float *W;  /* [rows][cols] */
+    const double *H; /* [cols][cols] */
+    mpq_qspec spec;
+    const mpq_round_method *method;
+} mpq_round_job;
+
+/* The outcome of one job, identical on every rank. */
+typedef struct mpq_round_result {
+    mpq_qlayer *q;        /* codes, parameters, packed (owned) */
+    double loss;          /* sum of tile losses in tile order */
+    double rtn_loss;      /* same for RTN */
+    int64_t iters;        /* optimisation steps per tile */
+    int64_t rows_guarded; /* rows that kept RTN */
+    int64_t ntiles;
+    double seconds; /* sum of the tiles' wall times over ranks */
+} mpq_round_result;
+
+/* One task of the plan. */
+typedef struct mpq_round_task {
+    int64_t job, tile, r0, r1;
+    double cost;
+    int rank;
+} mpq_round_task;
+
+/* Local. The deterministic plan for nranks ranks: tasks of every job in
+ * (job, tile) order with their rank. Owner: caller (mpq_free(*tasks)). */
+mpq_err mpq_round_plan(struct mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
+                       const mpq_round_job *jobs, int nranks, int64_t *ntasks,
+                       mpq_round_task **tasks);
+
+/* Collective over ctx->comm (serial contexts work alone). Rounds every job,
+ * spreading the tiles over the ranks, and gives every rank the complete
+ * results. Logs one line and emits one "round_layer" event per job (method,
+ * quantizer, bits, group size, RTN loss, final loss, iterations, time).
+ * results [njobs] is filled; free with mpq_round_results_free. */
+mpq_err mpq_round_block(struct mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
+                        const mpq_round_job *jobs, mpq_round_result *results);
+/* NULL-safe. Releases the layers of n results (the array itself is the
+ * caller's). */
+void mpq_round_results_free(int64_t n, mpq_round_result *results);
+
+#endif

@@ -1,0 +1,270 @@
+/* round_block.c: the rounding of a block of layers over the ranks: a
+ * deterministic cost-based plan of (layer x candidate x row tile) tasks,
+ * local execution, and exact combination of the results on every rank. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mpq_ctx.h"
+#include "mpq_log.h"
+#include "round_internal.h"
+
+/* ---- the plan --------------------------------------------------------------------- */
+
+static int64_t tile_rows(const mpq_round_opts *o, int64_t rows) {
+    return o->tile_rows >= 1 && o->tile_rows < rows ? o->tile_rows : rows;
+}
+
+typedef struct task_key {
+    double cost;
+    int64_t idx;
+} task_key;
+
+static int cmp_task(const void *a, const void *b) {
+    const task_key *x = a, *y = b;
+    if (x->cost != y->cost)
+        return x->cost > y->cost ? -1 : 1;
+    return x->idx < y->idx ? -1 : (x->idx > y->idx ? 1 : 0);
+}
+
+mpq_err mpq_round_plan(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
+                       const mpq_round_job *jobs, int nranks, int64_t *ntasks,
+                       mpq_round_task **tasks) {
+    mpq_err err = MPQ_OK;
+    mpq_round_task *t = NULL;
+    task_key *keys = NULL;
+    double *load = NULL;
+    uint8_t *has = NULL; /* [nranks][njobs]: rank already set up job */
+    MPQ_CHECK(njobs >= 0 && nranks >= 1, MPQ_ERR_ARG, "round plan: %lld jobs on %d ranks",
+              (long long)njobs, nranks);
+    int64_t n = 0;
+    for (int64_t j = 0; j < njobs; j++) {
+        MPQ_CHECK(jobs[j].rows >= 1 && jobs[j].cols >= 1 && jobs[j].method, MPQ_ERR_ARG,
+                  "round: job %lld ('%s'): bad shape [%lld][%lld] or no method", (long long)j,
+                  jobs[j].name ? jobs[j].name : "?", (long long)jobs[j].rows,
+                  (long long)jobs[j].cols);
+        int64_t tr = tile_rows(o, jobs[j].rows);
+        n += (jobs[j].rows + tr - 1) / tr;
+    }
+    MPQ_ALLOC_TRY(t, n > 0 ? n : 1);
+    MPQ_ALLOC_TRY(keys, n > 0 ? n : 1);
+    MPQ_ALLOC_TRY(load, nranks);
+    int64_t nh;
+    MPQ_TRY(mpq_mul64(ctx, nranks, njobs > 0 ? njobs : 1, "round plan", &nh));
+    MPQ_ALLOC_TRY(has, nh);
+    int64_t k = 0;
+    for (int64_t j = 0; j < njobs; j++) {
+        int64_t tr = tile_rows(o, jobs[j].rows);
+        for (int64_t r0 = 0, tile = 0; r0 < jobs[j].rows; r0 += tr, tile++, k++) {
+            t[k].job = j;
+            t[k].tile = tile;
+            t[k].r0 = r0;
+            t[k].r1 = r0 + tr < jobs[j].rows ? r0 + tr : jobs[j].rows;
+            t[k].cost = jobs[j].method->cost(o, t[k].r1 - t[k].r0, jobs[j].cols);
+            keys[k].cost = t[k].cost;
+            keys[k].idx = k;
+        }
+    }
+    /* LPT: largest task first to the rank that would finish it first; a
+     * rank's first task of a layer also pays the factorisation. */
+    qsort(keys, (size_t)n, sizeof *keys, cmp_task);
+    for (int64_t i = 0; i < n; i++) {
+        mpq_round_task *x = &t[keys[i].idx];
+        const mpq_round_job *jb = &jobs[x->job];
+        double setup = jb->method->needs_factor(o) ? pow((double)jb->cols, 3.0) : 0.0;
+        int best = 0;
+        double bl = INFINITY;
+        for (int r = 0; r < nranks; r++) {
+            double l = load[r] + x->cost + (has[r * njobs + x->job] ? 0.0 : setup);
+            if (l < bl) {
+                bl = l;
+                best = r;
+            }
+        }
+        x->rank = best;
+        load[best] = bl;
+        has[best * njobs + x->job] = 1;
+    }
+    *ntasks = n;
+    *tasks = t;
+    t = NULL;
+cleanup:
+    MPQ_FREE(has);
+    MPQ_FREE(load);
+    MPQ_FREE(keys);
+    MPQ_FREE(t);
+    return err;
+}
+
+/* ---- exact combination ------------------------------------------------------------ */
+
+/* In-place sum over ranks of n elements; every element has at most one
+ * non-zero contributor, so the sum is exact whatever the order. Sent in
+ * pieces that fit an int count. */
+static mpq_err sum_all(mpq_ctx *ctx, void *buf, int64_t n, MPI_Datatype type, size_t size) {
+    if (ctx->comm == MPI_COMM_NULL || ctx->size == 1)
+        return MPQ_OK;
+    const int64_t piece = (int64_t)1 << 28;
+    for (int64_t off = 0; off < n; off += piece) {
+        int cnt;
+        MPQ_CALL(mpq_to_int(ctx, n - off < piece ? n - off : piece, "reduction count", &cnt));
+        MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, (char *)buf + (size_t)off * size, cnt, type, MPI_SUM,
+                              ctx->comm));
+    }
+    return MPQ_OK;
+}
+
+enum { ST_LOSS = 0, ST_RTN, ST_ITERS, ST_GUARD, ST_SECONDS, ST_N };
+
+static void log_job(mpq_ctx *ctx, const mpq_round_job *jb, const mpq_round_result *res) {
+    char spec[MPQ_QSPEC_MAX];
+    mpq_qspec_format(&jb->spec, spec, sizeof spec);
+    double rel = res->rtn_loss > 0.0 ? res->loss / res->rtn_loss : 1.0;
+    MPQ_INFO("round %s: %s %s bits=%d group=%lld rtn_loss=%.6g loss=%.6g (x%.3f) iters=%lld "
+             "guarded_rows=%lld time=%.3fs",
+             jb->name ? jb->name : "?", jb->method->name, spec, jb->spec.bits,
+             (long long)jb->spec.group, res->rtn_loss, res->loss, rel, (long long)res->iters,
+             (long long)res->rows_guarded, res->seconds);
+    cJSON *ev = cJSON_CreateObject();
+    if (ev) {
+        cJSON_AddStringToObject(ev, "layer", jb->name ? jb->name : "?");
+        cJSON_AddStringToObject(ev, "method", jb->method->name);
+        cJSON_AddStringToObject(ev, "quantizer", spec);
+        cJSON_AddNumberToObject(ev, "bits", jb->spec.bits);
+        cJSON_AddNumberToObject(ev, "group", (double)jb->spec.group);
+        cJSON_AddNumberToObject(ev, "rows", (double)jb->rows);
+        cJSON_AddNumberToObject(ev, "cols", (double)jb->cols);
+        cJSON_AddNumberToObject(ev, "rtn_loss", res->rtn_loss);
+        cJSON_AddNumberToObject(ev, "loss", res->loss);
+        cJSON_AddNumberToObject(ev, "iters", (double)res->iters);
+        cJSON_AddNumberToObject(ev, "tiles", (double)res->ntiles);
+        cJSON_AddNumberToObject(ev, "guarded_rows", (double)res->rows_guarded);
+        cJSON_AddNumberToObject(ev, "time_s", res->seconds);
+        mpq_event(ctx, "round_layer", ev);
+    }
+}
+
+/* Runs this rank's tasks of job j into q (codes, parameters) and the tile
+ * statistics tst [ntiles][ST_N]; q's per-group arrays are left zero outside
+ * this rank's tiles. */
+static mpq_err run_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_job *jb, int64_t j,
+                       int64_t ntasks, const mpq_round_task *tasks, mpq_qlayer *q, double *tst) {
+    mpq_err err = MPQ_OK;
+    mpq_round_problem *pb = NULL;
+    for (int64_t k = 0; k < ntasks; k++) {
+        const mpq_round_task *t = &tasks[k];
+        if (t->job != j || t->rank != ctx->rank)
+            continue;
+        if (!pb)
+            MPQ_TRY(mpq_round_problem_create(ctx, o, jb->method, jb->name, &jb->spec, jb->rows,
+                                             jb->cols, jb->W, jb->H, &pb));
+        mpq_round_stats st;
+        MPQ_TRY(mpq_round_tile(ctx, o, jb->method, pb, q->params, t->r0, t->r1,
+                               q->codes + t->r0 * jb->cols, &st));
+        double *s = tst + t->tile * ST_N;
+        s[ST_LOSS] = st.loss;
+        s[ST_RTN] = st.rtn_loss;
+        s[ST_ITERS] = (double)st.iters;
+        s[ST_GUARD] = (double)st.rows_guarded;
+        s[ST_SECONDS] = st.seconds;
+    }
+cleanup:
+    mpq_round_problem_destroy(&pb);
+    return err;
+}
+
+mpq_err mpq_round_block(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
+                        const mpq_round_job *jobs, mpq_round_result *results) {
+    mpq_err err = MPQ_OK;
+    mpq_round_task *tasks = NULL;
+    double **tst = NULL;
+    int64_t ntasks = 0;
+    const int nranks = ctx->comm == MPI_COMM_NULL ? 1 : ctx->size;
+    for (int64_t j = 0; j < njobs; j++)
+        memset(&results[j], 0, sizeof results[j]);
+    err = mpq_round_plan(ctx, o, njobs, jobs, nranks, &ntasks, &tasks);
+    if (err == MPQ_OK)
+        err = mpq_malloc(ctx, njobs > 0 ? njobs : 1, sizeof *tst, (void **)&tst);
+
+    /* Every rank: the result layers, with whole-layer fits where the spec has
+     * per-tensor values (the same bits everywhere); per-group arrays that the
+     * tiles own start at zero so that the sum over ranks assembles them. */
+    for (int64_t j = 0; j < njobs && err == MPQ_OK; j++) {
+        const mpq_round_job *jb = &jobs[j];
+        int64_t tr = tile_rows(o, jb->rows);
+        results[j].ntiles = (jb->rows + tr - 1) / tr;
+        err = mpq_qlayer_create(ctx, &jb->spec, jb->rows, jb->cols, &results[j].q);
+        if (err == MPQ_OK)
+            err = mpq_malloc(ctx, results[j].ntiles * ST_N, sizeof **tst, (void **)&tst[j]);
+        if (err != MPQ_OK)
+            break;
+        mpq_qparams *p = results[j].q->params;
+        const mpq_quant_ops *ops = jb->spec.ops;
+        if (jb->spec.gran == MPQ_QGRAN_TENSOR || ops->has_tensor ||
+            jb->spec.scale == MPQ_QSCALE_E4M3) {
+            mpq_round_problem *pb = NULL;
+            err = mpq_round_problem_create(ctx, o, NULL, jb->name, &jb->spec, jb->rows, jb->cols,
+                                           jb->W, jb->H, &pb);
+            if (err == MPQ_OK)
+                err = mpq_qparams_copy(ctx, pb->base, p);
+            mpq_round_problem_destroy(&pb);
+        }
+        if (err == MPQ_OK && p->gpr > 0) {
+            memset(p->scale, 0, (size_t)p->ngroups * sizeof *p->scale);
+            if (p->zero)
+                memset(p->zero, 0, (size_t)p->ngroups * sizeof *p->zero);
+            if (p->sign)
+                memset(p->sign, 0, (size_t)p->rows * sizeof *p->sign);
+        }
+    }
+    /* This rank's tasks. */
+    for (int64_t j = 0; j < njobs && err == MPQ_OK; j++)
+        err = run_job(ctx, o, &jobs[j], j, ntasks, tasks, results[j].q, tst[j]);
+    MPQ_TRY(mpq_agree(ctx, err));
+
+    /* Combine and finish. */
+    for (int64_t j = 0; j < njobs; j++) {
+        const mpq_round_job *jb = &jobs[j];
+        mpq_round_result *res = &results[j];
+        mpq_qparams *p = res->q->params;
+        int64_t ncodes;
+        MPQ_TRY(mpq_mul64(ctx, jb->rows, jb->cols, "layer size", &ncodes));
+        MPQ_TRY(sum_all(ctx, res->q->codes, ncodes, MPI_UINT8_T, 1));
+        if (p->gpr > 0) {
+            MPQ_TRY(sum_all(ctx, p->scale, p->ngroups, MPI_FLOAT, sizeof(float)));
+            if (p->zero)
+                MPQ_TRY(sum_all(ctx, p->zero, p->ngroups, MPI_INT32_T, sizeof(int32_t)));
+            if (p->sign)
+                MPQ_TRY(sum_all(ctx, p->sign, p->rows, MPI_INT8_T, sizeof(int8_t)));
+        }
+        MPQ_TRY(sum_all(ctx, tst[j], res->ntiles * ST_N, MPI_DOUBLE, sizeof(double)));
+        for (int64_t t = 0; t < res->ntiles; t++) {
+            const double *s = tst[j] + t * ST_N;
+            res->loss += s[ST_LOSS];
+            res->rtn_loss += s[ST_RTN];
+            res->iters = (int64_t)s[ST_ITERS];
+            res->rows_guarded += (int64_t)s[ST_GUARD];
+            res->seconds += s[ST_SECONDS];
+        }
+        err = mpq_qlayer_finish(ctx, res->q);
+        MPQ_TRY(mpq_agree(ctx, err));
+        log_job(ctx, jb, res);
+    }
+cleanup:
+    if (tst)
+        for (int64_t j = 0; j < njobs; j++)
+            MPQ_FREE(tst[j]);
+    MPQ_FREE(tst);
+    MPQ_FREE(tasks);
+    if (err != MPQ_OK)
+        mpq_round_results_free(njobs, results);
+    return err;
+}
+
+void mpq_round_results_free(int64_t n, mpq_round_result *results) {
+    if (!results)
+        return;
+    for (int64_t j = 0; j < n; j++)
+        mpq_qlayer_destroy(&results[j].q);
+}

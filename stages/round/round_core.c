@@ -1,0 +1,467 @@
+/* round_core.c: options, the method registry, the layer problem (column
+ * order, factor of the damped inverse Hessian, whole-layer fits), the exact
+ * objective, the tile driver with its RTN guard, and the RTN method. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mpq_config.h"
+#include "mpq_ctx.h"
+#include "round_internal.h"
+
+/* ---- options ----------------------------------------------------------------- */
+
+void mpq_round_opts_default(mpq_round_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->block_size = 128;
+    o->act_order = 1;
+    o->static_groups = 0;
+    mpq_hfactor_opts_default(&o->hf);
+    o->iters = 200;
+    o->lr = 0.0;
+    o->lr_scale = 0.0;
+    o->lambda = 100.0;
+    o->beta_start = 20.0;
+    o->beta_end = 2.0;
+    o->warmup = 0.2;
+    o->init = MPQ_RINIT_GPTQ;
+    o->optimizer = MPQ_ROPT_AUTO;
+    o->momentum = 0.9;
+    o->learn_scales = -1;
+    o->variable = MPQ_RVAR_AUTO;
+    o->seed = 0;
+    o->init_noise = 0.0;
+    o->tile_rows = 128;
+    o->rtn_guard = 1;
+}
+
+static int pick(const char *s, const char *const *names, int n) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+mpq_err mpq_round_from_config(mpq_ctx *ctx, const mpq_config *cfg, mpq_round_opts *o,
+                              mpq_qspec *spec, const mpq_round_method **method) {
+    static const char *const opt_names[] = {"auto", "adam", "signsgd", "sgdm"};
+    static const char *const var_names[] = {"auto", "sigmoid", "offset"};
+    static const char *const init_names[] = {"rtn", "gptq"};
+    static const char *const ls_names[] = {"off", "on", "auto"};
+    mpq_round_opts_default(o);
+    mpq_hfactor_opts_from_config(cfg, &o->hf);
+    o->block_size = cfg->round.block_size;
+    o->act_order = cfg->round.act_order;
+    o->static_groups = cfg->round.static_groups;
+    o->iters = cfg->round.iters;
+    o->lr = cfg->round.lr;
+    o->lr_scale = cfg->round.lr_scale;
+    o->lambda = cfg->round.lambda;
+    o->beta_start = cfg->round.beta_start;
+    o->beta_end = cfg->round.beta_end;
+    o->warmup = cfg->round.warmup;
+    o->momentum = cfg->round.momentum;
+    o->seed = (uint64_t)cfg->round.seed;
+    o->init_noise = cfg->round.init_noise;
+    o->tile_rows = cfg->round.tile_rows;
+    o->rtn_guard = cfg->round.rtn_guard;
+    int k = pick(cfg->round.optimizer, opt_names, 4);
+    int v = pick(cfg->round.variable, var_names, 3);
+    int in = pick(cfg->round.init, init_names, 2);
+    int ls = pick(cfg->round.learn_scales, ls_names, 3);
+    MPQ_CHECK(k >= 0 && v >= 0 && in >= 0 && ls >= 0, MPQ_ERR_CONFIG,
+              "%s: round: invalid optimizer '%s', variable '%s', init '%s' or learn_scales '%s'",
+              cfg->source, cfg->round.optimizer, cfg->round.variable, cfg->round.init,
+              cfg->round.learn_scales);
+    o->optimizer = (mpq_ropt)k;
+    o->variable = (mpq_rvar)v;
+    o->init = (mpq_rinit)in;
+    o->learn_scales = ls == 2 ? -1 : ls;
+
+    if (spec) {
+        mpq_err e = mpq_qspec_parse(ctx, cfg->quant.spec, spec);
+        if (e != MPQ_OK) {
+            char msg[MPQ_ERRMSG_MAX];
+            snprintf(msg, sizeof msg, "%s", ctx->err_msg);
+            mpq_err_clear(ctx);
+            return MPQ_ERROR(MPQ_ERR_CONFIG, "%s: quant.spec = \"%s\": %s", cfg->source,
+                             cfg->quant.spec, msg);
+        }
+    }
+    if (method) {
+        *method = mpq_round_method_find(cfg->quant.method);
+        MPQ_CHECK(*method, MPQ_ERR_CONFIG, "%s: quant.method: unknown method '%s'", cfg->source,
+                  cfg->quant.method);
+    }
+    return MPQ_OK;
+}
+
+/* ---- registry ------------------------------------------------------------------ */
+
+const mpq_round_method *const mpq_round_methods[] = {
+    &mpq_round_rtn, &mpq_round_gptq, &mpq_round_adaround, &mpq_round_signround, NULL};
+
+const mpq_round_method *mpq_round_method_find(const char *name) {
+    if (!name)
+        return NULL;
+    for (int i = 0; mpq_round_methods[i]; i++)
+        if (strcmp(mpq_round_methods[i]->name, name) == 0)
+            return mpq_round_methods[i];
+    return NULL;
+}
+
+/* ---- the problem ------------------------------------------------------------------ */
+
+/* Sort key of act_order: decreasing diag H, then increasing index, so the
+ * order is a pure function of H. */
+typedef struct diag_key {
+    double d;
+    int64_t i;
+} diag_key;
+
+static int cmp_diag(const void *a, const void *b) {
+    const diag_key *x = a, *y = b;
+    if (x->d != y->d)
+        return x->d > y->d ? -1 : 1;
+    return x->i < y->i ? -1 : (x->i > y->i ? 1 : 0);
+}
+
+mpq_err mpq_round_problem_create(mpq_ctx *ctx, const mpq_round_opts *o,
+                                 const mpq_round_method *method, const char *name,
+                                 const mpq_qspec *spec, int64_t rows, int64_t cols, const float *W,
+                                 const double *H, mpq_round_problem **out) {
+    mpq_err err = MPQ_OK;
+    mpq_round_problem *pb = NULL;
+    diag_key *keys = NULL;
+    double *Hp = NULL;
+    mpq_hfactor *f = NULL;
+    MPQ_CHECK(rows >= 1 && cols >= 1 && W && H && spec && spec->ops, MPQ_ERR_ARG,
+              "round: layer '%s': bad shape [%lld][%lld] or missing weights/statistics",
+              name ? name : "?", (long long)rows, (long long)cols);
+    MPQ_ALLOC(pb, 1);
+    snprintf(pb->name, sizeof pb->name, "%s", name ? name : "layer");
+    pb->rows = rows;
+    pb->cols = cols;
+    pb->W = W;
+    pb->H = H;
+    pb->spec = *spec;
+    pb->damping = o->hf.damping;
+    MPQ_ALLOC_TRY(pb->imp, cols);
+    MPQ_ALLOC_TRY(pb->perm, cols);
+    MPQ_ALLOC_TRY(keys, cols);
+    for (int64_t c = 0; c < cols; c++) {
+        double d = H[c * cols + c];
+        MPQ_ENSURE(isfinite(d) && d >= 0.0, MPQ_ERR_NUMERIC,
+                   "round: layer '%s': H[%lld][%lld] = %g (must be finite and >= 0)", pb->name,
+                   (long long)c, (long long)c, d);
+        pb->imp[c] = d > 3e38 ? 3e38f : (float)d;
+        pb->n_dead += d == 0.0;
+        keys[c].d = o->act_order ? d : 0.0;
+        keys[c].i = c;
+    }
+    qsort(keys, (size_t)cols, sizeof *keys, cmp_diag);
+    for (int64_t c = 0; c < cols; c++)
+        pb->perm[c] = keys[c].i;
+
+    if (method && method->needs_factor && method->needs_factor(o)) {
+        MPQ_ALLOC_TRY(Hp, cols * cols);
+        for (int64_t i = 0; i < cols; i++)
+            for (int64_t j = 0; j < cols; j++)
+                Hp[i * cols + j] = H[pb->perm[i] * cols + pb->perm[j]];
+        /* LAPACK on this rank: the factor must not depend on a process grid. */
+        MPQ_TRY(mpq_hfactor_local(ctx, &o->hf, pb->name, cols, Hp, MPQ_HF_INV_CHOL, &f));
+        pb->U = f->inv_chol;
+        f->inv_chol = NULL;
+        pb->damping = f->damping;
+    }
+
+    const mpq_quant_ops *ops = spec->ops;
+    pb->tensor_level =
+        spec->gran == MPQ_QGRAN_TENSOR || ops->has_tensor || spec->scale == MPQ_QSCALE_E4M3;
+    pb->refit_ok = spec->gran == MPQ_QGRAN_GROUP && !pb->tensor_level;
+    if (pb->tensor_level) {
+        MPQ_TRY(mpq_qparams_create(ctx, spec, rows, cols, &pb->base));
+        MPQ_TRY(mpq_quant_fit(ctx, pb->base, W, pb->imp));
+    }
+    *out = pb;
+cleanup:
+    mpq_hfactor_destroy(&f);
+    MPQ_FREE(Hp);
+    MPQ_FREE(keys);
+    if (err != MPQ_OK)
+        mpq_round_problem_destroy(&pb);
+    return err;
+}
+
+void mpq_round_problem_destroy(mpq_round_problem **pb) {
+    if (!pb || !*pb)
+        return;
+    MPQ_FREE((*pb)->imp);
+    MPQ_FREE((*pb)->perm);
+    MPQ_FREE((*pb)->U);
+    mpq_qparams_destroy(&(*pb)->base);
+    MPQ_FREE(*pb);
+}
+
+/* ---- fitting ------------------------------------------------------------------------ */
+
+/* Groups of rows [r0, r1) are the contiguous range [g0, g0 + n) of the
+ * parameter arrays (per-row groups are stored row-major). */
+static void row_groups(const mpq_qparams *p, int64_t r0, int64_t r1, int64_t *g0, int64_t *n) {
+    if (p->gpr == 0) {
+        *g0 = 0;
+        *n = 1;
+    } else {
+        *g0 = r0 * p->gpr;
+        *n = (r1 - r0) * p->gpr;
+    }
+}
+
+static void copy_rows(mpq_qparams *dst, const mpq_qparams *src, int64_t dr0, int64_t sr0,
+                      int64_t nr) {
+    int64_t dg, sg, n;
+    row_groups(dst, dr0, dr0 + nr, &dg, &n);
+    row_groups(src, sr0, sr0 + nr, &sg, &n);
+    memcpy(dst->scale + dg, src->scale + sg, (size_t)n * sizeof *dst->scale);
+    if (dst->zero)
+        memcpy(dst->zero + dg, src->zero + sg, (size_t)n * sizeof *dst->zero);
+    if (dst->sign)
+        memcpy(dst->sign + dr0, src->sign + sr0, (size_t)nr * sizeof *dst->sign);
+}
+
+mpq_err mpq_round_fit_rows(mpq_ctx *ctx, const mpq_round_problem *pb, mpq_qparams *p, int64_t r0,
+                           int64_t r1) {
+    mpq_err err = MPQ_OK;
+    mpq_qparams *t = NULL;
+    if (pb->base) {
+        p->tensor_scale = pb->base->tensor_scale;
+        p->expo = pb->base->expo;
+        p->tab[0] = pb->base->tab[0];
+        p->tab[1] = pb->base->tab[1];
+        copy_rows(p, pb->base, r0, r0, r1 - r0);
+        return MPQ_OK;
+    }
+    /* Groups never span rows and the tables depend on the spec only, so a
+     * fit of the rows alone gives the bits of a whole-layer fit. */
+    MPQ_TRY(mpq_qparams_create(ctx, &pb->spec, r1 - r0, pb->cols, &t));
+    MPQ_TRY(mpq_quant_fit(ctx, t, pb->W + r0 * pb->cols, pb->imp));
+    copy_rows(p, t, r0, 0, r1 - r0);
+cleanup:
+    mpq_qparams_destroy(&t);
+    return err;
+}
+
+mpq_err mpq_round_refit_group(mpq_ctx *ctx, const mpq_round_problem *pb, mpq_qparams *p, int64_t r0,
+                              int64_t r1, int64_t c0, int64_t len, const float *w,
+                              mpq_qparams **tmp) {
+    int64_t nr = r1 - r0;
+    if (!*tmp || (*tmp)->cols != len || (*tmp)->rows != nr) {
+        mpq_qparams_destroy(tmp);
+        mpq_qspec s = pb->spec;
+        s.group = len;
+        MPQ_CALL(mpq_qparams_create(ctx, &s, nr, len, tmp));
+    }
+    MPQ_CALL(mpq_quant_fit(ctx, *tmp, w, pb->imp + c0));
+    for (int64_t i = 0; i < nr; i++) {
+        int64_t g = mpq_qgroup_of(p, r0 + i, c0);
+        p->scale[g] = (*tmp)->scale[i];
+        if (p->zero)
+            p->zero[g] = (*tmp)->zero[i];
+    }
+    return MPQ_OK;
+}
+
+float mpq_round_store_scale(const mpq_qparams *p, double eff) {
+    double raw = eff;
+    if (!(raw > 0.0))
+        raw = 0x1p-100;
+    if (raw > 1e30)
+        raw = 1e30;
+    switch (p->spec.scale) {
+        case MPQ_QSCALE_FP16:
+            return mpq_round_fp16((float)raw);
+        case MPQ_QSCALE_E8M0:
+            /* Nearest power of two in the log domain. */
+            return mpq_floor_e8m0((float)(raw * 1.4142135623730951));
+        case MPQ_QSCALE_E4M3:
+            return mpq_round_e4m3((float)(raw / (double)p->tensor_scale));
+        default: {
+            float v = (float)raw;
+            return v < 0x1p-100f ? 0x1p-100f : v;
+        }
+    }
+}
+
+/* ---- the objective ----------------------------------------------------------------- */
+
+mpq_err mpq_round_loss_d(mpq_ctx *ctx, int64_t cols, const double *H, int64_t nr, const double *D,
+                         double *T, double *loss) {
+    int n, m;
+    MPQ_CALL(mpq_to_int(ctx, cols, "layer width (BLAS)", &n));
+    MPQ_CALL(mpq_to_int(ctx, nr, "tile rows (BLAS)", &m));
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n, 1.0, D, n, H, n, 0.0, T, n);
+    for (int64_t r = 0; r < nr; r++) {
+        const double *d = D + r * cols, *t = T + r * cols;
+        double s = 0.0;
+        for (int64_t c = 0; c < cols; c++)
+            s += d[c] * t[c];
+        loss[r] = s;
+    }
+    return MPQ_OK;
+}
+
+static mpq_err loss_or_grad(mpq_ctx *ctx, int64_t cols, const double *H, int64_t nr, const float *W,
+                            const float *Q, double *loss, double *G) {
+    mpq_err err = MPQ_OK;
+    double *D = NULL, *T = NULL;
+    int64_t n;
+    MPQ_CALL(mpq_mul64(ctx, nr, cols, "tile size", &n));
+    MPQ_ALLOC_TRY(D, n);
+    if (!G)
+        MPQ_ALLOC_TRY(T, n);
+    for (int64_t i = 0; i < n; i++)
+        D[i] = G ? 2.0 * ((double)Q[i] - (double)W[i]) : (double)W[i] - (double)Q[i];
+    if (G) {
+        int ni, mi;
+        MPQ_TRY(mpq_to_int(ctx, cols, "layer width (BLAS)", &ni));
+        MPQ_TRY(mpq_to_int(ctx, nr, "tile rows (BLAS)", &mi));
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mi, ni, ni, 1.0, D, ni, H, ni, 0.0,
+                    G, ni);
+    } else {
+        MPQ_TRY(mpq_round_loss_d(ctx, cols, H, nr, D, T, loss));
+    }
+cleanup:
+    MPQ_FREE(T);
+    MPQ_FREE(D);
+    return err;
+}
+
+mpq_err mpq_round_loss(mpq_ctx *ctx, int64_t cols, const double *H, int64_t nr, const float *W,
+                       const float *Q, double *loss) {
+    return loss_or_grad(ctx, cols, H, nr, W, Q, loss, NULL);
+}
+
+mpq_err mpq_round_grad(mpq_ctx *ctx, int64_t cols, const double *H, int64_t nr, const float *W,
+                       const float *Q, double *G) {
+    return loss_or_grad(ctx, cols, H, nr, W, Q, NULL, G);
+}
+
+/* ---- the tile driver ------------------------------------------------------------------ */
+
+/* Row losses of codes for rows [r0, r1) with the current p. */
+static mpq_err codes_loss(mpq_ctx *ctx, const mpq_round_problem *pb, const mpq_qparams *p,
+                          int64_t r0, int64_t r1, const uint8_t *codes, float *qrow, double *D,
+                          double *T, double *loss) {
+    int64_t n = pb->cols;
+    for (int64_t i = 0; i < r1 - r0; i++) {
+        const float *w = pb->W + (r0 + i) * n;
+        mpq_quant_row_dequant(p, r0 + i, codes + i * n, qrow);
+        for (int64_t c = 0; c < n; c++)
+            D[i * n + c] = (double)w[c] - (double)qrow[c];
+    }
+    return mpq_round_loss_d(ctx, n, pb->H, r1 - r0, D, T, loss);
+}
+
+mpq_err mpq_round_tile(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_method *method,
+                       const mpq_round_problem *pb, mpq_qparams *p, int64_t r0, int64_t r1,
+                       uint8_t *codes, mpq_round_stats *st) {
+    mpq_err err = MPQ_OK;
+    uint8_t *rcodes = NULL;
+    float *qrow = NULL;
+    double *D = NULL, *T = NULL, *lr = NULL, *lm = NULL;
+    mpq_qparams *saved = NULL;
+    const int64_t n = pb->cols, nr = r1 - r0;
+    double t0 = mpq_now();
+    MPQ_CHECK(r0 >= 0 && r1 <= pb->rows && r0 < r1 && p->rows == pb->rows && p->cols == n &&
+                  mpq_qspec_equal(&p->spec, &pb->spec),
+              MPQ_ERR_ARG, "round: layer '%s': bad tile [%lld, %lld) or parameters", pb->name,
+              (long long)r0, (long long)r1);
+    memset(st, 0, sizeof *st);
+    MPQ_ALLOC_TRY(rcodes, nr * n);
+    MPQ_ALLOC_TRY(qrow, n);
+    MPQ_ALLOC_TRY(D, nr * n);
+    MPQ_ALLOC_TRY(T, nr * n);
+    MPQ_ALLOC_TRY(lr, nr);
+    MPQ_ALLOC_TRY(lm, nr);
+    MPQ_TRY(mpq_round_fit_rows(ctx, pb, p, r0, r1));
+    for (int64_t i = 0; i < nr; i++)
+        mpq_quant_row_nearest(p, r0 + i, pb->W + (r0 + i) * n, rcodes + i * n);
+    MPQ_TRY(codes_loss(ctx, pb, p, r0, r1, rcodes, qrow, D, T, lr));
+    if (o->rtn_guard) {
+        MPQ_TRY(mpq_qparams_create(ctx, &pb->spec, nr, n, &saved));
+        copy_rows(saved, p, 0, r0, nr);
+    }
+
+    st->init_loss = NAN;
+    MPQ_TRY(method->run(ctx, o, pb, p, r0, r1, codes, st));
+    for (int64_t i = 0; i < nr; i++) {
+        const mpq_qtable *tb = mpq_qtable_of(p, r0 + i);
+        for (int64_t c = 0; c < n; c++) {
+            uint8_t k = codes[i * n + c];
+            MPQ_ENSURE(k < tb->ncodes && !isnan(tb->level[k]), MPQ_ERR_INTERNAL,
+                       "round: layer '%s': method %s produced unused code %u at [%lld][%lld]",
+                       pb->name, method->name, (unsigned)k, (long long)(r0 + i), (long long)c);
+        }
+    }
+    MPQ_TRY(codes_loss(ctx, pb, p, r0, r1, codes, qrow, D, T, lm));
+    double loss = 0.0, rtn = 0.0;
+    for (int64_t i = 0; i < nr; i++) {
+        MPQ_ENSURE(isfinite(lm[i]), MPQ_ERR_NUMERIC,
+                   "round: layer '%s': method %s gave a non-finite loss in row %lld", pb->name,
+                   method->name, (long long)(r0 + i));
+        if (o->rtn_guard && lm[i] > lr[i]) {
+            memcpy(codes + i * n, rcodes + i * n, (size_t)n);
+            copy_rows(p, saved, r0 + i, i, 1);
+            lm[i] = lr[i];
+            st->rows_guarded++;
+        }
+        loss += lm[i];
+        rtn += lr[i];
+    }
+    st->loss = loss;
+    st->rtn_loss = rtn;
+    if (isnan(st->init_loss))
+        st->init_loss = loss;
+    st->seconds = mpq_now() - t0;
+cleanup:
+    mpq_qparams_destroy(&saved);
+    MPQ_FREE(lm);
+    MPQ_FREE(lr);
+    MPQ_FREE(T);
+    MPQ_FREE(D);
+    MPQ_FREE(qrow);
+    MPQ_FREE(rcodes);
+    return err;
+}
+
+/* ---- RTN ---------------------------------------------------------------------------------- */
+
+static int no_factor(const mpq_round_opts *o) {
+    (void)o;
+    return 0;
+}
+
+static double rtn_cost(const mpq_round_opts *o, int64_t nr, int64_t cols) {
+    (void)o;
+    return (double)nr * (double)cols;
+}
+
+static mpq_err rtn_run(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_problem *pb,
+                       mpq_qparams *p, int64_t r0, int64_t r1, uint8_t *codes,
+                       mpq_round_stats *st) {
+    (void)ctx;
+    (void)o;
+    for (int64_t i = 0; i < r1 - r0; i++)
+        mpq_quant_row_nearest(p, r0 + i, pb->W + (r0 + i) * pb->cols, codes + i * pb->cols);
+    st->iters = 0;
+    return MPQ_OK;
+}
+
+const mpq_round_method mpq_round_rtn = {
+    .name = "rtn",
+    .summary = "nearest grid point of every weight",
+    .needs_factor = no_factor,
+    .cost = rtn_cost,
+    .run = rtn_run,
+};

@@ -1,0 +1,56 @@
+/* round_internal.h: helpers shared by the rounding methods in stages/round. */
+#ifndef MPQ_ROUND_INTERNAL_H
+#define MPQ_ROUND_INTERNAL_H
+
+#include <stdint.h>
+
+#include "mpq_round.h"
+
+/* Effective settings of the learned-rounding engine after resolving AUTO. */
+typedef struct mpq_learn_cfg {
+    mpq_rvar variable;
+    mpq_ropt optimizer;
+    int learn_scales;
+    double lr, lr_scale;
+    double mmin, mmax; /* range of the scale multiplier */
+} mpq_learn_cfg;
+
+/* Fits the parameters of rows [r0, r1) of p on W (whole-layer copy from
+ * pb->base for tensor-level specs). Local. */
+mpq_err mpq_round_fit_rows(struct mpq_ctx *ctx, const mpq_round_problem *pb, mpq_qparams *p,
+                           int64_t r0, int64_t r1);
+
+/* Refits, for rows [r0, r1), the group starting at column c0 with len
+ * columns from w [(r1 - r0)][len] (current weights of those columns).
+ * tmp caches a temporary parameter object of that width (created on first
+ * use, replaced when the width changes). Local. */
+mpq_err mpq_round_refit_group(struct mpq_ctx *ctx, const mpq_round_problem *pb, mpq_qparams *p,
+                              int64_t r0, int64_t r1, int64_t c0, int64_t len, const float *w,
+                              mpq_qparams **tmp);
+
+/* The stored form of an effective group scale (before the tensor scale):
+ * rounded to the spec's scale format, positive. */
+float mpq_round_store_scale(const mpq_qparams *p, double eff);
+
+/* Per-row losses of D [nr][cols] (double, W - Q) with scratch T [nr][cols]. */
+mpq_err mpq_round_loss_d(struct mpq_ctx *ctx, int64_t cols, const double *H, int64_t nr,
+                         const double *D, double *T, double *loss);
+
+/* GPTQ on rows [r0, r1): codes [(r1 - r0)][cols] and, when wq is not NULL,
+ * wq [(r1 - r0)][cols] the updated weight each column had when it was
+ * rounded (original column order). Local. */
+mpq_err mpq_round_gptq_rows(struct mpq_ctx *ctx, const mpq_round_opts *o,
+                            const mpq_round_problem *pb, mpq_qparams *p, int64_t r0, int64_t r1,
+                            uint8_t *codes, float *wq);
+
+/* The learned-rounding engine (adaround and signround). */
+mpq_err mpq_round_learn_rows(struct mpq_ctx *ctx, const mpq_round_opts *o, const mpq_learn_cfg *lc,
+                             const mpq_round_problem *pb, mpq_qparams *p, int64_t r0, int64_t r1,
+                             uint8_t *codes, mpq_round_stats *st);
+
+extern const mpq_round_method mpq_round_rtn;
+extern const mpq_round_method mpq_round_gptq;
+extern const mpq_round_method mpq_round_adaround;
+extern const mpq_round_method mpq_round_signround;
+
+#endif
