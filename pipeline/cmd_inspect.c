@@ -14,6 +14,9 @@
 #include "mpq_model.h"
 
 mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli);
+/* pipeline/cmd_export.c: the summary of an mpquant checkpoint. */
+mpq_err mpq_cmd_inspect_ckpt(mpq_ctx *ctx, const mpq_cli *cli, const char *path);
+int mpq_ckpt_probe(const char *path);
 
 /* An IDX file starts with 0x00 0x00 0x08 and a dimension count of 1 to 4. */
 static int looks_like_idx(const char *path) {
@@ -152,6 +155,8 @@ mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli) {
         format = "auto";
     if ((strcmp(format, "auto") == 0 && looks_like_idx(path)) || strcmp(format, "idx") == 0)
         return inspect_idx(ctx, cli, path);
+    if ((strcmp(format, "auto") == 0 || strcmp(format, "mpqckpt") == 0) && mpq_ckpt_probe(path))
+        return mpq_cmd_inspect_ckpt(ctx, cli, path);
     mpq_model *m = NULL;
     MPQ_CALL(mpq_model_open(ctx, path, format, &m));
     if (ctx->rank == 0) {

@@ -4,6 +4,7 @@
 mpq_err mpq_cmd_check(mpq_ctx *ctx, const mpq_cli *cli);
 mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli);
 mpq_err mpq_cmd_eval(mpq_ctx *ctx, const mpq_cli *cli);
+mpq_err mpq_cmd_export(mpq_ctx *ctx, const mpq_cli *cli);
 
 const mpq_command mpq_commands[] = {
     {
@@ -44,6 +45,20 @@ const mpq_command mpq_commands[] = {
         .min_pos = 0,
         .max_pos = 1,
         .run = mpq_cmd_eval,
+    },
+    {
+        .name = "export",
+        .args = "CHECKPOINT --format safetensors|llama2c --output FILE",
+        .summary = "write a checkpoint (or any model) as dequantized safetensors or llama2.c",
+        .help = "  --format=NAME    safetensors (F32, with a Hugging Face config.json beside it\n"
+                "                   for Llama models) or llama2c (legacy run.c format)\n"
+                "  --output=FILE    destination (written atomically; never an input)\n"
+                "  --overwrite      replace existing output files\n"
+                "  --no-config      safetensors: do not write config.json\n",
+        .options = "format= output= overwrite no-config",
+        .min_pos = 1,
+        .max_pos = 1,
+        .run = mpq_cmd_export,
     },
 };
 

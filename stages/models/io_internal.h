@@ -60,6 +60,7 @@ typedef struct mpq_model_format {
 
 extern const mpq_model_format mpq_format_llama2c;
 extern const mpq_model_format mpq_format_safetensors;
+extern const mpq_model_format mpq_format_mpqckpt; /* stages/ckpt/ckpt_model.c */
 
 /* Little-endian loads from unaligned bytes. */
 static inline uint32_t mpq_io_le32(const unsigned char *p) {

@@ -331,6 +331,7 @@ mpq_err mpq_io_check_llama(mpq_ctx *ctx, const mpq_model *m) {
 /* ---- the format registry and open/close ---------------------------------- */
 
 static const mpq_model_format *const formats[] = {
+    &mpq_format_mpqckpt, /* HDF5 signature: probed first */
     &mpq_format_safetensors,
     &mpq_format_llama2c,
 };
