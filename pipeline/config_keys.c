@@ -14,8 +14,10 @@ const mpq_key_spec mpq_config_keys[] = {
     {"model.path", MPQ_KEY_PATH, OFF(model.path),
      "${MPQ_SHARED_DIR}/data/models/stories260K/stories260K.bin", NOLIM, NULL,
      "model file (llama2.c .bin, .safetensors) or a directory holding a sharded safetensors model"},
-    {"model.format", MPQ_KEY_ENUM, OFF(model.format), "auto", NOLIM, "auto|llama2c|safetensors",
-     "checkpoint format; auto detects it from the file name and contents"},
+    {"model.format", MPQ_KEY_ENUM, OFF(model.format), "auto", NOLIM,
+     "auto|llama2c|safetensors|mpqckpt",
+     "checkpoint format; auto detects it from the file name and contents (mpqckpt: an mpquant "
+     "quantized checkpoint)"},
     {"model.tokenizer", MPQ_KEY_PATH, OFF(model.tokenizer),
      "${MPQ_SHARED_DIR}/data/models/stories260K/tok512.bin", NOLIM, NULL,
      "llama2.c tokenizer.bin for language models (\"\" for none)"},
