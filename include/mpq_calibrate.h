@@ -29,6 +29,7 @@
 
 struct mpq_ctx;
 struct mpq_tokenizer;
+struct mpq_config;
 
 /* Calibration samples, identical on every rank. */
 typedef struct mpq_calib_set {
@@ -55,6 +56,11 @@ mpq_err mpq_calib_set_images(struct mpq_ctx *ctx, const char *path, int64_t firs
  * first, then uniform ids), or images of uniform raw values 0..255. */
 mpq_err mpq_calib_set_random(struct mpq_ctx *ctx, const mpq_family_info *info, int64_t nsamples,
                              int64_t seq_len, uint64_t seed, mpq_calib_set **out);
+/* Local. The samples the configuration's calibration section asks for
+ * (source text needs tok; images/random need the family's info). */
+mpq_err mpq_calib_set_from_config(struct mpq_ctx *ctx, const struct mpq_config *cfg,
+                                  const mpq_family_info *info, const struct mpq_tokenizer *tok,
+                                  mpq_calib_set **out);
 /* NULL-safe; sets *s to NULL. */
 void mpq_calib_set_destroy(mpq_calib_set **s);
 

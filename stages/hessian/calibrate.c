@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "mpq_calibrate.h"
+#include "mpq_config.h"
 #include "mpq_ctx.h"
 #include "mpq_idx.h"
 #include "mpq_text.h"
@@ -162,6 +163,29 @@ mpq_err mpq_calib_set_random(mpq_ctx *ctx, const mpq_family_info *info, int64_t 
 cleanup:
     mpq_calib_set_destroy(&s);
     return err;
+}
+
+mpq_err mpq_calib_set_from_config(mpq_ctx *ctx, const mpq_config *cfg, const mpq_family_info *info,
+                                  const mpq_tokenizer *tok, mpq_calib_set **out) {
+    const char *src = cfg->calibration.source;
+    uint64_t seed = (uint64_t)cfg->calibration.seed;
+    if (strcmp(src, "text") == 0) {
+        MPQ_CHECK(info->task == MPQ_TASK_LM && tok, MPQ_ERR_CONFIG,
+                  "calibration.source = \"text\" needs a language model and model.tokenizer");
+        MPQ_CALL(mpq_calib_set_text(ctx, tok, cfg->calibration.text, cfg->calibration.seq_len,
+                                    cfg->calibration.segments, seed, out));
+    } else if (strcmp(src, "images") == 0) {
+        MPQ_CHECK(info->task == MPQ_TASK_CLASSIFIER, MPQ_ERR_CONFIG,
+                  "calibration.source = \"images\" needs a classifier");
+        MPQ_CALL(mpq_calib_set_images(ctx, cfg->calibration.images, cfg->calibration.first,
+                                      cfg->calibration.segments, out));
+    } else {
+        int64_t len = cfg->calibration.seq_len;
+        if (info->task == MPQ_TASK_LM && len > info->max_seq)
+            len = info->max_seq;
+        MPQ_CALL(mpq_calib_set_random(ctx, info, cfg->calibration.segments, len, seed, out));
+    }
+    return MPQ_OK;
 }
 
 /* ---- the block loop ------------------------------------------------------ */

@@ -183,6 +183,25 @@ static void test_stories260k(void **state) {
     assert_int_equal(set->offset[5], 85);
     check_model(ctx, f, set, 3, "stories260K random");
     mpq_calib_set_destroy(&set);
+    /* From the configuration. */
+    mpq_config *cfg = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_config_parse(ctx, "/tmp/calib.cfg",
+                                        "calibration = { source = \"random\"; segments = 3; "
+                                        "seq_len = 9; seed = 5; };",
+                                        0, NULL, &cfg));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_from_config(ctx, cfg, mpq_family_get_info(f), tok, &set));
+    assert_int_equal(set->nsamples, 3);
+    assert_int_equal(set->offset[3], 27);
+    assert_int_equal(set->tokens[9], MPQ_TOKEN_BOS);
+    mpq_calib_set_destroy(&set);
+    mpq_config_destroy(&cfg);
+    MPQ_ASSERT_OK(ctx, mpq_config_parse(ctx, "/tmp/calib.cfg",
+                                        "calibration = { source = \"images\"; };", 0, NULL, &cfg));
+    assert_int_equal(mpq_calib_set_from_config(ctx, cfg, mpq_family_get_info(f), tok, &set),
+                     MPQ_ERR_CONFIG);
+    assert_null(set);
+    mpq_err_clear(ctx);
+    mpq_config_destroy(&cfg);
     mpq_tokenizer_destroy(&tok);
     mpq_family_destroy(&f);
     mpq_model_close(&m);
