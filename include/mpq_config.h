@@ -28,6 +28,33 @@ typedef struct mpq_floatlist {
     double *v;
 } mpq_floatlist;
 
+/* One item of an op-list key (MPQ_KEY_OPLIST, e.g. model.cnn): the op name
+ * and its fields, validated against the key's schema with defaults filled
+ * in, so every field of the schema is present. */
+#define MPQ_OP_MAX_FIELDS 8
+typedef struct mpq_op_field {
+    char name[24];
+    char type; /* 's' string, 'i' integer, 'f' number */
+    char *s;   /* 's': owned by the config, never NULL */
+    int64_t i; /* 'i' */
+    double f;  /* 'f' (and 'i' as a double) */
+} mpq_op_field;
+
+typedef struct mpq_op {
+    char op[24];
+    int line; /* line in the configuration file */
+    int nfields;
+    mpq_op_field f[MPQ_OP_MAX_FIELDS];
+} mpq_op;
+
+typedef struct mpq_oplist {
+    int64_t n;
+    mpq_op *v;
+} mpq_oplist;
+
+/* The field `name` of op (NULL when the op's schema has no such field). */
+const mpq_op_field *mpq_op_get(const mpq_op *op, const char *name);
+
 /* The validated configuration. Strings are owned by the config and are never
  * NULL ("" means unset). Paths are absolute or resolved against the
  * directory of the configuration file, with ${VAR} expanded from the
@@ -38,10 +65,28 @@ typedef struct mpq_config {
     int64_t text_len;
 
     struct {
-        char *path;      /* model file or directory */
-        char *format;    /* auto | llama2c | safetensors */
-        char *tokenizer; /* llama2.c tokenizer.bin */
+        char *path;                /* model file or directory */
+        char *format;              /* auto | llama2c | safetensors */
+        char *tokenizer;           /* llama2.c tokenizer.bin */
+        char *family;              /* auto | llama | cnn (mpq_family.h) */
+        mpq_oplist cnn;            /* sequential CNN description (family cnn) */
+        mpq_floatlist input_shape; /* CNN input [c, h, w] */
+        double input_scale;        /* CNN input = (raw * scale - mean[c]) / std[c] */
+        mpq_floatlist input_mean;  /* per channel, or one value for all ([] = 0) */
+        mpq_floatlist input_std;   /* per channel, or one value for all ([] = 1) */
     } model;
+
+    struct {
+        char *text;              /* language models: text file of documents */
+        int64_t docs;            /* first N documents (0 = all) */
+        char *images;            /* classifiers: IDX images */
+        char *labels;            /* classifiers: IDX labels */
+        int64_t first;           /* first image */
+        int64_t count;           /* images (0 = all from first) */
+        int64_t batch;           /* images per forward batch */
+        int64_t generate_tokens; /* greedy generation length (0 = none) */
+        char *reference;         /* full-precision model for KLD/agreement ("" = none) */
+    } eval;
 
     struct {
         double damping;              /* lambda: lambda * mean(diag H) added to the diagonal */
@@ -54,6 +99,43 @@ typedef struct mpq_config {
         char *save;                  /* write Hessian statistics here (HDF5, "" = no) */
         char *load;                  /* read Hessian statistics from here ("" = measure) */
     } hessian;
+
+    struct {
+        char *source;     /* text | images | random */
+        char *text;       /* text source: documents split at blank lines */
+        char *images;     /* images source: IDX image file */
+        int64_t first;    /* images source: first image */
+        int64_t seq_len;  /* LM: tokens per segment */
+        int64_t segments; /* samples (segments or images) */
+        int64_t seed;     /* shuffle / random source seed */
+    } calibration;
+
+    struct {
+        char *spec;   /* quantizer spec (mpq_quant.h), e.g. "int:bits=4,sym=false,group=32" */
+        char *method; /* rounding method: rtn | gptq | adaround | signround (mpq_round.h) */
+    } quant;
+
+    struct {
+        int64_t block_size;  /* GPTQ lazy-update block (columns) */
+        int act_order;       /* GPTQ: columns by decreasing diag H */
+        int static_groups;   /* GPTQ: group parameters fitted before the column sweep */
+        int64_t iters;       /* learned rounding: steps per tile */
+        double lr;           /* learning rate of the rounding variables (0 = auto) */
+        double lr_scale;     /* learning rate of the scale factors (0 = auto) */
+        double lambda;       /* rounding regulariser weight */
+        double beta_start;   /* regulariser exponent after warm-up */
+        double beta_end;     /* ... annealed to this */
+        double warmup;       /* fraction of steps without regulariser */
+        char *init;          /* rtn | gptq */
+        char *optimizer;     /* auto | adam | signsgd | sgdm */
+        double momentum;     /* sgdm momentum */
+        char *learn_scales;  /* auto | on | off */
+        char *variable;      /* auto | sigmoid | offset */
+        int64_t seed;        /* seed of the initial jitter */
+        double init_noise;   /* jitter amplitude of the initial fractional position */
+        int64_t tile_rows;   /* output rows per parallel task */
+        int rtn_guard;       /* rows keep RTN where the method is worse */
+    } round;
 
     struct {
         char *level;     /* error | warn | info | debug | trace */
@@ -109,6 +191,10 @@ typedef enum mpq_key_type {
     MPQ_KEY_OUTPATH, /* an output path (resolved; its directory must exist) */
     MPQ_KEY_FLOAT_LIST,
     MPQ_KEY_STRING_LIST,
+    MPQ_KEY_OPLIST, /* a list of groups {op = "name"; field = value; ...};
+                       `choices` holds the schema "op(field:t[=default],...)|op|..."
+                       with t = s|i|f; a field without '=' is required.
+                       Set in the file only (not by -o overrides). */
 } mpq_key_type;
 
 typedef struct mpq_key_spec {
