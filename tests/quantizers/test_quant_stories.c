@@ -161,6 +161,12 @@ static void test_stories(void **state) {
     /* per-layer facts */
     for (int l = 0; l < nlayers; l++) {
         const double *e = err[l];
+        if (ctx->rank == 0)
+            printf("{\"test\":\"quant_stories\",\"layer\":\"%s\",\"shape\":[%lld,%lld],"
+                   "\"int_g32_rel_mse\":{\"8\":%.4g,\"4\":%.4g,\"3\":%.4g,\"2\":%.4g},"
+                   "\"search_rel_mse\":{\"4\":%.4g,\"2\":%.4g}}\n",
+                   layers[l].name, (long long)layers[l].rows, (long long)layers[l].cols, e[0], e[1],
+                   e[2], e[3], e[4], e[5]);
         if (!(e[0] < e[1] && e[1] < e[2] && e[2] < e[3]))
             fail_msg("%s: int g32 errors not ordered: 8b %.3g 4b %.3g 3b %.3g 2b %.3g",
                      layers[l].name, e[0], e[1], e[2], e[3]);
