@@ -1,11 +1,10 @@
 /* eval_cls.c: classifier evaluation (top-1 accuracy, agreement with a
  * reference model) distributed over images. */
-#include <errno.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "mpq_ctx.h"
 #include "mpq_eval.h"
+#include "mpq_idx.h"
 
 /* Per-image record: correct, agrees with the reference. */
 enum { C_OK = 0, C_AGREE, C_K };
@@ -83,67 +82,32 @@ cleanup:
     return err;
 }
 
-/* A minimal IDX reader (magic 0x0000080N with N dims, big-endian int32
- * dims, then unsigned bytes): *data gets the payload, dims[0..ndim). */
-static mpq_err read_idx(mpq_ctx *ctx, const char *path, int want_ndim, int64_t *dims,
-                        uint8_t **data, int64_t *nbytes) {
-    mpq_err err = MPQ_OK;
-    uint8_t *buf = NULL;
-    FILE *fp = fopen(path, "rb");
-    MPQ_CHECK(fp, MPQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    unsigned char hdr[4 + 4 * 3];
-    size_t hl = 4 + 4 * (size_t)want_ndim;
-    MPQ_ENSURE(fread(hdr, 1, hl, fp) == hl, MPQ_ERR_FORMAT, "%s: truncated IDX header", path);
-    MPQ_ENSURE(hdr[0] == 0 && hdr[1] == 0 && hdr[2] == 0x08 && hdr[3] == want_ndim, MPQ_ERR_FORMAT,
-               "%s: not an IDX file of unsigned bytes with %d dimensions (magic %02x%02x%02x%02x)",
-               path, want_ndim, hdr[0], hdr[1], hdr[2], hdr[3]);
-    int64_t total = 1;
-    for (int d = 0; d < want_ndim; d++) {
-        const unsigned char *p = hdr + 4 + 4 * d;
-        dims[d] = ((int64_t)p[0] << 24) | ((int64_t)p[1] << 16) | ((int64_t)p[2] << 8) | p[3];
-        MPQ_TRY(mpq_mul64(ctx, total, dims[d], "IDX size", &total));
-    }
-    MPQ_ENSURE(fseek(fp, 0, SEEK_END) == 0, MPQ_ERR_IO, "%s: cannot seek", path);
-    long sz = ftell(fp);
-    MPQ_ENSURE(sz >= 0 && (int64_t)sz == (int64_t)hl + total, MPQ_ERR_FORMAT,
-               "%s: file has %ld bytes, its header promises %lld", path, sz,
-               (long long)((int64_t)hl + total));
-    MPQ_ENSURE(fseek(fp, (long)hl, SEEK_SET) == 0, MPQ_ERR_IO, "%s: cannot seek", path);
-    MPQ_ALLOC_TRY(buf, total > 0 ? total : 1);
-    MPQ_ENSURE(fread(buf, 1, (size_t)total, fp) == (size_t)total, MPQ_ERR_IO, "%s: read failed",
-               path);
-    *data = buf;
-    *nbytes = total;
-    buf = NULL;
-cleanup:
-    mpq_free(buf);
-    fclose(fp);
-    return err;
-}
-
 mpq_err mpq_eval_idx(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const char *images_path,
                      const char *labels_path, int64_t first, int64_t count, int64_t batch,
                      mpq_cls_result *out) {
     mpq_err err = MPQ_OK;
-    uint8_t *img = NULL, *lab = NULL;
-    int64_t idims[3] = {0}, ldims[1] = {0}, ni = 0, nl = 0;
-    MPQ_TRY(read_idx(ctx, images_path, 3, idims, &img, &ni));
-    MPQ_TRY(read_idx(ctx, labels_path, 1, ldims, &lab, &nl));
-    MPQ_ENSURE(idims[0] == ldims[0], MPQ_ERR_FORMAT, "%s has %lld images but %s has %lld labels",
-               images_path, (long long)idims[0], labels_path, (long long)ldims[0]);
-    MPQ_ENSURE(first >= 0 && first <= idims[0], MPQ_ERR_ARG,
-               "eval.first %lld is beyond the %lld images of %s", (long long)first,
-               (long long)idims[0], images_path);
-    if (count <= 0 || first + count > idims[0])
-        count = idims[0] - first;
-cleanup:
+    mpq_idx *img = NULL, *lab = NULL;
+    int ncls = 0;
+    err = mpq_to_int(ctx, mpq_family_get_info(f)->out_width, "classes", &ncls);
+    if (err == MPQ_OK)
+        err = mpq_idx_open_images(ctx, images_path, &img);
+    if (err == MPQ_OK)
+        err = mpq_idx_open_labels(ctx, labels_path, ncls, &lab);
+    if (err == MPQ_OK && img->dims[0] != lab->dims[0])
+        err = MPQ_ERROR(MPQ_ERR_FORMAT, "%s has %lld images but %s has %lld labels", images_path,
+                        (long long)img->dims[0], labels_path, (long long)lab->dims[0]);
+    if (err == MPQ_OK && (first < 0 || first > img->dims[0]))
+        err = MPQ_ERROR(MPQ_ERR_ARG, "eval.first %lld is beyond the %lld images of %s",
+                        (long long)first, (long long)img->dims[0], images_path);
     err = mpq_agree(ctx, err);
     if (err == MPQ_OK) {
-        int64_t px = idims[1] * idims[2];
-        err =
-            mpq_eval_classifier(ctx, f, ref, img + first * px, lab + first, count, px, batch, out);
+        if (count <= 0 || first + count > img->dims[0])
+            count = img->dims[0] - first;
+        int64_t px = img->dims[1] * img->dims[2];
+        err = mpq_eval_classifier(ctx, f, ref, img->data + first * px, lab->data + first, count, px,
+                                  batch, out);
     }
-    mpq_free(img);
-    mpq_free(lab);
+    mpq_idx_close(&img);
+    mpq_idx_close(&lab);
     return err;
 }
