@@ -325,7 +325,7 @@ mpq_err mpq_quant_fit(mpq_ctx *ctx, mpq_qparams *p, const float *w, const float 
     if (p->spec.scale == MPQ_QSCALE_E4M3)
         p->tensor_scale = amax > 0.0f ? (float)((double)amax / (6.0 * 448.0)) : 1.0f;
 
-    if (p->spec.ops->has_tensor && p->spec.scale != MPQ_QSCALE_E4M3 && p->spec.a == 0.0) {
+    if ((p->spec.ops->keys & MPQ_QKEY_A) && p->spec.a == 0.0) {
         /* powerexp, a=auto: the exponent of least total error, then refit. */
         double best = INFINITY;
         float best_a = 1.0f;

@@ -134,7 +134,7 @@ mpq_err mpq_qspec_parse(mpq_ctx *ctx, const char *text, mpq_qspec *out) {
         .group = ops->def_gran == MPQ_QGRAN_GROUP ? ops->def_group : 0,
         .fit = ops->def_fit,
         .scale = ops->def_scale,
-        .a = ops == mpq_quant_find("powerexp") ? 0.0 : 1.0,
+        .a = (ops->keys & MPQ_QKEY_A) ? 0.0 : 1.0, /* a family with an exponent fits it */
         .base3 = 0,
     };
     unsigned seen = 0; /* bit i: spec_keys[i] given */
@@ -244,7 +244,7 @@ mpq_err mpq_qspec_parse(mpq_ctx *ctx, const char *text, mpq_qspec *out) {
                   gran_names[s.gran]);
         s.group = 0;
     }
-    MPQ_CHECK(!(ops == mpq_quant_find("int") && s.sym && s.bits < 2), MPQ_ERR_CONFIG,
+    MPQ_CHECK(!((ops->keys & MPQ_QKEY_SYM) && s.sym && s.bits < 2), MPQ_ERR_CONFIG,
               "quantizer spec '%s': symmetric int needs bits >= 2 (use 'binary' for 1 bit)", text);
     *out = s;
     return MPQ_OK;
