@@ -1,7 +1,8 @@
 /* bench_quant.c: throughput of every quantizer, in GB/s of fp32 input.
  *
  * For each spec, on a [rows][cols] matrix of normal weights (default
- * 1024 x 4096, 16 MiB; override with argv[1], argv[2]): the time of
+ * 1024 x 4096, 16 MiB; override with argv[1], argv[2]; argv[3] runs one
+ * spec instead of the list): the time of
  * quantize + pack with fitted parameters (nearest codes, then the packed
  * stream) and of fit + quantize + pack, best of 3. The yardstick, measured in
  * the same run, is memcpy of the same 16 MiB buffer (best of 5); ratio =
@@ -99,7 +100,9 @@ int main(int argc, char **argv) {
     double memcpy_gbps = 4.0 * (double)n / best / 1e9;
     if (copy[n / 2] != w[n / 2])
         err = MPQ_ERR_INTERNAL;
-    for (size_t i = 0; err == MPQ_OK && i < sizeof specs / sizeof specs[0]; i++)
+    if (argc > 3) /* one spec given on the command line */
+        MPQ_TRY(bench(ctx, argv[3], w, rows, cols, memcpy_gbps));
+    for (size_t i = 0; argc <= 3 && i < sizeof specs / sizeof specs[0]; i++)
         MPQ_TRY(bench(ctx, specs[i], w, rows, cols, memcpy_gbps));
 cleanup:
     if (err != MPQ_OK)
