@@ -47,7 +47,7 @@
  * the powerexp exponent) are fitted before tiling and never learned.
  *
  * The objective of the learned methods is normalised per row:
- *     cols * L_r(Q) / L_r(RTN) + lambda * sum_c reg(h_c)
+ *     cols * L_r(Q) / L_r(start) + lambda * sum_c reg(h_c)
  * so that learning rates and lambda do not depend on the scale of H.
  *
  * RTN guard (round.rtn_guard, default on): after a method ran on a tile, a
