@@ -436,6 +436,8 @@ mpq_err mpq_ckpt_open(mpq_ctx *ctx, const char *path, mpq_ckpt **out) {
     hid_t file = ck->h5file;
     char fmt[64] = "";
     int64_t version = 0;
+    MPQ_ENSURE(H5Aexists(file, "format") > 0, MPQ_ERR_FORMAT,
+               "%s: an HDF5 file without the attribute /format: not an mpquant checkpoint", path);
     MPQ_TRY(attr_str(ctx, path, "/", file, "format", fmt, sizeof fmt));
     MPQ_ENSURE(strcmp(fmt, MPQ_CKPT_FORMAT) == 0, MPQ_ERR_FORMAT,
                "%s: attribute /format is '%s', not '%s': not an mpquant checkpoint", path, fmt,
