@@ -373,6 +373,45 @@ static mpq_err cnn_embed(mpq_ctx *ctx, void *state, const mpq_batch *batch, floa
     return MPQ_OK;
 }
 
+/* im2col in column layout for conv o on n images [ci][hi][wi]:
+ * cols [(c, ky, kx)][(img, oy, ox)], zero outside the image. */
+static void im2col_cols(const float *in, int64_t n, const cnn_op *o, float *cols) {
+    int64_t hw = o->ho * o->wo, rows = n * hw;
+    for (int64_t c = 0; c < o->ci; c++)
+        for (int64_t ky = 0; ky < o->k; ky++)
+            for (int64_t kx = 0; kx < o->k; kx++) {
+                float *dst = cols + ((c * o->k + ky) * o->k + kx) * rows;
+                /* Output columns ox whose input column ix = ox*stride - pad + kx
+                 * lies inside [0, wi): ox in [lo, hi). */
+                int64_t lo = 0, hi = o->wo;
+                while (lo < o->wo && lo * o->stride - o->pad + kx < 0)
+                    lo++;
+                while (hi > lo && (hi - 1) * o->stride - o->pad + kx >= o->wi)
+                    hi--;
+                for (int64_t img = 0; img < n; img++) {
+                    const float *src = in + (img * o->ci + c) * o->hi * o->wi;
+                    for (int64_t oy = 0; oy < o->ho; oy++) {
+                        float *d = dst + img * hw + oy * o->wo;
+                        int64_t iy = oy * o->stride - o->pad + ky;
+                        if (iy < 0 || iy >= o->hi) {
+                            memset(d, 0, sizeof(float) * (size_t)o->wo);
+                            continue;
+                        }
+                        const float *srow = src + iy * o->wi - o->pad + kx;
+                        for (int64_t ox = 0; ox < lo; ox++)
+                            d[ox] = 0.0f;
+                        if (o->stride == 1)
+                            memcpy(d + lo, srow + lo, sizeof(float) * (size_t)(hi - lo));
+                        else
+                            for (int64_t ox = lo; ox < hi; ox++)
+                                d[ox] = srow[ox * o->stride];
+                        for (int64_t ox = hi; ox < o->wo; ox++)
+                            d[ox] = 0.0f;
+                    }
+                }
+            }
+}
+
 /* One op on n images: in [n][op_in] -> out [n][op_out]. */
 static mpq_err run_op(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in, float *out,
                       mpq_layer_hook hook, void *ud) {
@@ -385,18 +424,31 @@ static mpq_err run_op(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const fl
             MPQ_CALL(mpq_to_int(ctx, rows * (kc > o->co ? kc : o->co), "conv GEMM size", &ir));
             MPQ_CALL(grow(ctx, &C->patches, &C->cap_patch, rows, kc));
             MPQ_CALL(grow(ctx, &C->gout, &C->cap_gout, rows, o->co));
-            mpq_im2col(in, n, o->ci, o->hi, o->wi, o->k, o->k, o->stride, o->pad, C->patches);
-            if (hook)
-                MPQ_CALL(hook(ctx, ud, o->layer, C->patches, rows, kc));
-            /* gout [(img, pos)][co] = patches W^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)o->co, (int)kc,
-                        1.0f, C->patches, (int)kc, o->w, (int)kc, 0.0f, C->gout, (int)o->co);
+            /* Column layout cols [(c, ky, kx)][(img, oy, ox)]: its rows are
+             * contiguous copies of input rows, and gout [co][(img, pos)] =
+             * W cols is already channel-major. */
+            im2col_cols(in, n, o, C->patches);
+            if (hook) {
+                /* The hook wants the row layout [(img, pos)][(c, ky, kx)]:
+                 * the transpose, in the gout buffer's place if it fits. */
+                float *rowsbuf = NULL;
+                MPQ_CALL(mpq_malloc(ctx, rows * kc, sizeof(float), (void **)&rowsbuf));
+                for (int64_t k = 0; k < kc; k++)
+                    for (int64_t r = 0; r < rows; r++)
+                        rowsbuf[r * kc + k] = C->patches[k * rows + r];
+                mpq_err e = hook(ctx, ud, o->layer, rowsbuf, rows, kc);
+                mpq_free(rowsbuf);
+                MPQ_CALL(e);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)o->co, (int)rows, (int)kc,
+                        1.0f, o->w, (int)kc, C->patches, (int)rows, 0.0f, C->gout, (int)rows);
             for (int64_t img = 0; img < n; img++)
                 for (int64_t oc = 0; oc < o->co; oc++) {
                     float *dst = out + img * osz + oc * hw;
-                    const float *src = C->gout + img * hw * o->co + oc;
+                    const float *src = C->gout + oc * rows + img * hw;
+                    float bias = o->b[oc];
                     for (int64_t p = 0; p < hw; p++)
-                        dst[p] = src[p * o->co] + o->b[oc];
+                        dst[p] = src[p] + bias;
                 }
             return MPQ_OK;
         }

@@ -19,6 +19,9 @@
 
 enum { LQ = 0, LK, LV, LO, LGATE, LUP, LDOWN, LPER };
 
+/* Query rows per attention tile (scores scratch: ATT_TILE x longest sequence). */
+#define ATT_TILE 64
+
 static const char *const layer_suffix[LPER] = {
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
     "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
@@ -45,7 +48,7 @@ typedef struct llama {
     /* RoPE tables [rope_len][hd/2]. */
     float *rcos, *rsin;
     int64_t rope_len;
-    /* Scratch for cap_rows rows and cap_l x cap_l attention scores. */
+    /* Scratch for cap_rows rows and ATT_TILE x cap_l attention scores. */
     float *xb, *q, *k, *v, *att, *hb, *hb2, *sc;
     int64_t cap_rows, cap_l;
 } llama;
@@ -235,7 +238,7 @@ static mpq_err ensure_scratch(mpq_ctx *ctx, llama *L, int64_t rows, int64_t maxl
         L->sc = NULL;
         L->cap_l = 0;
         int64_t n = 0;
-        MPQ_CALL(mpq_mul64(ctx, maxl, maxl, "attention scores", &n));
+        MPQ_CALL(mpq_mul64(ctx, maxl < ATT_TILE ? maxl : ATT_TILE, maxl, "attention scores", &n));
         MPQ_ALLOC(L->sc, n);
         L->cap_l = maxl;
     }
@@ -338,31 +341,38 @@ static mpq_err llama_block_fwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_b
         rope(L, L->k + r0 * L->kvdim, n, L->nkv, 0);
         for (int64_t h = 0; h < L->nh; h++) {
             int64_t kh = h / grp;
-            const float *qh = L->q + r0 * L->qdim + h * L->hd;
             const float *kk = L->k + r0 * L->kvdim + kh * L->hd;
             const float *vv = L->v + r0 * L->kvdim + kh * L->hd;
-            /* scores [n][n] = scale * Q_h K_h^T; only j <= i is used. */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n, (int)L->hd, scale,
-                        qh, (int)L->qdim, kk, (int)L->kvdim, 0.0f, L->sc, (int)n);
-            for (int64_t i = 0; i < n; i++) {
-                float *row = L->sc + i * n;
-                float mx = row[0];
-                for (int64_t j = 1; j <= i; j++)
-                    mx = row[j] > mx ? row[j] : mx;
-                double tot = 0.0;
-                for (int64_t j = 0; j <= i; j++) {
-                    row[j] = expf(row[j] - mx);
-                    tot += row[j];
+            /* Causal attention in query tiles of ATT_TILE rows: tile [i0, i1)
+             * needs keys [0, i1) only, so the masked upper triangle is
+             * mostly never computed. */
+            for (int64_t i0 = 0; i0 < n; i0 += ATT_TILE) {
+                int64_t i1 = i0 + ATT_TILE < n ? i0 + ATT_TILE : n, tq = i1 - i0;
+                const float *qh = L->q + (r0 + i0) * L->qdim + h * L->hd;
+                /* scores [tq][i1] = scale * Q_tile K_h[0:i1]^T */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)tq, (int)i1, (int)L->hd,
+                            scale, qh, (int)L->qdim, kk, (int)L->kvdim, 0.0f, L->sc, (int)i1);
+                for (int64_t r = 0; r < tq; r++) {
+                    int64_t i = i0 + r;
+                    float *row = L->sc + r * i1;
+                    float mx = row[0];
+                    for (int64_t j = 1; j <= i; j++)
+                        mx = row[j] > mx ? row[j] : mx;
+                    double tot = 0.0;
+                    for (int64_t j = 0; j <= i; j++) {
+                        row[j] = expf(row[j] - mx);
+                        tot += row[j];
+                    }
+                    float inv = (float)(1.0 / tot);
+                    for (int64_t j = 0; j <= i; j++)
+                        row[j] *= inv;
+                    for (int64_t j = i + 1; j < i1; j++)
+                        row[j] = 0.0f;
                 }
-                float inv = (float)(1.0 / tot);
-                for (int64_t j = 0; j <= i; j++)
-                    row[j] *= inv;
-                for (int64_t j = i + 1; j < n; j++)
-                    row[j] = 0.0f;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)tq, (int)L->hd, (int)i1,
+                            1.0f, L->sc, (int)i1, vv, (int)L->kvdim, 0.0f,
+                            L->att + (r0 + i0) * L->qdim + h * L->hd, (int)L->qdim);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)L->hd, (int)n, 1.0f,
-                        L->sc, (int)n, vv, (int)L->kvdim, 0.0f, L->att + r0 * L->qdim + h * L->hd,
-                        (int)L->qdim);
         }
         r0 += n;
     }

@@ -187,7 +187,7 @@ static void test_batched_matches_naive(void **state) {
     assert_int_equal(fi->out_width, 512);
 
     /* Three sequences in one batch, and each alone. */
-    int64_t lens[3] = {17, 61, 5};
+    int64_t lens[3] = {17, 150, 5}; /* 150 spans several attention tiles */
     int64_t rows = lens[0] + lens[1] + lens[2];
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)rows);
     make_tokens(tok, (int)lens[0], r.vocab, 7);
