@@ -323,6 +323,12 @@ mpq_err mpq_hstat_reduce(mpq_ctx *ctx, mpq_hstat *st, int target) {
     const int64_t d = st->d;
     const int64_t npacked = d * (d + 1) / 2;
     int serial = ctx->comm == MPI_COMM_NULL || ctx->size == 1;
+    /* The chunk buffers are no longer needed: free them before the MPI
+     * library allocates its reduction buffers and before H exists. */
+    mpq_free(st->part);
+    st->part = NULL;
+    mpq_free(st->rowbuf);
+    st->rowbuf = NULL;
     if (!serial) {
         MPQ_CALL(reduce_acc(ctx, st, npacked, target));
         int64_t cnt[2] = {st->count, st->nchunks};
@@ -335,10 +341,6 @@ mpq_err mpq_hstat_reduce(mpq_ctx *ctx, mpq_hstat *st, int target) {
                 MPI_Allreduce(MPI_IN_PLACE, st->absmax + off, len, MPI_DOUBLE, MPI_MAX, ctx->comm));
         }
     }
-    mpq_free(st->part);
-    st->part = NULL;
-    mpq_free(st->rowbuf);
-    st->rowbuf = NULL;
     mpq_err err = MPQ_OK;
     if (target == MPQ_HSTAT_ALL || target == ctx->rank) {
         MPQ_ALLOC_TRY(st->H, d * d);
