@@ -85,7 +85,7 @@ typedef struct mpq_family_info {
     mpq_task task;
     int64_t nblocks;
     int64_t nlayers;
-    mpq_layer_info *layers; /* nlayers entries, owned by the family */
+    mpq_layer_info *layers; /* nlayers entries, owned by the family object */
     int64_t out_width;      /* logits per row: vocab size or classes */
     int64_t max_seq;        /* Llama: longest sequence (seq_len); CNN: 0 */
     int64_t input_numel;    /* CNN: values per image (c*h*w); Llama: 0 */
@@ -97,8 +97,9 @@ typedef struct mpq_family_ops {
     const char *name; /* "llama", "cnn" */
     /* Does this family run the model (used by model.family = auto)? */
     int (*detect)(const mpq_model *m, const struct mpq_config *cfg);
-    /* Builds the state; fills *info (layers allocated with mpq_malloc and
-     * owned by the state). */
+    /* Builds the state; fills *info (info->layers allocated with
+     * mpq_malloc; on success the family object owns and frees it, on
+     * failure create frees it). */
     mpq_err (*create)(struct mpq_ctx *ctx, const mpq_model *m, const struct mpq_config *cfg,
                       void **state, mpq_family_info *info);
     void (*destroy)(void **state);

@@ -65,6 +65,7 @@ void mpq_family_destroy(mpq_family **pf) {
     mpq_family *f = *pf;
     if (f->ops && f->state)
         f->ops->destroy(&f->state);
+    mpq_free(f->info.layers);
     mpq_free(f->act[0]);
     mpq_free(f->act[1]);
     mpq_free(f);
