@@ -65,7 +65,9 @@ mpq_err mpq_eval_lm_text(struct mpq_ctx *ctx, mpq_family *f, mpq_family *ref,
                          mpq_lm_result *out);
 
 /* Collective. Images [n][pixels] (raw bytes, identical on every rank) with
- * labels [n]; forwarded in batches of `batch` images. */
+ * labels [n]; forwarded in batches of `batch` images. The ranks share out
+ * whole batches of the global list, so an image's batch, hence its logits,
+ * do not depend on the number of ranks. */
 mpq_err mpq_eval_classifier(struct mpq_ctx *ctx, mpq_family *f, mpq_family *ref,
                             const uint8_t *images, const uint8_t *labels, int64_t n, int64_t pixels,
                             int64_t batch, mpq_cls_result *out);

@@ -25,8 +25,7 @@ mpq_err mpq_eval_classifier(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const 
     const mpq_family_info *fi = mpq_family_get_info(f);
     float *in = NULL, *logits = NULL, *rlogits = NULL;
     double *rec = NULL;
-    int64_t lo = 0, hi = 0, C = fi->out_width;
-    mpq_eval_range(ctx, n, &lo, &hi);
+    int64_t blo = 0, bhi = 0, lo = 0, hi = 0, C = fi->out_width, nbat = 0;
     MPQ_ENSURE(fi->task == MPQ_TASK_CLASSIFIER, MPQ_ERR_ARG,
                "accuracy needs a classifier, family '%s' is a language model", mpq_family_name(f));
     MPQ_ENSURE(pixels == fi->input_numel, MPQ_ERR_ARG,
@@ -37,11 +36,18 @@ mpq_err mpq_eval_classifier(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const 
                    "the reference model has %lld outputs, the model %lld",
                    (long long)mpq_family_get_info(ref)->out_width, (long long)C);
     MPQ_ENSURE(batch >= 1, MPQ_ERR_ARG, "batch size %lld must be positive", (long long)batch);
+    /* Ranks get whole batches of the global batch list, so every image is
+     * forwarded in the same batch whatever the number of ranks (bitwise
+     * identical logits). One record per batch. */
+    nbat = (n + batch - 1) / batch;
+    mpq_eval_range(ctx, nbat, &blo, &bhi);
+    lo = blo * batch < n ? blo * batch : n;
+    hi = bhi * batch < n ? bhi * batch : n;
     MPQ_ALLOC_TRY(in, batch * pixels);
     MPQ_ALLOC_TRY(logits, batch * C);
     if (ref)
         MPQ_ALLOC_TRY(rlogits, batch * C);
-    MPQ_ALLOC_TRY(rec, (hi - lo) * C_K + 1);
+    MPQ_ALLOC_TRY(rec, (bhi - blo) * C_K + 1);
     MPQ_TRY(mpq_timer_start(ctx, "eval_forward"));
     mpq_progress pr;
     mpq_progress_begin(ctx, &pr, "classifying images", "images", hi - lo);
@@ -55,9 +61,9 @@ mpq_err mpq_eval_classifier(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const 
             MPQ_TRY(mpq_family_forward(ctx, ref, &b, rlogits));
         for (int64_t i = 0; i < nb; i++) {
             int64_t p = argmax_row(logits + i * C, C);
-            double *r = rec + (i0 + i - lo) * C_K;
-            r[C_OK] = p == (int64_t)labels[i0 + i] ? 1.0 : 0.0;
-            r[C_AGREE] = ref && p == argmax_row(rlogits + i * C, C) ? 1.0 : 0.0;
+            double *r = rec + ((i0 - lo) / batch) * C_K;
+            r[C_OK] += p == (int64_t)labels[i0 + i] ? 1.0 : 0.0;
+            r[C_AGREE] += ref && p == argmax_row(rlogits + i * C, C) ? 1.0 : 0.0;
         }
         mpq_progress_update(ctx, &pr, i0 + nb - lo);
     }
@@ -67,7 +73,7 @@ cleanup:
     err = mpq_agree(ctx, err);
     if (err == MPQ_OK) {
         double s[C_K];
-        err = mpq_eval_ordered_sum(ctx, n, C_K, rec, s);
+        err = mpq_eval_ordered_sum(ctx, nbat, C_K, rec, s);
         out->total = n;
         out->correct = (int64_t)s[C_OK];
         out->accuracy = n ? s[C_OK] / (double)n : 0.0;
