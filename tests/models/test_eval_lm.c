@@ -11,6 +11,7 @@
 #include "mpq_family.h"
 #include "mpq_model.h"
 #include "mpq_test.h"
+#include "mpq_text.h"
 #include "mpq_tokenizer.h"
 
 static mpq_ctx *g_ctx;
@@ -64,6 +65,67 @@ static void test_perplexity_reference(void **state) {
     MPI_Allreduce(mine, mx, 2, MPI_DOUBLE, MPI_MAX, ctx->comm);
     MPI_Allreduce(mine, mn, 2, MPI_DOUBLE, MPI_MIN, ctx->comm);
     assert_true(mx[0] == mn[0] && mx[1] == mn[1]);
+}
+
+/* NLL, KLD and top-1 of mpq_eval_lm_tokens against sums written here in
+ * long double from the two models' logits, on 8 documents. */
+static void test_lm_figures_vs_direct(void **state) {
+    fixture *x = *state;
+    mpq_ctx *ctx = g_ctx;
+    char *text = NULL;
+    int64_t len = 0, nd = 0;
+    mpq_span *docs = NULL;
+    int32_t *tok = NULL;
+    int64_t *off = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_text_read(ctx, g_text, &text, &len));
+    MPQ_ASSERT_OK(ctx, mpq_text_split_docs(ctx, text, len, 8, &docs, &nd));
+    MPQ_ASSERT_OK(ctx, mpq_text_encode_docs(ctx, x->tok, text, docs, nd, 512, &tok, &off));
+    /* A perturbed second model: scale one layer's weights. */
+    const mpq_family_info *fi = mpq_family_get_info(x->f2);
+    int64_t nw = fi->layers[6].out * fi->layers[6].in;
+    float *w = malloc(sizeof(float) * (size_t)nw), *w0 = malloc(sizeof(float) * (size_t)nw);
+    MPQ_ASSERT_OK(ctx, mpq_family_get_weight(ctx, x->f2, 6, w0));
+    for (int64_t i = 0; i < nw; i++)
+        w[i] = w0[i] * 1.3f;
+    MPQ_ASSERT_OK(ctx, mpq_family_set_weight(ctx, x->f2, 6, w));
+    mpq_lm_result r;
+    MPQ_ASSERT_OK(ctx, mpq_eval_lm_tokens(ctx, x->f2, x->f, tok, off, nd, &r));
+
+    long double nll = 0, kl = 0;
+    int64_t npred = 0, agree = 0;
+    float *lq = malloc(sizeof(float) * 512 * 512), *lp = malloc(sizeof(float) * 512 * 512);
+    for (int64_t d = 0; d < nd; d++) {
+        int64_t n = off[d + 1] - off[d];
+        mpq_batch b = {.nseq = 1, .len = &n, .rows = n, .tokens = tok + off[d]};
+        MPQ_ASSERT_OK(ctx, mpq_family_forward(ctx, x->f2, &b, lq));
+        MPQ_ASSERT_OK(ctx, mpq_family_forward(ctx, x->f, &b, lp));
+        for (int64_t i = 0; i + 1 < n; i++) {
+            const float *q = lq + i * 512, *p = lp + i * 512;
+            long double zq = 0, zp = 0;
+            int aq = 0, ap = 0;
+            for (int v = 0; v < 512; v++) {
+                zq += expl((long double)q[v]);
+                zp += expl((long double)p[v]);
+                aq = q[v] > q[aq] ? v : aq;
+                ap = p[v] > p[ap] ? v : ap;
+            }
+            nll += logl(zq) - q[tok[off[d] + i + 1]];
+            for (int v = 0; v < 512; v++) {
+                long double pv = expl((long double)p[v]) / zp, qv = expl((long double)q[v]) / zq;
+                kl += pv * logl(pv / qv);
+            }
+            agree += aq == ap;
+            npred++;
+        }
+    }
+    assert_int_equal(r.predictions, npred);
+    assert_true(fabsl(r.nll - nll) <= 1e-9L * fabsl(nll));
+    assert_true(fabsl(r.kld - kl / npred) <= 1e-6L * fabsl(kl / npred) + 1e-12L);
+    assert_true(fabs(r.top1_agreement - (double)agree / (double)npred) < 1e-15);
+    assert_true(r.kld > 0.0);
+    MPQ_ASSERT_OK(ctx, mpq_family_set_weight(ctx, x->f2, 6, w0)); /* restore */
+    free(w), free(w0), free(lq), free(lp);
+    mpq_free(text), mpq_free(docs), mpq_free(tok), mpq_free(off);
 }
 
 static void test_kld_self_and_perturbed(void **state) {
@@ -128,6 +190,7 @@ int main(int argc, char **argv) {
     mpq_test_shared("data/text/tinyshakespeare.txt", g_text, sizeof g_text);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_perplexity_reference),
+        cmocka_unit_test(test_lm_figures_vs_direct),
         cmocka_unit_test(test_kld_self_and_perturbed),
         cmocka_unit_test(test_greedy_generation),
     };
