@@ -93,6 +93,10 @@ mpq_err mpq_tokenizer_load(mpq_ctx *ctx, const char *path, int64_t vocab_size,
     int64_t size = (int64_t)st.st_size;
     MPQ_ENSURE(size >= 4, MPQ_ERR_FORMAT, "%s: truncated: %lld bytes, no max_token_length", path,
                (long long)size);
+    /* Every entry takes at least 8 bytes: refuse before allocating per-token arrays. */
+    MPQ_ENSURE((size - 4) / 8 >= vocab_size, MPQ_ERR_FORMAT,
+               "%s: truncated: %lld bytes cannot hold the model's %lld tokens", path,
+               (long long)size, (long long)vocab_size);
     MPQ_ALLOC_TRY(buf, size);
     MPQ_ENSURE(fread(buf, 1, (size_t)size, f) == (size_t)size, MPQ_ERR_IO, "%s: read failed: %s",
                path, strerror(errno));

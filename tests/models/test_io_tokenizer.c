@@ -272,6 +272,9 @@ static void test_bad_files(void **state) {
                    "truncated at token 512", NULL);
     test_io_expect(ctx, mpq_tokenizer_load(ctx, g_tok_path, 100, &t), MPQ_ERR_ARG, "100", NULL,
                    NULL);
+    /* a huge vocab_size is refused from the file size, before any allocation */
+    test_io_expect(ctx, mpq_tokenizer_load(ctx, g_tok_path, 2000000000, &t), MPQ_ERR_FORMAT,
+                   g_tok_path, "cannot hold", NULL);
     assert_null(t);
     /* truncated inside an entry */
     assert_int_equal(tw_copy_prefix(g_tok_path, bad, 1000), 0);
