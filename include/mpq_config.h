@@ -86,6 +86,7 @@ typedef struct mpq_config {
         int64_t batch;           /* images per forward batch */
         int64_t generate_tokens; /* greedy generation length (0 = none) */
         char *reference;         /* full-precision model for KLD/agreement ("" = none) */
+        int also_all;            /* classifiers, mpquant run: also evaluate every image */
     } eval;
 
     struct {
@@ -108,12 +109,37 @@ typedef struct mpq_config {
         int64_t seq_len;  /* LM: tokens per segment */
         int64_t segments; /* samples (segments or images) */
         int64_t seed;     /* shuffle / random source seed */
+        char *propagate;  /* mpquant run: block inputs through quantized | fp blocks */
     } calibration;
 
     struct {
         char *spec;   /* quantizer spec (mpq_quant.h), e.g. "int:bits=4,sym=false,group=32" */
         char *method; /* rounding method: rtn | gptq | adaround | signround (mpq_round.h) */
+        mpq_strlist candidates; /* mixed precision: candidate specs ([] = uniform quant.spec) */
     } quant;
+
+    struct {
+        double avg_bits;     /* average bits per weight of the quantized layers (0 = unset) */
+        int64_t bytes;       /* or total bytes of the quantized layers (0 = unset) */
+        mpq_strlist pin;     /* "layer-pattern=spec": fixed candidate */
+        mpq_strlist exclude; /* layer-name patterns kept in full precision */
+    } budget;
+
+    struct {
+        char *method;           /* error | normalized | sensitivity */
+        char *sensitivity_spec; /* candidate probed for the sensitivity ("" = smallest) */
+        int64_t samples;        /* calibration samples used for the sensitivity (0 = all) */
+    } importance;
+
+    struct {
+        char *save; /* write the (layer x candidate) measurements here (HDF5, "" = no) */
+        char *load; /* reuse measurements from here ("" = measure) */
+    } measure;
+
+    struct {
+        char *path;    /* quantized checkpoint (HDF5, "" = none) */
+        int overwrite; /* replace an existing file */
+    } output;
 
     struct {
         int64_t block_size;  /* GPTQ lazy-update block (columns) */
@@ -143,6 +169,10 @@ typedef struct mpq_config {
         char *event_log; /* JSON-lines event log path ("" = none) */
         double progress_interval; /* seconds between progress lines */
     } log;
+
+    struct {
+        char *nonfinite; /* error | skip: NaN/Inf in a layer's weights (mpq_robust.h) */
+    } robust;
 } mpq_config;
 
 /* Collective over ctx->comm. Reads `path` on rank 0 (NULL: defaults only),

@@ -5,6 +5,7 @@ mpq_err mpq_cmd_check(mpq_ctx *ctx, const mpq_cli *cli);
 mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli);
 mpq_err mpq_cmd_eval(mpq_ctx *ctx, const mpq_cli *cli);
 mpq_err mpq_cmd_export(mpq_ctx *ctx, const mpq_cli *cli);
+mpq_err mpq_cmd_run(mpq_ctx *ctx, const mpq_cli *cli);
 
 const mpq_command mpq_commands[] = {
     {
@@ -59,6 +60,18 @@ const mpq_command mpq_commands[] = {
         .min_pos = 1,
         .max_pos = 1,
         .run = mpq_cmd_export,
+    },
+    {
+        .name = "run",
+        .args = "CONFIG",
+        .summary = "quantize: calibrate, Hessians, (measure, importance, budget,) round, "
+                   "evaluate FP vs quantized, write the checkpoint (output.path)",
+        .help = "  CONFIG    the run configuration (configs/default.cfg; quant, round,\n"
+                "            calibration, budget, importance, measure, eval, output sections)\n",
+        .options = "",
+        .min_pos = 1,
+        .max_pos = 1,
+        .run = mpq_cmd_run,
     },
 };
 

@@ -60,6 +60,9 @@ const mpq_key_spec mpq_config_keys[] = {
      "language models: greedy generation of N tokens from BOS after evaluating (0 = none)"},
     {"eval.reference", MPQ_KEY_PATH, OFF(eval.reference), "", NOLIM, NULL,
      "full-precision reference model for KL divergence and top-1 agreement (\"\" = none)"},
+    {"eval.also_all", MPQ_KEY_BOOL, OFF(eval.also_all), "false", NOLIM, NULL,
+     "classifiers, mpquant run: also evaluate on every image of eval.images (JSON fp_all, "
+     "quantized_all)"},
 
     /* hessian */
     {"hessian.damping", MPQ_KEY_FLOAT, OFF(hessian.damping), "0.01", 0.0, 1e6, NULL,
@@ -86,6 +89,35 @@ const mpq_key_spec mpq_config_keys[] = {
      "quantizer spec \"family:key=value,...\" (see the quantizer reference)"},
     {"quant.method", MPQ_KEY_ENUM, OFF(quant.method), "gptq", NOLIM, "rtn|gptq|adaround|signround",
      "rounding method: nearest, Hessian GPTQ, AdaRound-style learned, signed-gradient (AutoRound)"},
+    {"quant.candidates", MPQ_KEY_STRING_LIST, OFF(quant.candidates), "[]", NOLIM, NULL,
+     "mixed precision (mpquant run): candidate quantizer specs per layer; [] = uniform quant.spec"},
+
+    /* budget, importance, measure, output (mpquant run, mixed precision) */
+    {"budget.avg_bits", MPQ_KEY_FLOAT, OFF(budget.avg_bits), "0", 0.0, 64.0, NULL,
+     "budget as average bits per weight over the quantized layers, codes + scales + zero-points "
+     "(0 = unset)"},
+    {"budget.bytes", MPQ_KEY_INT, OFF(budget.bytes), "0", 0, 9e15, NULL,
+     "budget as total bytes of the quantized layers (0 = unset; exclusive with avg_bits)"},
+    {"budget.pin", MPQ_KEY_STRING_LIST, OFF(budget.pin), "[]", NOLIM, NULL,
+     "\"pattern=spec\" items: layers whose name matches the shell pattern get that spec"},
+    {"budget.exclude", MPQ_KEY_STRING_LIST, OFF(budget.exclude), "[]", NOLIM, NULL,
+     "shell patterns of layer names kept in full precision (not quantized, not in the average)"},
+    {"importance.method", MPQ_KEY_ENUM, OFF(importance.method), "sensitivity", NOLIM,
+     "error|normalized|sensitivity",
+     "score of a (layer, candidate): layer error, error / tr(W H W^T), or error x the model "
+     "loss sensitivity to that layer"},
+    {"importance.sensitivity_spec", MPQ_KEY_STRING, OFF(importance.sensitivity_spec), "", NOLIM,
+     NULL, "candidate quantized alone per layer to measure sensitivities (\"\" = the smallest)"},
+    {"importance.samples", MPQ_KEY_INT, OFF(importance.samples), "16", 0, 1e12, NULL,
+     "sensitivity: first N calibration samples on which the KL divergence is measured (0 = all)"},
+    {"measure.save", MPQ_KEY_OUTPATH, OFF(measure.save), "", NOLIM, NULL,
+     "write the per-(layer, candidate) errors and bits to this HDF5 file (\"\" = do not save)"},
+    {"measure.load", MPQ_KEY_PATH, OFF(measure.load), "", NOLIM, NULL,
+     "reuse measurements saved by measure.save instead of measuring (\"\" = measure)"},
+    {"output.path", MPQ_KEY_OUTPATH, OFF(output.path), "", NOLIM, NULL,
+     "quantized checkpoint written by mpquant run (HDF5; \"\" = none)"},
+    {"output.overwrite", MPQ_KEY_BOOL, OFF(output.overwrite), "false", NOLIM, NULL,
+     "replace an existing output.path"},
 
     /* round */
     {"round.block_size", MPQ_KEY_INT, OFF(round.block_size), "128", 1, 1e6, NULL,
@@ -145,6 +177,9 @@ const mpq_key_spec mpq_config_keys[] = {
      "number of calibration samples (text segments, images or random inputs)"},
     {"calibration.seed", MPQ_KEY_INT, OFF(calibration.seed), "1234", 0, 1e15, NULL,
      "seed of the document shuffle and of the random source"},
+    {"calibration.propagate", MPQ_KEY_ENUM, OFF(calibration.propagate), "quantized", NOLIM,
+     "quantized|fp",
+     "mpquant run: block inputs come from the already-quantized blocks, or stay full precision"},
 
     /* log */
     {"log.level", MPQ_KEY_ENUM, OFF(log.level), "info", NOLIM, "error|warn|info|debug|trace",
@@ -155,6 +190,11 @@ const mpq_key_spec mpq_config_keys[] = {
      "append machine-readable JSON-lines events (stages, progress, warnings, errors) to this file"},
     {"log.progress_interval", MPQ_KEY_FLOAT, OFF(log.progress_interval), "5", 0.1, 3600.0, NULL,
      "seconds between progress lines of long loops"},
+
+    /* robust (mpq_robust.h) */
+    {"robust.nonfinite", MPQ_KEY_ENUM, OFF(robust.nonfinite), "error", NOLIM, "error|skip",
+     "NaN/Inf in a layer's weights: error (naming the layer), or skip: keep that layer in full "
+     "precision with a warning"},
 };
 
 const int mpq_config_nkeys = (int)(sizeof mpq_config_keys / sizeof mpq_config_keys[0]);

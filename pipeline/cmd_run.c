@@ -1,0 +1,112 @@
+/* cmd_run.c: `mpquant run CONFIG`: the whole pipeline (mpq_run.h), a result
+ * table on standard output and, with --json, one JSON object as the last
+ * line. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mpq_cli.h"
+#include "mpq_log.h"
+#include "mpq_run.h"
+#include "mpq_timer.h"
+
+mpq_err mpq_cmd_run(mpq_ctx *ctx, const mpq_cli *cli);
+
+/* Test hook (tests/run/test_run_kill.sh): MPQ_TEST_KILL_AT_TENSOR=i kills
+ * rank 0 right before the checkpoint writer writes tensor i, the other
+ * ranks waiting in a barrier until mpirun takes them down. */
+static void kill_hook(mpq_ctx *ctx, int64_t i, void *ud) {
+    if (i != *(const int64_t *)ud)
+        return;
+    if (ctx->comm != MPI_COMM_NULL)
+        MPI_Barrier(ctx->comm);
+    if (ctx->rank == 0)
+        raise(SIGKILL);
+    if (ctx->comm != MPI_COMM_NULL)
+        MPI_Barrier(ctx->comm);
+}
+
+static void row(const char *metric, double fp, double q, int has_fp, const char *fmt) {
+    char a[32] = "-", b[32], c[32] = "-";
+    if (has_fp)
+        snprintf(a, sizeof a, fmt, fp);
+    snprintf(b, sizeof b, fmt, q);
+    if (has_fp && fp != 0.0)
+        snprintf(c, sizeof c, "%+.2f%%", 100.0 * (q - fp) / fabs(fp));
+    printf("%-22s %14s %14s %12s\n", metric, a, b, c);
+}
+
+static void print_table(const mpq_run_result *r, double fp_bpw, double seconds) {
+    const mpq_run_eval *f = &r->fp, *q = &r->quant;
+    int hf = f->done;
+    printf("%-22s %14s %14s %12s\n", "metric", "full precision", "quantized", "change");
+    if (q->task == MPQ_TASK_LM) {
+        row("perplexity", f->lm.ppl, q->lm.ppl, hf, "%.4f");
+        row("mean NLL (nats)", f->lm.mean_nll, q->lm.mean_nll, hf, "%.6f");
+        if (q->lm.has_ref) {
+            row("KLD vs FP (nats)", 0.0, q->lm.kld, 0, "%.6f");
+            row("top-1 agreement", 1.0, q->lm.top1_agreement, 0, "%.6f");
+        }
+    } else {
+        row("accuracy", f->cls.accuracy, q->cls.accuracy, hf, "%.6f");
+        if (q->cls.has_ref)
+            row("agreement with FP", 1.0, q->cls.agreement, 0, "%.6f");
+        if (q->has_all)
+            row("accuracy (all images)", f->cls_all.accuracy, q->cls_all.accuracy, hf && f->has_all,
+                "%.6f");
+    }
+    row("bits per weight", fp_bpw, r->bpw, 1, "%.4f");
+    printf("%-22s %14s %14.2f %12s\n", "time (s)", "-", seconds, "-");
+    fflush(stdout);
+}
+
+mpq_err mpq_cmd_run(mpq_ctx *ctx, const mpq_cli *cli) {
+    mpq_err err = MPQ_OK;
+    mpq_config *cfg = NULL;
+    mpq_run_result *r = NULL;
+    cJSON *o = NULL, *timers = NULL;
+    MPQ_CHECK(cli->npos == 1, MPQ_ERR_ARG, "run: expected one configuration file");
+    MPQ_CALL(mpq_cli_load_config(ctx, cli, cli->pos[0], &cfg));
+    mpq_run_opts opts;
+    mpq_run_opts_default(&opts);
+    int64_t kill_at = -1;
+    const char *ks = getenv("MPQ_TEST_KILL_AT_TENSOR");
+    if (ks && ks[0]) {
+        kill_at = strtoll(ks, NULL, 10);
+        opts.write_hook = kill_hook;
+        opts.write_ud = &kill_at;
+    }
+    double t0 = mpq_now();
+    MPQ_TRY(mpq_timer_start(ctx, "total"));
+    MPQ_TRY(mpq_run(ctx, cfg, &opts, &r));
+    MPQ_TRY(mpq_timer_stop(ctx, "total"));
+    double seconds = mpq_now() - t0;
+    /* The full-precision model as evaluated: fp32 weights. */
+    double fp_bpw = 32.0;
+    if (ctx->rank == 0)
+        print_table(r, fp_bpw, seconds);
+    MPQ_TRY(mpq_timers_report(ctx, &timers));
+
+    o = mpq_run_assignment_json(r);
+    MPQ_ENSURE(o, MPQ_ERR_NOMEM, "cannot allocate the JSON result");
+    cJSON_AddStringToObject(o, "command", "run");
+    cJSON_AddStringToObject(o, "model", cfg->model.path);
+    cJSON_AddNumberToObject(o, "ranks", ctx->size);
+    cJSON_AddItemToObject(o, "fp", mpq_run_eval_json(&r->fp));
+    cJSON_AddItemToObject(o, "quantized", mpq_run_eval_json(&r->quant));
+    if (r->checkpoint)
+        cJSON_AddStringToObject(o, "checkpoint", r->checkpoint);
+    cJSON_AddItemToObject(o, "times", timers);
+    timers = NULL;
+    mpq_cli_emit_json(ctx, cli, o);
+    o = NULL;
+cleanup:
+    cJSON_Delete(o);
+    cJSON_Delete(timers);
+    mpq_run_result_destroy(&r);
+    mpq_config_destroy(&cfg);
+    return err;
+}

@@ -1,0 +1,788 @@
+/* run.c: the pipeline of `mpquant run` (see mpq_run.h): setup, the
+ * measurement pass, the budget, the final block-sequential rounding pass,
+ * the evaluations and the checkpoint. */
+#include <cjson/cJSON.h>
+#include <fnmatch.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mpq_ckpt.h"
+#include "mpq_config.h"
+#include "mpq_log.h"
+#include "mpq_timer.h"
+#include "run_internal.h"
+
+void mpq_run_opts_default(mpq_run_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->eval_fp = 1;
+    o->eval_quantized = 1;
+}
+
+void mpq_run_result_destroy(mpq_run_result **r) {
+    if (!r || !*r)
+        return;
+    mpq_run_result *x = *r;
+    for (int64_t l = 0; x->layers && l < x->nlayers; l++)
+        mpq_qlayer_destroy(&x->layers[l].q);
+    mpq_free(x->layers);
+    mpq_free(x->candidates);
+    mpq_free(x->checkpoint);
+    mpq_free(x);
+    *r = NULL;
+}
+
+static void state_free(run_state *s) {
+    if (s->mq)
+        for (int64_t i = 0; i < s->nl * s->maxc; i++)
+            mpq_qlayer_destroy(&s->mq[i]);
+    MPQ_FREE(s->mq);
+    MPQ_FREE(s->choice);
+    MPQ_FREE(s->sens);
+    MPQ_FREE(s->energy);
+    MPQ_FREE(s->bits);
+    MPQ_FREE(s->score);
+    MPQ_FREE(s->rtn);
+    MPQ_FREE(s->loss);
+    MPQ_FREE(s->excl);
+    MPQ_FREE(s->pin);
+    MPQ_FREE(s->extra);
+    MPQ_FREE(s->nc);
+    MPQ_FREE(s->cand);
+    mpq_calib_set_destroy(&s->set);
+    mpq_tokenizer_destroy(&s->tok);
+    mpq_family_destroy(&s->ffp);
+    mpq_family_destroy(&s->fq);
+    mpq_model_close(&s->m);
+}
+
+/* ---- setup ------------------------------------------------------------------------ */
+
+/* Parses a spec from the configuration; errors name the file and the key. */
+static mpq_err parse_spec(mpq_ctx *ctx, const mpq_config *cfg, const char *key, const char *text,
+                          mpq_qspec *spec) {
+    mpq_err e = mpq_qspec_parse(ctx, text, spec);
+    if (e == MPQ_OK)
+        return MPQ_OK;
+    char msg[MPQ_ERRMSG_MAX];
+    snprintf(msg, sizeof msg, "%s", ctx->err_msg);
+    mpq_err_clear(ctx);
+    return MPQ_ERROR(MPQ_ERR_CONFIG, "%s: %s: \"%s\": %s", cfg->source, key, text, msg);
+}
+
+static int layer_matches(const mpq_layer_info *li, const char *pattern) {
+    return fnmatch(pattern, li->name, 0) == 0 || fnmatch(pattern, li->tensor, 0) == 0;
+}
+
+/* Candidates, pins and exclusions (identical on every rank: every rank
+ * parses the same configuration). */
+static mpq_err setup_layers(mpq_ctx *ctx, run_state *s) {
+    const mpq_config *cfg = s->cfg;
+    const mpq_family_info *fi = s->info;
+    s->nl = fi->nlayers;
+    s->ncand = cfg->quant.candidates.n > 0 ? cfg->quant.candidates.n : 1;
+    s->maxc = (int32_t)s->ncand + 1;
+    MPQ_CHECK(s->ncand <= 1000, MPQ_ERR_CONFIG,
+              "%s: quant.candidates: %lld candidates (at most 1000)", cfg->source,
+              (long long)s->ncand);
+    MPQ_ALLOC(s->cand, s->ncand);
+    if (cfg->quant.candidates.n > 0) {
+        for (int64_t k = 0; k < s->ncand; k++) {
+            char key[64];
+            snprintf(key, sizeof key, "quant.candidates[%lld]", (long long)k);
+            MPQ_CALL(parse_spec(ctx, cfg, key, cfg->quant.candidates.v[k], &s->cand[k]));
+            for (int64_t j = 0; j < k; j++)
+                MPQ_CHECK(!mpq_qspec_equal(&s->cand[j], &s->cand[k]), MPQ_ERR_CONFIG,
+                          "%s: quant.candidates: items %lld and %lld are the same quantizer",
+                          cfg->source, (long long)j, (long long)k);
+        }
+    } else {
+        MPQ_CALL(parse_spec(ctx, cfg, "quant.spec", cfg->quant.spec, &s->cand[0]));
+    }
+    int64_t nl1 = s->nl > 0 ? s->nl : 1;
+    MPQ_ALLOC(s->nc, nl1);
+    MPQ_ALLOC(s->extra, nl1);
+    MPQ_ALLOC(s->pin, nl1);
+    MPQ_ALLOC(s->excl, nl1);
+    MPQ_ALLOC(s->choice, nl1);
+    for (int64_t l = 0; l < s->nl; l++) {
+        s->nc[l] = (int32_t)s->ncand;
+        s->pin[l] = -1;
+        s->choice[l] = -1;
+    }
+    for (int64_t i = 0; i < cfg->budget.exclude.n; i++) {
+        int64_t hits = 0;
+        for (int64_t l = 0; l < s->nl; l++)
+            if (layer_matches(&fi->layers[l], cfg->budget.exclude.v[i])) {
+                s->excl[l] = 1;
+                hits++;
+            }
+        MPQ_CHECK(hits > 0, MPQ_ERR_CONFIG,
+                  "%s: budget.exclude: pattern \"%s\" matches no quantizable layer (e.g. \"%s\")",
+                  cfg->source, cfg->budget.exclude.v[i], s->nl > 0 ? fi->layers[0].name : "");
+    }
+    for (int64_t i = 0; i < cfg->budget.pin.n; i++) {
+        const char *item = cfg->budget.pin.v[i];
+        const char *eq = strchr(item, '=');
+        MPQ_CHECK(eq && eq > item && eq[1], MPQ_ERR_CONFIG,
+                  "%s: budget.pin: item \"%s\" is not \"layer-pattern=spec\"", cfg->source, item);
+        char pattern[MPQ_TENSOR_NAME_MAX];
+        MPQ_CHECK((size_t)(eq - item) < sizeof pattern, MPQ_ERR_CONFIG,
+                  "%s: budget.pin: pattern of \"%s\" is too long", cfg->source, item);
+        memcpy(pattern, item, (size_t)(eq - item));
+        pattern[eq - item] = '\0';
+        mpq_qspec spec;
+        MPQ_CALL(parse_spec(ctx, cfg, "budget.pin", eq + 1, &spec));
+        int32_t k = -1;
+        for (int32_t j = 0; j < s->ncand; j++)
+            if (mpq_qspec_equal(&s->cand[j], &spec))
+                k = j;
+        int64_t hits = 0;
+        for (int64_t l = 0; l < s->nl; l++) {
+            if (!layer_matches(&fi->layers[l], pattern))
+                continue;
+            hits++;
+            if (k >= 0) {
+                s->pin[l] = k;
+                s->nc[l] = (int32_t)s->ncand;
+            } else {
+                s->extra[l] = spec;
+                s->pin[l] = (int32_t)s->ncand;
+                s->nc[l] = (int32_t)s->ncand + 1;
+            }
+        }
+        MPQ_CHECK(hits > 0, MPQ_ERR_CONFIG,
+                  "%s: budget.pin: pattern \"%s\" matches no quantizable layer (e.g. \"%s\")",
+                  cfg->source, pattern, s->nl > 0 ? fi->layers[0].name : "");
+    }
+    int64_t nq = 0;
+    for (int64_t l = 0; l < s->nl; l++)
+        nq += !s->excl[l];
+    MPQ_CHECK(nq > 0, MPQ_ERR_CONFIG, "%s: budget.exclude leaves no layer to quantize",
+              cfg->source);
+    return MPQ_OK;
+}
+
+/* Opens the model twice as families, the tokenizer and the calibration
+ * samples; every rank agrees on the outcome. */
+static mpq_err setup(mpq_ctx *ctx, run_state *s) {
+    const mpq_config *cfg = s->cfg;
+    mpq_err err = MPQ_OK;
+    if (ctx->rank == 0)
+        err = mpq_config_check_paths(ctx, cfg);
+    MPQ_CALL(mpq_agree(ctx, err));
+    MPQ_CALL(mpq_timer_start(ctx, "load"));
+    err = mpq_model_open(ctx, cfg->model.path, cfg->model.format, &s->m);
+    if (err == MPQ_OK)
+        err = mpq_family_create(ctx, s->m, cfg, NULL, &s->fq);
+    if (err == MPQ_OK)
+        err = mpq_family_create(ctx, s->m, cfg, NULL, &s->ffp);
+    if (err == MPQ_OK) {
+        s->info = mpq_family_get_info(s->fq);
+        if (s->info->task == MPQ_TASK_LM) {
+            if (!cfg->model.tokenizer[0])
+                err = MPQ_ERROR(MPQ_ERR_CONFIG,
+                                "%s: model.tokenizer: a language model needs a tokenizer",
+                                cfg->source);
+            else
+                err = mpq_tokenizer_load(ctx, cfg->model.tokenizer, s->info->vocab_size, &s->tok);
+        }
+    }
+    if (err == MPQ_OK)
+        err = mpq_round_from_config(ctx, cfg, &s->ro, NULL, &s->method);
+    if (err == MPQ_OK)
+        err = setup_layers(ctx, s);
+    if (err == MPQ_OK && cfg->quant.candidates.n > 0 && cfg->budget.avg_bits <= 0.0 &&
+        cfg->budget.bytes <= 0)
+        err = MPQ_ERROR(MPQ_ERR_CONFIG,
+                        "%s: quant.candidates is set (mixed precision) but no budget: set "
+                        "budget.avg_bits or budget.bytes",
+                        cfg->source);
+    if (err == MPQ_OK && cfg->budget.avg_bits > 0.0 && cfg->budget.bytes > 0)
+        err = MPQ_ERROR(MPQ_ERR_CONFIG,
+                        "%s: budget.avg_bits and budget.bytes are both set; set only one",
+                        cfg->source);
+    if (err == MPQ_OK && cfg->quant.candidates.n == 0 &&
+        (cfg->budget.avg_bits > 0.0 || cfg->budget.bytes > 0))
+        err = MPQ_ERROR(MPQ_ERR_CONFIG,
+                        "%s: a budget is set but quant.candidates is empty (uniform precision): "
+                        "list the candidates",
+                        cfg->source);
+    if (err == MPQ_OK && cfg->output.path[0] && strcmp(cfg->model.family, "cnn") == 0) {
+        for (int64_t i = 0; i < cfg->model.cnn.n; i++)
+            if (strcmp(cfg->model.cnn.v[i].op, "batchnorm") == 0)
+                err = MPQ_ERROR(MPQ_ERR_CONFIG,
+                                "%s: output.path: a CNN with batchnorm (line %d) has BN-folded "
+                                "weights, which the checkpoint cannot store beside the BN tensors",
+                                cfg->source, cfg->model.cnn.v[i].line);
+    }
+    MPQ_CALL(mpq_agree(ctx, err));
+    MPQ_CALL(mpq_timer_stop(ctx, "load"));
+    MPQ_INFO("model %s: family %s, %lld blocks, %lld quantizable layers", cfg->model.path,
+             mpq_family_name(s->fq), (long long)s->info->nblocks, (long long)s->info->nlayers);
+
+    MPQ_CALL(mpq_timer_start(ctx, "calibrate"));
+    err = mpq_calib_set_from_config(ctx, cfg, s->info, s->tok, &s->set);
+    MPQ_CALL(mpq_agree(ctx, err));
+    MPQ_CALL(mpq_timer_stop(ctx, "calibrate"));
+    int64_t rows = s->set->offset[s->set->nsamples];
+    MPQ_INFO("calibration: %lld samples, %lld rows; propagation %s", (long long)s->set->nsamples,
+             (long long)rows, cfg->calibration.propagate);
+    return MPQ_OK;
+}
+
+/* ---- the block passes ------------------------------------------------------------- */
+
+/* Statistic of layer l among the block's statistics. */
+static const mpq_hstat *stat_of(const run_state *s, int64_t l, int64_t n, mpq_hstat *const *stats,
+                                const int64_t *groups) {
+    for (int64_t k = 0; k < n; k++)
+        if (groups[k] == s->info->layers[l].group)
+            return stats[k];
+    return NULL;
+}
+
+/* Exact sum over ranks of a vector whose every element has one contributor. */
+static mpq_err sum_owned(mpq_ctx *ctx, double *v, int64_t n) {
+    if (ctx->comm == MPI_COMM_NULL || ctx->size == 1 || n == 0)
+        return MPQ_OK;
+    int cnt;
+    MPQ_CALL(mpq_to_int(ctx, n, "sum count", &cnt));
+    MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, v, cnt, MPI_DOUBLE, MPI_SUM, ctx->comm));
+    return MPQ_OK;
+}
+
+/* tr(W H W^T) of every layer of the block, each computed by one rank. */
+static mpq_err block_energy(mpq_ctx *ctx, run_state *s, int64_t nj, const int64_t *lay,
+                            float *const *W, const mpq_hstat *const *H) {
+    mpq_err err = MPQ_OK;
+    float *zero = NULL;
+    double *rl = NULL, *e = NULL;
+    MPQ_ALLOC_TRY(e, nj > 0 ? nj : 1);
+    for (int64_t j = 0; j < nj; j++) {
+        if (j % ctx->size != ctx->rank)
+            continue;
+        const mpq_layer_info *li = &s->info->layers[lay[j]];
+        MPQ_TRY(mpq_realloc(ctx, 0, li->out * li->in, sizeof *zero, (void **)&zero));
+        MPQ_TRY(mpq_realloc(ctx, 0, li->out, sizeof *rl, (void **)&rl));
+        MPQ_TRY(mpq_round_loss(ctx, li->in, H[j]->H, li->out, W[j], zero, rl));
+        for (int64_t r = 0; r < li->out; r++)
+            e[j] += rl[r];
+        MPQ_FREE(zero);
+        MPQ_FREE(rl);
+    }
+cleanup:
+    mpq_free(zero);
+    mpq_free(rl);
+    err = mpq_agree(ctx, err);
+    if (err == MPQ_OK)
+        err = sum_owned(ctx, e, nj);
+    for (int64_t j = 0; err == MPQ_OK && j < nj; j++)
+        s->energy[lay[j]] = e[j];
+    mpq_free(e);
+    return err;
+}
+
+/* One pass over the blocks. measure = 1: every candidate of every layer,
+ * full-precision propagation, results into the measurement arrays. measure
+ * = 0: the chosen candidate, results into s->res->layers and the working
+ * model, propagation as configured. */
+static mpq_err block_pass(mpq_ctx *ctx, run_state *s, int measure) {
+    mpq_err err = MPQ_OK;
+    const mpq_family_info *fi = s->info;
+    const mpq_config *cfg = s->cfg;
+    mpq_calib *calib = NULL;
+    mpq_hstat **stats = NULL;
+    int64_t nstats = 0, *groups = NULL, *lay = NULL;
+    float **W = NULL, *deq = NULL;
+    const mpq_hstat **H = NULL;
+    mpq_round_job *jobs = NULL;
+    mpq_round_result *results = NULL;
+    int32_t *jk = NULL; /* [job] candidate */
+    int64_t *jl = NULL; /* [job] layer */
+    int64_t njobs = 0, nlb = 0;
+    const int advance = measure || !s->propagate_q;
+    int64_t cap = s->nl * s->maxc + 1;
+    MPQ_ALLOC_TRY(lay, s->nl + 1);
+    MPQ_ALLOC_TRY(W, s->nl + 1);
+    MPQ_ALLOC_TRY(H, s->nl + 1);
+    MPQ_ALLOC_TRY(jobs, cap);
+    MPQ_ALLOC_TRY(results, cap);
+    MPQ_ALLOC_TRY(jk, cap);
+    MPQ_ALLOC_TRY(jl, cap);
+    MPQ_TRY(mpq_timer_start(ctx, "hessian"));
+    MPQ_TRY(mpq_calib_create(ctx, s->fq, s->set, cfg->hessian.chunk_samples, &calib));
+    MPQ_TRY(mpq_timer_stop(ctx, "hessian"));
+    mpq_progress prog;
+    mpq_progress_begin(ctx, &prog, measure ? "measure" : "round", "blocks", fi->nblocks);
+    for (int64_t b = 0; b < fi->nblocks; b++) {
+        MPQ_TRY(mpq_timer_start(ctx, "hessian"));
+        MPQ_TRY(mpq_calib_block(ctx, calib, b, (int)cfg->hessian.bound_log2, MPQ_HSTAT_ALL, advance,
+                                &nstats, &stats, &groups));
+        MPQ_TRY(mpq_timer_stop(ctx, "hessian"));
+        /* Jobs: the block's layers (x candidates when measuring). */
+        nlb = 0;
+        njobs = 0;
+        for (int64_t l = 0; l < s->nl; l++) {
+            const mpq_layer_info *li = &fi->layers[l];
+            if (li->block != b || s->excl[l])
+                continue;
+            const mpq_hstat *st = stat_of(s, l, nstats, stats, groups);
+            MPQ_ENSURE(st && st->H && st->d == li->in, MPQ_ERR_INTERNAL,
+                       "run: no statistic of width %lld for layer %s", (long long)li->in, li->name);
+            MPQ_ALLOC_TRY(W[nlb], li->out * li->in);
+            MPQ_TRY(mpq_family_get_weight(ctx, s->fq, l, W[nlb]));
+            H[nlb] = st;
+            lay[nlb] = l;
+            /* A pinned layer needs its pinned candidate only. */
+            int32_t k0 = measure ? (s->pin[l] >= 0 ? s->pin[l] : 0) : s->choice[l];
+            int32_t k1 = measure ? (s->pin[l] >= 0 ? s->pin[l] + 1 : s->nc[l]) : s->choice[l] + 1;
+            for (int32_t k = k0; k < k1; k++) {
+                mpq_round_job *jb = &jobs[njobs];
+                jb->name = li->name;
+                jb->rows = li->out;
+                jb->cols = li->in;
+                jb->W = W[nlb];
+                jb->H = st->H;
+                jb->spec = *run_spec(s, l, k);
+                jb->method = s->method;
+                jl[njobs] = l;
+                jk[njobs++] = k;
+            }
+            nlb++;
+        }
+        MPQ_TRY(mpq_timer_start(ctx, measure ? "measure" : "round"));
+        MPQ_TRY(mpq_round_block(ctx, &s->ro, njobs, jobs, results));
+        MPQ_TRY(mpq_timer_stop(ctx, measure ? "measure" : "round"));
+        if (measure)
+            MPQ_TRY(block_energy(ctx, s, nlb, lay, W, H));
+        for (int64_t j = 0; j < njobs; j++) {
+            int64_t l = jl[j];
+            mpq_round_result *rr = &results[j];
+            if (measure) {
+                int64_t x = l * s->maxc + jk[j];
+                s->loss[x] = rr->loss;
+                s->rtn[x] = rr->rtn_loss;
+                s->bits[x] = mpq_qlayer_bits(rr->q);
+                s->mq[x] = rr->q;
+                rr->q = NULL;
+                continue;
+            }
+            mpq_run_layer *rl = &s->res->layers[l];
+            rl->loss = rr->loss;
+            rl->rtn_loss = rr->rtn_loss;
+            rl->iters = rr->iters;
+            rl->seconds = rr->seconds;
+            rl->bits = mpq_qlayer_bits(rr->q);
+            rl->q = rr->q;
+            rr->q = NULL;
+            MPQ_TRY(mpq_realloc(ctx, 0, rl->rows * rl->cols, sizeof *deq, (void **)&deq));
+            mpq_qlayer_dequantize(rl->q, deq);
+            MPQ_TRY(mpq_family_set_weight(ctx, s->fq, l, deq));
+            MPQ_FREE(deq);
+        }
+        mpq_round_results_free(njobs, results);
+        njobs = 0;
+        if (!advance) {
+            MPQ_TRY(mpq_timer_start(ctx, "propagate"));
+            MPQ_TRY(mpq_calib_advance(ctx, calib, b));
+            MPQ_TRY(mpq_timer_stop(ctx, "propagate"));
+        }
+        for (int64_t i = 0; i < nlb; i++)
+            MPQ_FREE(W[i]);
+        nlb = 0;
+        mpq_hstats_free(nstats, &stats);
+        MPQ_FREE(groups);
+        nstats = 0;
+        mpq_progress_update(ctx, &prog, b + 1);
+    }
+    mpq_progress_end(ctx, &prog);
+cleanup:
+    if (results)
+        mpq_round_results_free(njobs, results);
+    mpq_free(results);
+    mpq_free(jobs);
+    mpq_free(jk);
+    mpq_free(jl);
+    mpq_free(deq);
+    for (int64_t i = 0; W && i < nlb; i++)
+        mpq_free(W[i]);
+    mpq_free(W);
+    mpq_free(H);
+    mpq_free(lay);
+    mpq_hstats_free(nstats, &stats);
+    mpq_free(groups);
+    mpq_calib_destroy(&calib);
+    return err;
+}
+
+/* ---- budget ------------------------------------------------------------------------- */
+
+static mpq_err solve_budget(mpq_ctx *ctx, run_state *s) {
+    mpq_err err = MPQ_OK;
+    const mpq_config *cfg = s->cfg;
+    mpq_budget_problem *p = NULL;
+    mpq_budget_result *br = NULL;
+    if (ctx->rank == 0) {
+        err = mpq_budget_problem_create(ctx, s->nl, s->maxc, &p);
+        for (int64_t l = 0; l < s->nl && err == MPQ_OK; l++) {
+            const mpq_layer_info *li = &s->info->layers[l];
+            if (s->excl[l]) {
+                err = mpq_budget_exclude(ctx, p, l, 1);
+                continue;
+            }
+            err = mpq_budget_set_layer(ctx, p, l, li->out * li->in, s->nc[l], s->bits + l * s->maxc,
+                                       s->score + l * s->maxc);
+            if (err == MPQ_OK && s->pin[l] >= 0)
+                err = mpq_budget_pin(ctx, p, l, s->pin[l]);
+        }
+        mpq_budget_spec bs = {.kind = MPQ_BUDGET_AVG_BITS, .avg_bits = cfg->budget.avg_bits};
+        if (cfg->budget.bytes > 0) {
+            bs.kind = MPQ_BUDGET_BYTES;
+            bs.amount = cfg->budget.bytes;
+        }
+        if (err == MPQ_OK) {
+            err = mpq_budget_solve(ctx, p, &bs, &br);
+            if (err != MPQ_OK) {
+                char msg[MPQ_ERRMSG_MAX];
+                snprintf(msg, sizeof msg, "%s", ctx->err_msg);
+                mpq_err_clear(ctx);
+                err = MPQ_ERROR(err, "%s: budget.%s: %s", cfg->source,
+                                cfg->budget.bytes > 0 ? "bytes" : "avg_bits", msg);
+            }
+        }
+    }
+    MPQ_TRY(mpq_agree(ctx, err));
+    MPQ_TRY(mpq_budget_bcast(ctx, &br));
+    for (int64_t l = 0; l < s->nl; l++)
+        s->choice[l] = s->excl[l] ? -1 : br->choice[l];
+    s->res->has_budget = 1;
+    s->res->budget = *br;
+    s->res->budget.choice = NULL;
+    MPQ_INFO("budget: objective %.6g, lower bound %.6g (gap %.3g, relative %.3g), %lld bits of "
+             "%lld, %.4f bits per weight",
+             br->objective, br->lower_bound, br->gap, br->rel_gap, (long long)br->bits_used,
+             (long long)br->budget_bits, br->avg_bits);
+cleanup:
+    mpq_budget_result_destroy(&br);
+    mpq_budget_problem_destroy(&p);
+    return err;
+}
+
+/* ---- evaluation -------------------------------------------------------------------- */
+
+static mpq_err evaluate(mpq_ctx *ctx, run_state *s, mpq_family *f, mpq_family *ref,
+                        mpq_run_eval *e) {
+    const mpq_config *cfg = s->cfg;
+    e->task = s->info->task;
+    if (e->task == MPQ_TASK_LM) {
+        MPQ_CHECK(cfg->eval.text[0], MPQ_ERR_CONFIG, "%s: eval.text: no text file to evaluate on",
+                  cfg->source);
+        MPQ_CALL(mpq_eval_lm_text(ctx, f, ref, s->tok, cfg->eval.text, cfg->eval.docs, &e->lm));
+    } else {
+        MPQ_CALL(mpq_eval_idx(ctx, f, ref, cfg->eval.images, cfg->eval.labels, cfg->eval.first,
+                              cfg->eval.count, cfg->eval.batch, &e->cls));
+        if (cfg->eval.also_all) {
+            MPQ_CALL(mpq_eval_idx(ctx, f, ref, cfg->eval.images, cfg->eval.labels, 0, 0,
+                                  cfg->eval.batch, &e->cls_all));
+            e->has_all = 1;
+        }
+    }
+    e->done = 1;
+    return MPQ_OK;
+}
+
+/* ---- checkpoint ---------------------------------------------------------------------- */
+
+static char *json_text(cJSON *o) {
+    char *t = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return t;
+}
+
+static mpq_err write_checkpoint(mpq_ctx *ctx, run_state *s) {
+    mpq_err err = MPQ_OK;
+    const mpq_config *cfg = s->cfg;
+    mpq_ckpt_writer *w = NULL;
+    char *eval = NULL, *assign = NULL, *times = NULL;
+    const char *inputs[4];
+    int64_t ni = 0;
+    inputs[ni++] = cfg->model.path;
+    if (cfg->model.tokenizer[0] && s->info->task == MPQ_TASK_LM)
+        inputs[ni++] = cfg->model.tokenizer;
+    if (strcmp(cfg->calibration.source, "text") == 0)
+        inputs[ni++] = cfg->calibration.text;
+    else if (strcmp(cfg->calibration.source, "images") == 0)
+        inputs[ni++] = cfg->calibration.images;
+    MPQ_CALL(mpq_ckpt_writer_create(ctx, cfg->output.path, cfg->output.overwrite, inputs, ni, &w));
+    MPQ_TRY(mpq_ckpt_write_arch(ctx, w, mpq_model_arch(s->m)));
+    for (int64_t i = 0; i < mpq_model_ntensors(s->m); i++) {
+        if (s->opts.write_hook)
+            s->opts.write_hook(ctx, i, s->opts.write_ud);
+        const mpq_tensor *t = mpq_model_tensor_at(s->m, i);
+        int64_t l = 0;
+        while (l < s->nl && (s->excl[l] || strcmp(s->info->layers[l].tensor, t->name) != 0))
+            l++;
+        if (l == s->nl) {
+            MPQ_TRY(mpq_ckpt_write_tensor(ctx, w, t, (int)(i % ctx->size)));
+            continue;
+        }
+        const mpq_run_layer *rl = &s->res->layers[l];
+        mpq_ckpt_layer_desc d = {.tensor = t->name, .method = s->method->name, .loss = rl->loss};
+        if (t->numel == rl->rows * rl->cols) {
+            d.ndim = t->ndim;
+            memcpy(d.shape, t->shape, sizeof d.shape);
+        }
+        MPQ_TRY(mpq_ckpt_write_layer(ctx, w, &d, rl->q, (int)(l % ctx->size)));
+    }
+    cJSON *ev = cJSON_CreateObject();
+    if (ev) {
+        cJSON_AddItemToObject(ev, "fp", mpq_run_eval_json(&s->res->fp));
+        cJSON_AddItemToObject(ev, "quantized", mpq_run_eval_json(&s->res->quant));
+    }
+    eval = json_text(ev);
+    assign = json_text(mpq_run_assignment_json(s->res));
+    cJSON *tm = cJSON_CreateObject();
+    static const char *const stages[] = {"load",    "calibrate",  "hessian",
+                                         "measure", "importance", "budget",
+                                         "round",   "propagate",  "eval"};
+    for (size_t k = 0; tm && k < sizeof stages / sizeof stages[0]; k++)
+        cJSON_AddNumberToObject(tm, stages[k], mpq_timer_seconds(ctx, stages[k]));
+    times = json_text(tm);
+    MPQ_ENSURE(eval && assign && times, MPQ_ERR_NOMEM, "cannot format the checkpoint provenance");
+    mpq_ckpt_provenance p = {
+        .config = cfg->text, .stage_times = times, .eval = eval, .assignment = assign};
+    MPQ_TRY(mpq_ckpt_write_provenance(ctx, w, &p));
+    MPQ_TRY(mpq_ckpt_commit(ctx, &w));
+    MPQ_TRY(mpq_strdup(ctx, cfg->output.path, &s->res->checkpoint));
+    MPQ_INFO("checkpoint written: %s", cfg->output.path);
+cleanup:
+    mpq_ckpt_abort(ctx, &w);
+    cJSON_free(eval);
+    cJSON_free(assign);
+    cJSON_free(times);
+    return err;
+}
+
+/* ---- the pipeline ------------------------------------------------------------------- */
+
+static mpq_err alloc_result(mpq_ctx *ctx, run_state *s) {
+    mpq_run_result *r = NULL;
+    MPQ_ALLOC(r, 1);
+    s->res = r;
+    r->mixed = s->cfg->quant.candidates.n > 0;
+    r->method = s->method->name;
+    r->propagate = s->propagate_q ? "quantized" : "fp";
+    r->nlayers = s->nl;
+    MPQ_ALLOC(r->layers, s->nl > 0 ? s->nl : 1);
+    r->ncand = s->ncand;
+    MPQ_ALLOC(r->candidates, s->ncand);
+    for (int64_t k = 0; k < s->ncand; k++)
+        mpq_qspec_format(&s->cand[k], r->candidates[k], MPQ_QSPEC_MAX);
+    for (int64_t l = 0; l < s->nl; l++) {
+        const mpq_layer_info *li = &s->info->layers[l];
+        mpq_run_layer *rl = &r->layers[l];
+        snprintf(rl->name, sizeof rl->name, "%s", li->name);
+        snprintf(rl->tensor, sizeof rl->tensor, "%s", li->tensor);
+        rl->rows = li->out;
+        rl->cols = li->in;
+        rl->excluded = s->excl[l];
+        rl->pinned = s->pin[l] >= 0;
+    }
+    return MPQ_OK;
+}
+
+static mpq_err alloc_measure(mpq_ctx *ctx, run_state *s) {
+    int64_t n = s->nl * s->maxc;
+    MPQ_ALLOC(s->loss, n);
+    MPQ_ALLOC(s->rtn, n);
+    MPQ_ALLOC(s->score, n);
+    MPQ_ALLOC(s->bits, n);
+    MPQ_ALLOC(s->mq, n);
+    MPQ_ALLOC(s->energy, s->nl);
+    MPQ_ALLOC(s->sens, s->nl);
+    return MPQ_OK;
+}
+
+/* Candidate probed for the sensitivities: the configured one, or the
+ * smallest (fewest bits over all layers, first on ties). */
+static mpq_err pick_sens_cand(mpq_ctx *ctx, run_state *s) {
+    const mpq_config *cfg = s->cfg;
+    if (cfg->importance.sensitivity_spec[0]) {
+        mpq_qspec spec;
+        MPQ_CALL(parse_spec(ctx, cfg, "importance.sensitivity_spec",
+                            cfg->importance.sensitivity_spec, &spec));
+        for (int32_t k = 0; k < s->ncand; k++)
+            if (mpq_qspec_equal(&s->cand[k], &spec)) {
+                s->sens_cand = k;
+                return MPQ_OK;
+            }
+        return MPQ_ERROR(MPQ_ERR_CONFIG,
+                         "%s: importance.sensitivity_spec: \"%s\" is not one of quant.candidates",
+                         cfg->source, cfg->importance.sensitivity_spec);
+    }
+    int64_t best = -1;
+    for (int32_t k = 0; k < s->ncand; k++) {
+        int64_t tot = 0;
+        for (int64_t l = 0; l < s->nl; l++) {
+            int64_t b;
+            MPQ_CALL(mpq_quant_storage_bits(ctx, &s->cand[k], s->info->layers[l].out,
+                                            s->info->layers[l].in, &b));
+            tot += b;
+        }
+        if (best < 0 || tot < best) {
+            best = tot;
+            s->sens_cand = k;
+        }
+    }
+    return MPQ_OK;
+}
+
+/* Mixed precision: measure (or load), score, solve. */
+static mpq_err mixed_choose(mpq_ctx *ctx, run_state *s) {
+    const mpq_config *cfg = s->cfg;
+    MPQ_CALL(alloc_measure(ctx, s));
+    MPQ_CALL(pick_sens_cand(ctx, s));
+    if (cfg->measure.load[0]) {
+        MPQ_CALL(mpq_run_measure_load(ctx, s, cfg->measure.load));
+    } else {
+        MPQ_INFO("measure: %lld candidates x %lld layers with %s", (long long)s->ncand,
+                 (long long)s->nl, s->method->name);
+        MPQ_CALL(block_pass(ctx, s, 1));
+        s->measured = 1;
+        if (strcmp(cfg->importance.method, "sensitivity") == 0) {
+            MPQ_CALL(mpq_timer_start(ctx, "importance"));
+            MPQ_CALL(mpq_run_sensitivity(ctx, s));
+            MPQ_CALL(mpq_timer_stop(ctx, "importance"));
+        }
+        if (cfg->measure.save[0])
+            MPQ_CALL(mpq_run_measure_save(ctx, s, cfg->measure.save));
+    }
+    MPQ_CALL(mpq_run_scores(ctx, s));
+    MPQ_CALL(mpq_timer_start(ctx, "budget"));
+    MPQ_CALL(solve_budget(ctx, s));
+    MPQ_CALL(mpq_timer_stop(ctx, "budget"));
+    return MPQ_OK;
+}
+
+/* Mixed precision with full-precision propagation: the measured codes of
+ * the chosen candidates are final. */
+static mpq_err take_measured(mpq_ctx *ctx, run_state *s) {
+    mpq_err err = MPQ_OK;
+    float *deq = NULL;
+    for (int64_t l = 0; l < s->nl; l++) {
+        if (s->excl[l])
+            continue;
+        int64_t x = l * s->maxc + s->choice[l];
+        mpq_run_layer *rl = &s->res->layers[l];
+        rl->q = s->mq[x];
+        s->mq[x] = NULL;
+        rl->loss = s->loss[x];
+        rl->rtn_loss = s->rtn[x];
+        rl->bits = s->bits[x];
+        MPQ_TRY(mpq_realloc(ctx, 0, rl->rows * rl->cols, sizeof *deq, (void **)&deq));
+        mpq_qlayer_dequantize(rl->q, deq);
+        MPQ_TRY(mpq_family_set_weight(ctx, s->fq, l, deq));
+        MPQ_FREE(deq);
+    }
+cleanup:
+    mpq_free(deq);
+    return err;
+}
+
+static void print_assignment(mpq_ctx *ctx, const run_state *s) {
+    if (ctx->rank != 0)
+        return;
+    MPQ_INFO("%-44s %-44s %10s %12s", "layer", "configuration", "bits", "score");
+    for (int64_t l = 0; l < s->nl; l++) {
+        const mpq_run_layer *rl = &s->res->layers[l];
+        if (rl->excluded) {
+            MPQ_INFO("%-44s %-44s %10s %12s", rl->name, "full precision (excluded)", "-", "-");
+            continue;
+        }
+        MPQ_INFO("%-44s %-44s %10lld %12.5g%s", rl->name, rl->spec, (long long)rl->bits, rl->score,
+                 rl->pinned ? " (pinned)" : "");
+    }
+}
+
+static mpq_err run_pipeline(mpq_ctx *ctx, run_state *s) {
+    const mpq_config *cfg = s->cfg;
+    MPQ_CALL(setup(ctx, s));
+    MPQ_CALL(alloc_result(ctx, s));
+    mpq_run_result *r = s->res;
+    if (r->mixed) {
+        MPQ_CALL(mixed_choose(ctx, s));
+    } else {
+        for (int64_t l = 0; l < s->nl; l++)
+            s->choice[l] = s->excl[l] ? -1 : (s->pin[l] >= 0 ? s->pin[l] : 0);
+    }
+    for (int64_t l = 0; l < s->nl; l++) {
+        if (s->excl[l])
+            continue;
+        mpq_run_layer *rl = &r->layers[l];
+        const mpq_qspec *sp = run_spec(s, l, s->choice[l]);
+        mpq_qspec_format(sp, rl->spec, sizeof rl->spec);
+        rl->bits_per_code = sp->bits;
+        rl->group = sp->group;
+        if (r->mixed) {
+            rl->score = s->score[l * s->maxc + s->choice[l]];
+            rl->sensitivity = s->sens[l];
+            rl->energy = s->energy[l];
+        }
+    }
+    if (r->mixed && s->measured && !s->propagate_q) {
+        MPQ_CALL(take_measured(ctx, s));
+    } else {
+        MPQ_INFO("round: %s, %lld layers, propagation %s", s->method->name, (long long)s->nl,
+                 r->propagate);
+        MPQ_CALL(block_pass(ctx, s, 0));
+    }
+    for (int64_t l = 0; l < s->nl; l++) {
+        mpq_run_layer *rl = &r->layers[l];
+        if (rl->excluded)
+            continue;
+        if (!r->mixed)
+            rl->score = rl->loss;
+        r->bits += rl->bits;
+        r->weights += rl->rows * rl->cols;
+    }
+    r->bpw = r->weights > 0 ? (double)r->bits / (double)r->weights : 0.0;
+    if (r->mixed)
+        print_assignment(ctx, s);
+    MPQ_INFO("quantized %lld weights with %lld bits: %.4f bits per weight", (long long)r->weights,
+             (long long)r->bits, r->bpw);
+
+    MPQ_CALL(mpq_timer_start(ctx, "eval"));
+    if (s->opts.eval_fp)
+        MPQ_CALL(evaluate(ctx, s, s->ffp, NULL, &r->fp));
+    if (s->opts.eval_quantized)
+        MPQ_CALL(evaluate(ctx, s, s->fq, s->ffp, &r->quant));
+    MPQ_CALL(mpq_timer_stop(ctx, "eval"));
+    if (cfg->output.path[0]) {
+        MPQ_CALL(mpq_timer_start(ctx, "assemble"));
+        MPQ_CALL(write_checkpoint(ctx, s));
+        MPQ_CALL(mpq_timer_stop(ctx, "assemble"));
+    }
+    return MPQ_OK;
+}
+
+mpq_err mpq_run(mpq_ctx *ctx, const mpq_config *cfg, const mpq_run_opts *opts,
+                mpq_run_result **out) {
+    *out = NULL;
+    run_state s;
+    memset(&s, 0, sizeof s);
+    s.cfg = cfg;
+    if (opts)
+        s.opts = *opts;
+    else
+        mpq_run_opts_default(&s.opts);
+    s.propagate_q = strcmp(cfg->calibration.propagate, "fp") != 0;
+    mpq_err err = run_pipeline(ctx, &s);
+    if (err == MPQ_OK) {
+        *out = s.res;
+        s.res = NULL;
+    }
+    mpq_run_result_destroy(&s.res);
+    state_free(&s);
+    return err;
+}

@@ -1,0 +1,99 @@
+/* run_report.c: JSON forms of a run's results (the --json line and the
+ * checkpoint's provenance). Only deterministic figures go here (no times),
+ * so the text is the same for any number of ranks. */
+#include <cjson/cJSON.h>
+
+#include "mpq_run.h"
+
+cJSON *mpq_run_eval_json(const mpq_run_eval *e) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !e->done)
+        return o;
+    if (e->task == MPQ_TASK_LM) {
+        cJSON_AddNumberToObject(o, "ppl", e->lm.ppl);
+        cJSON_AddNumberToObject(o, "mean_nll", e->lm.mean_nll);
+        cJSON_AddNumberToObject(o, "predictions", (double)e->lm.predictions);
+        cJSON_AddNumberToObject(o, "docs", (double)e->lm.docs);
+        if (e->lm.has_ref) {
+            cJSON_AddNumberToObject(o, "kld", e->lm.kld);
+            cJSON_AddNumberToObject(o, "top1_agreement", e->lm.top1_agreement);
+        }
+    } else {
+        cJSON_AddNumberToObject(o, "accuracy", e->cls.accuracy);
+        cJSON_AddNumberToObject(o, "correct", (double)e->cls.correct);
+        cJSON_AddNumberToObject(o, "total", (double)e->cls.total);
+        if (e->cls.has_ref)
+            cJSON_AddNumberToObject(o, "top1_agreement", e->cls.agreement);
+        if (e->has_all) {
+            cJSON *a = cJSON_AddObjectToObject(o, "all");
+            if (a) {
+                cJSON_AddNumberToObject(a, "accuracy", e->cls_all.accuracy);
+                cJSON_AddNumberToObject(a, "correct", (double)e->cls_all.correct);
+                cJSON_AddNumberToObject(a, "total", (double)e->cls_all.total);
+                if (e->cls_all.has_ref)
+                    cJSON_AddNumberToObject(a, "top1_agreement", e->cls_all.agreement);
+            }
+        }
+    }
+    return o;
+}
+
+cJSON *mpq_run_assignment_json(const mpq_run_result *r) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    cJSON_AddStringToObject(o, "mode", r->mixed ? "mixed" : "uniform");
+    cJSON_AddStringToObject(o, "method", r->method);
+    cJSON_AddStringToObject(o, "propagate", r->propagate);
+    cJSON *c = cJSON_AddArrayToObject(o, "candidates");
+    for (int64_t k = 0; c && k < r->ncand; k++)
+        cJSON_AddItemToArray(c, cJSON_CreateString(r->candidates[k]));
+    cJSON_AddNumberToObject(o, "bits", (double)r->bits);
+    cJSON_AddNumberToObject(o, "weights", (double)r->weights);
+    cJSON_AddNumberToObject(o, "bpw", r->bpw);
+    if (r->has_budget) {
+        const mpq_budget_result *b = &r->budget;
+        cJSON *bo = cJSON_AddObjectToObject(o, "budget");
+        if (bo) {
+            cJSON_AddNumberToObject(bo, "objective", b->objective);
+            cJSON_AddNumberToObject(bo, "lower_bound", b->lower_bound);
+            cJSON_AddNumberToObject(bo, "gap", b->gap);
+            cJSON_AddNumberToObject(bo, "rel_gap", b->rel_gap);
+            cJSON_AddNumberToObject(bo, "lambda", b->lambda);
+            cJSON_AddNumberToObject(bo, "bits_used", (double)b->bits_used);
+            cJSON_AddNumberToObject(bo, "budget_bits", (double)b->budget_bits);
+            cJSON_AddNumberToObject(bo, "avg_bits", b->avg_bits);
+        }
+    }
+    cJSON *ls = cJSON_AddArrayToObject(o, "layers");
+    for (int64_t l = 0; ls && l < r->nlayers; l++) {
+        const mpq_run_layer *rl = &r->layers[l];
+        cJSON *x = cJSON_CreateObject();
+        if (!x)
+            break;
+        cJSON_AddStringToObject(x, "layer", rl->name);
+        cJSON_AddStringToObject(x, "tensor", rl->tensor);
+        cJSON_AddNumberToObject(x, "weights", (double)(rl->rows * rl->cols));
+        if (rl->excluded) {
+            cJSON_AddStringToObject(x, "spec", "fp");
+            cJSON_AddItemToArray(ls, x);
+            continue;
+        }
+        cJSON_AddStringToObject(x, "spec", rl->spec);
+        cJSON_AddNumberToObject(x, "code_bits", rl->bits_per_code);
+        cJSON_AddNumberToObject(x, "group", (double)rl->group);
+        cJSON_AddNumberToObject(x, "bits", (double)rl->bits);
+        cJSON_AddNumberToObject(x, "loss", rl->loss);
+        cJSON_AddNumberToObject(x, "rtn_loss", rl->rtn_loss);
+        cJSON_AddNumberToObject(x, "score", rl->score);
+        cJSON_AddNumberToObject(x, "iters", (double)rl->iters);
+        if (r->mixed) {
+            cJSON_AddNumberToObject(x, "sensitivity", rl->sensitivity);
+            cJSON_AddNumberToObject(x, "energy", rl->energy);
+        }
+        if (rl->pinned)
+            cJSON_AddBoolToObject(x, "pinned", 1);
+        cJSON_AddItemToArray(ls, x);
+    }
+    return o;
+}
