@@ -189,6 +189,23 @@ cleanup:
     return err;
 }
 
+/* The writer allocates every dataset in full at creation (contiguous,
+ * H5D_ALLOC_TIME_EARLY), so the bytes stored in the file must equal the
+ * declared size. Checking it bounds every later allocation by the file
+ * size: a crafted dataset declared with 2^40 elements but no storage is
+ * rejected here instead of being allocated when read. */
+static mpq_err check_storage(mpq_ctx *ctx, const char *path, hid_t d, const char *where,
+                             int64_t numel, size_t elsize) {
+    int64_t want = 0;
+    MPQ_CALL(mpq_mul64(ctx, numel, (int64_t)elsize, where, &want));
+    hsize_t have = H5Dget_storage_size(d);
+    MPQ_CHECK((uint64_t)have == (uint64_t)want, MPQ_ERR_FORMAT,
+              "%s: dataset %s declares %lld bytes but the file stores %llu: damaged or not "
+              "written by mpquant",
+              path, where, (long long)want, (unsigned long long)have);
+    return MPQ_OK;
+}
+
 /* Length of a 1-D uint8 dataset. */
 static mpq_err bytes_dataset_len(mpq_ctx *ctx, const char *path, hid_t g, const char *where,
                                  const char *name, int64_t *len) {
@@ -203,6 +220,9 @@ static mpq_err bytes_dataset_len(mpq_ctx *ctx, const char *path, hid_t g, const 
                    H5Sget_simple_extent_ndims(s) == 1,
                MPQ_ERR_FORMAT, "%s: dataset %s/%s is not a 1-D array of bytes", path, where, name);
     *len = (int64_t)H5Sget_simple_extent_npoints(s);
+    char obj[MPQ_TENSOR_NAME_MAX + 32];
+    snprintf(obj, sizeof obj, "%s/%s", where, name);
+    MPQ_TRY(check_storage(ctx, path, d, obj, *len, 1));
 cleanup:
     if (s >= 0)
         H5Sclose(s);
@@ -329,6 +349,7 @@ static mpq_err read_tensor_entry(mpq_ctx *ctx, const char *path, hid_t file, con
         e->shape[k] = (int64_t)dims[k];
         MPQ_TRY(mpq_mul64(ctx, e->numel, e->shape[k], where, &e->numel));
     }
+    MPQ_TRY(check_storage(ctx, path, d, where, e->numel, mpq_dtype_size(e->dtype)));
 cleanup:
     if (s >= 0)
         H5Sclose(s);

@@ -104,6 +104,11 @@ mpq_err mpq_tokenizer_load(mpq_ctx *ctx, const char *path, int64_t vocab_size,
     memcpy(&max_len, buf, 4);
     MPQ_ENSURE(max_len > 0, MPQ_ERR_FORMAT, "%s: max_token_length = %d must be positive", path,
                (int)max_len);
+    /* The encoder allocates scratch space from it: a value no token of this
+     * file can reach is a damaged header, not a reason to allocate gigabytes. */
+    MPQ_ENSURE(max_len <= size, MPQ_ERR_FORMAT,
+               "%s: max_token_length = %d exceeds the file size (%lld bytes)", path, (int)max_len,
+               (long long)size);
 
     MPQ_ALLOC_TRY(t, 1);
     t->vocab_size = vocab_size;
