@@ -102,14 +102,15 @@ typedef struct mpq_config {
     } hessian;
 
     struct {
-        char *source;     /* text | images | random */
-        char *text;       /* text source: documents split at blank lines */
-        char *images;     /* images source: IDX image file */
-        int64_t first;    /* images source: first image */
-        int64_t seq_len;  /* LM: tokens per segment */
-        int64_t segments; /* samples (segments or images) */
-        int64_t seed;     /* shuffle / random source seed */
-        char *propagate;  /* mpquant run: block inputs through quantized | fp blocks */
+        char *source;       /* text | images | random | generated */
+        char *text;         /* text source: documents split at blank lines */
+        char *images;       /* images source: IDX image file */
+        int64_t first;      /* images source: first image */
+        int64_t seq_len;    /* LM: tokens per segment */
+        int64_t segments;   /* samples (segments or images) */
+        int64_t seed;       /* shuffle / random source seed */
+        double temperature; /* generated source: softmax temperature (0 = greedy) */
+        char *propagate;    /* mpquant run: block inputs through quantized | fp blocks */
     } calibration;
 
     struct {
