@@ -143,6 +143,16 @@ typedef struct mpq_config {
     } output;
 
     struct {
+        mpq_floatlist budgets; /* mpquant sweep: average bits per weight of the mixed points */
+        mpq_strlist uniform;   /* specs quantized uniformly ([] = quant.candidates) */
+        mpq_strlist methods;   /* rounding methods compared at the compare specs ([] = none) */
+        mpq_strlist compare;   /* specs of the method comparison ([] = sweep.uniform) */
+        char *output_dir;      /* report directory (measurements, points, report files) */
+        char *metric;          /* auto | ppl | nll | kld | accuracy | agreement */
+        int plot;              /* draw report.png with gnuplot */
+    } sweep;
+
+    struct {
         int64_t block_size;  /* GPTQ lazy-update block (columns) */
         int act_order;       /* GPTQ: columns by decreasing diag H */
         int static_groups;   /* GPTQ: group parameters fitted before the column sweep */

@@ -6,6 +6,7 @@ mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli);
 mpq_err mpq_cmd_eval(mpq_ctx *ctx, const mpq_cli *cli);
 mpq_err mpq_cmd_export(mpq_ctx *ctx, const mpq_cli *cli);
 mpq_err mpq_cmd_run(mpq_ctx *ctx, const mpq_cli *cli);
+mpq_err mpq_cmd_sweep(mpq_ctx *ctx, const mpq_cli *cli);
 
 const mpq_command mpq_commands[] = {
     {
@@ -72,6 +73,22 @@ const mpq_command mpq_commands[] = {
         .min_pos = 1,
         .max_pos = 1,
         .run = mpq_cmd_run,
+    },
+    {
+        .name = "sweep",
+        .args = "CONFIG [--stage measure|point|merge|plan] [--index I] [--count N]",
+        .summary = "scaling study: one measurement, then budgets, uniform settings and method/"
+                   "family comparisons, each evaluated; report with the Pareto front",
+        .help = "  (no --stage)      the whole sweep in one job (sweep section of CONFIG)\n"
+                "  --stage=measure   calibrate + measure + FP evaluation: OUT/measure.h5\n"
+                "  --stage=point     points I .. I+N-1 from OUT/measure.h5 (--index, --count)\n"
+                "  --stage=merge     collect OUT/points/*.json into OUT/report.{csv,json,md,png}\n"
+                "  --stage=plan      print the number of points (for a job array)\n"
+                "  OUT = sweep.output_dir\n",
+        .options = "stage= index= count=",
+        .min_pos = 1,
+        .max_pos = 1,
+        .run = mpq_cmd_sweep,
     },
 };
 

@@ -119,6 +119,27 @@ const mpq_key_spec mpq_config_keys[] = {
     {"output.overwrite", MPQ_KEY_BOOL, OFF(output.overwrite), "false", NOLIM, NULL,
      "replace an existing output.path"},
 
+    /* sweep (mpquant sweep, mpq_sweep.h) */
+    {"sweep.budgets", MPQ_KEY_FLOAT_LIST, OFF(sweep.budgets), "[]", 0.5, 64.0, NULL,
+     "mpquant sweep: average bits per weight of the mixed-precision points (solved over "
+     "quant.candidates from one measurement)"},
+    {"sweep.uniform", MPQ_KEY_STRING_LIST, OFF(sweep.uniform), "[]", NOLIM, NULL,
+     "mpquant sweep: specs applied to every layer with quant.method ([] = each of "
+     "quant.candidates)"},
+    {"sweep.methods", MPQ_KEY_STRING_LIST, OFF(sweep.methods), "[]", NOLIM, NULL,
+     "mpquant sweep: rounding methods compared at every sweep.compare spec ([] = no comparison)"},
+    {"sweep.compare", MPQ_KEY_STRING_LIST, OFF(sweep.compare), "[]", NOLIM, NULL,
+     "mpquant sweep: quantizer specs (families at fixed bits) of the method comparison ([] = "
+     "sweep.uniform)"},
+    {"sweep.output_dir", MPQ_KEY_OUTPATH, OFF(sweep.output_dir), "sweep-out", NOLIM, NULL,
+     "mpquant sweep: directory of the measurements, per-point results and report files"},
+    {"sweep.metric", MPQ_KEY_ENUM, OFF(sweep.metric), "auto", NOLIM,
+     "auto|ppl|nll|kld|accuracy|agreement",
+     "mpquant sweep: quality axis of the report and Pareto front (auto: ppl for language "
+     "models, accuracy for classifiers)"},
+    {"sweep.plot", MPQ_KEY_BOOL, OFF(sweep.plot), "true", NOLIM, NULL,
+     "mpquant sweep: draw report.png (quality against model size, Pareto front) with gnuplot"},
+
     /* round */
     {"round.block_size", MPQ_KEY_INT, OFF(round.block_size), "128", 1, 1e6, NULL,
      "GPTQ: columns per lazy block update"},
