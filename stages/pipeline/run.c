@@ -222,7 +222,7 @@ static mpq_err setup(mpq_ctx *ctx, run_state *s) {
              mpq_family_name(s->fq), (long long)s->info->nblocks, (long long)s->info->nlayers);
 
     MPQ_CALL(mpq_timer_start(ctx, "calibrate"));
-    err = mpq_calib_set_from_config(ctx, cfg, s->info, s->tok, &s->set);
+    err = mpq_calib_set_from_config_family(ctx, cfg, s->ffp, s->tok, &s->set);
     MPQ_CALL(mpq_agree(ctx, err));
     MPQ_CALL(mpq_timer_stop(ctx, "calibrate"));
     int64_t rows = s->set->offset[s->set->nsamples];
