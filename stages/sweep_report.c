@@ -392,9 +392,12 @@ static mpq_err write_plot(mpq_ctx *ctx, const char *dir, const char *title,
               "\"\n"
               "set xlabel 'model size (KiB, log scale)'\n"
               "set ylabel '%s (%s is better)'\n"
-              "set logscale x\nset grid\nset key outside bottom center horizontal\n"
+              "set logscale x\n%sset grid\nset key outside bottom center horizontal\n"
               "set offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05\n",
-              all[0].metric, higher ? "higher" : "lower");
+              all[0].metric, higher ? "higher" : "lower",
+              /* perplexity is multiplicative: a log axis keeps the good
+                 points apart when a poor one is orders of magnitude up */
+              strcmp(all[0].metric, "ppl") == 0 ? "set logscale y\n" : "");
     sb_printf(&gp, "plot ");
     const char *sep = "";
     for (int k = 0; k < 4; k++) {
