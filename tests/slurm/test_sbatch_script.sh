@@ -28,6 +28,9 @@ while read -r v; do
     unset "$v"
 done < <(compgen -e | grep '^SLURM_')
 unset MPQ_LAUNCHER MPQ_COMMAND
+# The script's mechanics are tested with the quick `check` subcommand (the
+# default, `run`, is submitted by test_slurm_job.sh).
+export MPQ_COMMAND=check
 
 tmp=$(mktemp -d /tmp/mpq-sbatch-test.XXXXXX) || fail "mktemp failed"
 bg_pid=""

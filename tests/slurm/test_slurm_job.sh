@@ -9,8 +9,12 @@
 # foreground (so their pids are the ones this script holds); every Slurm
 # command and daemon finds the configuration through SLURM_CONF. Then four
 # jobs on 2 tasks:
-#   1. default launcher (srun --mpi=pmix): state COMPLETED, ExitCode 0:0, the
-#      JSON result line says "valid":true, ranks [0/2] and [1/2] both logged;
+#   1. default launcher (srun --mpi=pmix) and default command: the full
+#      pipeline, `mpquant run` (mixed precision on stories260K, small
+#      calibration): state COMPLETED, ExitCode 0:0, the JSON result line of
+#      `run` with the quantized figures and bits per weight, the checkpoint
+#      written (an HDF5 file), ranks [0/2] and [1/2] both logged (jobs 2 and
+#      4 run the quick `mpquant check`: MPQ_COMMAND=check);
 #   2. MPQ_LAUNCHER=mpirun with a binary that holds until released: SIGUSR1 to
 #      the batch shell (what --signal=B:USR1@300 sends) is logged and the job
 #      still ends COMPLETED 0:0 with both ranks;
@@ -282,6 +286,14 @@ cat >"$work/small.cfg" <<EOF
 model = { path = "$model"; tokenizer = ""; };
 log = { level = "info"; };
 EOF
+# The full run: the shipped mixed-precision configuration, made small.
+for f in data/models/stories260K/stories260K.bin data/models/stories260K/tok512.bin \
+    data/text/wikitext2-valid.txt data/text/tinyshakespeare.txt; do
+    [[ -n ${MPQ_SHARED_DIR:-} && -f $MPQ_SHARED_DIR/$f ]] || skip "shared data $f missing (MPQ_SHARED_DIR)"
+done
+run_cfg=$MPQ_SOURCE_DIR/configs/stories260K-mixed3.cfg
+run_args=(-o calibration.segments=16 -o calibration.seq_len=128 -o eval.docs=20
+    -o importance.samples=4 -o output.path="$work/run.mpq.h5")
 
 # submit SBATCH ARGS...: submits from the work directory; sets job_id.
 job_id=""
@@ -306,6 +318,23 @@ check_job() {
     [[ $code == "$want_exit" ]] || fail "job $id has ExitCode '$code', expected $want_exit"
 }
 
+# check_run JOBID: the output files are named %x-%j (job name mpquant),
+# `mpquant run` printed its JSON result (quantized figures, bits per weight,
+# the checkpoint), the checkpoint exists and is HDF5, and both ranks logged.
+check_run() {
+    local id=$1 out=$work/mpquant-$1.out err=$work/mpquant-$1.err
+    [[ -f $out ]] || fail "job $id: no output file $out (expected the name %x-%j.out)"
+    [[ -f $err ]] || fail "job $id: no error file $err (expected the name %x-%j.err)"
+    grep -q '^{"mode":"mixed".*"bpw":[0-9.]*.*"command":"run".*"ranks":2,.*"quantized":{"ppl":' "$out" ||
+        fail "job $id: no JSON line of mpquant run (mode, bpw, quantized figures) in $out"
+    grep -q "\"checkpoint\":\"$work/run.mpq.h5\"" "$out" || fail "job $id: the JSON line does not name the checkpoint"
+    [[ -f $work/run.mpq.h5 ]] || fail "job $id: no checkpoint $work/run.mpq.h5"
+    [[ $(head -c 4 "$work/run.mpq.h5" | tail -c 3) == HDF ]] || fail "job $id: $work/run.mpq.h5 is not an HDF5 file"
+    grep -q '^\[0/2\] .*checkpoint written' "$err" || fail "job $id: rank 0 of 2 did not log in $err"
+    grep -q '^\[1/2\] .*checkpoint written' "$err" || fail "job $id: rank 1 of 2 did not log in $err"
+    grep -q 'mpquant finished with exit status 0' "$err" || fail "job $id: no final status line in $err"
+}
+
 # check_ranks JOBID: the output files are named %x-%j (job name mpquant),
 # the JSON result says the configuration is valid, and both ranks logged.
 check_ranks() {
@@ -323,14 +352,16 @@ common=(-n 2 --mem-per-cpu=100M --time=00:05:00)
 # The jobs' temporary files (Open MPI session directories) stay in $tmp.
 export TMPDIR=$tmp/jobtmp
 
-# ---- job 1: default launcher
-unset MPQ_LAUNCHER
-submit "${common[@]}" "$sbatch_script" "$work/small.cfg" --json --log-all-ranks
+# ---- job 1: default launcher, default command: the full `mpquant run`
+unset MPQ_LAUNCHER MPQ_COMMAND
+submit "${common[@]}" "$sbatch_script" "$run_cfg" --json --log-all-ranks "${run_args[@]}"
 job1=$job_id
-say "job 1 ($job1): default launcher"
+say "job 1 ($job1): default launcher, mpquant run"
 wait_until "job $job1 to finish" 120 job_done "$job1"
 check_job "$job1" COMPLETED 0:0
-check_ranks "$job1"
+check_run "$job1"
+# The other jobs test the script's mechanics with the quick subcommand.
+export MPQ_COMMAND=check
 grep -q 'launcher: srun --mpi=pmix' "$work/mpquant-$job1.err" ||
     fail "job $job1: the default launcher is not 'srun --mpi=pmix' (srun --mpi=list: $(srun --mpi=list 2>&1 | tr '\n' ' '))"
 grep -q '2 task(s)' "$work/mpquant-$job1.err" || fail "job $job1: the script did not see 2 tasks"
