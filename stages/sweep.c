@@ -267,7 +267,7 @@ static mpq_err setup(mpq_ctx *ctx, mpq_sweep *sw, int with_calib) {
         err = MPQ_ERROR(MPQ_ERR_CONFIG, "%s: eval.text: no text file to evaluate on", cfg->source);
     MPQ_CALL(mpq_agree(ctx, err));
     if (with_calib) {
-        err = mpq_calib_set_from_config(ctx, cfg, sw->info, sw->tok, &sw->set);
+        err = mpq_calib_set_from_config_family(ctx, cfg, sw->ffp, sw->tok, &sw->set);
         MPQ_CALL(mpq_agree(ctx, err));
     }
     int64_t n = sw->nl * sw->plan.nconf;
