@@ -576,21 +576,31 @@ mpq_err mpq_calib_block(mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_log2, i
     mpq_hstat **stats = NULL;
     int64_t *groups = NULL, *stat_of = NULL, n = 0;
     mpq_err err = MPQ_OK;
-    MPQ_ALLOC_TRY(stats, info->nlayers + 1); /* NULL-terminated */
-    MPQ_ALLOC_TRY(groups, info->nlayers > 0 ? info->nlayers : 1);
-    MPQ_ALLOC_TRY(stat_of, info->nlayers > 0 ? info->nlayers : 1);
-    for (int64_t l = 0; l < info->nlayers; l++) {
+    /* Setup failures are local too: they must reach the agreement below
+     * like a failed forward pass does, or the other ranks would wait in
+     * the reduction (found by MPQ_FAULT_ALLOC, tests/robustness). */
+    mpq_err local = mpq_malloc(ctx, info->nlayers + 1, sizeof *stats, (void **)&stats);
+    if (local == MPQ_OK)
+        local = mpq_malloc(ctx, info->nlayers > 0 ? info->nlayers : 1, sizeof *groups,
+                           (void **)&groups);
+    if (local == MPQ_OK)
+        local = mpq_malloc(ctx, info->nlayers > 0 ? info->nlayers : 1, sizeof *stat_of,
+                           (void **)&stat_of);
+    for (int64_t l = 0; l < info->nlayers && local == MPQ_OK; l++) {
         stat_of[l] = -1;
         const mpq_layer_info *li = &info->layers[l];
         if (li->block != b || li->group != l)
             continue;
-        MPQ_TRY(mpq_hstat_create(ctx, li->name, li->in, bound_log2, &stats[n]));
+        local = mpq_hstat_create(ctx, li->name, li->in, bound_log2, &stats[n]);
+        if (local != MPQ_OK)
+            break;
         groups[n] = l;
         stat_of[l] = n++;
     }
     hook_state h = {.info = info, .b = b, .stat_of_layer = stat_of, .stats = stats};
-    mpq_err local = MPQ_OK;
-    if (advance) {
+    if (local != MPQ_OK) {
+        /* nothing to run: agree on the setup failure below */
+    } else if (advance) {
         local = run_block(ctx, c, b, &h);
     } else {
         /* Measure without keeping the output: run, then restore. */

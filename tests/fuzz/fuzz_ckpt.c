@@ -331,8 +331,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     write_recipe(&r, ctx, path);
     mpq_ckpt *ck = NULL;
     if (mpq_ckpt_open(ctx, path, &ck) == MPQ_OK) {
+        struct stat st;
+        if (stat(path, &st) != 0)
+            fuzz_fail("stat");
         for (int64_t i = 0; i < ck->nentries; i++) {
             const mpq_ckpt_entry *e = &ck->entries[i];
+            /* Whatever a reader later allocates for an entry is bounded by
+             * the bytes the file really holds. */
+            uint64_t stored = e->quantized ? (uint64_t)e->codes_bytes + (uint64_t)e->params_bytes
+                                           : (uint64_t)e->numel * mpq_dtype_size(e->dtype);
+            if (stored > (uint64_t)st.st_size)
+                fuzz_fail("accepted an entry larger than the file");
             if (e->numel < 0)
                 fuzz_fail("accepted an entry with a negative size");
             if (e->quantized) {
