@@ -39,9 +39,33 @@ static void row(const char *metric, double fp, double q, int has_fp, const char 
     printf("%-22s %14s %14s %12s\n", metric, a, b, c);
 }
 
+/* The per-layer assignment: layer, chosen configuration, bits, score. */
+static void print_layers(const mpq_run_result *r) {
+    printf("%-36s %-52s %9s %12s %12s\n", "layer", "configuration", "bits", "loss",
+           r->mixed ? "score" : "rtn_loss");
+    for (int64_t l = 0; l < r->nlayers; l++) {
+        const mpq_run_layer *rl = &r->layers[l];
+        if (rl->excluded) {
+            printf("%-36s %-52s %9s %12s %12s\n", rl->name, "full precision (excluded)", "-", "-",
+                   "-");
+            continue;
+        }
+        printf("%-36s %-52s %9lld %12.5g %12.5g%s\n", rl->name, rl->spec, (long long)rl->bits,
+               rl->loss, r->mixed ? rl->score : rl->rtn_loss, rl->pinned ? " pinned" : "");
+    }
+    if (r->has_budget)
+        printf("budget: objective %.6g, Lagrangian lower bound %.6g, gap %.3g (relative %.3g); "
+               "%lld of %lld bits, %.4f bits per weight\n",
+               r->budget.objective, r->budget.lower_bound, r->budget.gap, r->budget.rel_gap,
+               (long long)r->budget.bits_used, (long long)r->budget.budget_bits,
+               r->budget.avg_bits);
+    printf("\n");
+}
+
 static void print_table(const mpq_run_result *r, double fp_bpw, double seconds) {
     const mpq_run_eval *f = &r->fp, *q = &r->quant;
     int hf = f->done;
+    print_layers(r);
     printf("%-22s %14s %14s %12s\n", "metric", "full precision", "quantized", "change");
     if (q->task == MPQ_TASK_LM) {
         row("perplexity", f->lm.ppl, q->lm.ppl, hf, "%.4f");
