@@ -152,6 +152,10 @@ mpq_err mpq_sweep_report_write(mpq_ctx *ctx, const char *dir, const char *title,
  * and writes the report. npoints: the plan's count (mpq_sweep_plan_count). */
 mpq_err mpq_sweep_merge(mpq_ctx *ctx, const struct mpq_config *cfg, int64_t npoints);
 
+/* Local. The sweep's directory: sweep.output_dir, or "sweep-out" (in the
+ * working directory) when it is "". */
+const char *mpq_sweep_output_dir(const struct mpq_config *cfg);
+
 /* Local. The number of points the configuration's sweep section plans
  * (needs no model: specs are parsed and de-duplicated). Errors name the
  * file and key. */

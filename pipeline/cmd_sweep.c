@@ -87,7 +87,7 @@ mpq_err mpq_cmd_sweep(mpq_ctx *ctx, const mpq_cli *cli) {
     MPQ_CHECK(point || (!mpq_cli_opt(cli, "index") && !mpq_cli_opt(cli, "count")), MPQ_ERR_ARG,
               "sweep: --index and --count go with --stage=point");
     MPQ_CALL(mpq_cli_load_config(ctx, cli, cli->pos[0], &cfg));
-    const char *dir = cfg->sweep.output_dir;
+    const char *dir = mpq_sweep_output_dir(cfg);
     int64_t npoints = 0;
     MPQ_TRY(mpq_sweep_plan_count(ctx, cfg, &npoints));
     o = cJSON_CreateObject();

@@ -131,8 +131,9 @@ const mpq_key_spec mpq_config_keys[] = {
     {"sweep.compare", MPQ_KEY_STRING_LIST, OFF(sweep.compare), "[]", NOLIM, NULL,
      "mpquant sweep: quantizer specs (families at fixed bits) of the method comparison ([] = "
      "sweep.uniform)"},
-    {"sweep.output_dir", MPQ_KEY_OUTPATH, OFF(sweep.output_dir), "sweep-out", NOLIM, NULL,
-     "mpquant sweep: directory of the measurements, per-point results and report files"},
+    {"sweep.output_dir", MPQ_KEY_OUTPATH, OFF(sweep.output_dir), "", NOLIM, NULL,
+     "mpquant sweep: directory of the measurements, per-point results and report files (\"\" = "
+     "sweep-out in the working directory)"},
     {"sweep.metric", MPQ_KEY_ENUM, OFF(sweep.metric), "auto", NOLIM,
      "auto|ppl|nll|kld|accuracy|agreement",
      "mpquant sweep: quality axis of the report and Pareto front (auto: ppl for language "

@@ -526,6 +526,10 @@ cleanup:
 
 /* ---- the merge ---------------------------------------------------------------- */
 
+const char *mpq_sweep_output_dir(const mpq_config *cfg) {
+    return cfg->sweep.output_dir[0] ? cfg->sweep.output_dir : "sweep-out";
+}
+
 mpq_err mpq_sweep_plan_count(mpq_ctx *ctx, const mpq_config *cfg, int64_t *npoints) {
     sweep_plan p;
     MPQ_CALL(mpq_sweep_plan_build(ctx, cfg, &p));
@@ -565,7 +569,7 @@ static mpq_err merge_local(mpq_ctx *ctx, const mpq_config *cfg, int64_t npoints)
     mpq_err err = MPQ_OK;
     mpq_sweep_point ref, *pts = NULL;
     char path[4096], title[512];
-    const char *dir = cfg->sweep.output_dir;
+    const char *dir = mpq_sweep_output_dir(cfg);
     snprintf(path, sizeof path, "%s/points/fp.json", dir);
     MPQ_TRY(read_point(ctx, path, &ref));
     MPQ_ENSURE(strcmp(ref.kind, "fp") == 0, MPQ_ERR_FORMAT, "%s: not the reference row", path);
