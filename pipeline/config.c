@@ -153,10 +153,21 @@ mpq_err mpq_config_resolve_path(mpq_ctx *ctx, const char *base_dir, const char *
         }
     }
     buf[n] = '\0';
-    if (n == 0 || buf[0] == '/' || !base_dir || !*base_dir)
+    if (n == 0 || buf[0] == '/')
         return mpq_strdup(ctx, buf, out);
+    /* Relative: against the configuration file's directory, or the working
+     * directory for defaults and command-line overrides, so that the
+     * effective configuration only holds absolute paths. */
+    char cwd[PATH_MAX];
+    if (!base_dir || !*base_dir) {
+        MPQ_CHECK(getcwd(cwd, sizeof cwd), MPQ_ERR_IO, "cannot determine the working directory: %s",
+                  strerror(errno));
+        base_dir = cwd;
+    }
+    size_t lb = strlen(base_dir);
     char joined[PATH_MAX * 3];
-    int w = snprintf(joined, sizeof joined, "%s/%s", base_dir, buf);
+    int w = snprintf(joined, sizeof joined, "%s%s%s", base_dir,
+                     lb > 0 && base_dir[lb - 1] == '/' ? "" : "/", buf);
     MPQ_CHECK(w > 0 && (size_t)w < sizeof joined, MPQ_ERR_CONFIG, "path '%s' is too long", text);
     return mpq_strdup(ctx, joined, out);
 }

@@ -1,5 +1,6 @@
 /* main.c: the `mpquant` program. The only place that names MPI_COMM_WORLD
  * and the only place that turns a status into an exit code. */
+#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,16 @@ static void arm_fault_injection(mpq_ctx *ctx) {
         mpq_alloc_fail_after(ctx, n);
 }
 
+/* One BLAS thread per rank unless OPENBLAS_NUM_THREADS says otherwise: ranks
+ * are the unit of parallelism, and a multi-threaded OpenBLAS may take other
+ * kernel paths, which would make results depend on the threads per rank
+ * (results are bit-identical across rank counts for a fixed thread count). */
+static void set_blas_threads(void) {
+    const char *env = getenv("OPENBLAS_NUM_THREADS");
+    if (!env || !*env)
+        openblas_set_num_threads(1);
+}
+
 int main(int argc, char **argv) {
     int provided = 0;
     if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
@@ -29,6 +40,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     arm_fault_injection(ctx);
+    set_blas_threads();
     mpq_err err = mpq_cli_main(ctx, argc, argv);
     err = mpq_agree(ctx, err);
     int rc = 0;
