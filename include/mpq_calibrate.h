@@ -42,10 +42,11 @@ typedef struct mpq_calib_set {
     float *input;        /* classifier: [nsamples][input_numel] raw values */
 } mpq_calib_set;
 
-/* Local. Language models: documents of the text file (split at blank lines,
- * encoded as llama2.c does, truncated to seq_len tokens, at least 2 tokens),
- * `segments` of them chosen by a seeded shuffle (all of them when fewer
- * exist, with a warning). Owner: caller. */
+/* Local. Language models: every document of the text file (split at blank
+ * lines, encoded as llama2.c does, BOS first) concatenated into one token
+ * stream; `segments` samples of seq_len tokens, each BOS followed by
+ * seq_len - 1 consecutive stream tokens from a seeded pseudo-random start
+ * (the whole stream, with a warning, when it is shorter). Owner: caller. */
 mpq_err mpq_calib_set_text(struct mpq_ctx *ctx, const struct mpq_tokenizer *tok, const char *path,
                            int64_t seq_len, int64_t segments, uint64_t seed, mpq_calib_set **out);
 /* Local. Classifiers: images [first, first + count) of an IDX image file as

@@ -54,46 +54,47 @@ mpq_err mpq_calib_set_text(mpq_ctx *ctx, const mpq_tokenizer *tok, const char *p
               "calibration text '%s': seq_len %lld (>= 2) and segments %lld (>= 1)", path,
               (long long)seq_len, (long long)segments);
     char *text = NULL;
-    int64_t len = 0, ndocs = 0, nuse = 0;
+    int64_t len = 0, ndocs = 0;
     mpq_span *docs = NULL;
     int32_t *toks = NULL;
-    int64_t *offs = NULL, *pick = NULL;
+    int64_t *offs = NULL;
     mpq_calib_set *s = NULL;
     mpq_err err = MPQ_OK;
     MPQ_TRY(mpq_text_read(ctx, path, &text, &len));
     MPQ_TRY(mpq_text_split_docs(ctx, text, len, 0, &docs, &ndocs));
-    MPQ_TRY(mpq_text_encode_docs(ctx, tok, text, docs, ndocs, seq_len, &toks, &offs));
-    MPQ_ALLOC_TRY(pick, ndocs > 0 ? ndocs : 1);
-    for (int64_t d = 0; d < ndocs; d++)
-        if (offs[d + 1] - offs[d] >= 2)
-            pick[nuse++] = d;
-    MPQ_ENSURE(nuse > 0, MPQ_ERR_FORMAT, "calibration text '%s' holds no document of 2+ tokens",
+    /* Every document encoded whole (BOS first, as in evaluation); the
+     * documents one after another form one token stream. A text file's
+     * "documents" include headings of a few tokens, so segments are windows
+     * of the stream rather than documents. */
+    MPQ_TRY(mpq_text_encode_docs(ctx, tok, text, docs, ndocs, len + 2, &toks, &offs));
+    int64_t total = offs[ndocs];
+    MPQ_ENSURE(total >= 2, MPQ_ERR_FORMAT, "calibration text '%s' holds fewer than 2 tokens",
                path);
-    /* Seeded Fisher-Yates shuffle of the usable documents. */
-    for (int64_t k = nuse - 1; k > 0; k--) {
-        int64_t j = (int64_t)(mix64(seed ^ mix64((uint64_t)k)) % (uint64_t)(k + 1));
-        int64_t t = pick[k];
-        pick[k] = pick[j];
-        pick[j] = t;
-    }
-    if (nuse < segments)
+    /* A segment is BOS followed by seq_len - 1 consecutive tokens of the
+     * stream (position 0 is always BOS for the model), starting at a seeded
+     * pseudo-random position; the whole stream when it is shorter. */
+    int64_t body = seq_len - 1 < total ? seq_len - 1 : total;
+    if (body < seq_len - 1)
         mpq_log(ctx, MPQ_LOG_WARN,
-                "calibration text '%s': only %lld usable documents for %lld segments", path,
-                (long long)nuse, (long long)segments);
-    int64_t n = nuse < segments ? nuse : segments;
-    MPQ_TRY(set_alloc(ctx, MPQ_TASK_LM, n, &s));
-    for (int64_t k = 0; k < n; k++) {
-        s->len[k] = offs[pick[k] + 1] - offs[pick[k]];
+                "calibration text '%s': %lld tokens, shorter than one segment of %lld", path,
+                (long long)total, (long long)seq_len);
+    int64_t nstart = total - body + 1;
+    MPQ_TRY(set_alloc(ctx, MPQ_TASK_LM, segments, &s));
+    for (int64_t k = 0; k < segments; k++) {
+        s->len[k] = body + 1;
         s->offset[k + 1] = s->offset[k] + s->len[k];
     }
-    MPQ_ALLOC_TRY(s->tokens, s->offset[n]);
-    for (int64_t k = 0; k < n; k++)
-        memcpy(s->tokens + s->offset[k], toks + offs[pick[k]], (size_t)s->len[k] * sizeof *toks);
+    MPQ_ALLOC_TRY(s->tokens, s->offset[segments]);
+    for (int64_t k = 0; k < segments; k++) {
+        int64_t p = (int64_t)(mix64(seed ^ mix64((uint64_t)k + 1)) % (uint64_t)nstart);
+        int32_t *dst = s->tokens + s->offset[k];
+        dst[0] = MPQ_TOKEN_BOS;
+        memcpy(dst + 1, toks + p, (size_t)body * sizeof *toks);
+    }
     *out = s;
     s = NULL;
 cleanup:
     mpq_calib_set_destroy(&s);
-    mpq_free(pick);
     mpq_free(offs);
     mpq_free(toks);
     mpq_free(docs);
