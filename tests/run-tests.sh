@@ -3,10 +3,43 @@
 # (every label except the benchmarks). CI runs exactly this (.ci/run).
 #
 #   sh tests/run-tests.sh [extra ctest arguments, e.g. -L models]
+#
+# Three passes (the robustness issue):
+#  1. Release build (build/): every test but the benchmarks, including the
+#     bounded fuzzing session (robustness_fuzz, its own clang sub-build).
+#  2. ASan + UBSan build (build-asan/, MPQ_SANITIZE=ON): the same suite
+#     minus slurm, benchmarks and the fuzz session (already sanitized), and
+#     minus the run-time fault scripts (they time processes that sanitizers
+#     slow down; they run in pass 1). tests/lsan.supp holds the only
+#     suppressions (Open MPI, libconfig internals).
+#  3. valgrind memcheck (tests/valgrind-tests.sh) on the single-process C
+#     tests of the Release build, minus the slow numeric ones listed there.
+# MPQ_TEST_PASSES selects passes (default "release asan valgrind"); extra
+# ctest arguments apply to passes 1 and 2.
 set -eu
 cd "$(dirname "$0")/.."
+passes=${MPQ_TEST_PASSES:-release asan valgrind}
 sh pipeline/install-deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
-cmake --build build -j"$(nproc)"
-# -LE bench: benchmarks are built but only run on request (ctest -L bench).
-ctest --test-dir build -LE bench --output-on-failure --timeout 600 "$@"
+status=0
+for p in $passes; do
+    case "$p" in
+    release)
+        cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+        cmake --build build -j"$(nproc)"
+        # -LE bench: benchmarks are built but only run on request (ctest -L bench).
+        ctest --test-dir build -LE bench --output-on-failure --timeout 900 "$@" || status=1
+        ;;
+    asan)
+        cmake -S . -B build-asan -DMPQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+        cmake --build build-asan -j"$(nproc)"
+        ctest --test-dir build-asan -LE 'bench|slurm' -E '^robustness_fuzz$|^robustness_faults' \
+            --output-on-failure --timeout 1200 "$@" || status=1
+        ;;
+    valgrind)
+        [ -d build ] || { cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j"$(nproc)"; }
+        bash tests/valgrind-tests.sh build || status=1
+        ;;
+    *) echo "run-tests: unknown pass '$p' (release, asan, valgrind)" >&2; exit 2 ;;
+    esac
+done
+exit $status
