@@ -303,35 +303,90 @@ static mpq_err block_pass(mpq_ctx *ctx, run_state *s, int measure) {
     int64_t njobs = 0, nlb = 0;
     const int advance = measure || !s->propagate_q;
     int64_t cap = s->nl * s->maxc + 1;
-    MPQ_ALLOC_TRY(lay, s->nl + 1);
-    MPQ_ALLOC_TRY(W, s->nl + 1);
-    MPQ_ALLOC_TRY(H, s->nl + 1);
-    MPQ_ALLOC_TRY(jobs, cap);
-    MPQ_ALLOC_TRY(results, cap);
-    MPQ_ALLOC_TRY(jk, cap);
-    MPQ_ALLOC_TRY(jl, cap);
+    /* Hessian statistics from a file (hessian.load) serve the passes with
+     * full-precision propagation; hessian.save keeps those passes' statistics
+     * and writes them at the end. */
+    const int load = advance && cfg->hessian.load[0];
+    const int save = advance && !load && cfg->hessian.save[0];
+    mpq_hstat **kept = NULL; /* loaded, or kept for saving */
+    int64_t nkept = 0;
+    mpq_hstat **bst = NULL; /* [nl] statistics of the current block (views) */
+    int64_t *bgr = NULL;
+    /* Local allocations first, agreed before the first collective. */
+    do {
+        if ((err = mpq_malloc(ctx, s->nl + 1, sizeof *lay, (void **)&lay)) ||
+            (err = mpq_malloc(ctx, s->nl + 1, sizeof *W, (void **)&W)) ||
+            (err = mpq_malloc(ctx, s->nl + 1, sizeof *H, (void **)&H)) ||
+            (err = mpq_malloc(ctx, cap, sizeof *jobs, (void **)&jobs)) ||
+            (err = mpq_malloc(ctx, cap, sizeof *results, (void **)&results)) ||
+            (err = mpq_malloc(ctx, cap, sizeof *jk, (void **)&jk)) ||
+            (err = mpq_malloc(ctx, cap, sizeof *jl, (void **)&jl)) ||
+            (err = mpq_malloc(ctx, s->nl + 1, sizeof *bst, (void **)&bst)) ||
+            (err = mpq_malloc(ctx, s->nl + 1, sizeof *bgr, (void **)&bgr)))
+            break;
+    } while (0);
+    MPQ_TRY(mpq_agree(ctx, err));
     MPQ_TRY(mpq_timer_start(ctx, "hessian"));
-    MPQ_TRY(mpq_calib_create(ctx, s->fq, s->set, cfg->hessian.chunk_samples, &calib));
+    if (load)
+        MPQ_TRY(mpq_hstats_load(ctx, cfg->hessian.load, MPQ_HSTAT_ALL, &nkept, &kept));
+    else
+        MPQ_TRY(mpq_calib_create(ctx, s->fq, s->set, cfg->hessian.chunk_samples, &calib));
     MPQ_TRY(mpq_timer_stop(ctx, "hessian"));
     mpq_progress prog;
     mpq_progress_begin(ctx, &prog, measure ? "measure" : "round", "blocks", fi->nblocks);
     for (int64_t b = 0; b < fi->nblocks; b++) {
+        int64_t nb = 0;
         MPQ_TRY(mpq_timer_start(ctx, "hessian"));
-        MPQ_TRY(mpq_calib_block(ctx, calib, b, (int)cfg->hessian.bound_log2, MPQ_HSTAT_ALL, advance,
-                                &nstats, &stats, &groups));
+        if (load) {
+            /* The statistic of each input group is named after the group's
+             * first layer (mpq_calibrate.h). */
+            for (int64_t l = 0; l < s->nl && err == MPQ_OK; l++) {
+                const mpq_layer_info *li = &fi->layers[l];
+                if (li->block != b || li->group != l)
+                    continue;
+                int64_t k = 0;
+                while (k < nkept && strcmp(kept[k]->name, li->name) != 0)
+                    k++;
+                if (k == nkept || kept[k]->d != li->in)
+                    err = MPQ_ERROR(MPQ_ERR_FORMAT,
+                                    "%s: hessian.load: '%s' has no statistics of width %lld for "
+                                    "the input of layer %s (saved for another model?)",
+                                    cfg->source, cfg->hessian.load, (long long)li->in, li->name);
+                else {
+                    bst[nb] = kept[k];
+                    bgr[nb++] = l;
+                }
+            }
+            MPQ_TRY(err);
+        } else {
+            MPQ_TRY(mpq_calib_block(ctx, calib, b, (int)cfg->hessian.bound_log2, MPQ_HSTAT_ALL,
+                                    advance, &nstats, &stats, &groups));
+            for (int64_t k = 0; k < nstats; k++) {
+                bst[k] = stats[k];
+                bgr[k] = groups[k];
+            }
+            nb = nstats;
+        }
         MPQ_TRY(mpq_timer_stop(ctx, "hessian"));
-        /* Jobs: the block's layers (x candidates when measuring). */
+        /* Jobs: the block's layers (x candidates when measuring). Local work,
+         * agreed before the collective rounding. */
         nlb = 0;
         njobs = 0;
-        for (int64_t l = 0; l < s->nl; l++) {
+        for (int64_t l = 0; l < s->nl && err == MPQ_OK; l++) {
             const mpq_layer_info *li = &fi->layers[l];
             if (li->block != b || s->excl[l])
                 continue;
-            const mpq_hstat *st = stat_of(s, l, nstats, stats, groups);
-            MPQ_ENSURE(st && st->H && st->d == li->in, MPQ_ERR_INTERNAL,
-                       "run: no statistic of width %lld for layer %s", (long long)li->in, li->name);
-            MPQ_ALLOC_TRY(W[nlb], li->out * li->in);
-            MPQ_TRY(mpq_family_get_weight(ctx, s->fq, l, W[nlb]));
+            const mpq_hstat *st = stat_of(s, l, nb, bst, bgr);
+            if (!st || !st->H || st->d != li->in) {
+                err = MPQ_ERROR(MPQ_ERR_INTERNAL, "run: no statistic of width %lld for layer %s",
+                                (long long)li->in, li->name);
+                break;
+            }
+            if ((err = mpq_malloc(ctx, li->out * li->in, sizeof *W[nlb], (void **)&W[nlb])) ||
+                (err = mpq_family_get_weight(ctx, s->fq, l, W[nlb]))) {
+                nlb += W[nlb] != NULL;
+                break;
+            }
             H[nlb] = st;
             lay[nlb] = l;
             /* A pinned layer needs its pinned candidate only. */
@@ -351,12 +406,13 @@ static mpq_err block_pass(mpq_ctx *ctx, run_state *s, int measure) {
             }
             nlb++;
         }
+        MPQ_TRY(mpq_agree(ctx, err));
         MPQ_TRY(mpq_timer_start(ctx, measure ? "measure" : "round"));
         MPQ_TRY(mpq_round_block(ctx, &s->ro, njobs, jobs, results));
         MPQ_TRY(mpq_timer_stop(ctx, measure ? "measure" : "round"));
         if (measure)
             MPQ_TRY(block_energy(ctx, s, nlb, lay, W, H));
-        for (int64_t j = 0; j < njobs; j++) {
+        for (int64_t j = 0; j < njobs && err == MPQ_OK; j++) {
             int64_t l = jl[j];
             mpq_round_result *rr = &results[j];
             if (measure) {
@@ -376,13 +432,16 @@ static mpq_err block_pass(mpq_ctx *ctx, run_state *s, int measure) {
             rl->bits = mpq_qlayer_bits(rr->q);
             rl->q = rr->q;
             rr->q = NULL;
-            MPQ_TRY(mpq_realloc(ctx, 0, rl->rows * rl->cols, sizeof *deq, (void **)&deq));
-            mpq_qlayer_dequantize(rl->q, deq);
-            MPQ_TRY(mpq_family_set_weight(ctx, s->fq, l, deq));
+            err = mpq_realloc(ctx, 0, rl->rows * rl->cols, sizeof *deq, (void **)&deq);
+            if (err == MPQ_OK) {
+                mpq_qlayer_dequantize(rl->q, deq);
+                err = mpq_family_set_weight(ctx, s->fq, l, deq);
+            }
             MPQ_FREE(deq);
         }
         mpq_round_results_free(njobs, results);
         njobs = 0;
+        MPQ_TRY(mpq_agree(ctx, err));
         if (!advance) {
             MPQ_TRY(mpq_timer_start(ctx, "propagate"));
             MPQ_TRY(mpq_calib_advance(ctx, calib, b));
@@ -391,13 +450,34 @@ static mpq_err block_pass(mpq_ctx *ctx, run_state *s, int measure) {
         for (int64_t i = 0; i < nlb; i++)
             MPQ_FREE(W[i]);
         nlb = 0;
+        if (save && nstats > 0) {
+            /* Keep the block's statistics for hessian.save. */
+            err = mpq_realloc(ctx, nkept, nkept + nstats, sizeof *kept, (void **)&kept);
+            if (err == MPQ_OK) {
+                for (int64_t k = 0; k < nstats; k++)
+                    kept[nkept++] = stats[k];
+                MPQ_FREE(stats);
+                nstats = 0;
+            }
+            MPQ_TRY(mpq_agree(ctx, err));
+        }
         mpq_hstats_free(nstats, &stats);
         MPQ_FREE(groups);
         nstats = 0;
         mpq_progress_update(ctx, &prog, b + 1);
     }
     mpq_progress_end(ctx, &prog);
+    if (save) {
+        MPQ_TRY(mpq_timer_start(ctx, "hessian"));
+        MPQ_TRY(mpq_hstats_save(ctx, cfg->hessian.save, nkept, kept));
+        MPQ_TRY(mpq_timer_stop(ctx, "hessian"));
+        mpq_log(ctx, MPQ_LOG_INFO, "saved the Hessian statistics of %lld layer inputs to %s",
+                (long long)nkept, cfg->hessian.save);
+    }
 cleanup:
+    mpq_hstats_free(nkept, &kept);
+    mpq_free(bst);
+    mpq_free(bgr);
     if (results)
         mpq_round_results_free(njobs, results);
     mpq_free(results);
@@ -707,6 +787,16 @@ static void print_assignment(mpq_ctx *ctx, const run_state *s) {
 
 static mpq_err run_pipeline(mpq_ctx *ctx, run_state *s) {
     const mpq_config *cfg = s->cfg;
+    /* Saved statistics describe full-precision block inputs: they serve the
+     * measuring pass of mixed precision, or a uniform run with FP
+     * propagation; a uniform run with quantized propagation must measure H
+     * on its own quantized activations. */
+    MPQ_CHECK(!(cfg->quant.candidates.n == 0 && s->propagate_q &&
+                (cfg->hessian.load[0] || cfg->hessian.save[0])),
+              MPQ_ERR_CONFIG,
+              "%s: hessian.%s needs calibration.propagate = \"fp\" (or quant.candidates): with "
+              "quantized propagation H depends on the earlier blocks' rounding",
+              cfg->source, cfg->hessian.load[0] ? "load" : "save");
     MPQ_CALL(setup(ctx, s));
     MPQ_CALL(alloc_result(ctx, s));
     mpq_run_result *r = s->res;
