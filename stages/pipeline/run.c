@@ -330,7 +330,9 @@ static mpq_err block_pass(mpq_ctx *ctx, run_state *s, int measure) {
     if (load)
         MPQ_TRY(mpq_hstats_load(ctx, cfg->hessian.load, MPQ_HSTAT_ALL, &nkept, &kept));
     else
-        MPQ_TRY(mpq_calib_create(ctx, s->fq, s->set, cfg->hessian.chunk_samples, &calib));
+        MPQ_TRY(mpq_agree(/* local: agreed before the first block's collectives */
+                          ctx, mpq_calib_create(ctx, s->fq, s->set, cfg->hessian.chunk_samples,
+                                                &calib)));
     MPQ_TRY(mpq_timer_stop(ctx, "hessian"));
     mpq_progress prog;
     mpq_progress_begin(ctx, &prog, measure ? "measure" : "round", "blocks", fi->nblocks);
