@@ -296,10 +296,15 @@ mpq_err mpq_outfile_commit_all(mpq_ctx *ctx, mpq_outfile **pf) {
 void mpq_outfile_abort_all(mpq_ctx *ctx, mpq_outfile **f) {
     if (!f || !*f)
         return;
+    /* Every rank is done with the file before rank 0 removes it, and it is
+     * gone for every rank when the call returns. */
+    int many = ctx->comm != MPI_COMM_NULL && ctx->size > 1;
+    if (many)
+        MPI_Barrier(ctx->comm);
     if (ctx->rank == 0)
         mpq_outfile_abort(f);
     else
         outfile_free(f);
-    if (ctx->comm != MPI_COMM_NULL && ctx->size > 1)
+    if (many)
         MPI_Barrier(ctx->comm);
 }
