@@ -10,6 +10,7 @@
 #include "mpq_ckpt.h"
 #include "mpq_config.h"
 #include "mpq_log.h"
+#include "mpq_robust.h"
 #include "mpq_timer.h"
 #include "run_internal.h"
 
@@ -154,6 +155,24 @@ static mpq_err setup_layers(mpq_ctx *ctx, run_state *s) {
         MPQ_CHECK(hits > 0, MPQ_ERR_CONFIG,
                   "%s: budget.pin: pattern \"%s\" matches no quantizable layer (e.g. \"%s\")",
                   cfg->source, pattern, s->nl > 0 ? fi->layers[0].name : "");
+    }
+    /* Weights with NaN/Inf: an error naming the layer, or (robust.nonfinite
+     * = "skip") the layer stays full precision. Every rank reads the same
+     * weights, so every rank decides alike. */
+    mpq_nonfinite_policy pol;
+    MPQ_CALL(mpq_nonfinite_policy_parse(ctx, cfg->robust.nonfinite, &pol));
+    for (int64_t l = 0; l < s->nl; l++) {
+        const mpq_layer_info *li = &fi->layers[l];
+        float *w = NULL;
+        int skip = 0;
+        MPQ_ALLOC(w, li->out * li->in);
+        mpq_err e = mpq_family_get_weight(ctx, s->fq, l, w);
+        if (e == MPQ_OK)
+            e = mpq_check_finite_policy(ctx, pol, w, li->out * li->in, li->in, li->name, &skip);
+        mpq_free(w);
+        MPQ_CALL(e);
+        if (skip)
+            s->excl[l] = 1;
     }
     int64_t nq = 0;
     for (int64_t l = 0; l < s->nl; l++)
