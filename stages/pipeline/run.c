@@ -385,6 +385,9 @@ static mpq_err block_pass(mpq_ctx *ctx, run_state *s, int measure) {
             for (int64_t k = 0; k < nstats; k++) {
                 bst[k] = stats[k];
                 bgr[k] = groups[k];
+                /* Fewer calibration rows than input channels: H is rank
+                 * deficient (a warning naming the layer; damping copes). */
+                mpq_check_calibration_rows(ctx, stats[k]->name, stats[k]->count, stats[k]->d);
             }
             nb = nstats;
         }

@@ -26,4 +26,10 @@ run $MPQ_MPIEXEC -np 2 "$MPQ_BIN" run "$CFG" "${small[@]}" -o robust.nonfinite=s
 expect_rc 1
 expect_err "model.layers.0.self_attn.q_proj.*robust.nonfinite = skip"
 expect_once "Hessian statistic 'model.layers.0.self_attn.o_proj': non-finite input"
+# A calibration set smaller than a layer's input width is reported, naming
+# the layer (mnist-cnn-small's fc1 reads 784 values; 20 images give 20 rows).
+run $MPQ_MPIEXEC -np 2 "$MPQ_BIN" run "$MPQ_SOURCE_DIR/configs/mnist-cnn-small-w3.cfg" \
+    -o calibration.segments=20 -o quant.method=rtn -o eval.count=100 -o eval.also_all=false
+expect_rc 0
+expect_err "warning: layer fc1: the calibration set gives 20 input rows for an input of width 784"
 finish
