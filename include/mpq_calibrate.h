@@ -96,6 +96,8 @@ mpq_err mpq_calib_set_from_config_family(struct mpq_ctx *ctx, const struct mpq_c
                                          mpq_calib_set **out);
 /* NULL-safe; sets *s to NULL. */
 void mpq_calib_set_destroy(mpq_calib_set **s);
+/* Local. *b = the batch of sample i alone (points into set). */
+void mpq_calib_sample_batch(const mpq_calib_set *set, int64_t i, mpq_batch *b);
 
 typedef struct mpq_calib mpq_calib;
 

@@ -101,4 +101,8 @@ mpq_err mpq_eval_ordered_sum(struct mpq_ctx *ctx, int64_t n, int k, const double
  * the index of the maximum (first on ties). Local. */
 double mpq_logsumexp(const float *x, int64_t n, int64_t *argmax);
 
+/* Local. KL(P || Q) summed over rows for logits p, q [rows][n]
+ * (log-softmax in double; a row's negative rounding residue counts as 0). */
+double mpq_kl_rows(const float *p, const float *q, int64_t rows, int64_t n);
+
 #endif

@@ -25,6 +25,20 @@ double mpq_logsumexp(const float *x, int64_t n, int64_t *argmax) {
     return (double)mx + log(s);
 }
 
+double mpq_kl_rows(const float *p, const float *q, int64_t rows, int64_t n) {
+    double tot = 0.0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *a = p + r * n, *b = q + r * n;
+        double la = mpq_logsumexp(a, n, NULL), lb = mpq_logsumexp(b, n, NULL), kl = 0.0;
+        for (int64_t j = 0; j < n; j++) {
+            double lpa = (double)a[j] - la, lpb = (double)b[j] - lb;
+            kl += exp(lpa) * (lpa - lpb);
+        }
+        tot += kl > 0.0 ? kl : 0.0;
+    }
+    return tot;
+}
+
 void mpq_eval_range(const mpq_ctx *ctx, int64_t n, int64_t *lo, int64_t *hi) {
     *lo = n * ctx->rank / ctx->size;
     *hi = n * (ctx->rank + 1) / ctx->size;

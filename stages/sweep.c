@@ -486,32 +486,6 @@ static mpq_err pick_sens_cand(mpq_ctx *ctx, mpq_sweep *sw) {
     return MPQ_OK;
 }
 
-/* KL(P || Q) summed over rows of logits [rows][n] (log-softmax in double). */
-static double kl_rows(const float *p, const float *q, int64_t rows, int64_t n) {
-    double tot = 0.0;
-    for (int64_t r = 0; r < rows; r++) {
-        const float *a = p + r * n, *b = q + r * n;
-        double la = mpq_logsumexp(a, n, NULL), lb = mpq_logsumexp(b, n, NULL), kl = 0.0;
-        for (int64_t j = 0; j < n; j++) {
-            double lpa = (double)a[j] - la, lpb = (double)b[j] - lb;
-            kl += exp(lpa) * (lpa - lpb);
-        }
-        tot += kl > 0.0 ? kl : 0.0;
-    }
-    return tot;
-}
-
-static void sample_batch(const mpq_calib_set *set, int64_t i, mpq_batch *b) {
-    memset(b, 0, sizeof *b);
-    b->nseq = 1;
-    b->len = &set->len[i];
-    b->rows = set->len[i];
-    if (set->task == MPQ_TASK_LM)
-        b->tokens = set->tokens + set->offset[i];
-    else
-        b->input = set->input + i * set->input_numel;
-}
-
 /* The same probe as mpquant run's importance "sensitivity" (mpq_run.h):
  * s_l = KL_l / L_l, KL_l the mean KL divergence of the output distribution
  * from the full-precision one over the first importance.samples calibration
@@ -545,7 +519,7 @@ static mpq_err sensitivity(mpq_ctx *ctx, mpq_sweep *sw) {
     MPQ_ALLOC_TRY(mine, 2 * (hi - lo > 0 ? hi - lo : 1));
     for (int64_t i = lo, at = 0; i < hi; i++) {
         mpq_batch b;
-        sample_batch(set, i, &b);
+        mpq_calib_sample_batch(set, i, &b);
         MPQ_TRY(mpq_family_forward(ctx, sw->ffp, &b, ref + at * nout));
         at += set->len[i];
     }
@@ -560,9 +534,10 @@ static mpq_err sensitivity(mpq_ctx *ctx, mpq_sweep *sw) {
         mpq_err e = MPQ_OK;
         for (int64_t i = lo, at = 0; i < hi && e == MPQ_OK; i++) {
             mpq_batch b;
-            sample_batch(set, i, &b);
+            mpq_calib_sample_batch(set, i, &b);
             e = mpq_family_forward(ctx, sw->ffp, &b, logits);
-            mine[2 * (i - lo)] = e == MPQ_OK ? kl_rows(ref + at * nout, logits, b.rows, nout) : 0;
+            mine[2 * (i - lo)] =
+                e == MPQ_OK ? mpq_kl_rows(ref + at * nout, logits, b.rows, nout) : 0;
             mine[2 * (i - lo) + 1] = (double)b.rows;
             at += set->len[i];
         }

@@ -68,8 +68,7 @@ mpq_err mpq_calib_set_text(mpq_ctx *ctx, const mpq_tokenizer *tok, const char *p
      * of the stream rather than documents. */
     MPQ_TRY(mpq_text_encode_docs(ctx, tok, text, docs, ndocs, len + 2, &toks, &offs));
     int64_t total = offs[ndocs];
-    MPQ_ENSURE(total >= 2, MPQ_ERR_FORMAT, "calibration text '%s' holds fewer than 2 tokens",
-               path);
+    MPQ_ENSURE(total >= 2, MPQ_ERR_FORMAT, "calibration text '%s' holds fewer than 2 tokens", path);
     /* A segment is BOS followed by seq_len - 1 consecutive tokens of the
      * stream (position 0 is always BOS for the model), starting at a seeded
      * pseudo-random position; the whole stream when it is shorter. */
@@ -100,6 +99,17 @@ cleanup:
     mpq_free(docs);
     mpq_free(text);
     return err;
+}
+
+void mpq_calib_sample_batch(const mpq_calib_set *set, int64_t i, mpq_batch *b) {
+    memset(b, 0, sizeof *b);
+    b->nseq = 1;
+    b->len = &set->len[i];
+    b->rows = set->len[i];
+    if (set->task == MPQ_TASK_LM)
+        b->tokens = set->tokens + set->offset[i];
+    else
+        b->input = set->input + i * set->input_numel;
 }
 
 mpq_err mpq_calib_set_images(mpq_ctx *ctx, const char *path, int64_t first, int64_t count,

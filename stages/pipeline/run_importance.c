@@ -8,34 +8,6 @@
 #include "mpq_log.h"
 #include "run_internal.h"
 
-/* KL(P || Q) summed over rows for logits p, q [rows][n] (log-softmax in
- * double). */
-static double kl_rows(const float *p, const float *q, int64_t rows, int64_t n) {
-    double tot = 0.0;
-    for (int64_t r = 0; r < rows; r++) {
-        const float *a = p + r * n, *b = q + r * n;
-        double la = mpq_logsumexp(a, n, NULL), lb = mpq_logsumexp(b, n, NULL), kl = 0.0;
-        for (int64_t j = 0; j < n; j++) {
-            double lpa = (double)a[j] - la, lpb = (double)b[j] - lb;
-            kl += exp(lpa) * (lpa - lpb);
-        }
-        tot += kl > 0.0 ? kl : 0.0;
-    }
-    return tot;
-}
-
-/* The batch of calibration sample i alone. */
-static void sample_batch(const mpq_calib_set *set, int64_t i, mpq_batch *b) {
-    memset(b, 0, sizeof *b);
-    b->nseq = 1;
-    b->len = &set->len[i];
-    b->rows = set->len[i];
-    if (set->task == MPQ_TASK_LM)
-        b->tokens = set->tokens + set->offset[i];
-    else
-        b->input = set->input + i * set->input_numel;
-}
-
 /* Collective. For every non-excluded, non-pinned layer l: substitutes the
  * measured dequantized weights of candidate s->sens_cand into the
  * full-precision model, measures the mean KL divergence from the
@@ -72,7 +44,7 @@ mpq_err mpq_run_sensitivity(mpq_ctx *ctx, run_state *s) {
     MPQ_ALLOC_TRY(sums, 2);
     for (int64_t i = lo, at = 0; i < hi; i++) {
         mpq_batch b;
-        sample_batch(set, i, &b);
+        mpq_calib_sample_batch(set, i, &b);
         MPQ_TRY(mpq_family_forward(ctx, s->ffp, &b, ref + at * nout));
         at += set->len[i];
     }
@@ -90,9 +62,10 @@ mpq_err mpq_run_sensitivity(mpq_ctx *ctx, run_state *s) {
         mpq_err e = MPQ_OK;
         for (int64_t i = lo, at = 0; i < hi && e == MPQ_OK; i++) {
             mpq_batch b;
-            sample_batch(set, i, &b);
+            mpq_calib_sample_batch(set, i, &b);
             e = mpq_family_forward(ctx, s->ffp, &b, logits);
-            mine[2 * (i - lo)] = e == MPQ_OK ? kl_rows(ref + at * nout, logits, b.rows, nout) : 0;
+            mine[2 * (i - lo)] =
+                e == MPQ_OK ? mpq_kl_rows(ref + at * nout, logits, b.rows, nout) : 0;
             mine[2 * (i - lo) + 1] = (double)b.rows;
             at += set->len[i];
         }
