@@ -157,9 +157,9 @@ static mpq_err save_local(mpq_ctx *ctx, const mpq_sweep *sw, const char *path) {
     MPQ_TRY(write_ds(ctx, file, "codes", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, db, blob, path));
     H5Aclose(at);
     at = H5I_INVALID_HID;
-    herr_t rc = H5Fclose(file);
+    hid_t written = file;
     file = H5I_INVALID_HID;
-    MPQ_H5_TRY(rc, path);
+    MPQ_TRY(mpq_h5_close_written(ctx, written, 0, NULL, path));
     MPQ_TRY(mpq_outfile_commit(ctx, &of));
 cleanup:
     if (at >= 0)
@@ -168,8 +168,7 @@ cleanup:
         H5Tclose(st);
     if (sp >= 0)
         H5Sclose(sp);
-    if (file >= 0)
-        H5Fclose(file);
+    mpq_h5_discard(file);
     mpq_outfile_abort(&of);
     mpq_free(blob);
     cJSON_free(meta);

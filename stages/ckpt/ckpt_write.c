@@ -31,6 +31,7 @@ struct mpq_ckpt_writer {
     hid_t file, layers, tensors;
     int64_t next_index; /* index attribute of the next entry */
     char *inputs_json;  /* rank 0: {path: sha256} */
+    uint64_t reserved;  /* bytes of the file whose disk space is reserved */
 };
 
 /* ---- small HDF5 helpers (all collective when the file is parallel) ------------- */
@@ -114,10 +115,12 @@ static mpq_err attr_f64(mpq_ctx *ctx, hid_t obj, const char *name, double v, con
 }
 
 /* Creates dataset `name` under parent (1-D of n elements, or the given
- * shape; ndim 0 = scalar) and, on rank `writer` only, writes data. */
-static mpq_err dataset_write(mpq_ctx *ctx, hid_t parent, const char *name, hid_t ftype, hid_t mtype,
-                             int ndim, const int64_t *shape, const void *data, int writer,
-                             const char *what, hid_t *keep) {
+ * shape; ndim 0 = scalar), reserves its disk space (collectively, so a full
+ * disk fails every rank alike before anything is written) and, on rank
+ * `writer` only, writes data. */
+static mpq_err dataset_write(mpq_ctx *ctx, mpq_ckpt_writer *w, hid_t parent, const char *name,
+                             hid_t ftype, hid_t mtype, int ndim, const int64_t *shape,
+                             const void *data, int writer, const char *what, hid_t *keep) {
     mpq_err err = MPQ_OK;
     hid_t sp = H5I_INVALID_HID, d = H5I_INVALID_HID, dcpl = H5I_INVALID_HID;
     hsize_t dims[MPQ_TENSOR_MAXDIM];
@@ -132,6 +135,7 @@ static mpq_err dataset_write(mpq_ctx *ctx, hid_t parent, const char *name, hid_t
     else
         MPQ_H5_ID(sp, H5Screate_simple(ndim, dims, NULL), what);
     MPQ_H5_ID(d, H5Dcreate2(parent, name, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT), what);
+    MPQ_TRY(mpq_h5_reserve(ctx, w->file, d, 1, &w->reserved, what));
     if (ctx->rank == writer && numel > 0)
         MPQ_H5_TRY(H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), what);
     if (keep) {
@@ -149,12 +153,12 @@ cleanup:
 }
 
 /* A text as a scalar fixed-length string dataset, written by rank 0. */
-static mpq_err text_dataset(mpq_ctx *ctx, hid_t parent, const char *name, const char *text,
-                            int64_t len, const char *what) {
+static mpq_err text_dataset(mpq_ctx *ctx, mpq_ckpt_writer *w, hid_t parent, const char *name,
+                            const char *text, int64_t len, const char *what) {
     mpq_err err = MPQ_OK;
     int64_t t = H5I_INVALID_HID;
     MPQ_CALL(mpq_ckpt_h5_strtype(ctx, (size_t)len, &t));
-    MPQ_TRY(dataset_write(ctx, parent, name, t, t, 0, NULL, len ? text : "", 0, what, NULL));
+    MPQ_TRY(dataset_write(ctx, w, parent, name, t, t, 0, NULL, len ? text : "", 0, what, NULL));
 cleanup:
     H5Tclose(t);
     return err;
@@ -288,8 +292,7 @@ cleanup:
 static void writer_free(mpq_ckpt_writer **pw) {
     mpq_ckpt_writer *w = *pw;
     close_handles(w);
-    if (w->file >= 0)
-        H5Fclose(w->file);
+    mpq_h5_discard(w->file);
     mpq_free(w->inputs_json);
     mpq_free(w);
     *pw = NULL;
@@ -328,11 +331,9 @@ mpq_err mpq_ckpt_commit(mpq_ctx *ctx, mpq_ckpt_writer **pw) {
     MPQ_CHECK(w, MPQ_ERR_ARG, "commit of a checkpoint writer that is not open");
     mpq_err err = MPQ_OK;
     close_handles(w);
-    herr_t rc = H5Fclose(w->file);
+    hid_t file = w->file;
     w->file = H5I_INVALID_HID;
-    if (rc < 0)
-        err = mpq_h5_check(ctx, rc, w->of->dest, "H5Fclose", __FILE__, __LINE__, __func__);
-    err = mpq_agree(ctx, err);
+    err = mpq_agree(ctx, mpq_h5_close_written(ctx, file, 1, &w->reserved, w->of->dest));
     if (err != MPQ_OK) {
         mpq_ckpt_abort(ctx, pw);
         return mpq_err_trace(ctx, err, __FILE__, __LINE__, __func__);
@@ -348,8 +349,7 @@ void mpq_ckpt_abort(mpq_ctx *ctx, mpq_ckpt_writer **pw) {
         return;
     mpq_ckpt_writer *w = *pw;
     close_handles(w);
-    if (w->file >= 0)
-        H5Fclose(w->file);
+    mpq_h5_discard(w->file);
     w->file = H5I_INVALID_HID;
     mpq_outfile_abort_all(ctx, &w->of);
     writer_free(pw);
@@ -511,9 +511,9 @@ mpq_err mpq_ckpt_write_layer(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_ckpt_la
     MPQ_TRY(attr_str(ctx, g, "method", m.method, what));
     MPQ_TRY(attr_f64(ctx, g, "loss", m.loss, what));
     const int own = ctx->rank == owner;
-    MPQ_TRY(dataset_write(ctx, g, "codes", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &m.codes_bytes,
+    MPQ_TRY(dataset_write(ctx, w, g, "codes", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &m.codes_bytes,
                           own ? l->packed : NULL, owner, what, NULL));
-    MPQ_TRY(dataset_write(ctx, g, "params", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &m.params_bytes,
+    MPQ_TRY(dataset_write(ctx, w, g, "params", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &m.params_bytes,
                           own ? l->param_bytes : NULL, owner, what, NULL));
     w->next_index++;
 cleanup:
@@ -550,7 +550,7 @@ mpq_err mpq_ckpt_write_tensor(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_tensor
     snprintf(what, sizeof what, "%s: /tensors/%s", w->of->dest, m.name);
     /* Stored bit-exactly: fp32 as IEEE float, half types as raw uint16. */
     hid_t ty = m.dtype == MPQ_DTYPE_F32 ? H5T_IEEE_F32LE : H5T_STD_U16LE;
-    MPQ_TRY(dataset_write(ctx, w->tensors, m.name, ty, ty, m.ndim, m.shape,
+    MPQ_TRY(dataset_write(ctx, w, w->tensors, m.name, ty, ty, m.ndim, m.shape,
                           ctx->rank == owner ? t->data : NULL, owner, what, &d));
     MPQ_TRY(attr_str(ctx, d, "dtype", mpq_dtype_name((mpq_dtype)m.dtype), what));
     MPQ_TRY(attr_i64(ctx, d, "index", w->next_index, what));
@@ -633,15 +633,15 @@ mpq_err mpq_ckpt_write_provenance(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_ck
     MPQ_TRY(make_group(ctx, w->file, "provenance", what, &g));
     MPQ_TRY(attr_str(ctx, g, "program_version", MPQ_VERSION, what));
     MPQ_TRY(attr_str(ctx, g, "commit", MPQ_GIT_COMMIT, what));
-    MPQ_TRY(text_dataset(ctx, g, "config", text[T_CONFIG], len[T_CONFIG], "/provenance/config"));
-    MPQ_TRY(text_dataset(ctx, g, "inputs", text[T_INPUTS], len[T_INPUTS], "/provenance/inputs"));
-    MPQ_TRY(text_dataset(ctx, g, "eval", text[T_EVAL], len[T_EVAL], "/provenance/eval"));
-    MPQ_TRY(text_dataset(ctx, g, "assignment", text[T_ASSIGN], len[T_ASSIGN],
+    MPQ_TRY(text_dataset(ctx, w, g, "config", text[T_CONFIG], len[T_CONFIG], "/provenance/config"));
+    MPQ_TRY(text_dataset(ctx, w, g, "inputs", text[T_INPUTS], len[T_INPUTS], "/provenance/inputs"));
+    MPQ_TRY(text_dataset(ctx, w, g, "eval", text[T_EVAL], len[T_EVAL], "/provenance/eval"));
+    MPQ_TRY(text_dataset(ctx, w, g, "assignment", text[T_ASSIGN], len[T_ASSIGN],
                          "/provenance/assignment"));
     /* The fields that differ between runs come last (see mpq_ckpt.h). */
     MPQ_TRY(attr_str(ctx, g, "date", text[T_DATE], what));
     MPQ_TRY(attr_i64(ctx, g, "nranks", ctx->size, what));
-    MPQ_TRY(text_dataset(ctx, g, "stage_times", text[T_TIMES], len[T_TIMES],
+    MPQ_TRY(text_dataset(ctx, w, g, "stage_times", text[T_TIMES], len[T_TIMES],
                          "/provenance/stage_times"));
 cleanup:
     if (g >= 0)

@@ -103,7 +103,9 @@ cleanup:
 
 /* Writes buf (rank-major slab of `rows` rows of `cols` starting at row0)
  * into dataset ds; rows = 0 selects nothing (the rank still takes part in
- * the collective call). */
+ * the collective call). Collective, with error agreement: a write can fail
+ * on some ranks only (a full disk seen by one I/O aggregator), and the
+ * others must not go on into the next collective call alone. */
 static mpq_err write_rows(mpq_ctx *ctx, hid_t ds, hid_t dxpl, hid_t memtype, int rank2,
                           int64_t row0, int64_t rows, int64_t cols, const void *buf,
                           const char *what) {
@@ -133,7 +135,7 @@ cleanup:
         H5Sclose(ms);
     if (fs >= 0)
         H5Sclose(fs);
-    return err;
+    return mpq_agree(ctx, err);
 }
 
 static mpq_err read_all(mpq_ctx *ctx, hid_t ds, hid_t dxpl, hid_t memtype, int want, void *buf,
@@ -174,7 +176,7 @@ static mpq_err make_plists(mpq_ctx *ctx, hid_t *fapl, hid_t *dxpl) {
 /* ---- save ---------------------------------------------------------------- */
 
 static mpq_err save_one(mpq_ctx *ctx, hid_t file, hid_t dxpl, const char *path, int64_t index,
-                        const mpq_hstat *st) {
+                        const mpq_hstat *st, uint64_t *reserved) {
     char what[PATH_MAX_LEN + 2 * MPQ_HSTAT_NAME_MAX];
     snprintf(what, sizeof what, "file '%s', group '/%s'", path, st->name);
     hid_t g = H5I_INVALID_HID, sp = H5I_INVALID_HID, ds = H5I_INVALID_HID;
@@ -209,6 +211,8 @@ static mpq_err save_one(mpq_ctx *ctx, hid_t file, hid_t dxpl, const char *path, 
     MPQ_H5_ID(sp, H5Screate_simple(2, dims, NULL), what);
     MPQ_H5_ID(ds, H5Dcreate2(g, "H", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
               what);
+    /* H is nearly all of the file: its space is reserved before it is written. */
+    MPQ_TRY(mpq_h5_reserve(ctx, file, ds, 1, reserved, what));
     MPQ_TRY(write_rows(ctx, ds, dxpl, H5T_NATIVE_DOUBLE, 2, row0, rows, d,
                        st->H ? st->H + row0 * d : NULL, what));
     H5Dclose(ds);
@@ -273,6 +277,7 @@ mpq_err mpq_hstats_save(mpq_ctx *ctx, const char *path, int64_t n, mpq_hstat *co
     char what[PATH_MAX_LEN + 32];
     snprintf(what, sizeof what, "file '%s'", tmp);
     hid_t fapl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, file = H5I_INVALID_HID;
+    uint64_t reserved = 0;
     mpq_err err = MPQ_OK;
     MPQ_TRY(make_plists(ctx, &fapl, &dxpl));
     MPQ_H5_ID(file, H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl), what);
@@ -284,13 +289,12 @@ mpq_err mpq_hstats_save(mpq_ctx *ctx, const char *path, int64_t n, mpq_hstat *co
     MPQ_TRY(attr_write(ctx, file, "n_layers", H5T_STD_I64LE, &n, what));
     MPQ_TRY(attr_write_str(ctx, file, "creator", creator, what));
     for (int64_t k = 0; k < n; k++)
-        MPQ_TRY(save_one(ctx, file, dxpl, tmp, k, stats[k]));
-    herr_t rc = H5Fclose(file); /* collective: after it every rank's data is in the file */
+        MPQ_TRY(mpq_agree(ctx, save_one(ctx, file, dxpl, tmp, k, stats[k], &reserved)));
+    hid_t written = file; /* collective: after the close every rank's data is in the file */
     file = H5I_INVALID_HID;
-    MPQ_H5_TRY(rc, what);
+    MPQ_TRY(mpq_h5_close_written(ctx, written, 1, &reserved, what));
 cleanup:
-    if (file >= 0)
-        H5Fclose(file);
+    mpq_h5_discard(file);
     if (dxpl >= 0)
         H5Pclose(dxpl);
     if (fapl >= 0)

@@ -107,9 +107,9 @@ static mpq_err save_local(mpq_ctx *ctx, const run_state *s, const char *path) {
                      path));
     H5Aclose(at);
     at = H5I_INVALID_HID;
-    herr_t rc = H5Fclose(file);
+    hid_t written = file;
     file = H5I_INVALID_HID;
-    MPQ_H5_TRY(rc, path);
+    MPQ_TRY(mpq_h5_close_written(ctx, written, 0, NULL, path));
     MPQ_TRY(mpq_outfile_commit(ctx, &of));
 cleanup:
     if (at >= 0)
@@ -118,8 +118,7 @@ cleanup:
         H5Tclose(st);
     if (sp >= 0)
         H5Sclose(sp);
-    if (file >= 0)
-        H5Fclose(file);
+    mpq_h5_discard(file);
     mpq_outfile_abort(&of);
     cJSON_free(meta);
     return err;

@@ -9,12 +9,17 @@
 #  1. output directory missing           -> "directory ... does not exist"
 #  2. output path is a directory          -> "it is a directory"
 #  3. output directory not writable (/proc; root ignores file modes)
-#  4. disk full during the checkpoint write: the output directory is a
-#     64 KiB tmpfs (the checkpoint needs ~370 KB) -> the HDF5 write error
-#     naming the file, at 1 and 2 ranks. (A file-size limit, ulimit -f, is
-#     not usable: it makes Open MPI's own shared-memory setup fail in
-#     MPI_Init, ftruncate EFBIG, before mpquant runs.) Needs root for the
-#     mount: skipped otherwise, except under CI=true.
+#  4. disk full: the output directory is a 512 KiB tmpfs, partly filled
+#     beforehand so that the disk fills at different points: the checkpoint
+#     at 1 and 2 ranks (no room; room for half), the Hessian statistics
+#     (hessian.save, written by both ranks) and the measurements
+#     (measure.save, rank 0). Each fails on every rank with a message naming
+#     the file, no crash or hang (HDF5 1.10 crashes at MPI_Finalize after a
+#     failed flush unless mpquant prevents it), nothing left behind. (A
+#     file-size limit, ulimit -f, is not usable: it makes Open MPI's own
+#     shared-memory setup fail in MPI_Init, ftruncate EFBIG, before mpquant
+#     runs.) Needs root for the mount: skipped otherwise, except under
+#     CI=true.
 #  5. existing output without overwrite   -> refused, file unchanged
 #  6. a rank killed by SIGKILL in the middle of a 2-rank run: mpirun ends
 #     every rank within 60 s, non-zero, no output file, no mpquant left
@@ -52,7 +57,11 @@ output = { path = "$dir/out/q.h5"; };
 CFG
 mkdir "$dir/out"
 
-# The per-rank wrapper: runs mpquant, records this rank's status.
+# The per-rank wrapper: runs mpquant, records this rank's status and exits
+# 0 itself. Were it to pass the status on, mpirun would abort the job as
+# soon as the first rank exited non-zero and could kill another rank's
+# wrapper between its mpquant exiting and the status being written; every
+# rank must end on its own (error agreement), so nothing is lost by it.
 wrap="$dir/wrap.sh"
 cat >"$wrap" <<'W'
 #!/bin/bash
@@ -60,14 +69,16 @@ r=${OMPI_COMM_WORLD_RANK:-0}
 "$MPQ_BIN" "$@"
 rc=$?
 echo "$rc" >"$MPQ_RC_DIR/rc.$r"
-exit "$rc"
+exit 0
 W
 chmod +x "$wrap"
 export MPQ_RC_DIR="$dir/rc"
 
 # mrun NP ARGS...: run under mpirun (NP > 1) or alone, with a time limit.
+# RC becomes the first non-zero rank status (255 for a rank that wrote
+# none), or 0 when every rank exited 0.
 mrun() {
-    local np=$1
+    local np=$1 r s
     shift
     rm -rf "$MPQ_RC_DIR"
     mkdir -p "$MPQ_RC_DIR"
@@ -76,16 +87,27 @@ mrun() {
     else
         run timeout -k 5 "${MRUN_LIMIT:-120}" "$wrap" "$@"
     fi
-    [ "$RC" -ne 124 ] && [ "$RC" -ne 137 ] || fail "timed out (hang?)"
+    if [ "$RC" -eq 124 ] || [ "$RC" -eq 137 ]; then
+        fail "timed out (hang?)"
+        return
+    fi
+    [ "$RC" -eq 0 ] || fail "the launcher failed ($RC) although every wrapper exits 0"
+    for ((r = np - 1; r >= 0; r--)); do
+        s=$(cat "$MPQ_RC_DIR/rc.$r" 2>/dev/null || echo 255)
+        [ "$s" -eq 0 ] || RC=$s
+    done
 }
-# every_rank_failed NP: each rank wrote a non-zero status.
+# every_rank_failed NP: each rank exited on its own with a non-zero status
+# (not 128 + a signal: a crash while shutting down is a failure too).
 every_rank_failed() {
     local np=$1 r s
     [ "$RC" -ne 0 ] || fail "exit status 0, expected a failure"
     for ((r = 0; r < np; r++)); do
         s=$(cat "$MPQ_RC_DIR/rc.$r" 2>/dev/null || echo missing)
         [ "$s" != missing ] && [ "$s" != 0 ] || fail "rank $r status: $s (expected non-zero)"
+        [ "$s" = missing ] || [ "$s" -lt 128 ] || fail "rank $r ended by signal $((s - 128))"
     done
+    ! grep -q "Segmentation fault\|Process received signal" "$ERR" || fail "a rank crashed"
 }
 no_output() { # path: nothing at the name, no temporary beside it
     local p=$1 d b
@@ -120,19 +142,43 @@ no_output /proc/mpquant-q.h5
 
 fi
 
-# 4. disk full: a 64 KiB tmpfs as the output directory
+# 4. disk full: a 512 KiB tmpfs as the output directory, partly taken by a
+#    filler file so that the disk fills at different points of each file.
 small="$dir/small"
 mkdir "$small"
-if [ "$mode" = core ] && mount -t tmpfs -o size=64k tmpfs "$small" 2>/dev/null; then
+mcfg="$dir/mixed.cfg" # mixed precision, for measure.save
+sed -e 's/quant = { spec = "int:bits=4,group=32"; method = "rtn"; };/quant = { method = "rtn"; candidates = [ "int:bits=2,group=32", "int:bits=4,group=32" ]; };\nbudget = { avg_bits = 3.0; };/' \
+    "$cfg" >"$mcfg"
+# disk_full NP FREE_KIB FILE CONFIG ARGS...: FILE under $small must fail
+# cleanly with FREE_KIB left on the file system.
+disk_full() {
+    local np=$1 free=$2 name=$3 conf=$4
+    shift 4
+    rm -rf "${small:?}"/* "$small"/.[!.]*
+    head -c $(((512 - free) * 1024)) /dev/zero >"$small/filler"
+    mrun "$np" run "$conf" -q "$@"
+    LAST_CMD="($free KiB free) $LAST_CMD"
+    every_rank_failed "$np"
+    expect_err "$small/$name"
+    expect_err "write failed|No space|no room on disk"
+    expect_once "mpquant: error"
+    no_output "$small/$name"
+    [ "$(ls -A "$small")" = filler ] || fail "files left on the full file system: $(ls -A "$small")"
+}
+if [ "$mode" = core ] && mount -t tmpfs -o size=512k tmpfs "$small" 2>/dev/null; then
+    # The checkpoint (~330 KB): no room at all, and room for about half.
     for np in 1 2; do
-        mrun "$np" run "$cfg" -q -o output.path="$small/q.h5"
-        every_rank_failed "$np"
-        expect_err "$small/q.h5"
-        expect_err "write failed|No space|disk full"
-        expect_once "mpquant: error"
-        no_output "$small/q.h5"
-        [ -z "$(ls -A "$small")" ] || fail "files left on the full file system: $(ls -A "$small")"
+        for free in 16 180; do
+            disk_full "$np" "$free" q.h5 "$cfg" -o output.path="$small/q.h5"
+        done
     done
+    # The Hessian statistics (~1.7 MB, written by both ranks).
+    disk_full 2 512 h.h5 "$cfg" -o output.path="$dir/out/h-run.h5" -o quant.method=gptq \
+        -o 'calibration.propagate="fp"' -o hessian.save="$small/h.h5"
+    [ ! -e "$dir/out/h-run.h5" ] || fail "a checkpoint was written although the run failed"
+    # The measurements (~10 KB, written by rank 0 at the end of measuring).
+    disk_full 2 4 m.h5 "$mcfg" -o output.path="$dir/out/m-run.h5" -o measure.save="$small/m.h5"
+    [ ! -e "$dir/out/m-run.h5" ] || fail "a checkpoint was written although the run failed"
     umount "$small"
 elif [ "$mode" = core ]; then
     if [ "${CI:-}" = true ]; then
