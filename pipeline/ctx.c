@@ -252,19 +252,25 @@ mpq_err mpq_grid_create(mpq_ctx *ctx, int nprow, int npcol, mpq_grid **out) {
         MPI_Comm_split(ctx->comm, inside ? g->myrow : MPI_UNDEFINED, g->mycol, &g->row_comm));
     MPQ_MPI_TRY(
         MPI_Comm_split(ctx->comm, inside ? g->mycol : MPI_UNDEFINED, g->myrow, &g->col_comm));
-    /* BLACS context over ctx->comm (not MPI_COMM_WORLD); gridmap is
-     * collective over all ranks of the system handle. */
-    int handle = Csys2blacs_handle(ctx->comm);
-    int ctxt = handle;
-    Cblacs_gridinit(&ctxt, "Row", nprow, npcol);
-    Cfree_blacs_system_handle(handle);
+    /* BLACS context over the grid's own ranks (never MPI_COMM_WORLD);
+     * gridinit is collective over the ranks of the system handle. Ranks
+     * outside the grid do not call BLACS at all: on a rank left out of
+     * every grid BLACS allocates its global request and status buffers
+     * again at each gridinit and loses the previous ones. */
+    MPI_Comm members = MPI_COMM_NULL;
+    MPQ_MPI_TRY(MPI_Comm_split(ctx->comm, inside ? 0 : MPI_UNDEFINED, ctx->rank, &members));
     if (inside) {
+        int handle = Csys2blacs_handle(members);
+        int ctxt = handle;
+        Cblacs_gridinit(&ctxt, "Row", nprow, npcol);
+        Cfree_blacs_system_handle(handle);
+        MPI_Comm_free(&members);
+        g->blacs_ctxt = ctxt; /* released by mpq_grid_destroy, also on the error below */
         int pr, pc, r, c;
         Cblacs_gridinfo(ctxt, &pr, &pc, &r, &c);
         MPQ_ENSURE(pr == nprow && pc == npcol && r == g->myrow && c == g->mycol, MPQ_ERR_LIB,
                    "BLACS grid %dx%d at (%d,%d) differs from the requested %dx%d at (%d,%d)", pr,
                    pc, r, c, nprow, npcol, g->myrow, g->mycol);
-        g->blacs_ctxt = ctxt;
     }
     *out = g;
     return MPQ_OK;
