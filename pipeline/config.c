@@ -828,12 +828,23 @@ cleanup:
 
 /* ---- printing ------------------------------------------------------------- */
 
+/* A libconfig string literal: quotes and backslashes escaped, and control
+ * characters too (a raw line break inside a string would put its next line
+ * where the parser's @include check reads line starts). */
 static void print_string(FILE *out, const char *s) {
     fputc('"', out);
     for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            fputc('\\', out);
-        fputc(*s, out);
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(out, "\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", out);
+        else if (c == '\t')
+            fputs("\\t", out);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(out, "\\x%02x", c);
+        else
+            fputc(c, out);
     }
     fputc('"', out);
 }
