@@ -4,22 +4,23 @@
 #
 #   sh tests/run-tests.sh [extra ctest arguments, e.g. -L models]
 #
-# Three passes (the robustness issue):
+# Three passes (the robustness issue), each running ctest with one job per
+# core:
 #  1. Release build (build/): every test but the benchmarks, including the
 #     bounded fuzzing session (robustness_fuzz, its own clang sub-build).
-#  2. ASan + UBSan build (build-asan/, MPQ_SANITIZE=ON): the same suite
-#     minus slurm, benchmarks and the fuzz session (already sanitized), and
-#     minus the run-time fault scripts (they time processes that sanitizers
-#     slow down; they run in pass 1). tests/lsan.supp holds the only
+#  2. ASan + UBSan build (build-asan/, MPQ_SANITIZE=ON, RelWithDebInfo): the
+#     same suite minus the Slurm tests (they test the batch scripts and the
+#     cluster plumbing around the same program), the benchmarks and the fuzz
+#     session (already sanitized). tests/lsan.supp holds the only
 #     suppressions (Open MPI, libconfig internals).
 #  3. valgrind memcheck (tests/valgrind-tests.sh) on the single-process C
 #     tests of the Release build, minus the slow numeric ones listed there.
-# MPQ_TEST_PASSES selects passes (default "release valgrind": the ASan pass
-# is run on request, MPQ_TEST_PASSES="release asan valgrind", until it fits
-# the CI time budget); extra ctest arguments apply to passes 1 and 2.
+# MPQ_TEST_PASSES selects passes (default "release asan valgrind"); extra
+# ctest arguments apply to passes 1 and 2.
 set -eu
 cd "$(dirname "$0")/.."
-passes=${MPQ_TEST_PASSES:-release valgrind}
+passes=${MPQ_TEST_PASSES:-release asan valgrind}
+jobs=$(nproc)
 sh pipeline/install-deps.sh
 status=0
 for p in $passes; do
@@ -28,12 +29,13 @@ for p in $passes; do
         cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
         cmake --build build -j"$(nproc)"
         # -LE bench: benchmarks are built but only run on request (ctest -L bench).
-        ctest --test-dir build -LE bench --output-on-failure --timeout 900 "$@" || status=1
+        ctest --test-dir build -LE bench -j"$jobs" --output-on-failure --timeout 900 "$@" ||
+            status=1
         ;;
     asan)
-        cmake -S . -B build-asan -DMPQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+        cmake -S . -B build-asan -DMPQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
         cmake --build build-asan -j"$(nproc)"
-        ctest --test-dir build-asan -LE 'bench|slurm' -E '^robustness_fuzz$|^robustness_faults' \
+        ctest --test-dir build-asan -LE 'bench|slurm' -E '^robustness_fuzz$' -j"$jobs" \
             --output-on-failure --timeout 1200 "$@" || status=1
         ;;
     valgrind)
