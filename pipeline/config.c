@@ -755,15 +755,18 @@ mpq_err mpq_config_parse(mpq_ctx *ctx, const char *source, const char *text, int
             }
         }
         /* @include would make every rank read another file on its own (and
-         * escape the one-reader rule); it is rejected. */
+         * escape the one-reader rule); it is rejected. libconfig honours it
+         * only at the start of a line after blanks, so only there is it
+         * looked for (elsewhere it is text, e.g. inside a string). */
         int line = 1;
-        for (const char *p = text; *p; p++) {
-            if (*p == '\n')
-                line++;
-            if ((p == text || p[-1] == '\n' || p[-1] == ' ' || p[-1] == '\t') &&
-                strncmp(p, "@include", 8) == 0)
+        for (const char *p = text; *p; line++) {
+            p += strspn(p, " \t");
+            if (strncmp(p, "@include", 8) == 0)
                 MPQ_ENSURE(0, MPQ_ERR_CONFIG, "%s:%d: @include is not supported", cfg->source,
                            line);
+            p += strcspn(p, "\n");
+            if (*p)
+                p++;
         }
         config_init(&lc);
         lc_init = 1;
