@@ -151,16 +151,8 @@ void mpq_sweep_destroy(mpq_sweep **swp) {
     if (!swp || !*swp)
         return;
     mpq_sweep *sw = *swp;
-    if (sw->q)
-        for (int64_t i = 0; i < sw->nl * sw->plan.nconf; i++)
-            mpq_qlayer_destroy(&sw->q[i]);
-    MPQ_FREE(sw->q);
+    mpq_measure_table_free(&sw->meas);
     MPQ_FREE(sw->score);
-    MPQ_FREE(sw->sens);
-    MPQ_FREE(sw->energy);
-    MPQ_FREE(sw->bits);
-    MPQ_FREE(sw->rtn);
-    MPQ_FREE(sw->loss);
     MPQ_FREE(sw->excl);
     mpq_sweep_plan_free(&sw->plan);
     mpq_calib_set_destroy(&sw->set);
@@ -270,13 +262,7 @@ static mpq_err setup(mpq_ctx *ctx, mpq_sweep *sw, int with_calib) {
         err = mpq_calib_set_from_config_family(ctx, cfg, sw->ffp, sw->tok, &sw->set);
         MPQ_CALL(mpq_agree(ctx, err));
     }
-    int64_t n = sw->nl * sw->plan.nconf;
-    MPQ_ALLOC(sw->loss, n > 0 ? n : 1);
-    MPQ_ALLOC(sw->rtn, n > 0 ? n : 1);
-    MPQ_ALLOC(sw->bits, n > 0 ? n : 1);
-    MPQ_ALLOC(sw->q, n > 0 ? n : 1);
-    MPQ_ALLOC(sw->energy, sw->nl > 0 ? sw->nl : 1);
-    MPQ_ALLOC(sw->sens, sw->nl > 0 ? sw->nl : 1);
+    MPQ_CALL(mpq_measure_table_alloc(ctx, &sw->meas, sw->nl, sw->plan.nconf));
     MPQ_ALLOC(sw->score, sw->nl * sw->plan.ncand + 1);
     return MPQ_OK;
 }
@@ -337,7 +323,7 @@ cleanup:
     if (err == MPQ_OK)
         err = sum_owned(ctx, e, nj);
     for (int64_t j = 0; err == MPQ_OK && j < nj; j++)
-        sw->energy[lay[j]] = e[j];
+        sw->meas.energy[lay[j]] = e[j];
     mpq_free(e);
     return err;
 }
@@ -410,10 +396,10 @@ static mpq_err measure_pass(mpq_ctx *ctx, mpq_sweep *sw) {
         MPQ_TRY(block_energy(ctx, sw, nlb, lay, W, H));
         for (int64_t j = 0; j < njobs; j++) {
             int64_t x = jl[j] * nc + jk[j];
-            sw->loss[x] = results[j].loss;
-            sw->rtn[x] = results[j].rtn_loss;
-            sw->bits[x] = mpq_qlayer_bits(results[j].q);
-            sw->q[x] = results[j].q;
+            sw->meas.loss[x] = results[j].loss;
+            sw->meas.rtn[x] = results[j].rtn_loss;
+            sw->meas.bits[x] = mpq_qlayer_bits(results[j].q);
+            sw->meas.q[x] = results[j].q;
             results[j].q = NULL;
         }
         mpq_round_results_free(njobs, results);
@@ -529,7 +515,7 @@ static mpq_err sensitivity(mpq_ctx *ctx, mpq_sweep *sw) {
         if (sw->excl[l])
             continue;
         MPQ_TRY(mpq_family_get_weight(ctx, sw->ffp, l, wfp));
-        mpq_qlayer_dequantize(sw->q[l * nc + conf], wq);
+        mpq_qlayer_dequantize(sw->meas.q[l * nc + conf], wq);
         MPQ_TRY(mpq_family_set_weight(ctx, sw->ffp, l, wq));
         mpq_err e = MPQ_OK;
         for (int64_t i = lo, at = 0; i < hi && e == MPQ_OK; i++) {
@@ -546,8 +532,8 @@ static mpq_err sensitivity(mpq_ctx *ctx, mpq_sweep *sw) {
         MPQ_TRY(mpq_agree(ctx, e != MPQ_OK ? e : e2));
         MPQ_TRY(mpq_eval_ordered_sum(ctx, n, 2, mine, sums));
         double kl = sums[1] > 0.0 ? sums[0] / sums[1] : 0.0;
-        double L = sw->loss[l * nc + conf];
-        sw->sens[l] = L > 0.0 ? kl / L : 0.0;
+        double L = sw->meas.loss[l * nc + conf];
+        sw->meas.sens[l] = L > 0.0 ? kl / L : 0.0;
     }
 cleanup:
     mpq_free(mine);
@@ -565,11 +551,11 @@ mpq_err mpq_sweep_scores(mpq_ctx *ctx, mpq_sweep *sw) {
               "%s: importance.method: unknown method '%s'", sw->cfg->source, m);
     for (int64_t l = 0; l < sw->nl; l++) {
         for (int64_t k = 0; k < sw->plan.ncand; k++) {
-            double v = sw->loss[l * sw->plan.nconf + sw->plan.cand[k]];
+            double v = sw->meas.loss[l * sw->plan.nconf + sw->plan.cand[k]];
             if (normalized)
-                v = sw->energy[l] > 0.0 ? v / sw->energy[l] : v;
+                v = sw->meas.energy[l] > 0.0 ? v / sw->meas.energy[l] : v;
             else if (sens)
-                v = v * sw->sens[l];
+                v = v * sw->meas.sens[l];
             MPQ_CHECK(sw->excl[l] || (isfinite(v) && v >= 0.0), MPQ_ERR_NUMERIC,
                       "importance: score of layer %s candidate %lld is %g",
                       sw->info->layers[l].name, (long long)k, v);
@@ -690,7 +676,7 @@ static mpq_err solve_budget(mpq_ctx *ctx, mpq_sweep *sw, double avg_bits, int32_
                 continue;
             }
             for (int64_t k = 0; k < p->ncand; k++)
-                cb[k] = sw->bits[l * p->nconf + p->cand[k]];
+                cb[k] = sw->meas.bits[l * p->nconf + p->cand[k]];
             err = mpq_budget_set_layer(ctx, bp, l, sw->info->layers[l].out * sw->info->layers[l].in,
                                        (int32_t)p->ncand, cb, sw->score + l * p->ncand);
         }
@@ -766,12 +752,12 @@ mpq_err mpq_sweep_run_point(mpq_ctx *ctx, mpq_sweep *sw, int64_t i, mpq_sweep_po
     for (int64_t l = 0; l < sw->nl; l++) {
         if (conf[l] < 0)
             continue;
-        const mpq_qlayer *q = sw->q[l * p->nconf + conf[l]];
+        const mpq_qlayer *q = sw->meas.q[l * p->nconf + conf[l]];
         MPQ_ENSURE(q, MPQ_ERR_INTERNAL, "sweep: layer %s has no measured codes",
                    sw->info->layers[l].name);
         mpq_qlayer_dequantize(q, deq);
         MPQ_TRY(mpq_family_set_weight(ctx, sw->fq, l, deq));
-        pt->bits += sw->bits[l * p->nconf + conf[l]];
+        pt->bits += sw->meas.bits[l * p->nconf + conf[l]];
         pt->weights += sw->info->layers[l].out * sw->info->layers[l].in;
     }
     pt->bpw = pt->weights > 0 ? (double)pt->bits / (double)pt->weights : 0.0;

@@ -121,7 +121,7 @@ static mpq_err save_local(mpq_ctx *ctx, const mpq_sweep *sw, const char *path) {
     int64_t at_byte = 0;
     for (int64_t l = 0; l < sw->nl; l++)
         for (int64_t c = 0; c < nc && !sw->excl[l]; c++) {
-            const mpq_qlayer *q = sw->q[l * nc + c];
+            const mpq_qlayer *q = sw->meas.q[l * nc + c];
             int64_t a, b;
             MPQ_TRY(entry_bytes(ctx, sw, l, c, &a, &b));
             MPQ_ENSURE(q && q->packed_bytes == a && q->nparam_bytes == b, MPQ_ERR_INTERNAL,
@@ -146,14 +146,16 @@ static mpq_err save_local(mpq_ctx *ctx, const mpq_sweep *sw, const char *path) {
             dl[1] = {(hsize_t)sw->nl}, db[1] = {(hsize_t)total};
     MPQ_TRY(write_ds(ctx, file, "meta", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, dm, meta, path));
     MPQ_TRY(write_ds(ctx, file, "reference", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, dr, ref, path));
-    MPQ_TRY(write_ds(ctx, file, "loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, d2, sw->loss, path));
     MPQ_TRY(
-        write_ds(ctx, file, "rtn_loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, d2, sw->rtn, path));
-    MPQ_TRY(write_ds(ctx, file, "bits", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, d2, sw->bits, path));
-    MPQ_TRY(
-        write_ds(ctx, file, "energy", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dl, sw->energy, path));
-    MPQ_TRY(write_ds(ctx, file, "sensitivity", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dl, sw->sens,
+        write_ds(ctx, file, "loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, d2, sw->meas.loss, path));
+    MPQ_TRY(write_ds(ctx, file, "rtn_loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, d2, sw->meas.rtn,
                      path));
+    MPQ_TRY(
+        write_ds(ctx, file, "bits", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, d2, sw->meas.bits, path));
+    MPQ_TRY(write_ds(ctx, file, "energy", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dl, sw->meas.energy,
+                     path));
+    MPQ_TRY(write_ds(ctx, file, "sensitivity", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dl,
+                     sw->meas.sens, path));
     MPQ_TRY(write_ds(ctx, file, "codes", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, db, blob, path));
     H5Aclose(at);
     at = H5I_INVALID_HID;
@@ -254,12 +256,12 @@ static mpq_err rebuild(mpq_ctx *ctx, mpq_sweep *sw, const char *path, int64_t l,
             memcmp(q->param_bytes, bytes + a, (size_t)b) == 0,
         MPQ_ERR_FORMAT, "%s: layer %s configuration %lld: the stored codes do not round-trip", path,
         li->name, (long long)c);
-    MPQ_ENSURE(mpq_qlayer_bits(q) == sw->bits[l * sw->plan.nconf + c], MPQ_ERR_FORMAT,
+    MPQ_ENSURE(mpq_qlayer_bits(q) == sw->meas.bits[l * sw->plan.nconf + c], MPQ_ERR_FORMAT,
                "%s: layer %s configuration %lld: bits %lld, the codes take %lld", path, li->name,
-               (long long)c, (long long)sw->bits[l * sw->plan.nconf + c],
+               (long long)c, (long long)sw->meas.bits[l * sw->plan.nconf + c],
                (long long)mpq_qlayer_bits(q));
-    mpq_qlayer_destroy(&sw->q[l * sw->plan.nconf + c]);
-    sw->q[l * sw->plan.nconf + c] = q;
+    mpq_qlayer_destroy(&sw->meas.q[l * sw->plan.nconf + c]);
+    sw->meas.q[l * sw->plan.nconf + c] = q;
     q = NULL;
 cleanup:
     mpq_qparams_destroy(&p);
@@ -303,11 +305,11 @@ static mpq_err load_local(mpq_ctx *ctx, mpq_sweep *sw, const char *path) {
                    path, msg);
     }
     int64_t nn = sw->nl * nc;
-    MPQ_TRY(read_ds(ctx, file, path, "loss", H5T_NATIVE_DOUBLE, nn, sw->loss));
-    MPQ_TRY(read_ds(ctx, file, path, "rtn_loss", H5T_NATIVE_DOUBLE, nn, sw->rtn));
-    MPQ_TRY(read_ds(ctx, file, path, "bits", H5T_NATIVE_INT64, nn, sw->bits));
-    MPQ_TRY(read_ds(ctx, file, path, "energy", H5T_NATIVE_DOUBLE, sw->nl, sw->energy));
-    MPQ_TRY(read_ds(ctx, file, path, "sensitivity", H5T_NATIVE_DOUBLE, sw->nl, sw->sens));
+    MPQ_TRY(read_ds(ctx, file, path, "loss", H5T_NATIVE_DOUBLE, nn, sw->meas.loss));
+    MPQ_TRY(read_ds(ctx, file, path, "rtn_loss", H5T_NATIVE_DOUBLE, nn, sw->meas.rtn));
+    MPQ_TRY(read_ds(ctx, file, path, "bits", H5T_NATIVE_INT64, nn, sw->meas.bits));
+    MPQ_TRY(read_ds(ctx, file, path, "energy", H5T_NATIVE_DOUBLE, sw->nl, sw->meas.energy));
+    MPQ_TRY(read_ds(ctx, file, path, "sensitivity", H5T_NATIVE_DOUBLE, sw->nl, sw->meas.sens));
     int64_t total = 0;
     for (int64_t l = 0; l < sw->nl; l++)
         for (int64_t c = 0; c < nc && !sw->excl[l]; c++) {

@@ -34,17 +34,9 @@ void mpq_run_result_destroy(mpq_run_result **r) {
 }
 
 static void state_free(run_state *s) {
-    if (s->mq)
-        for (int64_t i = 0; i < s->nl * s->maxc; i++)
-            mpq_qlayer_destroy(&s->mq[i]);
-    MPQ_FREE(s->mq);
+    mpq_measure_table_free(&s->meas);
     MPQ_FREE(s->choice);
-    MPQ_FREE(s->sens);
-    MPQ_FREE(s->energy);
-    MPQ_FREE(s->bits);
     MPQ_FREE(s->score);
-    MPQ_FREE(s->rtn);
-    MPQ_FREE(s->loss);
     MPQ_FREE(s->excl);
     MPQ_FREE(s->pin);
     MPQ_FREE(s->extra);
@@ -297,7 +289,7 @@ cleanup:
     if (err == MPQ_OK)
         err = sum_owned(ctx, e, nj);
     for (int64_t j = 0; err == MPQ_OK && j < nj; j++)
-        s->energy[lay[j]] = e[j];
+        s->meas.energy[lay[j]] = e[j];
     mpq_free(e);
     return err;
 }
@@ -441,10 +433,10 @@ static mpq_err block_pass(mpq_ctx *ctx, run_state *s, int measure) {
             mpq_round_result *rr = &results[j];
             if (measure) {
                 int64_t x = l * s->maxc + jk[j];
-                s->loss[x] = rr->loss;
-                s->rtn[x] = rr->rtn_loss;
-                s->bits[x] = mpq_qlayer_bits(rr->q);
-                s->mq[x] = rr->q;
+                s->meas.loss[x] = rr->loss;
+                s->meas.rtn[x] = rr->rtn_loss;
+                s->meas.bits[x] = mpq_qlayer_bits(rr->q);
+                s->meas.q[x] = rr->q;
                 rr->q = NULL;
                 continue;
             }
@@ -535,8 +527,8 @@ static mpq_err solve_budget(mpq_ctx *ctx, run_state *s) {
                 err = mpq_budget_exclude(ctx, p, l, 1);
                 continue;
             }
-            err = mpq_budget_set_layer(ctx, p, l, li->out * li->in, s->nc[l], s->bits + l * s->maxc,
-                                       s->score + l * s->maxc);
+            err = mpq_budget_set_layer(ctx, p, l, li->out * li->in, s->nc[l],
+                                       s->meas.bits + l * s->maxc, s->score + l * s->maxc);
             if (err == MPQ_OK && s->pin[l] >= 0)
                 err = mpq_budget_pin(ctx, p, l, s->pin[l]);
         }
@@ -697,14 +689,8 @@ static mpq_err alloc_result(mpq_ctx *ctx, run_state *s) {
 }
 
 static mpq_err alloc_measure(mpq_ctx *ctx, run_state *s) {
-    int64_t n = s->nl * s->maxc;
-    MPQ_ALLOC(s->loss, n);
-    MPQ_ALLOC(s->rtn, n);
-    MPQ_ALLOC(s->score, n);
-    MPQ_ALLOC(s->bits, n);
-    MPQ_ALLOC(s->mq, n);
-    MPQ_ALLOC(s->energy, s->nl);
-    MPQ_ALLOC(s->sens, s->nl);
+    MPQ_CALL(mpq_measure_table_alloc(ctx, &s->meas, s->nl, s->maxc));
+    MPQ_ALLOC(s->score, s->nl * s->maxc);
     return MPQ_OK;
 }
 
@@ -779,11 +765,11 @@ static mpq_err take_measured(mpq_ctx *ctx, run_state *s) {
             continue;
         int64_t x = l * s->maxc + s->choice[l];
         mpq_run_layer *rl = &s->res->layers[l];
-        rl->q = s->mq[x];
-        s->mq[x] = NULL;
-        rl->loss = s->loss[x];
-        rl->rtn_loss = s->rtn[x];
-        rl->bits = s->bits[x];
+        rl->q = s->meas.q[x];
+        s->meas.q[x] = NULL;
+        rl->loss = s->meas.loss[x];
+        rl->rtn_loss = s->meas.rtn[x];
+        rl->bits = s->meas.bits[x];
         MPQ_TRY(mpq_realloc(ctx, 0, rl->rows * rl->cols, sizeof *deq, (void **)&deq));
         mpq_qlayer_dequantize(rl->q, deq);
         MPQ_TRY(mpq_family_set_weight(ctx, s->fq, l, deq));
@@ -840,8 +826,8 @@ static mpq_err run_pipeline(mpq_ctx *ctx, run_state *s) {
         rl->group = sp->group;
         if (r->mixed) {
             rl->score = s->score[l * s->maxc + s->choice[l]];
-            rl->sensitivity = s->sens[l];
-            rl->energy = s->energy[l];
+            rl->sensitivity = s->meas.sens[l];
+            rl->energy = s->meas.energy[l];
         }
     }
     if (r->mixed && s->measured && !s->propagate_q) {

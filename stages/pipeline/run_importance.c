@@ -53,7 +53,7 @@ mpq_err mpq_run_sensitivity(mpq_ctx *ctx, run_state *s) {
     for (int64_t l = 0; l < s->nl; l++) {
         if (s->excl[l] || s->pin[l] >= 0)
             continue;
-        const mpq_qlayer *q = s->mq[l * s->maxc + s->sens_cand];
+        const mpq_qlayer *q = s->meas.q[l * s->maxc + s->sens_cand];
         MPQ_ENSURE(q, MPQ_ERR_INTERNAL, "sensitivity: layer %lld has no measured codes",
                    (long long)l);
         MPQ_TRY(mpq_family_get_weight(ctx, s->ffp, l, wfp));
@@ -74,10 +74,10 @@ mpq_err mpq_run_sensitivity(mpq_ctx *ctx, run_state *s) {
         MPQ_TRY(mpq_agree(ctx, e != MPQ_OK ? e : e2));
         MPQ_TRY(mpq_eval_ordered_sum(ctx, n, 2, mine, sums));
         double kl = sums[1] > 0.0 ? sums[0] / sums[1] : 0.0;
-        double L = s->loss[l * s->maxc + s->sens_cand];
-        s->sens[l] = L > 0.0 ? kl / L : 0.0;
+        double L = s->meas.loss[l * s->maxc + s->sens_cand];
+        s->meas.sens[l] = L > 0.0 ? kl / L : 0.0;
         MPQ_DEBUG("importance %s: KL %.6g, layer error %.6g, sensitivity %.6g", fi->layers[l].name,
-                  kl, L, s->sens[l]);
+                  kl, L, s->meas.sens[l]);
     }
 cleanup:
     mpq_free(sums);
@@ -97,11 +97,11 @@ mpq_err mpq_run_scores(mpq_ctx *ctx, run_state *s) {
     for (int64_t l = 0; l < s->nl; l++) {
         for (int32_t k = 0; k < s->nc[l]; k++) {
             int64_t x = l * s->maxc + k;
-            double v = s->loss[x];
+            double v = s->meas.loss[x];
             if (normalized)
-                v = s->energy[l] > 0.0 ? v / s->energy[l] : v;
+                v = s->meas.energy[l] > 0.0 ? v / s->meas.energy[l] : v;
             else if (sensitivity)
-                v = v * s->sens[l];
+                v = v * s->meas.sens[l];
             MPQ_CHECK(isfinite(v) && v >= 0.0, MPQ_ERR_NUMERIC,
                       "importance: score of layer %s candidate %d is %g", s->info->layers[l].name,
                       k, v);

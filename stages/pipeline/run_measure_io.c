@@ -97,14 +97,16 @@ static mpq_err save_local(mpq_ctx *ctx, const run_state *s, const char *path) {
     hsize_t d1[1] = {strlen(meta)}, d2[2] = {(hsize_t)s->nl, (hsize_t)s->maxc},
             dl[1] = {(hsize_t)s->nl};
     MPQ_TRY(write_ds(ctx, file, "meta", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, d1, meta, path));
-    MPQ_TRY(write_ds(ctx, file, "loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, d2, s->loss, path));
     MPQ_TRY(
-        write_ds(ctx, file, "rtn_loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, d2, s->rtn, path));
-    MPQ_TRY(write_ds(ctx, file, "bits", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, d2, s->bits, path));
-    MPQ_TRY(
-        write_ds(ctx, file, "energy", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dl, s->energy, path));
-    MPQ_TRY(write_ds(ctx, file, "sensitivity", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dl, s->sens,
+        write_ds(ctx, file, "loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, d2, s->meas.loss, path));
+    MPQ_TRY(write_ds(ctx, file, "rtn_loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, d2, s->meas.rtn,
                      path));
+    MPQ_TRY(
+        write_ds(ctx, file, "bits", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, d2, s->meas.bits, path));
+    MPQ_TRY(write_ds(ctx, file, "energy", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dl, s->meas.energy,
+                     path));
+    MPQ_TRY(write_ds(ctx, file, "sensitivity", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dl,
+                     s->meas.sens, path));
     H5Aclose(at);
     at = H5I_INVALID_HID;
     hid_t written = file;
@@ -177,11 +179,11 @@ static mpq_err load_local(mpq_ctx *ctx, run_state *s, const char *path) {
                "the file has %.300s, the configuration needs %.300s",
                path, meta, want);
     int64_t nn = s->nl * s->maxc;
-    MPQ_TRY(read_ds(ctx, file, path, "loss", H5T_NATIVE_DOUBLE, nn, s->loss));
-    MPQ_TRY(read_ds(ctx, file, path, "rtn_loss", H5T_NATIVE_DOUBLE, nn, s->rtn));
-    MPQ_TRY(read_ds(ctx, file, path, "bits", H5T_NATIVE_INT64, nn, s->bits));
-    MPQ_TRY(read_ds(ctx, file, path, "energy", H5T_NATIVE_DOUBLE, s->nl, s->energy));
-    MPQ_TRY(read_ds(ctx, file, path, "sensitivity", H5T_NATIVE_DOUBLE, s->nl, s->sens));
+    MPQ_TRY(read_ds(ctx, file, path, "loss", H5T_NATIVE_DOUBLE, nn, s->meas.loss));
+    MPQ_TRY(read_ds(ctx, file, path, "rtn_loss", H5T_NATIVE_DOUBLE, nn, s->meas.rtn));
+    MPQ_TRY(read_ds(ctx, file, path, "bits", H5T_NATIVE_INT64, nn, s->meas.bits));
+    MPQ_TRY(read_ds(ctx, file, path, "energy", H5T_NATIVE_DOUBLE, s->nl, s->meas.energy));
+    MPQ_TRY(read_ds(ctx, file, path, "sensitivity", H5T_NATIVE_DOUBLE, s->nl, s->meas.sens));
     for (int64_t l = 0; l < s->nl; l++) {
         for (int32_t k = 0; k < s->nc[l] && !s->excl[l]; k++) {
             int64_t b;
@@ -189,10 +191,11 @@ static mpq_err load_local(mpq_ctx *ctx, run_state *s, const char *path) {
                                            s->info->layers[l].in, &b));
             int64_t x = l * s->maxc + k;
             int unmeasured = s->pin[l] >= 0 && s->pin[l] != k;
-            MPQ_ENSURE(unmeasured || (s->bits[x] == b && s->loss[x] >= 0.0), MPQ_ERR_FORMAT,
+            MPQ_ENSURE(unmeasured || (s->meas.bits[x] == b && s->meas.loss[x] >= 0.0),
+                       MPQ_ERR_FORMAT,
                        "%s: layer %s candidate %d: bits %lld (expected %lld) or loss %g invalid",
-                       path, s->info->layers[l].name, k, (long long)s->bits[x], (long long)b,
-                       s->loss[x]);
+                       path, s->info->layers[l].name, k, (long long)s->meas.bits[x], (long long)b,
+                       s->meas.loss[x]);
         }
     }
 cleanup:
