@@ -286,149 +286,41 @@ mpq_err mpq_sweep_create(mpq_ctx *ctx, const mpq_config *cfg, int with_calib, mp
 
 /* ---- the measurement pass --------------------------------------------------------- */
 
-/* Exact sum over ranks of a vector whose every element has one contributor. */
-static mpq_err sum_owned(mpq_ctx *ctx, double *v, int64_t n) {
-    if (ctx->comm == MPI_COMM_NULL || ctx->size == 1 || n == 0)
-        return MPQ_OK;
-    int cnt;
-    MPQ_CALL(mpq_to_int(ctx, n, "sum count", &cnt));
-    MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, v, cnt, MPI_DOUBLE, MPI_SUM, ctx->comm));
-    return MPQ_OK;
+/* Every configuration of every layer: column c is configuration c. */
+static void all_columns(const void *ud, int64_t l, int32_t *k0, int32_t *k1) {
+    const mpq_sweep *sw = ud;
+    *k0 = 0;
+    *k1 = (int32_t)sw->plan.nconf;
 }
 
-/* tr(W H W^T) of the block's layers, layer j on rank j % size (rows summed
- * in order, so the number does not depend on the rank count). */
-static mpq_err block_energy(mpq_ctx *ctx, mpq_sweep *sw, int64_t nj, const int64_t *lay,
-                            float *const *W, const mpq_hstat *const *H) {
-    mpq_err err = MPQ_OK;
-    float *zero = NULL;
-    double *rl = NULL, *e = NULL;
-    MPQ_ALLOC_TRY(e, nj > 0 ? nj : 1);
-    for (int64_t j = 0; j < nj; j++) {
-        if (j % ctx->size != ctx->rank)
-            continue;
-        const mpq_layer_info *li = &sw->info->layers[lay[j]];
-        MPQ_ALLOC_TRY(zero, li->out * li->in);
-        MPQ_ALLOC_TRY(rl, li->out);
-        MPQ_TRY(mpq_round_loss(ctx, li->in, H[j]->H, li->out, W[j], zero, rl));
-        for (int64_t r = 0; r < li->out; r++)
-            e[j] += rl[r];
-        MPQ_FREE(zero);
-        MPQ_FREE(rl);
-    }
-cleanup:
-    mpq_free(zero);
-    mpq_free(rl);
-    err = mpq_agree(ctx, err);
-    if (err == MPQ_OK)
-        err = sum_owned(ctx, e, nj);
-    for (int64_t j = 0; err == MPQ_OK && j < nj; j++)
-        sw->meas.energy[lay[j]] = e[j];
-    mpq_free(e);
-    return err;
+/* Column c: the spec and rounding method of configuration c. */
+static void conf_of(const void *ud, int64_t l, int32_t k, mpq_qspec *spec,
+                    const mpq_round_method **method) {
+    const sweep_conf *c = &((const mpq_sweep *)ud)->plan.conf[k];
+    *spec = c->spec;
+    *method = c->method;
 }
 
-/* Every configuration of every layer, block by block, full-precision
- * propagation (the working model keeps its full-precision weights). */
+static const block_pass_ops sweep_ops = {.columns = all_columns, .conf = conf_of};
+
+/* Collective. Every configuration of every layer, block by block,
+ * full-precision propagation (the working model keeps its full-precision
+ * weights): the same pass as mpquant run's measurement. */
 static mpq_err measure_pass(mpq_ctx *ctx, mpq_sweep *sw) {
-    mpq_err err = MPQ_OK;
-    const mpq_family_info *fi = sw->info;
-    const mpq_config *cfg = sw->cfg;
-    const int64_t nc = sw->plan.nconf;
-    mpq_calib *calib = NULL;
-    mpq_hstat **stats = NULL;
-    int64_t nstats = 0, *groups = NULL, *lay = NULL, *jl = NULL;
-    int32_t *jk = NULL;
-    float **W = NULL;
-    const mpq_hstat **H = NULL;
-    mpq_round_job *jobs = NULL;
-    mpq_round_result *results = NULL;
-    int64_t njobs = 0, nlb = 0, cap = sw->nl * nc + 1;
-    MPQ_ALLOC_TRY(lay, sw->nl + 1);
-    MPQ_ALLOC_TRY(W, sw->nl + 1);
-    MPQ_ALLOC_TRY(H, sw->nl + 1);
-    MPQ_ALLOC_TRY(jobs, cap);
-    MPQ_ALLOC_TRY(results, cap);
-    MPQ_ALLOC_TRY(jk, cap);
-    MPQ_ALLOC_TRY(jl, cap);
-    MPQ_TRY(mpq_calib_create(ctx, sw->fq, sw->set, cfg->hessian.chunk_samples, &calib));
-    mpq_progress prog;
-    mpq_progress_begin(ctx, &prog, "sweep measure", "blocks", fi->nblocks);
-    for (int64_t b = 0; b < fi->nblocks; b++) {
-        MPQ_TRY(mpq_timer_start(ctx, "hessian"));
-        MPQ_TRY(mpq_calib_block(ctx, calib, b, (int)cfg->hessian.bound_log2, MPQ_HSTAT_ALL, 1,
-                                &nstats, &stats, &groups));
-        MPQ_TRY(mpq_timer_stop(ctx, "hessian"));
-        nlb = 0;
-        njobs = 0;
-        for (int64_t l = 0; l < sw->nl; l++) {
-            const mpq_layer_info *li = &fi->layers[l];
-            if (li->block != b || sw->excl[l])
-                continue;
-            const mpq_hstat *st = NULL;
-            for (int64_t k = 0; k < nstats; k++)
-                if (groups[k] == li->group)
-                    st = stats[k];
-            MPQ_ENSURE(st && st->H && st->d == li->in, MPQ_ERR_INTERNAL,
-                       "sweep: no statistic of width %lld for layer %s", (long long)li->in,
-                       li->name);
-            MPQ_ALLOC_TRY(W[nlb], li->out * li->in);
-            MPQ_TRY(mpq_family_get_weight(ctx, sw->fq, l, W[nlb]));
-            H[nlb] = st;
-            lay[nlb] = l;
-            for (int32_t c = 0; c < nc; c++) {
-                mpq_round_job *jb = &jobs[njobs];
-                jb->name = li->name;
-                jb->rows = li->out;
-                jb->cols = li->in;
-                jb->W = W[nlb];
-                jb->H = st->H;
-                jb->spec = sw->plan.conf[c].spec;
-                jb->method = sw->plan.conf[c].method;
-                jl[njobs] = l;
-                jk[njobs++] = c;
-            }
-            nlb++;
-        }
-        MPQ_TRY(mpq_timer_start(ctx, "measure"));
-        MPQ_TRY(mpq_round_block(ctx, &sw->ro, njobs, jobs, results));
-        MPQ_TRY(mpq_timer_stop(ctx, "measure"));
-        MPQ_TRY(block_energy(ctx, sw, nlb, lay, W, H));
-        for (int64_t j = 0; j < njobs; j++) {
-            int64_t x = jl[j] * nc + jk[j];
-            sw->meas.loss[x] = results[j].loss;
-            sw->meas.rtn[x] = results[j].rtn_loss;
-            sw->meas.bits[x] = mpq_qlayer_bits(results[j].q);
-            sw->meas.q[x] = results[j].q;
-            results[j].q = NULL;
-        }
-        mpq_round_results_free(njobs, results);
-        njobs = 0;
-        for (int64_t i = 0; i < nlb; i++)
-            MPQ_FREE(W[i]);
-        nlb = 0;
-        mpq_hstats_free(nstats, &stats);
-        MPQ_FREE(groups);
-        nstats = 0;
-        mpq_progress_update(ctx, &prog, b + 1);
-    }
-    mpq_progress_end(ctx, &prog);
-cleanup:
-    if (results)
-        mpq_round_results_free(njobs, results);
-    mpq_free(results);
-    mpq_free(jobs);
-    mpq_free(jk);
-    mpq_free(jl);
-    for (int64_t i = 0; W && i < nlb; i++)
-        mpq_free(W[i]);
-    mpq_free(W);
-    mpq_free(H);
-    mpq_free(lay);
-    mpq_hstats_free(nstats, &stats);
-    mpq_free(groups);
-    mpq_calib_destroy(&calib);
-    return err;
+    block_pass p = {.cfg = sw->cfg,
+                    .f = sw->fq,
+                    .set = sw->set,
+                    .ro = &sw->ro,
+                    .excl = sw->excl,
+                    .ncol = (int32_t)sw->plan.nconf,
+                    .advance = 1,
+                    .who = "sweep",
+                    .label = "sweep measure",
+                    .timer = "measure",
+                    .tab = &sw->meas,
+                    .ops = &sweep_ops,
+                    .ud = sw};
+    return mpq_block_pass(ctx, &p);
 }
 
 /* ---- importance ----------------------------------------------------------------- */

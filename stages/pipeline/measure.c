@@ -1,8 +1,12 @@
 /* measure.c: the measurement shared by `mpquant run` and `mpquant sweep`
- * (measure_internal.h): the table of measured (layer, configuration) pairs. */
+ * (measure_internal.h): the table of measured (layer, configuration) pairs
+ * and the block-sequential rounding pass. */
 #include <string.h>
 
 #include "measure_internal.h"
+#include "mpq_log.h"
+#include "mpq_robust.h"
+#include "mpq_timer.h"
 
 /* ---- the table ---------------------------------------------------------------------- */
 
@@ -29,4 +33,255 @@ void mpq_measure_table_free(measure_table *t) {
     mpq_free(t->energy);
     mpq_free(t->sens);
     memset(t, 0, sizeof *t);
+}
+
+/* ---- the block pass ------------------------------------------------------------------ */
+
+/* Statistic of layer li among the block's n statistics (one per input group). */
+static const mpq_hstat *stat_of(const mpq_layer_info *li, int64_t n, mpq_hstat *const *stats,
+                                const int64_t *groups) {
+    for (int64_t k = 0; k < n; k++)
+        if (groups[k] == li->group)
+            return stats[k];
+    return NULL;
+}
+
+/* Exact sum over ranks of a vector whose every element has one contributor. */
+static mpq_err sum_owned(mpq_ctx *ctx, double *v, int64_t n) {
+    if (ctx->comm == MPI_COMM_NULL || ctx->size == 1 || n == 0)
+        return MPQ_OK;
+    int cnt;
+    MPQ_CALL(mpq_to_int(ctx, n, "sum count", &cnt));
+    MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, v, cnt, MPI_DOUBLE, MPI_SUM, ctx->comm));
+    return MPQ_OK;
+}
+
+/* Collective. energy[lay[j]] = tr(W H W^T) of the block's layers, layer j
+ * on rank j % size (rows summed in order, so the number does not depend on
+ * the rank count). */
+static mpq_err block_energy(mpq_ctx *ctx, const mpq_family_info *fi, int64_t nj, const int64_t *lay,
+                            float *const *W, const mpq_hstat *const *H, double *energy) {
+    mpq_err err = MPQ_OK;
+    float *zero = NULL;
+    double *rl = NULL, *e = NULL;
+    MPQ_ALLOC_TRY(e, nj > 0 ? nj : 1);
+    for (int64_t j = 0; j < nj; j++) {
+        if (j % ctx->size != ctx->rank)
+            continue;
+        const mpq_layer_info *li = &fi->layers[lay[j]];
+        MPQ_ALLOC_TRY(zero, li->out * li->in);
+        MPQ_ALLOC_TRY(rl, li->out);
+        MPQ_TRY(mpq_round_loss(ctx, li->in, H[j]->H, li->out, W[j], zero, rl));
+        for (int64_t r = 0; r < li->out; r++)
+            e[j] += rl[r];
+        MPQ_FREE(zero);
+        MPQ_FREE(rl);
+    }
+cleanup:
+    mpq_free(zero);
+    mpq_free(rl);
+    err = mpq_agree(ctx, err);
+    if (err == MPQ_OK)
+        err = sum_owned(ctx, e, nj);
+    for (int64_t j = 0; err == MPQ_OK && j < nj; j++)
+        energy[lay[j]] = e[j];
+    mpq_free(e);
+    return err;
+}
+
+mpq_err mpq_block_pass(mpq_ctx *ctx, const block_pass *p) {
+    mpq_err err = MPQ_OK;
+    const mpq_family_info *fi = mpq_family_get_info(p->f);
+    const mpq_config *cfg = p->cfg;
+    const int64_t nl = fi->nlayers;
+    mpq_calib *calib = NULL;
+    mpq_hstat **stats = NULL;
+    int64_t nstats = 0, *groups = NULL, *lay = NULL;
+    float **W = NULL;
+    const mpq_hstat **H = NULL;
+    mpq_round_job *jobs = NULL;
+    mpq_round_result *results = NULL;
+    int32_t *jk = NULL; /* [job] column */
+    int64_t *jl = NULL; /* [job] layer */
+    int64_t njobs = 0, nlb = 0;
+    int64_t cap = nl * p->ncol + 1;
+    /* Saved statistics describe full-precision block inputs: they serve,
+     * and are saved from, passes with full-precision propagation only. */
+    const int load = p->advance && p->hload && p->hload[0];
+    const int save = p->advance && !load && p->hsave && p->hsave[0];
+    mpq_hstat **kept = NULL; /* loaded, or kept for saving */
+    int64_t nkept = 0;
+    mpq_hstat **bst = NULL; /* [nl] statistics of the current block (views) */
+    int64_t *bgr = NULL;
+    /* Local allocations first, agreed before the first collective. */
+    do {
+        if ((err = mpq_malloc(ctx, nl + 1, sizeof *lay, (void **)&lay)) ||
+            (err = mpq_malloc(ctx, nl + 1, sizeof *W, (void **)&W)) ||
+            (err = mpq_malloc(ctx, nl + 1, sizeof *H, (void **)&H)) ||
+            (err = mpq_malloc(ctx, cap, sizeof *jobs, (void **)&jobs)) ||
+            (err = mpq_malloc(ctx, cap, sizeof *results, (void **)&results)) ||
+            (err = mpq_malloc(ctx, cap, sizeof *jk, (void **)&jk)) ||
+            (err = mpq_malloc(ctx, cap, sizeof *jl, (void **)&jl)) ||
+            (err = mpq_malloc(ctx, nl + 1, sizeof *bst, (void **)&bst)) ||
+            (err = mpq_malloc(ctx, nl + 1, sizeof *bgr, (void **)&bgr)))
+            break;
+    } while (0);
+    MPQ_TRY(mpq_agree(ctx, err));
+    MPQ_TRY(mpq_timer_start(ctx, "hessian"));
+    if (load)
+        MPQ_TRY(mpq_hstats_load(ctx, p->hload, MPQ_HSTAT_ALL, &nkept, &kept));
+    else
+        MPQ_TRY(mpq_agree(/* local: agreed before the first block's collectives */
+                          ctx,
+                          mpq_calib_create(ctx, p->f, p->set, cfg->hessian.chunk_samples, &calib)));
+    MPQ_TRY(mpq_timer_stop(ctx, "hessian"));
+    mpq_progress prog;
+    mpq_progress_begin(ctx, &prog, p->label, "blocks", fi->nblocks);
+    for (int64_t b = 0; b < fi->nblocks; b++) {
+        int64_t nb = 0;
+        MPQ_TRY(mpq_timer_start(ctx, "hessian"));
+        if (load) {
+            /* The statistic of each input group is named after the group's
+             * first layer (mpq_calibrate.h). */
+            for (int64_t l = 0; l < nl && err == MPQ_OK; l++) {
+                const mpq_layer_info *li = &fi->layers[l];
+                if (li->block != b || li->group != l)
+                    continue;
+                int64_t k = 0;
+                while (k < nkept && strcmp(kept[k]->name, li->name) != 0)
+                    k++;
+                if (k == nkept || kept[k]->d != li->in)
+                    err = MPQ_ERROR(MPQ_ERR_FORMAT,
+                                    "%s: hessian.load: '%s' has no statistics of width %lld for "
+                                    "the input of layer %s (saved for another model?)",
+                                    cfg->source, p->hload, (long long)li->in, li->name);
+                else {
+                    bst[nb] = kept[k];
+                    bgr[nb++] = l;
+                }
+            }
+            MPQ_TRY(err);
+        } else {
+            MPQ_TRY(mpq_calib_block(ctx, calib, b, (int)cfg->hessian.bound_log2, MPQ_HSTAT_ALL,
+                                    p->advance, &nstats, &stats, &groups));
+            for (int64_t k = 0; k < nstats; k++) {
+                bst[k] = stats[k];
+                bgr[k] = groups[k];
+                /* Fewer calibration rows than input channels: H is rank
+                 * deficient (a warning naming the layer; damping copes). */
+                if (p->warn_rows)
+                    mpq_check_calibration_rows(ctx, stats[k]->name, stats[k]->count, stats[k]->d);
+            }
+            nb = nstats;
+        }
+        MPQ_TRY(mpq_timer_stop(ctx, "hessian"));
+        /* Jobs: the block's layers x their columns. Local work, agreed
+         * before the collective rounding. */
+        nlb = 0;
+        njobs = 0;
+        for (int64_t l = 0; l < nl && err == MPQ_OK; l++) {
+            const mpq_layer_info *li = &fi->layers[l];
+            if (li->block != b || p->excl[l])
+                continue;
+            const mpq_hstat *st = stat_of(li, nb, bst, bgr);
+            if (!st || !st->H || st->d != li->in) {
+                err = MPQ_ERROR(MPQ_ERR_INTERNAL, "%s: no statistic of width %lld for layer %s",
+                                p->who, (long long)li->in, li->name);
+                break;
+            }
+            if ((err = mpq_malloc(ctx, li->out * li->in, sizeof *W[nlb], (void **)&W[nlb])) ||
+                (err = mpq_family_get_weight(ctx, p->f, l, W[nlb]))) {
+                nlb += W[nlb] != NULL;
+                break;
+            }
+            H[nlb] = st;
+            lay[nlb] = l;
+            int32_t k0, k1;
+            p->ops->columns(p->ud, l, &k0, &k1);
+            for (int32_t k = k0; k < k1; k++) {
+                mpq_round_job *jb = &jobs[njobs];
+                jb->name = li->name;
+                jb->rows = li->out;
+                jb->cols = li->in;
+                jb->W = W[nlb];
+                jb->H = st->H;
+                p->ops->conf(p->ud, l, k, &jb->spec, &jb->method);
+                jl[njobs] = l;
+                jk[njobs++] = k;
+            }
+            nlb++;
+        }
+        MPQ_TRY(mpq_agree(ctx, err));
+        MPQ_TRY(mpq_timer_start(ctx, p->timer));
+        MPQ_TRY(mpq_round_block(ctx, p->ro, njobs, jobs, results));
+        MPQ_TRY(mpq_timer_stop(ctx, p->timer));
+        if (p->tab)
+            MPQ_TRY(block_energy(ctx, fi, nlb, lay, W, H, p->tab->energy));
+        for (int64_t j = 0; j < njobs && err == MPQ_OK; j++) {
+            mpq_round_result *rr = &results[j];
+            if (!p->tab) {
+                err = p->ops->take(ctx, p->ud, jl[j], jk[j], rr);
+                continue;
+            }
+            int64_t x = jl[j] * p->tab->ncol + jk[j];
+            p->tab->loss[x] = rr->loss;
+            p->tab->rtn[x] = rr->rtn_loss;
+            p->tab->bits[x] = mpq_qlayer_bits(rr->q);
+            p->tab->q[x] = rr->q;
+            rr->q = NULL;
+        }
+        mpq_round_results_free(njobs, results);
+        njobs = 0;
+        MPQ_TRY(mpq_agree(ctx, err));
+        if (!p->advance) {
+            MPQ_TRY(mpq_timer_start(ctx, "propagate"));
+            MPQ_TRY(mpq_calib_advance(ctx, calib, b));
+            MPQ_TRY(mpq_timer_stop(ctx, "propagate"));
+        }
+        for (int64_t i = 0; i < nlb; i++)
+            MPQ_FREE(W[i]);
+        nlb = 0;
+        if (save && nstats > 0) {
+            /* Keep the block's statistics for hessian.save. */
+            err = mpq_realloc(ctx, nkept, nkept + nstats, sizeof *kept, (void **)&kept);
+            if (err == MPQ_OK) {
+                for (int64_t k = 0; k < nstats; k++)
+                    kept[nkept++] = stats[k];
+                MPQ_FREE(stats);
+                nstats = 0;
+            }
+            MPQ_TRY(mpq_agree(ctx, err));
+        }
+        mpq_hstats_free(nstats, &stats);
+        MPQ_FREE(groups);
+        nstats = 0;
+        mpq_progress_update(ctx, &prog, b + 1);
+    }
+    mpq_progress_end(ctx, &prog);
+    if (save) {
+        MPQ_TRY(mpq_timer_start(ctx, "hessian"));
+        MPQ_TRY(mpq_hstats_save(ctx, p->hsave, nkept, kept));
+        MPQ_TRY(mpq_timer_stop(ctx, "hessian"));
+        mpq_log(ctx, MPQ_LOG_INFO, "saved the Hessian statistics of %lld layer inputs to %s",
+                (long long)nkept, p->hsave);
+    }
+cleanup:
+    mpq_hstats_free(nkept, &kept);
+    mpq_free(bst);
+    mpq_free(bgr);
+    if (results)
+        mpq_round_results_free(njobs, results);
+    mpq_free(results);
+    mpq_free(jobs);
+    mpq_free(jk);
+    mpq_free(jl);
+    for (int64_t i = 0; W && i < nlb; i++)
+        mpq_free(W[i]);
+    mpq_free(W);
+    mpq_free(H);
+    mpq_free(lay);
+    mpq_hstats_free(nstats, &stats);
+    mpq_free(groups);
+    mpq_calib_destroy(&calib);
+    return err;
 }

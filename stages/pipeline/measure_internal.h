@@ -1,6 +1,9 @@
 /* measure_internal.h: what `mpquant run` (stages/pipeline/run*.c) and
  * `mpquant sweep` (stages/sweep*.c) share to measure a model: the table of
- * measured (layer, configuration) pairs. Not a public interface. */
+ * measured (layer, configuration) pairs and the block-sequential rounding
+ * pass that fills it (run also rounds its final model with it). One
+ * implementation, so that a sweep point and `mpquant run` agree bit for bit.
+ * Not a public interface. */
 #ifndef MPQ_MEASURE_INTERNAL_H
 #define MPQ_MEASURE_INTERNAL_H
 
@@ -32,5 +35,56 @@ typedef struct measure_table {
 mpq_err mpq_measure_table_alloc(mpq_ctx *ctx, measure_table *t, int64_t nl, int64_t ncol);
 /* Frees the arrays and the codes and zeroes *t. Safe on a zeroed table. */
 void mpq_measure_table_free(measure_table *t);
+
+/* ---- the block pass (measure.c) ----------------------------------------------- */
+
+/* The caller's part of a block pass: which (layer, column) pairs are rounded,
+ * how, and (when not measuring) what becomes of each result. `ud` is
+ * block_pass.ud. */
+typedef struct block_pass_ops {
+    /* Local. Layer l (not excluded) gets a job for each column k0 <= k < k1. */
+    void (*columns)(const void *ud, int64_t l, int32_t *k0, int32_t *k1);
+    /* Local. The quantizer and the rounding method of column k of layer l. */
+    void (*conf)(const void *ud, int64_t l, int32_t k, mpq_qspec *spec,
+                 const mpq_round_method **method);
+    /* Local; the pass agrees on the outcome after the block's results. Only
+     * when not measuring (block_pass.tab NULL): takes the result of column k
+     * of layer l, and r->q with it (set to NULL) if it keeps the codes. */
+    mpq_err (*take)(mpq_ctx *ctx, void *ud, int64_t l, int32_t k, mpq_round_result *r);
+} block_pass_ops;
+
+typedef struct block_pass {
+    const mpq_config *cfg;    /* hessian.chunk_samples, hessian.bound_log2; source in errors */
+    mpq_family *f;            /* the weights rounded; calibrated through */
+    const mpq_calib_set *set; /* calibration samples */
+    const mpq_round_opts *ro;
+    const uint8_t *excl; /* [nlayers] 1: kept in full precision, no job */
+    int32_t ncol;        /* the most columns of one layer */
+    /* 1: every block's input comes from the full-precision blocks before it
+     * (f is not changed during the pass); 0: from f after the earlier
+     * blocks' results were taken (quantized propagation). */
+    int advance;
+    /* Hessian statistics from this file (hessian.load) instead of
+     * calibrating, or kept and written to this one at the end
+     * (hessian.save); "" or NULL: none. Only with advance = 1: saved
+     * statistics describe full-precision block inputs. */
+    const char *hload, *hsave;
+    int warn_rows; /* 1: warn of statistics with fewer rows than input channels */
+    /* Names in messages: who ("run", "sweep") in internal errors, label in
+     * the progress lines, timer for the rounding's timer. */
+    const char *who, *label, *timer;
+    /* Measuring: every result into the table, and the layers' energies;
+     * NULL: every result to ops->take. */
+    measure_table *tab;
+    const block_pass_ops *ops;
+    void *ud;
+} block_pass;
+
+/* Collective. One pass over the blocks in order: the Hessian statistics of
+ * the block's layer inputs, one rounding job per (layer, column) the ops
+ * ask for, all of the block's jobs rounded together (mpq_round_block: every
+ * rank gets every result), then the results taken. Local failures are
+ * agreed before every collective step. */
+mpq_err mpq_block_pass(mpq_ctx *ctx, const block_pass *p);
 
 #endif
