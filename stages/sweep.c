@@ -364,76 +364,17 @@ static mpq_err pick_sens_cand(mpq_ctx *ctx, mpq_sweep *sw) {
     return MPQ_OK;
 }
 
-/* The same probe as mpquant run's importance "sensitivity" (mpq_run.h):
- * s_l = KL_l / L_l, KL_l the mean KL divergence of the output distribution
- * from the full-precision one over the first importance.samples calibration
- * samples with only layer l at the probed candidate; one sample per forward
- * pass and an ordered sum, so the numbers do not depend on the rank count. */
+/* Collective. The same probe as mpquant run's importance "sensitivity"
+ * (measure_internal.h): every layer that is not excluded, with the probed
+ * candidate alone. */
 static mpq_err sensitivity(mpq_ctx *ctx, mpq_sweep *sw) {
-    mpq_err err = MPQ_OK;
-    const mpq_calib_set *set = sw->set;
-    const mpq_family_info *fi = sw->info;
-    const int64_t nc = sw->plan.nconf;
-    const int32_t conf = sw->plan.cand[sw->sens_cand];
-    int64_t n = sw->cfg->importance.samples;
-    if (n <= 0 || n > set->nsamples)
-        n = set->nsamples;
-    int64_t lo, hi, rows = 0, maxrows = 0, maxw = 0;
-    mpq_eval_range(ctx, n, &lo, &hi);
-    for (int64_t i = lo; i < hi; i++) {
-        rows += set->len[i];
-        maxrows = set->len[i] > maxrows ? set->len[i] : maxrows;
-    }
-    for (int64_t l = 0; l < sw->nl; l++)
-        if (fi->layers[l].out * fi->layers[l].in > maxw)
-            maxw = fi->layers[l].out * fi->layers[l].in;
-    const int64_t nout = fi->out_width;
-    float *ref = NULL, *logits = NULL, *wfp = NULL, *wq = NULL;
-    double *mine = NULL, sums[2];
-    MPQ_ALLOC_TRY(ref, (rows > 0 ? rows : 1) * nout);
-    MPQ_ALLOC_TRY(logits, (maxrows > 0 ? maxrows : 1) * nout);
-    MPQ_ALLOC_TRY(wfp, maxw);
-    MPQ_ALLOC_TRY(wq, maxw);
-    MPQ_ALLOC_TRY(mine, 2 * (hi - lo > 0 ? hi - lo : 1));
-    for (int64_t i = lo, at = 0; i < hi; i++) {
-        mpq_batch b;
-        mpq_calib_sample_batch(set, i, &b);
-        MPQ_TRY(mpq_family_forward(ctx, sw->ffp, &b, ref + at * nout));
-        at += set->len[i];
-    }
-    MPQ_INFO("sweep importance: sensitivity of %lld layers on %lld calibration samples",
-             (long long)sw->nl, (long long)n);
-    for (int64_t l = 0; l < sw->nl; l++) {
-        if (sw->excl[l])
-            continue;
-        MPQ_TRY(mpq_family_get_weight(ctx, sw->ffp, l, wfp));
-        mpq_qlayer_dequantize(sw->meas.q[l * nc + conf], wq);
-        MPQ_TRY(mpq_family_set_weight(ctx, sw->ffp, l, wq));
-        mpq_err e = MPQ_OK;
-        for (int64_t i = lo, at = 0; i < hi && e == MPQ_OK; i++) {
-            mpq_batch b;
-            mpq_calib_sample_batch(set, i, &b);
-            e = mpq_family_forward(ctx, sw->ffp, &b, logits);
-            mine[2 * (i - lo)] =
-                e == MPQ_OK ? mpq_kl_rows(ref + at * nout, logits, b.rows, nout) : 0;
-            mine[2 * (i - lo) + 1] = (double)b.rows;
-            at += set->len[i];
-        }
-        /* Restore the full-precision weights whatever happened. */
-        mpq_err e2 = mpq_family_set_weight(ctx, sw->ffp, l, wfp);
-        MPQ_TRY(mpq_agree(ctx, e != MPQ_OK ? e : e2));
-        MPQ_TRY(mpq_eval_ordered_sum(ctx, n, 2, mine, sums));
-        double kl = sums[1] > 0.0 ? sums[0] / sums[1] : 0.0;
-        double L = sw->meas.loss[l * nc + conf];
-        sw->meas.sens[l] = L > 0.0 ? kl / L : 0.0;
-    }
-cleanup:
-    mpq_free(mine);
-    mpq_free(wq);
-    mpq_free(wfp);
-    mpq_free(logits);
-    mpq_free(ref);
-    return err;
+    measure_probe p = {.ffp = sw->ffp,
+                       .set = sw->set,
+                       .samples = sw->cfg->importance.samples,
+                       .excl = sw->excl,
+                       .col = sw->plan.cand[sw->sens_cand],
+                       .who = "sweep importance"};
+    return mpq_measure_sensitivity(ctx, &p, &sw->meas);
 }
 
 mpq_err mpq_sweep_scores(mpq_ctx *ctx, mpq_sweep *sw) {

@@ -1,9 +1,10 @@
 /* measure.c: the measurement shared by `mpquant run` and `mpquant sweep`
- * (measure_internal.h): the table of measured (layer, configuration) pairs
- * and the block-sequential rounding pass. */
+ * (measure_internal.h): the table of measured (layer, configuration) pairs,
+ * the block-sequential rounding pass and the sensitivity probe. */
 #include <string.h>
 
 #include "measure_internal.h"
+#include "mpq_eval.h"
 #include "mpq_log.h"
 #include "mpq_robust.h"
 #include "mpq_timer.h"
@@ -283,5 +284,84 @@ cleanup:
     mpq_hstats_free(nstats, &stats);
     mpq_free(groups);
     mpq_calib_destroy(&calib);
+    return err;
+}
+
+/* ---- the sensitivity probe --------------------------------------------------------- */
+
+mpq_err mpq_measure_sensitivity(mpq_ctx *ctx, const measure_probe *p, measure_table *tab) {
+    mpq_err err = MPQ_OK;
+    const mpq_calib_set *set = p->set;
+    const mpq_family_info *fi = mpq_family_get_info(p->ffp);
+    int64_t n = p->samples;
+    if (n <= 0 || n > set->nsamples)
+        n = set->nsamples;
+    int64_t lo, hi;
+    mpq_eval_range(ctx, n, &lo, &hi);
+    int64_t rows = 0, maxrows = 0, maxw = 0;
+    for (int64_t i = lo; i < hi; i++) {
+        rows += set->len[i];
+        maxrows = set->len[i] > maxrows ? set->len[i] : maxrows;
+    }
+    for (int64_t l = 0; l < tab->nl; l++)
+        maxw = fi->layers[l].out * fi->layers[l].in > maxw ? fi->layers[l].out * fi->layers[l].in
+                                                           : maxw;
+    const int64_t nout = fi->out_width;
+    float *ref = NULL, *logits = NULL, *wfp = NULL, *wq = NULL;
+    double *mine = NULL, sums[2];
+    MPQ_ALLOC_TRY(ref, (rows > 0 ? rows : 1) * nout);
+    MPQ_ALLOC_TRY(logits, (maxrows > 0 ? maxrows : 1) * nout);
+    MPQ_ALLOC_TRY(wfp, maxw);
+    MPQ_ALLOC_TRY(wq, maxw);
+    MPQ_ALLOC_TRY(mine, 2 * (hi - lo > 0 ? hi - lo : 1));
+    for (int64_t i = lo, at = 0; i < hi; i++) {
+        mpq_batch b;
+        mpq_calib_sample_batch(set, i, &b);
+        MPQ_TRY(mpq_family_forward(ctx, p->ffp, &b, ref + at * nout));
+        at += set->len[i];
+    }
+    if (p->alone)
+        MPQ_INFO("%s: sensitivity of %lld layers on %lld calibration samples (%s alone)", p->who,
+                 (long long)tab->nl, (long long)n, p->alone);
+    else
+        MPQ_INFO("%s: sensitivity of %lld layers on %lld calibration samples", p->who,
+                 (long long)tab->nl, (long long)n);
+    for (int64_t l = 0; l < tab->nl; l++) {
+        if (p->excl[l] || (p->pin && p->pin[l] >= 0))
+            continue;
+        const int64_t x = l * tab->ncol + p->col;
+        const mpq_qlayer *q = tab->q[x];
+        MPQ_ENSURE(q, MPQ_ERR_INTERNAL, "sensitivity: layer %lld has no measured codes",
+                   (long long)l);
+        MPQ_TRY(mpq_family_get_weight(ctx, p->ffp, l, wfp));
+        mpq_qlayer_dequantize(q, wq);
+        MPQ_TRY(mpq_family_set_weight(ctx, p->ffp, l, wq));
+        mpq_err e = MPQ_OK;
+        for (int64_t i = lo, at = 0; i < hi && e == MPQ_OK; i++) {
+            mpq_batch b;
+            mpq_calib_sample_batch(set, i, &b);
+            e = mpq_family_forward(ctx, p->ffp, &b, logits);
+            mine[2 * (i - lo)] =
+                e == MPQ_OK ? mpq_kl_rows(ref + at * nout, logits, b.rows, nout) : 0;
+            mine[2 * (i - lo) + 1] = (double)b.rows;
+            at += set->len[i];
+        }
+        /* Restore the full-precision weights whatever happened. */
+        mpq_err e2 = mpq_family_set_weight(ctx, p->ffp, l, wfp);
+        MPQ_TRY(mpq_agree(ctx, e != MPQ_OK ? e : e2));
+        MPQ_TRY(mpq_eval_ordered_sum(ctx, n, 2, mine, sums));
+        double kl = sums[1] > 0.0 ? sums[0] / sums[1] : 0.0;
+        double L = tab->loss[x];
+        tab->sens[l] = L > 0.0 ? kl / L : 0.0;
+        if (p->log_layers)
+            MPQ_DEBUG("%s %s: KL %.6g, layer error %.6g, sensitivity %.6g", p->who,
+                      fi->layers[l].name, kl, L, tab->sens[l]);
+    }
+cleanup:
+    mpq_free(mine);
+    mpq_free(wq);
+    mpq_free(wfp);
+    mpq_free(logits);
+    mpq_free(ref);
     return err;
 }

@@ -1,9 +1,9 @@
 /* measure_internal.h: what `mpquant run` (stages/pipeline/run*.c) and
  * `mpquant sweep` (stages/sweep*.c) share to measure a model: the table of
- * measured (layer, configuration) pairs and the block-sequential rounding
- * pass that fills it (run also rounds its final model with it). One
- * implementation, so that a sweep point and `mpquant run` agree bit for bit.
- * Not a public interface. */
+ * measured (layer, configuration) pairs, the block-sequential rounding pass
+ * that fills it (run also rounds its final model with it) and the
+ * sensitivity probe. One implementation, so that a sweep point and
+ * `mpquant run` agree bit for bit. Not a public interface. */
 #ifndef MPQ_MEASURE_INTERNAL_H
 #define MPQ_MEASURE_INTERNAL_H
 
@@ -86,5 +86,31 @@ typedef struct block_pass {
  * rank gets every result), then the results taken. Local failures are
  * agreed before every collective step. */
 mpq_err mpq_block_pass(mpq_ctx *ctx, const block_pass *p);
+
+/* ---- the sensitivity probe (measure.c) ---------------------------------------- */
+
+typedef struct measure_probe {
+    mpq_family *ffp;          /* full-precision model: probed, then restored */
+    const mpq_calib_set *set; /* calibration samples */
+    int64_t samples;          /* importance.samples: <= 0 or more than the set holds: all */
+    const uint8_t *excl;      /* [nl] 1: not probed */
+    const int32_t *pin;       /* [nl] >= 0: pinned, not probed; NULL: no pins */
+    int64_t col;              /* the table's column probed (the same for every layer) */
+    /* Messages: who ("importance", "sweep importance") starts the log line;
+     * alone (or NULL) names the probed quantizer in it; log_layers = 1 adds a
+     * debug line per layer. */
+    const char *who, *alone;
+    int log_layers;
+} measure_probe;
+
+/* Collective. For every probed layer l: substitutes the dequantized codes
+ * of column p->col into the full-precision model, measures the mean KL
+ * divergence KL_l of the outputs from the full-precision ones over the
+ * first p->samples calibration samples (one sample per forward pass and an
+ * ordered sum, so the number does not depend on the rank count), restores
+ * the weights and sets tab->sens[l] = KL_l / L_l, L_l = tab->loss of the
+ * column (0 where L_l = 0). The full-precision logits of this rank's
+ * samples are computed once and kept. */
+mpq_err mpq_measure_sensitivity(mpq_ctx *ctx, const measure_probe *p, measure_table *tab);
 
 #endif
