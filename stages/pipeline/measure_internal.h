@@ -1,9 +1,10 @@
 /* measure_internal.h: what `mpquant run` (stages/pipeline/run*.c) and
  * `mpquant sweep` (stages/sweep*.c) share to measure a model: the table of
  * measured (layer, configuration) pairs, the block-sequential rounding pass
- * that fills it (run also rounds its final model with it) and the
- * sensitivity probe. One implementation, so that a sweep point and
- * `mpquant run` agree bit for bit. Not a public interface. */
+ * that fills it (run also rounds its final model with it), the sensitivity
+ * probe, and the table's datasets in the HDF5 files of both commands. One
+ * implementation, so that a sweep point and `mpquant run` agree bit for bit.
+ * Not a public interface. */
 #ifndef MPQ_MEASURE_INTERNAL_H
 #define MPQ_MEASURE_INTERNAL_H
 
@@ -112,5 +113,36 @@ typedef struct measure_probe {
  * column (0 where L_l = 0). The full-precision logits of this rank's
  * samples are computed once and kept. */
 mpq_err mpq_measure_sensitivity(mpq_ctx *ctx, const measure_probe *p, measure_table *tab);
+
+/* ---- HDF5 (measure_io.c) --------------------------------------------------------- */
+
+/* The files of run (measure.save) and sweep (measure.h5) are written by one
+ * rank alone (mpq_h5.h, not collective); `what` names the file in errors.
+ * Identifiers are hid_t, passed as int64_t (as in mpq_h5.h). */
+
+/* Local. Creates (truncates) the HDF5 file `tmp` with the root attributes
+ * format (fixed-length string) and version (int32). *file is the file, or
+ * negative when it was not created; on failure the caller abandons it
+ * (mpq_h5_discard). */
+mpq_err mpq_measure_h5_create(mpq_ctx *ctx, const char *tmp, const char *format, int32_t version,
+                              const char *what, int64_t *file);
+/* Local. Writes the 1-D byte dataset `name` of n bytes (uint8). */
+mpq_err mpq_measure_h5_write_bytes(mpq_ctx *ctx, int64_t file, const char *name, const void *data,
+                                   int64_t n, const char *what);
+/* Local. Writes the table: /loss, /rtn_loss, /bits [nl][ncol] and /energy,
+ * /sensitivity [nl], in that order. */
+mpq_err mpq_measure_h5_write_table(mpq_ctx *ctx, int64_t file, const measure_table *t,
+                                   const char *what);
+/* Local. Reads the byte dataset `name`, which must hold exactly n bytes. */
+mpq_err mpq_measure_h5_read_bytes(mpq_ctx *ctx, int64_t file, const char *path, const char *name,
+                                  int64_t n, void *out);
+/* Local. Reads the datasets of mpq_measure_h5_write_table into t, whose
+ * sizes they must have. */
+mpq_err mpq_measure_h5_read_table(mpq_ctx *ctx, int64_t file, const char *path, measure_table *t);
+/* Local. A byte dataset of 1 byte to 64 MiB as a NUL-terminated string.
+ * A missing dataset is the error "<path><missing> (no '<name>' dataset)".
+ * Owner: caller (mpq_free). */
+mpq_err mpq_measure_h5_read_text(mpq_ctx *ctx, int64_t file, const char *path, const char *name,
+                                 const char *missing, char **out);
 
 #endif
