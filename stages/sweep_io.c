@@ -82,6 +82,18 @@ static mpq_err entry_bytes(mpq_ctx *ctx, const mpq_sweep *sw, int64_t l, int64_t
     return MPQ_OK;
 }
 
+/* Bytes of /codes: every configuration of every quantized layer. */
+static mpq_err codes_bytes(mpq_ctx *ctx, const mpq_sweep *sw, int64_t *total) {
+    *total = 0;
+    for (int64_t l = 0; l < sw->nl; l++)
+        for (int64_t c = 0; c < sw->plan.nconf && !sw->excl[l]; c++) {
+            int64_t a, b;
+            MPQ_CALL(entry_bytes(ctx, sw, l, c, &a, &b));
+            *total += a + b;
+        }
+    return MPQ_OK;
+}
+
 static mpq_err save_local(mpq_ctx *ctx, const mpq_sweep *sw, const char *path) {
     mpq_err err = MPQ_OK;
     mpq_outfile *of = NULL;
@@ -97,13 +109,8 @@ static mpq_err save_local(mpq_ctx *ctx, const mpq_sweep *sw, const char *path) {
     ref = rj ? cJSON_PrintUnformatted(rj) : NULL;
     cJSON_Delete(rj);
     MPQ_ENSURE(meta && ref, MPQ_ERR_NOMEM, "%s: cannot format the sweep metadata", path);
-    int64_t total = 0;
-    for (int64_t l = 0; l < sw->nl; l++)
-        for (int64_t c = 0; c < nc && !sw->excl[l]; c++) {
-            int64_t a, b;
-            MPQ_TRY(entry_bytes(ctx, sw, l, c, &a, &b));
-            total += a + b;
-        }
+    int64_t total;
+    MPQ_TRY(codes_bytes(ctx, sw, &total));
     MPQ_ALLOC_TRY(blob, total > 0 ? total : 1);
     int64_t at_byte = 0;
     for (int64_t l = 0; l < sw->nl; l++)
@@ -216,13 +223,8 @@ static mpq_err load_local(mpq_ctx *ctx, mpq_sweep *sw, const char *path) {
                    path, msg);
     }
     MPQ_TRY(mpq_measure_h5_read_table(ctx, file, path, &sw->meas));
-    int64_t total = 0;
-    for (int64_t l = 0; l < sw->nl; l++)
-        for (int64_t c = 0; c < nc && !sw->excl[l]; c++) {
-            int64_t a, b;
-            MPQ_TRY(entry_bytes(ctx, sw, l, c, &a, &b));
-            total += a + b;
-        }
+    int64_t total;
+    MPQ_TRY(codes_bytes(ctx, sw, &total));
     MPQ_ALLOC_TRY(blob, total > 0 ? total : 1);
     MPQ_TRY(mpq_measure_h5_read_bytes(ctx, file, path, "codes", total, blob));
     int64_t at = 0;
