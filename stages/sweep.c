@@ -325,43 +325,24 @@ static mpq_err measure_pass(mpq_ctx *ctx, mpq_sweep *sw) {
 
 /* ---- importance ----------------------------------------------------------------- */
 
-/* The candidate probed for the sensitivities (as mpquant run picks it):
- * importance.sensitivity_spec, else the one of fewest bits over all layers
- * (first on ties). */
+static const mpq_qspec *cand_spec(const void *ud, int32_t k) {
+    const sweep_plan *p = ud;
+    return &p->conf[p->cand[k]].spec;
+}
+
+/* The candidate probed for the sensitivities, as mpquant run picks it
+ * (mpq_measure_probe_candidate); 0 without candidates. */
 static mpq_err pick_sens_cand(mpq_ctx *ctx, mpq_sweep *sw) {
     const mpq_config *cfg = sw->cfg;
-    const sweep_plan *p = &sw->plan;
+    const char *text = cfg->importance.sensitivity_spec;
+    mpq_qspec want;
     sw->sens_cand = 0;
-    if (p->ncand == 0)
+    if (sw->plan.ncand == 0)
         return MPQ_OK;
-    if (cfg->importance.sensitivity_spec[0]) {
-        mpq_qspec spec;
-        MPQ_CALL(parse_spec(ctx, cfg, "importance.sensitivity_spec", 0,
-                            cfg->importance.sensitivity_spec, &spec));
-        for (int32_t k = 0; k < p->ncand; k++)
-            if (mpq_qspec_equal(&p->conf[p->cand[k]].spec, &spec)) {
-                sw->sens_cand = k;
-                return MPQ_OK;
-            }
-        return MPQ_ERROR(MPQ_ERR_CONFIG,
-                         "%s: importance.sensitivity_spec: \"%s\" is not one of quant.candidates",
-                         cfg->source, cfg->importance.sensitivity_spec);
-    }
-    int64_t best = -1;
-    for (int32_t k = 0; k < p->ncand; k++) {
-        int64_t tot = 0;
-        for (int64_t l = 0; l < sw->nl; l++) {
-            int64_t b;
-            MPQ_CALL(mpq_quant_storage_bits(ctx, &p->conf[p->cand[k]].spec, sw->info->layers[l].out,
-                                            sw->info->layers[l].in, &b));
-            tot += b;
-        }
-        if (best < 0 || tot < best) {
-            best = tot;
-            sw->sens_cand = k;
-        }
-    }
-    return MPQ_OK;
+    if (text[0])
+        MPQ_CALL(parse_spec(ctx, cfg, "importance.sensitivity_spec", 0, text, &want));
+    return mpq_measure_probe_candidate(ctx, cfg, sw->info, (int32_t)sw->plan.ncand, cand_spec,
+                                       &sw->plan, text[0] ? &want : NULL, &sw->sens_cand);
 }
 
 /* Collective. The same probe as mpquant run's importance "sensitivity"
@@ -378,17 +359,11 @@ static mpq_err sensitivity(mpq_ctx *ctx, mpq_sweep *sw) {
 }
 
 mpq_err mpq_sweep_scores(mpq_ctx *ctx, mpq_sweep *sw) {
-    const char *m = sw->cfg->importance.method;
-    int normalized = strcmp(m, "normalized") == 0, sens = strcmp(m, "sensitivity") == 0;
-    MPQ_CHECK(normalized || sens || strcmp(m, "error") == 0, MPQ_ERR_CONFIG,
-              "%s: importance.method: unknown method '%s'", sw->cfg->source, m);
+    measure_score kind;
+    MPQ_CALL(mpq_measure_score_kind(ctx, sw->cfg, &kind));
     for (int64_t l = 0; l < sw->nl; l++) {
         for (int64_t k = 0; k < sw->plan.ncand; k++) {
-            double v = sw->meas.loss[l * sw->plan.nconf + sw->plan.cand[k]];
-            if (normalized)
-                v = sw->meas.energy[l] > 0.0 ? v / sw->meas.energy[l] : v;
-            else if (sens)
-                v = v * sw->meas.sens[l];
+            double v = mpq_measure_score(&sw->meas, kind, l, sw->plan.cand[k]);
             MPQ_CHECK(sw->excl[l] || (isfinite(v) && v >= 0.0), MPQ_ERR_NUMERIC,
                       "importance: score of layer %s candidate %lld is %g",
                       sw->info->layers[l].name, (long long)k, v);

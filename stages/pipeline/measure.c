@@ -1,6 +1,7 @@
 /* measure.c: the measurement shared by `mpquant run` and `mpquant sweep`
  * (measure_internal.h): the table of measured (layer, configuration) pairs,
- * the block-sequential rounding pass and the sensitivity probe. */
+ * the block-sequential rounding pass, the sensitivity probe and the
+ * importance scores. */
 #include <string.h>
 
 #include "measure_internal.h"
@@ -364,4 +365,59 @@ cleanup:
     mpq_free(logits);
     mpq_free(ref);
     return err;
+}
+
+/* ---- importance ------------------------------------------------------------------ */
+
+mpq_err mpq_measure_score_kind(mpq_ctx *ctx, const mpq_config *cfg, measure_score *kind) {
+    static const char *const names[] = {[MEASURE_SCORE_ERROR] = "error",
+                                        [MEASURE_SCORE_NORMALIZED] = "normalized",
+                                        [MEASURE_SCORE_SENSITIVITY] = "sensitivity"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(cfg->importance.method, names[i]) == 0) {
+            *kind = (measure_score)i;
+            return MPQ_OK;
+        }
+    return MPQ_ERROR(MPQ_ERR_CONFIG, "%s: importance.method: unknown method '%s'", cfg->source,
+                     cfg->importance.method);
+}
+
+double mpq_measure_score(const measure_table *t, measure_score kind, int64_t l, int64_t col) {
+    double v = t->loss[l * t->ncol + col];
+    if (kind == MEASURE_SCORE_NORMALIZED)
+        return t->energy[l] > 0.0 ? v / t->energy[l] : v;
+    if (kind == MEASURE_SCORE_SENSITIVITY)
+        return v * t->sens[l];
+    return v;
+}
+
+mpq_err mpq_measure_probe_candidate(mpq_ctx *ctx, const mpq_config *cfg, const mpq_family_info *fi,
+                                    int32_t ncand,
+                                    const mpq_qspec *(*spec)(const void *ud, int32_t k),
+                                    const void *ud, const mpq_qspec *want, int32_t *k) {
+    if (want) {
+        for (int32_t c = 0; c < ncand; c++)
+            if (mpq_qspec_equal(spec(ud, c), want)) {
+                *k = c;
+                return MPQ_OK;
+            }
+        return MPQ_ERROR(MPQ_ERR_CONFIG,
+                         "%s: importance.sensitivity_spec: \"%s\" is not one of quant.candidates",
+                         cfg->source, cfg->importance.sensitivity_spec);
+    }
+    int64_t best = -1;
+    for (int32_t c = 0; c < ncand; c++) {
+        int64_t tot = 0;
+        for (int64_t l = 0; l < fi->nlayers; l++) {
+            int64_t b;
+            MPQ_CALL(
+                mpq_quant_storage_bits(ctx, spec(ud, c), fi->layers[l].out, fi->layers[l].in, &b));
+            tot += b;
+        }
+        if (best < 0 || tot < best) {
+            best = tot;
+            *k = c;
+        }
+    }
+    return MPQ_OK;
 }

@@ -2,7 +2,8 @@
  * `mpquant sweep` (stages/sweep*.c) share to measure a model: the table of
  * measured (layer, configuration) pairs, the block-sequential rounding pass
  * that fills it (run also rounds its final model with it), the sensitivity
- * probe, and the table's datasets in the HDF5 files of both commands. One
+ * probe, the importance scores, and the table's datasets in the HDF5 files
+ * of both commands. One
  * implementation, so that a sweep point and `mpquant run` agree bit for bit.
  * Not a public interface. */
 #ifndef MPQ_MEASURE_INTERNAL_H
@@ -113,6 +114,32 @@ typedef struct measure_probe {
  * column (0 where L_l = 0). The full-precision logits of this rank's
  * samples are computed once and kept. */
 mpq_err mpq_measure_sensitivity(mpq_ctx *ctx, const measure_probe *p, measure_table *tab);
+
+/* ---- importance (measure.c) --------------------------------------------------- */
+
+/* importance.method: how a layer's error becomes the score the budget
+ * minimises. */
+typedef enum measure_score {
+    MEASURE_SCORE_ERROR,      /* the layer error */
+    MEASURE_SCORE_NORMALIZED, /* divided by the layer's energy (when positive) */
+    MEASURE_SCORE_SENSITIVITY /* times the layer's sensitivity */
+} measure_score;
+
+/* Local. The score of importance.method; an unknown name is an
+ * MPQ_ERR_CONFIG error naming the file. */
+mpq_err mpq_measure_score_kind(mpq_ctx *ctx, const mpq_config *cfg, measure_score *kind);
+/* Local. The score of column col of layer l. */
+double mpq_measure_score(const measure_table *t, measure_score kind, int64_t l, int64_t col);
+
+/* Local. The candidate probed for the sensitivities: the one equal to
+ * `want` (importance.sensitivity_spec parsed, or NULL when not set; a spec
+ * that is no candidate is an MPQ_ERR_CONFIG error), else the one of fewest
+ * storage bits over all layers of fi (the first on ties). spec(ud, k) is
+ * candidate k of ncand. */
+mpq_err mpq_measure_probe_candidate(mpq_ctx *ctx, const mpq_config *cfg, const mpq_family_info *fi,
+                                    int32_t ncand,
+                                    const mpq_qspec *(*spec)(const void *ud, int32_t k),
+                                    const void *ud, const mpq_qspec *want, int32_t *k);
 
 /* ---- HDF5 (measure_io.c) --------------------------------------------------------- */
 

@@ -505,38 +505,20 @@ static mpq_err alloc_measure(mpq_ctx *ctx, run_state *s) {
     return MPQ_OK;
 }
 
+static const mpq_qspec *cand_spec(const void *ud, int32_t k) {
+    return &((const run_state *)ud)->cand[k];
+}
+
 /* Candidate probed for the sensitivities: the configured one, or the
- * smallest (fewest bits over all layers, first on ties). */
+ * smallest (mpq_measure_probe_candidate). */
 static mpq_err pick_sens_cand(mpq_ctx *ctx, run_state *s) {
     const mpq_config *cfg = s->cfg;
-    if (cfg->importance.sensitivity_spec[0]) {
-        mpq_qspec spec;
-        MPQ_CALL(parse_spec(ctx, cfg, "importance.sensitivity_spec",
-                            cfg->importance.sensitivity_spec, &spec));
-        for (int32_t k = 0; k < s->ncand; k++)
-            if (mpq_qspec_equal(&s->cand[k], &spec)) {
-                s->sens_cand = k;
-                return MPQ_OK;
-            }
-        return MPQ_ERROR(MPQ_ERR_CONFIG,
-                         "%s: importance.sensitivity_spec: \"%s\" is not one of quant.candidates",
-                         cfg->source, cfg->importance.sensitivity_spec);
-    }
-    int64_t best = -1;
-    for (int32_t k = 0; k < s->ncand; k++) {
-        int64_t tot = 0;
-        for (int64_t l = 0; l < s->nl; l++) {
-            int64_t b;
-            MPQ_CALL(mpq_quant_storage_bits(ctx, &s->cand[k], s->info->layers[l].out,
-                                            s->info->layers[l].in, &b));
-            tot += b;
-        }
-        if (best < 0 || tot < best) {
-            best = tot;
-            s->sens_cand = k;
-        }
-    }
-    return MPQ_OK;
+    const char *text = cfg->importance.sensitivity_spec;
+    mpq_qspec want;
+    if (text[0])
+        MPQ_CALL(parse_spec(ctx, cfg, "importance.sensitivity_spec", text, &want));
+    return mpq_measure_probe_candidate(ctx, cfg, s->info, (int32_t)s->ncand, cand_spec, s,
+                                       text[0] ? &want : NULL, &s->sens_cand);
 }
 
 /* Mixed precision: measure (or load), score, solve. */

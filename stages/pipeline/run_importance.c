@@ -24,22 +24,15 @@ mpq_err mpq_run_sensitivity(mpq_ctx *ctx, run_state *s) {
 }
 
 mpq_err mpq_run_scores(mpq_ctx *ctx, run_state *s) {
-    const char *m = s->cfg->importance.method;
-    int normalized = strcmp(m, "normalized") == 0, sensitivity = strcmp(m, "sensitivity") == 0;
-    MPQ_CHECK(normalized || sensitivity || strcmp(m, "error") == 0, MPQ_ERR_CONFIG,
-              "%s: importance.method: unknown method '%s'", s->cfg->source, m);
+    measure_score kind;
+    MPQ_CALL(mpq_measure_score_kind(ctx, s->cfg, &kind));
     for (int64_t l = 0; l < s->nl; l++) {
         for (int32_t k = 0; k < s->nc[l]; k++) {
-            int64_t x = l * s->maxc + k;
-            double v = s->meas.loss[x];
-            if (normalized)
-                v = s->meas.energy[l] > 0.0 ? v / s->meas.energy[l] : v;
-            else if (sensitivity)
-                v = v * s->meas.sens[l];
+            double v = mpq_measure_score(&s->meas, kind, l, k);
             MPQ_CHECK(isfinite(v) && v >= 0.0, MPQ_ERR_NUMERIC,
                       "importance: score of layer %s candidate %d is %g", s->info->layers[l].name,
                       k, v);
-            s->score[x] = v;
+            s->score[l * s->maxc + k] = v;
         }
     }
     return MPQ_OK;
