@@ -151,16 +151,8 @@ void mpq_sweep_destroy(mpq_sweep **swp) {
     if (!swp || !*swp)
         return;
     mpq_sweep *sw = *swp;
-    if (sw->q)
-        for (int64_t i = 0; i < sw->nl * sw->plan.nconf; i++)
-            mpq_qlayer_destroy(&sw->q[i]);
-    MPQ_FREE(sw->q);
+    mpq_measure_table_free(&sw->meas);
     MPQ_FREE(sw->score);
-    MPQ_FREE(sw->sens);
-    MPQ_FREE(sw->energy);
-    MPQ_FREE(sw->bits);
-    MPQ_FREE(sw->rtn);
-    MPQ_FREE(sw->loss);
     MPQ_FREE(sw->excl);
     mpq_sweep_plan_free(&sw->plan);
     mpq_calib_set_destroy(&sw->set);
@@ -270,13 +262,7 @@ static mpq_err setup(mpq_ctx *ctx, mpq_sweep *sw, int with_calib) {
         err = mpq_calib_set_from_config_family(ctx, cfg, sw->ffp, sw->tok, &sw->set);
         MPQ_CALL(mpq_agree(ctx, err));
     }
-    int64_t n = sw->nl * sw->plan.nconf;
-    MPQ_ALLOC(sw->loss, n > 0 ? n : 1);
-    MPQ_ALLOC(sw->rtn, n > 0 ? n : 1);
-    MPQ_ALLOC(sw->bits, n > 0 ? n : 1);
-    MPQ_ALLOC(sw->q, n > 0 ? n : 1);
-    MPQ_ALLOC(sw->energy, sw->nl > 0 ? sw->nl : 1);
-    MPQ_ALLOC(sw->sens, sw->nl > 0 ? sw->nl : 1);
+    MPQ_CALL(mpq_measure_table_alloc(ctx, &sw->meas, sw->nl, sw->plan.nconf));
     MPQ_ALLOC(sw->score, sw->nl * sw->plan.ncand + 1);
     return MPQ_OK;
 }
@@ -300,276 +286,84 @@ mpq_err mpq_sweep_create(mpq_ctx *ctx, const mpq_config *cfg, int with_calib, mp
 
 /* ---- the measurement pass --------------------------------------------------------- */
 
-/* Exact sum over ranks of a vector whose every element has one contributor. */
-static mpq_err sum_owned(mpq_ctx *ctx, double *v, int64_t n) {
-    if (ctx->comm == MPI_COMM_NULL || ctx->size == 1 || n == 0)
-        return MPQ_OK;
-    int cnt;
-    MPQ_CALL(mpq_to_int(ctx, n, "sum count", &cnt));
-    MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, v, cnt, MPI_DOUBLE, MPI_SUM, ctx->comm));
-    return MPQ_OK;
+/* Every configuration of every layer: column c is configuration c. */
+static void all_columns(const void *ud, int64_t l, int32_t *k0, int32_t *k1) {
+    const mpq_sweep *sw = ud;
+    *k0 = 0;
+    *k1 = (int32_t)sw->plan.nconf;
 }
 
-/* tr(W H W^T) of the block's layers, layer j on rank j % size (rows summed
- * in order, so the number does not depend on the rank count). */
-static mpq_err block_energy(mpq_ctx *ctx, mpq_sweep *sw, int64_t nj, const int64_t *lay,
-                            float *const *W, const mpq_hstat *const *H) {
-    mpq_err err = MPQ_OK;
-    float *zero = NULL;
-    double *rl = NULL, *e = NULL;
-    MPQ_ALLOC_TRY(e, nj > 0 ? nj : 1);
-    for (int64_t j = 0; j < nj; j++) {
-        if (j % ctx->size != ctx->rank)
-            continue;
-        const mpq_layer_info *li = &sw->info->layers[lay[j]];
-        MPQ_ALLOC_TRY(zero, li->out * li->in);
-        MPQ_ALLOC_TRY(rl, li->out);
-        MPQ_TRY(mpq_round_loss(ctx, li->in, H[j]->H, li->out, W[j], zero, rl));
-        for (int64_t r = 0; r < li->out; r++)
-            e[j] += rl[r];
-        MPQ_FREE(zero);
-        MPQ_FREE(rl);
-    }
-cleanup:
-    mpq_free(zero);
-    mpq_free(rl);
-    err = mpq_agree(ctx, err);
-    if (err == MPQ_OK)
-        err = sum_owned(ctx, e, nj);
-    for (int64_t j = 0; err == MPQ_OK && j < nj; j++)
-        sw->energy[lay[j]] = e[j];
-    mpq_free(e);
-    return err;
+/* Column c: the spec and rounding method of configuration c. */
+static void conf_of(const void *ud, int64_t l, int32_t k, mpq_qspec *spec,
+                    const mpq_round_method **method) {
+    const sweep_conf *c = &((const mpq_sweep *)ud)->plan.conf[k];
+    *spec = c->spec;
+    *method = c->method;
 }
 
-/* Every configuration of every layer, block by block, full-precision
- * propagation (the working model keeps its full-precision weights). */
+static const block_pass_ops sweep_ops = {.columns = all_columns, .conf = conf_of};
+
+/* Collective. Every configuration of every layer, block by block,
+ * full-precision propagation (the working model keeps its full-precision
+ * weights): the same pass as mpquant run's measurement. */
 static mpq_err measure_pass(mpq_ctx *ctx, mpq_sweep *sw) {
-    mpq_err err = MPQ_OK;
-    const mpq_family_info *fi = sw->info;
-    const mpq_config *cfg = sw->cfg;
-    const int64_t nc = sw->plan.nconf;
-    mpq_calib *calib = NULL;
-    mpq_hstat **stats = NULL;
-    int64_t nstats = 0, *groups = NULL, *lay = NULL, *jl = NULL;
-    int32_t *jk = NULL;
-    float **W = NULL;
-    const mpq_hstat **H = NULL;
-    mpq_round_job *jobs = NULL;
-    mpq_round_result *results = NULL;
-    int64_t njobs = 0, nlb = 0, cap = sw->nl * nc + 1;
-    MPQ_ALLOC_TRY(lay, sw->nl + 1);
-    MPQ_ALLOC_TRY(W, sw->nl + 1);
-    MPQ_ALLOC_TRY(H, sw->nl + 1);
-    MPQ_ALLOC_TRY(jobs, cap);
-    MPQ_ALLOC_TRY(results, cap);
-    MPQ_ALLOC_TRY(jk, cap);
-    MPQ_ALLOC_TRY(jl, cap);
-    MPQ_TRY(mpq_calib_create(ctx, sw->fq, sw->set, cfg->hessian.chunk_samples, &calib));
-    mpq_progress prog;
-    mpq_progress_begin(ctx, &prog, "sweep measure", "blocks", fi->nblocks);
-    for (int64_t b = 0; b < fi->nblocks; b++) {
-        MPQ_TRY(mpq_timer_start(ctx, "hessian"));
-        MPQ_TRY(mpq_calib_block(ctx, calib, b, (int)cfg->hessian.bound_log2, MPQ_HSTAT_ALL, 1,
-                                &nstats, &stats, &groups));
-        MPQ_TRY(mpq_timer_stop(ctx, "hessian"));
-        nlb = 0;
-        njobs = 0;
-        for (int64_t l = 0; l < sw->nl; l++) {
-            const mpq_layer_info *li = &fi->layers[l];
-            if (li->block != b || sw->excl[l])
-                continue;
-            const mpq_hstat *st = NULL;
-            for (int64_t k = 0; k < nstats; k++)
-                if (groups[k] == li->group)
-                    st = stats[k];
-            MPQ_ENSURE(st && st->H && st->d == li->in, MPQ_ERR_INTERNAL,
-                       "sweep: no statistic of width %lld for layer %s", (long long)li->in,
-                       li->name);
-            MPQ_ALLOC_TRY(W[nlb], li->out * li->in);
-            MPQ_TRY(mpq_family_get_weight(ctx, sw->fq, l, W[nlb]));
-            H[nlb] = st;
-            lay[nlb] = l;
-            for (int32_t c = 0; c < nc; c++) {
-                mpq_round_job *jb = &jobs[njobs];
-                jb->name = li->name;
-                jb->rows = li->out;
-                jb->cols = li->in;
-                jb->W = W[nlb];
-                jb->H = st->H;
-                jb->spec = sw->plan.conf[c].spec;
-                jb->method = sw->plan.conf[c].method;
-                jl[njobs] = l;
-                jk[njobs++] = c;
-            }
-            nlb++;
-        }
-        MPQ_TRY(mpq_timer_start(ctx, "measure"));
-        MPQ_TRY(mpq_round_block(ctx, &sw->ro, njobs, jobs, results));
-        MPQ_TRY(mpq_timer_stop(ctx, "measure"));
-        MPQ_TRY(block_energy(ctx, sw, nlb, lay, W, H));
-        for (int64_t j = 0; j < njobs; j++) {
-            int64_t x = jl[j] * nc + jk[j];
-            sw->loss[x] = results[j].loss;
-            sw->rtn[x] = results[j].rtn_loss;
-            sw->bits[x] = mpq_qlayer_bits(results[j].q);
-            sw->q[x] = results[j].q;
-            results[j].q = NULL;
-        }
-        mpq_round_results_free(njobs, results);
-        njobs = 0;
-        for (int64_t i = 0; i < nlb; i++)
-            MPQ_FREE(W[i]);
-        nlb = 0;
-        mpq_hstats_free(nstats, &stats);
-        MPQ_FREE(groups);
-        nstats = 0;
-        mpq_progress_update(ctx, &prog, b + 1);
-    }
-    mpq_progress_end(ctx, &prog);
-cleanup:
-    if (results)
-        mpq_round_results_free(njobs, results);
-    mpq_free(results);
-    mpq_free(jobs);
-    mpq_free(jk);
-    mpq_free(jl);
-    for (int64_t i = 0; W && i < nlb; i++)
-        mpq_free(W[i]);
-    mpq_free(W);
-    mpq_free(H);
-    mpq_free(lay);
-    mpq_hstats_free(nstats, &stats);
-    mpq_free(groups);
-    mpq_calib_destroy(&calib);
-    return err;
+    block_pass p = {.cfg = sw->cfg,
+                    .f = sw->fq,
+                    .set = sw->set,
+                    .ro = &sw->ro,
+                    .excl = sw->excl,
+                    .ncol = (int32_t)sw->plan.nconf,
+                    .advance = 1,
+                    .who = "sweep",
+                    .label = "sweep measure",
+                    .timer = "measure",
+                    .tab = &sw->meas,
+                    .ops = &sweep_ops,
+                    .ud = sw};
+    return mpq_block_pass(ctx, &p);
 }
 
 /* ---- importance ----------------------------------------------------------------- */
 
-/* The candidate probed for the sensitivities (as mpquant run picks it):
- * importance.sensitivity_spec, else the one of fewest bits over all layers
- * (first on ties). */
-static mpq_err pick_sens_cand(mpq_ctx *ctx, mpq_sweep *sw) {
-    const mpq_config *cfg = sw->cfg;
-    const sweep_plan *p = &sw->plan;
-    sw->sens_cand = 0;
-    if (p->ncand == 0)
-        return MPQ_OK;
-    if (cfg->importance.sensitivity_spec[0]) {
-        mpq_qspec spec;
-        MPQ_CALL(parse_spec(ctx, cfg, "importance.sensitivity_spec", 0,
-                            cfg->importance.sensitivity_spec, &spec));
-        for (int32_t k = 0; k < p->ncand; k++)
-            if (mpq_qspec_equal(&p->conf[p->cand[k]].spec, &spec)) {
-                sw->sens_cand = k;
-                return MPQ_OK;
-            }
-        return MPQ_ERROR(MPQ_ERR_CONFIG,
-                         "%s: importance.sensitivity_spec: \"%s\" is not one of quant.candidates",
-                         cfg->source, cfg->importance.sensitivity_spec);
-    }
-    int64_t best = -1;
-    for (int32_t k = 0; k < p->ncand; k++) {
-        int64_t tot = 0;
-        for (int64_t l = 0; l < sw->nl; l++) {
-            int64_t b;
-            MPQ_CALL(mpq_quant_storage_bits(ctx, &p->conf[p->cand[k]].spec, sw->info->layers[l].out,
-                                            sw->info->layers[l].in, &b));
-            tot += b;
-        }
-        if (best < 0 || tot < best) {
-            best = tot;
-            sw->sens_cand = k;
-        }
-    }
-    return MPQ_OK;
+static const mpq_qspec *cand_spec(const void *ud, int32_t k) {
+    const sweep_plan *p = ud;
+    return &p->conf[p->cand[k]].spec;
 }
 
-/* The same probe as mpquant run's importance "sensitivity" (mpq_run.h):
- * s_l = KL_l / L_l, KL_l the mean KL divergence of the output distribution
- * from the full-precision one over the first importance.samples calibration
- * samples with only layer l at the probed candidate; one sample per forward
- * pass and an ordered sum, so the numbers do not depend on the rank count. */
+/* The candidate probed for the sensitivities, as mpquant run picks it
+ * (mpq_measure_probe_candidate); 0 without candidates. */
+static mpq_err pick_sens_cand(mpq_ctx *ctx, mpq_sweep *sw) {
+    const mpq_config *cfg = sw->cfg;
+    const char *text = cfg->importance.sensitivity_spec;
+    mpq_qspec want;
+    sw->sens_cand = 0;
+    if (sw->plan.ncand == 0)
+        return MPQ_OK;
+    if (text[0])
+        MPQ_CALL(parse_spec(ctx, cfg, "importance.sensitivity_spec", 0, text, &want));
+    return mpq_measure_probe_candidate(ctx, cfg, sw->info, (int32_t)sw->plan.ncand, cand_spec,
+                                       &sw->plan, text[0] ? &want : NULL, &sw->sens_cand);
+}
+
+/* Collective. The same probe as mpquant run's importance "sensitivity"
+ * (measure_internal.h): every layer that is not excluded, with the probed
+ * candidate alone. */
 static mpq_err sensitivity(mpq_ctx *ctx, mpq_sweep *sw) {
-    mpq_err err = MPQ_OK;
-    const mpq_calib_set *set = sw->set;
-    const mpq_family_info *fi = sw->info;
-    const int64_t nc = sw->plan.nconf;
-    const int32_t conf = sw->plan.cand[sw->sens_cand];
-    int64_t n = sw->cfg->importance.samples;
-    if (n <= 0 || n > set->nsamples)
-        n = set->nsamples;
-    int64_t lo, hi, rows = 0, maxrows = 0, maxw = 0;
-    mpq_eval_range(ctx, n, &lo, &hi);
-    for (int64_t i = lo; i < hi; i++) {
-        rows += set->len[i];
-        maxrows = set->len[i] > maxrows ? set->len[i] : maxrows;
-    }
-    for (int64_t l = 0; l < sw->nl; l++)
-        if (fi->layers[l].out * fi->layers[l].in > maxw)
-            maxw = fi->layers[l].out * fi->layers[l].in;
-    const int64_t nout = fi->out_width;
-    float *ref = NULL, *logits = NULL, *wfp = NULL, *wq = NULL;
-    double *mine = NULL, sums[2];
-    MPQ_ALLOC_TRY(ref, (rows > 0 ? rows : 1) * nout);
-    MPQ_ALLOC_TRY(logits, (maxrows > 0 ? maxrows : 1) * nout);
-    MPQ_ALLOC_TRY(wfp, maxw);
-    MPQ_ALLOC_TRY(wq, maxw);
-    MPQ_ALLOC_TRY(mine, 2 * (hi - lo > 0 ? hi - lo : 1));
-    for (int64_t i = lo, at = 0; i < hi; i++) {
-        mpq_batch b;
-        mpq_calib_sample_batch(set, i, &b);
-        MPQ_TRY(mpq_family_forward(ctx, sw->ffp, &b, ref + at * nout));
-        at += set->len[i];
-    }
-    MPQ_INFO("sweep importance: sensitivity of %lld layers on %lld calibration samples",
-             (long long)sw->nl, (long long)n);
-    for (int64_t l = 0; l < sw->nl; l++) {
-        if (sw->excl[l])
-            continue;
-        MPQ_TRY(mpq_family_get_weight(ctx, sw->ffp, l, wfp));
-        mpq_qlayer_dequantize(sw->q[l * nc + conf], wq);
-        MPQ_TRY(mpq_family_set_weight(ctx, sw->ffp, l, wq));
-        mpq_err e = MPQ_OK;
-        for (int64_t i = lo, at = 0; i < hi && e == MPQ_OK; i++) {
-            mpq_batch b;
-            mpq_calib_sample_batch(set, i, &b);
-            e = mpq_family_forward(ctx, sw->ffp, &b, logits);
-            mine[2 * (i - lo)] =
-                e == MPQ_OK ? mpq_kl_rows(ref + at * nout, logits, b.rows, nout) : 0;
-            mine[2 * (i - lo) + 1] = (double)b.rows;
-            at += set->len[i];
-        }
-        /* Restore the full-precision weights whatever happened. */
-        mpq_err e2 = mpq_family_set_weight(ctx, sw->ffp, l, wfp);
-        MPQ_TRY(mpq_agree(ctx, e != MPQ_OK ? e : e2));
-        MPQ_TRY(mpq_eval_ordered_sum(ctx, n, 2, mine, sums));
-        double kl = sums[1] > 0.0 ? sums[0] / sums[1] : 0.0;
-        double L = sw->loss[l * nc + conf];
-        sw->sens[l] = L > 0.0 ? kl / L : 0.0;
-    }
-cleanup:
-    mpq_free(mine);
-    mpq_free(wq);
-    mpq_free(wfp);
-    mpq_free(logits);
-    mpq_free(ref);
-    return err;
+    measure_probe p = {.ffp = sw->ffp,
+                       .set = sw->set,
+                       .samples = sw->cfg->importance.samples,
+                       .excl = sw->excl,
+                       .col = sw->plan.cand[sw->sens_cand],
+                       .who = "sweep importance"};
+    return mpq_measure_sensitivity(ctx, &p, &sw->meas);
 }
 
 mpq_err mpq_sweep_scores(mpq_ctx *ctx, mpq_sweep *sw) {
-    const char *m = sw->cfg->importance.method;
-    int normalized = strcmp(m, "normalized") == 0, sens = strcmp(m, "sensitivity") == 0;
-    MPQ_CHECK(normalized || sens || strcmp(m, "error") == 0, MPQ_ERR_CONFIG,
-              "%s: importance.method: unknown method '%s'", sw->cfg->source, m);
+    measure_score kind;
+    MPQ_CALL(mpq_measure_score_kind(ctx, sw->cfg, &kind));
     for (int64_t l = 0; l < sw->nl; l++) {
         for (int64_t k = 0; k < sw->plan.ncand; k++) {
-            double v = sw->loss[l * sw->plan.nconf + sw->plan.cand[k]];
-            if (normalized)
-                v = sw->energy[l] > 0.0 ? v / sw->energy[l] : v;
-            else if (sens)
-                v = v * sw->sens[l];
+            double v = mpq_measure_score(&sw->meas, kind, l, sw->plan.cand[k]);
             MPQ_CHECK(sw->excl[l] || (isfinite(v) && v >= 0.0), MPQ_ERR_NUMERIC,
                       "importance: score of layer %s candidate %lld is %g",
                       sw->info->layers[l].name, (long long)k, v);
@@ -690,7 +484,7 @@ static mpq_err solve_budget(mpq_ctx *ctx, mpq_sweep *sw, double avg_bits, int32_
                 continue;
             }
             for (int64_t k = 0; k < p->ncand; k++)
-                cb[k] = sw->bits[l * p->nconf + p->cand[k]];
+                cb[k] = sw->meas.bits[l * p->nconf + p->cand[k]];
             err = mpq_budget_set_layer(ctx, bp, l, sw->info->layers[l].out * sw->info->layers[l].in,
                                        (int32_t)p->ncand, cb, sw->score + l * p->ncand);
         }
@@ -766,12 +560,12 @@ mpq_err mpq_sweep_run_point(mpq_ctx *ctx, mpq_sweep *sw, int64_t i, mpq_sweep_po
     for (int64_t l = 0; l < sw->nl; l++) {
         if (conf[l] < 0)
             continue;
-        const mpq_qlayer *q = sw->q[l * p->nconf + conf[l]];
+        const mpq_qlayer *q = sw->meas.q[l * p->nconf + conf[l]];
         MPQ_ENSURE(q, MPQ_ERR_INTERNAL, "sweep: layer %s has no measured codes",
                    sw->info->layers[l].name);
         mpq_qlayer_dequantize(q, deq);
         MPQ_TRY(mpq_family_set_weight(ctx, sw->fq, l, deq));
-        pt->bits += sw->bits[l * p->nconf + conf[l]];
+        pt->bits += sw->meas.bits[l * p->nconf + conf[l]];
         pt->weights += sw->info->layers[l].out * sw->info->layers[l].in;
     }
     pt->bpw = pt->weights > 0 ? (double)pt->bits / (double)pt->weights : 0.0;

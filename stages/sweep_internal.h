@@ -11,6 +11,7 @@
 #include "mpq_round.h"
 #include "mpq_sweep.h"
 #include "mpq_tokenizer.h"
+#include "pipeline/measure_internal.h"
 
 /* A measured configuration: one rounding method at one spec. */
 typedef struct sweep_conf {
@@ -58,12 +59,9 @@ struct mpq_sweep {
     int64_t other_bytes; /* fp32 bytes of every tensor that is not a quantized layer */
     int64_t fp_bytes;    /* fp32 bytes of every tensor */
 
-    /* Measurements, [nl][nconf] unless stated. */
-    double *loss, *rtn;
-    int64_t *bits;
-    mpq_qlayer **q;    /* measured codes (owned) */
-    double *energy;    /* [nl] tr(W H W^T) */
-    double *sens;      /* [nl] sensitivity s_l (importance sensitivity), else 0 */
+    /* Measurements: column c of layer l is configuration c of the plan
+     * (the codes of every measured layer are kept for the points). */
+    measure_table meas;
     double *score;     /* [nl][ncand] importance scores of the candidates */
     int32_t sens_cand; /* candidate probed for the sensitivities */
     int have;          /* 1: measured or loaded */

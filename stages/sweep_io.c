@@ -20,7 +20,10 @@
  *                c in that order: the packed code stream
  *                (mpq_quant_packed_bytes) then the serialized parameters
  *                (mpq_qparams_nbytes); sizes follow from spec and shape.
- * Excluded layers have zero rows. Every rank reads the file on load. */
+ * Excluded layers have zero rows. Every rank reads the file on load. The
+ * attributes, the byte datasets and the measurement datasets (loss to
+ * sensitivity, as in mpquant run's measure.save) are written and read by
+ * stages/pipeline/measure_io.c. */
 #include <cjson/cJSON.h>
 #include <hdf5.h>
 #include <string.h>
@@ -79,26 +82,22 @@ static mpq_err entry_bytes(mpq_ctx *ctx, const mpq_sweep *sw, int64_t l, int64_t
     return MPQ_OK;
 }
 
-static mpq_err write_ds(mpq_ctx *ctx, hid_t file, const char *name, hid_t ftype, hid_t mtype,
-                        int rank, const hsize_t *dims, const void *data, const char *what) {
-    mpq_err err = MPQ_OK;
-    hid_t sp = H5I_INVALID_HID, ds = H5I_INVALID_HID;
-    MPQ_H5_ID(sp, H5Screate_simple(rank, dims, NULL), what);
-    MPQ_H5_ID(ds, H5Dcreate2(file, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), what);
-    if (dims[0] > 0)
-        MPQ_H5_TRY(H5Dwrite(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), what);
-cleanup:
-    if (ds >= 0)
-        H5Dclose(ds);
-    if (sp >= 0)
-        H5Sclose(sp);
-    return err;
+/* Bytes of /codes: every configuration of every quantized layer. */
+static mpq_err codes_bytes(mpq_ctx *ctx, const mpq_sweep *sw, int64_t *total) {
+    *total = 0;
+    for (int64_t l = 0; l < sw->nl; l++)
+        for (int64_t c = 0; c < sw->plan.nconf && !sw->excl[l]; c++) {
+            int64_t a, b;
+            MPQ_CALL(entry_bytes(ctx, sw, l, c, &a, &b));
+            *total += a + b;
+        }
+    return MPQ_OK;
 }
 
 static mpq_err save_local(mpq_ctx *ctx, const mpq_sweep *sw, const char *path) {
     mpq_err err = MPQ_OK;
     mpq_outfile *of = NULL;
-    hid_t file = H5I_INVALID_HID, sp = H5I_INVALID_HID, at = H5I_INVALID_HID, st = H5I_INVALID_HID;
+    hid_t file = H5I_INVALID_HID;
     char *meta = NULL, *ref = NULL;
     uint8_t *blob = NULL;
     const int64_t nc = sw->plan.nconf;
@@ -110,18 +109,13 @@ static mpq_err save_local(mpq_ctx *ctx, const mpq_sweep *sw, const char *path) {
     ref = rj ? cJSON_PrintUnformatted(rj) : NULL;
     cJSON_Delete(rj);
     MPQ_ENSURE(meta && ref, MPQ_ERR_NOMEM, "%s: cannot format the sweep metadata", path);
-    int64_t total = 0;
-    for (int64_t l = 0; l < sw->nl; l++)
-        for (int64_t c = 0; c < nc && !sw->excl[l]; c++) {
-            int64_t a, b;
-            MPQ_TRY(entry_bytes(ctx, sw, l, c, &a, &b));
-            total += a + b;
-        }
+    int64_t total;
+    MPQ_TRY(codes_bytes(ctx, sw, &total));
     MPQ_ALLOC_TRY(blob, total > 0 ? total : 1);
     int64_t at_byte = 0;
     for (int64_t l = 0; l < sw->nl; l++)
         for (int64_t c = 0; c < nc && !sw->excl[l]; c++) {
-            const mpq_qlayer *q = sw->q[l * nc + c];
+            const mpq_qlayer *q = sw->meas.q[l * nc + c];
             int64_t a, b;
             MPQ_TRY(entry_bytes(ctx, sw, l, c, &a, &b));
             MPQ_ENSURE(q && q->packed_bytes == a && q->nparam_bytes == b, MPQ_ERR_INTERNAL,
@@ -131,43 +125,16 @@ static mpq_err save_local(mpq_ctx *ctx, const mpq_sweep *sw, const char *path) {
             memcpy(blob + at_byte + a, q->param_bytes, (size_t)b);
             at_byte += a + b;
         }
-    MPQ_H5_ID(file, H5Fcreate(of->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path);
-    MPQ_H5_ID(sp, H5Screate(H5S_SCALAR), path);
-    MPQ_H5_ID(st, H5Tcopy(H5T_C_S1), path);
-    MPQ_H5_TRY(H5Tset_size(st, sizeof SWEEP_FORMAT), path);
-    MPQ_H5_ID(at, H5Acreate2(file, "format", st, sp, H5P_DEFAULT, H5P_DEFAULT), path);
-    MPQ_H5_TRY(H5Awrite(at, st, SWEEP_FORMAT), path);
-    H5Aclose(at);
-    at = H5I_INVALID_HID;
-    int32_t version = SWEEP_VERSION;
-    MPQ_H5_ID(at, H5Acreate2(file, "version", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT), path);
-    MPQ_H5_TRY(H5Awrite(at, H5T_NATIVE_INT32, &version), path);
-    hsize_t dm[1] = {strlen(meta)}, dr[1] = {strlen(ref)}, d2[2] = {(hsize_t)sw->nl, (hsize_t)nc},
-            dl[1] = {(hsize_t)sw->nl}, db[1] = {(hsize_t)total};
-    MPQ_TRY(write_ds(ctx, file, "meta", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, dm, meta, path));
-    MPQ_TRY(write_ds(ctx, file, "reference", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, dr, ref, path));
-    MPQ_TRY(write_ds(ctx, file, "loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, d2, sw->loss, path));
-    MPQ_TRY(
-        write_ds(ctx, file, "rtn_loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, d2, sw->rtn, path));
-    MPQ_TRY(write_ds(ctx, file, "bits", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, d2, sw->bits, path));
-    MPQ_TRY(
-        write_ds(ctx, file, "energy", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dl, sw->energy, path));
-    MPQ_TRY(write_ds(ctx, file, "sensitivity", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dl, sw->sens,
-                     path));
-    MPQ_TRY(write_ds(ctx, file, "codes", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, db, blob, path));
-    H5Aclose(at);
-    at = H5I_INVALID_HID;
+    MPQ_TRY(mpq_measure_h5_create(ctx, of->tmp, SWEEP_FORMAT, SWEEP_VERSION, path, &file));
+    MPQ_TRY(mpq_measure_h5_write_bytes(ctx, file, "meta", meta, (int64_t)strlen(meta), path));
+    MPQ_TRY(mpq_measure_h5_write_bytes(ctx, file, "reference", ref, (int64_t)strlen(ref), path));
+    MPQ_TRY(mpq_measure_h5_write_table(ctx, file, &sw->meas, path));
+    MPQ_TRY(mpq_measure_h5_write_bytes(ctx, file, "codes", blob, total, path));
     hid_t written = file;
     file = H5I_INVALID_HID;
     MPQ_TRY(mpq_h5_close_written(ctx, written, 0, NULL, path));
     MPQ_TRY(mpq_outfile_commit(ctx, &of));
 cleanup:
-    if (at >= 0)
-        H5Aclose(at);
-    if (st >= 0)
-        H5Tclose(st);
-    if (sp >= 0)
-        H5Sclose(sp);
     mpq_h5_discard(file);
     mpq_outfile_abort(&of);
     mpq_free(blob);
@@ -184,53 +151,6 @@ mpq_err mpq_sweep_save(mpq_ctx *ctx, const mpq_sweep *sw, const char *path) {
     MPQ_CALL(mpq_agree(ctx, err));
     MPQ_INFO("sweep measurement saved to %s", path);
     return MPQ_OK;
-}
-
-/* Reads dataset `name` of exactly n elements of mtype. */
-static mpq_err read_ds(mpq_ctx *ctx, hid_t file, const char *path, const char *name, hid_t mtype,
-                       int64_t n, void *out) {
-    mpq_err err = MPQ_OK;
-    hid_t ds = H5I_INVALID_HID, sp = H5I_INVALID_HID;
-    htri_t ex = H5Lexists(file, name, H5P_DEFAULT);
-    MPQ_ENSURE(ex > 0, MPQ_ERR_FORMAT, "%s: dataset '%s' is missing", path, name);
-    MPQ_H5_ID(ds, H5Dopen2(file, name, H5P_DEFAULT), path);
-    MPQ_H5_ID(sp, H5Dget_space(ds), path);
-    hssize_t np = H5Sget_simple_extent_npoints(sp);
-    MPQ_ENSURE(np == n, MPQ_ERR_FORMAT, "%s: dataset '%s' has %lld elements, expected %lld", path,
-               name, (long long)np, (long long)n);
-    if (n > 0)
-        MPQ_H5_TRY(H5Dread(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, out), path);
-cleanup:
-    if (sp >= 0)
-        H5Sclose(sp);
-    if (ds >= 0)
-        H5Dclose(ds);
-    return err;
-}
-
-/* A byte dataset of any length (at most 64 MiB) as a NUL-terminated string. */
-static mpq_err read_text(mpq_ctx *ctx, hid_t file, const char *path, const char *name, char **out) {
-    mpq_err err = MPQ_OK;
-    hid_t ds = H5I_INVALID_HID, sp = H5I_INVALID_HID;
-    char *t = NULL;
-    MPQ_ENSURE(H5Lexists(file, name, H5P_DEFAULT) > 0, MPQ_ERR_FORMAT,
-               "%s: not a sweep measurement (no '%s' dataset)", path, name);
-    MPQ_H5_ID(ds, H5Dopen2(file, name, H5P_DEFAULT), path);
-    MPQ_H5_ID(sp, H5Dget_space(ds), path);
-    hssize_t n = H5Sget_simple_extent_npoints(sp);
-    MPQ_ENSURE(n > 0 && n < (1 << 26), MPQ_ERR_FORMAT, "%s: dataset '%s' has %lld bytes", path,
-               name, (long long)n);
-    MPQ_ALLOC_TRY(t, n + 1);
-    MPQ_TRY(read_ds(ctx, file, path, name, H5T_NATIVE_UINT8, n, t));
-    *out = t;
-    t = NULL;
-cleanup:
-    mpq_free(t);
-    if (sp >= 0)
-        H5Sclose(sp);
-    if (ds >= 0)
-        H5Dclose(ds);
-    return err;
 }
 
 /* Rebuilds the layer of configuration c of layer l from its bytes; checks
@@ -254,12 +174,12 @@ static mpq_err rebuild(mpq_ctx *ctx, mpq_sweep *sw, const char *path, int64_t l,
             memcmp(q->param_bytes, bytes + a, (size_t)b) == 0,
         MPQ_ERR_FORMAT, "%s: layer %s configuration %lld: the stored codes do not round-trip", path,
         li->name, (long long)c);
-    MPQ_ENSURE(mpq_qlayer_bits(q) == sw->bits[l * sw->plan.nconf + c], MPQ_ERR_FORMAT,
+    MPQ_ENSURE(mpq_qlayer_bits(q) == sw->meas.bits[l * sw->plan.nconf + c], MPQ_ERR_FORMAT,
                "%s: layer %s configuration %lld: bits %lld, the codes take %lld", path, li->name,
-               (long long)c, (long long)sw->bits[l * sw->plan.nconf + c],
+               (long long)c, (long long)sw->meas.bits[l * sw->plan.nconf + c],
                (long long)mpq_qlayer_bits(q));
-    mpq_qlayer_destroy(&sw->q[l * sw->plan.nconf + c]);
-    sw->q[l * sw->plan.nconf + c] = q;
+    mpq_qlayer_destroy(&sw->meas.q[l * sw->plan.nconf + c]);
+    sw->meas.q[l * sw->plan.nconf + c] = q;
     q = NULL;
 cleanup:
     mpq_qparams_destroy(&p);
@@ -279,7 +199,7 @@ static mpq_err load_local(mpq_ctx *ctx, mpq_sweep *sw, const char *path) {
                "%s: not an HDF5 file (expected the measurement of mpquant sweep --stage measure)",
                path);
     MPQ_H5_ID(file, H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), path);
-    MPQ_TRY(read_text(ctx, file, path, "meta", &meta));
+    MPQ_TRY(mpq_measure_h5_read_text(ctx, file, path, "meta", ": not a sweep measurement", &meta));
     want = mpq_sweep_meta(sw);
     MPQ_ENSURE(want, MPQ_ERR_NOMEM, "cannot format the sweep metadata");
     if (strcmp(meta, want) != 0) {
@@ -302,21 +222,11 @@ static mpq_err load_local(mpq_ctx *ctx, mpq_sweep *sw, const char *path) {
                    "--stage measure again with this configuration",
                    path, msg);
     }
-    int64_t nn = sw->nl * nc;
-    MPQ_TRY(read_ds(ctx, file, path, "loss", H5T_NATIVE_DOUBLE, nn, sw->loss));
-    MPQ_TRY(read_ds(ctx, file, path, "rtn_loss", H5T_NATIVE_DOUBLE, nn, sw->rtn));
-    MPQ_TRY(read_ds(ctx, file, path, "bits", H5T_NATIVE_INT64, nn, sw->bits));
-    MPQ_TRY(read_ds(ctx, file, path, "energy", H5T_NATIVE_DOUBLE, sw->nl, sw->energy));
-    MPQ_TRY(read_ds(ctx, file, path, "sensitivity", H5T_NATIVE_DOUBLE, sw->nl, sw->sens));
-    int64_t total = 0;
-    for (int64_t l = 0; l < sw->nl; l++)
-        for (int64_t c = 0; c < nc && !sw->excl[l]; c++) {
-            int64_t a, b;
-            MPQ_TRY(entry_bytes(ctx, sw, l, c, &a, &b));
-            total += a + b;
-        }
+    MPQ_TRY(mpq_measure_h5_read_table(ctx, file, path, &sw->meas));
+    int64_t total;
+    MPQ_TRY(codes_bytes(ctx, sw, &total));
     MPQ_ALLOC_TRY(blob, total > 0 ? total : 1);
-    MPQ_TRY(read_ds(ctx, file, path, "codes", H5T_NATIVE_UINT8, total, blob));
+    MPQ_TRY(mpq_measure_h5_read_bytes(ctx, file, path, "codes", total, blob));
     int64_t at = 0;
     for (int64_t l = 0; l < sw->nl; l++)
         for (int64_t c = 0; c < nc && !sw->excl[l]; c++) {
@@ -325,7 +235,8 @@ static mpq_err load_local(mpq_ctx *ctx, mpq_sweep *sw, const char *path) {
             MPQ_TRY(rebuild(ctx, sw, path, l, c, blob + at, a, b));
             at += a + b;
         }
-    MPQ_TRY(read_text(ctx, file, path, "reference", &ref));
+    MPQ_TRY(
+        mpq_measure_h5_read_text(ctx, file, path, "reference", ": not a sweep measurement", &ref));
     rj = cJSON_Parse(ref);
     MPQ_ENSURE(rj, MPQ_ERR_FORMAT, "%s: dataset 'reference' is not JSON", path);
     MPQ_TRY(mpq_sweep_point_from_json(ctx, rj, path, &sw->ref));

@@ -34,17 +34,9 @@ void mpq_run_result_destroy(mpq_run_result **r) {
 }
 
 static void state_free(run_state *s) {
-    if (s->mq)
-        for (int64_t i = 0; i < s->nl * s->maxc; i++)
-            mpq_qlayer_destroy(&s->mq[i]);
-    MPQ_FREE(s->mq);
+    mpq_measure_table_free(&s->meas);
     MPQ_FREE(s->choice);
-    MPQ_FREE(s->sens);
-    MPQ_FREE(s->energy);
-    MPQ_FREE(s->bits);
     MPQ_FREE(s->score);
-    MPQ_FREE(s->rtn);
-    MPQ_FREE(s->loss);
     MPQ_FREE(s->excl);
     MPQ_FREE(s->pin);
     MPQ_FREE(s->extra);
@@ -252,272 +244,83 @@ static mpq_err setup(mpq_ctx *ctx, run_state *s) {
 
 /* ---- the block passes ------------------------------------------------------------- */
 
-/* Statistic of layer l among the block's statistics. */
-static const mpq_hstat *stat_of(const run_state *s, int64_t l, int64_t n, mpq_hstat *const *stats,
-                                const int64_t *groups) {
-    for (int64_t k = 0; k < n; k++)
-        if (groups[k] == s->info->layers[l].group)
-            return stats[k];
-    return NULL;
+/* Candidate k of layer l, rounded with quant.method. */
+static void run_conf(const void *ud, int64_t l, int32_t k, mpq_qspec *spec,
+                     const mpq_round_method **method) {
+    const run_state *s = ud;
+    *spec = *run_spec(s, l, k);
+    *method = s->method;
 }
 
-/* Exact sum over ranks of a vector whose every element has one contributor. */
-static mpq_err sum_owned(mpq_ctx *ctx, double *v, int64_t n) {
-    if (ctx->comm == MPI_COMM_NULL || ctx->size == 1 || n == 0)
-        return MPQ_OK;
-    int cnt;
-    MPQ_CALL(mpq_to_int(ctx, n, "sum count", &cnt));
-    MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, v, cnt, MPI_DOUBLE, MPI_SUM, ctx->comm));
-    return MPQ_OK;
+/* Measuring: every candidate of the layer; a pinned layer needs its pinned
+ * candidate only. */
+static void measured_columns(const void *ud, int64_t l, int32_t *k0, int32_t *k1) {
+    const run_state *s = ud;
+    *k0 = s->pin[l] >= 0 ? s->pin[l] : 0;
+    *k1 = s->pin[l] >= 0 ? s->pin[l] + 1 : s->nc[l];
 }
 
-/* tr(W H W^T) of every layer of the block, each computed by one rank. */
-static mpq_err block_energy(mpq_ctx *ctx, run_state *s, int64_t nj, const int64_t *lay,
-                            float *const *W, const mpq_hstat *const *H) {
-    mpq_err err = MPQ_OK;
-    float *zero = NULL;
-    double *rl = NULL, *e = NULL;
-    MPQ_ALLOC_TRY(e, nj > 0 ? nj : 1);
-    for (int64_t j = 0; j < nj; j++) {
-        if (j % ctx->size != ctx->rank)
-            continue;
-        const mpq_layer_info *li = &s->info->layers[lay[j]];
-        MPQ_TRY(mpq_realloc(ctx, 0, li->out * li->in, sizeof *zero, (void **)&zero));
-        MPQ_TRY(mpq_realloc(ctx, 0, li->out, sizeof *rl, (void **)&rl));
-        MPQ_TRY(mpq_round_loss(ctx, li->in, H[j]->H, li->out, W[j], zero, rl));
-        for (int64_t r = 0; r < li->out; r++)
-            e[j] += rl[r];
-        MPQ_FREE(zero);
-        MPQ_FREE(rl);
-    }
-cleanup:
-    mpq_free(zero);
-    mpq_free(rl);
-    err = mpq_agree(ctx, err);
-    if (err == MPQ_OK)
-        err = sum_owned(ctx, e, nj);
-    for (int64_t j = 0; err == MPQ_OK && j < nj; j++)
-        s->energy[lay[j]] = e[j];
-    mpq_free(e);
-    return err;
+/* The final rounding: the chosen candidate. */
+static void chosen_columns(const void *ud, int64_t l, int32_t *k0, int32_t *k1) {
+    const run_state *s = ud;
+    *k0 = s->choice[l];
+    *k1 = s->choice[l] + 1;
 }
 
-/* One pass over the blocks. measure = 1: every candidate of every layer,
- * full-precision propagation, results into the measurement arrays. measure
- * = 0: the chosen candidate, results into s->res->layers and the working
- * model, propagation as configured. */
-static mpq_err block_pass(mpq_ctx *ctx, run_state *s, int measure) {
-    mpq_err err = MPQ_OK;
-    const mpq_family_info *fi = s->info;
-    const mpq_config *cfg = s->cfg;
-    mpq_calib *calib = NULL;
-    mpq_hstat **stats = NULL;
-    int64_t nstats = 0, *groups = NULL, *lay = NULL;
-    float **W = NULL, *deq = NULL;
-    const mpq_hstat **H = NULL;
-    mpq_round_job *jobs = NULL;
-    mpq_round_result *results = NULL;
-    int32_t *jk = NULL; /* [job] candidate */
-    int64_t *jl = NULL; /* [job] layer */
-    int64_t njobs = 0, nlb = 0;
-    const int advance = measure || !s->propagate_q;
-    int64_t cap = s->nl * s->maxc + 1;
-    /* Hessian statistics from a file (hessian.load) serve the passes with
-     * full-precision propagation; hessian.save keeps those passes' statistics
-     * and writes them at the end. */
-    const int load = advance && cfg->hessian.load[0];
-    const int save = advance && !load && cfg->hessian.save[0];
-    mpq_hstat **kept = NULL; /* loaded, or kept for saving */
-    int64_t nkept = 0;
-    mpq_hstat **bst = NULL; /* [nl] statistics of the current block (views) */
-    int64_t *bgr = NULL;
-    /* Local allocations first, agreed before the first collective. */
-    do {
-        if ((err = mpq_malloc(ctx, s->nl + 1, sizeof *lay, (void **)&lay)) ||
-            (err = mpq_malloc(ctx, s->nl + 1, sizeof *W, (void **)&W)) ||
-            (err = mpq_malloc(ctx, s->nl + 1, sizeof *H, (void **)&H)) ||
-            (err = mpq_malloc(ctx, cap, sizeof *jobs, (void **)&jobs)) ||
-            (err = mpq_malloc(ctx, cap, sizeof *results, (void **)&results)) ||
-            (err = mpq_malloc(ctx, cap, sizeof *jk, (void **)&jk)) ||
-            (err = mpq_malloc(ctx, cap, sizeof *jl, (void **)&jl)) ||
-            (err = mpq_malloc(ctx, s->nl + 1, sizeof *bst, (void **)&bst)) ||
-            (err = mpq_malloc(ctx, s->nl + 1, sizeof *bgr, (void **)&bgr)))
-            break;
-    } while (0);
-    MPQ_TRY(mpq_agree(ctx, err));
-    MPQ_TRY(mpq_timer_start(ctx, "hessian"));
-    if (load)
-        MPQ_TRY(mpq_hstats_load(ctx, cfg->hessian.load, MPQ_HSTAT_ALL, &nkept, &kept));
-    else
-        MPQ_TRY(mpq_agree(/* local: agreed before the first block's collectives */
-                          ctx, mpq_calib_create(ctx, s->fq, s->set, cfg->hessian.chunk_samples,
-                                                &calib)));
-    MPQ_TRY(mpq_timer_stop(ctx, "hessian"));
-    mpq_progress prog;
-    mpq_progress_begin(ctx, &prog, measure ? "measure" : "round", "blocks", fi->nblocks);
-    for (int64_t b = 0; b < fi->nblocks; b++) {
-        int64_t nb = 0;
-        MPQ_TRY(mpq_timer_start(ctx, "hessian"));
-        if (load) {
-            /* The statistic of each input group is named after the group's
-             * first layer (mpq_calibrate.h). */
-            for (int64_t l = 0; l < s->nl && err == MPQ_OK; l++) {
-                const mpq_layer_info *li = &fi->layers[l];
-                if (li->block != b || li->group != l)
-                    continue;
-                int64_t k = 0;
-                while (k < nkept && strcmp(kept[k]->name, li->name) != 0)
-                    k++;
-                if (k == nkept || kept[k]->d != li->in)
-                    err = MPQ_ERROR(MPQ_ERR_FORMAT,
-                                    "%s: hessian.load: '%s' has no statistics of width %lld for "
-                                    "the input of layer %s (saved for another model?)",
-                                    cfg->source, cfg->hessian.load, (long long)li->in, li->name);
-                else {
-                    bst[nb] = kept[k];
-                    bgr[nb++] = l;
-                }
-            }
-            MPQ_TRY(err);
-        } else {
-            MPQ_TRY(mpq_calib_block(ctx, calib, b, (int)cfg->hessian.bound_log2, MPQ_HSTAT_ALL,
-                                    advance, &nstats, &stats, &groups));
-            for (int64_t k = 0; k < nstats; k++) {
-                bst[k] = stats[k];
-                bgr[k] = groups[k];
-                /* Fewer calibration rows than input channels: H is rank
-                 * deficient (a warning naming the layer; damping copes). */
-                mpq_check_calibration_rows(ctx, stats[k]->name, stats[k]->count, stats[k]->d);
-            }
-            nb = nstats;
-        }
-        MPQ_TRY(mpq_timer_stop(ctx, "hessian"));
-        /* Jobs: the block's layers (x candidates when measuring). Local work,
-         * agreed before the collective rounding. */
-        nlb = 0;
-        njobs = 0;
-        for (int64_t l = 0; l < s->nl && err == MPQ_OK; l++) {
-            const mpq_layer_info *li = &fi->layers[l];
-            if (li->block != b || s->excl[l])
-                continue;
-            const mpq_hstat *st = stat_of(s, l, nb, bst, bgr);
-            if (!st || !st->H || st->d != li->in) {
-                err = MPQ_ERROR(MPQ_ERR_INTERNAL, "run: no statistic of width %lld for layer %s",
-                                (long long)li->in, li->name);
-                break;
-            }
-            if ((err = mpq_malloc(ctx, li->out * li->in, sizeof *W[nlb], (void **)&W[nlb])) ||
-                (err = mpq_family_get_weight(ctx, s->fq, l, W[nlb]))) {
-                nlb += W[nlb] != NULL;
-                break;
-            }
-            H[nlb] = st;
-            lay[nlb] = l;
-            /* A pinned layer needs its pinned candidate only. */
-            int32_t k0 = measure ? (s->pin[l] >= 0 ? s->pin[l] : 0) : s->choice[l];
-            int32_t k1 = measure ? (s->pin[l] >= 0 ? s->pin[l] + 1 : s->nc[l]) : s->choice[l] + 1;
-            for (int32_t k = k0; k < k1; k++) {
-                mpq_round_job *jb = &jobs[njobs];
-                jb->name = li->name;
-                jb->rows = li->out;
-                jb->cols = li->in;
-                jb->W = W[nlb];
-                jb->H = st->H;
-                jb->spec = *run_spec(s, l, k);
-                jb->method = s->method;
-                jl[njobs] = l;
-                jk[njobs++] = k;
-            }
-            nlb++;
-        }
-        MPQ_TRY(mpq_agree(ctx, err));
-        MPQ_TRY(mpq_timer_start(ctx, measure ? "measure" : "round"));
-        MPQ_TRY(mpq_round_block(ctx, &s->ro, njobs, jobs, results));
-        MPQ_TRY(mpq_timer_stop(ctx, measure ? "measure" : "round"));
-        if (measure)
-            MPQ_TRY(block_energy(ctx, s, nlb, lay, W, H));
-        for (int64_t j = 0; j < njobs && err == MPQ_OK; j++) {
-            int64_t l = jl[j];
-            mpq_round_result *rr = &results[j];
-            if (measure) {
-                int64_t x = l * s->maxc + jk[j];
-                s->loss[x] = rr->loss;
-                s->rtn[x] = rr->rtn_loss;
-                s->bits[x] = mpq_qlayer_bits(rr->q);
-                s->mq[x] = rr->q;
-                rr->q = NULL;
-                continue;
-            }
-            mpq_run_layer *rl = &s->res->layers[l];
-            rl->loss = rr->loss;
-            rl->rtn_loss = rr->rtn_loss;
-            rl->iters = rr->iters;
-            rl->seconds = rr->seconds;
-            rl->bits = mpq_qlayer_bits(rr->q);
-            rl->q = rr->q;
-            rr->q = NULL;
-            err = mpq_realloc(ctx, 0, rl->rows * rl->cols, sizeof *deq, (void **)&deq);
-            if (err == MPQ_OK) {
-                mpq_qlayer_dequantize(rl->q, deq);
-                err = mpq_family_set_weight(ctx, s->fq, l, deq);
-            }
-            MPQ_FREE(deq);
-        }
-        mpq_round_results_free(njobs, results);
-        njobs = 0;
-        MPQ_TRY(mpq_agree(ctx, err));
-        if (!advance) {
-            MPQ_TRY(mpq_timer_start(ctx, "propagate"));
-            MPQ_TRY(mpq_calib_advance(ctx, calib, b));
-            MPQ_TRY(mpq_timer_stop(ctx, "propagate"));
-        }
-        for (int64_t i = 0; i < nlb; i++)
-            MPQ_FREE(W[i]);
-        nlb = 0;
-        if (save && nstats > 0) {
-            /* Keep the block's statistics for hessian.save. */
-            err = mpq_realloc(ctx, nkept, nkept + nstats, sizeof *kept, (void **)&kept);
-            if (err == MPQ_OK) {
-                for (int64_t k = 0; k < nstats; k++)
-                    kept[nkept++] = stats[k];
-                MPQ_FREE(stats);
-                nstats = 0;
-            }
-            MPQ_TRY(mpq_agree(ctx, err));
-        }
-        mpq_hstats_free(nstats, &stats);
-        MPQ_FREE(groups);
-        nstats = 0;
-        mpq_progress_update(ctx, &prog, b + 1);
-    }
-    mpq_progress_end(ctx, &prog);
-    if (save) {
-        MPQ_TRY(mpq_timer_start(ctx, "hessian"));
-        MPQ_TRY(mpq_hstats_save(ctx, cfg->hessian.save, nkept, kept));
-        MPQ_TRY(mpq_timer_stop(ctx, "hessian"));
-        mpq_log(ctx, MPQ_LOG_INFO, "saved the Hessian statistics of %lld layer inputs to %s",
-                (long long)nkept, cfg->hessian.save);
-    }
-cleanup:
-    mpq_hstats_free(nkept, &kept);
-    mpq_free(bst);
-    mpq_free(bgr);
-    if (results)
-        mpq_round_results_free(njobs, results);
-    mpq_free(results);
-    mpq_free(jobs);
-    mpq_free(jk);
-    mpq_free(jl);
+/* Local. Puts the codes of layer l's result (s->res->layers[l].q),
+ * dequantized, into the working model. */
+static mpq_err install_layer(mpq_ctx *ctx, run_state *s, int64_t l) {
+    const mpq_run_layer *rl = &s->res->layers[l];
+    float *deq = NULL;
+    MPQ_ALLOC(deq, rl->rows * rl->cols);
+    mpq_qlayer_dequantize(rl->q, deq);
+    mpq_err err = mpq_family_set_weight(ctx, s->fq, l, deq);
     mpq_free(deq);
-    for (int64_t i = 0; W && i < nlb; i++)
-        mpq_free(W[i]);
-    mpq_free(W);
-    mpq_free(H);
-    mpq_free(lay);
-    mpq_hstats_free(nstats, &stats);
-    mpq_free(groups);
-    mpq_calib_destroy(&calib);
     return err;
+}
+
+/* The final rounding's result of layer l: the layer's result, and its
+ * weights in the working model (the next blocks' inputs with quantized
+ * propagation). */
+static mpq_err take_rounded(mpq_ctx *ctx, void *ud, int64_t l, int32_t k, mpq_round_result *rr) {
+    run_state *s = ud;
+    mpq_run_layer *rl = &s->res->layers[l];
+    rl->loss = rr->loss;
+    rl->rtn_loss = rr->rtn_loss;
+    rl->iters = rr->iters;
+    rl->seconds = rr->seconds;
+    rl->bits = mpq_qlayer_bits(rr->q);
+    rl->q = rr->q;
+    rr->q = NULL;
+    return install_layer(ctx, s, l);
+}
+
+static const block_pass_ops measure_ops = {.columns = measured_columns, .conf = run_conf};
+static const block_pass_ops round_ops = {
+    .columns = chosen_columns, .conf = run_conf, .take = take_rounded};
+
+/* Collective. One pass over the blocks (mpq_block_pass). measure = 1: every
+ * candidate of every layer, full-precision propagation, results into
+ * s->meas. measure = 0: the chosen candidate, results into s->res->layers
+ * and the working model, propagation as configured. */
+static mpq_err run_pass(mpq_ctx *ctx, run_state *s, int measure) {
+    block_pass p = {.cfg = s->cfg,
+                    .f = s->fq,
+                    .set = s->set,
+                    .ro = &s->ro,
+                    .excl = s->excl,
+                    .ncol = s->maxc,
+                    .advance = measure || !s->propagate_q,
+                    .hload = s->cfg->hessian.load,
+                    .hsave = s->cfg->hessian.save,
+                    .warn_rows = 1,
+                    .who = "run",
+                    .label = measure ? "measure" : "round",
+                    .timer = measure ? "measure" : "round",
+                    .tab = measure ? &s->meas : NULL,
+                    .ops = measure ? &measure_ops : &round_ops,
+                    .ud = s};
+    return mpq_block_pass(ctx, &p);
 }
 
 /* ---- budget ------------------------------------------------------------------------- */
@@ -535,8 +338,8 @@ static mpq_err solve_budget(mpq_ctx *ctx, run_state *s) {
                 err = mpq_budget_exclude(ctx, p, l, 1);
                 continue;
             }
-            err = mpq_budget_set_layer(ctx, p, l, li->out * li->in, s->nc[l], s->bits + l * s->maxc,
-                                       s->score + l * s->maxc);
+            err = mpq_budget_set_layer(ctx, p, l, li->out * li->in, s->nc[l],
+                                       s->meas.bits + l * s->maxc, s->score + l * s->maxc);
             if (err == MPQ_OK && s->pin[l] >= 0)
                 err = mpq_budget_pin(ctx, p, l, s->pin[l]);
         }
@@ -697,49 +500,25 @@ static mpq_err alloc_result(mpq_ctx *ctx, run_state *s) {
 }
 
 static mpq_err alloc_measure(mpq_ctx *ctx, run_state *s) {
-    int64_t n = s->nl * s->maxc;
-    MPQ_ALLOC(s->loss, n);
-    MPQ_ALLOC(s->rtn, n);
-    MPQ_ALLOC(s->score, n);
-    MPQ_ALLOC(s->bits, n);
-    MPQ_ALLOC(s->mq, n);
-    MPQ_ALLOC(s->energy, s->nl);
-    MPQ_ALLOC(s->sens, s->nl);
+    MPQ_CALL(mpq_measure_table_alloc(ctx, &s->meas, s->nl, s->maxc));
+    MPQ_ALLOC(s->score, s->nl * s->maxc);
     return MPQ_OK;
 }
 
+static const mpq_qspec *cand_spec(const void *ud, int32_t k) {
+    return &((const run_state *)ud)->cand[k];
+}
+
 /* Candidate probed for the sensitivities: the configured one, or the
- * smallest (fewest bits over all layers, first on ties). */
+ * smallest (mpq_measure_probe_candidate). */
 static mpq_err pick_sens_cand(mpq_ctx *ctx, run_state *s) {
     const mpq_config *cfg = s->cfg;
-    if (cfg->importance.sensitivity_spec[0]) {
-        mpq_qspec spec;
-        MPQ_CALL(parse_spec(ctx, cfg, "importance.sensitivity_spec",
-                            cfg->importance.sensitivity_spec, &spec));
-        for (int32_t k = 0; k < s->ncand; k++)
-            if (mpq_qspec_equal(&s->cand[k], &spec)) {
-                s->sens_cand = k;
-                return MPQ_OK;
-            }
-        return MPQ_ERROR(MPQ_ERR_CONFIG,
-                         "%s: importance.sensitivity_spec: \"%s\" is not one of quant.candidates",
-                         cfg->source, cfg->importance.sensitivity_spec);
-    }
-    int64_t best = -1;
-    for (int32_t k = 0; k < s->ncand; k++) {
-        int64_t tot = 0;
-        for (int64_t l = 0; l < s->nl; l++) {
-            int64_t b;
-            MPQ_CALL(mpq_quant_storage_bits(ctx, &s->cand[k], s->info->layers[l].out,
-                                            s->info->layers[l].in, &b));
-            tot += b;
-        }
-        if (best < 0 || tot < best) {
-            best = tot;
-            s->sens_cand = k;
-        }
-    }
-    return MPQ_OK;
+    const char *text = cfg->importance.sensitivity_spec;
+    mpq_qspec want;
+    if (text[0])
+        MPQ_CALL(parse_spec(ctx, cfg, "importance.sensitivity_spec", text, &want));
+    return mpq_measure_probe_candidate(ctx, cfg, s->info, (int32_t)s->ncand, cand_spec, s,
+                                       text[0] ? &want : NULL, &s->sens_cand);
 }
 
 /* Mixed precision: measure (or load), score, solve. */
@@ -752,7 +531,7 @@ static mpq_err mixed_choose(mpq_ctx *ctx, run_state *s) {
     } else {
         MPQ_INFO("measure: %lld candidates x %lld layers with %s", (long long)s->ncand,
                  (long long)s->nl, s->method->name);
-        MPQ_CALL(block_pass(ctx, s, 1));
+        MPQ_CALL(run_pass(ctx, s, 1));
         s->measured = 1;
         if (strcmp(cfg->importance.method, "sensitivity") == 0) {
             MPQ_CALL(mpq_timer_start(ctx, "importance"));
@@ -772,26 +551,20 @@ static mpq_err mixed_choose(mpq_ctx *ctx, run_state *s) {
 /* Mixed precision with full-precision propagation: the measured codes of
  * the chosen candidates are final. */
 static mpq_err take_measured(mpq_ctx *ctx, run_state *s) {
-    mpq_err err = MPQ_OK;
-    float *deq = NULL;
+    measure_table *t = &s->meas;
     for (int64_t l = 0; l < s->nl; l++) {
         if (s->excl[l])
             continue;
-        int64_t x = l * s->maxc + s->choice[l];
+        int64_t x = l * t->ncol + s->choice[l];
         mpq_run_layer *rl = &s->res->layers[l];
-        rl->q = s->mq[x];
-        s->mq[x] = NULL;
-        rl->loss = s->loss[x];
-        rl->rtn_loss = s->rtn[x];
-        rl->bits = s->bits[x];
-        MPQ_TRY(mpq_realloc(ctx, 0, rl->rows * rl->cols, sizeof *deq, (void **)&deq));
-        mpq_qlayer_dequantize(rl->q, deq);
-        MPQ_TRY(mpq_family_set_weight(ctx, s->fq, l, deq));
-        MPQ_FREE(deq);
+        rl->q = t->q[x];
+        t->q[x] = NULL;
+        rl->loss = t->loss[x];
+        rl->rtn_loss = t->rtn[x];
+        rl->bits = t->bits[x];
+        MPQ_CALL(install_layer(ctx, s, l));
     }
-cleanup:
-    mpq_free(deq);
-    return err;
+    return MPQ_OK;
 }
 
 static void print_assignment(mpq_ctx *ctx, const run_state *s) {
@@ -840,8 +613,8 @@ static mpq_err run_pipeline(mpq_ctx *ctx, run_state *s) {
         rl->group = sp->group;
         if (r->mixed) {
             rl->score = s->score[l * s->maxc + s->choice[l]];
-            rl->sensitivity = s->sens[l];
-            rl->energy = s->energy[l];
+            rl->sensitivity = s->meas.sens[l];
+            rl->energy = s->meas.energy[l];
         }
     }
     if (r->mixed && s->measured && !s->propagate_q) {
@@ -849,7 +622,7 @@ static mpq_err run_pipeline(mpq_ctx *ctx, run_state *s) {
     } else {
         MPQ_INFO("round: %s, %lld layers, propagation %s", s->method->name, (long long)s->nl,
                  r->propagate);
-        MPQ_CALL(block_pass(ctx, s, 0));
+        MPQ_CALL(run_pass(ctx, s, 0));
     }
     for (int64_t l = 0; l < s->nl; l++) {
         mpq_run_layer *rl = &r->layers[l];

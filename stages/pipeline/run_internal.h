@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "measure_internal.h"
 #include "mpq_calibrate.h"
 #include "mpq_config.h"
 #include "mpq_model.h"
@@ -35,14 +36,12 @@ typedef struct run_state {
     int32_t *pin;     /* [nl] pinned candidate, or -1 */
     uint8_t *excl;    /* [nl] 1: full precision */
 
-    /* Measurements (mixed precision), [nl][maxc] unless stated. */
-    double *loss, *rtn, *score;
-    int64_t *bits;
-    double *energy;    /* [nl] tr(W H W^T) */
-    double *sens;      /* [nl] sensitivity s_l (importance sensitivity) */
-    mpq_qlayer **mq;   /* measured layers (kept for reuse and probes), or NULL */
+    /* Measurements (mixed precision): column k of layer l is candidate k
+     * (ncand: the pinned spec); the codes are kept for reuse and probes. */
+    measure_table meas;
+    double *score;     /* [nl][maxc] importance score of each candidate */
     int32_t sens_cand; /* candidate probed for the sensitivity */
-    int measured;      /* 1: measured in this run (mq valid) */
+    int measured;      /* 1: measured in this run (meas.q valid) */
 
     int32_t *choice; /* [nl] chosen candidate (-1 excluded) */
     mpq_run_result *res;
