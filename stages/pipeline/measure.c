@@ -310,17 +310,25 @@ mpq_err mpq_measure_sensitivity(mpq_ctx *ctx, const measure_probe *p, measure_ta
     const int64_t nout = fi->out_width;
     float *ref = NULL, *logits = NULL, *wfp = NULL, *wq = NULL;
     double *mine = NULL, sums[2];
-    MPQ_ALLOC_TRY(ref, (rows > 0 ? rows : 1) * nout);
-    MPQ_ALLOC_TRY(logits, (maxrows > 0 ? maxrows : 1) * nout);
-    MPQ_ALLOC_TRY(wfp, maxw);
-    MPQ_ALLOC_TRY(wq, maxw);
-    MPQ_ALLOC_TRY(mine, 2 * (hi - lo > 0 ? hi - lo : 1));
-    for (int64_t i = lo, at = 0; i < hi; i++) {
+    /* Local set-up (buffers, this rank's reference logits), agreed before
+     * the first collective: a rank failing here must not leave the others
+     * waiting in the sums below. */
+    mpq_err e = mpq_malloc(ctx, (rows > 0 ? rows : 1) * nout, sizeof *ref, (void **)&ref);
+    if (e == MPQ_OK)
+        e = mpq_malloc(ctx, (maxrows > 0 ? maxrows : 1) * nout, sizeof *logits, (void **)&logits);
+    if (e == MPQ_OK)
+        e = mpq_malloc(ctx, maxw, sizeof *wfp, (void **)&wfp);
+    if (e == MPQ_OK)
+        e = mpq_malloc(ctx, maxw, sizeof *wq, (void **)&wq);
+    if (e == MPQ_OK)
+        e = mpq_malloc(ctx, 2 * (hi - lo > 0 ? hi - lo : 1), sizeof *mine, (void **)&mine);
+    for (int64_t i = lo, at = 0; e == MPQ_OK && i < hi; i++) {
         mpq_batch b;
         mpq_calib_sample_batch(set, i, &b);
-        MPQ_TRY(mpq_family_forward(ctx, p->ffp, &b, ref + at * nout));
+        e = mpq_family_forward(ctx, p->ffp, &b, ref + at * nout);
         at += set->len[i];
     }
+    MPQ_TRY(mpq_agree(ctx, e));
     if (p->alone)
         MPQ_INFO("%s: sensitivity of %lld layers on %lld calibration samples (%s alone)", p->who,
                  (long long)tab->nl, (long long)n, p->alone);
@@ -332,12 +340,17 @@ mpq_err mpq_measure_sensitivity(mpq_ctx *ctx, const measure_probe *p, measure_ta
             continue;
         const int64_t x = l * tab->ncol + p->col;
         const mpq_qlayer *q = tab->q[x];
-        MPQ_ENSURE(q, MPQ_ERR_INTERNAL, "sensitivity: layer %lld has no measured codes",
-                   (long long)l);
-        MPQ_TRY(mpq_family_get_weight(ctx, p->ffp, l, wfp));
-        mpq_qlayer_dequantize(q, wq);
-        MPQ_TRY(mpq_family_set_weight(ctx, p->ffp, l, wq));
-        mpq_err e = MPQ_OK;
+        /* Every step up to the sums is local: its status is agreed first. */
+        e = q ? MPQ_OK
+              : MPQ_ERROR(MPQ_ERR_INTERNAL, "sensitivity: layer %lld has no measured codes",
+                          (long long)l);
+        if (e == MPQ_OK)
+            e = mpq_family_get_weight(ctx, p->ffp, l, wfp);
+        const int saved = e == MPQ_OK;
+        if (e == MPQ_OK) {
+            mpq_qlayer_dequantize(q, wq);
+            e = mpq_family_set_weight(ctx, p->ffp, l, wq);
+        }
         for (int64_t i = lo, at = 0; i < hi && e == MPQ_OK; i++) {
             mpq_batch b;
             mpq_calib_sample_batch(set, i, &b);
@@ -348,7 +361,7 @@ mpq_err mpq_measure_sensitivity(mpq_ctx *ctx, const measure_probe *p, measure_ta
             at += set->len[i];
         }
         /* Restore the full-precision weights whatever happened. */
-        mpq_err e2 = mpq_family_set_weight(ctx, p->ffp, l, wfp);
+        mpq_err e2 = saved ? mpq_family_set_weight(ctx, p->ffp, l, wfp) : MPQ_OK;
         MPQ_TRY(mpq_agree(ctx, e != MPQ_OK ? e : e2));
         MPQ_TRY(mpq_eval_ordered_sum(ctx, n, 2, mine, sums));
         double kl = sums[1] > 0.0 ? sums[0] / sums[1] : 0.0;
