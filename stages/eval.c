@@ -217,11 +217,12 @@ mpq_err mpq_eval_lm_text(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const mpq
     if (err == MPQ_OK)
         err = mpq_text_encode_docs(ctx, tok, text, docs + lo, hi - lo,
                                    mpq_family_get_info(f)->max_seq, &toks, &offs);
+    if (err == MPQ_OK)
+        err = mpq_malloc(ctx, ndocs + 1, sizeof *aoffs, (void **)&aoffs);
     MPQ_TRY(mpq_agree(ctx, err));
     MPQ_TRY(mpq_timer_stop(ctx, "eval_tokenize"));
     /* Index the local documents as if the arrays covered all of them: only
      * offsets [lo, hi] are read by mpq_eval_lm_tokens. */
-    MPQ_ALLOC_TRY(aoffs, ndocs + 1);
     for (int64_t d = lo; d <= hi; d++)
         aoffs[d] = offs[d - lo];
     MPQ_TRY(mpq_eval_lm_tokens(ctx, f, ref, toks, aoffs, ndocs, out));

@@ -552,7 +552,10 @@ static mpq_err mixed_choose(mpq_ctx *ctx, run_state *s) {
  * the chosen candidates are final. */
 static mpq_err take_measured(mpq_ctx *ctx, run_state *s) {
     measure_table *t = &s->meas;
-    for (int64_t l = 0; l < s->nl; l++) {
+    mpq_err err = MPQ_OK;
+    /* Local work (each rank installs every layer): agreed before the
+     * collective evaluation that follows. */
+    for (int64_t l = 0; l < s->nl && err == MPQ_OK; l++) {
         if (s->excl[l])
             continue;
         int64_t x = l * t->ncol + s->choice[l];
@@ -562,9 +565,9 @@ static mpq_err take_measured(mpq_ctx *ctx, run_state *s) {
         rl->loss = t->loss[x];
         rl->rtn_loss = t->rtn[x];
         rl->bits = t->bits[x];
-        MPQ_CALL(install_layer(ctx, s, l));
+        err = install_layer(ctx, s, l);
     }
-    return MPQ_OK;
+    return mpq_agree(ctx, err);
 }
 
 static void print_assignment(mpq_ctx *ctx, const run_state *s) {
