@@ -10,9 +10,11 @@
 #     bounded fuzzing session (robustness_fuzz, its own clang sub-build).
 #  2. ASan + UBSan build (build-asan/, MPQ_SANITIZE=ON, RelWithDebInfo): the
 #     same suite minus the Slurm tests (they test the batch scripts and the
-#     cluster plumbing around the same program), the benchmarks and the fuzz
-#     session (already sanitized). tests/lsan.supp holds the only
-#     suppressions (Open MPI, libconfig internals).
+#     cluster plumbing around the same program), the benchmarks, the fuzz
+#     session (already sanitized) and the two fault scripts (~150 short
+#     mpirun launches each, 400 s under ASan, for the CI time budget; they
+#     pass under ASan too). tests/lsan.supp holds the only suppressions
+#     (Open MPI, libconfig internals).
 #  3. valgrind memcheck (tests/valgrind-tests.sh) on the single-process C
 #     tests of the Release build, minus the slow numeric ones listed there.
 # MPQ_TEST_PASSES selects passes (default "release asan valgrind"); extra
@@ -35,8 +37,8 @@ for p in $passes; do
     asan)
         cmake -S . -B build-asan -DMPQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
         cmake --build build-asan -j"$(nproc)"
-        ctest --test-dir build-asan -LE 'bench|slurm' -E '^robustness_fuzz$' -j"$jobs" \
-            --output-on-failure --timeout 1200 "$@" || status=1
+        ctest --test-dir build-asan -LE 'bench|slurm' -E '^robustness_(fuzz|faults|faults_run)$' \
+            -j"$jobs" --output-on-failure --timeout 1200 "$@" || status=1
         ;;
     valgrind)
         [ -d build ] || { cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j"$(nproc)"; }

@@ -268,7 +268,8 @@ fi
 if [ "$mode" = sweep-run ]; then
     fault_sweep run run "$cfg" -q
     # Mixed precision with full-precision propagation and sensitivity
-    # probes (about 1,900 allocations on rank 1): every 40th allocation.
+    # probes (about 1,900 allocations on rank 1): every 40th allocation from
+    # 0 to 2000 (found the hangs), or the list in FAULT_NS_MIXED.
     # Found two hangs: local steps of the probe and of taking the measured
     # codes were not agreed before the next collective.
     fcfg="$dir/mixed-fp.cfg"
