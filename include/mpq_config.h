@@ -60,8 +60,8 @@ const mpq_op_field *mpq_op_get(const mpq_op *op, const char *name);
  * directory of the configuration file, with ${VAR} expanded from the
  * environment (MPQ_SHARED_DIR defaults to the build's shared directory). */
 typedef struct mpq_config {
-    char *source;      /* name of the configuration file ("<defaults>" if none) */
-    char *text;        /* its full text, for provenance */
+    char *source; /* name of the configuration file ("<defaults>" if none) */
+    char *text;   /* its full text, for provenance */
     int64_t text_len;
 
     struct {
@@ -122,6 +122,7 @@ typedef struct mpq_config {
     struct {
         double avg_bits;     /* average bits per weight of the quantized layers (0 = unset) */
         int64_t bytes;       /* or total bytes of the quantized layers (0 = unset) */
+        char *count;         /* what the budget counts: all (codes + parameters) | codes */
         mpq_strlist pin;     /* "layer-pattern=spec": fixed candidate */
         mpq_strlist exclude; /* layer-name patterns kept in full precision */
     } budget;
@@ -153,31 +154,31 @@ typedef struct mpq_config {
     } sweep;
 
     struct {
-        int64_t block_size;  /* GPTQ lazy-update block (columns) */
-        int act_order;       /* GPTQ: columns by decreasing diag H */
-        int static_groups;   /* GPTQ: group parameters fitted before the column sweep */
-        int64_t iters;       /* learned rounding: steps per tile */
-        double lr;           /* learning rate of the rounding variables (0 = auto) */
-        double lr_scale;     /* learning rate of the scale factors (0 = auto) */
-        double lambda;       /* rounding regulariser weight */
-        double beta_start;   /* regulariser exponent after warm-up */
-        double beta_end;     /* ... annealed to this */
-        double warmup;       /* fraction of steps without regulariser */
-        char *init;          /* rtn | gptq */
-        char *optimizer;     /* auto | adam | signsgd | sgdm */
-        double momentum;     /* sgdm momentum */
-        char *learn_scales;  /* auto | on | off */
-        char *variable;      /* auto | sigmoid | offset */
-        int64_t seed;        /* seed of the initial jitter */
-        double init_noise;   /* jitter amplitude of the initial fractional position */
-        int64_t tile_rows;   /* output rows per parallel task */
-        int rtn_guard;       /* rows keep RTN where the method is worse */
+        int64_t block_size; /* GPTQ lazy-update block (columns) */
+        int act_order;      /* GPTQ: columns by decreasing diag H */
+        int static_groups;  /* GPTQ: group parameters fitted before the column sweep */
+        int64_t iters;      /* learned rounding: steps per tile */
+        double lr;          /* learning rate of the rounding variables (0 = auto) */
+        double lr_scale;    /* learning rate of the scale factors (0 = auto) */
+        double lambda;      /* rounding regulariser weight */
+        double beta_start;  /* regulariser exponent after warm-up */
+        double beta_end;    /* ... annealed to this */
+        double warmup;      /* fraction of steps without regulariser */
+        char *init;         /* rtn | gptq */
+        char *optimizer;    /* auto | adam | signsgd | sgdm */
+        double momentum;    /* sgdm momentum */
+        char *learn_scales; /* auto | on | off */
+        char *variable;     /* auto | sigmoid | offset */
+        int64_t seed;       /* seed of the initial jitter */
+        double init_noise;  /* jitter amplitude of the initial fractional position */
+        int64_t tile_rows;  /* output rows per parallel task */
+        int rtn_guard;      /* rows keep RTN where the method is worse */
     } round;
 
     struct {
-        char *level;     /* error | warn | info | debug | trace */
-        int all_ranks;   /* every rank logs, with a [rank/size] prefix */
-        char *event_log; /* JSON-lines event log path ("" = none) */
+        char *level;              /* error | warn | info | debug | trace */
+        int all_ranks;            /* every rank logs, with a [rank/size] prefix */
+        char *event_log;          /* JSON-lines event log path ("" = none) */
         double progress_interval; /* seconds between progress lines */
     } log;
 
@@ -191,11 +192,11 @@ typedef struct mpq_config {
  * the n_over overrides "section.key=value". On error every rank returns the
  * same status and the context holds the message. Owner: caller
  * (mpq_config_destroy). */
-mpq_err mpq_config_load(struct mpq_ctx *ctx, const char *path, int n_over,
-                        char *const *overrides, mpq_config **out);
+mpq_err mpq_config_load(struct mpq_ctx *ctx, const char *path, int n_over, char *const *overrides,
+                        mpq_config **out);
 /* Local. Parses and validates configuration text already in memory. */
-mpq_err mpq_config_parse(struct mpq_ctx *ctx, const char *source, const char *text,
-                         int n_over, char *const *overrides, mpq_config **out);
+mpq_err mpq_config_parse(struct mpq_ctx *ctx, const char *source, const char *text, int n_over,
+                         char *const *overrides, mpq_config **out);
 /* NULL-safe; sets *cfg to NULL. */
 void mpq_config_destroy(mpq_config **cfg);
 
@@ -227,8 +228,8 @@ typedef enum mpq_key_type {
     MPQ_KEY_FLOAT,
     MPQ_KEY_BOOL,
     MPQ_KEY_STRING,
-    MPQ_KEY_ENUM,   /* a string from `choices` ("a|b|c") */
-    MPQ_KEY_PATH,   /* an input path (resolved; must exist when checked) */
+    MPQ_KEY_ENUM,    /* a string from `choices` ("a|b|c") */
+    MPQ_KEY_PATH,    /* an input path (resolved; must exist when checked) */
     MPQ_KEY_OUTPATH, /* an output path (resolved; its directory must exist) */
     MPQ_KEY_FLOAT_LIST,
     MPQ_KEY_STRING_LIST,
@@ -239,7 +240,7 @@ typedef enum mpq_key_type {
 } mpq_key_type;
 
 typedef struct mpq_key_spec {
-    const char *key;     /* "section.name" */
+    const char *key; /* "section.name" */
     mpq_key_type type;
     size_t offset;       /* of the field in mpq_config */
     const char *def;     /* default, written as on the command line */

@@ -129,6 +129,7 @@ typedef struct mpq_run_result {
     double bpw;            /* bits / weights */
     int has_budget;
     mpq_budget_result budget; /* solver figures (choice not kept: NULL) */
+    int budget_codes;         /* 1: the budget counted packed codes only (budget.count) */
     int64_t ncand;
     char (*candidates)[MPQ_QSPEC_MAX]; /* [ncand] canonical candidate specs */
     mpq_run_eval fp, quant;

@@ -55,10 +55,10 @@ static void print_layers(const mpq_run_result *r) {
     }
     if (r->has_budget)
         printf("budget: objective %.6g, Lagrangian lower bound %.6g, gap %.3g (relative %.3g); "
-               "%lld of %lld bits, %.4f bits per weight\n",
+               "%lld of %lld %sbits, %.4f %sbits per weight\n",
                r->budget.objective, r->budget.lower_bound, r->budget.gap, r->budget.rel_gap,
                (long long)r->budget.bits_used, (long long)r->budget.budget_bits,
-               r->budget.avg_bits);
+               r->budget_codes ? "code " : "", r->budget.avg_bits, r->budget_codes ? "code " : "");
     printf("\n");
 }
 

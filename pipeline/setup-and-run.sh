@@ -1,7 +1,7 @@
 #!/bin/sh
 # README command 1: on a fresh Debian 12 machine (as root, from a clean
 # clone), install every dependency, build mpquant (Release) and run the main
-# job on the default configuration (mixed precision at 3.0 bits per weight;
+# job on the default configuration (mixed precision at 3.0 code bits per weight;
 # the checkpoint goes to out/stories260K-mixed3.mpq.h5).
 #
 #   sh pipeline/setup-and-run.sh            # 2 MPI ranks (MPQ_NP to change)

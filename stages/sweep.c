@@ -178,6 +178,10 @@ static mpq_err setup_layers(mpq_ctx *ctx, mpq_sweep *sw) {
               "%s: budget.pin: pinned layers are not supported by mpquant sweep (every point "
               "sets every layer); use budget.exclude or run the pinned setting with mpquant run",
               cfg->source);
+    MPQ_CHECK(strcmp(cfg->budget.count, "all") == 0, MPQ_ERR_CONFIG,
+              "%s: budget.count: \"%s\" is not supported by mpquant sweep (its budgets and its "
+              "size axis count the whole storage: codes + scales + zero-points); use \"all\"",
+              cfg->source, cfg->budget.count);
     for (int64_t i = 0; i < cfg->budget.exclude.n; i++) {
         int64_t hits = 0;
         for (int64_t l = 0; l < sw->nl; l++)

@@ -330,16 +330,26 @@ static mpq_err solve_budget(mpq_ctx *ctx, run_state *s) {
     const mpq_config *cfg = s->cfg;
     mpq_budget_problem *p = NULL;
     mpq_budget_result *br = NULL;
+    int64_t *cost = NULL;
+    const int codes_only = strcmp(cfg->budget.count, "codes") == 0;
     if (ctx->rank == 0) {
         err = mpq_budget_problem_create(ctx, s->nl, s->maxc, &p);
+        if (err == MPQ_OK)
+            err = mpq_malloc(ctx, s->maxc, sizeof *cost, (void **)&cost);
         for (int64_t l = 0; l < s->nl && err == MPQ_OK; l++) {
             const mpq_layer_info *li = &s->info->layers[l];
             if (s->excl[l]) {
                 err = mpq_budget_exclude(ctx, p, l, 1);
                 continue;
             }
-            err = mpq_budget_set_layer(ctx, p, l, li->out * li->in, s->nc[l],
-                                       s->meas.bits + l * s->maxc, s->score + l * s->maxc);
+            /* budget.count = "codes": the packed code stream alone (the nominal
+             * bit-width); otherwise the measured storage, parameters included. */
+            for (int32_t k = 0; k < s->nc[l]; k++)
+                cost[k] = codes_only
+                              ? 8 * mpq_quant_packed_bytes(run_spec(s, l, k), li->out * li->in)
+                              : s->meas.bits[l * s->maxc + k];
+            err = mpq_budget_set_layer(ctx, p, l, li->out * li->in, s->nc[l], cost,
+                                       s->score + l * s->maxc);
             if (err == MPQ_OK && s->pin[l] >= 0)
                 err = mpq_budget_pin(ctx, p, l, s->pin[l]);
         }
@@ -364,13 +374,16 @@ static mpq_err solve_budget(mpq_ctx *ctx, run_state *s) {
     for (int64_t l = 0; l < s->nl; l++)
         s->choice[l] = s->excl[l] ? -1 : br->choice[l];
     s->res->has_budget = 1;
+    s->res->budget_codes = codes_only;
     s->res->budget = *br;
     s->res->budget.choice = NULL;
-    MPQ_INFO("budget: objective %.6g, lower bound %.6g (gap %.3g, relative %.3g), %lld bits of "
-             "%lld, %.4f bits per weight",
+    MPQ_INFO("budget: objective %.6g, lower bound %.6g (gap %.3g, relative %.3g), %lld %sbits of "
+             "%lld, %.4f %sbits per weight",
              br->objective, br->lower_bound, br->gap, br->rel_gap, (long long)br->bits_used,
-             (long long)br->budget_bits, br->avg_bits);
+             codes_only ? "code " : "", (long long)br->budget_bits, br->avg_bits,
+             codes_only ? "code " : "");
 cleanup:
+    mpq_free(cost);
     mpq_budget_result_destroy(&br);
     mpq_budget_problem_destroy(&p);
     return err;
