@@ -149,7 +149,8 @@ static void log_job(mpq_ctx *ctx, const mpq_round_job *jb, const mpq_round_resul
  * statistics tst [ntiles][ST_N]; q's per-group arrays are left zero outside
  * this rank's tiles. */
 static mpq_err run_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_job *jb, int64_t j,
-                       int64_t ntasks, const mpq_round_task *tasks, mpq_qlayer *q, double *tst) {
+                       int64_t ntasks, const mpq_round_task *tasks, const double *U, double damping,
+                       mpq_qlayer *q, double *tst) {
     mpq_err err = MPQ_OK;
     mpq_round_problem *pb = NULL;
     for (int64_t k = 0; k < ntasks; k++) {
@@ -157,8 +158,8 @@ static mpq_err run_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_jo
         if (t->job != j || t->rank != ctx->rank)
             continue;
         if (!pb)
-            MPQ_TRY(mpq_round_problem_create(ctx, o, jb->method, jb->name, &jb->spec, jb->rows,
-                                             jb->cols, jb->W, jb->H, &pb));
+            MPQ_TRY(mpq_round_problem_create_ex(ctx, o, jb->method, jb->name, &jb->spec, jb->rows,
+                                                jb->cols, jb->W, jb->H, U, damping, &pb));
         mpq_round_stats st;
         MPQ_TRY(mpq_round_tile(ctx, o, jb->method, pb, q->params, t->r0, t->r1,
                                q->codes + t->r0 * jb->cols, &st));
@@ -218,9 +219,21 @@ mpq_err mpq_round_block(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
                 memset(p->sign, 0, (size_t)p->rows * sizeof *p->sign);
         }
     }
-    /* This rank's tasks. */
-    for (int64_t j = 0; j < njobs && err == MPQ_OK; j++)
-        err = run_job(ctx, o, &jobs[j], j, ntasks, tasks, results[j].q, tst[j]);
+    /* This rank's tasks. A layer wide enough for ScaLAPACK is factored once
+     * by every rank together (after agreeing that all are still fine), and
+     * the factor is shared by the ranks' tiles. */
+    for (int64_t j = 0; j < njobs; j++) {
+        const mpq_round_job *jb = &jobs[j];
+        double *U = NULL, damping = 0.0;
+        if (mpq_round_shared_factor(ctx, o, jb->method, jb->cols)) {
+            err = mpq_agree(ctx, err);
+            if (err == MPQ_OK)
+                err = mpq_round_factor_shared(ctx, o, jb->name, jb->cols, jb->H, &U, &damping);
+        }
+        if (err == MPQ_OK)
+            err = run_job(ctx, o, jb, j, ntasks, tasks, U, damping, results[j].q, tst[j]);
+        mpq_free(U);
+    }
     MPQ_TRY(mpq_agree(ctx, err));
 
     /* Combine and finish. */

@@ -127,13 +127,100 @@ static int cmp_diag(const void *a, const void *b) {
     return x->i < y->i ? -1 : (x->i > y->i ? 1 : 0);
 }
 
+/* The column order of a problem: by decreasing H diagonal with act_order
+ * (ties by index), else natural. perm [cols]. Local. */
+static mpq_err column_order(mpq_ctx *ctx, int act_order, int64_t cols, const double *H,
+                            int64_t *perm) {
+    diag_key *keys = NULL;
+    MPQ_ALLOC(keys, cols);
+    for (int64_t c = 0; c < cols; c++) {
+        keys[c].d = act_order ? H[c * cols + c] : 0.0;
+        keys[c].i = c;
+    }
+    qsort(keys, (size_t)cols, sizeof *keys, cmp_diag);
+    for (int64_t c = 0; c < cols; c++)
+        perm[c] = keys[c].i;
+    mpq_free(keys);
+    return MPQ_OK;
+}
+
+/* Hp [cols][cols] = H with rows and columns in the order perm. */
+static void permute_h(int64_t cols, const double *H, const int64_t *perm, double *Hp) {
+    for (int64_t i = 0; i < cols; i++)
+        for (int64_t j = 0; j < cols; j++)
+            Hp[i * cols + j] = H[perm[i] * cols + perm[j]];
+}
+
+int mpq_round_shared_factor(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_method *method,
+                            int64_t cols) {
+    if (!method || !method->needs_factor || !method->needs_factor(o))
+        return 0;
+    if (ctx->comm == MPI_COMM_NULL)
+        return 0;
+    return strcmp(mpq_hfactor_choose(ctx, &o->hf, cols), "scalapack") == 0;
+}
+
+mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const char *name,
+                                int64_t cols, const double *H, double **U, double *damping) {
+    mpq_err err = MPQ_OK;
+    int64_t *perm = NULL;
+    double *Hp = NULL;
+    mpq_hfactor *f = NULL;
+    char *buf = NULL;
+    int64_t nbytes = 0;
+    *U = NULL;
+    *damping = 0.0;
+    if (ctx->rank == 0) {
+        err = mpq_malloc(ctx, cols, sizeof *perm, (void **)&perm);
+        if (err == MPQ_OK)
+            err = column_order(ctx, o->act_order, cols, H, perm);
+        if (err == MPQ_OK)
+            err = mpq_malloc(ctx, cols * cols, sizeof *Hp, (void **)&Hp);
+        if (err == MPQ_OK)
+            permute_h(cols, H, perm, Hp);
+    }
+    MPQ_TRY(mpq_agree(ctx, err));
+    MPQ_TRY(mpq_hfactor_compute(ctx, &o->hf, name, cols, Hp, 0, MPQ_HF_INV_CHOL, &f));
+    MPQ_INFO("round %s: H (%lld x %lld) factored with %s on a %d x %d grid, block %d, damping %g",
+             name, (long long)cols, (long long)cols, f->backend, f->nprow, f->npcol, f->nb,
+             f->damping);
+    double damp = f->damping;
+    MPQ_MPI_TRY(MPI_Bcast(&damp, 1, MPI_DOUBLE, 0, ctx->comm));
+    if (ctx->rank == 0) {
+        buf = (char *)f->inv_chol;
+        f->inv_chol = NULL;
+        nbytes = cols * cols * (int64_t)sizeof(double);
+    }
+    MPQ_TRY(mpq_bcast_bytes(ctx, 0, &buf, &nbytes));
+    MPQ_ENSURE(nbytes == cols * cols * (int64_t)sizeof(double), MPQ_ERR_INTERNAL,
+               "round: layer '%s': shared factor of %lld bytes, expected %lld", name,
+               (long long)nbytes, (long long)(cols * cols * (int64_t)sizeof(double)));
+    *U = (double *)buf;
+    buf = NULL;
+    *damping = damp;
+cleanup:
+    mpq_free(buf);
+    mpq_hfactor_destroy(&f);
+    mpq_free(Hp);
+    mpq_free(perm);
+    return err;
+}
+
 mpq_err mpq_round_problem_create(mpq_ctx *ctx, const mpq_round_opts *o,
                                  const mpq_round_method *method, const char *name,
                                  const mpq_qspec *spec, int64_t rows, int64_t cols, const float *W,
                                  const double *H, mpq_round_problem **out) {
+    return mpq_round_problem_create_ex(ctx, o, method, name, spec, rows, cols, W, H, NULL, 0.0,
+                                       out);
+}
+
+mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
+                                    const mpq_round_method *method, const char *name,
+                                    const mpq_qspec *spec, int64_t rows, int64_t cols,
+                                    const float *W, const double *H, const double *U,
+                                    double damping, mpq_round_problem **out) {
     mpq_err err = MPQ_OK;
     mpq_round_problem *pb = NULL;
-    diag_key *keys = NULL;
     double *Hp = NULL;
     mpq_hfactor *f = NULL;
     MPQ_CHECK(rows >= 1 && cols >= 1 && W && H && spec && spec->ops, MPQ_ERR_ARG,
@@ -149,7 +236,6 @@ mpq_err mpq_round_problem_create(mpq_ctx *ctx, const mpq_round_opts *o,
     pb->damping = o->hf.damping;
     MPQ_ALLOC_TRY(pb->imp, cols);
     MPQ_ALLOC_TRY(pb->perm, cols);
-    MPQ_ALLOC_TRY(keys, cols);
     for (int64_t c = 0; c < cols; c++) {
         double d = H[c * cols + c];
         MPQ_ENSURE(isfinite(d) && d >= 0.0, MPQ_ERR_NUMERIC,
@@ -157,23 +243,25 @@ mpq_err mpq_round_problem_create(mpq_ctx *ctx, const mpq_round_opts *o,
                    (long long)c, (long long)c, d);
         pb->imp[c] = d > 3e38 ? 3e38f : (float)d;
         pb->n_dead += d == 0.0;
-        keys[c].d = o->act_order ? d : 0.0;
-        keys[c].i = c;
     }
-    qsort(keys, (size_t)cols, sizeof *keys, cmp_diag);
-    for (int64_t c = 0; c < cols; c++)
-        pb->perm[c] = keys[c].i;
+    MPQ_TRY(column_order(ctx, o->act_order, cols, H, pb->perm));
 
     if (method && method->needs_factor && method->needs_factor(o)) {
-        MPQ_ALLOC_TRY(Hp, cols * cols);
-        for (int64_t i = 0; i < cols; i++)
-            for (int64_t j = 0; j < cols; j++)
-                Hp[i * cols + j] = H[pb->perm[i] * cols + pb->perm[j]];
-        /* LAPACK on this rank: the factor must not depend on a process grid. */
-        MPQ_TRY(mpq_hfactor_local(ctx, &o->hf, pb->name, cols, Hp, MPQ_HF_INV_CHOL, &f));
-        pb->U = f->inv_chol;
-        f->inv_chol = NULL;
-        pb->damping = f->damping;
+        if (U) {
+            /* Factored once over the process grid (mpq_round_factor_shared). */
+            MPQ_ALLOC_TRY(pb->U, cols * cols);
+            memcpy(pb->U, U, (size_t)(cols * cols) * sizeof *U);
+            pb->damping = damping;
+        } else {
+            /* LAPACK on this rank: below the ScaLAPACK width the factor must
+             * not depend on a process grid (bit-identity across rank counts). */
+            MPQ_ALLOC_TRY(Hp, cols * cols);
+            permute_h(cols, H, pb->perm, Hp);
+            MPQ_TRY(mpq_hfactor_local(ctx, &o->hf, pb->name, cols, Hp, MPQ_HF_INV_CHOL, &f));
+            pb->U = f->inv_chol;
+            f->inv_chol = NULL;
+            pb->damping = f->damping;
+        }
     }
 
     const mpq_quant_ops *ops = spec->ops;
@@ -188,7 +276,6 @@ mpq_err mpq_round_problem_create(mpq_ctx *ctx, const mpq_round_opts *o,
 cleanup:
     mpq_hfactor_destroy(&f);
     MPQ_FREE(Hp);
-    MPQ_FREE(keys);
     if (err != MPQ_OK)
         mpq_round_problem_destroy(&pb);
     return err;

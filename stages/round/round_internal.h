@@ -15,6 +15,26 @@ typedef struct mpq_learn_cfg {
     double mmin, mmax; /* range of the scale multiplier */
 } mpq_learn_cfg;
 
+/* Local. 1 when the layer's factor is computed once over the process grid
+ * (ScaLAPACK: the method needs a factor, ctx has a communicator and
+ * hessian.scalapack / scalapack_min_width choose it for this width). The
+ * same answer on every rank. */
+int mpq_round_shared_factor(struct mpq_ctx *ctx, const mpq_round_opts *o,
+                            const struct mpq_round_method *method, int64_t cols);
+/* Collective. The upper Cholesky factor of the damped inverse of H in the
+ * problem's column order (act_order), computed with the backend the options
+ * choose (mpq_hfactor_compute, ScaLAPACK above the width) and broadcast:
+ * *U [cols][cols] on every rank (owner: caller, mpq_free), *damping the
+ * relative damping finally used. H is read on rank 0. */
+mpq_err mpq_round_factor_shared(struct mpq_ctx *ctx, const mpq_round_opts *o, const char *name,
+                                int64_t cols, const double *H, double **U, double *damping);
+/* Local. mpq_round_problem_create with an optional factor from
+ * mpq_round_factor_shared (U copied; NULL: factored here with LAPACK). */
+mpq_err mpq_round_problem_create_ex(struct mpq_ctx *ctx, const mpq_round_opts *o,
+                                    const struct mpq_round_method *method, const char *name,
+                                    const mpq_qspec *spec, int64_t rows, int64_t cols,
+                                    const float *W, const double *H, const double *U,
+                                    double damping, mpq_round_problem **out);
 /* Fits the parameters of rows [r0, r1) of p on W (whole-layer copy from
  * pb->base for tensor-level specs). Local. */
 mpq_err mpq_round_fit_rows(struct mpq_ctx *ctx, const mpq_round_problem *pb, mpq_qparams *p,
