@@ -65,19 +65,45 @@ static void emit(mpq_ctx *ctx, mpq_log_level level, int prefix_rank, const char 
     }
 }
 
+static void event_write(mpq_ctx *ctx, const char *type, cJSON *fields);
+
+/* A warning also goes to the event log (open on rank 0 only), whatever the
+ * log level, so that job monitors see it. */
+static void warning_event(mpq_ctx *ctx, const char *fmt, va_list ap) {
+    if (!ctx->event_file)
+        return;
+    char msg[4096];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    cJSON *f = cJSON_CreateObject();
+    if (!f)
+        return;
+    cJSON_AddStringToObject(f, "message", msg);
+    event_write(ctx, "warning", f);
+}
+
 void mpq_log(mpq_ctx *ctx, mpq_log_level level, const char *fmt, ...) {
+    va_list ap;
+    if (level == MPQ_LOG_WARN) {
+        va_start(ap, fmt);
+        warning_event(ctx, fmt, ap);
+        va_end(ap);
+    }
     if (level > ctx->log_level || (!ctx->log_all_ranks && ctx->rank != 0))
         return;
-    va_list ap;
     va_start(ap, fmt);
     emit(ctx, level, ctx->log_all_ranks, fmt, ap);
     va_end(ap);
 }
 
 void mpq_log_here(mpq_ctx *ctx, mpq_log_level level, const char *fmt, ...) {
+    va_list ap;
+    if (level == MPQ_LOG_WARN) {
+        va_start(ap, fmt);
+        warning_event(ctx, fmt, ap);
+        va_end(ap);
+    }
     if (level > ctx->log_level)
         return;
-    va_list ap;
     va_start(ap, fmt);
     emit(ctx, level, 1, fmt, ap);
     va_end(ap);

@@ -121,6 +121,7 @@ static void test_event_log_and_timers(void **state) {
     mpq_progress_update(ctx, &p, 5);
     usleep(1000 * (useconds_t)(10 + 10 * ctx->rank)); /* ranks differ */
     MPQ_ASSERT_OK(ctx, mpq_timer_stop(ctx, "stage_a"));
+    MPQ_WARN("disk %d%% full", 97); /* a warning event, whatever the level */
     cJSON *rep = NULL;
     MPQ_ASSERT_OK(ctx, mpq_timers_report(ctx, &rep));
     cJSON *a = cJSON_GetObjectItem(rep, "stage_a");
@@ -142,7 +143,7 @@ static void test_event_log_and_timers(void **state) {
         FILE *f = fopen(path, "r");
         assert_non_null(f);
         char line[8192];
-        const char *want[] = {"stage_start", "progress", "stage_end", "timers"};
+        const char *want[] = {"stage_start", "progress", "stage_end", "warning", "timers"};
         int next = 0, n = 0;
         while (fgets(line, sizeof line, f)) {
             cJSON *ev = cJSON_Parse(line);
@@ -154,18 +155,23 @@ static void test_event_log_and_timers(void **state) {
             assert_true(cJSON_IsNumber(cJSON_GetObjectItem(ev, "rank")));
             cJSON *type = cJSON_GetObjectItem(ev, "event");
             assert_true(cJSON_IsString(type));
-            if (next < 4 && strcmp(type->valuestring, want[next]) == 0)
+            if (next < 5 && strcmp(type->valuestring, want[next]) == 0)
                 next++;
             if (strcmp(type->valuestring, "progress") == 0) {
                 assert_int_equal(cJSON_GetObjectItem(ev, "done")->valueint, 5);
                 assert_true(cJSON_IsNumber(cJSON_GetObjectItem(ev, "eta_s")));
+            }
+            if (strcmp(type->valuestring, "warning") == 0) {
+                cJSON *m = cJSON_GetObjectItem(ev, "message");
+                assert_true(cJSON_IsString(m));
+                assert_string_equal(m->valuestring, "disk 97% full");
             }
             cJSON_Delete(ev);
             n++;
         }
         fclose(f);
         unlink(path);
-        assert_int_equal(next, 4);
+        assert_int_equal(next, 5);
     }
 }
 

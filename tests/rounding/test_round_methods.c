@@ -116,7 +116,8 @@ static void test_learn_axes(void **state) {
                         mpq_qparams *p = NULL;
                         uint8_t codes[ROWS * COLS];
                         mpq_round_stats st;
-                        round_layer(&o, mpq_round_method_find("adaround"), specs[s], &p, codes, &st);
+                        round_layer(&o, mpq_round_method_find("adaround"), specs[s], &p, codes,
+                                    &st);
                         check_result(p, codes, &st, specs[s]);
                         assert_int_equal(st.iters, 60);
                         assert_true(st.loss <= st.init_loss * (1 + 1e-12));
@@ -139,12 +140,15 @@ static void test_seed(void **state) {
     mpq_qparams *p = NULL;
     mpq_round_stats s1, s2, s3;
     o.seed = 1;
-    round_layer(&o, mpq_round_method_find("adaround"), "int:bits=2,sym=false,group=16", &p, c1, &s1);
+    round_layer(&o, mpq_round_method_find("adaround"), "int:bits=2,sym=false,group=16", &p, c1,
+                &s1);
     mpq_qparams_destroy(&p);
-    round_layer(&o, mpq_round_method_find("adaround"), "int:bits=2,sym=false,group=16", &p, c2, &s2);
+    round_layer(&o, mpq_round_method_find("adaround"), "int:bits=2,sym=false,group=16", &p, c2,
+                &s2);
     mpq_qparams_destroy(&p);
     o.seed = 2;
-    round_layer(&o, mpq_round_method_find("adaround"), "int:bits=2,sym=false,group=16", &p, c3, &s3);
+    round_layer(&o, mpq_round_method_find("adaround"), "int:bits=2,sym=false,group=16", &p, c3,
+                &s3);
     mpq_qparams_destroy(&p);
     assert_memory_equal(c1, c2, sizeof c1);
     assert_true(s1.loss == s2.loss);
