@@ -44,8 +44,9 @@
  *
  * ---- Factorisations ------------------------------------------------------
  * Given H (d x d) and relative damping lambda: dead channels (H_ii == 0)
- * get H_ii = 1 and are reported (GPTQ convention: the caller zeroes the
- * matching weight columns); then lambda * mean(diag H) is added to the
+ * get H_ii = 1 and are reported (the caller decides what to do with the
+ * matching weight columns; the rounding methods round them to nearest, as
+ * no calibration input reaches them); then lambda * mean(diag H) is added to the
  * diagonal; Cholesky. If Cholesky (of H or of H^-1) fails, the damping is
  * multiplied by 10 (starting from 1e-6 when it was 0) and the attempt
  * repeated while it stays <= damping_max, each retry logged at warn level;

@@ -198,11 +198,13 @@ const mpq_key_spec mpq_config_keys[] = {
     {"calibration.first", MPQ_KEY_INT, OFF(calibration.first), "0", 0, 1e12, NULL,
      "images source: index of the first image"},
     {"calibration.seq_len", MPQ_KEY_INT, OFF(calibration.seq_len), "256", 2, 1e7, NULL,
-     "language models: tokens per calibration segment (documents are truncated to it)"},
+     "language models: tokens per calibration segment: BOS + seq_len - 1 consecutive tokens of "
+     "the text's document stream (every document encoded as in evaluation)"},
     {"calibration.segments", MPQ_KEY_INT, OFF(calibration.segments), "64", 1, 1e9, NULL,
      "number of calibration samples (text segments, images or random inputs)"},
     {"calibration.seed", MPQ_KEY_INT, OFF(calibration.seed), "1234", 0, 1e15, NULL,
-     "seed of the document shuffle and of the random source"},
+     "seed of the segments' start positions in the text, of the random source and of the "
+     "generated source's sampling"},
     {"calibration.temperature", MPQ_KEY_FLOAT, OFF(calibration.temperature), "1", 0.0, 100.0, NULL,
      "generated source: sampling temperature of softmax(logits / T) (0 = greedy)"},
     {"calibration.propagate", MPQ_KEY_ENUM, OFF(calibration.propagate), "quantized", NOLIM,
