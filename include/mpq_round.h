@@ -79,6 +79,7 @@
 
 struct mpq_ctx;
 struct mpq_config;
+struct cJSON;
 
 /* ---- options --------------------------------------------------------------- */
 
@@ -191,7 +192,17 @@ typedef struct mpq_round_method {
     double (*cost)(const mpq_round_opts *o, int64_t nr, int64_t cols);
     mpq_err (*run)(struct mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_problem *pb,
                    mpq_qparams *p, int64_t r0, int64_t r1, uint8_t *codes, mpq_round_stats *st);
+    /* Adds the settings the method actually uses with these options (AUTO
+     * resolved) to the JSON object out; may be NULL (no settings). */
+    void (*settings)(const mpq_round_opts *o, struct cJSON *out);
 } mpq_round_method;
+
+/* Local. A new JSON object with the method's name and the settings it uses
+ * with these options (AUTO values resolved: optimizer, variable,
+ * learn_scales, learning rates, ...), plus tile_rows and rtn_guard; NULL if
+ * out of memory. Owner: caller (cJSON_Delete). For the run report, the
+ * round_layer event and the checkpoint provenance. */
+struct cJSON *mpq_round_settings_json(const mpq_round_opts *o, const mpq_round_method *m);
 
 /* The registry (NULL-terminated): rtn, gptq, adaround, signround. */
 extern const mpq_round_method *const mpq_round_methods[];

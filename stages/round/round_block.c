@@ -117,7 +117,8 @@ static mpq_err sum_all(mpq_ctx *ctx, void *buf, int64_t n, MPI_Datatype type, si
 
 enum { ST_LOSS = 0, ST_RTN, ST_ITERS, ST_GUARD, ST_SECONDS, ST_N };
 
-static void log_job(mpq_ctx *ctx, const mpq_round_job *jb, const mpq_round_result *res) {
+static void log_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_job *jb,
+                    const mpq_round_result *res) {
     char spec[MPQ_QSPEC_MAX];
     mpq_qspec_format(&jb->spec, spec, sizeof spec);
     double rel = res->rtn_loss > 0.0 ? res->loss / res->rtn_loss : 1.0;
@@ -141,6 +142,9 @@ static void log_job(mpq_ctx *ctx, const mpq_round_job *jb, const mpq_round_resul
         cJSON_AddNumberToObject(ev, "tiles", (double)res->ntiles);
         cJSON_AddNumberToObject(ev, "guarded_rows", (double)res->rows_guarded);
         cJSON_AddNumberToObject(ev, "time_s", res->seconds);
+        cJSON *set = mpq_round_settings_json(o, jb->method);
+        if (set)
+            cJSON_AddItemToObject(ev, "settings", set);
         mpq_event(ctx, "round_layer", ev);
     }
 }
@@ -262,7 +266,7 @@ mpq_err mpq_round_block(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
         }
         err = mpq_qlayer_finish(ctx, res->q);
         MPQ_TRY(mpq_agree(ctx, err));
-        log_job(ctx, jb, res);
+        log_job(ctx, o, jb, res);
     }
 cleanup:
     if (tst)

@@ -2,6 +2,7 @@
  * order, factor of the damped inverse Hessian, whole-layer fits), the exact
  * objective, the tile driver with its RTN guard, and the RTN method. */
 #include <cblas.h>
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -543,6 +544,18 @@ static mpq_err rtn_run(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_pr
         mpq_quant_row_nearest(p, r0 + i, pb->W + (r0 + i) * pb->cols, codes + i * pb->cols);
     st->iters = 0;
     return MPQ_OK;
+}
+
+cJSON *mpq_round_settings_json(const mpq_round_opts *o, const mpq_round_method *m) {
+    cJSON *out = cJSON_CreateObject();
+    if (!out)
+        return NULL;
+    cJSON_AddStringToObject(out, "method", m ? m->name : "?");
+    if (m && m->settings)
+        m->settings(o, out);
+    cJSON_AddNumberToObject(out, "tile_rows", (double)o->tile_rows);
+    cJSON_AddBoolToObject(out, "rtn_guard", o->rtn_guard);
+    return out;
 }
 
 const mpq_round_method mpq_round_rtn = {

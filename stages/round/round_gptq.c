@@ -9,6 +9,7 @@
  * GEMM when it ends (lazy batch update). Every row is independent, so a
  * tile gives the same bits as the whole layer. */
 #include <cblas.h>
+#include <cjson/cJSON.h>
 #include <string.h>
 
 #include "mpq_ctx.h"
@@ -117,10 +118,18 @@ static mpq_err gptq_run(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_p
     return mpq_round_gptq_rows(ctx, o, pb, p, r0, r1, codes, NULL);
 }
 
+void mpq_round_gptq_settings(const mpq_round_opts *o, cJSON *out) {
+    cJSON_AddNumberToObject(out, "block_size", (double)o->block_size);
+    cJSON_AddBoolToObject(out, "act_order", o->act_order);
+    cJSON_AddBoolToObject(out, "static_groups", o->static_groups);
+    cJSON_AddNumberToObject(out, "damping", o->hf.damping);
+}
+
 const mpq_round_method mpq_round_gptq = {
     .name = "gptq",
     .summary = "Hessian-based rounding with error feedback (lazy blocks, act_order, groups)",
     .needs_factor = gptq_needs,
     .cost = gptq_cost,
     .run = gptq_run,
+    .settings = mpq_round_gptq_settings,
 };

@@ -15,6 +15,11 @@ typedef struct mpq_learn_cfg {
     double mmin, mmax; /* range of the scale multiplier */
 } mpq_learn_cfg;
 
+/* Adds GPTQ's settings (block_size, act_order, static_groups, damping) to
+ * out (a cJSON object); used by gptq and by the learned methods started
+ * from GPTQ. */
+void mpq_round_gptq_settings(const mpq_round_opts *o, struct cJSON *out);
+
 /* Local. 1 when the layer's factor is computed once over the process grid
  * (ScaLAPACK: the method needs a factor, ctx has a communicator and
  * hessian.scalapack / scalapack_min_width choose it for this width). The

@@ -19,6 +19,7 @@
  * start, every `eval_every` steps (every step when the forward pass is
  * already the hard solution) and at the end; each row keeps its best one. */
 #include <cblas.h>
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <string.h>
 
@@ -132,7 +133,8 @@ mpq_err mpq_round_learn_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_le
     float *base = NULL, *u0 = NULL, *qrow = NULL, *La = NULL, *Lb = NULL, *bscale = NULL;
     uint8_t *ca = NULL, *cb = NULL, *hc = NULL, *bcodes = NULL;
     double *x = NULL, *gx = NULL, *E = NULL, *G = NULL, *dq = NULL, *lz = NULL, *loss = NULL,
-           *best = NULL, *norm = NULL, *s0 = NULL, *mult = NULL, *gm = NULL;
+           *best = NULL, *norm = NULL, *s0 = NULL, *mult = NULL, *gm = NULL,
+           *gw = NULL;
     optim ox = {0}, om = {0};
     int nri, ni;
     MPQ_CALL(mpq_to_int(ctx, nr, "tile rows (BLAS)", &nri));
@@ -180,6 +182,16 @@ mpq_err mpq_round_learn_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_le
     MPQ_ALLOC_TRY(s0, S.ng);
     MPQ_ALLOC_TRY(mult, S.ng);
     MPQ_ALLOC_TRY(gm, S.ng);
+    /* gw[g]: 1 / (weights of group g in this tile): SGD with momentum steps
+     * the scale factor by the mean, not the sum, of its weights' gradients,
+     * so that its step does not grow with the group (a channel has `cols`
+     * weights); Adam and sign-SGD are invariant to that factor. */
+    MPQ_ALLOC_TRY(gw, S.ng);
+    for (int64_t i = 0; i < nr; i++)
+        for (int64_t c = 0; c < n; c++)
+            gw[mpq_qgroup_of(p, r0 + i, c) - S.g0] += 1.0;
+    for (int64_t g = 0; g < S.ng; g++)
+        gw[g] = lc->optimizer == MPQ_ROPT_SGDM && gw[g] > 0.0 ? 1.0 / gw[g] : 1.0;
     MPQ_ALLOC_TRY(bscale, S.ng);
     S.s0 = s0;
     S.mult = mult;
@@ -320,6 +332,7 @@ mpq_err mpq_round_learn_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_le
         if (S.learn_scales) {
             const double lrm = lc->optimizer == MPQ_ROPT_SIGNSGD ? om.lr * decay : om.lr;
             for (int64_t g = 0; g < S.ng; g++) {
+                gm[g] *= gw[g];
                 optim_step(&om, t, lrm, mult, gm, g);
                 mult[g] = mult[g] < lc->mmin ? lc->mmin : (mult[g] > lc->mmax ? lc->mmax : mult[g]);
             }
@@ -349,6 +362,7 @@ cleanup:
     MPQ_FREE(ox.m1);
     MPQ_FREE(bscale);
     MPQ_FREE(gm);
+    MPQ_FREE(gw);
     MPQ_FREE(mult);
     MPQ_FREE(s0);
     MPQ_FREE(norm);
@@ -406,6 +420,44 @@ static void resolve(const mpq_round_opts *o, int signround, mpq_learn_cfg *lc) {
     lc->mmax = signround ? 1.0 : 1.5;
 }
 
+static void learn_settings(const mpq_round_opts *o, int signround, cJSON *out) {
+    static const char *const var_names[] = {"auto", "sigmoid", "offset"};
+    static const char *const opt_names[] = {"auto", "adam", "signsgd", "sgdm"};
+    mpq_learn_cfg lc;
+    resolve(o, signround, &lc);
+    cJSON_AddStringToObject(out, "init", o->init == MPQ_RINIT_GPTQ ? "gptq" : "rtn");
+    if (o->init == MPQ_RINIT_GPTQ)
+        mpq_round_gptq_settings(o, out);
+    cJSON_AddNumberToObject(out, "iters", (double)o->iters);
+    cJSON_AddStringToObject(out, "variable", var_names[lc.variable]);
+    cJSON_AddStringToObject(out, "optimizer", opt_names[lc.optimizer]);
+    cJSON_AddNumberToObject(out, "lr", lc.lr);
+    if (lc.optimizer == MPQ_ROPT_SGDM)
+        cJSON_AddNumberToObject(out, "momentum", o->momentum);
+    cJSON_AddBoolToObject(out, "learn_scales", lc.learn_scales);
+    if (lc.learn_scales) {
+        cJSON_AddNumberToObject(out, "lr_scale", lc.lr_scale);
+        cJSON_AddNumberToObject(out, "scale_factor_min", lc.mmin);
+        cJSON_AddNumberToObject(out, "scale_factor_max", lc.mmax);
+    }
+    if (lc.variable == MPQ_RVAR_SIGMOID) {
+        cJSON_AddNumberToObject(out, "lambda", o->lambda);
+        cJSON_AddNumberToObject(out, "beta_start", o->beta_start);
+        cJSON_AddNumberToObject(out, "beta_end", o->beta_end);
+        cJSON_AddNumberToObject(out, "warmup", o->warmup);
+    }
+    cJSON_AddNumberToObject(out, "seed", (double)o->seed);
+    cJSON_AddNumberToObject(out, "init_noise", o->init_noise);
+}
+
+static void adaround_settings(const mpq_round_opts *o, cJSON *out) {
+    learn_settings(o, 0, out);
+}
+
+static void signround_settings(const mpq_round_opts *o, cJSON *out) {
+    learn_settings(o, 1, out);
+}
+
 static int learn_needs(const mpq_round_opts *o) {
     return o->init == MPQ_RINIT_GPTQ;
 }
@@ -439,6 +491,7 @@ const mpq_round_method mpq_round_adaround = {
     .needs_factor = learn_needs,
     .cost = learn_cost,
     .run = adaround_run,
+    .settings = adaround_settings,
 };
 
 const mpq_round_method mpq_round_signround = {
@@ -447,4 +500,5 @@ const mpq_round_method mpq_round_signround = {
     .needs_factor = learn_needs,
     .cost = learn_cost,
     .run = signround_run,
+    .settings = signround_settings,
 };

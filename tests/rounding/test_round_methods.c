@@ -3,6 +3,7 @@
  * dequantized weights, never above RTN with the guard), on a layer split in
  * uneven tiles with a dead input column; and every combination of the
  * learned-rounding axes (variable, optimizer, scale learning, start). */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +85,11 @@ static void test_every_family(void **state) {
                 assert_true(st.loss <= st.rtn_loss);
                 if (m >= 2) /* learned: never above the starting point */
                     assert_true(st.loss <= st.init_loss * (1 + 1e-12));
+                /* ... and it learns: from RTN, 40 steps remove at least 10 % of
+                 * the RTN loss for every family (observed: 30 % to 97 %); a
+                 * method stuck at its start would keep the ratio at 1. */
+                if (m >= 2 && !init)
+                    assert_true(st.loss < 0.9 * st.rtn_loss);
                 printf("%-14s %-10s%s %12.5g %12.5g %8.4f\n", spec, mpq_round_methods[m]->name,
                        m >= 2 ? (init ? "/g" : "/r") : "  ", st.rtn_loss, st.loss,
                        st.rtn_loss > 0 ? st.loss / st.rtn_loss : 1.0);
@@ -124,8 +130,38 @@ static void test_learn_axes(void **state) {
                         printf("%-30s %-8s %-8s %-6s %-5s %10.4f %10.4f\n", specs[s], vars[v],
                                opts[k], ls ? "on" : "off", init ? "gptq" : "rtn",
                                st.loss / st.rtn_loss, st.init_loss / st.rtn_loss);
+                        if (!init) /* every combination learns (observed ratios <= 0.46) */
+                            assert_true(st.loss < 0.8 * st.init_loss);
                         mpq_qparams_destroy(&p);
                     }
+}
+
+/* The reported settings resolve AUTO to each method's defaults. */
+static void test_settings(void **state) {
+    (void)state;
+    mpq_round_opts o;
+    mpq_round_opts_default(&o);
+    o.iters = 50;
+    cJSON *a = mpq_round_settings_json(&o, mpq_round_method_find("adaround"));
+    cJSON *s = mpq_round_settings_json(&o, mpq_round_method_find("signround"));
+    cJSON *g = mpq_round_settings_json(&o, mpq_round_method_find("gptq"));
+    assert_non_null(a);
+    assert_non_null(s);
+    assert_non_null(g);
+    assert_string_equal(cJSON_GetObjectItem(a, "optimizer")->valuestring, "adam");
+    assert_string_equal(cJSON_GetObjectItem(a, "variable")->valuestring, "sigmoid");
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(a, "learn_scales")));
+    assert_true(cJSON_GetObjectItem(a, "beta_start")->valuedouble == o.beta_start);
+    assert_string_equal(cJSON_GetObjectItem(s, "optimizer")->valuestring, "signsgd");
+    assert_string_equal(cJSON_GetObjectItem(s, "variable")->valuestring, "offset");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(s, "learn_scales")));
+    assert_true(cJSON_GetObjectItem(s, "lr")->valuedouble == 1.0 / 50.0); /* 1/iterations */
+    assert_null(cJSON_GetObjectItem(s, "beta_start"));
+    assert_true(cJSON_GetObjectItem(g, "block_size")->valuedouble == (double)o.block_size);
+    assert_null(cJSON_GetObjectItem(g, "optimizer"));
+    cJSON_Delete(a);
+    cJSON_Delete(s);
+    cJSON_Delete(g);
 }
 
 /* The jitter of the start depends on the seed, and only on it. */
@@ -164,6 +200,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_every_family),
         cmocka_unit_test(test_learn_axes),
         cmocka_unit_test(test_seed),
+        cmocka_unit_test(test_settings),
     };
     int f = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&g_ctx, f);
