@@ -90,7 +90,9 @@ const mpq_key_spec mpq_config_keys[] = {
     {"quant.method", MPQ_KEY_ENUM, OFF(quant.method), "gptq", NOLIM, "rtn|gptq|adaround|signround",
      "rounding method: nearest, Hessian GPTQ, AdaRound-style learned, signed-gradient (AutoRound)"},
     {"quant.candidates", MPQ_KEY_STRING_LIST, OFF(quant.candidates), "[]", NOLIM, NULL,
-     "mixed precision (mpquant run): candidate quantizer specs per layer; [] = uniform quant.spec"},
+     "mixed precision (mpquant run): candidate quantizer specs per layer; [] = uniform quant.spec, "
+     "or with a budget the default candidates: int asymmetric at 2, 3, 4 and 8 bits with "
+     "quant.spec's granularity"},
 
     /* budget, importance, measure, output (mpquant run, mixed precision) */
     {"budget.avg_bits", MPQ_KEY_FLOAT, OFF(budget.avg_bits), "0", 0.0, 64.0, NULL,

@@ -73,7 +73,13 @@ static mpq_err setup_layers(mpq_ctx *ctx, run_state *s) {
     const mpq_config *cfg = s->cfg;
     const mpq_family_info *fi = s->info;
     s->nl = fi->nlayers;
-    s->ncand = cfg->quant.candidates.n > 0 ? cfg->quant.candidates.n : 1;
+    /* A budget without candidates means the default candidates: asymmetric
+     * int at 2, 3, 4 and 8 bits with quant.spec's granularity and scales. */
+    static const int default_bits[] = {2, 3, 4, 8};
+    const int defaults =
+        cfg->quant.candidates.n == 0 && (cfg->budget.avg_bits > 0.0 || cfg->budget.bytes > 0);
+    s->mixed = cfg->quant.candidates.n > 0 || defaults;
+    s->ncand = cfg->quant.candidates.n > 0 ? cfg->quant.candidates.n : (defaults ? 4 : 1);
     s->maxc = (int32_t)s->ncand + 1;
     MPQ_CHECK(s->ncand <= 1000, MPQ_ERR_CONFIG,
               "%s: quant.candidates: %lld candidates (at most 1000)", cfg->source,
@@ -88,6 +94,23 @@ static mpq_err setup_layers(mpq_ctx *ctx, run_state *s) {
                 MPQ_CHECK(!mpq_qspec_equal(&s->cand[j], &s->cand[k]), MPQ_ERR_CONFIG,
                           "%s: quant.candidates: items %lld and %lld are the same quantizer",
                           cfg->source, (long long)j, (long long)k);
+        }
+    } else if (defaults) {
+        mpq_qspec base;
+        MPQ_CALL(parse_spec(ctx, cfg, "quant.spec", cfg->quant.spec, &base));
+        MPQ_CHECK(strcmp(base.ops->name, "int") == 0, MPQ_ERR_CONFIG,
+                  "%s: quant.candidates: empty with a budget, so the default candidates (int "
+                  "asymmetric at 2, 3, 4 and 8 bits) take quant.spec's granularity, but "
+                  "quant.spec \"%s\" is not an int spec: list the candidates",
+                  cfg->source, cfg->quant.spec);
+        for (int k = 0; k < 4; k++) {
+            char text[MPQ_QSPEC_MAX];
+            s->cand[k] = base;
+            s->cand[k].bits = default_bits[k];
+            s->cand[k].sym = 0;
+            /* Through the canonical text, so that the spec is validated. */
+            mpq_qspec_format(&s->cand[k], text, sizeof text);
+            MPQ_CALL(parse_spec(ctx, cfg, "quant.candidates (default)", text, &s->cand[k]));
         }
     } else {
         MPQ_CALL(parse_spec(ctx, cfg, "quant.spec", cfg->quant.spec, &s->cand[0]));
@@ -212,12 +235,6 @@ static mpq_err setup(mpq_ctx *ctx, run_state *s) {
     if (err == MPQ_OK && cfg->budget.avg_bits > 0.0 && cfg->budget.bytes > 0)
         err = MPQ_ERROR(MPQ_ERR_CONFIG,
                         "%s: budget.avg_bits and budget.bytes are both set; set only one",
-                        cfg->source);
-    if (err == MPQ_OK && cfg->quant.candidates.n == 0 &&
-        (cfg->budget.avg_bits > 0.0 || cfg->budget.bytes > 0))
-        err = MPQ_ERROR(MPQ_ERR_CONFIG,
-                        "%s: a budget is set but quant.candidates is empty (uniform precision): "
-                        "list the candidates",
                         cfg->source);
     if (err == MPQ_OK && cfg->output.path[0] && strcmp(cfg->model.family, "cnn") == 0) {
         for (int64_t i = 0; i < cfg->model.cnn.n; i++)
@@ -490,7 +507,7 @@ static mpq_err alloc_result(mpq_ctx *ctx, run_state *s) {
     mpq_run_result *r = NULL;
     MPQ_ALLOC(r, 1);
     s->res = r;
-    r->mixed = s->cfg->quant.candidates.n > 0;
+    r->mixed = s->mixed;
     r->method = s->method->name;
     r->propagate = s->propagate_q ? "quantized" : "fp";
     r->nlayers = s->nl;
@@ -604,8 +621,7 @@ static mpq_err run_pipeline(mpq_ctx *ctx, run_state *s) {
      * measuring pass of mixed precision, or a uniform run with FP
      * propagation; a uniform run with quantized propagation must measure H
      * on its own quantized activations. */
-    MPQ_CHECK(!(cfg->quant.candidates.n == 0 && s->propagate_q &&
-                (cfg->hessian.load[0] || cfg->hessian.save[0])),
+    MPQ_CHECK(!(!s->mixed && s->propagate_q && (cfg->hessian.load[0] || cfg->hessian.save[0])),
               MPQ_ERR_CONFIG,
               "%s: hessian.%s needs calibration.propagate = \"fp\" (or quant.candidates): with "
               "quantized propagation H depends on the earlier blocks' rounding",

@@ -26,6 +26,7 @@ typedef struct run_state {
     const mpq_round_method *method;
     int propagate_q; /* calibration.propagate = quantized */
 
+    int mixed;       /* mixed precision: candidates listed, or a budget with the defaults */
     int64_t ncand;   /* global candidates (1 in uniform mode: quant.spec) */
     mpq_qspec *cand; /* [ncand] */
     int32_t maxc;    /* ncand + 1: room for a pinned spec that is not a candidate */
