@@ -43,6 +43,9 @@ expect_rc 0
 expect_err "sweep point 0: budget 1.58 bits per weight is infeasible: quant.candidates reach [0-9.]+ \.\. [0-9.]+ bits per weight"
 expect_err "1 of 4 points skipped \(infeasible budget\)"
 last_json | jq -e '.points == 4' >/dev/null || fail "the plan does not have 4 points"
+last_json | jq -e '.peak_rss_mib | .min > 0 and .min <= .mean and .mean <= .max' >/dev/null ||
+    fail "sweep --json: peak_rss_mib missing or out of order"
+expect_err "^peak_rss .*\(peak resident memory, MiB over 2 ranks\)"
 
 # ---- 2. the reports
 check_report() { # DIR
