@@ -132,14 +132,17 @@ mpq_err mpq_cmd_sweep(mpq_ctx *ctx, const mpq_cli *cli) {
         if (all)
             MPQ_TRY(mpq_sweep_merge(ctx, cfg, npoints));
     }
-    /* Every stage ends with its timers and the ranks' peak memory: in a job
-     * array each task's log says what that task needed. */
-    MPQ_TRY(mpq_timers_report(ctx, &timers));
-    MPQ_TRY(mpq_peak_rss_report(ctx, &rss));
-    cJSON_AddItemToObject(o, "times", timers);
-    timers = NULL;
-    cJSON_AddItemToObject(o, "peak_rss_mib", rss);
-    rss = NULL;
+    /* Every stage that works ends with its timers and the ranks' peak
+     * memory: in a job array each task's log says what that task needed.
+     * The plan is a query whose answer scripts read: nothing else. */
+    if (!plan) {
+        MPQ_TRY(mpq_timers_report(ctx, &timers));
+        MPQ_TRY(mpq_peak_rss_report(ctx, &rss));
+        cJSON_AddItemToObject(o, "times", timers);
+        timers = NULL;
+        cJSON_AddItemToObject(o, "peak_rss_mib", rss);
+        rss = NULL;
+    }
     mpq_cli_emit_json(ctx, cli, o);
     o = NULL;
 cleanup:
