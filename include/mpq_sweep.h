@@ -80,6 +80,13 @@ typedef struct mpq_sweep_point {
     double agreement;                /* top-1 agreement with the FP model */
     double seconds;                  /* wall time of the point (assemble + evaluate) */
     int pareto;                      /* 1: on the Pareto front (set by the merge) */
+    /* 1: a budget point whose budget is below the smallest size the
+     * candidates reach: skipped, not evaluated. Only index, kind, label,
+     * method, family, spec, budget, weights, metric, reference, seconds and
+     * the range below hold values; the report marks the row "infeasible"
+     * and leaves it out of the plot and the Pareto front. */
+    int infeasible;
+    double min_bpw, max_bpw; /* infeasible: the achievable average bits per weight */
 } mpq_sweep_point;
 
 /* ---- the engine (collective over ctx->comm unless stated) ------------------- */
@@ -110,7 +117,11 @@ mpq_err mpq_sweep_save(mpq_ctx *ctx, const mpq_sweep *sw, const char *path);
 mpq_err mpq_sweep_load(mpq_ctx *ctx, mpq_sweep *sw, const char *path);
 
 /* Point i (0 <= i < npoints): assemble, evaluate, fill *pt on every rank.
- * Needs a measurement (measured or loaded). */
+ * Needs a measurement (measured or loaded). A budget point whose budget is
+ * below the smallest achievable size is not an error: it logs a warning
+ * naming the budget and the achievable range and returns MPQ_OK with
+ * pt->infeasible = 1 (a budget above the largest size is feasible: every
+ * layer gets its largest candidate). */
 mpq_err mpq_sweep_run_point(mpq_ctx *ctx, mpq_sweep *sw, int64_t i, mpq_sweep_point *pt);
 /* Local. The full-precision reference row (after measure or load). */
 const mpq_sweep_point *mpq_sweep_reference(const mpq_sweep *sw);

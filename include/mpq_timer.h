@@ -25,4 +25,16 @@ double mpq_timer_seconds(const struct mpq_ctx *ctx, const char *name);
  * owned by the caller. */
 mpq_err mpq_timers_report(struct mpq_ctx *ctx, struct cJSON **out);
 
+/* ---- peak resident memory (pipeline/rss.c) ---- */
+
+/* Local. This process's peak resident set size so far, in MiB
+ * (getrusage(RUSAGE_SELF).ru_maxrss, KiB on Linux). */
+mpq_err mpq_peak_rss_mib(struct mpq_ctx *ctx, double *mib);
+/* Collective over ctx->comm. Every rank's peak resident memory reduced to
+ * min/mean/max (MiB), logged on rank 0 as a "peak_rss" line after the
+ * timers' table, emitted as one "peak_rss_mib" event (with "per_rank": every
+ * rank's figure), and, if out is not NULL, returned on every rank as a
+ * cJSON object {"min":..,"mean":..,"max":..} owned by the caller. */
+mpq_err mpq_peak_rss_report(struct mpq_ctx *ctx, struct cJSON **out);
+
 #endif

@@ -92,7 +92,7 @@ mpq_err mpq_cmd_run(mpq_ctx *ctx, const mpq_cli *cli) {
     mpq_err err = MPQ_OK;
     mpq_config *cfg = NULL;
     mpq_run_result *r = NULL;
-    cJSON *o = NULL, *timers = NULL;
+    cJSON *o = NULL, *timers = NULL, *rss = NULL;
     MPQ_CHECK(cli->npos == 1, MPQ_ERR_ARG, "run: expected one configuration file");
     MPQ_CALL(mpq_cli_load_config(ctx, cli, cli->pos[0], &cfg));
     mpq_run_opts opts;
@@ -114,6 +114,7 @@ mpq_err mpq_cmd_run(mpq_ctx *ctx, const mpq_cli *cli) {
     if (ctx->rank == 0)
         print_table(r, fp_bpw, seconds);
     MPQ_TRY(mpq_timers_report(ctx, &timers));
+    MPQ_TRY(mpq_peak_rss_report(ctx, &rss));
 
     o = mpq_run_assignment_json(r);
     MPQ_ENSURE(o, MPQ_ERR_NOMEM, "cannot allocate the JSON result");
@@ -133,11 +134,14 @@ mpq_err mpq_cmd_run(mpq_ctx *ctx, const mpq_cli *cli) {
         cJSON_AddStringToObject(o, "checkpoint", r->checkpoint);
     cJSON_AddItemToObject(o, "times", timers);
     timers = NULL;
+    cJSON_AddItemToObject(o, "peak_rss_mib", rss);
+    rss = NULL;
     mpq_cli_emit_json(ctx, cli, o);
     o = NULL;
 cleanup:
     cJSON_Delete(o);
     cJSON_Delete(timers);
+    cJSON_Delete(rss);
     mpq_run_result_destroy(&r);
     mpq_config_destroy(&cfg);
     return err;

@@ -72,7 +72,7 @@ mpq_err mpq_cmd_sweep(mpq_ctx *ctx, const mpq_cli *cli) {
     mpq_err err = MPQ_OK;
     mpq_config *cfg = NULL;
     mpq_sweep *sw = NULL;
-    cJSON *o = NULL;
+    cJSON *o = NULL, *timers = NULL, *rss = NULL;
     MPQ_CHECK(cli->npos == 1, MPQ_ERR_ARG, "sweep: expected one configuration file");
     const char *stage = mpq_cli_opt(cli, "stage");
     if (!stage || !stage[0])
@@ -132,9 +132,22 @@ mpq_err mpq_cmd_sweep(mpq_ctx *ctx, const mpq_cli *cli) {
         if (all)
             MPQ_TRY(mpq_sweep_merge(ctx, cfg, npoints));
     }
+    /* Every stage that works ends with its timers and the ranks' peak
+     * memory: in a job array each task's log says what that task needed.
+     * The plan is a query whose answer scripts read: nothing else. */
+    if (!plan) {
+        MPQ_TRY(mpq_timers_report(ctx, &timers));
+        MPQ_TRY(mpq_peak_rss_report(ctx, &rss));
+        cJSON_AddItemToObject(o, "times", timers);
+        timers = NULL;
+        cJSON_AddItemToObject(o, "peak_rss_mib", rss);
+        rss = NULL;
+    }
     mpq_cli_emit_json(ctx, cli, o);
     o = NULL;
 cleanup:
+    cJSON_Delete(rss);
+    cJSON_Delete(timers);
     cJSON_Delete(o);
     mpq_sweep_destroy(&sw);
     mpq_config_destroy(&cfg);

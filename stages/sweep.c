@@ -470,14 +470,26 @@ mpq_err mpq_sweep_measure(mpq_ctx *ctx, mpq_sweep *sw) {
 
 /* ---- one point --------------------------------------------------------------------- */
 
+/* What rank 0 found about a budget, broadcast as one block. */
+typedef struct budget_range {
+    int64_t budget_bits;        /* the budget as the solver counts it */
+    int64_t min_bits, max_bits; /* smallest and largest achievable totals */
+    int64_t weights;            /* quantized weights */
+} budget_range;
+
 /* Rank 0 solves the knapsack over the candidates; every rank gets the
- * choice (candidate per layer, -1 excluded). */
-static mpq_err solve_budget(mpq_ctx *ctx, mpq_sweep *sw, double avg_bits, int32_t *choice) {
+ * choice (candidate per layer, -1 excluded). A budget below the smallest
+ * achievable size is not an error: *infeasible = 1 on every rank, *range
+ * says why, and choice is left alone. */
+static mpq_err solve_budget(mpq_ctx *ctx, mpq_sweep *sw, double avg_bits, int32_t *choice,
+                            int *infeasible, budget_range *range) {
     mpq_err err = MPQ_OK;
     const sweep_plan *p = &sw->plan;
     mpq_budget_problem *bp = NULL;
     mpq_budget_result *br = NULL;
     int64_t *cb = NULL;
+    memset(range, 0, sizeof *range);
+    *infeasible = 0;
     if (ctx->rank == 0) {
         err = mpq_budget_problem_create(ctx, sw->nl, (int32_t)p->ncand, &bp);
         if (err == MPQ_OK)
@@ -487,13 +499,26 @@ static mpq_err solve_budget(mpq_ctx *ctx, mpq_sweep *sw, double avg_bits, int32_
                 err = mpq_budget_exclude(ctx, bp, l, 1);
                 continue;
             }
-            for (int64_t k = 0; k < p->ncand; k++)
+            int64_t lo = INT64_MAX, hi = 0;
+            for (int64_t k = 0; k < p->ncand; k++) {
                 cb[k] = sw->meas.bits[l * p->nconf + p->cand[k]];
+                lo = cb[k] < lo ? cb[k] : lo;
+                hi = cb[k] > hi ? cb[k] : hi;
+            }
+            range->min_bits += lo;
+            range->max_bits += hi;
+            range->weights += sw->info->layers[l].out * sw->info->layers[l].in;
             err = mpq_budget_set_layer(ctx, bp, l, sw->info->layers[l].out * sw->info->layers[l].in,
                                        (int32_t)p->ncand, cb, sw->score + l * p->ncand);
         }
         mpq_budget_spec bs = {.kind = MPQ_BUDGET_AVG_BITS, .avg_bits = avg_bits};
-        if (err == MPQ_OK) {
+        if (err == MPQ_OK)
+            err = mpq_budget_bits(ctx, bp, &bs, &range->budget_bits);
+        /* The solver's own test (stages/budget.c): no pins here, so the
+         * smallest total is the sum of the per-layer smallest candidates. */
+        if (err == MPQ_OK && range->budget_bits < range->min_bits)
+            *infeasible = 1;
+        if (err == MPQ_OK && !*infeasible) {
             err = mpq_budget_solve(ctx, bp, &bs, &br);
             if (err != MPQ_OK) {
                 char msg[MPQ_ERRMSG_MAX];
@@ -505,6 +530,10 @@ static mpq_err solve_budget(mpq_ctx *ctx, mpq_sweep *sw, double avg_bits, int32_
         }
     }
     MPQ_TRY(mpq_agree(ctx, err));
+    MPQ_MPI_TRY(MPI_Bcast(infeasible, 1, MPI_INT, 0, ctx->comm));
+    MPQ_MPI_TRY(MPI_Bcast(range, (int)sizeof *range, MPI_BYTE, 0, ctx->comm));
+    if (*infeasible)
+        goto cleanup;
     MPQ_TRY(mpq_budget_bcast(ctx, &br));
     for (int64_t l = 0; l < sw->nl; l++)
         choice[l] = sw->excl[l] ? -1 : br->choice[l];
@@ -530,8 +559,10 @@ mpq_err mpq_sweep_run_point(mpq_ctx *ctx, mpq_sweep *sw, int64_t i, mpq_sweep_po
     MPQ_ALLOC_TRY(conf, sw->nl + 1);
     char buf[MPQ_QSPEC_MAX];
     if (pp->kind == SWEEP_BUDGET) {
-        MPQ_TRY(solve_budget(ctx, sw, pp->budget, conf));
-        for (int64_t l = 0; l < sw->nl; l++)
+        int infeasible = 0;
+        budget_range br;
+        MPQ_TRY(solve_budget(ctx, sw, pp->budget, conf, &infeasible, &br));
+        for (int64_t l = 0; l < sw->nl && !infeasible; l++)
             conf[l] = conf[l] < 0 ? -1 : p->cand[conf[l]];
         snprintf(pt->kind, sizeof pt->kind, "budget");
         snprintf(pt->label, sizeof pt->label, "avg %g bits", pp->budget);
@@ -544,6 +575,25 @@ mpq_err mpq_sweep_run_point(mpq_ctx *ctx, mpq_sweep *sw, int64_t i, mpq_sweep_po
         snprintf(pt->family, sizeof pt->family, "%s", fam);
         snprintf(pt->spec, sizeof pt->spec, "mixed");
         pt->budget = pp->budget;
+        if (infeasible) {
+            /* A scaling study often lists budgets below what the menu can
+             * reach; one such point must not cost the others (nor block the
+             * merge job of a Slurm array): it is reported, not evaluated. */
+            double w = br.weights > 0 ? (double)br.weights : 1.0;
+            pt->infeasible = 1;
+            pt->weights = br.weights;
+            pt->min_bpw = (double)br.min_bits / w;
+            pt->max_bpw = (double)br.max_bits / w;
+            snprintf(pt->metric, sizeof pt->metric, "%s", sw->metric);
+            pt->reference = sw->ref.value;
+            pt->seconds = mpq_now() - t0;
+            MPQ_WARN("sweep point %lld: budget %g bits per weight is infeasible: quant.candidates "
+                     "reach %.4f .. %.4f bits per weight (%lld .. %lld bits for %lld weights); "
+                     "the point is skipped and marked infeasible in the report",
+                     (long long)i, pp->budget, pt->min_bpw, pt->max_bpw, (long long)br.min_bits,
+                     (long long)br.max_bits, (long long)br.weights);
+            goto cleanup;
+        }
     } else {
         const sweep_conf *c = &p->conf[pp->conf];
         for (int64_t l = 0; l < sw->nl; l++)

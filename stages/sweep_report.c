@@ -19,6 +19,13 @@ extern char **environ;
 
 /* ---- a point as JSON --------------------------------------------------------------- */
 
+static void num_or_null(cJSON *o, const char *key, int have, double v) {
+    if (have)
+        cJSON_AddNumberToObject(o, key, v);
+    else
+        cJSON_AddNullToObject(o, key);
+}
+
 cJSON *mpq_sweep_point_to_json(const mpq_sweep_point *pt) {
     cJSON *o = cJSON_CreateObject();
     if (!o)
@@ -30,18 +37,29 @@ cJSON *mpq_sweep_point_to_json(const mpq_sweep_point *pt) {
     cJSON_AddStringToObject(o, "family", pt->family);
     cJSON_AddStringToObject(o, "spec", pt->spec);
     cJSON_AddNumberToObject(o, "budget", pt->budget);
-    cJSON_AddNumberToObject(o, "bits", (double)pt->bits);
+    /* An infeasible point was not built: what it would have measured is
+     * null, not a number a reader could take for a result. */
+    const int m = !pt->infeasible;
+    num_or_null(o, "bits", m, (double)pt->bits);
     cJSON_AddNumberToObject(o, "weights", (double)pt->weights);
-    cJSON_AddNumberToObject(o, "bpw", pt->bpw);
-    cJSON_AddNumberToObject(o, "size_bytes", (double)pt->size_bytes);
+    num_or_null(o, "bpw", m, pt->bpw);
+    num_or_null(o, "size_bytes", m, (double)pt->size_bytes);
     cJSON_AddStringToObject(o, "metric", pt->metric);
-    cJSON_AddNumberToObject(o, "value", pt->value);
+    num_or_null(o, "value", m, pt->value);
     cJSON_AddNumberToObject(o, "reference", pt->reference);
-    cJSON_AddNumberToObject(o, "rel_change", pt->rel_change);
-    cJSON_AddNumberToObject(o, "kld", pt->kld);
-    cJSON_AddNumberToObject(o, "agreement", pt->agreement);
+    num_or_null(o, "rel_change", m, pt->rel_change);
+    num_or_null(o, "kld", m, pt->kld);
+    num_or_null(o, "agreement", m, pt->agreement);
     cJSON_AddBoolToObject(o, "pareto", pt->pareto);
     cJSON_AddNumberToObject(o, "seconds", pt->seconds);
+    cJSON_AddStringToObject(o, "status", pt->infeasible ? "infeasible" : "ok");
+    if (pt->infeasible) {
+        cJSON *r = cJSON_AddArrayToObject(o, "achievable_bpw");
+        if (r) {
+            cJSON_AddItemToArray(r, cJSON_CreateNumber(pt->min_bpw));
+            cJSON_AddItemToArray(r, cJSON_CreateNumber(pt->max_bpw));
+        }
+    }
     return o;
 }
 
@@ -83,24 +101,49 @@ mpq_err mpq_sweep_point_from_json(mpq_ctx *ctx, const cJSON *o, const char *src,
     MPQ_CALL(get_str(ctx, o, src, "family", pt->family, sizeof pt->family));
     MPQ_CALL(get_str(ctx, o, src, "spec", pt->spec, sizeof pt->spec));
     MPQ_CALL(get_num(ctx, o, src, "budget", &pt->budget));
-    MPQ_CALL(get_int(ctx, o, src, "bits", &pt->bits));
+    /* "status" came with infeasible points; a point file without it
+     * (written before) is an evaluated point. */
+    char status[16] = "ok";
+    if (cJSON_GetObjectItemCaseSensitive(o, "status"))
+        MPQ_CALL(get_str(ctx, o, src, "status", status, sizeof status));
+    MPQ_CHECK(strcmp(status, "ok") == 0 || strcmp(status, "infeasible") == 0, MPQ_ERR_FORMAT,
+              "%s: field 'status': '%s' is not ok or infeasible", src, status);
+    pt->infeasible = strcmp(status, "infeasible") == 0;
+    const int m = !pt->infeasible; /* the measured fields are null when infeasible */
     MPQ_CALL(get_int(ctx, o, src, "weights", &pt->weights));
-    MPQ_CALL(get_num(ctx, o, src, "bpw", &pt->bpw));
-    MPQ_CALL(get_int(ctx, o, src, "size_bytes", &pt->size_bytes));
     MPQ_CALL(get_str(ctx, o, src, "metric", pt->metric, sizeof pt->metric));
-    MPQ_CALL(get_num(ctx, o, src, "value", &pt->value));
     MPQ_CALL(get_num(ctx, o, src, "reference", &pt->reference));
-    MPQ_CALL(get_num(ctx, o, src, "rel_change", &pt->rel_change));
-    MPQ_CALL(get_num(ctx, o, src, "kld", &pt->kld));
-    MPQ_CALL(get_num(ctx, o, src, "agreement", &pt->agreement));
     MPQ_CALL(get_num(ctx, o, src, "seconds", &pt->seconds));
+    if (m) {
+        MPQ_CALL(get_int(ctx, o, src, "bits", &pt->bits));
+        MPQ_CALL(get_num(ctx, o, src, "bpw", &pt->bpw));
+        MPQ_CALL(get_int(ctx, o, src, "size_bytes", &pt->size_bytes));
+        MPQ_CALL(get_num(ctx, o, src, "value", &pt->value));
+        MPQ_CALL(get_num(ctx, o, src, "rel_change", &pt->rel_change));
+        MPQ_CALL(get_num(ctx, o, src, "kld", &pt->kld));
+        MPQ_CALL(get_num(ctx, o, src, "agreement", &pt->agreement));
+    } else {
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "achievable_bpw");
+        MPQ_CHECK(cJSON_IsArray(r) && cJSON_GetArraySize(r) == 2 &&
+                      cJSON_IsNumber(cJSON_GetArrayItem(r, 0)) &&
+                      cJSON_IsNumber(cJSON_GetArrayItem(r, 1)),
+                  MPQ_ERR_FORMAT,
+                  "%s: field 'achievable_bpw' of an infeasible point is missing or not "
+                  "[min, max]",
+                  src);
+        pt->min_bpw = cJSON_GetArrayItem(r, 0)->valuedouble;
+        pt->max_bpw = cJSON_GetArrayItem(r, 1)->valuedouble;
+    }
     static const char *const kinds[] = {"fp", "budget", "uniform", "compare"};
     int ok = 0;
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         ok |= strcmp(pt->kind, kinds[i]) == 0;
     MPQ_CHECK(ok, MPQ_ERR_FORMAT, "%s: field 'kind': '%s' is not fp, budget, uniform or compare",
               src, pt->kind);
-    MPQ_CHECK(pt->size_bytes > 0 && pt->bits >= 0 && pt->weights >= 0, MPQ_ERR_FORMAT,
+    MPQ_CHECK(m || strcmp(pt->kind, "budget") == 0, MPQ_ERR_FORMAT,
+              "%s: field 'status': only a budget point can be infeasible (kind '%s')", src,
+              pt->kind);
+    MPQ_CHECK((!m || pt->size_bytes > 0) && pt->bits >= 0 && pt->weights >= 0, MPQ_ERR_FORMAT,
               "%s: fields 'size_bytes', 'bits', 'weights' must be positive", src);
     return MPQ_OK;
 }
@@ -248,9 +291,13 @@ static void sb_csv_num(sbuf *b, double v) {
 
 #define CSV_HEADER                                                                                 \
     "index,kind,label,method,family,spec,budget,bits,weights,bpw,size_bytes,metric,value,"         \
-    "reference,rel_change,kld,agreement,pareto,seconds\n"
+    "reference,rel_change,kld,agreement,pareto,seconds,status\n"
 
+/* An infeasible row leaves what was not measured empty (bits, bpw,
+ * size_bytes, value, rel_change, kld, agreement) and says "infeasible" in
+ * the last column, "status"; every other row says "ok". */
 static void csv_row(sbuf *b, const mpq_sweep_point *p) {
+    const int m = !p->infeasible;
     sb_printf(b, "%lld,", (long long)p->index);
     const char *strs[] = {p->kind, p->label, p->method, p->family, p->spec};
     for (size_t i = 0; i < 5; i++) {
@@ -258,16 +305,25 @@ static void csv_row(sbuf *b, const mpq_sweep_point *p) {
         sb_printf(b, ",");
     }
     sb_csv_num(b, p->budget);
-    sb_printf(b, ",%lld,%lld,", (long long)p->bits, (long long)p->weights);
-    sb_csv_num(b, p->bpw);
-    sb_printf(b, ",%lld,", (long long)p->size_bytes);
+    if (m)
+        sb_printf(b, ",%lld", (long long)p->bits);
+    else
+        sb_printf(b, ",");
+    sb_printf(b, ",%lld,", (long long)p->weights);
+    if (m) {
+        sb_csv_num(b, p->bpw);
+        sb_printf(b, ",%lld,", (long long)p->size_bytes);
+    } else {
+        sb_printf(b, ",,");
+    }
     sb_csv_str(b, p->metric);
     const double nums[] = {p->value, p->reference, p->rel_change, p->kld, p->agreement};
     for (size_t i = 0; i < 5; i++) {
         sb_printf(b, ",");
-        sb_csv_num(b, nums[i]);
+        if (m || i == 1)
+            sb_csv_num(b, nums[i]);
     }
-    sb_printf(b, ",%d,%.3f\n", p->pareto, p->seconds);
+    sb_printf(b, ",%d,%.3f,%s\n", p->pareto, p->seconds, m ? "ok" : "infeasible");
 }
 
 /* Markdown: a '|' inside a cell would split it. */
@@ -283,6 +339,12 @@ static void md_row(sbuf *b, const mpq_sweep_point *p, int lm) {
         sb_printf(b, "| %lld | ", (long long)p->index);
     sb_printf(b, "%s | ", p->kind);
     sb_md_str(b, p->label);
+    if (p->infeasible) {
+        /* Not built: the note under the table gives the achievable range. */
+        sb_printf(b, " | %s | %s | infeasible | - | - | - | %s- | | %.2f |\n", p->method, p->family,
+                  lm ? "- | " : "", p->seconds);
+        return;
+    }
     sb_printf(b, " | %s | %s | %.4f | %lld | %.4f | %+.2f%% | ", p->method, p->family, p->bpw,
               (long long)p->size_bytes, p->value, 100.0 * p->rel_change);
     if (lm)
@@ -341,13 +403,16 @@ static mpq_err write_plot(mpq_ctx *ctx, const char *dir, const char *title,
     snprintf(path, sizeof path, "%s/report-plot.dat", dir);
     snprintf(png, sizeof png, "%s/report.png", dir);
     snprintf(gpath, sizeof gpath, "%s/report.gp", dir);
-    /* Blocks (separated by two blank lines): one per kind, then the front
-     * sorted by size. Columns: size (KiB), value, "label". */
+    /* Blocks (separated by two blank lines): one per kind that has a
+     * plotted point, then the front sorted by size. Columns: size (KiB),
+     * value, "label". An empty block would not count as one (gnuplot
+     * reads the run of blank lines as one separator), so only kinds with
+     * points get a block, and block[k] is the index gnuplot sees. */
     static const char *const kinds[] = {"fp", "budget", "uniform", "compare"};
     static const char *const titles[] = {"full precision", "mixed precision (budget)", "uniform",
                                          "method/family comparison"};
     static const int ptype[] = {5, 7, 9, 13};
-    int used[4] = {0};
+    int used[4] = {0}, block[4] = {0}, nblock = 0;
     const char *main_method = "";
     for (int64_t i = 0; i < n; i++)
         if (strcmp(all[i].kind, "budget") == 0 || strcmp(all[i].kind, "uniform") == 0)
@@ -355,14 +420,17 @@ static mpq_err write_plot(mpq_ctx *ctx, const char *dir, const char *title,
     char lab[64];
     for (int k = 0; k < 4; k++) {
         for (int64_t i = 0; i < n; i++) {
-            if (strcmp(all[i].kind, kinds[k]) != 0)
+            if (strcmp(all[i].kind, kinds[k]) != 0 || all[i].infeasible)
                 continue;
             short_label(&all[i], main_method, lab, sizeof lab);
             sb_printf(&dat, "%.6f %.10g \"%s\"\n", (double)all[i].size_bytes / 1024.0, all[i].value,
                       lab);
             used[k] = 1;
         }
-        sb_printf(&dat, "\n\n");
+        if (used[k]) {
+            block[k] = nblock++;
+            sb_printf(&dat, "\n\n");
+        }
     }
     MPQ_ALLOC_TRY(ord, n > 0 ? n : 1);
     int64_t nf = 0;
@@ -404,15 +472,15 @@ static mpq_err write_plot(mpq_ctx *ctx, const char *dir, const char *title,
         if (!used[k])
             continue;
         sb_printf(&gp, "%s'%s' index %d using 1:2 with points pt %d ps 1.4 title '%s'", sep, path,
-                  k, ptype[k], titles[k]);
+                  block[k], ptype[k], titles[k]);
         sep = ", \\\n     ";
     }
     if (nf > 0)
         sb_printf(&gp,
-                  "%s'%s' index 4 using 1:2 with lines lw 2 lc rgb '#d62728' title 'Pareto front', "
-                  "\\\n     '%s' index 4 using 1:2:3 with labels offset 0.6,0.8 left font ',8' "
-                  "notitle",
-                  sep, path, path);
+                  "%s'%s' index %d using 1:2 with lines lw 2 lc rgb '#d62728' title 'Pareto "
+                  "front', \\\n     '%s' index %d using 1:2:3 with labels offset 0.6,0.8 left "
+                  "font ',8' notitle",
+                  sep, path, nblock, path, nblock);
     sb_printf(&gp, "\n");
     MPQ_ENSURE(!dat.failed && !gp.failed, MPQ_ERR_NOMEM, "cannot format the plot");
     MPQ_TRY(write_text(ctx, path, dat.s));
@@ -436,9 +504,12 @@ mpq_err mpq_sweep_report_write(mpq_ctx *ctx, const char *dir, const char *title,
     cJSON *o = NULL;
     char *jt = NULL, path[4096];
     const int higher = mpq_sweep_metric_higher_better(ref->metric);
-    const int lm =
-        strcmp(ref->metric, "accuracy") != 0 &&
-        !(strcmp(ref->metric, "agreement") == 0 && ref->kld == 0.0 && n > 0 && pts[0].kld == 0.0);
+    int64_t first = 0; /* the first evaluated point (infeasible ones have no KLD) */
+    while (first < n && pts[first].infeasible)
+        first++;
+    const int lm = strcmp(ref->metric, "accuracy") != 0 &&
+                   !(strcmp(ref->metric, "agreement") == 0 && ref->kld == 0.0 && first < n &&
+                     pts[first].kld == 0.0);
     MPQ_ALLOC_TRY(all, n + 1);
     MPQ_ALLOC_TRY(sz, n + 1);
     MPQ_ALLOC_TRY(qu, n + 1);
@@ -450,8 +521,9 @@ mpq_err mpq_sweep_report_write(mpq_ctx *ctx, const char *dir, const char *title,
         MPQ_ENSURE(strcmp(all[i].metric, ref->metric) == 0, MPQ_ERR_FORMAT,
                    "sweep report: point %lld has metric '%s', the reference '%s'",
                    (long long)all[i].index, all[i].metric, ref->metric);
-        sz[i] = (double)all[i].size_bytes;
-        qu[i] = higher ? -all[i].value : all[i].value;
+        /* NaN: an infeasible point is never on the front and dominates none. */
+        sz[i] = all[i].infeasible ? NAN : (double)all[i].size_bytes;
+        qu[i] = all[i].infeasible ? NAN : higher ? -all[i].value : all[i].value;
     }
     MPQ_TRY(mpq_sweep_pareto(ctx, n + 1, sz, qu, front));
     for (int64_t i = 0; i <= n; i++)
@@ -476,6 +548,18 @@ mpq_err mpq_sweep_report_write(mpq_ctx *ctx, const char *dir, const char *title,
               lm ? "---:|" : "");
     for (int64_t i = 0; i <= n; i++)
         md_row(&md, &all[i], lm);
+    int64_t nskip = 0;
+    for (int64_t i = 1; i <= n; i++)
+        nskip += all[i].infeasible;
+    if (nskip > 0)
+        sb_printf(&md, "\nInfeasible budgets (skipped: not evaluated, not plotted, not on the "
+                       "Pareto front):\n\n");
+    for (int64_t i = 1; i <= n; i++)
+        if (all[i].infeasible)
+            sb_printf(&md,
+                      "- point %lld: %g bits per weight is below what quant.candidates reach "
+                      "(%.4f .. %.4f bits per weight)\n",
+                      (long long)all[i].index, all[i].budget, all[i].min_bpw, all[i].max_bpw);
 
     o = cJSON_CreateObject();
     MPQ_ENSURE(o, MPQ_ERR_NOMEM, "cannot allocate the JSON report");
@@ -512,6 +596,10 @@ mpq_err mpq_sweep_report_write(mpq_ctx *ctx, const char *dir, const char *title,
         MPQ_TRY(write_plot(ctx, dir, title, all, n + 1, higher));
     MPQ_INFO("sweep report: %s/report.{csv,json,md%s}, %lld points", dir, plot ? ",png" : "",
              (long long)n);
+    if (nskip > 0)
+        MPQ_WARN("sweep report: %lld of %lld points skipped (infeasible budget), marked "
+                 "\"infeasible\" in the report",
+                 (long long)nskip, (long long)n);
 cleanup:
     cJSON_free(jt);
     cJSON_Delete(o);

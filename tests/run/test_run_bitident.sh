@@ -2,7 +2,7 @@
 # test_run_bitident.sh: `mpquant run --json` gives the same figures at 1, 2
 # and 4 ranks: every field of the JSON line (quantized and full-precision
 # evaluation, bits per weight, per-layer specs, bits, losses, scores) except
-# the times and the rank count, compared as text (so bit for bit: cJSON
+# the times, the peak memory and the rank count, compared as text (so bit for bit: cJSON
 # prints 17 significant digits). Small configurations: stories260K W3
 # adaround (20 steps, 16 segments, 20 documents) and mnist-cnn-small W2
 # signround (50 steps, 1000 images).
@@ -24,7 +24,7 @@ one() { # NAME CONFIG OVERRIDES...
     for np in 1 2 4; do
         run $MPQ_MPIEXEC -n $np "$MPQ_BIN" run "$cfg" --json "${args[@]}"
         expect_rc 0
-        last_json | jq -S 'del(.times, .ranks)' >"$dir/$name.$np.json" ||
+        last_json | jq -S 'del(.times, .ranks, .peak_rss_mib)' >"$dir/$name.$np.json" ||
             fail "$name at $np ranks: the last line is not JSON"
     done
     grep -q '"quantized"' "$dir/$name.1.json" || fail "$name: no quantized figures"

@@ -12,7 +12,7 @@ trap 'rm -rf "$T"' EXIT
 CFG="$MPQ_SOURCE_DIR/configs/stories260K-w3.cfg"
 small=(-q --json -o calibration.propagate=fp -o calibration.segments=16 -o calibration.seq_len=128
        -o eval.docs=20)
-figures() { tail -n 1 "$OUT" | jq -c 'del(.times, .ranks)'; }
+figures() { tail -n 1 "$OUT" | jq -c 'del(.times, .ranks, .peak_rss_mib)'; }
 
 run $MPQ_MPIEXEC -np 2 "$MPQ_BIN" run "$CFG" "${small[@]}" -o hessian.save="$T/h.h5"
 expect_rc 0

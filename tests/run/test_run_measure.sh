@@ -5,7 +5,9 @@
 # on the same inputs); a measurement file made for other candidates is
 # refused naming the file; an infeasible budget is an error stating the
 # smallest and largest achievable averages; a pin to a spec that is not a
-# candidate is honoured and its bits counted. mnist-cnn-small, 2 ranks.
+# candidate is honoured and its bits counted; the end of the run reports
+# the ranks' peak resident memory (log line and "peak_rss_mib" in the JSON).
+# mnist-cnn-small, 2 ranks.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_shared data/models/mnist-cnn-small/model-mnist.safetensors
@@ -20,11 +22,16 @@ mpi=($MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$cfg" "${small[@]}")
 run "${mpi[@]}" -o measure.save="$dir/m.h5" --json
 expect_rc 0
 [ -f "$dir/m.h5" ] || fail "measure.save wrote no file"
-last_json | jq -S 'del(.times)' >"$dir/a.json"
+# Peak resident memory: 0 < min <= mean <= max < 64 GiB (MiB), and the log line.
+last_json | jq -e '.peak_rss_mib | (.min > 0) and (.min <= .mean) and (.mean <= .max)
+                   and (.max < 65536)' >/dev/null ||
+    fail "peak_rss_mib missing or out of order: $(last_json | jq -c .peak_rss_mib)"
+expect_err "^peak_rss +[0-9.]+ +[0-9.]+ +[0-9.]+  \(peak resident memory, MiB over 2 ranks\)"
+last_json | jq -S 'del(.times, .peak_rss_mib)' >"$dir/a.json"
 run "${mpi[@]}" -o measure.load="$dir/m.h5" --json
 expect_rc 0
 expect_err "measurements loaded from"
-last_json | jq -S 'del(.times)' >"$dir/b.json"
+last_json | jq -S 'del(.times, .peak_rss_mib)' >"$dir/b.json"
 diff "$dir/a.json" "$dir/b.json" >/dev/null || fail "measure.load changed the result: $(diff "$dir/a.json" "$dir/b.json" | head -6)"
 jq -e '.budget.bits_used == .bits and .bpw <= 2.5' "$dir/a.json" >/dev/null || fail "budget figures inconsistent"
 

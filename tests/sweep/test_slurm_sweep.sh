@@ -1,8 +1,9 @@
 #!/bin/bash
 # shellcheck disable=SC2317 # on_exit runs through trap
 # test_slurm_sweep.sh: slurm/sweep-submit.sh on a private one-node Slurm
-# cluster (tests/sweep/slurm_cluster.sh): a 3-point `mpquant sweep` of
-# mnist-cnn-small as a measure job, a 2-task job array (2 points per task,
+# cluster (tests/sweep/slurm_cluster.sh): a 4-point `mpquant sweep` of
+# mnist-cnn-small (one budget below what the candidates reach: a skipped
+# point, which must not fail its array task and block the merge) as a measure job, a 2-task job array (2 points per task,
 # the last task short) depending on it, and a merge job depending on the
 # array; every job ends COMPLETED 0:0 and the merged report equals the
 # single-job report (CSV without the time column, JSON without "seconds").
@@ -48,7 +49,7 @@ say "cluster up after $SECONDS s"
 
 cfg=$work/sweep.cfg
 {
-    echo '# Written by tests/sweep/test_slurm_sweep.sh: a 3-point sweep.'
+    echo '# Written by tests/sweep/test_slurm_sweep.sh: a 4-point sweep.'
     echo "model = { path = \"$mnist\"; format = \"safetensors\"; tokenizer = \"\"; family = \"cnn\";"
     echo '  input_shape = [1, 28, 28]; input_scale = 0.00392156862745098;'
     echo '  cnn = ( { op = "conv2d"; weight = "conv1.weight"; bias = "conv1.bias"; padding = 1; },'
@@ -62,7 +63,7 @@ cfg=$work/sweep.cfg
     echo 'importance = { method = "error"; };'
     echo "eval = { images = \"$images\"; labels = \"$MPQ_SHARED_DIR/data/mnist/t10k-labels-idx1-ubyte\";"
     echo '         first = 1024; count = 500; batch = 250; };'
-    echo "sweep = { budgets = [3.0]; output_dir = \"$work/array\"; plot = false; };"
+    echo "sweep = { budgets = [1.0, 3.0]; output_dir = \"$work/array\"; plot = false; };"
 } >"$cfg"
 "$MPQ_BIN" sweep "$cfg" -o "sweep.output_dir=$work/single" >"$work/single.log" 2>&1 ||
     fail "single-job sweep failed: $(tail -n 3 "$work/single.log")"
@@ -74,7 +75,7 @@ for id in $(grep -o '=[0-9]*' <<<"$line" | tr -d =); do
     cl_jobs+=("$id")
 done
 [[ ${#cl_jobs[@]} -eq 3 ]] || fail "expected three job ids from sweep-submit.sh, got: $line"
-grep -q '(3 points in 2 array tasks)' <<<"$line" || fail "expected 3 points in 2 array tasks: $line"
+grep -q '(4 points in 2 array tasks)' <<<"$line" || fail "expected 4 points in 2 array tasks: $line"
 merge=$(tail -n 1 <<<"$ids")
 [[ $merge == "${cl_jobs[2]}" ]] || fail "the last line '$merge' is not the merge job id"
 cl_wait "merge job $merge" 120 cl_job_done "$merge"
@@ -88,12 +89,14 @@ ntask=$(scontrol show job -o "${cl_jobs[1]}" | grep -c 'ArrayTaskId=')
 [[ $ntask -eq 2 ]] || fail "the point array has $ntask tasks, expected 2"
 for d in single array; do
     [[ -s $work/$d/report.csv ]] || fail "$d: no report.csv"
-    cut -d, -f1-18 "$work/$d/report.csv" >"$work/$d.csv"
+    cut -d, -f1-18,20 "$work/$d/report.csv" >"$work/$d.csv"
     jq 'del(.. | .seconds?)' "$work/$d/report.json" >"$work/$d.json" || fail "$d: report.json is not JSON"
 done
-[[ $(wc -l <"$work/single.csv") -eq 5 ]] || fail "expected a header, the reference and 3 points"
+[[ $(wc -l <"$work/single.csv") -eq 6 ]] || fail "expected a header, the reference and 4 points"
 cmp -s "$work/single.csv" "$work/array.csv" ||
     fail "report.csv of the job array differs: $(diff "$work/single.csv" "$work/array.csv" | head -n 4)"
 cmp -s "$work/single.json" "$work/array.json" || fail "report.json of the job array differs"
+jq -e '.points[0].status == "infeasible" and ([.points[1:][] | .status == "ok"] | all)' \
+    "$work/array/report.json" >/dev/null || fail "the job array's report does not mark point 0 infeasible"
 say "PASS in $SECONDS s: measure, 2-task array, merge = single-job report"
 exit 0
