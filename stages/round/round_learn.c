@@ -133,8 +133,7 @@ mpq_err mpq_round_learn_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_le
     float *base = NULL, *u0 = NULL, *qrow = NULL, *La = NULL, *Lb = NULL, *bscale = NULL;
     uint8_t *ca = NULL, *cb = NULL, *hc = NULL, *bcodes = NULL;
     double *x = NULL, *gx = NULL, *E = NULL, *G = NULL, *dq = NULL, *lz = NULL, *loss = NULL,
-           *best = NULL, *norm = NULL, *s0 = NULL, *mult = NULL, *gm = NULL,
-           *gw = NULL;
+           *best = NULL, *norm = NULL, *s0 = NULL, *mult = NULL, *gm = NULL, *gw = NULL;
     optim ox = {0}, om = {0};
     int nri, ni;
     MPQ_CALL(mpq_to_int(ctx, nr, "tile rows (BLAS)", &nri));
