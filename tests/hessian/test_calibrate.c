@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "mpq_calibrate.h"
+#include "mpq_text.h"
 #include "mpq_config.h"
 #include "mpq_model.h"
 #include "mpq_test.h"
@@ -255,11 +256,110 @@ static void test_mnist_cnn(void **state) {
     mpq_config_destroy(&cfg);
 }
 
+static int same_set(const mpq_calib_set *a, const mpq_calib_set *b) {
+    if (a->nsamples != b->nsamples || a->offset[a->nsamples] != b->offset[b->nsamples])
+        return 0;
+    if (a->tokens)
+        return memcmp(a->tokens, b->tokens, (size_t)a->offset[a->nsamples] * sizeof *a->tokens) ==
+               0;
+    return memcmp(a->input, b->input, (size_t)(a->nsamples * a->input_numel) * sizeof *a->input) ==
+           0;
+}
+
+/* Each calibration source is deterministic for a seed, changes with it, and
+ * gives what it promises: text segments are BOS + seq_len - 1 consecutive
+ * tokens of the document stream (found by a brute-force search in the stream
+ * encoded here), random tokens are BOS + valid ids, images are the IDX file's
+ * pixels [first, first + count) read here byte by byte. (Independence of the
+ * rank count: check_model above compares H over 1-4 ranks.) */
+static void test_sources(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    char mp[1024], tp[1024], xp[1024], ip[1024];
+    mpq_test_shared("data/models/stories260K/stories260K.bin", mp, sizeof mp);
+    mpq_test_shared("data/models/stories260K/tok512.bin", tp, sizeof tp);
+    mpq_test_shared("data/text/wikitext2-valid.txt", xp, sizeof xp);
+    mpq_test_shared("data/mnist/t10k-images-idx3-ubyte", ip, sizeof ip);
+    mpq_model *m = NULL;
+    mpq_family *f = NULL;
+    mpq_tokenizer *tok = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_model_open(ctx, mp, "auto", &m));
+    MPQ_ASSERT_OK(ctx, mpq_family_create(ctx, m, NULL, "auto", &f));
+    MPQ_ASSERT_OK(ctx, mpq_tokenizer_load(ctx, tp, 512, &tok));
+
+    /* text */
+    mpq_calib_set *a = NULL, *b = NULL, *c = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_text(ctx, tok, xp, 64, 12, 7, &a));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_text(ctx, tok, xp, 64, 12, 7, &b));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_text(ctx, tok, xp, 64, 12, 8, &c));
+    assert_true(same_set(a, b));
+    assert_false(same_set(a, c));
+    char *text = NULL;
+    int64_t len = 0, ndocs = 0, *offs = NULL;
+    mpq_span *docs = NULL;
+    int32_t *toks = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_text_read(ctx, xp, &text, &len));
+    MPQ_ASSERT_OK(ctx, mpq_text_split_docs(ctx, text, len, 0, &docs, &ndocs));
+    MPQ_ASSERT_OK(ctx, mpq_text_encode_docs(ctx, tok, text, docs, ndocs, 0, &toks, &offs));
+    const int64_t total = offs[ndocs];
+    for (int64_t k = 0; k < a->nsamples; k++) {
+        const int32_t *seg = a->tokens + a->offset[k];
+        assert_int_equal(a->len[k], 64);
+        assert_int_equal(seg[0], MPQ_TOKEN_BOS);
+        int found = 0;
+        for (int64_t p = 0; p + 63 <= total && !found; p++)
+            found = memcmp(toks + p, seg + 1, 63 * sizeof *seg) == 0;
+        assert_true(found);
+    }
+    mpq_free(text);
+    mpq_free(docs);
+    mpq_free(toks);
+    mpq_free(offs);
+    mpq_calib_set_destroy(&a);
+    mpq_calib_set_destroy(&b);
+    mpq_calib_set_destroy(&c);
+
+    /* random tokens */
+    const mpq_family_info *info = mpq_family_get_info(f);
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, info, 6, 20, 3, &a));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, info, 6, 20, 3, &b));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, info, 6, 20, 4, &c));
+    assert_true(same_set(a, b));
+    assert_false(same_set(a, c));
+    for (int64_t k = 0; k < 6; k++) {
+        assert_int_equal(a->tokens[a->offset[k]], MPQ_TOKEN_BOS);
+        for (int64_t t = a->offset[k]; t < a->offset[k + 1]; t++)
+            assert_true(a->tokens[t] >= 0 && a->tokens[t] < info->vocab_size);
+    }
+    mpq_calib_set_destroy(&a);
+    mpq_calib_set_destroy(&b);
+    mpq_calib_set_destroy(&c);
+
+    /* images: the raw bytes of images 5000..5009 */
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_images(ctx, ip, 5000, 10, &a));
+    assert_int_equal(a->input_numel, 784);
+    FILE *fp = fopen(ip, "rb");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 16 + 5000L * 784, SEEK_SET), 0);
+    unsigned char px[784];
+    for (int64_t k = 0; k < 10; k++) {
+        assert_int_equal(fread(px, 1, sizeof px, fp), sizeof px);
+        for (int64_t j = 0; j < 784; j++)
+            assert_true(a->input[k * 784 + j] == (float)px[j]);
+    }
+    fclose(fp);
+    mpq_calib_set_destroy(&a);
+    mpq_tokenizer_destroy(&tok);
+    mpq_family_destroy(&f);
+    mpq_model_close(&m);
+}
+
 int main(int argc, char **argv) {
     g_ctx = mpq_test_init(&argc, &argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories260k),
         cmocka_unit_test(test_mnist_cnn),
+        cmocka_unit_test(test_sources),
     };
     int failures = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&g_ctx, failures);
