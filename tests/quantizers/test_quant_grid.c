@@ -6,6 +6,7 @@
  * equal to the packed codes plus the serialized parameters (and to the
  * format's formula); parameters surviving serialization bit for bit; the
  * search fit never worse than the closed-form fits. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -392,6 +393,132 @@ static void test_errors(void **state) {
     }
 }
 
+/* fp16 rounding written here (normal range, ties to even), independent of
+ * the library's converter. */
+static double ref_fp16(double x) {
+    int e;
+    double m = frexp(x, &e); /* x = m 2^e, m in [0.5, 1) */
+    return ldexp(nearbyint(m * 2048.0), e - 11);
+}
+
+/* The closed-form fits, recomputed here from their definitions on a 5 x 20
+ * layer in groups of 8 (the last group of each row has 4 weights): int
+ * asymmetric (range [min(w,0), max(w,0)] over 2^b - 1 steps, rounded
+ * zero-point) and symmetric (max |w| at 2^(b-1) - 1), binary (mean |w|),
+ * ternary threshold (mean |w| above 0.7 mean |w|), ParetoQ SEQ ternary and
+ * 2-bit and NF4 (max |w|), FP4 (max |w| / 6), MXFP4 (2^(floor(log2 max|w|)
+ * - 2)), and per-channel FP8 (max |w| / 448, fp32). */
+static void test_closed_forms(void **state) {
+    (void)state;
+    enum { R = 5, C = 20, G = 8 };
+    float w[R * C];
+    qr_rng seed = {99};
+    for (int i = 0; i < R * C; i++)
+        w[i] = (float)(qr_normal(&seed) * 0.05 + (i % 7 == 0 ? 0.02 : 0.0));
+    const char *specs[] = {"int:bits=3,sym=false,group=8",
+                           "int:bits=4,sym=true,group=8",
+                           "binary:group=8",
+                           "ternary:group=8",
+                           "ternary_seq:group=8",
+                           "seq2:group=8",
+                           "nf4:group=8",
+                           "fp4:group=8",
+                           "mxfp4:group=8",
+                           "fp8:gran=channel"};
+    for (size_t k = 0; k < sizeof specs / sizeof *specs; k++) {
+        mpq_qspec spec;
+        mpq_qparams *p = NULL;
+        MPQ_ASSERT_OK(ctx, mpq_qspec_parse(ctx, specs[k], &spec));
+        MPQ_ASSERT_OK(ctx, mpq_qparams_create(ctx, &spec, R, C, &p));
+        MPQ_ASSERT_OK(ctx, mpq_quant_fit(ctx, p, w, NULL));
+        const char *fam = spec.ops->name;
+        const int64_t gc = strcmp(fam, "fp8") == 0 ? C : G;
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t c0 = 0; c0 < C; c0 += gc) {
+                int64_t c1 = c0 + gc < C ? c0 + gc : C, n = c1 - c0;
+                double mn = 0, mx = 0, amax = 0, sabs = 0;
+                for (int64_t c = c0; c < c1; c++) {
+                    double v = w[r * C + c];
+                    mn = fmin(mn, v);
+                    mx = fmax(mx, v);
+                    amax = fmax(amax, fabs(v));
+                    sabs += fabs(v);
+                }
+                double want, got = p->scale[gc == C ? r : r * p->gpr + c0 / G];
+                int32_t wz = 0;
+                if (strcmp(fam, "int") == 0 && !spec.sym) {
+                    want = ref_fp16((mx - mn) / 7.0);
+                    wz = (int32_t)nearbyint(-mn / want);
+                    wz = wz < 0 ? 0 : (wz > 7 ? 7 : wz);
+                } else if (strcmp(fam, "int") == 0) {
+                    want = ref_fp16(amax / 7.0);
+                } else if (strcmp(fam, "binary") == 0) {
+                    want = ref_fp16(sabs / (double)n);
+                } else if (strcmp(fam, "ternary") == 0) {
+                    double delta = 0.7 * sabs / (double)n, sum = 0, cnt = 0;
+                    for (int64_t c = c0; c < c1; c++)
+                        if (fabs(w[r * C + c]) > delta) {
+                            sum += fabs(w[r * C + c]);
+                            cnt += 1;
+                        }
+                    want = ref_fp16(sum / cnt);
+                } else if (strcmp(fam, "fp4") == 0) {
+                    want = ref_fp16(amax / 6.0);
+                } else if (strcmp(fam, "mxfp4") == 0) {
+                    want = ldexp(1.0, (int)floor(log2(amax)) - 2);
+                } else if (strcmp(fam, "fp8") == 0) {
+                    want = (float)(amax / 448.0);
+                } else { /* ternary_seq, seq2, nf4 */
+                    want = ref_fp16(amax);
+                }
+                if (got != want)
+                    fprintf(stderr, "%s row %lld cols %lld..%lld: scale %.9g, expected %.9g\n",
+                            specs[k], (long long)r, (long long)c0, (long long)c1, got, want);
+                assert_true(got == want);
+                if (p->zero)
+                    assert_int_equal(p->zero[r * p->gpr + c0 / G], wz);
+            }
+        mpq_qparams_destroy(&p);
+    }
+}
+
+/* The search fit uses the importance vector: with importance concentrated
+ * on a few columns, the fit given it has a weighted error no larger than the
+ * fit without it, for every family, and strictly smaller for int 3-bit. */
+static void test_search_uses_importance(void **state) {
+    (void)state;
+    enum { R = 16, C = 64 };
+    float w[R * C], imp[C];
+    qr_rng rng = {7};
+    for (int i = 0; i < R * C; i++)
+        w[i] = (float)(0.05 * qr_normal(&rng) * (i % 5 == 0 ? 4.0 : 1.0));
+    for (int c = 0; c < C; c++)
+        imp[c] = c % 8 == 3 ? 1000.0f : 1.0f;
+    int nf = 0;
+    const mpq_quant_ops *const *reg = mpq_quant_registry(&nf);
+    for (int f = 0; f < nf; f++) {
+        char text[96];
+        mpq_qspec spec;
+        snprintf(text, sizeof text, "%s:fit=search", reg[f]->name);
+        if (mpq_qspec_parse(ctx, text, &spec) != MPQ_OK) { /* a family without search */
+            mpq_err_clear(ctx);
+            continue;
+        }
+        mpq_qparams *a = NULL, *b = NULL;
+        MPQ_ASSERT_OK(ctx, mpq_qparams_create(ctx, &spec, R, C, &a));
+        MPQ_ASSERT_OK(ctx, mpq_qparams_create(ctx, &spec, R, C, &b));
+        MPQ_ASSERT_OK(ctx, mpq_quant_fit(ctx, a, w, imp));
+        MPQ_ASSERT_OK(ctx, mpq_quant_fit(ctx, b, w, NULL));
+        double ea = mpq_quant_error(a, w, imp), eb = mpq_quant_error(b, w, imp);
+        printf("%-14s weighted error: fit with importance %.6g, without %.6g\n", text, ea, eb);
+        assert_true(ea <= eb * (1 + 1e-12));
+        if (strcmp(reg[f]->name, "int") == 0)
+            assert_true(ea < 0.99 * eb);
+        mpq_qparams_destroy(&a);
+        mpq_qparams_destroy(&b);
+    }
+}
+
 int main(int argc, char **argv) {
     ctx = mpq_test_init(&argc, &argv);
     const struct CMUnitTest tests[] = {
@@ -400,6 +527,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_search_not_worse),
         cmocka_unit_test(test_uniform_accessor),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_closed_forms),
+        cmocka_unit_test(test_search_uses_importance),
     };
     int failures = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&ctx, failures);
