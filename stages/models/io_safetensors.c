@@ -315,6 +315,19 @@ static mpq_err read_config(mpq_ctx *ctx, const char *path, mpq_arch *a) {
     const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
     MPQ_ENSURE(!scaling || cJSON_IsNull(scaling), MPQ_ERR_FORMAT,
                "%s: key \"rope_scaling\" is set; scaled RoPE is not supported", path);
+    /* Sliding-window attention (Mistral v0.1; Qwen2 with use_sliding_window)
+     * is not implemented: refuse it rather than compute full attention. A
+     * window at least the context length is full attention. */
+    const cJSON *usw = cJSON_GetObjectItemCaseSensitive(cfg, "use_sliding_window");
+    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(cfg, "sliding_window");
+    if (sw && !cJSON_IsNull(sw) && !cJSON_IsFalse(usw)) {
+        int64_t win = 0;
+        MPQ_TRY(cfg_int(ctx, path, cfg, "sliding_window", 0, &win));
+        MPQ_ENSURE(win >= a->seq_len, MPQ_ERR_FORMAT,
+                   "%s: key \"sliding_window\" is %lld, below max_position_embeddings %lld: "
+                   "sliding-window attention is not supported",
+                   path, (long long)win, (long long)a->seq_len);
+    }
     const cJSON *abias = cJSON_GetObjectItemCaseSensitive(cfg, "attention_bias");
     MPQ_ENSURE(!cJSON_IsTrue(abias) || a->qkv_bias, MPQ_ERR_FORMAT,
                "%s: key \"attention_bias\" is true; attention biases are supported for qwen2 only",

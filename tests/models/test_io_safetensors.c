@@ -414,6 +414,29 @@ static void test_corrupt_models(void **state) {
     edit(cfg, "\"tie_word_embeddings\":\tfalse",
          "\"tie_word_embeddings\":\ttrue,\"rope_scaling\": {}");
     test_io_expect_open(ctx, sub, "auto", MPQ_ERR_FORMAT, cfg, "rope_scaling", NULL);
+    /* sliding-window attention shorter than the context is refused; a window
+     * of the whole context, or one switched off, is full attention */
+    FRESH();
+    edit(cfg, "\"tie_word_embeddings\":\tfalse",
+         "\"tie_word_embeddings\":\tfalse,\"sliding_window\": 4");
+    test_io_expect_open(ctx, sub, "auto", MPQ_ERR_FORMAT, cfg, "sliding_window",
+                        "sliding-window attention is not supported");
+    FRESH();
+    edit(cfg, "\"tie_word_embeddings\":\tfalse",
+         "\"tie_word_embeddings\":\tfalse,\"sliding_window\": 4,\"use_sliding_window\": false");
+    {
+        mpq_model *ok = NULL;
+        MPQ_ASSERT_OK(ctx, mpq_model_open(ctx, sub, "auto", &ok));
+        mpq_model_close(&ok);
+    }
+    FRESH();
+    edit(cfg, "\"tie_word_embeddings\":\tfalse",
+         "\"tie_word_embeddings\":\tfalse,\"sliding_window\": 32");
+    {
+        mpq_model *ok = NULL;
+        MPQ_ASSERT_OK(ctx, mpq_model_open(ctx, sub, "auto", &ok));
+        mpq_model_close(&ok);
+    }
     FRESH();
     edit(cfg, "{", "{{");
     test_io_expect_open(ctx, sub, "auto", MPQ_ERR_FORMAT, cfg, "not valid JSON", NULL);
