@@ -194,9 +194,14 @@ static int config_is_file(const mpq_config *cfg) {
     return cfg->text_len > 0 && stat(cfg->source, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* Appends a set path; past RUN_MAX_FILES it counts without storing, so
+ * that the caller sees the overflow (n > RUN_MAX_FILES). */
 static void add_file(run_file *f, int64_t *n, const char *key, const char *path) {
-    if (path && path[0] && *n < RUN_MAX_FILES)
-        f[(*n)++] = (run_file){key, path};
+    if (!path || !path[0])
+        return;
+    if (*n < RUN_MAX_FILES)
+        f[*n] = (run_file){key, path};
+    (*n)++;
 }
 
 /* Every input the configuration names, read by this run or not (every set
@@ -216,7 +221,8 @@ static int64_t named_inputs(const mpq_config *cfg, run_file *f) {
 /* The files this run read (hashed into the checkpoint's provenance): the
  * configuration file, the model, the tokenizer of a language model, the
  * calibration source, the evaluation data when it evaluated, and the saved
- * statistics it was told to load. */
+ * statistics it was told to load: at most 10 paths, well within
+ * RUN_MAX_FILES. */
 static int64_t read_inputs(const run_state *s, const char **paths) {
     const mpq_config *cfg = s->cfg;
     const int lm = s->info->task == MPQ_TASK_LM;
@@ -256,6 +262,9 @@ static int64_t read_inputs(const run_state *s, const char **paths) {
 static mpq_err check_files(mpq_ctx *ctx, const mpq_config *cfg) {
     run_file in[RUN_MAX_FILES];
     const int64_t ni = named_inputs(cfg, in);
+    MPQ_CHECK(ni <= RUN_MAX_FILES, MPQ_ERR_INTERNAL,
+              "%lld input paths, more than RUN_MAX_FILES (%d): raise it", (long long)ni,
+              RUN_MAX_FILES);
     const run_file out[] = {{"output.path", cfg->output.path},
                             {"hessian.save", cfg->hessian.save},
                             {"measure.save", cfg->measure.save}};
