@@ -37,9 +37,18 @@
  *                            "F16", "BF16"), index (int64, as above)
  *   /provenance              group; attrs program_version, commit, date (ISO 8601
  *                            UTC) strings, nranks (int64); string datasets:
- *       config       the full configuration text
- *       inputs       JSON object {input path: SHA-256 hex}; a directory input is
- *                    listed file by file ("dir/file")
+ *       config       the effective configuration: every key with the value the
+ *                    run used (the file's values, the defaults and the -o
+ *                    overrides applied), the text `mpquant check` prints
+ *                    (mpq_config_print), which mpquant reads back as a
+ *                    configuration file
+ *       config_file  the configuration file's own text, as read
+ *       overrides    JSON array of the -o overrides "key=value", in order
+ *       inputs       JSON object {input path: SHA-256 hex} of every file the
+ *                    run read (mpquant run: the configuration file, the model,
+ *                    tokenizer, calibration, evaluation, hessian.load and
+ *                    measure.load files it used); a directory input is listed
+ *                    file by file ("dir/file"); a path given twice once
  *       stage_times  JSON (per-stage seconds)
  *       eval         JSON (evaluation results)
  *       assignment   JSON (per-layer table: layer, spec, bits, score, ...)
@@ -61,6 +70,7 @@
  * killed while writing never leaves a file at the output name; its temporary
  * may remain and can be deleted by hand. An existing destination is never
  * replaced unless overwrite is set; the destination may not be an input.
+ * (mpquant run checks both before it loads anything, and again here.)
  */
 #ifndef MPQ_CKPT_H
 #define MPQ_CKPT_H
@@ -121,10 +131,12 @@ mpq_err mpq_ckpt_write_model(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_model *
                              const mpq_ckpt_layer_desc *descs, const mpq_qlayer *const *qlayers,
                              const int *owners);
 
-/* Provenance texts (rank 0's values are written; NULL: empty, or "{}" for
- * the JSON fields; date NULL: now, UTC). */
+/* Provenance texts (rank 0's values are written; NULL: empty, or "{}" /
+ * "[]" for the JSON fields; date NULL: now, UTC). */
 typedef struct mpq_ckpt_provenance {
-    const char *config;      /* full configuration text */
+    const char *config;      /* effective configuration (what ran: file, defaults, overrides) */
+    const char *config_file; /* the configuration file's own text */
+    const char *overrides;   /* JSON array of the command-line overrides "key=value" */
     const char *date;        /* ISO 8601, e.g. "2024-05-01T12:00:00Z" */
     const char *stage_times; /* JSON */
     const char *eval;        /* JSON */
@@ -172,7 +184,7 @@ typedef struct mpq_ckpt {
     mpq_ckpt_entry *entries; /* [nentries] in write order */
     int64_t nlayers;         /* entries with quantized = 1 */
     /* provenance (NUL-terminated, "" when absent) */
-    char *config, *inputs, *stage_times, *eval, *assignment;
+    char *config, *config_file, *overrides, *inputs, *stage_times, *eval, *assignment;
     char program_version[32], commit[48], date[48];
     int64_t nranks;
     int64_t h5file; /* private: the open HDF5 file (hid_t) */

@@ -63,6 +63,8 @@ typedef struct mpq_config {
     char *source; /* name of the configuration file ("<defaults>" if none) */
     char *text;   /* its full text, for provenance */
     int64_t text_len;
+    mpq_strlist overrides; /* the overrides "section.key=value" applied on top, in order,
+                              as given (for provenance) */
 
     struct {
         char *path;                /* model file or directory */
@@ -203,6 +205,9 @@ void mpq_config_destroy(mpq_config **cfg);
 /* Writes the effective configuration (every key, with its value) in
  * libconfig syntax that mpq_config_parse accepts. */
 void mpq_config_print(const mpq_config *cfg, FILE *out);
+/* Local. The text mpq_config_print writes, in memory (the effective
+ * configuration a checkpoint records). Owner of *out: caller (mpq_free). */
+mpq_err mpq_config_format(struct mpq_ctx *ctx, const mpq_config *cfg, char **out);
 /* Writes the key reference (Markdown table: key, type, default, range,
  * description). */
 void mpq_config_print_reference(FILE *out);

@@ -1,6 +1,7 @@
 /* mpq_hash.h: SHA-256 of files and buffers (OpenSSL EVP), for provenance
- * records: the checkpoint stores the digests of the model and calibration
- * files it was made from. */
+ * records: the checkpoint stores the digests of every file the run read
+ * (configuration, model, tokenizer, calibration and evaluation data, loaded
+ * statistics). */
 #ifndef MPQ_HASH_H
 #define MPQ_HASH_H
 

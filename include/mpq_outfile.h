@@ -38,6 +38,13 @@ typedef struct mpq_outfile {
     int collective; /* 1: made by mpq_outfile_open_all */
 } mpq_outfile;
 
+/* Local. 1 when paths a and b name the same file: both exist and have the
+ * same device and inode (a symlink or hard link to the other counts), or
+ * their canonical paths are equal (the directory resolved, the last
+ * component as given when the file does not exist yet). 0 otherwise, and
+ * when either is NULL or empty. */
+int mpq_outfile_same_file(const char *a, const char *b);
+
 /* Local. Runs the checks of an open without creating anything, so that a
  * bad output path fails before hours of work. opts may be NULL (no inputs,
  * no overwrite). Errors name the destination and the problem. */

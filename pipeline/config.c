@@ -718,6 +718,9 @@ void mpq_config_destroy(mpq_config **pcfg) {
     mpq_config *cfg = *pcfg;
     for (int i = 0; i < mpq_config_nkeys; i++)
         free_field(&mpq_config_keys[i], cfg);
+    for (int64_t i = 0; i < cfg->overrides.n; i++)
+        mpq_free(cfg->overrides.v[i]);
+    mpq_free(cfg->overrides.v);
     mpq_free(cfg->source);
     mpq_free(cfg->text);
     mpq_free(cfg);
@@ -777,8 +780,13 @@ mpq_err mpq_config_parse(mpq_ctx *ctx, const char *source, const char *text, int
         }
         MPQ_TRY(walk(ctx, cfg, config_root_setting(&lc), "", cfg->source, base_dir));
     }
-    for (int i = 0; i < n_over; i++)
+    if (n_over > 0)
+        MPQ_ALLOC_TRY(cfg->overrides.v, n_over);
+    for (int i = 0; i < n_over; i++) {
         MPQ_TRY(apply_override(ctx, cfg, overrides[i]));
+        MPQ_TRY(mpq_strdup(ctx, overrides[i], &cfg->overrides.v[i]));
+        cfg->overrides.n++;
+    }
     *out = cfg;
     cfg = NULL;
 cleanup:
@@ -948,6 +956,28 @@ void mpq_config_print(const mpq_config *cfg, FILE *out) {
     }
     if (section[0])
         fputs("};\n", out);
+}
+
+mpq_err mpq_config_format(mpq_ctx *ctx, const mpq_config *cfg, char **out) {
+    *out = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    MPQ_CHECK(f, MPQ_ERR_NOMEM, "%s: cannot format the effective configuration: %s", cfg->source,
+              strerror(errno));
+    mpq_config_print(cfg, f);
+    int bad = ferror(f);
+    /* The stream's buffer (malloc'ed by libc) is complete only after fclose. */
+    if (fclose(f) != 0)
+        bad = 1;
+    mpq_err err = MPQ_OK;
+    if (bad || !buf)
+        err =
+            MPQ_ERROR(MPQ_ERR_NOMEM, "%s: cannot format the effective configuration", cfg->source);
+    else
+        err = mpq_strdup(ctx, buf, out);
+    free(buf);
+    return err;
 }
 
 void mpq_config_print_reference(FILE *out) {

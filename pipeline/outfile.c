@@ -36,6 +36,42 @@ static mpq_err split_path(mpq_ctx *ctx, const char *dest, char dir[PATH_MAX], ch
     return MPQ_OK;
 }
 
+/* The canonical form of path: realpath when it resolves, else its
+ * directory resolved and the last component appended as given. 0 when
+ * neither works (the directory is missing too). */
+static int canonical(const char *path, char out[2 * PATH_MAX + 2]) {
+    char r[PATH_MAX];
+    if (realpath(path, r)) {
+        snprintf(out, 2 * PATH_MAX + 2, "%s", r);
+        return 1;
+    }
+    char dir[PATH_MAX], name[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (strlen(path) >= PATH_MAX || (slash && slash[1] == '\0'))
+        return 0;
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    snprintf(name, sizeof name, "%s", slash ? slash + 1 : path);
+    if (!realpath(dir, r))
+        return 0;
+    snprintf(out, 2 * PATH_MAX + 2, "%s%s%s", r, strcmp(r, "/") ? "/" : "", name);
+    return 1;
+}
+
+int mpq_outfile_same_file(const char *a, const char *b) {
+    if (!a || !a[0] || !b || !b[0])
+        return 0;
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char ca[2 * PATH_MAX + 2], cb[2 * PATH_MAX + 2];
+    return canonical(a, ca) && canonical(b, cb) && strcmp(ca, cb) == 0;
+}
+
 mpq_err mpq_outfile_check(mpq_ctx *ctx, const char *dest, const mpq_outfile_opts *opts) {
     static const mpq_outfile_opts none = {0, NULL, 0};
     if (!opts)
@@ -59,21 +95,9 @@ mpq_err mpq_outfile_check(mpq_ctx *ctx, const char *dest, const mpq_outfile_opts
     MPQ_CHECK(!resolves || !S_ISDIR(ds.st_mode), MPQ_ERR_IO,
               "cannot write output '%s': it is a directory", dest);
 
-    /* The destination as a canonical path (its directory resolved). */
-    char rdir[PATH_MAX], canon[2 * PATH_MAX + 2], rin[PATH_MAX];
-    MPQ_CHECK(realpath(dir, rdir), MPQ_ERR_IO, "cannot resolve directory '%s' of output '%s': %s",
-              dir, dest, strerror(errno));
-    snprintf(canon, sizeof canon, "%s%s%s", rdir, strcmp(rdir, "/") ? "/" : "", name);
     for (int64_t i = 0; i < opts->n_inputs; i++) {
         const char *in = opts->inputs[i];
-        if (!in || !in[0])
-            continue;
-        struct stat is;
-        int same =
-            resolves && stat(in, &is) == 0 && is.st_dev == ds.st_dev && is.st_ino == ds.st_ino;
-        if (!same && realpath(in, rin))
-            same = strcmp(rin, canon) == 0;
-        MPQ_CHECK(!same, MPQ_ERR_ARG,
+        MPQ_CHECK(!mpq_outfile_same_file(dest, in), MPQ_ERR_ARG,
                   "output '%s' is the same file as input '%s'; refusing to overwrite an input",
                   dest, in);
     }

@@ -404,13 +404,16 @@ static mpq_err read_provenance(mpq_ctx *ctx, mpq_ckpt *ck, hid_t file) {
     const char *path = ck->path, *where = "/provenance";
     if (H5Lexists(file, "provenance", H5P_DEFAULT) <= 0) {
         /* Written last: a checkpoint without it is still usable. */
-        char **f[] = {&ck->config, &ck->inputs, &ck->stage_times, &ck->eval, &ck->assignment};
+        char **f[] = {&ck->config,      &ck->config_file, &ck->overrides, &ck->inputs,
+                      &ck->stage_times, &ck->eval,        &ck->assignment};
         for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
             MPQ_CALL(mpq_strdup(ctx, "", f[i]));
         return MPQ_OK;
     }
     MPQ_H5_ID(g, H5Gopen2(file, "provenance", H5P_DEFAULT), path);
     MPQ_TRY(text_dataset(ctx, path, g, "config", &ck->config));
+    MPQ_TRY(text_dataset(ctx, path, g, "config_file", &ck->config_file));
+    MPQ_TRY(text_dataset(ctx, path, g, "overrides", &ck->overrides));
     MPQ_TRY(text_dataset(ctx, path, g, "inputs", &ck->inputs));
     MPQ_TRY(text_dataset(ctx, path, g, "stage_times", &ck->stage_times));
     MPQ_TRY(text_dataset(ctx, path, g, "eval", &ck->eval));
@@ -506,6 +509,8 @@ void mpq_ckpt_close(mpq_ckpt **pck) {
         H5Fclose(ck->h5file);
     mpq_free(ck->entries);
     mpq_free(ck->config);
+    mpq_free(ck->config_file);
+    mpq_free(ck->overrides);
     mpq_free(ck->inputs);
     mpq_free(ck->stage_times);
     mpq_free(ck->eval);

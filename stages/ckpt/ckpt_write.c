@@ -240,6 +240,10 @@ static mpq_err hash_inputs(mpq_ctx *ctx, const char *const *inputs, int64_t n, c
         struct stat st;
         MPQ_ENSURE(stat(inputs[i], &st) == 0, MPQ_ERR_IO, "cannot hash input '%s': it is missing",
                    inputs[i]);
+        /* A path given twice (e.g. the same IDX file for calibration and
+         * evaluation) is one input. */
+        if (cJSON_GetObjectItemCaseSensitive(obj, inputs[i]))
+            continue;
         if (S_ISDIR(st.st_mode))
             MPQ_TRY(hash_dir(ctx, obj, inputs[i]));
         else
@@ -611,7 +615,7 @@ static mpq_err share_text(mpq_ctx *ctx, const char *text, const char *def, char 
 mpq_err mpq_ckpt_write_provenance(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_ckpt_provenance *p) {
     mpq_err err = MPQ_OK;
     hid_t g = H5I_INVALID_HID;
-    enum { T_CONFIG, T_INPUTS, T_EVAL, T_ASSIGN, T_DATE, T_TIMES, NT };
+    enum { T_CONFIG, T_FILE, T_OVER, T_INPUTS, T_EVAL, T_ASSIGN, T_DATE, T_TIMES, NT };
     char *text[NT] = {0};
     int64_t len[NT] = {0};
     static const mpq_ckpt_provenance none = {0};
@@ -624,9 +628,10 @@ mpq_err mpq_ckpt_write_provenance(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_ck
         gmtime_r(&t, &tm);
         strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm);
     }
-    const char *src[NT] = {p->config,     w->inputs_json,          p->eval,
-                           p->assignment, p->date ? p->date : now, p->stage_times};
-    const char *def[NT] = {"", "{}", "{}", "[]", "", "{}"};
+    const char *src[NT] = {
+        p->config,     p->config_file,          p->overrides,  w->inputs_json, p->eval,
+        p->assignment, p->date ? p->date : now, p->stage_times};
+    const char *def[NT] = {"", "", "[]", "{}", "{}", "[]", "", "{}"};
     for (int i = 0; i < NT; i++)
         MPQ_TRY(share_text(ctx, src[i], def[i], &text[i], &len[i]));
     const char *what = "/provenance";
@@ -634,6 +639,10 @@ mpq_err mpq_ckpt_write_provenance(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_ck
     MPQ_TRY(attr_str(ctx, g, "program_version", MPQ_VERSION, what));
     MPQ_TRY(attr_str(ctx, g, "commit", MPQ_GIT_COMMIT, what));
     MPQ_TRY(text_dataset(ctx, w, g, "config", text[T_CONFIG], len[T_CONFIG], "/provenance/config"));
+    MPQ_TRY(text_dataset(ctx, w, g, "config_file", text[T_FILE], len[T_FILE],
+                         "/provenance/config_file"));
+    MPQ_TRY(
+        text_dataset(ctx, w, g, "overrides", text[T_OVER], len[T_OVER], "/provenance/overrides"));
     MPQ_TRY(text_dataset(ctx, w, g, "inputs", text[T_INPUTS], len[T_INPUTS], "/provenance/inputs"));
     MPQ_TRY(text_dataset(ctx, w, g, "eval", text[T_EVAL], len[T_EVAL], "/provenance/eval"));
     MPQ_TRY(text_dataset(ctx, w, g, "assignment", text[T_ASSIGN], len[T_ASSIGN],

@@ -6,10 +6,12 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mpq_ckpt.h"
 #include "mpq_config.h"
 #include "mpq_log.h"
+#include "mpq_outfile.h"
 #include "mpq_robust.h"
 #include "mpq_timer.h"
 #include "run_internal.h"
@@ -197,13 +199,130 @@ static mpq_err setup_layers(mpq_ctx *ctx, run_state *s) {
     return MPQ_OK;
 }
 
+/* ---- input and output files ---------------------------------------------------- */
+
+/* Room for every input path key of the key table and the configuration file. */
+#define RUN_MAX_FILES 32
+
+/* A file of the run and what names it (a key, or "the configuration file"). */
+typedef struct run_file {
+    const char *key;
+    const char *path;
+} run_file;
+
+/* 1 when the configuration came from a file (mpq_config_parse of text in
+ * memory names a source that need not exist). */
+static int config_is_file(const mpq_config *cfg) {
+    struct stat st;
+    return cfg->text_len > 0 && stat(cfg->source, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Appends a set path; past RUN_MAX_FILES it counts without storing, so
+ * that the caller sees the overflow (n > RUN_MAX_FILES). */
+static void add_file(run_file *f, int64_t *n, const char *key, const char *path) {
+    if (!path || !path[0])
+        return;
+    if (*n < RUN_MAX_FILES)
+        f[*n] = (run_file){key, path};
+    (*n)++;
+}
+
+/* Every input the configuration names, read by this run or not (every set
+ * input path key and the configuration file): no output may replace one. */
+static int64_t named_inputs(const mpq_config *cfg, run_file *f) {
+    int64_t n = 0;
+    if (config_is_file(cfg))
+        add_file(f, &n, "the configuration file", cfg->source);
+    for (int i = 0; i < mpq_config_nkeys; i++) {
+        const mpq_key_spec *k = &mpq_config_keys[i];
+        if (k->type == MPQ_KEY_PATH)
+            add_file(f, &n, k->key, *(char *const *)((const char *)cfg + k->offset));
+    }
+    return n;
+}
+
+/* The files this run read (hashed into the checkpoint's provenance): the
+ * configuration file, the model, the tokenizer of a language model, the
+ * calibration source, the evaluation data when it evaluated, and the saved
+ * statistics it was told to load: at most 10 paths, well within
+ * RUN_MAX_FILES. */
+static int64_t read_inputs(const run_state *s, const char **paths) {
+    const mpq_config *cfg = s->cfg;
+    const int lm = s->info->task == MPQ_TASK_LM;
+    run_file f[RUN_MAX_FILES];
+    int64_t n = 0;
+    if (config_is_file(cfg))
+        add_file(f, &n, "the configuration file", cfg->source);
+    add_file(f, &n, "model.path", cfg->model.path);
+    if (lm)
+        add_file(f, &n, "model.tokenizer", cfg->model.tokenizer);
+    if (strcmp(cfg->calibration.source, "text") == 0)
+        add_file(f, &n, "calibration.text", cfg->calibration.text);
+    else if (strcmp(cfg->calibration.source, "images") == 0)
+        add_file(f, &n, "calibration.images", cfg->calibration.images);
+    if (s->opts.eval_fp || s->opts.eval_quantized) {
+        if (lm) {
+            add_file(f, &n, "eval.text", cfg->eval.text);
+        } else {
+            add_file(f, &n, "eval.images", cfg->eval.images);
+            add_file(f, &n, "eval.labels", cfg->eval.labels);
+        }
+    }
+    add_file(f, &n, "hessian.load", cfg->hessian.load);
+    if (cfg->quant.candidates.n > 0)
+        add_file(f, &n, "measure.load", cfg->measure.load);
+    for (int64_t i = 0; i < n; i++)
+        paths[i] = f[i].path;
+    return n;
+}
+
+/* Local (rank 0), before any work. No output file (output.path,
+ * hessian.save, measure.save) may be an input the configuration names or
+ * another output (same inode or same canonical path), and the checkpoint
+ * must be writable: its directory exists and it does not exist unless
+ * output.overwrite (checked again when it is written: it may appear
+ * meanwhile). */
+static mpq_err check_files(mpq_ctx *ctx, const mpq_config *cfg) {
+    run_file in[RUN_MAX_FILES];
+    const int64_t ni = named_inputs(cfg, in);
+    MPQ_CHECK(ni <= RUN_MAX_FILES, MPQ_ERR_INTERNAL,
+              "%lld input paths, more than RUN_MAX_FILES (%d): raise it", (long long)ni,
+              RUN_MAX_FILES);
+    const run_file out[] = {{"output.path", cfg->output.path},
+                            {"hessian.save", cfg->hessian.save},
+                            {"measure.save", cfg->measure.save}};
+    const int64_t no = (int64_t)(sizeof out / sizeof out[0]);
+    for (int64_t o = 0; o < no; o++) {
+        if (!out[o].path[0])
+            continue;
+        for (int64_t i = 0; i < ni; i++)
+            MPQ_CHECK(!mpq_outfile_same_file(out[o].path, in[i].path), MPQ_ERR_CONFIG,
+                      "%s: %s: '%s' is the same file as %s ('%s'); an output may not replace an "
+                      "input",
+                      cfg->source, out[o].key, out[o].path, in[i].key, in[i].path);
+        for (int64_t j = 0; j < o; j++)
+            MPQ_CHECK(!mpq_outfile_same_file(out[o].path, out[j].path), MPQ_ERR_CONFIG,
+                      "%s: %s: '%s' is the same file as %s ('%s'); two outputs may not share a "
+                      "file",
+                      cfg->source, out[o].key, out[o].path, out[j].key, out[j].path);
+    }
+    if (cfg->output.path[0]) {
+        mpq_outfile_opts oo = {.overwrite = cfg->output.overwrite};
+        MPQ_CALL(mpq_outfile_check(ctx, cfg->output.path, &oo));
+    }
+    return MPQ_OK;
+}
+
 /* Opens the model twice as families, the tokenizer and the calibration
  * samples; every rank agrees on the outcome. */
 static mpq_err setup(mpq_ctx *ctx, run_state *s) {
     const mpq_config *cfg = s->cfg;
     mpq_err err = MPQ_OK;
-    if (ctx->rank == 0)
+    if (ctx->rank == 0) {
         err = mpq_config_check_paths(ctx, cfg);
+        if (err == MPQ_OK)
+            err = check_files(ctx, cfg);
+    }
     MPQ_CALL(mpq_agree(ctx, err));
     MPQ_CALL(mpq_timer_start(ctx, "load"));
     err = mpq_model_open(ctx, cfg->model.path, cfg->model.format, &s->m);
@@ -441,16 +560,9 @@ static mpq_err write_checkpoint(mpq_ctx *ctx, run_state *s) {
     mpq_err err = MPQ_OK;
     const mpq_config *cfg = s->cfg;
     mpq_ckpt_writer *w = NULL;
-    char *eval = NULL, *assign = NULL, *times = NULL;
-    const char *inputs[4];
-    int64_t ni = 0;
-    inputs[ni++] = cfg->model.path;
-    if (cfg->model.tokenizer[0] && s->info->task == MPQ_TASK_LM)
-        inputs[ni++] = cfg->model.tokenizer;
-    if (strcmp(cfg->calibration.source, "text") == 0)
-        inputs[ni++] = cfg->calibration.text;
-    else if (strcmp(cfg->calibration.source, "images") == 0)
-        inputs[ni++] = cfg->calibration.images;
+    char *eval = NULL, *assign = NULL, *times = NULL, *effective = NULL, *over = NULL;
+    const char *inputs[RUN_MAX_FILES];
+    const int64_t ni = read_inputs(s, inputs);
     MPQ_CALL(mpq_ckpt_writer_create(ctx, cfg->output.path, cfg->output.overwrite, inputs, ni, &w));
     MPQ_TRY(mpq_ckpt_write_arch(ctx, w, mpq_model_arch(s->m)));
     for (int64_t i = 0; i < mpq_model_ntensors(s->m); i++) {
@@ -486,9 +598,21 @@ static mpq_err write_checkpoint(mpq_ctx *ctx, run_state *s) {
     for (size_t k = 0; tm && k < sizeof stages / sizeof stages[0]; k++)
         cJSON_AddNumberToObject(tm, stages[k], mpq_timer_seconds(ctx, stages[k]));
     times = json_text(tm);
-    MPQ_ENSURE(eval && assign && times, MPQ_ERR_NOMEM, "cannot format the checkpoint provenance");
-    mpq_ckpt_provenance p = {
-        .config = cfg->text, .stage_times = times, .eval = eval, .assignment = assign};
+    cJSON *ov = cJSON_CreateArray();
+    for (int64_t i = 0; ov && i < cfg->overrides.n; i++)
+        cJSON_AddItemToArray(ov, cJSON_CreateString(cfg->overrides.v[i]));
+    over = json_text(ov);
+    MPQ_ENSURE(eval && assign && times && over, MPQ_ERR_NOMEM,
+               "cannot format the checkpoint provenance");
+    /* What ran: the file's values with the defaults and the -o overrides
+     * applied (the raw file and the overrides are kept beside it). */
+    MPQ_TRY(mpq_config_format(ctx, cfg, &effective));
+    mpq_ckpt_provenance p = {.config = effective,
+                             .config_file = cfg->text,
+                             .overrides = over,
+                             .stage_times = times,
+                             .eval = eval,
+                             .assignment = assign};
     MPQ_TRY(mpq_ckpt_write_provenance(ctx, w, &p));
     MPQ_TRY(mpq_ckpt_commit(ctx, &w));
     MPQ_TRY(mpq_strdup(ctx, cfg->output.path, &s->res->checkpoint));
@@ -498,6 +622,8 @@ cleanup:
     cJSON_free(eval);
     cJSON_free(assign);
     cJSON_free(times);
+    cJSON_free(over);
+    mpq_free(effective);
     return err;
 }
 

@@ -77,7 +77,10 @@ static mpq_err write_synthetic(mpq_ctx *ctx, const char *path) {
     t.numel = 4;
     t.data = g_bf;
     MPQ_TRY(mpq_ckpt_write_tensor(ctx, w, &t, 0));
-    mpq_ckpt_provenance p = {.config = "a = 1;\n", .date = "2001-02-03T04:05:06Z"};
+    mpq_ckpt_provenance p = {.config = "a = 1;\n",
+                             .config_file = "a = 2;\n",
+                             .overrides = "[\"a=1\"]",
+                             .date = "2001-02-03T04:05:06Z"};
     MPQ_TRY(mpq_ckpt_write_provenance(ctx, w, &p));
     MPQ_TRY(mpq_ckpt_commit(ctx, &w));
 cleanup:
@@ -99,6 +102,8 @@ static void check_good(mpq_ctx *ctx, const char *path) {
         assert_string_equal(ck->entries[i].name, order[i]);
     assert_string_equal(ck->date, "2001-02-03T04:05:06Z");
     assert_string_equal(ck->config, "a = 1;\n");
+    assert_string_equal(ck->config_file, "a = 2;\n");
+    assert_string_equal(ck->overrides, "[\"a=1\"]");
     assert_string_equal(ck->eval, "{}");
     assert_true(isnan(ck->entries[2].loss));
     assert_string_equal(ck->entries[2].method, "gptq");

@@ -4,7 +4,8 @@
 # 20 documents, 8 sensitivity samples) is the same at 1, 2 and 4 ranks apart
 # from the fields that legitimately differ between runs: h5dump of every
 # group, dataset and attribute with the provenance date, nranks and
-# stage_times masked is identical. Then `mpquant inspect` reads it.
+# stage_times masked is identical (the effective configuration, the
+# overrides and the input hashes included). Then `mpquant inspect` reads it.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_shared data/models/stories260K/stories260K.bin
@@ -22,14 +23,20 @@ masked() {
         skip && /\(0\):/ { skip = 0; next }
         !skip { print }'
 }
+# Every rank count writes to the same output path (the provenance records
+# the effective configuration, output.path included), and each result is
+# moved aside before the next run.
 for np in 1 2 4; do
-    run $MPQ_MPIEXEC -n $np "$MPQ_BIN" run "$cfg" "${small[@]}" -o output.path="$dir/np$np.h5" --json
+    run $MPQ_MPIEXEC -n $np "$MPQ_BIN" run "$cfg" "${small[@]}" -o output.path="$dir/out.h5" --json
     expect_rc 0
-    [ -f "$dir/np$np.h5" ] || fail "no checkpoint at $dir/np$np.h5"
-    last_json | grep -q "\"checkpoint\":\"$dir/np$np.h5\"" || fail "the JSON line does not name the checkpoint"
+    [ -f "$dir/out.h5" ] || fail "no checkpoint at $dir/out.h5 ($np ranks)"
+    last_json | grep -q "\"checkpoint\":\"$dir/out.h5\"" || fail "the JSON line does not name the checkpoint"
+    mv "$dir/out.h5" "$dir/np$np.h5"
     masked "$dir/np$np.h5" >"$dir/np$np.txt"
 done
 grep -q '"mpquant-checkpoint"' "$dir/np1.txt" || fail "h5dump shows no format attribute"
+grep -q 'DATASET "config"' "$dir/np1.txt" && grep -q 'DATASET "overrides"' "$dir/np1.txt" ||
+    fail "h5dump shows no provenance config or overrides"
 [ "$(grep -c MASKED "$dir/np1.txt")" -eq 3 ] || fail "expected 3 masked fields"
 for np in 2 4; do
     diff "$dir/np1.txt" "$dir/np$np.txt" >"$dir/diff" ||
