@@ -102,7 +102,8 @@ static const char *nearest_key(const char *key) {
         const char *cand = mpq_config_keys[i].key;
         int d = mpq_edit_distance(key, cand);
         const char *clast = strrchr(cand, '.');
-        int d2 = mpq_edit_distance(klast, clast ? clast + 1 : cand) + 1;
+        int d2 = mpq_edit_distance(klast, clast ? clast + 1 : cand);
+        d2 = d2 < INT_MAX ? d2 + 1 : d2; /* INT_MAX: a key too long to compare */
         if (d2 < d)
             d = d2;
         if (d < bestd) {

@@ -28,10 +28,12 @@ static const char *const layer_suffix[LPER] = {
 static const int layer_group[LPER] = {LQ, LQ, LQ, LO, LGATE, LGATE, LDOWN};
 
 typedef struct llama_block {
-    const float *attn_norm; /* [dim] */
-    const float *ffn_norm;  /* [dim] */
-    const float *w[LPER];   /* weights [out][in] */
-    const float *bias[3];   /* q/k/v biases (Qwen2) or NULL */
+    const float *attn_norm;    /* [dim] */
+    const float *ffn_norm;     /* [dim] */
+    const float *w[LPER];      /* weights [out][in]: the mapping (aligned F32) or a substituted
+                                  copy; NULL: converted from t[j] when the block runs */
+    const mpq_tensor *t[LPER]; /* the file's tensors */
+    const float *bias[3];      /* q/k/v biases (Qwen2) or NULL */
 } llama_block;
 
 typedef struct llama {
@@ -43,6 +45,8 @@ typedef struct llama {
     const float *cls;        /* [vocab][dim] (may be embed) */
     llama_block *blk;        /* [nl] */
     float **lown;            /* [nl*LPER] owned fp32 weight of a layer, or NULL */
+    float *stage[LPER];      /* one block's weights converted from F16/BF16 (or unaligned
+                                F32): only the running block is held in fp32 */
     float *own[64];          /* other converted tensors */
     int nown;
     /* RoPE tables [rope_len][hd/2]. */
@@ -102,6 +106,8 @@ static void llama_destroy(void **state) {
     for (int i = 0; i < L->nown; i++)
         mpq_free(L->own[i]);
     mpq_free(L->blk);
+    for (int j = 0; j < LPER; j++)
+        mpq_free(L->stage[j]);
     float *bufs[] = {L->rcos, L->rsin, L->xb, L->q, L->k, L->v, L->att, L->hb, L->hb2, L->sc};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         mpq_free(bufs[i]);
@@ -177,7 +183,11 @@ static mpq_err llama_create(mpq_ctx *ctx, const mpq_model *m, const mpq_config *
             LI->in = shapes[j][1];
             LI->block = b;
             LI->group = b * LPER + layer_group[j];
-            MPQ_TRY(load(ctx, m, LI->tensor, 2, shapes[j], &B->w[j], &L->lown[li]));
+            /* Block weights that need a conversion are converted one block
+             * at a time when the block runs (stage), not all at load. */
+            MPQ_TRY(mpq_model_get(ctx, m, LI->tensor, 2, shapes[j], &B->t[j]));
+            if (B->t[j]->dtype == MPQ_DTYPE_F32 && (uintptr_t)B->t[j]->data % sizeof(float) == 0)
+                B->w[j] = B->t[j]->data;
             if (a->qkv_bias && j <= LV) {
                 int64_t sb[1] = {shapes[j][0]};
                 snprintf(name, sizeof name, "model.layers.%lld.%s.bias", (long long)b,
@@ -299,6 +309,34 @@ static mpq_err call_hook(mpq_ctx *ctx, mpq_layer_hook hook, void *ud, int64_t b,
     return MPQ_OK;
 }
 
+static int64_t layer_out(const llama *L, int j) {
+    return j == LQ                 ? L->qdim
+           : j == LK || j == LV    ? L->kvdim
+           : j == LO || j == LDOWN ? L->dim
+                                   : L->hidden;
+}
+
+static int64_t layer_in(const llama *L, int j) {
+    return j == LO ? L->qdim : j == LDOWN ? L->hidden : L->dim;
+}
+
+/* W[j] = the fp32 weights of block B: mapped or substituted ones as they
+ * are, the others converted into the staging buffers (one block's worth). */
+static mpq_err block_weights(mpq_ctx *ctx, llama *L, const llama_block *B, const float **W) {
+    for (int j = 0; j < LPER; j++) {
+        if (B->w[j]) {
+            W[j] = B->w[j];
+            continue;
+        }
+        int64_t n = layer_out(L, j) * layer_in(L, j);
+        if (!L->stage[j])
+            MPQ_ALLOC(L->stage[j], n);
+        MPQ_CALL(mpq_tensor_read_f32(ctx, B->t[j], 0, n, L->stage[j]));
+        W[j] = L->stage[j];
+    }
+    return MPQ_OK;
+}
+
 static mpq_err llama_block_fwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
                                const float *x_in, float *x_out, mpq_layer_hook hook, void *ud) {
     llama *L = state;
@@ -315,6 +353,8 @@ static mpq_err llama_block_fwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_b
     int ri = 0;
     MPQ_CALL(mpq_to_int(ctx, R * (L->hidden > L->qdim ? L->hidden : L->qdim), "batch size", &ri));
     MPQ_CALL(ensure_scratch(ctx, L, R, maxl));
+    const float *W[LPER];
+    MPQ_CALL(block_weights(ctx, L, B, W));
     if (x_out != x_in)
         memcpy(x_out, x_in, sizeof(float) * (size_t)(R * L->dim));
     float *x = x_out; /* the residual stream [R][dim] */
@@ -322,9 +362,9 @@ static mpq_err llama_block_fwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_b
     /* Attention. */
     mpq_rmsnorm(L->xb, x, B->attn_norm, R, L->dim, L->a.norm_eps);
     MPQ_CALL(call_hook(ctx, hook, ud, b, LQ, LV, L->xb, R, L->dim));
-    gemm_wt(L->xb, B->w[LQ], L->q, R, L->dim, L->qdim, 0.0f);
-    gemm_wt(L->xb, B->w[LK], L->k, R, L->dim, L->kvdim, 0.0f);
-    gemm_wt(L->xb, B->w[LV], L->v, R, L->dim, L->kvdim, 0.0f);
+    gemm_wt(L->xb, W[LQ], L->q, R, L->dim, L->qdim, 0.0f);
+    gemm_wt(L->xb, W[LK], L->k, R, L->dim, L->kvdim, 0.0f);
+    gemm_wt(L->xb, W[LV], L->v, R, L->dim, L->kvdim, 0.0f);
     float *qkv[3] = {L->q, L->k, L->v};
     int64_t wq[3] = {L->qdim, L->kvdim, L->kvdim};
     for (int j = 0; j < 3; j++)
@@ -377,19 +417,19 @@ static mpq_err llama_block_fwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_b
         r0 += n;
     }
     MPQ_CALL(call_hook(ctx, hook, ud, b, LO, LO, L->att, R, L->qdim));
-    gemm_wt(L->att, B->w[LO], x, R, L->qdim, L->dim, 1.0f);
+    gemm_wt(L->att, W[LO], x, R, L->qdim, L->dim, 1.0f);
 
     /* SwiGLU MLP. */
     mpq_rmsnorm(L->xb, x, B->ffn_norm, R, L->dim, L->a.norm_eps);
     MPQ_CALL(call_hook(ctx, hook, ud, b, LGATE, LUP, L->xb, R, L->dim));
-    gemm_wt(L->xb, B->w[LGATE], L->hb, R, L->dim, L->hidden, 0.0f);
-    gemm_wt(L->xb, B->w[LUP], L->hb2, R, L->dim, L->hidden, 0.0f);
+    gemm_wt(L->xb, W[LGATE], L->hb, R, L->dim, L->hidden, 0.0f);
+    gemm_wt(L->xb, W[LUP], L->hb2, R, L->dim, L->hidden, 0.0f);
     for (int64_t i = 0; i < R * L->hidden; i++) {
         float g = L->hb[i];
         L->hb[i] = g / (1.0f + expf(-g)) * L->hb2[i];
     }
     MPQ_CALL(call_hook(ctx, hook, ud, b, LDOWN, LDOWN, L->hb, R, L->hidden));
-    gemm_wt(L->hb, B->w[LDOWN], x, R, L->hidden, L->dim, 1.0f);
+    gemm_wt(L->hb, W[LDOWN], x, R, L->hidden, L->dim, 1.0f);
     return MPQ_OK;
 }
 
@@ -417,29 +457,22 @@ static mpq_err llama_head(mpq_ctx *ctx, void *state, const float *x, int64_t row
 
 static mpq_err llama_get_weight(mpq_ctx *ctx, void *state, int64_t layer, float *w) {
     llama *L = state;
-    const float *src = L->blk[layer / LPER].w[layer % LPER];
-    int64_t out = 0, in = 0;
+    const llama_block *B = &L->blk[layer / LPER];
     int j = (int)(layer % LPER);
-    out = j == LQ                 ? L->qdim
-          : j == LK || j == LV    ? L->kvdim
-          : j == LO || j == LDOWN ? L->dim
-                                  : L->hidden;
-    in = j == LO ? L->qdim : j == LDOWN ? L->hidden : L->dim;
-    memcpy(w, src, sizeof(float) * (size_t)(out * in));
+    int64_t n = layer_out(L, j) * layer_in(L, j);
+    if (!B->w[j])
+        return mpq_tensor_read_f32(ctx, B->t[j], 0, n, w);
+    memcpy(w, B->w[j], sizeof(float) * (size_t)n);
     return MPQ_OK;
 }
 
 static mpq_err llama_set_weight(mpq_ctx *ctx, void *state, int64_t layer, const float *w) {
     llama *L = state;
     int j = (int)(layer % LPER);
-    int64_t out = j == LQ                 ? L->qdim
-                  : j == LK || j == LV    ? L->kvdim
-                  : j == LO || j == LDOWN ? L->dim
-                                          : L->hidden;
-    int64_t in = j == LO ? L->qdim : j == LDOWN ? L->hidden : L->dim;
+    int64_t n = layer_out(L, j) * layer_in(L, j);
     if (!L->lown[layer])
-        MPQ_ALLOC(L->lown[layer], out * in);
-    memcpy(L->lown[layer], w, sizeof(float) * (size_t)(out * in));
+        MPQ_ALLOC(L->lown[layer], n);
+    memcpy(L->lown[layer], w, sizeof(float) * (size_t)n);
     L->blk[layer / LPER].w[j] = L->lown[layer];
     return MPQ_OK;
 }

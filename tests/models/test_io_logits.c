@@ -102,10 +102,162 @@ static void test_same_logits(void **state) {
     tw_rmtree(dir);
 }
 
+/* ---- a naive forward pass, written from the architecture's definition --- */
+
+static void ref_rmsnorm(const double *x, const float *w, int64_t d, double eps, double *out) {
+    double ss = 0;
+    for (int64_t i = 0; i < d; i++)
+        ss += x[i] * x[i];
+    double r = 1.0 / sqrt(ss / (double)d + eps);
+    for (int64_t i = 0; i < d; i++)
+        out[i] = x[i] * r * w[i];
+}
+
+/* y [out] = W [out][in] x (+ b) */
+static void ref_matvec(const float *W, const float *b, const double *x, int64_t out, int64_t in,
+                       double *y) {
+    for (int64_t o = 0; o < out; o++) {
+        double acc = b ? b[o] : 0.0;
+        for (int64_t i = 0; i < in; i++)
+            acc += (double)W[o * in + i] * x[i];
+        y[o] = acc;
+    }
+}
+
+/* Rotates the interleaved pairs (2i, 2i+1) of each head of v [nh][hd] by
+ * pos * theta^(-2i/hd) (llama2.c's layout of the weights in m). */
+static void ref_rope(double *v, int64_t nh, int64_t hd, int64_t pos, double theta) {
+    for (int64_t h = 0; h < nh; h++)
+        for (int64_t i = 0; i < hd / 2; i++) {
+            double ang = (double)pos * pow(theta, -2.0 * (double)i / (double)hd);
+            double a = v[h * hd + 2 * i], b = v[h * hd + 2 * i + 1];
+            v[h * hd + 2 * i] = a * cos(ang) - b * sin(ang);
+            v[h * hd + 2 * i + 1] = a * sin(ang) + b * cos(ang);
+        }
+}
+
+/* logits [T][vocab] of one sequence, token by token with a KV cache. */
+static double *ref_forward(const tw_llama *m, const int32_t *tok, int64_t T) {
+    const int64_t d = m->dim, L = m->layers, H = m->heads, KV = m->kv_heads, hd = d / H,
+                  kvd = KV * hd, hid = m->hidden, V = m->vocab;
+    const double eps = m->norm_eps > 0 ? m->norm_eps : 1e-5;
+    const double theta = m->rope_theta > 0 ? m->rope_theta : 10000.0;
+    double *x = calloc((size_t)d, sizeof *x), *xb = calloc((size_t)d, sizeof *xb);
+    double *q = calloc((size_t)d, sizeof *q), *att = calloc((size_t)d, sizeof *att);
+    double *o = calloc((size_t)d, sizeof *o), *h1 = calloc((size_t)hid, sizeof *h1);
+    double *h3 = calloc((size_t)hid, sizeof *h3), *sc = calloc((size_t)T, sizeof *sc);
+    double *kc = calloc((size_t)(L * T * kvd), sizeof *kc);
+    double *vc = calloc((size_t)(L * T * kvd), sizeof *vc);
+    double *logits = calloc((size_t)(T * V), sizeof *logits);
+    assert_true(x && xb && q && att && o && h1 && h3 && sc && kc && vc && logits);
+    for (int64_t t = 0; t < T; t++) {
+        for (int64_t i = 0; i < d; i++)
+            x[i] = m->embed[tok[t] * d + i];
+        for (int64_t l = 0; l < L; l++) {
+            double *k = kc + (l * T + t) * kvd, *v = vc + (l * T + t) * kvd;
+            ref_rmsnorm(x, m->attn_norm + l * d, d, eps, xb);
+            ref_matvec(m->wq + l * d * d, m->qkv_bias ? m->bq + l * d : NULL, xb, d, d, q);
+            ref_matvec(m->wk + l * kvd * d, m->qkv_bias ? m->bk + l * kvd : NULL, xb, kvd, d, k);
+            ref_matvec(m->wv + l * kvd * d, m->qkv_bias ? m->bv + l * kvd : NULL, xb, kvd, d, v);
+            ref_rope(q, H, hd, t, theta);
+            ref_rope(k, KV, hd, t, theta);
+            for (int64_t h = 0; h < H; h++) {
+                int64_t kh = h / (H / KV);
+                double mx = -INFINITY, tot = 0;
+                for (int64_t j = 0; j <= t; j++) {
+                    const double *kj = kc + (l * T + j) * kvd + kh * hd;
+                    double dot = 0;
+                    for (int64_t i = 0; i < hd; i++)
+                        dot += q[h * hd + i] * kj[i];
+                    sc[j] = dot / sqrt((double)hd);
+                    mx = fmax(mx, sc[j]);
+                }
+                for (int64_t j = 0; j <= t; j++)
+                    tot += (sc[j] = exp(sc[j] - mx));
+                for (int64_t i = 0; i < hd; i++) {
+                    double acc = 0;
+                    for (int64_t j = 0; j <= t; j++)
+                        acc += sc[j] / tot * vc[(l * T + j) * kvd + kh * hd + i];
+                    att[h * hd + i] = acc;
+                }
+            }
+            ref_matvec(m->wo + l * d * d, NULL, att, d, d, o);
+            for (int64_t i = 0; i < d; i++)
+                x[i] += o[i];
+            ref_rmsnorm(x, m->ffn_norm + l * d, d, eps, xb);
+            ref_matvec(m->w1 + l * hid * d, NULL, xb, hid, d, h1);
+            ref_matvec(m->w3 + l * hid * d, NULL, xb, hid, d, h3);
+            for (int64_t i = 0; i < hid; i++)
+                h1[i] = h1[i] / (1.0 + exp(-h1[i])) * h3[i];
+            ref_matvec(m->w2 + l * d * hid, NULL, h1, d, hid, o);
+            for (int64_t i = 0; i < d; i++)
+                x[i] += o[i];
+        }
+        ref_rmsnorm(x, m->final_norm, d, eps, xb);
+        ref_matvec(m->tied ? m->embed : m->cls, NULL, xb, V, d, logits + t * V);
+    }
+    free(x), free(xb), free(q), free(att), free(o), free(h1), free(h3), free(sc), free(kc),
+        free(vc);
+    return logits;
+}
+
+/* Hugging Face models (F32) with what llama2.c cannot express: Qwen2 q/k/v
+ * biases, rope_theta 1e6 and rms_norm_eps 1e-6, and a Mistral config with
+ * rope_theta 5e5, against the naive double-precision forward pass above on
+ * the same weights (the two sequences of run_logits). */
+static void test_naive_reference(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    char dir[4096], hf[4200];
+    assert_int_equal(tw_tempdir(dir, sizeof dir), 0);
+    const struct {
+        const char *type;
+        int bias;
+        double theta, eps;
+    } cases[] = {{"qwen2", 1, 1e6, 1e-6}, {"mistral", 0, 5e5, 1e-5}, {"llama", 0, 0, 0}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        tw_llama m = {.dim = 32,
+                      .hidden = 40,
+                      .layers = 2,
+                      .heads = 4,
+                      .kv_heads = 2,
+                      .vocab = 300,
+                      .seq_len = 32,
+                      .tied = (int)(c == 2),
+                      .qkv_bias = cases[c].bias,
+                      .rope_theta = cases[c].theta,
+                      .norm_eps = cases[c].eps};
+        assert_int_equal(tw_llama_random(&m, 77 + (uint64_t)c), 0);
+        snprintf(hf, sizeof hf, "%s/ref-%zu", dir, c);
+        assert_int_equal(tw_write_hf(hf, &m, cases[c].type, "F32", 1), 0);
+        int64_t rows = 0;
+        float *got = run_logits(ctx, hf, m.vocab, &rows);
+        /* run_logits' batch: sequences of 7 and 12 tokens, back to back */
+        int32_t tok[19];
+        for (int i = 0; i < 19; i++)
+            tok[i] = (int32_t)((i * 37 + 11) % m.vocab);
+        double *r1 = ref_forward(&m, tok, 7), *r2 = ref_forward(&m, tok + 7, 12);
+        float *want = malloc((size_t)(19 * m.vocab) * sizeof *want);
+        assert_non_null(want);
+        for (int64_t i = 0; i < 7 * m.vocab; i++)
+            want[i] = (float)r1[i];
+        for (int64_t i = 0; i < 12 * m.vocab; i++)
+            want[7 * m.vocab + i] = (float)r2[i];
+        compare(want, got, rows * m.vocab, cases[c].type);
+        free(r1);
+        free(r2);
+        free(want);
+        free(got);
+        tw_llama_free(&m);
+    }
+    tw_rmtree(dir);
+}
+
 int main(int argc, char **argv) {
     g_ctx = mpq_test_init(&argc, &argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_same_logits),
+        cmocka_unit_test(test_naive_reference),
     };
     int failures = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&g_ctx, failures);

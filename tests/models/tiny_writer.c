@@ -360,8 +360,8 @@ static int write_config(const char *dir, const tw_llama *m, const char *model_ty
     cJSON_AddNumberToObject(c, "num_key_value_heads", (double)m->kv_heads);
     cJSON_AddNumberToObject(c, "vocab_size", (double)m->vocab);
     cJSON_AddNumberToObject(c, "max_position_embeddings", (double)m->seq_len);
-    cJSON_AddNumberToObject(c, "rms_norm_eps", 1e-5);
-    cJSON_AddNumberToObject(c, "rope_theta", 10000.0);
+    cJSON_AddNumberToObject(c, "rms_norm_eps", m->norm_eps > 0 ? m->norm_eps : 1e-5);
+    cJSON_AddNumberToObject(c, "rope_theta", m->rope_theta > 0 ? m->rope_theta : 10000.0);
     cJSON_AddBoolToObject(c, "tie_word_embeddings", m->tied);
     cJSON_AddStringToObject(c, "torch_dtype", "float32");
     char *s = cJSON_Print(c);

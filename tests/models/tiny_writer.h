@@ -20,6 +20,8 @@ typedef struct tw_llama {
     int64_t dim, hidden, layers, heads, kv_heads, vocab, seq_len;
     int tied;          /* classifier shares the embedding */
     int qkv_bias;      /* q/k/v biases (HF Qwen2 only; llama2.c cannot store them) */
+    double rope_theta; /* config.json rope_theta (0: 10000, llama2.c's fixed value) */
+    double norm_eps;   /* config.json rms_norm_eps (0: 1e-5, llama2.c's fixed value) */
     float *embed;      /* [vocab][dim] */
     float *attn_norm;  /* [layers][dim] */
     float *wq;         /* [layers][dim][dim] */

@@ -20,8 +20,8 @@ dir=$(mktemp -d)
 trap 'rm -rf "$dir" "$OUT" "$ERR"' EXIT
 cfgs="$MPQ_SOURCE_DIR/configs"
 
-# numbers FILE: "path value" for every number of the JSON line but times/ranks.
-numbers() { jq -r 'del(.times, .ranks) | paths(numbers) as $p | "\($p | tostring) \(getpath($p))"' "$1"; }
+# numbers FILE: "path value" for every number of the JSON line but times, ranks, memory.
+numbers() { jq -r 'del(.times, .ranks, .peak_rss_mib) | paths(numbers) as $p | "\($p | tostring) \(getpath($p))"' "$1"; }
 
 # close A B: every number of A equals B's within 1e-9 relative (same paths).
 close() {
