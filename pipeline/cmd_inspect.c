@@ -12,6 +12,7 @@
 #include "mpq_cli.h"
 #include "mpq_idx.h"
 #include "mpq_model.h"
+#include "mpq_tokenizer.h"
 
 mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli);
 /* pipeline/cmd_export.c: the summary of an mpquant checkpoint. */
@@ -148,6 +149,69 @@ static cJSON *model_json(const mpq_model *m) {
     return o;
 }
 
+/* Entries of a llama2.c tokenizer file (int32 max_token_length, then per
+ * token: float score, int32 length in 1..max_token_length, the bytes) that
+ * end exactly at the end of the file; -1 when the file is not one. Local. */
+static int64_t tokenizer_entries(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    int32_t maxlen = 0, len = 0;
+    float score;
+    int64_t n = 0;
+    int ok = fread(&maxlen, sizeof maxlen, 1, f) == 1 && maxlen > 0 && maxlen <= 65536;
+    while (ok) {
+        if (fread(&score, sizeof score, 1, f) != 1) {
+            ok = feof(f) && n > 0;
+            break;
+        }
+        ok = fread(&len, sizeof len, 1, f) == 1 && len > 0 && len <= maxlen &&
+             fseek(f, len, SEEK_CUR) == 0;
+        n++;
+    }
+    /* fseek may pass the end: the file must be exactly consumed */
+    long end = ok ? ftell(f) : -1;
+    if (ok && fseek(f, 0, SEEK_END) == 0 && ftell(f) != end)
+        ok = 0;
+    fclose(f);
+    return ok ? n : -1;
+}
+
+static mpq_err inspect_tokenizer(mpq_ctx *ctx, const mpq_cli *cli, const char *path, int64_t n) {
+    mpq_tokenizer *tok = NULL;
+    MPQ_CHECK(n > 0, MPQ_ERR_FORMAT, "%s: not a llama2.c tokenizer file", path);
+    MPQ_CALL(mpq_tokenizer_load(ctx, path, n, &tok));
+    if (ctx->rank == 0) {
+        printf("file:    %s\nformat:  llama2.c tokenizer\n", path);
+        printf("vocab:   %lld tokens, longest %lld bytes\n", (long long)n,
+               (long long)mpq_tokenizer_max_token_length(tok));
+        printf("  id     score  token\n");
+        for (int32_t id = 0; id < n && id < 12; id++) {
+            size_t len = 0;
+            const char *t = mpq_tokenizer_token(tok, id, &len);
+            printf("  %-5d %7.2f  '", (int)id, (double)mpq_tokenizer_score(tok, id));
+            for (size_t i = 0; i < len; i++)
+                putchar(t[i] >= 32 && t[i] < 127 ? t[i] : '?');
+            printf("'\n");
+        }
+        if (n > 12)
+            printf("  ...\n");
+        fflush(stdout);
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddStringToObject(o, "command", "inspect");
+        cJSON_AddStringToObject(o, "path", path);
+        cJSON_AddStringToObject(o, "format", "tokenizer");
+        cJSON_AddNumberToObject(o, "vocab_size", (double)n);
+        cJSON_AddNumberToObject(o, "max_token_length", (double)mpq_tokenizer_max_token_length(tok));
+    }
+    mpq_tokenizer_destroy(&tok);
+    MPQ_CHECK(o, MPQ_ERR_NOMEM, "cannot allocate the JSON result");
+    mpq_cli_emit_json(ctx, cli, o);
+    return MPQ_OK;
+}
+
 mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli) {
     const char *path = cli->pos[0];
     const char *format = mpq_cli_opt(cli, "format");
@@ -157,8 +221,19 @@ mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli) {
         return inspect_idx(ctx, cli, path);
     if ((strcmp(format, "auto") == 0 || strcmp(format, "mpqckpt") == 0) && mpq_ckpt_probe(path))
         return mpq_cmd_inspect_ckpt(ctx, cli, path);
+    if (strcmp(format, "tokenizer") == 0)
+        return inspect_tokenizer(ctx, cli, path, tokenizer_entries(path));
     mpq_model *m = NULL;
-    MPQ_CALL(mpq_model_open(ctx, path, format, &m));
+    mpq_err e = mpq_model_open(ctx, path, format, &m);
+    if (e != MPQ_OK && strcmp(format, "auto") == 0) {
+        /* Not a model: a llama2.c tokenizer is recognised by its structure. */
+        int64_t n = tokenizer_entries(path);
+        if (n > 0) {
+            mpq_err_clear(ctx);
+            return inspect_tokenizer(ctx, cli, path, n);
+        }
+    }
+    MPQ_CALL(e);
     if (ctx->rank == 0) {
         print_model(m);
         fflush(stdout);

@@ -25,8 +25,9 @@ const mpq_command mpq_commands[] = {
         .args = "FILE",
         .summary = "list a model's tensors, dtypes, shapes, parameter count and architecture",
         .help = "  FILE             llama2.c .bin, .safetensors, a sharded model's directory or\n"
-                "                   model.safetensors.index.json, or an IDX data file\n"
-                "  --format=NAME    auto (default), llama2c, safetensors or idx\n",
+                "                   model.safetensors.index.json, an IDX data file or a\n"
+                "                   llama2.c tokenizer.bin\n"
+                "  --format=NAME    auto (default), llama2c, safetensors, idx or tokenizer\n",
         .options = "format=",
         .min_pos = 1,
         .max_pos = 1,

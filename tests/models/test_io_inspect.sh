@@ -67,4 +67,22 @@ bad dtype.safetensors "dtype.safetensors: tensor 'b' has dtype I64"
 bad dotdot "model.safetensors.index.json: tensor '.*': shard name \"../model-00002-of-00002.safetensors\" has a '..' component"
 bad nokey "nokey/config.json: required key \"hidden_size\" is missing"
 bad missing-file "missing-file: cannot open"
+
+# the llama2.c tokenizer: recognised by its structure; a cut one is refused
+tok="${MPQ_SHARED_DIR:-}/data/models/stories260K/tok512.bin"
+if [[ -f $tok ]]; then
+    run $MPQ_MPIEXEC -np 2 "$MPQ_BIN" inspect "$tok" --json
+    expect_rc 0
+    expect_out "^format:  llama2.c tokenizer$"
+    expect_out "^vocab:   512 tokens, longest 7 bytes$"
+    expect_once "^vocab:"
+    last_json | grep -q '"format":"tokenizer","vocab_size":512,"max_token_length":7' ||
+        fail "tokenizer JSON: $(last_json)"
+    head -c 2999 "$tok" >"$T/cut-tok.bin"
+    run "$MPQ_BIN" inspect "$T/cut-tok.bin" --format=tokenizer
+    expect_rc 1
+    expect_err "cut-tok.bin: not a llama2.c tokenizer file"
+elif [[ ${CI:-} == true ]]; then
+    fail "shared tokenizer $tok missing"
+fi
 finish
