@@ -158,23 +158,20 @@ static int64_t tokenizer_entries(const char *path) {
         return -1;
     int32_t maxlen = 0, len = 0;
     float score;
-    int64_t n = 0;
-    int ok = fread(&maxlen, sizeof maxlen, 1, f) == 1 && maxlen > 0 && maxlen <= 65536;
-    while (ok) {
-        if (fread(&score, sizeof score, 1, f) != 1) {
-            ok = feof(f) && n > 0;
-            break;
-        }
-        ok = fread(&len, sizeof len, 1, f) == 1 && len > 0 && len <= maxlen &&
-             fseek(f, len, SEEK_CUR) == 0;
+    int64_t n = 0, pos = 4, size = -1;
+    if (fseek(f, 0, SEEK_END) == 0)
+        size = ftell(f);
+    int ok = size >= 4 && fseek(f, 0, SEEK_SET) == 0 && fread(&maxlen, sizeof maxlen, 1, f) == 1 &&
+             maxlen > 0 && maxlen <= 65536;
+    while (ok && pos < size) {
+        ok = pos + 8 <= size && fread(&score, sizeof score, 1, f) == 1 &&
+             fread(&len, sizeof len, 1, f) == 1 && len > 0 && len <= maxlen &&
+             pos + 8 + len <= size && fseek(f, len, SEEK_CUR) == 0;
+        pos += 8 + (ok ? len : 0);
         n++;
     }
-    /* fseek may pass the end: the file must be exactly consumed */
-    long end = ok ? ftell(f) : -1;
-    if (ok && fseek(f, 0, SEEK_END) == 0 && ftell(f) != end)
-        ok = 0;
     fclose(f);
-    return ok ? n : -1;
+    return ok && pos == size && n > 0 ? n : -1;
 }
 
 static mpq_err inspect_tokenizer(mpq_ctx *ctx, const mpq_cli *cli, const char *path, int64_t n) {
