@@ -47,8 +47,11 @@ run "$MPQ_BIN" export "$out" --format safetensors --output "$out" --overwrite
 [ "$RC" -ne 0 ] || fail "export wrote over its input"
 expect_err "same file as input"
 mkdir "$dir/st"
-run "$MPQ_BIN" export "$out" --format safetensors --output "$dir/st/model.safetensors"
+run "$MPQ_BIN" export "$out" --format safetensors --output "$dir/st/model.safetensors" --json
 expect_rc 0
+bytes=$(stat -c %s "$dir/st/model.safetensors")
+last_json | grep -q "^{\"command\":\"export\",.*\"format\":\"safetensors\",\"tensors\":[0-9]*,\"bytes\":$bytes}$" ||
+    fail "export --json: $(last_json) (file of $bytes bytes)"
 [ -s "$dir/st/config.json" ] || fail "no config.json beside the safetensors export"
 run "$MPQ_BIN" export "$out" --format=bogus --output "$dir/x"
 [ "$RC" -ne 0 ] || fail "unknown export format accepted"
