@@ -46,6 +46,17 @@ need_shared() {
     fi
 }
 
+# Fails unless jq (Debian package jq) is installed.
+need_jq() {
+    command -v jq >/dev/null || { echo "FAILED: jq missing (Debian package jq)" >&2; exit 1; }
+}
+
+# Sets dir to a new scratch directory, removed (with the captured output) at exit.
+make_work_dir() {
+    dir=$(mktemp -d)
+    trap 'rm -rf "$dir" "$OUT" "$ERR"' EXIT
+}
+
 finish() {
     if [ "$FAILS" -eq 0 ]; then
         echo "PASSED"

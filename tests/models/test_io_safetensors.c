@@ -112,6 +112,13 @@ static void test_mnist(void **state) {
 
 /* ---- tiny Hugging Face models ---------------------------------------------- */
 
+/* The model at path opens (and is closed again). */
+static void expect_opens(mpq_ctx *ctx, const char *path) {
+    mpq_model *m = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_model_open(ctx, path, "auto", &m));
+    mpq_model_close(&m);
+}
+
 static tw_llama tiny(int tied, int qkv_bias) {
     tw_llama m = {.dim = 32,
                   .hidden = 48,
@@ -424,19 +431,11 @@ static void test_corrupt_models(void **state) {
     FRESH();
     edit(cfg, "\"tie_word_embeddings\":\tfalse",
          "\"tie_word_embeddings\":\tfalse,\"sliding_window\": 4,\"use_sliding_window\": false");
-    {
-        mpq_model *ok = NULL;
-        MPQ_ASSERT_OK(ctx, mpq_model_open(ctx, sub, "auto", &ok));
-        mpq_model_close(&ok);
-    }
+    expect_opens(ctx, sub);
     FRESH();
     edit(cfg, "\"tie_word_embeddings\":\tfalse",
          "\"tie_word_embeddings\":\tfalse,\"sliding_window\": 32");
-    {
-        mpq_model *ok = NULL;
-        MPQ_ASSERT_OK(ctx, mpq_model_open(ctx, sub, "auto", &ok));
-        mpq_model_close(&ok);
-    }
+    expect_opens(ctx, sub);
     FRESH();
     edit(cfg, "{", "{{");
     test_io_expect_open(ctx, sub, "auto", MPQ_ERR_FORMAT, cfg, "not valid JSON", NULL);

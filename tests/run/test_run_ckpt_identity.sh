@@ -11,8 +11,7 @@ set -u
 need_shared data/models/stories260K/stories260K.bin
 need_shared data/text/wikitext2-valid.txt
 command -v h5dump >/dev/null || { echo "FAILED: h5dump missing (Debian package hdf5-tools)"; exit 1; }
-dir=$(mktemp -d)
-trap 'rm -rf "$dir" "$OUT" "$ERR"' EXIT
+make_work_dir
 cfg="$MPQ_SOURCE_DIR/configs/stories260K-mixed3.cfg"
 small=(-o calibration.segments=16 -o calibration.seq_len=128 -o eval.docs=20 -o importance.samples=8)
 

@@ -9,7 +9,7 @@ set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_shared data/models/mnist-cnn-small/model-mnist.safetensors
 need_shared data/mnist/t10k-images-idx3-ubyte
-command -v jq >/dev/null || { echo "FAILED: jq missing (Debian package jq)"; exit 1; }
+need_jq
 cfg="$MPQ_SOURCE_DIR/configs/mnist-cnn-small-w2.cfg"
 common=(-o quant.method=rtn -o eval.count=500 -o eval.also_all=false -o importance.method=error)
 

@@ -8,8 +8,7 @@ set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_shared data/models/mnist-cnn-small/model-mnist.safetensors
 need_shared data/mnist/t10k-images-idx3-ubyte
-dir=$(mktemp -d)
-trap 'rm -rf "$dir" "$OUT" "$ERR"' EXIT
+make_work_dir
 cfg="$MPQ_SOURCE_DIR/configs/mnist-cnn-small-w2.5-mixed.cfg"
 args=(-o round.iters=10 -o eval.count=500 -o eval.also_all=false -o output.path="$dir/m.h5")
 

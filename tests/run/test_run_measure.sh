@@ -12,9 +12,8 @@ set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_shared data/models/mnist-cnn-small/model-mnist.safetensors
 need_shared data/mnist/t10k-images-idx3-ubyte
-command -v jq >/dev/null || { echo "FAILED: jq missing (Debian package jq)"; exit 1; }
-dir=$(mktemp -d)
-trap 'rm -rf "$dir" "$OUT" "$ERR"' EXIT
+need_jq
+make_work_dir
 cfg="$MPQ_SOURCE_DIR/configs/mnist-cnn-small-w2.5-mixed.cfg"
 small=(-o round.iters=20 -o eval.count=1000 -o eval.also_all=false)
 mpi=($MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$cfg" "${small[@]}")

@@ -21,8 +21,7 @@ need_shared data/models/mnist-cnn-small/model-mnist.safetensors
 need_shared data/mnist/t10k-images-idx3-ubyte
 need_shared data/mnist/t10k-labels-idx1-ubyte
 command -v h5dump >/dev/null || { echo "FAILED: h5dump missing (Debian package hdf5-tools)"; exit 1; }
-dir=$(mktemp -d)
-trap 'rm -rf "$dir" "$OUT" "$ERR"' EXIT
+make_work_dir
 src="$MPQ_SOURCE_DIR/configs/mnist-cnn-small-w2.cfg"
 cfg="$dir/c.cfg"
 cp "$src" "$cfg"

@@ -15,9 +15,8 @@ set -u
 need_shared data/models/stories260K/stories260K.bin
 need_shared data/text/wikitext2-valid.txt
 need_shared data/mnist/t10k-images-idx3-ubyte
-command -v jq >/dev/null || { echo "FAILED: jq missing (Debian package jq)"; exit 1; }
-dir=$(mktemp -d)
-trap 'rm -rf "$dir" "$OUT" "$ERR"' EXIT
+need_jq
+make_work_dir
 cfgs="$MPQ_SOURCE_DIR/configs"
 
 # numbers FILE: "path value" for every number of the JSON line but times, ranks, memory.

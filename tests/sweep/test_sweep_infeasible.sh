@@ -17,25 +17,15 @@
 #      same report as the single job (without times).
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
+. "$MPQ_SOURCE_DIR/tests/sweep/sweep_cfg.sh"
 need_shared data/models/stories260K/stories260K.bin
 need_shared data/text/wikitext2-valid.txt
 need_shared data/text/tinyshakespeare.txt
-command -v jq >/dev/null || { echo "FAILED: jq missing (Debian package jq)"; exit 1; }
-dir=$(mktemp -d)
-trap 'rm -rf "$dir" "$OUT" "$ERR"' EXIT
+need_jq
+make_work_dir
 MPI=$MPQ_MPIEXEC
 
-cat >"$dir/lm.cfg" <<CFG
-model = { path = "\${MPQ_SHARED_DIR}/data/models/stories260K/stories260K.bin";
-          tokenizer = "\${MPQ_SHARED_DIR}/data/models/stories260K/tok512.bin"; };
-calibration = { source = "text"; text = "\${MPQ_SHARED_DIR}/data/text/wikitext2-valid.txt";
-                seq_len = 64; segments = 8; propagate = "fp"; };
-quant = { method = "rtn"; candidates = [ "int:bits=2,sym=false,group=32",
-          "int:bits=4,sym=false,group=32" ]; };
-importance = { method = "error"; };
-eval = { text = "\${MPQ_SHARED_DIR}/data/text/tinyshakespeare.txt"; docs = 4; };
-sweep = { budgets = [1.58, 3.0]; output_dir = "$dir/single"; plot = true; };
-CFG
+lm_sweep_cfg "$dir/lm.cfg" 4 '{ budgets = [1.58, 3.0]; output_dir = "'"$dir"'/single"; plot = true; }'
 
 # ---- 1. the single job
 run $MPI -n 2 "$MPQ_BIN" sweep "$dir/lm.cfg" --json

@@ -18,13 +18,13 @@
 #      an index out of range, an unknown stage.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
+. "$MPQ_SOURCE_DIR/tests/sweep/sweep_cfg.sh"
 need_shared data/models/mnist-cnn-small/model-mnist.safetensors
 need_shared data/mnist/t10k-images-idx3-ubyte
 need_shared data/models/stories260K/stories260K.bin
 need_shared data/text/wikitext2-valid.txt
-command -v jq >/dev/null || { echo "FAILED: jq missing (Debian package jq)"; exit 1; }
-dir=$(mktemp -d)
-trap 'rm -rf "$dir" "$OUT" "$ERR"' EXIT
+need_jq
+make_work_dir
 MPI=$MPQ_MPIEXEC
 
 cat >"$dir/mnist.cfg" <<CFG
@@ -53,17 +53,7 @@ sweep = { budgets = [2.5, 3.5]; methods = ["rtn"];
           output_dir = "$dir/single"; };
 CFG
 
-cat >"$dir/lm.cfg" <<CFG
-model = { path = "\${MPQ_SHARED_DIR}/data/models/stories260K/stories260K.bin";
-          tokenizer = "\${MPQ_SHARED_DIR}/data/models/stories260K/tok512.bin"; };
-calibration = { source = "text"; text = "\${MPQ_SHARED_DIR}/data/text/wikitext2-valid.txt";
-                seq_len = 64; segments = 8; propagate = "fp"; };
-quant = { method = "rtn"; candidates = [ "int:bits=2,sym=false,group=32",
-          "int:bits=4,sym=false,group=32" ]; };
-importance = { method = "error"; };
-eval = { text = "\${MPQ_SHARED_DIR}/data/text/tinyshakespeare.txt"; docs = 10; };
-sweep = { budgets = [3.0]; output_dir = "$dir/lm"; plot = false; };
-CFG
+lm_sweep_cfg "$dir/lm.cfg" 10 '{ budgets = [3.0]; output_dir = "'"$dir"'/lm"; plot = false; }'
 
 # ---- 1. single job
 run $MPI -n 2 "$MPQ_BIN" sweep "$dir/mnist.cfg" --json
