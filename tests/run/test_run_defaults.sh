@@ -3,7 +3,9 @@
 # precision over the default candidates: asymmetric int at 2, 3, 4 and 8
 # bits with quant.spec's granularity (mnist-cnn-small, per channel, at 2.5
 # bits per weight: the JSON says mode "mixed", lists exactly those four
-# specs, and stays within the budget). A non-int quant.spec with a budget
+# specs, and stays within the budget). Every rounded layer is logged and
+# has a round_layer event with method, quantizer, bits, group, RTN loss,
+# loss, iterations, time and settings. A non-int quant.spec with a budget
 # and no candidates is refused, naming quant.spec.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
@@ -13,8 +15,17 @@ need_jq
 cfg="$MPQ_SOURCE_DIR/configs/mnist-cnn-small-w2.cfg"
 common=(-o quant.method=rtn -o eval.count=500 -o eval.also_all=false -o importance.method=error)
 
-run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$cfg" --json -o budget.avg_bits=2.5 "${common[@]}"
+make_work_dir
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$cfg" --json -o budget.avg_bits=2.5 "${common[@]}" \
+    -o log.event_log="$dir/events.jsonl"
 expect_rc 0
+# every rounded layer: one log line and one round_layer event with its figures
+expect_err "^round fc1: rtn int:bits=[2348],sym=false,gran=channel,scale=fp16,fit=minmax bits=[2348] group=0 rtn_loss=[0-9.e+-]+ loss=[0-9.e+-]+ \(x[0-9.]+\) iters=0 guarded_rows=[0-9]+ time=[0-9.]+s$"
+n=$(jq -c 'select(.event == "round_layer") | select(has("layer") and has("method") and has("quantizer")
+    and has("bits") and has("group") and has("rtn_loss") and has("loss") and has("iters")
+    and has("time_s") and has("settings"))' "$dir/events.jsonl" | wc -l)
+# 3 layers x 4 candidates measured, then 3 final roundings
+[[ $n -ge 15 ]] || fail "round_layer events with every field: $n, expected at least 15"
 j=$(last_json)
 [[ $(jq -r .mode <<<"$j") == mixed ]] || fail "mode is not mixed: $(jq -c .mode <<<"$j")"
 want='["int:bits=2,sym=false,gran=channel,scale=fp16,fit=minmax","int:bits=3,sym=false,gran=channel,scale=fp16,fit=minmax","int:bits=4,sym=false,gran=channel,scale=fp16,fit=minmax","int:bits=8,sym=false,gran=channel,scale=fp16,fit=minmax"]'
