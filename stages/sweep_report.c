@@ -461,7 +461,9 @@ static mpq_err write_plot(mpq_ctx *ctx, const char *dir, const char *title,
               "set xlabel 'model size (KiB, log scale)'\n"
               "set ylabel '%s (%s is better)'\n"
               "set logscale x\n%sset grid\nset key outside bottom center horizontal\n"
-              "set offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05\n",
+              /* axes end at the data (not at the next decade), plus a margin */
+              "set autoscale fix\n"
+              "set offsets graph 0.08, graph 0.08, graph 0.08, graph 0.08\n",
               all[0].metric, higher ? "higher" : "lower",
               /* perplexity is multiplicative: a log axis keeps the good
                  points apart when a poor one is orders of magnitude up */
