@@ -13,9 +13,11 @@
 #     cluster plumbing around the same program), the benchmarks, the fuzz
 #     session (already sanitized), the two fault scripts (~150 short
 #     mpirun launches each, 400 s under ASan, for the CI time budget; they
-#     pass under ASan too) and the two quality tests on the real models
-#     (run_stories, run_mixed: full-size runs of code that run_loss,
-#     run_bitident, run_ckpt and run_measure already cover under ASan). tests/lsan.supp holds the only suppressions
+#     pass under ASan too), the two quality tests on the real models
+#     (run_stories, run_mixed: full-size runs of code that run_loss, run_ckpt
+#     and run_measure already cover under ASan) and the two rank-identity
+#     scripts (run_bitident, run_ckpt_identity: nine launches each, checking
+#     arithmetic that does not change under ASan; they pass under it too). tests/lsan.supp holds the only suppressions
 #     (Open MPI, libconfig internals).
 #  3. valgrind memcheck (tests/valgrind-tests.sh) on the single-process C
 #     tests of the Release build, minus the slow numeric ones listed there.
@@ -44,7 +46,7 @@ for p in $passes; do
     asan)
         cmake -S . -B build-asan -DMPQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
         cmake --build build-asan -j"$(nproc)"
-        ctest --test-dir build-asan -LE 'bench|slurm' -E '^(robustness_(fuzz|faults|faults_run)|run_stories_np2|run_mixed_np2)$' \
+        ctest --test-dir build-asan -LE 'bench|slurm' -E '^(robustness_(fuzz|faults|faults_run)|run_(stories_np2|mixed_np2|bitident|ckpt_identity))$' \
             -j"$jobs" --output-on-failure --timeout 1200 "$@" || status=1
         ;;
     valgrind)
