@@ -69,6 +69,7 @@
 #include "mpq_eval.h"
 #include "mpq_family.h"
 #include "mpq_quant.h"
+#include "mpq_round.h"
 
 struct mpq_config;
 struct cJSON;
@@ -119,8 +120,10 @@ typedef struct mpq_run_eval {
 } mpq_run_eval;
 
 typedef struct mpq_run_result {
-    int mixed;          /* 1: quant.candidates given */
-    const char *method; /* rounding method name (static) */
+    int mixed;                            /* 1: quant.candidates given */
+    const char *method;                   /* rounding method name (static) */
+    const mpq_round_method *round_method; /* the method and the options it ran with */
+    mpq_round_opts round_opts;
     const char *propagate;
     int64_t nlayers;
     mpq_run_layer *layers; /* [nlayers] in family layer order */

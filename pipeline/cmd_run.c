@@ -10,7 +10,6 @@
 
 #include "mpq_cli.h"
 #include "mpq_log.h"
-#include "mpq_round.h"
 #include "mpq_run.h"
 #include "mpq_timer.h"
 
@@ -121,13 +120,7 @@ mpq_err mpq_cmd_run(mpq_ctx *ctx, const mpq_cli *cli) {
     cJSON_AddStringToObject(o, "command", "run");
     cJSON_AddStringToObject(o, "model", cfg->model.path);
     cJSON_AddNumberToObject(o, "ranks", ctx->size);
-    {
-        mpq_round_opts ro;
-        mpq_qspec rspec;
-        const mpq_round_method *rm = NULL;
-        MPQ_TRY(mpq_round_from_config(ctx, cfg, &ro, &rspec, &rm));
-        cJSON_AddItemToObject(o, "round", mpq_round_settings_json(&ro, rm));
-    }
+    cJSON_AddItemToObject(o, "round", mpq_round_settings_json(&r->round_opts, r->round_method));
     cJSON_AddItemToObject(o, "fp", mpq_run_eval_json(&r->fp));
     cJSON_AddItemToObject(o, "quantized", mpq_run_eval_json(&r->quant));
     if (r->checkpoint)

@@ -269,7 +269,7 @@ static int64_t read_inputs(const run_state *s, const char **paths) {
         }
     }
     add_file(f, &n, "hessian.load", cfg->hessian.load);
-    if (cfg->quant.candidates.n > 0)
+    if (s->mixed)
         add_file(f, &n, "measure.load", cfg->measure.load);
     for (int64_t i = 0; i < n; i++)
         paths[i] = f[i].path;
@@ -635,6 +635,8 @@ static mpq_err alloc_result(mpq_ctx *ctx, run_state *s) {
     s->res = r;
     r->mixed = s->mixed;
     r->method = s->method->name;
+    r->round_method = s->method;
+    r->round_opts = s->ro;
     r->propagate = s->propagate_q ? "quantized" : "fp";
     r->nlayers = s->nl;
     MPQ_ALLOC(r->layers, s->nl > 0 ? s->nl : 1);
