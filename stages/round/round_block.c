@@ -225,19 +225,28 @@ mpq_err mpq_round_block(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
     }
     /* This rank's tasks. A layer wide enough for ScaLAPACK is factored once
      * by every rank together (after agreeing that all are still fine), and
-     * the factor is shared by the ranks' tiles. */
+     * the factor is shared by the ranks' tiles; consecutive jobs on the same
+     * H (q/k/v, gate/up, the candidates of one layer) reuse it. */
+    double *U = NULL, damping = 0.0;
+    const double *U_of = NULL; /* the H that U factors */
     for (int64_t j = 0; j < njobs; j++) {
         const mpq_round_job *jb = &jobs[j];
-        double *U = NULL, damping = 0.0;
-        if (mpq_round_shared_factor(ctx, o, jb->method, jb->cols)) {
+        const int shared = mpq_round_shared_factor(ctx, o, jb->method, jb->cols);
+        if (shared && jb->H != U_of) {
+            mpq_free(U);
+            U = NULL;
+            U_of = NULL;
             err = mpq_agree(ctx, err);
             if (err == MPQ_OK)
                 err = mpq_round_factor_shared(ctx, o, jb->name, jb->cols, jb->H, &U, &damping);
+            if (err == MPQ_OK)
+                U_of = jb->H;
         }
         if (err == MPQ_OK)
-            err = run_job(ctx, o, jb, j, ntasks, tasks, U, damping, results[j].q, tst[j]);
-        mpq_free(U);
+            err = run_job(ctx, o, jb, j, ntasks, tasks, shared ? U : NULL, damping, results[j].q,
+                          tst[j]);
     }
+    mpq_free(U);
     MPQ_TRY(mpq_agree(ctx, err));
 
     /* Combine and finish. */
