@@ -21,23 +21,24 @@ mpq_err mpq_peak_rss_mib(mpq_ctx *ctx, double *mib) {
 
 mpq_err mpq_peak_rss_report(mpq_ctx *ctx, cJSON **out) {
     mpq_err err = MPQ_OK;
-    double *all = NULL; /* [size] on rank 0: every rank's peak (MiB) */
+    double *all = NULL; /* [size] every rank's peak (MiB) */
     cJSON *obj = NULL, *ev = NULL;
     if (out)
         *out = NULL;
     double mine = 0.0;
     mpq_err local = mpq_peak_rss_mib(ctx, &mine);
-    if (local == MPQ_OK && ctx->rank == 0)
+    if (local == MPQ_OK)
         local = mpq_malloc(ctx, ctx->size, sizeof *all, (void **)&all);
     MPQ_CALL(mpq_agree(ctx, local));
-    double mn = mine, mx = mine, sum = mine;
-    if (ctx->comm != MPI_COMM_NULL && ctx->size > 1) {
-        MPQ_MPI_TRY(MPI_Allreduce(&mine, &mn, 1, MPI_DOUBLE, MPI_MIN, ctx->comm));
-        MPQ_MPI_TRY(MPI_Allreduce(&mine, &mx, 1, MPI_DOUBLE, MPI_MAX, ctx->comm));
-        MPQ_MPI_TRY(MPI_Allreduce(&mine, &sum, 1, MPI_DOUBLE, MPI_SUM, ctx->comm));
-        MPQ_MPI_TRY(MPI_Gather(&mine, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, 0, ctx->comm));
-    } else if (all) {
-        all[0] = mine;
+    /* One exchange: every rank gets every figure and reduces it itself. */
+    all[0] = mine;
+    if (ctx->comm != MPI_COMM_NULL && ctx->size > 1)
+        MPQ_MPI_TRY(MPI_Allgather(&mine, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, ctx->comm));
+    double mn = all[0], mx = all[0], sum = 0.0;
+    for (int r = 0; r < ctx->size; r++) {
+        mn = all[r] < mn ? all[r] : mn;
+        mx = all[r] > mx ? all[r] : mx;
+        sum += all[r];
     }
     const double mean = sum / ctx->size;
     mpq_log(ctx, MPQ_LOG_INFO,
@@ -51,7 +52,7 @@ mpq_err mpq_peak_rss_report(mpq_ctx *ctx, cJSON **out) {
     /* The event log keeps every rank's figure: a lopsided rank is what a
      * min/mean/max hides the identity of. */
     ev = cJSON_Duplicate(obj, 1);
-    if (ev && all) {
+    if (ev) {
         cJSON *pr = cJSON_AddArrayToObject(ev, "per_rank");
         for (int r = 0; pr && r < ctx->size; r++)
             cJSON_AddItemToArray(pr, cJSON_CreateNumber(all[r]));
