@@ -91,6 +91,12 @@ mpq_err mpq_budget_pin(mpq_ctx *ctx, mpq_budget_problem *p, int64_t l, int32_t k
 /* Local. Marks layer l as not quantized (excluded = 1) or quantized again (0). */
 mpq_err mpq_budget_exclude(mpq_ctx *ctx, mpq_budget_problem *p, int64_t l, int excluded);
 
+/* Local. The smallest and largest achievable totals in bits (pinned layers
+ * at their pin, excluded layers not counted) and the quantized weights
+ * (n_weights may be NULL): a budget below *min_bits is infeasible, which
+ * is mpq_budget_solve's own test. */
+mpq_err mpq_budget_range(mpq_ctx *ctx, const mpq_budget_problem *p, int64_t *min_bits,
+                         int64_t *max_bits, int64_t *n_weights);
 /* Local. The budget in bits for spec over problem p (validates spec). */
 mpq_err mpq_budget_bits(mpq_ctx *ctx, const mpq_budget_problem *p, const mpq_budget_spec *spec,
                         int64_t *budget_bits);

@@ -143,6 +143,31 @@ static int64_t total_weights(const mpq_budget_problem *p) {
     return w;
 }
 
+mpq_err mpq_budget_range(mpq_ctx *ctx, const mpq_budget_problem *p, int64_t *min_bits,
+                         int64_t *max_bits, int64_t *n_weights) {
+    int64_t lo = 0, hi = 0;
+    for (int64_t l = 0; l < p->n_layers; l++) {
+        if (p->excluded[l])
+            continue;
+        const int64_t *c = p->bits + l * p->max_cand;
+        int64_t cl = INT64_MAX, ch = 0;
+        for (int32_t k = 0; k < p->n_cand[l]; k++)
+            if (p->pinned[l] < 0 || p->pinned[l] == k) {
+                cl = c[k] < cl ? c[k] : cl;
+                ch = c[k] > ch ? c[k] : ch;
+            }
+        MPQ_CHECK(cl != INT64_MAX, MPQ_ERR_ARG, "budget: layer %lld has no candidate",
+                  (long long)l);
+        MPQ_CALL(mpq_add64(ctx, lo, cl, "budget: smallest total bits", &lo));
+        MPQ_CALL(mpq_add64(ctx, hi, ch, "budget: largest total bits", &hi));
+    }
+    *min_bits = lo;
+    *max_bits = hi;
+    if (n_weights)
+        *n_weights = total_weights(p);
+    return MPQ_OK;
+}
+
 mpq_err mpq_budget_bits(mpq_ctx *ctx, const mpq_budget_problem *p, const mpq_budget_spec *spec,
                         int64_t *budget_bits) {
     int64_t w = 0;

@@ -499,23 +499,16 @@ static mpq_err solve_budget(mpq_ctx *ctx, mpq_sweep *sw, double avg_bits, int32_
                 err = mpq_budget_exclude(ctx, bp, l, 1);
                 continue;
             }
-            int64_t lo = INT64_MAX, hi = 0;
-            for (int64_t k = 0; k < p->ncand; k++) {
+            for (int64_t k = 0; k < p->ncand; k++)
                 cb[k] = sw->meas.bits[l * p->nconf + p->cand[k]];
-                lo = cb[k] < lo ? cb[k] : lo;
-                hi = cb[k] > hi ? cb[k] : hi;
-            }
-            range->min_bits += lo;
-            range->max_bits += hi;
-            range->weights += sw->info->layers[l].out * sw->info->layers[l].in;
             err = mpq_budget_set_layer(ctx, bp, l, sw->info->layers[l].out * sw->info->layers[l].in,
                                        (int32_t)p->ncand, cb, sw->score + l * p->ncand);
         }
         mpq_budget_spec bs = {.kind = MPQ_BUDGET_AVG_BITS, .avg_bits = avg_bits};
         if (err == MPQ_OK)
             err = mpq_budget_bits(ctx, bp, &bs, &range->budget_bits);
-        /* The solver's own test (stages/budget.c): no pins here, so the
-         * smallest total is the sum of the per-layer smallest candidates. */
+        if (err == MPQ_OK)
+            err = mpq_budget_range(ctx, bp, &range->min_bits, &range->max_bits, &range->weights);
         if (err == MPQ_OK && range->budget_bits < range->min_bits)
             *infeasible = 1;
         if (err == MPQ_OK && !*infeasible) {

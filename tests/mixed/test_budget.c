@@ -250,6 +250,12 @@ static void test_small_vs_brute_force(void **state) {
             B = 0, spec = (mpq_budget_spec){MPQ_BUDGET_BITS, 0.0, 0};
         brute ref = brute_force(&in, B);
         mpq_budget_problem *p = make_problem(ctx, &in);
+        /* The achievable range (pins and exclusions) as enumerated. */
+        int64_t rmin = -1, rmax = -1, rw = -1;
+        MPQ_ASSERT_OK(ctx, mpq_budget_range(ctx, p, &rmin, &rmax, &rw));
+        assert_int_equal(rmin, ref.cmin);
+        assert_int_equal(rmax, ref.cmax);
+        assert_int_equal(rw, W);
         mpq_budget_result *res = NULL;
         mpq_err_clear(ctx);
         mpq_err e = mpq_budget_solve(ctx, p, &spec, &res);
