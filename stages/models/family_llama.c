@@ -64,14 +64,19 @@ static int llama_detect(const mpq_model *m, const mpq_config *cfg) {
 
 /* fp32 view of tensor `name` with the expected shape: the mapping itself
  * when it is aligned F32, else a converted copy stored in *own. */
+/* The mapping itself as fp32 when the tensor is aligned F32, else NULL. */
+static const float *mapped_f32(const mpq_tensor *t) {
+    if (t->dtype == MPQ_DTYPE_F32 && (uintptr_t)t->data % sizeof(float) == 0)
+        return t->data;
+    return NULL;
+}
+
 static mpq_err load(mpq_ctx *ctx, const mpq_model *m, const char *name, int ndim,
                     const int64_t *shape, const float **out, float **own) {
     const mpq_tensor *t = NULL;
     MPQ_CALL(mpq_model_get(ctx, m, name, ndim, shape, &t));
-    if (t->dtype == MPQ_DTYPE_F32 && (uintptr_t)t->data % sizeof(float) == 0) {
-        *out = t->data;
+    if ((*out = mapped_f32(t)))
         return MPQ_OK;
-    }
     float *buf = NULL;
     MPQ_ALLOC(buf, t->numel);
     mpq_err e = mpq_tensor_read_f32(ctx, t, 0, t->numel, buf);
@@ -186,8 +191,7 @@ static mpq_err llama_create(mpq_ctx *ctx, const mpq_model *m, const mpq_config *
             /* Block weights that need a conversion are converted one block
              * at a time when the block runs (stage), not all at load. */
             MPQ_TRY(mpq_model_get(ctx, m, LI->tensor, 2, shapes[j], &B->t[j]));
-            if (B->t[j]->dtype == MPQ_DTYPE_F32 && (uintptr_t)B->t[j]->data % sizeof(float) == 0)
-                B->w[j] = B->t[j]->data;
+            B->w[j] = mapped_f32(B->t[j]);
             if (a->qkv_bias && j <= LV) {
                 int64_t sb[1] = {shapes[j][0]};
                 snprintf(name, sizeof name, "model.layers.%lld.%s.bias", (long long)b,
