@@ -34,6 +34,7 @@ typedef struct mpq_command {
     const char *help;    /* longer description of its options */
     const char *options;
     int min_pos, max_pos;
+    int loads_config; /* 1: opens the event log when it loads its configuration */
     mpq_command_fn run;
 } mpq_command;
 

@@ -250,7 +250,8 @@ typedef struct mpq_key_spec {
     size_t offset;       /* of the field in mpq_config */
     const char *def;     /* default, written as on the command line */
     double min, max;     /* inclusive range for INT/FLOAT (and list items) */
-    const char *choices; /* ENUM: "a|b|c" */
+    const char *choices; /* ENUM: "a|b|c"; PATH/OUTPATH: "file|dir" or "dir" (NULL: a
+                            regular file) */
     const char *doc;     /* one-line description for the reference */
 } mpq_key_spec;
 

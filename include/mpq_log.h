@@ -9,6 +9,8 @@
 #ifndef MPQ_LOG_H
 #define MPQ_LOG_H
 
+#include "mpq_err.h"
+
 #include <stdint.h>
 #include <stdio.h>
 
@@ -51,8 +53,11 @@ void mpq_log_here(struct mpq_ctx *ctx, mpq_log_level level, const char *fmt, ...
 /* ---- event log (JSON lines) ------------------------------------------- */
 
 /* Opens PATH for appending events (rank 0 only writes; other ranks ignore).
- * Local; call on every rank. */
-int mpq_event_open(struct mpq_ctx *ctx, const char *path);
+ * Local; call on every rank. PATH is created when missing; an existing
+ * PATH must be a regular file (a FIFO, device or socket is refused without
+ * blocking). Whether PATH is an input or another output is the caller's
+ * check (mpq_cli). Errors name the file and the reason. */
+mpq_err mpq_event_open(struct mpq_ctx *ctx, const char *path);
 void mpq_event_close(struct mpq_ctx *ctx);
 /* Emits one event {"time":..., "elapsed_s":..., "event": type, "rank": r,
  * ...fields}. Takes ownership of fields (a cJSON object, may be NULL).

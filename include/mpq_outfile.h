@@ -4,9 +4,11 @@
  *
  * Opening checks, before any work is done: the destination's directory
  * exists, is a directory and is writable; the destination is not a
- * directory; it is not the same file as any input (same device and inode,
- * or the same canonical path: this catches symlinks and hard links); it does
- * not exist unless overwrite is set. Then a unique temporary file
+ * directory, and when it exists it is a regular file (a device, FIFO or
+ * socket is never replaced: checked again just before the rename); it is
+ * not the same file as any input (same device and inode, or the same
+ * canonical path: this catches symlinks and hard links); it does not exist
+ * unless overwrite is set. Then a unique temporary file
  * "<dir>/.<name>.tmp.<pid>.<16 random hex digits>" is created exclusively in
  * the same directory (so the final rename stays on one file system and is
  * atomic). Commit fsyncs the temporary, renames it over the destination and

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "mpq_cli.h"
+#include "mpq_outfile.h"
 #include "mpq_version.h"
 
 static const char global_help[] =
@@ -198,8 +199,86 @@ mpq_err mpq_cli_opt_int(mpq_ctx *ctx, const mpq_cli *cli, const char *name, int6
     return MPQ_OK;
 }
 
+/* ---- event log ---------------------------------------------------------- */
+
+/* The global --event-log of this process, and whether the event log has
+ * been settled (opened, or known to be absent) on every rank. */
+static const char *event_log_arg;
+static int event_log_settled;
+
+/* Local (rank 0). The event log may not be a file named on the command line
+ * (positional arguments, option values: inputs and outputs of the command)
+ * nor, with cfg, any input or output path of the configuration. */
+static mpq_err check_event_log(mpq_ctx *ctx, const mpq_cli *cli, const mpq_config *cfg,
+                               const char *path, const char *key) {
+    for (int i = 0; i < cli->npos + cli->nopt; i++) {
+        const char *v = i < cli->npos ? cli->pos[i] : cli->opt_value[i - cli->npos];
+        MPQ_CHECK(!mpq_outfile_same_file(path, v), MPQ_ERR_ARG,
+                  "%s: '%s' is the same file as '%s' named on the command line; the event log "
+                  "may not be an input or another output",
+                  key, path, v);
+    }
+    if (!cfg)
+        return MPQ_OK;
+    for (int i = 0; i < mpq_config_nkeys; i++) {
+        const mpq_key_spec *k = &mpq_config_keys[i];
+        if ((k->type != MPQ_KEY_PATH && k->type != MPQ_KEY_OUTPATH) ||
+            strcmp(k->key, "log.event_log") == 0)
+            continue;
+        const char *v = *(char *const *)((const char *)cfg + k->offset);
+        MPQ_CHECK(!mpq_outfile_same_file(path, v), MPQ_ERR_CONFIG,
+                  "%s: %s: '%s' is the same file as %s ('%s'); the event log may not be an "
+                  "input or another output",
+                  cfg->source, key, path, k->key, v);
+    }
+    return MPQ_OK;
+}
+
+/* Collective. Opens the event log after the checks above and writes its
+ * first event, run_start. The log is settled afterwards, also on error. */
+static mpq_err open_event_log(mpq_ctx *ctx, const mpq_cli *cli, const mpq_config *cfg,
+                              const char *path, const char *key) {
+    event_log_settled = 1;
+    mpq_err err = MPQ_OK;
+    if (ctx->rank == 0) {
+        err = check_event_log(ctx, cli, cfg, path, key);
+        if (err == MPQ_OK)
+            err = mpq_event_open(ctx, path);
+    }
+    MPQ_CALL(mpq_agree(ctx, err));
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "command", cli->command ? cli->command : "");
+    cJSON_AddStringToObject(f, "version", MPQ_VERSION);
+    mpq_event(ctx, "run_start", f);
+    return MPQ_OK;
+}
+
+/* Collective; status is agreed. A global --event-log still unopened (the
+ * command failed before its configuration was loaded, or loads none) is
+ * opened with the command-line checks, so that the error and run_end events
+ * are kept. Returns status when it is an error (its message kept, whatever
+ * the open gives), else the outcome of the open. */
+static mpq_err settle_event_log(mpq_ctx *ctx, const mpq_cli *cli, mpq_err status) {
+    if (event_log_settled || !event_log_arg)
+        return status;
+    int erank = ctx->err_rank;
+    char msg[MPQ_ERRMSG_MAX], trace[MPQ_TRACE_MAX];
+    memcpy(msg, ctx->err_msg, sizeof msg);
+    memcpy(trace, ctx->err_trace, sizeof trace);
+    mpq_err e = open_event_log(ctx, cli, NULL, event_log_arg, "--event-log");
+    if (status == MPQ_OK)
+        return e;
+    ctx->err_code = status;
+    ctx->err_rank = erank;
+    memcpy(ctx->err_msg, msg, sizeof msg);
+    memcpy(ctx->err_trace, trace, sizeof trace);
+    return status;
+}
+
 mpq_err mpq_cli_load_config(mpq_ctx *ctx, const mpq_cli *cli, const char *path, mpq_config **out) {
-    MPQ_CALL(mpq_config_load(ctx, path, cli->n_over, cli->overrides, out));
+    mpq_err lerr = mpq_config_load(ctx, path, cli->n_over, cli->overrides, out);
+    if (lerr != MPQ_OK)
+        return settle_event_log(ctx, cli, lerr);
     mpq_config *cfg = *out;
     mpq_log_level lvl;
     if (mpq_log_level_parse(cfg->log.level, &lvl) == 0 && ctx->log_level == MPQ_LOG_INFO)
@@ -207,12 +286,10 @@ mpq_err mpq_cli_load_config(mpq_ctx *ctx, const mpq_cli *cli, const char *path, 
     if (cfg->log.all_ranks)
         mpq_log_set_all_ranks(ctx, 1);
     ctx->progress_interval = cfg->log.progress_interval;
-    if (cfg->log.event_log[0] && !ctx->event_file) {
-        mpq_err err = MPQ_OK;
-        if (mpq_event_open(ctx, cfg->log.event_log) != 0)
-            err = MPQ_ERROR(MPQ_ERR_IO, "%s: log.event_log: cannot open '%s': %s", cfg->source,
-                            cfg->log.event_log, strerror(errno));
-        err = mpq_agree(ctx, err);
+    if (!event_log_settled && (event_log_arg || cfg->log.event_log[0])) {
+        mpq_err err = event_log_arg
+                          ? open_event_log(ctx, cli, cfg, event_log_arg, "--event-log")
+                          : open_event_log(ctx, cli, cfg, cfg->log.event_log, "log.event_log");
         if (err != MPQ_OK) {
             mpq_config_destroy(out);
             return err;
@@ -260,19 +337,18 @@ mpq_err mpq_cli_main(mpq_ctx *ctx, int argc, char **argv) {
     }
     if (g.all_ranks)
         mpq_log_set_all_ranks(ctx, 1);
-    if (g.event_log) {
-        mpq_err err = MPQ_OK;
-        if (mpq_event_open(ctx, g.event_log) != 0)
-            err = MPQ_ERROR(MPQ_ERR_IO, "--event-log: cannot open '%s': %s", g.event_log,
-                            strerror(errno));
-        MPQ_CALL(mpq_agree(ctx, err));
-    }
-    MPQ_CHECK(cli.npos >= cmd->min_pos && cli.npos <= cmd->max_pos, MPQ_ERR_ARG,
-              "%s: expected %s (see mpquant %s --help)", cmd->name, cmd->args, cmd->name);
-    cJSON *f = cJSON_CreateObject();
-    cJSON_AddStringToObject(f, "command", cmd->name);
-    cJSON_AddStringToObject(f, "version", MPQ_VERSION);
-    mpq_event(ctx, "run_start", f);
-    MPQ_CALL(cmd->run(ctx, &cli));
+    /* The event log opens once the files it must not replace are known:
+     * with the configuration for commands that load one, else now. */
+    event_log_arg = g.event_log;
+    event_log_settled = 0;
+    mpq_err err = MPQ_OK;
+    if (cli.npos < cmd->min_pos || cli.npos > cmd->max_pos)
+        err = MPQ_ERROR(MPQ_ERR_ARG, "%s: expected %s (see mpquant %s --help)", cmd->name,
+                        cmd->args, cmd->name);
+    else if (!cmd->loads_config && g.event_log)
+        err = open_event_log(ctx, &cli, NULL, g.event_log, "--event-log");
+    if (err == MPQ_OK)
+        err = cmd->run(ctx, &cli);
+    MPQ_CALL(settle_event_log(ctx, &cli, mpq_agree(ctx, err)));
     return MPQ_OK;
 }

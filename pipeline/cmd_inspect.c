@@ -8,7 +8,9 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "mpq_infile.h"
 #include "mpq_cli.h"
 #include "mpq_idx.h"
 #include "mpq_model.h"
@@ -22,7 +24,7 @@ int mpq_ckpt_probe(const char *path);
 /* An IDX file starts with 0x00 0x00 0x08 and a dimension count of 1 to 4. */
 static int looks_like_idx(const char *path) {
     unsigned char h[4] = {0};
-    FILE *f = fopen(path, "rb");
+    FILE *f = mpq_infile_stream(path);
     if (!f)
         return 0;
     size_t n = fread(h, 1, sizeof h, f);
@@ -153,7 +155,7 @@ static cJSON *model_json(const mpq_model *m) {
  * token: float score, int32 length in 1..max_token_length, the bytes) that
  * end exactly at the end of the file; -1 when the file is not one. Local. */
 static int64_t tokenizer_entries(const char *path) {
-    FILE *f = fopen(path, "rb");
+    FILE *f = mpq_infile_stream(path);
     if (!f)
         return -1;
     int32_t maxlen = 0, len = 0;
@@ -214,6 +216,11 @@ mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli) {
     const char *format = mpq_cli_opt(cli, "format");
     if (!format || !*format)
         format = "auto";
+    /* Anything but a model directory must be a regular file: a FIFO or a
+     * device is refused here, before any probe reads it. */
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
+        MPQ_CALL(mpq_infile_check(ctx, path, NULL));
     if ((strcmp(format, "auto") == 0 && looks_like_idx(path)) || strcmp(format, "idx") == 0)
         return inspect_idx(ctx, cli, path);
     if ((strcmp(format, "auto") == 0 || strcmp(format, "mpqckpt") == 0) && mpq_ckpt_probe(path))

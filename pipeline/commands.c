@@ -11,6 +11,7 @@ mpq_err mpq_cmd_sweep(mpq_ctx *ctx, const mpq_cli *cli);
 const mpq_command mpq_commands[] = {
     {
         .name = "check",
+        .loads_config = 1,
         .args = "CONFIG | --keys",
         .summary = "parse and validate a configuration, print the effective configuration",
         .help = "  --keys        print the reference of every configuration key (Markdown)\n"
@@ -35,6 +36,7 @@ const mpq_command mpq_commands[] = {
     },
     {
         .name = "eval",
+        .loads_config = 1,
         .args = "CONFIG | --model FILE --tokenizer FILE --text FILE",
         .summary = "evaluate a model: perplexity/KLD (language models) or accuracy (classifiers)",
         .help = "  --model=FILE       model (quick form for language models: no CONFIG needed)\n"
@@ -65,6 +67,7 @@ const mpq_command mpq_commands[] = {
     },
     {
         .name = "run",
+        .loads_config = 1,
         .args = "CONFIG",
         .summary = "quantize: calibrate, Hessians, (measure, importance, budget,) round, "
                    "evaluate FP vs quantized, write the checkpoint (output.path)",
@@ -77,6 +80,7 @@ const mpq_command mpq_commands[] = {
     },
     {
         .name = "sweep",
+        .loads_config = 1,
         .args = "CONFIG [--stage measure|point|merge|plan] [--index I] [--count N]",
         .summary = "scaling study: one measurement, then budgets, uniform settings and method/"
                    "family comparisons, each evaluated; report with the Pareto front",

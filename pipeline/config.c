@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mpq_infile.h"
 #include "mpq_config.h"
 #include "mpq_ctx.h"
 #include "mpq_version.h"
@@ -805,8 +806,7 @@ mpq_err mpq_config_load(mpq_ctx *ctx, const char *path, int n_over, char *const 
     int64_t len = 0;
     FILE *f = NULL;
     if (path && ctx->rank == 0) {
-        f = fopen(path, "rb");
-        MPQ_ENSURE(f, MPQ_ERR_IO, "cannot open configuration file '%s': %s", path, strerror(errno));
+        MPQ_TRY(mpq_infile_fopen(ctx, path, "configuration file", &f));
         MPQ_ENSURE(fseek(f, 0, SEEK_END) == 0, MPQ_ERR_IO, "%s: cannot seek: %s", path,
                    strerror(errno));
         long sz = ftell(f);
@@ -1011,6 +1011,18 @@ mpq_err mpq_config_check_paths(mpq_ctx *ctx, const mpq_config *cfg) {
         const char *p = *(char *const *)((const char *)cfg + k->offset);
         if (!p[0])
             continue;
+        /* choices of a path key: "file|dir" or "dir" (NULL: a regular file). */
+        const int dir_ok = k->choices && strstr(k->choices, "dir");
+        const int file_ok = !k->choices || strstr(k->choices, "file");
+        struct stat ps;
+        const int exists = stat(p, &ps) == 0; /* never opens: a FIFO cannot block here */
+        if (exists)
+            MPQ_CHECK((S_ISREG(ps.st_mode) && file_ok) || (S_ISDIR(ps.st_mode) && dir_ok),
+                      MPQ_ERR_IO, "%s: %s: '%s' is %s; expected %s", cfg->source, k->key, p,
+                      mpq_file_kind(ps.st_mode),
+                      !dir_ok   ? "a regular file"
+                      : file_ok ? "a regular file or a directory"
+                                : "a directory");
         if (k->type == MPQ_KEY_PATH) {
             MPQ_CHECK(access(p, R_OK) == 0, MPQ_ERR_IO, "%s: %s: cannot read '%s': %s", cfg->source,
                       k->key, p, strerror(errno));

@@ -12,7 +12,7 @@
 const mpq_key_spec mpq_config_keys[] = {
     /* model */
     {"model.path", MPQ_KEY_PATH, OFF(model.path),
-     "${MPQ_SHARED_DIR}/data/models/stories260K/stories260K.bin", NOLIM, NULL,
+     "${MPQ_SHARED_DIR}/data/models/stories260K/stories260K.bin", NOLIM, "file|dir",
      "model file (llama2.c .bin, .safetensors) or a directory holding a sharded safetensors model"},
     {"model.format", MPQ_KEY_ENUM, OFF(model.format), "auto", NOLIM,
      "auto|llama2c|safetensors|mpqckpt",
@@ -58,7 +58,7 @@ const mpq_key_spec mpq_config_keys[] = {
      "classifiers: images per forward batch"},
     {"eval.generate_tokens", MPQ_KEY_INT, OFF(eval.generate_tokens), "0", 0, 1e6, NULL,
      "language models: greedy generation of N tokens from BOS after evaluating (0 = none)"},
-    {"eval.reference", MPQ_KEY_PATH, OFF(eval.reference), "", NOLIM, NULL,
+    {"eval.reference", MPQ_KEY_PATH, OFF(eval.reference), "", NOLIM, "file|dir",
      "full-precision reference model for KL divergence and top-1 agreement (\"\" = none)"},
     {"eval.also_all", MPQ_KEY_BOOL, OFF(eval.also_all), "false", NOLIM, NULL,
      "classifiers, mpquant run: also evaluate on every image of eval.images (JSON fp_all, "
@@ -136,7 +136,7 @@ const mpq_key_spec mpq_config_keys[] = {
     {"sweep.compare", MPQ_KEY_STRING_LIST, OFF(sweep.compare), "[]", NOLIM, NULL,
      "mpquant sweep: quantizer specs (families at fixed bits) of the method comparison ([] = "
      "sweep.uniform)"},
-    {"sweep.output_dir", MPQ_KEY_OUTPATH, OFF(sweep.output_dir), "", NOLIM, NULL,
+    {"sweep.output_dir", MPQ_KEY_OUTPATH, OFF(sweep.output_dir), "", NOLIM, "dir",
      "mpquant sweep: directory of the measurements, per-point results and report files (\"\" = "
      "sweep-out in the working directory)"},
     {"sweep.metric", MPQ_KEY_ENUM, OFF(sweep.metric), "auto", NOLIM,

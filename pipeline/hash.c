@@ -7,6 +7,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
+#include "mpq_infile.h"
 #include "mpq_hash.h"
 
 /* Bytes read per call while streaming a file. */
@@ -39,8 +40,7 @@ mpq_err mpq_sha256_file(mpq_ctx *ctx, const char *path, char hex[MPQ_SHA256_HEX]
     unsigned char *buf = NULL;
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned n = 0;
-    f = fopen(path, "rb");
-    MPQ_ENSURE(f, MPQ_ERR_IO, "cannot open '%s' for hashing: %s", path, strerror(errno));
+    MPQ_TRY(mpq_infile_fopen(ctx, path, NULL, &f));
     MPQ_TRY(mpq_malloc(ctx, (int64_t)MPQ_HASH_CHUNK, 1, (void **)&buf));
     md = EVP_MD_CTX_new();
     if (!md) {

@@ -1,12 +1,17 @@
 /* log.c: levelled logging, progress lines and the JSON-lines event log. */
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mpq_ctx.h"
+#include "mpq_infile.h"
 #include "mpq_log.h"
 
 static const char *const level_names[MPQ_LOG_LEVEL_COUNT] = {
@@ -111,12 +116,38 @@ void mpq_log_here(mpq_ctx *ctx, mpq_log_level level, const char *fmt, ...) {
 
 /* ---- event log ------------------------------------------------------------ */
 
-int mpq_event_open(mpq_ctx *ctx, const char *path) {
+mpq_err mpq_event_open(mpq_ctx *ctx, const char *path) {
     mpq_event_close(ctx);
     if (ctx->rank != 0)
-        return 0;
-    ctx->event_file = fopen(path, "a");
-    return ctx->event_file ? 0 : -1;
+        return MPQ_OK;
+    struct stat pre;
+    MPQ_CHECK(stat(path, &pre) != 0 || S_ISREG(pre.st_mode), MPQ_ERR_IO,
+              "event log '%s' is %s, not a regular file; refusing to write to it", path,
+              mpq_file_kind(pre.st_mode));
+    /* O_NONBLOCK: a FIFO made meanwhile without a reader fails at once
+     * (ENXIO) instead of blocking; one with a reader is refused below. */
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0666);
+    MPQ_CHECK(fd >= 0, MPQ_ERR_IO, "event log '%s': cannot open for appending: %s", path,
+              errno == ENXIO ? "it is a FIFO or a device without a reader" : strerror(errno));
+    struct stat st = {0};
+    int flags = fcntl(fd, F_GETFL);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || flags < 0 ||
+        fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        int saved = errno;
+        close(fd);
+        if (S_ISREG(st.st_mode) || st.st_mode == 0)
+            return MPQ_ERROR(MPQ_ERR_IO, "event log '%s': %s", path, strerror(saved));
+        return MPQ_ERROR(MPQ_ERR_IO,
+                         "event log '%s' is %s, not a regular file; refusing to write to it", path,
+                         mpq_file_kind(st.st_mode));
+    }
+    ctx->event_file = fdopen(fd, "a");
+    if (!ctx->event_file) {
+        int saved = errno;
+        close(fd);
+        return MPQ_ERROR(MPQ_ERR_IO, "event log '%s': %s", path, strerror(saved));
+    }
+    return MPQ_OK;
 }
 
 void mpq_event_close(mpq_ctx *ctx) {

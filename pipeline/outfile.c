@@ -10,6 +10,7 @@
 
 #include <openssl/rand.h>
 
+#include "mpq_infile.h"
 #include "mpq_outfile.h"
 
 /* Splits dest into its directory ("." when it has no slash) and its last
@@ -94,6 +95,12 @@ mpq_err mpq_outfile_check(mpq_ctx *ctx, const char *dest, const mpq_outfile_opts
     int resolves = stat(dest, &ds) == 0; /* follows a symlink */
     MPQ_CHECK(!resolves || !S_ISDIR(ds.st_mode), MPQ_ERR_IO,
               "cannot write output '%s': it is a directory", dest);
+    /* Only a regular file may be replaced: a rename over /dev/null, a FIFO
+     * or a socket would destroy a system file. A symlink is replaced as a
+     * link only when it points to a regular file. */
+    MPQ_CHECK(!resolves || S_ISREG(ds.st_mode), MPQ_ERR_IO,
+              "cannot write output '%s': it is %s, not a regular file; refusing to replace it",
+              dest, mpq_file_kind(ds.st_mode));
 
     for (int64_t i = 0; i < opts->n_inputs; i++) {
         const char *in = opts->inputs[i];
@@ -214,6 +221,10 @@ mpq_err mpq_outfile_commit(mpq_ctx *ctx, mpq_outfile **pf) {
     MPQ_ENSURE(f->overwrite || lstat(f->dest, &st) != 0, MPQ_ERR_IO,
                "output '%s' appeared while it was being written (set overwrite to replace it)",
                f->dest);
+    /* Checked again: a special file may have taken the name meanwhile. */
+    MPQ_ENSURE(stat(f->dest, &st) != 0 || S_ISREG(st.st_mode), MPQ_ERR_IO,
+               "output '%s' is %s, not a regular file; refusing to replace it", f->dest,
+               mpq_file_kind(st.st_mode));
     MPQ_ENSURE(rename(f->tmp, f->dest) == 0, MPQ_ERR_IO, "cannot rename '%s' to output '%s': %s",
                f->tmp, f->dest, strerror(errno));
     /* The rename is durable once the directory is synced. Some file systems

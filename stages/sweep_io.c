@@ -28,6 +28,7 @@
 #include <hdf5.h>
 #include <string.h>
 
+#include "mpq_infile.h"
 #include "mpq_h5.h"
 #include "mpq_log.h"
 #include "mpq_outfile.h"
@@ -195,6 +196,7 @@ static mpq_err load_local(mpq_ctx *ctx, mpq_sweep *sw, const char *path) {
     cJSON *rj = NULL;
     const int64_t nc = sw->plan.nconf;
     mpq_h5_quiet();
+    MPQ_TRY(mpq_infile_check(ctx, path, "sweep measurement file"));
     MPQ_ENSURE(H5Fis_hdf5(path) > 0, MPQ_ERR_FORMAT,
                "%s: not an HDF5 file (expected the measurement of mpquant sweep --stage measure)",
                path);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "mpq_infile.h"
 #include "mpq_log.h"
 #include "mpq_outfile.h"
 #include "sweep_internal.h"
@@ -633,10 +634,13 @@ static mpq_err read_point(mpq_ctx *ctx, const char *path, mpq_sweep_point *pt) {
     FILE *f = NULL;
     char *t = NULL;
     cJSON *o = NULL;
-    f = fopen(path, "rb");
-    MPQ_ENSURE(f, MPQ_ERR_IO,
-               "%s: cannot open (%s); was its point run (mpquant sweep --stage point)?", path,
-               strerror(errno));
+    if (mpq_infile_check(ctx, path, "sweep point file") != MPQ_OK) {
+        char why[MPQ_ERRMSG_MAX];
+        snprintf(why, sizeof why, "%s", ctx->err_msg);
+        mpq_err_clear(ctx);
+        MPQ_ENSURE(0, MPQ_ERR_IO, "%s; was its point run (mpquant sweep --stage point)?", why);
+    }
+    MPQ_TRY(mpq_infile_fopen(ctx, path, "sweep point file", &f));
     MPQ_ENSURE(fseek(f, 0, SEEK_END) == 0, MPQ_ERR_IO, "%s: cannot seek", path);
     long len = ftell(f);
     MPQ_ENSURE(len >= 0 && len < (1 << 20), MPQ_ERR_FORMAT, "%s: size %ld is not that of a point",

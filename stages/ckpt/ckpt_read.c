@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "ckpt_internal.h"
+#include "mpq_infile.h"
 #include "mpq_ckpt.h"
 #include "mpq_h5.h"
 
@@ -17,7 +18,7 @@ static const unsigned char h5_signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0
 
 int mpq_ckpt_probe(const char *path) {
     unsigned char head[8];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = mpq_infile_fd(path);
     if (fd < 0)
         return 0;
     ssize_t n = read(fd, head, sizeof head);
@@ -443,6 +444,7 @@ mpq_err mpq_ckpt_open(mpq_ctx *ctx, const char *path, mpq_ckpt **out) {
     mpq_h5_quiet();
     MPQ_CHECK(access(path, R_OK) == 0, MPQ_ERR_IO, "%s: cannot open checkpoint: not readable",
               path);
+    MPQ_CALL(mpq_infile_check(ctx, path, "checkpoint"));
     MPQ_CHECK(mpq_ckpt_probe(path), MPQ_ERR_FORMAT,
               "%s: not a checkpoint: the file does not start with the HDF5 signature", path);
     MPQ_ALLOC(ck, 1);

@@ -7,9 +7,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mpq_infile.h"
 #include "mpq_ctx.h"
 #include "mpq_h5.h"
 #include "mpq_hessian.h"
+#include "mpq_outfile.h"
 #include "mpq_version.h"
 
 #define HSTATS_FORMAT  "mpquant-hstats"
@@ -272,10 +274,14 @@ mpq_err mpq_hstats_save(mpq_ctx *ctx, const char *path, int64_t n, mpq_hstat *co
     }
     MPQ_CALL(mpq_agree(ctx, local));
 
-    char tmp[PATH_MAX_LEN];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    char what[PATH_MAX_LEN + 32];
-    snprintf(what, sizeof what, "file '%s'", tmp);
+    /* Written under a temporary name beside path and renamed into place
+     * (an existing regular file is replaced; never a device or FIFO). */
+    mpq_outfile *of = NULL;
+    const mpq_outfile_opts oo = {.overwrite = 1};
+    MPQ_CALL(mpq_outfile_open_all(ctx, path, &oo, &of));
+    const char *tmp = of->tmp;
+    char what[2 * PATH_MAX_LEN + 48];
+    snprintf(what, sizeof what, "file '%s' (temporary '%s')", path, tmp);
     hid_t fapl = H5I_INVALID_HID, dxpl = H5I_INVALID_HID, file = H5I_INVALID_HID;
     uint64_t reserved = 0;
     mpq_err err = MPQ_OK;
@@ -289,7 +295,7 @@ mpq_err mpq_hstats_save(mpq_ctx *ctx, const char *path, int64_t n, mpq_hstat *co
     MPQ_TRY(attr_write(ctx, file, "n_layers", H5T_STD_I64LE, &n, what));
     MPQ_TRY(attr_write_str(ctx, file, "creator", creator, what));
     for (int64_t k = 0; k < n; k++)
-        MPQ_TRY(mpq_agree(ctx, save_one(ctx, file, dxpl, tmp, k, stats[k], &reserved)));
+        MPQ_TRY(mpq_agree(ctx, save_one(ctx, file, dxpl, path, k, stats[k], &reserved)));
     hid_t written = file; /* collective: after the close every rank's data is in the file */
     file = H5I_INVALID_HID;
     MPQ_TRY(mpq_h5_close_written(ctx, written, 1, &reserved, what));
@@ -300,11 +306,11 @@ cleanup:
     if (fapl >= 0)
         H5Pclose(fapl);
     err = mpq_agree(ctx, err);
-    if (err == MPQ_OK && ctx->rank == 0 && rename(tmp, path) != 0)
-        err = MPQ_ERROR(MPQ_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
-    else if (err != MPQ_OK && ctx->rank == 0)
-        unlink(tmp);
-    return mpq_agree(ctx, err);
+    if (err != MPQ_OK) {
+        mpq_outfile_abort_all(ctx, &of);
+        return err;
+    }
+    return mpq_outfile_commit_all(ctx, &of);
 }
 
 /* ---- load ---------------------------------------------------------------- */
@@ -438,6 +444,8 @@ mpq_err mpq_hstats_load(mpq_ctx *ctx, const char *path, int target, int64_t *n_o
     else if (access(path, R_OK) != 0)
         local = MPQ_ERROR(MPQ_ERR_IO, "cannot read Hessian statistics file '%s': %s", path,
                           strerror(errno));
+    else
+        local = mpq_infile_check(ctx, path, "Hessian statistics file");
     MPQ_CALL(mpq_agree(ctx, local));
 
     char what[PATH_MAX_LEN + 32];

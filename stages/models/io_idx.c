@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mpq_infile.h"
 #include "mpq_ctx.h"
 #include "mpq_idx.h"
 
@@ -21,8 +22,7 @@ mpq_err mpq_idx_open(mpq_ctx *ctx, const char *path, mpq_idx **out) {
     MPQ_ALLOC_TRY(x, 1);
     x->map_base = MAP_FAILED;
     MPQ_TRY(mpq_strdup(ctx, path, &x->path));
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    MPQ_ENSURE(fd >= 0, MPQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    MPQ_TRY(mpq_infile_open(ctx, path, NULL, &fd));
     struct stat st;
     MPQ_ENSURE(fstat(fd, &st) == 0 && S_ISREG(st.st_mode), MPQ_ERR_IO, "%s: not a regular file",
                path);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "io_internal.h"
+#include "mpq_infile.h"
 #include "mpq_ctx.h"
 #include "mpq_model.h"
 
@@ -108,8 +109,7 @@ mpq_err mpq_io_map_file(mpq_ctx *ctx, mpq_model *m, const char *path, const mpq_
         MPQ_TRY(mpq_realloc(ctx, m->cap_maps, cap, sizeof *m->maps, (void **)&m->maps));
         m->cap_maps = cap;
     }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    MPQ_ENSURE(fd >= 0, MPQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    MPQ_TRY(mpq_infile_open(ctx, path, NULL, &fd));
     struct stat st;
     MPQ_ENSURE(fstat(fd, &st) == 0, MPQ_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
     MPQ_ENSURE(S_ISREG(st.st_mode), MPQ_ERR_IO, "%s: not a regular file", path);
@@ -371,8 +371,8 @@ mpq_err mpq_model_open(mpq_ctx *ctx, const char *path, const char *format, mpq_m
     unsigned char head[16] = {0};
     size_t nhead = 0;
     if (!is_dir) {
-        FILE *f = fopen(path, "rb");
-        MPQ_CHECK(f, MPQ_ERR_IO, "%s: cannot open model: %s", path, strerror(errno));
+        FILE *f = NULL;
+        MPQ_CALL(mpq_infile_fopen(ctx, path, "model", &f));
         nhead = fread(head, 1, sizeof head, f);
         fclose(f);
     }

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "mpq_infile.h"
 #include "mpq_ctx.h"
 #include "mpq_text.h"
 #include "mpq_tokenizer.h"
@@ -14,8 +15,8 @@ mpq_err mpq_text_read(mpq_ctx *ctx, const char *path, char **text, int64_t *len)
     char *buf = NULL;
     *text = NULL;
     *len = 0;
-    FILE *f = fopen(path, "rb");
-    MPQ_CHECK(f, MPQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f = NULL;
+    MPQ_CALL(mpq_infile_fopen(ctx, path, NULL, &f));
     struct stat st;
     MPQ_ENSURE(fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode), MPQ_ERR_IO,
                "%s: not a regular file", path);

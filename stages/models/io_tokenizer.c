@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "mpq_infile.h"
 #include "mpq_ctx.h"
 #include "mpq_tokenizer.h"
 
@@ -85,8 +86,7 @@ mpq_err mpq_tokenizer_load(mpq_ctx *ctx, const char *path, int64_t vocab_size,
               "%s: vocab_size %lld must lie in [259, 2^31) (3 special tokens and 256 byte "
               "tokens)",
               path, (long long)vocab_size);
-    f = fopen(path, "rb");
-    MPQ_ENSURE(f, MPQ_ERR_IO, "%s: cannot open tokenizer: %s", path, strerror(errno));
+    MPQ_TRY(mpq_infile_fopen(ctx, path, "tokenizer", &f));
     struct stat st;
     MPQ_ENSURE(fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode), MPQ_ERR_IO,
                "%s: not a regular file", path);

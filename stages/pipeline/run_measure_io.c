@@ -23,6 +23,7 @@
 #include <hdf5.h>
 #include <string.h>
 
+#include "mpq_infile.h"
 #include "mpq_h5.h"
 #include "mpq_log.h"
 #include "mpq_outfile.h"
@@ -100,6 +101,7 @@ static mpq_err load_local(mpq_ctx *ctx, run_state *s, const char *path) {
     char *meta = NULL, *want = NULL;
     const measure_table *t = &s->meas;
     mpq_h5_quiet();
+    MPQ_TRY(mpq_infile_check(ctx, path, "measurement file (measure.load)"));
     MPQ_ENSURE(H5Fis_hdf5(path) > 0, MPQ_ERR_FORMAT, "%s (measure.load): not an HDF5 file", path);
     MPQ_H5_ID(file, H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), path);
     MPQ_TRY(mpq_measure_h5_read_text(ctx, file, path, "meta",

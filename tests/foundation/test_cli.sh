@@ -71,7 +71,7 @@ expect_err "$T/bad.cfg:3: unknown key 'model.tokeniser' \(did you mean 'model.to
 
 run "$MPQ_BIN" check "$T/missing.cfg"
 expect_rc 1
-expect_err "cannot open configuration file '$T/missing.cfg'"
+expect_err "$T/missing.cfg: cannot open configuration file: No such file"
 
 # Input files named by the configuration must exist (unless --no-paths).
 printf 'model = { path = "nowhere.bin"; };\n' > "$T/nopath.cfg"
