@@ -1,7 +1,7 @@
 /* mpq_ctx.h: the context object that is the first argument of every mpquant
  * function (STYLE.md rule 5), checked allocation (rule 7), checked casts
- * (rule 8), error agreement between ranks (rule 4), MPI error wrappers and
- * the 2-D process grid with its BLACS context.
+ * (rule 8) and MPI error wrappers. Error agreement between ranks (rule 4)
+ * and the other collectives are in mpq_coll.h.
  *
  * The fields of mpq_ctx are public for reading; they are set by
  * mpq_ctx_create and must not be changed by callers.
@@ -60,13 +60,6 @@ mpq_err mpq_ctx_create(MPI_Comm comm, mpq_ctx **out);
 /* Collective. NULL-safe; sets *ctx to NULL. */
 void mpq_ctx_destroy(mpq_ctx **ctx);
 
-/* Collective: every rank passes its local status; returns MPQ_OK on all ranks
- * if all passed MPQ_OK. Otherwise the message and traceback of the lowest
- * failing rank are copied into every rank's context (err_rank set) and all
- * ranks return that rank's code. Call before every collective that follows
- * work that may fail on some ranks only. */
-mpq_err mpq_agree(mpq_ctx *ctx, mpq_err local);
-
 /* ---- allocation --------------------------------------------------------- */
 
 /* Allocates n elements of elsize bytes, zeroed, 64-byte aligned. Fails with
@@ -106,27 +99,5 @@ mpq_err mpq_mpi_check(mpq_ctx *ctx, int rc, const char *call, const char *file, 
                       const char *func);
 #define MPQ_MPI(call)     MPQ_CALL(mpq_mpi_check(ctx, (call), #call, __FILE__, __LINE__, __func__))
 #define MPQ_MPI_TRY(call) MPQ_TRY(mpq_mpi_check(ctx, (call), #call, __FILE__, __LINE__, __func__))
-
-/* Collective broadcast of a byte buffer of any length from root (lengths
- * above INT_MAX are sent in pieces). On non-root ranks *buf is allocated
- * with mpq_malloc (plus a terminating NUL) and *len set. */
-mpq_err mpq_bcast_bytes(mpq_ctx *ctx, int root, char **buf, int64_t *len);
-
-/* ---- 2-D process grid --------------------------------------------------- */
-
-typedef struct mpq_grid {
-    int nprow, npcol;  /* grid shape */
-    int myrow, mycol;  /* this rank's coordinates (-1 if outside the grid) */
-    MPI_Comm row_comm; /* ranks of my grid row */
-    MPI_Comm col_comm; /* ranks of my grid column */
-    int blacs_ctxt;    /* BLACS context (-1 if outside the grid) */
-} mpq_grid;
-
-/* Collective over ctx->comm. Builds an nprow x npcol row-major grid over the
- * first nprow*npcol ranks (nprow = npcol = 0: the squarest grid using all
- * ranks). Ranks beyond the grid get myrow = mycol = -1. Owner: caller. */
-mpq_err mpq_grid_create(mpq_ctx *ctx, int nprow, int npcol, mpq_grid **out);
-/* Collective. NULL-safe. */
-void mpq_grid_destroy(mpq_ctx *ctx, mpq_grid **grid);
 
 #endif

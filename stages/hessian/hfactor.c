@@ -12,6 +12,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "mpq_config.h"
 #include "mpq_ctx.h"
 #include "mpq_hessian.h"

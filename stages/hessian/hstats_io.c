@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mpq_coll.h"
 #include "mpq_infile.h"
 #include "mpq_ctx.h"
 #include "mpq_h5.h"

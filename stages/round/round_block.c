@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "mpq_ctx.h"
 #include "mpq_log.h"
 #include "round_internal.h"
@@ -98,22 +99,6 @@ cleanup:
 }
 
 /* ---- exact combination ------------------------------------------------------------ */
-
-/* In-place sum over ranks of n elements; every element has at most one
- * non-zero contributor, so the sum is exact whatever the order. Sent in
- * pieces that fit an int count. */
-static mpq_err sum_all(mpq_ctx *ctx, void *buf, int64_t n, MPI_Datatype type, size_t size) {
-    if (ctx->comm == MPI_COMM_NULL || ctx->size == 1)
-        return MPQ_OK;
-    const int64_t piece = (int64_t)1 << 28;
-    for (int64_t off = 0; off < n; off += piece) {
-        int cnt;
-        MPQ_CALL(mpq_to_int(ctx, n - off < piece ? n - off : piece, "reduction count", &cnt));
-        MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, (char *)buf + (size_t)off * size, cnt, type, MPI_SUM,
-                              ctx->comm));
-    }
-    return MPQ_OK;
-}
 
 enum { ST_LOSS = 0, ST_RTN, ST_ITERS, ST_GUARD, ST_SECONDS, ST_N };
 
@@ -256,15 +241,15 @@ mpq_err mpq_round_block(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
         mpq_qparams *p = res->q->params;
         int64_t ncodes;
         MPQ_TRY(mpq_mul64(ctx, jb->rows, jb->cols, "layer size", &ncodes));
-        MPQ_TRY(sum_all(ctx, res->q->codes, ncodes, MPI_UINT8_T, 1));
+        MPQ_TRY(mpq_sum_owned(ctx, res->q->codes, ncodes, MPI_UINT8_T, "rounding results"));
         if (p->gpr > 0) {
-            MPQ_TRY(sum_all(ctx, p->scale, p->ngroups, MPI_FLOAT, sizeof(float)));
+            MPQ_TRY(mpq_sum_owned(ctx, p->scale, p->ngroups, MPI_FLOAT, "rounding results"));
             if (p->zero)
-                MPQ_TRY(sum_all(ctx, p->zero, p->ngroups, MPI_INT32_T, sizeof(int32_t)));
+                MPQ_TRY(mpq_sum_owned(ctx, p->zero, p->ngroups, MPI_INT32_T, "rounding results"));
             if (p->sign)
-                MPQ_TRY(sum_all(ctx, p->sign, p->rows, MPI_INT8_T, sizeof(int8_t)));
+                MPQ_TRY(mpq_sum_owned(ctx, p->sign, p->rows, MPI_INT8_T, "rounding results"));
         }
-        MPQ_TRY(sum_all(ctx, tst[j], res->ntiles * ST_N, MPI_DOUBLE, sizeof(double)));
+        MPQ_TRY(mpq_sum_owned(ctx, tst[j], res->ntiles * ST_N, MPI_DOUBLE, "rounding results"));
         for (int64_t t = 0; t < res->ntiles; t++) {
             const double *s = tst[j] + t * ST_N;
             res->loss += s[ST_LOSS];

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "mpq_config.h"
 #include "mpq_ctx.h"
 #include "round_internal.h"

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "mpq_round.h"
 #include "mpq_test.h"
 #include "../rounding/round_ref.h"

@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "mpq_scalapack.h"
 #include "mpq_test.h"
 

@@ -17,6 +17,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "mpq_coll.h"
 #include "mpq_eval.h"
 #include "mpq_hash.h"
 #include "mpq_test.h"

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "test_ckpt_util.h"
 
 /* A mix that exercises zero-points, short last groups (172 columns),

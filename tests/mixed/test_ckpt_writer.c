@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "mpq_test.h"
 #include "test_ckpt_util.h"
 

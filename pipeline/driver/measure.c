@@ -4,6 +4,7 @@
  * importance scores. */
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "measure_internal.h"
 #include "mpq_eval.h"
 #include "mpq_log.h"
@@ -48,16 +49,6 @@ static const mpq_hstat *stat_of(const mpq_layer_info *li, int64_t n, mpq_hstat *
     return NULL;
 }
 
-/* Exact sum over ranks of a vector whose every element has one contributor. */
-static mpq_err sum_owned(mpq_ctx *ctx, double *v, int64_t n) {
-    if (ctx->comm == MPI_COMM_NULL || ctx->size == 1 || n == 0)
-        return MPQ_OK;
-    int cnt;
-    MPQ_CALL(mpq_to_int(ctx, n, "sum count", &cnt));
-    MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, v, cnt, MPI_DOUBLE, MPI_SUM, ctx->comm));
-    return MPQ_OK;
-}
-
 /* Collective. energy[lay[j]] = tr(W H W^T) of the block's layers, layer j
  * on rank j % size (rows summed in order, so the number does not depend on
  * the rank count). */
@@ -84,7 +75,7 @@ cleanup:
     mpq_free(rl);
     err = mpq_agree(ctx, err);
     if (err == MPQ_OK)
-        err = sum_owned(ctx, e, nj);
+        err = mpq_sum_owned(ctx, e, nj, MPI_DOUBLE, "measurements");
     for (int64_t j = 0; err == MPQ_OK && j < nj; j++)
         energy[lay[j]] = e[j];
     mpq_free(e);

@@ -17,6 +17,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "mpq_coll.h"
 #include "ckpt_internal.h"
 #include "mpq_ckpt.h"
 #include "mpq_h5.h"

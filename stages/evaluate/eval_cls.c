@@ -2,6 +2,7 @@
  * reference model) distributed over images. */
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "mpq_ctx.h"
 #include "mpq_eval.h"
 #include "mpq_idx.h"

@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "mpq_budget.h"
 
 #define MPQ_BUDGET_MAX_CAND 1024

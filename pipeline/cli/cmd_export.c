@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "mpq_coll.h"
 #include "mpq_ckpt.h"
 #include "mpq_cli.h"
 #include "mpq_model.h"

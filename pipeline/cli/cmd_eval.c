@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "mpq_cli.h"
 #include "mpq_eval.h"
 #include "mpq_family.h"

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "mpq_calibrate.h"
 #include "mpq_config.h"
 #include "mpq_ctx.h"
@@ -300,17 +301,6 @@ cleanup:
     return err;
 }
 
-/* Exact sum over ranks of an array whose every element has at most one
- * non-zero contributor (the gather of the generated samples). */
-static mpq_err gen_allsum(mpq_ctx *ctx, void *buf, int64_t n, MPI_Datatype type) {
-    if (ctx->comm == MPI_COMM_NULL || ctx->size == 1)
-        return MPQ_OK;
-    int cnt;
-    MPQ_CALL(mpq_to_int(ctx, n, "generated calibration: gathered elements", &cnt));
-    MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, buf, cnt, type, MPI_SUM, ctx->comm));
-    return MPQ_OK;
-}
-
 mpq_err mpq_calib_set_generated(mpq_ctx *ctx, mpq_family *f, int64_t nsamples, int64_t seq_len,
                                 double temperature, uint64_t seed, mpq_calib_set **out) {
     *out = NULL;
@@ -345,7 +335,7 @@ mpq_err mpq_calib_set_generated(mpq_ctx *ctx, mpq_family *f, int64_t nsamples, i
     if (local == MPQ_OK)
         local = gen_mine(ctx, f, nsamples, L, temperature, seed, gen, glen);
     MPQ_TRY(mpq_agree(ctx, local));
-    MPQ_TRY(gen_allsum(ctx, glen, nsamples, MPI_INT64_T));
+    MPQ_TRY(mpq_sum_owned(ctx, glen, nsamples, MPI_INT64_T, "generated calibration samples"));
     local = set_alloc(ctx, MPQ_TASK_LM, nsamples, &s);
     if (local == MPQ_OK) {
         for (int64_t i = 0; i < nsamples; i++) {
@@ -359,7 +349,8 @@ mpq_err mpq_calib_set_generated(mpq_ctx *ctx, mpq_family *f, int64_t nsamples, i
             if (gen[i * L] == MPQ_TOKEN_BOS) /* generated here */
                 memcpy(s->tokens + s->offset[i], gen + i * L, (size_t)glen[i] * sizeof *gen);
     MPQ_TRY(mpq_agree(ctx, local));
-    MPQ_TRY(gen_allsum(ctx, s->tokens, s->offset[nsamples], MPI_INT32_T));
+    MPQ_TRY(mpq_sum_owned(ctx, s->tokens, s->offset[nsamples], MPI_INT32_T,
+                          "generated calibration samples"));
     MPQ_INFO("generated calibration: %lld samples, %lld tokens (mean length %.1f of %lld), "
              "temperature %g, seed %llu",
              (long long)nsamples, (long long)s->offset[nsamples],

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "mpq_cli.h"
 #include "mpq_outfile.h"
 #include "mpq_version.h"

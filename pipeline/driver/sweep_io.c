@@ -28,6 +28,7 @@
 #include <hdf5.h>
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "mpq_infile.h"
 #include "mpq_h5.h"
 #include "mpq_log.h"

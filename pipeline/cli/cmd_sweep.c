@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "mpq_coll.h"
 #include "mpq_cli.h"
 #include "mpq_log.h"
 #include "mpq_sweep.h"

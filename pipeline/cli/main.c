@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "mpq_coll.h"
 #include "mpq_cli.h"
 
 /* Test hook (documented in the README): MPQ_FAULT_ALLOC="RANK:N" makes the

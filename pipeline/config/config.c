@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mpq_coll.h"
 #include "mpq_infile.h"
 #include "mpq_config.h"
 #include "mpq_ctx.h"

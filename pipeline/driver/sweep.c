@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "mpq_budget.h"
 #include "mpq_eval.h"
 #include "mpq_log.h"

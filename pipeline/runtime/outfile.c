@@ -10,6 +10,7 @@
 
 #include <openssl/rand.h>
 
+#include "mpq_coll.h"
 #include "mpq_infile.h"
 #include "mpq_outfile.h"
 

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "mpq_coll.h"
 #include "mpq_infile.h"
 #include "mpq_log.h"
 #include "mpq_outfile.h"

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "mpq_coll.h"
 #include "mpq_ckpt.h"
 #include "mpq_config.h"
 #include "mpq_log.h"

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "mpq_coll.h"
 #include "mpq_ctx.h"
 #include "mpq_log.h"
 #include "mpq_timer.h"

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "mpq_coll.h"
 #include "mpq_ctx.h"
 #include "mpq_eval.h"
 #include "mpq_text.h"

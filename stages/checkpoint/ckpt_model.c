@@ -13,7 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "../models/io_internal.h"
+#include "../loading/io_internal.h"
 #include "mpq_ckpt.h"
 
 /* Adds an anonymous read-write mapping of size bytes to m (owned by m). */

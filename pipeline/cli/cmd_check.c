@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 
+#include "mpq_coll.h"
 #include "mpq_cli.h"
 
 mpq_err mpq_cmd_check(mpq_ctx *ctx, const mpq_cli *cli);

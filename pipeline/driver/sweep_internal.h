@@ -11,7 +11,7 @@
 #include "mpq_round.h"
 #include "mpq_sweep.h"
 #include "mpq_tokenizer.h"
-#include "pipeline/measure_internal.h"
+#include "measure_internal.h"
 
 /* A measured configuration: one rounding method at one spec. */
 typedef struct sweep_conf {
