@@ -16,9 +16,6 @@ struct mpq_timers {
     double started[MPQ_TIMERS_MAX]; /* start time, or < 0 when stopped */
 };
 
-mpq_err mpq_timers_create_(mpq_ctx *ctx, mpq_timers **out);
-void mpq_timers_destroy_(mpq_timers **t);
-
 mpq_err mpq_timers_create_(mpq_ctx *ctx, mpq_timers **out) {
     *out = calloc(1, sizeof **out);
     MPQ_CHECK(*out, MPQ_ERR_NOMEM, "cannot allocate timers (%zu bytes)", sizeof **out);

@@ -125,6 +125,182 @@ static void keep_best(learn_state *S, const uint8_t *hc, const double *loss, dou
     }
 }
 
+/* The optimiser of n variables (the rounding variables, or the scale
+ * factors when they are learned) with learning rate lr. */
+static mpq_err optim_init(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_learn_cfg *lc, optim *op,
+                          double lr, int64_t n) {
+    op->kind = lc->optimizer;
+    op->lr = lr;
+    op->mom = o->momentum;
+    MPQ_CALL(mpq_malloc(ctx, n, sizeof *op->m1, (void **)&op->m1));
+    if (lc->optimizer == MPQ_ROPT_ADAM)
+        MPQ_CALL(mpq_malloc(ctx, n, sizeof *op->m2, (void **)&op->m2));
+    return MPQ_OK;
+}
+
+/* Evaluates the hard solution of the current variables exactly and keeps,
+ * per row, the better of it and the best so far. */
+static mpq_err eval_hard(mpq_ctx *ctx, learn_state *S, uint8_t *hc, float *qrow, double *D,
+                         double *T, double *loss, double *best, uint8_t *bcodes, float *bscale) {
+    hard_codes(S, hc);
+    MPQ_CALL(hard_loss(ctx, S, hc, qrow, D, T, loss));
+    keep_best(S, hc, loss, best, bcodes, bscale);
+    return MPQ_OK;
+}
+
+/* Scale factors of the tile's groups: starting scales s0, multipliers 1,
+ * the best scales so far, and gw[g] = 1 / (weights of group g in this tile):
+ * SGD with momentum steps a scale factor by the mean, not the sum, of its
+ * weights' gradients, so that its step does not grow with the group (a
+ * channel has `cols` weights); Adam and sign-SGD are invariant to that
+ * factor. */
+static void init_scales(learn_state *S, const mpq_learn_cfg *lc, double *gw, float *bscale) {
+    const int64_t nr = S->nr, n = S->n, r0 = S->r0;
+    const mpq_qparams *p = S->p;
+    double *s0 = S->s0, *mult = S->mult;
+    for (int64_t i = 0; i < nr; i++)
+        for (int64_t c = 0; c < n; c++)
+            gw[mpq_qgroup_of(p, r0 + i, c) - S->g0] += 1.0;
+    for (int64_t g = 0; g < S->ng; g++)
+        gw[g] = lc->optimizer == MPQ_ROPT_SGDM && gw[g] > 0.0 ? 1.0 / gw[g] : 1.0;
+    for (int64_t g = 0; g < S->ng; g++) {
+        s0[g] = (double)mpq_qscale_of(p, S->g0 + g);
+        mult[g] = 1.0;
+        bscale[g] = p->scale[S->g0 + g];
+    }
+}
+
+/* The neighbours ca <= cb of every starting weight (levels La, Lb), the
+ * fractional position u0 between them (with the optional jitter) and the
+ * variable x that reproduces it. */
+static void init_relaxation(learn_state *S, const mpq_round_opts *o, const mpq_learn_cfg *lc,
+                            const float *base, float *La, float *Lb) {
+    const int64_t nr = S->nr, n = S->n, r0 = S->r0;
+    const mpq_qparams *p = S->p;
+    uint8_t *ca = S->ca, *cb = S->cb;
+    float *u0 = S->u0;
+    double *x = S->x;
+    for (int64_t i = 0; i < nr; i++) {
+        const mpq_qtable *tb = mpq_qtable_of(p, r0 + i);
+        for (int64_t c = 0; c < n; c++) {
+            const int64_t k = i * n + c;
+            float va, vb;
+            mpq_quant_neighbours_at(p, r0 + i, c, base[k], &ca[k], &cb[k], &va, &vb);
+            La[k] = tb->level[ca[k]];
+            Lb[k] = tb->level[cb[k]];
+            double u = vb > va ? ((double)base[k] - va) / ((double)vb - va) : 0.0;
+            if (o->init_noise > 0.0 && ca[k] != cb[k])
+                u += o->init_noise * jitter(o->seed, r0 + i, c);
+            u = u < 0.0 ? 0.0 : (u > 1.0 ? 1.0 : u);
+            u0[k] = (float)u;
+            if (lc->variable == MPQ_RVAR_SIGMOID) {
+                double s = (u + 0.1) / 1.2;
+                x[k] = log(s / (1.0 - s));
+            } else {
+                x[k] = u - (double)u0[k]; /* 0 up to the float rounding of u0 */
+            }
+        }
+    }
+}
+
+/* Forward pass: E = Q - W, with dQ/dx in dq and (L - z) in lz kept for the
+ * gradients. */
+static void forward(const learn_state *S, const mpq_learn_cfg *lc, const float *La, const float *Lb,
+                    double *E, double *dq, double *lz) {
+    const int64_t nr = S->nr, n = S->n, r0 = S->r0;
+    const mpq_qparams *p = S->p;
+    const mpq_round_problem *pb = S->pb;
+    const float *u0 = S->u0;
+    const double *x = S->x, *s0 = S->s0, *mult = S->mult;
+    for (int64_t i = 0; i < nr; i++) {
+        const float *w = pb->W + (r0 + i) * n;
+        for (int64_t c = 0; c < n; c++) {
+            const int64_t k = i * n + c, gi = mpq_qgroup_of(p, r0 + i, c) - S->g0;
+            const float z = mpq_qzero_of(p, S->g0 + gi);
+            const float s = S->learn_scales ? (float)(s0[gi] * mult[gi]) : (float)s0[gi];
+            float L;
+            if (lc->variable == MPQ_RVAR_SIGMOID) {
+                const double sg = sigm(x[k]), h = 1.2 * sg - 0.1;
+                const double hc1 = h < 0.0 ? 0.0 : (h > 1.0 ? 1.0 : h);
+                L = La[k] + (float)hc1 * (Lb[k] - La[k]);
+                dq[k] =
+                    (h > 0.0 && h < 1.0) ? (double)s * (Lb[k] - La[k]) * 1.2 * sg * (1 - sg) : 0.0;
+            } else {
+                L = (double)u0[k] + x[k] > 0.5 ? Lb[k] : La[k];
+                dq[k] = (double)s * (Lb[k] - La[k]);
+            }
+            lz[k] = (double)L - (double)z;
+            E[k] = (double)mpq_qval(s, L, z) - (double)w[c];
+        }
+    }
+}
+
+/* Gradients of step t: gx for the variables (the normalised loss through G
+ * = E H, plus the regulariser after the warm-up), gm for the scale
+ * factors. */
+static void gradients(const learn_state *S, const mpq_round_opts *o, const mpq_learn_cfg *lc,
+                      int64_t t, int64_t warm, const double *norm, const double *G,
+                      const double *dq, const double *lz, double *gx, double *gm) {
+    const int64_t nr = S->nr, n = S->n, r0 = S->r0, T = o->iters;
+    const mpq_qparams *p = S->p;
+    const uint8_t *ca = S->ca, *cb = S->cb;
+    const double *x = S->x, *s0 = S->s0;
+    const int reg = lc->variable == MPQ_RVAR_SIGMOID && t >= warm && o->lambda > 0.0;
+    double beta = o->beta_end;
+    if (reg && T > warm)
+        beta = o->beta_end +
+               (o->beta_start - o->beta_end) * (1.0 - (double)(t - warm) / (double)(T - warm));
+    for (int64_t g = 0; g < S->ng; g++)
+        gm[g] = 0.0;
+    for (int64_t i = 0; i < nr; i++) {
+        for (int64_t c = 0; c < n; c++) {
+            const int64_t k = i * n + c;
+            const double dl = norm[i] * 2.0 * G[k];
+            double gk = dl * dq[k];
+            if (reg && ca[k] != cb[k]) {
+                const double sg = sigm(x[k]), h = 1.2 * sg - 0.1;
+                if (h > 0.0 && h < 1.0) {
+                    const double a = 2.0 * h - 1.0, aa = fabs(a);
+                    const double dr = -beta * pow(aa, beta - 1.0) * (a > 0 ? 2.0 : -2.0);
+                    gk += o->lambda * dr * 1.2 * sg * (1 - sg);
+                }
+            }
+            gx[k] = ca[k] == cb[k] || norm[i] == 0.0 ? 0.0 : gk;
+            if (S->learn_scales && norm[i] != 0.0) {
+                const int64_t gi = mpq_qgroup_of(p, r0 + i, c) - S->g0;
+                gm[gi] += dl * lz[k] * s0[gi];
+            }
+        }
+    }
+}
+
+/* The optimiser steps of step t on the variables (clipped to their range)
+ * and on the scale factors (clipped to [mmin, mmax]). */
+static void take_steps(learn_state *S, const mpq_learn_cfg *lc, optim *ox, optim *om, int64_t t,
+                       int64_t T, const double *gx, double *gm, const double *gw) {
+    const int64_t N = S->nr * S->n;
+    double *x = S->x, *mult = S->mult;
+    const double decay = 1.0 - (double)t / (double)T;
+    const double lrx = lc->optimizer == MPQ_ROPT_SIGNSGD ? ox->lr * decay : ox->lr;
+    for (int64_t k = 0; k < N; k++) {
+        if (gx[k] == 0.0 && lc->optimizer != MPQ_ROPT_SGDM)
+            continue;
+        optim_step(ox, t, lrx, x, gx, k);
+        if (lc->variable == MPQ_RVAR_OFFSET)
+            x[k] = x[k] < -0.5 ? -0.5 : (x[k] > 0.5 ? 0.5 : x[k]);
+        else
+            x[k] = x[k] < -12.0 ? -12.0 : (x[k] > 12.0 ? 12.0 : x[k]);
+    }
+    if (S->learn_scales) {
+        const double lrm = lc->optimizer == MPQ_ROPT_SIGNSGD ? om->lr * decay : om->lr;
+        for (int64_t g = 0; g < S->ng; g++) {
+            gm[g] *= gw[g];
+            optim_step(om, t, lrm, mult, gm, g);
+            mult[g] = mult[g] < lc->mmin ? lc->mmin : (mult[g] > lc->mmax ? lc->mmax : mult[g]);
+        }
+    }
+}
+
 mpq_err mpq_round_learn_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_learn_cfg *lc,
                              const mpq_round_problem *pb, mpq_qparams *p, int64_t r0, int64_t r1,
                              uint8_t *codes, mpq_round_stats *st) {
@@ -186,41 +362,12 @@ mpq_err mpq_round_learn_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_le
      * so that its step does not grow with the group (a channel has `cols`
      * weights); Adam and sign-SGD are invariant to that factor. */
     MPQ_ALLOC_TRY(gw, S.ng);
-    for (int64_t i = 0; i < nr; i++)
-        for (int64_t c = 0; c < n; c++)
-            gw[mpq_qgroup_of(p, r0 + i, c) - S.g0] += 1.0;
-    for (int64_t g = 0; g < S.ng; g++)
-        gw[g] = lc->optimizer == MPQ_ROPT_SGDM && gw[g] > 0.0 ? 1.0 / gw[g] : 1.0;
     MPQ_ALLOC_TRY(bscale, S.ng);
     S.s0 = s0;
     S.mult = mult;
-    for (int64_t g = 0; g < S.ng; g++) {
-        s0[g] = (double)mpq_qscale_of(p, S.g0 + g);
-        mult[g] = 1.0;
-        bscale[g] = p->scale[S.g0 + g];
-    }
+    init_scales(&S, lc, gw, bscale);
 
-    for (int64_t i = 0; i < nr; i++) {
-        const mpq_qtable *tb = mpq_qtable_of(p, r0 + i);
-        for (int64_t c = 0; c < n; c++) {
-            const int64_t k = i * n + c;
-            float va, vb;
-            mpq_quant_neighbours_at(p, r0 + i, c, base[k], &ca[k], &cb[k], &va, &vb);
-            La[k] = tb->level[ca[k]];
-            Lb[k] = tb->level[cb[k]];
-            double u = vb > va ? ((double)base[k] - va) / ((double)vb - va) : 0.0;
-            if (o->init_noise > 0.0 && ca[k] != cb[k])
-                u += o->init_noise * jitter(o->seed, r0 + i, c);
-            u = u < 0.0 ? 0.0 : (u > 1.0 ? 1.0 : u);
-            u0[k] = (float)u;
-            if (lc->variable == MPQ_RVAR_SIGMOID) {
-                double s = (u + 0.1) / 1.2;
-                x[k] = log(s / (1.0 - s));
-            } else {
-                x[k] = u - (double)u0[k]; /* 0 up to the float rounding of u0 */
-            }
-        }
-    }
+    init_relaxation(&S, o, lc, base, La, Lb);
 
     /* The starting point's exact loss: the first best, and the row scale. */
     hard_codes(&S, hc);
@@ -238,42 +385,12 @@ mpq_err mpq_round_learn_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_le
     const int exact = lc->variable == MPQ_RVAR_OFFSET && !S.learn_scales;
     const int64_t eval_every = T / 20 > 1 ? T / 20 : 1;
     const int64_t warm = (int64_t)(o->warmup * (double)T);
-    ox.kind = om.kind = lc->optimizer;
-    ox.lr = lc->lr;
-    om.lr = lc->lr_scale;
-    ox.mom = om.mom = o->momentum;
-    MPQ_ALLOC_TRY(ox.m1, N);
-    if (lc->optimizer == MPQ_ROPT_ADAM)
-        MPQ_ALLOC_TRY(ox.m2, N);
-    if (S.learn_scales) {
-        MPQ_ALLOC_TRY(om.m1, S.ng);
-        if (lc->optimizer == MPQ_ROPT_ADAM)
-            MPQ_ALLOC_TRY(om.m2, S.ng);
-    }
+    MPQ_TRY(optim_init(ctx, o, lc, &ox, lc->lr, N));
+    if (S.learn_scales)
+        MPQ_TRY(optim_init(ctx, o, lc, &om, lc->lr_scale, S.ng));
 
     for (int64_t t = 0; t < T; t++) {
-        /* Forward: E = Q - W with dq/dx and (L - z) kept for the gradients. */
-        for (int64_t i = 0; i < nr; i++) {
-            const float *w = pb->W + (r0 + i) * n;
-            for (int64_t c = 0; c < n; c++) {
-                const int64_t k = i * n + c, gi = mpq_qgroup_of(p, r0 + i, c) - S.g0;
-                const float z = mpq_qzero_of(p, S.g0 + gi);
-                const float s = S.learn_scales ? (float)(s0[gi] * mult[gi]) : (float)s0[gi];
-                float L;
-                if (lc->variable == MPQ_RVAR_SIGMOID) {
-                    const double sg = sigm(x[k]), h = 1.2 * sg - 0.1;
-                    const double hc1 = h < 0.0 ? 0.0 : (h > 1.0 ? 1.0 : h);
-                    L = La[k] + (float)hc1 * (Lb[k] - La[k]);
-                    dq[k] = (h > 0.0 && h < 1.0) ? (double)s * (Lb[k] - La[k]) * 1.2 * sg * (1 - sg)
-                                                 : 0.0;
-                } else {
-                    L = (double)u0[k] + x[k] > 0.5 ? Lb[k] : La[k];
-                    dq[k] = (double)s * (Lb[k] - La[k]);
-                }
-                lz[k] = (double)L - (double)z;
-                E[k] = (double)mpq_qval(s, L, z) - (double)w[c];
-            }
-        }
+        forward(&S, lc, La, Lb, E, dq, lz);
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nri, ni, ni, 1.0, E, ni, pb->H, ni,
                     0.0, G, ni);
         if (exact) {
@@ -288,64 +405,14 @@ mpq_err mpq_round_learn_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_le
             keep_best(&S, hc, loss, best, bcodes, bscale);
         }
 
-        /* Gradients. */
-        const int reg = lc->variable == MPQ_RVAR_SIGMOID && t >= warm && o->lambda > 0.0;
-        double beta = o->beta_end;
-        if (reg && T > warm)
-            beta = o->beta_end +
-                   (o->beta_start - o->beta_end) * (1.0 - (double)(t - warm) / (double)(T - warm));
-        for (int64_t g = 0; g < S.ng; g++)
-            gm[g] = 0.0;
-        for (int64_t i = 0; i < nr; i++) {
-            for (int64_t c = 0; c < n; c++) {
-                const int64_t k = i * n + c;
-                const double dl = norm[i] * 2.0 * G[k];
-                double gk = dl * dq[k];
-                if (reg && ca[k] != cb[k]) {
-                    const double sg = sigm(x[k]), h = 1.2 * sg - 0.1;
-                    if (h > 0.0 && h < 1.0) {
-                        const double a = 2.0 * h - 1.0, aa = fabs(a);
-                        const double dr = -beta * pow(aa, beta - 1.0) * (a > 0 ? 2.0 : -2.0);
-                        gk += o->lambda * dr * 1.2 * sg * (1 - sg);
-                    }
-                }
-                gx[k] = ca[k] == cb[k] || norm[i] == 0.0 ? 0.0 : gk;
-                if (S.learn_scales && norm[i] != 0.0) {
-                    const int64_t gi = mpq_qgroup_of(p, r0 + i, c) - S.g0;
-                    gm[gi] += dl * lz[k] * s0[gi];
-                }
-            }
-        }
-        /* Steps. */
-        const double decay = 1.0 - (double)t / (double)T;
-        const double lrx = lc->optimizer == MPQ_ROPT_SIGNSGD ? ox.lr * decay : ox.lr;
-        for (int64_t k = 0; k < N; k++) {
-            if (gx[k] == 0.0 && lc->optimizer != MPQ_ROPT_SGDM)
-                continue;
-            optim_step(&ox, t, lrx, x, gx, k);
-            if (lc->variable == MPQ_RVAR_OFFSET)
-                x[k] = x[k] < -0.5 ? -0.5 : (x[k] > 0.5 ? 0.5 : x[k]);
-            else
-                x[k] = x[k] < -12.0 ? -12.0 : (x[k] > 12.0 ? 12.0 : x[k]);
-        }
-        if (S.learn_scales) {
-            const double lrm = lc->optimizer == MPQ_ROPT_SIGNSGD ? om.lr * decay : om.lr;
-            for (int64_t g = 0; g < S.ng; g++) {
-                gm[g] *= gw[g];
-                optim_step(&om, t, lrm, mult, gm, g);
-                mult[g] = mult[g] < lc->mmin ? lc->mmin : (mult[g] > lc->mmax ? lc->mmax : mult[g]);
-            }
-        }
+        gradients(&S, o, lc, t, warm, norm, G, dq, lz, gx, gm);
+        take_steps(&S, lc, &ox, &om, t, T, gx, gm, gw);
         if (!exact && ((t + 1) % eval_every == 0 || t + 1 == T)) {
-            hard_codes(&S, hc);
-            MPQ_TRY(hard_loss(ctx, &S, hc, qrow, E, G, loss));
-            keep_best(&S, hc, loss, best, bcodes, bscale);
+            MPQ_TRY(eval_hard(ctx, &S, hc, qrow, E, G, loss, best, bcodes, bscale));
         }
     }
     if (exact) {
-        hard_codes(&S, hc);
-        MPQ_TRY(hard_loss(ctx, &S, hc, qrow, E, G, loss));
-        keep_best(&S, hc, loss, best, bcodes, bscale);
+        MPQ_TRY(eval_hard(ctx, &S, hc, qrow, E, G, loss, best, bcodes, bscale));
     }
 
     /* The best solution of every row. */
