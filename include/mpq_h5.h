@@ -69,6 +69,13 @@ mpq_err mpq_h5_close_written(struct mpq_ctx *ctx, int64_t file, int collective, 
                              const char *what);
 void mpq_h5_discard(int64_t file);
 
+/* Local. Fails (MPQ_ERR_FORMAT, naming path and the link) when the open
+ * file holds any link other than a hard link: a soft link, an external link
+ * to another file or a user-defined link. Readers call it right after
+ * opening, so that no object is ever read from a file the user did not
+ * name, nor through a path that leaves the file's own tree. */
+mpq_err mpq_h5_only_hard_links(struct mpq_ctx *ctx, int64_t file, const char *path);
+
 /* Return forms: MPQ_H5(call) for any HDF5 call returning herr_t/hid_t/htri_t. */
 #define MPQ_H5(call)                                                                               \
     MPQ_CALL(mpq_h5_check(ctx, (int64_t)(call), NULL, #call, __FILE__, __LINE__, __func__))

@@ -165,3 +165,35 @@ mpq_err mpq_h5_check(mpq_ctx *ctx, int64_t rc, const char *what, const char *cal
     return mpq_err_raise(ctx, MPQ_ERR_LIB, file, line, func, "%s%s%s failed: HDF5: %s",
                          what ? what : "", what ? ": " : "", call, text);
 }
+
+/* ---- links ------------------------------------------------------------------ */
+
+typedef struct link_scan {
+    char name[256];
+    H5L_type_t type;
+    int found;
+} link_scan;
+
+static herr_t link_visit(hid_t g, const char *name, const H5L_info_t *info, void *op) {
+    (void)g;
+    link_scan *s = op;
+    if (info->type == H5L_TYPE_HARD)
+        return 0;
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->type = info->type;
+    s->found = 1;
+    return 1; /* stop at the first one */
+}
+
+mpq_err mpq_h5_only_hard_links(mpq_ctx *ctx, int64_t file, const char *path) {
+    link_scan s = {.found = 0};
+    herr_t rc = H5Lvisit((hid_t)file, H5_INDEX_NAME, H5_ITER_NATIVE, link_visit, &s);
+    MPQ_CHECK(rc >= 0, MPQ_ERR_FORMAT, "%s: cannot list the file's links (damaged file?)", path);
+    MPQ_CHECK(!s.found, MPQ_ERR_FORMAT,
+              "%s: '/%s' is %s; refusing to follow links out of the file's own objects", path,
+              s.name,
+              s.type == H5L_TYPE_EXTERNAL ? "an external link to another file"
+              : s.type == H5L_TYPE_SOFT   ? "a soft link"
+                                          : "a user-defined link");
+    return MPQ_OK;
+}

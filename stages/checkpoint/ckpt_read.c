@@ -460,6 +460,7 @@ mpq_err mpq_ckpt_open(mpq_ctx *ctx, const char *path, mpq_ckpt **out) {
                    text);
     }
     hid_t file = ck->h5file;
+    MPQ_TRY(mpq_h5_only_hard_links(ctx, file, path));
     char fmt[64] = "";
     int64_t version = 0;
     MPQ_ENSURE(H5Aexists(file, "format") > 0, MPQ_ERR_FORMAT,

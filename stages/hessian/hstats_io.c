@@ -465,6 +465,7 @@ mpq_err mpq_hstats_load(mpq_ctx *ctx, const char *path, int target, int64_t *n_o
                    "'%s' is not a readable HDF5 file (truncated or corrupted?): HDF5: %s", path,
                    text);
     }
+    MPQ_TRY(mpq_h5_only_hard_links(ctx, file, path));
     char fmt[64];
     int64_t version = 0;
     MPQ_TRY(attr_read_str(ctx, file, "format", fmt, sizeof fmt, what));

@@ -3,8 +3,8 @@
  * F32/F16/BF16 plain tensors; written on an MPI context of one rank and on a
  * serial context; then damaged copies (truncated, wrong version, wrong
  * format, codes of the wrong length, a zero scale, a bad spec, a missing
- * attribute, an unknown dtype, not HDF5 at all) must fail with errors that
- * name the file and the object. Writer misuse is refused too. */
+ * attribute, an unknown dtype, not HDF5 at all, an external or soft link)
+ * must fail with errors that name the file and the object. Writer misuse is refused too. */
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -333,6 +333,32 @@ static void test_bad_layer_data(void **state) {
 
 /* ---- writer misuse -------------------------------------------------------------- */
 
+/* Links out of the file's own tree are refused at open: an external link
+ * (the codes of a layer read from another file) and a soft link. */
+static void add_link(const char *path, int external, const char *target_file) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0);
+    if (external)
+        assert_true(H5Lcreate_external(target_file, "/layers/lin.weight/codes", f, "/extra_codes",
+                                       H5P_DEFAULT, H5P_DEFAULT) >= 0);
+    else
+        assert_true(H5Lcreate_soft("/layers/lin.weight", f, "/layers/alias", H5P_DEFAULT,
+                                   H5P_DEFAULT) >= 0);
+    H5Fclose(f);
+}
+
+static void test_links(void **state) {
+    (void)state;
+    char p[128], q[128];
+    copy_good("elink.h5", p, sizeof p);
+    copy_good("elink-target.h5", q, sizeof q);
+    add_link(p, 1, q);
+    expect_open_error(p, MPQ_ERR_FORMAT, "'/extra_codes' is an external link", "another file");
+    copy_good("slink.h5", p, sizeof p);
+    add_link(p, 0, NULL);
+    expect_open_error(p, MPQ_ERR_FORMAT, "'/layers/alias' is a soft link", NULL);
+}
+
 static void test_writer_refusals(void **state) {
     (void)state;
     mpq_ctx *ctx = g_ctx;
@@ -390,6 +416,7 @@ int main(int argc, char **argv) {
             cmocka_unit_test(test_good_mpi),       cmocka_unit_test(test_good_serial),
             cmocka_unit_test(test_truncated),      cmocka_unit_test(test_wrong_version_and_format),
             cmocka_unit_test(test_bad_layer_data), cmocka_unit_test(test_writer_refusals),
+            cmocka_unit_test(test_links),
         };
         failures = cmocka_run_group_tests(tests, NULL, NULL);
     }
