@@ -2,7 +2,7 @@
 # README command 2: install dependencies, build and run the whole test suite
 # (every label except the benchmarks). CI runs exactly this (.ci/run).
 #
-#   sh tests/run-tests.sh [extra ctest arguments, e.g. -L models]
+#   sh tests/run-tests.sh [extra ctest arguments, e.g. -L loading]
 #
 # Three passes (the robustness issue), each running ctest with one job per
 # core:

@@ -15,7 +15,7 @@
 
 mpq_err mpq_cmd_run(mpq_ctx *ctx, const mpq_cli *cli);
 
-/* Test hook (tests/run/test_run_kill.sh): MPQ_TEST_KILL_AT_TENSOR=i kills
+/* Test hook (tests/driver/test_run_kill.sh): MPQ_TEST_KILL_AT_TENSOR=i kills
  * rank 0 right before the checkpoint writer writes tensor i, the other
  * ranks waiting in a barrier until mpirun takes them down. */
 static void kill_hook(mpq_ctx *ctx, int64_t i, void *ud) {

@@ -22,7 +22,7 @@
 #include "mpq_coll.h"
 #include "mpq_round.h"
 #include "mpq_test.h"
-#include "../rounding/round_ref.h"
+#include "../round/round_ref.h"
 
 static double gemm_rate(int dbl) {
     const int n = 1024;

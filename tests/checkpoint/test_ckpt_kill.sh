@@ -12,7 +12,7 @@ set -u
 need_shared data/models/stories260K/stories260K.bin
 need_shared data/models/stories260K/tok512.bin
 need_shared data/text/tinyshakespeare.txt
-exe="$MPQ_BUILD_DIR/tests/mixed/test_ckpt_writer"
+exe="$MPQ_BUILD_DIR/tests/checkpoint/test_ckpt_writer"
 [ -x "$exe" ] || { echo "FAILED: $exe not built"; exit 1; }
 dir=$(mktemp -d)
 trap 'rm -rf "$dir" "$OUT" "$ERR"' EXIT

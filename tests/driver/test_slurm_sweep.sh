@@ -1,7 +1,7 @@
 #!/bin/bash
 # shellcheck disable=SC2317 # on_exit runs through trap
 # test_slurm_sweep.sh: slurm/sweep-submit.sh on a private one-node Slurm
-# cluster (tests/sweep/slurm_cluster.sh): a 4-point `mpquant sweep` of
+# cluster (tests/driver/slurm_cluster.sh): a 4-point `mpquant sweep` of
 # mnist-cnn-small (one budget below what the candidates reach: a skipped
 # point, which must not fail its array task and block the merge) as a measure job, a 2-task job array (2 points per task,
 # the last task short) depending on it, and a merge job depending on the
@@ -26,8 +26,8 @@ mnist=${MPQ_SHARED_DIR:-}/data/models/mnist-cnn-small/model-mnist.safetensors
 images=${MPQ_SHARED_DIR:-}/data/mnist/t10k-images-idx3-ubyte
 [[ -f $mnist && -f $images ]] || skip "shared MNIST data missing (MPQ_SHARED_DIR)"
 command -v jq >/dev/null || fail "jq missing (Debian package jq)"
-# shellcheck source=tests/sweep/slurm_cluster.sh
-. "$MPQ_SOURCE_DIR/tests/sweep/slurm_cluster.sh"
+# shellcheck source=tests/driver/slurm_cluster.sh
+. "$MPQ_SOURCE_DIR/tests/driver/slurm_cluster.sh"
 work=""
 on_exit() {
     local rc=$?
@@ -49,7 +49,7 @@ say "cluster up after $SECONDS s"
 
 cfg=$work/sweep.cfg
 {
-    echo '# Written by tests/sweep/test_slurm_sweep.sh: a 4-point sweep.'
+    echo '# Written by tests/driver/test_slurm_sweep.sh: a 4-point sweep.'
     echo "model = { path = \"$mnist\"; format = \"safetensors\"; tokenizer = \"\"; family = \"cnn\";"
     echo '  input_shape = [1, 28, 28]; input_scale = 0.00392156862745098;'
     echo '  cnn = ( { op = "conv2d"; weight = "conv1.weight"; bias = "conv1.bias"; padding = 1; },'

@@ -17,7 +17,7 @@
 #      same report as the single job (without times).
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
-. "$MPQ_SOURCE_DIR/tests/sweep/sweep_cfg.sh"
+. "$MPQ_SOURCE_DIR/tests/driver/sweep_cfg.sh"
 need_shared data/models/stories260K/stories260K.bin
 need_shared data/text/wikitext2-valid.txt
 need_shared data/text/tinyshakespeare.txt

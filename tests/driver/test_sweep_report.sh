@@ -18,7 +18,7 @@
 #      an index out of range, an unknown stage.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
-. "$MPQ_SOURCE_DIR/tests/sweep/sweep_cfg.sh"
+. "$MPQ_SOURCE_DIR/tests/driver/sweep_cfg.sh"
 need_shared data/models/mnist-cnn-small/model-mnist.safetensors
 need_shared data/mnist/t10k-images-idx3-ubyte
 need_shared data/models/stories260K/stories260K.bin

@@ -3,7 +3,7 @@
 # parameters and losses of every layer) must have the same bits at 1, 2 and
 # 4 ranks. Compares SHA-256 of the dumps of test_round_parallel --dump.
 set -u
-exe="$MPQ_BUILD_DIR/tests/rounding/test_round_parallel"
+exe="$MPQ_BUILD_DIR/tests/round/test_round_parallel"
 [ -x "$exe" ] || { echo "FAILED: $exe not built"; exit 1; }
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
