@@ -92,6 +92,14 @@ mpq_err mpq_to_int(mpq_ctx *ctx, int64_t v, const char *what, int *out);
 mpq_err mpq_mul64(mpq_ctx *ctx, int64_t a, int64_t b, const char *what, int64_t *out);
 mpq_err mpq_add64(mpq_ctx *ctx, int64_t a, int64_t b, const char *what, int64_t *out);
 
+/* ---- limits ------------------------------------------------------------- */
+
+/* Local, at start-up. Under an address-space limit (ulimit -v) proves that
+ * room remains for OpenBLAS's buffers (an MPQ_ERR_NOMEM error naming the
+ * limit otherwise: OpenBLAS itself would loop forever), then allocates
+ * those buffers with a small BLAS call so that later calls need no more. */
+mpq_err mpq_check_limits(mpq_ctx *ctx);
+
 /* ---- MPI ---------------------------------------------------------------- */
 
 /* Raises MPQ_ERR_MPI with MPI's own text for rc when rc != MPI_SUCCESS. */

@@ -13,7 +13,9 @@
 #     cluster plumbing around the same program), the benchmarks, the fuzz
 #     session (already sanitized), the two fault scripts (~150 short
 #     mpirun launches each, 400 s under ASan, for the CI time budget; they
-#     pass under ASan too), the two quality tests on the real models
+#     pass under ASan too), the address-space limit test (ASan reserves
+#     terabytes of shadow address space, so it cannot run under ulimit -v),
+#     the two quality tests on the real models
 #     (run_stories, run_mixed: full-size runs of code that run_loss, run_ckpt
 #     and run_measure already cover under ASan) and the two rank-identity
 #     scripts (run_bitident, run_ckpt_identity: nine launches each, checking
@@ -46,7 +48,7 @@ for p in $passes; do
     asan)
         cmake -S . -B build-asan -DMPQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
         cmake --build build-asan -j"$(nproc)"
-        ctest --test-dir build-asan -LE 'bench|slurm' -E '^(robustness_(fuzz|faults|faults_run)|run_(stories_np2|mixed_np2|bitident|ckpt_identity))$' \
+        ctest --test-dir build-asan -LE 'bench|slurm' -E '^(robustness_(fuzz|faults|faults_run|address_limit)|run_(stories_np2|mixed_np2|bitident|ckpt_identity))$' \
             -j"$jobs" --output-on-failure --timeout 1200 "$@" || status=1
         ;;
     valgrind)

@@ -42,7 +42,9 @@ int main(int argc, char **argv) {
     }
     arm_fault_injection(ctx);
     set_blas_threads();
-    mpq_err err = mpq_cli_main(ctx, argc, argv);
+    mpq_err err = mpq_agree(ctx, mpq_check_limits(ctx));
+    if (err == MPQ_OK)
+        err = mpq_cli_main(ctx, argc, argv);
     err = mpq_agree(ctx, err);
     int rc = 0;
     if (err != MPQ_OK) {
