@@ -178,6 +178,8 @@ static void event_write(mpq_ctx *ctx, const char *type, cJSON *fields) {
         cJSON *item = fields->child;
         while (item) {
             cJSON *next = item->next;
+            /* A field never duplicates an envelope key: it replaces it. */
+            cJSON_DeleteItemFromObjectCaseSensitive(ev, item->string);
             cJSON_AddItemToObject(ev, item->string, cJSON_DetachItemViaPointer(fields, item));
             item = next;
         }
@@ -251,7 +253,7 @@ static void progress_print(mpq_ctx *ctx, mpq_progress *p, int final) {
     cJSON_AddNumberToObject(f, "done", (double)p->done);
     cJSON_AddNumberToObject(f, "total", (double)p->total);
     cJSON_AddNumberToObject(f, "rate", rate);
-    cJSON_AddNumberToObject(f, "elapsed_s", el);
+    cJSON_AddNumberToObject(f, "task_elapsed_s", el); /* elapsed_s is the envelope's */
     if (eta >= 0 && !final)
         cJSON_AddNumberToObject(f, "eta_s", eta);
     mpq_event(ctx, final ? "progress_end" : "progress", f);

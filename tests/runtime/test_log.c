@@ -150,6 +150,12 @@ static void test_event_log_and_timers(void **state) {
             if (!ev)
                 fail_msg("event log line %d is not JSON: %s", n + 1, line);
             assert_true(cJSON_IsObject(ev));
+            /* No key twice (a JSON reader keeps only one of them). */
+            for (const cJSON *a = ev->child; a; a = a->next)
+                for (const cJSON *b = a->next; b; b = b->next)
+                    if (strcmp(a->string, b->string) == 0)
+                        fail_msg("event log line %d has key '%s' twice: %s", n + 1, a->string,
+                                 line);
             assert_true(cJSON_IsNumber(cJSON_GetObjectItem(ev, "time")));
             assert_true(cJSON_IsNumber(cJSON_GetObjectItem(ev, "elapsed_s")));
             assert_true(cJSON_IsNumber(cJSON_GetObjectItem(ev, "rank")));
@@ -160,6 +166,7 @@ static void test_event_log_and_timers(void **state) {
             if (strcmp(type->valuestring, "progress") == 0) {
                 assert_int_equal(cJSON_GetObjectItem(ev, "done")->valueint, 5);
                 assert_true(cJSON_IsNumber(cJSON_GetObjectItem(ev, "eta_s")));
+                assert_true(cJSON_IsNumber(cJSON_GetObjectItem(ev, "task_elapsed_s")));
             }
             if (strcmp(type->valuestring, "warning") == 0) {
                 cJSON *m = cJSON_GetObjectItem(ev, "message");
