@@ -151,10 +151,10 @@ static void test_event_log_and_timers(void **state) {
                 fail_msg("event log line %d is not JSON: %s", n + 1, line);
             assert_true(cJSON_IsObject(ev));
             /* No key twice (a JSON reader keeps only one of them). */
-            for (const cJSON *a = ev->child; a; a = a->next)
-                for (const cJSON *b = a->next; b; b = b->next)
-                    if (strcmp(a->string, b->string) == 0)
-                        fail_msg("event log line %d has key '%s' twice: %s", n + 1, a->string,
+            for (const cJSON *ka = ev->child; ka; ka = ka->next)
+                for (const cJSON *kb = ka->next; kb; kb = kb->next)
+                    if (strcmp(ka->string, kb->string) == 0)
+                        fail_msg("event log line %d has key '%s' twice: %s", n + 1, ka->string,
                                  line);
             assert_true(cJSON_IsNumber(cJSON_GetObjectItem(ev, "time")));
             assert_true(cJSON_IsNumber(cJSON_GetObjectItem(ev, "elapsed_s")));
