@@ -16,6 +16,7 @@
  * followed (the Hugging Face cache is made of them).
  */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,21 @@ static mpq_err parse_dtype(mpq_ctx *ctx, const char *file, const char *tname, co
                      s);
 }
 
+/* A JSON object's keys must be unique: JSON readers disagree on which of
+ * two equal keys wins, so a repeated tensor name or config.json key is an
+ * error, not a silent choice. Nested objects are checked too. */
+static mpq_err check_unique_keys(mpq_ctx *ctx, const char *file, const char *where,
+                                 const cJSON *obj) {
+    for (const cJSON *a = obj ? obj->child : NULL; a; a = a->next) {
+        for (const cJSON *b = a->next; b && a->string; b = b->next)
+            MPQ_CHECK(!b->string || strcmp(a->string, b->string) != 0, MPQ_ERR_FORMAT,
+                      "%s: %s: key '%s' appears twice", file, where, a->string);
+        if (cJSON_IsObject(a))
+            MPQ_CALL(check_unique_keys(ctx, file, a->string ? a->string : where, a));
+    }
+    return MPQ_OK;
+}
+
 /* Maps one safetensors file and appends its tensors to m. When `weight_map`
  * is given (sharded model), each tensor must be listed there for `shard`. */
 static mpq_err st_read_file(mpq_ctx *ctx, mpq_model *m, const char *path, const cJSON *weight_map,
@@ -103,7 +119,8 @@ static mpq_err st_read_file(mpq_ctx *ctx, mpq_model *m, const char *path, const 
     const char *hdr = (const char *)map->base + 8;
     const unsigned char *data = map->base + 8 + hlen;
     int64_t data_size = (int64_t)(map->size - 8 - hlen);
-    root = cJSON_ParseWithLength(hdr, (size_t)hlen);
+    const char *end = NULL;
+    root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &end, 0);
     if (!root) {
         const char *at = cJSON_GetErrorPtr();
         long off = at && at >= hdr && at <= hdr + hlen ? (long)(at - hdr) : -1;
@@ -111,6 +128,13 @@ static mpq_err st_read_file(mpq_ctx *ctx, mpq_model *m, const char *path, const 
                    file, off);
     }
     MPQ_ENSURE(cJSON_IsObject(root), MPQ_ERR_FORMAT, "%s: header is not a JSON object", file);
+    /* The header may be padded with spaces after the object, nothing else. */
+    for (const char *q = end; q && q < hdr + hlen; q++)
+        MPQ_ENSURE(*q == ' ', MPQ_ERR_FORMAT,
+                   "%s: %lld bytes after the header's JSON object are not space padding "
+                   "(byte %lld is 0x%02x)",
+                   file, (long long)(hdr + hlen - end), (long long)(q - hdr), (unsigned char)*q);
+    MPQ_TRY(check_unique_keys(ctx, file, "header", root));
     int64_t nitems = cJSON_GetArraySize(root);
     MPQ_ALLOC_TRY(ext, nitems + 1);
     int64_t next = 0;
@@ -220,6 +244,11 @@ static mpq_err read_json_file(mpq_ctx *ctx, const char *path, cJSON **out) {
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         MPQ_ENSURE(0, MPQ_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+    err = check_unique_keys(ctx, path, "JSON", root);
+    if (err != MPQ_OK) {
+        cJSON_Delete(root);
+        goto cleanup;
     }
     *out = root;
 cleanup:
@@ -360,6 +389,22 @@ static mpq_err check_shard_name(mpq_ctx *ctx, const char *index_path, const char
     return MPQ_OK;
 }
 
+/* The shard file, symbolic links resolved, must lie inside the model
+ * directory (also resolved): a link out of it is refused. */
+static mpq_err check_shard_inside(mpq_ctx *ctx, const char *index_path, const char *dir,
+                                  const char *path) {
+    char rd[PATH_MAX], rp[PATH_MAX];
+    MPQ_CHECK(realpath(dir, rd), MPQ_ERR_IO, "%s: cannot resolve the model directory: %s", dir,
+              strerror(errno));
+    if (!realpath(path, rp))
+        return MPQ_OK; /* missing: reported by the reader with its own message */
+    size_t n = strlen(rd);
+    MPQ_CHECK(strncmp(rp, rd, n) == 0 && rp[n] == '/', MPQ_ERR_FORMAT,
+              "%s: shard '%s' resolves to '%s', outside the model directory '%s'", index_path, path,
+              rp, rd);
+    return MPQ_OK;
+}
+
 static mpq_err st_read_sharded(mpq_ctx *ctx, mpq_model *m, const char *dir,
                                const char *index_path) {
     mpq_err err = MPQ_OK;
@@ -389,6 +434,7 @@ static mpq_err st_read_sharded(mpq_ctx *ctx, mpq_model *m, const char *dir,
         char path[2 * ST_PATH_MAX];
         MPQ_ENSURE(snprintf(path, sizeof path, "%s/%s", dir, shards[s]) < (int)sizeof path,
                    MPQ_ERR_ARG, "%s: shard path too long", index_path);
+        MPQ_TRY(check_shard_inside(ctx, index_path, dir, path));
         MPQ_TRY(st_read_file(ctx, m, path, wm, shards[s], index_path));
     }
     cJSON_ArrayForEach(it, wm) {

@@ -14,6 +14,7 @@
  * up to the first NUL.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -127,6 +128,9 @@ mpq_err mpq_tokenizer_load(mpq_ctx *ctx, const char *path, int64_t vocab_size,
         int32_t n;
         memcpy(&t->score[id], buf + pos, 4);
         memcpy(&n, buf + pos + 4, 4);
+        MPQ_ENSURE(isfinite(t->score[id]), MPQ_ERR_FORMAT,
+                   "%s: token %lld has a non-finite score (%g): merge priorities must be numbers",
+                   path, (long long)id, (double)t->score[id]);
         pos += 8;
         MPQ_ENSURE(n >= 0 && n <= max_len, MPQ_ERR_FORMAT,
                    "%s: token %lld has length %d outside [0, max_token_length = %d]", path,

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "mpq_model.h"
 #include "test_io_util.h"
@@ -348,6 +349,14 @@ static void test_corrupt_files(void **state) {
              "%s\"a\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[16,24]}}", A);
     assert_int_equal(tw_write_st_header(p, json, 24), 0);
     test_io_expect_open(ctx, p, "auto", MPQ_ERR_FORMAT, "'a'", "appears twice", NULL);
+    /* bytes after the header's JSON object other than space padding */
+    const char *one = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+    snprintf(json, sizeof json, "%s   x", one);
+    assert_int_equal(tw_write_st_header(p, json, 8), 0);
+    test_io_expect_open(ctx, p, "auto", MPQ_ERR_FORMAT, p, "not space padding", NULL);
+    snprintf(json, sizeof json, "%s      ", one);
+    assert_int_equal(tw_write_st_header(p, json, 8), 0);
+    expect_opens(ctx, p);
     tw_rmtree(dir);
 }
 
@@ -389,6 +398,20 @@ static void test_corrupt_models(void **state) {
     edit(idx, "\"model.norm.weight\"", "\"model.norm.weight.unused\"");
     test_io_expect_open(ctx, sub, "auto", MPQ_ERR_FORMAT, "'model.norm.weight'", "not listed",
                         NULL);
+    /* a shard that is a symbolic link out of the model directory */
+    FRESH();
+    snprintf(p, sizeof p, "%s/model-00002-of-00002.safetensors", sub);
+    char outside[4300];
+    snprintf(outside, sizeof outside, "%s/outside.safetensors", dir);
+    assert_int_equal(rename(p, outside), 0);
+    assert_int_equal(symlink(outside, p), 0);
+    test_io_expect_open(ctx, sub, "auto", MPQ_ERR_FORMAT, idx, "outside the model directory", NULL);
+    unlink(p);
+    unlink(outside);
+    /* a key twice in config.json (readers disagree on which one wins) */
+    FRESH();
+    edit(cfg, "\"hidden_size\":\t32", "\"hidden_size\":\t32,\"hidden_size\":\t64");
+    test_io_expect_open(ctx, sub, "auto", MPQ_ERR_FORMAT, cfg, "'hidden_size' appears twice", NULL);
     /* index without weight_map */
     FRESH();
     edit(idx, "\"weight_map\"", "\"weights\"");

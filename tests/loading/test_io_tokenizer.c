@@ -8,6 +8,7 @@
  *    (shared/README.md reference);
  *  - the document splitter against a line-based reference;
  *  - malformed tokenizer files are rejected with their specific error. */
+#include <math.h>
 #include <stdlib.h>
 
 #include "mpq_text.h"
@@ -299,6 +300,15 @@ static void test_bad_files(void **state) {
     assert_int_equal(tw_copy_prefix(g_tok_path, bad, 2), 0);
     test_io_expect(ctx, mpq_tokenizer_load(ctx, bad, 512, &t), MPQ_ERR_FORMAT, bad, "truncated",
                    NULL);
+    /* a NaN score in entry 0 (merge priorities must be numbers) */
+    float nan_score = NAN;
+    assert_int_equal(tw_copy_prefix(g_tok_path, bad, -1), 0);
+    f = fopen(bad, "r+b");
+    fseek(f, 4, SEEK_SET);
+    fwrite(&nan_score, 4, 1, f);
+    fclose(f);
+    test_io_expect(ctx, mpq_tokenizer_load(ctx, bad, 512, &t), MPQ_ERR_FORMAT, bad, "token 0",
+                   "non-finite score");
     snprintf(bad, sizeof bad, "%s/missing.bin", dir);
     test_io_expect(ctx, mpq_tokenizer_load(ctx, bad, 512, &t), MPQ_ERR_IO, bad, NULL, NULL);
     tw_rmtree(dir);
