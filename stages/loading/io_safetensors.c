@@ -389,19 +389,36 @@ static mpq_err check_shard_name(mpq_ctx *ctx, const char *index_path, const char
     return MPQ_OK;
 }
 
+/* 1 when the resolved path rp lies below the resolved directory d. */
+static int below(const char *rp, const char *d) {
+    size_t n = strlen(d);
+    return strncmp(rp, d, n) == 0 && rp[n] == '/';
+}
+
 /* The shard file, symbolic links resolved, must lie inside the model
- * directory (also resolved): a link out of it is refused. */
+ * directory (also resolved), or in the `blobs` folder of a Hugging Face
+ * cache when the directory is one of its snapshots
+ * (<repo>/snapshots/<revision>/ links to <repo>/blobs/<hash>). Any other
+ * link out of the directory is refused. */
 static mpq_err check_shard_inside(mpq_ctx *ctx, const char *index_path, const char *dir,
                                   const char *path) {
-    char rd[PATH_MAX], rp[PATH_MAX];
+    char rd[PATH_MAX], rp[PATH_MAX], blobs[PATH_MAX + 16], rb[PATH_MAX];
     MPQ_CHECK(realpath(dir, rd), MPQ_ERR_IO, "%s: cannot resolve the model directory: %s", dir,
               strerror(errno));
     if (!realpath(path, rp))
         return MPQ_OK; /* missing: reported by the reader with its own message */
-    size_t n = strlen(rd);
-    MPQ_CHECK(strncmp(rp, rd, n) == 0 && rp[n] == '/', MPQ_ERR_FORMAT,
-              "%s: shard '%s' resolves to '%s', outside the model directory '%s'", index_path, path,
-              rp, rd);
+    if (below(rp, rd))
+        return MPQ_OK;
+    const char *snap = strstr(rd, "/snapshots/");
+    int cache = snap && !strchr(snap + strlen("/snapshots/"), '/');
+    if (cache) {
+        snprintf(blobs, sizeof blobs, "%.*s/blobs", (int)(snap - rd), rd);
+        cache = realpath(blobs, rb) && below(rp, rb);
+    }
+    MPQ_CHECK(cache, MPQ_ERR_FORMAT,
+              "%s: shard '%s' resolves to '%s', outside the model directory '%s' (and not in "
+              "the blobs of a Hugging Face cache)",
+              index_path, path, rp, rd);
     return MPQ_OK;
 }
 

@@ -408,6 +408,22 @@ static void test_corrupt_models(void **state) {
     test_io_expect_open(ctx, sub, "auto", MPQ_ERR_FORMAT, idx, "outside the model directory", NULL);
     unlink(p);
     unlink(outside);
+    /* ... but the layout of a Hugging Face cache is accepted: the snapshot's
+     * files link to the repository's blobs */
+    {
+        char repo[4300], snap[4400], blob[4400], cmd[24000];
+        snprintf(repo, sizeof repo, "%s/models--x", dir);
+        snprintf(snap, sizeof snap, "%s/snapshots/rev1", repo);
+        snprintf(blob, sizeof blob, "%s/blobs", repo);
+        FRESH();
+        snprintf(cmd, sizeof cmd,
+                 "mkdir -p '%s' '%s' && for f in '%s'/*; do b=$(basename \"$f\"); "
+                 "mv \"$f\" '%s'/\"h-$b\" && ln -s ../../blobs/\"h-$b\" '%s'/\"$b\"; done",
+                 snap, blob, sub, blob, snap);
+        assert_int_equal(system(cmd), 0);
+        expect_opens(ctx, snap);
+        tw_rmtree(repo);
+    }
     /* a key twice in config.json (readers disagree on which one wins) */
     FRESH();
     edit(cfg, "\"hidden_size\":\t32", "\"hidden_size\":\t32,\"hidden_size\":\t64");
