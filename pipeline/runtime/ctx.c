@@ -6,9 +6,7 @@
 #include <string.h>
 
 #include "mpq_ctx.h"
-
-mpq_err mpq_timers_create_(mpq_ctx *ctx, mpq_timers **out);
-void mpq_timers_destroy_(mpq_timers **t);
+#include "timer_internal.h"
 
 mpq_err mpq_ctx_create(MPI_Comm comm, mpq_ctx **out) {
     *out = NULL;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "mpq_ctx.h"
+#include "timer_internal.h"
 #include "mpq_timer.h"
 
 #define MPQ_TIMERS_MAX 64
@@ -15,9 +16,6 @@ struct mpq_timers {
     double total[MPQ_TIMERS_MAX];   /* accumulated seconds */
     double started[MPQ_TIMERS_MAX]; /* start time, or < 0 when stopped */
 };
-
-mpq_err mpq_timers_create_(mpq_ctx *ctx, mpq_timers **out);
-void mpq_timers_destroy_(mpq_timers **t);
 
 mpq_err mpq_timers_create_(mpq_ctx *ctx, mpq_timers **out) {
     *out = calloc(1, sizeof **out);
