@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "family_internal.h"
 #include "mpq_config.h"
 #include "mpq_ctx.h"
 #include "mpq_family.h"
@@ -556,6 +557,8 @@ static mpq_err cnn_set_weight(mpq_ctx *ctx, void *state, int64_t layer, const fl
 
 const mpq_family_ops mpq_family_cnn_ops = {
     .name = "cnn",
+    .llama_layout = 0,
+    .check_model = NULL,
     .detect = cnn_detect,
     .create = cnn_create,
     .destroy = cnn_destroy,
