@@ -139,6 +139,11 @@ const mpq_family_ops *mpq_family_find(const char *name);
  * for a plain tensor container (no family recorded) or an unknown name. */
 const mpq_family_ops *mpq_family_of_model(const mpq_model *m);
 
+/* The ops of the sequential CNN (family cnn, model.cnn): a registry of op
+ * types, each named by its `op` and taking the fields its schema lists
+ * (mpq_config.h MPQ_KEY_OPLIST); the descriptor gives names and fields. */
+extern const mpq_registry mpq_cnn_op_reg;
+
 typedef struct mpq_family mpq_family;
 
 /* Local. Builds family `name` ("auto": the registry's first family whose
