@@ -67,44 +67,8 @@ const mpq_op_field *mpq_op_get(const mpq_op *op, const char *name) {
     return NULL;
 }
 
-/* Finds op `name` in the schema "a(f:t,...)|b|..." and copies its field
- * list (the text between the parentheses, "" when none) into fields. With
- * name NULL, writes the op names as "a, b, ..." into fields (for messages).
- * Returns 1 when found. */
-static int schema_op(const char *schema, const char *name, char *fields, size_t cap,
-                     const char **nearest) {
-    int found = 0, bestd = 1 << 30;
-    size_t nl = 0;
-    fields[0] = '\0';
-    for (const char *p = schema; *p;) {
-        const char *bar = strchr(p, '|');
-        size_t len = bar ? (size_t)(bar - p) : strlen(p);
-        const char *par = memchr(p, '(', len);
-        size_t ln = par ? (size_t)(par - p) : len;
-        char op[32];
-        snprintf(op, sizeof op, "%.*s", (int)ln, p);
-        if (!name) {
-            nl +=
-                (size_t)snprintf(fields + nl, nl < cap ? cap - nl : 0, "%s%s", nl ? ", " : "", op);
-            if (nl >= cap)
-                nl = cap - 1;
-        } else if (strcmp(op, name) == 0) {
-            found = 1;
-            if (par)
-                snprintf(fields, cap, "%.*s", (int)(len - ln - 2), par + 1);
-        } else if (nearest) {
-            int d = mpq_edit_distance(op, name);
-            if (d < bestd) {
-                bestd = d;
-                *nearest = p;
-            }
-        }
-        p = bar ? bar + 1 : p + len;
-    }
-    return found;
-}
-
-/* Validates one group of an op list against the schema into *op. */
+/* Validates one group of an op list against the key's registry of ops
+ * (the op's fields and their defaults) into *op. */
 static mpq_err parse_op(mpq_ctx *ctx, const mpq_key_spec *k, const config_setting_t *g, int idx,
                         const char *source, mpq_op *op) {
     int line = (int)config_setting_source_line(g);
@@ -116,13 +80,16 @@ static mpq_err parse_op(mpq_ctx *ctx, const mpq_key_spec *k, const config_settin
     MPQ_CHECK(name && config_setting_type(name) == CONFIG_TYPE_STRING, MPQ_ERR_CONFIG,
               "%s:%d: %s: item %d: missing string field 'op'", source, line, k->key, idx);
     const char *opname = config_setting_get_string(name);
+    const mpq_registry *r = mpq_cfg_registry(k);
+    MPQ_CHECK(r && r->fields_at, MPQ_ERR_INTERNAL,
+              "%s:%d: %s: the ops come from a registry, which the program did not register "
+              "(mpq_config_set_registries)",
+              source, line, k->key);
     char fields[512], names[512];
-    const char *near = NULL;
-    if (!schema_op(k->choices, opname, fields, sizeof fields, &near)) {
-        schema_op(k->choices, NULL, names, sizeof names, NULL);
-        return MPQ_ERROR(MPQ_ERR_CONFIG, "%s:%d: %s: item %d: unknown op '%s' (known: %s)", source,
-                         line, k->key, idx, opname, names);
-    }
+    const int64_t opi = mpq_registry_index(r, opname);
+    MPQ_CHECK(opi >= 0, MPQ_ERR_CONFIG, "%s:%d: %s: item %d: unknown op '%s' (known: %s)", source,
+              line, k->key, idx, opname, mpq_registry_names(r, ", ", names, sizeof names));
+    snprintf(fields, sizeof fields, "%s", r->fields_at(opi));
     snprintf(op->op, sizeof op->op, "%s", opname);
     /* Every member must be 'op' or a field of the schema. */
     int nm = config_setting_length(g);

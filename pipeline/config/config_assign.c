@@ -11,6 +11,7 @@
 #include "config_internal.h"
 #include "mpq_config.h"
 #include "mpq_ctx.h"
+#include "mpq_registry.h"
 #include "mpq_version.h"
 
 static const char *type_name(mpq_key_type t) {
@@ -207,6 +208,92 @@ static mpq_err check_number(mpq_ctx *ctx, const mpq_key_spec *k, const origin *o
     return MPQ_OK;
 }
 
+/* ---- allowed values: fixed, or the names of a registry ---------------------- */
+
+/* The registries of the keys that name a variant, set once at start-up
+ * (mpq_config_set_registries) and read-only afterwards: the configuration
+ * lies below the stages that own them. */
+static const mpq_config_registry *registries;
+static int nregistries;
+
+/* 1 when key k takes its allowed values from a registry. */
+static int wants_registry(const mpq_key_spec *k) {
+    return (k->type == MPQ_KEY_ENUM && !k->choices) || k->type == MPQ_KEY_OPLIST;
+}
+
+const mpq_registry *mpq_cfg_registry(const mpq_key_spec *k) {
+    for (int i = 0; i < nregistries; i++)
+        if (strcmp(registries[i].key, k->key) == 0)
+            return registries[i].reg;
+    return NULL;
+}
+
+mpq_err mpq_config_set_registries(mpq_ctx *ctx, const mpq_config_registry *table, int n) {
+    for (int i = 0; i < n; i++) {
+        const mpq_key_spec *k = mpq_cfg_find_key(table[i].key);
+        MPQ_CHECK(k && wants_registry(k), MPQ_ERR_INTERNAL,
+                  "configuration key '%s' does not take its values from a registry", table[i].key);
+        MPQ_CHECK(table[i].reg && (k->type != MPQ_KEY_OPLIST || table[i].reg->fields_at),
+                  MPQ_ERR_INTERNAL, "configuration key '%s': no registry%s", k->key,
+                  k->type == MPQ_KEY_OPLIST ? " of ops with fields" : "");
+        for (int j = 0; j < i; j++)
+            MPQ_CHECK(strcmp(table[j].key, table[i].key) != 0, MPQ_ERR_INTERNAL,
+                      "configuration key '%s' is given two registries", table[i].key);
+    }
+    for (int i = 0; i < mpq_config_nkeys; i++) {
+        const mpq_key_spec *k = &mpq_config_keys[i];
+        int found = 0;
+        for (int j = 0; j < n && !found; j++)
+            found = strcmp(table[j].key, k->key) == 0;
+        MPQ_CHECK(found || !wants_registry(k), MPQ_ERR_INTERNAL,
+                  "configuration key '%s' takes its values from a registry, and none is given",
+                  k->key);
+    }
+    registries = table;
+    nregistries = n;
+    return MPQ_OK;
+}
+
+const char *mpq_config_choices(const mpq_key_spec *k, char *buf, size_t len) {
+    if (len == 0)
+        return buf;
+    buf[0] = '\0';
+    if (k->type == MPQ_KEY_ENUM && k->choices) {
+        snprintf(buf, len, "%s", k->choices);
+    } else if (wants_registry(k)) {
+        const mpq_registry *r = mpq_cfg_registry(k);
+        if (r)
+            mpq_registry_names(r, "|", buf, len);
+    }
+    return buf;
+}
+
+/* Checks that s is an allowed value of ENUM key k. */
+static mpq_err check_choice(mpq_ctx *ctx, const mpq_key_spec *k, const char *s, const origin *o) {
+    int ok = 0;
+    if (k->choices) {
+        size_t ls = strlen(s);
+        for (const char *c = k->choices; *c;) {
+            const char *bar = strchr(c, '|');
+            size_t lc = bar ? (size_t)(bar - c) : strlen(c);
+            if (lc == ls && strncmp(c, s, lc) == 0)
+                ok = 1;
+            c = bar ? bar + 1 : c + lc;
+        }
+    } else {
+        const mpq_registry *r = mpq_cfg_registry(k);
+        MPQ_CHECK(r, MPQ_ERR_INTERNAL,
+                  "%s: %s: the allowed values come from a registry, which the program did not "
+                  "register (mpq_config_set_registries)",
+                  o->where, k->key);
+        ok = (r->also && strcmp(r->also, s) == 0) || mpq_registry_index(r, s) >= 0;
+    }
+    char allowed[512];
+    MPQ_CHECK(ok, MPQ_ERR_CONFIG, "%s: %s: '%s' is not one of %s", o->where, k->key, s,
+              mpq_config_choices(k, allowed, sizeof allowed));
+    return MPQ_OK;
+}
+
 mpq_err mpq_cfg_assign(mpq_ctx *ctx, mpq_config *cfg, const mpq_key_spec *k, const value *v,
                        const origin *o) {
     char *base = (char *)cfg + k->offset;
@@ -237,19 +324,8 @@ mpq_err mpq_cfg_assign(mpq_ctx *ctx, mpq_config *cfg, const mpq_key_spec *k, con
         case MPQ_KEY_OUTPATH: {
             MPQ_CHECK(v->kind == V_STRING, MPQ_ERR_CONFIG, "%s: %s: expected %s, got %s", o->where,
                       k->key, type_name(k->type), vkind_name(v->kind));
-            if (k->type == MPQ_KEY_ENUM) {
-                int ok = 0;
-                size_t ls = strlen(v->s);
-                for (const char *c = k->choices; c && *c;) {
-                    const char *bar = strchr(c, '|');
-                    size_t lc = bar ? (size_t)(bar - c) : strlen(c);
-                    if (lc == ls && strncmp(c, v->s, lc) == 0)
-                        ok = 1;
-                    c = bar ? bar + 1 : c + lc;
-                }
-                MPQ_CHECK(ok, MPQ_ERR_CONFIG, "%s: %s: '%s' is not one of %s", o->where, k->key,
-                          v->s, k->choices);
-            }
+            if (k->type == MPQ_KEY_ENUM)
+                MPQ_CALL(check_choice(ctx, k, v->s, o));
             char *s = NULL;
             if (k->type == MPQ_KEY_PATH || k->type == MPQ_KEY_OUTPATH) {
                 mpq_err e = mpq_config_resolve_path(ctx, o->base_dir, v->s, &s);

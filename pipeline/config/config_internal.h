@@ -10,6 +10,7 @@
 
 #include "mpq_config.h"
 #include "mpq_ctx.h"
+#include "mpq_registry.h"
 
 /* Items of a list value (file, default or override). */
 #define MPQ_LIST_MAX 256
@@ -55,5 +56,10 @@ mpq_err mpq_cfg_assign_text(mpq_ctx *ctx, mpq_config *cfg, const mpq_key_spec *k
                             const origin *o);
 /* Applies one override "section.key=value". */
 mpq_err mpq_cfg_apply_override(mpq_ctx *ctx, mpq_config *cfg, const char *ov);
+
+/* The registry that gives the allowed values of key k (an ENUM key without
+ * choices, or an OPLIST key; mpq_config_set_registries), or NULL when none
+ * is registered. */
+const mpq_registry *mpq_cfg_registry(const mpq_key_spec *k);
 
 #endif

@@ -166,8 +166,9 @@ void mpq_config_print_reference(FILE *out) {
                                          "enum",        "input path", "output path", "float list",
                                          "string list", "op list"};
         char allowed[256] = "";
-        if (k->type == MPQ_KEY_ENUM) {
-            snprintf(allowed, sizeof allowed, "%s", k->choices);
+        if (k->type == MPQ_KEY_ENUM || k->type == MPQ_KEY_OPLIST) {
+            /* Fixed choices, or the names of the key's registry (ops of an op list). */
+            mpq_config_choices(k, allowed, sizeof allowed);
             for (char *p = allowed; *p; p++)
                 if (*p == '|')
                     *p = ',';
