@@ -279,10 +279,14 @@ mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli) {
         return inspectors[k]->run(ctx, cli, path);
     const int detect = strcmp(format, mpq_model_format_reg.also) == 0;
     if (!detect && mpq_registry_index(&mpq_model_format_reg, format) < 0) {
-        char kinds[128], formats[256];
-        return MPQ_ERROR(MPQ_ERR_ARG, "inspect: unknown --format '%s' (known: %s, %s)", format,
-                         mpq_registry_names(&mpq_model_format_reg, ", ", formats, sizeof formats),
-                         mpq_registry_names(&inspector_reg, ", ", kinds, sizeof kinds));
+        /* Known: the model formats, then the other kinds of file. */
+        char known[512];
+        size_t used = strlen(mpq_registry_names(&mpq_model_format_reg, ", ", known, sizeof known));
+        for (int i = 0; inspectors[i] && used < sizeof known; i++)
+            if (mpq_registry_index(&mpq_model_format_reg, inspectors[i]->name) < 0)
+                used += (size_t)snprintf(known + used, sizeof known - used, ", %s",
+                                         inspectors[i]->name);
+        return MPQ_ERROR(MPQ_ERR_ARG, "inspect: unknown --format '%s' (known: %s)", format, known);
     }
     for (int i = 0; detect && inspectors[i]; i++)
         if (inspectors[i]->probe && inspectors[i]->probe(path))
