@@ -57,7 +57,8 @@ mpq_err mpq_cmd_inspect_ckpt(mpq_ctx *ctx, const mpq_cli *cli, const char *path)
 /* Local, once at start-up (before any configuration is parsed): tells the
  * configuration which registry gives the allowed values of each key that
  * names a variant (model.family, model.format, model.cnn, quant.method,
- * calibration.source, hessian.scalapack; mpq_config_set_registries).
+ * calibration.source, hessian.scalapack, robust.nonfinite;
+ * mpq_config_set_registries).
  * mpq_cli_main calls it; so must any other program that parses a
  * configuration (the tests do through mpq_test_init). */
 mpq_err mpq_cli_register_registries(mpq_ctx *ctx);

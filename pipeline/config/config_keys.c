@@ -2,8 +2,9 @@
  * documentation. This table is the single place where defaults are defined;
  * `mpquant check --keys` prints it as the reference (configs/REFERENCE.md).
  * Keys that name a variant (choices NULL: model.format, model.family,
- * model.cnn, hessian.scalapack, quant.method, calibration.source) take their
- * allowed values from the variant's registry (mpq_config_set_registries). */
+ * model.cnn, hessian.scalapack, quant.method, calibration.source,
+ * robust.nonfinite) take their allowed values from the variant's registry
+ * (mpq_config_set_registries). */
 #include <float.h>
 #include <stddef.h>
 
@@ -222,7 +223,7 @@ const mpq_key_spec mpq_config_keys[] = {
      "seconds between progress lines of long loops"},
 
     /* robust (mpq_robust.h) */
-    {"robust.nonfinite", MPQ_KEY_ENUM, OFF(robust.nonfinite), "error", NOLIM, "error|skip",
+    {"robust.nonfinite", MPQ_KEY_ENUM, OFF(robust.nonfinite), "error", NOLIM, NULL,
      "NaN/Inf in a layer's weights: error (naming the layer), or skip: keep that layer in full "
      "precision with a warning"},
 };

@@ -40,6 +40,7 @@ model.cnn conv2d,batchnorm,relu,maxpool,flatten,linear
 hessian.scalapack auto,always,never
 quant.method rtn,gptq,adaround,signround
 calibration.source text,images,random,generated
+robust.nonfinite error,skip
 LIST
 
 run "$MPQ_BIN" export "$CFG" --format onnx --output "$OUT.x"

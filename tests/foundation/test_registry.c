@@ -21,6 +21,7 @@
 #include "mpq_model_format.h"
 #include "mpq_quant.h"
 #include "mpq_registry.h"
+#include "mpq_robust.h"
 #include "mpq_round.h"
 #include "mpq_test.h"
 
@@ -84,6 +85,8 @@ static const reg_case cases[] = {
     {"quantizers", &mpq_quant_reg, find_mpq_quant_find, at_quant, 13},
     {"calibration sources", &mpq_calib_source_reg, find_mpq_calib_source_find, at_source, 4},
     {"CNN ops", &mpq_cnn_op_reg, NULL, NULL, 6},
+    {"non-finite policies", &mpq_nonfinite_policy_reg, NULL, NULL, 2},
+    {"non-finite policies", &mpq_nonfinite_policy_reg, NULL, NULL, 2},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 
@@ -183,9 +186,13 @@ static const struct {
     const char *key;
     const mpq_registry *reg;
 } keys[] = {
-    {"model.format", &mpq_model_format_reg}, {"model.family", &mpq_family_reg},
-    {"model.cnn", &mpq_cnn_op_reg},          {"hessian.scalapack", &mpq_hfactor_policy_reg},
-    {"quant.method", &mpq_round_method_reg}, {"calibration.source", &mpq_calib_source_reg},
+    {"model.format", &mpq_model_format_reg},
+    {"model.family", &mpq_family_reg},
+    {"model.cnn", &mpq_cnn_op_reg},
+    {"hessian.scalapack", &mpq_hfactor_policy_reg},
+    {"quant.method", &mpq_round_method_reg},
+    {"calibration.source", &mpq_calib_source_reg},
+    {"robust.nonfinite", &mpq_nonfinite_policy_reg}, /* one key per line */
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
