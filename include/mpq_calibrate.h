@@ -26,6 +26,7 @@
 #include "mpq_err.h"
 #include "mpq_family.h"
 #include "mpq_hessian.h"
+#include "mpq_registry.h"
 
 struct mpq_ctx;
 struct mpq_tokenizer;
@@ -94,6 +95,25 @@ mpq_err mpq_calib_set_from_config(struct mpq_ctx *ctx, const struct mpq_config *
 mpq_err mpq_calib_set_from_config_family(struct mpq_ctx *ctx, const struct mpq_config *cfg,
                                          mpq_family *f, const struct mpq_tokenizer *tok,
                                          mpq_calib_set **out);
+/* A calibration source (calibration.source). make builds the samples the
+ * configuration's calibration section asks for, for a model whose family
+ * info is `info`; f is the full-precision family (NULL for callers that
+ * have none, which only sources without needs_model accept), tok the
+ * tokenizer (NULL unless a language model has one). Owner: caller. */
+typedef struct mpq_calib_source {
+    const char *name;
+    const char *summary;
+    int needs_model; /* 1: runs the model itself, so make is collective and needs f */
+    mpq_err (*make)(struct mpq_ctx *ctx, const struct mpq_config *cfg, const mpq_family_info *info,
+                    mpq_family *f, const struct mpq_tokenizer *tok, mpq_calib_set **out);
+} mpq_calib_source;
+
+/* The registry (NULL-terminated): text, images, random, generated; its
+ * descriptor and lookup by name (NULL when unknown). */
+extern const mpq_calib_source *const mpq_calib_sources[];
+extern const mpq_registry mpq_calib_source_reg;
+const mpq_calib_source *mpq_calib_source_find(const char *name);
+
 /* NULL-safe; sets *s to NULL. */
 void mpq_calib_set_destroy(mpq_calib_set **s);
 /* Local. *b = the batch of sample i alone (points into set). */

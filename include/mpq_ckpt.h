@@ -80,6 +80,7 @@
 #include "mpq_ctx.h"
 #include "mpq_model.h"
 #include "mpq_quant.h"
+#include "mpq_registry.h"
 
 #define MPQ_CKPT_FORMAT  "mpquant-checkpoint"
 #define MPQ_CKPT_VERSION 1
@@ -240,5 +241,24 @@ mpq_err mpq_export_safetensors(mpq_ctx *ctx, const mpq_model *m, const char *pat
  * (q/k/v biases, head_dim != dim / n_heads, norm_eps != 1e-5, rope_theta !=
  * 10000) are refused with the reason. Atomic; overwrite as above. */
 mpq_err mpq_export_llama2c(mpq_ctx *ctx, const mpq_model *m, const char *path, int overwrite);
+
+/* Options of an export. */
+typedef struct mpq_export_opts {
+    int overwrite;    /* replace existing output files */
+    int write_config; /* safetensors: config.json beside the file (Llama layout only) */
+} mpq_export_opts;
+
+/* An export format (`mpquant export --format NAME`). Local. */
+typedef struct mpq_export_format {
+    const char *name;
+    const char *summary; /* one line, for help and messages */
+    mpq_err (*write)(mpq_ctx *ctx, const mpq_model *m, const char *path, const mpq_export_opts *o);
+} mpq_export_format;
+
+/* The registry (NULL-terminated): safetensors, llama2c; its descriptor and
+ * lookup by name (NULL when unknown). */
+extern const mpq_export_format *const mpq_export_formats[];
+extern const mpq_registry mpq_export_format_reg;
+const mpq_export_format *mpq_export_format_find(const char *name);
 
 #endif

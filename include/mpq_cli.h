@@ -38,9 +38,30 @@ typedef struct mpq_command {
     mpq_command_fn run;
 } mpq_command;
 
-/* The registry of subcommands (pipeline/commands.c). */
+/* The registry of subcommands (pipeline/cli/commands.c). */
 extern const mpq_command mpq_commands[];
 extern const int mpq_ncommands;
+
+/* The subcommands (pipeline/cli/cmd_<name>.c). Collective: every rank runs
+ * the command with the same command line. */
+mpq_err mpq_cmd_check(mpq_ctx *ctx, const mpq_cli *cli);
+mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli);
+mpq_err mpq_cmd_eval(mpq_ctx *ctx, const mpq_cli *cli);
+mpq_err mpq_cmd_export(mpq_ctx *ctx, const mpq_cli *cli);
+mpq_err mpq_cmd_run(mpq_ctx *ctx, const mpq_cli *cli);
+mpq_err mpq_cmd_sweep(mpq_ctx *ctx, const mpq_cli *cli);
+/* Collective. The summary `inspect` prints for an mpquant checkpoint
+ * (pipeline/cli/cmd_export.c). */
+mpq_err mpq_cmd_inspect_ckpt(mpq_ctx *ctx, const mpq_cli *cli, const char *path);
+
+/* Local, once at start-up (before any configuration is parsed): tells the
+ * configuration which registry gives the allowed values of each key that
+ * names a variant (model.family, model.format, model.cnn, quant.method,
+ * calibration.source, hessian.scalapack, robust.nonfinite;
+ * mpq_config_set_registries).
+ * mpq_cli_main calls it; so must any other program that parses a
+ * configuration (the tests do through mpq_test_init). */
+mpq_err mpq_cli_register_registries(mpq_ctx *ctx);
 
 /* Collective: parses argv, runs the subcommand and returns its status
  * (not yet agreed across ranks). */

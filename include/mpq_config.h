@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "mpq_err.h"
+#include "mpq_registry.h"
 
 struct mpq_ctx;
 
@@ -233,15 +234,17 @@ typedef enum mpq_key_type {
     MPQ_KEY_FLOAT,
     MPQ_KEY_BOOL,
     MPQ_KEY_STRING,
-    MPQ_KEY_ENUM,    /* a string from `choices` ("a|b|c") */
+    MPQ_KEY_ENUM,    /* a string from `choices` ("a|b|c"), or, when choices is NULL, a
+                        name from the key's registry (mpq_config_set_registries) */
     MPQ_KEY_PATH,    /* an input path (resolved; must exist when checked) */
     MPQ_KEY_OUTPATH, /* an output path (resolved; its directory must exist) */
     MPQ_KEY_FLOAT_LIST,
     MPQ_KEY_STRING_LIST,
-    MPQ_KEY_OPLIST, /* a list of groups {op = "name"; field = value; ...};
-                       `choices` holds the schema "op(field:t[=default],...)|op|..."
-                       with t = s|i|f; a field without '=' is required.
-                       Set in the file only (not by -o overrides). */
+    MPQ_KEY_OPLIST, /* a list of groups {op = "name"; field = value; ...}: the ops
+                       are the entries of the key's registry, each taking the fields
+                       "field:t[=default],..." its fields_at gives (t = s|i|f; a
+                       field without '=' is required). Set in the file only (not by
+                       -o overrides). */
 } mpq_key_type;
 
 typedef struct mpq_key_spec {
@@ -250,13 +253,38 @@ typedef struct mpq_key_spec {
     size_t offset;       /* of the field in mpq_config */
     const char *def;     /* default, written as on the command line */
     double min, max;     /* inclusive range for INT/FLOAT (and list items) */
-    const char *choices; /* ENUM: "a|b|c"; PATH/OUTPATH: "file|dir" or "dir" (NULL: a
-                            regular file) */
+    const char *choices; /* ENUM: "a|b|c" (NULL: the names of a registry); PATH/OUTPATH:
+                            "file|dir" or "dir" (NULL: a regular file); OPLIST: NULL */
     const char *doc;     /* one-line description for the reference */
 } mpq_key_spec;
 
 extern const mpq_key_spec mpq_config_keys[];
 extern const int mpq_config_nkeys;
+
+/* ---- keys whose values are the names of a registry --------------------- */
+
+/* The keys that name a variant (model.family, quant.method, ...) take their
+ * allowed values from the registry of that variant (mpq_registry.h), which
+ * belongs to a stage above this layer; the program hands the registries
+ * over at start-up. */
+typedef struct mpq_config_registry {
+    const char *key;         /* an ENUM key without choices, or an OPLIST key */
+    const mpq_registry *reg; /* ENUM: reg->also and the entries' names; OPLIST:
+                                the ops (names and fields_at) */
+} mpq_config_registry;
+
+/* Local; once at start-up, before any configuration is parsed (not
+ * thread-safe; pipeline/cli does it: mpq_cli_register_registries). `table`
+ * (n entries) is kept, not copied, and must cover every ENUM key without
+ * choices and every OPLIST key exactly once (else MPQ_ERR_INTERNAL naming
+ * the key). Until then, parsing fails with MPQ_ERR_INTERNAL on such a
+ * key. */
+mpq_err mpq_config_set_registries(struct mpq_ctx *ctx, const mpq_config_registry *table, int n);
+
+/* The allowed values of key k as "a|b|c": an ENUM key's fixed choices or
+ * its registry's names (also first), an OPLIST key's op names; "" for
+ * other keys and for a registry not registered yet. Returns buf. */
+const char *mpq_config_choices(const mpq_key_spec *k, char *buf, size_t len);
 
 /* Levenshtein distance, used to suggest the nearest valid key. */
 int mpq_edit_distance(const char *a, const char *b);

@@ -40,6 +40,7 @@
 
 #include "mpq_err.h"
 #include "mpq_model.h"
+#include "mpq_registry.h"
 
 struct mpq_ctx;
 struct mpq_config;
@@ -95,6 +96,18 @@ typedef struct mpq_family_info {
 /* The ops table of one family. `state` is the family's private object. */
 typedef struct mpq_family_ops {
     const char *name; /* "llama", "cnn" */
+    /* 1 when the family's checkpoints hold a Llama decoder under the
+     * canonical names of mpq_model.h with its hyper-parameters in mpq_arch
+     * (dim, heads, vocabulary, RoPE order): `inspect` prints them, and the
+     * exports can reorder q/k rows, write a Hugging Face config.json or a
+     * llama2.c file. 0 when the tensors keep the checkpoint's own names and
+     * the configuration describes the network (cnn). */
+    int llama_layout;
+    /* Local. Checks that model m holds every tensor its mpq_arch implies,
+     * with the implied shapes (errors name the file and the tensor); NULL
+     * when the architecture implies nothing (a reader of a format that
+     * carries this family calls it after filling the model). */
+    mpq_err (*check_model)(struct mpq_ctx *ctx, const mpq_model *m);
     /* Does this family run the model (used by model.family = auto)? */
     int (*detect)(const mpq_model *m, const struct mpq_config *cfg);
     /* Builds the state; fills *info (info->layers allocated with
@@ -117,9 +130,19 @@ typedef struct mpq_family_ops {
     mpq_err (*set_weight)(struct mpq_ctx *ctx, void *state, int64_t layer, const float *w);
 } mpq_family_ops;
 
-/* The registry (NULL-terminated), and lookup by name. */
+/* The registry (NULL-terminated; model.family, mpq_registry.h), its
+ * descriptor (also: "auto") and lookup by name (NULL when unknown). */
 extern const mpq_family_ops *const mpq_family_registry[];
+extern const mpq_registry mpq_family_reg;
 const mpq_family_ops *mpq_family_find(const char *name);
+/* The family that model m's architecture names (mpq_arch.family), or NULL
+ * for a plain tensor container (no family recorded) or an unknown name. */
+const mpq_family_ops *mpq_family_of_model(const mpq_model *m);
+
+/* The ops of the sequential CNN (family cnn, model.cnn): a registry of op
+ * types, each named by its `op` and taking the fields its schema lists
+ * (mpq_config.h MPQ_KEY_OPLIST); the descriptor gives names and fields. */
+extern const mpq_registry mpq_cnn_op_reg;
 
 typedef struct mpq_family mpq_family;
 

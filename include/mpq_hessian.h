@@ -77,6 +77,7 @@
 #include <stdint.h>
 
 #include "mpq_err.h"
+#include "mpq_registry.h"
 
 struct mpq_ctx;
 struct mpq_config;
@@ -149,7 +150,7 @@ enum {
 typedef struct mpq_hfactor_opts {
     double damping;              /* relative damping lambda */
     double damping_max;          /* retries stop above this */
-    const char *scalapack;       /* "auto" | "always" | "never" */
+    const char *scalapack;       /* backend policy: "auto" | "always" | "never" */
     int64_t scalapack_min_width; /* auto threshold */
     int block_size;              /* ScaLAPACK block size */
     int nprow, npcol;            /* ScaLAPACK grid; 0, 0 = squarest over all ranks */
@@ -189,12 +190,31 @@ typedef struct mpq_hfactor_backend {
                        int root, unsigned what, mpq_hfactor *f, int *notpd);
 } mpq_hfactor_backend;
 
-extern const mpq_hfactor_backend *const mpq_hfactor_backends[]; /* NULL-terminated */
+/* The backends (NULL-terminated): lapack, scalapack; descriptor, lookup. */
+extern const mpq_hfactor_backend *const mpq_hfactor_backends[];
+extern const mpq_registry mpq_hfactor_backend_reg;
 const mpq_hfactor_backend *mpq_hfactor_backend_find(const char *name);
 
-/* Local. Name of the backend the options choose for width n ("lapack" or
- * "scalapack"); a serial context (no communicator) always gets "lapack"
- * unless scalapack = "always" (then factorising fails with a clear error). */
+/* A backend policy (hessian.scalapack): which backend factorises an H of
+ * width n. A serial context (no communicator) always gets lapack unless the
+ * policy insists on ScaLAPACK (then factorising fails with a clear error). */
+typedef struct mpq_hfactor_policy {
+    const char *name;
+    const char *summary;
+    const mpq_hfactor_backend *(*choose)(struct mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n);
+} mpq_hfactor_policy;
+
+/* The policies (NULL-terminated): auto (ScaLAPACK from scalapack_min_width
+ * on), always, never; descriptor (hessian.scalapack) and lookup. */
+extern const mpq_hfactor_policy *const mpq_hfactor_policies[];
+extern const mpq_registry mpq_hfactor_policy_reg;
+const mpq_hfactor_policy *mpq_hfactor_policy_find(const char *name);
+
+/* Local. The backend the options' policy chooses for width n; NULL when
+ * o->scalapack names no policy. */
+const mpq_hfactor_backend *mpq_hfactor_choose_backend(struct mpq_ctx *ctx,
+                                                      const mpq_hfactor_opts *o, int64_t n);
+/* Local. Its name ("lapack" or "scalapack"; NULL for an unknown policy). */
 const char *mpq_hfactor_choose(struct mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n);
 
 /* Collective over ctx->comm. Factorises H (row-major n x n, read on `root`

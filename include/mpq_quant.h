@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "mpq_err.h"
+#include "mpq_registry.h"
 
 struct mpq_ctx;
 
@@ -130,9 +131,11 @@ typedef struct mpq_quant_ops {
 #define MPQ_QKEY_A     (1u << 5)
 #define MPQ_QKEY_PACK  (1u << 6)
 
-/* The registered families, in documentation order. Local. */
+/* The registered families, in documentation order: *count of them,
+ * followed by NULL. Local. */
 const mpq_quant_ops *const *mpq_quant_registry(int *count);
-/* The family of that name, or NULL. */
+/* Its descriptor (mpq_registry.h) and the family of that name, or NULL. */
+extern const mpq_registry mpq_quant_reg;
 const mpq_quant_ops *mpq_quant_find(const char *name);
 
 const char *mpq_qgran_name(mpq_qgran g);   /* "tensor", "channel", "group" */

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "mpq_err.h"
+#include "mpq_registry.h"
 
 struct mpq_ctx;
 
@@ -28,8 +29,12 @@ typedef enum mpq_nonfinite_policy {
     MPQ_NONFINITE_SKIP,
 } mpq_nonfinite_policy;
 
+/* The policies (robust.nonfinite), index = mpq_nonfinite_policy: error,
+ * skip. */
+extern const mpq_registry mpq_nonfinite_policy_reg;
+
 /* Local. "error" | "skip" -> policy; anything else is MPQ_ERR_CONFIG naming
- * the key robust.nonfinite. */
+ * the key robust.nonfinite and listing the policies. */
 mpq_err mpq_nonfinite_policy_parse(struct mpq_ctx *ctx, const char *name,
                                    mpq_nonfinite_policy *out);
 

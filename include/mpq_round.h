@@ -76,6 +76,7 @@
 #include "mpq_err.h"
 #include "mpq_hessian.h"
 #include "mpq_quant.h"
+#include "mpq_registry.h"
 
 struct mpq_ctx;
 struct mpq_config;
@@ -204,8 +205,10 @@ typedef struct mpq_round_method {
  * round_layer event and the checkpoint provenance. */
 struct cJSON *mpq_round_settings_json(const mpq_round_opts *o, const mpq_round_method *m);
 
-/* The registry (NULL-terminated): rtn, gptq, adaround, signround. */
+/* The registry (NULL-terminated): rtn, gptq, adaround, signround; its
+ * descriptor (quant.method, mpq_registry.h). */
 extern const mpq_round_method *const mpq_round_methods[];
+extern const mpq_registry mpq_round_method_reg;
 /* The method of that name, or NULL. Local. */
 const mpq_round_method *mpq_round_method_find(const char *name);
 

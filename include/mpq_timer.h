@@ -23,11 +23,6 @@ double mpq_timer_seconds(const struct mpq_ctx *ctx, const char *name);
  * on rank 0, emits one "timers" event, and, if out is not NULL, returns on
  * every rank a cJSON object {"name": {"min":..,"mean":..,"max":..}, ...}
  * owned by the caller. */
-/* The timer set of a context, made and released by mpq_ctx_create and
- * mpq_ctx_destroy only. */
-mpq_err mpq_timers_create_(struct mpq_ctx *ctx, mpq_timers **out);
-void mpq_timers_destroy_(mpq_timers **t);
-
 mpq_err mpq_timers_report(struct mpq_ctx *ctx, struct cJSON **out);
 
 /* ---- peak resident memory (pipeline/rss.c) ---- */

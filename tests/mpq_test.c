@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mpq_cli.h"
 #include "mpq_test.h"
 
 const char *mpq_test_shared(const char *rel, char *buf, size_t len) {
@@ -35,6 +36,12 @@ mpq_ctx *mpq_test_init(int *argc, char ***argv) {
     }
     if (!getenv("MPQ_TEST_VERBOSE"))
         mpq_log_set_level(ctx, MPQ_LOG_WARN);
+    /* As the program does at start-up: the configuration's allowed values
+     * of the keys that name a variant come from the registries. */
+    if (mpq_cli_register_registries(ctx) != MPQ_OK) {
+        fprintf(stderr, "cannot register the registries: %s\n", ctx->err_msg);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     return ctx;
 }
 

@@ -40,11 +40,15 @@ static void print_help(mpq_ctx *ctx, const mpq_command *cmd) {
     printf("\n%s\nSee README.md for the configuration keys and examples.\n", global_help);
 }
 
+static const char *command_name_at(int64_t i) {
+    return i < mpq_ncommands ? mpq_commands[i].name : NULL;
+}
+
+static const mpq_registry command_reg = {.what = "command", .name_at = command_name_at};
+
 static const mpq_command *find_command(const char *name) {
-    for (int i = 0; i < mpq_ncommands; i++)
-        if (strcmp(mpq_commands[i].name, name) == 0)
-            return &mpq_commands[i];
-    return NULL;
+    int64_t i = mpq_registry_index(&command_reg, name);
+    return i < 0 ? NULL : &mpq_commands[i];
 }
 
 /* Does `cmd` accept option `name`? *takes_value is set when it does. */
@@ -316,6 +320,7 @@ mpq_err mpq_cli_main(mpq_ctx *ctx, int argc, char **argv) {
     mpq_cli cli;
     global_opts g;
     const mpq_command *cmd = NULL;
+    MPQ_CALL(mpq_cli_register_registries(ctx));
     MPQ_CALL(parse(ctx, argc, argv, &cli, &g, &cmd));
     if (g.version) {
         if (ctx->rank == 0)

@@ -6,8 +6,6 @@
 #include "mpq_coll.h"
 #include "mpq_cli.h"
 
-mpq_err mpq_cmd_check(mpq_ctx *ctx, const mpq_cli *cli);
-
 mpq_err mpq_cmd_check(mpq_ctx *ctx, const mpq_cli *cli) {
     if (mpq_cli_opt(cli, "keys")) {
         if (ctx->rank == 0)

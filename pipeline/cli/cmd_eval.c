@@ -12,8 +12,6 @@
 #include "mpq_model.h"
 #include "mpq_tokenizer.h"
 
-mpq_err mpq_cmd_eval(mpq_ctx *ctx, const mpq_cli *cli);
-
 /* Opens a model and builds its family on every rank; all ranks agree. */
 static mpq_err open_family(mpq_ctx *ctx, const mpq_config *cfg, const char *path, mpq_model **m,
                            mpq_family **f) {

@@ -13,10 +13,9 @@
 #include "mpq_coll.h"
 #include "mpq_ckpt.h"
 #include "mpq_cli.h"
+#include "mpq_family.h"
 #include "mpq_model.h"
-
-mpq_err mpq_cmd_export(mpq_ctx *ctx, const mpq_cli *cli);
-mpq_err mpq_cmd_inspect_ckpt(mpq_ctx *ctx, const mpq_cli *cli, const char *path);
+#include "mpq_model_format.h"
 
 mpq_err mpq_cmd_export(mpq_ctx *ctx, const mpq_cli *cli) {
     const char *in = cli->pos[0];
@@ -24,20 +23,22 @@ mpq_err mpq_cmd_export(mpq_ctx *ctx, const mpq_cli *cli) {
     const char *out = mpq_cli_opt(cli, "output");
     const int overwrite = mpq_cli_opt(cli, "overwrite") != NULL;
     const int config = mpq_cli_opt(cli, "no-config") == NULL;
-    MPQ_CHECK(format && format[0], MPQ_ERR_ARG,
-              "export: --format is required (safetensors or llama2c)");
-    MPQ_CHECK(strcmp(format, "safetensors") == 0 || strcmp(format, "llama2c") == 0, MPQ_ERR_ARG,
-              "export: unknown --format '%s' (expected safetensors or llama2c)", format);
+    char names[256];
+    MPQ_CHECK(format && format[0], MPQ_ERR_ARG, "export: --format is required (%s)",
+              mpq_registry_names(&mpq_export_format_reg, ", ", names, sizeof names));
+    int64_t fi = 0;
+    MPQ_CALL(mpq_registry_lookup(ctx, &mpq_export_format_reg, format, MPQ_ERR_ARG,
+                                 "export: unknown --format", &fi));
+    const mpq_export_format *fmt = mpq_export_formats[fi];
     MPQ_CHECK(out && out[0], MPQ_ERR_ARG, "export: --output FILE is required");
+    const mpq_export_opts opts = {.overwrite = overwrite, .write_config = config};
     mpq_err err = MPQ_OK;
     mpq_model *m = NULL;
     int64_t ntensors = 0;
     if (ctx->rank == 0) {
         err = mpq_model_open(ctx, in, "auto", &m);
         if (err == MPQ_OK)
-            err = strcmp(format, "safetensors") == 0
-                      ? mpq_export_safetensors(ctx, m, out, overwrite, config)
-                      : mpq_export_llama2c(ctx, m, out, overwrite);
+            err = fmt->write(ctx, m, out, &opts);
         if (err == MPQ_OK)
             ntensors = mpq_model_ntensors(m);
         mpq_model_close(&m);
@@ -89,7 +90,8 @@ static void print_summary(const mpq_ckpt *ck) {
     printf("format:  %s version %d\n", MPQ_CKPT_FORMAT, ck->version);
     printf("model:   family %s, source format %s%s%s\n", a->family[0] ? a->family : "(none)",
            a->format, a->model_type[0] ? ", type " : "", a->model_type);
-    if (strcmp(a->family, "llama") == 0)
+    const mpq_family_ops *fam = mpq_family_find(a->family);
+    if (fam && fam->llama_layout)
         printf("architecture: dim %lld, hidden_dim %lld, n_layers %lld, n_heads %lld, n_kv_heads "
                "%lld, head_dim %lld, vocab_size %lld, seq_len %lld, rope %s\n",
                (long long)a->dim, (long long)a->hidden_dim, (long long)a->n_layers,
@@ -140,7 +142,7 @@ static cJSON *summary_json(const mpq_ckpt *ck) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "command", "inspect");
     cJSON_AddStringToObject(o, "path", ck->path);
-    cJSON_AddStringToObject(o, "format", "mpqckpt");
+    cJSON_AddStringToObject(o, "format", mpq_format_mpqckpt.name);
     cJSON_AddNumberToObject(o, "version", ck->version);
     cJSON_AddStringToObject(o, "family", ck->arch.family);
     cJSON_AddStringToObject(o, "source_format", ck->arch.format);

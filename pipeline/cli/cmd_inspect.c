@@ -11,18 +11,16 @@
 #include <sys/stat.h>
 
 #include "mpq_infile.h"
+#include "mpq_ckpt.h"
 #include "mpq_cli.h"
+#include "mpq_family.h"
 #include "mpq_idx.h"
 #include "mpq_model.h"
+#include "mpq_model_format.h"
 #include "mpq_tokenizer.h"
 
-mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli);
-/* pipeline/cmd_export.c: the summary of an mpquant checkpoint. */
-mpq_err mpq_cmd_inspect_ckpt(mpq_ctx *ctx, const mpq_cli *cli, const char *path);
-int mpq_ckpt_probe(const char *path);
-
 /* An IDX file starts with 0x00 0x00 0x08 and a dimension count of 1 to 4. */
-static int looks_like_idx(const char *path) {
+static int idx_probe(const char *path) {
     unsigned char h[4] = {0};
     FILE *f = mpq_infile_stream(path);
     if (!f)
@@ -74,13 +72,19 @@ static mpq_err inspect_idx(mpq_ctx *ctx, const mpq_cli *cli, const char *path) {
     return MPQ_OK;
 }
 
+/* 1 when m's family keeps its hyper-parameters in mpq_arch (printed). */
+static int has_llama_arch(const mpq_model *m) {
+    const mpq_family_ops *fam = mpq_family_of_model(m);
+    return fam && fam->llama_layout;
+}
+
 static void print_model(const mpq_model *m) {
     const mpq_arch *a = mpq_model_arch(m);
     printf("file:    %s\n", mpq_model_path(m));
     printf("format:  %s\n", a->format);
     printf("family:  %s%s%s%s\n", a->family[0] ? a->family : "(none: plain tensor container)",
            a->model_type[0] ? " (" : "", a->model_type, a->model_type[0] ? ")" : "");
-    if (strcmp(a->family, "llama") == 0) {
+    if (has_llama_arch(m)) {
         printf("architecture: dim %lld, hidden_dim %lld, n_layers %lld, n_heads %lld, "
                "n_kv_heads %lld, head_dim %lld, vocab_size %lld, seq_len %lld\n",
                (long long)a->dim, (long long)a->hidden_dim, (long long)a->n_layers,
@@ -118,7 +122,7 @@ static cJSON *model_json(const mpq_model *m) {
     cJSON_AddStringToObject(o, "format", a->format);
     cJSON_AddStringToObject(o, "family", a->family);
     cJSON_AddStringToObject(o, "model_type", a->model_type);
-    if (strcmp(a->family, "llama") == 0) {
+    if (has_llama_arch(m)) {
         cJSON *j = cJSON_AddObjectToObject(o, "arch");
         cJSON_AddNumberToObject(j, "dim", (double)a->dim);
         cJSON_AddNumberToObject(j, "hidden_dim", (double)a->hidden_dim);
@@ -176,7 +180,8 @@ static int64_t tokenizer_entries(const char *path) {
     return ok && pos == size && n > 0 ? n : -1;
 }
 
-static mpq_err inspect_tokenizer(mpq_ctx *ctx, const mpq_cli *cli, const char *path, int64_t n) {
+static mpq_err inspect_tokenizer(mpq_ctx *ctx, const mpq_cli *cli, const char *path) {
+    int64_t n = tokenizer_entries(path);
     mpq_tokenizer *tok = NULL;
     MPQ_CHECK(n > 0, MPQ_ERR_FORMAT, "%s: not a llama2.c tokenizer file", path);
     MPQ_CALL(mpq_tokenizer_load(ctx, path, n, &tok));
@@ -211,38 +216,87 @@ static mpq_err inspect_tokenizer(mpq_ctx *ctx, const mpq_cli *cli, const char *p
     return MPQ_OK;
 }
 
-mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli) {
-    const char *path = cli->pos[0];
-    const char *format = mpq_cli_opt(cli, "format");
-    if (!format || !*format)
-        format = "auto";
-    /* Anything but a model directory must be a regular file: a FIFO or a
-     * device is refused here, before any probe reads it. */
-    struct stat st;
-    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
-        MPQ_CALL(mpq_infile_check(ctx, path, NULL));
-    if ((strcmp(format, "auto") == 0 && looks_like_idx(path)) || strcmp(format, "idx") == 0)
-        return inspect_idx(ctx, cli, path);
-    if ((strcmp(format, "auto") == 0 || strcmp(format, "mpqckpt") == 0) && mpq_ckpt_probe(path))
-        return mpq_cmd_inspect_ckpt(ctx, cli, path);
-    if (strcmp(format, "tokenizer") == 0)
-        return inspect_tokenizer(ctx, cli, path, tokenizer_entries(path));
+static mpq_err inspect_model(mpq_ctx *ctx, const mpq_cli *cli, const char *path,
+                             const char *format) {
     mpq_model *m = NULL;
-    mpq_err e = mpq_model_open(ctx, path, format, &m);
-    if (e != MPQ_OK && strcmp(format, "auto") == 0) {
-        /* Not a model: a llama2.c tokenizer is recognised by its structure. */
-        int64_t n = tokenizer_entries(path);
-        if (n > 0) {
-            mpq_err_clear(ctx);
-            return inspect_tokenizer(ctx, cli, path, n);
-        }
-    }
-    MPQ_CALL(e);
+    MPQ_CALL(mpq_model_open(ctx, path, format, &m));
     if (ctx->rank == 0) {
         print_model(m);
         fflush(stdout);
     }
     mpq_cli_emit_json(ctx, cli, model_json(m));
     mpq_model_close(&m);
+    return MPQ_OK;
+}
+
+/* ---- what inspect reads besides models ----------------------------------------- */
+
+/* A kind of file `inspect` describes itself rather than as a model: --format
+ * NAME picks it; with --format auto, the ones with a `probe` are tried in
+ * order before the model formats and the ones with a `fallback` after a
+ * model fails to open. */
+typedef struct inspector {
+    const char *name;
+    int (*probe)(const char *path);
+    int (*fallback)(const char *path);
+    mpq_err (*run)(mpq_ctx *ctx, const mpq_cli *cli, const char *path);
+} inspector;
+
+/* A llama2.c tokenizer is recognised by its structure. */
+static int tokenizer_probe(const char *path) {
+    return tokenizer_entries(path) > 0;
+}
+
+static const inspector inspect_idx_entry = {.name = "idx", .probe = idx_probe, .run = inspect_idx};
+/* An mpquant checkpoint gets its summary (layers, specs, provenance), not
+ * the model view of its dequantized tensors. */
+static const inspector inspect_ckpt_entry = {
+    .name = "mpqckpt", .probe = mpq_ckpt_probe, .run = mpq_cmd_inspect_ckpt};
+static const inspector inspect_tokenizer_entry = {
+    .name = "tokenizer", .fallback = tokenizer_probe, .run = inspect_tokenizer};
+
+static const inspector *const inspectors[] = {&inspect_idx_entry, &inspect_ckpt_entry,
+                                              &inspect_tokenizer_entry, NULL};
+
+static const char *inspector_name_at(int64_t i) {
+    return inspectors[i] ? inspectors[i]->name : NULL;
+}
+
+static const mpq_registry inspector_reg = {.what = "file kind", .name_at = inspector_name_at};
+
+mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli) {
+    const char *path = cli->pos[0];
+    const char *format = mpq_cli_opt(cli, "format");
+    if (!format || !*format)
+        format = mpq_model_format_reg.also;
+    /* Anything but a model directory must be a regular file: a FIFO or a
+     * device is refused here, before any probe reads it. */
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
+        MPQ_CALL(mpq_infile_check(ctx, path, NULL));
+    int64_t k = mpq_registry_index(&inspector_reg, format);
+    if (k >= 0)
+        return inspectors[k]->run(ctx, cli, path);
+    const int detect = strcmp(format, mpq_model_format_reg.also) == 0;
+    if (!detect && mpq_registry_index(&mpq_model_format_reg, format) < 0) {
+        /* Known: the model formats, then the other kinds of file. */
+        char known[512];
+        size_t used = strlen(mpq_registry_names(&mpq_model_format_reg, ", ", known, sizeof known));
+        for (int i = 0; inspectors[i] && used < sizeof known; i++)
+            if (mpq_registry_index(&mpq_model_format_reg, inspectors[i]->name) < 0)
+                used += (size_t)snprintf(known + used, sizeof known - used, ", %s",
+                                         inspectors[i]->name);
+        return MPQ_ERROR(MPQ_ERR_ARG, "inspect: unknown --format '%s' (known: %s)", format, known);
+    }
+    for (int i = 0; detect && inspectors[i]; i++)
+        if (inspectors[i]->probe && inspectors[i]->probe(path))
+            return inspectors[i]->run(ctx, cli, path);
+    mpq_err e = inspect_model(ctx, cli, path, format);
+    for (int i = 0; e != MPQ_OK && detect && inspectors[i]; i++)
+        if (inspectors[i]->fallback && inspectors[i]->fallback(path)) {
+            mpq_err_clear(ctx);
+            return inspectors[i]->run(ctx, cli, path);
+        }
+    MPQ_CALL(e);
     return MPQ_OK;
 }

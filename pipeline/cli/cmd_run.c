@@ -13,8 +13,6 @@
 #include "mpq_run.h"
 #include "mpq_timer.h"
 
-mpq_err mpq_cmd_run(mpq_ctx *ctx, const mpq_cli *cli);
-
 /* Test hook (tests/driver/test_run_kill.sh): MPQ_TEST_KILL_AT_TENSOR=i kills
  * rank 0 right before the checkpoint writer writes tensor i, the other
  * ranks waiting in a barrier until mpirun takes them down. */

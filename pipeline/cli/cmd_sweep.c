@@ -22,8 +22,6 @@
 #include "mpq_sweep.h"
 #include "mpq_timer.h"
 
-mpq_err mpq_cmd_sweep(mpq_ctx *ctx, const mpq_cli *cli);
-
 /* Rank 0 creates dir and dir/points (the parent must exist); all agree. */
 static mpq_err make_dirs(mpq_ctx *ctx, const char *dir) {
     mpq_err err = MPQ_OK;

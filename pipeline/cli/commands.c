@@ -1,13 +1,6 @@
 /* commands.c: the registry of `mpquant` subcommands (STYLE.md rule 9). */
 #include "mpq_cli.h"
 
-mpq_err mpq_cmd_check(mpq_ctx *ctx, const mpq_cli *cli);
-mpq_err mpq_cmd_inspect(mpq_ctx *ctx, const mpq_cli *cli);
-mpq_err mpq_cmd_eval(mpq_ctx *ctx, const mpq_cli *cli);
-mpq_err mpq_cmd_export(mpq_ctx *ctx, const mpq_cli *cli);
-mpq_err mpq_cmd_run(mpq_ctx *ctx, const mpq_cli *cli);
-mpq_err mpq_cmd_sweep(mpq_ctx *ctx, const mpq_cli *cli);
-
 const mpq_command mpq_commands[] = {
     {
         .name = "check",

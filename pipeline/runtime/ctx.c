@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "mpq_ctx.h"
+#include "timer_internal.h"
 
 mpq_err mpq_ctx_create(MPI_Comm comm, mpq_ctx **out) {
     *out = NULL;

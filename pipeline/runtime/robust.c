@@ -4,19 +4,29 @@
 #include <string.h>
 
 #include "mpq_ctx.h"
+#include "mpq_registry.h"
 #include "mpq_robust.h"
 
+/* The policies, indexed by mpq_nonfinite_policy. */
+static const char *const nonfinite_names[] = {
+    [MPQ_NONFINITE_ERROR] = "error",
+    [MPQ_NONFINITE_SKIP] = "skip",
+    NULL,
+};
+
+static const char *nonfinite_name_at(int64_t i) {
+    return nonfinite_names[i];
+}
+
+const mpq_registry mpq_nonfinite_policy_reg = {.what = "non-finite policy",
+                                               .name_at = nonfinite_name_at};
+
 mpq_err mpq_nonfinite_policy_parse(mpq_ctx *ctx, const char *name, mpq_nonfinite_policy *out) {
-    if (name && strcmp(name, "error") == 0) {
-        *out = MPQ_NONFINITE_ERROR;
-        return MPQ_OK;
-    }
-    if (name && strcmp(name, "skip") == 0) {
-        *out = MPQ_NONFINITE_SKIP;
-        return MPQ_OK;
-    }
-    return MPQ_ERROR(MPQ_ERR_CONFIG, "robust.nonfinite: '%s' is not one of error, skip",
-                     name ? name : "(null)");
+    int64_t i = 0;
+    MPQ_CALL(mpq_registry_lookup(ctx, &mpq_nonfinite_policy_reg, name, MPQ_ERR_CONFIG,
+                                 "robust.nonfinite: unknown policy", &i));
+    *out = (mpq_nonfinite_policy)i;
+    return MPQ_OK;
 }
 
 mpq_err mpq_check_finite(mpq_ctx *ctx, const float *w, int64_t n, int64_t cols, const char *what,

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "mpq_ctx.h"
+#include "timer_internal.h"
 #include "mpq_timer.h"
 
 #define MPQ_TIMERS_MAX 64

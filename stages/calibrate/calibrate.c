@@ -367,49 +367,109 @@ cleanup:
 
 /* ---- from the configuration ------------------------------------------------ */
 
-mpq_err mpq_calib_set_from_config(mpq_ctx *ctx, const mpq_config *cfg, const mpq_family_info *info,
-                                  const mpq_tokenizer *tok, mpq_calib_set **out) {
-    const char *src = cfg->calibration.source;
-    uint64_t seed = (uint64_t)cfg->calibration.seed;
-    *out = NULL;
-    if (strcmp(src, "generated") == 0) {
-        MPQ_CHECK(0, MPQ_ERR_CONFIG,
-                  "%s: calibration.source = \"generated\" needs the model itself, which this "
-                  "caller does not pass (internal: use mpq_calib_set_from_config_family)",
-                  cfg->source);
-    } else if (strcmp(src, "text") == 0) {
-        MPQ_CHECK(info->task == MPQ_TASK_LM && tok, MPQ_ERR_CONFIG,
-                  "calibration.source = \"text\" needs a language model and model.tokenizer");
-        MPQ_CALL(mpq_calib_set_text(ctx, tok, cfg->calibration.text, cfg->calibration.seq_len,
-                                    cfg->calibration.segments, seed, out));
-    } else if (strcmp(src, "images") == 0) {
-        MPQ_CHECK(info->task == MPQ_TASK_CLASSIFIER, MPQ_ERR_CONFIG,
-                  "calibration.source = \"images\" needs a classifier");
-        MPQ_CALL(mpq_calib_set_images(ctx, cfg->calibration.images, cfg->calibration.first,
-                                      cfg->calibration.segments, out));
-    } else {
-        int64_t len = cfg->calibration.seq_len;
-        if (info->task == MPQ_TASK_LM && len > info->max_seq)
-            len = info->max_seq;
-        MPQ_CALL(mpq_calib_set_random(ctx, info, cfg->calibration.segments, len, seed, out));
-    }
+static mpq_err make_text(mpq_ctx *ctx, const mpq_config *cfg, const mpq_family_info *info,
+                         mpq_family *f, const mpq_tokenizer *tok, mpq_calib_set **out) {
+    (void)f;
+    MPQ_CHECK(info->task == MPQ_TASK_LM && tok, MPQ_ERR_CONFIG,
+              "calibration.source = \"text\" needs a language model and model.tokenizer");
+    MPQ_CALL(mpq_calib_set_text(ctx, tok, cfg->calibration.text, cfg->calibration.seq_len,
+                                cfg->calibration.segments, (uint64_t)cfg->calibration.seed, out));
     return MPQ_OK;
 }
 
-mpq_err mpq_calib_set_from_config_family(mpq_ctx *ctx, const mpq_config *cfg, mpq_family *f,
-                                         const mpq_tokenizer *tok, mpq_calib_set **out) {
-    *out = NULL;
-    if (strcmp(cfg->calibration.source, "generated") != 0) {
-        MPQ_CALL(mpq_calib_set_from_config(ctx, cfg, mpq_family_get_info(f), tok, out));
-        return MPQ_OK;
-    }
-    MPQ_CHECK(mpq_family_get_info(f)->task == MPQ_TASK_LM, MPQ_ERR_CONFIG,
+static mpq_err make_images(mpq_ctx *ctx, const mpq_config *cfg, const mpq_family_info *info,
+                           mpq_family *f, const mpq_tokenizer *tok, mpq_calib_set **out) {
+    (void)f, (void)tok;
+    MPQ_CHECK(info->task == MPQ_TASK_CLASSIFIER, MPQ_ERR_CONFIG,
+              "calibration.source = \"images\" needs a classifier");
+    MPQ_CALL(mpq_calib_set_images(ctx, cfg->calibration.images, cfg->calibration.first,
+                                  cfg->calibration.segments, out));
+    return MPQ_OK;
+}
+
+static mpq_err make_random(mpq_ctx *ctx, const mpq_config *cfg, const mpq_family_info *info,
+                           mpq_family *f, const mpq_tokenizer *tok, mpq_calib_set **out) {
+    (void)f, (void)tok;
+    int64_t len = cfg->calibration.seq_len;
+    if (info->task == MPQ_TASK_LM && len > info->max_seq)
+        len = info->max_seq;
+    MPQ_CALL(mpq_calib_set_random(ctx, info, cfg->calibration.segments, len,
+                                  (uint64_t)cfg->calibration.seed, out));
+    return MPQ_OK;
+}
+
+static mpq_err make_generated(mpq_ctx *ctx, const mpq_config *cfg, const mpq_family_info *info,
+                              mpq_family *f, const mpq_tokenizer *tok, mpq_calib_set **out) {
+    (void)tok;
+    MPQ_CHECK(info->task == MPQ_TASK_LM, MPQ_ERR_CONFIG,
               "%s: calibration.source = \"generated\" needs a language model: a classifier "
               "cannot generate its own inputs (use \"images\" or \"random\")",
               cfg->source);
     MPQ_CALL(mpq_calib_set_generated(ctx, f, cfg->calibration.segments, cfg->calibration.seq_len,
                                      cfg->calibration.temperature, (uint64_t)cfg->calibration.seed,
                                      out));
+    return MPQ_OK;
+}
+
+static const mpq_calib_source source_text = {
+    .name = "text",
+    .summary = "segments of a text file's document stream (language models)",
+    .make = make_text};
+static const mpq_calib_source source_images = {
+    .name = "images", .summary = "images of an IDX file (classifiers)", .make = make_images};
+static const mpq_calib_source source_random = {
+    .name = "random", .summary = "uniformly random tokens or pixels", .make = make_random};
+static const mpq_calib_source source_generated = {
+    .name = "generated",
+    .summary = "sequences sampled from the full-precision language model itself",
+    .needs_model = 1,
+    .make = make_generated};
+
+const mpq_calib_source *const mpq_calib_sources[] = {&source_text, &source_images, &source_random,
+                                                     &source_generated, NULL};
+
+static const char *source_name_at(int64_t i) {
+    return mpq_calib_sources[i] ? mpq_calib_sources[i]->name : NULL;
+}
+
+const mpq_registry mpq_calib_source_reg = {.what = "calibration source", .name_at = source_name_at};
+
+const mpq_calib_source *mpq_calib_source_find(const char *name) {
+    int64_t i = mpq_registry_index(&mpq_calib_source_reg, name);
+    return i < 0 ? NULL : mpq_calib_sources[i];
+}
+
+/* The source calibration.source names; an unknown one is an error listing
+ * the registry. */
+static mpq_err source_of(mpq_ctx *ctx, const mpq_config *cfg, const mpq_calib_source **out) {
+    int64_t i = 0;
+    char lead[512];
+    snprintf(lead, sizeof lead, "%s: calibration.source: unknown source", cfg->source);
+    MPQ_CALL(mpq_registry_lookup(ctx, &mpq_calib_source_reg, cfg->calibration.source,
+                                 MPQ_ERR_CONFIG, lead, &i));
+    *out = mpq_calib_sources[i];
+    return MPQ_OK;
+}
+
+mpq_err mpq_calib_set_from_config(mpq_ctx *ctx, const mpq_config *cfg, const mpq_family_info *info,
+                                  const mpq_tokenizer *tok, mpq_calib_set **out) {
+    *out = NULL;
+    const mpq_calib_source *src = NULL;
+    MPQ_CALL(source_of(ctx, cfg, &src));
+    MPQ_CHECK(!src->needs_model, MPQ_ERR_CONFIG,
+              "%s: calibration.source = \"%s\" needs the model itself, which this caller does "
+              "not pass (internal: use mpq_calib_set_from_config_family)",
+              cfg->source, src->name);
+    MPQ_CALL(src->make(ctx, cfg, info, NULL, tok, out));
+    return MPQ_OK;
+}
+
+mpq_err mpq_calib_set_from_config_family(mpq_ctx *ctx, const mpq_config *cfg, mpq_family *f,
+                                         const mpq_tokenizer *tok, mpq_calib_set **out) {
+    *out = NULL;
+    const mpq_calib_source *src = NULL;
+    MPQ_CALL(source_of(ctx, cfg, &src));
+    MPQ_CALL(src->make(ctx, cfg, mpq_family_get_info(f), f, tok, out));
     return MPQ_OK;
 }
 

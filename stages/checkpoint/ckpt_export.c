@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "mpq_ckpt.h"
+#include "mpq_family.h"
 #include "mpq_outfile.h"
 
 /* ---- RoPE row order ---------------------------------------------------------- */
@@ -72,17 +73,43 @@ static mpq_err write_tensor_f32(mpq_ctx *ctx, mpq_outfile *f, const mpq_tensor *
 
 /* ---- safetensors --------------------------------------------------------------- */
 
-static int is_llama(const mpq_model *m) {
-    return strcmp(mpq_model_arch(m)->family, "llama") == 0;
+/* 1 when m's family keeps a Llama decoder under the canonical names. */
+static int llama_layout(const mpq_model *m) {
+    const mpq_family_ops *fam = mpq_family_of_model(m);
+    return fam && fam->llama_layout;
+}
+
+/* The Hugging Face model types a Llama-layout export is written as. A model
+ * takes the entry of its own model_type with its q/k/v bias setting, else
+ * the first entry with that bias setting (llama; qwen2 with biases). */
+static const struct {
+    const char *model_type, *architecture;
+    int qkv_bias;
+    int attention_bias_key; /* config.json names "attention_bias": false */
+} hf_types[] = {
+    {"llama", "LlamaForCausalLM", 0, 1},
+    {"mistral", "MistralForCausalLM", 0, 0},
+    {"qwen2", "Qwen2ForCausalLM", 1, 0},
+};
+
+#define NHF_TYPES (sizeof hf_types / sizeof hf_types[0])
+
+static size_t hf_type_of(const mpq_arch *a) {
+    size_t first = NHF_TYPES;
+    for (size_t i = 0; i < NHF_TYPES; i++) {
+        if (hf_types[i].qkv_bias != (a->qkv_bias != 0))
+            continue;
+        if (strcmp(a->model_type, hf_types[i].model_type) == 0)
+            return i;
+        if (first == NHF_TYPES)
+            first = i;
+    }
+    return first; /* every bias setting has an entry */
 }
 
 static cJSON *hf_config(const mpq_arch *a) {
-    const char *mt = a->qkv_bias                             ? "qwen2"
-                     : strcmp(a->model_type, "mistral") == 0 ? "mistral"
-                                                             : "llama";
-    const char *arch = strcmp(mt, "qwen2") == 0     ? "Qwen2ForCausalLM"
-                       : strcmp(mt, "mistral") == 0 ? "MistralForCausalLM"
-                                                    : "LlamaForCausalLM";
+    const size_t t = hf_type_of(a);
+    const char *mt = hf_types[t].model_type, *arch = hf_types[t].architecture;
     cJSON *o = cJSON_CreateObject();
     cJSON *as = cJSON_AddArrayToObject(o, "architectures");
     cJSON_AddItemToArray(as, cJSON_CreateString(arch));
@@ -98,7 +125,7 @@ static cJSON *hf_config(const mpq_arch *a) {
     cJSON_AddNumberToObject(o, "rms_norm_eps", a->norm_eps);
     cJSON_AddNumberToObject(o, "rope_theta", a->rope_theta);
     cJSON_AddBoolToObject(o, "tie_word_embeddings", a->tied_embeddings);
-    if (strcmp(mt, "llama") == 0)
+    if (hf_types[t].attention_bias_key)
         cJSON_AddBoolToObject(o, "attention_bias", 0);
     cJSON_AddStringToObject(o, "hidden_act", "silu");
     cJSON_AddStringToObject(o, "torch_dtype", "float32");
@@ -136,7 +163,7 @@ mpq_err mpq_export_safetensors(mpq_ctx *ctx, const mpq_model *m, const char *pat
     float *buf = NULL;
     mpq_outfile *f = NULL;
     const mpq_arch *a = mpq_model_arch(m);
-    const int llama = is_llama(m);
+    const int llama = llama_layout(m);
     const perm_kind perm = llama && a->rope_interleaved ? PERM_TO_HALF : PERM_NONE;
     char cfg_path[4096], src_cfg[4096];
     sibling(path, "config.json", cfg_path, sizeof cfg_path);
@@ -213,7 +240,7 @@ cleanup:
 static mpq_err check_llama2c(mpq_ctx *ctx, const mpq_model *m) {
     const mpq_arch *a = mpq_model_arch(m);
     const char *p = mpq_model_path(m);
-    MPQ_CHECK(is_llama(m), MPQ_ERR_ARG,
+    MPQ_CHECK(llama_layout(m), MPQ_ERR_ARG,
               "%s: llama2.c export needs a Llama-family model (this one is '%s')", p,
               a->family[0] ? a->family : "a plain tensor container");
     MPQ_CHECK(!a->qkv_bias, MPQ_ERR_ARG,
@@ -303,4 +330,43 @@ cleanup:
     mpq_outfile_abort(&f);
     mpq_free(buf);
     return err;
+}
+
+/* ---- the registry ------------------------------------------------------------- */
+
+static mpq_err write_safetensors(mpq_ctx *ctx, const mpq_model *m, const char *path,
+                                 const mpq_export_opts *o) {
+    MPQ_CALL(mpq_export_safetensors(ctx, m, path, o->overwrite, o->write_config));
+    return MPQ_OK;
+}
+
+static mpq_err write_llama2c(mpq_ctx *ctx, const mpq_model *m, const char *path,
+                             const mpq_export_opts *o) {
+    MPQ_CALL(mpq_export_llama2c(ctx, m, path, o->overwrite));
+    return MPQ_OK;
+}
+
+static const mpq_export_format export_safetensors = {
+    .name = "safetensors",
+    .summary = "F32 safetensors, with a Hugging Face config.json beside it for Llama models",
+    .write = write_safetensors,
+};
+
+static const mpq_export_format export_llama2c = {
+    .name = "llama2c",
+    .summary = "llama2.c legacy checkpoint (run.c format; Llama models only)",
+    .write = write_llama2c,
+};
+
+const mpq_export_format *const mpq_export_formats[] = {&export_safetensors, &export_llama2c, NULL};
+
+static const char *export_name_at(int64_t i) {
+    return mpq_export_formats[i] ? mpq_export_formats[i]->name : NULL;
+}
+
+const mpq_registry mpq_export_format_reg = {.what = "export format", .name_at = export_name_at};
+
+const mpq_export_format *mpq_export_format_find(const char *name) {
+    int64_t i = mpq_registry_index(&mpq_export_format_reg, name);
+    return i < 0 ? NULL : mpq_export_formats[i];
 }

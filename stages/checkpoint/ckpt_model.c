@@ -5,47 +5,15 @@
  * The quantized layers are dequantized once at open time into fp32 tensors
  * under their canonical names (the exact values mpq_qlayer_dequantize
  * gives); plain tensors keep their stored dtype. All of it lives in one
- * anonymous mapping registered with the model like a file mapping, made
- * read-only once filled, so mpq_model_close releases it. Each process holds
- * its own copy (the reader is local). */
-#include <errno.h>
+ * buffer owned by the model (mpq_model_add_buffer), made read-only once
+ * filled, so mpq_model_close releases it. Each process holds its own copy
+ * (the reader is local). */
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 
-#include "../loading/io_internal.h"
 #include "mpq_ckpt.h"
-
-/* Adds an anonymous read-write mapping of size bytes to m (owned by m). */
-static mpq_err add_anon_map(mpq_ctx *ctx, mpq_model *m, const char *path, size_t size,
-                            unsigned char **base) {
-    mpq_err err = MPQ_OK;
-    mpq_io_map *mp = NULL;
-    char *copy = NULL;
-    void *p = MAP_FAILED;
-    if (m->nmaps == m->cap_maps) {
-        int64_t cap = m->cap_maps ? 2 * m->cap_maps : 4;
-        MPQ_CALL(mpq_realloc(ctx, m->cap_maps, cap, sizeof *m->maps, (void **)&m->maps));
-        m->cap_maps = cap;
-    }
-    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    MPQ_ENSURE(p != MAP_FAILED, MPQ_ERR_NOMEM,
-               "%s: cannot allocate %zu bytes for the dequantized weights: %s", path, size,
-               strerror(errno));
-    MPQ_TRY(mpq_strdup(ctx, path, &copy));
-    MPQ_ALLOC_TRY(mp, 1);
-    mp->path = copy;
-    mp->base = p;
-    mp->size = size;
-    m->maps[m->nmaps++] = mp;
-    *base = p;
-    return MPQ_OK;
-cleanup:
-    mpq_free(copy);
-    if (p != MAP_FAILED)
-        munmap(p, size);
-    return err;
-}
+#include "mpq_family.h"
+#include "mpq_model_format.h"
 
 static mpq_err ck_open(mpq_ctx *ctx, mpq_model *m, const char *path) {
     mpq_err err = MPQ_OK;
@@ -65,8 +33,8 @@ static mpq_err ck_open(mpq_ctx *ctx, mpq_model *m, const char *path) {
     }
     unsigned char *base = NULL;
     size_t size = total > 0 ? (size_t)total : 64;
-    MPQ_TRY(add_anon_map(ctx, m, path, size, &base));
-    const char *file = m->maps[m->nmaps - 1]->path;
+    MPQ_TRY(mpq_model_add_buffer(ctx, m, size, &base));
+    const char *file = mpq_model_path(m);
     for (int64_t i = 0; i < ck->nentries; i++) {
         const mpq_ckpt_entry *e = &ck->entries[i];
         if (e->quantized)
@@ -75,16 +43,18 @@ static mpq_err ck_open(mpq_ctx *ctx, mpq_model *m, const char *path) {
             MPQ_TRY(mpq_ckpt_read_tensor(ctx, ck, i, base + off[i]));
         mpq_tensor t;
         MPQ_TRY(
-            mpq_io_tensor_init(ctx, &t, e->name, e->dtype, e->ndim, e->shape, base + off[i], file));
-        MPQ_TRY(mpq_io_add_tensor(ctx, m, &t));
+            mpq_tensor_init(ctx, &t, e->name, e->dtype, e->ndim, e->shape, base + off[i], file));
+        MPQ_TRY(mpq_model_add_tensor(ctx, m, &t));
     }
     /* Read-only from here, like the file mappings of the other formats. */
-    MPQ_ENSURE(mprotect(base, size, PROT_READ) == 0, MPQ_ERR_IO, "%s: mprotect failed: %s", path,
-               strerror(errno));
-    m->arch = ck->arch;
-    snprintf(m->arch.format, sizeof m->arch.format, "mpqckpt");
-    if (strcmp(m->arch.family, "llama") == 0)
-        MPQ_TRY(mpq_io_check_llama(ctx, m));
+    MPQ_TRY(mpq_model_seal_buffers(ctx, m));
+    mpq_arch a = ck->arch;
+    snprintf(a.format, sizeof a.format, "%s", mpq_format_mpqckpt.name);
+    mpq_model_set_arch(m, &a);
+    /* The tensors the recorded family's architecture implies. */
+    const mpq_family_ops *fam = mpq_family_of_model(m);
+    if (fam && fam->check_model)
+        MPQ_TRY(fam->check_model(ctx, m));
 cleanup:
     mpq_free(off);
     mpq_ckpt_close(&ck);

@@ -294,19 +294,69 @@ static const mpq_hfactor_backend backend_scalapack = {
 const mpq_hfactor_backend *const mpq_hfactor_backends[] = {&backend_lapack, &backend_scalapack,
                                                            NULL};
 
+static const char *backend_name_at(int64_t i) {
+    return mpq_hfactor_backends[i] ? mpq_hfactor_backends[i]->name : NULL;
+}
+
+const mpq_registry mpq_hfactor_backend_reg = {.what = "factorisation backend",
+                                              .name_at = backend_name_at};
+
 const mpq_hfactor_backend *mpq_hfactor_backend_find(const char *name) {
-    for (int k = 0; mpq_hfactor_backends[k]; k++)
-        if (strcmp(mpq_hfactor_backends[k]->name, name) == 0)
-            return mpq_hfactor_backends[k];
-    return NULL;
+    int64_t i = mpq_registry_index(&mpq_hfactor_backend_reg, name);
+    return i < 0 ? NULL : mpq_hfactor_backends[i];
+}
+
+/* ---- backend policies (hessian.scalapack) ---------------------------------- */
+
+static const mpq_hfactor_backend *choose_auto(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n) {
+    if (ctx->comm == MPI_COMM_NULL)
+        return &backend_lapack;
+    return n >= o->scalapack_min_width ? &backend_scalapack : &backend_lapack;
+}
+
+static const mpq_hfactor_backend *choose_always(mpq_ctx *ctx, const mpq_hfactor_opts *o,
+                                                int64_t n) {
+    (void)ctx, (void)o, (void)n;
+    return &backend_scalapack;
+}
+
+static const mpq_hfactor_backend *choose_never(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n) {
+    (void)ctx, (void)o, (void)n;
+    return &backend_lapack;
+}
+
+static const mpq_hfactor_policy policy_auto = {
+    .name = "auto",
+    .summary = "ScaLAPACK for layers at least scalapack_min_width wide, LAPACK below",
+    .choose = choose_auto};
+static const mpq_hfactor_policy policy_always = {
+    .name = "always", .summary = "ScaLAPACK for every layer", .choose = choose_always};
+static const mpq_hfactor_policy policy_never = {
+    .name = "never", .summary = "LAPACK on one rank for every layer", .choose = choose_never};
+
+const mpq_hfactor_policy *const mpq_hfactor_policies[] = {&policy_auto, &policy_always,
+                                                          &policy_never, NULL};
+
+static const char *policy_name_at(int64_t i) {
+    return mpq_hfactor_policies[i] ? mpq_hfactor_policies[i]->name : NULL;
+}
+
+const mpq_registry mpq_hfactor_policy_reg = {.what = "ScaLAPACK policy", .name_at = policy_name_at};
+
+const mpq_hfactor_policy *mpq_hfactor_policy_find(const char *name) {
+    int64_t i = mpq_registry_index(&mpq_hfactor_policy_reg, name);
+    return i < 0 ? NULL : mpq_hfactor_policies[i];
+}
+
+const mpq_hfactor_backend *mpq_hfactor_choose_backend(mpq_ctx *ctx, const mpq_hfactor_opts *o,
+                                                      int64_t n) {
+    const mpq_hfactor_policy *p = mpq_hfactor_policy_find(o->scalapack);
+    return p ? p->choose(ctx, o, n) : NULL;
 }
 
 const char *mpq_hfactor_choose(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n) {
-    if (strcmp(o->scalapack, "always") == 0)
-        return "scalapack";
-    if (strcmp(o->scalapack, "never") == 0 || ctx->comm == MPI_COMM_NULL)
-        return "lapack";
-    return n >= o->scalapack_min_width ? "scalapack" : "lapack";
+    const mpq_hfactor_backend *be = mpq_hfactor_choose_backend(ctx, o, n);
+    return be ? be->name : NULL;
 }
 
 /* ---- the retry driver ---------------------------------------------------- */
@@ -449,9 +499,10 @@ mpq_err mpq_hfactor_compute(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char 
     *out = NULL;
     MPQ_CHECK(root >= 0 && root < ctx->size, MPQ_ERR_ARG, "layer '%s': root %d is not a rank", name,
               root);
-    const char *bname = mpq_hfactor_choose(ctx, o, n);
-    const mpq_hfactor_backend *be = mpq_hfactor_backend_find(bname);
-    MPQ_CHECK(be, MPQ_ERR_INTERNAL, "no factorisation backend '%s'", bname);
+    int64_t pi = 0;
+    MPQ_CALL(mpq_registry_lookup(ctx, &mpq_hfactor_policy_reg, o->scalapack, MPQ_ERR_CONFIG,
+                                 "hessian.scalapack: unknown policy", &pi));
+    const mpq_hfactor_backend *be = mpq_hfactor_policies[pi]->choose(ctx, o, n);
     if (be->collective)
         MPQ_CHECK(ctx->comm != MPI_COMM_NULL, MPQ_ERR_CONFIG,
                   "layer '%s': hessian.scalapack = \"%s\" needs an MPI context", name,

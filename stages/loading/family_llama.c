@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "family_internal.h"
+#include "io_internal.h"
 #include "mpq_config.h"
 #include "mpq_ctx.h"
 #include "mpq_family.h"
@@ -59,7 +61,7 @@ typedef struct llama {
 
 static int llama_detect(const mpq_model *m, const mpq_config *cfg) {
     (void)cfg;
-    return strcmp(mpq_model_arch(m)->family, "llama") == 0;
+    return strcmp(mpq_model_arch(m)->family, mpq_family_llama_ops.name) == 0;
 }
 
 /* fp32 view of tensor `name` with the expected shape: the mapping itself
@@ -483,6 +485,8 @@ static mpq_err llama_set_weight(mpq_ctx *ctx, void *state, int64_t layer, const 
 
 const mpq_family_ops mpq_family_llama_ops = {
     .name = "llama",
+    .llama_layout = 1,
+    .check_model = mpq_io_check_llama,
     .detect = llama_detect,
     .create = llama_create,
     .destroy = llama_destroy,

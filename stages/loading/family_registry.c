@@ -3,15 +3,20 @@
 #include <math.h>
 #include <string.h>
 
+#include "family_internal.h"
 #include "mpq_config.h"
 #include "mpq_ctx.h"
 #include "mpq_family.h"
 
-extern const mpq_family_ops mpq_family_llama_ops;
-extern const mpq_family_ops mpq_family_cnn_ops;
-
 const mpq_family_ops *const mpq_family_registry[] = {&mpq_family_llama_ops, &mpq_family_cnn_ops,
                                                      NULL};
+
+static const char *family_name_at(int64_t i) {
+    return mpq_family_registry[i] ? mpq_family_registry[i]->name : NULL;
+}
+
+const mpq_registry mpq_family_reg = {
+    .what = "model family", .also = "auto", .name_at = family_name_at};
 
 struct mpq_family {
     const mpq_family_ops *ops;
@@ -23,10 +28,12 @@ struct mpq_family {
 };
 
 const mpq_family_ops *mpq_family_find(const char *name) {
-    for (int i = 0; mpq_family_registry[i]; i++)
-        if (strcmp(mpq_family_registry[i]->name, name) == 0)
-            return mpq_family_registry[i];
-    return NULL;
+    int64_t i = mpq_registry_index(&mpq_family_reg, name);
+    return i < 0 ? NULL : mpq_family_registry[i];
+}
+
+const mpq_family_ops *mpq_family_of_model(const mpq_model *m) {
+    return mpq_family_find(mpq_model_arch(m)->family);
 }
 
 mpq_err mpq_family_create(mpq_ctx *ctx, const mpq_model *m, const mpq_config *cfg, const char *name,
@@ -37,7 +44,7 @@ mpq_err mpq_family_create(mpq_ctx *ctx, const mpq_model *m, const mpq_config *cf
     if (!name)
         name = cfg ? cfg->model.family : "auto";
     const mpq_family_ops *ops = NULL;
-    if (strcmp(name, "auto") == 0) {
+    if (strcmp(name, mpq_family_reg.also) == 0) {
         for (int i = 0; mpq_family_registry[i] && !ops; i++)
             if (mpq_family_registry[i]->detect(m, cfg))
                 ops = mpq_family_registry[i];
@@ -46,8 +53,9 @@ mpq_err mpq_family_create(mpq_ctx *ctx, const mpq_model *m, const mpq_config *cf
                   "model.cnn description in the configuration); set model.family",
                   mpq_model_path(m));
     } else {
-        ops = mpq_family_find(name);
-        MPQ_CHECK(ops, MPQ_ERR_CONFIG, "unknown model family '%s' (known: llama, cnn)", name);
+        int64_t i = 0;
+        MPQ_CALL(mpq_registry_lookup(ctx, &mpq_family_reg, name, MPQ_ERR_CONFIG, NULL, &i));
+        ops = mpq_family_registry[i];
     }
     MPQ_ALLOC_TRY(f, 1);
     f->ops = ops;

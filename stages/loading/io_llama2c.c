@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "family_internal.h"
 #include "io_internal.h"
 
 #define LLAMA2C_MAGIC      0x616b3432u
@@ -104,7 +105,7 @@ static mpq_err read_params(mpq_ctx *ctx, const char *path, const unsigned char *
               (int)v[4]);
     MPQ_CHECK((v[0] / v[3]) % 2 == 0, MPQ_ERR_FORMAT,
               "%s: head size dim / n_heads = %d must be even", path, (int)(v[0] / v[3]));
-    snprintf(a->family, sizeof a->family, "llama");
+    snprintf(a->family, sizeof a->family, "%s", mpq_family_llama_ops.name);
     snprintf(a->model_type, sizeof a->model_type, "llama2.c");
     a->dim = v[0];
     a->hidden_dim = v[1];
@@ -217,9 +218,9 @@ static mpq_err l2c_open(mpq_ctx *ctx, mpq_model *m, const char *path) {
                 char name[MPQ_TENSOR_NAME_MAX];
                 snprintf(name, sizeof name, ai->name, (long long)l);
                 mpq_tensor t;
-                MPQ_CALL(mpq_io_tensor_init(ctx, &t, name, MPQ_DTYPE_F32, ai->ndim, ai->shape,
-                                            base + offset + (size_t)l * one, map->path));
-                MPQ_CALL(mpq_io_add_tensor(ctx, m, &t));
+                MPQ_CALL(mpq_tensor_init(ctx, &t, name, MPQ_DTYPE_F32, ai->ndim, ai->shape,
+                                         base + offset + (size_t)l * one, map->path));
+                MPQ_CALL(mpq_model_add_tensor(ctx, m, &t));
             }
         }
         offset += (size_t)n * 4;
@@ -236,6 +237,7 @@ static int l2c_probe(const char *path, int is_dir, const unsigned char *head, si
 
 const mpq_model_format mpq_format_llama2c = {
     .name = "llama2c",
+    .fallback = 1,
     .probe = l2c_probe,
     .open = l2c_open,
 };

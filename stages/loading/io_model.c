@@ -15,6 +15,7 @@
 #include "mpq_infile.h"
 #include "mpq_ctx.h"
 #include "mpq_model.h"
+#include "mpq_model_format.h"
 
 /* ---- dtypes ------------------------------------------------------------- */
 
@@ -139,8 +140,52 @@ cleanup:
     return err;
 }
 
-mpq_err mpq_io_tensor_init(mpq_ctx *ctx, mpq_tensor *t, const char *name, mpq_dtype dtype, int ndim,
-                           const int64_t *shape, const void *data, const char *file) {
+mpq_err mpq_model_add_buffer(mpq_ctx *ctx, mpq_model *m, size_t size, unsigned char **base) {
+    mpq_err err = MPQ_OK;
+    mpq_io_map *mp = NULL;
+    char *copy = NULL;
+    void *p = MAP_FAILED;
+    *base = NULL;
+    if (m->nmaps == m->cap_maps) {
+        int64_t cap = m->cap_maps ? 2 * m->cap_maps : 4;
+        MPQ_CALL(mpq_realloc(ctx, m->cap_maps, cap, sizeof *m->maps, (void **)&m->maps));
+        m->cap_maps = cap;
+    }
+    /* Anonymous pages: zeroed and page-aligned (so 64-byte aligned). */
+    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    MPQ_ENSURE(p != MAP_FAILED, MPQ_ERR_NOMEM,
+               "%s: cannot allocate %zu bytes for the model's tensors: %s", m->path, size,
+               strerror(errno));
+    MPQ_TRY(mpq_strdup(ctx, m->path, &copy));
+    MPQ_ALLOC_TRY(mp, 1);
+    mp->path = copy;
+    mp->base = p;
+    mp->size = size;
+    mp->anon = 1;
+    m->maps[m->nmaps++] = mp;
+    *base = p;
+    return MPQ_OK;
+cleanup:
+    mpq_free(copy);
+    if (p != MAP_FAILED)
+        munmap(p, size);
+    return err;
+}
+
+mpq_err mpq_model_seal_buffers(mpq_ctx *ctx, mpq_model *m) {
+    for (int64_t i = 0; i < m->nmaps; i++)
+        if (m->maps[i]->anon)
+            MPQ_CHECK(mprotect((void *)m->maps[i]->base, m->maps[i]->size, PROT_READ) == 0,
+                      MPQ_ERR_IO, "%s: mprotect failed: %s", m->path, strerror(errno));
+    return MPQ_OK;
+}
+
+void mpq_model_set_arch(mpq_model *m, const mpq_arch *a) {
+    m->arch = *a;
+}
+
+mpq_err mpq_tensor_init(mpq_ctx *ctx, mpq_tensor *t, const char *name, mpq_dtype dtype, int ndim,
+                        const int64_t *shape, const void *data, const char *file) {
     memset(t, 0, sizeof *t);
     size_t nlen = strlen(name);
     MPQ_CHECK(nlen > 0 && nlen < MPQ_TENSOR_NAME_MAX, MPQ_ERR_FORMAT,
@@ -170,7 +215,7 @@ mpq_err mpq_io_tensor_init(mpq_ctx *ctx, mpq_tensor *t, const char *name, mpq_dt
     return MPQ_OK;
 }
 
-mpq_err mpq_io_add_tensor(mpq_ctx *ctx, mpq_model *m, const mpq_tensor *t) {
+mpq_err mpq_model_add_tensor(mpq_ctx *ctx, mpq_model *m, const mpq_tensor *t) {
     if (m->ntensors == m->cap_tensors) {
         int64_t cap = m->cap_tensors ? 2 * m->cap_tensors : 64;
         MPQ_CALL(mpq_realloc(ctx, m->cap_tensors, cap, sizeof *m->tensors, (void **)&m->tensors));
@@ -330,12 +375,39 @@ mpq_err mpq_io_check_llama(mpq_ctx *ctx, const mpq_model *m) {
 
 /* ---- the format registry and open/close ---------------------------------- */
 
-static const mpq_model_format *const formats[] = {
-    &mpq_format_mpqckpt, /* HDF5 signature: probed first */
+/* Format "auto" probes in this order, fallback formats last: the HDF5
+ * signature of a checkpoint before the safetensors checks (which accept any
+ * file named .safetensors or .json). */
+const mpq_model_format *const mpq_model_formats[] = {
+    &mpq_format_llama2c, /* fallback: no magic */
+    &mpq_format_mpqckpt,
     &mpq_format_safetensors,
-    &mpq_format_llama2c,
+    NULL,
 };
-#define NFORMATS (sizeof formats / sizeof formats[0])
+
+static const char *format_name_at(int64_t i) {
+    return mpq_model_formats[i] ? mpq_model_formats[i]->name : NULL;
+}
+
+const mpq_registry mpq_model_format_reg = {
+    .what = "model format", .also = "auto", .name_at = format_name_at};
+
+const mpq_model_format *mpq_model_format_find(const char *name) {
+    int64_t i = mpq_registry_index(&mpq_model_format_reg, name);
+    return i < 0 ? NULL : mpq_model_formats[i];
+}
+
+/* The format of path by its probes: the formats with a magic first, then the
+ * fallbacks, each group in registry order; NULL when none accepts it. */
+static const mpq_model_format *probe_format(const char *path, int is_dir, const unsigned char *head,
+                                            size_t nhead) {
+    for (int fallback = 0; fallback < 2; fallback++)
+        for (int i = 0; mpq_model_formats[i]; i++)
+            if (mpq_model_formats[i]->fallback == fallback &&
+                mpq_model_formats[i]->probe(path, is_dir, head, nhead))
+                return mpq_model_formats[i];
+    return NULL;
+}
 
 static int cmp_tensor_ptr(const void *a, const void *b) {
     const mpq_tensor *x = *(const mpq_tensor *const *)a, *y = *(const mpq_tensor *const *)b;
@@ -377,16 +449,16 @@ mpq_err mpq_model_open(mpq_ctx *ctx, const char *path, const char *format, mpq_m
         fclose(f);
     }
     const mpq_model_format *fmt = NULL;
-    for (size_t i = 0; i < NFORMATS && !fmt; i++) {
-        if (strcmp(format, "auto") == 0 ? formats[i]->probe(path, is_dir, head, nhead)
-                                        : strcmp(format, formats[i]->name) == 0)
-            fmt = formats[i];
+    if (strcmp(format, mpq_model_format_reg.also) == 0) {
+        fmt = probe_format(path, is_dir, head, nhead);
+        MPQ_CHECK(fmt, MPQ_ERR_FORMAT,
+                  "%s: not a recognised model (llama2.c .bin, safetensors or mpquant checkpoint)",
+                  path);
+    } else {
+        int64_t i = 0;
+        MPQ_CALL(mpq_registry_lookup(ctx, &mpq_model_format_reg, format, MPQ_ERR_ARG, NULL, &i));
+        fmt = mpq_model_formats[i];
     }
-    if (!fmt && strcmp(format, "auto") == 0)
-        return MPQ_ERROR(MPQ_ERR_FORMAT,
-                         "%s: not a recognised model (llama2.c .bin or safetensors)", path);
-    MPQ_CHECK(fmt, MPQ_ERR_ARG, "unknown model format '%s' (expected auto, llama2c or safetensors)",
-              format);
     MPQ_ALLOC(m, 1);
     MPQ_TRY(mpq_strdup(ctx, path, &m->path));
     MPQ_TRY(fmt->open(ctx, m, path));

@@ -25,6 +25,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "family_internal.h"
 #include "io_internal.h"
 #include "mpq_text.h"
 
@@ -178,7 +179,7 @@ static mpq_err st_read_file(mpq_ctx *ctx, mpq_model *m, const char *path, const 
                    "section (%lld bytes): truncated file?",
                    file, tname, (long long)b, (long long)e, (long long)data_size);
         mpq_tensor t;
-        MPQ_TRY(mpq_io_tensor_init(ctx, &t, tname, dtype, ndim, shape, data + b, file));
+        MPQ_TRY(mpq_tensor_init(ctx, &t, tname, dtype, ndim, shape, data + b, file));
         MPQ_ENSURE((int64_t)t.nbytes == e - b, MPQ_ERR_FORMAT,
                    "%s: tensor '%s': %s shape of %lld elements needs %zu bytes, data_offsets give "
                    "%lld",
@@ -194,7 +195,7 @@ static mpq_err st_read_file(mpq_ctx *ctx, mpq_model *m, const char *path, const 
         }
         ext[next] = (st_extent){.begin = b, .end = e, .tensor = m->ntensors};
         next++;
-        MPQ_TRY(mpq_io_add_tensor(ctx, m, &t));
+        MPQ_TRY(mpq_model_add_tensor(ctx, m, &t));
     }
     /* The tensors must tile the data section: sorted by offset, each starts
      * where the previous one ended and the last ends at the end of file. */
@@ -320,7 +321,7 @@ static mpq_err read_config(mpq_ctx *ctx, const char *path, mpq_arch *a) {
                "smollm)",
                path, cJSON_IsString(mt) ? "model_type" : "architecture",
                cJSON_IsString(mt) ? mt->valuestring : arch0);
-    snprintf(a->family, sizeof a->family, "llama");
+    snprintf(a->family, sizeof a->family, "%s", mpq_family_llama_ops.name);
     snprintf(a->model_type, sizeof a->model_type, "%s", llama_variants[variant].model_type);
     a->qkv_bias = llama_variants[variant].qkv_bias;
     a->rope_interleaved = 0;

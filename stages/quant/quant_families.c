@@ -522,20 +522,22 @@ static const mpq_quant_ops ops_nf4 = {
 
 static const mpq_quant_ops *const registry[] = {
     &ops_int,    &ops_binary, &ops_sbinary, &ops_ternary, &ops_tseq, &ops_seq2, &ops_pow2,
-    &ops_powexp, &ops_fp4,    &ops_mxfp4,   &ops_nvfp4,   &ops_fp8,  &ops_nf4,
+    &ops_powexp, &ops_fp4,    &ops_mxfp4,   &ops_nvfp4,   &ops_fp8,  &ops_nf4,  NULL,
 };
 
 const mpq_quant_ops *const *mpq_quant_registry(int *count) {
     if (count)
-        *count = (int)(sizeof registry / sizeof registry[0]);
+        *count = (int)(sizeof registry / sizeof registry[0]) - 1;
     return registry;
 }
 
+static const char *quant_name_at(int64_t i) {
+    return registry[i] ? registry[i]->name : NULL;
+}
+
+const mpq_registry mpq_quant_reg = {.what = "quantizer", .name_at = quant_name_at};
+
 const mpq_quant_ops *mpq_quant_find(const char *name) {
-    if (!name)
-        return NULL;
-    for (size_t i = 0; i < sizeof registry / sizeof registry[0]; i++)
-        if (strcmp(registry[i]->name, name) == 0)
-            return registry[i];
-    return NULL;
+    int64_t i = mpq_registry_index(&mpq_quant_reg, name);
+    return i < 0 ? NULL : registry[i];
 }

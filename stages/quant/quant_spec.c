@@ -49,16 +49,6 @@ static void key_list(unsigned mask, char *buf, size_t len) {
     }
 }
 
-static void family_list(char *buf, size_t len) {
-    int n;
-    const mpq_quant_ops *const *reg = mpq_quant_registry(&n);
-    buf[0] = '\0';
-    for (int i = 0; i < n; i++) {
-        size_t used = strlen(buf);
-        snprintf(buf + used, len - used, "%s%s", used ? ", " : "", reg[i]->name);
-    }
-}
-
 static void name_list(const char *const *names, int n, unsigned mask, char *buf, size_t len) {
     buf[0] = '\0';
     for (int i = 0; i < n; i++) {
@@ -120,7 +110,7 @@ mpq_err mpq_qspec_parse(mpq_ctx *ctx, const char *text, mpq_qspec *out) {
     trim_copy(text, nlen, name, sizeof name);
     const mpq_quant_ops *ops = mpq_quant_find(name);
     if (!ops) {
-        family_list(fams, sizeof fams);
+        mpq_registry_names(&mpq_quant_reg, ", ", fams, sizeof fams);
         return MPQ_ERROR(MPQ_ERR_CONFIG,
                          "quantizer spec '%s': unknown quantizer '%s'; valid quantizers: %s", text,
                          name, fams);

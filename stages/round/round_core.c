@@ -92,9 +92,12 @@ mpq_err mpq_round_from_config(mpq_ctx *ctx, const mpq_config *cfg, mpq_round_opt
         }
     }
     if (method) {
-        *method = mpq_round_method_find(cfg->quant.method);
-        MPQ_CHECK(*method, MPQ_ERR_CONFIG, "%s: quant.method: unknown method '%s'", cfg->source,
-                  cfg->quant.method);
+        int64_t i = 0;
+        char lead[512];
+        snprintf(lead, sizeof lead, "%s: quant.method: unknown method", cfg->source);
+        MPQ_CALL(mpq_registry_lookup(ctx, &mpq_round_method_reg, cfg->quant.method, MPQ_ERR_CONFIG,
+                                     lead, &i));
+        *method = mpq_round_methods[i];
     }
     return MPQ_OK;
 }
@@ -104,13 +107,15 @@ mpq_err mpq_round_from_config(mpq_ctx *ctx, const mpq_config *cfg, mpq_round_opt
 const mpq_round_method *const mpq_round_methods[] = {
     &mpq_round_rtn, &mpq_round_gptq, &mpq_round_adaround, &mpq_round_signround, NULL};
 
+static const char *method_name_at(int64_t i) {
+    return mpq_round_methods[i] ? mpq_round_methods[i]->name : NULL;
+}
+
+const mpq_registry mpq_round_method_reg = {.what = "rounding method", .name_at = method_name_at};
+
 const mpq_round_method *mpq_round_method_find(const char *name) {
-    if (!name)
-        return NULL;
-    for (int i = 0; mpq_round_methods[i]; i++)
-        if (strcmp(mpq_round_methods[i]->name, name) == 0)
-            return mpq_round_methods[i];
-    return NULL;
+    int64_t i = mpq_registry_index(&mpq_round_method_reg, name);
+    return i < 0 ? NULL : mpq_round_methods[i];
 }
 
 /* ---- the problem ------------------------------------------------------------------ */
@@ -159,7 +164,9 @@ int mpq_round_shared_factor(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_rou
         return 0;
     if (ctx->comm == MPI_COMM_NULL)
         return 0;
-    return strcmp(mpq_hfactor_choose(ctx, &o->hf, cols), "scalapack") == 0;
+    /* A collective backend factorises on every rank: the factor is shared. */
+    const mpq_hfactor_backend *be = mpq_hfactor_choose_backend(ctx, &o->hf, cols);
+    return be && be->collective;
 }
 
 mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const char *name,

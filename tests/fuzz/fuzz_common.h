@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mpq_cli.h"
 #include "mpq_ctx.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -64,6 +65,9 @@ static inline fuzz_env *fuzz_env_get(void) {
         if (mpq_ctx_create(MPI_COMM_NULL, &fuzz_env_g.ctx) != MPQ_OK)
             fuzz_fail("cannot create a serial context");
         fuzz_env_g.ctx->log_level = MPQ_LOG_ERROR;
+        /* The configuration's allowed values of variant keys (fuzz_config). */
+        if (mpq_cli_register_registries(fuzz_env_g.ctx) != MPQ_OK)
+            fuzz_fail("cannot register the registries");
         const char *tmp = getenv("TMPDIR");
         snprintf(fuzz_env_g.dir, sizeof fuzz_env_g.dir, "%s/mpq-fuzz-XXXXXX",
                  tmp && *tmp ? tmp : "/tmp");
