@@ -445,10 +445,10 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
     mpq_session *ses = s->ses;
     const int64_t nblocks = ses->info->nblocks;
     MPQ_TRY(mpq_session_calibrate(ctx, ses));
-    MPQ_TRY(alloc_result(ctx, s));
+    MPQ_TRY(mpq_agree(ctx, alloc_result(ctx, s)));
 
     if (ses->mixed) {
-        MPQ_TRY(alloc_measure(ctx, s));
+        MPQ_TRY(mpq_agree(ctx, alloc_measure(ctx, s)));
         if (cfg->measure.load[0]) {
             MPQ_TRY(mpq_run_measure_load(ctx, s, cfg->measure.load));
         } else {
