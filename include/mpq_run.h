@@ -1,7 +1,11 @@
 /* mpq_run.h: the whole quantization pipeline of `mpquant run`: load,
  * calibrate, Hessian, (measure, importance, budget,) round, evaluate and
- * assemble the checkpoint. It composes the stage modules; it adds no
- * numerics of its own except the importance scores.
+ * assemble the checkpoint. It builds on the session (mpq_session.h: model,
+ * candidates, layer selection, calibration samples, evaluation, budget)
+ * that `mpquant sweep` shares, and composes the stage modules (the
+ * importance estimators are mpq_importance.h); it adds no numerics of its
+ * own. One function of pipeline/driver/run.c, run_stages, shows the stages
+ * in order.
  *
  * ---- Which layers ------------------------------------------------------------
  * Every quantizable layer of the family (mpq_family.h) is quantized: for
@@ -70,6 +74,7 @@
 #include "mpq_family.h"
 #include "mpq_quant.h"
 #include "mpq_round.h"
+#include "mpq_session.h"
 
 struct mpq_config;
 struct cJSON;
@@ -109,15 +114,8 @@ typedef struct mpq_run_layer {
     mpq_qlayer *q; /* the final codes and parameters (owned) */
 } mpq_run_layer;
 
-/* An evaluation: language model or classifier figures. */
-typedef struct mpq_run_eval {
-    int done;
-    mpq_task task;
-    mpq_lm_result lm;
-    mpq_cls_result cls;
-    int has_all; /* classifiers with eval.also_all: cls_all on every image */
-    mpq_cls_result cls_all;
-} mpq_run_eval;
+/* An evaluation: language model or classifier figures (mpq_session.h). */
+typedef mpq_session_eval mpq_run_eval;
 
 typedef struct mpq_run_result {
     int mixed;                            /* 1: quant.candidates given */

@@ -16,8 +16,10 @@
  *   (quant.method, u) for u in sweep.uniform      (default: the candidates)
  *   (m, s) for m in sweep.methods, s in sweep.compare (default: sweep.uniform).
  * With importance.method = sensitivity the model's sensitivity to every
- * layer is probed as `mpquant run` does (mpq_run.h). Everything here is
- * bit-identical for any number of ranks.
+ * layer is probed as `mpquant run` does (mpq_run.h): both build on one
+ * session (mpq_session.h: model, layer selection, calibration samples,
+ * evaluation, budget solve) and one importance stage (mpq_importance.h).
+ * Everything here is bit-identical for any number of ranks.
  *
  * ---- The points --------------------------------------------------------------
  * In this order: one per sweep.budgets entry B (kind "budget": the exact
@@ -45,6 +47,9 @@
  *   points/point-NNNN.json  point NNNN (mpq_sweep_point_to_json)
  *   report.csv, report.json, report.md, report.png (+ report.gp, the
  *   gnuplot script)      written by the merge (mpq_sweep_merge)
+ * None of them may be an input the configuration names (the configuration
+ * file, any input path key): every stage that writes checks all of them
+ * before any work, as `mpquant run` checks its outputs.
  */
 #ifndef MPQ_SWEEP_H
 #define MPQ_SWEEP_H

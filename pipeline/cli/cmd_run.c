@@ -11,6 +11,7 @@
 #include "mpq_cli.h"
 #include "mpq_log.h"
 #include "mpq_run.h"
+#include "mpq_session.h"
 #include "mpq_timer.h"
 
 /* Test hook (tests/driver/test_run_kill.sh): MPQ_TEST_KILL_AT_TENSOR=i kills
@@ -102,9 +103,9 @@ mpq_err mpq_cmd_run(mpq_ctx *ctx, const mpq_cli *cli) {
         opts.write_ud = &kill_at;
     }
     double t0 = mpq_now();
-    MPQ_TRY(mpq_timer_start(ctx, "total"));
+    MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_TOTAL));
     MPQ_TRY(mpq_run(ctx, cfg, &opts, &r));
-    MPQ_TRY(mpq_timer_stop(ctx, "total"));
+    MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_TOTAL));
     double seconds = mpq_now() - t0;
     /* The full-precision model as evaluated: fp32 weights. */
     double fp_bpw = 32.0;

@@ -19,6 +19,7 @@
 #include "mpq_coll.h"
 #include "mpq_cli.h"
 #include "mpq_log.h"
+#include "mpq_session.h"
 #include "mpq_sweep.h"
 #include "mpq_timer.h"
 
@@ -57,13 +58,13 @@ static mpq_err run_points(mpq_ctx *ctx, mpq_sweep *sw, const char *dir, int64_t 
 
 static mpq_err measure_stage(mpq_ctx *ctx, mpq_sweep *sw, const char *dir) {
     char path[4096];
-    MPQ_CALL(mpq_timer_start(ctx, "measure_stage"));
+    MPQ_CALL(mpq_stage_start(ctx, MPQ_STAGE_SWEEP_MEASURE));
     MPQ_CALL(mpq_sweep_measure(ctx, sw));
     snprintf(path, sizeof path, "%s/measure.h5", dir);
     MPQ_CALL(mpq_sweep_save(ctx, sw, path));
     snprintf(path, sizeof path, "%s/points/fp.json", dir);
     MPQ_CALL(mpq_sweep_point_write(ctx, mpq_sweep_reference(sw), path));
-    MPQ_CALL(mpq_timer_stop(ctx, "measure_stage"));
+    MPQ_CALL(mpq_stage_stop(ctx, MPQ_STAGE_SWEEP_MEASURE));
     return MPQ_OK;
 }
 

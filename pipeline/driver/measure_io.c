@@ -86,7 +86,7 @@ cleanup:
     return err;
 }
 
-mpq_err mpq_measure_h5_write_table(mpq_ctx *ctx, int64_t file, const measure_table *t,
+mpq_err mpq_measure_h5_write_table(mpq_ctx *ctx, int64_t file, const mpq_measure_table *t,
                                    const char *what) {
     hsize_t d2[2] = {(hsize_t)t->nl, (hsize_t)t->ncol}, dl[1] = {(hsize_t)t->nl};
     MPQ_CALL(write_ds(ctx, file, "loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, d2, t->loss, what));
@@ -140,7 +140,8 @@ cleanup:
     return err;
 }
 
-mpq_err mpq_measure_h5_read_table(mpq_ctx *ctx, int64_t file, const char *path, measure_table *t) {
+mpq_err mpq_measure_h5_read_table(mpq_ctx *ctx, int64_t file, const char *path,
+                                  mpq_measure_table *t) {
     int64_t nn = t->nl * t->ncol;
     MPQ_CALL(read_ds(ctx, file, path, "loss", H5T_NATIVE_DOUBLE, nn, t->loss));
     MPQ_CALL(read_ds(ctx, file, path, "rtn_loss", H5T_NATIVE_DOUBLE, nn, t->rtn));

@@ -44,18 +44,18 @@ static char *meta_json(const run_state *s) {
         cJSON_Delete(ex);
         return NULL;
     }
-    cJSON_AddStringToObject(o, "method", s->method->name);
+    cJSON_AddStringToObject(o, "method", s->ses->method->name);
     cJSON_AddNumberToObject(o, "importance_probe", s->sens_cand);
-    for (int64_t l = 0; l < s->nl; l++) {
-        cJSON_AddItemToArray(ls, cJSON_CreateString(s->info->layers[l].name));
+    for (int64_t l = 0; l < s->ses->nl; l++) {
+        cJSON_AddItemToArray(ls, cJSON_CreateString(s->ses->info->layers[l].name));
         const char *e = "";
-        if (s->nc[l] > s->ncand)
-            e = mpq_qspec_format(&s->extra[l], buf, sizeof buf);
+        if (s->ses->nc[l] > s->ses->ncand)
+            e = mpq_qspec_format(&s->ses->extra[l], buf, sizeof buf);
         cJSON_AddItemToArray(ex, cJSON_CreateString(e));
     }
-    for (int64_t k = 0; k < s->ncand; k++)
-        cJSON_AddItemToArray(cs,
-                             cJSON_CreateString(mpq_qspec_format(&s->cand[k], buf, sizeof buf)));
+    for (int64_t k = 0; k < s->ses->ncand; k++)
+        cJSON_AddItemToArray(
+            cs, cJSON_CreateString(mpq_qspec_format(&s->ses->cand[k], buf, sizeof buf)));
     cJSON_AddItemToObject(o, "layers", ls);
     cJSON_AddItemToObject(o, "candidates", cs);
     cJSON_AddItemToObject(o, "extra", ex);
@@ -100,7 +100,7 @@ static mpq_err load_local(mpq_ctx *ctx, run_state *s, const char *path) {
     mpq_err err = MPQ_OK;
     hid_t file = H5I_INVALID_HID;
     char *meta = NULL, *want = NULL;
-    const measure_table *t = &s->meas;
+    const mpq_measure_table *t = &s->meas;
     mpq_h5_quiet();
     MPQ_TRY(mpq_infile_check(ctx, path, "measurement file (measure.load)"));
     MPQ_ENSURE(H5Fis_hdf5(path) > 0, MPQ_ERR_FORMAT, "%s (measure.load): not an HDF5 file", path);
@@ -114,16 +114,17 @@ static mpq_err load_local(mpq_ctx *ctx, run_state *s, const char *path) {
                "the file has %.300s, the configuration needs %.300s",
                path, meta, want);
     MPQ_TRY(mpq_measure_h5_read_table(ctx, file, path, &s->meas));
-    for (int64_t l = 0; l < s->nl; l++) {
-        for (int32_t k = 0; k < s->nc[l] && !s->excl[l]; k++) {
+    for (int64_t l = 0; l < s->ses->nl; l++) {
+        for (int32_t k = 0; k < s->ses->nc[l] && !s->ses->excl[l]; k++) {
             int64_t b;
-            MPQ_TRY(mpq_quant_storage_bits(ctx, run_spec(s, l, k), s->info->layers[l].out,
-                                           s->info->layers[l].in, &b));
+            MPQ_TRY(mpq_quant_storage_bits(ctx, mpq_session_spec(s->ses, l, k),
+                                           s->ses->info->layers[l].out, s->ses->info->layers[l].in,
+                                           &b));
             int64_t x = l * t->ncol + k;
-            int unmeasured = s->pin[l] >= 0 && s->pin[l] != k;
+            int unmeasured = s->ses->pin[l] >= 0 && s->ses->pin[l] != k;
             MPQ_ENSURE(unmeasured || (t->bits[x] == b && t->loss[x] >= 0.0), MPQ_ERR_FORMAT,
                        "%s: layer %s candidate %d: bits %lld (expected %lld) or loss %g invalid",
-                       path, s->info->layers[l].name, k, (long long)t->bits[x], (long long)b,
+                       path, s->ses->info->layers[l].name, k, (long long)t->bits[x], (long long)b,
                        t->loss[x]);
         }
     }

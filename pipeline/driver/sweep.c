@@ -1,31 +1,25 @@
-/* sweep.c: the engine of `mpquant sweep` (mpq_sweep.h): the plan of
- * measured configurations and points, the one measurement pass, the
- * sensitivity probes, and the assembly and evaluation of one point. */
-#include <cjson/cJSON.h>
-#include <fnmatch.h>
+/* sweep.c: the engine of `mpquant sweep` (mpq_sweep.h), built on the
+ * session (mpq_session.h) that `mpquant run` shares: the plan of measured
+ * configurations and points, the one measurement pass, the sensitivity
+ * probes, and the choice, assembly and evaluation of one point. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "mpq_coll.h"
-#include "mpq_budget.h"
-#include "mpq_eval.h"
 #include "mpq_log.h"
 #include "mpq_timer.h"
+#include "pass_internal.h"
 #include "sweep_internal.h"
 
 /* ---- the plan ------------------------------------------------------------------ */
 
+/* Item i of the list `key` (mpq_session_parse_spec, naming "key[i]"). */
 static mpq_err parse_spec(mpq_ctx *ctx, const mpq_config *cfg, const char *key, int64_t i,
                           const char *text, mpq_qspec *spec) {
-    mpq_err e = mpq_qspec_parse(ctx, text, spec);
-    if (e == MPQ_OK)
-        return MPQ_OK;
-    char msg[MPQ_ERRMSG_MAX];
-    snprintf(msg, sizeof msg, "%s", ctx->err_msg);
-    mpq_err_clear(ctx);
-    return MPQ_ERROR(MPQ_ERR_CONFIG, "%s: %s[%lld]: \"%s\": %s", cfg->source, key, (long long)i,
-                     text, msg);
+    char item[64];
+    snprintf(item, sizeof item, "%s[%lld]", key, (long long)i);
+    return mpq_session_parse_spec(ctx, cfg, item, text, spec);
 }
 
 /* Index of (method, spec) among the configurations, added if new. */
@@ -154,27 +148,40 @@ void mpq_sweep_destroy(mpq_sweep **swp) {
     mpq_sweep *sw = *swp;
     mpq_measure_table_free(&sw->meas);
     MPQ_FREE(sw->score);
-    MPQ_FREE(sw->excl);
     mpq_sweep_plan_free(&sw->plan);
-    mpq_calib_set_destroy(&sw->set);
-    mpq_tokenizer_destroy(&sw->tok);
-    mpq_family_destroy(&sw->ffp);
-    mpq_family_destroy(&sw->fq);
-    mpq_model_close(&sw->m);
+    mpq_session_destroy(&sw->ses);
     mpq_free(sw);
     *swp = NULL;
 }
 
-static int layer_matches(const mpq_layer_info *li, const char *pattern) {
-    return fnmatch(pattern, li->name, 0) == 0 || fnmatch(pattern, li->tensor, 0) == 0;
+mpq_err mpq_sweep_check_files(mpq_ctx *ctx, const mpq_config *cfg, int64_t npoints) {
+    static const char *const fixed[] = {"measure.h5",  "points/fp.json", "report.csv",
+                                        "report.json", "report.md",      "report-plot.dat",
+                                        "report.gp",   "report.png"};
+    const int64_t nfixed = cfg->sweep.plot ? 8 : 5; /* the plot's files are the last three */
+    mpq_session_file in[MPQ_SESSION_MAX_FILES];
+    const int64_t ni = mpq_session_named_inputs(cfg, in);
+    MPQ_CHECK(ni <= MPQ_SESSION_MAX_FILES, MPQ_ERR_INTERNAL,
+              "%lld input paths, more than MPQ_SESSION_MAX_FILES (%d): raise it", (long long)ni,
+              MPQ_SESSION_MAX_FILES);
+    const char *dir = mpq_sweep_output_dir(cfg);
+    char path[4096];
+    mpq_session_file out = {"sweep.output_dir", path};
+    for (int64_t i = 0; i < nfixed + npoints; i++) {
+        if (i < nfixed)
+            snprintf(path, sizeof path, "%s/%s", dir, fixed[i]);
+        else
+            snprintf(path, sizeof path, "%s/points/point-%04lld.json", dir,
+                     (long long)(i - nfixed));
+        MPQ_CALL(mpq_session_check_output(ctx, cfg, &out, in, ni));
+    }
+    return MPQ_OK;
 }
 
-/* Exclusions and the byte counts of the model-size definition. */
-static mpq_err setup_layers(mpq_ctx *ctx, mpq_sweep *sw) {
+/* Local (every rank alike). What the sweep refuses beyond the session's
+ * rules, then the plan. */
+static mpq_err check_config(mpq_ctx *ctx, mpq_sweep *sw) {
     const mpq_config *cfg = sw->cfg;
-    const mpq_family_info *fi = sw->info;
-    sw->nl = fi->nlayers;
-    MPQ_ALLOC(sw->excl, sw->nl > 0 ? sw->nl : 1);
     MPQ_CHECK(cfg->budget.pin.n == 0, MPQ_ERR_CONFIG,
               "%s: budget.pin: pinned layers are not supported by mpquant sweep (every point "
               "sets every layer); use budget.exclude or run the pinned setting with mpquant run",
@@ -183,245 +190,140 @@ static mpq_err setup_layers(mpq_ctx *ctx, mpq_sweep *sw) {
               "%s: budget.count: \"%s\" is not supported by mpquant sweep (its budgets and its "
               "size axis count the whole storage: codes + scales + zero-points); use \"all\"",
               cfg->source, cfg->budget.count);
-    for (int64_t i = 0; i < cfg->budget.exclude.n; i++) {
-        int64_t hits = 0;
-        for (int64_t l = 0; l < sw->nl; l++)
-            if (layer_matches(&fi->layers[l], cfg->budget.exclude.v[i])) {
-                sw->excl[l] = 1;
-                hits++;
-            }
-        MPQ_CHECK(hits > 0, MPQ_ERR_CONFIG,
-                  "%s: budget.exclude: pattern \"%s\" matches no quantizable layer (e.g. \"%s\")",
-                  cfg->source, cfg->budget.exclude.v[i], sw->nl > 0 ? fi->layers[0].name : "");
-    }
-    int64_t nq = 0;
-    for (int64_t l = 0; l < sw->nl; l++)
-        nq += !sw->excl[l];
-    MPQ_CHECK(nq > 0, MPQ_ERR_CONFIG, "%s: budget.exclude leaves no layer to quantize",
-              cfg->source);
-    /* Sizes: every tensor of the file at fp32, minus the quantized layers. */
-    for (int64_t i = 0; i < mpq_model_ntensors(sw->m); i++) {
-        const mpq_tensor *t = mpq_model_tensor_at(sw->m, i);
-        int64_t b = 4 * t->numel;
-        sw->fp_bytes += b;
-        int quantized = 0;
-        for (int64_t l = 0; l < sw->nl; l++)
-            quantized |= !sw->excl[l] && strcmp(fi->layers[l].tensor, t->name) == 0;
-        if (!quantized)
-            sw->other_bytes += b;
-    }
+    MPQ_CALL(mpq_sweep_plan_build(ctx, cfg, &sw->plan));
     return MPQ_OK;
 }
 
-static const char *auto_metric(const mpq_config *cfg, mpq_task task) {
-    if (strcmp(cfg->sweep.metric, "auto") != 0)
-        return cfg->sweep.metric;
-    return task == MPQ_TASK_LM ? "ppl" : "accuracy";
-}
-
-static mpq_err setup(mpq_ctx *ctx, mpq_sweep *sw, int with_calib) {
+/* Local. The metric, and the byte counts of the model-size definition:
+ * every tensor of the file at fp32, minus the quantized layers. */
+static mpq_err setup_sizes(mpq_ctx *ctx, mpq_sweep *sw) {
+    const mpq_session *ses = sw->ses;
     const mpq_config *cfg = sw->cfg;
-    mpq_err err = MPQ_OK;
-    if (ctx->rank == 0)
-        err = mpq_config_check_paths(ctx, cfg);
-    MPQ_CALL(mpq_agree(ctx, err));
-    err = mpq_sweep_plan_build(ctx, cfg, &sw->plan);
-    if (err == MPQ_OK)
-        err = mpq_model_open(ctx, cfg->model.path, cfg->model.format, &sw->m);
-    if (err == MPQ_OK)
-        err = mpq_family_create(ctx, sw->m, cfg, NULL, &sw->fq);
-    if (err == MPQ_OK)
-        err = mpq_family_create(ctx, sw->m, cfg, NULL, &sw->ffp);
-    if (err == MPQ_OK) {
-        sw->info = mpq_family_get_info(sw->fq);
-        if (sw->info->task == MPQ_TASK_LM) {
-            if (!cfg->model.tokenizer[0])
-                err = MPQ_ERROR(MPQ_ERR_CONFIG,
-                                "%s: model.tokenizer: a language model needs a tokenizer",
-                                cfg->source);
-            else
-                err = mpq_tokenizer_load(ctx, cfg->model.tokenizer, sw->info->vocab_size, &sw->tok);
-        }
+    MPQ_CALL(mpq_sweep_metric_from_config(ctx, cfg, ses->info->task, &sw->metric));
+    MPQ_CHECK(ses->info->task != MPQ_TASK_LM || cfg->eval.text[0], MPQ_ERR_CONFIG,
+              "%s: eval.text: no text file to evaluate on", cfg->source);
+    for (int64_t i = 0; i < mpq_model_ntensors(ses->m); i++) {
+        const mpq_tensor *t = mpq_model_tensor_at(ses->m, i);
+        int64_t b = 4 * t->numel;
+        sw->fp_bytes += b;
+        int quantized = 0;
+        for (int64_t l = 0; l < ses->nl; l++)
+            quantized |= !ses->excl[l] && strcmp(ses->info->layers[l].tensor, t->name) == 0;
+        if (!quantized)
+            sw->other_bytes += b;
     }
-    if (err == MPQ_OK)
-        err = mpq_round_from_config(ctx, cfg, &sw->ro, NULL, NULL);
-    if (err == MPQ_OK)
-        err = setup_layers(ctx, sw);
-    if (err == MPQ_OK) {
-        const char *m = auto_metric(cfg, sw->info->task);
-        int lm = strcmp(m, "ppl") == 0 || strcmp(m, "nll") == 0 || strcmp(m, "kld") == 0;
-        int cls = strcmp(m, "accuracy") == 0;
-        if ((sw->info->task == MPQ_TASK_LM && cls) || (sw->info->task != MPQ_TASK_LM && lm))
-            err = MPQ_ERROR(MPQ_ERR_CONFIG,
-                            "%s: sweep.metric: '%s' does not apply to a %s (use ppl, nll, kld or "
-                            "agreement for language models; accuracy or agreement for "
-                            "classifiers)",
-                            cfg->source, m,
-                            sw->info->task == MPQ_TASK_LM ? "language model" : "classifier");
-        snprintf(sw->metric, sizeof sw->metric, "%s", m);
-    }
-    if (err == MPQ_OK && sw->info->task == MPQ_TASK_LM && !cfg->eval.text[0])
-        err = MPQ_ERROR(MPQ_ERR_CONFIG, "%s: eval.text: no text file to evaluate on", cfg->source);
-    MPQ_CALL(mpq_agree(ctx, err));
-    if (with_calib) {
-        err = mpq_calib_set_from_config_family(ctx, cfg, sw->ffp, sw->tok, &sw->set);
-        MPQ_CALL(mpq_agree(ctx, err));
-    }
-    MPQ_CALL(mpq_measure_table_alloc(ctx, &sw->meas, sw->nl, sw->plan.nconf));
-    MPQ_ALLOC(sw->score, sw->nl * sw->plan.ncand + 1);
+    MPQ_CALL(mpq_measure_table_alloc(ctx, &sw->meas, ses->nl, sw->plan.nconf));
+    MPQ_ALLOC(sw->score, ses->nl * sw->plan.ncand + 1);
     return MPQ_OK;
 }
 
 mpq_err mpq_sweep_create(mpq_ctx *ctx, const mpq_config *cfg, int with_calib, mpq_sweep **out) {
     *out = NULL;
     mpq_sweep *sw = NULL;
-    MPQ_ALLOC(sw, 1);
-    sw->cfg = cfg;
-    mpq_err err = setup(ctx, sw, with_calib);
-    if (err != MPQ_OK) {
-        mpq_sweep_destroy(&sw);
-        return err;
+    mpq_err err = mpq_malloc(ctx, 1, sizeof *sw, (void **)&sw);
+    if (err == MPQ_OK) {
+        sw->cfg = cfg;
+        err = check_config(ctx, sw);
     }
+    MPQ_TRY(mpq_agree(ctx, err));
+    if (ctx->rank == 0)
+        err = mpq_sweep_check_files(ctx, cfg, sw->plan.npts);
+    MPQ_TRY(mpq_agree(ctx, err));
+    /* The candidates are quant.candidates alone; the sweep writes no
+     * checkpoint and its own files were checked above. */
+    const mpq_session_opts so = {.uniform_spec = 0};
+    MPQ_TRY(mpq_session_create(ctx, cfg, &so, &sw->ses));
+    MPQ_TRY(mpq_agree(ctx, setup_sizes(ctx, sw)));
+    if (with_calib)
+        MPQ_TRY(mpq_session_calibrate(ctx, sw->ses));
     MPQ_INFO("sweep: model %s (%s), %lld layers, %lld measured configurations, %lld points",
-             cfg->model.path, mpq_family_name(sw->fq), (long long)sw->nl, (long long)sw->plan.nconf,
-             (long long)sw->plan.npts);
+             cfg->model.path, mpq_family_name(sw->ses->fq), (long long)sw->ses->nl,
+             (long long)sw->plan.nconf, (long long)sw->plan.npts);
     *out = sw;
+    return MPQ_OK;
+cleanup:
+    mpq_sweep_destroy(&sw);
+    return err;
+}
+
+/* ---- the measurement ----------------------------------------------------------------- */
+
+/* Every configuration of the block's layers: column c is configuration c. */
+static void add_conf_jobs(const mpq_sweep *sw, mpq_pass *p) {
+    for (int64_t i = 0; i < p->nlb; i++)
+        for (int32_t c = 0; c < sw->plan.nconf; c++)
+            mpq_pass_add_job(p, i, c, &sw->plan.conf[c].spec, sw->plan.conf[c].method);
+}
+
+/* Collective. measure: every configuration of every layer, block by block
+ * with full-precision propagation (the working model keeps its
+ * full-precision weights): per block calibrate and Hessian (the forward
+ * also propagates), round, keep. The same pass as mpquant run's
+ * measurement. */
+static mpq_err measure_pass(mpq_ctx *ctx, mpq_sweep *sw) {
+    mpq_err err = MPQ_OK;
+    mpq_pass *p = NULL;
+    const mpq_pass_opts po = {
+        .advance = 1, .who = "sweep", .label = "sweep measure", .ncol = (int32_t)sw->plan.nconf};
+    MPQ_TRY(mpq_pass_create(ctx, sw->ses, &po, &p));
+    for (int64_t b = 0; b < sw->ses->info->nblocks; b++) {
+        MPQ_TRY(mpq_pass_hessian(ctx, p, b));
+        MPQ_TRY(mpq_pass_layers(ctx, p, b));
+        add_conf_jobs(sw, p);
+        MPQ_TRY(mpq_pass_round(ctx, p, MPQ_STAGE_MEASURE));
+        MPQ_TRY(mpq_pass_keep(ctx, p, &sw->meas));
+        MPQ_TRY(mpq_pass_next(ctx, p, b));
+    }
+    MPQ_TRY(mpq_pass_finish(ctx, p));
+cleanup:
+    mpq_pass_destroy(&p);
+    return err;
+}
+
+/* Collective. The same probe as mpquant run's (mpq_importance.h): every
+ * layer that is not excluded, with the probed candidate alone, when the
+ * estimator reads it. */
+static mpq_err sensitivity(mpq_ctx *ctx, mpq_sweep *sw) {
+    const mpq_session *ses = sw->ses;
+    if (sw->plan.ncand == 0 || !ses->importance->needs_sensitivity)
+        return MPQ_OK;
+    mpq_importance_probe p = {.ffp = ses->ffp,
+                              .set = ses->set,
+                              .samples = sw->cfg->importance.samples,
+                              .excl = ses->excl,
+                              .col = sw->plan.cand[sw->sens_cand],
+                              .who = "sweep importance"};
+    MPQ_CALL(mpq_stage_start(ctx, MPQ_STAGE_IMPORTANCE));
+    MPQ_CALL(mpq_importance_sensitivity(ctx, &p, &sw->meas));
+    MPQ_CALL(mpq_stage_stop(ctx, MPQ_STAGE_IMPORTANCE));
     return MPQ_OK;
 }
 
-/* ---- the measurement pass --------------------------------------------------------- */
-
-/* Every configuration of every layer: column c is configuration c. */
-static void all_columns(const void *ud, int64_t l, int32_t *k0, int32_t *k1) {
-    const mpq_sweep *sw = ud;
-    *k0 = 0;
-    *k1 = (int32_t)sw->plan.nconf;
-}
-
-/* Column c: the spec and rounding method of configuration c. */
-static void conf_of(const void *ud, int64_t l, int32_t k, mpq_qspec *spec,
-                    const mpq_round_method **method) {
-    const sweep_conf *c = &((const mpq_sweep *)ud)->plan.conf[k];
-    *spec = c->spec;
-    *method = c->method;
-}
-
-static const block_pass_ops sweep_ops = {.columns = all_columns, .conf = conf_of};
-
-/* Collective. Every configuration of every layer, block by block,
- * full-precision propagation (the working model keeps its full-precision
- * weights): the same pass as mpquant run's measurement. */
-static mpq_err measure_pass(mpq_ctx *ctx, mpq_sweep *sw) {
-    block_pass p = {.cfg = sw->cfg,
-                    .f = sw->fq,
-                    .set = sw->set,
-                    .ro = &sw->ro,
-                    .excl = sw->excl,
-                    .ncol = (int32_t)sw->plan.nconf,
-                    .advance = 1,
-                    .who = "sweep",
-                    .label = "sweep measure",
-                    .timer = "measure",
-                    .tab = &sw->meas,
-                    .ops = &sweep_ops,
-                    .ud = sw};
-    return mpq_block_pass(ctx, &p);
-}
-
-/* ---- importance ----------------------------------------------------------------- */
-
-static const mpq_qspec *cand_spec(const void *ud, int32_t k) {
-    const sweep_plan *p = ud;
-    return &p->conf[p->cand[k]].spec;
-}
-
-/* The candidate probed for the sensitivities, as mpquant run picks it
- * (mpq_measure_probe_candidate); 0 without candidates. */
-static mpq_err pick_sens_cand(mpq_ctx *ctx, mpq_sweep *sw) {
-    const mpq_config *cfg = sw->cfg;
-    const char *text = cfg->importance.sensitivity_spec;
-    mpq_qspec want;
-    sw->sens_cand = 0;
-    if (sw->plan.ncand == 0)
-        return MPQ_OK;
-    if (text[0])
-        MPQ_CALL(parse_spec(ctx, cfg, "importance.sensitivity_spec", 0, text, &want));
-    return mpq_measure_probe_candidate(ctx, cfg, sw->info, (int32_t)sw->plan.ncand, cand_spec,
-                                       &sw->plan, text[0] ? &want : NULL, &sw->sens_cand);
-}
-
-/* Collective. The same probe as mpquant run's importance "sensitivity"
- * (measure_internal.h): every layer that is not excluded, with the probed
- * candidate alone. */
-static mpq_err sensitivity(mpq_ctx *ctx, mpq_sweep *sw) {
-    measure_probe p = {.ffp = sw->ffp,
-                       .set = sw->set,
-                       .samples = sw->cfg->importance.samples,
-                       .excl = sw->excl,
-                       .col = sw->plan.cand[sw->sens_cand],
-                       .who = "sweep importance"};
-    return mpq_measure_sensitivity(ctx, &p, &sw->meas);
-}
-
 mpq_err mpq_sweep_scores(mpq_ctx *ctx, mpq_sweep *sw) {
-    measure_score kind;
-    MPQ_CALL(mpq_measure_score_kind(ctx, sw->cfg, &kind));
-    for (int64_t l = 0; l < sw->nl; l++) {
-        for (int64_t k = 0; k < sw->plan.ncand; k++) {
-            double v = mpq_measure_score(&sw->meas, kind, l, sw->plan.cand[k]);
-            MPQ_CHECK(sw->excl[l] || (isfinite(v) && v >= 0.0), MPQ_ERR_NUMERIC,
-                      "importance: score of layer %s candidate %lld is %g",
-                      sw->info->layers[l].name, (long long)k, v);
-            sw->score[l * sw->plan.ncand + k] = v;
-        }
-    }
+    const mpq_session *ses = sw->ses;
+    MPQ_CALL(mpq_importance_scores(ctx, ses->importance, &sw->meas, ses->info, sw->plan.ncand, NULL,
+                                   sw->plan.cand, ses->excl, sw->score));
     return MPQ_OK;
 }
 
 /* ---- evaluation ---------------------------------------------------------------------- */
 
-typedef struct sweep_eval {
-    mpq_lm_result lm;
-    mpq_cls_result cls;
-} sweep_eval;
-
 static mpq_err evaluate(mpq_ctx *ctx, mpq_sweep *sw, mpq_family *f, mpq_family *ref,
-                        sweep_eval *e) {
-    const mpq_config *cfg = sw->cfg;
-    memset(e, 0, sizeof *e);
-    MPQ_CALL(mpq_timer_start(ctx, "eval"));
-    if (sw->info->task == MPQ_TASK_LM)
-        MPQ_CALL(mpq_eval_lm_text(ctx, f, ref, sw->tok, cfg->eval.text, cfg->eval.docs, &e->lm));
-    else
-        MPQ_CALL(mpq_eval_idx(ctx, f, ref, cfg->eval.images, cfg->eval.labels, cfg->eval.first,
-                              cfg->eval.count, cfg->eval.batch, &e->cls));
-    MPQ_CALL(mpq_timer_stop(ctx, "eval"));
+                        mpq_session_eval *e) {
+    MPQ_CALL(mpq_stage_start(ctx, MPQ_STAGE_EVAL));
+    MPQ_CALL(mpq_session_evaluate(ctx, sw->ses, f, ref, 0, e));
+    MPQ_CALL(mpq_stage_stop(ctx, MPQ_STAGE_EVAL));
     return MPQ_OK;
 }
 
-static double metric_of(const mpq_sweep *sw, const sweep_eval *e, int is_ref) {
-    const char *m = sw->metric;
-    if (strcmp(m, "ppl") == 0)
-        return e->lm.ppl;
-    if (strcmp(m, "nll") == 0)
-        return e->lm.mean_nll;
-    if (strcmp(m, "kld") == 0)
-        return is_ref ? 0.0 : e->lm.kld;
-    if (strcmp(m, "accuracy") == 0)
-        return e->cls.accuracy;
-    /* agreement */
-    if (is_ref)
-        return 1.0;
-    return sw->info->task == MPQ_TASK_LM ? e->lm.top1_agreement : e->cls.agreement;
-}
-
-static void fill_eval(const mpq_sweep *sw, const sweep_eval *e, int is_ref, mpq_sweep_point *pt) {
-    snprintf(pt->metric, sizeof pt->metric, "%s", sw->metric);
-    pt->value = metric_of(sw, e, is_ref);
+static void fill_eval(const mpq_sweep *sw, const mpq_session_eval *e, int is_ref,
+                      mpq_sweep_point *pt) {
+    snprintf(pt->metric, sizeof pt->metric, "%s", sw->metric->name);
+    pt->value = sw->metric->value(e, is_ref);
     if (is_ref) {
         pt->kld = 0.0;
         pt->agreement = 1.0;
-    } else if (sw->info->task == MPQ_TASK_LM) {
+    } else if (e->task == MPQ_TASK_LM) {
         pt->kld = e->lm.kld;
         pt->agreement = e->lm.top1_agreement;
     } else {
@@ -430,22 +332,19 @@ static void fill_eval(const mpq_sweep *sw, const sweep_eval *e, int is_ref, mpq_
 }
 
 mpq_err mpq_sweep_measure(mpq_ctx *ctx, mpq_sweep *sw) {
-    MPQ_CHECK(sw->set, MPQ_ERR_INTERNAL, "sweep: created without calibration samples");
+    const mpq_session *ses = sw->ses;
+    MPQ_CHECK(ses->set, MPQ_ERR_INTERNAL, "sweep: created without calibration samples");
     double t0 = mpq_now();
     MPQ_INFO("sweep measure: %lld configurations x %lld layers, %lld calibration samples, "
              "full-precision propagation",
-             (long long)sw->plan.nconf, (long long)sw->nl, (long long)sw->set->nsamples);
+             (long long)sw->plan.nconf, (long long)ses->nl, (long long)ses->set->nsamples);
     MPQ_CALL(measure_pass(ctx, sw));
-    MPQ_CALL(pick_sens_cand(ctx, sw));
-    if (sw->plan.ncand > 0 && strcmp(sw->cfg->importance.method, "sensitivity") == 0) {
-        MPQ_CALL(mpq_timer_start(ctx, "importance"));
-        MPQ_CALL(sensitivity(ctx, sw));
-        MPQ_CALL(mpq_timer_stop(ctx, "importance"));
-    }
+    MPQ_CALL(mpq_session_probe_candidate(ctx, ses, &sw->sens_cand));
+    MPQ_CALL(sensitivity(ctx, sw));
     MPQ_CALL(mpq_sweep_scores(ctx, sw));
     double t1 = mpq_now();
-    sweep_eval e;
-    MPQ_CALL(evaluate(ctx, sw, sw->ffp, NULL, &e));
+    mpq_session_eval e;
+    MPQ_CALL(evaluate(ctx, sw, ses->ffp, NULL, &e));
     mpq_sweep_point *r = &sw->ref;
     memset(r, 0, sizeof *r);
     r->index = -1;
@@ -454,9 +353,9 @@ mpq_err mpq_sweep_measure(mpq_ctx *ctx, mpq_sweep *sw) {
     snprintf(r->method, sizeof r->method, "-");
     snprintf(r->family, sizeof r->family, "fp32");
     snprintf(r->spec, sizeof r->spec, "fp32");
-    for (int64_t l = 0; l < sw->nl; l++)
-        if (!sw->excl[l])
-            r->weights += sw->info->layers[l].out * sw->info->layers[l].in;
+    for (int64_t l = 0; l < ses->nl; l++)
+        if (!ses->excl[l])
+            r->weights += ses->info->layers[l].out * ses->info->layers[l].in;
     r->bits = 32 * r->weights;
     r->bpw = 32.0;
     r->size_bytes = sw->fp_bytes;
@@ -471,93 +370,48 @@ mpq_err mpq_sweep_measure(mpq_ctx *ctx, mpq_sweep *sw) {
 
 /* ---- one point --------------------------------------------------------------------- */
 
-/* What rank 0 found about a budget, broadcast as one block. */
-typedef struct budget_range {
-    int64_t budget_bits;        /* the budget as the solver counts it */
-    int64_t min_bits, max_bits; /* smallest and largest achievable totals */
-    int64_t weights;            /* quantized weights */
-} budget_range;
-
-/* Rank 0 solves the knapsack over the candidates; every rank gets the
- * choice (candidate per layer, -1 excluded). A budget below the smallest
- * achievable size is not an error: *infeasible = 1 on every rank, *range
- * says why, and choice is left alone. */
-static mpq_err solve_budget(mpq_ctx *ctx, mpq_sweep *sw, double avg_bits, int32_t *choice,
-                            int *infeasible, budget_range *range) {
-    mpq_err err = MPQ_OK;
+/* Collective. The budget point's choice: rank 0 solves the knapsack over
+ * the candidates (stage "budget"); conf[l] is the configuration of layer l
+ * (-1 excluded). A budget below the smallest achievable size is not an
+ * error: range->infeasible = 1 on every rank and conf is left alone. */
+static mpq_err solve_budget(mpq_ctx *ctx, mpq_sweep *sw, double avg_bits, int32_t *conf,
+                            mpq_session_range *range) {
+    const mpq_session *ses = sw->ses;
     const sweep_plan *p = &sw->plan;
-    mpq_budget_problem *bp = NULL;
-    mpq_budget_result *br = NULL;
-    int64_t *cb = NULL;
-    memset(range, 0, sizeof *range);
-    *infeasible = 0;
-    if (ctx->rank == 0) {
-        err = mpq_budget_problem_create(ctx, sw->nl, (int32_t)p->ncand, &bp);
-        if (err == MPQ_OK)
-            err = mpq_malloc(ctx, p->ncand, sizeof *cb, (void **)&cb);
-        for (int64_t l = 0; l < sw->nl && err == MPQ_OK; l++) {
-            if (sw->excl[l]) {
-                err = mpq_budget_exclude(ctx, bp, l, 1);
-                continue;
-            }
-            for (int64_t k = 0; k < p->ncand; k++)
-                cb[k] = sw->meas.bits[l * p->nconf + p->cand[k]];
-            err = mpq_budget_set_layer(ctx, bp, l, sw->info->layers[l].out * sw->info->layers[l].in,
-                                       (int32_t)p->ncand, cb, sw->score + l * p->ncand);
-        }
-        mpq_budget_spec bs = {.kind = MPQ_BUDGET_AVG_BITS, .avg_bits = avg_bits};
-        if (err == MPQ_OK)
-            err = mpq_budget_bits(ctx, bp, &bs, &range->budget_bits);
-        if (err == MPQ_OK)
-            err = mpq_budget_range(ctx, bp, &range->min_bits, &range->max_bits, &range->weights);
-        if (err == MPQ_OK && range->budget_bits < range->min_bits)
-            *infeasible = 1;
-        if (err == MPQ_OK && !*infeasible) {
-            err = mpq_budget_solve(ctx, bp, &bs, &br);
-            if (err != MPQ_OK) {
-                char msg[MPQ_ERRMSG_MAX];
-                snprintf(msg, sizeof msg, "%s", ctx->err_msg);
-                mpq_err_clear(ctx);
-                err = MPQ_ERROR(err, "%s: sweep.budgets: %g bits per weight: %s", sw->cfg->source,
-                                avg_bits, msg);
-            }
-        }
-    }
-    MPQ_TRY(mpq_agree(ctx, err));
-    MPQ_MPI_TRY(MPI_Bcast(infeasible, 1, MPI_INT, 0, ctx->comm));
-    MPQ_MPI_TRY(MPI_Bcast(range, (int)sizeof *range, MPI_BYTE, 0, ctx->comm));
-    if (*infeasible)
-        goto cleanup;
-    MPQ_TRY(mpq_budget_bcast(ctx, &br));
-    for (int64_t l = 0; l < sw->nl; l++)
-        choice[l] = sw->excl[l] ? -1 : br->choice[l];
-cleanup:
-    mpq_free(cb);
-    mpq_budget_result_destroy(&br);
-    mpq_budget_problem_destroy(&bp);
+    int64_t *cost = NULL;
+    mpq_err err = mpq_malloc(ctx, ses->nl * p->ncand + 1, sizeof *cost, (void **)&cost);
+    for (int64_t l = 0; l < ses->nl && err == MPQ_OK; l++)
+        for (int64_t k = 0; k < p->ncand && !ses->excl[l]; k++)
+            cost[l * p->ncand + k] = sw->meas.bits[l * p->nconf + p->cand[k]];
+    char what[64];
+    snprintf(what, sizeof what, "sweep.budgets: %g bits per weight", avg_bits);
+    const mpq_session_knapsack k = {.ncol = (int32_t)p->ncand,
+                                    .cost = cost,
+                                    .score = sw->score,
+                                    .spec = {.kind = MPQ_BUDGET_AVG_BITS, .avg_bits = avg_bits},
+                                    .allow_infeasible = 1,
+                                    .what = what};
+    err = mpq_agree(ctx, err);
+    if (err == MPQ_OK)
+        err = mpq_stage_start(ctx, MPQ_STAGE_BUDGET);
+    if (err == MPQ_OK)
+        err = mpq_session_budget(ctx, ses, &k, conf, NULL, range);
+    if (err == MPQ_OK)
+        err = mpq_stage_stop(ctx, MPQ_STAGE_BUDGET);
+    for (int64_t l = 0; err == MPQ_OK && l < ses->nl && !range->infeasible; l++)
+        conf[l] = conf[l] < 0 ? -1 : p->cand[conf[l]];
+    mpq_free(cost);
     return err;
 }
 
-mpq_err mpq_sweep_run_point(mpq_ctx *ctx, mpq_sweep *sw, int64_t i, mpq_sweep_point *pt) {
-    mpq_err err = MPQ_OK;
+/* Collective (budget points), else local. The point's configuration of
+ * every layer (budget points: the knapsack's choice) and its label fields. */
+static mpq_err choose_point(mpq_ctx *ctx, mpq_sweep *sw, const sweep_plan_point *pp, int32_t *conf,
+                            mpq_session_range *range, mpq_sweep_point *pt) {
     const sweep_plan *p = &sw->plan;
-    int32_t *conf = NULL; /* [nl] configuration of each layer, -1 excluded */
-    float *deq = NULL;
-    MPQ_CHECK(sw->have, MPQ_ERR_INTERNAL, "sweep: no measurement (measure or load first)");
-    MPQ_CHECK(i >= 0 && i < p->npts, MPQ_ERR_ARG, "sweep: point %lld out of range (0 .. %lld)",
-              (long long)i, (long long)p->npts - 1);
-    double t0 = mpq_now();
-    const sweep_plan_point *pp = &p->pts[i];
-    memset(pt, 0, sizeof *pt);
-    pt->index = i;
-    MPQ_ALLOC_TRY(conf, sw->nl + 1);
     char buf[MPQ_QSPEC_MAX];
     if (pp->kind == SWEEP_BUDGET) {
-        int infeasible = 0;
-        budget_range br;
-        MPQ_TRY(solve_budget(ctx, sw, pp->budget, conf, &infeasible, &br));
-        for (int64_t l = 0; l < sw->nl && !infeasible; l++)
-            conf[l] = conf[l] < 0 ? -1 : p->cand[conf[l]];
+        MPQ_CALL(solve_budget(ctx, sw, pp->budget, conf, range));
         snprintf(pt->kind, sizeof pt->kind, "budget");
         snprintf(pt->label, sizeof pt->label, "avg %g bits", pp->budget);
         snprintf(pt->method, sizeof pt->method, "%s", p->method->name);
@@ -569,57 +423,92 @@ mpq_err mpq_sweep_run_point(mpq_ctx *ctx, mpq_sweep *sw, int64_t i, mpq_sweep_po
         snprintf(pt->family, sizeof pt->family, "%s", fam);
         snprintf(pt->spec, sizeof pt->spec, "mixed");
         pt->budget = pp->budget;
-        if (infeasible) {
-            /* A scaling study often lists budgets below what the menu can
-             * reach; one such point must not cost the others (nor block the
-             * merge job of a Slurm array): it is reported, not evaluated. */
-            double w = br.weights > 0 ? (double)br.weights : 1.0;
-            pt->infeasible = 1;
-            pt->weights = br.weights;
-            pt->min_bpw = (double)br.min_bits / w;
-            pt->max_bpw = (double)br.max_bits / w;
-            snprintf(pt->metric, sizeof pt->metric, "%s", sw->metric);
-            pt->reference = sw->ref.value;
-            pt->seconds = mpq_now() - t0;
-            MPQ_WARN("sweep point %lld: budget %g bits per weight is infeasible: quant.candidates "
-                     "reach %.4f .. %.4f bits per weight (%lld .. %lld bits for %lld weights); "
-                     "the point is skipped and marked infeasible in the report",
-                     (long long)i, pp->budget, pt->min_bpw, pt->max_bpw, (long long)br.min_bits,
-                     (long long)br.max_bits, (long long)br.weights);
-            goto cleanup;
-        }
-    } else {
-        const sweep_conf *c = &p->conf[pp->conf];
-        for (int64_t l = 0; l < sw->nl; l++)
-            conf[l] = sw->excl[l] ? -1 : pp->conf;
-        snprintf(pt->kind, sizeof pt->kind, "%s",
-                 pp->kind == SWEEP_UNIFORM ? "uniform" : "compare");
-        mpq_qspec_format(&c->spec, buf, sizeof buf);
-        snprintf(pt->spec, sizeof pt->spec, "%s", buf);
-        snprintf(pt->method, sizeof pt->method, "%s", c->method->name);
-        snprintf(pt->family, sizeof pt->family, "%s", c->spec.ops->name);
-        snprintf(pt->label, sizeof pt->label, "%s %s", c->method->name, buf);
+        return MPQ_OK;
     }
+    const sweep_conf *c = &p->conf[pp->conf];
+    for (int64_t l = 0; l < sw->ses->nl; l++)
+        conf[l] = sw->ses->excl[l] ? -1 : pp->conf;
+    snprintf(pt->kind, sizeof pt->kind, "%s", pp->kind == SWEEP_UNIFORM ? "uniform" : "compare");
+    mpq_qspec_format(&c->spec, buf, sizeof buf);
+    snprintf(pt->spec, sizeof pt->spec, "%s", buf);
+    snprintf(pt->method, sizeof pt->method, "%s", c->method->name);
+    snprintf(pt->family, sizeof pt->family, "%s", c->spec.ops->name);
+    snprintf(pt->label, sizeof pt->label, "%s %s", c->method->name, buf);
+    return MPQ_OK;
+}
+
+/* Local. assemble: the measured codes of each layer's configuration,
+ * dequantized, into the working model (stage "assemble"). */
+static mpq_err assemble_point(mpq_ctx *ctx, mpq_sweep *sw, const int32_t *conf,
+                              mpq_sweep_point *pt) {
+    mpq_err err = MPQ_OK;
+    const mpq_session *ses = sw->ses;
+    const int64_t nconf = sw->plan.nconf;
+    float *deq = NULL;
     int64_t maxw = 1;
-    for (int64_t l = 0; l < sw->nl; l++)
-        if (sw->info->layers[l].out * sw->info->layers[l].in > maxw)
-            maxw = sw->info->layers[l].out * sw->info->layers[l].in;
+    for (int64_t l = 0; l < ses->nl; l++)
+        if (ses->info->layers[l].out * ses->info->layers[l].in > maxw)
+            maxw = ses->info->layers[l].out * ses->info->layers[l].in;
+    MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_ASSEMBLE));
     MPQ_ALLOC_TRY(deq, maxw);
-    for (int64_t l = 0; l < sw->nl; l++) {
+    for (int64_t l = 0; l < ses->nl; l++) {
         if (conf[l] < 0)
             continue;
-        const mpq_qlayer *q = sw->meas.q[l * p->nconf + conf[l]];
+        const mpq_qlayer *q = sw->meas.q[l * nconf + conf[l]];
         MPQ_ENSURE(q, MPQ_ERR_INTERNAL, "sweep: layer %s has no measured codes",
-                   sw->info->layers[l].name);
+                   ses->info->layers[l].name);
         mpq_qlayer_dequantize(q, deq);
-        MPQ_TRY(mpq_family_set_weight(ctx, sw->fq, l, deq));
-        pt->bits += sw->meas.bits[l * p->nconf + conf[l]];
-        pt->weights += sw->info->layers[l].out * sw->info->layers[l].in;
+        MPQ_TRY(mpq_family_set_weight(ctx, ses->fq, l, deq));
+        pt->bits += sw->meas.bits[l * nconf + conf[l]];
+        pt->weights += ses->info->layers[l].out * ses->info->layers[l].in;
     }
+    MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_ASSEMBLE));
     pt->bpw = pt->weights > 0 ? (double)pt->bits / (double)pt->weights : 0.0;
     pt->size_bytes = pt->bits / 8 + sw->other_bytes;
-    sweep_eval e;
-    MPQ_TRY(evaluate(ctx, sw, sw->fq, sw->ffp, &e));
+cleanup:
+    mpq_free(deq);
+    return err;
+}
+
+mpq_err mpq_sweep_run_point(mpq_ctx *ctx, mpq_sweep *sw, int64_t i, mpq_sweep_point *pt) {
+    mpq_err err = MPQ_OK;
+    const sweep_plan *p = &sw->plan;
+    int32_t *conf = NULL; /* [nl] configuration of each layer, -1 excluded */
+    MPQ_CHECK(sw->have, MPQ_ERR_INTERNAL, "sweep: no measurement (measure or load first)");
+    MPQ_CHECK(i >= 0 && i < p->npts, MPQ_ERR_ARG, "sweep: point %lld out of range (0 .. %lld)",
+              (long long)i, (long long)p->npts - 1);
+    double t0 = mpq_now();
+    const sweep_plan_point *pp = &p->pts[i];
+    memset(pt, 0, sizeof *pt);
+    pt->index = i;
+    mpq_session_range range;
+    memset(&range, 0, sizeof range);
+    MPQ_TRY(mpq_agree(ctx, mpq_malloc(ctx, sw->ses->nl + 1, sizeof *conf, (void **)&conf)));
+    /* the choice (budget: importance scores, knapsack) */
+    MPQ_TRY(choose_point(ctx, sw, pp, conf, &range, pt));
+    if (range.infeasible) {
+        /* A scaling study often lists budgets below what the menu can
+         * reach; one such point must not cost the others (nor block the
+         * merge job of a Slurm array): it is reported, not evaluated. */
+        double w = range.weights > 0 ? (double)range.weights : 1.0;
+        pt->infeasible = 1;
+        pt->weights = range.weights;
+        pt->min_bpw = (double)range.min_bits / w;
+        pt->max_bpw = (double)range.max_bits / w;
+        snprintf(pt->metric, sizeof pt->metric, "%s", sw->metric->name);
+        pt->reference = sw->ref.value;
+        pt->seconds = mpq_now() - t0;
+        MPQ_WARN("sweep point %lld: budget %g bits per weight is infeasible: quant.candidates "
+                 "reach %.4f .. %.4f bits per weight (%lld .. %lld bits for %lld weights); "
+                 "the point is skipped and marked infeasible in the report",
+                 (long long)i, pp->budget, pt->min_bpw, pt->max_bpw, (long long)range.min_bits,
+                 (long long)range.max_bits, (long long)range.weights);
+        goto cleanup;
+    }
+    /* assemble, evaluate */
+    MPQ_TRY(mpq_agree(ctx, assemble_point(ctx, sw, conf, pt)));
+    mpq_session_eval e;
+    MPQ_TRY(evaluate(ctx, sw, sw->ses->fq, sw->ses->ffp, &e));
     fill_eval(sw, &e, 0, pt);
     pt->reference = sw->ref.value;
     pt->rel_change = pt->reference != 0.0 ? (pt->value - pt->reference) / fabs(pt->reference) : 0.0;
@@ -628,7 +517,6 @@ mpq_err mpq_sweep_run_point(mpq_ctx *ctx, mpq_sweep *sw, int64_t i, mpq_sweep_po
              (long long)i, pt->kind, pt->label, pt->bpw, (long long)pt->size_bytes, pt->metric,
              pt->value, 100.0 * pt->rel_change);
 cleanup:
-    mpq_free(deq);
     mpq_free(conf);
     return err;
 }

@@ -1,17 +1,16 @@
 /* sweep_internal.h: state shared by the sources of the sweep
- * (stages/sweep*.c). Not a public interface. */
+ * (pipeline/driver/sweep*.c). Not a public interface. */
 #ifndef MPQ_SWEEP_INTERNAL_H
 #define MPQ_SWEEP_INTERNAL_H
 
 #include <stdint.h>
 
-#include "mpq_calibrate.h"
-#include "mpq_config.h"
-#include "mpq_model.h"
-#include "mpq_round.h"
-#include "mpq_sweep.h"
-#include "mpq_tokenizer.h"
 #include "measure_internal.h"
+#include "mpq_config.h"
+#include "mpq_importance.h"
+#include "mpq_round.h"
+#include "mpq_session.h"
+#include "mpq_sweep.h"
 
 /* A measured configuration: one rounding method at one spec. */
 typedef struct sweep_conf {
@@ -43,30 +42,42 @@ typedef struct sweep_plan {
 mpq_err mpq_sweep_plan_build(mpq_ctx *ctx, const mpq_config *cfg, sweep_plan *p);
 void mpq_sweep_plan_free(sweep_plan *p);
 
+/* A sweep metric (sweep.metric): one entry of the registry in
+ * sweep_metric.c. */
+typedef struct sweep_metric {
+    const char *name;
+    int lm, cls;       /* 1: applies to language models / classifiers */
+    int higher_better; /* 1: a larger value is better */
+    int log_axis;      /* 1: the plot's quality axis is logarithmic */
+    /* Local. The value of an evaluation (is_ref: of the full-precision
+     * model itself). */
+    double (*value)(const mpq_session_eval *e, int is_ref);
+} sweep_metric;
+
+/* Local. The metric called name, or NULL. */
+const sweep_metric *mpq_sweep_metric_find(const char *name);
+/* Local. The metric of sweep.metric for a model of the task ("auto": ppl
+ * for language models, accuracy for classifiers); one that does not apply
+ * to the task is an MPQ_ERR_CONFIG error naming the file. */
+mpq_err mpq_sweep_metric_from_config(mpq_ctx *ctx, const mpq_config *cfg, mpq_task task,
+                                     const sweep_metric **out);
+
 struct mpq_sweep {
     const mpq_config *cfg;
     sweep_plan plan;
-    mpq_model *m;
-    mpq_family *fq;  /* working model: the points' quantized weights */
-    mpq_family *ffp; /* full precision: reference, sensitivity probes */
-    const mpq_family_info *info;
-    mpq_tokenizer *tok;
-    mpq_calib_set *set; /* NULL unless created with_calib */
-    mpq_round_opts ro;
+    mpq_session *ses; /* model, families, layers (no pins), calibration samples */
 
-    int64_t nl;
-    uint8_t *excl;       /* [nl] 1: kept in full precision (budget.exclude) */
     int64_t other_bytes; /* fp32 bytes of every tensor that is not a quantized layer */
     int64_t fp_bytes;    /* fp32 bytes of every tensor */
 
     /* Measurements: column c of layer l is configuration c of the plan
      * (the codes of every measured layer are kept for the points). */
-    measure_table meas;
+    mpq_measure_table meas;
     double *score;     /* [nl][ncand] importance scores of the candidates */
     int32_t sens_cand; /* candidate probed for the sensitivities */
     int have;          /* 1: measured or loaded */
 
-    char metric[16];
+    const sweep_metric *metric;
     mpq_sweep_point ref; /* the full-precision row */
 };
 
@@ -75,5 +86,9 @@ struct mpq_sweep {
 char *mpq_sweep_meta(const mpq_sweep *sw);
 /* Local. Scores of the candidates from loss / energy / sens. */
 mpq_err mpq_sweep_scores(mpq_ctx *ctx, mpq_sweep *sw);
+/* Local (rank 0), before any work: no file that the sweep writes under
+ * its directory (by any stage: measure.h5, the point files of npoints
+ * points, the report files) may be an input the configuration names. */
+mpq_err mpq_sweep_check_files(mpq_ctx *ctx, const mpq_config *cfg, int64_t npoints);
 
 #endif

@@ -23,7 +23,7 @@
  * Excluded layers have zero rows. Every rank reads the file on load. The
  * attributes, the byte datasets and the measurement datasets (loss to
  * sensitivity, as in mpquant run's measure.save) are written and read by
- * stages/pipeline/measure_io.c. */
+ * measure_io.c. */
 #include <cjson/cJSON.h>
 #include <hdf5.h>
 #include <string.h>
@@ -50,13 +50,13 @@ char *mpq_sweep_meta(const mpq_sweep *sw) {
         if (s)
             cJSON_AddItemToObject(o, sections[i], s);
     }
-    cJSON_AddStringToObject(o, "metric", sw->metric);
+    cJSON_AddStringToObject(o, "metric", sw->metric->name);
     cJSON *ls = cJSON_AddArrayToObject(o, "layers"), *ex = cJSON_AddArrayToObject(o, "excluded"),
           *cs = cJSON_AddArrayToObject(o, "configurations");
-    for (int64_t l = 0; ls && ex && l < sw->nl; l++) {
-        cJSON_AddItemToArray(ls, cJSON_CreateString(sw->info->layers[l].name));
-        if (sw->excl[l])
-            cJSON_AddItemToArray(ex, cJSON_CreateString(sw->info->layers[l].name));
+    for (int64_t l = 0; ls && ex && l < sw->ses->nl; l++) {
+        cJSON_AddItemToArray(ls, cJSON_CreateString(sw->ses->info->layers[l].name));
+        if (sw->ses->excl[l])
+            cJSON_AddItemToArray(ex, cJSON_CreateString(sw->ses->info->layers[l].name));
     }
     for (int64_t c = 0; cs && c < sw->plan.nconf; c++) {
         cJSON *x = cJSON_CreateObject();
@@ -77,7 +77,7 @@ done:
 /* Bytes of configuration c of layer l in /codes. */
 static mpq_err entry_bytes(mpq_ctx *ctx, const mpq_sweep *sw, int64_t l, int64_t c, int64_t *packed,
                            int64_t *params) {
-    const mpq_layer_info *li = &sw->info->layers[l];
+    const mpq_layer_info *li = &sw->ses->info->layers[l];
     const mpq_qspec *s = &sw->plan.conf[c].spec;
     *packed = mpq_quant_packed_bytes(s, li->out * li->in);
     MPQ_CALL(mpq_qparams_nbytes(ctx, s, li->out, li->in, params));
@@ -87,8 +87,8 @@ static mpq_err entry_bytes(mpq_ctx *ctx, const mpq_sweep *sw, int64_t l, int64_t
 /* Bytes of /codes: every configuration of every quantized layer. */
 static mpq_err codes_bytes(mpq_ctx *ctx, const mpq_sweep *sw, int64_t *total) {
     *total = 0;
-    for (int64_t l = 0; l < sw->nl; l++)
-        for (int64_t c = 0; c < sw->plan.nconf && !sw->excl[l]; c++) {
+    for (int64_t l = 0; l < sw->ses->nl; l++)
+        for (int64_t c = 0; c < sw->plan.nconf && !sw->ses->excl[l]; c++) {
             int64_t a, b;
             MPQ_CALL(entry_bytes(ctx, sw, l, c, &a, &b));
             *total += a + b;
@@ -115,14 +115,14 @@ static mpq_err save_local(mpq_ctx *ctx, const mpq_sweep *sw, const char *path) {
     MPQ_TRY(codes_bytes(ctx, sw, &total));
     MPQ_ALLOC_TRY(blob, total > 0 ? total : 1);
     int64_t at_byte = 0;
-    for (int64_t l = 0; l < sw->nl; l++)
-        for (int64_t c = 0; c < nc && !sw->excl[l]; c++) {
+    for (int64_t l = 0; l < sw->ses->nl; l++)
+        for (int64_t c = 0; c < nc && !sw->ses->excl[l]; c++) {
             const mpq_qlayer *q = sw->meas.q[l * nc + c];
             int64_t a, b;
             MPQ_TRY(entry_bytes(ctx, sw, l, c, &a, &b));
             MPQ_ENSURE(q && q->packed_bytes == a && q->nparam_bytes == b, MPQ_ERR_INTERNAL,
                        "%s: layer %s configuration %lld: no codes of the expected size", path,
-                       sw->info->layers[l].name, (long long)c);
+                       sw->ses->info->layers[l].name, (long long)c);
             memcpy(blob + at_byte, q->packed, (size_t)a);
             memcpy(blob + at_byte + a, q->param_bytes, (size_t)b);
             at_byte += a + b;
@@ -160,7 +160,7 @@ mpq_err mpq_sweep_save(mpq_ctx *ctx, const mpq_sweep *sw, const char *path) {
 static mpq_err rebuild(mpq_ctx *ctx, mpq_sweep *sw, const char *path, int64_t l, int64_t c,
                        const uint8_t *bytes, int64_t a, int64_t b) {
     mpq_err err = MPQ_OK;
-    const mpq_layer_info *li = &sw->info->layers[l];
+    const mpq_layer_info *li = &sw->ses->info->layers[l];
     const mpq_qspec *s = &sw->plan.conf[c].spec;
     mpq_qlayer *q = NULL;
     mpq_qparams *p = NULL;
@@ -231,8 +231,8 @@ static mpq_err load_local(mpq_ctx *ctx, mpq_sweep *sw, const char *path) {
     MPQ_ALLOC_TRY(blob, total > 0 ? total : 1);
     MPQ_TRY(mpq_measure_h5_read_bytes(ctx, file, path, "codes", total, blob));
     int64_t at = 0;
-    for (int64_t l = 0; l < sw->nl; l++)
-        for (int64_t c = 0; c < nc && !sw->excl[l]; c++) {
+    for (int64_t l = 0; l < sw->ses->nl; l++)
+        for (int64_t c = 0; c < nc && !sw->ses->excl[l]; c++) {
             int64_t a, b;
             MPQ_TRY(entry_bytes(ctx, sw, l, c, &a, &b));
             MPQ_TRY(rebuild(ctx, sw, path, l, c, blob + at, a, b));

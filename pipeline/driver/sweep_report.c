@@ -1,6 +1,7 @@
 /* sweep_report.c: the sweep's rows as JSON files, the Pareto front, the
  * report files (CSV, JSON, Markdown, gnuplot PNG) and the merge of the
  * per-point files that the single job and the Slurm job array both use. */
+#define _GNU_SOURCE /* environ (unistd.h), for gnuplot's environment */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -10,14 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "mpq_coll.h"
 #include "mpq_infile.h"
 #include "mpq_log.h"
 #include "mpq_outfile.h"
 #include "sweep_internal.h"
-
-extern char **environ;
 
 /* ---- a point as JSON --------------------------------------------------------------- */
 
@@ -181,10 +181,6 @@ mpq_err mpq_sweep_point_write(mpq_ctx *ctx, const mpq_sweep_point *pt, const cha
 }
 
 /* ---- the Pareto front ---------------------------------------------------------- */
-
-int mpq_sweep_metric_higher_better(const char *metric) {
-    return strcmp(metric, "accuracy") == 0 || strcmp(metric, "agreement") == 0;
-}
 
 typedef struct pareto_item {
     double size, quality;
@@ -395,7 +391,7 @@ static mpq_err run_gnuplot(mpq_ctx *ctx, const char *script) {
 }
 
 static mpq_err write_plot(mpq_ctx *ctx, const char *dir, const char *title,
-                          const mpq_sweep_point *all, int64_t n, int higher) {
+                          const mpq_sweep_point *all, int64_t n, const sweep_metric *metric) {
     mpq_err err = MPQ_OK;
     sbuf dat = {0}, gp = {0};
     int64_t *ord = NULL;
@@ -466,10 +462,8 @@ static mpq_err write_plot(mpq_ctx *ctx, const char *dir, const char *title,
               /* axes end at the data (not at the next decade), plus a margin */
               "set autoscale fix\n"
               "set offsets graph 0.08, graph 0.08, graph 0.08, graph 0.08\n",
-              all[0].metric, higher ? "higher" : "lower",
-              /* perplexity is multiplicative: a log axis keeps the good
-                 points apart when a poor one is orders of magnitude up */
-              strcmp(all[0].metric, "ppl") == 0 ? "set logscale y\n" : "");
+              all[0].metric, metric && metric->higher_better ? "higher" : "lower",
+              metric && metric->log_axis ? "set logscale y\n" : "");
     sb_printf(&gp, "plot ");
     const char *sep = "";
     for (int k = 0; k < 4; k++) {
@@ -507,13 +501,16 @@ mpq_err mpq_sweep_report_write(mpq_ctx *ctx, const char *dir, const char *title,
     sbuf csv = {0}, md = {0};
     cJSON *o = NULL;
     char *jt = NULL, path[4096];
-    const int higher = mpq_sweep_metric_higher_better(ref->metric);
+    const sweep_metric *metric = mpq_sweep_metric_find(ref->metric);
+    const int higher = metric && metric->higher_better;
     int64_t first = 0; /* the first evaluated point (infeasible ones have no KLD) */
     while (first < n && pts[first].infeasible)
         first++;
-    const int lm = strcmp(ref->metric, "accuracy") != 0 &&
-                   !(strcmp(ref->metric, "agreement") == 0 && ref->kld == 0.0 && first < n &&
-                     pts[first].kld == 0.0);
+    /* The KLD column: for a language model's metric; for one that also
+     * applies to classifiers (agreement) only when the points have a KLD. */
+    const int lm =
+        !metric ||
+        (metric->lm && !(metric->cls && ref->kld == 0.0 && first < n && pts[first].kld == 0.0));
     MPQ_ALLOC_TRY(all, n + 1);
     MPQ_ALLOC_TRY(sz, n + 1);
     MPQ_ALLOC_TRY(qu, n + 1);
@@ -597,7 +594,7 @@ mpq_err mpq_sweep_report_write(mpq_ctx *ctx, const char *dir, const char *title,
         MPQ_TRY(err);
     }
     if (plot)
-        MPQ_TRY(write_plot(ctx, dir, title, all, n + 1, higher));
+        MPQ_TRY(write_plot(ctx, dir, title, all, n + 1, metric));
     MPQ_INFO("sweep report: %s/report.{csv,json,md%s}, %lld points", dir, plot ? ",png" : "",
              (long long)n);
     if (nskip > 0)
@@ -665,6 +662,7 @@ static mpq_err merge_local(mpq_ctx *ctx, const mpq_config *cfg, int64_t npoints)
     mpq_sweep_point ref, *pts = NULL;
     char path[4096], title[512];
     const char *dir = mpq_sweep_output_dir(cfg);
+    MPQ_TRY(mpq_sweep_check_files(ctx, cfg, npoints));
     snprintf(path, sizeof path, "%s/points/fp.json", dir);
     MPQ_TRY(read_point(ctx, path, &ref));
     MPQ_ENSURE(strcmp(ref.kind, "fp") == 0, MPQ_ERR_FORMAT, "%s: not the reference row", path);

@@ -1,0 +1,249 @@
+/* pass.c: the steps of a block-sequential pass (pass_internal.h): the
+ * Hessian statistics of each block, its rounding jobs, the rounding, the
+ * measured results, propagation and hessian.load / hessian.save. */
+#include <string.h>
+
+#include "mpq_coll.h"
+#include "mpq_config.h"
+#include "mpq_robust.h"
+#include "pass_internal.h"
+
+void mpq_pass_destroy(mpq_pass **pp) {
+    if (!pp || !*pp)
+        return;
+    mpq_pass *p = *pp;
+    mpq_hstats_free(p->nkept, &p->kept);
+    mpq_free(p->bst);
+    mpq_free(p->bgr);
+    if (p->results)
+        mpq_round_results_free(p->njobs, p->results);
+    mpq_free(p->results);
+    mpq_free(p->jobs);
+    mpq_free(p->jk);
+    mpq_free(p->jl);
+    for (int64_t i = 0; p->W && i < p->nlb; i++)
+        mpq_free(p->W[i]);
+    mpq_free(p->W);
+    mpq_free(p->H);
+    mpq_free(p->lay);
+    mpq_hstats_free(p->nstats, &p->stats);
+    mpq_free(p->groups);
+    mpq_calib_destroy(&p->calib);
+    mpq_free(p);
+    *pp = NULL;
+}
+
+/* Local. The pass and its per-block arrays. */
+static mpq_err alloc_pass(mpq_ctx *ctx, const mpq_session *ses, const mpq_pass_opts *o,
+                          mpq_pass **out) {
+    const int64_t nl = ses->info->nlayers;
+    const int64_t cap = nl * o->ncol + 1;
+    mpq_pass *p = NULL;
+    MPQ_ALLOC(p, 1);
+    *out = p;
+    MPQ_ALLOC(p->lay, nl + 1);
+    MPQ_ALLOC(p->W, nl + 1);
+    MPQ_ALLOC(p->H, nl + 1);
+    MPQ_ALLOC(p->jobs, cap);
+    MPQ_ALLOC(p->results, cap);
+    MPQ_ALLOC(p->jk, cap);
+    MPQ_ALLOC(p->jl, cap);
+    MPQ_ALLOC(p->bst, nl + 1);
+    MPQ_ALLOC(p->bgr, nl + 1);
+    return MPQ_OK;
+}
+
+mpq_err mpq_pass_create(mpq_ctx *ctx, const mpq_session *ses, const mpq_pass_opts *o,
+                        mpq_pass **out) {
+    mpq_err err = MPQ_OK;
+    mpq_pass *p = NULL;
+    /* Local allocations first, agreed before the first collective. */
+    MPQ_TRY(mpq_agree(ctx, alloc_pass(ctx, ses, o, &p)));
+    p->ses = ses;
+    p->o = *o;
+    /* Saved statistics describe full-precision block inputs: they serve,
+     * and are saved from, passes with full-precision propagation only. */
+    p->load = o->advance && o->hload && o->hload[0];
+    p->save = o->advance && !p->load && o->hsave && o->hsave[0];
+    MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_HESSIAN));
+    if (p->load)
+        MPQ_TRY(mpq_hstats_load(ctx, o->hload, MPQ_HSTAT_ALL, &p->nkept, &p->kept));
+    else
+        MPQ_TRY(mpq_agree(/* local: agreed before the first block's collectives */
+                          ctx, mpq_calib_create(ctx, ses->fq, ses->set,
+                                                ses->cfg->hessian.chunk_samples, &p->calib)));
+    MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_HESSIAN));
+    mpq_progress_begin(ctx, &p->prog, o->label, "blocks", ses->info->nblocks);
+    *out = p;
+    return MPQ_OK;
+cleanup:
+    mpq_pass_destroy(&p);
+    return err;
+}
+
+/* The saved statistics of block b's input groups. The statistic of each
+ * group is named after the group's first layer (mpq_calibrate.h). */
+static mpq_err loaded_stats(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
+    const mpq_family_info *fi = p->ses->info;
+    for (int64_t l = 0; l < fi->nlayers; l++) {
+        const mpq_layer_info *li = &fi->layers[l];
+        if (li->block != b || li->group != l)
+            continue;
+        int64_t k = 0;
+        while (k < p->nkept && strcmp(p->kept[k]->name, li->name) != 0)
+            k++;
+        MPQ_CHECK(k < p->nkept && p->kept[k]->d == li->in, MPQ_ERR_FORMAT,
+                  "%s: hessian.load: '%s' has no statistics of width %lld for the input of "
+                  "layer %s (saved for another model?)",
+                  p->ses->cfg->source, p->o.hload, (long long)li->in, li->name);
+        p->bst[p->nb] = p->kept[k];
+        p->bgr[p->nb++] = l;
+    }
+    return MPQ_OK;
+}
+
+mpq_err mpq_pass_hessian(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
+    const mpq_config *cfg = p->ses->cfg;
+    p->nb = 0;
+    MPQ_CALL(mpq_stage_start(ctx, MPQ_STAGE_HESSIAN));
+    if (p->load) {
+        MPQ_CALL(loaded_stats(ctx, p, b));
+    } else {
+        MPQ_CALL(mpq_calib_block(ctx, p->calib, b, (int)cfg->hessian.bound_log2, MPQ_HSTAT_ALL,
+                                 p->o.advance, &p->nstats, &p->stats, &p->groups));
+        for (int64_t k = 0; k < p->nstats; k++) {
+            p->bst[k] = p->stats[k];
+            p->bgr[k] = p->groups[k];
+            /* Fewer calibration rows than input channels: H is rank
+             * deficient (a warning naming the layer; damping copes). */
+            if (p->o.warn_rows)
+                mpq_check_calibration_rows(ctx, p->stats[k]->name, p->stats[k]->count,
+                                           p->stats[k]->d);
+        }
+        p->nb = p->nstats;
+    }
+    MPQ_CALL(mpq_stage_stop(ctx, MPQ_STAGE_HESSIAN));
+    return MPQ_OK;
+}
+
+/* Statistic of layer li among the block's statistics (one per input group). */
+static const mpq_hstat *stat_of(const mpq_pass *p, const mpq_layer_info *li) {
+    for (int64_t k = 0; k < p->nb; k++)
+        if (p->bgr[k] == li->group)
+            return p->bst[k];
+    return NULL;
+}
+
+mpq_err mpq_pass_layers(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
+    mpq_err err = MPQ_OK;
+    const mpq_family_info *fi = p->ses->info;
+    p->nlb = 0;
+    p->njobs = 0;
+    for (int64_t l = 0; l < fi->nlayers && err == MPQ_OK; l++) {
+        const mpq_layer_info *li = &fi->layers[l];
+        if (li->block != b || p->ses->excl[l])
+            continue;
+        const mpq_hstat *st = stat_of(p, li);
+        if (!st || !st->H || st->d != li->in) {
+            err = MPQ_ERROR(MPQ_ERR_INTERNAL, "%s: no statistic of width %lld for layer %s",
+                            p->o.who, (long long)li->in, li->name);
+            break;
+        }
+        float **w = &p->W[p->nlb];
+        if ((err = mpq_malloc(ctx, li->out * li->in, sizeof **w, (void **)w)) ||
+            (err = mpq_family_get_weight(ctx, p->ses->fq, l, *w))) {
+            p->nlb += *w != NULL;
+            break;
+        }
+        p->H[p->nlb] = st;
+        p->lay[p->nlb++] = l;
+    }
+    return mpq_agree(ctx, err);
+}
+
+void mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
+                      const mpq_round_method *method) {
+    const mpq_layer_info *li = &p->ses->info->layers[p->lay[i]];
+    mpq_round_job *jb = &p->jobs[p->njobs];
+    jb->name = li->name;
+    jb->rows = li->out;
+    jb->cols = li->in;
+    jb->W = p->W[i];
+    jb->H = p->H[i]->H;
+    jb->spec = *spec;
+    jb->method = method;
+    p->jl[p->njobs] = p->lay[i];
+    p->jk[p->njobs++] = k;
+}
+
+mpq_err mpq_pass_round(mpq_ctx *ctx, mpq_pass *p, mpq_stage stage) {
+    MPQ_CALL(mpq_stage_start(ctx, stage));
+    MPQ_CALL(mpq_round_block(ctx, &p->ses->ro, p->njobs, p->jobs, p->results));
+    MPQ_CALL(mpq_stage_stop(ctx, stage));
+    return MPQ_OK;
+}
+
+mpq_err mpq_pass_keep(mpq_ctx *ctx, mpq_pass *p, mpq_measure_table *t) {
+    MPQ_CALL(mpq_importance_energy(ctx, p->ses->info, p->nlb, p->lay, p->W, p->H, t->energy));
+    for (int64_t j = 0; j < p->njobs; j++) {
+        mpq_round_result *rr = &p->results[j];
+        const int64_t x = p->jl[j] * t->ncol + p->jk[j];
+        t->loss[x] = rr->loss;
+        t->rtn[x] = rr->rtn_loss;
+        t->bits[x] = mpq_qlayer_bits(rr->q);
+        t->q[x] = rr->q;
+        rr->q = NULL;
+    }
+    return mpq_pass_results_done(ctx, p, MPQ_OK);
+}
+
+mpq_err mpq_pass_results_done(mpq_ctx *ctx, mpq_pass *p, mpq_err err) {
+    mpq_round_results_free(p->njobs, p->results);
+    p->njobs = 0;
+    MPQ_CALL(mpq_agree(ctx, err));
+    return MPQ_OK;
+}
+
+mpq_err mpq_pass_propagate(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
+    if (p->o.advance)
+        return MPQ_OK;
+    MPQ_CALL(mpq_stage_start(ctx, MPQ_STAGE_PROPAGATE));
+    MPQ_CALL(mpq_calib_advance(ctx, p->calib, b));
+    MPQ_CALL(mpq_stage_stop(ctx, MPQ_STAGE_PROPAGATE));
+    return MPQ_OK;
+}
+
+mpq_err mpq_pass_next(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
+    for (int64_t i = 0; i < p->nlb; i++)
+        MPQ_FREE(p->W[i]);
+    p->nlb = 0;
+    if (p->save && p->nstats > 0) {
+        /* Keep the block's statistics for hessian.save. */
+        mpq_err err =
+            mpq_realloc(ctx, p->nkept, p->nkept + p->nstats, sizeof *p->kept, (void **)&p->kept);
+        if (err == MPQ_OK) {
+            for (int64_t k = 0; k < p->nstats; k++)
+                p->kept[p->nkept++] = p->stats[k];
+            MPQ_FREE(p->stats);
+            p->nstats = 0;
+        }
+        MPQ_CALL(mpq_agree(ctx, err));
+    }
+    mpq_hstats_free(p->nstats, &p->stats);
+    MPQ_FREE(p->groups);
+    p->nstats = 0;
+    mpq_progress_update(ctx, &p->prog, b + 1);
+    return MPQ_OK;
+}
+
+mpq_err mpq_pass_finish(mpq_ctx *ctx, mpq_pass *p) {
+    mpq_progress_end(ctx, &p->prog);
+    if (!p->save)
+        return MPQ_OK;
+    MPQ_CALL(mpq_stage_start(ctx, MPQ_STAGE_HESSIAN));
+    MPQ_CALL(mpq_hstats_save(ctx, p->o.hsave, p->nkept, p->kept));
+    MPQ_CALL(mpq_stage_stop(ctx, MPQ_STAGE_HESSIAN));
+    mpq_log(ctx, MPQ_LOG_INFO, "saved the Hessian statistics of %lld layer inputs to %s",
+            (long long)p->nkept, p->o.hsave);
+    return MPQ_OK;
+}

@@ -1,0 +1,118 @@
+/* pass_internal.h: the steps of one block-sequential pass over the model
+ * (pass.c), shared by `mpquant run` (its measurement and its final
+ * rounding) and `mpquant sweep` (its measurement). The pass object holds
+ * the state of the pass and of the current block; the caller writes the
+ * loop, so the order of the steps reads in one place:
+ *
+ *   mpq_pass_create
+ *   for b in blocks:
+ *       mpq_pass_hessian(b)     calibrate and Hessian: H of block b's inputs
+ *       mpq_pass_layers(b)      the block's weights and their statistics
+ *       mpq_pass_add_job ...    the caller's rounding jobs
+ *       mpq_pass_round(stage)   round: every job of the block, over the ranks
+ *       mpq_pass_keep           the results into a table (measuring), or the
+ *                               caller takes them, then mpq_pass_results_done
+ *       mpq_pass_propagate(b)   propagate (quantized propagation)
+ *       mpq_pass_next(b)        the block is done
+ *   mpq_pass_finish             hessian.save
+ *   mpq_pass_destroy
+ *
+ * Local failures are agreed before every collective step. Not a public
+ * interface. */
+#ifndef MPQ_PASS_INTERNAL_H
+#define MPQ_PASS_INTERNAL_H
+
+#include <stdint.h>
+
+#include "mpq_calibrate.h"
+#include "mpq_hessian.h"
+#include "mpq_importance.h"
+#include "mpq_log.h"
+#include "mpq_round.h"
+#include "mpq_session.h"
+
+typedef struct mpq_pass_opts {
+    /* 1: every block's input comes from the full-precision blocks before it
+     * (propagation runs with the Hessian step; the working model is not
+     * changed during the pass); 0: from the working model after the earlier
+     * blocks' results were substituted (mpq_pass_propagate). */
+    int advance;
+    /* Hessian statistics from this file (hessian.load) instead of
+     * calibrating, or kept and written to this one at the end
+     * (hessian.save); "" or NULL: none. Only with advance = 1: saved
+     * statistics describe full-precision block inputs. */
+    const char *hload, *hsave;
+    int warn_rows; /* 1: warn of statistics with fewer rows than input channels */
+    /* Names in messages: who ("run", "sweep") in internal errors, label in
+     * the progress lines. */
+    const char *who, *label;
+    int32_t ncol; /* the most jobs of one layer */
+} mpq_pass_opts;
+
+typedef struct mpq_pass {
+    const mpq_session *ses; /* rounds ses->fq, on ses->set, skipping ses->excl */
+    mpq_pass_opts o;
+    int load, save;   /* hessian.load / hessian.save in use */
+    mpq_calib *calib; /* the calibration activations (not when loading) */
+    mpq_hstat **kept; /* loaded, or kept for saving */
+    int64_t nkept;
+    mpq_progress prog;
+
+    /* The current block. */
+    mpq_hstat **stats; /* [nstats] measured statistics (owned) */
+    int64_t nstats;
+    int64_t *groups;           /* [nstats] their input groups */
+    mpq_hstat **bst;           /* [nb] the block's statistics (views) */
+    int64_t *bgr;              /* [nb] their input groups */
+    int64_t nb;                /* statistics of the block */
+    int64_t nlb;               /* layers of the block (not excluded) */
+    int64_t *lay;              /* [nlb] their layer indices */
+    float **W;                 /* [nlb] their weights [out][in] (owned) */
+    const mpq_hstat **H;       /* [nlb] their statistics */
+    int64_t njobs;             /* jobs of the block */
+    mpq_round_job *jobs;       /* [njobs] */
+    mpq_round_result *results; /* [njobs] after mpq_pass_round */
+    int64_t *jl;               /* [njobs] layer of each job */
+    int32_t *jk;               /* [njobs] column of each job */
+} mpq_pass;
+
+/* Collective. Allocates the pass, then (stage "hessian") loads the saved
+ * statistics or embeds the calibration samples. Owner of *out: caller
+ * (mpq_pass_destroy). */
+mpq_err mpq_pass_create(mpq_ctx *ctx, const mpq_session *ses, const mpq_pass_opts *o,
+                        mpq_pass **out);
+/* Local. NULL-safe; sets *p to NULL. */
+void mpq_pass_destroy(mpq_pass **p);
+
+/* Collective. Calibrate and Hessian (stage "hessian"): block b runs on the
+ * calibration samples and H of each of its input groups is reduced (with
+ * advance = 1 the block's output becomes the next block's input in the same
+ * forward pass); or the block's saved statistics are taken. */
+mpq_err mpq_pass_hessian(mpq_ctx *ctx, mpq_pass *p, int64_t b);
+/* Collective (local work, agreed). The weights and statistic of every layer
+ * of block b that is not excluded, in layer order: p->lay, p->W, p->H. */
+mpq_err mpq_pass_layers(mpq_ctx *ctx, mpq_pass *p, int64_t b);
+/* Local. Adds the job that rounds layer p->lay[i] at column k with spec and
+ * method (at most o.ncol jobs per layer). */
+void mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
+                      const mpq_round_method *method);
+/* Collective. Rounds the block's jobs over the ranks (mpq_round_block: every
+ * rank gets every result), timed as `stage`. */
+mpq_err mpq_pass_round(mpq_ctx *ctx, mpq_pass *p, mpq_stage stage);
+/* Collective. Measuring: the energies of the block's layers and every
+ * result (codes included) into t at (layer, column). */
+mpq_err mpq_pass_keep(mpq_ctx *ctx, mpq_pass *p, mpq_measure_table *t);
+/* Collective. After the caller took the results (local work with outcome
+ * err): frees them and agrees on err. */
+mpq_err mpq_pass_results_done(mpq_ctx *ctx, mpq_pass *p, mpq_err err);
+/* Collective. Propagate (stage "propagate"), with advance = 0 only: block b
+ * runs again on the working model's (substituted) weights, giving the next
+ * block's input. */
+mpq_err mpq_pass_propagate(mpq_ctx *ctx, mpq_pass *p, int64_t b);
+/* Collective. Block b is done: frees its weights and statistics (keeping
+ * them for hessian.save) and reports progress. */
+mpq_err mpq_pass_next(mpq_ctx *ctx, mpq_pass *p, int64_t b);
+/* Collective. Ends the progress report and writes hessian.save. */
+mpq_err mpq_pass_finish(mpq_ctx *ctx, mpq_pass *p);
+
+#endif
