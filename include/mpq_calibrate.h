@@ -103,7 +103,9 @@ mpq_err mpq_calib_set_from_config_family(struct mpq_ctx *ctx, const struct mpq_c
 typedef struct mpq_calib_source {
     const char *name;
     const char *summary;
-    int needs_model; /* 1: runs the model itself, so make is collective and needs f */
+    int needs_model;       /* 1: runs the model itself, so make is collective and needs f */
+    const char *input_key; /* the key naming the file it reads ("calibration.text"), or NULL */
+    const char *(*input)(const struct mpq_config *cfg); /* that file's path, or NULL */
     mpq_err (*make)(struct mpq_ctx *ctx, const struct mpq_config *cfg, const mpq_family_info *info,
                     mpq_family *f, const struct mpq_tokenizer *tok, mpq_calib_set **out);
 } mpq_calib_source;

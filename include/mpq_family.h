@@ -108,6 +108,10 @@ typedef struct mpq_family_ops {
      * when the architecture implies nothing (a reader of a format that
      * carries this family calls it after filling the model). */
     mpq_err (*check_model)(struct mpq_ctx *ctx, const mpq_model *m);
+    /* Local. Errors (naming the configuration line) when the checkpoint
+     * cannot store this configuration's model of the family; NULL when it
+     * can store every one. */
+    mpq_err (*check_checkpoint)(struct mpq_ctx *ctx, const struct mpq_config *cfg);
     /* Does this family run the model (used by model.family = auto)? */
     int (*detect)(const mpq_model *m, const struct mpq_config *cfg);
     /* Builds the state; fills *info (info->layers allocated with

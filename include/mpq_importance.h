@@ -65,8 +65,9 @@ typedef struct mpq_importance_method {
     double (*score)(const mpq_measure_table *t, int64_t l, int64_t col);
 } mpq_importance_method;
 
-/* The registry, NULL-terminated. */
+/* The registry, NULL-terminated, and its descriptor (mpq_registry.h). */
 extern const mpq_importance_method *const mpq_importance_methods[];
+extern const struct mpq_registry mpq_importance_reg;
 
 /* Local. The estimator called name, or NULL. */
 const mpq_importance_method *mpq_importance_find(const char *name);

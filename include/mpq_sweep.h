@@ -177,4 +177,8 @@ const char *mpq_sweep_output_dir(const struct mpq_config *cfg);
  * file and key. */
 mpq_err mpq_sweep_plan_count(mpq_ctx *ctx, const struct mpq_config *cfg, int64_t *npoints);
 
+/* The registry of sweep metrics (sweep.metric; also "auto": the task's
+ * default), for the configuration's allowed values (mpq_registry.h). */
+extern const struct mpq_registry mpq_sweep_metric_reg;
+
 #endif

@@ -7,9 +7,11 @@
 #include "mpq_config.h"
 #include "mpq_family.h"
 #include "mpq_hessian.h"
+#include "mpq_importance.h"
 #include "mpq_model_format.h"
 #include "mpq_robust.h"
 #include "mpq_round.h"
+#include "mpq_sweep.h"
 
 static const mpq_config_registry key_registries[] = {
     {"model.format", &mpq_model_format_reg},
@@ -18,7 +20,9 @@ static const mpq_config_registry key_registries[] = {
     {"hessian.scalapack", &mpq_hfactor_policy_reg},
     {"quant.method", &mpq_round_method_reg},
     {"calibration.source", &mpq_calib_source_reg},
-    {"robust.nonfinite", &mpq_nonfinite_policy_reg}, /* one key per line */
+    {"robust.nonfinite", &mpq_nonfinite_policy_reg},
+    {"importance.method", &mpq_importance_reg},
+    {"sweep.metric", &mpq_sweep_metric_reg}, /* one key per line */
 };
 
 mpq_err mpq_cli_register_registries(mpq_ctx *ctx) {

@@ -3,8 +3,8 @@
  * `mpquant check --keys` prints it as the reference (configs/REFERENCE.md).
  * Keys that name a variant (choices NULL: model.format, model.family,
  * model.cnn, hessian.scalapack, quant.method, calibration.source,
- * robust.nonfinite) take their allowed values from the variant's registry
- * (mpq_config_set_registries). */
+ * robust.nonfinite, importance.method, sweep.metric) take their allowed values from the variant's
+ * registry (mpq_config_set_registries). */
 #include <float.h>
 #include <stddef.h>
 
@@ -107,8 +107,7 @@ const mpq_key_spec mpq_config_keys[] = {
      "\"pattern=spec\" items: layers whose name matches the shell pattern get that spec"},
     {"budget.exclude", MPQ_KEY_STRING_LIST, OFF(budget.exclude), "[]", NOLIM, NULL,
      "shell patterns of layer names kept in full precision (not quantized, not in the average)"},
-    {"importance.method", MPQ_KEY_ENUM, OFF(importance.method), "sensitivity", NOLIM,
-     "error|normalized|sensitivity",
+    {"importance.method", MPQ_KEY_ENUM, OFF(importance.method), "sensitivity", NOLIM, NULL,
      "score of a (layer, candidate): layer error, error / tr(W H W^T), or error x the model "
      "loss sensitivity to that layer"},
     {"importance.sensitivity_spec", MPQ_KEY_STRING, OFF(importance.sensitivity_spec), "", NOLIM,
@@ -139,8 +138,7 @@ const mpq_key_spec mpq_config_keys[] = {
     {"sweep.output_dir", MPQ_KEY_OUTPATH, OFF(sweep.output_dir), "", NOLIM, "dir",
      "mpquant sweep: directory of the measurements, per-point results and report files (\"\" = "
      "sweep-out in the working directory)"},
-    {"sweep.metric", MPQ_KEY_ENUM, OFF(sweep.metric), "auto", NOLIM,
-     "auto|ppl|nll|kld|accuracy|agreement",
+    {"sweep.metric", MPQ_KEY_ENUM, OFF(sweep.metric), "auto", NOLIM, NULL,
      "mpquant sweep: quality axis of the report and Pareto front (auto: ppl for language "
      "models, accuracy for classifiers)"},
     {"sweep.plot", MPQ_KEY_BOOL, OFF(sweep.plot), "true", NOLIM, NULL,

@@ -63,12 +63,9 @@ static mpq_err check_config(mpq_ctx *ctx, const mpq_config *cfg, int propagate_q
         cfg->source);
     MPQ_CHECK(!(cfg->budget.avg_bits > 0.0 && cfg->budget.bytes > 0), MPQ_ERR_CONFIG,
               "%s: budget.avg_bits and budget.bytes are both set; set only one", cfg->source);
-    for (int64_t i = 0;
-         cfg->output.path[0] && strcmp(cfg->model.family, "cnn") == 0 && i < cfg->model.cnn.n; i++)
-        MPQ_CHECK(strcmp(cfg->model.cnn.v[i].op, "batchnorm") != 0, MPQ_ERR_CONFIG,
-                  "%s: output.path: a CNN with batchnorm (line %d) has BN-folded weights, which "
-                  "the checkpoint cannot store beside the BN tensors",
-                  cfg->source, cfg->model.cnn.v[i].line);
+    const mpq_family_ops *fam = mpq_family_find(cfg->model.family); /* NULL for auto */
+    if (cfg->output.path[0] && fam && fam->check_checkpoint)
+        MPQ_CALL(fam->check_checkpoint(ctx, cfg));
     return MPQ_OK;
 }
 

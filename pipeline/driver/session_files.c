@@ -47,10 +47,9 @@ int64_t mpq_session_read_inputs(const mpq_session *s, int evaluated, int mixed,
     add_file(f, &n, "model.path", cfg->model.path);
     if (lm)
         add_file(f, &n, "model.tokenizer", cfg->model.tokenizer);
-    if (strcmp(cfg->calibration.source, "text") == 0)
-        add_file(f, &n, "calibration.text", cfg->calibration.text);
-    else if (strcmp(cfg->calibration.source, "images") == 0)
-        add_file(f, &n, "calibration.images", cfg->calibration.images);
+    const mpq_calib_source *src = mpq_calib_source_find(cfg->calibration.source);
+    if (src && src->input)
+        add_file(f, &n, src->input_key, src->input(cfg));
     if (evaluated) {
         if (lm) {
             add_file(f, &n, "eval.text", cfg->eval.text);

@@ -2,6 +2,7 @@
  * each: the quality axis of the sweep's report. */
 #include <string.h>
 
+#include "mpq_registry.h"
 #include "sweep_internal.h"
 
 static double metric_ppl(const mpq_session_eval *e, int is_ref) {
@@ -36,10 +37,18 @@ static const sweep_metric metrics[] = {
     {.name = "agreement", .lm = 1, .cls = 1, .higher_better = 1, .value = metric_agreement},
 };
 
+static const char *metric_name_at(int64_t i) {
+    return i < (int64_t)(sizeof metrics / sizeof metrics[0]) ? metrics[i].name : NULL;
+}
+
+/* "auto" picks the task's default metric (mpq_sweep_metric_from_config). */
+const mpq_registry mpq_sweep_metric_reg = {
+    .what = "sweep metric", .also = "auto", .name_at = metric_name_at};
+
 const sweep_metric *mpq_sweep_metric_find(const char *name) {
-    for (size_t i = 0; name && i < sizeof metrics / sizeof metrics[0]; i++)
-        if (strcmp(metrics[i].name, name) == 0)
-            return &metrics[i];
+    int64_t i = mpq_registry_index(&mpq_sweep_metric_reg, name);
+    if (i >= 0)
+        return &metrics[i];
     return NULL;
 }
 

@@ -411,12 +411,25 @@ static mpq_err make_generated(mpq_ctx *ctx, const mpq_config *cfg, const mpq_fam
     return MPQ_OK;
 }
 
+static const char *input_text(const mpq_config *cfg) {
+    return cfg->calibration.text;
+}
+
+static const char *input_images(const mpq_config *cfg) {
+    return cfg->calibration.images;
+}
+
 static const mpq_calib_source source_text = {
     .name = "text",
     .summary = "segments of a text file's document stream (language models)",
+    .input_key = "calibration.text",
+    .input = input_text,
     .make = make_text};
-static const mpq_calib_source source_images = {
-    .name = "images", .summary = "images of an IDX file (classifiers)", .make = make_images};
+static const mpq_calib_source source_images = {.name = "images",
+                                               .summary = "images of an IDX file (classifiers)",
+                                               .input_key = "calibration.images",
+                                               .input = input_images,
+                                               .make = make_images};
 static const mpq_calib_source source_random = {
     .name = "random", .summary = "uniformly random tokens or pixels", .make = make_random};
 static const mpq_calib_source source_generated = {

@@ -8,6 +8,7 @@
 #include "mpq_coll.h"
 #include "mpq_config.h"
 #include "mpq_importance.h"
+#include "mpq_registry.h"
 #include "mpq_round.h"
 
 /* ---- the measurement table -------------------------------------------------------- */
@@ -61,11 +62,15 @@ static const mpq_importance_method importance_sensitivity = {
 const mpq_importance_method *const mpq_importance_methods[] = {
     &importance_error, &importance_normalized, &importance_sensitivity, NULL};
 
+static const char *method_name_at(int64_t i) {
+    return mpq_importance_methods[i] ? mpq_importance_methods[i]->name : NULL;
+}
+
+const mpq_registry mpq_importance_reg = {.what = "importance method", .name_at = method_name_at};
+
 const mpq_importance_method *mpq_importance_find(const char *name) {
-    for (int i = 0; name && mpq_importance_methods[i]; i++)
-        if (strcmp(mpq_importance_methods[i]->name, name) == 0)
-            return mpq_importance_methods[i];
-    return NULL;
+    int64_t i = mpq_registry_index(&mpq_importance_reg, name);
+    return i < 0 ? NULL : mpq_importance_methods[i];
 }
 
 mpq_err mpq_importance_from_config(mpq_ctx *ctx, const mpq_config *cfg,

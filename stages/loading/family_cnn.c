@@ -699,10 +699,21 @@ static mpq_err cnn_set_weight(mpq_ctx *ctx, void *state, int64_t layer, const fl
     return MPQ_OK;
 }
 
+/* BN-folded weights cannot be stored beside the BN tensors. */
+static mpq_err cnn_check_checkpoint(mpq_ctx *ctx, const mpq_config *cfg) {
+    for (int64_t i = 0; i < cfg->model.cnn.n; i++)
+        MPQ_CHECK(strcmp(cfg->model.cnn.v[i].op, "batchnorm") != 0, MPQ_ERR_CONFIG,
+                  "%s: output.path: a CNN with batchnorm (line %d) has BN-folded weights, which "
+                  "the checkpoint cannot store beside the BN tensors",
+                  cfg->source, cfg->model.cnn.v[i].line);
+    return MPQ_OK;
+}
+
 const mpq_family_ops mpq_family_cnn_ops = {
     .name = "cnn",
     .llama_layout = 0,
     .check_model = NULL,
+    .check_checkpoint = cnn_check_checkpoint,
     .detect = cnn_detect,
     .create = cnn_create,
     .destroy = cnn_destroy,

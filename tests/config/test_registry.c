@@ -23,6 +23,8 @@
 #include "mpq_registry.h"
 #include "mpq_robust.h"
 #include "mpq_round.h"
+#include "mpq_importance.h"
+#include "mpq_sweep.h"
 #include "mpq_test.h"
 
 static mpq_ctx *g_ctx; /* the test driver's context */
@@ -192,7 +194,9 @@ static const struct {
     {"hessian.scalapack", &mpq_hfactor_policy_reg},
     {"quant.method", &mpq_round_method_reg},
     {"calibration.source", &mpq_calib_source_reg},
-    {"robust.nonfinite", &mpq_nonfinite_policy_reg}, /* one key per line */
+    {"robust.nonfinite", &mpq_nonfinite_policy_reg},
+    {"importance.method", &mpq_importance_reg},
+    {"sweep.metric", &mpq_sweep_metric_reg}, /* one key per line */
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
