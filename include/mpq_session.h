@@ -8,8 +8,7 @@
  * One implementation, so that both commands accept and refuse the same
  * things and a sweep point equals `mpquant run` bit for bit.
  *
- * Also here: the table of stage timers (mpq_stage), the one place where a
- * stage's name is spelled.
+ * The stage timers (mpq_stage) are in mpq_timer.h.
  */
 #ifndef MPQ_SESSION_H
 #define MPQ_SESSION_H
@@ -25,40 +24,11 @@
 #include "mpq_model.h"
 #include "mpq_quant.h"
 #include "mpq_round.h"
+#include "mpq_timer.h"
 #include "mpq_tokenizer.h"
 
 struct mpq_config;
 struct cJSON;
-
-/* ---- stage timers ------------------------------------------------------------------- */
-
-/* Every stage timer of the driver and the commands, in pipeline order. */
-typedef enum mpq_stage {
-    MPQ_STAGE_LOAD,       /* model, families, tokenizer, layer selection */
-    MPQ_STAGE_CALIBRATE,  /* the calibration samples */
-    MPQ_STAGE_HESSIAN,    /* block forwards on the samples and H (or hessian.load / save) */
-    MPQ_STAGE_MEASURE,    /* rounding every candidate (mixed precision, sweep) */
-    MPQ_STAGE_IMPORTANCE, /* the sensitivity probes */
-    MPQ_STAGE_BUDGET,     /* the knapsack */
-    MPQ_STAGE_ROUND,      /* the final rounding */
-    MPQ_STAGE_PROPAGATE,  /* block forwards on the quantized weights */
-    MPQ_STAGE_EVAL,       /* evaluations */
-    MPQ_STAGE_ASSEMBLE,   /* the checkpoint (run); a point's quantized model (sweep) */
-    /* The commands' own timers (not pipeline stages: not in stage_times). */
-    MPQ_STAGE_SWEEP_MEASURE, /* `sweep --stage measure` as a whole */
-    MPQ_STAGE_TOTAL,         /* a whole `mpquant run` */
-    MPQ_STAGE_COUNT
-} mpq_stage;
-
-/* Local. The timer name of a stage ("load", ...; "?" out of range). */
-const char *mpq_stage_name(mpq_stage s);
-/* Local. mpq_timer_start / mpq_timer_stop of the stage's timer. */
-mpq_err mpq_stage_start(mpq_ctx *ctx, mpq_stage s);
-mpq_err mpq_stage_stop(mpq_ctx *ctx, mpq_stage s);
-/* Local. {"load": seconds, ..., "assemble": seconds}: this rank's
- * accumulated seconds of every pipeline stage (a stage that did not run:
- * 0), in pipeline order. NULL on allocation failure; owner: caller. */
-struct cJSON *mpq_stage_times_json(const mpq_ctx *ctx);
 
 /* ---- files ------------------------------------------------------------------------- */
 

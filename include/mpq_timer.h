@@ -37,4 +37,39 @@ mpq_err mpq_peak_rss_mib(struct mpq_ctx *ctx, double *mib);
  * cJSON object {"min":..,"mean":..,"max":..} owned by the caller. */
 mpq_err mpq_peak_rss_report(struct mpq_ctx *ctx, struct cJSON **out);
 
+/* ---- stage timers ------------------------------------------------------------------- */
+
+/* Every stage timer of the pipeline, the stages and the commands, in
+ * pipeline order: the one place where a timer's name is spelled
+ * (pipeline/runtime/stage.c). */
+typedef enum mpq_stage {
+    MPQ_STAGE_LOAD,       /* model, families, tokenizer, layer selection */
+    MPQ_STAGE_CALIBRATE,  /* the calibration samples */
+    MPQ_STAGE_HESSIAN,    /* block forwards on the samples and H (or hessian.load / save) */
+    MPQ_STAGE_MEASURE,    /* rounding every candidate (mixed precision, sweep) */
+    MPQ_STAGE_IMPORTANCE, /* the sensitivity probes */
+    MPQ_STAGE_BUDGET,     /* the knapsack */
+    MPQ_STAGE_ROUND,      /* the final rounding */
+    MPQ_STAGE_PROPAGATE,  /* block forwards on the quantized weights */
+    MPQ_STAGE_EVAL,       /* evaluations */
+    MPQ_STAGE_ASSEMBLE,   /* the checkpoint (run); a point's quantized model (sweep) */
+    /* The commands' own timers (not pipeline stages: not in stage_times). */
+    MPQ_STAGE_SWEEP_MEASURE, /* `sweep --stage measure` as a whole */
+    MPQ_STAGE_TOTAL,         /* a whole `mpquant run` */
+    MPQ_STAGE_EVAL_LOAD,     /* `mpquant eval`: model, tokenizer and data */
+    MPQ_STAGE_EVAL_TOKENIZE, /* evaluation: the text into token documents */
+    MPQ_STAGE_EVAL_FORWARD,  /* evaluation: the forward passes */
+    MPQ_STAGE_COUNT
+} mpq_stage;
+
+/* Local. The timer name of a stage ("load", ...; "?" out of range). */
+const char *mpq_stage_name(mpq_stage s);
+/* Local. mpq_timer_start / mpq_timer_stop of the stage's timer. */
+mpq_err mpq_stage_start(struct mpq_ctx *ctx, mpq_stage s);
+mpq_err mpq_stage_stop(struct mpq_ctx *ctx, mpq_stage s);
+/* Local. {"load": seconds, ..., "assemble": seconds}: this rank's
+ * accumulated seconds of every pipeline stage (a stage that did not run:
+ * 0), in pipeline order. NULL on allocation failure; owner: caller. */
+struct cJSON *mpq_stage_times_json(const struct mpq_ctx *ctx);
+
 #endif

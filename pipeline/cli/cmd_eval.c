@@ -11,6 +11,7 @@
 #include "mpq_family.h"
 #include "mpq_model.h"
 #include "mpq_tokenizer.h"
+#include "mpq_timer.h"
 
 /* Opens a model and builds its family on every rank; all ranks agree. */
 static mpq_err open_family(mpq_ctx *ctx, const mpq_config *cfg, const char *path, mpq_model **m,
@@ -140,11 +141,11 @@ mpq_err mpq_cmd_eval(mpq_ctx *ctx, const mpq_cli *cli) {
         err = mpq_config_check_paths(ctx, cfg);
     MPQ_TRY(mpq_agree(ctx, err));
 
-    MPQ_TRY(mpq_timer_start(ctx, "eval_load"));
+    MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_EVAL_LOAD));
     MPQ_TRY(open_family(ctx, cfg, cfg->model.path, &m, &f));
     if (cfg->eval.reference[0])
         MPQ_TRY(open_family(ctx, cfg, cfg->eval.reference, &rm, &rf));
-    MPQ_TRY(mpq_timer_stop(ctx, "eval_load"));
+    MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_EVAL_LOAD));
     const mpq_family_info *fi = mpq_family_get_info(f);
     MPQ_INFO("model %s: family %s, %lld blocks, %lld quantizable layers", cfg->model.path,
              mpq_family_name(f), (long long)fi->nblocks, (long long)fi->nlayers);

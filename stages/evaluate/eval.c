@@ -9,6 +9,7 @@
 #include "mpq_eval.h"
 #include "mpq_text.h"
 #include "mpq_tokenizer.h"
+#include "mpq_timer.h"
 
 double mpq_logsumexp(const float *x, int64_t n, int64_t *argmax) {
     int64_t am = 0;
@@ -164,7 +165,7 @@ mpq_err mpq_eval_lm_tokens(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const i
     if (ref)
         MPQ_ALLOC_TRY(rlogits, nl);
     MPQ_ALLOC_TRY(rec, (hi - lo) * R_K + 1);
-    MPQ_TRY(mpq_timer_start(ctx, "eval_forward"));
+    MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_EVAL_FORWARD));
     mpq_progress pr;
     int64_t ntok = offsets[hi] - offsets[lo];
     mpq_progress_begin(ctx, &pr, "evaluating documents", "tokens", ntok);
@@ -174,7 +175,7 @@ mpq_err mpq_eval_lm_tokens(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const i
         mpq_progress_update(ctx, &pr, offsets[d + 1] - offsets[lo]);
     }
     mpq_progress_end(ctx, &pr);
-    MPQ_TRY(mpq_timer_stop(ctx, "eval_forward"));
+    MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_EVAL_FORWARD));
 cleanup:
     err = mpq_agree(ctx, err);
     if (err == MPQ_OK) {
@@ -210,7 +211,7 @@ mpq_err mpq_eval_lm_text(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const mpq
         err = mpq_text_read(ctx, text_path, &text, &len);
     MPQ_TRY(mpq_agree(ctx, err));
     MPQ_TRY(mpq_bcast_bytes(ctx, 0, &text, &len));
-    MPQ_TRY(mpq_timer_start(ctx, "eval_tokenize"));
+    MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_EVAL_TOKENIZE));
     err = mpq_text_split_docs(ctx, text, len, max_docs, &docs, &ndocs);
     if (err == MPQ_OK && ndocs == 0)
         err = MPQ_ERROR(MPQ_ERR_FORMAT, "%s: no documents in the text", text_path);
@@ -221,7 +222,7 @@ mpq_err mpq_eval_lm_text(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const mpq
     if (err == MPQ_OK)
         err = mpq_malloc(ctx, ndocs + 1, sizeof *aoffs, (void **)&aoffs);
     MPQ_TRY(mpq_agree(ctx, err));
-    MPQ_TRY(mpq_timer_stop(ctx, "eval_tokenize"));
+    MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_EVAL_TOKENIZE));
     /* Index the local documents as if the arrays covered all of them: only
      * offsets [lo, hi] are read by mpq_eval_lm_tokens. */
     for (int64_t d = lo; d <= hi; d++)

@@ -6,6 +6,7 @@
 #include "mpq_ctx.h"
 #include "mpq_eval.h"
 #include "mpq_idx.h"
+#include "mpq_timer.h"
 
 /* Per-image record: correct, agrees with the reference. */
 enum { C_OK = 0, C_AGREE, C_K };
@@ -49,7 +50,7 @@ mpq_err mpq_eval_classifier(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const 
     if (ref)
         MPQ_ALLOC_TRY(rlogits, batch * C);
     MPQ_ALLOC_TRY(rec, (bhi - blo) * C_K + 1);
-    MPQ_TRY(mpq_timer_start(ctx, "eval_forward"));
+    MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_EVAL_FORWARD));
     mpq_progress pr;
     mpq_progress_begin(ctx, &pr, "classifying images", "images", hi - lo);
     for (int64_t i0 = lo; i0 < hi; i0 += batch) {
@@ -69,7 +70,7 @@ mpq_err mpq_eval_classifier(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const 
         mpq_progress_update(ctx, &pr, i0 + nb - lo);
     }
     mpq_progress_end(ctx, &pr);
-    MPQ_TRY(mpq_timer_stop(ctx, "eval_forward"));
+    MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_EVAL_FORWARD));
 cleanup:
     err = mpq_agree(ctx, err);
     if (err == MPQ_OK) {

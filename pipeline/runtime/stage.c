@@ -1,10 +1,10 @@
-/* stage.c: the table of stage timers (mpq_session.h). Every timer of the
- * driver and the commands is named here and nowhere else: the --json
- * "times", the timers' table in the log, the checkpoint's stage_times and
- * the events all take their names from it. */
+/* stage.c: the table of stage timers (mpq_timer.h). Every timer of the
+ * driver, the stages and the commands is named here and nowhere else: the
+ * --json "times", the timers' table in the log, the checkpoint's
+ * stage_times and the events all take their names from it. */
 #include <cjson/cJSON.h>
 
-#include "mpq_session.h"
+#include "mpq_ctx.h"
 #include "mpq_timer.h"
 
 static const struct {
@@ -23,6 +23,9 @@ static const struct {
     [MPQ_STAGE_ASSEMBLE] = {"assemble", 1},
     [MPQ_STAGE_SWEEP_MEASURE] = {"measure_stage", 0},
     [MPQ_STAGE_TOTAL] = {"total", 0},
+    [MPQ_STAGE_EVAL_LOAD] = {"eval_load", 0},
+    [MPQ_STAGE_EVAL_TOKENIZE] = {"eval_tokenize", 0},
+    [MPQ_STAGE_EVAL_FORWARD] = {"eval_forward", 0},
 };
 
 const char *mpq_stage_name(mpq_stage s) {
