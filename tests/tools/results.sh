@@ -19,7 +19,10 @@
 #     Markdown reports;
 #  4. the benchmarks (ctest -L bench, one test at a time; --no-bench skips
 #     them all, --skip-bench REGEX the tests whose name matches): every JSON
-#     line they print, as one table per kind of line.
+#     line they print, as one table per kind of line. A benchmark registered
+#     at more ranks than the machine has cores (NAME_npN, N > nproc) is
+#     skipped, since oversubscribed timings measure the scheduler; the file
+#     says so (--all-bench runs it anyway).
 # Every figure in the output comes from a command run here; the reference
 # numbers are read from $MPQ_SHARED_DIR/README.md. Progress and the logs of
 # failed commands go to standard error. Exit status 1 when a command failed
@@ -31,6 +34,7 @@
 #   --no-sweeps         skip part 3
 #   --no-bench          skip part 4
 #   --skip-bench REGEX  skip the benchmarks whose ctest name matches (ctest -E)
+#   --all-bench         also run benchmarks that need more ranks than cores
 # Needs jq and mpirun; MPQ_SHARED_DIR defaults to the build's MPQ_SHARED_DIR.
 set -u -o pipefail
 args="$*"
@@ -40,7 +44,7 @@ usage() {
     exit 2
 }
 
-np=2 variants=1 sweeps=1 bench=1 skip_bench="" build=""
+np=2 variants=1 sweeps=1 bench=1 all_bench=0 skip_bench="" build=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --np) np=${2:?--np needs a value}; shift ;;
@@ -48,6 +52,7 @@ while [ $# -gt 0 ]; do
     --no-sweeps) sweeps=0 ;;
     --no-bench) bench=0 ;;
     --skip-bench) skip_bench=${2:?--skip-bench needs a regular expression}; shift ;;
+    --all-bench) all_bench=1 ;;
     -h | --help) usage ;;
     -*) echo "results.sh: unknown option $1" >&2; usage ;;
     *) [ -z "$build" ] || usage; build=$1 ;;
@@ -146,6 +151,7 @@ commit=$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown)
     commit="$commit (with uncommitted changes)"
 cpu=$(grep -m 1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 cores=$(grep -c '^processor' /proc/cpuinfo)
+cores_avail=$(nproc)
 mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
 os=$(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release 2>/dev/null)
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -155,6 +161,19 @@ skipped=()
 [ $sweeps -eq 0 ] && skipped+=("the sweeps (--no-sweeps)")
 [ $bench -eq 0 ] && skipped+=("all benchmarks (--no-bench)")
 [ $bench -eq 1 ] && [ -n "$skip_bench" ] && skipped+=("the benchmarks matching \`$skip_bench\` (--skip-bench)")
+# Benchmarks to run, and those left out for needing more ranks than cores.
+bench_names=()
+if [ $bench -eq 1 ]; then
+    for t in $(ctest --test-dir "$build" -N -L bench ${skip_bench:+-E "$skip_bench"} |
+        sed -n 's/^ *Test *#[0-9]*: *//p'); do
+        r=$(sed -n 's/.*_np\([0-9][0-9]*\)$/\1/p' <<<"$t")
+        if [ $all_bench -eq 0 ] && [ -n "$r" ] && [ "$r" -gt "$cores_avail" ]; then
+            skipped+=("\`$t\` (needs $r ranks, the machine has $cores_avail cores: oversubscribed timings would measure the scheduler; --all-bench runs it)")
+        else
+            bench_names+=("$t")
+        fi
+    done
+fi
 
 out=$work/RESULTS.md
 {
@@ -389,9 +408,7 @@ if [ $bench -eq 1 ]; then
         echo "lines as printed, one table per kind."
         echo
     } >>"$out"
-    names=$(ctest --test-dir "$build" -N -L bench ${skip_bench:+-E "$skip_bench"} |
-        sed -n 's/^ *Test *#[0-9]*: *//p')
-    for t in $names; do
+    for t in "${bench_names[@]}"; do
         say "benchmark $t"
         t0=$(date +%s)
         ctest --test-dir "$build" -R "^$t\$" -V --timeout 3600 >"$work/$t.log" 2>&1
