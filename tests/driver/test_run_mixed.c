@@ -1,4 +1,4 @@
-/* test_run_mixed.c: mixed precision on the real models (label mixed).
+/* test_run_mixed.c: mixed precision on the real models (label driver).
  *  - stories260K, candidates int asym g32 at 2/3/4/8 bits, GPTQ, sensitivity
  *    scores, against uniform 3-bit g32 with the same method:
  *    * the shipped configuration, an average of 3.0 code bits per weight

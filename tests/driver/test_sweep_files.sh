@@ -1,6 +1,6 @@
 #!/bin/bash
 # test_sweep_files.sh: `mpquant sweep` never writes over an input, as
-# `mpquant run` does not (label sweep). Every file a sweep writes under
+# `mpquant run` does not (label driver). Every file a sweep writes under
 # sweep.output_dir (measure.h5, points/*.json, report.*) is checked against
 # every input the configuration names before any work, at every stage that
 # writes:
