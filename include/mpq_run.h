@@ -141,6 +141,12 @@ typedef struct mpq_run_result {
  * above), logging per layer and emitting events, and returns the result on
  * every rank. opts may be NULL (defaults). Owner of *out: caller
  * (mpq_run_result_destroy). */
+/* Local. Every check `mpquant run` makes of the configuration before it
+ * loads anything (budget, saved statistics and propagation, candidates and
+ * specs); `mpquant check` runs it too, so that check passes only what run
+ * would start. */
+mpq_err mpq_run_check(mpq_ctx *ctx, const struct mpq_config *cfg);
+
 mpq_err mpq_run(mpq_ctx *ctx, const struct mpq_config *cfg, const mpq_run_opts *opts,
                 mpq_run_result **out);
 /* NULL-safe; sets *r to NULL. */

@@ -111,6 +111,10 @@ void mpq_session_destroy(mpq_session **s);
 /* Collective. The stage "calibrate": the calibration samples (s->set). */
 mpq_err mpq_session_calibrate(mpq_ctx *ctx, mpq_session *s);
 
+/* Local. The candidate checks of mpq_session_create without a model:
+ * quant.spec, quant.candidates (each parsed, no two the same) or the
+ * default candidates of a budget. For `mpquant check`. */
+mpq_err mpq_session_check_candidates(mpq_ctx *ctx, const struct mpq_config *cfg);
 /* Local. Parses a spec from the configuration; errors name the file, the
  * key and the text. */
 mpq_err mpq_session_parse_spec(mpq_ctx *ctx, const struct mpq_config *cfg, const char *key,

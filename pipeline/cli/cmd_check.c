@@ -5,6 +5,8 @@
 
 #include "mpq_coll.h"
 #include "mpq_cli.h"
+#include "mpq_run.h"
+#include "mpq_session.h"
 
 mpq_err mpq_cmd_check(mpq_ctx *ctx, const mpq_cli *cli) {
     if (mpq_cli_opt(cli, "keys")) {
@@ -16,7 +18,13 @@ mpq_err mpq_cmd_check(mpq_ctx *ctx, const mpq_cli *cli) {
     mpq_config *cfg = NULL;
     MPQ_CALL(mpq_cli_load_config(ctx, cli, cli->pos[0], &cfg));
     mpq_err err = MPQ_OK;
-    if (!mpq_cli_opt(cli, "no-paths") && ctx->rank == 0)
+    /* What `run` checks before loading anything; a sweep configuration
+     * (a sweep section with points) only needs what run and sweep share. */
+    const int sweep = cfg->sweep.budgets.n > 0 || cfg->sweep.methods.n > 0 ||
+                      cfg->sweep.compare.n > 0 || cfg->sweep.output_dir[0];
+    if (ctx->rank == 0)
+        err = sweep ? mpq_session_check_candidates(ctx, cfg) : mpq_run_check(ctx, cfg);
+    if (err == MPQ_OK && !mpq_cli_opt(cli, "no-paths") && ctx->rank == 0)
         err = mpq_config_check_paths(ctx, cfg);
     err = mpq_agree(ctx, err);
     if (err == MPQ_OK) {

@@ -28,7 +28,7 @@ const mpq_key_spec mpq_config_keys[] = {
      "model family (mpq_family.h); auto: llama for Llama checkpoints, cnn when model.cnn is set"},
     {"model.cnn", MPQ_KEY_OPLIST, OFF(model.cnn), "", NOLIM, NULL,
      "sequential CNN: ordered list of ops { op = \"conv2d\"; weight = \"...\"; ... } over named "
-     "tensors (see README: CNN description)"},
+     "tensors (see configs/README.md: CNN description)"},
     {"model.input_shape", MPQ_KEY_FLOAT_LIST, OFF(model.input_shape), "[]", 0.0, 1e6, NULL,
      "CNN input shape [channels, height, width]"},
     {"model.input_scale", MPQ_KEY_FLOAT, OFF(model.input_scale), "1", -1e9, 1e9, NULL,

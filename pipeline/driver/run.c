@@ -526,6 +526,12 @@ cleanup:
     return err;
 }
 
+mpq_err mpq_run_check(mpq_ctx *ctx, const mpq_config *cfg) {
+    MPQ_CALL(check_config(ctx, cfg, strcmp(cfg->calibration.propagate, "fp") != 0));
+    MPQ_CALL(mpq_session_check_candidates(ctx, cfg));
+    return MPQ_OK;
+}
+
 mpq_err mpq_run(mpq_ctx *ctx, const mpq_config *cfg, const mpq_run_opts *opts,
                 mpq_run_result **out) {
     *out = NULL;

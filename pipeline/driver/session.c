@@ -45,6 +45,17 @@ mpq_err mpq_session_parse_spec(mpq_ctx *ctx, const mpq_config *cfg, const char *
 
 /* ---- candidates and layers ---------------------------------------------------------- */
 
+static mpq_err setup_candidates(mpq_ctx *ctx, mpq_session *s, int uniform_spec);
+
+mpq_err mpq_session_check_candidates(mpq_ctx *ctx, const mpq_config *cfg) {
+    mpq_session s;
+    memset(&s, 0, sizeof s);
+    s.cfg = cfg;
+    mpq_err err = setup_candidates(ctx, &s, 1);
+    mpq_free(s.cand);
+    return err;
+}
+
 /* The candidates (identical on every rank: every rank parses the same
  * configuration). */
 static mpq_err setup_candidates(mpq_ctx *ctx, mpq_session *s, int uniform_spec) {

@@ -81,6 +81,21 @@ expect_err "model.path: cannot read '$T/nowhere.bin'"
 run "$MPQ_BIN" check --no-paths "$T/nopath.cfg"
 expect_rc 0
 
+# check refuses what run would refuse before loading anything: two equal
+# candidates, an unknown quantizer, candidates without a budget; a shipped
+# sweep configuration is checked as a sweep (candidates without a budget).
+run "$MPQ_BIN" check "$CFG" -o quant.candidates=int:bits=2,int:bits=2
+expect_rc 1
+expect_err "quant.candidates: items 0 and 1 are the same quantizer"
+run "$MPQ_BIN" check "$CFG" -o quant.spec=garbage -o quant.candidates= -o budget.avg_bits=0
+expect_rc 1
+expect_err "quant.spec: \"garbage\": .*unknown quantizer 'garbage'"
+run "$MPQ_BIN" check "$CFG" -o budget.avg_bits=0 -o budget.bytes=0
+expect_rc 1
+expect_err "quant.candidates is set \(mixed precision\) but no budget"
+run "$MPQ_BIN" check "$MPQ_SOURCE_DIR/configs/sweep-stories260K.cfg"
+expect_rc 0
+
 # The traceback is shown at debug level.
 run "$MPQ_BIN" --log-level debug check "$T/bad.cfg"
 expect_rc 1
