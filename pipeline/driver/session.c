@@ -40,7 +40,9 @@ mpq_err mpq_session_parse_spec(mpq_ctx *ctx, const mpq_config *cfg, const char *
     char msg[MPQ_ERRMSG_MAX];
     snprintf(msg, sizeof msg, "%s", ctx->err_msg);
     mpq_err_clear(ctx);
-    return MPQ_ERROR(MPQ_ERR_CONFIG, "%s: %s: \"%s\": %s", cfg->source, key, text, msg);
+    /* A long text is cut so that the reason stays in the message. */
+    return MPQ_ERROR(MPQ_ERR_CONFIG, "%s: %s: \"%.80s%s\": %s", cfg->source, key, text,
+                     strlen(text) > 80 ? "..." : "", msg);
 }
 
 /* ---- candidates and layers ---------------------------------------------------------- */

@@ -105,6 +105,10 @@ static void trim_copy(const char *s, size_t n, char *buf, size_t len) {
 mpq_err mpq_qspec_parse(mpq_ctx *ctx, const char *text, mpq_qspec *out) {
     char fams[256], list[256], name[64], key[64], val[64];
     MPQ_CHECK(text != NULL, MPQ_ERR_ARG, "quantizer spec is NULL");
+    const size_t tlen = strlen(text);
+    MPQ_CHECK(tlen < MPQ_QSPEC_MAX, MPQ_ERR_CONFIG,
+              "quantizer spec '%.40s...' is %zu bytes long (at most %d)", text, tlen,
+              MPQ_QSPEC_MAX - 1);
     const char *colon = strchr(text, ':');
     size_t nlen = colon ? (size_t)(colon - text) : strlen(text);
     trim_copy(text, nlen, name, sizeof name);

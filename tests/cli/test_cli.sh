@@ -95,6 +95,17 @@ expect_rc 1
 expect_err "quant.candidates is set \(mixed precision\) but no budget"
 run "$MPQ_BIN" check "$MPQ_SOURCE_DIR/configs/sweep-stories260K.cfg"
 expect_rc 0
+# A spec of 5 MB in a file is refused like one given with -o, with a short
+# message.
+{
+    printf 'quant = { spec = "int:bits=4'
+    head -c 5000000 /dev/zero | tr '\0' ' '
+    printf '"; };\n'
+} >"$T/bigspec.cfg"
+run "$MPQ_BIN" check --no-paths "$T/bigspec.cfg"
+expect_rc 1
+expect_err "is 5000010 bytes long \(at most 159\)"
+[ "$(wc -c <"$ERR")" -lt 2000 ] || fail "the message is $(wc -c <"$ERR") bytes long"
 
 # The traceback is shown at debug level.
 run "$MPQ_BIN" --log-level debug check "$T/bad.cfg"
