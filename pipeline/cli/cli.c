@@ -37,7 +37,8 @@ static void print_help(mpq_ctx *ctx, const mpq_command *cmd) {
     for (int i = 0; i < mpq_ncommands; i++)
         printf("  %-8s %-28s %s\n", mpq_commands[i].name, mpq_commands[i].args,
                mpq_commands[i].summary);
-    printf("\n%s\nSee configs/REFERENCE.md (mpquant check --keys) for the configuration keys.\n", global_help);
+    printf("\n%s\nSee configs/REFERENCE.md (mpquant check --keys) for the configuration keys.\n",
+           global_help);
 }
 
 static const char *command_name_at(int64_t i) {
