@@ -78,8 +78,10 @@ mpq_err mpq_malloc(mpq_ctx *ctx, int64_t n, size_t elsize, void **out) {
     if (ctx->alloc_fail_countdown >= 0) {
         if (ctx->alloc_fail_countdown == 0) {
             ctx->alloc_fail_countdown = -1;
-            return MPQ_ERROR(MPQ_ERR_NOMEM, "out of memory allocating %zu bytes (test allocator)",
-                             bytes);
+            return MPQ_ERROR(MPQ_ERR_NOMEM,
+                             "out of memory allocating %lld x %zu bytes (test allocator: an "
+                             "injected failure, MPQ_FAULT_ALLOC)",
+                             (long long)n, elsize);
         }
         ctx->alloc_fail_countdown--;
     }

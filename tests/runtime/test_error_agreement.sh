@@ -38,7 +38,7 @@ check_case() { # np fault_rank fault_after
     if grep -q ' 0$' "$STATUS" 2>/dev/null; then
         fail "np=$np fault on rank $frank: a rank exited 0: $(tr '\n' ' ' < "$STATUS")"
     fi
-    expect_once "mpquant: error \(rank $frank of $np\): out of memory allocating .* \(test allocator\)"
+    expect_once "mpquant: error \(rank $frank of $np\): out of memory allocating [0-9]+ x [0-9]+ bytes \(test allocator: an injected failure"
 }
 
 for np in 2 4; do
