@@ -25,35 +25,33 @@ const char *mpq_file_kind(mode_t mode) {
     return "a special file";
 }
 
-/* Opens without blocking; *mode receives the type of what was opened. */
-static int open_nonblock(const char *path, mode_t *mode) {
+/* Opens path without blocking and returns the descriptor, in blocking mode,
+ * when it is a regular file; -1 otherwise, with errno set (ENXIO for a file
+ * that is not regular). *mode receives the type of what was opened (0 when
+ * nothing was). */
+static int open_regular(const char *path, mode_t *mode) {
     *mode = 0;
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0)
         return -1;
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int saved = errno;
-        close(fd);
-        errno = saved;
-        return -1;
+    int flags = -1;
+    if (fstat(fd, &st) == 0) {
+        *mode = st.st_mode;
+        if (!S_ISREG(st.st_mode))
+            errno = ENXIO;
+        else if ((flags = fcntl(fd, F_GETFL)) >= 0 && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0)
+            return fd;
     }
-    *mode = st.st_mode;
-    return fd;
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
 }
 
 int mpq_infile_fd(const char *path) {
     mode_t mode;
-    int fd = open_nonblock(path, &mode);
-    if (fd < 0)
-        return -1;
-    int flags = fcntl(fd, F_GETFL);
-    if (!S_ISREG(mode) || flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
-        close(fd);
-        errno = ENXIO;
-        return -1;
-    }
-    return fd;
+    return open_regular(path, &mode);
 }
 
 FILE *mpq_infile_stream(const char *path) {
@@ -71,20 +69,11 @@ mpq_err mpq_infile_open(mpq_ctx *ctx, const char *path, const char *what, int *f
     MPQ_CHECK(path && path[0], MPQ_ERR_ARG, "no file named%s%s", what ? " for the " : "",
               what ? what : "");
     mode_t mode;
-    int f = open_nonblock(path, &mode);
+    int f = open_regular(path, &mode);
+    MPQ_CHECK(f >= 0 || !mode || S_ISREG(mode), MPQ_ERR_IO, "%s: not a regular file (it is %s)%s%s",
+              path, mpq_file_kind(mode), what ? "; expected a " : "", what ? what : "");
     MPQ_CHECK(f >= 0, MPQ_ERR_IO, "%s: cannot open%s%s: %s", path, what ? " " : "",
               what ? what : "", strerror(errno));
-    if (!S_ISREG(mode)) {
-        close(f);
-        return MPQ_ERROR(MPQ_ERR_IO, "%s: not a regular file (it is %s)%s%s", path,
-                         mpq_file_kind(mode), what ? "; expected a " : "", what ? what : "");
-    }
-    int flags = fcntl(f, F_GETFL);
-    if (flags < 0 || fcntl(f, F_SETFL, flags & ~O_NONBLOCK) != 0) {
-        int saved = errno;
-        close(f);
-        return MPQ_ERROR(MPQ_ERR_IO, "%s: cannot set blocking mode: %s", path, strerror(saved));
-    }
     *fd = f;
     return MPQ_OK;
 }
