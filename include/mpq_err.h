@@ -25,6 +25,7 @@ typedef enum mpq_err {
     MPQ_ERR_RANGE,    /* a value does not fit its target type */
     MPQ_ERR_REMOTE,   /* another rank failed; its message is in the context */
     MPQ_ERR_INTERNAL, /* a broken invariant: a bug in mpquant */
+    MPQ_ERR_STOPPED,  /* stopped on request (a signal) at a resumable point */
     MPQ_ERR_COUNT
 } mpq_err;
 

@@ -7,6 +7,7 @@
 
 #include "mpq_coll.h"
 #include "mpq_cli.h"
+#include "mpq_stop.h"
 
 /* Test hook (documented in the README): MPQ_FAULT_ALLOC="RANK:N" makes the
  * allocation after N successful ones fail on rank RANK, to exercise error
@@ -48,17 +49,19 @@ int main(int argc, char **argv) {
     err = mpq_agree(ctx, err);
     int rc = 0;
     if (err != MPQ_OK) {
-        rc = err == MPQ_ERR_ARG ? 2 : 1;
+        rc = err == MPQ_ERR_ARG ? 2 : err == MPQ_ERR_STOPPED ? MPQ_EXIT_RESUMABLE : 1;
         if (ctx->rank == 0) {
             fflush(stdout);
-            if (ctx->size > 1)
+            if (err == MPQ_ERR_STOPPED)
+                fprintf(stderr, "mpquant: %s\n", ctx->err_msg);
+            else if (ctx->size > 1)
                 fprintf(stderr, "mpquant: error (rank %d of %d): %s\n", ctx->err_rank, ctx->size,
                         ctx->err_msg);
             else
                 fprintf(stderr, "mpquant: error: %s\n", ctx->err_msg);
             if (ctx->err_trace[0] && ctx->log_level >= MPQ_LOG_DEBUG)
                 fprintf(stderr, "traceback (most recent call first):\n%s\n", ctx->err_trace);
-            else if (err != MPQ_ERR_ARG)
+            else if (err != MPQ_ERR_ARG && err != MPQ_ERR_STOPPED)
                 fprintf(stderr, "  (%s; --log-level debug shows the traceback)\n",
                         mpq_err_name(err));
             cJSON *f = cJSON_CreateObject();

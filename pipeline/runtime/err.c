@@ -18,6 +18,7 @@ static const char *const mpq_err_names[MPQ_ERR_COUNT] = {
     [MPQ_ERR_RANGE] = "MPQ_ERR_RANGE",
     [MPQ_ERR_REMOTE] = "MPQ_ERR_REMOTE",
     [MPQ_ERR_INTERNAL] = "MPQ_ERR_INTERNAL",
+    [MPQ_ERR_STOPPED] = "MPQ_ERR_STOPPED",
 };
 
 const char *mpq_err_name(mpq_err code) {
