@@ -99,6 +99,18 @@ typedef struct mpq_ckpt_writer mpq_ckpt_writer;
 mpq_err mpq_ckpt_writer_create(mpq_ctx *ctx, const char *path, int overwrite,
                                const char *const *inputs, int64_t n_inputs, mpq_ckpt_writer **out);
 
+/* Like mpq_ckpt_writer_create, with the input hashes already taken: hashes
+ * (rank 0) is the JSON text mpq_ckpt_hash_inputs made of the same inputs;
+ * NULL: hash them now. */
+mpq_err mpq_ckpt_writer_create_hashed(mpq_ctx *ctx, const char *path, int overwrite,
+                                      const char *const *inputs, int64_t n_inputs,
+                                      const char *hashes, mpq_ckpt_writer **out);
+
+/* Local. *json = the JSON object {path: SHA-256 hex} of the inputs as the
+ * provenance records them (a directory file by file, sorted; a path given
+ * twice once). Owner: caller (mpq_free). */
+mpq_err mpq_ckpt_hash_inputs(mpq_ctx *ctx, const char *const *inputs, int64_t n, char **json);
+
 /* Collective. Writes /arch from rank 0's *arch. */
 mpq_err mpq_ckpt_write_arch(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_arch *arch);
 

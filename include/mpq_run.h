@@ -88,6 +88,9 @@ typedef struct mpq_run_opts {
      * (it can kill the job in the middle of the write). */
     void (*write_hook)(mpq_ctx *ctx, int64_t i, void *ud);
     void *write_ud;
+    /* 1: keep every layer's codes in the result also when they are written
+     * to a checkpoint (memory then grows with the model; for tests). */
+    int keep_codes;
 } mpq_run_opts;
 
 /* Local. The defaults above. */
@@ -111,7 +114,10 @@ typedef struct mpq_run_layer {
     double energy;      /* tr(W H W^T) on the measurement H (mixed), else 0 */
     int64_t iters;
     double seconds;
-    mpq_qlayer *q; /* the final codes and parameters (owned) */
+    /* The final codes and parameters (owned). With output.path they are
+     * written to the partial checkpoint block by block and leave memory
+     * (q is NULL) unless mpq_run_opts.keep_codes is set. */
+    mpq_qlayer *q;
 } mpq_run_layer;
 
 /* An evaluation: language model or classifier figures (mpq_session.h). */

@@ -213,6 +213,17 @@ mpq_err mpq_pass_propagate(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
     return MPQ_OK;
 }
 
+mpq_err mpq_pass_skip(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
+    if (p->load)
+        return MPQ_OK;
+    if (p->save)
+        return mpq_pass_hessian(ctx, p, b);
+    MPQ_CALL(mpq_stage_start(ctx, MPQ_STAGE_PROPAGATE));
+    MPQ_CALL(mpq_agree(ctx, mpq_calib_advance(ctx, p->calib, b)));
+    MPQ_CALL(mpq_stage_stop(ctx, MPQ_STAGE_PROPAGATE));
+    return MPQ_OK;
+}
+
 mpq_err mpq_pass_next(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
     for (int64_t i = 0; i < p->nlb; i++)
         MPQ_FREE(p->W[i]);

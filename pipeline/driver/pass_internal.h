@@ -115,4 +115,9 @@ mpq_err mpq_pass_next(mpq_ctx *ctx, mpq_pass *p, int64_t b);
 /* Collective. Ends the progress report and writes hessian.save. */
 mpq_err mpq_pass_finish(mpq_ctx *ctx, mpq_pass *p);
 
+/* Collective. Block b was finished by an earlier run: the activations
+ * move past it without measuring (with hessian.save: measured and kept as
+ * usual). Then mpq_pass_next as after a computed block. */
+mpq_err mpq_pass_skip(mpq_ctx *ctx, mpq_pass *p, int64_t b);
+
 #endif

@@ -10,6 +10,7 @@
 #include "mpq_coll.h"
 #include "mpq_config.h"
 #include "mpq_log.h"
+#include "mpq_stop.h"
 #include "pass_internal.h"
 #include "run_internal.h"
 
@@ -36,6 +37,7 @@ static void state_free(run_state *s) {
     mpq_measure_table_free(&s->meas);
     MPQ_FREE(s->choice);
     MPQ_FREE(s->score);
+    mpq_partial_free(&s->part);
     mpq_session_destroy(&s->ses);
 }
 
@@ -131,8 +133,8 @@ static void add_measure_jobs(const run_state *s, mpq_pass *p) {
     const mpq_session *ses = s->ses;
     for (int64_t i = 0; i < p->nlb; i++) {
         const int64_t l = p->lay[i];
-        const int32_t k0 = ses->pin[l] >= 0 ? ses->pin[l] : 0;
-        const int32_t k1 = ses->pin[l] >= 0 ? ses->pin[l] + 1 : ses->nc[l];
+        int32_t k0, k1;
+        mpq_run_measure_range(ses, l, &k0, &k1);
         for (int32_t k = k0; k < k1; k++)
             mpq_pass_add_job(p, i, k, mpq_session_spec(ses, l, k), ses->method);
     }
@@ -145,18 +147,6 @@ static void add_chosen_jobs(const run_state *s, mpq_pass *p) {
         mpq_pass_add_job(p, i, s->choice[l], mpq_session_spec(s->ses, l, s->choice[l]),
                          s->ses->method);
     }
-}
-
-/* Local. Puts the codes of layer l's result (s->res->layers[l].q),
- * dequantized, into the working model. */
-static mpq_err install_layer(mpq_ctx *ctx, run_state *s, int64_t l) {
-    const mpq_run_layer *rl = &s->res->layers[l];
-    float *deq = NULL;
-    MPQ_ALLOC(deq, rl->rows * rl->cols);
-    mpq_qlayer_dequantize(rl->q, deq);
-    mpq_err err = mpq_family_set_weight(ctx, s->ses->fq, l, deq);
-    mpq_free(deq);
-    return err;
 }
 
 /* Collective. The final rounding's results of the block: each layer's
@@ -175,7 +165,7 @@ static mpq_err take_rounded(mpq_ctx *ctx, run_state *s, mpq_pass *p) {
         rl->bits = mpq_qlayer_bits(rr->q);
         rl->q = rr->q;
         rr->q = NULL;
-        err = install_layer(ctx, s, l);
+        err = mpq_run_install_layer(ctx, s, l, rl->q);
     }
     return mpq_pass_results_done(ctx, p, err);
 }
@@ -197,7 +187,7 @@ static mpq_err take_measured(mpq_ctx *ctx, run_state *s) {
         rl->loss = t->loss[x];
         rl->rtn_loss = t->rtn[x];
         rl->bits = t->bits[x];
-        err = install_layer(ctx, s, l);
+        err = mpq_run_install_layer(ctx, s, l, rl->q);
     }
     return mpq_agree(ctx, err);
 }
@@ -332,6 +322,41 @@ static char *json_text(cJSON *o) {
     return t;
 }
 
+/* Collective. Tensor i of the model: a quantized layer's chosen codes
+ * (from memory, or read from its block file by the writing rank), or the
+ * tensor as is. */
+static mpq_err write_entry(mpq_ctx *ctx, run_state *s, mpq_ckpt_writer *w, int64_t i, mpq_ckpt **ck,
+                           int64_t *ck_block) {
+    const mpq_session *ses = s->ses;
+    if (s->opts.write_hook)
+        s->opts.write_hook(ctx, i, s->opts.write_ud);
+    const mpq_tensor *t = mpq_model_tensor_at(ses->m, i);
+    int64_t l = 0;
+    while (l < ses->nl && (ses->excl[l] || strcmp(ses->info->layers[l].tensor, t->name) != 0))
+        l++;
+    if (l == ses->nl) {
+        MPQ_CALL(mpq_ckpt_write_tensor(ctx, w, t, (int)(i % ctx->size)));
+        return MPQ_OK;
+    }
+    const mpq_run_layer *rl = &s->res->layers[l];
+    mpq_ckpt_layer_desc d = {.tensor = t->name, .method = ses->method->name, .loss = rl->loss};
+    if (t->numel == rl->rows * rl->cols) {
+        d.ndim = t->ndim;
+        memcpy(d.shape, t->shape, sizeof d.shape);
+    }
+    const int owner = (int)(l % ctx->size);
+    mpq_qlayer *read = NULL;
+    mpq_err err = MPQ_OK;
+    if (!rl->q && ctx->rank == owner)
+        err = mpq_run_layer_codes(ctx, s, l, ck, ck_block, &read);
+    err = mpq_agree(ctx, err);
+    if (err == MPQ_OK)
+        err = mpq_ckpt_write_layer(ctx, w, &d, rl->q ? rl->q : read, owner);
+    mpq_qlayer_destroy(&read);
+    MPQ_CALL(err);
+    return MPQ_OK;
+}
+
 /* Collective. Creates the checkpoint and writes every tensor of the model:
  * the chosen codes for the quantized layers, the rest as is. */
 static mpq_err write_tensors(mpq_ctx *ctx, run_state *s, mpq_ckpt_writer **w) {
@@ -340,27 +365,16 @@ static mpq_err write_tensors(mpq_ctx *ctx, run_state *s, mpq_ckpt_writer **w) {
     const char *inputs[MPQ_SESSION_MAX_FILES];
     const int64_t ni =
         mpq_session_read_inputs(ses, s->opts.eval_fp || s->opts.eval_quantized, ses->mixed, inputs);
-    MPQ_CALL(mpq_ckpt_writer_create(ctx, cfg->output.path, cfg->output.overwrite, inputs, ni, w));
+    MPQ_CALL(mpq_ckpt_writer_create_hashed(ctx, cfg->output.path, cfg->output.overwrite, inputs, ni,
+                                           s->part ? s->part->hashes : NULL, w));
     MPQ_CALL(mpq_ckpt_write_arch(ctx, *w, mpq_model_arch(ses->m)));
-    for (int64_t i = 0; i < mpq_model_ntensors(ses->m); i++) {
-        if (s->opts.write_hook)
-            s->opts.write_hook(ctx, i, s->opts.write_ud);
-        const mpq_tensor *t = mpq_model_tensor_at(ses->m, i);
-        int64_t l = 0;
-        while (l < ses->nl && (ses->excl[l] || strcmp(ses->info->layers[l].tensor, t->name) != 0))
-            l++;
-        if (l == ses->nl) {
-            MPQ_CALL(mpq_ckpt_write_tensor(ctx, *w, t, (int)(i % ctx->size)));
-            continue;
-        }
-        const mpq_run_layer *rl = &s->res->layers[l];
-        mpq_ckpt_layer_desc d = {.tensor = t->name, .method = ses->method->name, .loss = rl->loss};
-        if (t->numel == rl->rows * rl->cols) {
-            d.ndim = t->ndim;
-            memcpy(d.shape, t->shape, sizeof d.shape);
-        }
-        MPQ_CALL(mpq_ckpt_write_layer(ctx, *w, &d, rl->q, (int)(l % ctx->size)));
-    }
+    mpq_ckpt *ck = NULL; /* the block file read last */
+    int64_t ck_block = -1;
+    mpq_err err = MPQ_OK;
+    for (int64_t i = 0; i < mpq_model_ntensors(ses->m) && err == MPQ_OK; i++)
+        err = write_entry(ctx, s, *w, i, &ck, &ck_block);
+    mpq_ckpt_close(&ck);
+    MPQ_CALL(err);
     return MPQ_OK;
 }
 
@@ -443,6 +457,8 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
     const int64_t nblocks = ses->info->nblocks;
     MPQ_TRY(mpq_session_calibrate(ctx, ses));
     MPQ_TRY(mpq_agree(ctx, alloc_result(ctx, s)));
+    /* with output.path: the partial checkpoint (resume) */
+    MPQ_TRY(mpq_run_resume_open(ctx, s));
 
     if (ses->mixed) {
         MPQ_TRY(mpq_agree(ctx, alloc_measure(ctx, s)));
@@ -456,14 +472,24 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
             MPQ_INFO("measure: %lld candidates x %lld layers with %s", (long long)ses->ncand,
                      (long long)ses->nl, ses->method->name);
             const mpq_pass_opts po = pass_opts(s, 1);
+            mpq_run_resume_log(ctx, s, MPQ_PHASE_MEASURE);
             MPQ_TRY(mpq_pass_create(ctx, ses, &po, &p));
             for (int64_t b = 0; b < nblocks; b++) {
+                if (b < mpq_run_done(s, MPQ_PHASE_MEASURE)) {
+                    /* measured by an earlier run: read back */
+                    MPQ_TRY(mpq_run_skip_block(ctx, s, p, b, MPQ_PHASE_MEASURE));
+                    MPQ_TRY(mpq_pass_next(ctx, p, b));
+                    continue;
+                }
                 MPQ_TRY(mpq_pass_hessian(ctx, p, b));
+                mpq_partial_test_kill(ctx, MPQ_PHASE_MEASURE, b, "compute");
                 MPQ_TRY(mpq_pass_layers(ctx, p, b));
                 add_measure_jobs(s, p);
                 MPQ_TRY(mpq_pass_round(ctx, p, MPQ_STAGE_MEASURE));
                 MPQ_TRY(mpq_pass_keep(ctx, p, &s->meas));
+                MPQ_TRY(mpq_run_save_block(ctx, s, p, b, MPQ_PHASE_MEASURE));
                 MPQ_TRY(mpq_pass_next(ctx, p, b));
+                MPQ_TRY(mpq_run_block_done(ctx, s, b, MPQ_PHASE_MEASURE));
             }
             MPQ_TRY(mpq_pass_finish(ctx, p));
             mpq_pass_destroy(&p);
@@ -495,15 +521,26 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
         MPQ_INFO("round: %s, %lld layers, propagation %s", ses->method->name, (long long)ses->nl,
                  s->res->propagate);
         const mpq_pass_opts po = pass_opts(s, 0);
+        mpq_run_resume_log(ctx, s, MPQ_PHASE_ROUND);
         MPQ_TRY(mpq_pass_create(ctx, ses, &po, &p));
         for (int64_t b = 0; b < nblocks; b++) {
+            if (b < mpq_run_done(s, MPQ_PHASE_ROUND)) {
+                /* rounded by an earlier run: read back and installed */
+                MPQ_TRY(mpq_run_skip_block(ctx, s, p, b, MPQ_PHASE_ROUND));
+                MPQ_TRY(mpq_pass_next(ctx, p, b));
+                continue;
+            }
             MPQ_TRY(mpq_pass_hessian(ctx, p, b));
+            mpq_partial_test_kill(ctx, MPQ_PHASE_ROUND, b, "compute");
             MPQ_TRY(mpq_pass_layers(ctx, p, b));
             add_chosen_jobs(s, p);
             MPQ_TRY(mpq_pass_round(ctx, p, MPQ_STAGE_ROUND));
             MPQ_TRY(take_rounded(ctx, s, p));
+            /* the block's codes to disk (with output.path), then out of memory */
+            MPQ_TRY(mpq_run_save_block(ctx, s, p, b, MPQ_PHASE_ROUND));
             MPQ_TRY(mpq_pass_propagate(ctx, p, b));
             MPQ_TRY(mpq_pass_next(ctx, p, b));
+            MPQ_TRY(mpq_run_block_done(ctx, s, b, MPQ_PHASE_ROUND));
         }
         MPQ_TRY(mpq_pass_finish(ctx, p));
         mpq_pass_destroy(&p);
@@ -519,8 +556,10 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
     MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_EVAL));
 
     /* assemble: the checkpoint */
-    if (cfg->output.path[0])
+    if (cfg->output.path[0]) {
         MPQ_TRY(assemble(ctx, s));
+        mpq_partial_remove(ctx, s->part);
+    }
 cleanup:
     mpq_pass_destroy(&p);
     return err;
@@ -543,6 +582,7 @@ mpq_err mpq_run(mpq_ctx *ctx, const mpq_config *cfg, const mpq_run_opts *opts,
         mpq_run_opts_default(&s.opts);
     s.propagate_q = strcmp(cfg->calibration.propagate, "fp") != 0;
     mpq_err err = run_stages(ctx, &s, cfg);
+    mpq_stop_disarm();
     if (err == MPQ_OK) {
         *out = s.res;
         s.res = NULL;

@@ -9,6 +9,9 @@
 #include "mpq_importance.h"
 #include "mpq_run.h"
 #include "mpq_session.h"
+#include "partial_internal.h"
+
+struct mpq_pass;
 
 typedef struct run_state {
     mpq_run_opts opts;
@@ -24,10 +27,40 @@ typedef struct run_state {
 
     int32_t *choice; /* [nl] chosen candidate (-1 excluded) */
     mpq_run_result *res;
+    mpq_partial *part; /* with output.path: the block files (resume) */
 } run_state;
 
 /* Collective. Saves / loads the measurements (run_measure_io.c). */
 mpq_err mpq_run_measure_save(mpq_ctx *ctx, const run_state *s, const char *path);
 mpq_err mpq_run_measure_load(mpq_ctx *ctx, run_state *s, const char *path);
+
+/* ---- block files and resume (run_resume.c) ---- */
+
+/* Local. Puts layer l's codes q, dequantized, into the working model. */
+mpq_err mpq_run_install_layer(mpq_ctx *ctx, run_state *s, int64_t l, const mpq_qlayer *q);
+/* The candidates [k0, k1) measured for layer l (a pinned layer: its own). */
+void mpq_run_measure_range(const mpq_session *ses, int64_t l, int32_t *k0, int32_t *k1);
+/* Collective. With output.path: opens the partial checkpoint (s->part)
+ * and arms the stop signals (mpq_stop.h). */
+mpq_err mpq_run_resume_open(mpq_ctx *ctx, run_state *s);
+/* Blocks of `phase` already on disk (0 without a partial checkpoint). */
+int64_t mpq_run_done(const run_state *s, mpq_phase phase);
+/* Logs "resuming after block k of N" when blocks of `phase` are on disk. */
+void mpq_run_resume_log(mpq_ctx *ctx, const run_state *s, mpq_phase phase);
+/* Collective. Writes block b's results (measuring: s->meas; final pass:
+ * s->res->layers, whose codes then leave memory) to its block file. */
+mpq_err mpq_run_save_block(mpq_ctx *ctx, run_state *s, const struct mpq_pass *p, int64_t b,
+                           mpq_phase phase);
+/* Collective. Block b of `phase` is on disk: its results are read back
+ * (final pass: installed) and the activations move past it. */
+mpq_err mpq_run_skip_block(mpq_ctx *ctx, run_state *s, struct mpq_pass *p, int64_t b,
+                           mpq_phase phase);
+/* Collective. After computed block b: stops the run (MPQ_ERR_STOPPED)
+ * when a stop signal reached any rank. */
+mpq_err mpq_run_block_done(mpq_ctx *ctx, const run_state *s, int64_t b, mpq_phase phase);
+/* Local. Layer l's final codes from its block file; *ck / *ck_block cache
+ * the open block file between calls (close *ck after the last). */
+mpq_err mpq_run_layer_codes(mpq_ctx *ctx, const run_state *s, int64_t l, mpq_ckpt **ck,
+                            int64_t *ck_block, mpq_qlayer **out);
 
 #endif

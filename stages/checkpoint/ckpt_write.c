@@ -230,7 +230,7 @@ cleanup:
     return err;
 }
 
-static mpq_err hash_inputs(mpq_ctx *ctx, const char *const *inputs, int64_t n, char **json) {
+mpq_err mpq_ckpt_hash_inputs(mpq_ctx *ctx, const char *const *inputs, int64_t n, char **json) {
     mpq_err err = MPQ_OK;
     cJSON *obj = cJSON_CreateObject();
     char *text = NULL;
@@ -305,6 +305,12 @@ static void writer_free(mpq_ckpt_writer **pw) {
 
 mpq_err mpq_ckpt_writer_create(mpq_ctx *ctx, const char *path, int overwrite,
                                const char *const *inputs, int64_t n_inputs, mpq_ckpt_writer **out) {
+    return mpq_ckpt_writer_create_hashed(ctx, path, overwrite, inputs, n_inputs, NULL, out);
+}
+
+mpq_err mpq_ckpt_writer_create_hashed(mpq_ctx *ctx, const char *path, int overwrite,
+                                      const char *const *inputs, int64_t n_inputs,
+                                      const char *hashes, mpq_ckpt_writer **out) {
     mpq_err err = MPQ_OK;
     mpq_ckpt_writer *w = NULL;
     *out = NULL;
@@ -320,7 +326,8 @@ mpq_err mpq_ckpt_writer_create(mpq_ctx *ctx, const char *path, int overwrite,
         return mpq_err_trace(ctx, err, __FILE__, __LINE__, __func__);
     }
     if (ctx->rank == 0)
-        err = hash_inputs(ctx, inputs, n_inputs, &w->inputs_json);
+        err = hashes ? mpq_strdup(ctx, hashes, &w->inputs_json)
+                     : mpq_ckpt_hash_inputs(ctx, inputs, n_inputs, &w->inputs_json);
     MPQ_TRY(mpq_agree(ctx, err));
     err = open_file(ctx, w);
     MPQ_TRY(mpq_agree(ctx, err));

@@ -30,6 +30,7 @@ static inline mpq_run_result *rt_run(mpq_ctx *ctx, const mpq_config *cfg, int ev
     mpq_run_opts_default(&o);
     o.eval_fp = eval_fp;
     o.eval_quantized = eval_q;
+    o.keep_codes = 1; /* tests compare the codes with the checkpoint */
     mpq_run_result *r = NULL;
     MPQ_ASSERT_OK(ctx, mpq_run(ctx, cfg, &o, &r));
     return r;

@@ -15,13 +15,6 @@ make_work_dir
 cfg="$MPQ_SOURCE_DIR/configs/stories260K-mixed3.cfg"
 small=(-o calibration.segments=16 -o calibration.seq_len=128 -o eval.docs=20 -o importance.samples=8)
 
-masked() {
-    h5dump "$1" | awk '
-        NR == 1 { print "HDF5 FILE {"; next }
-        /ATTRIBUTE "date"|ATTRIBUTE "nranks"|DATASET "stage_times"/ { skip = 1; print "MASKED"; next }
-        skip && /\(0\):/ { skip = 0; next }
-        !skip { print }'
-}
 # Every rank count writes to the same output path (the provenance records
 # the effective configuration, output.path included), and each result is
 # moved aside before the next run.
@@ -31,7 +24,7 @@ for np in 1 2 4; do
     [ -f "$dir/out.h5" ] || fail "no checkpoint at $dir/out.h5 ($np ranks)"
     last_json | grep -q "\"checkpoint\":\"$dir/out.h5\"" || fail "the JSON line does not name the checkpoint"
     mv "$dir/out.h5" "$dir/np$np.h5"
-    masked "$dir/np$np.h5" >"$dir/np$np.txt"
+    masked_h5dump "$dir/np$np.h5" >"$dir/np$np.txt"
 done
 grep -q '"mpquant-checkpoint"' "$dir/np1.txt" || fail "h5dump shows no format attribute"
 grep -q 'DATASET "config"' "$dir/np1.txt" && grep -q 'DATASET "overrides"' "$dir/np1.txt" ||
