@@ -1,8 +1,11 @@
 /* mpq_stop.h: stopping a long run at a safe point when the job is asked to
  * end (Slurm's --signal warning, scancel, the time limit).
  *
- * mpq_stop_arm installs handlers for SIGTERM and SIGUSR1 that only record
- * the signal. The run then calls mpq_stop_check at each block boundary,
+ * mpq_stop_arm installs a handler for SIGUSR1 (and, with term, SIGTERM)
+ * that only records the signal. main installs it for SIGUSR1 before any
+ * command runs, so that the warning a batch script passes on never kills
+ * mpquant (a command that cannot stop early runs on); `mpquant run` with an
+ * output path adds SIGTERM. The run then calls mpq_stop_check at each block boundary,
  * after the block is safely on disk: when any rank has received one of the
  * signals, every rank returns MPQ_ERR_STOPPED together, which main turns
  * into the exit status MPQ_EXIT_RESUMABLE. Running the same command again
@@ -25,9 +28,10 @@
  * kept: "stopped, resumable" (EX_TEMPFAIL of sysexits.h). */
 #define MPQ_EXIT_RESUMABLE 75
 
-/* Local. Installs the handlers (idempotent). */
-void mpq_stop_arm(void);
-/* Local. Restores the default actions. */
+/* Local. Installs the handler for SIGUSR1, and for SIGTERM when term is
+ * set (idempotent). */
+void mpq_stop_arm(int term);
+/* Local. Restores the default action of SIGTERM (SIGUSR1 stays recorded). */
 void mpq_stop_disarm(void);
 /* Local. The signal received since mpq_stop_arm, or 0. */
 int mpq_stop_pending(void);

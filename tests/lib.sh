@@ -46,16 +46,7 @@ need_shared() {
     fi
 }
 
-# h5dump of an mpquant checkpoint with the fields that legitimately differ
-# between runs (provenance date and nranks, stage_times) masked; prints one
-# MASKED line for each.
-masked_h5dump() {
-    h5dump "$1" | awk '
-        NR == 1 { print "HDF5 FILE {"; next }
-        /ATTRIBUTE "date"|ATTRIBUTE "nranks"|DATASET "stage_times"/ { skip = 1; print "MASKED"; next }
-        skip && /\(0\):/ { skip = 0; next }
-        !skip { print }'
-}
+. "$(dirname "${BASH_SOURCE[0]}")/h5dump_masked.sh"
 
 # Fails unless jq (Debian package jq) is installed.
 need_jq() {

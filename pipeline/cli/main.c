@@ -42,6 +42,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     arm_fault_injection(ctx);
+    mpq_stop_arm(0); /* SIGUSR1 (a time-limit warning) is recorded, never fatal */
     set_blas_threads();
     mpq_err err = mpq_agree(ctx, mpq_check_limits(ctx));
     if (err == MPQ_OK)

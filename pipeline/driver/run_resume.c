@@ -37,7 +37,7 @@ mpq_err mpq_run_resume_open(mpq_ctx *ctx, run_state *s) {
         mpq_session_read_inputs(ses, s->opts.eval_fp || s->opts.eval_quantized, ses->mixed, inputs);
     MPQ_CALL(mpq_partial_open(ctx, ses->cfg, inputs, ni, ses->info->nblocks, mpq_model_arch(ses->m),
                               &s->part));
-    mpq_stop_arm();
+    mpq_stop_arm(1);
     return MPQ_OK;
 }
 

@@ -17,19 +17,19 @@ static void on_signal(int sig) {
     pending = sig;
 }
 
-void mpq_stop_arm(void) {
+void mpq_stop_arm(int term) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
-    sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
+    if (term)
+        sigaction(SIGTERM, &sa, NULL);
 }
 
 void mpq_stop_disarm(void) {
     signal(SIGTERM, SIG_DFL);
-    signal(SIGUSR1, SIG_DFL);
 }
 
 int mpq_stop_pending(void) {

@@ -5,8 +5,9 @@
 # bash -n and shellcheck; the #SBATCH lines; clear failures (exit 2) for a
 # missing argument, a missing configuration and a bad MPQ_BIN; a run outside
 # an allocation as one process and as 2 ranks through MPQ_LAUNCHER; mpquant's
-# exit status passed through; SIGUSR1 logged while mpquant keeps running;
-# SIGTERM passed on to the launcher.
+# exit status passed through; SIGUSR1 logged while `mpquant check` keeps
+# running; SIGTERM passed on to the launcher; SIGUSR1 passed on to `run`,
+# whose stop status 75 comes back with the advice to resume.
 #
 # Environment: MPQ_BIN, MPQ_SOURCE_DIR, MPQ_MPIEXEC (set by ctest).
 set -u -o pipefail
@@ -61,7 +62,7 @@ fi
 
 # ---- the #SBATCH lines the documentation promises (before any command)
 for want in '--job-name=' '--nodes=' '--ntasks=' '--cpus-per-task=' '--mem-per-cpu=' '--time=' \
-    '--output=%x-%j.out' '--error=%x-%j.err' '--signal=B:USR1@300'; do
+    '--output=%x-%j.out' '--error=%x-%j.err' '--signal=B:USR1@600' '--requeue' '--open-mode=append'; do
     grep -q -- "^#SBATCH $want" "$script" || fail "no '#SBATCH $want' line in $script"
 done
 first_cmd=$(grep -n -v -E '^[[:space:]]*(#|$)' "$script" | head -n 1 | cut -d: -f1)
@@ -159,4 +160,29 @@ bg_pid=""
 err_has 'SIGTERM: the job was cancelled' || fail "TERM: not logged"
 [[ $rc -eq 143 ]] || fail "TERM: exit status $rc, expected 143 (the held binary killed by SIGTERM)"
 say "SIGTERM: logged, passed on to the launcher, exit 143"
+# ---- SIGUSR1 with `run`: passed on to mpquant, which stops (a stand-in
+# that records the signal and exits 75, as mpquant does at the next block
+# boundary); outside Slurm the script tells how to resume.
+cat >"$tmp/stopper" <<EOF
+#!/bin/bash
+trap 'echo got-usr1 >"$tmp/stopper.sig"; exit 75' USR1
+echo started >"$tmp/stopper.sig"
+for ((i = 0; i < 300; i++)); do sleep 0.1; done
+exit 0
+EOF
+chmod 755 "$tmp/stopper"
+MPQ_COMMAND=run MPQ_BIN=$tmp/stopper bash "$script" small.cfg >"$tmp/sig.out" 2>"$tmp/sig.err" &
+bg_pid=$!
+started() { grep -q started "$tmp/stopper.sig" 2>/dev/null; }
+wait_for 20 started || fail "run USR1: the script did not start the binary"
+kill -USR1 "$bg_pid"
+wait_for 20 not_running || fail "run USR1: the script is still running 20 s after SIGUSR1"
+wait "$bg_pid"
+rc=$?
+bg_pid=""
+grep -q got-usr1 "$tmp/stopper.sig" || fail "run USR1: the signal did not reach the binary"
+[[ $rc -eq 75 ]] || fail "run USR1: exit status $rc, expected 75 (stopped, resumable)"
+err_has 'asking mpquant to stop after the block in progress' || fail "run USR1: not logged"
+err_has 'run the same command again' || fail "run USR1: no resume advice outside Slurm"
+say "SIGUSR1 with run: passed on, exit 75, resume advice"
 say "PASS"

@@ -7,7 +7,7 @@
 # As root: munged with a fresh key, slurmctld and slurmd with a generated
 # slurm.conf, all in a temporary directory, on free non-default ports, in the
 # foreground (so their pids are the ones this script holds); every Slurm
-# command and daemon finds the configuration through SLURM_CONF. Then four
+# command and daemon finds the configuration through SLURM_CONF. Then five
 # jobs on 2 tasks:
 #   1. default launcher (srun --mpi=pmix) and default command: the full
 #      pipeline, `mpquant run` (mixed precision on stories260K, small
@@ -16,10 +16,14 @@
 #      written (an HDF5 file), ranks [0/2] and [1/2] both logged (jobs 2 and
 #      4 run the quick `mpquant check`: MPQ_COMMAND=check);
 #   2. MPQ_LAUNCHER=mpirun with a binary that holds until released: SIGUSR1 to
-#      the batch shell (what --signal=B:USR1@300 sends) is logged and the job
+#      the batch shell (what --signal=B:USR1@600 sends) is logged and the job
 #      still ends COMPLETED 0:0 with both ranks;
 #   3. a configuration that does not exist: state FAILED, ExitCode 2:0, the
 #      error names the file;
+#   5. (submitted second) the run of job 1 with a SIGUSR1 reaching a rank
+#      during block 1 of the measuring pass on the first attempt: the job
+#      stops with status 75, requeues itself, resumes after block 2 and
+#      ends COMPLETED 0:0 with Restarts=1 and the same checkpoint as job 1;
 #   4. a step whose tasks fail to launch (provoked: the PMIx app directory of
 #      the job exists already), where srun itself exits 0: the script sees no
 #      rank markers and the job ends FAILED with ExitCode 1:0.
@@ -360,6 +364,47 @@ say "job 1 ($job1): default launcher, mpquant run"
 wait_until "job $job1 to finish" 120 job_done "$job1"
 check_job "$job1" COMPLETED 0:0
 check_run "$job1"
+mv "$work/run.mpq.h5" "$work/job1.mpq.h5"
+
+# ---- job 5: a stop and a requeue. SIGUSR1 reaches a rank during block 1
+# of the measuring pass (test hook MPQ_TEST_SIGNAL, first attempt only):
+# the ranks stop after it with status 75, the script requeues the job, and
+# the second attempt resumes after block 2 and writes the same checkpoint
+# as job 1 (masked h5dump).
+cat >"$tmp/stop-once" <<EOF
+#!/bin/bash
+if [[ \${SLURM_RESTART_COUNT:-0} == 0 ]]; then export MPQ_TEST_SIGNAL=1; fi
+exec "$MPQ_BIN" "\$@"
+EOF
+chmod 755 "$tmp/stop-once"
+real_bin=$MPQ_BIN
+export MPQ_BIN=$tmp/stop-once
+submit "${common[@]}" "$sbatch_script" "$run_cfg" --json "${run_args[@]}"
+job5=$job_id
+export MPQ_BIN=$real_bin
+say "job 5 ($job5): stopped after block 2, requeued, resumed"
+# A requeued job waits about two minutes before it is eligible again;
+# the test makes it eligible at once.
+requeued() {
+    scontrol show job -o "$job5" | grep -q 'JobState=PENDING.*Restarts=1\|Restarts=1.*JobState=PENDING'
+}
+wait_until "job $job5 to be requeued" 60 requeued
+scontrol update JobId="$job5" StartTime=now || fail "cannot make the requeued job $job5 eligible"
+wait_until "job $job5 to finish after its requeue" 90 job_done "$job5"
+check_job "$job5" COMPLETED 0:0
+err5=$work/mpquant-$job5.err
+grep -q 'stopped by SIGUSR1 after block 2 of 5 (measure)' "$err5" || fail "job $job5: no stop logged in $err5"
+grep -q "requeued job $job5" "$err5" || fail "job $job5: the script did not requeue the job"
+grep -q 'measure: resuming after block 2 of 5' "$err5" || fail "job $job5: the second attempt did not resume"
+restarts=$(scontrol show job -o "$job5" | grep -o 'Restarts=[0-9]*' | cut -d= -f2)
+[[ $restarts == 1 ]] || fail "job $job5: Restarts=$restarts, expected 1"
+# shellcheck source=tests/h5dump_masked.sh disable=SC1091
+. "$MPQ_SOURCE_DIR/tests/h5dump_masked.sh"
+masked_h5dump "$work/job1.mpq.h5" >"$tmp/job1.txt"
+masked_h5dump "$work/run.mpq.h5" >"$tmp/job5.txt"
+cmp -s "$tmp/job1.txt" "$tmp/job5.txt" ||
+    fail "job $job5: the resumed checkpoint differs from job $job1's: $(diff "$tmp/job1.txt" "$tmp/job5.txt" | head -c 600)"
+
 # The other jobs test the script's mechanics with the quick subcommand.
 export MPQ_COMMAND=check
 grep -q 'launcher: srun --mpi=pmix' "$work/mpquant-$job1.err" ||
@@ -423,5 +468,5 @@ check_job "$job4" FAILED 1:0
 grep -q 'the launcher exited 0 but only 0 of 2 rank(s) started' "$err4" ||
     fail "job $job4: the script did not report the ranks that never started"
 
-say "PASS: 4 jobs in $SECONDS s (2-rank check via srun --mpi=pmix and mpirun, SIGUSR1 trap, missing config, launch failure)"
+say "PASS: 5 jobs in $SECONDS s (2-rank run and check via srun --mpi=pmix and mpirun, SIGUSR1 trap, missing config, launch failure, stop and requeue)"
 exit 0
