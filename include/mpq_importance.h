@@ -107,6 +107,11 @@ typedef struct mpq_importance_probe {
      * debug line per layer. */
     const char *who, *alone;
     int log_layers;
+    /* Where t->q holds no codes for a probed layer (they were written to
+     * disk): reads layer l's codes of column col into *q (freed by the
+     * probe after use). Local. NULL: every probed layer must be in t->q. */
+    mpq_err (*codes)(mpq_ctx *ctx, void *ud, int64_t l, int64_t col, mpq_qlayer **q);
+    void *codes_ud;
 } mpq_importance_probe;
 
 /* Collective. For every probed layer l: substitutes the dequantized codes

@@ -426,6 +426,7 @@ mpq_err mpq_partial_read(mpq_ctx *ctx, const mpq_ckpt *ck, const char *name, mpq
     st->seconds = figure(x, "seconds");
     st->energy = figure(x, "energy");
     st->iters = (int64_t)figure(x, "iters");
+    st->bits = ck->entries[i].bits;
     if (q)
         MPQ_TRY(mpq_ckpt_read_layer(ctx, ck, i, q));
 cleanup:

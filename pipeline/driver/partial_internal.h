@@ -40,6 +40,7 @@ typedef struct mpq_partial {
 typedef struct mpq_partial_stats {
     double loss, rtn_loss, seconds, energy;
     int64_t iters;
+    int64_t bits; /* storage bits of the codes (filled on reading) */
 } mpq_partial_stats;
 
 /* One entry of a block file; q and st matter on rank `owner` only. */

@@ -170,28 +170,6 @@ static mpq_err take_rounded(mpq_ctx *ctx, run_state *s, mpq_pass *p) {
     return mpq_pass_results_done(ctx, p, err);
 }
 
-/* Mixed precision with full-precision propagation: the measured codes of
- * the chosen candidates are final (same H, deterministic method). */
-static mpq_err take_measured(mpq_ctx *ctx, run_state *s) {
-    mpq_measure_table *t = &s->meas;
-    mpq_err err = MPQ_OK;
-    /* Local work (each rank installs every layer): agreed before the
-     * collective evaluation that follows. */
-    for (int64_t l = 0; l < s->ses->nl && err == MPQ_OK; l++) {
-        if (s->ses->excl[l])
-            continue;
-        int64_t x = l * t->ncol + s->choice[l];
-        mpq_run_layer *rl = &s->res->layers[l];
-        rl->q = t->q[x];
-        t->q[x] = NULL;
-        rl->loss = t->loss[x];
-        rl->rtn_loss = t->rtn[x];
-        rl->bits = t->bits[x];
-        err = mpq_run_install_layer(ctx, s, l, rl->q);
-    }
-    return mpq_agree(ctx, err);
-}
-
 /* ---- importance and budget ------------------------------------------------------------ */
 
 /* Collective. The sensitivity probes (stage "importance"), when the
@@ -210,7 +188,9 @@ static mpq_err probe_sensitivity(mpq_ctx *ctx, run_state *s) {
                               .col = s->sens_cand,
                               .who = "importance",
                               .alone = s->res->candidates[s->sens_cand],
-                              .log_layers = 1};
+                              .log_layers = 1,
+                              .codes = mpq_run_measured_codes,
+                              .codes_ud = s};
     MPQ_CALL(mpq_stage_start(ctx, MPQ_STAGE_IMPORTANCE));
     MPQ_CALL(mpq_importance_sensitivity(ctx, &p, &s->meas));
     MPQ_CALL(mpq_stage_stop(ctx, MPQ_STAGE_IMPORTANCE));
@@ -516,7 +496,7 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
     /* the final pass: the chosen candidate of every layer */
     if (ses->mixed && s->measured && !s->propagate_q) {
         /* full-precision propagation: the measured codes are the final ones */
-        MPQ_TRY(take_measured(ctx, s));
+        MPQ_TRY(mpq_run_take_measured(ctx, s));
     } else {
         MPQ_INFO("round: %s, %lld layers, propagation %s", ses->method->name, (long long)ses->nl,
                  s->res->propagate);

@@ -19,11 +19,12 @@ typedef struct run_state {
     int propagate_q;  /* calibration.propagate = quantized */
 
     /* Measurements (mixed precision): column k of layer l is candidate k
-     * (ses->ncand: the pinned spec); the codes are kept for reuse and probes. */
+     * (ses->ncand: the pinned spec). The codes are kept for the probes and
+     * the final codes, in meas.q, or (with a partial checkpoint) on disk. */
     mpq_measure_table meas;
     double *score;     /* [nl][maxc] importance score of each candidate */
     int32_t sens_cand; /* candidate probed for the sensitivity */
-    int measured;      /* 1: measured in this run (meas.q valid) */
+    int measured;      /* 1: measured in this run (codes in meas.q or on disk) */
 
     int32_t *choice; /* [nl] chosen candidate (-1 excluded) */
     mpq_run_result *res;
@@ -58,6 +59,14 @@ mpq_err mpq_run_skip_block(mpq_ctx *ctx, run_state *s, struct mpq_pass *p, int64
 /* Collective. After computed block b: stops the run (MPQ_ERR_STOPPED)
  * when a stop signal reached any rank. */
 mpq_err mpq_run_block_done(mpq_ctx *ctx, const run_state *s, int64_t b, mpq_phase phase);
+/* Local. The measured codes of layer l, candidate col, from disk (an
+ * mpq_importance_probe codes callback; ud: the run_state). */
+mpq_err mpq_run_measured_codes(mpq_ctx *ctx, void *ud, int64_t l, int64_t col, mpq_qlayer **q);
+/* Collective. Mixed precision with full-precision propagation: the
+ * measured codes of the chosen candidates are final (same H, deterministic
+ * method); each is installed in the working model and, with a partial
+ * checkpoint, written block by block as the final codes. */
+mpq_err mpq_run_take_measured(mpq_ctx *ctx, run_state *s);
 /* Local. Layer l's final codes from its block file; *ck / *ck_block cache
  * the open block file between calls (close *ck after the last). */
 mpq_err mpq_run_layer_codes(mpq_ctx *ctx, const run_state *s, int64_t l, mpq_ckpt **ck,

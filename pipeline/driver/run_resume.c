@@ -74,23 +74,30 @@ static mpq_err save_measured(mpq_ctx *ctx, run_state *s, const mpq_pass *p, int6
         }
     }
     MPQ_CALL(mpq_partial_write(ctx, s->part, MPQ_PHASE_MEASURE, b, n, e));
+    /* on disk now: the probes and the final codes read them from there */
+    for (int64_t i = 0; i < p->nlb && !s->opts.keep_codes; i++) {
+        const int64_t l = p->lay[i];
+        for (int32_t k = 0; k < t->ncol; k++)
+            mpq_qlayer_destroy(&s->meas.q[l * t->ncol + k]);
+    }
     return MPQ_OK;
 }
 
-/* Collective. The final codes of block b's layers; they leave memory. */
-static mpq_err save_rounded(mpq_ctx *ctx, run_state *s, const mpq_pass *p, int64_t b,
+/* Collective. The final codes of block b's layers lay [n]; they leave
+ * memory. */
+static mpq_err save_rounded(mpq_ctx *ctx, run_state *s, const int64_t *lay, int64_t n, int64_t b,
                             mpq_partial_entry *e) {
-    for (int64_t i = 0; i < p->nlb; i++) {
-        const mpq_run_layer *rl = &s->res->layers[p->lay[i]];
+    for (int64_t i = 0; i < n; i++) {
+        const mpq_run_layer *rl = &s->res->layers[lay[i]];
         snprintf(e[i].name, sizeof e[i].name, "%s", rl->tensor);
         e[i].q = rl->q;
         e[i].st = (mpq_partial_stats){
             .loss = rl->loss, .rtn_loss = rl->rtn_loss, .seconds = rl->seconds, .iters = rl->iters};
         e[i].owner = (int)(i % ctx->size);
     }
-    MPQ_CALL(mpq_partial_write(ctx, s->part, MPQ_PHASE_ROUND, b, p->nlb, e));
-    for (int64_t i = 0; i < p->nlb && !s->opts.keep_codes; i++)
-        mpq_qlayer_destroy(&s->res->layers[p->lay[i]].q);
+    MPQ_CALL(mpq_partial_write(ctx, s->part, MPQ_PHASE_ROUND, b, n, e));
+    for (int64_t i = 0; i < n && !s->opts.keep_codes; i++)
+        mpq_qlayer_destroy(&s->res->layers[lay[i]].q);
     return MPQ_OK;
 }
 
@@ -104,7 +111,7 @@ mpq_err mpq_run_save_block(mpq_ctx *ctx, run_state *s, const mpq_pass *p, int64_
     if (phase == MPQ_PHASE_MEASURE)
         MPQ_TRY(save_measured(ctx, s, p, b, e));
     else
-        MPQ_TRY(save_rounded(ctx, s, p, b, e));
+        MPQ_TRY(save_rounded(ctx, s, p->lay, p->nlb, b, e));
     mpq_partial_test_kill(ctx, phase, b, "saved");
 cleanup:
     mpq_free(e);
@@ -128,10 +135,11 @@ static mpq_err restore_measured(mpq_ctx *ctx, run_state *s, const mpq_ckpt *ck, 
             mpq_partial_stats st;
             snprintf(name, sizeof name, "%s@%d", ses->info->layers[l].tensor, (int)k);
             mpq_qlayer_destroy(&t->q[x]);
-            MPQ_CALL(mpq_partial_read(ctx, ck, name, &t->q[x], &st));
+            /* the codes stay on disk unless the result keeps them */
+            MPQ_CALL(mpq_partial_read(ctx, ck, name, s->opts.keep_codes ? &t->q[x] : NULL, &st));
             t->loss[x] = st.loss;
             t->rtn[x] = st.rtn_loss;
-            t->bits[x] = mpq_qlayer_bits(t->q[x]);
+            t->bits[x] = st.bits;
             t->energy[l] = st.energy;
         }
     }
@@ -153,7 +161,7 @@ static mpq_err restore_rounded(mpq_ctx *ctx, run_state *s, const mpq_ckpt *ck, i
         rl->rtn_loss = st.rtn_loss;
         rl->iters = st.iters;
         rl->seconds = st.seconds;
-        rl->bits = mpq_qlayer_bits(q);
+        rl->bits = st.bits;
         mpq_err err = mpq_run_install_layer(ctx, s, l, q);
         if (s->opts.keep_codes)
             rl->q = q;
@@ -222,4 +230,72 @@ mpq_err mpq_run_layer_codes(mpq_ctx *ctx, const run_state *s, int64_t l, mpq_ckp
     mpq_partial_stats st;
     MPQ_CALL(mpq_partial_read(ctx, *ck, s->res->layers[l].tensor, out, &st));
     return MPQ_OK;
+}
+
+/* ---- measured codes on disk ---------------------------------------------------------- */
+
+/* Local. Layer l's measured codes of candidate k from its block's measure
+ * file. Owner of *q: caller. */
+static mpq_err read_measured(mpq_ctx *ctx, const run_state *s, int64_t l, int32_t k,
+                             mpq_qlayer **q) {
+    char name[MPQ_TENSOR_NAME_MAX + 16];
+    mpq_ckpt *ck = NULL;
+    mpq_partial_stats st;
+    snprintf(name, sizeof name, "%s@%d", s->ses->info->layers[l].tensor, (int)k);
+    mpq_err err =
+        mpq_partial_open_block(ctx, s->part, MPQ_PHASE_MEASURE, s->ses->info->layers[l].block, &ck);
+    if (err == MPQ_OK)
+        err = mpq_partial_read(ctx, ck, name, q, &st);
+    mpq_ckpt_close(&ck);
+    MPQ_CALL(err);
+    return MPQ_OK;
+}
+
+mpq_err mpq_run_measured_codes(mpq_ctx *ctx, void *ud, int64_t l, int64_t col, mpq_qlayer **q) {
+    const run_state *s = ud;
+    MPQ_CHECK(s->part, MPQ_ERR_INTERNAL, "measured codes of layer %lld are neither kept nor saved",
+              (long long)l);
+    MPQ_CALL(read_measured(ctx, s, l, (int32_t)col, q));
+    return MPQ_OK;
+}
+
+mpq_err mpq_run_take_measured(mpq_ctx *ctx, run_state *s) {
+    const mpq_session *ses = s->ses;
+    mpq_measure_table *t = &s->meas;
+    mpq_err err = MPQ_OK;
+    int64_t *lay = NULL;
+    mpq_partial_entry *e = NULL;
+    err = mpq_malloc(ctx, ses->nl + 1, sizeof *lay, (void **)&lay);
+    if (err == MPQ_OK)
+        err = mpq_malloc(ctx, ses->nl + 1, sizeof *e, (void **)&e);
+    MPQ_TRY(mpq_agree(ctx, err));
+    for (int64_t b = 0; b < ses->info->nblocks; b++) {
+        int64_t n = 0;
+        /* local (each rank installs every layer), agreed before the write */
+        for (int64_t l = 0; l < ses->nl && err == MPQ_OK; l++) {
+            if (ses->excl[l] || ses->info->layers[l].block != b)
+                continue;
+            const int64_t x = l * t->ncol + s->choice[l];
+            mpq_run_layer *rl = &s->res->layers[l];
+            rl->q = t->q[x];
+            t->q[x] = NULL;
+            if (!rl->q)
+                err = read_measured(ctx, s, l, s->choice[l], &rl->q);
+            if (err != MPQ_OK)
+                break;
+            rl->loss = t->loss[x];
+            rl->rtn_loss = t->rtn[x];
+            rl->bits = t->bits[x];
+            lay[n++] = l;
+            err = mpq_run_install_layer(ctx, s, l, rl->q);
+        }
+        MPQ_TRY(mpq_agree(ctx, err));
+        /* the final codes as a block file, as after a final pass */
+        if (s->part && n > 0)
+            MPQ_TRY(save_rounded(ctx, s, lay, n, b, e));
+    }
+cleanup:
+    mpq_free(e);
+    mpq_free(lay);
+    return err;
 }

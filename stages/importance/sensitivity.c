@@ -57,9 +57,15 @@ mpq_err mpq_importance_sensitivity(mpq_ctx *ctx, const mpq_importance_probe *p,
             continue;
         const int64_t x = l * tab->ncol + p->col;
         const mpq_qlayer *q = tab->q[x];
+        mpq_qlayer *loaded = NULL; /* codes kept on disk, read for this layer */
         /* Every step up to the sums is local: its status is agreed first. */
-        e = q ? MPQ_OK
-              : MPQ_ERROR(MPQ_ERR_INTERNAL, "sensitivity: layer %lld has no measured codes",
+        e = MPQ_OK;
+        if (!q && p->codes) {
+            e = p->codes(ctx, p->codes_ud, l, p->col, &loaded);
+            q = loaded;
+        }
+        if (e == MPQ_OK && !q)
+            e = MPQ_ERROR(MPQ_ERR_INTERNAL, "sensitivity: layer %lld has no measured codes",
                           (long long)l);
         if (e == MPQ_OK)
             e = mpq_family_get_weight(ctx, p->ffp, l, wfp);
@@ -68,6 +74,7 @@ mpq_err mpq_importance_sensitivity(mpq_ctx *ctx, const mpq_importance_probe *p,
             mpq_qlayer_dequantize(q, wq);
             e = mpq_family_set_weight(ctx, p->ffp, l, wq);
         }
+        mpq_qlayer_destroy(&loaded);
         for (int64_t i = lo, at = 0; i < hi && e == MPQ_OK; i++) {
             mpq_batch b;
             mpq_calib_sample_batch(set, i, &b);

@@ -383,13 +383,14 @@ submit "${common[@]}" "$sbatch_script" "$run_cfg" --json "${run_args[@]}"
 job5=$job_id
 export MPQ_BIN=$real_bin
 say "job 5 ($job5): stopped after block 2, requeued, resumed"
-# A requeued job waits about two minutes before it is eligible again;
-# the test makes it eligible at once.
+# A requeued job waits about two minutes before it is eligible again; the
+# test makes it eligible 10 s after the requeue (sooner, slurmd may still
+# hold the ended attempt and refuse the new one: "Job credential revoked").
 requeued() {
     scontrol show job -o "$job5" | grep -q 'JobState=PENDING.*Restarts=1\|Restarts=1.*JobState=PENDING'
 }
 wait_until "job $job5 to be requeued" 60 requeued
-scontrol update JobId="$job5" StartTime=now || fail "cannot make the requeued job $job5 eligible"
+scontrol update JobId="$job5" StartTime=now+10 || fail "cannot make the requeued job $job5 eligible"
 wait_until "job $job5 to finish after its requeue" 90 job_done "$job5"
 check_job "$job5" COMPLETED 0:0
 err5=$work/mpquant-$job5.err

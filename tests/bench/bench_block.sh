@@ -1,0 +1,101 @@
+#!/bin/bash
+# bench_block.sh MKLLAMA: time and peak memory per rank of `mpquant run` on
+# one transformer block of a real model's shape, at several rank counts,
+# with a projection to the whole model.
+#
+# The block is a one-layer Hugging Face Llama directory with random BF16
+# weights written by mpq_mkllama (vocabulary 512, so that the stories260K
+# tokenizer serves the evaluation and the embedding and head stay small).
+# The run: GPTQ int4 g128, random calibration tokens (MPQ_BENCH_TOKENS,
+# default 16 x 256), two documents evaluated, the checkpoint written.
+#
+#   MPQ_BENCH_BLOCK   7b (hidden 4096, intermediate 11008, 32 heads; 32
+#                     layers in the projection, the default) or 70b (8192,
+#                     28672, 64 heads, 8 key-value heads; 80 layers)
+#   MPQ_BENCH_RANKS   rank counts, default "1 2 4"
+#   MPQ_BENCH_TOKENS  calibration "SEGMENTS SEQ_LEN", default "16 256"
+#
+# One JSON line per rank count: block_s (the block's calibrate, Hessian,
+# round and propagate time, max over ranks), speedup and efficiency against
+# the 1-rank run of the same invocation (the peer run on the same cores),
+# peak_rss_mib (max over ranks), min_mib (the analytic minimum per rank,
+# below) and their ratio, and the projection: whole-model hours at that rank
+# count (block_s x layers) and the memory per node of a node running that
+# many ranks. A rank count whose estimated memory exceeds the machine's
+# available memory is reported as skipped.
+#
+# Analytic minimum per rank (MiB), the memory the block needs whatever the
+# rank count: the block's weights in fp32 (4 P), this rank's share of the
+# Hessians of the four distinct layer inputs (8 (3 H^2 + I^2) / ranks: three
+# inputs of width H, one of width I, in double), this rank's activations
+# (4 rows / ranks x (2 H + I)), and embedding and head in fp32 (8 V H).
+set -u
+. "$MPQ_SOURCE_DIR/tests/lib.sh"
+need_jq
+need_shared data/models/stories260K/tok512.bin
+need_shared data/text/tinyshakespeare.txt
+mkllama=${1:?usage: bench_block.sh MKLLAMA}
+make_work_dir
+
+shape=${MPQ_BENCH_BLOCK:-7b}
+case $shape in
+7b) hid=4096 inter=11008 heads=32 kv=32 layers=32 ;;
+70b) hid=8192 inter=28672 heads=64 kv=8 layers=80 ;;
+*)
+    echo "FAILED: MPQ_BENCH_BLOCK='$shape': expected 7b or 70b" >&2
+    exit 1
+    ;;
+esac
+read -r segs seqlen <<<"${MPQ_BENCH_TOKENS:-16 256}"
+rows=$((segs * seqlen))
+vocab=512
+
+run "$mkllama" "$dir/m" --hidden $hid --intermediate $inter --layers 1 --heads $heads \
+    --kv-heads $kv --vocab $vocab --context $seqlen
+expect_rc 0
+[ "$FAILS" -eq 0 ] || finish
+
+cat >"$dir/b.cfg" <<EOF
+model = { path = "$dir/m"; tokenizer = "$MPQ_SHARED_DIR/data/models/stories260K/tok512.bin"; };
+calibration = { source = "random"; segments = $segs; seq_len = $seqlen; };
+quant = { spec = "int:bits=4,group=128"; method = "gptq"; };
+eval = { text = "$MPQ_SHARED_DIR/data/text/tinyshakespeare.txt"; docs = 2; };
+output = { path = "$dir/out.h5"; overwrite = true; };
+EOF
+
+kvdim=$((hid / heads * kv))
+params=$((2 * hid * hid + 2 * hid * kvdim + 3 * hid * inter))
+avail_mib=$(awk '/MemAvailable/ { print int($2 / 1024) }' /proc/meminfo)
+t1=""
+for np in ${MPQ_BENCH_RANKS:-1 2 4}; do
+    min_mib=$(awk -v p=$params -v h=$hid -v i=$inter -v r=$rows -v n=$np -v v=$vocab 'BEGIN {
+        printf "%.1f", (4 * p + 8 * (3 * h * h + i * i) / n + 4 * r / n * (2 * h + i) + 8 * v * h) / 1048576 }')
+    # what the run holds today per rank: the replicated Hessian accumulators
+    # (24 bytes per element) and about 12 bytes per weight
+    est_mib=$(awk -v p=$params -v h=$hid -v i=$inter -v n=$np 'BEGIN {
+        printf "%d", n * (24 * (3 * h * h + i * i) + 12 * p) / 1048576 }')
+    if ((est_mib > avail_mib * 8 / 10)); then
+        printf '{"bench":"block","shape":"%s","ranks":%d,"skipped":"needs about %d MiB, %d MiB available"}\n' \
+            "$shape" "$np" "$est_mib" "$avail_mib"
+        continue
+    fi
+    run $MPQ_MPIEXEC -n "$np" "$MPQ_BIN" run "$dir/b.cfg" --json -q
+    expect_rc 0
+    [ "$RC" -eq 0 ] || continue
+    last_json >"$dir/r.json"
+    block_s=$(jq '[.times.calibrate.max, .times.hessian.max, .times.round.max,
+                   (.times.propagate.max // 0)] | add' "$dir/r.json")
+    rss=$(jq '.peak_rss_mib.max' "$dir/r.json")
+    [ -n "$t1" ] || t1=$block_s
+    jq -cn --arg shape "$shape" --argjson np "$np" --argjson hid $hid --argjson inter $inter \
+        --argjson params $params --argjson rows $rows --argjson block_s "$block_s" \
+        --argjson t1 "$t1" --argjson rss "$rss" --argjson min "$min_mib" \
+        --argjson layers $layers '{bench: "block", shape: $shape, hidden: $hid,
+        intermediate: $inter, block_params: $params, calibration_rows: $rows, ranks: $np,
+        block_s: $block_s, speedup_vs_first: ($t1 / $block_s),
+        efficiency_vs_first: ($t1 / $block_s / $np), peak_rss_mib: $rss, min_mib: $min,
+        rss_over_min: ($rss / $min),
+        projection: {layers: $layers, model_hours: ($block_s * $layers / 3600),
+                     node_mib_at_this_rank_count: ($rss * $np)}}'
+done
+finish
