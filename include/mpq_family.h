@@ -184,10 +184,26 @@ mpq_err mpq_family_forward(struct mpq_ctx *ctx, mpq_family *f, const mpq_batch *
 mpq_err mpq_family_forward_last(struct mpq_ctx *ctx, mpq_family *f, const mpq_batch *batch,
                                 float *logits);
 
+/* A block source: called with enter = 1 before block b runs in a whole
+ * forward pass (mpq_family_forward, the streamed evaluation) and with
+ * enter = 0 after it, so that a caller can put the block's weights in
+ * place (mpq_family_set_weight) and take them out again, keeping one
+ * block in memory. Local. */
+typedef mpq_err (*mpq_block_source)(struct mpq_ctx *ctx, void *ud, mpq_family *f, int64_t b,
+                                    int enter);
+/* Installs (fn non-NULL) or removes the block source of f. The block-level
+ * calls (mpq_family_block) do not use it: their caller manages the block. */
+void mpq_family_set_block_source(mpq_family *f, mpq_block_source fn, void *ud);
+/* Local. The block source's enter / leave for block b (no-ops without one). */
+mpq_err mpq_family_block_enter(struct mpq_ctx *ctx, mpq_family *f, int64_t b);
+mpq_err mpq_family_block_leave(struct mpq_ctx *ctx, mpq_family *f, int64_t b);
+
 /* The current fp32 weight of a layer as [out][in] (for a conv [c_out][c_in
  * k_h k_w]; BN-folded where a batch norm was folded into it). */
 mpq_err mpq_family_get_weight(struct mpq_ctx *ctx, mpq_family *f, int64_t layer, float *w);
-/* Substitutes w [out][in] (e.g. dequantized) for the layer's weight; copied. */
+/* Substitutes w [out][in] (e.g. dequantized) for the layer's weight; copied.
+ * w = NULL releases a substituted weight: the layer has its original
+ * weight again (families with a Llama layout; others refuse it). */
 mpq_err mpq_family_set_weight(struct mpq_ctx *ctx, mpq_family *f, int64_t layer, const float *w);
 
 /* Shared numeric kernels (exposed for tests and benchmarks). */

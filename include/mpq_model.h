@@ -104,6 +104,12 @@ mpq_err mpq_model_get(struct mpq_ctx *ctx, const mpq_model *m, const char *name,
 mpq_err mpq_tensor_read_f32(struct mpq_ctx *ctx, const mpq_tensor *t, int64_t first, int64_t n,
                             float *dst);
 
+/* Local. Drops the resident pages of t's bytes when t lives in a mapped
+ * file (never in a buffer the model filled): a later read faults them in
+ * again from the page cache or the file. Use it after converting a tensor,
+ * so that a model's pages do not stay in a rank's memory. */
+void mpq_model_release_tensor(const mpq_model *m, const mpq_tensor *t);
+
 /* fp16 / bf16 <-> fp32 conversions (round to nearest even). */
 float mpq_f16_to_f32(uint16_t h);
 uint16_t mpq_f32_to_f16(float f);

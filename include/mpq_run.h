@@ -141,6 +141,13 @@ typedef struct mpq_run_result {
     char (*candidates)[MPQ_QSPEC_MAX]; /* [ncand] canonical candidate specs */
     mpq_run_eval fp, quant;
     char *checkpoint; /* output path written, or NULL */
+    /* The analytic minimum of memory per rank (MiB): one block's weights in
+     * fp32 (4 P, P the largest block's quantizable weights), the rank's share
+     * of the block's Hessians (8 sum d_g^2 / ranks over its distinct layer
+     * inputs), the rank's share of the calibration activations, input and
+     * output of a block (8 rows w / ranks, w the widest activation), and
+     * embedding and head in fp32 (4 V h, twice when not tied). */
+    double rss_min_mib;
 } mpq_run_result;
 
 /* Collective over ctx->comm. Runs the pipeline configured by cfg (see

@@ -113,6 +113,16 @@ mpq_err mpq_cmd_run(mpq_ctx *ctx, const mpq_cli *cli) {
         print_table(r, fp_bpw, seconds);
     MPQ_TRY(mpq_timers_report(ctx, &timers));
     MPQ_TRY(mpq_peak_rss_report(ctx, &rss));
+    {
+        /* against the analytic minimum (mpq_run.h) */
+        const cJSON *mx = cJSON_GetObjectItemCaseSensitive(rss, "max");
+        const double peak = cJSON_IsNumber(mx) ? mx->valuedouble : 0.0;
+        const double ratio = r->rss_min_mib > 0.0 ? peak / r->rss_min_mib : 0.0;
+        cJSON_AddNumberToObject(rss, "analytic_min", r->rss_min_mib);
+        cJSON_AddNumberToObject(rss, "max_over_min", ratio);
+        MPQ_INFO("%-24s %10.1f MiB analytic minimum per rank; the peak is %.2f x that", "peak_rss",
+                 r->rss_min_mib, ratio);
+    }
 
     o = mpq_run_assignment_json(r);
     MPQ_ENSURE(o, MPQ_ERR_NOMEM, "cannot allocate the JSON result");

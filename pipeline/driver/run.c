@@ -437,6 +437,7 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
     const int64_t nblocks = ses->info->nblocks;
     MPQ_TRY(mpq_session_calibrate(ctx, ses));
     MPQ_TRY(mpq_agree(ctx, alloc_result(ctx, s)));
+    s->res->rss_min_mib = mpq_run_memory_minimum(ses, ctx->size);
     /* with output.path: the partial checkpoint (resume) */
     MPQ_TRY(mpq_run_resume_open(ctx, s));
 
@@ -519,6 +520,7 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
             /* the block's codes to disk (with output.path), then out of memory */
             MPQ_TRY(mpq_run_save_block(ctx, s, p, b, MPQ_PHASE_ROUND));
             MPQ_TRY(mpq_pass_propagate(ctx, p, b));
+            MPQ_TRY(mpq_agree(ctx, mpq_run_release_block(ctx, s, b)));
             MPQ_TRY(mpq_pass_next(ctx, p, b));
             MPQ_TRY(mpq_run_block_done(ctx, s, b, MPQ_PHASE_ROUND));
         }
@@ -529,10 +531,12 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
 
     /* evaluate: full precision, and the quantized model against it */
     MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_EVAL));
+    mpq_run_stream_blocks(s, 1); /* the quantized blocks come back one at a time */
     if (s->opts.eval_fp)
         MPQ_TRY(mpq_session_evaluate(ctx, ses, ses->ffp, NULL, 1, &s->res->fp));
     if (s->opts.eval_quantized)
         MPQ_TRY(mpq_session_evaluate(ctx, ses, ses->fq, ses->ffp, 1, &s->res->quant));
+    mpq_run_stream_blocks(s, 0);
     MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_EVAL));
 
     /* assemble: the checkpoint */

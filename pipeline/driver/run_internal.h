@@ -35,6 +35,9 @@ typedef struct run_state {
 mpq_err mpq_run_measure_save(mpq_ctx *ctx, const run_state *s, const char *path);
 mpq_err mpq_run_measure_load(mpq_ctx *ctx, run_state *s, const char *path);
 
+/* The analytic minimum of memory per rank in MiB (mpq_run_result.rss_min_mib). */
+double mpq_run_memory_minimum(const mpq_session *ses, int ranks);
+
 /* ---- block files and resume (run_resume.c) ---- */
 
 /* Local. Puts layer l's codes q, dequantized, into the working model. */
@@ -67,6 +70,12 @@ mpq_err mpq_run_measured_codes(mpq_ctx *ctx, void *ud, int64_t l, int64_t col, m
  * method); each is installed in the working model and, with a partial
  * checkpoint, written block by block as the final codes. */
 mpq_err mpq_run_take_measured(mpq_ctx *ctx, run_state *s);
+/* Local. With a partial checkpoint and a language model: block b's
+ * quantized weights leave the working model (they are on disk). */
+mpq_err mpq_run_release_block(mpq_ctx *ctx, run_state *s, int64_t b);
+/* Local. on = 1: the working model brings each released block back from
+ * its block file while a whole forward pass runs (the evaluation); 0: off. */
+void mpq_run_stream_blocks(run_state *s, int on);
 /* Local. Layer l's final codes from its block file; *ck / *ck_block cache
  * the open block file between calls (close *ck after the last). */
 mpq_err mpq_run_layer_codes(mpq_ctx *ctx, const run_state *s, int64_t l, mpq_ckpt **ck,

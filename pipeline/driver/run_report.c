@@ -3,7 +3,7 @@
  * so the text is the same for any number of ranks. */
 #include <cjson/cJSON.h>
 
-#include "mpq_run.h"
+#include "run_internal.h"
 
 cJSON *mpq_run_eval_json(const mpq_run_eval *e) {
     cJSON *o = cJSON_CreateObject();
@@ -97,4 +97,31 @@ cJSON *mpq_run_assignment_json(const mpq_run_result *r) {
         cJSON_AddItemToArray(ls, x);
     }
     return o;
+}
+
+double mpq_run_memory_minimum(const mpq_session *ses, int ranks) {
+    const mpq_family_info *fi = ses->info;
+    double block_w = 0.0, block_h = 0.0, width = 0.0;
+    for (int64_t b = 0; b < fi->nblocks; b++) {
+        double w = 0.0, h = 0.0;
+        for (int64_t l = 0; l < fi->nlayers; l++) {
+            const mpq_layer_info *li = &fi->layers[l];
+            if (li->block != b)
+                continue;
+            w += (double)li->out * (double)li->in;
+            if (li->group == l)
+                h += (double)li->in * (double)li->in;
+        }
+        block_w = w > block_w ? w : block_w;
+        block_h = h > block_h ? h : block_h;
+    }
+    for (int64_t b = 0; b <= fi->nblocks; b++)
+        width = (double)mpq_family_width(ses->fq, b) > width ? (double)mpq_family_width(ses->fq, b)
+                                                             : width;
+    const mpq_arch *a = mpq_model_arch(ses->m);
+    const double rows = ses->set ? (double)ses->set->offset[ses->set->nsamples] : 0.0;
+    const double embed = (double)a->vocab_size * (double)a->dim * (a->tied_embeddings ? 1.0 : 2.0);
+    const double bytes =
+        4.0 * block_w + 8.0 * block_h / ranks + 8.0 * rows * width / ranks + 4.0 * embed;
+    return bytes / 1048576.0;
 }

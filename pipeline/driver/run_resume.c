@@ -194,6 +194,8 @@ mpq_err mpq_run_skip_block(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b, m
     MPQ_CALL(restore_block(ctx, s, b, phase));
     if (move && !p->o.advance)
         MPQ_CALL(mpq_pass_skip(ctx, p, b));
+    if (phase == MPQ_PHASE_ROUND)
+        MPQ_CALL(mpq_agree(ctx, mpq_run_release_block(ctx, s, b)));
     return MPQ_OK;
 }
 
@@ -293,9 +295,58 @@ mpq_err mpq_run_take_measured(mpq_ctx *ctx, run_state *s) {
         /* the final codes as a block file, as after a final pass */
         if (s->part && n > 0)
             MPQ_TRY(save_rounded(ctx, s, lay, n, b, e));
+        MPQ_TRY(mpq_agree(ctx, mpq_run_release_block(ctx, s, b)));
     }
 cleanup:
     mpq_free(e);
     mpq_free(lay);
     return err;
+}
+
+/* ---- one block of the working model in memory ---------------------------------------- */
+
+/* With a partial checkpoint, a language model's finished blocks leave the
+ * working model once their outputs have moved on, and the evaluation
+ * brings each back from its block file while it runs (a block source,
+ * mpq_family.h). A classifier keeps its (small) quantized weights. */
+static int releases(const run_state *s) {
+    return s->part && s->ses->info->task == MPQ_TASK_LM;
+}
+
+mpq_err mpq_run_release_block(mpq_ctx *ctx, run_state *s, int64_t b) {
+    if (!releases(s))
+        return MPQ_OK;
+    for (int64_t l = 0; l < s->ses->nl; l++)
+        if (s->ses->info->layers[l].block == b && !s->ses->excl[l])
+            MPQ_CALL(mpq_family_set_weight(ctx, s->ses->fq, l, NULL));
+    return MPQ_OK;
+}
+
+/* Local. The working model's block source: block b's final codes from its
+ * block file on enter, released on leave. */
+static mpq_err quantized_block(mpq_ctx *ctx, void *ud, mpq_family *f, int64_t b, int enter) {
+    run_state *s = ud;
+    (void)f;
+    if (!enter)
+        return mpq_run_release_block(ctx, s, b);
+    mpq_ckpt *ck = NULL;
+    mpq_err err = mpq_partial_open_block(ctx, s->part, MPQ_PHASE_ROUND, b, &ck);
+    for (int64_t l = 0; l < s->ses->nl && err == MPQ_OK; l++) {
+        if (s->ses->info->layers[l].block != b || s->ses->excl[l])
+            continue;
+        mpq_qlayer *q = NULL;
+        mpq_partial_stats st;
+        err = mpq_partial_read(ctx, ck, s->res->layers[l].tensor, &q, &st);
+        if (err == MPQ_OK)
+            err = mpq_run_install_layer(ctx, s, l, q);
+        mpq_qlayer_destroy(&q);
+    }
+    mpq_ckpt_close(&ck);
+    MPQ_CALL(err);
+    return MPQ_OK;
+}
+
+void mpq_run_stream_blocks(run_state *s, int on) {
+    if (releases(s))
+        mpq_family_set_block_source(s->ses->fq, on ? quantized_block : NULL, s);
 }

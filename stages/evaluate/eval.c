@@ -97,19 +97,12 @@ cleanup:
 /* Per-document record: total NLL, predictions, total KL, agreeing argmaxes. */
 enum { R_NLL = 0, R_NPRED, R_KLD, R_AGREE, R_K };
 
-/* Scores one document of n tokens; rec gets its R_K sums. */
-static mpq_err score_doc(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const int32_t *toks,
-                         int64_t n, float *logits, float *rlogits, double *rec) {
+/* Scores one document of n tokens from its logits (and the reference's,
+ * rlogits, or NULL); rec gets its R_K sums. */
+static mpq_err score_doc(mpq_ctx *ctx, const int32_t *toks, int64_t n, int64_t V,
+                         const float *logits, const float *rlogits, double *rec) {
     for (int j = 0; j < R_K; j++)
         rec[j] = 0.0;
-    if (n < 2)
-        return MPQ_OK;
-    const mpq_family_info *fi = mpq_family_get_info(f);
-    int64_t V = fi->out_width, len = n;
-    mpq_batch b = {.nseq = 1, .len = &len, .rows = n, .tokens = toks};
-    MPQ_CALL(mpq_family_forward(ctx, f, &b, logits));
-    if (ref)
-        MPQ_CALL(mpq_family_forward(ctx, ref, &b, rlogits));
     for (int64_t i = 0; i + 1 < n; i++) {
         const float *l = logits + i * V;
         int64_t am = 0;
@@ -117,7 +110,7 @@ static mpq_err score_doc(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const int
         int32_t target = toks[i + 1];
         rec[R_NLL] += lse - (double)l[target];
         rec[R_NPRED] += 1.0;
-        if (ref) {
+        if (rlogits) {
             const float *rl = rlogits + i * V;
             int64_t ram = 0;
             double rlse = mpq_logsumexp(rl, V, &ram);
@@ -136,6 +129,77 @@ static mpq_err score_doc(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const int
     return MPQ_OK;
 }
 
+/* This rank's documents [lo, hi) (those of at least 2 tokens), their
+ * activations and the buffers of the streamed pass. */
+typedef struct lm_stream {
+    const int32_t *tokens;
+    const int64_t *offsets;
+    int64_t lo, hi, wmax;
+    float *x, *rx, *tmp; /* [tokens][wmax] of f and of ref; [longest][wmax] */
+} lm_stream;
+
+static mpq_batch doc_batch(const lm_stream *st, int64_t d, int64_t *len) {
+    *len = st->offsets[d + 1] - st->offsets[d];
+    return (mpq_batch){.nseq = 1, .len = len, .rows = *len, .tokens = st->tokens + st->offsets[d]};
+}
+
+/* Local. Model f through every block, streamed: all documents' activations
+ * x are held (document d at row offsets[d] - offsets[lo], stride wmax) and
+ * each block is entered once (its block source, mpq_family.h, may bring its
+ * weights and take them away again) and runs the documents one at a time,
+ * so that every number equals a per-document forward pass. */
+static mpq_err stream_blocks(mpq_ctx *ctx, mpq_family *f, const lm_stream *st, float *x,
+                             mpq_progress *pr, int64_t *done) {
+    const int64_t nb = mpq_family_get_info(f)->nblocks;
+    for (int64_t d = st->lo; d < st->hi; d++) {
+        int64_t len = 0;
+        mpq_batch bt = doc_batch(st, d, &len);
+        if (len >= 2)
+            MPQ_CALL(mpq_family_embed(ctx, f, &bt,
+                                      x + (st->offsets[d] - st->offsets[st->lo]) * st->wmax));
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        MPQ_CALL(mpq_family_block_enter(ctx, f, b));
+        const int64_t wout = mpq_family_width(f, b + 1);
+        mpq_err err = MPQ_OK;
+        for (int64_t d = st->lo; d < st->hi && err == MPQ_OK; d++) {
+            int64_t len = 0;
+            mpq_batch bt = doc_batch(st, d, &len);
+            if (len < 2)
+                continue;
+            float *xd = x + (st->offsets[d] - st->offsets[st->lo]) * st->wmax;
+            err = mpq_family_block(ctx, f, b, &bt, xd, st->tmp, NULL, NULL);
+            if (err == MPQ_OK)
+                memcpy(xd, st->tmp, sizeof(float) * (size_t)(len * wout));
+        }
+        mpq_err e2 = mpq_family_block_leave(ctx, f, b);
+        MPQ_CALL(err != MPQ_OK ? err : e2);
+        mpq_progress_update(ctx, pr, ++*done);
+    }
+    return MPQ_OK;
+}
+
+/* Local. Buffers of the streamed pass (maxn: the longest document). */
+static mpq_err stream_alloc(mpq_ctx *ctx, mpq_family *f, int has_ref, int64_t maxn, lm_stream *st) {
+    const mpq_family_info *fi = mpq_family_get_info(f);
+    for (int64_t b = 0; b <= fi->nblocks; b++)
+        st->wmax = mpq_family_width(f, b) > st->wmax ? mpq_family_width(f, b) : st->wmax;
+    int64_t rows = st->offsets[st->hi] - st->offsets[st->lo], n = 0, m = 0;
+    MPQ_CALL(mpq_mul64(ctx, rows > 0 ? rows : 1, st->wmax, "evaluation activations", &n));
+    MPQ_CALL(mpq_mul64(ctx, maxn, st->wmax, "evaluation activations", &m));
+    MPQ_CALL(mpq_malloc(ctx, n, sizeof(float), (void **)&st->x));
+    if (has_ref)
+        MPQ_CALL(mpq_malloc(ctx, n, sizeof(float), (void **)&st->rx));
+    MPQ_CALL(mpq_malloc(ctx, m, sizeof(float), (void **)&st->tmp));
+    return MPQ_OK;
+}
+
+static void stream_free(lm_stream *st) {
+    mpq_free(st->x);
+    mpq_free(st->rx);
+    mpq_free(st->tmp);
+}
+
 mpq_err mpq_eval_lm_tokens(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const int32_t *tokens,
                            const int64_t *offsets, int64_t ndocs, mpq_lm_result *out) {
     mpq_err err = MPQ_OK;
@@ -145,6 +209,7 @@ mpq_err mpq_eval_lm_tokens(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const i
     const mpq_family_info *fi = mpq_family_get_info(f);
     int64_t lo = 0, hi = 0, maxn = 1;
     mpq_eval_range(ctx, ndocs, &lo, &hi);
+    lm_stream st = {.tokens = tokens, .offsets = offsets, .lo = lo, .hi = hi};
     MPQ_ENSURE(fi->task == MPQ_TASK_LM, MPQ_ERR_ARG,
                "perplexity needs a language model, family '%s' is a classifier",
                mpq_family_name(f));
@@ -165,18 +230,32 @@ mpq_err mpq_eval_lm_tokens(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const i
     if (ref)
         MPQ_ALLOC_TRY(rlogits, nl);
     MPQ_ALLOC_TRY(rec, (hi - lo) * R_K + 1);
+    MPQ_TRY(stream_alloc(ctx, f, ref != NULL, maxn, &st));
     MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_EVAL_FORWARD));
     mpq_progress pr;
-    int64_t ntok = offsets[hi] - offsets[lo];
-    mpq_progress_begin(ctx, &pr, "evaluating documents", "tokens", ntok);
+    int64_t done = 0;
+    mpq_progress_begin(ctx, &pr, "evaluating documents", "blocks", fi->nblocks * (ref ? 2 : 1) + 1);
+    MPQ_TRY(stream_blocks(ctx, f, &st, st.x, &pr, &done));
+    if (ref)
+        MPQ_TRY(stream_blocks(ctx, ref, &st, st.rx, &pr, &done));
     for (int64_t d = lo; d < hi; d++) {
-        MPQ_TRY(score_doc(ctx, f, ref, tokens + offsets[d], offsets[d + 1] - offsets[d], logits,
-                          rlogits, rec + (d - lo) * R_K));
-        mpq_progress_update(ctx, &pr, offsets[d + 1] - offsets[lo]);
+        const int64_t n = offsets[d + 1] - offsets[d], row = offsets[d] - offsets[lo];
+        double *r = rec + (d - lo) * R_K;
+        if (n < 2) {
+            for (int j = 0; j < R_K; j++)
+                r[j] = 0.0;
+            continue;
+        }
+        MPQ_TRY(mpq_family_head(ctx, f, st.x + row * st.wmax, n, logits));
+        if (ref)
+            MPQ_TRY(mpq_family_head(ctx, ref, st.rx + row * st.wmax, n, rlogits));
+        MPQ_TRY(score_doc(ctx, tokens + offsets[d], n, fi->out_width, logits, rlogits, r));
     }
+    mpq_progress_update(ctx, &pr, ++done);
     mpq_progress_end(ctx, &pr);
     MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_EVAL_FORWARD));
 cleanup:
+    stream_free(&st);
     err = mpq_agree(ctx, err);
     if (err == MPQ_OK) {
         double s[R_K];

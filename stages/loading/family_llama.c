@@ -338,6 +338,7 @@ static mpq_err block_weights(mpq_ctx *ctx, llama *L, const llama_block *B, const
         if (!L->stage[j])
             MPQ_ALLOC(L->stage[j], n);
         MPQ_CALL(mpq_tensor_read_f32(ctx, B->t[j], 0, n, L->stage[j]));
+        mpq_model_release_tensor(L->m, B->t[j]); /* converted: the pages may go */
         W[j] = L->stage[j];
     }
     return MPQ_OK;
@@ -466,8 +467,11 @@ static mpq_err llama_get_weight(mpq_ctx *ctx, void *state, int64_t layer, float 
     const llama_block *B = &L->blk[layer / LPER];
     int j = (int)(layer % LPER);
     int64_t n = layer_out(L, j) * layer_in(L, j);
-    if (!B->w[j])
-        return mpq_tensor_read_f32(ctx, B->t[j], 0, n, w);
+    if (!B->w[j]) {
+        MPQ_CALL(mpq_tensor_read_f32(ctx, B->t[j], 0, n, w));
+        mpq_model_release_tensor(L->m, B->t[j]);
+        return MPQ_OK;
+    }
     memcpy(w, B->w[j], sizeof(float) * (size_t)n);
     return MPQ_OK;
 }
@@ -476,10 +480,17 @@ static mpq_err llama_set_weight(mpq_ctx *ctx, void *state, int64_t layer, const 
     llama *L = state;
     int j = (int)(layer % LPER);
     int64_t n = layer_out(L, j) * layer_in(L, j);
+    llama_block *B = &L->blk[layer / LPER];
+    if (!w) {
+        /* released: the mapped (or converted per block) original again */
+        MPQ_FREE(L->lown[layer]);
+        B->w[j] = mapped_f32(B->t[j]);
+        return MPQ_OK;
+    }
     if (!L->lown[layer])
         MPQ_ALLOC(L->lown[layer], n);
     memcpy(L->lown[layer], w, sizeof(float) * (size_t)n);
-    L->blk[layer / LPER].w[j] = L->lown[layer];
+    B->w[j] = L->lown[layer];
     return MPQ_OK;
 }
 

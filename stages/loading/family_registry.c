@@ -25,7 +25,28 @@ struct mpq_family {
     /* Scratch of mpq_family_forward: two activation buffers of cap floats. */
     float *act[2];
     int64_t act_cap;
+    /* Where a block's weights come from when they are not held (see
+     * mpq_family_set_block_source); NULL: the family holds them. */
+    mpq_block_source source;
+    void *source_ud;
 };
+
+void mpq_family_set_block_source(mpq_family *f, mpq_block_source fn, void *ud) {
+    f->source = fn;
+    f->source_ud = ud;
+}
+
+mpq_err mpq_family_block_enter(mpq_ctx *ctx, mpq_family *f, int64_t b) {
+    if (f->source)
+        MPQ_CALL(f->source(ctx, f->source_ud, f, b, 1));
+    return MPQ_OK;
+}
+
+mpq_err mpq_family_block_leave(mpq_ctx *ctx, mpq_family *f, int64_t b) {
+    if (f->source)
+        MPQ_CALL(f->source(ctx, f->source_ud, f, b, 0));
+    return MPQ_OK;
+}
 
 const mpq_family_ops *mpq_family_find(const char *name) {
     int64_t i = mpq_registry_index(&mpq_family_reg, name);
@@ -133,7 +154,11 @@ static mpq_err run_blocks(mpq_ctx *ctx, mpq_family *f, const mpq_batch *batch, i
     int cur = 0;
     MPQ_CALL(mpq_family_embed(ctx, f, batch, f->act[cur]));
     for (int64_t b = 0; b < f->info.nblocks; b++) {
-        MPQ_CALL(f->ops->block(ctx, f->state, b, batch, f->act[cur], f->act[1 - cur], NULL, NULL));
+        MPQ_CALL(mpq_family_block_enter(ctx, f, b));
+        mpq_err err =
+            f->ops->block(ctx, f->state, b, batch, f->act[cur], f->act[1 - cur], NULL, NULL);
+        mpq_err e2 = mpq_family_block_leave(ctx, f, b);
+        MPQ_CALL(err != MPQ_OK ? err : e2);
         cur = 1 - cur;
     }
     *which = cur;
@@ -174,7 +199,10 @@ mpq_err mpq_family_set_weight(mpq_ctx *ctx, mpq_family *f, int64_t layer, const 
     MPQ_CHECK(layer >= 0 && layer < f->info.nlayers, MPQ_ERR_ARG,
               "layer %lld out of range [0, %lld)", (long long)layer, (long long)f->info.nlayers);
     const mpq_layer_info *li = &f->info.layers[layer];
-    for (int64_t i = 0; i < li->out * li->in; i++)
+    MPQ_CHECK(w || f->ops->llama_layout, MPQ_ERR_ARG,
+              "set_weight %s: family %s cannot release a substituted weight", li->name,
+              f->ops->name);
+    for (int64_t i = 0; w && i < li->out * li->in; i++)
         MPQ_CHECK(isfinite(w[i]), MPQ_ERR_NUMERIC, "set_weight %s: element %lld is not finite",
                   li->name, (long long)i);
     MPQ_CALL(f->ops->set_weight(ctx, f->state, layer, w));

@@ -140,6 +140,20 @@ cleanup:
     return err;
 }
 
+void mpq_model_release_tensor(const mpq_model *m, const mpq_tensor *t) {
+    const unsigned char *a = t->data, *e = a + t->nbytes;
+    for (int64_t i = 0; i < m->nmaps; i++) {
+        const mpq_io_map *mp = m->maps[i];
+        if (mp->anon || a < mp->base || e > mp->base + mp->size)
+            continue;
+        const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t lo = ((uintptr_t)a + page - 1) / page * page, hi = (uintptr_t)e / page * page;
+        if (hi > lo)
+            madvise((void *)lo, hi - lo, MADV_DONTNEED);
+        return;
+    }
+}
+
 mpq_err mpq_model_add_buffer(mpq_ctx *ctx, mpq_model *m, size_t size, unsigned char **base) {
     mpq_err err = MPQ_OK;
     mpq_io_map *mp = NULL;
