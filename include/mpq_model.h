@@ -104,6 +104,13 @@ mpq_err mpq_model_get(struct mpq_ctx *ctx, const mpq_model *m, const char *name,
 mpq_err mpq_tensor_read_f32(struct mpq_ctx *ctx, const mpq_tensor *t, int64_t first, int64_t n,
                             float *dst);
 
+/* Local. *out = tensor t of model m as fp32: the mapping itself when t is
+ * aligned F32, else one converted copy owned by the model and shared by
+ * every caller (both family instances of a run use one copy); valid until
+ * mpq_model_close. */
+mpq_err mpq_model_f32(struct mpq_ctx *ctx, const mpq_model *m, const mpq_tensor *t,
+                      const float **out);
+
 /* Local. Drops the resident pages of t's bytes when t lives in a mapped
  * file (never in a buffer the model filled): a later read faults them in
  * again from the page cache or the file. Use it after converting a tensor,

@@ -146,7 +146,8 @@ typedef struct mpq_run_result {
      * of the block's Hessians (8 sum d_g^2 / ranks over its distinct layer
      * inputs), the rank's share of the calibration activations, input and
      * output of a block (8 rows w / ranks, w the widest activation), and
-     * embedding and head in fp32 (4 V h, twice when not tied). */
+     * the output head in fp32 (4 V h; the embedding is read a row at a
+     * time). */
     double rss_min_mib;
 } mpq_run_result;
 

@@ -120,8 +120,8 @@ double mpq_run_memory_minimum(const mpq_session *ses, int ranks) {
                                                              : width;
     const mpq_arch *a = mpq_model_arch(ses->m);
     const double rows = ses->set ? (double)ses->set->offset[ses->set->nsamples] : 0.0;
-    const double embed = (double)a->vocab_size * (double)a->dim * (a->tied_embeddings ? 1.0 : 2.0);
+    const double head = (double)a->vocab_size * (double)a->dim;
     const double bytes =
-        4.0 * block_w + 8.0 * block_h / ranks + 8.0 * rows * width / ranks + 4.0 * embed;
+        4.0 * block_w + 8.0 * block_h / ranks + 8.0 * rows * width / ranks + 4.0 * head;
     return bytes / 1048576.0;
 }

@@ -42,15 +42,14 @@ typedef struct llama {
     const mpq_model *m;
     mpq_arch a;
     int64_t dim, hd, nh, nkv, qdim, kvdim, hidden, vocab, nl;
-    const float *embed;      /* [vocab][dim] */
-    const float *final_norm; /* [dim] */
-    const float *cls;        /* [vocab][dim] (may be embed) */
-    llama_block *blk;        /* [nl] */
-    float **lown;            /* [nl*LPER] owned fp32 weight of a layer, or NULL */
-    float *stage[LPER];      /* one block's weights converted from F16/BF16 (or unaligned
-                                F32): only the running block is held in fp32 */
-    float *own[64];          /* other converted tensors */
-    int nown;
+    const mpq_tensor *embed_t; /* the token embedding as stored */
+    const float *embed;        /* [vocab][dim] fp32, or NULL: rows converted on lookup */
+    const float *final_norm;   /* [dim] */
+    const float *cls;          /* [vocab][dim] (may be embed) */
+    llama_block *blk;          /* [nl] */
+    float **lown;              /* [nl*LPER] owned fp32 weight of a layer, or NULL */
+    float *stage[LPER];        /* one block's weights converted from F16/BF16 (or unaligned
+                                  F32): only the running block is held in fp32 */
     /* RoPE tables [rope_len][hd/2]. */
     float *rcos, *rsin;
     int64_t rope_len;
@@ -64,8 +63,6 @@ static int llama_detect(const mpq_model *m, const mpq_config *cfg) {
     return strcmp(mpq_model_arch(m)->family, mpq_family_llama_ops.name) == 0;
 }
 
-/* fp32 view of tensor `name` with the expected shape: the mapping itself
- * when it is aligned F32, else a converted copy stored in *own. */
 /* The mapping itself as fp32 when the tensor is aligned F32, else NULL. */
 static const float *mapped_f32(const mpq_tensor *t) {
     if (t->dtype == MPQ_DTYPE_F32 && (uintptr_t)t->data % sizeof(float) == 0)
@@ -73,32 +70,13 @@ static const float *mapped_f32(const mpq_tensor *t) {
     return NULL;
 }
 
-static mpq_err load(mpq_ctx *ctx, const mpq_model *m, const char *name, int ndim,
-                    const int64_t *shape, const float **out, float **own) {
-    const mpq_tensor *t = NULL;
-    MPQ_CALL(mpq_model_get(ctx, m, name, ndim, shape, &t));
-    if ((*out = mapped_f32(t)))
-        return MPQ_OK;
-    float *buf = NULL;
-    MPQ_ALLOC(buf, t->numel);
-    mpq_err e = mpq_tensor_read_f32(ctx, t, 0, t->numel, buf);
-    if (e != MPQ_OK) {
-        mpq_free(buf);
-        return mpq_err_trace(ctx, e, __FILE__, __LINE__, __func__);
-    }
-    *own = buf;
-    *out = buf;
-    return MPQ_OK;
-}
-
+/* fp32 view of tensor `name` with the expected shape, shared with the
+ * model's other family instances (mpq_model_f32). */
 static mpq_err load_misc(mpq_ctx *ctx, llama *L, const char *name, int ndim, const int64_t *shape,
                          const float **out) {
-    MPQ_CHECK(L->nown < (int)(sizeof L->own / sizeof L->own[0]), MPQ_ERR_INTERNAL,
-              "too many converted tensors");
-    float *own = NULL;
-    MPQ_CALL(load(ctx, L->m, name, ndim, shape, out, &own));
-    if (own)
-        L->own[L->nown++] = own;
+    const mpq_tensor *t = NULL;
+    MPQ_CALL(mpq_model_get(ctx, L->m, name, ndim, shape, &t));
+    MPQ_CALL(mpq_model_f32(ctx, L->m, t, out));
     return MPQ_OK;
 }
 
@@ -110,8 +88,6 @@ static void llama_destroy(void **state) {
         for (int64_t i = 0; i < L->nl * LPER; i++)
             mpq_free(L->lown[i]);
     mpq_free(L->lown);
-    for (int i = 0; i < L->nown; i++)
-        mpq_free(L->own[i]);
     mpq_free(L->blk);
     for (int j = 0; j < LPER; j++)
         mpq_free(L->stage[j]);
@@ -160,12 +136,18 @@ static mpq_err llama_create(mpq_ctx *ctx, const mpq_model *m, const mpq_config *
     MPQ_ALLOC_TRY(info->layers, L->nl * LPER);
 
     int64_t sh_emb[2] = {L->vocab, L->dim}, sh_dim[1] = {L->dim};
-    MPQ_TRY(load_misc(ctx, L, "model.embed_tokens.weight", 2, sh_emb, &L->embed));
+    /* The embedding is read a row per token: converted on lookup unless it
+     * is mapped F32 or also the head, which needs it whole in fp32 (one
+     * copy per model, mpq_model_f32). */
+    MPQ_TRY(mpq_model_get(ctx, m, "model.embed_tokens.weight", 2, sh_emb, &L->embed_t));
+    L->embed = mapped_f32(L->embed_t);
     MPQ_TRY(load_misc(ctx, L, "model.norm.weight", 1, sh_dim, &L->final_norm));
-    if (a->tied_embeddings)
-        L->cls = L->embed;
-    else
+    if (a->tied_embeddings) {
+        MPQ_TRY(mpq_model_f32(ctx, m, L->embed_t, &L->cls));
+        L->embed = L->cls;
+    } else {
         MPQ_TRY(load_misc(ctx, L, "lm_head.weight", 2, sh_emb, &L->cls));
+    }
 
     int64_t shapes[LPER][2] = {{L->qdim, L->dim},  {L->kvdim, L->dim},  {L->kvdim, L->dim},
                                {L->dim, L->qdim},  {L->hidden, L->dim}, {L->hidden, L->dim},
@@ -447,7 +429,11 @@ static mpq_err llama_embed(mpq_ctx *ctx, void *state, const mpq_batch *batch, fl
         int32_t t = batch->tokens[r];
         MPQ_CHECK(t >= 0 && t < L->vocab, MPQ_ERR_ARG, "token %d at row %lld is outside [0, %lld)",
                   (int)t, (long long)r, (long long)L->vocab);
-        memcpy(x + r * L->dim, L->embed + (int64_t)t * L->dim, sizeof(float) * (size_t)L->dim);
+        if (L->embed)
+            memcpy(x + r * L->dim, L->embed + (int64_t)t * L->dim, sizeof(float) * (size_t)L->dim);
+        else
+            MPQ_CALL(
+                mpq_tensor_read_f32(ctx, L->embed_t, (int64_t)t * L->dim, L->dim, x + r * L->dim));
     }
     return MPQ_OK;
 }

@@ -34,6 +34,10 @@ struct mpq_model {
                           pointers to a mapping stay valid while more are added */
     int64_t ntensors, cap_tensors;
     mpq_tensor *tensors; /* [cap_tensors], the first ntensors used */
+    /* fp32 copies of converted tensors, shared by every family instance of
+     * the model (mpq_model_f32); the pointer makes them mutable through a
+     * const model */
+    struct mpq_f32_cache *f32;
 };
 
 /* Maps `path` read-only into m and returns the mapping (owned by m). An

@@ -140,6 +140,45 @@ cleanup:
     return err;
 }
 
+typedef struct mpq_f32_cache {
+    int64_t n, cap;
+    const mpq_tensor **t; /* [cap] */
+    float **buf;          /* [cap] */
+} mpq_f32_cache;
+
+mpq_err mpq_model_f32(mpq_ctx *ctx, const mpq_model *m, const mpq_tensor *t, const float **out) {
+    *out = NULL;
+    if (t->dtype == MPQ_DTYPE_F32 && (uintptr_t)t->data % sizeof(float) == 0) {
+        *out = t->data;
+        return MPQ_OK;
+    }
+    mpq_f32_cache *c = m->f32;
+    MPQ_CHECK(c, MPQ_ERR_INTERNAL, "%s: model without a conversion cache", m->path);
+    for (int64_t i = 0; i < c->n; i++)
+        if (c->t[i] == t) {
+            *out = c->buf[i];
+            return MPQ_OK;
+        }
+    if (c->n == c->cap) {
+        const int64_t cap = c->cap ? 2 * c->cap : 16;
+        MPQ_CALL(mpq_realloc(ctx, c->cap, cap, sizeof *c->t, (void **)&c->t));
+        MPQ_CALL(mpq_realloc(ctx, c->cap, cap, sizeof *c->buf, (void **)&c->buf));
+        c->cap = cap;
+    }
+    float *buf = NULL;
+    MPQ_ALLOC(buf, t->numel > 0 ? t->numel : 1);
+    mpq_err err = mpq_tensor_read_f32(ctx, t, 0, t->numel, buf);
+    if (err != MPQ_OK) {
+        mpq_free(buf);
+        return mpq_err_trace(ctx, err, __FILE__, __LINE__, __func__);
+    }
+    mpq_model_release_tensor(m, t);
+    c->t[c->n] = t;
+    c->buf[c->n++] = buf;
+    *out = buf;
+    return MPQ_OK;
+}
+
 void mpq_model_release_tensor(const mpq_model *m, const mpq_tensor *t) {
     const unsigned char *a = t->data, *e = a + t->nbytes;
     for (int64_t i = 0; i < m->nmaps; i++) {
@@ -474,6 +513,7 @@ mpq_err mpq_model_open(mpq_ctx *ctx, const char *path, const char *format, mpq_m
         fmt = mpq_model_formats[i];
     }
     MPQ_ALLOC(m, 1);
+    MPQ_ALLOC_TRY(m->f32, 1);
     MPQ_TRY(mpq_strdup(ctx, path, &m->path));
     MPQ_TRY(fmt->open(ctx, m, path));
     MPQ_TRY(check_unique_names(ctx, m));
@@ -496,6 +536,13 @@ void mpq_model_close(mpq_model **pm) {
     mpq_free(m->maps);
     mpq_free(m->tensors);
     mpq_free(m->path);
+    for (int64_t i = 0; m->f32 && i < m->f32->n; i++)
+        mpq_free(m->f32->buf[i]);
+    if (m->f32) {
+        mpq_free(m->f32->t);
+        mpq_free(m->f32->buf);
+    }
+    mpq_free(m->f32);
     mpq_free(m);
     *pm = NULL;
 }
