@@ -31,6 +31,9 @@ static void set_blas_threads(void) {
 }
 
 int main(int argc, char **argv) {
+    /* First of all: SIGUSR1 (a time-limit warning a batch script passes on,
+     * which may come while MPI starts) is recorded, never fatal. */
+    mpq_stop_arm(0);
     int provided = 0;
     if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
         fprintf(stderr, "mpquant: error: MPI_Init failed\n");
@@ -42,7 +45,6 @@ int main(int argc, char **argv) {
         return 1;
     }
     arm_fault_injection(ctx);
-    mpq_stop_arm(0); /* SIGUSR1 (a time-limit warning) is recorded, never fatal */
     set_blas_threads();
     mpq_err err = mpq_agree(ctx, mpq_check_limits(ctx));
     if (err == MPQ_OK)

@@ -12,7 +12,9 @@
 #   MPQ_BENCH_BLOCK   7b (hidden 4096, intermediate 11008, 32 heads; 32
 #                     layers in the projection, the default) or 70b (8192,
 #                     28672, 64 heads, 8 key-value heads; 80 layers)
-#   MPQ_BENCH_RANKS   rank counts, default "1 2 4"
+#   MPQ_BENCH_RANKS   rank counts, default "1 2 4" without those above the
+#                     number of cores (oversubscribed timings would measure
+#                     the scheduler; they are reported as skipped)
 #   MPQ_BENCH_TOKENS  calibration "SEGMENTS SEQ_LEN", default "16 256"
 #
 # One JSON line per rank count: block_s (the block's calibrate, Hessian,
@@ -67,7 +69,13 @@ kvdim=$((hid / heads * kv))
 params=$((2 * hid * hid + 2 * hid * kvdim + 3 * hid * inter))
 avail_mib=$(awk '/MemAvailable/ { print int($2 / 1024) }' /proc/meminfo)
 t1=""
+cores=$(nproc)
 for np in ${MPQ_BENCH_RANKS:-1 2 4}; do
+    if [ -z "${MPQ_BENCH_RANKS:-}" ] && ((np > cores)); then
+        printf '{"bench":"block","shape":"%s","ranks":%d,"skipped":"needs %d cores, the machine has %d"}\n' \
+            "$shape" "$np" "$np" "$cores"
+        continue
+    fi
     min_mib=$(awk -v p=$params -v h=$hid -v i=$inter -v r=$rows -v n=$np -v v=$vocab 'BEGIN {
         printf "%.1f", (4 * p + 8 * (3 * h * h + i * i) / n + 4 * r / n * (2 * h + i) + 8 * v * h) / 1048576 }')
     # what the run holds today per rank: the replicated Hessian accumulators

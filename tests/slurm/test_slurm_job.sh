@@ -352,7 +352,9 @@ check_ranks() {
     grep -q 'mpquant finished with exit status 0' "$err" || fail "job $id: no final status line in $err"
 }
 
-common=(-n 2 --mem-per-cpu=100M --time=00:05:00)
+# The script's time-limit warning (--signal=B:USR1@600) would come at once
+# in a 5-minute job: these jobs get it 30 s before their limit.
+common=(-n 2 --mem-per-cpu=100M --time=00:05:00 --signal=B:USR1@30)
 # The jobs' temporary files (Open MPI session directories) stay in $tmp.
 export TMPDIR=$tmp/jobtmp
 
