@@ -12,7 +12,7 @@ libscalapack-openmpi-dev
 libhdf5-openmpi-dev hdf5-tools
 libconfig-dev libcjson-dev libssl-dev libcmocka-dev
 slurm-wlm munge shellcheck
-gnuplot-nox clang clang-format jq procps coreutils util-linux
+gnuplot-nox clang clang-format jq procps coreutils util-linux iproute2
 libclang-rt-14-dev valgrind"
 
 SUDO=""
