@@ -19,7 +19,9 @@
 #     (run_stories, run_mixed: full-size runs of code that run_loss, run_ckpt
 #     and run_measure already cover under ASan) and the two rank-identity
 #     scripts (run_bitident, run_ckpt_identity: nine launches each, checking
-#     arithmetic that does not change under ASan; they pass under it too). tests/lsan.supp holds the only suppressions
+#     arithmetic that does not change under ASan; they pass under it too),
+#     and run_scale (a peak-memory comparison, which ASan's shadow memory
+#     and quarantine would measure instead). tests/lsan.supp holds the only suppressions
 #     (Open MPI, libconfig internals).
 #  3. valgrind memcheck (tests/valgrind-tests.sh) on the single-process C
 #     tests of the Release build, minus the slow numeric ones listed there.
@@ -48,7 +50,7 @@ for p in $passes; do
     asan)
         cmake -S . -B build-asan -DMPQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
         cmake --build build-asan -j"$(nproc)"
-        ctest --test-dir build-asan -LE 'bench|slurm' -E '^(robustness_(fuzz|faults|faults_run|address_limit)|run_(stories_np2|mixed_np2|bitident|ckpt_identity))$' \
+        ctest --test-dir build-asan -LE 'bench|slurm' -E '^(robustness_(fuzz|faults|faults_run|address_limit)|run_(stories_np2|mixed_np2|bitident|ckpt_identity|scale))$' \
             -j"$jobs" --output-on-failure --timeout 1200 "$@" || status=1
         ;;
     valgrind)
