@@ -78,12 +78,16 @@ typedef struct mpq_progress {
     double t_start;
     double t_last;
     double interval_s;
+    int64_t base; /* items done before this run (mpq_progress_skip): not in the rate */
 } mpq_progress;
 
 void mpq_progress_begin(struct mpq_ctx *ctx, mpq_progress *p, const char *what, const char *unit,
                         int64_t total);
 void mpq_progress_update(struct mpq_ctx *ctx, mpq_progress *p, int64_t done);
 void mpq_progress_end(struct mpq_ctx *ctx, mpq_progress *p);
+/* Items 0 .. done-1 were done by an earlier run (a resume): they count as
+ * done, but the rate and the ETA are measured from here on. */
+void mpq_progress_skip(struct mpq_ctx *ctx, mpq_progress *p, int64_t done);
 
 /* Seconds since an arbitrary fixed point (monotonic). */
 double mpq_now(void);

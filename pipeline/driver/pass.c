@@ -214,6 +214,7 @@ mpq_err mpq_pass_propagate(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
 }
 
 mpq_err mpq_pass_skip(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
+    mpq_progress_skip(ctx, &p->prog, b + 1); /* the rate counts this run's blocks */
     if (p->load)
         return MPQ_OK;
     if (p->save)

@@ -234,7 +234,7 @@ void mpq_progress_begin(mpq_ctx *ctx, mpq_progress *p, const char *what, const c
 
 static void progress_print(mpq_ctx *ctx, mpq_progress *p, int final) {
     double now = mpq_now(), el = now - p->t_start;
-    double rate = el > 0 ? (double)p->done / el : 0.0;
+    double rate = el > 0 ? (double)(p->done - p->base) / el : 0.0;
     double eta = rate > 0 && p->total > 0 ? (double)(p->total - p->done) / rate : -1.0;
     char eta_s[32], el_s[32];
     format_duration(eta, eta_s, sizeof eta_s);
@@ -264,6 +264,12 @@ void mpq_progress_update(mpq_ctx *ctx, mpq_progress *p, int64_t done) {
     p->done = done;
     if (mpq_now() - p->t_last >= p->interval_s)
         progress_print(ctx, p, 0);
+}
+
+void mpq_progress_skip(mpq_ctx *ctx, mpq_progress *p, int64_t done) {
+    (void)ctx;
+    p->done = p->base = done;
+    p->t_start = p->t_last = mpq_now();
 }
 
 void mpq_progress_end(mpq_ctx *ctx, mpq_progress *p) {
