@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "mpq_coll.h"
-#include "mpq_infile.h"
+#include "mpq_text.h"
 #include "mpq_log.h"
 #include "mpq_outfile.h"
 #include "partial_internal.h"
@@ -54,27 +54,14 @@ static void block_path(const mpq_partial *p, mpq_phase phase, int64_t b, char *o
 
 /* ---- the manifest ---------------------------------------------------------------- */
 
-/* Local. The whole text of a small file. Owner: caller. */
+/* Local. The whole manifest (at most 1 GiB). Owner: caller. */
 static mpq_err read_text(mpq_ctx *ctx, const char *path, char **out) {
-    mpq_err err = MPQ_OK;
-    FILE *f = NULL;
-    char *buf = NULL;
-    MPQ_TRY(mpq_infile_fopen(ctx, path, "partial checkpoint manifest", &f));
-    MPQ_ENSURE(fseek(f, 0, SEEK_END) == 0, MPQ_ERR_IO, "%s: cannot read: %s", path,
-               strerror(errno));
-    const long len = ftell(f);
-    MPQ_ENSURE(len >= 0 && len < (1L << 30), MPQ_ERR_FORMAT, "%s: unreadable or too large", path);
-    rewind(f);
-    MPQ_TRY(mpq_malloc(ctx, len + 1, 1, (void **)&buf));
-    MPQ_ENSURE(fread(buf, 1, (size_t)len, f) == (size_t)len, MPQ_ERR_IO, "%s: short read", path);
-    buf[len] = '\0';
-    *out = buf;
-    buf = NULL;
-cleanup:
-    if (f)
-        fclose(f);
-    mpq_free(buf);
-    return err;
+    struct stat st;
+    MPQ_CHECK(stat(path, &st) == 0 && st.st_size < (1L << 30), MPQ_ERR_FORMAT,
+              "%s: unreadable or too large", path);
+    int64_t len = 0;
+    MPQ_CALL(mpq_text_read(ctx, path, out, &len));
+    return MPQ_OK;
 }
 
 static mpq_err write_manifest(mpq_ctx *ctx, const mpq_partial *p, const char *config) {
@@ -439,7 +426,6 @@ void mpq_partial_remove(mpq_ctx *ctx, mpq_partial *p) {
         return;
     remove_temporaries(p);
     char path[4200];
-    file_path(p, MANIFEST, path, sizeof path);
     for (int k = 0; k < MPQ_PHASE_COUNT; k++)
         for (int64_t b = 0; b < p->nblocks; b++) {
             block_path(p, (mpq_phase)k, b, path, sizeof path);

@@ -30,14 +30,12 @@ done
 make_work_dir
 ns1=mpq$$h1 ns2=mpq$$h2
 trap 'ip netns del $ns1 2>/dev/null; ip netns del $ns2 2>/dev/null; rm -rf "$dir" "$OUT" "$ERR"' EXIT
-ip netns add "$ns1" 2>"$dir/ns.err" || skip_or_fail "the kernel refuses network namespaces: $(cat "$dir/ns.err")"
-ip netns add "$ns2" &&
-    ip link add "v$$a" type veth peer name "v$$b" &&
-    ip link set "v$$a" netns "$ns1" && ip link set "v$$b" netns "$ns2" &&
-    ip -n "$ns1" addr add 192.0.2.1/24 dev "v$$a" && ip -n "$ns2" addr add 192.0.2.2/24 dev "v$$b" &&
-    ip -n "$ns1" link set "v$$a" up && ip -n "$ns2" link set "v$$b" up &&
-    ip -n "$ns1" link set lo up && ip -n "$ns2" link set lo up ||
-    skip_or_fail "cannot set up the veth pair between the namespaces"
+. "$MPQ_SOURCE_DIR/tests/netns.sh"
+why=$(netns_pair "$ns1" "$ns2" "v$$")
+case $? in
+1) skip_or_fail "the kernel refuses network namespaces: $why" ;;
+2) skip_or_fail "cannot set up the veth pair between the namespaces" ;;
+esac
 
 # The rsh agent: `agent HOST COMMAND...` runs COMMAND on HOST, as ssh would.
 cat >"$dir/agent" <<AGENT

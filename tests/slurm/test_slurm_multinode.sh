@@ -38,14 +38,13 @@ if [[ ${1:-} != --inside ]]; then
     done
     ns1=mpq$$s1 ns2=mpq$$s2
     trap 'ip netns del $ns1 2>/dev/null; ip netns del $ns2 2>/dev/null' EXIT
-    err=$(ip netns add "$ns1" 2>&1) || skip "the kernel refuses network namespaces: $err"
-    ip netns add "$ns2" &&
-        ip link add "s$$a" type veth peer name "s$$b" &&
-        ip link set "s$$a" netns "$ns1" && ip link set "s$$b" netns "$ns2" &&
-        ip -n "$ns1" addr add 192.0.2.1/24 dev "s$$a" && ip -n "$ns2" addr add 192.0.2.2/24 dev "s$$b" &&
-        ip -n "$ns1" link set "s$$a" up && ip -n "$ns2" link set "s$$b" up &&
-        ip -n "$ns1" link set lo up && ip -n "$ns2" link set lo up ||
-        fail "cannot set up the veth pair between the namespaces"
+    # shellcheck source=tests/netns.sh disable=SC1091
+    . "$MPQ_SOURCE_DIR/tests/netns.sh"
+    why=$(netns_pair "$ns1" "$ns2" "s$$")
+    case $? in
+    1) skip "the kernel refuses network namespaces: $why" ;;
+    2) fail "cannot set up the veth pair between the namespaces" ;;
+    esac
     # nsenter, not `ip netns exec`: that one remounts /sys, which slurmd needs
     nsenter --net="/var/run/netns/$ns1" bash "$0" --inside "$ns2"
     exit $?
