@@ -138,6 +138,13 @@ void mpq_calib_destroy(mpq_calib **c);
  * (mpq_hstats_free, mpq_free). */
 mpq_err mpq_calib_block(struct mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_log2, int target,
                         int advance, int64_t *nstats, mpq_hstat ***stats, int64_t **groups);
+/* Collective. mpq_calib_block with H of statistic k reduced onto the ranks
+ * sets[per_stat ? k : 0] (mpq_hstat_reduce_set; first = MPQ_HSTAT_ALL:
+ * every rank). With per_stat, sets has one entry per input group of block
+ * b, in the order of the statistics (by first layer). */
+mpq_err mpq_calib_block_owned(struct mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_log2,
+                              const mpq_hset *sets, int per_stat, int advance, int64_t *nstats,
+                              mpq_hstat ***stats, int64_t **groups);
 /* Local. Runs block b on the activations without measuring (quantized
  * propagation after substituting the block's weights). */
 mpq_err mpq_calib_advance(struct mpq_ctx *ctx, mpq_calib *c, int64_t b);

@@ -40,7 +40,9 @@
  * different CPU types with a dynamic-arch BLAS could break bit-identity
  * (not the accuracy).
  * Memory per statistic: 24 bytes * d(d+1)/2 for the accumulator, 8 d^2 for
- * the chunk partial, plus 8 d^2 for H where it is materialised.
+ * the chunk partial, plus 8 d^2 for H where it is materialised: with
+ * mpq_hstat_reduce_set only on the ranks that own it (the rounding of a
+ * block reduces each input's H to the ranks that round its layers).
  *
  * ---- Factorisations ------------------------------------------------------
  * Given H (d x d) and relative damping lambda: dead channels (H_ii == 0)
@@ -99,9 +101,10 @@ typedef struct mpq_hstat {
     double *absmax;  /* [d] max |x_i| */
     int64_t nchunks; /* chunks folded in (local before reduce, global after) */
 
-    /* After reduce/load, on the target rank(s) only (else NULL). */
+    /* After reduce/load: H on the target rank(s) only (else NULL); sumsq
+     * on every rank after a reduction, on the target rank(s) after a load. */
     double *H;     /* [d][d] symmetric, both triangles */
-    double *sumsq; /* [d] sum of x_i^2 (= diag H) */
+    double *sumsq; /* [d] sum of x_i^2 (= diag H, the same bits) */
     int reduced;
 
     /* Private accumulation state. */
@@ -134,10 +137,21 @@ mpq_err mpq_hstat_end_chunk(struct mpq_ctx *ctx, mpq_hstat *st);
 
 /* Collective over ctx->comm (every rank calls it for the same statistics in
  * the same order). Sums the accumulators exactly; target = MPQ_HSTAT_ALL
- * gives H and sumsq on every rank, target = r only on rank r. count,
- * nchunks and absmax become global on every rank. Frees the accumulation
- * state; no chunk may be open. */
+ * gives H on every rank, target = r only on rank r. count, nchunks, absmax
+ * and sumsq (the diagonal, summed exactly on its own) become global on
+ * every rank. Frees the accumulation state; no chunk may be open. */
 mpq_err mpq_hstat_reduce(struct mpq_ctx *ctx, mpq_hstat *st, int target);
+/* Collective, like mpq_hstat_reduce, with H on the ranks [first, first +
+ * count) only (first = MPQ_HSTAT_ALL: every rank): the exact sum goes to
+ * rank first, which rounds it once and sends H to the others of the set.
+ * The ranks outside the set never hold H, and hold the accumulator only
+ * until the sum has left them. */
+mpq_err mpq_hstat_reduce_set(struct mpq_ctx *ctx, mpq_hstat *st, int first, int count);
+
+/* Ranks [first, first + count): the owners of one statistic. */
+typedef struct mpq_hset {
+    int first, count;
+} mpq_hset;
 
 /* ---- factorisations --------------------------------------------------- */
 

@@ -89,11 +89,12 @@ mpq_err mpq_importance_scores(mpq_ctx *ctx, const mpq_importance_method *m,
 
 /* Collective. energy[lay[j]] = tr(W H W^T) of nj layers of one block: layer
  * lay[j] with weights W[j] [out][in] and statistic H[j], computed on rank
- * j % size (rows summed in order, so the number does not depend on the rank
- * count) and summed exactly. */
+ * own[j].first, which must hold H[j]->H (own NULL: rank j % size, every
+ * rank holding H) -- rows summed in order, so the number does not depend
+ * on the rank count -- and summed exactly. */
 mpq_err mpq_importance_energy(mpq_ctx *ctx, const mpq_family_info *fi, int64_t nj,
                               const int64_t *lay, float *const *W, const mpq_hstat *const *H,
-                              double *energy);
+                              const mpq_hset *own, double *energy);
 
 typedef struct mpq_importance_probe {
     mpq_family *ffp;          /* full-precision model: probed, then restored */

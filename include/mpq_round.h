@@ -232,20 +232,35 @@ mpq_err mpq_round_grad(struct mpq_ctx *ctx, int64_t cols, const double *H, int64
 
 /* ---- a block of layers over the ranks --------------------------------------- */
 
-/* One (layer, candidate) to round. W and H must be present and identical on
- * every rank. */
+/* One (layer, candidate) to round. W must be present and identical on
+ * every rank; H on the ranks that own the job (identical there), diag on
+ * every rank. The owners are the ranks [owners.first, owners.first +
+ * owners.count); count 0: every rank. */
 typedef struct mpq_round_job {
     const char *name; /* layer name for logs and errors */
     int64_t rows, cols;
-    const float *W;  /* [rows][cols] */
-    const double *H; /* [cols][cols] */
+    const float *W;     /* [rows][cols] */
+    const double *H;    /* [cols][cols] (NULL outside the owners) */
+    const double *diag; /* [cols] diag H (NULL: read from H, on every rank) */
+    mpq_hset owners;
     mpq_qspec spec;
     const mpq_round_method *method;
 } mpq_round_job;
 
-/* The outcome of one job, identical on every rank. */
+/* Local. The owners of ngroups inputs (statistics) of a block over nranks
+ * ranks, from each group's rounding cost: the costs are laid end to end in
+ * group order and cut into nranks equal stretches; a group's owners are the
+ * ranks whose stretch meets its own (a contiguous range, at least one rank;
+ * neighbouring groups may share the rank at their boundary). The work is
+ * balanced to within one tile per rank, and a rank holds the H of the few
+ * groups it works on. The same on every rank. */
+void mpq_round_owners(int64_t ngroups, const double *cost, int nranks, mpq_hset *sets);
+
+/* The outcome of one job, identical on every rank (q: see
+ * mpq_round_block_owned). */
 typedef struct mpq_round_result {
     mpq_qlayer *q;        /* codes, parameters, packed (owned) */
+    int64_t bits;         /* mpq_qlayer_bits of q, on every rank */
     double loss;          /* sum of tile losses in tile order */
     double rtn_loss;      /* same for RTN */
     int64_t iters;        /* optimisation steps per tile */
@@ -274,6 +289,13 @@ mpq_err mpq_round_plan(struct mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
  * results [njobs] is filled; free with mpq_round_results_free. */
 mpq_err mpq_round_block(struct mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
                         const mpq_round_job *jobs, mpq_round_result *results);
+/* Collective. mpq_round_block where, with owned = 1, a job's codes and
+ * parameters go to the first of its owners only (the other owners send
+ * their tiles there and keep nothing; q is NULL on every rank but that
+ * one), while the figures (losses, bits, iterations, time) reach every
+ * rank. owned = 0: mpq_round_block. */
+mpq_err mpq_round_block_owned(struct mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
+                              const mpq_round_job *jobs, int owned, mpq_round_result *results);
 /* NULL-safe. Releases the layers of n results (the array itself is the
  * caller's). */
 void mpq_round_results_free(int64_t n, mpq_round_result *results);

@@ -15,6 +15,7 @@ void mpq_pass_destroy(mpq_pass **pp) {
     mpq_hstats_free(p->nkept, &p->kept);
     mpq_free(p->bst);
     mpq_free(p->bgr);
+    mpq_free(p->bown);
     if (p->results)
         mpq_round_results_free(p->njobs, p->results);
     mpq_free(p->results);
@@ -25,6 +26,7 @@ void mpq_pass_destroy(mpq_pass **pp) {
         mpq_free(p->W[i]);
     mpq_free(p->W);
     mpq_free(p->H);
+    mpq_free(p->own);
     mpq_free(p->lay);
     mpq_hstats_free(p->nstats, &p->stats);
     mpq_free(p->groups);
@@ -44,12 +46,14 @@ static mpq_err alloc_pass(mpq_ctx *ctx, const mpq_session *ses, const mpq_pass_o
     MPQ_ALLOC(p->lay, nl + 1);
     MPQ_ALLOC(p->W, nl + 1);
     MPQ_ALLOC(p->H, nl + 1);
+    MPQ_ALLOC(p->own, nl + 1);
     MPQ_ALLOC(p->jobs, cap);
     MPQ_ALLOC(p->results, cap);
     MPQ_ALLOC(p->jk, cap);
     MPQ_ALLOC(p->jl, cap);
     MPQ_ALLOC(p->bst, nl + 1);
     MPQ_ALLOC(p->bgr, nl + 1);
+    MPQ_ALLOC(p->bown, nl + 1);
     return MPQ_OK;
 }
 
@@ -102,15 +106,41 @@ static mpq_err loaded_stats(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
     return MPQ_OK;
 }
 
+/* The owners of block b's input groups (p->bown, in the order of the
+ * statistics): each group's cost is that of rounding its layers (rows x
+ * cols^2, plus cols^3 for its factor). */
+static mpq_err plan_owners(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
+    const mpq_family_info *fi = p->ses->info;
+    double *cost = NULL;
+    MPQ_ALLOC(cost, fi->nlayers + 1);
+    int64_t n = 0;
+    for (int64_t g = 0; g < fi->nlayers; g++) {
+        const mpq_layer_info *gi = &fi->layers[g];
+        if (gi->block != b || gi->group != g)
+            continue;
+        double in = (double)gi->in;
+        cost[n] = in * in * in;
+        for (int64_t l = g; l < fi->nlayers; l++)
+            if (fi->layers[l].group == g && !p->ses->excl[l])
+                cost[n] += (double)fi->layers[l].out * in * in;
+        n++;
+    }
+    const int nranks = ctx->comm == MPI_COMM_NULL ? 1 : ctx->size;
+    mpq_round_owners(n, cost, nranks, p->bown);
+    mpq_free(cost);
+    return MPQ_OK;
+}
+
 mpq_err mpq_pass_hessian(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
     const mpq_config *cfg = p->ses->cfg;
     p->nb = 0;
     MPQ_CALL(mpq_stage_start(ctx, MPQ_STAGE_HESSIAN));
+    MPQ_CALL(mpq_agree(ctx, plan_owners(ctx, p, b)));
     if (p->load) {
         MPQ_CALL(loaded_stats(ctx, p, b));
     } else {
-        MPQ_CALL(mpq_calib_block(ctx, p->calib, b, (int)cfg->hessian.bound_log2, MPQ_HSTAT_ALL,
-                                 p->o.advance, &p->nstats, &p->stats, &p->groups));
+        MPQ_CALL(mpq_calib_block_owned(ctx, p->calib, b, (int)cfg->hessian.bound_log2, p->bown, 1,
+                                       p->o.advance, &p->nstats, &p->stats, &p->groups));
         for (int64_t k = 0; k < p->nstats; k++) {
             p->bst[k] = p->stats[k];
             p->bgr[k] = p->groups[k];
@@ -126,12 +156,12 @@ mpq_err mpq_pass_hessian(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
     return MPQ_OK;
 }
 
-/* Statistic of layer li among the block's statistics (one per input group). */
-static const mpq_hstat *stat_of(const mpq_pass *p, const mpq_layer_info *li) {
+/* Index of layer li's statistic among the block's (one per input group), or -1. */
+static int64_t stat_of(const mpq_pass *p, const mpq_layer_info *li) {
     for (int64_t k = 0; k < p->nb; k++)
         if (p->bgr[k] == li->group)
-            return p->bst[k];
-    return NULL;
+            return k;
+    return -1;
 }
 
 mpq_err mpq_pass_layers(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
@@ -143,8 +173,11 @@ mpq_err mpq_pass_layers(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
         const mpq_layer_info *li = &fi->layers[l];
         if (li->block != b || p->ses->excl[l])
             continue;
-        const mpq_hstat *st = stat_of(p, li);
-        if (!st || !st->H || st->d != li->in) {
+        const int64_t k = stat_of(p, li);
+        const mpq_hstat *st = k >= 0 ? p->bst[k] : NULL;
+        const mpq_hset *own = k >= 0 ? &p->bown[k] : NULL;
+        const int owner = own && ctx->rank >= own->first && ctx->rank < own->first + own->count;
+        if (!st || !st->sumsq || (owner && !st->H) || st->d != li->in) {
             err = MPQ_ERROR(MPQ_ERR_INTERNAL, "%s: no statistic of width %lld for layer %s",
                             p->o.who, (long long)li->in, li->name);
             break;
@@ -156,6 +189,7 @@ mpq_err mpq_pass_layers(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
             break;
         }
         p->H[p->nlb] = st;
+        p->own[p->nlb] = *own;
         p->lay[p->nlb++] = l;
     }
     return mpq_agree(ctx, err);
@@ -170,6 +204,8 @@ void mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
     jb->cols = li->in;
     jb->W = p->W[i];
     jb->H = p->H[i]->H;
+    jb->diag = p->H[i]->sumsq;
+    jb->owners = p->own[i];
     jb->spec = *spec;
     jb->method = method;
     p->jl[p->njobs] = p->lay[i];
@@ -178,19 +214,20 @@ void mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
 
 mpq_err mpq_pass_round(mpq_ctx *ctx, mpq_pass *p, mpq_stage stage) {
     MPQ_CALL(mpq_stage_start(ctx, stage));
-    MPQ_CALL(mpq_round_block(ctx, &p->ses->ro, p->njobs, p->jobs, p->results));
+    MPQ_CALL(mpq_round_block_owned(ctx, &p->ses->ro, p->njobs, p->jobs, p->o.owned, p->results));
     MPQ_CALL(mpq_stage_stop(ctx, stage));
     return MPQ_OK;
 }
 
 mpq_err mpq_pass_keep(mpq_ctx *ctx, mpq_pass *p, mpq_measure_table *t) {
-    MPQ_CALL(mpq_importance_energy(ctx, p->ses->info, p->nlb, p->lay, p->W, p->H, t->energy));
+    MPQ_CALL(
+        mpq_importance_energy(ctx, p->ses->info, p->nlb, p->lay, p->W, p->H, p->own, t->energy));
     for (int64_t j = 0; j < p->njobs; j++) {
         mpq_round_result *rr = &p->results[j];
         const int64_t x = p->jl[j] * t->ncol + p->jk[j];
         t->loss[x] = rr->loss;
         t->rtn[x] = rr->rtn_loss;
-        t->bits[x] = mpq_qlayer_bits(rr->q);
+        t->bits[x] = rr->bits;
         t->q[x] = rr->q;
         rr->q = NULL;
     }

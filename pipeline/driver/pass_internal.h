@@ -43,6 +43,9 @@ typedef struct mpq_pass_opts {
      * statistics describe full-precision block inputs. */
     const char *hload, *hsave;
     int warn_rows; /* 1: warn of statistics with fewer rows than input channels */
+    /* 1: a job's codes stay with the first of its owners (mpq_round_block_owned):
+     * the caller writes them from there and reads them back where needed */
+    int owned;
     /* Names in messages: who ("run", "sweep") in internal errors, label in
      * the progress lines. */
     const char *who, *label;
@@ -64,11 +67,13 @@ typedef struct mpq_pass {
     int64_t *groups;           /* [nstats] their input groups */
     mpq_hstat **bst;           /* [nb] the block's statistics (views) */
     int64_t *bgr;              /* [nb] their input groups */
+    mpq_hset *bown;            /* [nb] their owners: the ranks that hold H and round */
     int64_t nb;                /* statistics of the block */
     int64_t nlb;               /* layers of the block (not excluded) */
     int64_t *lay;              /* [nlb] their layer indices */
     float **W;                 /* [nlb] their weights [out][in] (owned) */
-    const mpq_hstat **H;       /* [nlb] their statistics */
+    const mpq_hstat **H;       /* [nlb] their statistics (H on the owners only) */
+    mpq_hset *own;             /* [nlb] their owners */
     int64_t njobs;             /* jobs of the block */
     mpq_round_job *jobs;       /* [njobs] */
     mpq_round_result *results; /* [njobs] after mpq_pass_round */
@@ -96,11 +101,13 @@ mpq_err mpq_pass_layers(mpq_ctx *ctx, mpq_pass *p, int64_t b);
  * method (at most o.ncol jobs per layer). */
 void mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
                       const mpq_round_method *method);
-/* Collective. Rounds the block's jobs over the ranks (mpq_round_block: every
- * rank gets every result), timed as `stage`. */
+/* Collective. Rounds the block's jobs over the ranks, timed as `stage`:
+ * every rank gets every result, or with o.owned the codes stay with the
+ * first owner of each job (p->own) and the figures reach every rank. */
 mpq_err mpq_pass_round(mpq_ctx *ctx, mpq_pass *p, mpq_stage stage);
 /* Collective. Measuring: the energies of the block's layers and every
- * result (codes included) into t at (layer, column). */
+ * result into t at (layer, column): the figures on every rank, the codes
+ * where they are (every rank, or the job's first owner with o.owned). */
 mpq_err mpq_pass_keep(mpq_ctx *ctx, mpq_pass *p, mpq_measure_table *t);
 /* Collective. After the caller took the results (local work with outcome
  * err): frees them and agrees on err. */

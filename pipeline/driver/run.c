@@ -124,7 +124,10 @@ static mpq_pass_opts pass_opts(const run_state *s, int measure) {
                            .warn_rows = 1,
                            .who = "run",
                            .label = measure ? "measure" : "round",
-                           .ncol = s->ses->maxc};
+                           .ncol = s->ses->maxc,
+                           /* measured codes go to disk from their owners
+                            * (a partial checkpoint, codes not kept) */
+                           .owned = measure && s->part && !s->opts.keep_codes};
 }
 
 /* Measuring: every candidate of the block's layers (a pinned layer needs

@@ -70,7 +70,7 @@ static mpq_err save_measured(mpq_ctx *ctx, run_state *s, const mpq_pass *p, int6
             e[n].q = t->q[x];
             e[n].st = (mpq_partial_stats){
                 .loss = t->loss[x], .rtn_loss = t->rtn[x], .energy = t->energy[l]};
-            e[n].owner = (int)(n % ctx->size);
+            e[n].owner = p->o.owned ? p->own[i].first : (int)(n % ctx->size);
         }
     }
     MPQ_CALL(mpq_partial_write(ctx, s->part, MPQ_PHASE_MEASURE, b, n, e));

@@ -644,6 +644,14 @@ mpq_err mpq_calib_advance(mpq_ctx *ctx, mpq_calib *c, int64_t b) {
 mpq_err mpq_calib_block(mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_log2, int target,
                         int advance, int64_t *nstats, mpq_hstat ***stats_out,
                         int64_t **groups_out) {
+    mpq_hset all = {.first = target, .count = 1};
+    return mpq_calib_block_owned(ctx, c, b, bound_log2, &all, 0, advance, nstats, stats_out,
+                                 groups_out);
+}
+
+mpq_err mpq_calib_block_owned(mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_log2,
+                              const mpq_hset *sets, int per_stat, int advance, int64_t *nstats,
+                              mpq_hstat ***stats_out, int64_t **groups_out) {
     *nstats = 0;
     *stats_out = NULL;
     *groups_out = NULL;
@@ -692,8 +700,11 @@ mpq_err mpq_calib_block(mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_log2, i
         }
     }
     MPQ_TRY(mpq_agree(ctx, local));
-    for (int64_t k = 0; k < n; k++)
-        MPQ_TRY(mpq_hstat_reduce(ctx, stats[k], target));
+    for (int64_t k = 0; k < n; k++) {
+        const mpq_hset *o = &sets[per_stat ? k : 0];
+        MPQ_TRY(mpq_hstat_reduce_set(ctx, stats[k], o->first,
+                                     o->first == MPQ_HSTAT_ALL ? 0 : o->count));
+    }
     *nstats = n;
     *stats_out = stats;
     *groups_out = groups;

@@ -283,17 +283,30 @@ mpq_err mpq_hstat_end_chunk(mpq_ctx *ctx, mpq_hstat *st) {
 
 /* ---- reduction ----------------------------------------------------------- */
 
-/* Exact sum of the accumulators: on `target` (or all ranks). */
-static mpq_err reduce_acc(mpq_ctx *ctx, mpq_hstat *st, int64_t npacked, int target) {
+/* The 3-word integer type and the exact-sum operator of the reductions. */
+static mpq_err fx_mpi(mpq_ctx *ctx, MPI_Datatype *t, MPI_Op *op) {
+    MPQ_MPI(MPI_Type_contiguous(FX_WORDS, MPI_UINT64_T, t));
+    MPQ_MPI(MPI_Type_commit(t));
+    MPQ_MPI(MPI_Op_create(fx_sum_op, 1, op));
+    return MPQ_OK;
+}
+
+static void fx_mpi_free(MPI_Datatype *t, MPI_Op *op) {
+    if (*op != MPI_OP_NULL)
+        MPI_Op_free(op);
+    if (*t != MPI_DATATYPE_NULL)
+        MPI_Type_free(t);
+}
+
+/* Exact sum of n accumulator entries at p: on `target` (or all ranks). */
+static mpq_err reduce_words(mpq_ctx *ctx, uint64_t *p0, int64_t n, int target) {
     MPI_Datatype t = MPI_DATATYPE_NULL;
     MPI_Op op = MPI_OP_NULL;
     mpq_err err = MPQ_OK;
-    MPQ_MPI_TRY(MPI_Type_contiguous(FX_WORDS, MPI_UINT64_T, &t));
-    MPQ_MPI_TRY(MPI_Type_commit(&t));
-    MPQ_MPI_TRY(MPI_Op_create(fx_sum_op, 1, &op));
-    for (int64_t off = 0; off < npacked; off += FX_REDUCE_PIECE) {
-        int64_t len = npacked - off < FX_REDUCE_PIECE ? npacked - off : FX_REDUCE_PIECE;
-        uint64_t *p = st->acc + FX_WORDS * off;
+    MPQ_TRY(fx_mpi(ctx, &t, &op));
+    for (int64_t off = 0; off < n; off += FX_REDUCE_PIECE) {
+        int64_t len = n - off < FX_REDUCE_PIECE ? n - off : FX_REDUCE_PIECE;
+        uint64_t *p = p0 + FX_WORDS * off;
         if (target == MPQ_HSTAT_ALL)
             MPQ_MPI_TRY(MPI_Allreduce(MPI_IN_PLACE, p, (int)len, t, op, ctx->comm));
         else if (ctx->rank == target)
@@ -302,61 +315,120 @@ static mpq_err reduce_acc(mpq_ctx *ctx, mpq_hstat *st, int64_t npacked, int targ
             MPQ_MPI_TRY(MPI_Reduce(p, NULL, (int)len, t, op, target, ctx->comm));
     }
 cleanup:
-    if (op != MPI_OP_NULL)
-        MPI_Op_free(&op);
-    if (t != MPI_DATATYPE_NULL)
-        MPI_Type_free(&t);
+    fx_mpi_free(&t, &op);
     return err;
 }
 
+/* sumsq on every rank: the exact sum of the diagonal entries alone.
+ * Collective (the local allocations are agreed first). */
+static mpq_err reduce_diagonal(mpq_ctx *ctx, mpq_hstat *st, int serial) {
+    mpq_err err = MPQ_OK;
+    uint64_t *dg = NULL;
+    const int64_t d = st->d;
+    err = mpq_malloc(ctx, d, sizeof *st->sumsq, (void **)&st->sumsq);
+    if (err == MPQ_OK)
+        err = mpq_malloc(ctx, d * FX_WORDS, sizeof *dg, (void **)&dg);
+    MPQ_TRY(mpq_agree(ctx, err));
+    for (int64_t j = 0; j < d; j++)
+        memcpy(dg + FX_WORDS * j, st->acc + FX_WORDS * packed_index(j, j), FX_WORDS * sizeof *dg);
+    if (!serial)
+        MPQ_TRY(reduce_words(ctx, dg, d, MPQ_HSTAT_ALL));
+    for (int64_t j = 0; j < d; j++)
+        st->sumsq[j] = fx_to_double(dg + FX_WORDS * j, st->lsb_exp);
+cleanup:
+    mpq_free(dg);
+    return err;
+}
+
+/* H [d][d] from the summed accumulator. */
+static void materialise(mpq_hstat *st) {
+    const int64_t d = st->d;
+    for (int64_t j = 0; j < d; j++) {
+        const uint64_t *w = st->acc + FX_WORDS * packed_index(0, j);
+        for (int64_t i = 0; i <= j; i++) {
+            double v = fx_to_double(w + FX_WORDS * i, st->lsb_exp);
+            st->H[i * d + j] = v;
+            st->H[j * d + i] = v;
+        }
+    }
+}
+
+/* Rank first sends H to ranks (first, first + count), in pieces. */
+static mpq_err share_h(mpq_ctx *ctx, mpq_hstat *st, int first, int count) {
+    const int64_t n = st->d * st->d;
+    for (int r = first + 1; r < first + count; r++) {
+        for (int64_t off = 0; off < n; off += FX_REDUCE_PIECE) {
+            int len = (int)(n - off < FX_REDUCE_PIECE ? n - off : FX_REDUCE_PIECE);
+            if (ctx->rank == first)
+                MPQ_MPI(MPI_Send(st->H + off, len, MPI_DOUBLE, r, 71, ctx->comm));
+            else if (ctx->rank == r)
+                MPQ_MPI(MPI_Recv(st->H + off, len, MPI_DOUBLE, first, 71, ctx->comm,
+                                 MPI_STATUS_IGNORE));
+        }
+    }
+    return MPQ_OK;
+}
+
 mpq_err mpq_hstat_reduce(mpq_ctx *ctx, mpq_hstat *st, int target) {
+    if (target == MPQ_HSTAT_ALL)
+        return mpq_hstat_reduce_set(ctx, st, MPQ_HSTAT_ALL, 0);
+    return mpq_hstat_reduce_set(ctx, st, target, 1);
+}
+
+mpq_err mpq_hstat_reduce_set(mpq_ctx *ctx, mpq_hstat *st, int first, int count) {
     mpq_err local = MPQ_OK;
+    const int all = first == MPQ_HSTAT_ALL;
     if (st->reduced || !st->acc)
         local = MPQ_ERROR(MPQ_ERR_ARG, "Hessian statistic '%s' is already reduced", st->name);
     else if (st->in_chunk)
         local = MPQ_ERROR(MPQ_ERR_ARG, "Hessian statistic '%s': reduce with a chunk still open",
                           st->name);
-    else if (target != MPQ_HSTAT_ALL && (target < 0 || target >= ctx->size))
-        local = MPQ_ERROR(MPQ_ERR_ARG, "Hessian statistic '%s': reduce target %d is not a rank",
-                          st->name, target);
+    else if (!all && (first < 0 || count < 1 || count > ctx->size - first))
+        local = MPQ_ERROR(MPQ_ERR_ARG,
+                          "Hessian statistic '%s': reduce target ranks [%d, %d) are not ranks "
+                          "of %d",
+                          st->name, first, first + count, ctx->size);
     MPQ_CALL(mpq_agree(ctx, local));
 
     const int64_t d = st->d;
     const int64_t npacked = d * (d + 1) / 2;
     int serial = ctx->comm == MPI_COMM_NULL || ctx->size == 1;
+    const int mine = all || (ctx->rank >= first && ctx->rank < first + count);
     /* The chunk buffers are no longer needed: free them before the MPI
      * library allocates its reduction buffers and before H exists. */
     mpq_free(st->part);
     st->part = NULL;
     mpq_free(st->rowbuf);
     st->rowbuf = NULL;
+    mpq_err err = reduce_diagonal(ctx, st, serial);
+    MPQ_TRY(mpq_agree(ctx, err));
     if (!serial) {
-        MPQ_CALL(reduce_acc(ctx, st, npacked, target));
+        MPQ_TRY(reduce_words(ctx, st->acc, npacked, all ? MPQ_HSTAT_ALL : first));
         int64_t cnt[2] = {st->count, st->nchunks};
-        MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, cnt, 2, MPI_INT64_T, MPI_SUM, ctx->comm));
+        MPQ_MPI_TRY(MPI_Allreduce(MPI_IN_PLACE, cnt, 2, MPI_INT64_T, MPI_SUM, ctx->comm));
         st->count = cnt[0];
         st->nchunks = cnt[1];
         for (int64_t off = 0; off < d; off += FX_REDUCE_PIECE) {
             int len = (int)(d - off < FX_REDUCE_PIECE ? d - off : FX_REDUCE_PIECE);
-            MPQ_MPI(
+            MPQ_MPI_TRY(
                 MPI_Allreduce(MPI_IN_PLACE, st->absmax + off, len, MPI_DOUBLE, MPI_MAX, ctx->comm));
         }
     }
-    mpq_err err = MPQ_OK;
-    if (target == MPQ_HSTAT_ALL || target == ctx->rank) {
-        MPQ_ALLOC_TRY(st->H, d * d);
-        MPQ_ALLOC_TRY(st->sumsq, d);
-        for (int64_t j = 0; j < d; j++) {
-            const uint64_t *w = st->acc + FX_WORDS * packed_index(0, j);
-            for (int64_t i = 0; i <= j; i++) {
-                double v = fx_to_double(w + FX_WORDS * i, st->lsb_exp);
-                st->H[i * d + j] = v;
-                st->H[j * d + i] = v;
-            }
-        }
-        for (int64_t i = 0; i < d; i++)
-            st->sumsq[i] = st->H[i * d + i];
+    /* Only the root of the set holds the sum: the others of the set get H
+     * from it, everyone else frees the accumulator now. */
+    if (!all && ctx->rank != first) {
+        mpq_free(st->acc);
+        st->acc = NULL;
     }
+    if (mine)
+        err = mpq_malloc(ctx, d * d, sizeof *st->H, (void **)&st->H);
+    if (err == MPQ_OK && (all || ctx->rank == first))
+        materialise(st);
+    mpq_free(st->acc);
+    st->acc = NULL;
+    MPQ_TRY(mpq_agree(ctx, err));
+    if (!all && count > 1 && !serial)
+        MPQ_TRY(share_h(ctx, st, first, count));
 cleanup:
     mpq_free(st->acc);
     st->acc = NULL;

@@ -102,13 +102,13 @@ mpq_err mpq_importance_scores(mpq_ctx *ctx, const mpq_importance_method *m,
 
 mpq_err mpq_importance_energy(mpq_ctx *ctx, const mpq_family_info *fi, int64_t nj,
                               const int64_t *lay, float *const *W, const mpq_hstat *const *H,
-                              double *energy) {
+                              const mpq_hset *own, double *energy) {
     mpq_err err = MPQ_OK;
     float *zero = NULL;
     double *rl = NULL, *e = NULL;
     MPQ_ALLOC_TRY(e, nj > 0 ? nj : 1);
     for (int64_t j = 0; j < nj; j++) {
-        if (j % ctx->size != ctx->rank)
+        if ((own ? own[j].first : (int)(j % ctx->size)) != ctx->rank)
             continue;
         const mpq_layer_info *li = &fi->layers[lay[j]];
         MPQ_ALLOC_TRY(zero, li->out * li->in);

@@ -17,6 +17,39 @@ static int64_t tile_rows(const mpq_round_opts *o, int64_t rows) {
     return o->tile_rows >= 1 && o->tile_rows < rows ? o->tile_rows : rows;
 }
 
+/* The owners of job jb among nranks ranks (every rank when none are set). */
+static mpq_hset owners_of(const mpq_round_job *jb, int nranks) {
+    mpq_hset s = jb->owners;
+    if (s.count < 1 || s.first < 0 || s.first + s.count > nranks) {
+        s.first = 0;
+        s.count = nranks;
+    }
+    return s;
+}
+
+void mpq_round_owners(int64_t ngroups, const double *cost, int nranks, mpq_hset *sets) {
+    /* The groups' costs laid end to end over [0, total), in group order;
+     * rank r works on [r, r + 1) x total / nranks and owns every group
+     * whose stretch meets its own. */
+    double total = 0.0;
+    for (int64_t g = 0; g < ngroups; g++)
+        total += cost[g] > 0.0 ? cost[g] : 0.0;
+    double a = 0.0;
+    for (int64_t g = 0; g < ngroups; g++) {
+        double b = a + (cost[g] > 0.0 ? cost[g] : 0.0);
+        int first = 0, last = nranks - 1;
+        if (total > 0.0) {
+            first = (int)floor(a / total * nranks);
+            last = (int)ceil(b / total * nranks) - 1;
+        }
+        first = first < 0 ? 0 : (first > nranks - 1 ? nranks - 1 : first);
+        last = last < first ? first : (last > nranks - 1 ? nranks - 1 : last);
+        sets[g].first = first;
+        sets[g].count = last - first + 1;
+        a = b;
+    }
+}
+
 typedef struct task_key {
     double cost;
     int64_t idx;
@@ -74,9 +107,10 @@ mpq_err mpq_round_plan(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
         mpq_round_task *x = &t[keys[i].idx];
         const mpq_round_job *jb = &jobs[x->job];
         double setup = jb->method->needs_factor(o) ? pow((double)jb->cols, 3.0) : 0.0;
-        int best = 0;
+        const mpq_hset own = owners_of(jb, nranks);
+        int best = own.first;
         double bl = INFINITY;
-        for (int r = 0; r < nranks; r++) {
+        for (int r = own.first; r < own.first + own.count; r++) {
             double l = load[r] + x->cost + (has[r * njobs + x->job] ? 0.0 : setup);
             if (l < bl) {
                 bl = l;
@@ -148,7 +182,7 @@ static mpq_err run_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_jo
             continue;
         if (!pb)
             MPQ_TRY(mpq_round_problem_create_ex(ctx, o, jb->method, jb->name, &jb->spec, jb->rows,
-                                                jb->cols, jb->W, jb->H, U, damping, &pb));
+                                                jb->cols, jb->W, jb->H, jb->diag, U, damping, &pb));
         mpq_round_stats st;
         MPQ_TRY(mpq_round_tile(ctx, o, jb->method, pb, q->params, t->r0, t->r1,
                                q->codes + t->r0 * jb->cols, &st));
@@ -164,8 +198,86 @@ cleanup:
     return err;
 }
 
+/* Rank `first` receives job j's tiles computed elsewhere: codes and the
+ * per-group and per-row parameters of their rows, in task order. */
+static mpq_err gather_tiles(mpq_ctx *ctx, const mpq_round_job *jb, int64_t j, int first,
+                            int64_t ntasks, const mpq_round_task *tasks, mpq_qlayer *q) {
+    for (int64_t k = 0; k < ntasks; k++) {
+        const mpq_round_task *t = &tasks[k];
+        if (t->job != j || t->rank == first || (ctx->rank != first && ctx->rank != t->rank))
+            continue;
+        const int send = ctx->rank == t->rank, peer = send ? first : t->rank;
+        mpq_qparams *p = q->params;
+        int nc, ng = 0, nr = (int)(t->r1 - t->r0);
+        MPQ_CALL(mpq_to_int(ctx, (t->r1 - t->r0) * jb->cols, "tile size (MPI)", &nc));
+        if (p->gpr > 0)
+            MPQ_CALL(mpq_to_int(ctx, (t->r1 - t->r0) * p->gpr, "tile groups (MPI)", &ng));
+        struct {
+            void *at;
+            int n;
+            MPI_Datatype type;
+        } part[4] = {
+            {q->codes + t->r0 * jb->cols, nc, MPI_UINT8_T},
+            {p->gpr > 0 ? p->scale + t->r0 * p->gpr : NULL, ng, MPI_FLOAT},
+            {p->gpr > 0 && p->zero ? p->zero + t->r0 * p->gpr : NULL, ng, MPI_INT32_T},
+            {p->gpr > 0 && p->sign ? p->sign + t->r0 : NULL, nr, MPI_INT8_T},
+        };
+        for (int i = 0; i < 4; i++) {
+            if (!part[i].at)
+                continue;
+            if (send)
+                MPQ_MPI(MPI_Send(part[i].at, part[i].n, part[i].type, peer, 73, ctx->comm));
+            else
+                MPQ_MPI(MPI_Recv(part[i].at, part[i].n, part[i].type, peer, 73, ctx->comm,
+                                 MPI_STATUS_IGNORE));
+        }
+    }
+    return MPQ_OK;
+}
+
+/* Every rank: the sum of the ranks' tiles (zero elsewhere), finished. */
+static mpq_err combine_all(mpq_ctx *ctx, const mpq_round_job *jb, mpq_round_result *res) {
+    mpq_qparams *p = res->q->params;
+    int64_t ncodes;
+    MPQ_CALL(mpq_mul64(ctx, jb->rows, jb->cols, "layer size", &ncodes));
+    MPQ_CALL(mpq_sum_owned(ctx, res->q->codes, ncodes, MPI_UINT8_T, "rounding results"));
+    if (p->gpr > 0) {
+        MPQ_CALL(mpq_sum_owned(ctx, p->scale, p->ngroups, MPI_FLOAT, "rounding results"));
+        if (p->zero)
+            MPQ_CALL(mpq_sum_owned(ctx, p->zero, p->ngroups, MPI_INT32_T, "rounding results"));
+        if (p->sign)
+            MPQ_CALL(mpq_sum_owned(ctx, p->sign, p->rows, MPI_INT8_T, "rounding results"));
+    }
+    MPQ_CALL(mpq_agree(ctx, mpq_qlayer_finish(ctx, res->q)));
+    res->bits = mpq_qlayer_bits(res->q);
+    return MPQ_OK;
+}
+
+/* Rank first only: the tiles gathered there, finished; its size in bits
+ * to every rank. */
+static mpq_err combine_owned(mpq_ctx *ctx, const mpq_round_job *jb, int64_t j, int first,
+                             int64_t ntasks, const mpq_round_task *tasks, mpq_round_result *res) {
+    MPQ_CALL(gather_tiles(ctx, jb, j, first, ntasks, tasks, res->q));
+    mpq_err err = MPQ_OK;
+    if (ctx->rank == first)
+        err = mpq_qlayer_finish(ctx, res->q);
+    else
+        mpq_qlayer_destroy(&res->q);
+    MPQ_CALL(mpq_agree(ctx, err));
+    int64_t bits = ctx->rank == first ? mpq_qlayer_bits(res->q) : 0;
+    if (ctx->comm != MPI_COMM_NULL)
+        MPQ_MPI(MPI_Bcast(&bits, 1, MPI_INT64_T, first, ctx->comm));
+    res->bits = bits;
+    return MPQ_OK;
+}
+
 mpq_err mpq_round_block(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
                         const mpq_round_job *jobs, mpq_round_result *results) {
+    return mpq_round_block_owned(ctx, o, njobs, jobs, 0, results);
+}
+
+mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
+                              const mpq_round_job *jobs, int owned, mpq_round_result *results) {
     mpq_err err = MPQ_OK;
     mpq_round_task *tasks = NULL;
     double **tst = NULL;
@@ -177,16 +289,20 @@ mpq_err mpq_round_block(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
     if (err == MPQ_OK)
         err = mpq_malloc(ctx, njobs > 0 ? njobs : 1, sizeof *tst, (void **)&tst);
 
-    /* Every rank: the result layers, with whole-layer fits where the spec has
-     * per-tensor values (the same bits everywhere); per-group arrays that the
-     * tiles own start at zero so that the sum over ranks assembles them. */
+    /* Every rank (owned: every owner of the job): the result layers, with
+     * whole-layer fits where the spec has per-tensor values (the same bits
+     * everywhere); per-group arrays that the tiles own start at zero so that
+     * the sum over ranks assembles them. */
     for (int64_t j = 0; j < njobs && err == MPQ_OK; j++) {
         const mpq_round_job *jb = &jobs[j];
         int64_t tr = tile_rows(o, jb->rows);
         results[j].ntiles = (jb->rows + tr - 1) / tr;
-        err = mpq_qlayer_create(ctx, &jb->spec, jb->rows, jb->cols, &results[j].q);
+        err = mpq_malloc(ctx, results[j].ntiles * ST_N, sizeof **tst, (void **)&tst[j]);
+        const mpq_hset own = owners_of(jb, nranks);
+        if (owned && (ctx->rank < own.first || ctx->rank >= own.first + own.count))
+            continue; /* no tile of it here, and no result */
         if (err == MPQ_OK)
-            err = mpq_malloc(ctx, results[j].ntiles * ST_N, sizeof **tst, (void **)&tst[j]);
+            err = mpq_qlayer_create(ctx, &jb->spec, jb->rows, jb->cols, &results[j].q);
         if (err != MPQ_OK)
             break;
         mpq_qparams *p = results[j].q->params;
@@ -194,8 +310,8 @@ mpq_err mpq_round_block(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
         if (jb->spec.gran == MPQ_QGRAN_TENSOR || ops->has_tensor ||
             jb->spec.scale == MPQ_QSCALE_E4M3) {
             mpq_round_problem *pb = NULL;
-            err = mpq_round_problem_create(ctx, o, NULL, jb->name, &jb->spec, jb->rows, jb->cols,
-                                           jb->W, jb->H, &pb);
+            err = mpq_round_problem_create_ex(ctx, o, NULL, jb->name, &jb->spec, jb->rows, jb->cols,
+                                              jb->W, jb->H, jb->diag, NULL, 0.0, &pb);
             if (err == MPQ_OK)
                 err = mpq_qparams_copy(ctx, pb->base, p);
             mpq_round_problem_destroy(&pb);
@@ -213,19 +329,22 @@ mpq_err mpq_round_block(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
      * the factor is shared by the ranks' tiles; consecutive jobs on the same
      * H (q/k/v, gate/up, the candidates of one layer) reuse it. */
     double *U = NULL, damping = 0.0;
-    const double *U_of = NULL; /* the H that U factors */
+    const double *U_of = NULL; /* the statistic that U factors (its diagonal: on every rank) */
     for (int64_t j = 0; j < njobs; j++) {
         const mpq_round_job *jb = &jobs[j];
         const int shared = mpq_round_shared_factor(ctx, o, jb->method, jb->cols);
-        if (shared && jb->H != U_of) {
+        const double *key = jb->diag ? jb->diag : jb->H;
+        if (shared && key != U_of) {
             mpq_free(U);
             U = NULL;
             U_of = NULL;
             err = mpq_agree(ctx, err);
+            const mpq_hset own = owners_of(jb, nranks);
             if (err == MPQ_OK)
-                err = mpq_round_factor_shared(ctx, o, jb->name, jb->cols, jb->H, &U, &damping);
+                err =
+                    mpq_round_factor_shared(ctx, o, jb->name, jb->cols, jb->H, &own, &U, &damping);
             if (err == MPQ_OK)
-                U_of = jb->H;
+                U_of = key;
         }
         if (err == MPQ_OK)
             err = run_job(ctx, o, jb, j, ntasks, tasks, shared ? U : NULL, damping, results[j].q,
@@ -238,17 +357,10 @@ mpq_err mpq_round_block(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
     for (int64_t j = 0; j < njobs; j++) {
         const mpq_round_job *jb = &jobs[j];
         mpq_round_result *res = &results[j];
-        mpq_qparams *p = res->q->params;
-        int64_t ncodes;
-        MPQ_TRY(mpq_mul64(ctx, jb->rows, jb->cols, "layer size", &ncodes));
-        MPQ_TRY(mpq_sum_owned(ctx, res->q->codes, ncodes, MPI_UINT8_T, "rounding results"));
-        if (p->gpr > 0) {
-            MPQ_TRY(mpq_sum_owned(ctx, p->scale, p->ngroups, MPI_FLOAT, "rounding results"));
-            if (p->zero)
-                MPQ_TRY(mpq_sum_owned(ctx, p->zero, p->ngroups, MPI_INT32_T, "rounding results"));
-            if (p->sign)
-                MPQ_TRY(mpq_sum_owned(ctx, p->sign, p->rows, MPI_INT8_T, "rounding results"));
-        }
+        if (owned)
+            MPQ_TRY(combine_owned(ctx, jb, j, owners_of(jb, nranks).first, ntasks, tasks, res));
+        else
+            MPQ_TRY(combine_all(ctx, jb, res));
         MPQ_TRY(mpq_sum_owned(ctx, tst[j], res->ntiles * ST_N, MPI_DOUBLE, "rounding results"));
         for (int64_t t = 0; t < res->ntiles; t++) {
             const double *s = tst[j] + t * ST_N;
@@ -258,8 +370,6 @@ mpq_err mpq_round_block(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
             res->rows_guarded += (int64_t)s[ST_GUARD];
             res->seconds += s[ST_SECONDS];
         }
-        err = mpq_qlayer_finish(ctx, res->q);
-        MPQ_TRY(mpq_agree(ctx, err));
         log_job(ctx, o, jb, res);
     }
 cleanup:

@@ -134,14 +134,14 @@ static int cmp_diag(const void *a, const void *b) {
     return x->i < y->i ? -1 : (x->i > y->i ? 1 : 0);
 }
 
-/* The column order of a problem: by decreasing H diagonal with act_order
- * (ties by index), else natural. perm [cols]. Local. */
-static mpq_err column_order(mpq_ctx *ctx, int act_order, int64_t cols, const double *H,
-                            int64_t *perm) {
+/* The column order of a problem: by decreasing H diagonal (dg[c * stride])
+ * with act_order (ties by index), else natural. perm [cols]. Local. */
+static mpq_err column_order(mpq_ctx *ctx, int act_order, int64_t cols, const double *dg,
+                            int64_t stride, int64_t *perm) {
     diag_key *keys = NULL;
     MPQ_ALLOC(keys, cols);
     for (int64_t c = 0; c < cols; c++) {
-        keys[c].d = act_order ? H[c * cols + c] : 0.0;
+        keys[c].d = act_order ? dg[c * stride] : 0.0;
         keys[c].i = c;
     }
     qsort(keys, (size_t)cols, sizeof *keys, cmp_diag);
@@ -169,46 +169,61 @@ int mpq_round_shared_factor(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_rou
     return be && be->collective;
 }
 
+/* Rank set.first sends U [cols][cols] to the other ranks of set. */
+static mpq_err send_factor(mpq_ctx *ctx, int64_t cols, const mpq_hset *set, double *U) {
+    const int64_t n = cols * cols, piece = (int64_t)1 << 24;
+    for (int r = set->first + 1; r < set->first + set->count; r++)
+        for (int64_t off = 0; off < n; off += piece) {
+            int len = (int)(n - off < piece ? n - off : piece);
+            if (ctx->rank == set->first)
+                MPQ_MPI(MPI_Send(U + off, len, MPI_DOUBLE, r, 72, ctx->comm));
+            else if (ctx->rank == r)
+                MPQ_MPI(MPI_Recv(U + off, len, MPI_DOUBLE, set->first, 72, ctx->comm,
+                                 MPI_STATUS_IGNORE));
+        }
+    return MPQ_OK;
+}
+
 mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const char *name,
-                                int64_t cols, const double *H, double **U, double *damping) {
+                                int64_t cols, const double *H, const mpq_hset *set, double **U,
+                                double *damping) {
+    const int root = set->first;
+    const int mine = ctx->rank >= root && ctx->rank < root + set->count;
     mpq_err err = MPQ_OK;
     int64_t *perm = NULL;
     double *Hp = NULL;
     mpq_hfactor *f = NULL;
-    char *buf = NULL;
-    int64_t nbytes = 0;
     *U = NULL;
     *damping = 0.0;
-    if (ctx->rank == 0) {
+    if (ctx->rank == root) {
         err = mpq_malloc(ctx, cols, sizeof *perm, (void **)&perm);
         if (err == MPQ_OK)
-            err = column_order(ctx, o->act_order, cols, H, perm);
+            err = column_order(ctx, o->act_order, cols, H, cols + 1, perm);
         if (err == MPQ_OK)
             err = mpq_malloc(ctx, cols * cols, sizeof *Hp, (void **)&Hp);
         if (err == MPQ_OK)
             permute_h(cols, H, perm, Hp);
     }
     MPQ_TRY(mpq_agree(ctx, err));
-    MPQ_TRY(mpq_hfactor_compute(ctx, &o->hf, name, cols, Hp, 0, MPQ_HF_INV_CHOL, &f));
+    MPQ_TRY(mpq_hfactor_compute(ctx, &o->hf, name, cols, Hp, root, MPQ_HF_INV_CHOL, &f));
     MPQ_INFO("round %s: H (%lld x %lld) factored with %s on a %d x %d grid, block %d, damping %g",
              name, (long long)cols, (long long)cols, f->backend, f->nprow, f->npcol, f->nb,
              f->damping);
     double damp = f->damping;
-    MPQ_MPI_TRY(MPI_Bcast(&damp, 1, MPI_DOUBLE, 0, ctx->comm));
-    if (ctx->rank == 0) {
-        buf = (char *)f->inv_chol;
+    MPQ_MPI_TRY(MPI_Bcast(&damp, 1, MPI_DOUBLE, root, ctx->comm));
+    /* The factor goes to the owners of the layer only. */
+    if (ctx->rank == root) {
+        *U = f->inv_chol;
         f->inv_chol = NULL;
-        nbytes = cols * cols * (int64_t)sizeof(double);
+    } else if (mine) {
+        err = mpq_malloc(ctx, cols * cols, sizeof **U, (void **)U);
     }
-    MPQ_TRY(mpq_bcast_bytes(ctx, 0, &buf, &nbytes));
-    MPQ_ENSURE(nbytes == cols * cols * (int64_t)sizeof(double), MPQ_ERR_INTERNAL,
-               "round: layer '%s': shared factor of %lld bytes, expected %lld", name,
-               (long long)nbytes, (long long)(cols * cols * (int64_t)sizeof(double)));
-    *U = (double *)buf;
-    buf = NULL;
+    MPQ_TRY(mpq_agree(ctx, err));
+    MPQ_TRY(send_factor(ctx, cols, set, *U));
     *damping = damp;
 cleanup:
-    mpq_free(buf);
+    if (err != MPQ_OK)
+        MPQ_FREE(*U);
     mpq_hfactor_destroy(&f);
     mpq_free(Hp);
     mpq_free(perm);
@@ -219,20 +234,22 @@ mpq_err mpq_round_problem_create(mpq_ctx *ctx, const mpq_round_opts *o,
                                  const mpq_round_method *method, const char *name,
                                  const mpq_qspec *spec, int64_t rows, int64_t cols, const float *W,
                                  const double *H, mpq_round_problem **out) {
-    return mpq_round_problem_create_ex(ctx, o, method, name, spec, rows, cols, W, H, NULL, 0.0,
-                                       out);
+    return mpq_round_problem_create_ex(ctx, o, method, name, spec, rows, cols, W, H, NULL, NULL,
+                                       0.0, out);
 }
 
 mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
                                     const mpq_round_method *method, const char *name,
                                     const mpq_qspec *spec, int64_t rows, int64_t cols,
-                                    const float *W, const double *H, const double *U,
-                                    double damping, mpq_round_problem **out) {
+                                    const float *W, const double *H, const double *diag,
+                                    const double *U, double damping, mpq_round_problem **out) {
     mpq_err err = MPQ_OK;
     mpq_round_problem *pb = NULL;
     double *Hp = NULL;
     mpq_hfactor *f = NULL;
-    MPQ_CHECK(rows >= 1 && cols >= 1 && W && H && spec && spec->ops, MPQ_ERR_ARG,
+    const int needs_h = method != NULL;
+    MPQ_CHECK(rows >= 1 && cols >= 1 && W && (H || (diag && !needs_h)) && spec && spec->ops,
+              MPQ_ERR_ARG,
               "round: layer '%s': bad shape [%lld][%lld] or missing weights/statistics",
               name ? name : "?", (long long)rows, (long long)cols);
     MPQ_ALLOC(pb, 1);
@@ -245,15 +262,17 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
     pb->damping = o->hf.damping;
     MPQ_ALLOC_TRY(pb->imp, cols);
     MPQ_ALLOC_TRY(pb->perm, cols);
+    const double *dg = diag ? diag : H;
+    const int64_t stride = diag ? 1 : cols + 1;
     for (int64_t c = 0; c < cols; c++) {
-        double d = H[c * cols + c];
+        double d = dg[c * stride];
         MPQ_ENSURE(isfinite(d) && d >= 0.0, MPQ_ERR_NUMERIC,
                    "round: layer '%s': H[%lld][%lld] = %g (must be finite and >= 0)", pb->name,
                    (long long)c, (long long)c, d);
         pb->imp[c] = d > 3e38 ? 3e38f : (float)d;
         pb->n_dead += d == 0.0;
     }
-    MPQ_TRY(column_order(ctx, o->act_order, cols, H, pb->perm));
+    MPQ_TRY(column_order(ctx, o->act_order, cols, dg, stride, pb->perm));
 
     if (method && method->needs_factor && method->needs_factor(o)) {
         if (U) {

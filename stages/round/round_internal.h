@@ -28,18 +28,22 @@ int mpq_round_shared_factor(struct mpq_ctx *ctx, const mpq_round_opts *o,
                             const struct mpq_round_method *method, int64_t cols);
 /* Collective. The upper Cholesky factor of the damped inverse of H in the
  * problem's column order (act_order), computed with the backend the options
- * choose (mpq_hfactor_compute, ScaLAPACK above the width) and broadcast:
- * *U [cols][cols] on every rank (owner: caller, mpq_free), *damping the
- * relative damping finally used. H is read on rank 0. */
+ * choose (mpq_hfactor_compute, ScaLAPACK above the width) and sent to its owners:
+ * *U [cols][cols] on the ranks of set (owner: caller, mpq_free; NULL
+ * elsewhere), *damping the relative damping finally used (every rank). H
+ * is read on rank set->first. */
 mpq_err mpq_round_factor_shared(struct mpq_ctx *ctx, const mpq_round_opts *o, const char *name,
-                                int64_t cols, const double *H, double **U, double *damping);
+                                int64_t cols, const double *H, const mpq_hset *set, double **U,
+                                double *damping);
 /* Local. mpq_round_problem_create with an optional factor from
- * mpq_round_factor_shared (U copied; NULL: factored here with LAPACK). */
+ * mpq_round_factor_shared (U copied; NULL: factored here with LAPACK) and
+ * an optional diagonal diag [cols] of H (NULL: read from H). Without a
+ * method (the whole-layer fit alone) H may be NULL when diag is given. */
 mpq_err mpq_round_problem_create_ex(struct mpq_ctx *ctx, const mpq_round_opts *o,
                                     const struct mpq_round_method *method, const char *name,
                                     const mpq_qspec *spec, int64_t rows, int64_t cols,
-                                    const float *W, const double *H, const double *U,
-                                    double damping, mpq_round_problem **out);
+                                    const float *W, const double *H, const double *diag,
+                                    const double *U, double damping, mpq_round_problem **out);
 /* Fits the parameters of rows [r0, r1) of p on W (whole-layer copy from
  * pb->base for tensor-level specs). Local. */
 mpq_err mpq_round_fit_rows(struct mpq_ctx *ctx, const mpq_round_problem *pb, mpq_qparams *p,

@@ -156,6 +156,7 @@ static mpq_err bench_scaling(mpq_ctx *ctx) {
     float *W[NL] = {0};
     double *H[NL] = {0};
     mpq_round_job jobs[NL];
+    memset(jobs, 0, sizeof jobs);
     mpq_round_result res[NL];
     mpq_ctx *solo = NULL;
     mpq_round_opts o;

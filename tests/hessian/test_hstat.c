@@ -161,10 +161,27 @@ static void test_rank_independent(void **state) {
         assert_memory_equal(one->sumsq, ref->sumsq, sizeof(double) * D);
     } else {
         assert_null(one->H);
-        assert_null(one->sumsq);
     }
-    assert_int_equal(one->count, ref->count); /* count and absmax everywhere */
+    /* count, absmax and sumsq (the diagonal's own exact sum) everywhere */
+    assert_int_equal(one->count, ref->count);
     assert_memory_equal(one->absmax, ref->absmax, sizeof(double) * D);
+    assert_memory_equal(one->sumsq, ref->sumsq, sizeof(double) * D);
+    /* A set of owners: the last ranks but the first (rank 0 alone at 1 rank). */
+    int first = ctx->size > 1 ? 1 : 0, count = ctx->size > 1 ? ctx->size - 1 : 1;
+    mpq_hstat *set = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_hstat_create(ctx, "blk0.attn_in", D, 16, &set));
+    MPQ_ASSERT_OK(ctx, feed(ctx, set, ctx->rank, ctx->size, 0, 0));
+    MPQ_ASSERT_OK(ctx, mpq_hstat_reduce_set(ctx, set, first, count));
+    if (ctx->rank >= first) {
+        assert_non_null(set->H);
+        assert_memory_equal(set->H, ref->H, sizeof(double) * D * D);
+    } else {
+        assert_null(set->H);
+    }
+    assert_null(set->acc);
+    assert_memory_equal(set->sumsq, ref->sumsq, sizeof(double) * D);
+    assert_int_equal(set->count, ref->count);
+    mpq_hstat_destroy(&set);
     mpq_hstat_destroy(&one);
     mpq_hstat_destroy(&blk);
     mpq_hstat_destroy(&rr);

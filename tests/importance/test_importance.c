@@ -175,10 +175,10 @@ static void test_energy(void **state) {
     double energy[NJ + 1], serial_energy[NJ + 1];
     memset(energy, 0, sizeof energy);
     memset(serial_energy, 0, sizeof serial_energy);
-    MPQ_ASSERT_OK(ctx, mpq_importance_energy(ctx, &fi, NJ, lay, W, H, energy));
+    MPQ_ASSERT_OK(ctx, mpq_importance_energy(ctx, &fi, NJ, lay, W, H, NULL, energy));
     mpq_ctx *serial = NULL;
     assert_int_equal(mpq_ctx_create(MPI_COMM_NULL, &serial), MPQ_OK);
-    MPQ_ASSERT_OK(serial, mpq_importance_energy(serial, &fi, NJ, lay, W, H, serial_energy));
+    MPQ_ASSERT_OK(serial, mpq_importance_energy(serial, &fi, NJ, lay, W, H, NULL, serial_energy));
     mpq_ctx_destroy(&serial);
     assert_true(energy[0] == 0.0);
     for (int j = 0; j < NJ; j++) {

@@ -31,12 +31,16 @@ static const jdesc g_jobs[] = {
 };
 #define NJOBS ((int64_t)(sizeof g_jobs / sizeof g_jobs[0]))
 
-static void test_block(void **state) {
-    (void)state;
-    mpq_ctx *ctx = g_ctx;
+/* With owned = 1, every job has owners (mpq_round_owners on its cost) and
+ * H only there, the diagonal everywhere: the tiles must stay with the
+ * owners and the results must not change. */
+static void run_block(mpq_ctx *ctx, int owned) {
     float *W[NJOBS];
-    double *H[NJOBS];
+    double *H[NJOBS], *diag[NJOBS];
     mpq_round_job jobs[NJOBS];
+    mpq_hset sets[NJOBS];
+    double cost[NJOBS];
+    memset(jobs, 0, sizeof jobs);
     mpq_round_result res[NJOBS];
     mpq_round_opts o;
     mpq_round_opts_default(&o);
@@ -57,6 +61,25 @@ static void test_block(void **state) {
         MPQ_ASSERT_OK(ctx, mpq_qspec_parse(ctx, d->spec, &jobs[j].spec));
         jobs[j].method = mpq_round_method_find(d->method);
         assert_non_null(jobs[j].method);
+        diag[j] = malloc((size_t)d->cols * sizeof **diag);
+        for (int64_t c = 0; c < d->cols; c++)
+            diag[j][c] = H[j][c * d->cols + c];
+        cost[j] = (double)(d->rows * d->cols);
+    }
+    if (owned) {
+        mpq_round_owners(NJOBS, cost, ctx->size, sets);
+        int next = 0; /* ranges in order, overlapping by one rank at most, covering all */
+        for (int64_t j = 0; j < NJOBS; j++) {
+            assert_true(sets[j].count >= 1 && sets[j].first >= 0 &&
+                        sets[j].first + sets[j].count <= ctx->size);
+            assert_true(sets[j].first == next || sets[j].first == next - 1);
+            next = sets[j].first + sets[j].count;
+            jobs[j].owners = sets[j];
+            jobs[j].diag = diag[j];
+            if (ctx->rank < sets[j].first || ctx->rank >= sets[j].first + sets[j].count)
+                jobs[j].H = NULL;
+        }
+        assert_int_equal(next, ctx->size);
     }
 
     /* The plan: every tile once, on a valid rank. */
@@ -70,6 +93,10 @@ static void test_block(void **state) {
     for (int64_t k = 0; k < ntasks; k++) {
         assert_true(tasks[k].rank >= 0 && tasks[k].rank < ctx->size);
         assert_int_equal(tasks[k].r0, tasks[k].tile * 16);
+        if (owned) {
+            const mpq_hset *s = &sets[tasks[k].job];
+            assert_true(tasks[k].rank >= s->first && tasks[k].rank < s->first + s->count);
+        }
     }
     mpq_free(tasks);
 
@@ -87,7 +114,7 @@ static void test_block(void **state) {
         mpq_qparams *p = NULL;
         uint8_t *codes = malloc((size_t)(jb->rows * jb->cols));
         MPQ_ASSERT_OK(ctx, mpq_round_problem_create(ctx, &o, jb->method, jb->name, &jb->spec,
-                                                    jb->rows, jb->cols, jb->W, jb->H, &pb));
+                                                    jb->rows, jb->cols, jb->W, H[j], &pb));
         MPQ_ASSERT_OK(ctx, mpq_qparams_create(ctx, &jb->spec, jb->rows, jb->cols, &p));
         double loss = 0.0, rtn = 0.0;
         for (int64_t r0 = 0; r0 < jb->rows; r0 += 16) {
@@ -114,7 +141,7 @@ static void test_block(void **state) {
         /* The reported loss is the loss of the dequantized layer. */
         float *Q = malloc((size_t)(jb->rows * jb->cols) * sizeof *Q);
         mpq_qlayer_dequantize(q, Q);
-        assert_true(rr_rel(res[j].loss, rr_loss(0, jb->rows, jb->cols, jb->W, Q, jb->H)) < 1e-9);
+        assert_true(rr_rel(res[j].loss, rr_loss(0, jb->rows, jb->cols, jb->W, Q, H[j])) < 1e-9);
         free(Q);
         if (dump) {
             fwrite(q->packed, 1, (size_t)q->packed_bytes, dump);
@@ -132,7 +159,42 @@ static void test_block(void **state) {
     for (int64_t j = 0; j < NJOBS; j++) {
         free(W[j]);
         free(H[j]);
+        free(diag[j]);
     }
+}
+
+/* The owner plan on numbers worked out by hand. */
+static void test_owners(void **state) {
+    (void)state;
+    const double c[4] = {1, 1, 1, 5}; /* stretches [0,1) [1,2) [2,3) [3,8) */
+    mpq_hset s[4];
+    mpq_round_owners(4, c, 2, s); /* ranks [0,4) [4,8) */
+    for (int g = 0; g < 3; g++) {
+        assert_int_equal(s[g].first, 0);
+        assert_int_equal(s[g].count, 1);
+    }
+    assert_int_equal(s[3].first, 0);
+    assert_int_equal(s[3].count, 2);
+    mpq_round_owners(4, c, 8, s); /* ranks of width 1 */
+    for (int g = 0; g < 3; g++) {
+        assert_int_equal(s[g].first, g);
+        assert_int_equal(s[g].count, 1);
+    }
+    assert_int_equal(s[3].first, 3);
+    assert_int_equal(s[3].count, 5);
+    mpq_round_owners(4, c, 1, s);
+    for (int g = 0; g < 4; g++)
+        assert_true(s[g].first == 0 && s[g].count == 1);
+}
+
+static void test_block(void **state) {
+    (void)state;
+    run_block(g_ctx, 0);
+}
+
+static void test_block_owned(void **state) {
+    (void)state;
+    run_block(g_ctx, 1);
 }
 
 int main(int argc, char **argv) {
@@ -140,7 +202,8 @@ int main(int argc, char **argv) {
     for (int i = 1; i + 1 < argc; i++)
         if (strcmp(argv[i], "--dump") == 0)
             g_dump = argv[i + 1];
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_block)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_owners), cmocka_unit_test(test_block),
+                                       cmocka_unit_test(test_block_owned)};
     int f = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&g_ctx, f);
 }
