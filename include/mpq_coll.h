@@ -37,12 +37,17 @@ typedef struct mpq_grid {
     MPI_Comm row_comm; /* ranks of my grid row */
     MPI_Comm col_comm; /* ranks of my grid column */
     int blacs_ctxt;    /* BLACS context (-1 if outside the grid) */
+    int first;         /* rank of grid process (0, 0); process (r, c) is rank first + r npcol + c */
 } mpq_grid;
 
 /* Collective over ctx->comm. Builds an nprow x npcol row-major grid over the
  * first nprow*npcol ranks (nprow = npcol = 0: the squarest grid using all
  * ranks). Ranks beyond the grid get myrow = mycol = -1. Owner: caller. */
 mpq_err mpq_grid_create(mpq_ctx *ctx, int nprow, int npcol, mpq_grid **out);
+/* Collective over ctx->comm. The same over the ranks [first, first + count)
+ * alone (nprow = npcol = 0: the squarest grid using all count of them). */
+mpq_err mpq_grid_create_range(mpq_ctx *ctx, int first, int count, int nprow, int npcol,
+                              mpq_grid **out);
 /* Collective. NULL-safe. */
 void mpq_grid_destroy(mpq_ctx *ctx, mpq_grid **grid);
 

@@ -195,13 +195,14 @@ typedef struct mpq_hfactor {
 typedef struct mpq_hfactor_backend {
     const char *name;
     int collective; /* 1: every rank of ctx->comm takes part */
-    /* One attempt on the damped matrix a (column-major n x n on the root,
+    /* One attempt on the damped matrix a (column-major n x n on the root
+     * set->first, or with set->count > 0 the same on every rank of the set;
      * only the lower triangle is read). *notpd = 0 on success, 1 when the
      * Cholesky of Hd failed, 2 when the Cholesky of Hd^-1 failed (agreed on
      * every rank for collective backends). Fills the requested outputs of
-     * f on the root. */
+     * f on the root (on every rank of the set). */
     mpq_err (*attempt)(struct mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n, double *a,
-                       int root, unsigned what, mpq_hfactor *f, int *notpd);
+                       const struct mpq_hset *set, unsigned what, mpq_hfactor *f, int *notpd);
 } mpq_hfactor_backend;
 
 /* The backends (NULL-terminated): lapack, scalapack; descriptor, lookup. */
@@ -237,6 +238,16 @@ const char *mpq_hfactor_choose(struct mpq_ctx *ctx, const mpq_hfactor_opts *o, i
  * caller (mpq_hfactor_destroy) on every rank. */
 mpq_err mpq_hfactor_compute(struct mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name,
                             int64_t n, const double *H, int root, unsigned what, mpq_hfactor **out);
+/* Collective over ctx->comm. The same with H present, identical, on every
+ * rank of [first, first + count) (others may pass NULL): with ScaLAPACK the
+ * grid is made of those ranks alone (hessian.nprow x npcol when it fits,
+ * else the squarest over them), each fills its own block-cyclic piece from
+ * its copy (nothing is scattered), and the pieces of the outputs are
+ * exchanged among them, so that the outputs exist on every rank of the set
+ * and nowhere else. With LAPACK each rank of the set factorises alone. */
+mpq_err mpq_hfactor_compute_set(struct mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name,
+                                int64_t n, const double *H, int first, int count, unsigned what,
+                                mpq_hfactor **out);
 /* Local: the LAPACK path on the calling rank only (for layers spread over
  * ranks, each rank factoring its own). */
 mpq_err mpq_hfactor_local(struct mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name,

@@ -114,6 +114,16 @@ static mpq_err alloc_measure(mpq_ctx *ctx, run_state *s) {
 
 /* ---- block passes ------------------------------------------------------------------ */
 
+/* 1 when a pass's codes go to disk from their owners alone: a partial
+ * checkpoint, codes not kept, and no rank needs them in memory (measured
+ * candidates; final codes of a language model under full-precision
+ * propagation, which the evaluation reads back block by block). */
+static int owned_codes(const run_state *s, int measure) {
+    if (!s->part || s->opts.keep_codes)
+        return 0;
+    return measure || (!s->propagate_q && s->ses->info->task == MPQ_TASK_LM);
+}
+
 /* The block passes; measuring: every candidate with full-precision
  * propagation, else as configured. */
 static mpq_pass_opts pass_opts(const run_state *s, int measure) {
@@ -125,9 +135,7 @@ static mpq_pass_opts pass_opts(const run_state *s, int measure) {
                            .who = "run",
                            .label = measure ? "measure" : "round",
                            .ncol = s->ses->maxc,
-                           /* measured codes go to disk from their owners
-                            * (a partial checkpoint, codes not kept) */
-                           .owned = measure && s->part && !s->opts.keep_codes};
+                           .owned = owned_codes(s, measure)};
 }
 
 /* Measuring: every candidate of the block's layers (a pinned layer needs
@@ -165,10 +173,11 @@ static mpq_err take_rounded(mpq_ctx *ctx, run_state *s, mpq_pass *p) {
         rl->rtn_loss = rr->rtn_loss;
         rl->iters = rr->iters;
         rl->seconds = rr->seconds;
-        rl->bits = mpq_qlayer_bits(rr->q);
-        rl->q = rr->q;
+        rl->bits = rr->bits;
+        rl->q = rr->q; /* NULL but on the first owner with owned codes */
         rr->q = NULL;
-        err = mpq_run_install_layer(ctx, s, l, rl->q);
+        if (!p->o.owned) /* owned: nothing runs on these weights before the evaluation */
+            err = mpq_run_install_layer(ctx, s, l, rl->q);
     }
     return mpq_pass_results_done(ctx, p, err);
 }

@@ -83,17 +83,17 @@ static mpq_err save_measured(mpq_ctx *ctx, run_state *s, const mpq_pass *p, int6
     return MPQ_OK;
 }
 
-/* Collective. The final codes of block b's layers lay [n]; they leave
- * memory. */
-static mpq_err save_rounded(mpq_ctx *ctx, run_state *s, const int64_t *lay, int64_t n, int64_t b,
-                            mpq_partial_entry *e) {
+/* Collective. The final codes of block b's layers lay [n], held by rank
+ * own[i].first (own NULL: every rank holds them); they leave memory. */
+static mpq_err save_rounded(mpq_ctx *ctx, run_state *s, const int64_t *lay, const mpq_hset *own,
+                            int64_t n, int64_t b, mpq_partial_entry *e) {
     for (int64_t i = 0; i < n; i++) {
         const mpq_run_layer *rl = &s->res->layers[lay[i]];
         snprintf(e[i].name, sizeof e[i].name, "%s", rl->tensor);
         e[i].q = rl->q;
         e[i].st = (mpq_partial_stats){
             .loss = rl->loss, .rtn_loss = rl->rtn_loss, .seconds = rl->seconds, .iters = rl->iters};
-        e[i].owner = (int)(i % ctx->size);
+        e[i].owner = own ? own[i].first : (int)(i % ctx->size);
     }
     MPQ_CALL(mpq_partial_write(ctx, s->part, MPQ_PHASE_ROUND, b, n, e));
     for (int64_t i = 0; i < n && !s->opts.keep_codes; i++)
@@ -111,7 +111,7 @@ mpq_err mpq_run_save_block(mpq_ctx *ctx, run_state *s, const mpq_pass *p, int64_
     if (phase == MPQ_PHASE_MEASURE)
         MPQ_TRY(save_measured(ctx, s, p, b, e));
     else
-        MPQ_TRY(save_rounded(ctx, s, p->lay, p->nlb, b, e));
+        MPQ_TRY(save_rounded(ctx, s, p->lay, p->o.owned ? p->own : NULL, p->nlb, b, e));
     mpq_partial_test_kill(ctx, phase, b, "saved");
 cleanup:
     mpq_free(e);
@@ -294,7 +294,7 @@ mpq_err mpq_run_take_measured(mpq_ctx *ctx, run_state *s) {
         MPQ_TRY(mpq_agree(ctx, err));
         /* the final codes as a block file, as after a final pass */
         if (s->part && n > 0)
-            MPQ_TRY(save_rounded(ctx, s, lay, n, b, e));
+            MPQ_TRY(save_rounded(ctx, s, lay, NULL, n, b, e));
         MPQ_TRY(mpq_agree(ctx, mpq_run_release_block(ctx, s, b)));
     }
 cleanup:

@@ -91,16 +91,26 @@ mpq_err mpq_sum_owned(mpq_ctx *ctx, void *buf, int64_t n, MPI_Datatype type, con
 mpq_err mpq_grid_create(mpq_ctx *ctx, int nprow, int npcol, mpq_grid **out) {
     *out = NULL;
     MPQ_CHECK(ctx->comm != MPI_COMM_NULL, MPQ_ERR_ARG, "a process grid needs an MPI context");
+    MPQ_CALL(mpq_grid_create_range(ctx, 0, ctx->size, nprow, npcol, out));
+    return MPQ_OK;
+}
+
+mpq_err mpq_grid_create_range(mpq_ctx *ctx, int first, int count, int nprow, int npcol,
+                              mpq_grid **out) {
+    *out = NULL;
+    MPQ_CHECK(ctx->comm != MPI_COMM_NULL, MPQ_ERR_ARG, "a process grid needs an MPI context");
+    MPQ_CHECK(first >= 0 && count >= 1 && count <= ctx->size - first, MPQ_ERR_ARG,
+              "a process grid over ranks [%d, %d) of %d", first, first + count, ctx->size);
     if (nprow <= 0 || npcol <= 0) {
         nprow = 1;
-        for (int r = 1; r * r <= ctx->size; r++)
-            if (ctx->size % r == 0)
+        for (int r = 1; r * r <= count; r++)
+            if (count % r == 0)
                 nprow = r;
-        npcol = ctx->size / nprow;
+        npcol = count / nprow;
     }
-    MPQ_CHECK((int64_t)nprow * npcol <= ctx->size, MPQ_ERR_ARG,
+    MPQ_CHECK((int64_t)nprow * npcol <= count, MPQ_ERR_ARG,
               "a %d x %d process grid needs %d ranks but only %d exist", nprow, npcol,
-              nprow * npcol, ctx->size);
+              nprow * npcol, count);
     mpq_grid *g = calloc(1, sizeof *g);
     MPQ_CHECK(g, MPQ_ERR_NOMEM, "cannot allocate a process grid");
     g->nprow = nprow;
@@ -108,9 +118,11 @@ mpq_err mpq_grid_create(mpq_ctx *ctx, int nprow, int npcol, mpq_grid **out) {
     g->row_comm = MPI_COMM_NULL;
     g->col_comm = MPI_COMM_NULL;
     g->blacs_ctxt = -1;
-    int inside = ctx->rank < nprow * npcol;
-    g->myrow = inside ? ctx->rank / npcol : -1;
-    g->mycol = inside ? ctx->rank % npcol : -1;
+    g->first = first;
+    const int me = ctx->rank - first;
+    int inside = me >= 0 && me < nprow * npcol;
+    g->myrow = inside ? me / npcol : -1;
+    g->mycol = inside ? me % npcol : -1;
     mpq_err err = MPQ_OK;
     MPQ_MPI_TRY(
         MPI_Comm_split(ctx->comm, inside ? g->myrow : MPI_UNDEFINED, g->mycol, &g->row_comm));

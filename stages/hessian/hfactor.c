@@ -90,9 +90,9 @@ static mpq_err alloc_outputs(mpq_ctx *ctx, int64_t n, unsigned what, mpq_hfactor
 /* ---- LAPACK backend ------------------------------------------------------ */
 
 static mpq_err lapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n, double *a,
-                              int root, unsigned what, mpq_hfactor *f, int *notpd) {
+                              const mpq_hset *set, unsigned what, mpq_hfactor *f, int *notpd) {
     (void)o;
-    (void)root;
+    (void)set;
     *notpd = 0;
     lapack_int ln = (lapack_int)n;
     MPQ_CHECK((int64_t)ln == n, MPQ_ERR_RANGE, "width %lld does not fit LAPACK's integer",
@@ -170,9 +170,9 @@ static mpq_err bc_move(mpq_ctx *ctx, const mpq_grid *grid, const bc_layout *l, i
     int np = grid->nprow * grid->npcol;
     if (ctx->rank == root) {
         for (int p = 0; p < np; p++) {
-            int pr = p / grid->npcol, pc = p % grid->npcol;
+            int pr = p / grid->npcol, pc = p % grid->npcol, dest = grid->first + p;
             int64_t pm = bc_numroc(l, pr, grid->nprow), pn = bc_numroc(l, pc, grid->npcol);
-            if (p == root) {
+            if (dest == root) {
                 bc_copy(l, pr, pc, pm, pn, g, loc, to_local);
                 continue;
             }
@@ -180,9 +180,10 @@ static mpq_err bc_move(mpq_ctx *ctx, const mpq_grid *grid, const bc_layout *l, i
             MPQ_CALL(mpq_to_int(ctx, pm * pn, "ScaLAPACK local piece", &cnt));
             if (to_local) {
                 bc_copy(l, pr, pc, pm, pn, g, scratch, 1);
-                MPQ_MPI(MPI_Send(scratch, cnt, MPI_DOUBLE, p, tag, ctx->comm));
+                MPQ_MPI(MPI_Send(scratch, cnt, MPI_DOUBLE, dest, tag, ctx->comm));
             } else {
-                MPQ_MPI(MPI_Recv(scratch, cnt, MPI_DOUBLE, p, tag, ctx->comm, MPI_STATUS_IGNORE));
+                MPQ_MPI(
+                    MPI_Recv(scratch, cnt, MPI_DOUBLE, dest, tag, ctx->comm, MPI_STATUS_IGNORE));
                 bc_copy(l, pr, pc, pm, pn, g, scratch, 0);
             }
         }
@@ -197,6 +198,45 @@ static mpq_err bc_move(mpq_ctx *ctx, const mpq_grid *grid, const bc_layout *l, i
     return MPQ_OK;
 }
 
+/* Every rank of set (communicator sc, rank order = grid order) collects
+ * every grid process's piece into g: each piece is broadcast in turn from
+ * its process. `scratch` holds the largest piece. */
+static mpq_err bc_allgather(mpq_ctx *ctx, const mpq_grid *grid, const bc_layout *l, MPI_Comm sc,
+                            double *g, const double *loc, int64_t mloc, int64_t nloc,
+                            double *scratch) {
+    int np = grid->nprow * grid->npcol;
+    for (int p = 0; p < np; p++) {
+        int pr = p / grid->npcol, pc = p % grid->npcol;
+        int64_t pm = bc_numroc(l, pr, grid->nprow), pn = bc_numroc(l, pc, grid->npcol);
+        int mine = grid->myrow == pr && grid->mycol == pc;
+        int cnt = 0;
+        MPQ_CALL(mpq_to_int(ctx, pm * pn, "ScaLAPACK local piece", &cnt));
+        if (mine)
+            memcpy(scratch, loc, (size_t)(mloc * nloc) * sizeof *scratch);
+        MPQ_MPI(MPI_Bcast(scratch, cnt, MPI_DOUBLE, p, sc));
+        bc_copy(l, pr, pc, pm, pn, g, scratch, 0);
+    }
+    return MPQ_OK;
+}
+
+/* The attempt's matrix to (to_local = 1) or from the grid: scattered from
+ * and gathered to the root; or, with set->count > 0, filled by every grid
+ * process from its own copy and gathered on every rank of the set. */
+static mpq_err bc_exchange(mpq_ctx *ctx, const mpq_grid *grid, const bc_layout *l,
+                           const mpq_hset *set, MPI_Comm sc, double *g, double *loc, int64_t mloc,
+                           int64_t nloc, double *scratch, int to_local) {
+    if (set->count == 0)
+        return bc_move(ctx, grid, l, set->first, g, loc, mloc, nloc, scratch, to_local);
+    if (to_local) {
+        if (grid->myrow >= 0)
+            bc_copy(l, grid->myrow, grid->mycol, mloc, nloc, g, loc, 1);
+        return MPQ_OK;
+    }
+    if (sc != MPI_COMM_NULL)
+        MPQ_CALL(bc_allgather(ctx, grid, l, sc, g, loc, mloc, nloc, scratch));
+    return MPQ_OK;
+}
+
 /* Largest info over all ranks (ranks outside the grid pass 0). */
 static mpq_err agree_info(mpq_ctx *ctx, int *info) {
     MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, info, 1, MPI_INT, MPI_MAX, ctx->comm));
@@ -204,16 +244,29 @@ static mpq_err agree_info(mpq_ctx *ctx, int *info) {
 }
 
 static mpq_err scalapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n64, double *a,
-                                 int root, unsigned what, mpq_hfactor *f, int *notpd) {
+                                 const mpq_hset *set, unsigned what, mpq_hfactor *f, int *notpd) {
     *notpd = 0;
     MPQ_CHECK(ctx->comm != MPI_COMM_NULL, MPQ_ERR_ARG,
               "the ScaLAPACK path (hessian.scalapack) needs an MPI context");
     mpq_grid *grid = NULL;
     double *loc = NULL, *scratch = NULL;
+    MPI_Comm sc = MPI_COMM_NULL; /* the set's ranks (replicated mode) */
     mpq_err err = MPQ_OK, local = MPQ_OK;
     int n = 0;
+    const int rep = set->count > 0;
+    const int in_set = rep && ctx->rank >= set->first && ctx->rank < set->first + set->count;
+    /* outputs and scratch: on the root, or on every rank of the set */
+    const int holder = rep ? in_set : ctx->rank == set->first;
     MPQ_CALL(mpq_to_int(ctx, n64, "Hessian width (ScaLAPACK)", &n));
-    MPQ_CALL(mpq_grid_create(ctx, o->nprow, o->npcol, &grid));
+    if (rep) {
+        /* the configured grid when it fits the set, else the squarest over it */
+        int fits = o->nprow > 0 && o->npcol > 0 && (int64_t)o->nprow * o->npcol <= set->count;
+        MPQ_CALL(mpq_grid_create_range(ctx, set->first, set->count, fits ? o->nprow : 0,
+                                       fits ? o->npcol : 0, &grid));
+        MPQ_MPI_TRY(MPI_Comm_split(ctx->comm, in_set ? 0 : MPI_UNDEFINED, ctx->rank, &sc));
+    } else {
+        MPQ_CALL(mpq_grid_create(ctx, o->nprow, o->npcol, &grid));
+    }
     bc_layout l = {.n = n, .nb = o->block_size, .nprow = grid->nprow, .npcol = grid->npcol};
     f->nprow = grid->nprow;
     f->npcol = grid->npcol;
@@ -230,7 +283,7 @@ static mpq_err scalapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_
         if (local == MPQ_OK)
             local = mpq_malloc(ctx, mloc * nloc > 0 ? mloc * nloc : 1, sizeof *loc, (void **)&loc);
     }
-    if (local == MPQ_OK && ctx->rank == root) {
+    if (local == MPQ_OK && holder) {
         int64_t maxm = bc_numroc(&l, 0, grid->nprow), maxn = bc_numroc(&l, 0, grid->npcol);
         local = mpq_malloc(ctx, maxm * maxn, sizeof *scratch, (void **)&scratch);
         if (local == MPQ_OK)
@@ -239,7 +292,7 @@ static mpq_err scalapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_
     MPQ_TRY(mpq_agree(ctx, local));
 
     const int ione = 1;
-    MPQ_TRY(bc_move(ctx, grid, &l, root, a, loc, mloc, nloc, scratch, 1));
+    MPQ_TRY(bc_exchange(ctx, grid, &l, set, sc, a, loc, mloc, nloc, scratch, 1));
     int info = 0;
     if (inside)
         pdpotrf_("L", &n, loc, &ione, &ione, desc, &info);
@@ -249,8 +302,8 @@ static mpq_err scalapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_
         goto cleanup;
     }
     if (what & MPQ_HF_CHOL) {
-        MPQ_TRY(bc_move(ctx, grid, &l, root, a, loc, mloc, nloc, scratch, 0));
-        if (ctx->rank == root)
+        MPQ_TRY(bc_exchange(ctx, grid, &l, set, sc, a, loc, mloc, nloc, scratch, 0));
+        if (holder)
             store_factor(n64, a, f->chol);
     }
     if (!(what & (MPQ_HF_INV | MPQ_HF_INV_CHOL)))
@@ -263,8 +316,8 @@ static mpq_err scalapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_
         goto cleanup;
     }
     if (what & MPQ_HF_INV) {
-        MPQ_TRY(bc_move(ctx, grid, &l, root, a, loc, mloc, nloc, scratch, 0));
-        if (ctx->rank == root)
+        MPQ_TRY(bc_exchange(ctx, grid, &l, set, sc, a, loc, mloc, nloc, scratch, 0));
+        if (holder)
             store_symmetric(n64, a, f->inv);
     }
     if (!(what & MPQ_HF_INV_CHOL))
@@ -276,10 +329,12 @@ static mpq_err scalapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_
         *notpd = 2;
         goto cleanup;
     }
-    MPQ_TRY(bc_move(ctx, grid, &l, root, a, loc, mloc, nloc, scratch, 0));
-    if (ctx->rank == root)
+    MPQ_TRY(bc_exchange(ctx, grid, &l, set, sc, a, loc, mloc, nloc, scratch, 0));
+    if (holder)
         store_factor(n64, a, f->inv_chol);
 cleanup:
+    if (sc != MPI_COMM_NULL)
+        MPI_Comm_free(&sc);
     mpq_free(scratch);
     mpq_free(loc);
     mpq_grid_destroy(ctx, &grid);
@@ -395,16 +450,19 @@ static const char *stage_name(int notpd) {
     return notpd == 2 ? "the inverse of H" : "H";
 }
 
-/* collective: every rank of ctx->comm calls (root holds H); otherwise only
- * the calling rank, which is the root. */
+/* collective: every rank of ctx->comm calls (the root set->first holds H,
+ * or with set->count > 0 every rank of the set does); otherwise only the
+ * calling rank, which is the root. */
 static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name, int64_t n,
-                          const double *H, int root, unsigned what, const mpq_hfactor_backend *be,
-                          int collective, mpq_hfactor **out) {
+                          const double *H, const mpq_hset *set, unsigned what,
+                          const mpq_hfactor_backend *be, int collective, mpq_hfactor **out) {
     *out = NULL;
     mpq_hfactor *f = NULL;
     double *base = NULL, *a = NULL;
     mpq_err err = MPQ_OK, local = MPQ_OK;
-    int is_root = ctx->rank == root;
+    const int root = set->first;
+    int is_root = set->count > 0 ? ctx->rank >= root && ctx->rank < root + set->count
+                                 : ctx->rank == root; /* holds H and gets the outputs */
     double mean = 0.0;
 
     local = mpq_malloc(ctx, 1, sizeof *f, (void **)&f);
@@ -432,8 +490,11 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
         /* Every rank learns the dead channels. */
         MPQ_MPI_TRY(MPI_Bcast(&f->n_dead, 1, MPI_INT64_T, root, ctx->comm));
         local = MPQ_OK;
-        if (!is_root && f->n_dead)
+        if (ctx->rank != root && f->n_dead) {
+            mpq_free(f->dead); /* a holder of the set found them too */
+            f->dead = NULL;
             local = mpq_malloc(ctx, f->n_dead, sizeof *f->dead, (void **)&f->dead);
+        }
         MPQ_TRY(mpq_agree(ctx, local));
         for (int64_t off = 0; off < f->n_dead; off += 1 << 26) {
             int len = (int)(f->n_dead - off < (1 << 26) ? f->n_dead - off : (1 << 26));
@@ -457,9 +518,9 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
             f->lambda = lambda;
         }
         if (be->collective) {
-            MPQ_TRY(be->attempt(ctx, o, n, a, root, what, f, &notpd));
+            MPQ_TRY(be->attempt(ctx, o, n, a, set, what, f, &notpd));
         } else {
-            local = is_root ? be->attempt(ctx, o, n, a, root, what, f, &notpd) : MPQ_OK;
+            local = is_root ? be->attempt(ctx, o, n, a, set, what, f, &notpd) : MPQ_OK;
             if (collective) {
                 MPQ_TRY(mpq_agree(ctx, local));
                 MPQ_MPI_TRY(MPI_Bcast(&notpd, 1, MPI_INT, root, ctx->comm));
@@ -507,12 +568,30 @@ mpq_err mpq_hfactor_compute(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char 
         MPQ_CHECK(ctx->comm != MPI_COMM_NULL, MPQ_ERR_CONFIG,
                   "layer '%s': hessian.scalapack = \"%s\" needs an MPI context", name,
                   o->scalapack);
-    MPQ_CALL(run_factor(ctx, o, name, n, H, root, what, be, ctx->comm != MPI_COMM_NULL, out));
+    const mpq_hset set = {.first = root, .count = 0};
+    MPQ_CALL(run_factor(ctx, o, name, n, H, &set, what, be, ctx->comm != MPI_COMM_NULL, out));
+    return MPQ_OK;
+}
+
+mpq_err mpq_hfactor_compute_set(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name,
+                                int64_t n, const double *H, int first, int count, unsigned what,
+                                mpq_hfactor **out) {
+    *out = NULL;
+    MPQ_CHECK(ctx->comm != MPI_COMM_NULL, MPQ_ERR_ARG,
+              "layer '%s': a factorisation over a set of ranks needs an MPI context", name);
+    MPQ_CHECK(first >= 0 && count >= 1 && count <= ctx->size - first, MPQ_ERR_ARG,
+              "layer '%s': ranks [%d, %d) are not ranks of %d", name, first, first + count,
+              ctx->size);
+    const mpq_hfactor_backend *be = mpq_hfactor_choose_backend(ctx, o, n);
+    MPQ_CHECK(be, MPQ_ERR_CONFIG, "hessian.scalapack: unknown policy '%s'", o->scalapack);
+    const mpq_hset set = {.first = first, .count = count};
+    MPQ_CALL(run_factor(ctx, o, name, n, H, &set, what, be, 1, out));
     return MPQ_OK;
 }
 
 mpq_err mpq_hfactor_local(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name, int64_t n,
                           const double *H, unsigned what, mpq_hfactor **out) {
-    MPQ_CALL(run_factor(ctx, o, name, n, H, ctx->rank, what, &backend_lapack, 0, out));
+    const mpq_hset self = {.first = ctx->rank, .count = 0};
+    MPQ_CALL(run_factor(ctx, o, name, n, H, &self, what, &backend_lapack, 0, out));
     return MPQ_OK;
 }

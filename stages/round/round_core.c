@@ -169,33 +169,17 @@ int mpq_round_shared_factor(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_rou
     return be && be->collective;
 }
 
-/* Rank set.first sends U [cols][cols] to the other ranks of set. */
-static mpq_err send_factor(mpq_ctx *ctx, int64_t cols, const mpq_hset *set, double *U) {
-    const int64_t n = cols * cols, piece = (int64_t)1 << 24;
-    for (int r = set->first + 1; r < set->first + set->count; r++)
-        for (int64_t off = 0; off < n; off += piece) {
-            int len = (int)(n - off < piece ? n - off : piece);
-            if (ctx->rank == set->first)
-                MPQ_MPI(MPI_Send(U + off, len, MPI_DOUBLE, r, 72, ctx->comm));
-            else if (ctx->rank == r)
-                MPQ_MPI(MPI_Recv(U + off, len, MPI_DOUBLE, set->first, 72, ctx->comm,
-                                 MPI_STATUS_IGNORE));
-        }
-    return MPQ_OK;
-}
-
 mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const char *name,
                                 int64_t cols, const double *H, const mpq_hset *set, double **U,
                                 double *damping) {
-    const int root = set->first;
-    const int mine = ctx->rank >= root && ctx->rank < root + set->count;
     mpq_err err = MPQ_OK;
     int64_t *perm = NULL;
     double *Hp = NULL;
     mpq_hfactor *f = NULL;
     *U = NULL;
     *damping = 0.0;
-    if (ctx->rank == root) {
+    /* Every owner holds H and builds the permuted matrix itself. */
+    if (ctx->rank >= set->first && ctx->rank < set->first + set->count) {
         err = mpq_malloc(ctx, cols, sizeof *perm, (void **)&perm);
         if (err == MPQ_OK)
             err = column_order(ctx, o->act_order, cols, H, cols + 1, perm);
@@ -205,25 +189,16 @@ mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const cha
             permute_h(cols, H, perm, Hp);
     }
     MPQ_TRY(mpq_agree(ctx, err));
-    MPQ_TRY(mpq_hfactor_compute(ctx, &o->hf, name, cols, Hp, root, MPQ_HF_INV_CHOL, &f));
-    MPQ_INFO("round %s: H (%lld x %lld) factored with %s on a %d x %d grid, block %d, damping %g",
-             name, (long long)cols, (long long)cols, f->backend, f->nprow, f->npcol, f->nb,
-             f->damping);
-    double damp = f->damping;
-    MPQ_MPI_TRY(MPI_Bcast(&damp, 1, MPI_DOUBLE, root, ctx->comm));
-    /* The factor goes to the owners of the layer only. */
-    if (ctx->rank == root) {
-        *U = f->inv_chol;
-        f->inv_chol = NULL;
-    } else if (mine) {
-        err = mpq_malloc(ctx, cols * cols, sizeof **U, (void **)U);
-    }
-    MPQ_TRY(mpq_agree(ctx, err));
-    MPQ_TRY(send_factor(ctx, cols, set, *U));
-    *damping = damp;
+    MPQ_TRY(mpq_hfactor_compute_set(ctx, &o->hf, name, cols, Hp, set->first, set->count,
+                                    MPQ_HF_INV_CHOL, &f));
+    MPQ_INFO("round %s: H (%lld x %lld) factored with %s on a %d x %d grid of ranks %d to %d, "
+             "block %d, damping %g",
+             name, (long long)cols, (long long)cols, f->backend, f->nprow, f->npcol, set->first,
+             set->first + set->count - 1, f->nb, f->damping);
+    *U = f->inv_chol; /* on the owners only */
+    f->inv_chol = NULL;
+    *damping = f->damping;
 cleanup:
-    if (err != MPQ_OK)
-        MPQ_FREE(*U);
     mpq_hfactor_destroy(&f);
     mpq_free(Hp);
     mpq_free(perm);

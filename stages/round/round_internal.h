@@ -27,11 +27,11 @@ void mpq_round_gptq_settings(const mpq_round_opts *o, struct cJSON *out);
 int mpq_round_shared_factor(struct mpq_ctx *ctx, const mpq_round_opts *o,
                             const struct mpq_round_method *method, int64_t cols);
 /* Collective. The upper Cholesky factor of the damped inverse of H in the
- * problem's column order (act_order), computed with the backend the options
- * choose (mpq_hfactor_compute, ScaLAPACK above the width) and sent to its owners:
- * *U [cols][cols] on the ranks of set (owner: caller, mpq_free; NULL
- * elsewhere), *damping the relative damping finally used (every rank). H
- * is read on rank set->first. */
+ * problem's column order (act_order), computed once by the ranks of set
+ * (the layer's owners, each holding H) with the backend the options choose
+ * (mpq_hfactor_compute_set: ScaLAPACK on a grid of those ranks): *U
+ * [cols][cols] on the ranks of set (owner: caller, mpq_free; NULL
+ * elsewhere), *damping the relative damping finally used (every rank). */
 mpq_err mpq_round_factor_shared(struct mpq_ctx *ctx, const mpq_round_opts *o, const char *name,
                                 int64_t cols, const double *H, const mpq_hset *set, double **U,
                                 double *damping);

@@ -168,6 +168,56 @@ static void test_scalapack_matches_lapack(void **state) {
     assert_true(ncases >= 4);
 }
 
+/* A factorisation over a set of ranks, each holding H: the outputs on every
+ * rank of the set (against LAPACK) and nowhere else. */
+static void test_scalapack_set(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    const int64_t n = 257;
+    double *H = make_spd(n, 99);
+    mpq_hfactor_opts o;
+    mpq_hfactor_opts_default(&o);
+    o.scalapack = "never";
+    mpq_hfactor *ref = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_hfactor_local(ctx, &o, "ref", n, H, ALL, &ref));
+    const int last = ctx->size > 1 ? ctx->size - 1 : 1;
+    const int sets[][4] = {/* first, count, nprow, npcol */
+                           {0, ctx->size, 0, 0},
+                           {ctx->size > 1 ? 1 : 0, last, 0, 0},
+                           {0, ctx->size, 1, 1},
+                           {ctx->size - 1, 1, 0, 0}};
+    for (int k = 0; k < 4; k++) {
+        const int first = sets[k][0], count = sets[k][1];
+        const int mine = ctx->rank >= first && ctx->rank < first + count;
+        mpq_hfactor_opts so = o;
+        so.scalapack = "always";
+        so.nprow = sets[k][2];
+        so.npcol = sets[k][3];
+        so.block_size = 32;
+        mpq_hfactor *f = NULL;
+        MPQ_ASSERT_OK(ctx, mpq_hfactor_compute_set(ctx, &so, "set", n, mine ? H : NULL, first,
+                                                   count, ALL, &f));
+        assert_string_equal(f->backend, "scalapack");
+        assert_true(f->lambda == ref->lambda);
+        if (so.nprow == 0)
+            assert_int_equal(f->nprow * f->npcol, count); /* the set's ranks alone */
+        if (mine) {
+            double e1 = rel_diff(n, f->chol, ref->chol);
+            double e2 = rel_diff(n, f->inv, ref->inv);
+            double e3 = rel_diff(n, f->inv_chol, ref->inv_chol);
+            if (e1 > 1e-10 || e2 > 1e-10 || e3 > 1e-10)
+                fail_msg("set [%d, %d): chol %.2e inv %.2e inv_chol %.2e", first, first + count, e1,
+                         e2, e3);
+        } else {
+            assert_null(f->chol);
+            assert_null(f->inv_chol);
+        }
+        mpq_hfactor_destroy(&f);
+    }
+    mpq_hfactor_destroy(&ref);
+    free(H);
+}
+
 /* Log sink counting retry lines. */
 typedef struct log_count {
     int retries;
@@ -328,6 +378,7 @@ int main(int argc, char **argv) {
     g_ctx = mpq_test_init(&argc, &argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scalapack_matches_lapack),
+        cmocka_unit_test(test_scalapack_set),
         cmocka_unit_test(test_not_positive_definite),
         cmocka_unit_test(test_rank_deficient),
         cmocka_unit_test(test_dead_channels),
