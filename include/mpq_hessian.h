@@ -13,12 +13,13 @@
  * ---- Exact, rank-independent reduction ------------------------------------
  * Calibration samples are grouped into chunks of a fixed number of samples
  * (hessian.chunk_samples); a chunk is always processed whole by one rank.
- * Within a chunk, rows are buffered into fixed blocks of
- * MPQ_HSTAT_BLOCK_ROWS rows, converted to double and added with DSYRK into a
- * double chunk partial. The chunk partial therefore depends only on the
- * chunk's rows (not on the rank, nor on how the caller split the rows into
- * accumulate calls). At end_chunk every entry of the partial's upper
- * triangle is rounded (to nearest, ties to even) onto a fixed-point grid
+ * Within a chunk, rows are buffered in double until end_chunk, which forms
+ * the chunk partial X^T X panel by panel of MPQ_HSTAT_PANEL columns (one
+ * DGEMM over all the chunk's rows per panel, into a panel-sized scratch).
+ * The chunk partial therefore depends only on the chunk's rows (not on the
+ * rank, nor on how the caller split the rows into accumulate calls). Every
+ * entry of a panel's upper triangle is rounded (to nearest, ties to even)
+ * onto a fixed-point grid
  * with spacing 2^lsb_exp and added to a 192-bit two's-complement integer
  * accumulator (3 x 64-bit words per entry). Integer addition is exact and
  * associative, so the final sum, over ranks by MPI_Reduce/MPI_Allreduce
@@ -34,13 +35,13 @@
  * and channel), as is a NaN/Inf (MPQ_ERR_NUMERIC). Resolution: each chunk
  * partial entry is perturbed by at most 2^(2b-128) absolute (2^-96 for
  * b = 16), far below double rounding for entries above ~2^(2b-75).
- * Assumption: the BLAS gives the same DSYRK bits for the same arguments
- * on every rank (same library and CPU kernel). Checked for Debian's
- * OpenBLAS 0.3.21: identical bits with 1, 2, 4 and 8 threads. Ranks on
- * different CPU types with a dynamic-arch BLAS could break bit-identity
- * (not the accuracy).
- * Memory per statistic: 24 bytes * d(d+1)/2 for the accumulator, 8 d^2 for
- * the chunk partial, plus 8 d^2 for H where it is materialised: with
+ * Assumption: the BLAS gives the same DGEMM bits for the same arguments
+ * on every rank (same library and CPU kernel; mpquant runs OpenBLAS with
+ * one thread per rank). Ranks on different CPU types with a dynamic-arch
+ * BLAS could break bit-identity (not the accuracy).
+ * Memory per statistic while accumulating: 24 bytes * d(d+1)/2 for the
+ * accumulator, 8 d for each row of the open chunk, 8 d * MPQ_HSTAT_PANEL
+ * for the panel; then 8 d^2 for H where it is materialised: with
  * mpq_hstat_reduce_set only on the ranks that own it (the rounding of a
  * block reduces each input's H to the ranks that round its layers).
  *
@@ -84,9 +85,9 @@
 struct mpq_ctx;
 struct mpq_config;
 
-#define MPQ_HSTAT_NAME_MAX   160
-#define MPQ_HSTAT_BLOCK_ROWS 256  /* rows per DSYRK inside a chunk (fixed: part of the bits) */
-#define MPQ_HSTAT_ALL        (-1) /* reduce/load target: every rank */
+#define MPQ_HSTAT_NAME_MAX 160
+#define MPQ_HSTAT_PANEL    256  /* columns per GEMM panel of a chunk (fixed: part of the bits) */
+#define MPQ_HSTAT_ALL      (-1) /* reduce/load target: every rank */
 
 /* Statistics of one layer input. Fields are public for reading. */
 typedef struct mpq_hstat {
@@ -109,9 +110,10 @@ typedef struct mpq_hstat {
 
     /* Private accumulation state. */
     uint64_t *acc;      /* [d(d+1)/2][3] packed upper triangle, column by column */
-    double *part;       /* [d][d] column-major chunk partial (upper triangle used) */
-    double *rowbuf;     /* [MPQ_HSTAT_BLOCK_ROWS][d] double rows awaiting DSYRK */
+    double *part;       /* [MPQ_HSTAT_PANEL][<= d] column-major panel of the chunk partial */
+    double *rowbuf;     /* [rowbuf_cap][d] the open chunk's rows, in double */
     int64_t rowbuf_n;   /* rows in rowbuf */
+    int64_t rowbuf_cap; /* rows rowbuf has room for */
     int64_t chunk_rows; /* rows in the open chunk */
     int in_chunk;
 } mpq_hstat;
@@ -244,14 +246,22 @@ mpq_err mpq_hfactor_compute(struct mpq_ctx *ctx, const mpq_hfactor_opts *o, cons
  * else the squarest over them), each fills its own block-cyclic piece from
  * its copy (nothing is scattered), and the pieces of the outputs are
  * exchanged among them, so that the outputs exist on every rank of the set
- * and nowhere else. With LAPACK each rank of the set factorises alone. */
+ * and nowhere else. With LAPACK each rank of the set factorises alone.
+ * perm (NULL: none) factorises H with rows and columns in the order perm
+ * [n] without a permuted copy of H (dead channels are then positions in
+ * that order). */
 mpq_err mpq_hfactor_compute_set(struct mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name,
-                                int64_t n, const double *H, int first, int count, unsigned what,
-                                mpq_hfactor **out);
+                                int64_t n, const double *H, const int64_t *perm, int first,
+                                int count, unsigned what, mpq_hfactor **out);
 /* Local: the LAPACK path on the calling rank only (for layers spread over
  * ranks, each rank factoring its own). */
 mpq_err mpq_hfactor_local(struct mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name,
                           int64_t n, const double *H, unsigned what, mpq_hfactor **out);
+/* Local. The same with rows and columns of H in the order perm [n] (as for
+ * mpq_hfactor_compute_set), without a permuted copy. */
+mpq_err mpq_hfactor_local_perm(struct mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name,
+                               int64_t n, const double *H, const int64_t *perm, unsigned what,
+                               mpq_hfactor **out);
 /* NULL-safe; sets *f to NULL. */
 void mpq_hfactor_destroy(mpq_hfactor **f);
 

@@ -82,9 +82,21 @@ static mpq_err alloc_outputs(mpq_ctx *ctx, int64_t n, unsigned what, mpq_hfactor
         MPQ_CALL(ensure_out(ctx, n, &f->chol));
     if (what & MPQ_HF_INV)
         MPQ_CALL(ensure_out(ctx, n, &f->inv));
-    if (what & MPQ_HF_INV_CHOL)
+    /* U alone is left in the attempt's matrix (put_inv_chol) */
+    if ((what & MPQ_HF_INV_CHOL) && what != MPQ_HF_INV_CHOL)
         MPQ_CALL(ensure_out(ctx, n, &f->inv_chol));
     return MPQ_OK;
+}
+
+/* U from the attempt's matrix a: copied to f->inv_chol when it exists,
+ * else a itself becomes U (run_factor hands it over). */
+static void put_inv_chol(int64_t n, double *a, mpq_hfactor *f) {
+    if (f->inv_chol) {
+        store_factor(n, a, f->inv_chol);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        memset(a + i * n, 0, (size_t)i * sizeof *a); /* row-major strict lower */
 }
 
 /* ---- LAPACK backend ------------------------------------------------------ */
@@ -124,7 +136,7 @@ static mpq_err lapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n
         *notpd = 2;
         return MPQ_OK;
     }
-    store_factor(n, a, f->inv_chol);
+    put_inv_chol(n, a, f);
     return MPQ_OK;
 }
 
@@ -331,7 +343,7 @@ static mpq_err scalapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_
     }
     MPQ_TRY(bc_exchange(ctx, grid, &l, set, sc, a, loc, mloc, nloc, scratch, 0));
     if (holder)
-        store_factor(n64, a, f->inv_chol);
+        put_inv_chol(n64, a, f);
 cleanup:
     if (sc != MPI_COMM_NULL)
         MPI_Comm_free(&sc);
@@ -416,34 +428,48 @@ const char *mpq_hfactor_choose(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t 
 
 /* ---- the retry driver ---------------------------------------------------- */
 
-/* Root: checks H, builds the base matrix (dead channels fixed), returns the
- * mean of its diagonal and the dead channel list in f. */
-static mpq_err prepare_base(mpq_ctx *ctx, const char *name, int64_t n, const double *H,
-                            double *base, double *mean, mpq_hfactor *f) {
+/* Root: checks H, lists the dead channels in f and returns the mean of the
+ * diagonal with them set to 1. */
+static mpq_err check_h(mpq_ctx *ctx, const char *name, int64_t n, const double *H,
+                       const int64_t *perm, double *mean, mpq_hfactor *f) {
     MPQ_CHECK(H, MPQ_ERR_ARG, "layer '%s': no Hessian on the factorising rank", name);
     for (int64_t k = 0; k < n * n; k++)
         MPQ_CHECK(isfinite(H[k]), MPQ_ERR_NUMERIC, "layer '%s': H[%lld][%lld] = %g is not finite",
                   name, (long long)(k / n), (long long)(k % n), H[k]);
-    memcpy(base, H, (size_t)(n * n) * sizeof *base);
     int64_t ndead = 0;
     for (int64_t i = 0; i < n; i++)
-        ndead += base[i * n + i] == 0.0;
+        ndead += H[i * n + i] == 0.0; /* the count does not depend on the order */
     f->n_dead = ndead;
     if (ndead)
         MPQ_CALL(mpq_malloc(ctx, ndead, sizeof *f->dead, (void **)&f->dead));
     double sum = 0.0;
     for (int64_t i = 0, k = 0; i < n; i++) {
-        MPQ_CHECK(base[i * n + i] >= 0.0, MPQ_ERR_NUMERIC,
+        const int64_t pi = perm ? perm[i] : i;
+        const double h = H[pi * n + pi];
+        MPQ_CHECK(h >= 0.0, MPQ_ERR_NUMERIC,
                   "layer '%s': H[%lld][%lld] = %g is negative: not a Gram matrix", name,
-                  (long long)i, (long long)i, base[i * n + i]);
-        if (base[i * n + i] == 0.0) {
+                  (long long)i, (long long)i, h);
+        if (h == 0.0)
             f->dead[k++] = i;
-            base[i * n + i] = 1.0;
-        }
-        sum += base[i * n + i];
+        sum += h == 0.0 ? 1.0 : h;
     }
     *mean = sum / (double)n;
     return MPQ_OK;
+}
+
+/* a = H (rows and columns in the order perm, NULL: as they are) with the
+ * dead channels' diagonal set to 1 and lambda added to the diagonal: the
+ * matrix of one attempt. */
+static void damped(int64_t n, const double *H, const int64_t *perm, double lambda, double *a) {
+    if (perm) {
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++)
+                a[i * n + j] = H[perm[i] * n + perm[j]];
+    } else {
+        memcpy(a, H, (size_t)(n * n) * sizeof *a);
+    }
+    for (int64_t i = 0; i < n; i++)
+        a[i * n + i] = (a[i * n + i] == 0.0 ? 1.0 : a[i * n + i]) + lambda;
 }
 
 static const char *stage_name(int notpd) {
@@ -454,11 +480,11 @@ static const char *stage_name(int notpd) {
  * or with set->count > 0 every rank of the set does); otherwise only the
  * calling rank, which is the root. */
 static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name, int64_t n,
-                          const double *H, const mpq_hset *set, unsigned what,
+                          const double *H, const int64_t *perm, const mpq_hset *set, unsigned what,
                           const mpq_hfactor_backend *be, int collective, mpq_hfactor **out) {
     *out = NULL;
     mpq_hfactor *f = NULL;
-    double *base = NULL, *a = NULL;
+    double *a = NULL;
     mpq_err err = MPQ_OK, local = MPQ_OK;
     const int root = set->first;
     int is_root = set->count > 0 ? ctx->rank >= root && ctx->rank < root + set->count
@@ -479,11 +505,9 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
             local = MPQ_ERROR(MPQ_ERR_ARG, "layer '%s': block size %d", name, o->block_size);
     }
     if (local == MPQ_OK && is_root) {
-        local = mpq_malloc(ctx, n * n, sizeof *base, (void **)&base);
+        local = mpq_malloc(ctx, n * n, sizeof *a, (void **)&a);
         if (local == MPQ_OK)
-            local = mpq_malloc(ctx, n * n, sizeof *a, (void **)&a);
-        if (local == MPQ_OK)
-            local = prepare_base(ctx, name, n, H, base, &mean, f);
+            local = check_h(ctx, name, n, H, perm, &mean, f);
     }
     if (collective) {
         MPQ_TRY(mpq_agree(ctx, local));
@@ -511,11 +535,8 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
     for (;;) {
         int notpd = 0;
         if (is_root) {
-            memcpy(a, base, (size_t)(n * n) * sizeof *a);
-            double lambda = damping * mean;
-            for (int64_t i = 0; i < n; i++)
-                a[i * n + i] += lambda;
-            f->lambda = lambda;
+            f->lambda = damping * mean;
+            damped(n, H, perm, f->lambda, a);
         }
         if (be->collective) {
             MPQ_TRY(be->attempt(ctx, o, n, a, set, what, f, &notpd));
@@ -544,13 +565,17 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
         f->retries++;
     }
     f->damping = damping;
+    if (is_root && (what & MPQ_HF_INV_CHOL) && !f->inv_chol) {
+        f->inv_chol = a; /* U was left in place */
+        a = NULL;
+    }
     if (collective)
         MPQ_MPI_TRY(MPI_Bcast(&f->lambda, 1, MPI_DOUBLE, root, ctx->comm));
     *out = f;
     f = NULL;
 cleanup:
     mpq_free(a);
-    mpq_free(base);
+
     mpq_hfactor_destroy(&f);
     return err;
 }
@@ -569,13 +594,13 @@ mpq_err mpq_hfactor_compute(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char 
                   "layer '%s': hessian.scalapack = \"%s\" needs an MPI context", name,
                   o->scalapack);
     const mpq_hset set = {.first = root, .count = 0};
-    MPQ_CALL(run_factor(ctx, o, name, n, H, &set, what, be, ctx->comm != MPI_COMM_NULL, out));
+    MPQ_CALL(run_factor(ctx, o, name, n, H, NULL, &set, what, be, ctx->comm != MPI_COMM_NULL, out));
     return MPQ_OK;
 }
 
 mpq_err mpq_hfactor_compute_set(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name,
-                                int64_t n, const double *H, int first, int count, unsigned what,
-                                mpq_hfactor **out) {
+                                int64_t n, const double *H, const int64_t *perm, int first,
+                                int count, unsigned what, mpq_hfactor **out) {
     *out = NULL;
     MPQ_CHECK(ctx->comm != MPI_COMM_NULL, MPQ_ERR_ARG,
               "layer '%s': a factorisation over a set of ranks needs an MPI context", name);
@@ -585,13 +610,20 @@ mpq_err mpq_hfactor_compute_set(mpq_ctx *ctx, const mpq_hfactor_opts *o, const c
     const mpq_hfactor_backend *be = mpq_hfactor_choose_backend(ctx, o, n);
     MPQ_CHECK(be, MPQ_ERR_CONFIG, "hessian.scalapack: unknown policy '%s'", o->scalapack);
     const mpq_hset set = {.first = first, .count = count};
-    MPQ_CALL(run_factor(ctx, o, name, n, H, &set, what, be, 1, out));
+    MPQ_CALL(run_factor(ctx, o, name, n, H, perm, &set, what, be, 1, out));
     return MPQ_OK;
 }
 
 mpq_err mpq_hfactor_local(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name, int64_t n,
                           const double *H, unsigned what, mpq_hfactor **out) {
+    MPQ_CALL(mpq_hfactor_local_perm(ctx, o, name, n, H, NULL, what, out));
+    return MPQ_OK;
+}
+
+mpq_err mpq_hfactor_local_perm(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *name, int64_t n,
+                               const double *H, const int64_t *perm, unsigned what,
+                               mpq_hfactor **out) {
     const mpq_hset self = {.first = ctx->rank, .count = 0};
-    MPQ_CALL(run_factor(ctx, o, name, n, H, &self, what, &backend_lapack, 0, out));
+    MPQ_CALL(run_factor(ctx, o, name, n, H, perm, &self, what, &backend_lapack, 0, out));
     return MPQ_OK;
 }

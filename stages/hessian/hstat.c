@@ -150,7 +150,7 @@ mpq_err mpq_hstat_create(mpq_ctx *ctx, const char *name, int64_t d, int bound_lo
     MPQ_CHECK(bound_log2 >= -60 && bound_log2 <= 60, MPQ_ERR_ARG,
               "Hessian statistic '%s': bound_log2 = %d is outside -60..60", name, bound_log2);
     int64_t dd = 0, npacked = 0;
-    MPQ_CALL(mpq_mul64(ctx, d, d, "H entries", &dd));
+    MPQ_CALL(mpq_mul64(ctx, d, d, "H entries", &dd)); /* H, once reduced */
     MPQ_CALL(mpq_mul64(ctx, d, d + 1, "H packed entries", &npacked));
     npacked /= 2;
     mpq_hstat *st = NULL;
@@ -162,8 +162,7 @@ mpq_err mpq_hstat_create(mpq_ctx *ctx, const char *name, int64_t d, int bound_lo
     st->lsb_exp = 2 * bound_log2 - 127;
     MPQ_ALLOC_TRY(st->absmax, d);
     MPQ_ALLOC_TRY(st->acc, npacked * FX_WORDS);
-    MPQ_ALLOC_TRY(st->part, dd);
-    MPQ_ALLOC_TRY(st->rowbuf, MPQ_HSTAT_BLOCK_ROWS * d);
+    MPQ_ALLOC_TRY(st->part, d * (d < MPQ_HSTAT_PANEL ? d : MPQ_HSTAT_PANEL));
     *out = st;
     return MPQ_OK;
 cleanup:
@@ -192,24 +191,25 @@ mpq_err mpq_hstat_begin_chunk(mpq_ctx *ctx, mpq_hstat *st) {
               "Hessian statistic '%s': begin_chunk after the reduction", st->name);
     MPQ_CHECK(!st->in_chunk, MPQ_ERR_ARG, "Hessian statistic '%s': begin_chunk inside a chunk",
               st->name);
-    memset(st->part, 0, (size_t)(st->d * st->d) * sizeof *st->part);
     st->rowbuf_n = 0;
     st->chunk_rows = 0;
     st->in_chunk = 1;
     return MPQ_OK;
 }
 
-/* part += rowbuf^T rowbuf (upper triangle, column-major). */
-static mpq_err flush_rows(mpq_ctx *ctx, mpq_hstat *st) {
-    if (st->rowbuf_n == 0)
+/* Room for n more rows in rowbuf (grown by doubling, kept between chunks). */
+static mpq_err reserve_rows(mpq_ctx *ctx, mpq_hstat *st, int64_t n) {
+    int64_t want = st->rowbuf_n + n;
+    if (want <= st->rowbuf_cap)
         return MPQ_OK;
-    int n = 0, k = (int)st->rowbuf_n;
-    MPQ_CALL(mpq_to_int(ctx, st->d, "Hessian width (BLAS)", &n));
-    /* rowbuf is k rows of d doubles = a column-major d x k matrix A, and
-     * A A^T = X^T X. */
-    cblas_dsyrk(CblasColMajor, CblasUpper, CblasNoTrans, n, k, 1.0, st->rowbuf, n, 1.0, st->part,
-                n);
-    st->rowbuf_n = 0;
+    int64_t cap = st->rowbuf_cap > 0 ? st->rowbuf_cap : 256;
+    while (cap < want)
+        cap *= 2;
+    int64_t old_n = 0, new_n = 0;
+    MPQ_CALL(mpq_mul64(ctx, st->rowbuf_cap, st->d, "Hessian chunk rows", &old_n));
+    MPQ_CALL(mpq_mul64(ctx, cap, st->d, "Hessian chunk rows", &new_n));
+    MPQ_CALL(mpq_realloc(ctx, old_n, new_n, sizeof *st->rowbuf, (void **)&st->rowbuf));
+    st->rowbuf_cap = cap;
     return MPQ_OK;
 }
 
@@ -222,6 +222,7 @@ mpq_err mpq_hstat_accumulate(mpq_ctx *ctx, mpq_hstat *st, const float *x, int64_
     MPQ_CHECK(rows >= 0 && (rows == 0 || x), MPQ_ERR_ARG,
               "Hessian statistic '%s': invalid rows (%lld) or NULL data", st->name,
               (long long)rows);
+    MPQ_CALL(reserve_rows(ctx, st, rows));
     const double bound = ldexp(1.0, st->bound_log2);
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * d;
@@ -250,8 +251,7 @@ mpq_err mpq_hstat_accumulate(mpq_ctx *ctx, mpq_hstat *st, const float *x, int64_
                           st->bound_log2);
             }
         }
-        if (++st->rowbuf_n == MPQ_HSTAT_BLOCK_ROWS)
-            MPQ_CALL(flush_rows(ctx, st));
+        st->rowbuf_n++;
     }
     st->chunk_rows += rows;
     return MPQ_OK;
@@ -260,17 +260,29 @@ mpq_err mpq_hstat_accumulate(mpq_ctx *ctx, mpq_hstat *st, const float *x, int64_
 mpq_err mpq_hstat_end_chunk(mpq_ctx *ctx, mpq_hstat *st) {
     MPQ_CHECK(st->in_chunk, MPQ_ERR_ARG, "Hessian statistic '%s': end_chunk without begin_chunk",
               st->name);
-    MPQ_CALL(flush_rows(ctx, st));
     st->in_chunk = 0;
     if (st->chunk_rows == 0)
         return MPQ_OK;
     const int64_t d = st->d;
+    int n = 0, k = 0;
+    MPQ_CALL(mpq_to_int(ctx, d, "Hessian width (BLAS)", &n));
+    MPQ_CALL(mpq_to_int(ctx, st->rowbuf_n, "Hessian chunk rows (BLAS)", &k));
     int bad = 0;
-    for (int64_t j = 0; j < d; j++) {
-        const double *col = st->part + j * d;
-        uint64_t *w = st->acc + FX_WORDS * packed_index(0, j);
-        for (int64_t i = 0; i <= j; i++)
-            bad |= fx_add_double(w + FX_WORDS * i, col[i], st->lsb_exp);
+    /* rowbuf is k rows of d doubles = a column-major d x k matrix A, and
+     * A A^T = X^T X. Panel by panel of columns [j0, j1): the rows [0, j1)
+     * of those columns (the upper triangle and the panel's diagonal block)
+     * in one GEMM over the whole chunk, then onto the fixed-point grid. */
+    for (int64_t j0 = 0; j0 < d; j0 += MPQ_HSTAT_PANEL) {
+        const int64_t j1 = j0 + MPQ_HSTAT_PANEL < d ? j0 + MPQ_HSTAT_PANEL : d;
+        const int m = (int)j1, w = (int)(j1 - j0);
+        cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, m, w, k, 1.0, st->rowbuf, n,
+                    st->rowbuf + j0, n, 0.0, st->part, m);
+        for (int64_t j = j0; j < j1; j++) {
+            const double *col = st->part + (j - j0) * m;
+            uint64_t *acc = st->acc + FX_WORDS * packed_index(0, j);
+            for (int64_t i = 0; i <= j; i++)
+                bad |= fx_add_double(acc + FX_WORDS * i, col[i], st->lsb_exp);
+        }
     }
     MPQ_CHECK(!bad, MPQ_ERR_INTERNAL,
               "Hessian statistic '%s': a chunk partial does not fit the fixed-point range",
@@ -278,6 +290,7 @@ mpq_err mpq_hstat_end_chunk(mpq_ctx *ctx, mpq_hstat *st) {
     MPQ_CALL(mpq_add64(ctx, st->count, st->chunk_rows, "Hessian token count", &st->count));
     st->nchunks++;
     st->chunk_rows = 0;
+    st->rowbuf_n = 0;
     return MPQ_OK;
 }
 

@@ -151,13 +151,6 @@ static mpq_err column_order(mpq_ctx *ctx, int act_order, int64_t cols, const dou
     return MPQ_OK;
 }
 
-/* Hp [cols][cols] = H with rows and columns in the order perm. */
-static void permute_h(int64_t cols, const double *H, const int64_t *perm, double *Hp) {
-    for (int64_t i = 0; i < cols; i++)
-        for (int64_t j = 0; j < cols; j++)
-            Hp[i * cols + j] = H[perm[i] * cols + perm[j]];
-}
-
 int mpq_round_shared_factor(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_method *method,
                             int64_t cols) {
     if (!method || !method->needs_factor || !method->needs_factor(o))
@@ -174,22 +167,17 @@ mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const cha
                                 double *damping) {
     mpq_err err = MPQ_OK;
     int64_t *perm = NULL;
-    double *Hp = NULL;
     mpq_hfactor *f = NULL;
     *U = NULL;
     *damping = 0.0;
-    /* Every owner holds H and builds the permuted matrix itself. */
+    /* Every owner holds H and computes the column order itself. */
     if (ctx->rank >= set->first && ctx->rank < set->first + set->count) {
         err = mpq_malloc(ctx, cols, sizeof *perm, (void **)&perm);
         if (err == MPQ_OK)
             err = column_order(ctx, o->act_order, cols, H, cols + 1, perm);
-        if (err == MPQ_OK)
-            err = mpq_malloc(ctx, cols * cols, sizeof *Hp, (void **)&Hp);
-        if (err == MPQ_OK)
-            permute_h(cols, H, perm, Hp);
     }
     MPQ_TRY(mpq_agree(ctx, err));
-    MPQ_TRY(mpq_hfactor_compute_set(ctx, &o->hf, name, cols, Hp, set->first, set->count,
+    MPQ_TRY(mpq_hfactor_compute_set(ctx, &o->hf, name, cols, H, perm, set->first, set->count,
                                     MPQ_HF_INV_CHOL, &f));
     MPQ_INFO("round %s: H (%lld x %lld) factored with %s on a %d x %d grid of ranks %d to %d, "
              "block %d, damping %g",
@@ -200,7 +188,6 @@ mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const cha
     *damping = f->damping;
 cleanup:
     mpq_hfactor_destroy(&f);
-    mpq_free(Hp);
     mpq_free(perm);
     return err;
 }
@@ -220,7 +207,6 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
                                     const double *U, double damping, mpq_round_problem **out) {
     mpq_err err = MPQ_OK;
     mpq_round_problem *pb = NULL;
-    double *Hp = NULL;
     mpq_hfactor *f = NULL;
     const int needs_h = method != NULL;
     MPQ_CHECK(rows >= 1 && cols >= 1 && W && (H || (diag && !needs_h)) && spec && spec->ops,
@@ -258,9 +244,8 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
         } else {
             /* LAPACK on this rank: below the ScaLAPACK width the factor must
              * not depend on a process grid (bit-identity across rank counts). */
-            MPQ_ALLOC_TRY(Hp, cols * cols);
-            permute_h(cols, H, pb->perm, Hp);
-            MPQ_TRY(mpq_hfactor_local(ctx, &o->hf, pb->name, cols, Hp, MPQ_HF_INV_CHOL, &f));
+            MPQ_TRY(mpq_hfactor_local_perm(ctx, &o->hf, pb->name, cols, H, pb->perm,
+                                           MPQ_HF_INV_CHOL, &f));
             pb->U = f->inv_chol;
             f->inv_chol = NULL;
             pb->damping = f->damping;
@@ -278,7 +263,6 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
     *out = pb;
 cleanup:
     mpq_hfactor_destroy(&f);
-    MPQ_FREE(Hp);
     if (err != MPQ_OK)
         mpq_round_problem_destroy(&pb);
     return err;

@@ -149,13 +149,12 @@ static int bench_accumulate(mpq_ctx *ctx, int64_t d, int64_t rows, int64_t chunk
                t_syrk / t_acc, t_red);
     fflush(stdout);
     mpq_hstat_destroy(&st);
-    /* Minimum: the float rows, the accumulator (24 B per packed entry), the
-     * row block (MPQ_HSTAT_BLOCK_ROWS x d doubles) and one d x d double
-     * matrix: the chunk partial, which the reduction frees before H is
-     * materialised on the target. */
-    double min_mib =
-        ((double)rows * d * 4 + 12.0 * d * (d + 1) + 8.0 * d * d + 8.0 * MPQ_HSTAT_BLOCK_ROWS * d) /
-        1048576.0;
+    /* Minimum: the float rows, the accumulator (24 B per packed entry), one
+     * chunk's rows and a panel in double, and H on the target (a d x d
+     * double matrix, materialised once the accumulation buffers are gone). */
+    double min_mib = ((double)rows * d * 4 + 12.0 * d * (d + 1) + 8.0 * d * d +
+                      8.0 * (double)(chunk_rows + MPQ_HSTAT_PANEL) * d) /
+                     1048576.0;
     free(x);
     memory_line(ctx, "accumulate", min_mib);
     return 0;

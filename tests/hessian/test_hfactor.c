@@ -195,7 +195,7 @@ static void test_scalapack_set(void **state) {
         so.npcol = sets[k][3];
         so.block_size = 32;
         mpq_hfactor *f = NULL;
-        MPQ_ASSERT_OK(ctx, mpq_hfactor_compute_set(ctx, &so, "set", n, mine ? H : NULL, first,
+        MPQ_ASSERT_OK(ctx, mpq_hfactor_compute_set(ctx, &so, "set", n, mine ? H : NULL, NULL, first,
                                                    count, ALL, &f));
         assert_string_equal(f->backend, "scalapack");
         assert_true(f->lambda == ref->lambda);
@@ -215,6 +215,46 @@ static void test_scalapack_set(void **state) {
         mpq_hfactor_destroy(&f);
     }
     mpq_hfactor_destroy(&ref);
+    free(H);
+}
+
+/* A permutation given to the factorisation equals factoring the permuted
+ * copy, bit for bit (LAPACK on one rank, ScaLAPACK over every rank). */
+static void test_permuted(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    const int64_t n = 131;
+    double *H = make_spd(n, 5), *Hp = malloc(sizeof(double) * n * n);
+    int64_t perm[131];
+    for (int64_t i = 0; i < n; i++)
+        perm[i] = (i * 37) % n; /* 37 is prime to 131 */
+    for (int64_t k = 0; k < n; k++)
+        H[7 * n + k] = H[k * n + 7] = 0.0; /* a dead channel (input 7) */
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++)
+            Hp[i * n + j] = H[perm[i] * n + perm[j]];
+    mpq_hfactor_opts o;
+    mpq_hfactor_opts_default(&o);
+    mpq_hfactor *a = NULL, *b = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_hfactor_local(ctx, &o, "copy", n, Hp, MPQ_HF_INV_CHOL, &a));
+    MPQ_ASSERT_OK(ctx, mpq_hfactor_local_perm(ctx, &o, "perm", n, H, perm, MPQ_HF_INV_CHOL, &b));
+    assert_memory_equal(a->inv_chol, b->inv_chol, sizeof(double) * n * n);
+    assert_int_equal(a->n_dead, 1);
+    assert_int_equal(b->n_dead, 1);
+    assert_int_equal(a->dead[0], b->dead[0]);
+    assert_true(a->lambda == b->lambda);
+    mpq_hfactor_destroy(&a);
+    mpq_hfactor_destroy(&b);
+    o.scalapack = "always";
+    o.block_size = 16;
+    MPQ_ASSERT_OK(ctx, mpq_hfactor_compute_set(ctx, &o, "copy", n, Hp, NULL, 0, ctx->size,
+                                               MPQ_HF_INV_CHOL, &a));
+    MPQ_ASSERT_OK(ctx, mpq_hfactor_compute_set(ctx, &o, "perm", n, H, perm, 0, ctx->size,
+                                               MPQ_HF_INV_CHOL, &b));
+    assert_memory_equal(a->inv_chol, b->inv_chol, sizeof(double) * n * n);
+    mpq_hfactor_destroy(&a);
+    mpq_hfactor_destroy(&b);
+    free(Hp);
     free(H);
 }
 
@@ -379,6 +419,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scalapack_matches_lapack),
         cmocka_unit_test(test_scalapack_set),
+        cmocka_unit_test(test_permuted),
         cmocka_unit_test(test_not_positive_definite),
         cmocka_unit_test(test_rank_deficient),
         cmocka_unit_test(test_dead_channels),
