@@ -78,10 +78,11 @@ for np in ${MPQ_BENCH_RANKS:-1 2 4}; do
     fi
     min_mib=$(awk -v p=$params -v h=$hid -v i=$inter -v r=$rows -v n=$np -v v=$vocab 'BEGIN {
         printf "%.1f", (4 * p + 8 * (3 * h * h + i * i) / n + 4 * r / n * (2 * h + i) + 8 * v * h) / 1048576 }')
-    # what the run holds today per rank: the replicated Hessian accumulators
-    # (24 bytes per element) and about 12 bytes per weight
+    # a bound on what the run holds per rank: the Hessian accumulators (12
+    # bytes per element on every rank) and H where owned (8), and about 12
+    # bytes per weight
     est_mib=$(awk -v p=$params -v h=$hid -v i=$inter -v n=$np 'BEGIN {
-        printf "%d", n * (24 * (3 * h * h + i * i) + 12 * p) / 1048576 }')
+        printf "%d", n * (20 * (3 * h * h + i * i) + 12 * p) / 1048576 }')
     if ((est_mib > avail_mib * 8 / 10)); then
         printf '{"bench":"block","shape":"%s","ranks":%d,"skipped":"needs about %d MiB, %d MiB available"}\n' \
             "$shape" "$np" "$est_mib" "$avail_mib"
