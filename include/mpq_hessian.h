@@ -155,6 +155,11 @@ typedef struct mpq_hset {
     int first, count;
 } mpq_hset;
 
+/* 1 when rank is one of the set's. */
+static inline int mpq_hset_has(const mpq_hset *s, int rank) {
+    return rank >= s->first && rank < s->first + s->count;
+}
+
 /* ---- factorisations --------------------------------------------------- */
 
 enum {

@@ -176,7 +176,7 @@ mpq_err mpq_pass_layers(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
         const int64_t k = stat_of(p, li);
         const mpq_hstat *st = k >= 0 ? p->bst[k] : NULL;
         const mpq_hset *own = k >= 0 ? &p->bown[k] : NULL;
-        const int owner = own && ctx->rank >= own->first && ctx->rank < own->first + own->count;
+        const int owner = own && mpq_hset_has(own, ctx->rank);
         if (!st || !st->sumsq || (owner && !st->H) || st->d != li->in) {
             err = MPQ_ERROR(MPQ_ERR_INTERNAL, "%s: no statistic of width %lld for layer %s",
                             p->o.who, (long long)li->in, li->name);

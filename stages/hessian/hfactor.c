@@ -99,6 +99,12 @@ static void put_inv_chol(int64_t n, double *a, mpq_hfactor *f) {
         memset(a + i * n, 0, (size_t)i * sizeof *a); /* row-major strict lower */
 }
 
+/* 1 when this rank holds H and gets the outputs: the root set->first, or
+ * with set->count > 0 every rank of the set. */
+static int holds(const mpq_ctx *ctx, const mpq_hset *set) {
+    return set->count > 0 ? mpq_hset_has(set, ctx->rank) : ctx->rank == set->first;
+}
+
 /* ---- LAPACK backend ------------------------------------------------------ */
 
 static mpq_err lapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n, double *a,
@@ -266,9 +272,8 @@ static mpq_err scalapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_
     mpq_err err = MPQ_OK, local = MPQ_OK;
     int n = 0;
     const int rep = set->count > 0;
-    const int in_set = rep && ctx->rank >= set->first && ctx->rank < set->first + set->count;
-    /* outputs and scratch: on the root, or on every rank of the set */
-    const int holder = rep ? in_set : ctx->rank == set->first;
+    const int in_set = rep && mpq_hset_has(set, ctx->rank);
+    const int holder = holds(ctx, set); /* outputs and scratch */
     MPQ_CALL(mpq_to_int(ctx, n64, "Hessian width (ScaLAPACK)", &n));
     if (rep) {
         /* the configured grid when it fits the set, else the squarest over it */
@@ -487,8 +492,7 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
     double *a = NULL;
     mpq_err err = MPQ_OK, local = MPQ_OK;
     const int root = set->first;
-    int is_root = set->count > 0 ? ctx->rank >= root && ctx->rank < root + set->count
-                                 : ctx->rank == root; /* holds H and gets the outputs */
+    const int holder = holds(ctx, set);
     double mean = 0.0;
 
     local = mpq_malloc(ctx, 1, sizeof *f, (void **)&f);
@@ -504,7 +508,7 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
         else if (o->block_size < 1)
             local = MPQ_ERROR(MPQ_ERR_ARG, "layer '%s': block size %d", name, o->block_size);
     }
-    if (local == MPQ_OK && is_root) {
+    if (local == MPQ_OK && holder) {
         local = mpq_malloc(ctx, n * n, sizeof *a, (void **)&a);
         if (local == MPQ_OK)
             local = check_h(ctx, name, n, H, perm, &mean, f);
@@ -534,14 +538,14 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
     double damping = o->damping;
     for (;;) {
         int notpd = 0;
-        if (is_root) {
+        if (holder) {
             f->lambda = damping * mean;
             damped(n, H, perm, f->lambda, a);
         }
         if (be->collective) {
             MPQ_TRY(be->attempt(ctx, o, n, a, set, what, f, &notpd));
         } else {
-            local = is_root ? be->attempt(ctx, o, n, a, set, what, f, &notpd) : MPQ_OK;
+            local = holder ? be->attempt(ctx, o, n, a, set, what, f, &notpd) : MPQ_OK;
             if (collective) {
                 MPQ_TRY(mpq_agree(ctx, local));
                 MPQ_MPI_TRY(MPI_Bcast(&notpd, 1, MPI_INT, root, ctx->comm));
@@ -565,7 +569,7 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
         f->retries++;
     }
     f->damping = damping;
-    if (is_root && (what & MPQ_HF_INV_CHOL) && !f->inv_chol) {
+    if (holder && (what & MPQ_HF_INV_CHOL) && !f->inv_chol) {
         f->inv_chol = a; /* U was left in place */
         a = NULL;
     }

@@ -406,7 +406,8 @@ mpq_err mpq_hstat_reduce_set(mpq_ctx *ctx, mpq_hstat *st, int first, int count) 
     const int64_t d = st->d;
     const int64_t npacked = d * (d + 1) / 2;
     int serial = ctx->comm == MPI_COMM_NULL || ctx->size == 1;
-    const int mine = all || (ctx->rank >= first && ctx->rank < first + count);
+    const mpq_hset set = {.first = first, .count = count};
+    const int mine = all || mpq_hset_has(&set, ctx->rank);
     /* The chunk buffers are no longer needed: free them before the MPI
      * library allocates its reduction buffers and before H exists. */
     mpq_free(st->part);

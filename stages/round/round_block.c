@@ -299,7 +299,7 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
         results[j].ntiles = (jb->rows + tr - 1) / tr;
         err = mpq_malloc(ctx, results[j].ntiles * ST_N, sizeof **tst, (void **)&tst[j]);
         const mpq_hset own = owners_of(jb, nranks);
-        if (owned && (ctx->rank < own.first || ctx->rank >= own.first + own.count))
+        if (owned && !mpq_hset_has(&own, ctx->rank))
             continue; /* no tile of it here, and no result */
         if (err == MPQ_OK)
             err = mpq_qlayer_create(ctx, &jb->spec, jb->rows, jb->cols, &results[j].q);

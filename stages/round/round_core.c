@@ -171,7 +171,7 @@ mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const cha
     *U = NULL;
     *damping = 0.0;
     /* Every owner holds H and computes the column order itself. */
-    if (ctx->rank >= set->first && ctx->rank < set->first + set->count) {
+    if (mpq_hset_has(set, ctx->rank)) {
         err = mpq_malloc(ctx, cols, sizeof *perm, (void **)&perm);
         if (err == MPQ_OK)
             err = column_order(ctx, o->act_order, cols, H, cols + 1, perm);
