@@ -88,6 +88,7 @@ struct mpq_config;
 #define MPQ_HSTAT_NAME_MAX 160
 #define MPQ_HSTAT_PANEL    256  /* columns per GEMM panel of a chunk (fixed: part of the bits) */
 #define MPQ_HSTAT_ALL      (-1) /* reduce/load target: every rank */
+#define MPQ_HSTAT_LOCAL    (-2) /* mpq_hstat_create_at: each rank accumulates its own sum */
 
 /* Statistics of one layer input. Fields are public for reading. */
 typedef struct mpq_hstat {
@@ -109,7 +110,10 @@ typedef struct mpq_hstat {
     int reduced;
 
     /* Private accumulation state. */
-    uint64_t *acc;      /* [d(d+1)/2][3] packed upper triangle, column by column */
+    int root;           /* rank summing every chunk as it ends, or MPQ_HSTAT_LOCAL */
+    uint64_t *acc;      /* [d(d+1)/2][3] packed upper triangle, column by column (not
+                           on the other ranks of a streamed statistic) */
+    uint64_t *fxbuf;    /* streamed, not root: one panel's entries on their way out */
     double *part;       /* [MPQ_HSTAT_PANEL][<= d] column-major panel of the chunk partial */
     double *rowbuf;     /* [rowbuf_cap][d] the open chunk's rows, in double */
     int64_t rowbuf_n;   /* rows in rowbuf */
@@ -123,6 +127,15 @@ typedef struct mpq_hstat {
  * shorter than MPQ_HSTAT_NAME_MAX. Owner: caller (mpq_hstat_destroy). */
 mpq_err mpq_hstat_create(struct mpq_ctx *ctx, const char *name, int64_t d, int bound_log2,
                          mpq_hstat **out);
+/* Local. Like mpq_hstat_create, and with root >= 0 (and more than one
+ * rank) the statistic is streamed: each chunk's fixed-point partial is
+ * summed onto rank root as the chunk ends, so only root holds the 24-byte
+ * accumulator entries and every other rank one panel of them (24 x 256 x d
+ * bytes at most). mpq_hstat_end_chunk is then collective: every rank calls
+ * it the same number of times, with or without rows. The bits of H do not
+ * change. root = MPQ_HSTAT_LOCAL: mpq_hstat_create. */
+mpq_err mpq_hstat_create_at(struct mpq_ctx *ctx, const char *name, int64_t d, int bound_log2,
+                            int root, mpq_hstat **out);
 /* Local. NULL-safe; sets *st to NULL. */
 void mpq_hstat_destroy(mpq_hstat **st);
 
@@ -133,7 +146,8 @@ mpq_err mpq_hstat_begin_chunk(struct mpq_ctx *ctx, mpq_hstat *st);
  * bound and NaN/Inf (errors name the layer, row and channel). */
 mpq_err mpq_hstat_accumulate(struct mpq_ctx *ctx, mpq_hstat *st, const float *x, int64_t rows,
                              int64_t d);
-/* Local. Closes the chunk and folds its partial exactly into the
+/* Local (collective when streamed, see mpq_hstat_create_at; errors are then
+ * agreed). Closes the chunk and folds its partial exactly into the
  * fixed-point accumulator. An empty chunk is allowed (adds nothing). */
 mpq_err mpq_hstat_end_chunk(struct mpq_ctx *ctx, mpq_hstat *st);
 
@@ -147,7 +161,9 @@ mpq_err mpq_hstat_reduce(struct mpq_ctx *ctx, mpq_hstat *st, int target);
  * count) only (first = MPQ_HSTAT_ALL: every rank): the exact sum goes to
  * rank first, which rounds it once and sends H to the others of the set.
  * The ranks outside the set never hold H, and hold the accumulator only
- * until the sum has left them. */
+ * until the sum has left them. A streamed statistic is reduced to a set
+ * that contains its root, or to every rank; the root rounds H and sends it
+ * to the others. */
 mpq_err mpq_hstat_reduce_set(struct mpq_ctx *ctx, mpq_hstat *st, int first, int count);
 
 /* Ranks [first, first + count): the owners of one statistic. */

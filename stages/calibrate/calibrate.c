@@ -494,6 +494,7 @@ struct mpq_calib {
     const mpq_calib_set *set;
     int64_t chunk_samples;
     int64_t nchunks_mine;
+    int64_t rounds;   /* chunks of the rank with the most: ceil(chunks / ranks) */
     int64_t *chunk;   /* [nchunks_mine] chunk indices owned by this rank */
     int64_t *row_off; /* [nchunks_mine + 1] first row of each owned chunk in x */
     int64_t rows;     /* rows of all owned chunks */
@@ -572,6 +573,7 @@ mpq_err mpq_calib_create(mpq_ctx *ctx, mpq_family *f, const mpq_calib_set *set,
         c->nchunks_mine++;
     }
     c->rows = c->row_off[c->nchunks_mine];
+    c->rounds = (nchunks + ctx->size - 1) / ctx->size;
     int64_t w = mpq_family_width(f, 0);
     MPQ_TRY(ensure_cap(ctx, &c->x, &c->cap_x, c->rows * w > 0 ? c->rows * w : 1));
     for (int64_t k = 0; k < c->nchunks_mine; k++) {
@@ -614,17 +616,29 @@ static mpq_err run_block(mpq_ctx *ctx, mpq_calib *c, int64_t b, hook_state *h) {
               "%lld (blocks run in order)",
               (long long)b, (long long)c->next);
     int64_t win = mpq_family_width(c->f, b), wout = mpq_family_width(c->f, b + 1);
-    MPQ_CALL(ensure_cap(ctx, &c->y, &c->cap_y, c->rows * wout > 0 ? c->rows * wout : 1));
-    for (int64_t k = 0; k < c->nchunks_mine; k++) {
-        mpq_batch bt = batch_of(c, c->chunk[k]);
+    /* With statistics, chunk rounds in step: a streamed statistic sums each
+     * round's partials onto its root (collective; a rank past its last
+     * chunk takes part with no rows), so every local error is agreed
+     * first. */
+    mpq_err cap = ensure_cap(ctx, &c->y, &c->cap_y, c->rows * wout > 0 ? c->rows * wout : 1);
+    MPQ_CALL(h ? mpq_agree(ctx, cap) : cap);
+    for (int64_t k = 0; k < (h ? c->rounds : c->nchunks_mine); k++) {
+        mpq_err local = MPQ_OK;
         if (h)
-            for (int64_t s = 0; h->stats[s]; s++)
-                MPQ_CALL(mpq_hstat_begin_chunk(ctx, h->stats[s]));
-        MPQ_CALL(mpq_family_block(ctx, c->f, b, &bt, c->x + c->row_off[k] * win,
-                                  c->y + c->row_off[k] * wout, h ? accumulate_hook : NULL, h));
-        if (h)
-            for (int64_t s = 0; h->stats[s]; s++)
-                MPQ_CALL(mpq_hstat_end_chunk(ctx, h->stats[s]));
+            for (int64_t s = 0; h->stats[s] && local == MPQ_OK; s++)
+                local = mpq_hstat_begin_chunk(ctx, h->stats[s]);
+        if (local == MPQ_OK && k < c->nchunks_mine) {
+            mpq_batch bt = batch_of(c, c->chunk[k]);
+            local = mpq_family_block(ctx, c->f, b, &bt, c->x + c->row_off[k] * win,
+                                     c->y + c->row_off[k] * wout, h ? accumulate_hook : NULL, h);
+        }
+        if (!h) {
+            MPQ_CALL(local);
+            continue;
+        }
+        MPQ_CALL(mpq_agree(ctx, local));
+        for (int64_t s = 0; h->stats[s]; s++)
+            MPQ_CALL(mpq_hstat_end_chunk(ctx, h->stats[s]));
     }
     float *t = c->x;
     c->x = c->y;
@@ -649,6 +663,38 @@ mpq_err mpq_calib_block(mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_log2, i
                                  groups_out);
 }
 
+/* The rank that sums each statistic (mpq_hstat_create_at): among its
+ * owners (every rank for MPQ_HSTAT_ALL), the one with the fewest
+ * accumulator entries so far, widest inputs first, ties to the lowest
+ * rank, so that the accumulators of a block spread over the ranks. The
+ * same on every rank. */
+static void pick_roots(const mpq_ctx *ctx, const mpq_family_info *info, const int64_t *groups,
+                       int64_t n, const mpq_hset *sets, int per_stat, int *root) {
+    for (int64_t k = 0; k < n; k++)
+        root[k] = -1;
+    for (int64_t done = 0; done < n; done++) {
+        int64_t best = -1;
+        for (int64_t k = 0; k < n; k++)
+            if (root[k] < 0 &&
+                (best < 0 || info->layers[groups[k]].in > info->layers[groups[best]].in))
+                best = k;
+        const mpq_hset *o = &sets[per_stat ? best : 0];
+        const mpq_hset own =
+            o->first == MPQ_HSTAT_ALL ? (mpq_hset){.first = 0, .count = ctx->size} : *o;
+        double least = 0.0;
+        for (int r = own.first; r < own.first + own.count; r++) {
+            double load = 0.0;
+            for (int64_t k = 0; k < n; k++)
+                if (root[k] == r)
+                    load += (double)info->layers[groups[k]].in * (double)info->layers[groups[k]].in;
+            if (r == own.first || load < least) {
+                least = load;
+                root[best] = r;
+            }
+        }
+    }
+}
+
 mpq_err mpq_calib_block_owned(mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_log2,
                               const mpq_hset *sets, int per_stat, int advance, int64_t *nstats,
                               mpq_hstat ***stats_out, int64_t **groups_out) {
@@ -658,6 +704,7 @@ mpq_err mpq_calib_block_owned(mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_l
     const mpq_family_info *info = c->info;
     mpq_hstat **stats = NULL;
     int64_t *groups = NULL, *stat_of = NULL, n = 0;
+    int *roots = NULL;
     mpq_err err = MPQ_OK;
     /* Setup failures are local too: they must reach the agreement below
      * like a failed forward pass does, or the other ranks would wait in
@@ -669,21 +716,28 @@ mpq_err mpq_calib_block_owned(mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_l
     if (local == MPQ_OK)
         local = mpq_malloc(ctx, info->nlayers > 0 ? info->nlayers : 1, sizeof *stat_of,
                            (void **)&stat_of);
+    if (local == MPQ_OK)
+        local =
+            mpq_malloc(ctx, info->nlayers > 0 ? info->nlayers : 1, sizeof *roots, (void **)&roots);
+    int64_t ngroups = 0;
     for (int64_t l = 0; l < info->nlayers && local == MPQ_OK; l++) {
         stat_of[l] = -1;
         const mpq_layer_info *li = &info->layers[l];
-        if (li->block != b || li->group != l)
-            continue;
-        local = mpq_hstat_create(ctx, li->name, li->in, bound_log2, &stats[n]);
-        if (local != MPQ_OK)
-            break;
-        groups[n] = l;
-        stat_of[l] = n++;
+        if (li->block == b && li->group == l)
+            groups[ngroups++] = l;
+    }
+    if (local == MPQ_OK)
+        pick_roots(ctx, info, groups, ngroups, sets, per_stat, roots);
+    for (int64_t k = 0; k < ngroups && local == MPQ_OK; k++) {
+        const mpq_layer_info *li = &info->layers[groups[k]];
+        local = mpq_hstat_create_at(ctx, li->name, li->in, bound_log2, roots[k], &stats[n]);
+        if (local == MPQ_OK)
+            stat_of[groups[k]] = n++;
     }
     hook_state h = {.info = info, .b = b, .stat_of_layer = stat_of, .stats = stats};
-    if (local != MPQ_OK) {
-        /* nothing to run: agree on the setup failure below */
-    } else if (advance) {
+    /* run_block is collective with statistics: the setup is agreed first */
+    MPQ_TRY(mpq_agree(ctx, local));
+    if (advance) {
         local = run_block(ctx, c, b, &h);
     } else {
         /* Measure without keeping the output: run, then restore. */
@@ -711,6 +765,7 @@ mpq_err mpq_calib_block_owned(mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_l
     stats = NULL;
     groups = NULL;
 cleanup:
+    mpq_free(roots);
     mpq_free(stat_of);
     mpq_free(groups);
     mpq_hstats_free(n, &stats);

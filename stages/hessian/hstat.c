@@ -138,6 +138,16 @@ static void fx_sum_op(void *in, void *inout, int *len, MPI_Datatype *type) {
 
 mpq_err mpq_hstat_create(mpq_ctx *ctx, const char *name, int64_t d, int bound_log2,
                          mpq_hstat **out) {
+    return mpq_hstat_create_at(ctx, name, d, bound_log2, MPQ_HSTAT_LOCAL, out);
+}
+
+/* 1 when chunks are summed onto st->root as they end (collective end_chunk). */
+static int streamed(const mpq_ctx *ctx, const mpq_hstat *st) {
+    return st->root >= 0 && ctx->comm != MPI_COMM_NULL && ctx->size > 1;
+}
+
+mpq_err mpq_hstat_create_at(mpq_ctx *ctx, const char *name, int64_t d, int bound_log2, int root,
+                            mpq_hstat **out) {
     *out = NULL;
     MPQ_CHECK(name && name[0] && !strchr(name, '/') && strcmp(name, ".") != 0 &&
                   strlen(name) < MPQ_HSTAT_NAME_MAX,
@@ -149,6 +159,9 @@ mpq_err mpq_hstat_create(mpq_ctx *ctx, const char *name, int64_t d, int bound_lo
               (long long)d);
     MPQ_CHECK(bound_log2 >= -60 && bound_log2 <= 60, MPQ_ERR_ARG,
               "Hessian statistic '%s': bound_log2 = %d is outside -60..60", name, bound_log2);
+    MPQ_CHECK(root == MPQ_HSTAT_LOCAL || (root >= 0 && root < ctx->size), MPQ_ERR_ARG,
+              "Hessian statistic '%s': accumulating rank %d is not a rank of %d", name, root,
+              ctx->size);
     int64_t dd = 0, npacked = 0;
     MPQ_CALL(mpq_mul64(ctx, d, d, "H entries", &dd)); /* H, once reduced */
     MPQ_CALL(mpq_mul64(ctx, d, d + 1, "H packed entries", &npacked));
@@ -160,9 +173,16 @@ mpq_err mpq_hstat_create(mpq_ctx *ctx, const char *name, int64_t d, int bound_lo
     st->d = d;
     st->bound_log2 = bound_log2;
     st->lsb_exp = 2 * bound_log2 - 127;
+    st->root = root;
     MPQ_ALLOC_TRY(st->absmax, d);
-    MPQ_ALLOC_TRY(st->acc, npacked * FX_WORDS);
     MPQ_ALLOC_TRY(st->part, d * (d < MPQ_HSTAT_PANEL ? d : MPQ_HSTAT_PANEL));
+    if (!streamed(ctx, st) || ctx->rank == root) {
+        MPQ_ALLOC_TRY(st->acc, npacked * FX_WORDS);
+    } else {
+        /* the largest panel of the triangle: the last one */
+        int64_t j0 = d > MPQ_HSTAT_PANEL ? d - MPQ_HSTAT_PANEL : 0;
+        MPQ_ALLOC_TRY(st->fxbuf, (npacked - packed_index(0, j0)) * FX_WORDS);
+    }
     *out = st;
     return MPQ_OK;
 cleanup:
@@ -178,6 +198,7 @@ void mpq_hstat_destroy(mpq_hstat **pst) {
     mpq_free(st->H);
     mpq_free(st->sumsq);
     mpq_free(st->acc);
+    mpq_free(st->fxbuf);
     mpq_free(st->part);
     mpq_free(st->rowbuf);
     mpq_free(st);
@@ -187,7 +208,7 @@ void mpq_hstat_destroy(mpq_hstat **pst) {
 /* ---- accumulation -------------------------------------------------------- */
 
 mpq_err mpq_hstat_begin_chunk(mpq_ctx *ctx, mpq_hstat *st) {
-    MPQ_CHECK(!st->reduced && st->acc, MPQ_ERR_ARG,
+    MPQ_CHECK(!st->reduced && (st->acc || st->fxbuf), MPQ_ERR_ARG,
               "Hessian statistic '%s': begin_chunk after the reduction", st->name);
     MPQ_CHECK(!st->in_chunk, MPQ_ERR_ARG, "Hessian statistic '%s': begin_chunk inside a chunk",
               st->name);
@@ -257,41 +278,66 @@ mpq_err mpq_hstat_accumulate(mpq_ctx *ctx, mpq_hstat *st, const float *x, int64_
     return MPQ_OK;
 }
 
+static mpq_err reduce_words(mpq_ctx *ctx, uint64_t *p0, int64_t n, int target);
+
+/* Folds the k rows of the open chunk into the triangle. rowbuf is k rows
+ * of d doubles = a column-major d x k matrix A, and A A^T = X^T X. Panel by
+ * panel of columns [j0, j1): the rows [0, j1) of those columns (the upper
+ * triangle and the panel's diagonal block) in one GEMM over the whole
+ * chunk, then onto the fixed-point grid. Locally into acc; streamed, each panel's
+ * entries go onto the root's acc (in place there) with one reduction, so
+ * every rank takes part in every panel even with no rows or an error. */
+static mpq_err fold_chunk(mpq_ctx *ctx, mpq_hstat *st, int k, int *bad) {
+    const int64_t d = st->d;
+    const int stream = streamed(ctx, st);
+    for (int64_t j0 = 0; j0 < d; j0 += MPQ_HSTAT_PANEL) {
+        const int64_t j1 = j0 + MPQ_HSTAT_PANEL < d ? j0 + MPQ_HSTAT_PANEL : d;
+        const int m = (int)j1, w = (int)(j1 - j0);
+        const int64_t p0 = packed_index(0, j0), np = packed_index(0, j1) - p0;
+        uint64_t *dst = st->acc ? st->acc + FX_WORDS * p0 : st->fxbuf;
+        if (!st->acc)
+            memset(dst, 0, (size_t)np * FX_WORDS * sizeof *dst);
+        if (k > 0) {
+            cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, m, w, k, 1.0, st->rowbuf, (int)d,
+                        st->rowbuf + j0, (int)d, 0.0, st->part, m);
+            for (int64_t j = j0; j < j1; j++) {
+                const double *col = st->part + (j - j0) * m;
+                uint64_t *a = dst + FX_WORDS * (packed_index(0, j) - p0);
+                for (int64_t i = 0; i <= j; i++)
+                    *bad |= fx_add_double(a + FX_WORDS * i, col[i], st->lsb_exp);
+            }
+        }
+        if (stream)
+            MPQ_CALL(reduce_words(ctx, dst, np, st->root));
+    }
+    return MPQ_OK;
+}
+
 mpq_err mpq_hstat_end_chunk(mpq_ctx *ctx, mpq_hstat *st) {
     MPQ_CHECK(st->in_chunk, MPQ_ERR_ARG, "Hessian statistic '%s': end_chunk without begin_chunk",
               st->name);
     st->in_chunk = 0;
-    if (st->chunk_rows == 0)
+    const int stream = streamed(ctx, st);
+    if (st->chunk_rows == 0 && !stream)
         return MPQ_OK;
-    const int64_t d = st->d;
-    int n = 0, k = 0;
-    MPQ_CALL(mpq_to_int(ctx, d, "Hessian width (BLAS)", &n));
-    MPQ_CALL(mpq_to_int(ctx, st->rowbuf_n, "Hessian chunk rows (BLAS)", &k));
-    int bad = 0;
-    /* rowbuf is k rows of d doubles = a column-major d x k matrix A, and
-     * A A^T = X^T X. Panel by panel of columns [j0, j1): the rows [0, j1)
-     * of those columns (the upper triangle and the panel's diagonal block)
-     * in one GEMM over the whole chunk, then onto the fixed-point grid. */
-    for (int64_t j0 = 0; j0 < d; j0 += MPQ_HSTAT_PANEL) {
-        const int64_t j1 = j0 + MPQ_HSTAT_PANEL < d ? j0 + MPQ_HSTAT_PANEL : d;
-        const int m = (int)j1, w = (int)(j1 - j0);
-        cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, m, w, k, 1.0, st->rowbuf, n,
-                    st->rowbuf + j0, n, 0.0, st->part, m);
-        for (int64_t j = j0; j < j1; j++) {
-            const double *col = st->part + (j - j0) * m;
-            uint64_t *acc = st->acc + FX_WORDS * packed_index(0, j);
-            for (int64_t i = 0; i <= j; i++)
-                bad |= fx_add_double(acc + FX_WORDS * i, col[i], st->lsb_exp);
-        }
-    }
-    MPQ_CHECK(!bad, MPQ_ERR_INTERNAL,
-              "Hessian statistic '%s': a chunk partial does not fit the fixed-point range",
-              st->name);
-    MPQ_CALL(mpq_add64(ctx, st->count, st->chunk_rows, "Hessian token count", &st->count));
-    st->nchunks++;
+    mpq_err local = MPQ_OK;
+    int n = 0, k = 0, bad = 0;
+    local = mpq_to_int(ctx, st->d, "Hessian width (BLAS)", &n);
+    if (local == MPQ_OK)
+        local = mpq_to_int(ctx, st->rowbuf_n, "Hessian chunk rows (BLAS)", &k);
+    MPQ_CALL(fold_chunk(ctx, st, local == MPQ_OK ? k : 0, &bad));
+    if (local == MPQ_OK && bad)
+        local = MPQ_ERROR(MPQ_ERR_INTERNAL,
+                          "Hessian statistic '%s': a chunk partial does not fit the fixed-point "
+                          "range",
+                          st->name);
+    if (local == MPQ_OK)
+        local = mpq_add64(ctx, st->count, st->chunk_rows, "Hessian token count", &st->count);
+    if (local == MPQ_OK && st->chunk_rows > 0)
+        st->nchunks++;
     st->chunk_rows = 0;
     st->rowbuf_n = 0;
-    return MPQ_OK;
+    return stream ? mpq_agree(ctx, local) : local;
 }
 
 /* ---- reduction ----------------------------------------------------------- */
@@ -332,9 +378,20 @@ cleanup:
     return err;
 }
 
+/* n 8-byte items of type t (MPI_UINT64_T or MPI_DOUBLE) from root to every
+ * rank, in pieces. */
+static mpq_err bcast_pieces(mpq_ctx *ctx, void *p0, int64_t n, MPI_Datatype t, int root) {
+    char *p = p0;
+    for (int64_t off = 0; off < n; off += FX_REDUCE_PIECE) {
+        int len = (int)(n - off < FX_REDUCE_PIECE ? n - off : FX_REDUCE_PIECE);
+        MPQ_MPI(MPI_Bcast(p + 8 * off, len, t, root, ctx->comm));
+    }
+    return MPQ_OK;
+}
+
 /* sumsq on every rank: the exact sum of the diagonal entries alone.
  * Collective (the local allocations are agreed first). */
-static mpq_err reduce_diagonal(mpq_ctx *ctx, mpq_hstat *st, int serial) {
+static mpq_err reduce_diagonal(mpq_ctx *ctx, mpq_hstat *st, int serial, int stream) {
     mpq_err err = MPQ_OK;
     uint64_t *dg = NULL;
     const int64_t d = st->d;
@@ -342,9 +399,13 @@ static mpq_err reduce_diagonal(mpq_ctx *ctx, mpq_hstat *st, int serial) {
     if (err == MPQ_OK)
         err = mpq_malloc(ctx, d * FX_WORDS, sizeof *dg, (void **)&dg);
     MPQ_TRY(mpq_agree(ctx, err));
-    for (int64_t j = 0; j < d; j++)
-        memcpy(dg + FX_WORDS * j, st->acc + FX_WORDS * packed_index(j, j), FX_WORDS * sizeof *dg);
-    if (!serial)
+    if (st->acc)
+        for (int64_t j = 0; j < d; j++)
+            memcpy(dg + FX_WORDS * j, st->acc + FX_WORDS * packed_index(j, j),
+                   FX_WORDS * sizeof *dg);
+    if (stream) /* the root holds the whole sum already */
+        MPQ_TRY(bcast_pieces(ctx, dg, d * FX_WORDS, MPI_UINT64_T, st->root));
+    else if (!serial)
         MPQ_TRY(reduce_words(ctx, dg, d, MPQ_HSTAT_ALL));
     for (int64_t j = 0; j < d; j++)
         st->sumsq[j] = fx_to_double(dg + FX_WORDS * j, st->lsb_exp);
@@ -366,17 +427,19 @@ static void materialise(mpq_hstat *st) {
     }
 }
 
-/* Rank first sends H to ranks (first, first + count), in pieces. */
-static mpq_err share_h(mpq_ctx *ctx, mpq_hstat *st, int first, int count) {
+/* Rank root sends H to the other ranks of [first, first + count), in pieces. */
+static mpq_err share_h(mpq_ctx *ctx, mpq_hstat *st, int root, int first, int count) {
     const int64_t n = st->d * st->d;
-    for (int r = first + 1; r < first + count; r++) {
+    for (int r = first; r < first + count; r++) {
+        if (r == root)
+            continue;
         for (int64_t off = 0; off < n; off += FX_REDUCE_PIECE) {
             int len = (int)(n - off < FX_REDUCE_PIECE ? n - off : FX_REDUCE_PIECE);
-            if (ctx->rank == first)
+            if (ctx->rank == root)
                 MPQ_MPI(MPI_Send(st->H + off, len, MPI_DOUBLE, r, 71, ctx->comm));
             else if (ctx->rank == r)
-                MPQ_MPI(MPI_Recv(st->H + off, len, MPI_DOUBLE, first, 71, ctx->comm,
-                                 MPI_STATUS_IGNORE));
+                MPQ_MPI(
+                    MPI_Recv(st->H + off, len, MPI_DOUBLE, root, 71, ctx->comm, MPI_STATUS_IGNORE));
         }
     }
     return MPQ_OK;
@@ -391,7 +454,7 @@ mpq_err mpq_hstat_reduce(mpq_ctx *ctx, mpq_hstat *st, int target) {
 mpq_err mpq_hstat_reduce_set(mpq_ctx *ctx, mpq_hstat *st, int first, int count) {
     mpq_err local = MPQ_OK;
     const int all = first == MPQ_HSTAT_ALL;
-    if (st->reduced || !st->acc)
+    if (st->reduced || (!st->acc && !st->fxbuf))
         local = MPQ_ERROR(MPQ_ERR_ARG, "Hessian statistic '%s' is already reduced", st->name);
     else if (st->in_chunk)
         local = MPQ_ERROR(MPQ_ERR_ARG, "Hessian statistic '%s': reduce with a chunk still open",
@@ -401,11 +464,17 @@ mpq_err mpq_hstat_reduce_set(mpq_ctx *ctx, mpq_hstat *st, int first, int count) 
                           "Hessian statistic '%s': reduce target ranks [%d, %d) are not ranks "
                           "of %d",
                           st->name, first, first + count, ctx->size);
+    else if (streamed(ctx, st) && !all && (st->root < first || st->root >= first + count))
+        local = MPQ_ERROR(MPQ_ERR_ARG,
+                          "Hessian statistic '%s': summed on rank %d, reduced to ranks [%d, %d)",
+                          st->name, st->root, first, first + count);
     MPQ_CALL(mpq_agree(ctx, local));
 
     const int64_t d = st->d;
     const int64_t npacked = d * (d + 1) / 2;
     int serial = ctx->comm == MPI_COMM_NULL || ctx->size == 1;
+    const int stream = streamed(ctx, st);
+    const int root = stream ? st->root : first; /* the rank that materialises H */
     const mpq_hset set = {.first = first, .count = count};
     const int mine = all || mpq_hset_has(&set, ctx->rank);
     /* The chunk buffers are no longer needed: free them before the MPI
@@ -414,10 +483,13 @@ mpq_err mpq_hstat_reduce_set(mpq_ctx *ctx, mpq_hstat *st, int first, int count) 
     st->part = NULL;
     mpq_free(st->rowbuf);
     st->rowbuf = NULL;
-    mpq_err err = reduce_diagonal(ctx, st, serial);
+    mpq_free(st->fxbuf);
+    st->fxbuf = NULL;
+    mpq_err err = reduce_diagonal(ctx, st, serial, stream);
     MPQ_TRY(mpq_agree(ctx, err));
     if (!serial) {
-        MPQ_TRY(reduce_words(ctx, st->acc, npacked, all ? MPQ_HSTAT_ALL : first));
+        if (!stream)
+            MPQ_TRY(reduce_words(ctx, st->acc, npacked, all ? MPQ_HSTAT_ALL : first));
         int64_t cnt[2] = {st->count, st->nchunks};
         MPQ_MPI_TRY(MPI_Allreduce(MPI_IN_PLACE, cnt, 2, MPI_INT64_T, MPI_SUM, ctx->comm));
         st->count = cnt[0];
@@ -428,21 +500,24 @@ mpq_err mpq_hstat_reduce_set(mpq_ctx *ctx, mpq_hstat *st, int first, int count) 
                 MPI_Allreduce(MPI_IN_PLACE, st->absmax + off, len, MPI_DOUBLE, MPI_MAX, ctx->comm));
         }
     }
-    /* Only the root of the set holds the sum: the others of the set get H
-     * from it, everyone else frees the accumulator now. */
-    if (!all && ctx->rank != first) {
+    /* Only the root (the first of the set, or a streamed statistic's root)
+     * holds the sum: the others of the set get H from it, everyone else
+     * frees the accumulator now. */
+    if ((stream || !all) && ctx->rank != root) {
         mpq_free(st->acc);
         st->acc = NULL;
     }
     if (mine)
         err = mpq_malloc(ctx, d * d, sizeof *st->H, (void **)&st->H);
-    if (err == MPQ_OK && (all || ctx->rank == first))
+    if (err == MPQ_OK && st->acc)
         materialise(st);
     mpq_free(st->acc);
     st->acc = NULL;
     MPQ_TRY(mpq_agree(ctx, err));
-    if (!all && count > 1 && !serial)
-        MPQ_TRY(share_h(ctx, st, first, count));
+    if (all && stream)
+        MPQ_TRY(bcast_pieces(ctx, st->H, d * d, MPI_DOUBLE, root));
+    else if (!all && count > 1 && !serial)
+        MPQ_TRY(share_h(ctx, st, root, first, count));
 cleanup:
     mpq_free(st->acc);
     st->acc = NULL;

@@ -78,11 +78,11 @@ for np in ${MPQ_BENCH_RANKS:-1 2 4}; do
     fi
     min_mib=$(awk -v p=$params -v h=$hid -v i=$inter -v r=$rows -v n=$np -v v=$vocab 'BEGIN {
         printf "%.1f", (4 * p + 8 * (3 * h * h + i * i) / n + 4 * r / n * (2 * h + i) + 8 * v * h) / 1048576 }')
-    # a bound on what the run holds per rank: the Hessian accumulators (12
-    # bytes per element on every rank) and H where owned (8), and about 12
-    # bytes per weight
+    # a bound on what the run holds per rank: about 12 bytes per weight,
+    # the accumulator and H of the widest input (12 + 8 bytes per element:
+    # an input is summed on one rank) and a share of the other inputs'
     est_mib=$(awk -v p=$params -v h=$hid -v i=$inter -v n=$np 'BEGIN {
-        printf "%d", n * (20 * (3 * h * h + i * i) + 12 * p) / 1048576 }')
+        printf "%d", n * (12 * p + 20 * i * i + 20 * 3 * h * h / n) / 1048576 }')
     if ((est_mib > avail_mib * 8 / 10)); then
         printf '{"bench":"block","shape":"%s","ranks":%d,"skipped":"needs about %d MiB, %d MiB available"}\n' \
             "$shape" "$np" "$est_mib" "$avail_mib"

@@ -8,7 +8,10 @@
  * the reduced H is bit-identical to a serial recomputation (serial context,
  * all chunks on one rank), for two different chunk-to-rank assignments, for
  * reduction to one rank or all, and for any split of a chunk's rows into
- * calls; every error path.
+ * calls; a streamed statistic (d = 300, two panels, summed onto its root
+ * chunk round by chunk round, ranks past their last chunk taking part with
+ * no rows) gives the same bits as the serial one while only the root holds
+ * the accumulator; every error path.
  *
  * With --dump FILE [--assign rr|block] it only writes H, count and absmax
  * (rank 0) for the cross-rank-count comparison of test_bitident.sh. */
@@ -249,6 +252,79 @@ static void test_errors(void **state) {
     assert_null(st);
 }
 
+/* Streamed statistic (mpq_hstat_create_at) of width DW (two panels),
+ * chunks fed round by round (round-robin: in the last round some ranks
+ * have no chunk and take part with no rows), reduced to target (a rank or
+ * MPQ_HSTAT_ALL) with the root as given. */
+#define DW 300
+static mpq_err feed_rounds(mpq_ctx *ctx, mpq_hstat *st, float *x) {
+    int64_t nc = nchunks(), rounds = (nc + ctx->size - 1) / ctx->size;
+    for (int64_t r = 0; r < rounds; r++) {
+        int64_t c = r * ctx->size + ctx->rank;
+        MPQ_CALL(mpq_hstat_begin_chunk(ctx, st));
+        for (int64_t s = c * CHUNK; c < nc && s < (c + 1) * CHUNK && s < NS; s++) {
+            synth_sample(SEED, s, DW, x);
+            MPQ_CALL(mpq_hstat_accumulate(ctx, st, x, synth_rows(s), DW));
+        }
+        MPQ_CALL(mpq_hstat_end_chunk(ctx, st));
+    }
+    return MPQ_OK;
+}
+
+static void test_streamed(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    float *x = malloc(sizeof(float) * MAXR * DW);
+    assert_non_null(x);
+    mpq_ctx *serial = NULL;
+    assert_int_equal(mpq_ctx_create(MPI_COMM_NULL, &serial), MPQ_OK);
+    mpq_hstat *ref = NULL;
+    MPQ_ASSERT_OK(serial, mpq_hstat_create(serial, "blk0.wide_in", DW, 16, &ref));
+    MPQ_ASSERT_OK(serial, feed_rounds(serial, ref, x));
+    MPQ_ASSERT_OK(serial, mpq_hstat_reduce(serial, ref, MPQ_HSTAT_ALL));
+    const int root = ctx->size - 1;
+    /* reduced to the root alone, to every rank, to every rank as a set */
+    for (int mode = 0; mode < 3; mode++) {
+        const int all = mode == 1, whole = mode == 2;
+        mpq_hstat *st = NULL;
+        MPQ_ASSERT_OK(ctx, mpq_hstat_create_at(ctx, "blk0.wide_in", DW, 16, root, &st));
+        /* only the root holds the accumulator */
+        if (ctx->size > 1 && ctx->rank != root) {
+            assert_null(st->acc);
+            assert_non_null(st->fxbuf);
+        } else {
+            assert_non_null(st->acc);
+        }
+        MPQ_ASSERT_OK(ctx, feed_rounds(ctx, st, x));
+        if (all)
+            MPQ_ASSERT_OK(ctx, mpq_hstat_reduce(ctx, st, MPQ_HSTAT_ALL));
+        else if (whole)
+            MPQ_ASSERT_OK(ctx, mpq_hstat_reduce_set(ctx, st, 0, ctx->size));
+        else
+            MPQ_ASSERT_OK(ctx, mpq_hstat_reduce_set(ctx, st, root, 1));
+        if (all || whole || ctx->rank == root)
+            assert_memory_equal(st->H, ref->H, sizeof(double) * DW * DW);
+        else
+            assert_null(st->H);
+        assert_memory_equal(st->sumsq, ref->sumsq, sizeof(double) * DW);
+        assert_memory_equal(st->absmax, ref->absmax, sizeof(double) * DW);
+        assert_int_equal(st->count, ref->count);
+        assert_int_equal(st->nchunks, ref->nchunks);
+        mpq_hstat_destroy(&st);
+    }
+    /* a streamed statistic goes to its root, and the root must be a rank */
+    mpq_hstat *st = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_hstat_create_at(ctx, "w", 5, 3, 0, &st));
+    if (ctx->size > 1)
+        expect(ctx, mpq_hstat_reduce_set(ctx, st, 1, 1), MPQ_ERR_ARG,
+               "summed on rank 0, reduced to ranks [1, 2)");
+    mpq_hstat_destroy(&st);
+    expect(ctx, mpq_hstat_create_at(ctx, "w", 5, 3, ctx->size, &st), MPQ_ERR_ARG, "is not a rank");
+    mpq_hstat_destroy(&ref);
+    mpq_ctx_destroy(&serial);
+    free(x);
+}
+
 static int dump(mpq_ctx *ctx, const char *path, int blocked) {
     mpq_hstat *st = measure(ctx, blocked, 0, 0, 16);
     if (ctx->rank == 0) {
@@ -275,6 +351,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_matches_naive),
         cmocka_unit_test(test_rank_independent),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_streamed),
     };
     int failures = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&g_ctx, failures);
