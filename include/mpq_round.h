@@ -153,6 +153,8 @@ typedef struct mpq_round_problem {
     double *U;         /* [cols][cols] upper chol of damped H^-1 in perm order, or NULL */
     int64_t n_dead;    /* columns with H_ii == 0 */
     double damping;    /* relative damping used for U */
+    double lambda;     /* absolute damping added to H's diagonal for U */
+    double *added;     /* [cols] with U: what Hd adds to H's diagonal, column order (owned) */
     int tensor_level;  /* spec has per-tensor values: params fitted on the whole layer */
     mpq_qparams *base; /* whole-layer fit when tensor_level, else NULL (owned) */
     int refit_ok;      /* GPTQ may refit groups (gran group, no per-tensor values) */

@@ -172,8 +172,8 @@ static void log_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_job *
  * statistics tst [ntiles][ST_N]; q's per-group arrays are left zero outside
  * this rank's tiles. */
 static mpq_err run_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_job *jb, int64_t j,
-                       int64_t ntasks, const mpq_round_task *tasks, const double *U, double damping,
-                       mpq_qlayer *q, double *tst) {
+                       int64_t ntasks, const mpq_round_task *tasks, const double *U,
+                       mpq_round_damp damp, mpq_qlayer *q, double *tst) {
     mpq_err err = MPQ_OK;
     mpq_round_problem *pb = NULL;
     for (int64_t k = 0; k < ntasks; k++) {
@@ -182,7 +182,7 @@ static mpq_err run_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_jo
             continue;
         if (!pb)
             MPQ_TRY(mpq_round_problem_create_ex(ctx, o, jb->method, jb->name, &jb->spec, jb->rows,
-                                                jb->cols, jb->W, jb->H, jb->diag, U, damping, &pb));
+                                                jb->cols, jb->W, jb->H, jb->diag, U, damp, &pb));
         mpq_round_stats st;
         MPQ_TRY(mpq_round_tile(ctx, o, jb->method, pb, q->params, t->r0, t->r1,
                                q->codes + t->r0 * jb->cols, &st));
@@ -311,7 +311,8 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
             jb->spec.scale == MPQ_QSCALE_E4M3) {
             mpq_round_problem *pb = NULL;
             err = mpq_round_problem_create_ex(ctx, o, NULL, jb->name, &jb->spec, jb->rows, jb->cols,
-                                              jb->W, jb->H, jb->diag, NULL, 0.0, &pb);
+                                              jb->W, jb->H, jb->diag, NULL,
+                                              (mpq_round_damp){0.0, 0.0}, &pb);
             if (err == MPQ_OK)
                 err = mpq_qparams_copy(ctx, pb->base, p);
             mpq_round_problem_destroy(&pb);
@@ -328,7 +329,8 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
      * by every rank together (after agreeing that all are still fine), and
      * the factor is shared by the ranks' tiles; consecutive jobs on the same
      * H (q/k/v, gate/up, the candidates of one layer) reuse it. */
-    double *U = NULL, damping = 0.0;
+    double *U = NULL;
+    mpq_round_damp damp = {0.0, 0.0};
     const double *U_of = NULL; /* the statistic that U factors (its diagonal: on every rank) */
     for (int64_t j = 0; j < njobs; j++) {
         const mpq_round_job *jb = &jobs[j];
@@ -341,13 +343,12 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
             err = mpq_agree(ctx, err);
             const mpq_hset own = owners_of(jb, nranks);
             if (err == MPQ_OK)
-                err =
-                    mpq_round_factor_shared(ctx, o, jb->name, jb->cols, jb->H, &own, &U, &damping);
+                err = mpq_round_factor_shared(ctx, o, jb->name, jb->cols, jb->H, &own, &U, &damp);
             if (err == MPQ_OK)
                 U_of = key;
         }
         if (err == MPQ_OK)
-            err = run_job(ctx, o, jb, j, ntasks, tasks, shared ? U : NULL, damping, results[j].q,
+            err = run_job(ctx, o, jb, j, ntasks, tasks, shared ? U : NULL, damp, results[j].q,
                           tst[j]);
     }
     mpq_free(U);

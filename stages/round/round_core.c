@@ -164,12 +164,12 @@ int mpq_round_shared_factor(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_rou
 
 mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const char *name,
                                 int64_t cols, const double *H, const mpq_hset *set, double **U,
-                                double *damping) {
+                                mpq_round_damp *damp) {
     mpq_err err = MPQ_OK;
     int64_t *perm = NULL;
     mpq_hfactor *f = NULL;
     *U = NULL;
-    *damping = 0.0;
+    *damp = (mpq_round_damp){0.0, 0.0};
     /* Every owner holds H and computes the column order itself. */
     if (mpq_hset_has(set, ctx->rank)) {
         err = mpq_malloc(ctx, cols, sizeof *perm, (void **)&perm);
@@ -185,7 +185,7 @@ mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const cha
              set->first + set->count - 1, f->nb, f->damping);
     *U = f->inv_chol; /* on the owners only */
     f->inv_chol = NULL;
-    *damping = f->damping;
+    *damp = (mpq_round_damp){f->damping, f->lambda};
 cleanup:
     mpq_hfactor_destroy(&f);
     mpq_free(perm);
@@ -197,14 +197,14 @@ mpq_err mpq_round_problem_create(mpq_ctx *ctx, const mpq_round_opts *o,
                                  const mpq_qspec *spec, int64_t rows, int64_t cols, const float *W,
                                  const double *H, mpq_round_problem **out) {
     return mpq_round_problem_create_ex(ctx, o, method, name, spec, rows, cols, W, H, NULL, NULL,
-                                       0.0, out);
+                                       (mpq_round_damp){0.0, 0.0}, out);
 }
 
 mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
                                     const mpq_round_method *method, const char *name,
                                     const mpq_qspec *spec, int64_t rows, int64_t cols,
                                     const float *W, const double *H, const double *diag,
-                                    const double *U, double damping, mpq_round_problem **out) {
+                                    const double *U, mpq_round_damp damp, mpq_round_problem **out) {
     mpq_err err = MPQ_OK;
     mpq_round_problem *pb = NULL;
     mpq_hfactor *f = NULL;
@@ -240,7 +240,8 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
             /* Factored once over the process grid (mpq_round_factor_shared). */
             MPQ_ALLOC_TRY(pb->U, cols * cols);
             memcpy(pb->U, U, (size_t)(cols * cols) * sizeof *U);
-            pb->damping = damping;
+            pb->damping = damp.damping;
+            pb->lambda = damp.lambda;
         } else {
             /* LAPACK on this rank: below the ScaLAPACK width the factor must
              * not depend on a process grid (bit-identity across rank counts). */
@@ -249,7 +250,13 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
             pb->U = f->inv_chol;
             f->inv_chol = NULL;
             pb->damping = f->damping;
+            pb->lambda = f->lambda;
         }
+        /* What the damping added to each diagonal entry, in the column
+         * order: the loss through U subtracts it (codes_loss). */
+        MPQ_ALLOC_TRY(pb->added, cols);
+        for (int64_t j = 0; j < cols; j++)
+            pb->added[j] = (dg[pb->perm[j] * stride] == 0.0 ? 1.0 : 0.0) + pb->lambda;
     }
 
     const mpq_quant_ops *ops = spec->ops;
@@ -274,6 +281,7 @@ void mpq_round_problem_destroy(mpq_round_problem **pb) {
     MPQ_FREE((*pb)->imp);
     MPQ_FREE((*pb)->perm);
     MPQ_FREE((*pb)->U);
+    MPQ_FREE((*pb)->added);
     mpq_qparams_destroy(&(*pb)->base);
     MPQ_FREE(*pb);
 }
@@ -423,11 +431,48 @@ mpq_err mpq_round_grad(mpq_ctx *ctx, int64_t cols, const double *H, int64_t nr, 
 
 /* ---- the tile driver ------------------------------------------------------------------ */
 
+/* Row losses d H d^T through the factor: with Hd = H + diag(added) and
+ * Hd^-1 = U^T U (column order perm), d Hd d^T = |d_perm U^-1|^2, one
+ * triangular solve (half the flops of the product with H), less
+ * d diag(added) d^T. Equal to the product up to rounding; a row whose
+ * difference rounds below zero gets 0. */
+static mpq_err loss_via_factor(mpq_ctx *ctx, const mpq_round_problem *pb, const mpq_qparams *p,
+                               int64_t r0, int64_t r1, const uint8_t *codes, float *qrow, double *D,
+                               double *loss) {
+    const int64_t n = pb->cols, nr = r1 - r0;
+    int ni, mi;
+    MPQ_CALL(mpq_to_int(ctx, n, "layer width (BLAS)", &ni));
+    MPQ_CALL(mpq_to_int(ctx, nr, "tile rows (BLAS)", &mi));
+    for (int64_t i = 0; i < nr; i++) {
+        const float *w = pb->W + (r0 + i) * n;
+        double *d = D + i * n, s = 0.0;
+        mpq_quant_row_dequant(p, r0 + i, codes + i * n, qrow);
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t c = pb->perm[j];
+            d[j] = (double)w[c] - (double)qrow[c];
+            s += pb->added[j] * d[j] * d[j];
+        }
+        loss[i] = s;
+    }
+    cblas_dtrsm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, mi, ni, 1.0,
+                pb->U, ni, D, ni);
+    for (int64_t i = 0; i < nr; i++) {
+        const double *x = D + i * n;
+        double s = 0.0;
+        for (int64_t j = 0; j < n; j++)
+            s += x[j] * x[j];
+        loss[i] = s > loss[i] ? s - loss[i] : 0.0;
+    }
+    return MPQ_OK;
+}
+
 /* Row losses of codes for rows [r0, r1) with the current p. */
 static mpq_err codes_loss(mpq_ctx *ctx, const mpq_round_problem *pb, const mpq_qparams *p,
                           int64_t r0, int64_t r1, const uint8_t *codes, float *qrow, double *D,
                           double *T, double *loss) {
     int64_t n = pb->cols;
+    if (pb->U)
+        return loss_via_factor(ctx, pb, p, r0, r1, codes, qrow, D, loss);
     for (int64_t i = 0; i < r1 - r0; i++) {
         const float *w = pb->W + (r0 + i) * n;
         mpq_quant_row_dequant(p, r0 + i, codes + i * n, qrow);

@@ -24,6 +24,12 @@ void mpq_round_gptq_settings(const mpq_round_opts *o, struct cJSON *out);
  * (ScaLAPACK: the method needs a factor, ctx has a communicator and
  * hessian.scalapack / scalapack_min_width choose it for this width). The
  * same answer on every rank. */
+/* The damping of a factor: relative (hessian.damping after retries) and
+ * the absolute value added to H's diagonal (dead channels get 1 first). */
+typedef struct mpq_round_damp {
+    double damping, lambda;
+} mpq_round_damp;
+
 int mpq_round_shared_factor(struct mpq_ctx *ctx, const mpq_round_opts *o,
                             const struct mpq_round_method *method, int64_t cols);
 /* Collective. The upper Cholesky factor of the damped inverse of H in the
@@ -31,10 +37,10 @@ int mpq_round_shared_factor(struct mpq_ctx *ctx, const mpq_round_opts *o,
  * (the layer's owners, each holding H) with the backend the options choose
  * (mpq_hfactor_compute_set: ScaLAPACK on a grid of those ranks): *U
  * [cols][cols] on the ranks of set (owner: caller, mpq_free; NULL
- * elsewhere), *damping the relative damping finally used (every rank). */
+ * elsewhere), *damp the damping finally used (every rank). */
 mpq_err mpq_round_factor_shared(struct mpq_ctx *ctx, const mpq_round_opts *o, const char *name,
                                 int64_t cols, const double *H, const mpq_hset *set, double **U,
-                                double *damping);
+                                mpq_round_damp *damp);
 /* Local. mpq_round_problem_create with an optional factor from
  * mpq_round_factor_shared (U copied; NULL: factored here with LAPACK) and
  * an optional diagonal diag [cols] of H (NULL: read from H). Without a
@@ -43,7 +49,7 @@ mpq_err mpq_round_problem_create_ex(struct mpq_ctx *ctx, const mpq_round_opts *o
                                     const struct mpq_round_method *method, const char *name,
                                     const mpq_qspec *spec, int64_t rows, int64_t cols,
                                     const float *W, const double *H, const double *diag,
-                                    const double *U, double damping, mpq_round_problem **out);
+                                    const double *U, mpq_round_damp damp, mpq_round_problem **out);
 /* Fits the parameters of rows [r0, r1) of p on W (whole-layer copy from
  * pb->base for tensor-level specs). Local. */
 mpq_err mpq_round_fit_rows(struct mpq_ctx *ctx, const mpq_round_problem *pb, mpq_qparams *p,
