@@ -55,7 +55,9 @@
  * repeated while it stays <= damping_max, each retry logged at warn level;
  * then MPQ_ERR_NUMERIC naming the layer. Outputs (row-major d x d on the
  * root): chol = R upper with Hd = R^T R, inv = Hd^-1 (both triangles),
- * inv_chol = U upper with Hd^-1 = U^T U (what GPTQ needs).
+ * inv_chol = U upper with Hd^-1 = U^T U (what GPTQ needs; requested alone,
+ * U = J R'^-T J from the Cholesky factor R' of the reversed J Hd J, without
+ * Hd^-1).
  * Backends (a registry): "lapack" (dpotrf/dpotri on the root) and
  * "scalapack" (H block-cyclic over a BLACS grid, pdpotrf/pdpotri/pdpotrf;
  * scattered from and gathered to the root with MPI). hessian.scalapack =

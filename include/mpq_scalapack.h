@@ -18,6 +18,8 @@ void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *
                const int *irsrc, const int *icsrc, const int *ictxt, const int *lld, int *info);
 void pdpotrf_(const char *uplo, const int *n, double *a, const int *ia, const int *ja,
               const int *desca, int *info);
+void pdtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *ia,
+              const int *ja, const int *desca, int *info);
 void pdpotri_(const char *uplo, const int *n, double *a, const int *ia, const int *ja,
               const int *desca, int *info);
 void pdgemr2d_(const int *m, const int *n, const double *a, const int *ia, const int *ja,

@@ -99,6 +99,26 @@ static void put_inv_chol(int64_t n, double *a, mpq_hfactor *f) {
         memset(a + i * n, 0, (size_t)i * sizeof *a); /* row-major strict lower */
 }
 
+/* a[k] <-> a[n*n - 1 - k]: the matrix with rows and columns in reverse
+ * order (J a J, J the reversal). */
+static void reverse_both(int64_t n, double *a) {
+    for (int64_t k = 0, m = n * n - 1; k < m; k++, m--) {
+        double t = a[k];
+        a[k] = a[m];
+        a[m] = t;
+    }
+}
+
+/* U alone (what GPTQ needs) without forming Hd^-1: with J Hd J = R^T R
+ * (R upper), Hd^-1 = (J R^-T J)^T (J R^-T J), so U = J R^-T J, upper.
+ * One Cholesky and one triangular inverse (2n^3/3 flops) instead of a
+ * Cholesky, an inverse and a second Cholesky (4n^3/3), and no second
+ * factorisation that can fail. In a column-major buffer, R^-1 read
+ * row-major is R^-T; reversing it gives U row-major. */
+static int inv_chol_direct(unsigned what) {
+    return what == MPQ_HF_INV_CHOL;
+}
+
 /* 1 when this rank holds H and gets the outputs: the root set->first, or
  * with set->count > 0 every rank of the set. */
 static int holds(const mpq_ctx *ctx, const mpq_hset *set) {
@@ -116,7 +136,23 @@ static mpq_err lapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n
     MPQ_CHECK((int64_t)ln == n, MPQ_ERR_RANGE, "width %lld does not fit LAPACK's integer",
               (long long)n);
     MPQ_CALL(alloc_outputs(ctx, n, what, f));
-    lapack_int info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', ln, a, ln);
+    lapack_int info = 0;
+    if (inv_chol_direct(what)) {
+        reverse_both(n, a);
+        info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'U', ln, a, ln);
+        MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dpotrf: illegal argument %d", (int)-info);
+        if (info == 0)
+            info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'U', 'N', ln, a, ln);
+        MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dtrtri: illegal argument %d", (int)-info);
+        if (info > 0) {
+            *notpd = 1;
+            return MPQ_OK;
+        }
+        reverse_both(n, a);
+        put_inv_chol(n, a, f);
+        return MPQ_OK;
+    }
+    info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', ln, a, ln);
     MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dpotrf: illegal argument %d", (int)-info);
     if (info > 0) {
         *notpd = 1;
@@ -309,8 +345,29 @@ static mpq_err scalapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_
     MPQ_TRY(mpq_agree(ctx, local));
 
     const int ione = 1;
+    const int direct = inv_chol_direct(what);
+    if (direct && holder)
+        reverse_both(n64, a);
     MPQ_TRY(bc_exchange(ctx, grid, &l, set, sc, a, loc, mloc, nloc, scratch, 1));
     int info = 0;
+    if (direct) {
+        if (inside)
+            pdpotrf_("U", &n, loc, &ione, &ione, desc, &info);
+        MPQ_TRY(agree_info(ctx, &info));
+        if (info == 0 && inside)
+            pdtrtri_("U", "N", &n, loc, &ione, &ione, desc, &info);
+        MPQ_TRY(agree_info(ctx, &info));
+        if (info != 0) {
+            *notpd = 1;
+            goto cleanup;
+        }
+        MPQ_TRY(bc_exchange(ctx, grid, &l, set, sc, a, loc, mloc, nloc, scratch, 0));
+        if (holder) {
+            reverse_both(n64, a);
+            put_inv_chol(n64, a, f);
+        }
+        goto cleanup;
+    }
     if (inside)
         pdpotrf_("L", &n, loc, &ione, &ione, desc, &info);
     MPQ_TRY(agree_info(ctx, &info));
