@@ -179,6 +179,8 @@ typedef struct mpq_round_stats {
     int64_t iters;        /* optimisation steps run (0 for rtn/gptq) */
     int64_t rows_guarded; /* rows given back their RTN solution */
     double seconds;       /* wall time */
+    double *row_loss;     /* in: room for the rows' final losses (or NULL) */
+    int row_loss_set;     /* out: the method filled row_loss (exact up to rounding) */
 } mpq_round_stats;
 
 /* A rounding method. `run` rounds rows [r0, r1) of pb: on entry p (the

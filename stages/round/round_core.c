@@ -513,6 +513,7 @@ mpq_err mpq_round_tile(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_me
     }
 
     st->init_loss = NAN;
+    st->row_loss = lm;
     MPQ_TRY(method->run(ctx, o, pb, p, r0, r1, codes, st));
     for (int64_t i = 0; i < nr; i++) {
         const mpq_qtable *tb = mpq_qtable_of(p, r0 + i);
@@ -523,7 +524,9 @@ mpq_err mpq_round_tile(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_me
                        pb->name, method->name, (unsigned)k, (long long)(r0 + i), (long long)c);
         }
     }
-    MPQ_TRY(codes_loss(ctx, pb, p, r0, r1, codes, qrow, D, T, lm));
+    if (!st->row_loss_set)
+        MPQ_TRY(codes_loss(ctx, pb, p, r0, r1, codes, qrow, D, T, lm));
+    st->row_loss = NULL;
     double loss = 0.0, rtn = 0.0;
     for (int64_t i = 0; i < nr; i++) {
         MPQ_ENSURE(isfinite(lm[i]), MPQ_ERR_NUMERIC,

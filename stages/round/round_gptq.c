@@ -16,7 +16,8 @@
 #include "round_internal.h"
 
 mpq_err mpq_round_gptq_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_problem *pb,
-                            mpq_qparams *p, int64_t r0, int64_t r1, uint8_t *codes, float *wq) {
+                            mpq_qparams *p, int64_t r0, int64_t r1, uint8_t *codes, float *wq,
+                            double *loss) {
     mpq_err err = MPQ_OK;
     double *Wd = NULL, *Err = NULL;
     int64_t *pos = NULL;
@@ -44,6 +45,9 @@ mpq_err mpq_round_gptq_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_rou
         for (int64_t j = 0; j < n; j++)
             Wd[i * n + j] = (double)w[perm[j]];
     }
+    if (loss)
+        for (int64_t i = 0; i < nr; i++)
+            loss[i] = 0.0;
     if (refit) {
         MPQ_ALLOC_TRY(fitted, p->gpr);
         MPQ_ALLOC_TRY(gbuf, nr * p->gcols);
@@ -83,6 +87,10 @@ mpq_err mpq_round_gptq_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_rou
                     wq[i * n + c] = (float)w;
                 const double e = (w - (double)v) / d;
                 Err[i * B + (j - j1)] = e;
+                if (loss) {
+                    const double dw = (double)pb->W[(r0 + i) * n + c] - (double)v;
+                    loss[i] += e * e - pb->added[j] * dw * dw;
+                }
                 for (int64_t jj = j + 1; jj < j2; jj++)
                     row[jj] -= e * urow[jj];
             }
@@ -115,7 +123,14 @@ static mpq_err gptq_run(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_p
                         mpq_qparams *p, int64_t r0, int64_t r1, uint8_t *codes,
                         mpq_round_stats *st) {
     st->iters = 0;
-    return mpq_round_gptq_rows(ctx, o, pb, p, r0, r1, codes, NULL);
+    if (st->row_loss && pb->added) {
+        MPQ_CALL(mpq_round_gptq_rows(ctx, o, pb, p, r0, r1, codes, NULL, st->row_loss));
+        for (int64_t i = 0; i < r1 - r0; i++)
+            st->row_loss[i] = st->row_loss[i] > 0.0 ? st->row_loss[i] : 0.0;
+        st->row_loss_set = 1;
+        return MPQ_OK;
+    }
+    return mpq_round_gptq_rows(ctx, o, pb, p, r0, r1, codes, NULL, NULL);
 }
 
 void mpq_round_gptq_settings(const mpq_round_opts *o, cJSON *out) {

@@ -73,10 +73,13 @@ mpq_err mpq_round_loss_d(struct mpq_ctx *ctx, int64_t cols, const double *H, int
 
 /* GPTQ on rows [r0, r1): codes [(r1 - r0)][cols] and, when wq is not NULL,
  * wq [(r1 - r0)][cols] the updated weight each column had when it was
- * rounded (original column order). Local. */
+ * rounded (original column order); when loss is not NULL, loss [r1 - r0]
+ * the rows' losses from the scaled errors e (mpq_round_problem's added
+ * must exist): W - Q = E U, so (W - Q) Hd (W - Q)^T = |e|^2, less the
+ * damping's share. Local. */
 mpq_err mpq_round_gptq_rows(struct mpq_ctx *ctx, const mpq_round_opts *o,
                             const mpq_round_problem *pb, mpq_qparams *p, int64_t r0, int64_t r1,
-                            uint8_t *codes, float *wq);
+                            uint8_t *codes, float *wq, double *loss);
 
 /* The learned-rounding engine (adaround and signround). */
 mpq_err mpq_round_learn_rows(struct mpq_ctx *ctx, const mpq_round_opts *o, const mpq_learn_cfg *lc,

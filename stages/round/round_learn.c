@@ -336,7 +336,7 @@ mpq_err mpq_round_learn_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_le
 
     /* Starting point. */
     if (o->init == MPQ_RINIT_GPTQ) {
-        MPQ_TRY(mpq_round_gptq_rows(ctx, o, pb, p, r0, r1, hc, base));
+        MPQ_TRY(mpq_round_gptq_rows(ctx, o, pb, p, r0, r1, hc, base, NULL));
     } else {
         memcpy(base, pb->W + r0 * n, (size_t)N * sizeof *base);
     }

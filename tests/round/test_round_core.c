@@ -311,8 +311,9 @@ static void test_gptq_naive(void **state) {
     check_gptq("int:bits=3,sym=false,group=8", 0, 1, 5, 128);
 }
 
-/* GPTQ's losses go through its factor (a triangular solve with U less the
- * damping's share): equal to the product with H within 1e-9 relative on a
+/* GPTQ's losses go through its factor (the RTN loss: a triangular solve
+ * with U; the final loss: its scaled errors; both less the damping's
+ * share): equal to the product with H within 1e-9 relative on a
  * rank-deficient H (40 samples for 160 columns, every 9th channel dead,
  * the shape of a wide MLP input with few calibration rows), with and
  * without act_order, for the final and the RTN codes. */
@@ -420,7 +421,7 @@ static void test_bruteforce(void **state) {
         assert_true(ada.loss >= nbest * (1 - 1e-12));
         assert_true(ada.loss <= rtn.loss);
         assert_true(gqg.loss <= rtn.loss * (1 + 1e-9));
-        assert_true(adag.loss <= gqg.loss);
+        assert_true(adag.loss <= gqg.loss * (1 + 1e-9)); /* losses by two formulas */
         hits += ada.loss <= nbest * (1 + 1e-9);
         ex_rtn += rtn.loss / nbest - 1.0;
         ex_ada += ada.loss / nbest - 1.0;

@@ -108,8 +108,10 @@ static void test_stories(void **state) {
             if (!(lg < lr))
                 fprintf(stderr, "%s W%d: gptq %g >= rtn %g\n", li->name, bits, lg, lr);
             assert_true(lg < lr);
-            assert_true(la <= lg);
-            assert_true(ls <= lg);
+            /* never above their GPTQ start, up to the rounding of two
+             * formulas of the loss (stages/round README) */
+            assert_true(la <= lg * (1 + 1e-9));
+            assert_true(ls <= lg * (1 + 1e-9));
             tot[bits - 2][0] += lr;
             tot[bits - 2][1] += lg;
             tot[bits - 2][2] += la;
