@@ -172,6 +172,13 @@ void mpq_round_problem_destroy(mpq_round_problem **pb);
 
 /* ---- methods ---------------------------------------------------------------- */
 
+/* GPTQ's work per weight besides the rows x cols^2 of its updates and its
+ * RTN loss, in units of that term's per-column work (fitted on the run's
+ * per-layer times: rounding, fits, losses and copies of every weight); the
+ * plans that balance rounding over the ranks count rows x cols x (cols +
+ * this). */
+#define MPQ_ROUND_GPTQ_ELEM 1024.0
+
 typedef struct mpq_round_stats {
     double loss;          /* final L of the rows */
     double rtn_loss;      /* L of nearest rounding with the initial fit */
@@ -252,13 +259,16 @@ typedef struct mpq_round_job {
 } mpq_round_job;
 
 /* Local. The owners of ngroups inputs (statistics) of a block over nranks
- * ranks, from each group's rounding cost: the costs are laid end to end in
- * group order and cut into nranks equal stretches; a group's owners are the
- * ranks whose stretch meets its own (a contiguous range, at least one rank;
- * neighbouring groups may share the rank at their boundary). The work is
- * balanced to within one tile per rank, and a rank holds the H of the few
- * groups it works on. The same on every rank. */
-void mpq_round_owners(int64_t ngroups, const double *cost, int nranks, mpq_hset *sets);
+ * ranks, from each group's rounding cost (setup included): the costs are
+ * laid end to end in group order and cut into nranks equal stretches; a
+ * group's owners are the ranks whose stretch meets its own (a contiguous
+ * range, at least one rank; neighbouring groups may share the rank at
+ * their boundary), less an end rank that has other work and whose share
+ * of the group is below setup[g] (what each owner pays once: the
+ * factorisation; setup may be NULL). A rank holds the H of the few groups
+ * it works on. The same on every rank. */
+void mpq_round_owners(int64_t ngroups, const double *cost, const double *setup, int nranks,
+                      mpq_hset *sets);
 
 /* The outcome of one job, identical on every rank (q: see
  * mpq_round_block_owned). */

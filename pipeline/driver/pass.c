@@ -107,26 +107,29 @@ static mpq_err loaded_stats(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
 }
 
 /* The owners of block b's input groups (p->bown, in the order of the
- * statistics): each group's cost is that of rounding its layers (rows x
- * cols^2, plus cols^3 for its factor). */
+ * statistics): each group's cost is that of rounding its layers with
+ * GPTQ (rows x cols x (cols + MPQ_ROUND_GPTQ_ELEM)) plus 2 cols^3 / 3 for
+ * its factor. */
 static mpq_err plan_owners(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
     const mpq_family_info *fi = p->ses->info;
     double *cost = NULL;
-    MPQ_ALLOC(cost, fi->nlayers + 1);
+    MPQ_ALLOC(cost, 2 * (fi->nlayers + 1));
+    double *setup = cost + fi->nlayers + 1;
     int64_t n = 0;
     for (int64_t g = 0; g < fi->nlayers; g++) {
         const mpq_layer_info *gi = &fi->layers[g];
         if (gi->block != b || gi->group != g)
             continue;
         double in = (double)gi->in;
-        cost[n] = in * in * in;
+        setup[n] = 2.0 / 3.0 * in * in * in;
+        cost[n] = setup[n];
         for (int64_t l = g; l < fi->nlayers; l++)
             if (fi->layers[l].group == g && !p->ses->excl[l])
-                cost[n] += (double)fi->layers[l].out * in * in;
+                cost[n] += (double)fi->layers[l].out * in * (in + MPQ_ROUND_GPTQ_ELEM);
         n++;
     }
     const int nranks = ctx->comm == MPI_COMM_NULL ? 1 : ctx->size;
-    mpq_round_owners(n, cost, nranks, p->bown);
+    mpq_round_owners(n, cost, setup, nranks, p->bown);
     mpq_free(cost);
     return MPQ_OK;
 }

@@ -27,10 +27,21 @@ static mpq_hset owners_of(const mpq_round_job *jb, int nranks) {
     return s;
 }
 
-void mpq_round_owners(int64_t ngroups, const double *cost, int nranks, mpq_hset *sets) {
+/* Length of [a, b) within rank r's stretch [r, r + 1) x total / nranks. */
+static double overlap(double a, double b, int r, double total, int nranks) {
+    double lo = total * r / nranks, hi = total * (r + 1) / nranks;
+    lo = a > lo ? a : lo;
+    hi = b < hi ? b : hi;
+    return hi > lo ? hi - lo : 0.0;
+}
+
+void mpq_round_owners(int64_t ngroups, const double *cost, const double *setup, int nranks,
+                      mpq_hset *sets) {
     /* The groups' costs laid end to end over [0, total), in group order;
      * rank r works on [r, r + 1) x total / nranks and owns every group
-     * whose stretch meets its own. */
+     * whose stretch meets its own, except that a rank at an end of a
+     * group's range that has other work and would do less of the group
+     * than its setup (the factorisation every owner pays) leaves it. */
     double total = 0.0;
     for (int64_t g = 0; g < ngroups; g++)
         total += cost[g] > 0.0 ? cost[g] : 0.0;
@@ -44,6 +55,21 @@ void mpq_round_owners(int64_t ngroups, const double *cost, int nranks, mpq_hset 
         }
         first = first < 0 ? 0 : (first > nranks - 1 ? nranks - 1 : first);
         last = last < first ? first : (last > nranks - 1 ? nranks - 1 : last);
+        const double su = setup ? setup[g] : 0.0;
+        for (int k = 0; k < 2 && last > first; k++) {
+            /* the end with less of the group goes first */
+            double of = overlap(a, b, first, total, nranks),
+                   ol = overlap(a, b, last, total, nranks);
+            int r = of <= ol ? first : last;
+            double ov = of <= ol ? of : ol;
+            double mine = total / nranks; /* the rank's whole stretch */
+            if (!(ov < su && ov < mine * (1 - 1e-12)))
+                break;
+            if (r == first)
+                first++;
+            else
+                last--;
+        }
         sets[g].first = first;
         sets[g].count = last - first + 1;
         a = b;
@@ -51,12 +77,15 @@ void mpq_round_owners(int64_t ngroups, const double *cost, int nranks, mpq_hset 
 }
 
 typedef struct task_key {
+    int nown; /* ranks the task may go to */
     double cost;
     int64_t idx;
 } task_key;
 
 static int cmp_task(const void *a, const void *b) {
     const task_key *x = a, *y = b;
+    if (x->nown != y->nown)
+        return x->nown < y->nown ? -1 : 1;
     if (x->cost != y->cost)
         return x->cost > y->cost ? -1 : 1;
     return x->idx < y->idx ? -1 : (x->idx > y->idx ? 1 : 0);
@@ -97,16 +126,19 @@ mpq_err mpq_round_plan(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
             t[k].r1 = r0 + tr < jobs[j].rows ? r0 + tr : jobs[j].rows;
             t[k].cost = jobs[j].method->cost(o, t[k].r1 - t[k].r0, jobs[j].cols);
             keys[k].cost = t[k].cost;
+            keys[k].nown = owners_of(&jobs[j], nranks).count;
             keys[k].idx = k;
         }
     }
-    /* LPT: largest task first to the rank that would finish it first; a
-     * rank's first task of a layer also pays the factorisation. */
+    /* LPT: largest task first to the rank that would finish it first, the
+     * tasks with fewer possible ranks before the others (those of a single
+     * owner load it before the free ones are spread); a rank's first task
+     * of a layer also pays the factorisation. */
     qsort(keys, (size_t)n, sizeof *keys, cmp_task);
     for (int64_t i = 0; i < n; i++) {
         mpq_round_task *x = &t[keys[i].idx];
         const mpq_round_job *jb = &jobs[x->job];
-        double setup = jb->method->needs_factor(o) ? pow((double)jb->cols, 3.0) : 0.0;
+        double setup = jb->method->needs_factor(o) ? 2.0 / 3.0 * pow((double)jb->cols, 3.0) : 0.0;
         const mpq_hset own = owners_of(jb, nranks);
         int best = own.first;
         double bl = INFINITY;

@@ -7,7 +7,7 @@
 #    each H on a grid of the ranks that own it: every number of the JSON line
 #    (evaluation figures, per-layer losses, RTN losses, bits) equals the
 #    1-rank LAPACK run within 1e-9 relative, and the log names the grid of
-#    each layer (down_proj's over several ranks at 4).
+#    each layer (gate/up's over two ranks at 4).
 #  - mnist-cnn-small W2 GPTQ in auto mode with scalapack_min_width = 100:
 #    only fc1 (784 inputs) goes to ScaLAPACK, conv1/conv2 (9, 72) stay on
 #    LAPACK; figures again equal the LAPACK run within 1e-9.
@@ -59,9 +59,9 @@ for np in 2 4; do
     close "$dir/s_lapack.json" "$dir/s_sc$np.json" "stories260K at $np ranks"
 done
 # each factorisation runs on a grid of its input's owners (stages/round);
-# at 4 ranks the costliest input, down_proj's, has several
-grep -qE "down_proj: H \(172 x 172\) factored with scalapack on a 1 x [2-4] grid of ranks [0-9] to 3, block 16" \
-    "$dir/s_sc4.log" || fail "4 ranks: down_proj's H not factored on a grid of several owners"
+# at 4 ranks gate/up's input has two (the plan of a stories260K block)
+grep -qE "gate_proj: H \(64 x 64\) factored with scalapack on a 1 x 2 grid of ranks 1 to 2, block 16" \
+    "$dir/s_sc4.log" || fail "4 ranks: gate/up's H not factored on a grid of its two owners"
 
 m_over=(quant.method=gptq eval.count=1000 eval.also_all=false)
 runj m_lapack 1 "$cfgs/mnist-cnn-small-w2.cfg" "${m_over[@]}"

@@ -67,7 +67,7 @@ static void run_block(mpq_ctx *ctx, int owned) {
         cost[j] = (double)(d->rows * d->cols);
     }
     if (owned) {
-        mpq_round_owners(NJOBS, cost, ctx->size, sets);
+        mpq_round_owners(NJOBS, cost, NULL, ctx->size, sets);
         int next = 0; /* ranges in order, overlapping by one rank at most, covering all */
         for (int64_t j = 0; j < NJOBS; j++) {
             assert_true(sets[j].count >= 1 && sets[j].first >= 0 &&
@@ -168,23 +168,42 @@ static void test_owners(void **state) {
     (void)state;
     const double c[4] = {1, 1, 1, 5}; /* stretches [0,1) [1,2) [2,3) [3,8) */
     mpq_hset s[4];
-    mpq_round_owners(4, c, 2, s); /* ranks [0,4) [4,8) */
+    mpq_round_owners(4, c, NULL, 2, s); /* ranks [0,4) [4,8) */
     for (int g = 0; g < 3; g++) {
         assert_int_equal(s[g].first, 0);
         assert_int_equal(s[g].count, 1);
     }
     assert_int_equal(s[3].first, 0);
     assert_int_equal(s[3].count, 2);
-    mpq_round_owners(4, c, 8, s); /* ranks of width 1 */
+    mpq_round_owners(4, c, NULL, 8, s); /* ranks of width 1 */
     for (int g = 0; g < 3; g++) {
         assert_int_equal(s[g].first, g);
         assert_int_equal(s[g].count, 1);
     }
     assert_int_equal(s[3].first, 3);
     assert_int_equal(s[3].count, 5);
-    mpq_round_owners(4, c, 1, s);
+    mpq_round_owners(4, c, NULL, 1, s);
     for (int g = 0; g < 4; g++)
         assert_true(s[g].first == 0 && s[g].count == 1);
+    /* With a setup of 2 for the last group: rank 0 would do 1 of it and
+     * has other work, so it leaves; at 8 ranks, ranks 3 to 7 each have
+     * nothing else and stay. */
+    const double su[4] = {0, 0, 0, 2};
+    mpq_round_owners(4, c, su, 2, s);
+    assert_int_equal(s[3].first, 1);
+    assert_int_equal(s[3].count, 1);
+    mpq_round_owners(4, c, su, 8, s);
+    assert_int_equal(s[3].first, 3);
+    assert_int_equal(s[3].count, 5);
+    /* stretches of 8/3: the last group [3, 8) meets rank 1 by 7/3, which
+     * stays for a setup of 2 and leaves for 2.5 */
+    mpq_round_owners(4, c, su, 3, s);
+    assert_int_equal(s[3].first, 1);
+    assert_int_equal(s[3].count, 2);
+    const double su2[4] = {0, 0, 0, 2.5};
+    mpq_round_owners(4, c, su2, 3, s);
+    assert_int_equal(s[3].first, 2);
+    assert_int_equal(s[3].count, 1);
 }
 
 static void test_block(void **state) {
