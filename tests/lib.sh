@@ -59,6 +59,26 @@ make_work_dir() {
     trap 'rm -rf "$dir" "$OUT" "$ERR"' EXIT
 }
 
+# bench_llama MKLLAMA HIDDEN INTER LAYERS HEADS KV_HEADS SEGMENTS SEQ_LEN:
+# a Llama directory $dir/m with random weights (vocabulary 512, so that the
+# stories260K tokenizer serves the evaluation) and $dir/run.cfg, the
+# benchmarks' run of it: GPTQ int4 g128 on random calibration tokens, two
+# documents evaluated, the checkpoint written to $dir/out.h5. Ends the test
+# when the generator fails.
+bench_llama() {
+    run "$1" "$dir/m" --hidden "$2" --intermediate "$3" --layers "$4" --heads "$5" \
+        --kv-heads "$6" --vocab 512 --context "$8"
+    expect_rc 0
+    [ "$FAILS" -eq 0 ] || finish
+    cat >"$dir/run.cfg" <<EOF
+model = { path = "$dir/m"; tokenizer = "$MPQ_SHARED_DIR/data/models/stories260K/tok512.bin"; };
+calibration = { source = "random"; segments = $7; seq_len = $8; };
+quant = { spec = "int:bits=4,group=128"; method = "gptq"; };
+eval = { text = "$MPQ_SHARED_DIR/data/text/tinyshakespeare.txt"; docs = 2; };
+output = { path = "$dir/out.h5"; overwrite = true; };
+EOF
+}
+
 finish() {
     if [ "$FAILS" -eq 0 ]; then
         echo "PASSED"

@@ -52,19 +52,7 @@ read -r segs seqlen <<<"${MPQ_BENCH_TOKENS:-16 256}"
 rows=$((segs * seqlen))
 vocab=512
 
-run "$mkllama" "$dir/m" --hidden $hid --intermediate $inter --layers 1 --heads $heads \
-    --kv-heads $kv --vocab $vocab --context $seqlen
-expect_rc 0
-[ "$FAILS" -eq 0 ] || finish
-
-cat >"$dir/b.cfg" <<EOF
-model = { path = "$dir/m"; tokenizer = "$MPQ_SHARED_DIR/data/models/stories260K/tok512.bin"; };
-calibration = { source = "random"; segments = $segs; seq_len = $seqlen; };
-quant = { spec = "int:bits=4,group=128"; method = "gptq"; };
-eval = { text = "$MPQ_SHARED_DIR/data/text/tinyshakespeare.txt"; docs = 2; };
-output = { path = "$dir/out.h5"; overwrite = true; };
-EOF
-
+bench_llama "$mkllama" $hid $inter 1 $heads $kv $segs $seqlen
 kvdim=$((hid / heads * kv))
 params=$((2 * hid * hid + 2 * hid * kvdim + 3 * hid * inter))
 avail_mib=$(awk '/MemAvailable/ { print int($2 / 1024) }' /proc/meminfo)
@@ -88,7 +76,7 @@ for np in ${MPQ_BENCH_RANKS:-1 2 4}; do
             "$shape" "$np" "$est_mib" "$avail_mib"
         continue
     fi
-    run $MPQ_MPIEXEC -n "$np" "$MPQ_BIN" run "$dir/b.cfg" --json -q
+    run $MPQ_MPIEXEC -n "$np" "$MPQ_BIN" run "$dir/run.cfg" --json -q
     expect_rc 0
     [ "$RC" -eq 0 ] || continue
     last_json >"$dir/r.json"

@@ -24,17 +24,7 @@ need_shared data/text/tinyshakespeare.txt
 mkllama=${1:?usage: bench_run.sh MKLLAMA}
 make_work_dir
 read -r segs seqlen <<<"${MPQ_BENCH_TOKENS:-32 256}"
-run "$mkllama" "$dir/m" --hidden 1024 --intermediate 2816 --layers 8 --heads 16 \
-    --kv-heads 16 --vocab 512 --context "$seqlen"
-expect_rc 0
-[ "$FAILS" -eq 0 ] || finish
-cat >"$dir/r.cfg" <<EOF
-model = { path = "$dir/m"; tokenizer = "$MPQ_SHARED_DIR/data/models/stories260K/tok512.bin"; };
-calibration = { source = "random"; segments = $segs; seq_len = $seqlen; };
-quant = { spec = "int:bits=4,group=128"; method = "gptq"; };
-eval = { text = "$MPQ_SHARED_DIR/data/text/tinyshakespeare.txt"; docs = 2; };
-output = { path = "$dir/out.h5"; overwrite = true; };
-EOF
+bench_llama "$mkllama" 1024 2816 8 16 16 "$segs" "$seqlen"
 first=""
 for np in ${MPQ_BENCH_RANKS:-1 2 4}; do
     if [ -z "${MPQ_BENCH_RANKS:-}" ] && ((np > $(nproc))); then
@@ -42,7 +32,7 @@ for np in ${MPQ_BENCH_RANKS:-1 2 4}; do
             "$np" "$np" "$(nproc)"
         continue
     fi
-    run $MPQ_MPIEXEC -n "$np" "$MPQ_BIN" run "$dir/r.cfg" --json -q
+    run $MPQ_MPIEXEC -n "$np" "$MPQ_BIN" run "$dir/run.cfg" --json -q
     expect_rc 0
     [ "$RC" -eq 0 ] || continue
     last_json | jq -c '{ranks: .ranks, times: (.times | map_values(.max)),
