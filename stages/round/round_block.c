@@ -138,7 +138,11 @@ mpq_err mpq_round_plan(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
     for (int64_t i = 0; i < n; i++) {
         mpq_round_task *x = &t[keys[i].idx];
         const mpq_round_job *jb = &jobs[x->job];
-        double setup = jb->method->needs_factor(o) ? 2.0 / 3.0 * pow((double)jb->cols, 3.0) : 0.0;
+        /* a factor shared over the owners' grid is computed before any task */
+        double setup =
+            jb->method->needs_factor(o) && !mpq_round_shared_factor(ctx, o, jb->method, jb->cols)
+                ? 2.0 / 3.0 * pow((double)jb->cols, 3.0)
+                : 0.0;
         const mpq_hset own = owners_of(jb, nranks);
         int best = own.first;
         double bl = INFINITY;
