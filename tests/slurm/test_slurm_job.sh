@@ -414,7 +414,7 @@ grep -q 'launcher: srun --mpi=pmix' "$work/mpquant-$job1.err" ||
     fail "job $job1: the default launcher is not 'srun --mpi=pmix' (srun --mpi=list: $(srun --mpi=list 2>&1 | tr '\n' ' '))"
 grep -q '2 task(s)' "$work/mpquant-$job1.err" || fail "job $job1: the script did not see 2 tasks"
 leftover=$(find "$work" -maxdepth 1 -name '.mpquant-ranks.*')
-[[ -z $leftover ]] || fail "job $job1: rank-marker directory left behind: $leftover"
+[[ -z $leftover ]] || fail "jobs $job1 and $job5 (stopped and requeued): rank-marker directory left behind: $leftover"
 
 # ---- job 2: mpirun, and SIGUSR1 to the batch shell while mpquant runs
 release=$work/release
