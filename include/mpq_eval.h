@@ -39,6 +39,7 @@ typedef struct mpq_lm_result {
     int has_ref;     /* kld and top1_agreement are set */
     double kld;      /* mean KL(P_ref || P_model) per prediction, nats */
     double top1_agreement;
+    double ref_nll; /* the reference's own total NLL on the same predictions */
 } mpq_lm_result;
 
 typedef struct mpq_cls_result {
@@ -46,9 +47,16 @@ typedef struct mpq_cls_result {
     int64_t correct;
     double accuracy; /* correct / total */
     int has_ref;
-    int64_t agree;    /* images whose predicted class equals the reference's */
-    double agreement; /* agree / total */
+    int64_t agree;       /* images whose predicted class equals the reference's */
+    double agreement;    /* agree / total */
+    int64_t ref_correct; /* images the reference classifies correctly */
 } mpq_cls_result;
+
+/* Local. The reference's own figures from an evaluation against it (r has
+ * has_ref): the same bits as evaluating the reference alone, since its
+ * forward passes and sums are the same. */
+void mpq_eval_lm_reference(const mpq_lm_result *r, mpq_lm_result *out);
+void mpq_eval_cls_reference(const mpq_cls_result *r, mpq_cls_result *out);
 
 /* Collective. Evaluates documents already tokenized: document i is
  * tokens[offsets[i] .. offsets[i+1]) (identical arrays on every rank; each

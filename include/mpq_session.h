@@ -147,6 +147,9 @@ typedef struct mpq_session_eval {
  * file when eval.also_all is set. */
 mpq_err mpq_session_evaluate(mpq_ctx *ctx, const mpq_session *s, mpq_family *f, mpq_family *ref,
                              int also_all, mpq_session_eval *e);
+/* Local. The reference's own figures from e, an evaluation against it:
+ * what evaluating the reference alone gives, without its second forward. */
+void mpq_session_eval_reference(const mpq_session_eval *e, mpq_session_eval *ref);
 
 /* ---- the budget ---------------------------------------------------------------------- */
 

@@ -2,6 +2,7 @@
  * KLD and top-1 agreement against a reference, greedy generation for
  * language models; accuracy and agreement for classifiers). */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -48,7 +49,8 @@ static mpq_err eval_lm(mpq_ctx *ctx, const mpq_config *cfg, mpq_family *f, mpq_f
         printf("text: %s\ndocuments: %lld\npredictions: %lld\nmean_nll: %.6f\nppl: %.4f\n",
                cfg->eval.text, (long long)r.docs, (long long)r.predictions, r.mean_nll, r.ppl);
         if (r.has_ref)
-            printf("kld: %.6g\ntop1_agreement: %.6f\n", r.kld, r.top1_agreement);
+            printf("kld: %.6g\ntop1_agreement: %.6f\nreference_ppl: %.4f\n", r.kld,
+                   r.top1_agreement, exp(r.ref_nll / (double)(r.predictions ? r.predictions : 1)));
         fflush(stdout);
     }
     cJSON_AddStringToObject(o, "text", cfg->eval.text);
@@ -59,6 +61,10 @@ static mpq_err eval_lm(mpq_ctx *ctx, const mpq_config *cfg, mpq_family *f, mpq_f
     if (r.has_ref) {
         cJSON_AddNumberToObject(o, "kld", r.kld);
         cJSON_AddNumberToObject(o, "top1_agreement", r.top1_agreement);
+        mpq_lm_result fp;
+        mpq_eval_lm_reference(&r, &fp);
+        cJSON_AddNumberToObject(o, "reference_mean_nll", fp.mean_nll);
+        cJSON_AddNumberToObject(o, "reference_ppl", fp.ppl);
     }
     if (gen > 0) {
         /* Generation is local and cheap: rank 0 does it alone. */

@@ -541,13 +541,16 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
     }
     summarize(ctx, s);
 
-    /* evaluate: full precision, and the quantized model against it */
+    /* evaluate: the quantized model against full precision, whose own
+     * figures come from the same forward passes */
     MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_EVAL));
     mpq_run_stream_blocks(s, 1); /* the quantized blocks come back one at a time */
-    if (s->opts.eval_fp)
-        MPQ_TRY(mpq_session_evaluate(ctx, ses, ses->ffp, NULL, 1, &s->res->fp));
     if (s->opts.eval_quantized)
         MPQ_TRY(mpq_session_evaluate(ctx, ses, ses->fq, ses->ffp, 1, &s->res->quant));
+    if (s->opts.eval_fp && s->opts.eval_quantized)
+        mpq_session_eval_reference(&s->res->quant, &s->res->fp);
+    else if (s->opts.eval_fp)
+        MPQ_TRY(mpq_session_evaluate(ctx, ses, ses->ffp, NULL, 1, &s->res->fp));
     mpq_run_stream_blocks(s, 0);
     MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_EVAL));
 

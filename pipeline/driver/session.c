@@ -299,3 +299,10 @@ mpq_err mpq_session_evaluate(mpq_ctx *ctx, const mpq_session *s, mpq_family *f, 
     e->done = 1;
     return MPQ_OK;
 }
+
+void mpq_session_eval_reference(const mpq_session_eval *e, mpq_session_eval *ref) {
+    *ref = *e;
+    mpq_eval_lm_reference(&e->lm, &ref->lm);
+    mpq_eval_cls_reference(&e->cls, &ref->cls);
+    mpq_eval_cls_reference(&e->cls_all, &ref->cls_all);
+}

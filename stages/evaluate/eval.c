@@ -94,8 +94,9 @@ cleanup:
     return err;
 }
 
-/* Per-document record: total NLL, predictions, total KL, agreeing argmaxes. */
-enum { R_NLL = 0, R_NPRED, R_KLD, R_AGREE, R_K };
+/* Per-document record: total NLL, predictions, total KL, agreeing argmaxes,
+ * the reference's total NLL. */
+enum { R_NLL = 0, R_NPRED, R_KLD, R_AGREE, R_RNLL, R_K };
 
 /* Scores one document of n tokens from its logits (and the reference's,
  * rlogits, or NULL); rec gets its R_K sums. */
@@ -122,10 +123,12 @@ static mpq_err score_doc(mpq_ctx *ctx, const int32_t *toks, int64_t n, int64_t V
             }
             rec[R_KLD] += kl;
             rec[R_AGREE] += am == ram ? 1.0 : 0.0;
+            rec[R_RNLL] += rlse - (double)rl[target];
         }
     }
-    MPQ_CHECK(isfinite(rec[R_NLL]) && isfinite(rec[R_KLD]), MPQ_ERR_NUMERIC,
-              "document of %lld tokens: the NLL or KLD is not finite", (long long)n);
+    MPQ_CHECK(isfinite(rec[R_NLL]) && isfinite(rec[R_KLD]) && isfinite(rec[R_RNLL]),
+              MPQ_ERR_NUMERIC, "document of %lld tokens: the NLL or KLD is not finite",
+              (long long)n);
     return MPQ_OK;
 }
 
@@ -269,12 +272,22 @@ cleanup:
             out->has_ref = ref != NULL;
             out->kld = ref && out->predictions ? s[R_KLD] / s[R_NPRED] : 0.0;
             out->top1_agreement = ref && out->predictions ? s[R_AGREE] / s[R_NPRED] : 0.0;
+            out->ref_nll = ref ? s[R_RNLL] : 0.0;
         }
     }
     mpq_free(logits);
     mpq_free(rlogits);
     mpq_free(rec);
     return err;
+}
+
+void mpq_eval_lm_reference(const mpq_lm_result *r, mpq_lm_result *out) {
+    memset(out, 0, sizeof *out);
+    out->docs = r->docs;
+    out->predictions = r->predictions;
+    out->nll = r->ref_nll;
+    out->mean_nll = r->predictions ? r->ref_nll / (double)r->predictions : 0.0;
+    out->ppl = exp(out->mean_nll);
 }
 
 mpq_err mpq_eval_lm_text(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const mpq_tokenizer *tok,

@@ -8,8 +8,8 @@
 #include "mpq_idx.h"
 #include "mpq_timer.h"
 
-/* Per-image record: correct, agrees with the reference. */
-enum { C_OK = 0, C_AGREE, C_K };
+/* Per-image record: correct, agrees with the reference, the reference correct. */
+enum { C_OK = 0, C_AGREE, C_ROK, C_K };
 
 static int64_t argmax_row(const float *x, int64_t n) {
     int64_t am = 0;
@@ -62,10 +62,12 @@ mpq_err mpq_eval_classifier(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const 
         if (ref)
             MPQ_TRY(mpq_family_forward(ctx, ref, &b, rlogits));
         for (int64_t i = 0; i < nb; i++) {
-            int64_t p = argmax_row(logits + i * C, C);
+            const int64_t p = argmax_row(logits + i * C, C);
+            const int64_t rp = ref ? argmax_row(rlogits + i * C, C) : -1;
             double *r = rec + ((i0 - lo) / batch) * C_K;
             r[C_OK] += p == (int64_t)labels[i0 + i] ? 1.0 : 0.0;
-            r[C_AGREE] += ref && p == argmax_row(rlogits + i * C, C) ? 1.0 : 0.0;
+            r[C_AGREE] += ref && p == rp ? 1.0 : 0.0;
+            r[C_ROK] += ref && rp == (int64_t)labels[i0 + i] ? 1.0 : 0.0;
         }
         mpq_progress_update(ctx, &pr, i0 + nb - lo);
     }
@@ -82,12 +84,20 @@ cleanup:
         out->has_ref = ref != NULL;
         out->agree = ref ? (int64_t)s[C_AGREE] : 0;
         out->agreement = ref && n ? s[C_AGREE] / (double)n : 0.0;
+        out->ref_correct = ref ? (int64_t)s[C_ROK] : 0;
     }
     mpq_free(in);
     mpq_free(logits);
     mpq_free(rlogits);
     mpq_free(rec);
     return err;
+}
+
+void mpq_eval_cls_reference(const mpq_cls_result *r, mpq_cls_result *out) {
+    memset(out, 0, sizeof *out);
+    out->total = r->total;
+    out->correct = r->ref_correct;
+    out->accuracy = r->total ? (double)r->ref_correct / (double)r->total : 0.0;
 }
 
 mpq_err mpq_eval_idx(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const char *images_path,

@@ -161,6 +161,12 @@ static void test_kld_self_and_perturbed(void **state) {
     assert_true(q.kld > 1e-3);
     assert_true(q.top1_agreement < 1.0 && q.top1_agreement > 0.0);
     assert_true(q.mean_nll != base.mean_nll);
+    /* The reference's own figures from the same pass: the bits of
+     * evaluating it alone. */
+    mpq_lm_result own;
+    mpq_eval_lm_reference(&q, &own);
+    assert_int_equal(own.predictions, base.predictions);
+    assert_true(own.nll == base.nll && own.mean_nll == base.mean_nll && own.ppl == base.ppl);
 }
 
 static void test_greedy_generation(void **state) {

@@ -83,6 +83,15 @@ static void test_agreement(void **state) {
     if (ctx->rank == 0)
         printf("rounded fc1: agreement %.3f accuracy %.3f\n", r.agreement, r.accuracy);
     assert_true(r.agree < 1000 && r.agree > 0);
+    /* The reference's own accuracy from the same pass equals evaluating it
+     * alone. */
+    mpq_cls_result alone, own;
+    MPQ_ASSERT_OK(ctx, mpq_eval_idx(ctx, x->f, NULL, g_img, g_lab, 100, 1000, 64, &alone));
+    mpq_eval_cls_reference(&r, &own);
+    assert_int_equal(own.total, alone.total);
+    assert_int_equal(own.correct, alone.correct);
+    assert_true(own.accuracy == alone.accuracy);
+    assert_true(own.correct != r.correct);
 }
 
 /* Naive forward from the README: conv 3x3 pad 1, ReLU, 2x2 max-pool, twice,
