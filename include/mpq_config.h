@@ -82,6 +82,7 @@ typedef struct mpq_config {
     struct {
         char *text;              /* language models: text file of documents */
         int64_t docs;            /* first N documents (0 = all) */
+        int enabled;             /* mpquant run: evaluate at all */
         char *images;            /* classifiers: IDX images */
         char *labels;            /* classifiers: IDX labels */
         int64_t first;           /* first image */

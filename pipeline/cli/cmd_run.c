@@ -66,7 +66,9 @@ static void print_table(const mpq_run_result *r, double fp_bpw, double seconds) 
     int hf = f->done;
     print_layers(r);
     printf("%-22s %14s %14s %12s\n", "metric", "full precision", "quantized", "change");
-    if (q->task == MPQ_TASK_LM) {
+    if (!q->done) {
+        printf("%-22s %14s %14s %12s\n", "evaluation", "-", "off", "-");
+    } else if (q->task == MPQ_TASK_LM) {
         row("perplexity", f->lm.ppl, q->lm.ppl, hf, "%.4f");
         row("mean NLL (nats)", f->lm.mean_nll, q->lm.mean_nll, hf, "%.6f");
         if (q->lm.has_ref) {

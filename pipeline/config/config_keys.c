@@ -39,6 +39,9 @@ const mpq_key_spec mpq_config_keys[] = {
      "CNN per-channel input standard deviation (one value for all channels, or [] for 1)"},
 
     /* eval */
+    {"eval.enabled", MPQ_KEY_BOOL, OFF(eval.enabled), "true", NOLIM, NULL,
+     "mpquant run: evaluate the quantized model and full precision (false: no evaluation, "
+     "no forward pass after rounding; JSON fp and quantized are empty)"},
     {"eval.text", MPQ_KEY_PATH, OFF(eval.text), "${MPQ_SHARED_DIR}/data/text/tinyshakespeare.txt",
      NOLIM, NULL,
      "language models: text file split into documents at blank lines (perplexity, KLD)"},

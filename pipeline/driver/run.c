@@ -579,6 +579,8 @@ mpq_err mpq_run(mpq_ctx *ctx, const mpq_config *cfg, const mpq_run_opts *opts,
         s.opts = *opts;
     else
         mpq_run_opts_default(&s.opts);
+    if (!cfg->eval.enabled)
+        s.opts.eval_fp = s.opts.eval_quantized = 0;
     s.propagate_q = strcmp(cfg->calibration.propagate, "fp") != 0;
     mpq_err err = run_stages(ctx, &s, cfg);
     mpq_stop_disarm();

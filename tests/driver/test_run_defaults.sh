@@ -6,7 +6,9 @@
 # specs, and stays within the budget). Every rounded layer is logged and
 # has a round_layer event with method, quantizer, bits, group, RTN loss,
 # loss, iterations, time and settings. A non-int quant.spec with a budget
-# and no candidates is refused, naming quant.spec.
+# and no candidates is refused, naming quant.spec. eval.enabled = false runs
+# no evaluation (no forward pass after rounding; eval.images may be "") and
+# leaves the JSON's fp and quantized empty.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_shared data/models/mnist-cnn-small/model-mnist.safetensors
@@ -35,4 +37,13 @@ jq -e '.bpw <= 2.5 and .bpw > 2.0' <<<"$j" >/dev/null || fail "bpw $(jq .bpw <<<
 run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$cfg" -o budget.avg_bits=4.5 -o quant.spec=fp4:group=32 "${common[@]}"
 expect_rc 1
 expect_err "quant.spec \"fp4:group=32\" is not an int spec"
+
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$cfg" --json "${common[@]}" -o eval.enabled=false \
+    -o eval.images= -o eval.labels=
+expect_rc 0
+j=$(last_json)
+[[ $(jq -c '[.fp, .quantized]' <<<"$j") == '[{},{}]' ]] ||
+    fail "eval.enabled=false: fp and quantized are $(jq -c '[.fp, .quantized]' <<<"$j")"
+grep -q "classifying images" "$ERR" && fail "eval.enabled=false: the model was evaluated"
+expect_out "^evaluation +- +off +-$"
 finish
