@@ -82,8 +82,8 @@ mpq_err mpq_budget_problem_create(mpq_ctx *ctx, int64_t n_layers, int32_t max_ca
 void mpq_budget_problem_destroy(mpq_budget_problem **p);
 
 /* Local. Sets layer l: n_weights >= 0 weights, k candidates with bits[k] >= 0
- * bits and finite scores score[k] >= 0 (copied). Errors name the layer and
- * candidate. */
+ * bits and finite scores score[k] >= 0 (copied; NULL: all 0, enough for
+ * mpq_budget_check). Errors name the layer and candidate. */
 mpq_err mpq_budget_set_layer(mpq_ctx *ctx, mpq_budget_problem *p, int64_t l, int64_t n_weights,
                              int32_t k, const int64_t *bits, const double *score);
 /* Local. Fixes layer l to candidate k (its bits still count); k = -1 unpins. */
@@ -100,6 +100,11 @@ mpq_err mpq_budget_range(mpq_ctx *ctx, const mpq_budget_problem *p, int64_t *min
 /* Local. The budget in bits for spec over problem p (validates spec). */
 mpq_err mpq_budget_bits(mpq_ctx *ctx, const mpq_budget_problem *p, const mpq_budget_spec *spec,
                         int64_t *budget_bits);
+
+/* Local. MPQ_OK when spec's budget is at least the smallest achievable
+ * total of p, else mpq_budget_solve's infeasibility error. Needs the costs
+ * only (scores are not read): a run checks this before measuring. */
+mpq_err mpq_budget_check(mpq_ctx *ctx, const mpq_budget_problem *p, const mpq_budget_spec *spec);
 
 /* Local. Solves p exactly under spec. An infeasible budget gives
  * MPQ_ERR_CONFIG with a message stating the smallest and the largest

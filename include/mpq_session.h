@@ -165,6 +165,9 @@ typedef struct mpq_session_knapsack {
     /* 1: a budget below the smallest achievable total is no error: the
      * range says so (infeasible) and no choice is made. */
     int allow_infeasible;
+    /* 1: only the feasibility test, from cost alone (score may be NULL);
+     * the error of an infeasible budget, no choice. */
+    int check_only;
     const char *what; /* names the budget in errors ("budget.avg_bits") */
 } mpq_session_knapsack;
 
@@ -179,7 +182,8 @@ typedef struct mpq_session_range {
 /* Collective (cost, score and pin matter on rank 0). Rank 0 solves; every
  * rank gets choice[l] (the candidate, -1 for excluded layers) and, when
  * figures is not NULL, the solver's figures (figures->choice NULL), and,
- * when range is not NULL, the range (allow_infeasible; else zero). */
+ * when range is not NULL, the range (allow_infeasible; else zero). With
+ * k->check_only, choice and figures are not touched. */
 mpq_err mpq_session_budget(mpq_ctx *ctx, const mpq_session *s, const mpq_session_knapsack *k,
                            int32_t *choice, mpq_budget_result *figures, mpq_session_range *range);
 

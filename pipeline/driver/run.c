@@ -213,39 +213,62 @@ static mpq_err probe_sensitivity(mpq_ctx *ctx, run_state *s) {
  * every rank gets s->choice. budget.count = "codes" counts the packed code
  * stream alone (the nominal bit-width); otherwise the measured storage,
  * parameters included. */
-static mpq_err solve_budget(mpq_ctx *ctx, run_state *s) {
-    const mpq_config *cfg = s->ses->cfg;
-    const mpq_session *ses = s->ses;
-    const int codes_only = strcmp(cfg->budget.count, "codes") == 0;
-    int64_t *cost = NULL;
-    mpq_err err = mpq_malloc(ctx, ses->nl * ses->maxc + 1, sizeof *cost, (void **)&cost);
-    for (int64_t l = 0; l < ses->nl && err == MPQ_OK; l++) {
+/* Local. cost[nl][maxc]: what the budget counts of every candidate, from
+ * spec and shape alone (budget.count: the code bits, or the exact storage
+ * of codes and parameters, mpq_quant_storage_bits). */
+static mpq_err budget_costs(mpq_ctx *ctx, const mpq_session *ses, int64_t *cost) {
+    const int codes_only = strcmp(ses->cfg->budget.count, "codes") == 0;
+    for (int64_t l = 0; l < ses->nl; l++) {
         if (ses->excl[l])
             continue;
-        const int64_t w = ses->info->layers[l].out * ses->info->layers[l].in;
-        for (int32_t k = 0; k < ses->nc[l]; k++)
-            cost[l * ses->maxc + k] =
-                codes_only ? 8 * mpq_quant_packed_bytes(mpq_session_spec(ses, l, k), w)
-                           : s->meas.bits[l * ses->maxc + k];
+        const mpq_layer_info *li = &ses->info->layers[l];
+        for (int32_t k = 0; k < ses->nc[l]; k++) {
+            const mpq_qspec *q = mpq_session_spec(ses, l, k);
+            int64_t *c = cost + l * ses->maxc + k;
+            if (codes_only)
+                *c = 8 * mpq_quant_packed_bytes(q, li->out * li->in);
+            else
+                MPQ_CALL(mpq_quant_storage_bits(ctx, q, li->out, li->in, c));
+        }
     }
+    return MPQ_OK;
+}
+
+/* Collective. The budget's knapsack over the candidates' costs (scores
+ * NULL: only checked); check = 1 tests feasibility alone, before anything
+ * is measured, else the choice goes into s->choice. */
+static mpq_err budget_knapsack(mpq_ctx *ctx, run_state *s, int check) {
+    const mpq_config *cfg = s->ses->cfg;
+    const mpq_session *ses = s->ses;
+    int64_t *cost = NULL;
+    mpq_err err = mpq_malloc(ctx, ses->nl * ses->maxc + 1, sizeof *cost, (void **)&cost);
+    if (err == MPQ_OK)
+        err = budget_costs(ctx, ses, cost);
     mpq_session_knapsack k = {
         .ncol = ses->maxc,
         .nc = ses->nc,
         .cost = cost,
-        .score = s->score,
+        .score = check ? NULL : s->score,
         .pin = ses->pin,
         .spec = {.kind = MPQ_BUDGET_AVG_BITS, .avg_bits = cfg->budget.avg_bits},
+        .check_only = check,
         .what = cfg->budget.bytes > 0 ? "budget.bytes" : "budget.avg_bits"};
     if (cfg->budget.bytes > 0) {
         k.spec.kind = MPQ_BUDGET_BYTES;
         k.spec.amount = cfg->budget.bytes;
     }
-    mpq_run_result *r = s->res;
     err = mpq_agree(ctx, err);
     if (err == MPQ_OK)
-        err = mpq_session_budget(ctx, ses, &k, s->choice, &r->budget, NULL);
+        err = mpq_session_budget(ctx, ses, &k, s->choice, &s->res->budget, NULL);
     mpq_free(cost);
-    MPQ_CALL(err);
+    return err;
+}
+
+static mpq_err solve_budget(mpq_ctx *ctx, run_state *s) {
+    const mpq_config *cfg = s->ses->cfg;
+    const int codes_only = strcmp(cfg->budget.count, "codes") == 0;
+    MPQ_CALL(budget_knapsack(ctx, s, 0));
+    mpq_run_result *r = s->res;
     r->has_budget = 1;
     r->budget_codes = codes_only;
     const mpq_budget_result *br = &r->budget;
@@ -447,8 +470,12 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
     MPQ_TRY(mpq_session_create(ctx, cfg, &so, &s->ses));
     mpq_session *ses = s->ses;
     const int64_t nblocks = ses->info->nblocks;
-    MPQ_TRY(mpq_session_calibrate(ctx, ses));
     MPQ_TRY(mpq_agree(ctx, alloc_result(ctx, s)));
+    /* An infeasible budget is known from specs and shapes: refused now,
+     * not after calibrating and measuring. */
+    if (ses->mixed)
+        MPQ_TRY(budget_knapsack(ctx, s, 1));
+    MPQ_TRY(mpq_session_calibrate(ctx, ses));
     s->res->rss_min_mib = mpq_run_memory_minimum(ses, ctx->size);
     /* with output.path: the partial checkpoint (resume) */
     MPQ_TRY(mpq_run_resume_open(ctx, s));

@@ -9,7 +9,8 @@
 #include "mpq_session.h"
 
 /* Rank 0: the problem of k over the session's layers, then its range (when
- * infeasible budgets are allowed) and the solution (unless infeasible). */
+ * infeasible budgets are allowed) and the solution (unless infeasible, or
+ * only checked). */
 static mpq_err solve_local(mpq_ctx *ctx, const mpq_session *s, const mpq_session_knapsack *k,
                            mpq_session_range *range, mpq_budget_result **br) {
     mpq_err err = MPQ_OK;
@@ -22,7 +23,8 @@ static mpq_err solve_local(mpq_ctx *ctx, const mpq_session *s, const mpq_session
             continue;
         }
         MPQ_TRY(mpq_budget_set_layer(ctx, p, l, li->out * li->in, k->nc ? k->nc[l] : k->ncol,
-                                     k->cost + l * k->ncol, k->score + l * k->ncol));
+                                     k->cost + l * k->ncol,
+                                     k->score ? k->score + l * k->ncol : NULL));
         if (k->pin && k->pin[l] >= 0)
             MPQ_TRY(mpq_budget_pin(ctx, p, l, k->pin[l]));
     }
@@ -33,7 +35,8 @@ static mpq_err solve_local(mpq_ctx *ctx, const mpq_session *s, const mpq_session
         if (range->infeasible)
             goto cleanup;
     }
-    err = mpq_budget_solve(ctx, p, &k->spec, br);
+    err =
+        k->check_only ? mpq_budget_check(ctx, p, &k->spec) : mpq_budget_solve(ctx, p, &k->spec, br);
     if (err != MPQ_OK) {
         char msg[MPQ_ERRMSG_MAX];
         snprintf(msg, sizeof msg, "%s", ctx->err_msg);
@@ -58,7 +61,7 @@ mpq_err mpq_session_budget(mpq_ctx *ctx, const mpq_session *s, const mpq_session
         MPQ_MPI_TRY(MPI_Bcast(&r, (int)sizeof r, MPI_BYTE, 0, ctx->comm));
     if (range)
         *range = r;
-    if (r.infeasible)
+    if (r.infeasible || k->check_only)
         goto cleanup;
     MPQ_TRY(mpq_budget_bcast(ctx, &br));
     for (int64_t l = 0; l < s->nl; l++)

@@ -103,13 +103,14 @@ mpq_err mpq_budget_set_layer(mpq_ctx *ctx, mpq_budget_problem *p, int64_t l, int
         MPQ_CHECK(bits[j] >= 0, MPQ_ERR_ARG,
                   "budget: layer %lld candidate %d costs %lld bits (< 0)", (long long)l, (int)j,
                   (long long)bits[j]);
-        MPQ_CHECK(isfinite(score[j]) && score[j] >= 0.0, MPQ_ERR_NUMERIC,
+        MPQ_CHECK(!score || (isfinite(score[j]) && score[j] >= 0.0), MPQ_ERR_NUMERIC,
                   "budget: layer %lld candidate %d has score %g (must be finite and >= 0)",
-                  (long long)l, (int)j, score[j]);
+                  (long long)l, (int)j, score ? score[j] : 0.0);
     }
     int64_t off = l * p->max_cand;
     memcpy(p->bits + off, bits, (size_t)k * sizeof *bits);
-    memcpy(p->score + off, score, (size_t)k * sizeof *score);
+    for (int32_t j = 0; j < k; j++)
+        p->score[off + j] = score ? score[j] : 0.0;
     p->n_cand[l] = k;
     p->n_weights[l] = n_weights;
     if (p->pinned[l] >= k)
@@ -209,6 +210,24 @@ static void fmt_size(char *buf, size_t len, int64_t bits, int64_t weights) {
         snprintf(buf, len, "%lld bytes", bytes);
 }
 
+mpq_err mpq_budget_check(mpq_ctx *ctx, const mpq_budget_problem *p, const mpq_budget_spec *spec) {
+    int64_t B = 0, lo = 0, hi = 0, W = 0, na = 0;
+    MPQ_CALL(mpq_budget_bits(ctx, p, spec, &B));
+    MPQ_CALL(mpq_budget_range(ctx, p, &lo, &hi, &W));
+    if (lo <= B)
+        return MPQ_OK;
+    for (int64_t l = 0; l < p->n_layers; l++)
+        na += !p->excluded[l];
+    char sb[96], smin[96], smax[96];
+    fmt_size(sb, sizeof sb, B, W);
+    fmt_size(smin, sizeof smin, lo, W);
+    fmt_size(smax, sizeof smax, hi, W);
+    return MPQ_ERROR(MPQ_ERR_CONFIG,
+                     "budget: a budget of %lld bits = %s is infeasible for the %lld quantized "
+                     "layers: the smallest achievable size is %s, the largest is %s",
+                     (long long)B, sb, (long long)na, smin, smax);
+}
+
 mpq_err mpq_budget_solve(mpq_ctx *ctx, const mpq_budget_problem *p, const mpq_budget_spec *spec,
                          mpq_budget_result **out) {
     *out = NULL;
@@ -221,19 +240,10 @@ mpq_err mpq_budget_solve(mpq_ctx *ctx, const mpq_budget_problem *p, const mpq_bu
     int32_t *pos = NULL, *best = NULL;
 
     int64_t B = 0;
+    MPQ_TRY(mpq_budget_check(ctx, p, spec));
     MPQ_TRY(mpq_budget_bits(ctx, p, spec, &B));
     MPQ_TRY(budget_ws_build(ctx, p, &w));
     const int64_t W = total_weights(p);
-    if (w.cmin > B) {
-        char sb[96], smin[96], smax[96];
-        fmt_size(sb, sizeof sb, B, W);
-        fmt_size(smin, sizeof smin, w.cmin, W);
-        fmt_size(smax, sizeof smax, w.cmax, W);
-        MPQ_ENSURE(0, MPQ_ERR_CONFIG,
-                   "budget: a budget of %lld bits = %s is infeasible for the %lld quantized "
-                   "layers: the smallest achievable size is %s, the largest is %s",
-                   (long long)B, sb, (long long)w.na, smin, smax);
-    }
 
     MPQ_ALLOC_TRY(res, 1);
     res->n_layers = p->n_layers;

@@ -257,8 +257,17 @@ static void test_small_vs_brute_force(void **state) {
         assert_int_equal(rmax, ref.cmax);
         assert_int_equal(rw, W);
         mpq_budget_result *res = NULL;
+        /* The check from costs alone agrees with the enumeration, and
+         * refuses with the solver's own message. */
+        mpq_err_clear(ctx);
+        const mpq_err ec = mpq_budget_check(ctx, p, &spec);
+        char check_msg[MPQ_ERRMSG_MAX];
+        snprintf(check_msg, sizeof check_msg, "%s", ctx->err_msg);
+        assert_int_equal(ec, ref.feasible ? MPQ_OK : MPQ_ERR_CONFIG);
         mpq_err_clear(ctx);
         mpq_err e = mpq_budget_solve(ctx, p, &spec, &res);
+        if (!ref.feasible && strcmp(check_msg, ctx->err_msg) != 0)
+            fail_msg("check: '%s', solve: '%s'", check_msg, ctx->err_msg);
         if (!ref.feasible) {
             n_infeasible++;
             if (e != MPQ_ERR_CONFIG)

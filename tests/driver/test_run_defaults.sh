@@ -8,7 +8,9 @@
 # loss, iterations, time and settings. A non-int quant.spec with a budget
 # and no candidates is refused, naming quant.spec. eval.enabled = false runs
 # no evaluation (no forward pass after rounding; eval.images may be "") and
-# leaves the JSON's fp and quantized empty.
+# leaves the JSON's fp and quantized empty. A budget below the smallest
+# achievable size is refused before calibration, with the achievable range
+# (the solver's own figures: 2.067961 to 8.090026 bits per weight).
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_shared data/models/mnist-cnn-small/model-mnist.safetensors
@@ -46,4 +48,12 @@ j=$(last_json)
     fail "eval.enabled=false: fp and quantized are $(jq -c '[.fp, .quantized]' <<<"$j")"
 grep -q "classifying images" "$ERR" && fail "eval.enabled=false: the model was evaluated"
 expect_out "^evaluation +- +off +-$"
+
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$cfg" "${common[@]}" -o budget.avg_bits=1.0 \
+    -o log.event_log="$dir/events-infeasible.jsonl"
+expect_rc 1
+expect_err "budget.avg_bits: budget: a budget of 9064 bits = 1.000000 bits/weight \(1133 bytes\) is infeasible for the 3 quantized layers: the smallest achievable size is 2.067961 bits/weight \(2343 bytes\), the largest is 8.090026 bits/weight \(9166 bytes\)"
+jq -e 'select(.event == "stage_start") | select(.stage == "calibrate" or .stage == "hessian")' \
+    "$dir/events-infeasible.jsonl" >/dev/null &&
+    fail "an infeasible budget was refused only after calibration started"
 finish
