@@ -52,6 +52,13 @@ typedef struct mpq_cls_result {
     int64_t ref_correct; /* images the reference classifies correctly */
 } mpq_cls_result;
 
+/* Documents are forwarded in groups of consecutive documents of at most
+ * this many tokens in all (a longer document alone): the projections run
+ * as GEMMs over the whole group. The groups depend on the documents'
+ * lengths only, and a rank runs whole groups, so the figures are the same
+ * bits at any number of ranks. */
+#define MPQ_EVAL_BATCH_TOKENS 2048
+
 /* Local. The reference's own figures from an evaluation against it (r has
  * has_ref): the same bits as evaluating the reference alone, since its
  * forward passes and sums are the same. */
@@ -104,6 +111,10 @@ void mpq_eval_range(const struct mpq_ctx *ctx, int64_t n, int64_t *lo, int64_t *
  * number of ranks. */
 mpq_err mpq_eval_ordered_sum(struct mpq_ctx *ctx, int64_t n, int k, const double *mine,
                              double *sums);
+/* The same with this rank's own contiguous range [lo, hi) of the n items
+ * (the ranks' ranges in rank order cover 0..n). */
+mpq_err mpq_eval_ordered_sum_at(struct mpq_ctx *ctx, int64_t n, int64_t lo, int64_t hi, int k,
+                                const double *mine, double *sums);
 
 /* Numerically stable row statistics in double: log-sum-exp of x[0..n) and
  * the index of the maximum (first on ties). Local. */

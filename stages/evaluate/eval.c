@@ -47,8 +47,16 @@ void mpq_eval_range(const mpq_ctx *ctx, int64_t n, int64_t *lo, int64_t *hi) {
 }
 
 mpq_err mpq_eval_ordered_sum(mpq_ctx *ctx, int64_t n, int k, const double *mine, double *sums) {
+    int64_t lo = 0, hi = 0;
+    mpq_eval_range(ctx, n, &lo, &hi);
+    return mpq_eval_ordered_sum_at(ctx, n, lo, hi, k, mine, sums);
+}
+
+mpq_err mpq_eval_ordered_sum_at(mpq_ctx *ctx, int64_t n, int64_t lo, int64_t hi, int k,
+                                const double *mine, double *sums) {
     mpq_err err = MPQ_OK;
     int *counts = NULL, *displs = NULL;
+    int64_t *ranges = NULL;
     double *all = NULL;
     for (int j = 0; j < k; j++)
         sums[j] = 0.0;
@@ -58,23 +66,28 @@ mpq_err mpq_eval_ordered_sum(mpq_ctx *ctx, int64_t n, int k, const double *mine,
                 sums[j] += mine[i * k + j];
         return MPQ_OK;
     }
-    int64_t lo = 0, hi = 0;
-    mpq_eval_range(ctx, n, &lo, &hi);
     int mycount = 0, total = 0;
+    const int64_t mine_range[2] = {lo, hi};
     MPQ_TRY(mpq_to_int(ctx, n * k, "per-item results", &total));
     mycount = (int)((hi - lo) * k);
     if (ctx->rank == 0) {
         MPQ_ALLOC_TRY(counts, ctx->size);
         MPQ_ALLOC_TRY(displs, ctx->size);
+        MPQ_ALLOC_TRY(ranges, 2 * ctx->size);
         MPQ_ALLOC_TRY(all, n * k > 0 ? n * k : 1);
-        for (int r = 0; r < ctx->size; r++) {
-            int64_t a = n * r / ctx->size, b = n * (r + 1) / ctx->size;
-            counts[r] = (int)((b - a) * k);
-            displs[r] = (int)(a * k);
-        }
     }
 cleanup:
     err = mpq_agree(ctx, err);
+    if (err == MPQ_OK) {
+        /* every rank's range, so that rank 0 places each in item order */
+        int rc = MPI_Gather(mine_range, 2, MPI_INT64_T, ranges, 2, MPI_INT64_T, 0, ctx->comm);
+        err = mpq_mpi_check(ctx, rc, "MPI_Gather", __FILE__, __LINE__, __func__);
+    }
+    if (err == MPQ_OK && ctx->rank == 0)
+        for (int r = 0; r < ctx->size; r++) {
+            counts[r] = (int)((ranges[2 * r + 1] - ranges[2 * r]) * k);
+            displs[r] = (int)(ranges[2 * r] * k);
+        }
     if (err == MPQ_OK) {
         int rc =
             MPI_Gatherv(mine, mycount, MPI_DOUBLE, all, counts, displs, MPI_DOUBLE, 0, ctx->comm);
@@ -90,6 +103,7 @@ cleanup:
     }
     mpq_free(counts);
     mpq_free(displs);
+    mpq_free(ranges);
     mpq_free(all);
     return err;
 }
@@ -132,48 +146,59 @@ static mpq_err score_doc(mpq_ctx *ctx, const int32_t *toks, int64_t n, int64_t V
     return MPQ_OK;
 }
 
-/* This rank's documents [lo, hi) (those of at least 2 tokens), their
- * activations and the buffers of the streamed pass. */
+/* This rank's groups of documents [glo, ghi) (documents [lo, hi)), their
+ * activations and the buffers of the streamed pass. Group g holds the
+ * documents [gdoc[g], gdoc[g + 1]), forwarded as one batch. */
 typedef struct lm_stream {
     const int32_t *tokens;
-    const int64_t *offsets;
-    int64_t lo, hi, wmax;
-    float *x, *rx, *tmp; /* [tokens][wmax] of f and of ref; [longest][wmax] */
+    const int64_t *offsets; /* token offset of document d (valid on [lo, hi]) */
+    const int64_t *gdoc;
+    int64_t glo, ghi, lo, hi, wmax;
+    int64_t *lens;       /* [the most documents of a group] the batch's lengths */
+    float *x, *rx, *tmp; /* [tokens][wmax] of f and of ref; [largest group][wmax] */
 } lm_stream;
 
-static mpq_batch doc_batch(const lm_stream *st, int64_t d, int64_t *len) {
-    *len = st->offsets[d + 1] - st->offsets[d];
-    return (mpq_batch){.nseq = 1, .len = len, .rows = *len, .tokens = st->tokens + st->offsets[d]};
+/* Group g as a batch (its documents with tokens; a 1-token document gives
+ * no prediction but keeps the tokens contiguous) and its activations. */
+static mpq_batch group_batch(const lm_stream *st, int64_t g, float *x, float **xg) {
+    const int64_t d0 = st->gdoc[g], d1 = st->gdoc[g + 1];
+    int64_t nseq = 0;
+    for (int64_t d = d0; d < d1; d++)
+        if (st->offsets[d + 1] > st->offsets[d])
+            st->lens[nseq++] = st->offsets[d + 1] - st->offsets[d];
+    *xg = x + (st->offsets[d0] - st->offsets[st->lo]) * st->wmax;
+    return (mpq_batch){.nseq = nseq,
+                       .len = st->lens,
+                       .rows = st->offsets[d1] - st->offsets[d0],
+                       .tokens = st->tokens + st->offsets[d0]};
 }
 
-/* Local. Model f through every block, streamed: all documents' activations
- * x are held (document d at row offsets[d] - offsets[lo], stride wmax) and
- * each block is entered once (its block source, mpq_family.h, may bring its
- * weights and take them away again) and runs the documents one at a time,
- * so that every number equals a per-document forward pass. */
+/* Local. Model f through every block, streamed: all of the rank's
+ * activations x are held (group g from its first token's row, stride wmax,
+ * packed at the current width) and each block is entered once (its block
+ * source, mpq_family.h, may bring its weights and take them away again)
+ * and runs the groups one at a time. A group's numbers do not depend on
+ * the rank that runs it. */
 static mpq_err stream_blocks(mpq_ctx *ctx, mpq_family *f, const lm_stream *st, float *x,
                              mpq_progress *pr, int64_t *done) {
     const int64_t nb = mpq_family_get_info(f)->nblocks;
-    for (int64_t d = st->lo; d < st->hi; d++) {
-        int64_t len = 0;
-        mpq_batch bt = doc_batch(st, d, &len);
-        if (len >= 2)
-            MPQ_CALL(mpq_family_embed(ctx, f, &bt,
-                                      x + (st->offsets[d] - st->offsets[st->lo]) * st->wmax));
+    float *xg = NULL;
+    for (int64_t g = st->glo; g < st->ghi; g++) {
+        mpq_batch bt = group_batch(st, g, x, &xg);
+        if (bt.rows > 0)
+            MPQ_CALL(mpq_family_embed(ctx, f, &bt, xg));
     }
     for (int64_t b = 0; b < nb; b++) {
         MPQ_CALL(mpq_family_block_enter(ctx, f, b));
         const int64_t wout = mpq_family_width(f, b + 1);
         mpq_err err = MPQ_OK;
-        for (int64_t d = st->lo; d < st->hi && err == MPQ_OK; d++) {
-            int64_t len = 0;
-            mpq_batch bt = doc_batch(st, d, &len);
-            if (len < 2)
+        for (int64_t g = st->glo; g < st->ghi && err == MPQ_OK; g++) {
+            mpq_batch bt = group_batch(st, g, x, &xg);
+            if (bt.rows == 0)
                 continue;
-            float *xd = x + (st->offsets[d] - st->offsets[st->lo]) * st->wmax;
-            err = mpq_family_block(ctx, f, b, &bt, xd, st->tmp, NULL, NULL);
+            err = mpq_family_block(ctx, f, b, &bt, xg, st->tmp, NULL, NULL);
             if (err == MPQ_OK)
-                memcpy(xd, st->tmp, sizeof(float) * (size_t)(len * wout));
+                memcpy(xg, st->tmp, sizeof(float) * (size_t)(bt.rows * wout));
         }
         mpq_err e2 = mpq_family_block_leave(ctx, f, b);
         MPQ_CALL(err != MPQ_OK ? err : e2);
@@ -182,18 +207,24 @@ static mpq_err stream_blocks(mpq_ctx *ctx, mpq_family *f, const lm_stream *st, f
     return MPQ_OK;
 }
 
-/* Local. Buffers of the streamed pass (maxn: the longest document). */
-static mpq_err stream_alloc(mpq_ctx *ctx, mpq_family *f, int has_ref, int64_t maxn, lm_stream *st) {
+/* Local. Buffers of the streamed pass. */
+static mpq_err stream_alloc(mpq_ctx *ctx, mpq_family *f, int has_ref, lm_stream *st) {
     const mpq_family_info *fi = mpq_family_get_info(f);
     for (int64_t b = 0; b <= fi->nblocks; b++)
         st->wmax = mpq_family_width(f, b) > st->wmax ? mpq_family_width(f, b) : st->wmax;
-    int64_t rows = st->offsets[st->hi] - st->offsets[st->lo], n = 0, m = 0;
+    int64_t rows = st->offsets[st->hi] - st->offsets[st->lo], grows = 1, gdocs = 1, n = 0, m = 0;
+    for (int64_t g = st->glo; g < st->ghi; g++) {
+        const int64_t r = st->offsets[st->gdoc[g + 1]] - st->offsets[st->gdoc[g]];
+        grows = r > grows ? r : grows;
+        gdocs = st->gdoc[g + 1] - st->gdoc[g] > gdocs ? st->gdoc[g + 1] - st->gdoc[g] : gdocs;
+    }
     MPQ_CALL(mpq_mul64(ctx, rows > 0 ? rows : 1, st->wmax, "evaluation activations", &n));
-    MPQ_CALL(mpq_mul64(ctx, maxn, st->wmax, "evaluation activations", &m));
+    MPQ_CALL(mpq_mul64(ctx, grows, st->wmax, "evaluation activations", &m));
     MPQ_CALL(mpq_malloc(ctx, n, sizeof(float), (void **)&st->x));
     if (has_ref)
         MPQ_CALL(mpq_malloc(ctx, n, sizeof(float), (void **)&st->rx));
     MPQ_CALL(mpq_malloc(ctx, m, sizeof(float), (void **)&st->tmp));
+    MPQ_CALL(mpq_malloc(ctx, gdocs, sizeof *st->lens, (void **)&st->lens));
     return MPQ_OK;
 }
 
@@ -201,18 +232,46 @@ static void stream_free(lm_stream *st) {
     mpq_free(st->x);
     mpq_free(st->rx);
     mpq_free(st->tmp);
+    mpq_free(st->lens);
 }
 
-mpq_err mpq_eval_lm_tokens(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const int32_t *tokens,
-                           const int64_t *offsets, int64_t ndocs, mpq_lm_result *out) {
+/* Local. The groups of documents from every document's length: a group
+ * takes documents while their tokens stay within MPQ_EVAL_BATCH_TOKENS (a
+ * longer document forms a group alone). Depends on the lengths only, so
+ * every rank count forms the same groups. gdoc [ndocs + 1] (owner: caller). */
+static mpq_err make_groups(mpq_ctx *ctx, const int64_t *len, int64_t ndocs, int64_t **gdoc,
+                           int64_t *ngroups) {
+    MPQ_CALL(mpq_malloc(ctx, ndocs + 1, sizeof **gdoc, (void **)gdoc));
+    int64_t n = 0, rows = 0;
+    for (int64_t d = 0; d < ndocs; d++) {
+        if (d == 0 || rows + len[d] > MPQ_EVAL_BATCH_TOKENS) {
+            (*gdoc)[n++] = d;
+            rows = 0;
+        }
+        rows += len[d];
+    }
+    (*gdoc)[n] = ndocs;
+    *ngroups = n;
+    return MPQ_OK;
+}
+
+/* Collective. The evaluation of documents in groups: this rank runs groups
+ * [glo, ghi) of mpq_eval_range over the groups; tokens and offsets (indexed
+ * by document) are valid for their documents. */
+static mpq_err eval_groups(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const int32_t *tokens,
+                           const int64_t *offsets, int64_t ndocs, const int64_t *gdoc,
+                           int64_t ngroups, mpq_lm_result *out) {
     mpq_err err = MPQ_OK;
     memset(out, 0, sizeof *out);
     float *logits = NULL, *rlogits = NULL;
     double *rec = NULL;
     const mpq_family_info *fi = mpq_family_get_info(f);
-    int64_t lo = 0, hi = 0, maxn = 1;
-    mpq_eval_range(ctx, ndocs, &lo, &hi);
-    lm_stream st = {.tokens = tokens, .offsets = offsets, .lo = lo, .hi = hi};
+    lm_stream st = {.tokens = tokens, .offsets = offsets, .gdoc = gdoc};
+    mpq_eval_range(ctx, ngroups, &st.glo, &st.ghi);
+    st.lo = gdoc[st.glo];
+    st.hi = gdoc[st.ghi];
+    const int64_t lo = st.lo, hi = st.hi;
+    int64_t maxn = 1;
     MPQ_ENSURE(fi->task == MPQ_TASK_LM, MPQ_ERR_ARG,
                "perplexity needs a language model, family '%s' is a classifier",
                mpq_family_name(f));
@@ -233,7 +292,7 @@ mpq_err mpq_eval_lm_tokens(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const i
     if (ref)
         MPQ_ALLOC_TRY(rlogits, nl);
     MPQ_ALLOC_TRY(rec, (hi - lo) * R_K + 1);
-    MPQ_TRY(stream_alloc(ctx, f, ref != NULL, maxn, &st));
+    MPQ_TRY(stream_alloc(ctx, f, ref != NULL, &st));
     MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_EVAL_FORWARD));
     mpq_progress pr;
     int64_t done = 0;
@@ -241,19 +300,22 @@ mpq_err mpq_eval_lm_tokens(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const i
     MPQ_TRY(stream_blocks(ctx, f, &st, st.x, &pr, &done));
     if (ref)
         MPQ_TRY(stream_blocks(ctx, ref, &st, st.rx, &pr, &done));
-    for (int64_t d = lo; d < hi; d++) {
-        const int64_t n = offsets[d + 1] - offsets[d], row = offsets[d] - offsets[lo];
-        double *r = rec + (d - lo) * R_K;
-        if (n < 2) {
-            for (int j = 0; j < R_K; j++)
-                r[j] = 0.0;
-            continue;
+    /* the head one document at a time: its logits are the largest buffer */
+    for (int64_t g = st.glo; g < st.ghi; g++)
+        for (int64_t d = gdoc[g]; d < gdoc[g + 1]; d++) {
+            const int64_t n = offsets[d + 1] - offsets[d];
+            const int64_t row = offsets[gdoc[g]] - offsets[lo];
+            const int64_t in_group = offsets[d] - offsets[gdoc[g]];
+            const int64_t w = mpq_family_width(f, fi->nblocks);
+            double *r = rec + (d - lo) * R_K;
+            if (n < 2)
+                continue;
+            MPQ_TRY(mpq_family_head(ctx, f, st.x + row * st.wmax + in_group * w, n, logits));
+            if (ref)
+                MPQ_TRY(
+                    mpq_family_head(ctx, ref, st.rx + row * st.wmax + in_group * w, n, rlogits));
+            MPQ_TRY(score_doc(ctx, tokens + offsets[d], n, fi->out_width, logits, rlogits, r));
         }
-        MPQ_TRY(mpq_family_head(ctx, f, st.x + row * st.wmax, n, logits));
-        if (ref)
-            MPQ_TRY(mpq_family_head(ctx, ref, st.rx + row * st.wmax, n, rlogits));
-        MPQ_TRY(score_doc(ctx, tokens + offsets[d], n, fi->out_width, logits, rlogits, r));
-    }
     mpq_progress_update(ctx, &pr, ++done);
     mpq_progress_end(ctx, &pr);
     MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_EVAL_FORWARD));
@@ -262,7 +324,7 @@ cleanup:
     err = mpq_agree(ctx, err);
     if (err == MPQ_OK) {
         double s[R_K];
-        err = mpq_eval_ordered_sum(ctx, ndocs, R_K, rec, s);
+        err = mpq_eval_ordered_sum_at(ctx, ndocs, lo, hi, R_K, rec, s);
         if (err == MPQ_OK) {
             out->docs = ndocs;
             out->predictions = (int64_t)s[R_NPRED];
@@ -281,6 +343,24 @@ cleanup:
     return err;
 }
 
+mpq_err mpq_eval_lm_tokens(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const int32_t *tokens,
+                           const int64_t *offsets, int64_t ndocs, mpq_lm_result *out) {
+    mpq_err err = MPQ_OK;
+    int64_t *len = NULL, *gdoc = NULL, ngroups = 0;
+    memset(out, 0, sizeof *out);
+    err = mpq_malloc(ctx, ndocs + 1, sizeof *len, (void **)&len);
+    for (int64_t d = 0; err == MPQ_OK && d < ndocs; d++)
+        len[d] = offsets[d + 1] - offsets[d];
+    if (err == MPQ_OK)
+        err = make_groups(ctx, len, ndocs, &gdoc, &ngroups);
+    MPQ_TRY(mpq_agree(ctx, err));
+    MPQ_TRY(eval_groups(ctx, f, ref, tokens, offsets, ndocs, gdoc, ngroups, out));
+cleanup:
+    mpq_free(len);
+    mpq_free(gdoc);
+    return err;
+}
+
 void mpq_eval_lm_reference(const mpq_lm_result *r, mpq_lm_result *out) {
     memset(out, 0, sizeof *out);
     out->docs = r->docs;
@@ -290,14 +370,48 @@ void mpq_eval_lm_reference(const mpq_lm_result *r, mpq_lm_result *out) {
     out->ppl = exp(out->mean_nll);
 }
 
+/* Collective. Every document's length in tokens (len [ndocs]): each rank
+ * encodes its share (mpq_eval_range) and the lengths are gathered. */
+static mpq_err doc_lengths(mpq_ctx *ctx, const mpq_tokenizer *tok, const char *text,
+                           const mpq_span *docs, int64_t ndocs, int64_t max_seq, int64_t *len) {
+    mpq_err err = MPQ_OK;
+    int32_t *toks = NULL;
+    int64_t *offs = NULL, lo = 0, hi = 0;
+    int *counts = NULL, *displs = NULL;
+    mpq_eval_range(ctx, ndocs, &lo, &hi);
+    err = mpq_text_encode_docs(ctx, tok, text, docs + lo, hi - lo, max_seq, &toks, &offs);
+    if (err == MPQ_OK)
+        err = mpq_malloc(ctx, 2 * (int64_t)ctx->size, sizeof *counts, (void **)&counts);
+    if (err == MPQ_OK) {
+        displs = counts + ctx->size;
+        for (int64_t d = lo; d < hi; d++)
+            len[d] = offs[d - lo + 1] - offs[d - lo];
+        for (int r = 0; r < ctx->size; r++) {
+            const int64_t a = ndocs * r / ctx->size, b = ndocs * (r + 1) / ctx->size;
+            err = err == MPQ_OK ? mpq_to_int(ctx, b - a, "documents", &counts[r]) : err;
+            err = err == MPQ_OK ? mpq_to_int(ctx, a, "documents", &displs[r]) : err;
+        }
+    }
+    MPQ_TRY(mpq_agree(ctx, err));
+    if (ctx->comm != MPI_COMM_NULL && ctx->size > 1)
+        MPQ_MPI_TRY(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, len, counts, displs,
+                                   MPI_INT64_T, ctx->comm));
+cleanup:
+    mpq_free(toks);
+    mpq_free(offs);
+    mpq_free(counts);
+    return err;
+}
+
 mpq_err mpq_eval_lm_text(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const mpq_tokenizer *tok,
                          const char *text_path, int64_t max_docs, mpq_lm_result *out) {
     mpq_err err = MPQ_OK;
     char *text = NULL;
-    int64_t len = 0, ndocs = 0, lo = 0, hi = 0;
+    int64_t len = 0, ndocs = 0, lo = 0, hi = 0, glo = 0, ghi = 0, ngroups = 0;
     mpq_span *docs = NULL;
     int32_t *toks = NULL;
-    int64_t *offs = NULL, *aoffs = NULL;
+    int64_t *offs = NULL, *aoffs = NULL, *dlen = NULL, *gdoc = NULL;
+    const int64_t max_seq = mpq_family_get_info(f)->max_seq;
     memset(out, 0, sizeof *out);
     if (ctx->rank == 0)
         err = mpq_text_read(ctx, text_path, &text, &len);
@@ -307,25 +421,36 @@ mpq_err mpq_eval_lm_text(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const mpq
     err = mpq_text_split_docs(ctx, text, len, max_docs, &docs, &ndocs);
     if (err == MPQ_OK && ndocs == 0)
         err = MPQ_ERROR(MPQ_ERR_FORMAT, "%s: no documents in the text", text_path);
-    mpq_eval_range(ctx, ndocs, &lo, &hi);
     if (err == MPQ_OK)
-        err = mpq_text_encode_docs(ctx, tok, text, docs + lo, hi - lo,
-                                   mpq_family_get_info(f)->max_seq, &toks, &offs);
+        err = mpq_malloc(ctx, ndocs + 1, sizeof *dlen, (void **)&dlen);
     if (err == MPQ_OK)
         err = mpq_malloc(ctx, ndocs + 1, sizeof *aoffs, (void **)&aoffs);
     MPQ_TRY(mpq_agree(ctx, err));
+    /* The groups come from every document's length; then each rank
+     * encodes the documents of its own groups. */
+    MPQ_TRY(doc_lengths(ctx, tok, text, docs, ndocs, max_seq, dlen));
+    err = make_groups(ctx, dlen, ndocs, &gdoc, &ngroups);
+    if (err == MPQ_OK) {
+        mpq_eval_range(ctx, ngroups, &glo, &ghi);
+        lo = gdoc[glo];
+        hi = gdoc[ghi];
+        err = mpq_text_encode_docs(ctx, tok, text, docs + lo, hi - lo, max_seq, &toks, &offs);
+    }
+    MPQ_TRY(mpq_agree(ctx, err));
     MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_EVAL_TOKENIZE));
     /* Index the local documents as if the arrays covered all of them: only
-     * offsets [lo, hi] are read by mpq_eval_lm_tokens. */
+     * offsets [lo, hi] are read. */
     for (int64_t d = lo; d <= hi; d++)
         aoffs[d] = offs[d - lo];
-    MPQ_TRY(mpq_eval_lm_tokens(ctx, f, ref, toks, aoffs, ndocs, out));
+    MPQ_TRY(eval_groups(ctx, f, ref, toks, aoffs, ndocs, gdoc, ngroups, out));
 cleanup:
     mpq_free(text);
     mpq_free(docs);
     mpq_free(toks);
     mpq_free(offs);
     mpq_free(aoffs);
+    mpq_free(dlen);
+    mpq_free(gdoc);
     return err;
 }
 

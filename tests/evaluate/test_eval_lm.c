@@ -68,7 +68,7 @@ static void test_perplexity_reference(void **state) {
 }
 
 /* NLL, KLD and top-1 of mpq_eval_lm_tokens against sums written here in
- * long double from the two models' logits, on 8 documents. */
+ * long double from the two models' logits, on 40 documents. */
 static void test_lm_figures_vs_direct(void **state) {
     fixture *x = *state;
     mpq_ctx *ctx = g_ctx;
@@ -78,7 +78,7 @@ static void test_lm_figures_vs_direct(void **state) {
     int32_t *tok = NULL;
     int64_t *off = NULL;
     MPQ_ASSERT_OK(ctx, mpq_text_read(ctx, g_text, &text, &len));
-    MPQ_ASSERT_OK(ctx, mpq_text_split_docs(ctx, text, len, 8, &docs, &nd));
+    MPQ_ASSERT_OK(ctx, mpq_text_split_docs(ctx, text, len, 40, &docs, &nd));
     MPQ_ASSERT_OK(ctx, mpq_text_encode_docs(ctx, x->tok, text, docs, nd, 512, &tok, &off));
     /* A perturbed second model: scale one layer's weights. */
     const mpq_family_info *fi = mpq_family_get_info(x->f2);
@@ -91,32 +91,53 @@ static void test_lm_figures_vs_direct(void **state) {
     mpq_lm_result r;
     MPQ_ASSERT_OK(ctx, mpq_eval_lm_tokens(ctx, x->f2, x->f, tok, off, nd, &r));
 
+    /* The documents go through the model in the evaluation's groups (at
+     * most MPQ_EVAL_BATCH_TOKENS tokens of consecutive documents), here
+     * whole networks on each group's batch. */
     long double nll = 0, kl = 0;
-    int64_t npred = 0, agree = 0;
-    float *lq = malloc(sizeof(float) * 512 * 512), *lp = malloc(sizeof(float) * 512 * 512);
-    for (int64_t d = 0; d < nd; d++) {
-        int64_t n = off[d + 1] - off[d];
-        mpq_batch b = {.nseq = 1, .len = &n, .rows = n, .tokens = tok + off[d]};
+    int64_t npred = 0, agree = 0, ngroups = 0;
+    int64_t lens[40], g0[41];
+    assert_true(nd <= 40);
+    for (int64_t d = 0, rows = 0; d < nd; d++) {
+        if (d == 0 || rows + off[d + 1] - off[d] > MPQ_EVAL_BATCH_TOKENS)
+            g0[ngroups++] = d, rows = 0;
+        rows += off[d + 1] - off[d];
+    }
+    g0[ngroups] = nd;
+    assert_true(ngroups >= 2); /* more than one group, and more than one document in one */
+    assert_true(ngroups < nd);
+    float *lq = malloc(sizeof(float) * MPQ_EVAL_BATCH_TOKENS * 512);
+    float *lp = malloc(sizeof(float) * MPQ_EVAL_BATCH_TOKENS * 512);
+    for (int64_t g = 0; g < ngroups; g++) {
+        for (int64_t d = g0[g]; d < g0[g + 1]; d++)
+            lens[d - g0[g]] = off[d + 1] - off[d];
+        mpq_batch b = {.nseq = g0[g + 1] - g0[g],
+                       .len = lens,
+                       .rows = off[g0[g + 1]] - off[g0[g]],
+                       .tokens = tok + off[g0[g]]};
         MPQ_ASSERT_OK(ctx, mpq_family_forward(ctx, x->f2, &b, lq));
         MPQ_ASSERT_OK(ctx, mpq_family_forward(ctx, x->f, &b, lp));
-        for (int64_t i = 0; i + 1 < n; i++) {
-            const float *q = lq + i * 512, *p = lp + i * 512;
-            long double zq = 0, zp = 0;
-            int aq = 0, ap = 0;
-            for (int v = 0; v < 512; v++) {
-                zq += expl((long double)q[v]);
-                zp += expl((long double)p[v]);
-                aq = q[v] > q[aq] ? v : aq;
-                ap = p[v] > p[ap] ? v : ap;
+        for (int64_t d = g0[g]; d < g0[g + 1]; d++)
+            for (int64_t i = 0, n = off[d + 1] - off[d]; i + 1 < n; i++) {
+                const int64_t row = off[d] - off[g0[g]] + i;
+                const float *q = lq + row * 512, *p = lp + row * 512;
+                long double zq = 0, zp = 0;
+                int aq = 0, ap = 0;
+                for (int v = 0; v < 512; v++) {
+                    zq += expl((long double)q[v]);
+                    zp += expl((long double)p[v]);
+                    aq = q[v] > q[aq] ? v : aq;
+                    ap = p[v] > p[ap] ? v : ap;
+                }
+                nll += logl(zq) - q[tok[off[d] + i + 1]];
+                for (int v = 0; v < 512; v++) {
+                    long double pv = expl((long double)p[v]) / zp,
+                                qv = expl((long double)q[v]) / zq;
+                    kl += pv * logl(pv / qv);
+                }
+                agree += aq == ap;
+                npred++;
             }
-            nll += logl(zq) - q[tok[off[d] + i + 1]];
-            for (int v = 0; v < 512; v++) {
-                long double pv = expl((long double)p[v]) / zp, qv = expl((long double)q[v]) / zq;
-                kl += pv * logl(pv / qv);
-            }
-            agree += aq == ap;
-            npred++;
-        }
     }
     assert_int_equal(r.predictions, npred);
     assert_true(fabsl(r.nll - nll) <= 1e-9L * fabsl(nll));
