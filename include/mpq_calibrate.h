@@ -120,6 +120,8 @@ const mpq_calib_source *mpq_calib_source_find(const char *name);
 void mpq_calib_set_destroy(mpq_calib_set **s);
 /* Local. *b = the batch of sample i alone (points into set). */
 void mpq_calib_sample_batch(const mpq_calib_set *set, int64_t i, mpq_batch *b);
+/* Local. *b = samples [i0, i1) as one batch (points into set). */
+void mpq_calib_range_batch(const mpq_calib_set *set, int64_t i0, int64_t i1, mpq_batch *b);
 
 typedef struct mpq_calib mpq_calib;
 

@@ -59,6 +59,13 @@ typedef struct mpq_cls_result {
  * bits at any number of ranks. */
 #define MPQ_EVAL_BATCH_TOKENS 2048
 
+/* Local. The groups of n consecutive items of len[i] rows each: a group
+ * takes items while their rows stay within MPQ_EVAL_BATCH_TOKENS (a longer
+ * item alone). Group g is items [(*first)[g], (*first)[g + 1]); first has
+ * n + 1 entries (owner: caller, mpq_free). Depends on the lengths only. */
+mpq_err mpq_eval_groups(struct mpq_ctx *ctx, const int64_t *len, int64_t n, int64_t **first,
+                        int64_t *ngroups);
+
 /* Local. The reference's own figures from an evaluation against it (r has
  * has_ref): the same bits as evaluating the reference alone, since its
  * forward passes and sums are the same. */

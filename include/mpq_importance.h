@@ -118,8 +118,9 @@ typedef struct mpq_importance_probe {
 /* Collective. For every probed layer l: substitutes the dequantized codes
  * of column p->col into the full-precision model, measures the mean KL
  * divergence KL_l of the outputs from the full-precision ones over the
- * first p->samples calibration samples (one sample per forward pass and an
- * ordered sum, so the number does not depend on the rank count), restores
+ * first p->samples calibration samples (forwarded in the groups of
+ * mpq_eval_groups, whole groups per rank, and an ordered sum of per-sample
+ * sums, so the number does not depend on the rank count), restores
  * the weights and sets t->sens[l] = KL_l / L_l, L_l = t->loss of the column
  * (0 where L_l = 0). The full-precision logits of this rank's samples are
  * computed once and kept. */

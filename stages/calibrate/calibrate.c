@@ -103,14 +103,18 @@ cleanup:
 }
 
 void mpq_calib_sample_batch(const mpq_calib_set *set, int64_t i, mpq_batch *b) {
+    mpq_calib_range_batch(set, i, i + 1, b);
+}
+
+void mpq_calib_range_batch(const mpq_calib_set *set, int64_t i0, int64_t i1, mpq_batch *b) {
     memset(b, 0, sizeof *b);
-    b->nseq = 1;
-    b->len = &set->len[i];
-    b->rows = set->len[i];
+    b->nseq = i1 - i0;
+    b->len = &set->len[i0];
+    b->rows = set->offset[i1] - set->offset[i0];
     if (set->task == MPQ_TASK_LM)
-        b->tokens = set->tokens + set->offset[i];
+        b->tokens = set->tokens + set->offset[i0];
     else
-        b->input = set->input + i * set->input_numel;
+        b->input = set->input + i0 * set->input_numel;
 }
 
 mpq_err mpq_calib_set_images(mpq_ctx *ctx, const char *path, int64_t first, int64_t count,

@@ -235,12 +235,8 @@ static void stream_free(lm_stream *st) {
     mpq_free(st->lens);
 }
 
-/* Local. The groups of documents from every document's length: a group
- * takes documents while their tokens stay within MPQ_EVAL_BATCH_TOKENS (a
- * longer document forms a group alone). Depends on the lengths only, so
- * every rank count forms the same groups. gdoc [ndocs + 1] (owner: caller). */
-static mpq_err make_groups(mpq_ctx *ctx, const int64_t *len, int64_t ndocs, int64_t **gdoc,
-                           int64_t *ngroups) {
+mpq_err mpq_eval_groups(mpq_ctx *ctx, const int64_t *len, int64_t ndocs, int64_t **gdoc,
+                        int64_t *ngroups) {
     MPQ_CALL(mpq_malloc(ctx, ndocs + 1, sizeof **gdoc, (void **)gdoc));
     int64_t n = 0, rows = 0;
     for (int64_t d = 0; d < ndocs; d++) {
@@ -352,7 +348,7 @@ mpq_err mpq_eval_lm_tokens(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const i
     for (int64_t d = 0; err == MPQ_OK && d < ndocs; d++)
         len[d] = offsets[d + 1] - offsets[d];
     if (err == MPQ_OK)
-        err = make_groups(ctx, len, ndocs, &gdoc, &ngroups);
+        err = mpq_eval_groups(ctx, len, ndocs, &gdoc, &ngroups);
     MPQ_TRY(mpq_agree(ctx, err));
     MPQ_TRY(eval_groups(ctx, f, ref, tokens, offsets, ndocs, gdoc, ngroups, out));
 cleanup:
@@ -429,7 +425,7 @@ mpq_err mpq_eval_lm_text(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const mpq
     /* The groups come from every document's length; then each rank
      * encodes the documents of its own groups. */
     MPQ_TRY(doc_lengths(ctx, tok, text, docs, ndocs, max_seq, dlen));
-    err = make_groups(ctx, dlen, ndocs, &gdoc, &ngroups);
+    err = mpq_eval_groups(ctx, dlen, ndocs, &gdoc, &ngroups);
     if (err == MPQ_OK) {
         mpq_eval_range(ctx, ngroups, &glo, &ghi);
         lo = gdoc[glo];

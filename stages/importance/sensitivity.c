@@ -14,12 +14,21 @@ mpq_err mpq_importance_sensitivity(mpq_ctx *ctx, const mpq_importance_probe *p,
     int64_t n = p->samples;
     if (n <= 0 || n > set->nsamples)
         n = set->nsamples;
-    int64_t lo, hi;
-    mpq_eval_range(ctx, n, &lo, &hi);
-    int64_t rows = 0, maxrows = 0, maxw = 0;
-    for (int64_t i = lo; i < hi; i++) {
-        rows += set->len[i];
-        maxrows = set->len[i] > maxrows ? set->len[i] : maxrows;
+    /* Samples go through the model in groups (mpq_eval_groups: fixed by
+     * their lengths, whole groups per rank), so a sample's logits do not
+     * depend on the number of ranks. */
+    int64_t *g0 = NULL, ng = 0, glo = 0, ghi = 0;
+    err = mpq_agree(ctx, mpq_eval_groups(ctx, set->len, n, &g0, &ng));
+    if (err != MPQ_OK) {
+        mpq_free(g0);
+        return err;
+    }
+    mpq_eval_range(ctx, ng, &glo, &ghi);
+    const int64_t lo = g0[glo], hi = g0[ghi];
+    int64_t rows = set->offset[hi] - set->offset[lo], maxrows = 0, maxw = 0;
+    for (int64_t g = glo; g < ghi; g++) {
+        const int64_t r = set->offset[g0[g + 1]] - set->offset[g0[g]];
+        maxrows = r > maxrows ? r : maxrows;
     }
     for (int64_t l = 0; l < tab->nl; l++)
         maxw = fi->layers[l].out * fi->layers[l].in > maxw ? fi->layers[l].out * fi->layers[l].in
@@ -39,11 +48,11 @@ mpq_err mpq_importance_sensitivity(mpq_ctx *ctx, const mpq_importance_probe *p,
         e = mpq_malloc(ctx, maxw, sizeof *wq, (void **)&wq);
     if (e == MPQ_OK)
         e = mpq_malloc(ctx, 2 * (hi - lo > 0 ? hi - lo : 1), sizeof *mine, (void **)&mine);
-    for (int64_t i = lo, at = 0; e == MPQ_OK && i < hi; i++) {
+    for (int64_t g = glo; e == MPQ_OK && g < ghi; g++) {
         mpq_batch b;
-        mpq_calib_sample_batch(set, i, &b);
-        e = mpq_family_forward(ctx, p->ffp, &b, ref + at * nout);
-        at += set->len[i];
+        mpq_calib_range_batch(set, g0[g], g0[g + 1], &b);
+        e = mpq_family_forward(ctx, p->ffp, &b,
+                               ref + (set->offset[g0[g]] - set->offset[lo]) * nout);
     }
     MPQ_TRY(mpq_agree(ctx, e));
     if (p->alone)
@@ -75,19 +84,22 @@ mpq_err mpq_importance_sensitivity(mpq_ctx *ctx, const mpq_importance_probe *p,
             e = mpq_family_set_weight(ctx, p->ffp, l, wq);
         }
         mpq_qlayer_destroy(&loaded);
-        for (int64_t i = lo, at = 0; i < hi && e == MPQ_OK; i++) {
+        for (int64_t g = glo; g < ghi && e == MPQ_OK; g++) {
             mpq_batch b;
-            mpq_calib_sample_batch(set, i, &b);
+            mpq_calib_range_batch(set, g0[g], g0[g + 1], &b);
             e = mpq_family_forward(ctx, p->ffp, &b, logits);
-            mine[2 * (i - lo)] =
-                e == MPQ_OK ? mpq_kl_rows(ref + at * nout, logits, b.rows, nout) : 0;
-            mine[2 * (i - lo) + 1] = (double)b.rows;
-            at += set->len[i];
+            for (int64_t i = g0[g]; i < g0[g + 1] && e == MPQ_OK; i++) {
+                const int64_t at = set->offset[i] - set->offset[lo];
+                const int64_t in = set->offset[i] - set->offset[g0[g]];
+                mine[2 * (i - lo)] =
+                    mpq_kl_rows(ref + at * nout, logits + in * nout, set->len[i], nout);
+                mine[2 * (i - lo) + 1] = (double)set->len[i];
+            }
         }
         /* Restore the full-precision weights whatever happened. */
         mpq_err e2 = saved ? mpq_family_set_weight(ctx, p->ffp, l, wfp) : MPQ_OK;
         MPQ_TRY(mpq_agree(ctx, e != MPQ_OK ? e : e2));
-        MPQ_TRY(mpq_eval_ordered_sum(ctx, n, 2, mine, sums));
+        MPQ_TRY(mpq_eval_ordered_sum_at(ctx, n, lo, hi, 2, mine, sums));
         double kl = sums[1] > 0.0 ? sums[0] / sums[1] : 0.0;
         double L = tab->loss[x];
         tab->sens[l] = L > 0.0 ? kl / L : 0.0;
@@ -101,5 +113,6 @@ cleanup:
     mpq_free(wfp);
     mpq_free(logits);
     mpq_free(ref);
+    mpq_free(g0);
     return err;
 }

@@ -10,14 +10,22 @@
  *  - the layer energies tr(W H W^T) against a direct triple sum (relative
  *    1e-12) and bit for bit against a serial context;
  *  - the probed candidate: the configured spec, the one of fewest storage
- *    bits when none is set, a spec that is no candidate refused.
+ *    bits when none is set, a spec that is no candidate refused;
+ *  - the sensitivity probe on stories260K (24 random samples of 128 tokens:
+ *    two forward groups) against KL written out here from one forward pass
+ *    per sample (relative 1e-4: batching changes float rounding only), and
+ *    the weights restored bit for bit.
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "mpq_calibrate.h"
 #include "mpq_config.h"
+#include "mpq_eval.h"
 #include "mpq_importance.h"
+#include "mpq_model.h"
 #include "mpq_test.h"
 
 static mpq_ctx *g_ctx;
@@ -232,6 +240,97 @@ static void test_probe_candidate(void **state) {
     mpq_config_destroy(&cfg);
 }
 
+/* KL of the model with layer l's codes from full precision, one sample per
+ * forward pass, over all rows: the reference for the probe. */
+static double naive_kl(mpq_ctx *ctx, mpq_family *f, const mpq_calib_set *set, int64_t nout,
+                       const float *ref) {
+    double kl = 0.0;
+    int64_t rows = 0;
+    float *lg = malloc(sizeof(float) * (size_t)(set->len[0] * nout));
+    for (int64_t i = 0; i < set->nsamples; i++) {
+        mpq_batch b;
+        mpq_calib_sample_batch(set, i, &b);
+        MPQ_ASSERT_OK(ctx, mpq_family_forward(ctx, f, &b, lg));
+        kl += mpq_kl_rows(ref + set->offset[i] * nout, lg, b.rows, nout);
+        rows += b.rows;
+    }
+    free(lg);
+    return kl / (double)rows;
+}
+
+static void test_sensitivity_probe(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    char path[4096];
+    mpq_test_shared("data/models/stories260K/stories260K.bin", path, sizeof path);
+    mpq_model *m = NULL;
+    mpq_family *f = NULL;
+    mpq_calib_set *set = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_model_open(ctx, path, "auto", &m));
+    MPQ_ASSERT_OK(ctx, mpq_family_create(ctx, m, NULL, "llama", &f));
+    const mpq_family_info *fi = mpq_family_get_info(f);
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, fi, 24, 128, 7, &set));
+    int64_t *g0 = NULL, ng = 0;
+    MPQ_ASSERT_OK(ctx, mpq_eval_groups(ctx, set->len, set->nsamples, &g0, &ng));
+    assert_int_equal(ng, 2);
+    mpq_free(g0);
+    mpq_qspec spec;
+    MPQ_ASSERT_OK(ctx, mpq_qspec_parse(ctx, "int:bits=2,group=32", &spec));
+    mpq_measure_table t;
+    memset(&t, 0, sizeof t);
+    const int64_t nl = fi->nlayers, nout = fi->out_width;
+    MPQ_ASSERT_OK(ctx, mpq_measure_table_alloc(ctx, &t, nl, 1));
+    uint8_t *excl = calloc((size_t)nl, 1);
+    excl[1] = 1; /* an excluded layer is not probed */
+    int64_t maxw = 0;
+    for (int64_t l = 0; l < nl; l++)
+        maxw = fi->layers[l].out * fi->layers[l].in > maxw ? fi->layers[l].out * fi->layers[l].in
+                                                           : maxw;
+    float *w = malloc(sizeof(float) * (size_t)maxw), *wq = malloc(sizeof(float) * (size_t)maxw);
+    for (int64_t l = 0; l < nl; l++) {
+        MPQ_ASSERT_OK(ctx, mpq_family_get_weight(ctx, f, l, w));
+        MPQ_ASSERT_OK(ctx,
+                      mpq_qlayer_create(ctx, &spec, fi->layers[l].out, fi->layers[l].in, &t.q[l]));
+        MPQ_ASSERT_OK(ctx, mpq_qlayer_quantize(ctx, t.q[l], w, NULL));
+        t.loss[l] = 0.5 + (double)l; /* s_l = KL_l / L_l */
+    }
+    mpq_importance_probe p = {
+        .ffp = f, .set = set, .samples = 0, .excl = excl, .col = 0, .who = "test"};
+    MPQ_ASSERT_OK(ctx, mpq_importance_sensitivity(ctx, &p, &t));
+
+    float *ref = malloc(sizeof(float) * (size_t)(set->offset[set->nsamples] * nout));
+    for (int64_t i = 0; i < set->nsamples; i++) {
+        mpq_batch b;
+        mpq_calib_sample_batch(set, i, &b);
+        MPQ_ASSERT_OK(ctx, mpq_family_forward(ctx, f, &b, ref + set->offset[i] * nout));
+    }
+    for (int64_t l = 0; l < nl; l++) {
+        if (excl[l]) {
+            assert_true(t.sens[l] == 0.0);
+            continue;
+        }
+        /* the probe restored the full-precision weight */
+        float *w2 = malloc(sizeof(float) * (size_t)(fi->layers[l].out * fi->layers[l].in));
+        MPQ_ASSERT_OK(ctx, mpq_family_get_weight(ctx, f, l, w));
+        mpq_qlayer_dequantize(t.q[l], wq);
+        MPQ_ASSERT_OK(ctx, mpq_family_set_weight(ctx, f, l, wq));
+        const double kl = naive_kl(ctx, f, set, nout, ref);
+        MPQ_ASSERT_OK(ctx, mpq_family_set_weight(ctx, f, l, w));
+        MPQ_ASSERT_OK(ctx, mpq_family_get_weight(ctx, f, l, w2));
+        assert_memory_equal(w, w2, sizeof(float) * (size_t)(fi->layers[l].out * fi->layers[l].in));
+        free(w2);
+        const double want = kl / t.loss[l];
+        if (!(want > 0.0 && fabs(t.sens[l] - want) <= 1e-4 * want))
+            fail_msg("layer %s: sensitivity %.9g, per-sample reference %.9g", fi->layers[l].name,
+                     t.sens[l], want);
+    }
+    free(ref), free(w), free(wq), free(excl);
+    mpq_measure_table_free(&t);
+    mpq_calib_set_destroy(&set);
+    mpq_family_destroy(&f);
+    mpq_model_close(&m);
+}
+
 int main(int argc, char **argv) {
     g_ctx = mpq_test_init(&argc, &argv);
     const struct CMUnitTest tests[] = {
@@ -239,6 +338,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_scores),
         cmocka_unit_test(test_energy),
         cmocka_unit_test(test_probe_candidate),
+        cmocka_unit_test(test_sensitivity_probe),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&g_ctx, failed);
