@@ -7,9 +7,19 @@
  *    "tokens_per_s":..,"gflops":..,"sgemm_gflops":..,"ratio":..}
  *   {"bench":"forward","family":"cnn","model":"mnist-cnn-small","batch":..,
  *    "images_per_s":..,"gflops":..,"sgemm_gflops":..,"ratio":..}
+ *   {"bench":"forward_llama","hidden":..,"intermediate":..,"batch_seqs":..,
+ *    "seq_len":..,"tokens_per_s":..,"gflops":..,"sgemm_gflops":..,"ratio":..}
  * gflops counts the multiply-adds of the network's GEMMs (2 flops each,
  * attention included); ratio = gflops / sgemm_gflops. Not a test: no
- * assertion on speed. Single rank. */
+ * assertion on speed. Single rank.
+ *
+ * With the path of mpq_mkllama as its argument it also times one-block
+ * Llama models of the widths users bring (hidden 1024, 2048 and 4096 with
+ * the usual intermediate sizes, random weights, vocabulary 512 so that the
+ * block dominates) on a batch of 8 sequences of 256 tokens (the evaluation
+ * and calibration batches) and on one sequence (a single short document),
+ * against SGEMM of the projections' shape (2048 x hidden x hidden). */
+#include <stdint.h>
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +29,7 @@
 #include "mpq_log.h"
 #include "mpq_model.h"
 #include "mpq_test.h"
+#include "mpq_tokenizer.h"
 
 /* Best-of-3 SGEMM rate on square n x n matrices, GFLOP/s. */
 static double sgemm_gflops(int n) {
@@ -42,6 +53,107 @@ static double sgemm_gflops(int n) {
     }
     free(a), free(b), free(c);
     return best;
+}
+
+/* Best-of-3 SGEMM rate of [m][k] x [k][n]^T, GFLOP/s. */
+static double sgemm_shape_gflops(int m, int n, int k) {
+    float *a = malloc(sizeof(float) * (size_t)m * k), *b = malloc(sizeof(float) * (size_t)n * k);
+    float *c = malloc(sizeof(float) * (size_t)m * n);
+    for (int64_t i = 0; i < (int64_t)m * k; i++)
+        a[i] = (float)(i % 7) * 0.1f;
+    for (int64_t i = 0; i < (int64_t)n * k; i++)
+        b[i] = (float)(i % 5) * 0.1f;
+    double best = 0.0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = mpq_now();
+        int iters = 0;
+        do {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c,
+                        n);
+            iters++;
+        } while (mpq_now() - t0 < 0.5);
+        double g = 2.0 * m * (double)n * k * iters / (mpq_now() - t0) / 1e9;
+        best = g > best ? g : best;
+    }
+    free(a), free(b), free(c);
+    return best;
+}
+
+/* Tokens per second of f's whole forward pass on nseq sequences of len
+ * tokens (random ids), at least 2 s of repetitions after a warm-up. */
+static double llama_tokens_per_s(mpq_ctx *ctx, mpq_family *f, int nseq, int len) {
+    const mpq_family_info *fi = mpq_family_get_info(f);
+    int64_t lens[8], rows = (int64_t)nseq * len;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)rows);
+    float *logits = malloc(sizeof(float) * (size_t)(rows * fi->out_width));
+    unsigned s = 7;
+    for (int i = 0; i < nseq; i++)
+        lens[i] = len;
+    for (int64_t i = 0; i < rows; i++) {
+        s = s * 1103515245u + 12345u;
+        tok[i] = i % len == 0 ? MPQ_TOKEN_BOS : (int32_t)((s >> 8) % (unsigned)fi->vocab_size);
+    }
+    mpq_batch b = {.nseq = nseq, .len = lens, .rows = rows, .tokens = tok};
+    double tps = 0.0;
+    if (mpq_family_forward(ctx, f, &b, logits) == MPQ_OK) {
+        double t0 = mpq_now();
+        int iters = 0;
+        do {
+            if (mpq_family_forward(ctx, f, &b, logits) != MPQ_OK)
+                break;
+            iters++;
+        } while (mpq_now() - t0 < 2.0);
+        tps = (double)rows * iters / (mpq_now() - t0);
+    }
+    free(tok);
+    free(logits);
+    return tps;
+}
+
+/* One generated block of hidden h / intermediate i / heads a; 0 or 1 failure. */
+static int bench_llama_shape(mpq_ctx *ctx, const char *mkllama, int h, int inter, int heads) {
+    char dir[] = "/tmp/mpq-bench-forward.XXXXXX", cmd[8192];
+    if (!mkdtemp(dir))
+        return 1;
+    snprintf(cmd, sizeof cmd,
+             "'%s' '%s/m' --hidden %d --intermediate %d --layers 1 --heads %d --vocab 512 "
+             "--context 256 >/dev/null",
+             mkllama, dir, h, inter, heads);
+    int fails = system(cmd) != 0;
+    mpq_model *m = NULL;
+    mpq_family *f = NULL;
+    char mdir[4200];
+    snprintf(mdir, sizeof mdir, "%s/m", dir);
+    if (!fails && (mpq_model_open(ctx, mdir, "auto", &m) != MPQ_OK ||
+                   mpq_family_create(ctx, m, NULL, "llama", &f) != MPQ_OK)) {
+        fprintf(stderr, "bench_forward: %s\n", ctx->err_msg);
+        fails = 1;
+    }
+    if (!fails) {
+        const mpq_family_info *fi = mpq_family_get_info(f);
+        const double sg = sgemm_shape_gflops(2048, h, h);
+        const int shapes[2][2] = {{8, 256}, {1, 256}};
+        for (int k = 0; k < 2; k++) {
+            const int nseq = shapes[k][0], len = shapes[k][1];
+            double per_tok = (double)h * fi->out_width + 2.0 * len / 2.0 * h; /* head, attention */
+            for (int64_t l = 0; l < fi->nlayers; l++)
+                per_tok += (double)fi->layers[l].out * (double)fi->layers[l].in;
+            const double tps = llama_tokens_per_s(ctx, f, nseq, len);
+            const double gf = 2.0 * per_tok * tps / 1e9;
+            fails += tps <= 0.0;
+            printf("{\"bench\":\"forward_llama\",\"hidden\":%d,\"intermediate\":%d,"
+                   "\"batch_seqs\":%d,\"seq_len\":%d,\"tokens_per_s\":%.1f,\"gflops\":%.3f,"
+                   "\"sgemm_gflops\":%.3f,\"ratio\":%.4f}\n",
+                   h, inter, nseq, len, tps, gf, sg, gf / sg);
+            fflush(stdout);
+        }
+    }
+    mpq_family_destroy(&f);
+    mpq_model_close(&m);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fails++;
+    return fails;
 }
 
 int main(int argc, char **argv) {
@@ -162,5 +274,12 @@ int main(int argc, char **argv) {
     mpq_model_close(&m);
     mpq_config_destroy(&cfg);
     fflush(stdout);
+
+    /* Llama blocks of the widths users bring. */
+    if (argc > 1) {
+        fails += bench_llama_shape(ctx, argv[1], 1024, 2816, 16);
+        fails += bench_llama_shape(ctx, argv[1], 2048, 5632, 16);
+        fails += bench_llama_shape(ctx, argv[1], 4096, 11008, 32);
+    }
     return mpq_test_finish(&ctx, fails);
 }
