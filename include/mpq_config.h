@@ -158,25 +158,26 @@ typedef struct mpq_config {
     } sweep;
 
     struct {
-        int64_t block_size; /* GPTQ lazy-update block (columns) */
-        int act_order;      /* GPTQ: columns by decreasing diag H */
-        int static_groups;  /* GPTQ: group parameters fitted before the column sweep */
-        int64_t iters;      /* learned rounding: steps per tile */
-        double lr;          /* learning rate of the rounding variables (0 = auto) */
-        double lr_scale;    /* learning rate of the scale factors (0 = auto) */
-        double lambda;      /* rounding regulariser weight */
-        double beta_start;  /* regulariser exponent after warm-up */
-        double beta_end;    /* ... annealed to this */
-        double warmup;      /* fraction of steps without regulariser */
-        char *init;         /* rtn | gptq */
-        char *optimizer;    /* auto | adam | signsgd | sgdm */
-        double momentum;    /* sgdm momentum */
-        char *learn_scales; /* auto | on | off */
-        char *variable;     /* auto | sigmoid | offset */
-        int64_t seed;       /* seed of the initial jitter */
-        double init_noise;  /* jitter amplitude of the initial fractional position */
-        int64_t tile_rows;  /* output rows per parallel task */
-        int rtn_guard;      /* rows keep RTN where the method is worse */
+        int64_t block_size;   /* GPTQ lazy-update block (columns) */
+        int act_order;        /* GPTQ: columns by decreasing diag H */
+        int static_groups;    /* GPTQ: group parameters fitted before the column sweep */
+        char *gptq_precision; /* GPTQ: "double" or "float" lazy updates */
+        int64_t iters;        /* learned rounding: steps per tile */
+        double lr;            /* learning rate of the rounding variables (0 = auto) */
+        double lr_scale;      /* learning rate of the scale factors (0 = auto) */
+        double lambda;        /* rounding regulariser weight */
+        double beta_start;    /* regulariser exponent after warm-up */
+        double beta_end;      /* ... annealed to this */
+        double warmup;        /* fraction of steps without regulariser */
+        char *init;           /* rtn | gptq */
+        char *optimizer;      /* auto | adam | signsgd | sgdm */
+        double momentum;      /* sgdm momentum */
+        char *learn_scales;   /* auto | on | off */
+        char *variable;       /* auto | sigmoid | offset */
+        int64_t seed;         /* seed of the initial jitter */
+        double init_noise;    /* jitter amplitude of the initial fractional position */
+        int64_t tile_rows;    /* output rows per parallel task */
+        int rtn_guard;        /* rows keep RTN where the method is worse */
     } round;
 
     struct {

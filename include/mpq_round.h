@@ -106,6 +106,7 @@ typedef struct mpq_round_opts {
     int64_t block_size;  /* columns per lazy block update (>= 1) */
     int act_order;       /* process columns by decreasing diag H */
     int static_groups;   /* group parameters fitted before GPTQ starts */
+    int gptq_float;      /* the lazy updates in float32 (SGEMM) instead of double */
     mpq_hfactor_opts hf; /* damping of H (hessian.damping, hessian.damping_max) */
     /* learned rounding (adaround, signround) */
     int64_t iters;      /* optimisation steps per tile */
@@ -151,6 +152,7 @@ typedef struct mpq_round_problem {
     float *imp;        /* [cols] diag H as importances for fitting (owned) */
     int64_t *perm;     /* [cols] GPTQ column order (owned) */
     double *U;         /* [cols][cols] upper chol of damped H^-1 in perm order, or NULL */
+    float *Uf;         /* [cols][cols] U in float32 with o->gptq_float, else NULL (owned) */
     int64_t n_dead;    /* columns with H_ii == 0 */
     double damping;    /* relative damping used for U */
     double lambda;     /* absolute damping added to H's diagonal for U */

@@ -56,6 +56,7 @@ mpq_err mpq_round_from_config(mpq_ctx *ctx, const mpq_config *cfg, mpq_round_opt
     o->block_size = cfg->round.block_size;
     o->act_order = cfg->round.act_order;
     o->static_groups = cfg->round.static_groups;
+    o->gptq_float = strcmp(cfg->round.gptq_precision, "float") == 0;
     o->iters = cfg->round.iters;
     o->lr = cfg->round.lr;
     o->lr_scale = cfg->round.lr_scale;
@@ -257,6 +258,11 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
         MPQ_ALLOC_TRY(pb->added, cols);
         for (int64_t j = 0; j < cols; j++)
             pb->added[j] = (dg[pb->perm[j] * stride] == 0.0 ? 1.0 : 0.0) + pb->lambda;
+        if (o->gptq_float) {
+            MPQ_ALLOC_TRY(pb->Uf, cols * cols);
+            for (int64_t i = 0; i < cols * cols; i++)
+                pb->Uf[i] = (float)pb->U[i];
+        }
     }
 
     const mpq_quant_ops *ops = spec->ops;
@@ -281,6 +287,7 @@ void mpq_round_problem_destroy(mpq_round_problem **pb) {
     MPQ_FREE((*pb)->imp);
     MPQ_FREE((*pb)->perm);
     MPQ_FREE((*pb)->U);
+    MPQ_FREE((*pb)->Uf);
     MPQ_FREE((*pb)->added);
     mpq_qparams_destroy(&(*pb)->base);
     MPQ_FREE(*pb);

@@ -13,8 +13,11 @@
  *   {"bench":"scaling"}    mpq_round_block on 8 layers of 512 x 512 (GPTQ and
  *                          adaround) on rank 0 alone and on all ranks:
  *                          speed-up = t(1 rank) / t(all ranks).
- * Run under mpirun -n 2 for the scaling line (registered that way). */
+ * Run under mpirun -n 2 for the scaling line (registered that way).
+ * `--gptq ROWS COLS` prints the gemm line and GPTQ on that shape only (one
+ * rank; the peer benchmark bench_peer.sh uses it). */
 #include <cblas.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +69,9 @@ static void make(int64_t rows, int64_t cols, float **W, double **H) {
                                  0.5 * rr_unif(3, (uint64_t)(i < j ? i * cols + j : j * cols + i));
 }
 
-static mpq_err bench_gptq(mpq_ctx *ctx, int64_t rows, int64_t cols, double dgemm) {
+/* GPTQ on rows x cols with round.gptq_precision double, then float; the
+ * float line adds its layer loss relative to the double one's. */
+static mpq_err bench_gptq(mpq_ctx *ctx, int64_t rows, int64_t cols, double dgemm, double sgemm) {
     mpq_err err = MPQ_OK;
     float *W = NULL;
     double *H = NULL;
@@ -79,22 +84,32 @@ static mpq_err bench_gptq(mpq_ctx *ctx, int64_t rows, int64_t cols, double dgemm
     make(rows, cols, &W, &H);
     codes = malloc((size_t)(rows * cols));
     MPQ_TRY(mpq_qspec_parse(ctx, "int:bits=4,sym=false,group=128", &spec));
-    double t0 = mpq_now();
-    MPQ_TRY(mpq_round_problem_create(ctx, &o, mpq_round_method_find("gptq"), "bench", &spec, rows,
-                                     cols, W, H, &pb));
-    double tf = mpq_now() - t0;
-    MPQ_TRY(mpq_qparams_create(ctx, &spec, rows, cols, &p));
-    mpq_round_stats st;
-    t0 = mpq_now();
-    MPQ_TRY(mpq_round_tile(ctx, &o, mpq_round_method_find("gptq"), pb, p, 0, rows, codes, &st));
-    double tr = mpq_now() - t0;
-    double rate = 2.0 * rows * (double)cols * cols / tr / 1e9;
-    printf("{\"bench\":\"gptq\",\"rows\":%lld,\"cols\":%lld,\"factor_s\":%.3f,\"round_s\":%.3f,"
-           "\"gflops\":%.2f,\"dgemm_gflops\":%.2f,\"fraction_of_dgemm\":%.3f,\"loss_vs_rtn\":%.4f}"
-           "\n",
-           (long long)rows, (long long)cols, tf, tr, rate, dgemm, rate / dgemm,
-           st.loss / st.rtn_loss);
-    fflush(stdout);
+    double loss_double = 0.0;
+    for (int fl = 0; fl < 2; fl++) {
+        o.gptq_float = fl;
+        double t0 = mpq_now();
+        MPQ_TRY(mpq_round_problem_create(ctx, &o, mpq_round_method_find("gptq"), "bench", &spec,
+                                         rows, cols, W, H, &pb));
+        double tf = mpq_now() - t0;
+        MPQ_TRY(mpq_qparams_create(ctx, &spec, rows, cols, &p));
+        mpq_round_stats st;
+        t0 = mpq_now();
+        MPQ_TRY(mpq_round_tile(ctx, &o, mpq_round_method_find("gptq"), pb, p, 0, rows, codes, &st));
+        double tr = mpq_now() - t0;
+        double rate = 2.0 * rows * (double)cols * cols / tr / 1e9;
+        loss_double = fl ? loss_double : st.loss;
+        printf("{\"bench\":\"gptq\",\"precision\":\"%s\",\"rows\":%lld,\"cols\":%lld,"
+               "\"factor_s\":%.3f,\"round_s\":%.3f,\"gflops\":%.2f,\"dgemm_gflops\":%.2f,"
+               "\"sgemm_gflops\":%.2f,\"fraction_of_dgemm\":%.3f,\"fraction_of_sgemm\":%.3f,"
+               "\"with_factor_of_gemm\":%.3f,\"loss_vs_rtn\":%.4f,\"loss_rel_vs_double\":%.2e}\n",
+               fl ? "float" : "double", (long long)rows, (long long)cols, tf, tr, rate, dgemm,
+               sgemm, rate / dgemm, rate / sgemm,
+               2.0 * rows * (double)cols * cols / (tf + tr) / 1e9 / (fl ? sgemm : dgemm),
+               st.loss / st.rtn_loss, fabs(st.loss - loss_double) / loss_double);
+        fflush(stdout);
+        mpq_qparams_destroy(&p);
+        mpq_round_problem_destroy(&pb);
+    }
 cleanup:
     mpq_qparams_destroy(&p);
     mpq_round_problem_destroy(&pb);
@@ -202,9 +217,24 @@ cleanup:
 int main(int argc, char **argv) {
     mpq_ctx *ctx = mpq_test_init(&argc, &argv);
     int quick = 0;
-    for (int i = 1; i < argc; i++)
+    int64_t only[2] = {0, 0};
+    for (int i = 1; i < argc; i++) {
         quick |= strcmp(argv[i], "--quick") == 0;
+        if (strcmp(argv[i], "--gptq") == 0 && i + 2 < argc) {
+            only[0] = atoll(argv[i + 1]);
+            only[1] = atoll(argv[i + 2]);
+        }
+    }
     mpq_err err = MPQ_OK;
+    if (only[0] > 0 && only[1] > 0) {
+        double dg = gemm_rate(1), sg = gemm_rate(0);
+        printf("{\"bench\":\"gemm\",\"n\":1024,\"dgemm_gflops\":%.2f,\"sgemm_gflops\":%.2f}\n", dg,
+               sg);
+        err = bench_gptq(ctx, only[0], only[1], dg, sg);
+        if (err != MPQ_OK)
+            fprintf(stderr, "bench_round: %s\n%s\n", ctx->err_msg, ctx->err_trace);
+        return mpq_test_finish(&ctx, err != MPQ_OK);
+    }
     if (ctx->rank == 0) {
         double dg = gemm_rate(1), sg = gemm_rate(0);
         printf("{\"bench\":\"gemm\",\"n\":1024,\"dgemm_gflops\":%.2f,\"sgemm_gflops\":%.2f}\n", dg,
@@ -212,7 +242,7 @@ int main(int argc, char **argv) {
         static const int64_t shapes[4][2] = {
             {1024, 1024}, {2048, 2048}, {4096, 4096}, {4096, 11008}};
         for (int s = 0; s < (quick ? 2 : 4) && err == MPQ_OK; s++)
-            err = bench_gptq(ctx, shapes[s][0], shapes[s][1], dg);
+            err = bench_gptq(ctx, shapes[s][0], shapes[s][1], dg, sg);
         if (err == MPQ_OK)
             err = bench_learn(ctx, dg);
     }

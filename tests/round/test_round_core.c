@@ -311,6 +311,57 @@ static void test_gptq_naive(void **state) {
     check_gptq("int:bits=3,sym=false,group=8", 0, 1, 5, 128);
 }
 
+/* round.gptq_precision = "float": the lazy updates in float32 give a layer
+ * loss within 1e-4 relative of the double computation (the criterion for
+ * offering it), the loss it reports (from its scaled errors) is the product
+ * with H of its own codes within 1e-5, and a tile gives the same bits as
+ * the whole layer. */
+static void test_gptq_float(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    const int64_t rows = 48, cols = 192;
+    float *W = malloc(sizeof(float) * (size_t)(rows * cols));
+    float *Q = malloc(sizeof(float) * (size_t)(rows * cols));
+    double *H = malloc(sizeof(double) * (size_t)(cols * cols));
+    uint8_t *cd = malloc((size_t)(rows * cols)), *cf = malloc((size_t)(rows * cols));
+    uint8_t *ct = malloc((size_t)(rows * cols));
+    rr_weights(21, rows, cols, W);
+    rr_hessian(22, cols, 0, H);
+    const char *specs[] = {"int:bits=3,sym=false,group=32", "nf4:group=16"};
+    for (int s = 0; s < 2; s++)
+        for (int ao = 0; ao < 2; ao++) {
+            mpq_round_opts o;
+            mpq_round_opts_default(&o);
+            o.act_order = ao;
+            o.block_size = 40; /* blocks crossing groups */
+            mpq_qparams *p = NULL, *pf = NULL;
+            mpq_round_stats sd, sf;
+            run_one(&o, "gptq", specs[s], rows, cols, W, H, &p, cd, &sd, NULL);
+            o.gptq_float = 1;
+            mpq_round_problem *pb = NULL;
+            run_one(&o, "gptq", specs[s], rows, cols, W, H, &pf, cf, &sf, &pb);
+            if (!(rr_rel(sf.loss, sd.loss) < 1e-4))
+                fail_msg("%s act_order %d: float loss %.9g, double %.9g", specs[s], ao, sf.loss,
+                         sd.loss);
+            mpq_quant_dequantize(pf, cf, Q);
+            const double exact = rr_loss(0, rows, cols, W, Q, H);
+            if (!(rr_rel(sf.loss, exact) < 1e-5))
+                fail_msg("%s act_order %d: float loss %.9g, product with H %.9g", specs[s], ao,
+                         sf.loss, exact);
+            /* two tiles, rows [0, 17) and [17, rows) */
+            mpq_round_stats st;
+            MPQ_ASSERT_OK(ctx, mpq_round_tile(ctx, &o, mpq_round_method_find("gptq"), pb, pf, 0, 17,
+                                              ct, &st));
+            MPQ_ASSERT_OK(ctx, mpq_round_tile(ctx, &o, mpq_round_method_find("gptq"), pb, pf, 17,
+                                              rows, ct + 17 * cols, &st));
+            assert_memory_equal(ct, cf, (size_t)(rows * cols));
+            mpq_round_problem_destroy(&pb);
+            mpq_qparams_destroy(&p);
+            mpq_qparams_destroy(&pf);
+        }
+    free(W), free(Q), free(H), free(cd), free(cf), free(ct);
+}
+
 /* GPTQ's losses go through its factor (the RTN loss: a triangular solve
  * with U; the final loss: its scaled errors; both less the damping's
  * share): equal to the product with H within 1e-9 relative on a
@@ -471,8 +522,8 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_loss_naive),  cmocka_unit_test(test_grad_fd),
         cmocka_unit_test(test_rtn_nearest), cmocka_unit_test(test_gptq_naive),
-        cmocka_unit_test(test_bruteforce),  cmocka_unit_test(test_loss_factor),
-        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_gptq_float),  cmocka_unit_test(test_bruteforce),
+        cmocka_unit_test(test_loss_factor), cmocka_unit_test(test_config),
     };
     int f = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&g_ctx, f);

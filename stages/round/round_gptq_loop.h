@@ -1,0 +1,108 @@
+/* round_gptq_loop.h: the GPTQ column loop of round_gptq.c, written once for
+ * both precisions of its updates. The includer defines GPTQ_REAL (double or
+ * float: the weights being updated, the scaled errors and U), GPTQ_GEMM
+ * (cblas_dgemm or cblas_sgemm) and GPTQ_LOOP (the function's name). The
+ * scalar work (rounding, errors, the loss) is in double either way; the
+ * diagonal of U comes from pb->U. Not a header of its own: no guard. */
+
+static mpq_err GPTQ_LOOP(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_problem *pb,
+                         const GPTQ_REAL *U, mpq_qparams *p, int64_t r0, int64_t r1, uint8_t *codes,
+                         float *wq, double *loss) {
+    mpq_err err = MPQ_OK;
+    GPTQ_REAL *Wd = NULL, *Err = NULL;
+    int64_t *pos = NULL;
+    uint8_t *fitted = NULL;
+    float *gbuf = NULL;
+    mpq_qparams *tmp = NULL;
+    const int64_t n = pb->cols, nr = r1 - r0;
+    const int64_t B = o->block_size < 1 ? 1 : (o->block_size > n ? n : o->block_size);
+    const int64_t *perm = pb->perm;
+    MPQ_CHECK(U, MPQ_ERR_INTERNAL, "round: layer '%s': GPTQ without a factor", pb->name);
+    int nri, ni, Bi;
+    MPQ_CALL(mpq_to_int(ctx, nr, "tile rows (BLAS)", &nri));
+    MPQ_CALL(mpq_to_int(ctx, n, "layer width (BLAS)", &ni));
+    MPQ_CALL(mpq_to_int(ctx, B, "GPTQ block size", &Bi));
+    const int refit = pb->refit_ok && !o->static_groups;
+
+    MPQ_ALLOC_TRY(Wd, nr * n);
+    MPQ_ALLOC_TRY(Err, nr * B);
+    MPQ_ALLOC_TRY(pos, n);
+    for (int64_t j = 0; j < n; j++)
+        pos[perm[j]] = j;
+    for (int64_t i = 0; i < nr; i++) {
+        const float *w = pb->W + (r0 + i) * n;
+        for (int64_t j = 0; j < n; j++)
+            Wd[i * n + j] = (GPTQ_REAL)w[perm[j]];
+    }
+    if (loss)
+        for (int64_t i = 0; i < nr; i++)
+            loss[i] = 0.0;
+    if (refit) {
+        MPQ_ALLOC_TRY(fitted, p->gpr);
+        MPQ_ALLOC_TRY(gbuf, nr * p->gcols);
+    }
+
+    for (int64_t j1 = 0; j1 < n; j1 += B) {
+        const int64_t j2 = j1 + B < n ? j1 + B : n, nb = j2 - j1;
+        for (int64_t s1 = j1; s1 < j2; s1 += GPTQ_SUB) {
+            const int64_t s2 = s1 + GPTQ_SUB < j2 ? s1 + GPTQ_SUB : j2;
+            for (int64_t j = s1; j < s2; j++) {
+                const int64_t c = perm[j];
+                if (refit && !fitted[c / p->gcols]) {
+                    /* First column of this group in the processing order: fit the
+                     * group on its current weights, adding the updates of this
+                     * block that are still pending for columns past its end. */
+                    const int64_t k = c / p->gcols, c0 = k * p->gcols;
+                    const int64_t len = c0 + p->gcols < n ? p->gcols : n - c0;
+                    fitted[k] = 1;
+                    for (int64_t i = 0; i < nr; i++) {
+                        for (int64_t cc = c0; cc < c0 + len; cc++) {
+                            const int64_t jj = pos[cc];
+                            double v = (double)Wd[i * n + jj];
+                            /* pending: the block's errors after it, the
+                             * sub-block's in the rest of the block */
+                            const int64_t t0 = jj >= j2 ? j1 : jj >= s2 ? s1 : j;
+                            for (int64_t t = t0; t < j; t++)
+                                v -= (double)Err[i * B + (t - j1)] * (double)U[t * n + jj];
+                            gbuf[i * len + (cc - c0)] = (float)v;
+                        }
+                    }
+                    MPQ_TRY(mpq_round_refit_group(ctx, pb, p, r0, r1, c0, len, gbuf, &tmp));
+                }
+                const double d = pb->U[j * n + j];
+                const GPTQ_REAL *urow = U + j * n;
+                for (int64_t i = 0; i < nr; i++) {
+                    GPTQ_REAL *row = Wd + i * n;
+                    const double w = (double)row[j];
+                    float v;
+                    codes[i * n + c] = mpq_quant_nearest_at(p, r0 + i, c, (float)w, &v);
+                    if (wq)
+                        wq[i * n + c] = (float)w;
+                    const double e = (w - (double)v) / d;
+                    Err[i * B + (j - j1)] = (GPTQ_REAL)e;
+                    if (loss) {
+                        const double dw = (double)pb->W[(r0 + i) * n + c] - (double)v;
+                        loss[i] += e * e - pb->added[j] * dw * dw;
+                    }
+                    for (int64_t jj = j + 1; jj < s2; jj++)
+                        row[jj] -= (GPTQ_REAL)e * urow[jj];
+                }
+            }
+            if (s2 < j2)
+                GPTQ_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, nri, (int)(j2 - s2),
+                          (int)(s2 - s1), (GPTQ_REAL)-1.0, Err + (s1 - j1), Bi, U + s1 * n + s2, ni,
+                          (GPTQ_REAL)1.0, Wd + s2, ni);
+        }
+        if (j2 < n)
+            GPTQ_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, nri, ni - (int)j2, (int)nb,
+                      (GPTQ_REAL)-1.0, Err, Bi, U + j1 * n + j2, ni, (GPTQ_REAL)1.0, Wd + j2, ni);
+    }
+cleanup:
+    mpq_qparams_destroy(&tmp);
+    MPQ_FREE(gbuf);
+    MPQ_FREE(fitted);
+    MPQ_FREE(pos);
+    MPQ_FREE(Err);
+    MPQ_FREE(Wd);
+    return err;
+}
