@@ -216,6 +216,14 @@ typedef struct mpq_hfactor {
     int nprow, npcol, nb; /* grid used (1, 1, 0 for LAPACK) */
 } mpq_hfactor;
 
+/* Local. What damping adds to a diagonal entry h of H with absolute damping
+ * lambda: 1 more for a dead channel (h = 0), then lambda. The factors are of
+ * the matrix whose diagonal is h + this; GPTQ's loss through its factor
+ * subtracts it again (stages/round). */
+static inline double mpq_hfactor_added(double h, double lambda) {
+    return (h == 0.0 ? 1.0 : 0.0) + lambda;
+}
+
 /* A factorisation backend (registry entry). */
 typedef struct mpq_hfactor_backend {
     const char *name;

@@ -531,7 +531,7 @@ static void damped(int64_t n, const double *H, const int64_t *perm, double lambd
         memcpy(a, H, (size_t)(n * n) * sizeof *a);
     }
     for (int64_t i = 0; i < n; i++)
-        a[i * n + i] = (a[i * n + i] == 0.0 ? 1.0 : a[i * n + i]) + lambda;
+        a[i * n + i] += mpq_hfactor_added(a[i * n + i], lambda);
 }
 
 static const char *stage_name(int notpd) {

@@ -257,7 +257,7 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
          * order: the loss through U subtracts it (codes_loss). */
         MPQ_ALLOC_TRY(pb->added, cols);
         for (int64_t j = 0; j < cols; j++)
-            pb->added[j] = (dg[pb->perm[j] * stride] == 0.0 ? 1.0 : 0.0) + pb->lambda;
+            pb->added[j] = mpq_hfactor_added(dg[pb->perm[j] * stride], pb->lambda);
         if (o->gptq_float) {
             MPQ_ALLOC_TRY(pb->Uf, cols * cols);
             for (int64_t i = 0; i < cols * cols; i++)

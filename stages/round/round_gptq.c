@@ -20,20 +20,24 @@
 
 #define GPTQ_SUB 16 /* columns per sub-block (fixed: part of the bits) */
 
-#define GPTQ_REAL double
-#define GPTQ_GEMM cblas_dgemm
-#define GPTQ_LOOP gptq_loop_f64
+#define GPTQ_REAL   double
+#define GPTQ_GEMM   cblas_dgemm
+#define GPTQ_LOOP   gptq_loop_f64
+#define GPTQ_GATHER gptq_gather_f64
 #include "round_gptq_loop.h"
 #undef GPTQ_REAL
 #undef GPTQ_GEMM
 #undef GPTQ_LOOP
-#define GPTQ_REAL float
-#define GPTQ_GEMM cblas_sgemm
-#define GPTQ_LOOP gptq_loop_f32
+#undef GPTQ_GATHER
+#define GPTQ_REAL   float
+#define GPTQ_GEMM   cblas_sgemm
+#define GPTQ_LOOP   gptq_loop_f32
+#define GPTQ_GATHER gptq_gather_f32
 #include "round_gptq_loop.h"
 #undef GPTQ_REAL
 #undef GPTQ_GEMM
 #undef GPTQ_LOOP
+#undef GPTQ_GATHER
 
 mpq_err mpq_round_gptq_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_problem *pb,
                             mpq_qparams *p, int64_t r0, int64_t r1, uint8_t *codes, float *wq,

@@ -1,9 +1,30 @@
 /* round_gptq_loop.h: the GPTQ column loop of round_gptq.c, written once for
  * both precisions of its updates. The includer defines GPTQ_REAL (double or
  * float: the weights being updated, the scaled errors and U), GPTQ_GEMM
- * (cblas_dgemm or cblas_sgemm) and GPTQ_LOOP (the function's name). The
+ * (cblas_dgemm or cblas_sgemm), GPTQ_GATHER and GPTQ_LOOP (the functions'
+ * names). The
  * scalar work (rounding, errors, the loss) is in double either way; the
  * diagonal of U comes from pb->U. Not a header of its own: no guard. */
+
+/* The current weights of columns [c0, c0 + len) (a group about to be
+ * fitted at column j) of the tile's nr rows into gbuf [nr][len]: Wd plus
+ * the updates still pending, the block's errors for columns after the
+ * block and the sub-block's for the rest of the block. at = {j1 (block
+ * start), s1 (sub-block start), j, s2 (sub-block end), j2 (block end)}. */
+static void GPTQ_GATHER(const GPTQ_REAL *U, const GPTQ_REAL *Wd, const GPTQ_REAL *Err, int64_t nr,
+                        int64_t n, int64_t B, const int64_t at[5], const int64_t *pos, int64_t c0,
+                        int64_t len, float *gbuf) {
+    const int64_t j1 = at[0], s1 = at[1], j = at[2], s2 = at[3], j2 = at[4];
+    for (int64_t i = 0; i < nr; i++)
+        for (int64_t cc = c0; cc < c0 + len; cc++) {
+            const int64_t jj = pos[cc];
+            const int64_t t0 = jj >= j2 ? j1 : jj >= s2 ? s1 : j;
+            double v = (double)Wd[i * n + jj];
+            for (int64_t t = t0; t < j; t++)
+                v -= (double)Err[i * B + (t - j1)] * (double)U[t * n + jj];
+            gbuf[i * len + (cc - c0)] = (float)v;
+        }
+}
 
 static mpq_err GPTQ_LOOP(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_problem *pb,
                          const GPTQ_REAL *U, mpq_qparams *p, int64_t r0, int64_t r1, uint8_t *codes,
@@ -55,18 +76,8 @@ static mpq_err GPTQ_LOOP(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_
                     const int64_t k = c / p->gcols, c0 = k * p->gcols;
                     const int64_t len = c0 + p->gcols < n ? p->gcols : n - c0;
                     fitted[k] = 1;
-                    for (int64_t i = 0; i < nr; i++) {
-                        for (int64_t cc = c0; cc < c0 + len; cc++) {
-                            const int64_t jj = pos[cc];
-                            double v = (double)Wd[i * n + jj];
-                            /* pending: the block's errors after it, the
-                             * sub-block's in the rest of the block */
-                            const int64_t t0 = jj >= j2 ? j1 : jj >= s2 ? s1 : j;
-                            for (int64_t t = t0; t < j; t++)
-                                v -= (double)Err[i * B + (t - j1)] * (double)U[t * n + jj];
-                            gbuf[i * len + (cc - c0)] = (float)v;
-                        }
-                    }
+                    const int64_t at[5] = {j1, s1, j, s2, j2};
+                    GPTQ_GATHER(U, Wd, Err, nr, n, B, at, pos, c0, len, gbuf);
                     MPQ_TRY(mpq_round_refit_group(ctx, pb, p, r0, r1, c0, len, gbuf, &tmp));
                 }
                 const double d = pb->U[j * n + j];
