@@ -180,6 +180,11 @@ void mpq_round_problem_destroy(mpq_round_problem **pb);
  * plans that balance rounding over the ranks count rows x cols x (cols +
  * this). */
 #define MPQ_ROUND_GPTQ_ELEM 1024.0
+/* The factorisation of a cols x cols H in the same units: its 2/3 cols^3
+ * flops run about 2.7 times faster per unit than GPTQ's work (bench_round,
+ * 4096^2: factor 1.3 s for 4.6e10 flops, rounding 6.6 s for 8.6e10 units),
+ * hence cols^3 / 4. */
+#define MPQ_ROUND_FACTOR_COST(cols) (0.25 * (double)(cols) * (double)(cols) * (double)(cols))
 
 typedef struct mpq_round_stats {
     double loss;          /* final L of the rows */

@@ -108,9 +108,9 @@ static mpq_err loaded_stats(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
 
 /* The owners of block b's input groups (p->bown, in the order of the
  * statistics): each group's cost is that of rounding its layers with
- * GPTQ (rows x cols x (cols + MPQ_ROUND_GPTQ_ELEM)) plus 2 cols^3 / 3 for
- * its factor, which is also the setup every owner pays unless the owners
- * factor it together. */
+ * GPTQ (rows x cols x (cols + MPQ_ROUND_GPTQ_ELEM)) plus its factor
+ * (MPQ_ROUND_FACTOR_COST), which is also the setup every owner pays unless
+ * the owners factor it together. */
 static mpq_err plan_owners(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
     const mpq_family_info *fi = p->ses->info;
     double *cost = NULL;
@@ -126,7 +126,7 @@ static mpq_err plan_owners(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
          * grid) is no setup each of them pays */
         const mpq_hfactor_backend *be = mpq_hfactor_choose_backend(ctx, &p->ses->ro.hf, gi->in);
         const int shared = be && be->collective && ctx->comm != MPI_COMM_NULL;
-        cost[n] = 2.0 / 3.0 * in * in * in;
+        cost[n] = MPQ_ROUND_FACTOR_COST(gi->in);
         setup[n] = shared ? 0.0 : cost[n];
         for (int64_t l = g; l < fi->nlayers; l++)
             if (fi->layers[l].group == g && !p->ses->excl[l])

@@ -76,6 +76,23 @@ void mpq_round_owners(int64_t ngroups, const double *cost, const double *setup, 
     }
 }
 
+/* The order in which a rank works through the jobs: first those factored
+ * together by several owners (every owner must reach that collective step,
+ * so none should wait for another's local work), then those factored
+ * through the shared path by one owner, then the rest; job order within
+ * each class, so that jobs on the same H stay consecutive and share U. */
+static void job_order(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
+                      const mpq_round_job *jobs, int nranks, int64_t *order) {
+    int64_t n = 0;
+    for (int cls = 0; cls < 3; cls++)
+        for (int64_t j = 0; j < njobs; j++) {
+            const int shared = mpq_round_shared_factor(ctx, o, jobs[j].method, jobs[j].cols);
+            const int many = owners_of(&jobs[j], nranks).count > 1;
+            if ((shared && many ? 0 : shared ? 1 : 2) == cls)
+                order[n++] = j;
+        }
+}
+
 typedef struct task_key {
     int nown; /* ranks the task may go to */
     double cost;
@@ -141,7 +158,7 @@ mpq_err mpq_round_plan(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
         /* a factor shared over the owners' grid is computed before any task */
         double setup =
             jb->method->needs_factor(o) && !mpq_round_shared_factor(ctx, o, jb->method, jb->cols)
-                ? 2.0 / 3.0 * pow((double)jb->cols, 3.0)
+                ? MPQ_ROUND_FACTOR_COST(jb->cols)
                 : 0.0;
         const mpq_hset own = owners_of(jb, nranks);
         int best = own.first;
@@ -368,7 +385,17 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
     double *U = NULL;
     mpq_round_damp damp = {0.0, 0.0};
     const double *U_of = NULL; /* the statistic that U factors (its diagonal: on every rank) */
-    for (int64_t j = 0; j < njobs; j++) {
+    int64_t *order = NULL;
+    /* the set-up above and the order's buffer, agreed: a failure skips
+     * the loop on every rank alike */
+    if (err == MPQ_OK)
+        err = mpq_malloc(ctx, njobs + 1, sizeof *order, (void **)&order);
+    err = mpq_agree(ctx, err);
+    const int go = err == MPQ_OK;
+    if (go)
+        job_order(ctx, o, njobs, jobs, nranks, order);
+    for (int64_t x = 0; x < njobs && go; x++) {
+        const int64_t j = order[x];
         const mpq_round_job *jb = &jobs[j];
         const int shared = mpq_round_shared_factor(ctx, o, jb->method, jb->cols);
         const double *key = jb->diag ? jb->diag : jb->H;
@@ -376,8 +403,9 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
             mpq_free(U);
             U = NULL;
             U_of = NULL;
-            err = mpq_agree(ctx, err);
             const mpq_hset own = owners_of(jb, nranks);
+            if (!mpq_round_factor_local(o, &own)) /* a collective factorisation follows */
+                err = mpq_agree(ctx, err);
             if (err == MPQ_OK)
                 err = mpq_round_factor_shared(ctx, o, jb->name, jb->cols, jb->H, &own, &U, &damp);
             if (err == MPQ_OK)
@@ -388,6 +416,7 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
                           tst[j]);
     }
     mpq_free(U);
+    mpq_free(order);
     MPQ_TRY(mpq_agree(ctx, err));
 
     /* Combine and finish. */

@@ -163,6 +163,10 @@ int mpq_round_shared_factor(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_rou
     return be && be->collective;
 }
 
+int mpq_round_factor_local(const mpq_round_opts *o, const mpq_hset *set) {
+    return set->count == 1 && strcmp(o->hf.scalapack, "auto") == 0;
+}
+
 mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const char *name,
                                 int64_t cols, const double *H, const mpq_hset *set, double **U,
                                 mpq_round_damp *damp) {
@@ -177,9 +181,18 @@ mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const cha
         if (err == MPQ_OK)
             err = column_order(ctx, o->act_order, cols, H, cols + 1, perm);
     }
-    MPQ_TRY(mpq_agree(ctx, err));
-    MPQ_TRY(mpq_hfactor_compute_set(ctx, &o->hf, name, cols, H, perm, set->first, set->count,
-                                    MPQ_HF_INV_CHOL, &f));
+    if (mpq_round_factor_local(o, set)) {
+        /* one owner: LAPACK on it alone, no collective step (the other
+         * ranks go on with their own work) */
+        if (err == MPQ_OK && mpq_hset_has(set, ctx->rank))
+            err = mpq_hfactor_local_perm(ctx, &o->hf, name, cols, H, perm, MPQ_HF_INV_CHOL, &f);
+        if (err != MPQ_OK || !f)
+            goto cleanup;
+    } else {
+        MPQ_TRY(mpq_agree(ctx, err));
+        MPQ_TRY(mpq_hfactor_compute_set(ctx, &o->hf, name, cols, H, perm, set->first, set->count,
+                                        MPQ_HF_INV_CHOL, &f));
+    }
     MPQ_INFO("round %s: H (%lld x %lld) factored with %s on a %d x %d grid of ranks %d to %d, "
              "block %d, damping %g",
              name, (long long)cols, (long long)cols, f->backend, f->nprow, f->npcol, set->first,

@@ -32,12 +32,17 @@ typedef struct mpq_round_damp {
 
 int mpq_round_shared_factor(struct mpq_ctx *ctx, const mpq_round_opts *o,
                             const struct mpq_round_method *method, int64_t cols);
-/* Collective. The upper Cholesky factor of the damped inverse of H in the
- * problem's column order (act_order), computed once by the ranks of set
- * (the layer's owners, each holding H) with the backend the options choose
- * (mpq_hfactor_compute_set: ScaLAPACK on a grid of those ranks): *U
+/* 1 when mpq_round_factor_shared is local: one owner and hessian.scalapack
+ * auto (a 1 x 1 grid runs at about 0.6 of LAPACK's speed, bench_hessian). */
+int mpq_round_factor_local(const mpq_round_opts *o, const mpq_hset *set);
+/* Collective, or local to its one owner (mpq_round_factor_local). The upper
+ * Cholesky factor of the damped inverse of H in the problem's column order
+ * (act_order), computed once by the ranks of set (the layer's owners, each
+ * holding H) with the backend the options choose (mpq_hfactor_compute_set:
+ * ScaLAPACK on a grid of those ranks; LAPACK when local): *U
  * [cols][cols] on the ranks of set (owner: caller, mpq_free; NULL
- * elsewhere), *damp the damping finally used (every rank). */
+ * elsewhere), *damp the damping finally used (every rank of a collective
+ * call; the owner of a local one). */
 mpq_err mpq_round_factor_shared(struct mpq_ctx *ctx, const mpq_round_opts *o, const char *name,
                                 int64_t cols, const double *H, const mpq_hset *set, double **U,
                                 mpq_round_damp *damp);
