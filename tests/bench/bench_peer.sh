@@ -14,9 +14,10 @@
 # missing (PyPI's Linux wheel brings its CUDA libraries, about 3 GB, though
 # only the CPU is used).
 #
-# One JSON line per shape: mpquant_s and torch_s (factor plus rounding), the
-# parts, speedup = torch_s / mpquant_s (above 1: mpquant is faster), and
-# both losses relative to round-to-nearest.
+# One JSON line per shape: mpquant_s (double updates), mpquant_float_s
+# (round.gptq_precision = "float") and torch_s, each factor plus rounding;
+# speedup = torch_s / mpquant_s and speedup_float (above 1: mpquant is
+# faster); the parts; both losses relative to round-to-nearest.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_jq
@@ -33,17 +34,24 @@ for shape in "4096 4096" "4096 11008"; do
     read -r rows cols <<<"$shape"
     run "$bench_round" --gptq "$rows" "$cols"
     expect_rc 0
-    mine=$(grep '"bench":"gptq"' "$OUT")
+    mine=$(grep '"bench":"gptq","precision":"double"' "$OUT")
+    minef=$(grep '"bench":"gptq","precision":"float"' "$OUT")
     run "$venv/bin/python" "$MPQ_SOURCE_DIR/tests/bench/gptq_peer.py" "$rows" "$cols" "$threads"
     expect_rc 0
     peer=$(grep '"bench": "gptq_torch"' "$OUT")
-    [ -n "$mine" ] && [ -n "$peer" ] || { fail "shape $rows x $cols: a side printed no result"; continue; }
-    jq -cn --argjson m "$mine" --argjson p "$peer" --argjson t "$threads" '{
+    if [ -z "$mine" ] || [ -z "$minef" ] || [ -z "$peer" ]; then
+        fail "shape $rows x $cols: a side printed no result"
+        continue
+    fi
+    jq -cn --argjson m "$mine" --argjson f "$minef" --argjson p "$peer" --argjson t "$threads" '{
         bench: "gptq_peer", rows: $m.rows, cols: $m.cols, threads: $t, torch: $p.torch,
         mpquant_s: ($m.factor_s + $m.round_s), torch_s: ($p.factor_s + $p.round_s),
         speedup: ((($p.factor_s + $p.round_s) / ($m.factor_s + $m.round_s)) * 1000 | round / 1000),
+        mpquant_float_s: ($f.factor_s + $f.round_s),
+        speedup_float: ((($p.factor_s + $p.round_s) / ($f.factor_s + $f.round_s)) * 1000 | round / 1000),
         mpquant_factor_s: $m.factor_s, mpquant_round_s: $m.round_s,
         torch_factor_s: $p.factor_s, torch_round_s: $p.round_s,
-        mpquant_loss_vs_rtn: $m.loss_vs_rtn, torch_loss_vs_rtn: $p.loss_vs_rtn}'
+        mpquant_loss_vs_rtn: $m.loss_vs_rtn, torch_loss_vs_rtn: $p.loss_vs_rtn}' ||
+        fail "shape $rows x $cols: cannot combine the two sides' lines"
 done
 finish
