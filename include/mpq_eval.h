@@ -3,10 +3,11 @@
  * classifiers; greedy generation.
  *
  * Evaluation is data-parallel: items (documents or images) are split into
- * contiguous ranges, one per rank. Per-item sums are computed one item per
- * forward pass (so an item's numbers do not depend on which rank computed
- * it), gathered to rank 0 in item order and summed there sequentially, then
- * broadcast: the results are the same bits for any number of ranks.
+ * contiguous ranges, one per rank. Items are forwarded in fixed batches (groups
+ * of documents, mpq_eval_groups; batches of images) that a rank takes whole,
+ * so an item's numbers do not depend on which rank computed it; per-item
+ * sums are gathered to rank 0 in item order and summed there sequentially,
+ * then broadcast: the results are the same bits for any number of ranks.
  *
  * Language-model protocol (shared/README.md): documents split at blank
  * lines, the first N, each encoded with BOS and a dummy leading space,
