@@ -297,12 +297,12 @@ static mpq_err eval_groups(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const i
     if (ref)
         MPQ_TRY(stream_blocks(ctx, ref, &st, st.rx, &pr, &done));
     /* the head one document at a time: its logits are the largest buffer */
+    const int64_t w = mpq_family_width(f, fi->nblocks);
     for (int64_t g = st.glo; g < st.ghi; g++)
         for (int64_t d = gdoc[g]; d < gdoc[g + 1]; d++) {
             const int64_t n = offsets[d + 1] - offsets[d];
             const int64_t row = offsets[gdoc[g]] - offsets[lo];
             const int64_t in_group = offsets[d] - offsets[gdoc[g]];
-            const int64_t w = mpq_family_width(f, fi->nblocks);
             double *r = rec + (d - lo) * R_K;
             if (n < 2)
                 continue;

@@ -670,10 +670,6 @@ mpq_err mpq_hfactor_compute_set(mpq_ctx *ctx, const mpq_hfactor_opts *o, const c
               ctx->size);
     const mpq_hfactor_backend *be = mpq_hfactor_choose_backend(ctx, o, n);
     MPQ_CHECK(be, MPQ_ERR_CONFIG, "hessian.scalapack: unknown policy '%s'", o->scalapack);
-    /* auto: a set of one rank gains nothing from a 1 x 1 grid, which runs
-     * at about 0.6 of LAPACK's speed (bench_hessian) */
-    if (count == 1 && strcmp(o->scalapack, "auto") == 0)
-        be = &backend_lapack;
     const mpq_hset set = {.first = first, .count = count};
     MPQ_CALL(run_factor(ctx, o, name, n, H, perm, &set, what, be, 1, out));
     return MPQ_OK;

@@ -31,32 +31,9 @@
 #include "mpq_test.h"
 #include "mpq_tokenizer.h"
 
-/* Best-of-3 SGEMM rate on square n x n matrices, GFLOP/s. */
-static double sgemm_gflops(int n) {
-    float *a = malloc(sizeof(float) * (size_t)n * n), *b = malloc(sizeof(float) * (size_t)n * n);
-    float *c = malloc(sizeof(float) * (size_t)n * n);
-    for (int64_t i = 0; i < (int64_t)n * n; i++) {
-        a[i] = (float)(i % 7) * 0.1f;
-        b[i] = (float)(i % 5) * 0.1f;
-    }
-    double best = 0.0;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = mpq_now();
-        int iters = 0;
-        do {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
-                        n);
-            iters++;
-        } while (mpq_now() - t0 < 0.3);
-        double g = 2.0 * n * (double)n * n * iters / (mpq_now() - t0) / 1e9;
-        best = g > best ? g : best;
-    }
-    free(a), free(b), free(c);
-    return best;
-}
-
-/* Best-of-3 SGEMM rate of [m][k] x [k][n]^T, GFLOP/s. */
-static double sgemm_shape_gflops(int m, int n, int k) {
+/* Best-of-3 SGEMM rate of [m][k] x [k][n]^T, GFLOP/s, each of the three
+ * repeating the product for at least secs seconds. */
+static double sgemm_shape_gflops(int m, int n, int k, double secs) {
     float *a = malloc(sizeof(float) * (size_t)m * k), *b = malloc(sizeof(float) * (size_t)n * k);
     float *c = malloc(sizeof(float) * (size_t)m * n);
     for (int64_t i = 0; i < (int64_t)m * k; i++)
@@ -71,12 +48,17 @@ static double sgemm_shape_gflops(int m, int n, int k) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c,
                         n);
             iters++;
-        } while (mpq_now() - t0 < 0.5);
+        } while (mpq_now() - t0 < secs);
         double g = 2.0 * m * (double)n * k * iters / (mpq_now() - t0) / 1e9;
         best = g > best ? g : best;
     }
     free(a), free(b), free(c);
     return best;
+}
+
+/* Best-of-3 SGEMM rate on square n x n matrices, GFLOP/s. */
+static double sgemm_gflops(int n) {
+    return sgemm_shape_gflops(n, n, n, 0.3);
 }
 
 /* Tokens per second of f's whole forward pass on nseq sequences of len
@@ -131,7 +113,7 @@ static int bench_llama_shape(mpq_ctx *ctx, const char *mkllama, int h, int inter
     }
     if (!fails) {
         const mpq_family_info *fi = mpq_family_get_info(f);
-        const double sg = sgemm_shape_gflops(2048, h, h);
+        const double sg = sgemm_shape_gflops(2048, h, h, 0.5);
         const int shapes[2][2] = {{8, 256}, {1, 256}};
         for (int k = 0; k < 2; k++) {
             const int nseq = shapes[k][0], len = shapes[k][1];
