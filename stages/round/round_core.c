@@ -455,32 +455,43 @@ mpq_err mpq_round_grad(mpq_ctx *ctx, int64_t cols, const double *H, int64_t nr, 
  * Hd^-1 = U^T U (column order perm), d Hd d^T = |d_perm U^-1|^2, one
  * triangular solve (half the flops of the product with H), less
  * d diag(added) d^T. Equal to the product up to rounding; a row whose
- * difference rounds below zero gets 0. */
+ * difference rounds below zero gets 0. With GPTQ in float (pb->Uf) the
+ * solve is in float too, at twice the rate, in D's first half. */
 static mpq_err loss_via_factor(mpq_ctx *ctx, const mpq_round_problem *pb, const mpq_qparams *p,
                                int64_t r0, int64_t r1, const uint8_t *codes, float *qrow, double *D,
                                double *loss) {
     const int64_t n = pb->cols, nr = r1 - r0;
+    float *Df = pb->Uf ? (float *)D : NULL;
     int ni, mi;
     MPQ_CALL(mpq_to_int(ctx, n, "layer width (BLAS)", &ni));
     MPQ_CALL(mpq_to_int(ctx, nr, "tile rows (BLAS)", &mi));
     for (int64_t i = 0; i < nr; i++) {
         const float *w = pb->W + (r0 + i) * n;
-        double *d = D + i * n, s = 0.0;
+        double s = 0.0;
         mpq_quant_row_dequant(p, r0 + i, codes + i * n, qrow);
         for (int64_t j = 0; j < n; j++) {
             const int64_t c = pb->perm[j];
-            d[j] = (double)w[c] - (double)qrow[c];
-            s += pb->added[j] * d[j] * d[j];
+            const double d = (double)w[c] - (double)qrow[c];
+            if (Df)
+                Df[i * n + j] = (float)d;
+            else
+                D[i * n + j] = d;
+            s += pb->added[j] * d * d;
         }
         loss[i] = s;
     }
-    cblas_dtrsm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, mi, ni, 1.0,
-                pb->U, ni, D, ni);
+    if (Df)
+        cblas_strsm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, mi, ni, 1.0f,
+                    pb->Uf, ni, Df, ni);
+    else
+        cblas_dtrsm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, mi, ni, 1.0,
+                    pb->U, ni, D, ni);
     for (int64_t i = 0; i < nr; i++) {
-        const double *x = D + i * n;
         double s = 0.0;
-        for (int64_t j = 0; j < n; j++)
-            s += x[j] * x[j];
+        for (int64_t j = 0; j < n; j++) {
+            const double x = Df ? (double)Df[i * n + j] : D[i * n + j];
+            s += x * x;
+        }
         loss[i] = s > loss[i] ? s - loss[i] : 0.0;
     }
     return MPQ_OK;
@@ -520,7 +531,8 @@ mpq_err mpq_round_tile(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_me
     MPQ_ALLOC_TRY(rcodes, nr * n);
     MPQ_ALLOC_TRY(qrow, n);
     MPQ_ALLOC_TRY(D, nr * n);
-    MPQ_ALLOC_TRY(T, nr * n);
+    if (!pb->U)
+        MPQ_ALLOC_TRY(T, nr * n);
     MPQ_ALLOC_TRY(lr, nr);
     MPQ_ALLOC_TRY(lm, nr);
     MPQ_TRY(mpq_round_fit_rows(ctx, pb, p, r0, r1));

@@ -20,6 +20,13 @@
 
 #define GPTQ_SUB 16 /* columns per sub-block (fixed: part of the bits) */
 
+/* Work space of a group's gather (round_gptq_loop.h): the rows of U a
+ * group needs [B][gcols], one row's values, the columns' order. */
+typedef struct {
+    double *ug, *v;
+    int64_t *ord;
+} gptq_scratch;
+
 #define GPTQ_REAL   double
 #define GPTQ_GEMM   cblas_dgemm
 #define GPTQ_LOOP   gptq_loop_f64

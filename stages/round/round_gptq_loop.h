@@ -10,20 +10,46 @@
  * fitted at column j) of the tile's nr rows into gbuf [nr][len]: Wd plus
  * the updates still pending, the block's errors for columns after the
  * block and the sub-block's for the rest of the block. at = {j1 (block
- * start), s1 (sub-block start), j, s2 (sub-block end), j2 (block end)}. */
+ * start), s1 (sub-block start), j, s2 (sub-block end), j2 (block end)}.
+ * The group's columns are ordered so that those pending since j1 come
+ * first and those pending since s1 next, and the rows of U they need are
+ * copied once into sc->ug; each row then runs contiguous loops. Every
+ * value is the same sum in the same order as term by term. */
 static void GPTQ_GATHER(const GPTQ_REAL *U, const GPTQ_REAL *Wd, const GPTQ_REAL *Err, int64_t nr,
                         int64_t n, int64_t B, const int64_t at[5], const int64_t *pos, int64_t c0,
-                        int64_t len, float *gbuf) {
+                        int64_t len, gptq_scratch *sc, float *gbuf) {
     const int64_t j1 = at[0], s1 = at[1], j = at[2], s2 = at[3], j2 = at[4];
-    for (int64_t i = 0; i < nr; i++)
+    int64_t m1 = 0, m2 = 0; /* columns pending since j1; since j1 or s1 */
+    for (int cls = 0; cls < 3; cls++)
         for (int64_t cc = c0; cc < c0 + len; cc++) {
             const int64_t jj = pos[cc];
-            const int64_t t0 = jj >= j2 ? j1 : jj >= s2 ? s1 : j;
-            double v = (double)Wd[i * n + jj];
-            for (int64_t t = t0; t < j; t++)
-                v -= (double)Err[i * B + (t - j1)] * (double)U[t * n + jj];
-            gbuf[i * len + (cc - c0)] = (float)v;
+            if ((jj >= j2 ? 0 : jj >= s2 ? 1 : 2) != cls)
+                continue;
+            sc->ord[m2++] = cc;
+            m1 = cls == 0 ? m2 : m1;
         }
+    m2 = m1;
+    while (m2 < len && pos[sc->ord[m2]] >= s2)
+        m2++;
+    for (int64_t t = j1; t < j; t++) {
+        const int64_t m = t < s1 ? m1 : m2;
+        for (int64_t k = 0; k < m; k++)
+            sc->ug[(t - j1) * len + k] = (double)U[t * n + pos[sc->ord[k]]];
+    }
+    for (int64_t i = 0; i < nr; i++) {
+        double *v = sc->v;
+        for (int64_t k = 0; k < len; k++)
+            v[k] = (double)Wd[i * n + pos[sc->ord[k]]];
+        for (int64_t t = j1; t < j; t++) {
+            const int64_t m = t < s1 ? m1 : m2;
+            const double e = (double)Err[i * B + (t - j1)];
+            const double *u = sc->ug + (t - j1) * len;
+            for (int64_t k = 0; k < m; k++)
+                v[k] -= e * u[k];
+        }
+        for (int64_t k = 0; k < len; k++)
+            gbuf[i * len + (sc->ord[k] - c0)] = (float)v[k];
+    }
 }
 
 static mpq_err GPTQ_LOOP(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_problem *pb,
@@ -34,6 +60,7 @@ static mpq_err GPTQ_LOOP(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_
     int64_t *pos = NULL;
     uint8_t *fitted = NULL;
     float *gbuf = NULL;
+    gptq_scratch sc = {0};
     mpq_qparams *tmp = NULL;
     const int64_t n = pb->cols, nr = r1 - r0;
     const int64_t B = o->block_size < 1 ? 1 : (o->block_size > n ? n : o->block_size);
@@ -61,14 +88,21 @@ static mpq_err GPTQ_LOOP(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_
     if (refit) {
         MPQ_ALLOC_TRY(fitted, p->gpr);
         MPQ_ALLOC_TRY(gbuf, nr * p->gcols);
+        MPQ_ALLOC_TRY(sc.ug, B * p->gcols);
+        MPQ_ALLOC_TRY(sc.v, p->gcols);
+        MPQ_ALLOC_TRY(sc.ord, p->gcols);
     }
 
     for (int64_t j1 = 0; j1 < n; j1 += B) {
         const int64_t j2 = j1 + B < n ? j1 + B : n, nb = j2 - j1;
         for (int64_t s1 = j1; s1 < j2; s1 += GPTQ_SUB) {
             const int64_t s2 = s1 + GPTQ_SUB < j2 ? s1 + GPTQ_SUB : j2;
-            for (int64_t j = s1; j < s2; j++) {
-                const int64_t c = perm[j];
+            /* Segments [a, b) of the sub-block end where a group is first met
+             * (its fit needs every row up to there); inside a segment each row
+             * runs through its columns, with the same operations in the same
+             * order per row as column by column. */
+            for (int64_t a = s1, b; a < s2; a = b) {
+                const int64_t c = perm[a];
                 if (refit && !fitted[c / p->gcols]) {
                     /* First column of this group in the processing order: fit the
                      * group on its current weights, adding the updates of this
@@ -76,27 +110,29 @@ static mpq_err GPTQ_LOOP(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_
                     const int64_t k = c / p->gcols, c0 = k * p->gcols;
                     const int64_t len = c0 + p->gcols < n ? p->gcols : n - c0;
                     fitted[k] = 1;
-                    const int64_t at[5] = {j1, s1, j, s2, j2};
-                    GPTQ_GATHER(U, Wd, Err, nr, n, B, at, pos, c0, len, gbuf);
+                    const int64_t at[5] = {j1, s1, a, s2, j2};
+                    GPTQ_GATHER(U, Wd, Err, nr, n, B, at, pos, c0, len, &sc, gbuf);
                     MPQ_TRY(mpq_round_refit_group(ctx, pb, p, r0, r1, c0, len, gbuf, &tmp));
                 }
-                const double d = pb->U[j * n + j];
-                const GPTQ_REAL *urow = U + j * n;
+                for (b = a + 1; b < s2 && !(refit && !fitted[perm[b] / p->gcols]); b++)
+                    ;
                 for (int64_t i = 0; i < nr; i++) {
                     GPTQ_REAL *row = Wd + i * n;
-                    const double w = (double)row[j];
-                    float v;
-                    codes[i * n + c] = mpq_quant_nearest_at(p, r0 + i, c, (float)w, &v);
-                    if (wq)
-                        wq[i * n + c] = (float)w;
-                    const double e = (w - (double)v) / d;
-                    Err[i * B + (j - j1)] = (GPTQ_REAL)e;
-                    if (loss) {
-                        const double dw = (double)pb->W[(r0 + i) * n + c] - (double)v;
-                        loss[i] += e * e - pb->added[j] * dw * dw;
+                    for (int64_t j = a; j < b; j++) {
+                        const int64_t cj = perm[j];
+                        const double w = (double)row[j], d = pb->U[j * n + j];
+                        const GPTQ_REAL *urow = U + j * n;
+                        float v;
+                        codes[i * n + cj] = mpq_quant_nearest_at(p, r0 + i, cj, (float)w, &v);
+                        if (wq)
+                            wq[i * n + cj] = (float)w;
+                        const double e = (w - (double)v) / d;
+                        Err[i * B + (j - j1)] = (GPTQ_REAL)e;
+                        if (loss)
+                            loss[i] += e * e;
+                        for (int64_t jj = j + 1; jj < s2; jj++)
+                            row[jj] -= (GPTQ_REAL)e * urow[jj];
                     }
-                    for (int64_t jj = j + 1; jj < s2; jj++)
-                        row[jj] -= (GPTQ_REAL)e * urow[jj];
                 }
             }
             if (s2 < j2)
@@ -108,8 +144,24 @@ static mpq_err GPTQ_LOOP(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_
             GPTQ_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, nri, ni - (int)j2, (int)nb,
                       (GPTQ_REAL)-1.0, Err, Bi, U + j1 * n + j2, ni, (GPTQ_REAL)1.0, Wd + j2, ni);
     }
+    /* The loss is |Err|^2 through the damped H less the damping's own
+     * share, d diag(added) d^T, summed per row once the codes are final. */
+    for (int64_t i = 0; loss && i < nr; i++) {
+        const float *w = pb->W + (r0 + i) * n;
+        double s = 0.0;
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t c = perm[j];
+            const double dw =
+                (double)w[c] - (double)mpq_quant_value_at(p, r0 + i, c, codes[i * n + c]);
+            s += pb->added[j] * dw * dw;
+        }
+        loss[i] -= s;
+    }
 cleanup:
     mpq_qparams_destroy(&tmp);
+    MPQ_FREE(sc.ord);
+    MPQ_FREE(sc.v);
+    MPQ_FREE(sc.ug);
     MPQ_FREE(gbuf);
     MPQ_FREE(fitted);
     MPQ_FREE(pos);
