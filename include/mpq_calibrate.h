@@ -125,8 +125,17 @@ void mpq_calib_range_batch(const mpq_calib_set *set, int64_t i0, int64_t i1, mpq
 
 typedef struct mpq_calib mpq_calib;
 
+/* Samples per chunk for hessian.chunk_samples = 0 (auto): nsamples /
+ * MPQ_CALIB_AUTO_CHUNKS, at least 1 and at most MPQ_CALIB_AUTO_MAX, so that
+ * up to MPQ_CALIB_AUTO_CHUNKS ranks get work while chunks stay large
+ * batches. Depends on the samples only, never on the rank count. */
+#define MPQ_CALIB_AUTO_CHUNKS 16
+#define MPQ_CALIB_AUTO_MAX    8
+int64_t mpq_calib_chunk_samples(int64_t requested, int64_t nsamples);
+
 /* Local. Embeds this rank's chunks of `set` (which must outlive the
- * object) as the input of block 0. Owner: caller. */
+ * object) as the input of block 0; chunk_samples 0 = auto
+ * (mpq_calib_chunk_samples). Owner: caller. */
 mpq_err mpq_calib_create(struct mpq_ctx *ctx, mpq_family *f, const mpq_calib_set *set,
                          int64_t chunk_samples, mpq_calib **out);
 /* NULL-safe; sets *c to NULL. */
@@ -152,5 +161,7 @@ mpq_err mpq_calib_block_owned(struct mpq_ctx *ctx, mpq_calib *c, int64_t b, int 
 mpq_err mpq_calib_advance(struct mpq_ctx *ctx, mpq_calib *c, int64_t b);
 /* The block whose input the activations currently are. */
 int64_t mpq_calib_next_block(const mpq_calib *c);
+/* Local. Activation rows this rank holds (the rows of its chunks). */
+int64_t mpq_calib_rows(const mpq_calib *c);
 
 #endif

@@ -78,8 +78,9 @@ const mpq_key_spec mpq_config_keys[] = {
      NULL, "auto mode: layers at least this wide use ScaLAPACK, narrower ones LAPACK"},
     {"hessian.block_size", MPQ_KEY_INT, OFF(hessian.block_size), "64", 1, 4096, NULL,
      "ScaLAPACK block-cyclic block size"},
-    {"hessian.chunk_samples", MPQ_KEY_INT, OFF(hessian.chunk_samples), "8", 1, 1e9, NULL,
-     "calibration samples per chunk: the unit of the exact, rank-independent H reduction"},
+    {"hessian.chunk_samples", MPQ_KEY_INT, OFF(hessian.chunk_samples), "0", 0, 1e9, NULL,
+     "calibration samples per chunk: the unit of the exact, rank-independent H reduction (0 = "
+     "auto: samples / 16, from 1 to 8, so that up to 16 ranks share the work)"},
     {"hessian.bound_log2", MPQ_KEY_INT, OFF(hessian.bound_log2), "16", -60, 60, NULL,
      "activations must satisfy |x| <= 2^bound_log2 (fixes the fixed-point grid of H)"},
     {"hessian.save", MPQ_KEY_OUTPATH, OFF(hessian.save), "", NOLIM, NULL,

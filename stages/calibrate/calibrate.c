@@ -547,12 +547,20 @@ void mpq_calib_destroy(mpq_calib **pc) {
     *pc = NULL;
 }
 
+int64_t mpq_calib_chunk_samples(int64_t requested, int64_t nsamples) {
+    if (requested > 0)
+        return requested;
+    const int64_t k = nsamples / MPQ_CALIB_AUTO_CHUNKS;
+    return k < 1 ? 1 : k > MPQ_CALIB_AUTO_MAX ? MPQ_CALIB_AUTO_MAX : k;
+}
+
 mpq_err mpq_calib_create(mpq_ctx *ctx, mpq_family *f, const mpq_calib_set *set,
                          int64_t chunk_samples, mpq_calib **out) {
     *out = NULL;
     const mpq_family_info *info = mpq_family_get_info(f);
-    MPQ_CHECK(chunk_samples >= 1, MPQ_ERR_ARG, "calibration: chunk_samples %lld must be >= 1",
+    MPQ_CHECK(chunk_samples >= 0, MPQ_ERR_ARG, "calibration: chunk_samples %lld must be >= 0",
               (long long)chunk_samples);
+    chunk_samples = mpq_calib_chunk_samples(chunk_samples, set->nsamples);
     MPQ_CHECK(set->task == info->task, MPQ_ERR_ARG,
               "calibration samples are for a %s, the model is a %s",
               set->task == MPQ_TASK_LM ? "language model" : "classifier",
@@ -593,6 +601,10 @@ cleanup:
 
 int64_t mpq_calib_next_block(const mpq_calib *c) {
     return c->next;
+}
+
+int64_t mpq_calib_rows(const mpq_calib *c) {
+    return c->rows;
 }
 
 typedef struct hook_state {

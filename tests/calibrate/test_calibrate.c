@@ -11,7 +11,10 @@
  *  - advance = 0 + mpq_calib_advance gives the same statistics as
  *    advance = 1 (propagation without substitution);
  *  - the rank-deficient fc1 input of the CNN (40 images < 784 channels)
- *    factorises with the default damping. */
+ *    factorises with the default damping;
+ *  - automatic chunks (hessian.chunk_samples = 0): the size follows the
+ *    samples only, and with as few as 8 samples every rank (up to 8) gets
+ *    forward work, with the same checks as above. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,7 +98,7 @@ static void check_model(mpq_ctx *ctx, mpq_family *f, const mpq_calib_set *set, i
     for (int64_t l = 0; l < info->nlayers; l++)
         if (info->layers[l].group == l)
             ns.H[l] = calloc((size_t)(info->layers[l].in * info->layers[l].in), sizeof(double));
-    naive_all(ctx, f, set, chunk, &ns);
+    naive_all(ctx, f, set, mpq_calib_chunk_samples(chunk, set->nsamples), &ns);
 
     mpq_ctx *serial = NULL;
     assert_int_equal(mpq_ctx_create(MPI_COMM_NULL, &serial), MPQ_OK);
@@ -354,12 +357,41 @@ static void test_sources(void **state) {
     mpq_model_close(&m);
 }
 
+static void test_auto_chunks(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    /* samples / 16, clamped to [1, 8]; an explicit size is kept */
+    const int64_t table[][3] = {{0, 1, 1},   {0, 8, 1},   {0, 31, 1},   {0, 32, 2}, {0, 64, 4},
+                                {0, 127, 7}, {0, 128, 8}, {0, 5000, 8}, {5, 8, 5},  {3, 1, 3}};
+    for (size_t k = 0; k < sizeof table / sizeof table[0]; k++)
+        assert_int_equal(mpq_calib_chunk_samples(table[k][0], table[k][1]), table[k][2]);
+    char mp[1024];
+    mpq_test_shared("data/models/stories260K/stories260K.bin", mp, sizeof mp);
+    mpq_model *m = NULL;
+    mpq_family *f = NULL;
+    mpq_calib_set *set = NULL;
+    mpq_calib *c = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_model_open(ctx, mp, "auto", &m));
+    MPQ_ASSERT_OK(ctx, mpq_family_create(ctx, m, NULL, "auto", &f));
+    /* 8 samples: chunks of one sample, so no rank of up to 8 sits idle */
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, mpq_family_get_info(f), 8, 11, 3, &set));
+    MPQ_ASSERT_OK(ctx, mpq_calib_create(ctx, f, set, 0, &c));
+    assert_int_equal(mpq_calib_rows(c), 11 * ((8 - ctx->rank + ctx->size - 1) / ctx->size));
+    assert_true(mpq_calib_rows(c) > 0);
+    mpq_calib_destroy(&c);
+    check_model(ctx, f, set, 0, "stories260K random, automatic chunks");
+    mpq_calib_set_destroy(&set);
+    mpq_family_destroy(&f);
+    mpq_model_close(&m);
+}
+
 int main(int argc, char **argv) {
     g_ctx = mpq_test_init(&argc, &argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories260k),
         cmocka_unit_test(test_mnist_cnn),
         cmocka_unit_test(test_sources),
+        cmocka_unit_test(test_auto_chunks),
     };
     int failures = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&g_ctx, failures);
