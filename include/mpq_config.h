@@ -178,6 +178,7 @@ typedef struct mpq_config {
         double init_noise;    /* jitter amplitude of the initial fractional position */
         int64_t tile_rows;    /* output rows per parallel task */
         int rtn_guard;        /* rows keep RTN where the method is worse */
+        int rtn_loss;         /* rtn: calibrate to measure the layer losses */
     } round;
 
     struct {

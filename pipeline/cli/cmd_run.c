@@ -38,6 +38,14 @@ static void row(const char *metric, double fp, double q, int has_fp, const char 
     printf("%-22s %14s %14s %12s\n", metric, a, b, c);
 }
 
+/* A loss or score with 5 digits, "-" where it was not measured (NaN). */
+static void fmt_figure(char *buf, size_t n, double x) {
+    if (isnan(x))
+        snprintf(buf, n, "-");
+    else
+        snprintf(buf, n, "%.5g", x);
+}
+
 /* The per-layer assignment: layer, chosen configuration, bits, score. */
 static void print_layers(const mpq_run_result *r) {
     printf("%-36s %-52s %9s %12s %12s\n", "layer", "configuration", "bits", "loss",
@@ -49,8 +57,13 @@ static void print_layers(const mpq_run_result *r) {
                    "-");
             continue;
         }
-        printf("%-36s %-52s %9lld %12.5g %12.5g%s\n", rl->name, rl->spec, (long long)rl->bits,
-               rl->loss, r->mixed ? rl->score : rl->rtn_loss, rl->pinned ? " pinned" : "");
+        /* a loss not measured (rtn without calibration) is NaN: "-" */
+        char loss[32], last[32];
+        const double x = r->mixed ? rl->score : rl->rtn_loss;
+        fmt_figure(loss, sizeof loss, rl->loss);
+        fmt_figure(last, sizeof last, x);
+        printf("%-36s %-52s %9lld %12s %12s%s\n", rl->name, rl->spec, (long long)rl->bits, loss,
+               last, rl->pinned ? " pinned" : "");
     }
     if (r->has_budget)
         printf("budget: objective %.6g, Lagrangian lower bound %.6g, gap %.3g (relative %.3g); "

@@ -191,6 +191,9 @@ const mpq_key_spec mpq_config_keys[] = {
      "output rows per parallel rounding task (fixed, so results do not depend on the rank count)"},
     {"round.rtn_guard", MPQ_KEY_BOOL, OFF(round.rtn_guard), "true", NOLIM, NULL,
      "a row whose rounding loss exceeds its nearest-rounding loss keeps nearest rounding"},
+    {"round.rtn_loss", MPQ_KEY_BOOL, OFF(round.rtn_loss), "false", NOLIM, NULL,
+     "rtn, uniform: calibrate to measure each layer's loss and weight the fits by diag H (false: "
+     "no calibration data is read, fits are unweighted, layer losses are not reported)"},
 
     /* calibration */
     {"calibration.source", MPQ_KEY_ENUM, OFF(calibration.source), "text", NOLIM, NULL,

@@ -31,6 +31,7 @@ void mpq_pass_destroy(mpq_pass **pp) {
     mpq_hstats_free(p->nstats, &p->stats);
     mpq_free(p->groups);
     mpq_calib_destroy(&p->calib);
+    mpq_free(p->ones);
     mpq_free(p);
     *pp = NULL;
 }
@@ -54,6 +55,14 @@ static mpq_err alloc_pass(mpq_ctx *ctx, const mpq_session *ses, const mpq_pass_o
     MPQ_ALLOC(p->bst, nl + 1);
     MPQ_ALLOC(p->bgr, nl + 1);
     MPQ_ALLOC(p->bown, nl + 1);
+    if (o->data_free) {
+        int64_t w = 1;
+        for (int64_t l = 0; l < nl; l++)
+            w = ses->info->layers[l].in > w ? ses->info->layers[l].in : w;
+        MPQ_ALLOC(p->ones, w);
+        for (int64_t c = 0; c < w; c++)
+            p->ones[c] = 1.0;
+    }
     return MPQ_OK;
 }
 
@@ -70,7 +79,9 @@ mpq_err mpq_pass_create(mpq_ctx *ctx, const mpq_session *ses, const mpq_pass_opt
     p->load = o->advance && o->hload && o->hload[0];
     p->save = o->advance && !p->load && o->hsave && o->hsave[0];
     MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_HESSIAN));
-    if (p->load)
+    if (o->data_free)
+        ; /* nothing to load or embed */
+    else if (p->load)
         MPQ_TRY(mpq_hstats_load(ctx, o->hload, MPQ_HSTAT_ALL, &p->nkept, &p->kept));
     else
         MPQ_TRY(mpq_agree(/* local: agreed before the first block's collectives */
@@ -144,7 +155,15 @@ mpq_err mpq_pass_hessian(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
     p->nb = 0;
     MPQ_CALL(mpq_stage_start(ctx, MPQ_STAGE_HESSIAN));
     MPQ_CALL(mpq_agree(ctx, plan_owners(ctx, p, b)));
-    if (p->load) {
+    if (p->o.data_free) {
+        /* no statistics: the block's input groups only, for their owners */
+        const mpq_family_info *fi = p->ses->info;
+        for (int64_t g = 0; g < fi->nlayers; g++)
+            if (fi->layers[g].block == b && fi->layers[g].group == g) {
+                p->bst[p->nb] = NULL;
+                p->bgr[p->nb++] = g;
+            }
+    } else if (p->load) {
         MPQ_CALL(loaded_stats(ctx, p, b));
     } else {
         MPQ_CALL(mpq_calib_block_owned(ctx, p->calib, b, (int)cfg->hessian.bound_log2, p->bown, 1,
@@ -185,7 +204,8 @@ mpq_err mpq_pass_layers(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
         const mpq_hstat *st = k >= 0 ? p->bst[k] : NULL;
         const mpq_hset *own = k >= 0 ? &p->bown[k] : NULL;
         const int owner = own && mpq_hset_has(own, ctx->rank);
-        if (!st || !st->sumsq || (owner && !st->H) || st->d != li->in) {
+        if (!own ||
+            (!p->o.data_free && (!st || !st->sumsq || (owner && !st->H) || st->d != li->in))) {
             err = MPQ_ERROR(MPQ_ERR_INTERNAL, "%s: no statistic of width %lld for layer %s",
                             p->o.who, (long long)li->in, li->name);
             break;
@@ -211,8 +231,8 @@ void mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
     jb->rows = li->out;
     jb->cols = li->in;
     jb->W = p->W[i];
-    jb->H = p->H[i]->H;
-    jb->diag = p->H[i]->sumsq;
+    jb->H = p->H[i] ? p->H[i]->H : NULL;
+    jb->diag = p->H[i] ? p->H[i]->sumsq : p->ones;
     jb->owners = p->own[i];
     jb->spec = *spec;
     jb->method = method;
@@ -250,7 +270,7 @@ mpq_err mpq_pass_results_done(mpq_ctx *ctx, mpq_pass *p, mpq_err err) {
 }
 
 mpq_err mpq_pass_propagate(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
-    if (p->o.advance)
+    if (p->o.advance || p->o.data_free)
         return MPQ_OK;
     MPQ_CALL(mpq_stage_start(ctx, MPQ_STAGE_PROPAGATE));
     MPQ_CALL(mpq_calib_advance(ctx, p->calib, b));
@@ -260,7 +280,7 @@ mpq_err mpq_pass_propagate(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
 
 mpq_err mpq_pass_skip(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
     mpq_progress_skip(ctx, &p->prog, b + 1); /* the rate counts this run's blocks */
-    if (p->load)
+    if (p->load || p->o.data_free)
         return MPQ_OK;
     if (p->save)
         return mpq_pass_hessian(ctx, p, b);

@@ -43,6 +43,9 @@ typedef struct mpq_pass_opts {
      * statistics describe full-precision block inputs. */
     const char *hload, *hsave;
     int warn_rows; /* 1: warn of statistics with fewer rows than input channels */
+    /* 1: no calibration data (RTN without losses): no statistics, no
+     * forward passes; jobs get H = NULL and a diagonal of ones. */
+    int data_free;
     /* 1: a job's codes stay with the first of its owners (mpq_round_block_owned):
      * the caller writes them from there and reads them back where needed */
     int owned;
@@ -60,6 +63,7 @@ typedef struct mpq_pass {
     mpq_hstat **kept; /* loaded, or kept for saving */
     int64_t nkept;
     mpq_progress prog;
+    double *ones; /* data_free: [widest input] 1.0, every job's diagonal */
 
     /* The current block. */
     mpq_hstat **stats; /* [nstats] measured statistics (owned) */

@@ -132,6 +132,7 @@ static mpq_pass_opts pass_opts(const run_state *s, int measure) {
                            .hload = cfg->hessian.load,
                            .hsave = cfg->hessian.save,
                            .warn_rows = 1,
+                           .data_free = !measure && s->data_free,
                            .who = "run",
                            .label = measure ? "measure" : "round",
                            .ncol = s->ses->maxc,
@@ -475,7 +476,14 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
      * not after calibrating and measuring. */
     if (ses->mixed)
         MPQ_TRY(budget_knapsack(ctx, s, 1));
-    MPQ_TRY(mpq_session_calibrate(ctx, ses));
+    /* RTN reads no calibration data unless its losses are asked for (or
+     * the statistics are loaded or saved); its fits are then unweighted. */
+    s->data_free = !ses->mixed && strcmp(ses->method->name, "rtn") == 0 && !cfg->round.rtn_loss &&
+                   !cfg->hessian.load[0] && !cfg->hessian.save[0];
+    if (s->data_free)
+        MPQ_INFO("calibration: none (rtn without losses; round.rtn_loss = true measures them)");
+    else
+        MPQ_TRY(mpq_session_calibrate(ctx, ses));
     s->res->rss_min_mib = mpq_run_memory_minimum(ses, ctx->size);
     /* with output.path: the partial checkpoint (resume) */
     MPQ_TRY(mpq_run_resume_open(ctx, s));

@@ -17,6 +17,7 @@ typedef struct run_state {
     mpq_run_opts opts;
     mpq_session *ses; /* model, families, candidates, layers, calibration samples */
     int propagate_q;  /* calibration.propagate = quantized */
+    int data_free;    /* uniform RTN without round.rtn_loss: no calibration */
 
     /* Measurements (mixed precision): column k of layer l is candidate k
      * (ses->ncand: the pinned spec). The codes are kept for the probes and

@@ -194,11 +194,17 @@ static void log_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_job *
     char spec[MPQ_QSPEC_MAX];
     mpq_qspec_format(&jb->spec, spec, sizeof spec);
     double rel = res->rtn_loss > 0.0 ? res->loss / res->rtn_loss : 1.0;
-    MPQ_INFO("round %s: %s %s bits=%d group=%lld rtn_loss=%.6g loss=%.6g (x%.3f) iters=%lld "
-             "guarded_rows=%lld time=%.3fs",
-             jb->name ? jb->name : "?", jb->method->name, spec, jb->spec.bits,
-             (long long)jb->spec.group, res->rtn_loss, res->loss, rel, (long long)res->iters,
-             (long long)res->rows_guarded, res->seconds);
+    if (isnan(res->loss))
+        MPQ_INFO("round %s: %s %s bits=%d group=%lld loss not measured (no calibration) "
+                 "time=%.3fs",
+                 jb->name ? jb->name : "?", jb->method->name, spec, jb->spec.bits,
+                 (long long)jb->spec.group, res->seconds);
+    else
+        MPQ_INFO("round %s: %s %s bits=%d group=%lld rtn_loss=%.6g loss=%.6g (x%.3f) iters=%lld "
+                 "guarded_rows=%lld time=%.3fs",
+                 jb->name ? jb->name : "?", jb->method->name, spec, jb->spec.bits,
+                 (long long)jb->spec.group, res->rtn_loss, res->loss, rel, (long long)res->iters,
+                 (long long)res->rows_guarded, res->seconds);
     cJSON *ev = cJSON_CreateObject();
     if (ev) {
         cJSON_AddStringToObject(ev, "layer", jb->name ? jb->name : "?");

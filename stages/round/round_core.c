@@ -222,7 +222,8 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
     mpq_err err = MPQ_OK;
     mpq_round_problem *pb = NULL;
     mpq_hfactor *f = NULL;
-    const int needs_h = method != NULL;
+    /* RTN alone may go without H: unweighted (diag) and without losses */
+    const int needs_h = method != NULL && method != &mpq_round_rtn;
     MPQ_CHECK(rows >= 1 && cols >= 1 && W && (H || (diag && !needs_h)) && spec && spec->ops,
               MPQ_ERR_ARG,
               "round: layer '%s': bad shape [%lld][%lld] or missing weights/statistics",
@@ -528,18 +529,26 @@ mpq_err mpq_round_tile(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_me
               MPQ_ERR_ARG, "round: layer '%s': bad tile [%lld, %lld) or parameters", pb->name,
               (long long)r0, (long long)r1);
     memset(st, 0, sizeof *st);
-    MPQ_ALLOC_TRY(rcodes, nr * n);
+    /* Without H (RTN without calibration) no loss is measured: NaN. */
+    const int measured = pb->H || pb->U;
     MPQ_ALLOC_TRY(qrow, n);
-    MPQ_ALLOC_TRY(D, nr * n);
-    if (!pb->U)
+    if (measured)
+        MPQ_ALLOC_TRY(D, nr * n);
+    if (measured && !pb->U)
         MPQ_ALLOC_TRY(T, nr * n);
     MPQ_ALLOC_TRY(lr, nr);
     MPQ_ALLOC_TRY(lm, nr);
     MPQ_TRY(mpq_round_fit_rows(ctx, pb, p, r0, r1));
-    for (int64_t i = 0; i < nr; i++)
-        mpq_quant_row_nearest(p, r0 + i, pb->W + (r0 + i) * n, rcodes + i * n);
-    MPQ_TRY(codes_loss(ctx, pb, p, r0, r1, rcodes, qrow, D, T, lr));
-    if (o->rtn_guard) {
+    if (measured) {
+        MPQ_ALLOC_TRY(rcodes, nr * n);
+        for (int64_t i = 0; i < nr; i++)
+            mpq_quant_row_nearest(p, r0 + i, pb->W + (r0 + i) * n, rcodes + i * n);
+        MPQ_TRY(codes_loss(ctx, pb, p, r0, r1, rcodes, qrow, D, T, lr));
+    } else {
+        for (int64_t i = 0; i < nr; i++)
+            lr[i] = lm[i] = NAN;
+    }
+    if (o->rtn_guard && measured) {
         MPQ_TRY(mpq_qparams_create(ctx, &pb->spec, nr, n, &saved));
         copy_rows(saved, p, 0, r0, nr);
     }
@@ -556,15 +565,15 @@ mpq_err mpq_round_tile(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_me
                        pb->name, method->name, (unsigned)k, (long long)(r0 + i), (long long)c);
         }
     }
-    if (!st->row_loss_set)
+    if (!st->row_loss_set && measured)
         MPQ_TRY(codes_loss(ctx, pb, p, r0, r1, codes, qrow, D, T, lm));
     st->row_loss = NULL;
     double loss = 0.0, rtn = 0.0;
     for (int64_t i = 0; i < nr; i++) {
-        MPQ_ENSURE(isfinite(lm[i]), MPQ_ERR_NUMERIC,
+        MPQ_ENSURE(isfinite(lm[i]) || !measured, MPQ_ERR_NUMERIC,
                    "round: layer '%s': method %s gave a non-finite loss in row %lld", pb->name,
                    method->name, (long long)(r0 + i));
-        if (o->rtn_guard && lm[i] > lr[i]) {
+        if (o->rtn_guard && measured && lm[i] > lr[i]) {
             memcpy(codes + i * n, rcodes + i * n, (size_t)n);
             copy_rows(p, saved, r0 + i, i, 1);
             lm[i] = lr[i];

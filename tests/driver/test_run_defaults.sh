@@ -11,6 +11,10 @@
 # leaves the JSON's fp and quantized empty. A budget below the smallest
 # achievable size is refused before calibration, with the achievable range
 # (the solver's own figures: 2.067961 to 8.090026 bits per weight).
+# Uniform RTN reads no calibration data unless round.rtn_loss is set: the
+# log says so, no calibrate stage runs, every layer's loss is null; its codes are those of the calibrated RTN run
+# (minmax fits do not read diag H: the exported weights are the same bytes)
+# and so are its evaluation figures.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_shared data/models/mnist-cnn-small/model-mnist.safetensors
@@ -56,4 +60,28 @@ expect_err "budget.avg_bits: budget: a budget of 9064 bits = 1.000000 bits/weigh
 jq -e 'select(.event == "stage_start") | select(.stage == "calibrate" or .stage == "hessian")' \
     "$dir/events-infeasible.jsonl" >/dev/null &&
     fail "an infeasible budget was refused only after calibration started"
+for mode in free calibrated; do
+    extra=()
+    [[ $mode == calibrated ]] && extra=(-o round.rtn_loss=true)
+    run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$cfg" --json "${common[@]}" "${extra[@]}" \
+        -o output.path="$dir/$mode.h5" -o log.event_log="$dir/events-$mode.jsonl"
+    expect_rc 0
+    [[ $mode == free ]] && expect_err "^calibration: none \(rtn without losses"
+    cp "$OUT" "$dir/out-$mode"
+    run "$MPQ_BIN" export "$dir/$mode.h5" --format safetensors --no-config --output "$dir/$mode.st"
+    expect_rc 0
+done
+grep -q "calibration: none" "$ERR" && fail "round.rtn_loss=true: calibration skipped"
+jq -e 'select(.event == "stage_start") | select(.stage == "calibrate")' \
+    "$dir/events-free.jsonl" >/dev/null && fail "rtn without losses: a calibrate stage ran"
+jfree=$(tail -n 1 "$dir/out-free")
+jcal=$(tail -n 1 "$dir/out-calibrated")
+jq -e '[.layers[] | select(.spec != "fp") | .loss] | length == 3 and all(. == null)' \
+    <<<"$jfree" >/dev/null || fail "rtn without losses: layer losses $(jq -c '[.layers[].loss]' <<<"$jfree")"
+jq -e '[.layers[] | select(.spec != "fp") | .loss] | length == 3 and all(. > 0)' \
+    <<<"$jcal" >/dev/null || fail "round.rtn_loss=true: layer losses $(jq -c '[.layers[].loss]' <<<"$jcal")"
+cmp -s "$dir/free.st" "$dir/calibrated.st" ||
+    fail "rtn without calibration: weights differ from the calibrated rtn run"
+[[ $(jq -c .quantized <<<"$jfree") == $(jq -c .quantized <<<"$jcal") ]] ||
+    fail "rtn without calibration: evaluation $(jq -c .quantized <<<"$jfree") vs $(jq -c .quantized <<<"$jcal")"
 finish
