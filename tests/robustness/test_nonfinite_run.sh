@@ -18,7 +18,7 @@ printf '\000\000\300\177' | dd of="$M" bs=1 seek=$((132380 + 4 * (3 * 64 + 5))) 
     status=none
 CFG="$MPQ_SOURCE_DIR/configs/stories260K-w4.cfg"
 small=(-q -o model.path="$M" -o calibration.segments=8 -o calibration.seq_len=64 -o eval.docs=5
-       -o quant.method=rtn)
+       -o quant.method=rtn -o round.rtn_loss=true)
 run $MPQ_MPIEXEC -np 2 "$MPQ_BIN" run "$CFG" "${small[@]}"
 expect_rc 1
 expect_once "model.layers.0.self_attn.q_proj.*non-finite.*NaN at \[3\]\[5\]"
@@ -29,7 +29,8 @@ expect_once "Hessian statistic 'model.layers.0.self_attn.o_proj': non-finite inp
 # A calibration set smaller than a layer's input width is reported, naming
 # the layer (mnist-cnn-small's fc1 reads 784 values; 20 images give 20 rows).
 run $MPQ_MPIEXEC -np 2 "$MPQ_BIN" run "$MPQ_SOURCE_DIR/configs/mnist-cnn-small-w3.cfg" \
-    -o calibration.segments=20 -o quant.method=rtn -o eval.count=100 -o eval.also_all=false
+    -o calibration.segments=20 -o quant.method=rtn -o round.rtn_loss=true -o eval.count=100 \
+    -o eval.also_all=false
 expect_rc 0
 expect_err "warning: layer fc1: the calibration set gives 20 input rows for an input of width 784"
 finish
