@@ -161,7 +161,7 @@ typedef struct mpq_config {
         int64_t block_size;   /* GPTQ lazy-update block (columns) */
         int act_order;        /* GPTQ: columns by decreasing diag H */
         int static_groups;    /* GPTQ: group parameters fitted before the column sweep */
-        char *gptq_precision; /* GPTQ: "double" or "float" lazy updates */
+        char *gptq_precision; /* GPTQ: "auto", "double" or "float" lazy updates */
         int64_t iters;        /* learned rounding: steps per tile */
         double lr;            /* learning rate of the rounding variables (0 = auto) */
         double lr_scale;      /* learning rate of the scale factors (0 = auto) */

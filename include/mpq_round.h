@@ -106,7 +106,7 @@ typedef struct mpq_round_opts {
     int64_t block_size;  /* columns per lazy block update (>= 1) */
     int act_order;       /* process columns by decreasing diag H */
     int static_groups;   /* group parameters fitted before GPTQ starts */
-    int gptq_float;      /* the lazy updates in float32 (SGEMM) instead of double */
+    int gptq_float;      /* lazy updates: 1 float32 (SGEMM), 0 double, -1 auto (by width) */
     mpq_hfactor_opts hf; /* damping of H (hessian.damping, hessian.damping_max) */
     /* learned rounding (adaround, signround) */
     int64_t iters;      /* optimisation steps per tile */
@@ -222,6 +222,13 @@ typedef struct mpq_round_method {
  * out of memory. Owner: caller (cJSON_Delete). For the run report, the
  * round_layer event and the checkpoint provenance. */
 struct cJSON *mpq_round_settings_json(const mpq_round_opts *o, const mpq_round_method *m);
+
+/* GPTQ's lazy updates in float32 for a layer of `cols` input columns:
+ * o->gptq_float when set, else (auto) from MPQ_GPTQ_FLOAT_MIN_COLS
+ * columns on, where they cost most; narrower layers stay in double. The
+ * choice depends on the shape alone (the same at any rank count). */
+#define MPQ_GPTQ_FLOAT_MIN_COLS 1024
+int mpq_round_gptq_float(const mpq_round_opts *o, int64_t cols);
 
 /* The registry (NULL-terminated): rtn, gptq, adaround, signround; its
  * descriptor (quant.method, mpq_registry.h). */

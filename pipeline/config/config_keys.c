@@ -155,10 +155,11 @@ const mpq_key_spec mpq_config_keys[] = {
      "GPTQ: quantize columns by decreasing Hessian diagonal"},
     {"round.static_groups", MPQ_KEY_BOOL, OFF(round.static_groups), "false", NOLIM, NULL,
      "GPTQ: fit group parameters before the column sweep instead of when a group is reached"},
-    {"round.gptq_precision", MPQ_KEY_ENUM, OFF(round.gptq_precision), "double", NOLIM,
-     "double|float",
+    {"round.gptq_precision", MPQ_KEY_ENUM, OFF(round.gptq_precision), "auto", NOLIM,
+     "auto|double|float",
      "GPTQ: precision of the weights being updated, the errors and the factor in the lazy "
-     "block updates (float: SGEMM; the rounding and the loss stay in double)"},
+     "block updates (float: SGEMM; the rounding and the loss stay in double; auto: float for "
+     "layers of 1024 input columns or more, double below)"},
     {"round.iters", MPQ_KEY_INT, OFF(round.iters), "200", 1, 1e8, NULL,
      "learned rounding (adaround, signround): optimisation steps per tile"},
     {"round.lr", MPQ_KEY_FLOAT, OFF(round.lr), "0", 0.0, 1e6, NULL,

@@ -17,6 +17,7 @@
 void mpq_round_opts_default(mpq_round_opts *o) {
     memset(o, 0, sizeof *o);
     o->block_size = 128;
+    o->gptq_float = -1;
     o->act_order = 1;
     o->static_groups = 0;
     mpq_hfactor_opts_default(&o->hf);
@@ -56,7 +57,9 @@ mpq_err mpq_round_from_config(mpq_ctx *ctx, const mpq_config *cfg, mpq_round_opt
     o->block_size = cfg->round.block_size;
     o->act_order = cfg->round.act_order;
     o->static_groups = cfg->round.static_groups;
-    o->gptq_float = strcmp(cfg->round.gptq_precision, "float") == 0;
+    o->gptq_float = strcmp(cfg->round.gptq_precision, "float") == 0    ? 1
+                    : strcmp(cfg->round.gptq_precision, "double") == 0 ? 0
+                                                                       : -1;
     o->iters = cfg->round.iters;
     o->lr = cfg->round.lr;
     o->lr_scale = cfg->round.lr_scale;
@@ -272,7 +275,7 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
         MPQ_ALLOC_TRY(pb->added, cols);
         for (int64_t j = 0; j < cols; j++)
             pb->added[j] = mpq_hfactor_added(dg[pb->perm[j] * stride], pb->lambda);
-        if (o->gptq_float) {
+        if (mpq_round_gptq_float(o, cols)) {
             MPQ_ALLOC_TRY(pb->Uf, cols * cols);
             for (int64_t i = 0; i < cols * cols; i++)
                 pb->Uf[i] = (float)pb->U[i];

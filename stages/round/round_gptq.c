@@ -55,6 +55,10 @@ mpq_err mpq_round_gptq_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_rou
     return gptq_loop_f64(ctx, o, pb, pb->U, p, r0, r1, codes, wq, loss);
 }
 
+int mpq_round_gptq_float(const mpq_round_opts *o, int64_t cols) {
+    return o->gptq_float >= 0 ? o->gptq_float : cols >= MPQ_GPTQ_FLOAT_MIN_COLS;
+}
+
 static int gptq_needs(const mpq_round_opts *o) {
     (void)o;
     return 1;
@@ -83,7 +87,10 @@ void mpq_round_gptq_settings(const mpq_round_opts *o, cJSON *out) {
     cJSON_AddNumberToObject(out, "block_size", (double)o->block_size);
     cJSON_AddBoolToObject(out, "act_order", o->act_order);
     cJSON_AddBoolToObject(out, "static_groups", o->static_groups);
-    cJSON_AddStringToObject(out, "precision", o->gptq_float ? "float" : "double");
+    cJSON_AddStringToObject(out, "precision",
+                            o->gptq_float < 0 ? "auto"
+                            : o->gptq_float   ? "float"
+                                              : "double");
     cJSON_AddNumberToObject(out, "damping", o->hf.damping);
 }
 

@@ -311,6 +311,46 @@ static void test_gptq_naive(void **state) {
     check_gptq("int:bits=3,sym=false,group=8", 0, 1, 5, 128);
 }
 
+/* round.gptq_precision = "auto" picks float32 from 1024 input columns on
+ * and double below; "float" and "double" are kept as set. Narrow layers in
+ * auto mode give the bits of double. */
+static void test_gptq_precision_auto(void **state) {
+    (void)state;
+    mpq_round_opts o;
+    mpq_round_opts_default(&o);
+    assert_int_equal(o.gptq_float, -1);
+    assert_int_equal(mpq_round_gptq_float(&o, 1023), 0);
+    assert_int_equal(mpq_round_gptq_float(&o, 1024), 1);
+    assert_int_equal(mpq_round_gptq_float(&o, 11008), 1);
+    o.gptq_float = 0;
+    assert_int_equal(mpq_round_gptq_float(&o, 4096), 0);
+    o.gptq_float = 1;
+    assert_int_equal(mpq_round_gptq_float(&o, 16), 1);
+    const int64_t rows = 24, cols = 96;
+    float *W = malloc(sizeof(float) * (size_t)(rows * cols));
+    double *H = malloc(sizeof(double) * (size_t)(cols * cols));
+    uint8_t *ca = malloc((size_t)(rows * cols)), *cd = malloc((size_t)(rows * cols));
+    rr_weights(31, rows, cols, W);
+    rr_hessian(32, cols, 0, H);
+    mpq_qparams *pa = NULL, *pd = NULL;
+    mpq_round_stats sa, sd;
+    mpq_round_problem *pb = NULL;
+    o.gptq_float = -1;
+    run_one(&o, "gptq", "int:bits=3,sym=false,group=32", rows, cols, W, H, &pa, ca, &sa, &pb);
+    assert_null(pb->Uf);
+    o.gptq_float = 0;
+    run_one(&o, "gptq", "int:bits=3,sym=false,group=32", rows, cols, W, H, &pd, cd, &sd, NULL);
+    assert_memory_equal(ca, cd, (size_t)(rows * cols));
+    assert_true(sa.loss == sd.loss);
+    mpq_round_problem_destroy(&pb);
+    mpq_qparams_destroy(&pa);
+    mpq_qparams_destroy(&pd);
+    free(W);
+    free(H);
+    free(ca);
+    free(cd);
+}
+
 /* round.gptq_precision = "float": the lazy updates in float32 give a layer
  * loss within 1e-4 relative of the double computation (the criterion for
  * offering it), the loss it reports (from its scaled errors) is the product
@@ -522,8 +562,9 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_loss_naive),  cmocka_unit_test(test_grad_fd),
         cmocka_unit_test(test_rtn_nearest), cmocka_unit_test(test_gptq_naive),
-        cmocka_unit_test(test_gptq_float),  cmocka_unit_test(test_bruteforce),
-        cmocka_unit_test(test_loss_factor), cmocka_unit_test(test_config),
+        cmocka_unit_test(test_gptq_float),  cmocka_unit_test(test_gptq_precision_auto),
+        cmocka_unit_test(test_bruteforce),  cmocka_unit_test(test_loss_factor),
+        cmocka_unit_test(test_config),
     };
     int f = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&g_ctx, f);
