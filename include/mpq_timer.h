@@ -15,6 +15,9 @@ typedef struct mpq_timers mpq_timers;
  * also emits a "stage_start" event, stop a "stage_end" event. */
 mpq_err mpq_timer_start(struct mpq_ctx *ctx, const char *name);
 mpq_err mpq_timer_stop(struct mpq_ctx *ctx, const char *name);
+/* Local. Adds seconds to `name` (created on first use) without events: for
+ * work timed in many small pieces. */
+mpq_err mpq_timer_add(struct mpq_ctx *ctx, const char *name, double seconds);
 /* Local: accumulated seconds of `name` on this rank (0 if unknown). */
 double mpq_timer_seconds(const struct mpq_ctx *ctx, const char *name);
 
@@ -59,6 +62,10 @@ typedef enum mpq_stage {
     MPQ_STAGE_EVAL_LOAD,     /* `mpquant eval`: model, tokenizer and data */
     MPQ_STAGE_EVAL_TOKENIZE, /* evaluation: the text into token documents */
     MPQ_STAGE_EVAL_FORWARD,  /* evaluation: the forward passes */
+    /* The local work of H accumulation inside stage hessian (the rows into
+     * double, the chunk GEMMs and the fixed-point fold; not the reductions):
+     * added piece by piece with mpq_stage_add. */
+    MPQ_STAGE_HESSIAN_ACCUMULATE,
     MPQ_STAGE_COUNT
 } mpq_stage;
 
@@ -67,6 +74,8 @@ const char *mpq_stage_name(mpq_stage s);
 /* Local. mpq_timer_start / mpq_timer_stop of the stage's timer. */
 mpq_err mpq_stage_start(struct mpq_ctx *ctx, mpq_stage s);
 mpq_err mpq_stage_stop(struct mpq_ctx *ctx, mpq_stage s);
+/* Local. mpq_timer_add of the stage's timer. */
+mpq_err mpq_stage_add(struct mpq_ctx *ctx, mpq_stage s, double seconds);
 /* Local. {"load": seconds, ..., "assemble": seconds}: this rank's
  * accumulated seconds of every pipeline stage (a stage that did not run:
  * 0), in pipeline order. NULL on allocation failure; owner: caller. */

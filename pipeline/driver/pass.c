@@ -79,6 +79,8 @@ mpq_err mpq_pass_create(mpq_ctx *ctx, const mpq_session *ses, const mpq_pass_opt
     p->load = o->advance && o->hload && o->hload[0];
     p->save = o->advance && !p->load && o->hsave && o->hsave[0];
     MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_HESSIAN));
+    /* every rank reports the accumulation's own time, 0 where none */
+    MPQ_TRY(mpq_stage_add(ctx, MPQ_STAGE_HESSIAN_ACCUMULATE, 0.0));
     if (o->data_free)
         ; /* nothing to load or embed */
     else if (p->load)

@@ -26,6 +26,7 @@ static const struct {
     [MPQ_STAGE_EVAL_LOAD] = {"eval_load", 0},
     [MPQ_STAGE_EVAL_TOKENIZE] = {"eval_tokenize", 0},
     [MPQ_STAGE_EVAL_FORWARD] = {"eval_forward", 0},
+    [MPQ_STAGE_HESSIAN_ACCUMULATE] = {"hessian_accumulate", 0},
 };
 
 const char *mpq_stage_name(mpq_stage s) {
@@ -35,6 +36,10 @@ const char *mpq_stage_name(mpq_stage s) {
 mpq_err mpq_stage_start(mpq_ctx *ctx, mpq_stage s) {
     MPQ_CALL(mpq_timer_start(ctx, mpq_stage_name(s)));
     return MPQ_OK;
+}
+
+mpq_err mpq_stage_add(mpq_ctx *ctx, mpq_stage s, double seconds) {
+    return mpq_timer_add(ctx, mpq_stage_name(s), seconds);
 }
 
 mpq_err mpq_stage_stop(mpq_ctx *ctx, mpq_stage s) {

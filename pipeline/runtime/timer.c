@@ -37,7 +37,8 @@ static int timer_find(const mpq_timers *t, const char *name) {
     return -1;
 }
 
-mpq_err mpq_timer_start(mpq_ctx *ctx, const char *name) {
+/* The index of timer `name`, created (stopped, 0 s) on first use. */
+static mpq_err timer_get(mpq_ctx *ctx, const char *name, int *out) {
     mpq_timers *t = ctx->timers;
     MPQ_CHECK(strlen(name) < MPQ_TIMER_NAME, MPQ_ERR_ARG, "timer name '%s' is too long", name);
     int i = timer_find(t, name);
@@ -47,6 +48,21 @@ mpq_err mpq_timer_start(mpq_ctx *ctx, const char *name) {
         snprintf(t->name[i], MPQ_TIMER_NAME, "%s", name);
         t->started[i] = -1;
     }
+    *out = i;
+    return MPQ_OK;
+}
+
+mpq_err mpq_timer_add(mpq_ctx *ctx, const char *name, double seconds) {
+    int i;
+    MPQ_CALL(timer_get(ctx, name, &i));
+    ctx->timers->total[i] += seconds;
+    return MPQ_OK;
+}
+
+mpq_err mpq_timer_start(mpq_ctx *ctx, const char *name) {
+    mpq_timers *t = ctx->timers;
+    int i;
+    MPQ_CALL(timer_get(ctx, name, &i));
     MPQ_CHECK(t->started[i] < 0, MPQ_ERR_INTERNAL, "timer '%s' started twice", name);
     t->started[i] = mpq_now();
     cJSON *f = cJSON_CreateObject();

@@ -8,6 +8,8 @@
 #include "mpq_coll.h"
 #include "mpq_ctx.h"
 #include "mpq_hessian.h"
+#include "mpq_log.h"
+#include "mpq_timer.h"
 
 #define FX_WORDS 3 /* 64-bit words per fixed-point entry */
 
@@ -244,6 +246,7 @@ mpq_err mpq_hstat_accumulate(mpq_ctx *ctx, mpq_hstat *st, const float *x, int64_
               "Hessian statistic '%s': invalid rows (%lld) or NULL data", st->name,
               (long long)rows);
     MPQ_CALL(reserve_rows(ctx, st, rows));
+    const double t0 = mpq_now();
     const double bound = ldexp(1.0, st->bound_log2);
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * d;
@@ -275,7 +278,7 @@ mpq_err mpq_hstat_accumulate(mpq_ctx *ctx, mpq_hstat *st, const float *x, int64_
         st->rowbuf_n++;
     }
     st->chunk_rows += rows;
-    return MPQ_OK;
+    return mpq_stage_add(ctx, MPQ_STAGE_HESSIAN_ACCUMULATE, mpq_now() - t0);
 }
 
 static mpq_err reduce_words(mpq_ctx *ctx, uint64_t *p0, int64_t n, int target);
@@ -298,6 +301,7 @@ static mpq_err fold_chunk(mpq_ctx *ctx, mpq_hstat *st, int k, int *bad) {
         if (!st->acc)
             memset(dst, 0, (size_t)np * FX_WORDS * sizeof *dst);
         if (k > 0) {
+            const double t0 = mpq_now();
             cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, m, w, k, 1.0, st->rowbuf, (int)d,
                         st->rowbuf + j0, (int)d, 0.0, st->part, m);
             for (int64_t j = j0; j < j1; j++) {
@@ -306,6 +310,7 @@ static mpq_err fold_chunk(mpq_ctx *ctx, mpq_hstat *st, int k, int *bad) {
                 for (int64_t i = 0; i <= j; i++)
                     *bad |= fx_add_double(a + FX_WORDS * i, col[i], st->lsb_exp);
             }
+            (void)mpq_stage_add(ctx, MPQ_STAGE_HESSIAN_ACCUMULATE, mpq_now() - t0);
         }
         if (stream)
             MPQ_CALL(reduce_words(ctx, dst, np, st->root));

@@ -15,14 +15,27 @@
 #
 # One JSON line per rank count: total_s and every stage's time (max over
 # ranks), each stage's speed-up against the first rank count run, the
-# parallel efficiency of the whole run, and peak RSS per rank.
+# parallel efficiency of the whole run, and peak RSS per rank; and the rate
+# of H accumulation inside the run (stage hessian_accumulate, the slowest
+# rank, counting rows x d x (d + 1) per input group and its share of the
+# rows) as a fraction of DSYRK at the same widths, measured by BENCH_HESSIAN
+# (one rank, before the runs).
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_jq
 need_shared data/models/stories260K/tok512.bin
 need_shared data/text/tinyshakespeare.txt
-mkllama=${1:?usage: bench_run.sh MKLLAMA}
+mkllama=${1:?usage: bench_run.sh MKLLAMA BENCH_HESSIAN}
+bhess=${2:?usage: bench_run.sh MKLLAMA BENCH_HESSIAN}
 make_work_dir
+# DSYRK's rate at the run's two input widths (1024: q/k/v, o, gate/up; 2816: down)
+for d in 1024 2816; do
+    run "$bhess" --d "$d" --rows 4096 --chunk-rows 2048 --no-factor
+    expect_rc 0
+    grep '"bench":"hessian_accumulate"' "$OUT" | jq -r .dsyrk_gflops >"$dir/dsyrk$d"
+done
+dsyrk1024=$(cat "$dir/dsyrk1024")
+dsyrk2816=$(cat "$dir/dsyrk2816")
 read -r segs seqlen <<<"${MPQ_BENCH_TOKENS:-32 256}"
 bench_llama "$mkllama" 1024 2816 8 16 16 "$segs" "$seqlen"
 first=""
@@ -44,6 +57,13 @@ for np in ${MPQ_BENCH_RANKS:-1 2 4}; do
          efficiency_vs_first: ($f.times.total / .times.total * $f.ranks / .ranks),
          stages: (.times | with_entries(select(.key != "total" and .value > 0.05)
                   | .value = {s: .value, speedup: ($f.times[.key] / .value)})),
-         peak_rss_mib: .rss}' "$dir/now.json"
+         peak_rss_mib: .rss,
+         hessian_accumulate: ((($segs | tonumber) * ($len | tonumber) / .ranks * 8) as $rows
+             | {s: .times.hessian_accumulate,
+                dsyrk_gflops_1024: $d1, dsyrk_gflops_2816: $d2,
+                ratio_vs_dsyrk: (($rows * 3 * 1024 * 1025 / ($d1 * 1e9)
+                                  + $rows * 2816 * 2817 / ($d2 * 1e9))
+                                 / .times.hessian_accumulate)})}' \
+        --argjson d1 "$dsyrk1024" --argjson d2 "$dsyrk2816" "$dir/now.json"
 done
 finish
