@@ -86,6 +86,9 @@ mpq_err mpq_qspec_parse(struct mpq_ctx *ctx, const char *text, mpq_qspec *out);
 char *mpq_qspec_format(const mpq_qspec *spec, char *buf, size_t len);
 /* 1 when the two specs describe the same quantizer. */
 int mpq_qspec_equal(const mpq_qspec *a, const mpq_qspec *b);
+/* 1 when fitting spec's parameters reads the input channels' importance
+ * (diag H): every fit but minmax, and powerexp's automatic exponent. */
+int mpq_qspec_reads_importance(const mpq_qspec *spec);
 /* 1 when the spec stores per-group zero-points (asymmetric int). */
 int mpq_qspec_has_zero(const mpq_qspec *spec);
 

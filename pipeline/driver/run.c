@@ -476,12 +476,17 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
      * not after calibrating and measuring. */
     if (ses->mixed)
         MPQ_TRY(budget_knapsack(ctx, s, 1));
-    /* RTN reads no calibration data unless its losses are asked for (or
-     * the statistics are loaded or saved); its fits are then unweighted. */
+    /* RTN reads no calibration data unless something reads it: its losses
+     * (round.rtn_loss), a fit weighted by diag H, hessian.load / save. */
     s->data_free = !ses->mixed && strcmp(ses->method->name, "rtn") == 0 && !cfg->round.rtn_loss &&
                    !cfg->hessian.load[0] && !cfg->hessian.save[0];
+    for (int64_t l = 0; l < ses->nl && s->data_free; l++)
+        if (!ses->excl[l])
+            s->data_free = !mpq_qspec_reads_importance(
+                mpq_session_spec(ses, l, ses->pin[l] >= 0 ? ses->pin[l] : 0));
     if (s->data_free)
-        MPQ_INFO("calibration: none (rtn without losses; round.rtn_loss = true measures them)");
+        MPQ_INFO("calibration: none (rtn with minmax fits and no losses; round.rtn_loss = true "
+                 "measures them)");
     else
         MPQ_TRY(mpq_session_calibrate(ctx, ses));
     s->res->rss_min_mib = mpq_run_memory_minimum(ses, ctx->size);

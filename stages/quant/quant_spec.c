@@ -301,6 +301,10 @@ char *mpq_qspec_format(const mpq_qspec *spec, char *buf, size_t len) {
     return buf;
 }
 
+int mpq_qspec_reads_importance(const mpq_qspec *spec) {
+    return spec->fit != MPQ_QFIT_MINMAX || ((spec->ops->keys & MPQ_QKEY_A) && spec->a == 0.0);
+}
+
 int mpq_qspec_equal(const mpq_qspec *a, const mpq_qspec *b) {
     return a->ops == b->ops && a->bits == b->bits && a->sym == b->sym && a->gran == b->gran &&
            a->group == b->group && a->fit == b->fit && a->scale == b->scale && a->a == b->a &&

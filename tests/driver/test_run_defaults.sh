@@ -11,10 +11,12 @@
 # leaves the JSON's fp and quantized empty. A budget below the smallest
 # achievable size is refused before calibration, with the achievable range
 # (the solver's own figures: 2.067961 to 8.090026 bits per weight).
-# Uniform RTN reads no calibration data unless round.rtn_loss is set: the
-# log says so, no calibrate stage runs, every layer's loss is null; its codes are those of the calibrated RTN run
+# Uniform RTN with minmax fits reads no calibration data unless
+# round.rtn_loss is set: the log says so, no calibrate stage runs, every
+# layer's loss is null; its codes are those of the calibrated RTN run
 # (minmax fits do not read diag H: the exported weights are the same bytes)
-# and so are its evaluation figures.
+# and so are its evaluation figures. A fit weighted by diag H (search)
+# still calibrates and reports the losses.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_shared data/models/mnist-cnn-small/model-mnist.safetensors
@@ -66,7 +68,7 @@ for mode in free calibrated; do
     run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$cfg" --json "${common[@]}" "${extra[@]}" \
         -o output.path="$dir/$mode.h5" -o log.event_log="$dir/events-$mode.jsonl"
     expect_rc 0
-    [[ $mode == free ]] && expect_err "^calibration: none \(rtn without losses"
+    [[ $mode == free ]] && expect_err "^calibration: none \(rtn with minmax fits and no losses"
     cp "$OUT" "$dir/out-$mode"
     run "$MPQ_BIN" export "$dir/$mode.h5" --format safetensors --no-config --output "$dir/$mode.st"
     expect_rc 0
@@ -84,4 +86,10 @@ cmp -s "$dir/free.st" "$dir/calibrated.st" ||
     fail "rtn without calibration: weights differ from the calibrated rtn run"
 [[ $(jq -c .quantized <<<"$jfree") == $(jq -c .quantized <<<"$jcal") ]] ||
     fail "rtn without calibration: evaluation $(jq -c .quantized <<<"$jfree") vs $(jq -c .quantized <<<"$jcal")"
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$cfg" --json "${common[@]}" \
+    -o quant.spec=int:bits=2,sym=false,gran=channel,scale=fp16,fit=search
+expect_rc 0
+grep -q "calibration: none" "$ERR" && fail "rtn with fit=search: calibration skipped"
+jq -e '[.layers[] | select(.spec != "fp") | .loss] | all(. > 0)' <<<"$(last_json)" >/dev/null ||
+    fail "rtn with fit=search: layer losses $(jq -c '[.layers[].loss]' <<<"$(last_json)")"
 finish
