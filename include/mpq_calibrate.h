@@ -125,13 +125,18 @@ void mpq_calib_range_batch(const mpq_calib_set *set, int64_t i0, int64_t i1, mpq
 
 typedef struct mpq_calib mpq_calib;
 
-/* Samples per chunk for hessian.chunk_samples = 0 (auto): nsamples /
- * MPQ_CALIB_AUTO_CHUNKS, at least 1 and at most MPQ_CALIB_AUTO_MAX, so that
- * up to MPQ_CALIB_AUTO_CHUNKS ranks get work while chunks stay large
- * batches. Depends on the samples only, never on the rank count. */
-#define MPQ_CALIB_AUTO_CHUNKS 16
-#define MPQ_CALIB_AUTO_MAX    8
-int64_t mpq_calib_chunk_samples(int64_t requested, int64_t nsamples);
+/* Samples per chunk for hessian.chunk_samples = 0 (auto) over nsamples
+ * samples of rows rows in all: nsamples / MPQ_CALIB_AUTO_CHUNKS, so that up
+ * to that many ranks get work, raised to give chunks of about
+ * MPQ_CALIB_AUTO_MIN_ROWS rows (each chunk's fold onto the exact grid
+ * costs d^2 / 2 however few its rows: small chunks would run below the
+ * DSYRK rate, and in a streamed reduction each round of chunks sends d^2 / 2
+ * fixed-point entries per rank), at most nsamples, within [1, MPQ_CALIB_AUTO_MAX]. Depends on the
+ * samples only, never on the rank count. */
+#define MPQ_CALIB_AUTO_CHUNKS   16
+#define MPQ_CALIB_AUTO_MIN_ROWS 2048
+#define MPQ_CALIB_AUTO_MAX      8
+int64_t mpq_calib_chunk_samples(int64_t requested, int64_t nsamples, int64_t rows);
 
 /* Local. Embeds this rank's chunks of `set` (which must outlive the
  * object) as the input of block 0; chunk_samples 0 = auto

@@ -80,7 +80,8 @@ const mpq_key_spec mpq_config_keys[] = {
      "ScaLAPACK block-cyclic block size"},
     {"hessian.chunk_samples", MPQ_KEY_INT, OFF(hessian.chunk_samples), "0", 0, 1e9, NULL,
      "calibration samples per chunk: the unit of the exact, rank-independent H reduction (0 = "
-     "auto: samples / 16, from 1 to 8, so that up to 16 ranks share the work)"},
+     "auto: samples / 16 so that up to 16 ranks share the work, raised to chunks of about 2048 "
+     "rows, from 1 to 8 samples)"},
     {"hessian.bound_log2", MPQ_KEY_INT, OFF(hessian.bound_log2), "16", -60, 60, NULL,
      "activations must satisfy |x| <= 2^bound_log2 (fixes the fixed-point grid of H)"},
     {"hessian.save", MPQ_KEY_OUTPATH, OFF(hessian.save), "", NOLIM, NULL,
@@ -193,8 +194,9 @@ const mpq_key_spec mpq_config_keys[] = {
     {"round.rtn_guard", MPQ_KEY_BOOL, OFF(round.rtn_guard), "true", NOLIM, NULL,
      "a row whose rounding loss exceeds its nearest-rounding loss keeps nearest rounding"},
     {"round.rtn_loss", MPQ_KEY_BOOL, OFF(round.rtn_loss), "false", NOLIM, NULL,
-     "rtn, uniform: calibrate to measure each layer's loss and weight the fits by diag H (false: "
-     "no calibration data is read, fits are unweighted, layer losses are not reported)"},
+     "rtn, uniform: calibrate to measure each layer's loss (false: with minmax fits no "
+     "calibration data is read and layer losses are not reported; fits weighted by diag H "
+     "calibrate anyway)"},
 
     /* calibration */
     {"calibration.source", MPQ_KEY_ENUM, OFF(calibration.source), "text", NOLIM, NULL,

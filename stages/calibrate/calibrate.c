@@ -547,10 +547,15 @@ void mpq_calib_destroy(mpq_calib **pc) {
     *pc = NULL;
 }
 
-int64_t mpq_calib_chunk_samples(int64_t requested, int64_t nsamples) {
+int64_t mpq_calib_chunk_samples(int64_t requested, int64_t nsamples, int64_t rows) {
     if (requested > 0)
         return requested;
-    const int64_t k = nsamples / MPQ_CALIB_AUTO_CHUNKS;
+    int64_t k = nsamples / MPQ_CALIB_AUTO_CHUNKS;
+    if (rows > 0) { /* samples that make MPQ_CALIB_AUTO_MIN_ROWS rows, rounded up */
+        const int64_t want = (MPQ_CALIB_AUTO_MIN_ROWS * nsamples + rows - 1) / rows;
+        k = want > k ? want : k;
+    }
+    k = k > nsamples ? nsamples : k; /* one chunk holds them all */
     return k < 1 ? 1 : k > MPQ_CALIB_AUTO_MAX ? MPQ_CALIB_AUTO_MAX : k;
 }
 
@@ -560,7 +565,8 @@ mpq_err mpq_calib_create(mpq_ctx *ctx, mpq_family *f, const mpq_calib_set *set,
     const mpq_family_info *info = mpq_family_get_info(f);
     MPQ_CHECK(chunk_samples >= 0, MPQ_ERR_ARG, "calibration: chunk_samples %lld must be >= 0",
               (long long)chunk_samples);
-    chunk_samples = mpq_calib_chunk_samples(chunk_samples, set->nsamples);
+    chunk_samples =
+        mpq_calib_chunk_samples(chunk_samples, set->nsamples, set->offset[set->nsamples]);
     MPQ_CHECK(set->task == info->task, MPQ_ERR_ARG,
               "calibration samples are for a %s, the model is a %s",
               set->task == MPQ_TASK_LM ? "language model" : "classifier",
