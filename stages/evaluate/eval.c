@@ -366,22 +366,26 @@ void mpq_eval_lm_reference(const mpq_lm_result *r, mpq_lm_result *out) {
     out->ppl = exp(out->mean_nll);
 }
 
-/* Collective. Every document's length in tokens (len [ndocs]): each rank
- * encodes its share (mpq_eval_range) and the lengths are gathered. */
-static mpq_err doc_lengths(mpq_ctx *ctx, const mpq_tokenizer *tok, const char *text,
-                           const mpq_span *docs, int64_t ndocs, int64_t max_seq, int64_t *len) {
+/* Collective. Every document's tokens on every rank: each rank encodes its
+ * share (mpq_eval_range), then the lengths and the tokens are gathered.
+ * *toks [offs[ndocs]] and *offs [ndocs + 1] are mpq_malloc'ed (the tokens
+ * take less memory than the text every rank already holds). */
+static mpq_err doc_tokens(mpq_ctx *ctx, const mpq_tokenizer *tok, const char *text,
+                          const mpq_span *docs, int64_t ndocs, int64_t max_seq, int32_t **toks,
+                          int64_t *offs) {
     mpq_err err = MPQ_OK;
-    int32_t *toks = NULL;
-    int64_t *offs = NULL, lo = 0, hi = 0;
+    int32_t *mine = NULL;
+    int64_t *moffs = NULL, *len = offs + 1, lo = 0, hi = 0;
     int *counts = NULL, *displs = NULL;
+    *toks = NULL;
     mpq_eval_range(ctx, ndocs, &lo, &hi);
-    err = mpq_text_encode_docs(ctx, tok, text, docs + lo, hi - lo, max_seq, &toks, &offs);
+    err = mpq_text_encode_docs(ctx, tok, text, docs + lo, hi - lo, max_seq, &mine, &moffs);
     if (err == MPQ_OK)
         err = mpq_malloc(ctx, 2 * (int64_t)ctx->size, sizeof *counts, (void **)&counts);
     if (err == MPQ_OK) {
         displs = counts + ctx->size;
         for (int64_t d = lo; d < hi; d++)
-            len[d] = offs[d - lo + 1] - offs[d - lo];
+            len[d] = moffs[d - lo + 1] - moffs[d - lo];
         for (int r = 0; r < ctx->size; r++) {
             const int64_t a = ndocs * r / ctx->size, b = ndocs * (r + 1) / ctx->size;
             err = err == MPQ_OK ? mpq_to_int(ctx, b - a, "documents", &counts[r]) : err;
@@ -392,9 +396,29 @@ static mpq_err doc_lengths(mpq_ctx *ctx, const mpq_tokenizer *tok, const char *t
     if (ctx->comm != MPI_COMM_NULL && ctx->size > 1)
         MPQ_MPI_TRY(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, len, counts, displs,
                                    MPI_INT64_T, ctx->comm));
+    /* lengths -> offsets, in place: offs[d + 1] held document d's length */
+    offs[0] = 0;
+    for (int64_t d = 0; d < ndocs; d++)
+        offs[d + 1] += offs[d];
+    err = mpq_malloc(ctx, offs[ndocs] > 0 ? offs[ndocs] : 1, sizeof **toks, (void **)toks);
+    for (int r = 0; err == MPQ_OK && r < ctx->size; r++) {
+        const int64_t a = ndocs * r / ctx->size, b = ndocs * (r + 1) / ctx->size;
+        err = mpq_to_int(ctx, offs[b] - offs[a], "tokens", &counts[r]);
+        err = err == MPQ_OK ? mpq_to_int(ctx, offs[a], "tokens", &displs[r]) : err;
+    }
+    if (err == MPQ_OK)
+        memcpy(*toks + offs[lo], mine, (size_t)(offs[hi] - offs[lo]) * sizeof *mine);
+    MPQ_TRY(mpq_agree(ctx, err));
+    if (ctx->comm != MPI_COMM_NULL && ctx->size > 1)
+        MPQ_MPI_TRY(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, *toks, counts, displs,
+                                   MPI_INT32_T, ctx->comm));
 cleanup:
-    mpq_free(toks);
-    mpq_free(offs);
+    if (err != MPQ_OK) {
+        mpq_free(*toks);
+        *toks = NULL;
+    }
+    mpq_free(mine);
+    mpq_free(moffs);
     mpq_free(counts);
     return err;
 }
@@ -403,10 +427,10 @@ mpq_err mpq_eval_lm_text(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const mpq
                          const char *text_path, int64_t max_docs, mpq_lm_result *out) {
     mpq_err err = MPQ_OK;
     char *text = NULL;
-    int64_t len = 0, ndocs = 0, lo = 0, hi = 0, glo = 0, ghi = 0, ngroups = 0;
+    int64_t len = 0, ndocs = 0;
     mpq_span *docs = NULL;
     int32_t *toks = NULL;
-    int64_t *offs = NULL, *aoffs = NULL, *dlen = NULL, *gdoc = NULL;
+    int64_t *offs = NULL;
     const int64_t max_seq = mpq_family_get_info(f)->max_seq;
     memset(out, 0, sizeof *out);
     if (ctx->rank == 0)
@@ -418,35 +442,17 @@ mpq_err mpq_eval_lm_text(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const mpq
     if (err == MPQ_OK && ndocs == 0)
         err = MPQ_ERROR(MPQ_ERR_FORMAT, "%s: no documents in the text", text_path);
     if (err == MPQ_OK)
-        err = mpq_malloc(ctx, ndocs + 1, sizeof *dlen, (void **)&dlen);
-    if (err == MPQ_OK)
-        err = mpq_malloc(ctx, ndocs + 1, sizeof *aoffs, (void **)&aoffs);
+        err = mpq_malloc(ctx, ndocs + 1, sizeof *offs, (void **)&offs);
     MPQ_TRY(mpq_agree(ctx, err));
-    /* The groups come from every document's length; then each rank
-     * encodes the documents of its own groups. */
-    MPQ_TRY(doc_lengths(ctx, tok, text, docs, ndocs, max_seq, dlen));
-    err = mpq_eval_groups(ctx, dlen, ndocs, &gdoc, &ngroups);
-    if (err == MPQ_OK) {
-        mpq_eval_range(ctx, ngroups, &glo, &ghi);
-        lo = gdoc[glo];
-        hi = gdoc[ghi];
-        err = mpq_text_encode_docs(ctx, tok, text, docs + lo, hi - lo, max_seq, &toks, &offs);
-    }
-    MPQ_TRY(mpq_agree(ctx, err));
+    /* every document encoded once, by one rank, then shared */
+    MPQ_TRY(doc_tokens(ctx, tok, text, docs, ndocs, max_seq, &toks, offs));
     MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_EVAL_TOKENIZE));
-    /* Index the local documents as if the arrays covered all of them: only
-     * offsets [lo, hi] are read. */
-    for (int64_t d = lo; d <= hi; d++)
-        aoffs[d] = offs[d - lo];
-    MPQ_TRY(eval_groups(ctx, f, ref, toks, aoffs, ndocs, gdoc, ngroups, out));
+    MPQ_TRY(mpq_eval_lm_tokens(ctx, f, ref, toks, offs, ndocs, out));
 cleanup:
     mpq_free(text);
     mpq_free(docs);
     mpq_free(toks);
     mpq_free(offs);
-    mpq_free(aoffs);
-    mpq_free(dlen);
-    mpq_free(gdoc);
     return err;
 }
 
