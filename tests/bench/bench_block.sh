@@ -23,7 +23,8 @@
 # peak_rss_mib (max over ranks), min_mib (the analytic minimum per rank,
 # below) and their ratio, and the projection: whole-model hours at that rank
 # count (block_s x layers) and the memory per node of a node running that
-# many ranks. A rank count whose estimated memory exceeds the machine's
+# many ranks; and each stage's time (max over ranks, hessian_accumulate the
+# local accumulation work inside hessian) with its speed-up. A rank count whose estimated memory exceeds the machine's
 # available memory is reported as skipped.
 #
 # Analytic minimum per rank (MiB), the memory the block needs whatever the
@@ -83,15 +84,21 @@ for np in ${MPQ_BENCH_RANKS:-1 2 4}; do
     block_s=$(jq '[.times.calibrate.max, .times.hessian.max, .times.round.max,
                    (.times.propagate.max // 0)] | add' "$dir/r.json")
     rss=$(jq '.peak_rss_mib.max' "$dir/r.json")
+    stages=$(jq -c '.times | {calibrate, hessian, hessian_accumulate, round, propagate}
+                    | map_values(.max // 0)' "$dir/r.json")
     [ -n "$t1" ] || t1=$block_s
+    [ -n "${stages1:-}" ] || stages1=$stages
     jq -cn --arg shape "$shape" --argjson np "$np" --argjson hid $hid --argjson inter $inter \
         --argjson params $params --argjson rows $rows --argjson block_s "$block_s" \
         --argjson t1 "$t1" --argjson rss "$rss" --argjson min "$min_mib" \
-        --argjson layers $layers '{bench: "block", shape: $shape, hidden: $hid,
+        --argjson layers $layers --argjson st "$stages" --argjson st1 "$stages1" \
+        '{bench: "block", shape: $shape, hidden: $hid,
         intermediate: $inter, block_params: $params, calibration_rows: $rows, ranks: $np,
         block_s: $block_s, speedup_vs_first: ($t1 / $block_s),
         efficiency_vs_first: ($t1 / $block_s / $np), peak_rss_mib: $rss, min_mib: $min,
         rss_over_min: ($rss / $min),
+        stages: ($st | with_entries(select(.value > 0.05)
+                 | .value = {s: .value, speedup: ($st1[.key] / .value)})),
         projection: {layers: $layers, model_hours: ($block_s * $layers / 3600),
                      node_mib_at_this_rank_count: ($rss * $np)}}'
 done
