@@ -122,8 +122,11 @@ static mpq_err loaded_stats(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
 /* The owners of block b's input groups (p->bown, in the order of the
  * statistics): each group's cost is that of rounding its layers with
  * GPTQ (rows x cols x (cols + MPQ_ROUND_GPTQ_ELEM)) plus its factor
- * (MPQ_ROUND_FACTOR_COST), which is also the setup every owner pays unless
- * the owners factor it together. */
+ * (MPQ_ROUND_FACTOR_COST), which is also the setup every owner pays: a
+ * factorisation shared over the owners' grid is collective, so each of them
+ * spends its whole wall time in it (on a few ranks about that of one rank's
+ * LAPACK). An end rank whose share of a group is below that leaves the
+ * group, which may then be factored by one owner alone. */
 static mpq_err plan_owners(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
     const mpq_family_info *fi = p->ses->info;
     double *cost = NULL;
@@ -135,12 +138,8 @@ static mpq_err plan_owners(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
         if (gi->block != b || gi->group != g)
             continue;
         double in = (double)gi->in;
-        /* a factorisation shared by the owners (ScaLAPACK over their
-         * grid) is no setup each of them pays */
-        const mpq_hfactor_backend *be = mpq_hfactor_choose_backend(ctx, &p->ses->ro.hf, gi->in);
-        const int shared = be && be->collective && ctx->comm != MPI_COMM_NULL;
         cost[n] = MPQ_ROUND_FACTOR_COST(gi->in);
-        setup[n] = shared ? 0.0 : cost[n];
+        setup[n] = cost[n];
         for (int64_t l = g; l < fi->nlayers; l++)
             if (fi->layers[l].group == g && !p->ses->excl[l])
                 cost[n] += (double)fi->layers[l].out * in * (in + MPQ_ROUND_GPTQ_ELEM);
