@@ -55,9 +55,10 @@
  * repeated while it stays <= damping_max, each retry logged at warn level;
  * then MPQ_ERR_NUMERIC naming the layer. Outputs (row-major d x d on the
  * root): chol = R upper with Hd = R^T R, inv = Hd^-1 (both triangles),
- * inv_chol = U upper with Hd^-1 = U^T U (what GPTQ needs; requested alone,
- * U = J R'^-T J from the Cholesky factor R' of the reversed J Hd J, without
- * Hd^-1).
+ * inv_chol = U upper with Hd^-1 = U^T U (requested alone, U = J R'^-T J
+ * from the Cholesky factor R' of the reversed J Hd J, without Hd^-1),
+ * rchol = V upper with Hd = V V^T (what GPTQ needs; requested alone, V =
+ * J R'^T J = U^-1: one Cholesky, no inverse).
  * Backends (a registry): "lapack" (dpotrf/dpotri on the root) and
  * "scalapack" (H block-cyclic over a BLACS grid, pdpotrf/pdpotri/pdpotrf;
  * scattered from and gathered to the root with MPI). hessian.scalapack =
@@ -184,6 +185,7 @@ enum {
     MPQ_HF_CHOL = 1u,     /* R upper, Hd = R^T R */
     MPQ_HF_INV = 2u,      /* Hd^-1 */
     MPQ_HF_INV_CHOL = 4u, /* U upper, Hd^-1 = U^T U */
+    MPQ_HF_RCHOL = 8u,    /* V upper, Hd = V V^T (requested alone) */
 };
 
 typedef struct mpq_hfactor_opts {
@@ -207,6 +209,7 @@ typedef struct mpq_hfactor {
     double *chol;         /* R upper (strict lower part zero) */
     double *inv;          /* Hd^-1, both triangles */
     double *inv_chol;     /* U upper (strict lower part zero) */
+    double *rchol;        /* V upper (strict lower part zero) */
     int64_t n_dead;       /* dead channels (H_ii == 0), every rank */
     int64_t *dead;        /* [n_dead] their indices, ascending, every rank */
     double damping;       /* relative damping finally used */

@@ -13,8 +13,8 @@
  *
  * ---- Methods (a registry of ops tables, chosen by quant.method) ------------
  *   rtn        nearest grid point of every weight (the baseline).
- *   gptq       column by column with error feedback through U, the upper
- *              Cholesky factor of the damped H^-1 (H^-1 = U^T U); lazy block
+ *   gptq       column by column with error feedback through V, the upper
+ *              triangular factor of the damped H (H = V V^T); lazy block
  *              updates of round.block_size columns; optional activation
  *              order (columns by decreasing diag H, ties by index); group
  *              parameters fitted when the first column of the group comes
@@ -149,14 +149,20 @@ typedef struct mpq_round_problem {
     const float *W;  /* [rows][cols] weights (borrowed) */
     const double *H; /* [cols][cols] statistics (borrowed), undamped */
     mpq_qspec spec;
-    float *imp;        /* [cols] diag H as importances for fitting (owned) */
-    int64_t *perm;     /* [cols] GPTQ column order (owned) */
-    double *U;         /* [cols][cols] upper chol of damped H^-1 in perm order, or NULL */
-    float *Uf;         /* [cols][cols] U in float32 with o->gptq_float, else NULL (owned) */
+    float *imp;    /* [cols] diag H as importances for fitting (owned) */
+    int64_t *perm; /* [cols] GPTQ column order (owned) */
+    /* [cols][cols] GPTQ's factor in perm order, or NULL (owned), upper
+     * (strict lower part zero). With vform: Hd = V V^T (V upper), M[j][k] =
+     * V[j][k] / V[k][k] above the diagonal and M[j][j] = V[j][j]; else U
+     * with Hd^-1 = U^T U (round_gptq.c). */
+    double *M;
+    int vform;         /* M is the scaled V (mpq_round_gptq_vform) */
+    double *mdiag;     /* [cols] M's diagonal, contiguous (owned) */
+    float *Mf;         /* [cols][cols] M in float32 with o->gptq_float, else NULL (owned) */
     int64_t n_dead;    /* columns with H_ii == 0 */
-    double damping;    /* relative damping used for U */
-    double lambda;     /* absolute damping added to H's diagonal for U */
-    double *added;     /* [cols] with U: what Hd adds to H's diagonal, column order (owned) */
+    double damping;    /* relative damping used for M */
+    double lambda;     /* absolute damping added to H's diagonal for M */
+    double *added;     /* [cols] with M: what Hd adds to H's diagonal, column order (owned) */
     int tensor_level;  /* spec has per-tensor values: params fitted on the whole layer */
     mpq_qparams *base; /* whole-layer fit when tensor_level, else NULL (owned) */
     int refit_ok;      /* GPTQ may refit groups (gran group, no per-tensor values) */
@@ -205,7 +211,7 @@ typedef struct mpq_round_stats {
 typedef struct mpq_round_method {
     const char *name;
     const char *summary;
-    /* 1 when the method needs pb->U with these options. */
+    /* 1 when the method needs pb->M with these options. */
     int (*needs_factor)(const mpq_round_opts *o);
     /* Relative cost of a tile of nr rows (for the work plan). */
     double (*cost)(const mpq_round_opts *o, int64_t nr, int64_t cols);

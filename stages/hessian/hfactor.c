@@ -47,6 +47,7 @@ void mpq_hfactor_destroy(mpq_hfactor **pf) {
     mpq_free(f->chol);
     mpq_free(f->inv);
     mpq_free(f->inv_chol);
+    mpq_free(f->rchol);
     mpq_free(f->dead);
     mpq_free(f);
     *pf = NULL;
@@ -109,14 +110,16 @@ static void reverse_both(int64_t n, double *a) {
     }
 }
 
-/* U alone (what GPTQ needs) without forming Hd^-1: with J Hd J = R^T R
- * (R upper), Hd^-1 = (J R^-T J)^T (J R^-T J), so U = J R^-T J, upper.
- * One Cholesky and one triangular inverse (2n^3/3 flops) instead of a
- * Cholesky, an inverse and a second Cholesky (4n^3/3), and no second
- * factorisation that can fail. In a column-major buffer, R^-1 read
- * row-major is R^-T; reversing it gives U row-major. */
-static int inv_chol_direct(unsigned what) {
-    return what == MPQ_HF_INV_CHOL;
+/* The outputs computed through the reversed matrix, each requested alone:
+ * with J Hd J = R^T R (R upper), Hd = (J R^T J)(J R^T J)^T, so V =
+ * J R^T J (upper) is rchol, and Hd^-1 = (J R^-T J)^T (J R^-T J), so U =
+ * J R^-T J is inv_chol: one Cholesky (n^3/3 flops) for V, plus one
+ * triangular inverse (n^3/3) for U, instead of a Cholesky, an inverse and
+ * a second Cholesky (4n^3/3), and no second factorisation that can fail.
+ * In a column-major buffer, R (or R^-1) read row-major is R^T (R^-T);
+ * reversing it gives V (U) row-major. 0: not such a request; 1: V; 2: U. */
+static int direct_kind(unsigned what) {
+    return what == MPQ_HF_RCHOL ? 1 : what == MPQ_HF_INV_CHOL ? 2 : 0;
 }
 
 /* 1 when this rank holds H and gets the outputs: the root set->first, or
@@ -137,11 +140,11 @@ static mpq_err lapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n
               (long long)n);
     MPQ_CALL(alloc_outputs(ctx, n, what, f));
     lapack_int info = 0;
-    if (inv_chol_direct(what)) {
+    if (direct_kind(what)) {
         reverse_both(n, a);
         info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'U', ln, a, ln);
         MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dpotrf: illegal argument %d", (int)-info);
-        if (info == 0)
+        if (info == 0 && direct_kind(what) == 2)
             info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'U', 'N', ln, a, ln);
         MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dtrtri: illegal argument %d", (int)-info);
         if (info > 0) {
@@ -345,7 +348,7 @@ static mpq_err scalapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_
     MPQ_TRY(mpq_agree(ctx, local));
 
     const int ione = 1;
-    const int direct = inv_chol_direct(what);
+    const int direct = direct_kind(what);
     if (direct && holder)
         reverse_both(n64, a);
     MPQ_TRY(bc_exchange(ctx, grid, &l, set, sc, a, loc, mloc, nloc, scratch, 1));
@@ -354,7 +357,7 @@ static mpq_err scalapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_
         if (inside)
             pdpotrf_("U", &n, loc, &ione, &ione, desc, &info);
         MPQ_TRY(agree_info(ctx, &info));
-        if (info == 0 && inside)
+        if (info == 0 && inside && direct == 2)
             pdtrtri_("U", "N", &n, loc, &ione, &ione, desc, &info);
         MPQ_TRY(agree_info(ctx, &info));
         if (info != 0) {
@@ -564,6 +567,8 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
                               o->damping, o->damping_max);
         else if (o->block_size < 1)
             local = MPQ_ERROR(MPQ_ERR_ARG, "layer '%s': block size %d", name, o->block_size);
+        else if ((what & MPQ_HF_RCHOL) && what != MPQ_HF_RCHOL)
+            local = MPQ_ERROR(MPQ_ERR_ARG, "layer '%s': rchol is requested alone", name);
     }
     if (local == MPQ_OK && holder) {
         local = mpq_malloc(ctx, n * n, sizeof *a, (void **)&a);
@@ -628,6 +633,9 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
     f->damping = damping;
     if (holder && (what & MPQ_HF_INV_CHOL) && !f->inv_chol) {
         f->inv_chol = a; /* U was left in place */
+        a = NULL;
+    } else if (holder && what == MPQ_HF_RCHOL) {
+        f->rchol = a; /* V was left in place */
         a = NULL;
     }
     if (collective)

@@ -80,7 +80,7 @@ void mpq_round_owners(int64_t ngroups, const double *cost, const double *setup, 
  * together by several owners (every owner must reach that collective step,
  * so none should wait for another's local work), then those factored
  * through the shared path by one owner, then the rest; job order within
- * each class, so that jobs on the same H stay consecutive and share U. */
+ * each class, so that jobs on the same H stay consecutive and share V. */
 static void job_order(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
                       const mpq_round_job *jobs, int nranks, int64_t *order) {
     int64_t n = 0;
@@ -236,7 +236,7 @@ static void log_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_job *
  * statistics tst [ntiles][ST_N]; q's per-group arrays are left zero outside
  * this rank's tiles. */
 static mpq_err run_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_job *jb, int64_t j,
-                       int64_t ntasks, const mpq_round_task *tasks, const double *U,
+                       int64_t ntasks, const mpq_round_task *tasks, const double *V,
                        mpq_round_damp damp, mpq_qlayer *q, double *tst) {
     mpq_err err = MPQ_OK;
     mpq_round_problem *pb = NULL;
@@ -246,7 +246,7 @@ static mpq_err run_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_jo
             continue;
         if (!pb)
             MPQ_TRY(mpq_round_problem_create_ex(ctx, o, jb->method, jb->name, &jb->spec, jb->rows,
-                                                jb->cols, jb->W, jb->H, jb->diag, U, damp, &pb));
+                                                jb->cols, jb->W, jb->H, jb->diag, V, damp, &pb));
         mpq_round_stats st;
         MPQ_TRY(mpq_round_tile(ctx, o, jb->method, pb, q->params, t->r0, t->r1,
                                q->codes + t->r0 * jb->cols, &st));
@@ -393,9 +393,10 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
      * by every rank together (after agreeing that all are still fine), and
      * the factor is shared by the ranks' tiles; consecutive jobs on the same
      * H (q/k/v, gate/up, the candidates of one layer) reuse it. */
-    double *U = NULL;
+    double *V = NULL;
     mpq_round_damp damp = {0.0, 0.0};
-    const double *U_of = NULL; /* the statistic that U factors (its diagonal: on every rank) */
+    const double *V_of = NULL; /* the statistic that V factors (its diagonal: on every rank) */
+    int V_form = 0;            /* its form (mpq_round_gptq_vform) */
     int64_t *order = NULL;
     /* the set-up above and the order's buffer, agreed: a failure skips
      * the loop on every rank alike */
@@ -410,23 +411,27 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
         const mpq_round_job *jb = &jobs[j];
         const int shared = mpq_round_shared_factor(ctx, o, jb->method, jb->cols);
         const double *key = jb->diag ? jb->diag : jb->H;
-        if (shared && key != U_of) {
-            mpq_free(U);
-            U = NULL;
-            U_of = NULL;
+        const int vform = mpq_round_gptq_vform(o, &jb->spec);
+        if (shared && (key != V_of || vform != V_form)) {
+            mpq_free(V);
+            V = NULL;
+            V_of = NULL;
             const mpq_hset own = owners_of(jb, nranks);
             if (!mpq_round_factor_local(o, &own)) /* a collective factorisation follows */
                 err = mpq_agree(ctx, err);
             if (err == MPQ_OK)
-                err = mpq_round_factor_shared(ctx, o, jb->name, jb->cols, jb->H, &own, &U, &damp);
-            if (err == MPQ_OK)
-                U_of = key;
+                err = mpq_round_factor_shared(ctx, o, jb->name, jb->cols, jb->H, &own, vform, &V,
+                                              &damp);
+            if (err == MPQ_OK) {
+                V_of = key;
+                V_form = vform;
+            }
         }
         if (err == MPQ_OK)
-            err = run_job(ctx, o, jb, j, ntasks, tasks, shared ? U : NULL, damp, results[j].q,
+            err = run_job(ctx, o, jb, j, ntasks, tasks, shared ? V : NULL, damp, results[j].q,
                           tst[j]);
     }
-    mpq_free(U);
+    mpq_free(V);
     mpq_free(order);
     MPQ_TRY(mpq_agree(ctx, err));
 

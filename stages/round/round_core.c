@@ -170,13 +170,31 @@ int mpq_round_factor_local(const mpq_round_opts *o, const mpq_hset *set) {
     return set->count == 1 && strcmp(o->hf.scalapack, "auto") == 0;
 }
 
+/* 1 when the spec has per-tensor values (parameters fitted on the whole
+ * layer). */
+static int spec_tensor_level(const mpq_qspec *spec) {
+    return spec->gran == MPQ_QGRAN_TENSOR || spec->ops->has_tensor ||
+           spec->scale == MPQ_QSCALE_E4M3;
+}
+
+/* 1 when the spec's groups may be refitted by GPTQ: group granularity
+ * without per-tensor values. */
+static int spec_refit_ok(const mpq_qspec *spec) {
+    return spec->gran == MPQ_QGRAN_GROUP && !spec_tensor_level(spec);
+}
+
+int mpq_round_gptq_vform(const mpq_round_opts *o, const mpq_qspec *spec) {
+    return o->static_groups || !spec_refit_ok(spec);
+}
+
 mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const char *name,
-                                int64_t cols, const double *H, const mpq_hset *set, double **U,
-                                mpq_round_damp *damp) {
+                                int64_t cols, const double *H, const mpq_hset *set, int vform,
+                                double **V, mpq_round_damp *damp) {
+    const unsigned what = vform ? MPQ_HF_RCHOL : MPQ_HF_INV_CHOL;
     mpq_err err = MPQ_OK;
     int64_t *perm = NULL;
     mpq_hfactor *f = NULL;
-    *U = NULL;
+    *V = NULL;
     *damp = (mpq_round_damp){0.0, 0.0};
     /* Every owner holds H and computes the column order itself. */
     if (mpq_hset_has(set, ctx->rank)) {
@@ -188,25 +206,38 @@ mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const cha
         /* one owner: LAPACK on it alone, no collective step (the other
          * ranks go on with their own work) */
         if (err == MPQ_OK && mpq_hset_has(set, ctx->rank))
-            err = mpq_hfactor_local_perm(ctx, &o->hf, name, cols, H, perm, MPQ_HF_INV_CHOL, &f);
+            err = mpq_hfactor_local_perm(ctx, &o->hf, name, cols, H, perm, what, &f);
         if (err != MPQ_OK || !f)
             goto cleanup;
     } else {
         MPQ_TRY(mpq_agree(ctx, err));
         MPQ_TRY(mpq_hfactor_compute_set(ctx, &o->hf, name, cols, H, perm, set->first, set->count,
-                                        MPQ_HF_INV_CHOL, &f));
+                                        what, &f));
     }
     MPQ_INFO("round %s: H (%lld x %lld) factored with %s on a %d x %d grid of ranks %d to %d, "
              "block %d, damping %g",
              name, (long long)cols, (long long)cols, f->backend, f->nprow, f->npcol, set->first,
              set->first + set->count - 1, f->nb, f->damping);
-    *U = f->inv_chol; /* on the owners only */
-    f->inv_chol = NULL;
+    if (vform) {
+        *V = f->rchol; /* on the owners only */
+        f->rchol = NULL;
+    } else {
+        *V = f->inv_chol;
+        f->inv_chol = NULL;
+    }
     *damp = (mpq_round_damp){f->damping, f->lambda};
 cleanup:
     mpq_hfactor_destroy(&f);
     mpq_free(perm);
     return err;
+}
+
+/* V (row-major upper, Hd = V V^T) into M in place: every column above the
+ * diagonal divided by its diagonal entry, which stays (mpq_round_problem). */
+static void scale_factor(int64_t n, double *v) {
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t k = j + 1; k < n; k++)
+            v[j * n + k] /= v[k * n + k];
 }
 
 mpq_err mpq_round_problem_create(mpq_ctx *ctx, const mpq_round_opts *o,
@@ -221,7 +252,7 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
                                     const mpq_round_method *method, const char *name,
                                     const mpq_qspec *spec, int64_t rows, int64_t cols,
                                     const float *W, const double *H, const double *diag,
-                                    const double *U, mpq_round_damp damp, mpq_round_problem **out) {
+                                    const double *V, mpq_round_damp damp, mpq_round_problem **out) {
     mpq_err err = MPQ_OK;
     mpq_round_problem *pb = NULL;
     mpq_hfactor *f = NULL;
@@ -254,38 +285,42 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
     MPQ_TRY(column_order(ctx, o->act_order, cols, dg, stride, pb->perm));
 
     if (method && method->needs_factor && method->needs_factor(o)) {
-        if (U) {
+        pb->vform = mpq_round_gptq_vform(o, spec);
+        if (V) {
             /* Factored once over the process grid (mpq_round_factor_shared). */
-            MPQ_ALLOC_TRY(pb->U, cols * cols);
-            memcpy(pb->U, U, (size_t)(cols * cols) * sizeof *U);
+            MPQ_ALLOC_TRY(pb->M, cols * cols);
+            memcpy(pb->M, V, (size_t)(cols * cols) * sizeof *V);
             pb->damping = damp.damping;
             pb->lambda = damp.lambda;
         } else {
             /* LAPACK on this rank: below the ScaLAPACK width the factor must
              * not depend on a process grid (bit-identity across rank counts). */
             MPQ_TRY(mpq_hfactor_local_perm(ctx, &o->hf, pb->name, cols, H, pb->perm,
-                                           MPQ_HF_INV_CHOL, &f));
-            pb->U = f->inv_chol;
-            f->inv_chol = NULL;
+                                           pb->vform ? MPQ_HF_RCHOL : MPQ_HF_INV_CHOL, &f));
+            pb->M = pb->vform ? f->rchol : f->inv_chol;
+            f->rchol = f->inv_chol = NULL;
             pb->damping = f->damping;
             pb->lambda = f->lambda;
         }
+        if (pb->vform)
+            scale_factor(cols, pb->M);
+        MPQ_ALLOC_TRY(pb->mdiag, cols);
+        for (int64_t j = 0; j < cols; j++)
+            pb->mdiag[j] = pb->M[j * cols + j];
         /* What the damping added to each diagonal entry, in the column
-         * order: the loss through U subtracts it (codes_loss). */
+         * order: the loss through M subtracts it (codes_loss). */
         MPQ_ALLOC_TRY(pb->added, cols);
         for (int64_t j = 0; j < cols; j++)
             pb->added[j] = mpq_hfactor_added(dg[pb->perm[j] * stride], pb->lambda);
         if (mpq_round_gptq_float(o, cols)) {
-            MPQ_ALLOC_TRY(pb->Uf, cols * cols);
+            MPQ_ALLOC_TRY(pb->Mf, cols * cols);
             for (int64_t i = 0; i < cols * cols; i++)
-                pb->Uf[i] = (float)pb->U[i];
+                pb->Mf[i] = (float)pb->M[i];
         }
     }
 
-    const mpq_quant_ops *ops = spec->ops;
-    pb->tensor_level =
-        spec->gran == MPQ_QGRAN_TENSOR || ops->has_tensor || spec->scale == MPQ_QSCALE_E4M3;
-    pb->refit_ok = spec->gran == MPQ_QGRAN_GROUP && !pb->tensor_level;
+    pb->tensor_level = spec_tensor_level(spec);
+    pb->refit_ok = spec_refit_ok(spec);
     if (pb->tensor_level) {
         MPQ_TRY(mpq_qparams_create(ctx, spec, rows, cols, &pb->base));
         MPQ_TRY(mpq_quant_fit(ctx, pb->base, W, pb->imp));
@@ -303,8 +338,9 @@ void mpq_round_problem_destroy(mpq_round_problem **pb) {
         return;
     MPQ_FREE((*pb)->imp);
     MPQ_FREE((*pb)->perm);
-    MPQ_FREE((*pb)->U);
-    MPQ_FREE((*pb)->Uf);
+    MPQ_FREE((*pb)->M);
+    MPQ_FREE((*pb)->Mf);
+    MPQ_FREE((*pb)->mdiag);
     MPQ_FREE((*pb)->added);
     mpq_qparams_destroy(&(*pb)->base);
     MPQ_FREE(*pb);
@@ -455,17 +491,19 @@ mpq_err mpq_round_grad(mpq_ctx *ctx, int64_t cols, const double *H, int64_t nr, 
 
 /* ---- the tile driver ------------------------------------------------------------------ */
 
-/* Row losses d H d^T through the factor: with Hd = H + diag(added) and
- * Hd^-1 = U^T U (column order perm), d Hd d^T = |d_perm U^-1|^2, one
- * triangular solve (half the flops of the product with H), less
+/* Row losses d H d^T through the factor: with Hd = H + diag(added) =
+ * V V^T (column order perm), d Hd d^T = |d_perm V|^2, one triangular
+ * product (half the flops of the product with H): with pb->vform, d_perm
+ * times M with a unit diagonal, each column k then scaled by V[k][k] =
+ * M[k][k]; else V = U^-1, a triangular solve with U; less
  * d diag(added) d^T. Equal to the product up to rounding; a row whose
- * difference rounds below zero gets 0. With GPTQ in float (pb->Uf) the
- * solve is in float too, at twice the rate, in D's first half. */
+ * difference rounds below zero gets 0. With GPTQ in float (pb->Mf) the
+ * product is in float too, at twice the rate, in D's first half. */
 static mpq_err loss_via_factor(mpq_ctx *ctx, const mpq_round_problem *pb, const mpq_qparams *p,
                                int64_t r0, int64_t r1, const uint8_t *codes, float *qrow, double *D,
                                double *loss) {
     const int64_t n = pb->cols, nr = r1 - r0;
-    float *Df = pb->Uf ? (float *)D : NULL;
+    float *Df = pb->Mf ? (float *)D : NULL;
     int ni, mi;
     MPQ_CALL(mpq_to_int(ctx, n, "layer width (BLAS)", &ni));
     MPQ_CALL(mpq_to_int(ctx, nr, "tile rows (BLAS)", &mi));
@@ -484,16 +522,23 @@ static mpq_err loss_via_factor(mpq_ctx *ctx, const mpq_round_problem *pb, const 
         }
         loss[i] = s;
     }
-    if (Df)
+    if (Df && pb->vform)
+        cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasUnit, mi, ni, 1.0f,
+                    pb->Mf, ni, Df, ni);
+    else if (pb->vform)
+        cblas_dtrmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasUnit, mi, ni, 1.0,
+                    pb->M, ni, D, ni);
+    else if (Df)
         cblas_strsm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, mi, ni, 1.0f,
-                    pb->Uf, ni, Df, ni);
+                    pb->Mf, ni, Df, ni);
     else
         cblas_dtrsm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, mi, ni, 1.0,
-                    pb->U, ni, D, ni);
+                    pb->M, ni, D, ni);
     for (int64_t i = 0; i < nr; i++) {
         double s = 0.0;
         for (int64_t j = 0; j < n; j++) {
-            const double x = Df ? (double)Df[i * n + j] : D[i * n + j];
+            double x = Df ? (double)Df[i * n + j] : D[i * n + j];
+            x = pb->vform ? x * pb->mdiag[j] : x;
             s += x * x;
         }
         loss[i] = s > loss[i] ? s - loss[i] : 0.0;
@@ -506,7 +551,7 @@ static mpq_err codes_loss(mpq_ctx *ctx, const mpq_round_problem *pb, const mpq_q
                           int64_t r0, int64_t r1, const uint8_t *codes, float *qrow, double *D,
                           double *T, double *loss) {
     int64_t n = pb->cols;
-    if (pb->U)
+    if (pb->M)
         return loss_via_factor(ctx, pb, p, r0, r1, codes, qrow, D, loss);
     for (int64_t i = 0; i < r1 - r0; i++) {
         const float *w = pb->W + (r0 + i) * n;
@@ -533,11 +578,11 @@ mpq_err mpq_round_tile(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_me
               (long long)r0, (long long)r1);
     memset(st, 0, sizeof *st);
     /* Without H (RTN without calibration) no loss is measured: NaN. */
-    const int measured = pb->H || pb->U;
+    const int measured = pb->H || pb->M;
     MPQ_ALLOC_TRY(qrow, n);
     if (measured)
         MPQ_ALLOC_TRY(D, nr * n);
-    if (measured && !pb->U)
+    if (measured && !pb->M)
         MPQ_ALLOC_TRY(T, nr * n);
     MPQ_ALLOC_TRY(lr, nr);
     MPQ_ALLOC_TRY(lm, nr);

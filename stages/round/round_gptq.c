@@ -1,10 +1,24 @@
 /* round_gptq.c: GPTQ (Hessian-based rounding with error feedback) on a tile
  * of output rows.
  *
- * With U the upper Cholesky factor of the damped inverse Hessian in the
- * processing order (H^-1 = U^T U), column j is rounded, its scaled error
- * e = (w_j - q_j) / U[j][j] is spread over the later columns as
- * w_k -= e * U[j][k]. Lazy batch updates on two levels: inside a
+ * GPTQ as usually written (the U form) takes U upper with Hd^-1 = U^T U in
+ * the processing order, rounds column j and spreads its scaled error
+ * (w'_j - q_j) / U[j][j] over the later columns through row j of U; the
+ * result satisfies W - Q = E U, E the scaled errors. With V = U^-1 (upper,
+ * Hd = V V^T) that is E = (W - Q) V, which gives the weight column k has
+ * when it is rounded from the original weights alone: w'_k = w_k +
+ * sum_{j<k} (w_j - q_j) V[j][k] / V[k][k]. The V form spreads the
+ * difference w_j - q_j through row j of M (V with its columns divided by
+ * their diagonal entry); V is one Cholesky factorisation, with no
+ * triangular inverse (half the work of U). Both give the same codes up to
+ * rounding. Only the weights of a column at its turn are the same: a
+ * group fitted when the sweep reaches it reads the weights of its later
+ * columns as the U form has updated them so far, so those specs use the U
+ * form and every other spec the V form (mpq_round_gptq_vform). In the
+ * loop, Err holds what is spread (the difference, or the negated scaled
+ * error) and M the factor (M or U), so the updates are the same code.
+ *
+ * Lazy batch updates on two levels: inside a
  * sub-block of GPTQ_SUB columns the update is applied at once; the rest of
  * the block of B columns receives the sub-block's errors with one GEMM when
  * the sub-block ends, and the columns after the block receive the block's
@@ -20,7 +34,7 @@
 
 #define GPTQ_SUB 16 /* columns per sub-block (fixed: part of the bits) */
 
-/* Work space of a group's gather (round_gptq_loop.h): the rows of U a
+/* Work space of a group's gather (round_gptq_loop.h): the rows of M a
  * group needs [B][gcols], one row's values, the columns' order. */
 typedef struct {
     double *ug, *v;
@@ -49,10 +63,10 @@ typedef struct {
 mpq_err mpq_round_gptq_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_problem *pb,
                             mpq_qparams *p, int64_t r0, int64_t r1, uint8_t *codes, float *wq,
                             double *loss) {
-    MPQ_CHECK(pb->U, MPQ_ERR_INTERNAL, "round: layer '%s': GPTQ without a factor", pb->name);
-    if (pb->Uf)
-        return gptq_loop_f32(ctx, o, pb, pb->Uf, p, r0, r1, codes, wq, loss);
-    return gptq_loop_f64(ctx, o, pb, pb->U, p, r0, r1, codes, wq, loss);
+    MPQ_CHECK(pb->M, MPQ_ERR_INTERNAL, "round: layer '%s': GPTQ without a factor", pb->name);
+    if (pb->Mf)
+        return gptq_loop_f32(ctx, o, pb, pb->Mf, p, r0, r1, codes, wq, loss);
+    return gptq_loop_f64(ctx, o, pb, pb->M, p, r0, r1, codes, wq, loss);
 }
 
 int mpq_round_gptq_float(const mpq_round_opts *o, int64_t cols) {

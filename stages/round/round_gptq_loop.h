@@ -1,21 +1,22 @@
 /* round_gptq_loop.h: the GPTQ column loop of round_gptq.c, written once for
  * both precisions of its updates. The includer defines GPTQ_REAL (double or
- * float: the weights being updated, the scaled errors and U), GPTQ_GEMM
+ * float: the weights being updated, the differences and M), GPTQ_GEMM
  * (cblas_dgemm or cblas_sgemm), GPTQ_GATHER and GPTQ_LOOP (the functions'
- * names). The
- * scalar work (rounding, errors, the loss) is in double either way; the
- * diagonal of U comes from pb->U. Not a header of its own: no guard. */
+ * names). The scalar work (rounding, differences, the loss) is in double
+ * either way; the diagonal of V comes from pb->M. Not a header of its
+ * own: no guard. */
 
 /* The current weights of columns [c0, c0 + len) (a group about to be
- * fitted at column j) of the tile's nr rows into gbuf [nr][len]: Wd plus
+ * fitted at column j; U form, so Err holds the negated scaled errors and
+ * M is U) of the tile's nr rows into gbuf [nr][len]: Wd plus
  * the updates still pending, the block's errors for columns after the
  * block and the sub-block's for the rest of the block. at = {j1 (block
  * start), s1 (sub-block start), j, s2 (sub-block end), j2 (block end)}.
  * The group's columns are ordered so that those pending since j1 come
- * first and those pending since s1 next, and the rows of U they need are
+ * first and those pending since s1 next, and the rows of M they need are
  * copied once into sc->ug; each row then runs contiguous loops. Every
  * value is the same sum in the same order as term by term. */
-static void GPTQ_GATHER(const GPTQ_REAL *U, const GPTQ_REAL *Wd, const GPTQ_REAL *Err, int64_t nr,
+static void GPTQ_GATHER(const GPTQ_REAL *M, const GPTQ_REAL *Wd, const GPTQ_REAL *Err, int64_t nr,
                         int64_t n, int64_t B, const int64_t at[5], const int64_t *pos, int64_t c0,
                         int64_t len, gptq_scratch *sc, float *gbuf) {
     const int64_t j1 = at[0], s1 = at[1], j = at[2], s2 = at[3], j2 = at[4];
@@ -34,7 +35,7 @@ static void GPTQ_GATHER(const GPTQ_REAL *U, const GPTQ_REAL *Wd, const GPTQ_REAL
     for (int64_t t = j1; t < j; t++) {
         const int64_t m = t < s1 ? m1 : m2;
         for (int64_t k = 0; k < m; k++)
-            sc->ug[(t - j1) * len + k] = (double)U[t * n + pos[sc->ord[k]]];
+            sc->ug[(t - j1) * len + k] = (double)M[t * n + pos[sc->ord[k]]];
     }
     for (int64_t i = 0; i < nr; i++) {
         double *v = sc->v;
@@ -45,7 +46,7 @@ static void GPTQ_GATHER(const GPTQ_REAL *U, const GPTQ_REAL *Wd, const GPTQ_REAL
             const double e = (double)Err[i * B + (t - j1)];
             const double *u = sc->ug + (t - j1) * len;
             for (int64_t k = 0; k < m; k++)
-                v[k] -= e * u[k];
+                v[k] += e * u[k];
         }
         for (int64_t k = 0; k < len; k++)
             gbuf[i * len + (sc->ord[k] - c0)] = (float)v[k];
@@ -53,10 +54,11 @@ static void GPTQ_GATHER(const GPTQ_REAL *U, const GPTQ_REAL *Wd, const GPTQ_REAL
 }
 
 static mpq_err GPTQ_LOOP(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_problem *pb,
-                         const GPTQ_REAL *U, mpq_qparams *p, int64_t r0, int64_t r1, uint8_t *codes,
+                         const GPTQ_REAL *M, mpq_qparams *p, int64_t r0, int64_t r1, uint8_t *codes,
                          float *wq, double *loss) {
     mpq_err err = MPQ_OK;
     GPTQ_REAL *Wd = NULL, *Err = NULL;
+    float *W0 = NULL; /* V form: the original weights in the column order */
     int64_t *pos = NULL;
     uint8_t *fitted = NULL;
     float *gbuf = NULL;
@@ -65,22 +67,29 @@ static mpq_err GPTQ_LOOP(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_
     const int64_t n = pb->cols, nr = r1 - r0;
     const int64_t B = o->block_size < 1 ? 1 : (o->block_size > n ? n : o->block_size);
     const int64_t *perm = pb->perm;
-    MPQ_CHECK(U, MPQ_ERR_INTERNAL, "round: layer '%s': GPTQ without a factor", pb->name);
+    MPQ_CHECK(M, MPQ_ERR_INTERNAL, "round: layer '%s': GPTQ without a factor", pb->name);
     int nri, ni, Bi;
     MPQ_CALL(mpq_to_int(ctx, nr, "tile rows (BLAS)", &nri));
     MPQ_CALL(mpq_to_int(ctx, n, "layer width (BLAS)", &ni));
     MPQ_CALL(mpq_to_int(ctx, B, "GPTQ block size", &Bi));
     const int refit = pb->refit_ok && !o->static_groups;
+    const int vform = pb->vform;
+    MPQ_CHECK(!(refit && vform), MPQ_ERR_INTERNAL,
+              "round: layer '%s': refitted groups need GPTQ's U form", pb->name);
 
     MPQ_ALLOC_TRY(Wd, nr * n);
     MPQ_ALLOC_TRY(Err, nr * B);
     MPQ_ALLOC_TRY(pos, n);
     for (int64_t j = 0; j < n; j++)
         pos[perm[j]] = j;
+    if (vform)
+        MPQ_ALLOC_TRY(W0, nr * n);
     for (int64_t i = 0; i < nr; i++) {
         const float *w = pb->W + (r0 + i) * n;
         for (int64_t j = 0; j < n; j++)
             Wd[i * n + j] = (GPTQ_REAL)w[perm[j]];
+        for (int64_t j = 0; vform && j < n; j++)
+            W0[i * n + j] = w[perm[j]];
     }
     if (loss)
         for (int64_t i = 0; i < nr; i++)
@@ -111,41 +120,45 @@ static mpq_err GPTQ_LOOP(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_
                     const int64_t len = c0 + p->gcols < n ? p->gcols : n - c0;
                     fitted[k] = 1;
                     const int64_t at[5] = {j1, s1, a, s2, j2};
-                    GPTQ_GATHER(U, Wd, Err, nr, n, B, at, pos, c0, len, &sc, gbuf);
+                    GPTQ_GATHER(M, Wd, Err, nr, n, B, at, pos, c0, len, &sc, gbuf);
                     MPQ_TRY(mpq_round_refit_group(ctx, pb, p, r0, r1, c0, len, gbuf, &tmp));
                 }
                 for (b = a + 1; b < s2 && !(refit && !fitted[perm[b] / p->gcols]); b++)
                     ;
                 for (int64_t i = 0; i < nr; i++) {
                     GPTQ_REAL *row = Wd + i * n;
+                    const float *w0 = vform ? W0 + i * n : NULL;
                     for (int64_t j = a; j < b; j++) {
                         const int64_t cj = perm[j];
-                        const double w = (double)row[j], d = pb->U[j * n + j];
-                        const GPTQ_REAL *urow = U + j * n;
+                        const double w = (double)row[j], d = pb->mdiag[j];
+                        const GPTQ_REAL *mrow = M + j * n;
                         float v;
                         codes[i * n + cj] = mpq_quant_nearest_at(p, r0 + i, cj, (float)w, &v);
                         if (wq)
                             wq[i * n + cj] = (float)w;
-                        const double e = (w - (double)v) / d;
-                        Err[i * B + (j - j1)] = (GPTQ_REAL)e;
+                        /* column j of (W - Q) V, and what is spread */
+                        const double x = vform ? d * (w - (double)v) : (w - (double)v) / d;
+                        const GPTQ_REAL e = (GPTQ_REAL)(vform ? (double)w0[j] - (double)v : -x);
+                        Err[i * B + (j - j1)] = e;
                         if (loss)
-                            loss[i] += e * e;
+                            loss[i] += x * x;
                         for (int64_t jj = j + 1; jj < s2; jj++)
-                            row[jj] -= (GPTQ_REAL)e * urow[jj];
+                            row[jj] += e * mrow[jj];
                     }
                 }
             }
             if (s2 < j2)
                 GPTQ_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, nri, (int)(j2 - s2),
-                          (int)(s2 - s1), (GPTQ_REAL)-1.0, Err + (s1 - j1), Bi, U + s1 * n + s2, ni,
+                          (int)(s2 - s1), (GPTQ_REAL)1.0, Err + (s1 - j1), Bi, M + s1 * n + s2, ni,
                           (GPTQ_REAL)1.0, Wd + s2, ni);
         }
         if (j2 < n)
             GPTQ_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, nri, ni - (int)j2, (int)nb,
-                      (GPTQ_REAL)-1.0, Err, Bi, U + j1 * n + j2, ni, (GPTQ_REAL)1.0, Wd + j2, ni);
+                      (GPTQ_REAL)1.0, Err, Bi, M + j1 * n + j2, ni, (GPTQ_REAL)1.0, Wd + j2, ni);
     }
-    /* The loss is |Err|^2 through the damped H less the damping's own
-     * share, d diag(added) d^T, summed per row once the codes are final. */
+    /* The loss is |(W - Q) V|^2 through the damped H less the damping's
+     * own share, d diag(added) d^T, summed per row once the codes are
+     * final. */
     for (int64_t i = 0; loss && i < nr; i++) {
         const float *w = pb->W + (r0 + i) * n;
         double s = 0.0;
@@ -166,6 +179,7 @@ cleanup:
     MPQ_FREE(fitted);
     MPQ_FREE(pos);
     MPQ_FREE(Err);
+    MPQ_FREE(W0);
     MPQ_FREE(Wd);
     return err;
 }

@@ -35,26 +35,33 @@ int mpq_round_shared_factor(struct mpq_ctx *ctx, const mpq_round_opts *o,
 /* 1 when mpq_round_factor_shared is local: one owner and hessian.scalapack
  * auto (a 1 x 1 grid runs at about 0.6 of LAPACK's speed, bench_hessian). */
 int mpq_round_factor_local(const mpq_round_opts *o, const mpq_hset *set);
-/* Collective, or local to its one owner (mpq_round_factor_local). The upper
- * Cholesky factor of the damped inverse of H in the problem's column order
- * (act_order), computed once by the ranks of set (the layer's owners, each
- * holding H) with the backend the options choose (mpq_hfactor_compute_set:
- * ScaLAPACK on a grid of those ranks; LAPACK when local): *U
- * [cols][cols] on the ranks of set (owner: caller, mpq_free; NULL
+/* 1 when GPTQ with these options works through V (Hd = V V^T, one
+ * Cholesky) for spec; 0 when it needs U (Hd^-1 = U^T U, a Cholesky and a
+ * triangular inverse): groups fitted when the sweep reaches them, whose
+ * fit reads the weights as GPTQ has updated them so far (round_gptq.c). */
+int mpq_round_gptq_vform(const mpq_round_opts *o, const mpq_qspec *spec);
+/* Collective, or local to its one owner (mpq_round_factor_local). GPTQ's
+ * factor for the damped H in the problem's column order (act_order): V
+ * upper with Hd = V V^T (MPQ_HF_RCHOL) when vform, else U upper with
+ * Hd^-1 = U^T U (MPQ_HF_INV_CHOL); computed once by the ranks of set (the
+ * layer's owners, each holding H) with the backend the options choose
+ * (mpq_hfactor_compute_set: ScaLAPACK on a grid of those ranks; LAPACK when
+ * local): *V [cols][cols] on the ranks of set (owner: caller, mpq_free; NULL
  * elsewhere), *damp the damping finally used (every rank of a collective
  * call; the owner of a local one). */
 mpq_err mpq_round_factor_shared(struct mpq_ctx *ctx, const mpq_round_opts *o, const char *name,
-                                int64_t cols, const double *H, const mpq_hset *set, double **U,
-                                mpq_round_damp *damp);
+                                int64_t cols, const double *H, const mpq_hset *set, int vform,
+                                double **V, mpq_round_damp *damp);
 /* Local. mpq_round_problem_create with an optional factor from
- * mpq_round_factor_shared (U copied; NULL: factored here with LAPACK) and
+ * mpq_round_factor_shared (copied, of the form mpq_round_gptq_vform gives
+ * for spec; NULL: factored here with LAPACK) and
  * an optional diagonal diag [cols] of H (NULL: read from H). Without a
  * method (the whole-layer fit alone) H may be NULL when diag is given. */
 mpq_err mpq_round_problem_create_ex(struct mpq_ctx *ctx, const mpq_round_opts *o,
                                     const struct mpq_round_method *method, const char *name,
                                     const mpq_qspec *spec, int64_t rows, int64_t cols,
                                     const float *W, const double *H, const double *diag,
-                                    const double *U, mpq_round_damp damp, mpq_round_problem **out);
+                                    const double *V, mpq_round_damp damp, mpq_round_problem **out);
 /* Fits the parameters of rows [r0, r1) of p on W (whole-layer copy from
  * pb->base for tensor-level specs). Local. */
 mpq_err mpq_round_fit_rows(struct mpq_ctx *ctx, const mpq_round_problem *pb, mpq_qparams *p,
@@ -79,9 +86,10 @@ mpq_err mpq_round_loss_d(struct mpq_ctx *ctx, int64_t cols, const double *H, int
 /* GPTQ on rows [r0, r1): codes [(r1 - r0)][cols] and, when wq is not NULL,
  * wq [(r1 - r0)][cols] the updated weight each column had when it was
  * rounded (original column order); when loss is not NULL, loss [r1 - r0]
- * the rows' losses from the scaled errors e (mpq_round_problem's added
- * must exist): W - Q = E U, so (W - Q) Hd (W - Q)^T = |e|^2, less the
- * damping's share. Local. */
+ * the rows' losses from the errors GPTQ has (mpq_round_problem's added
+ * must exist): (W - Q) V = (W - Q) U^-1 has column j (w'_j - q_j) / U[j][j]
+ * = V[j][j] (w'_j - q_j), w'_j the updated weight, so (W - Q) Hd (W - Q)^T
+ * is the sum of their squares, less the damping's share. Local. */
 mpq_err mpq_round_gptq_rows(struct mpq_ctx *ctx, const mpq_round_opts *o,
                             const mpq_round_problem *pb, mpq_qparams *p, int64_t r0, int64_t r1,
                             uint8_t *codes, float *wq, double *loss);

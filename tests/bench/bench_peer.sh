@@ -34,8 +34,8 @@ for shape in "4096 4096" "4096 11008"; do
     read -r rows cols <<<"$shape"
     run "$bench_round" --gptq "$rows" "$cols"
     expect_rc 0
-    mine=$(grep '"bench":"gptq","precision":"double"' "$OUT")
-    minef=$(grep '"bench":"gptq","precision":"float"' "$OUT")
+    mine=$(grep '"bench":"gptq","precision":"double","form":"U"' "$OUT")
+    minef=$(grep '"bench":"gptq","precision":"float","form":"U"' "$OUT")
     run "$venv/bin/python" "$MPQ_SOURCE_DIR/tests/bench/gptq_peer.py" "$rows" "$cols" "$threads"
     expect_rc 0
     peer=$(grep '"bench": "gptq_torch"' "$OUT")

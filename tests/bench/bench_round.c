@@ -69,8 +69,10 @@ static void make(int64_t rows, int64_t cols, float **W, double **H) {
                                  0.5 * rr_unif(3, (uint64_t)(i < j ? i * cols + j : j * cols + i));
 }
 
-/* GPTQ on rows x cols with round.gptq_precision double, then float; the
- * float line adds its layer loss relative to the double one's. */
+/* GPTQ on rows x cols with round.gptq_precision double, then float, for
+ * groups fitted when the sweep reaches them (GPTQ's U form) and for static
+ * groups (the V form: half the factorisation, round_gptq.c); each float
+ * line adds its layer loss relative to the double one's of the same form. */
 static mpq_err bench_gptq(mpq_ctx *ctx, int64_t rows, int64_t cols, double dgemm, double sgemm) {
     mpq_err err = MPQ_OK;
     float *W = NULL;
@@ -85,8 +87,10 @@ static mpq_err bench_gptq(mpq_ctx *ctx, int64_t rows, int64_t cols, double dgemm
     codes = malloc((size_t)(rows * cols));
     MPQ_TRY(mpq_qspec_parse(ctx, "int:bits=4,sym=false,group=128", &spec));
     double loss_double = 0.0;
-    for (int fl = 0; fl < 2; fl++) {
+    for (int run = 0; run < 4; run++) {
+        const int fl = run % 2;
         o.gptq_float = fl;
+        o.static_groups = run / 2;
         double t0 = mpq_now();
         MPQ_TRY(mpq_round_problem_create(ctx, &o, mpq_round_method_find("gptq"), "bench", &spec,
                                          rows, cols, W, H, &pb));
@@ -98,12 +102,13 @@ static mpq_err bench_gptq(mpq_ctx *ctx, int64_t rows, int64_t cols, double dgemm
         double tr = mpq_now() - t0;
         double rate = 2.0 * rows * (double)cols * cols / tr / 1e9;
         loss_double = fl ? loss_double : st.loss;
-        printf("{\"bench\":\"gptq\",\"precision\":\"%s\",\"rows\":%lld,\"cols\":%lld,"
+        printf("{\"bench\":\"gptq\",\"precision\":\"%s\",\"form\":\"%s\",\"rows\":%lld,"
+               "\"cols\":%lld,"
                "\"factor_s\":%.3f,\"round_s\":%.3f,\"gflops\":%.2f,\"dgemm_gflops\":%.2f,"
                "\"sgemm_gflops\":%.2f,\"fraction_of_dgemm\":%.3f,\"fraction_of_sgemm\":%.3f,"
                "\"with_factor_of_gemm\":%.3f,\"loss_vs_rtn\":%.4f,\"loss_rel_vs_double\":%.2e}\n",
-               fl ? "float" : "double", (long long)rows, (long long)cols, tf, tr, rate, dgemm,
-               sgemm, rate / dgemm, rate / sgemm,
+               fl ? "float" : "double", pb->vform ? "V" : "U", (long long)rows, (long long)cols, tf,
+               tr, rate, dgemm, sgemm, rate / dgemm, rate / sgemm,
                2.0 * rows * (double)cols * cols / (tf + tr) / 1e9 / (fl ? sgemm : dgemm),
                st.loss / st.rtn_loss, fabs(st.loss - loss_double) / loss_double);
         fflush(stdout);

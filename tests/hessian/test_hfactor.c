@@ -95,6 +95,37 @@ static void verify(int64_t n, const double *H, const mpq_hfactor *f) {
 
 static const unsigned ALL = MPQ_HF_CHOL | MPQ_HF_INV | MPQ_HF_INV_CHOL;
 
+/* rchol V (requested alone, in f) against the factors of ref (ALL, same
+ * H and damping): upper, V V^T = Hd = R^T R, and V U = I. */
+static void verify_rchol(int64_t n, const mpq_hfactor *f, const mpq_hfactor *ref) {
+    const double *V = f->rchol;
+    assert_non_null(V);
+    assert_null(f->inv_chol);
+    assert_true(f->lambda == ref->lambda);
+    double *P = malloc(sizeof(double) * n * n), *Hd = malloc(sizeof(double) * n * n);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < i; j++)
+            assert_true(V[i * n + j] == 0.0);
+    matmul(n, ref->chol, 1, ref->chol, Hd); /* R^T R = Hd */
+    for (int64_t i = 0; i < n; i++)         /* V V^T */
+        for (int64_t j = 0; j < n; j++) {
+            double t = 0.0;
+            for (int64_t k = 0; k < n; k++)
+                t += V[i * n + k] * V[j * n + k];
+            P[i * n + j] = t;
+        }
+    const double e1 = rel_diff(n, P, Hd);
+    matmul(n, V, 0, ref->inv_chol, P); /* V U */
+    double e2 = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++)
+            e2 = fmax(e2, fabs(P[i * n + j] - (i == j)));
+    if (e1 > 1e-12 || e2 > 1e-9)
+        fail_msg("n=%lld: |V V^T - Hd| %.2e, |V U - I| %.2e", (long long)n, e1, e2);
+    free(Hd);
+    free(P);
+}
+
 static void test_scalapack_matches_lapack(void **state) {
     (void)state;
     mpq_ctx *ctx = g_ctx;
@@ -156,6 +187,20 @@ static void test_scalapack_matches_lapack(void **state) {
         if (ctx->rank == root)
             assert_true(rel_diff(n, f->inv_chol, ref->inv_chol) <= 1e-10);
         mpq_hfactor_destroy(&f);
+        /* V (Hd = V V^T, GPTQ's factor): alone, by both backends. */
+        MPQ_ASSERT_OK(ctx, mpq_hfactor_compute(ctx, &so, "sca", n, H, root, MPQ_HF_RCHOL, &f));
+        if (ctx->rank == root)
+            verify_rchol(n, f, ref);
+        else
+            assert_null(f->rchol);
+        mpq_hfactor_destroy(&f);
+        MPQ_ASSERT_OK(ctx, mpq_hfactor_local(ctx, &o, "loc", n, H, MPQ_HF_RCHOL, &f));
+        if (ctx->rank == root)
+            verify_rchol(n, f, ref);
+        mpq_hfactor_destroy(&f);
+        assert_int_equal(mpq_hfactor_local(ctx, &o, "both", n, H, MPQ_HF_RCHOL | MPQ_HF_CHOL, &f),
+                         MPQ_ERR_ARG);
+        assert_null(f);
         /* The local (per-rank) LAPACK path gives the same bits as compute. */
         mpq_hfactor *loc = NULL;
         MPQ_ASSERT_OK(ctx, mpq_hfactor_local(ctx, &o, "loc", n, H, ALL, &loc));

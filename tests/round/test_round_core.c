@@ -234,6 +234,9 @@ static void naive_gptq(mpq_ctx *ctx, const mpq_qspec *spec, mpq_qparams *p, int6
     free(w);
 }
 
+/* The codes of GPTQ in both of its forms (round_gptq.c) against the naive
+ * reference: static groups and channels go through V, groups fitted in
+ * the sweep through U. */
 static void check_gptq(const char *spec_text, int act_order, int static_groups, int dead_mod,
                        int64_t block) {
     mpq_ctx *ctx = g_ctx;
@@ -271,6 +274,8 @@ static void check_gptq(const char *spec_text, int act_order, int static_groups, 
                 order[j - 1] = t;
             }
     int refit = !static_groups && spec.gran == MPQ_QGRAN_GROUP;
+    /* groups fitted during the sweep need the U form; the rest the V form */
+    assert_int_equal(pb->vform, !refit);
     naive_gptq(ctx, &spec, pr, rows, cols, W, H, o.hf.damping, order, refit, ref);
     int64_t diff = 0;
     for (int64_t k = 0; k < rows * cols; k++)
@@ -278,6 +283,12 @@ static void check_gptq(const char *spec_text, int act_order, int static_groups, 
     if (diff)
         fprintf(stderr, "gptq %s act_order=%d static=%d dead=%d: %lld codes differ\n", spec_text,
                 act_order, static_groups, dead_mod, (long long)diff);
+    for (int64_t k = 0; k < rows * cols && getenv("DBG"); k++)
+        if (codes[k] != ref[k])
+            fprintf(stderr, "  r%lld c%lld %d vs %d\n", (long long)(k / cols),
+                    (long long)(k % cols), codes[k], ref[k]);
+    if (getenv("DBG"))
+        goto dbg;
     assert_int_equal(diff, 0);
     assert_memory_equal(p->scale, pr->scale, (size_t)pr->ngroups * sizeof *pr->scale);
     mpq_quant_dequantize(p, codes, Q);
@@ -292,6 +303,7 @@ static void check_gptq(const char *spec_text, int act_order, int static_groups, 
                 assert_int_equal(codes[r * cols + c],
                                  mpq_quant_nearest_at(p, r, c, W[r * cols + c], &v));
             }
+dbg:
     mpq_round_problem_destroy(&pb);
     mpq_qparams_destroy(&p);
     mpq_qparams_destroy(&pr);
@@ -337,7 +349,7 @@ static void test_gptq_precision_auto(void **state) {
     mpq_round_problem *pb = NULL;
     o.gptq_float = -1;
     run_one(&o, "gptq", "int:bits=3,sym=false,group=32", rows, cols, W, H, &pa, ca, &sa, &pb);
-    assert_null(pb->Uf);
+    assert_null(pb->Mf);
     o.gptq_float = 0;
     run_one(&o, "gptq", "int:bits=3,sym=false,group=32", rows, cols, W, H, &pd, cd, &sd, NULL);
     assert_memory_equal(ca, cd, (size_t)(rows * cols));
@@ -351,11 +363,12 @@ static void test_gptq_precision_auto(void **state) {
     free(cd);
 }
 
-/* round.gptq_precision = "float": the lazy updates in float32 give a layer
- * loss within 1e-4 relative of the double computation (the criterion for
- * offering it), the loss it reports (from its scaled errors) is the product
- * with H of its own codes within 1e-5, and a tile gives the same bits as
- * the whole layer. */
+/* round.gptq_precision = "float", in both forms (groups fitted in the
+ * sweep: U; static groups and channels: V): the lazy updates in float32
+ * give a layer loss within 1e-4 relative of the double computation (the
+ * criterion for offering it), the loss it reports (from its errors) is the
+ * product with H of its own codes within 1e-5, and a tile gives the same
+ * bits as the whole layer. */
 static void test_gptq_float(void **state) {
     (void)state;
     mpq_ctx *ctx = g_ctx;
@@ -367,12 +380,14 @@ static void test_gptq_float(void **state) {
     uint8_t *ct = malloc((size_t)(rows * cols));
     rr_weights(21, rows, cols, W);
     rr_hessian(22, cols, 0, H);
-    const char *specs[] = {"int:bits=3,sym=false,group=32", "nf4:group=16"};
-    for (int s = 0; s < 2; s++)
+    const char *specs[] = {"int:bits=3,sym=false,group=32", "nf4:group=16",
+                           "int:bits=4,sym=false,group=32", "int:bits=2,sym=true,gran=channel"};
+    for (int s = 0; s < 4; s++)
         for (int ao = 0; ao < 2; ao++) {
             mpq_round_opts o;
             mpq_round_opts_default(&o);
             o.act_order = ao;
+            o.static_groups = s == 2;
             o.block_size = 40; /* blocks crossing groups */
             mpq_qparams *p = NULL, *pf = NULL;
             mpq_round_stats sd, sf;
@@ -380,6 +395,7 @@ static void test_gptq_float(void **state) {
             o.gptq_float = 1;
             mpq_round_problem *pb = NULL;
             run_one(&o, "gptq", specs[s], rows, cols, W, H, &pf, cf, &sf, &pb);
+            assert_int_equal(pb->vform, s >= 2);
             if (!(rr_rel(sf.loss, sd.loss) < 1e-4))
                 fail_msg("%s act_order %d: float loss %.9g, double %.9g", specs[s], ao, sf.loss,
                          sd.loss);
@@ -403,11 +419,12 @@ static void test_gptq_float(void **state) {
 }
 
 /* GPTQ's losses go through its factor (the RTN loss: a triangular solve
- * with U; the final loss: its scaled errors; both less the damping's
- * share): equal to the product with H within 1e-9 relative on a
- * rank-deficient H (40 samples for 160 columns, every 9th channel dead,
- * the shape of a wide MLP input with few calibration rows), with and
- * without act_order, for the final and the RTN codes. */
+ * with U or a triangular product with V; the final loss: its errors; both
+ * less the damping's share): equal to the product with H within 1e-9
+ * relative on a rank-deficient H (40 samples for 160 columns, every 9th
+ * channel dead, the shape of a wide MLP input with few calibration rows),
+ * with and without act_order, in both forms (static groups: V), for the
+ * final and the RTN codes. */
 static void test_loss_factor(void **state) {
     (void)state;
     const int64_t rows = 12, cols = 160, m = 40;
@@ -423,10 +440,11 @@ static void test_loss_factor(void **state) {
                 H[i * cols + j] += x[i] * x[j];
     }
     double worst = 0.0;
-    for (int ao = 0; ao < 2; ao++) {
+    for (int run = 0; run < 4; run++) {
         mpq_round_opts o;
         mpq_round_opts_default(&o);
-        o.act_order = ao;
+        o.act_order = run % 2;
+        o.static_groups = run / 2;
         o.rtn_guard = 0;
         mpq_qparams *p = NULL;
         mpq_round_stats gq, rtn;
