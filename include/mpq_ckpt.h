@@ -9,7 +9,10 @@
  *                            model_type (strings); dim, hidden_dim, n_layers, n_heads,
  *                            n_kv_heads, head_dim, vocab_size, seq_len (int64);
  *                            norm_eps, rope_theta (double); tied_embeddings, qkv_bias,
- *                            rope_interleaved (int32)
+ *                            rope_interleaved, o_bias (int32); rope_scaling ("none",
+ *                            "linear", "llama3"), rope_factor, rope_low_freq_factor,
+ *                            rope_high_freq_factor (double), rope_original_max_position
+ *                            (int64); the last six may be absent (no o bias, no scaling)
  *   /layers/<tensor name>    group, one per quantized layer; attrs:
  *       index      int64   position among all entries (layers and tensors) in
  *                          write order (the reader restores that order)
@@ -250,8 +253,8 @@ mpq_err mpq_export_safetensors(mpq_ctx *ctx, const mpq_model *m, const char *pat
  * arrays, RoPE tables; negative vocab_size when the classifier is not
  * shared), the format llama2.c's run.c reads. Rotate-half q/k rows are
  * permuted back to interleaved pairs. Models llama2.c cannot express
- * (q/k/v biases, head_dim != dim / n_heads, norm_eps != 1e-5, rope_theta !=
- * 10000) are refused with the reason. Atomic; overwrite as above. */
+ * (q/k/v or o biases, head_dim != dim / n_heads, norm_eps != 1e-5, rope_theta
+ * != 10000, RoPE scaling) are refused with the reason. Atomic; overwrite as above. */
 mpq_err mpq_export_llama2c(mpq_ctx *ctx, const mpq_model *m, const char *path, int overwrite);
 
 /* Options of an export. */

@@ -7,6 +7,7 @@
 #include "mpq_ctx.h"
 
 struct cJSON;
+struct mpq_arch;
 
 #define MPQ_CLI_MAX 128
 
@@ -50,6 +51,10 @@ mpq_err mpq_cmd_eval(mpq_ctx *ctx, const mpq_cli *cli);
 mpq_err mpq_cmd_export(mpq_ctx *ctx, const mpq_cli *cli);
 mpq_err mpq_cmd_run(mpq_ctx *ctx, const mpq_cli *cli);
 mpq_err mpq_cmd_sweep(mpq_ctx *ctx, const mpq_cli *cli);
+/* Local. The hyper-parameters of a Llama-family model: lines starting
+ * "architecture:" on stdout, or an object "arch" added to parent. */
+void mpq_cli_arch_print(const struct mpq_arch *a);
+void mpq_cli_arch_json(const struct mpq_arch *a, struct cJSON *parent);
 /* Collective. The summary `inspect` prints for an mpquant checkpoint
  * (pipeline/cli/cmd_export.c). */
 mpq_err mpq_cmd_inspect_ckpt(mpq_ctx *ctx, const mpq_cli *cli, const char *path);

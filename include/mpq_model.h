@@ -65,16 +65,35 @@ typedef struct mpq_arch {
     int64_t n_kv_heads;
     int64_t head_dim; /* dim / n_heads unless the config says otherwise */
     int64_t vocab_size;
-    int64_t seq_len;      /* maximum context */
-    double norm_eps;      /* RMSNorm epsilon (llama2.c: 1e-5) */
-    double rope_theta;    /* 10000 for llama2.c */
-    int tied_embeddings;  /* output head shares model.embed_tokens.weight */
-    int qkv_bias;         /* q/k/v projections have biases (Qwen2) */
-    int rope_interleaved; /* 1: rotate pairs (2i, 2i+1) as llama2.c does;
-                             0: rotate halves (i, i + head_dim/2) as Hugging Face does */
-    char model_type[16];  /* for display: config.json's model_type ("llama", "mistral",
-                             "qwen2"), "llama2.c" for llama2.c files, "" when unknown */
+    int64_t seq_len;     /* maximum context */
+    double norm_eps;     /* RMSNorm epsilon (llama2.c: 1e-5) */
+    double rope_theta;   /* 10000 for llama2.c */
+    int tied_embeddings; /* output head shares model.embed_tokens.weight */
+    int qkv_bias;        /* q/k/v projections have biases (Qwen2, Llama attention_bias) */
+    int o_bias;          /* o_proj has a bias too (Llama attention_bias) */
+    /* RoPE frequency scaling (config.json rope_scaling, mpq_rope_inv_freq) */
+    int rope_scaling;      /* MPQ_ROPE_NONE, _LINEAR or _LLAMA3 */
+    double rope_factor;    /* linear and llama3: factor */
+    double rope_low_freq;  /* llama3: low_freq_factor */
+    double rope_high_freq; /* llama3: high_freq_factor */
+    int64_t rope_orig_max; /* llama3: original_max_position_embeddings */
+    int rope_interleaved;  /* 1: rotate pairs (2i, 2i+1) as llama2.c does;
+                              0: rotate halves (i, i + head_dim/2) as Hugging Face does */
+    char model_type[16];   /* for display: config.json's model_type ("llama", "mistral",
+                              "qwen2"), "llama2.c" for llama2.c files, "" when unknown */
 } mpq_arch;
+
+enum { MPQ_ROPE_NONE = 0, MPQ_ROPE_LINEAR = 1, MPQ_ROPE_LLAMA3 = 2 };
+
+/* Local. The rotary frequency of pair i (0 <= i < head_dim / 2) of a:
+ * theta^(-2i / head_dim), divided by rope_factor for linear scaling; for
+ * llama3 scaling, with wavelength w = 2 pi / f, unchanged when w is below
+ * rope_orig_max / rope_high_freq, divided by rope_factor above
+ * rope_orig_max / rope_low_freq, and in between the mix (1 - s) f / factor
+ * + s f with s = (rope_orig_max / w - low) / (high - low). */
+double mpq_rope_inv_freq(const mpq_arch *a, int64_t i);
+/* Local. "none", "linear" or "llama3". */
+const char *mpq_rope_scaling_name(int kind);
 
 typedef struct mpq_model mpq_model;
 

@@ -92,12 +92,7 @@ static void print_summary(const mpq_ckpt *ck) {
            a->format, a->model_type[0] ? ", type " : "", a->model_type);
     const mpq_family_ops *fam = mpq_family_find(a->family);
     if (fam && fam->llama_layout)
-        printf("architecture: dim %lld, hidden_dim %lld, n_layers %lld, n_heads %lld, n_kv_heads "
-               "%lld, head_dim %lld, vocab_size %lld, seq_len %lld, rope %s\n",
-               (long long)a->dim, (long long)a->hidden_dim, (long long)a->n_layers,
-               (long long)a->n_heads, (long long)a->n_kv_heads, (long long)a->head_dim,
-               (long long)a->vocab_size, (long long)a->seq_len,
-               a->rope_interleaved ? "interleaved" : "half-rotation");
+        mpq_cli_arch_print(a);
     printf("written: %s by mpquant %s (commit %s) on %lld ranks\n", ck->date[0] ? ck->date : "?",
            ck->program_version, ck->commit, (long long)ck->nranks);
     print_json_line("inputs:  ", ck->inputs);
@@ -146,6 +141,9 @@ static cJSON *summary_json(const mpq_ckpt *ck) {
     cJSON_AddNumberToObject(o, "version", ck->version);
     cJSON_AddStringToObject(o, "family", ck->arch.family);
     cJSON_AddStringToObject(o, "source_format", ck->arch.format);
+    const mpq_family_ops *fam = mpq_family_find(ck->arch.family);
+    if (fam && fam->llama_layout)
+        mpq_cli_arch_json(&ck->arch, o);
     cJSON_AddStringToObject(o, "date", ck->date);
     cJSON_AddStringToObject(o, "program_version", ck->program_version);
     cJSON_AddStringToObject(o, "commit", ck->commit);

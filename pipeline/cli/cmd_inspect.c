@@ -72,6 +72,53 @@ static mpq_err inspect_idx(mpq_ctx *ctx, const mpq_cli *cli, const char *path) {
     return MPQ_OK;
 }
 
+/* ---- the Llama architecture, printed and as JSON --------------------------- */
+
+void mpq_cli_arch_print(const mpq_arch *a) {
+    printf("architecture: dim %lld, hidden_dim %lld, n_layers %lld, n_heads %lld, "
+           "n_kv_heads %lld, head_dim %lld, vocab_size %lld, seq_len %lld\n",
+           (long long)a->dim, (long long)a->hidden_dim, (long long)a->n_layers,
+           (long long)a->n_heads, (long long)a->n_kv_heads, (long long)a->head_dim,
+           (long long)a->vocab_size, (long long)a->seq_len);
+    printf("              norm_eps %g, rope_theta %g, rope %s, tied_embeddings %s, "
+           "qkv_bias %s, o_bias %s\n",
+           a->norm_eps, a->rope_theta, a->rope_interleaved ? "interleaved" : "half-rotation",
+           a->tied_embeddings ? "yes" : "no", a->qkv_bias ? "yes" : "no", a->o_bias ? "yes" : "no");
+    if (a->rope_scaling == MPQ_ROPE_LINEAR)
+        printf("              rope_scaling linear, factor %g\n", a->rope_factor);
+    else if (a->rope_scaling == MPQ_ROPE_LLAMA3)
+        printf("              rope_scaling llama3, factor %g, low_freq_factor %g, "
+               "high_freq_factor %g, original_max_position_embeddings %lld\n",
+               a->rope_factor, a->rope_low_freq, a->rope_high_freq, (long long)a->rope_orig_max);
+}
+
+void mpq_cli_arch_json(const mpq_arch *a, cJSON *parent) {
+    cJSON *j = cJSON_AddObjectToObject(parent, "arch");
+    cJSON_AddNumberToObject(j, "dim", (double)a->dim);
+    cJSON_AddNumberToObject(j, "hidden_dim", (double)a->hidden_dim);
+    cJSON_AddNumberToObject(j, "n_layers", (double)a->n_layers);
+    cJSON_AddNumberToObject(j, "n_heads", (double)a->n_heads);
+    cJSON_AddNumberToObject(j, "n_kv_heads", (double)a->n_kv_heads);
+    cJSON_AddNumberToObject(j, "head_dim", (double)a->head_dim);
+    cJSON_AddNumberToObject(j, "vocab_size", (double)a->vocab_size);
+    cJSON_AddNumberToObject(j, "seq_len", (double)a->seq_len);
+    cJSON_AddNumberToObject(j, "norm_eps", a->norm_eps);
+    cJSON_AddNumberToObject(j, "rope_theta", a->rope_theta);
+    cJSON_AddBoolToObject(j, "rope_interleaved", a->rope_interleaved);
+    cJSON_AddBoolToObject(j, "tied_embeddings", a->tied_embeddings);
+    cJSON_AddBoolToObject(j, "qkv_bias", a->qkv_bias);
+    cJSON_AddBoolToObject(j, "o_bias", a->o_bias);
+    cJSON *rs = cJSON_AddObjectToObject(j, "rope_scaling");
+    cJSON_AddStringToObject(rs, "type", mpq_rope_scaling_name(a->rope_scaling));
+    if (a->rope_scaling != MPQ_ROPE_NONE)
+        cJSON_AddNumberToObject(rs, "factor", a->rope_factor);
+    if (a->rope_scaling == MPQ_ROPE_LLAMA3) {
+        cJSON_AddNumberToObject(rs, "low_freq_factor", a->rope_low_freq);
+        cJSON_AddNumberToObject(rs, "high_freq_factor", a->rope_high_freq);
+        cJSON_AddNumberToObject(rs, "original_max_position_embeddings", (double)a->rope_orig_max);
+    }
+}
+
 /* 1 when m's family keeps its hyper-parameters in mpq_arch (printed). */
 static int has_llama_arch(const mpq_model *m) {
     const mpq_family_ops *fam = mpq_family_of_model(m);
@@ -85,15 +132,7 @@ static void print_model(const mpq_model *m) {
     printf("family:  %s%s%s%s\n", a->family[0] ? a->family : "(none: plain tensor container)",
            a->model_type[0] ? " (" : "", a->model_type, a->model_type[0] ? ")" : "");
     if (has_llama_arch(m)) {
-        printf("architecture: dim %lld, hidden_dim %lld, n_layers %lld, n_heads %lld, "
-               "n_kv_heads %lld, head_dim %lld, vocab_size %lld, seq_len %lld\n",
-               (long long)a->dim, (long long)a->hidden_dim, (long long)a->n_layers,
-               (long long)a->n_heads, (long long)a->n_kv_heads, (long long)a->head_dim,
-               (long long)a->vocab_size, (long long)a->seq_len);
-        printf("              norm_eps %g, rope_theta %g, rope %s, tied_embeddings %s, "
-               "qkv_bias %s\n",
-               a->norm_eps, a->rope_theta, a->rope_interleaved ? "interleaved" : "half-rotation",
-               a->tied_embeddings ? "yes" : "no", a->qkv_bias ? "yes" : "no");
+        mpq_cli_arch_print(a);
     }
     int64_t n = mpq_model_ntensors(m), params = 0;
     size_t wname = 4;
@@ -123,20 +162,7 @@ static cJSON *model_json(const mpq_model *m) {
     cJSON_AddStringToObject(o, "family", a->family);
     cJSON_AddStringToObject(o, "model_type", a->model_type);
     if (has_llama_arch(m)) {
-        cJSON *j = cJSON_AddObjectToObject(o, "arch");
-        cJSON_AddNumberToObject(j, "dim", (double)a->dim);
-        cJSON_AddNumberToObject(j, "hidden_dim", (double)a->hidden_dim);
-        cJSON_AddNumberToObject(j, "n_layers", (double)a->n_layers);
-        cJSON_AddNumberToObject(j, "n_heads", (double)a->n_heads);
-        cJSON_AddNumberToObject(j, "n_kv_heads", (double)a->n_kv_heads);
-        cJSON_AddNumberToObject(j, "head_dim", (double)a->head_dim);
-        cJSON_AddNumberToObject(j, "vocab_size", (double)a->vocab_size);
-        cJSON_AddNumberToObject(j, "seq_len", (double)a->seq_len);
-        cJSON_AddNumberToObject(j, "norm_eps", a->norm_eps);
-        cJSON_AddNumberToObject(j, "rope_theta", a->rope_theta);
-        cJSON_AddBoolToObject(j, "rope_interleaved", a->rope_interleaved);
-        cJSON_AddBoolToObject(j, "tied_embeddings", a->tied_embeddings);
-        cJSON_AddBoolToObject(j, "qkv_bias", a->qkv_bias);
+        mpq_cli_arch_json(a, o);
     }
     cJSON *ts = cJSON_AddArrayToObject(o, "tensors");
     int64_t params = 0;

@@ -80,16 +80,18 @@ static int llama_layout(const mpq_model *m) {
 }
 
 /* The Hugging Face model types a Llama-layout export is written as. A model
- * takes the entry of its own model_type with its q/k/v bias setting, else
- * the first entry with that bias setting (llama; qwen2 with biases). */
+ * takes the entry of its own model_type with its biases, else the first
+ * entry with those biases (llama; qwen2 with q/k/v biases; llama with
+ * attention_bias for q/k/v/o biases). */
 static const struct {
     const char *model_type, *architecture;
-    int qkv_bias;
-    int attention_bias_key; /* config.json names "attention_bias": false */
+    int bias;               /* 0 none, 1 q/k/v, 2 q/k/v and o */
+    int attention_bias_key; /* config.json names "attention_bias" */
 } hf_types[] = {
     {"llama", "LlamaForCausalLM", 0, 1},
     {"mistral", "MistralForCausalLM", 0, 0},
     {"qwen2", "Qwen2ForCausalLM", 1, 0},
+    {"llama", "LlamaForCausalLM", 2, 1},
 };
 
 #define NHF_TYPES (sizeof hf_types / sizeof hf_types[0])
@@ -97,7 +99,7 @@ static const struct {
 static size_t hf_type_of(const mpq_arch *a) {
     size_t first = NHF_TYPES;
     for (size_t i = 0; i < NHF_TYPES; i++) {
-        if (hf_types[i].qkv_bias != (a->qkv_bias != 0))
+        if (hf_types[i].bias != (a->o_bias ? 2 : a->qkv_bias ? 1 : 0))
             continue;
         if (strcmp(a->model_type, hf_types[i].model_type) == 0)
             return i;
@@ -126,7 +128,18 @@ static cJSON *hf_config(const mpq_arch *a) {
     cJSON_AddNumberToObject(o, "rope_theta", a->rope_theta);
     cJSON_AddBoolToObject(o, "tie_word_embeddings", a->tied_embeddings);
     if (hf_types[t].attention_bias_key)
-        cJSON_AddBoolToObject(o, "attention_bias", 0);
+        cJSON_AddBoolToObject(o, "attention_bias", hf_types[t].bias == 2);
+    if (a->rope_scaling != MPQ_ROPE_NONE) {
+        cJSON *rs = cJSON_AddObjectToObject(o, "rope_scaling");
+        cJSON_AddStringToObject(rs, "rope_type", mpq_rope_scaling_name(a->rope_scaling));
+        cJSON_AddNumberToObject(rs, "factor", a->rope_factor);
+        if (a->rope_scaling == MPQ_ROPE_LLAMA3) {
+            cJSON_AddNumberToObject(rs, "low_freq_factor", a->rope_low_freq);
+            cJSON_AddNumberToObject(rs, "high_freq_factor", a->rope_high_freq);
+            cJSON_AddNumberToObject(rs, "original_max_position_embeddings",
+                                    (double)a->rope_orig_max);
+        }
+    }
     cJSON_AddStringToObject(o, "hidden_act", "silu");
     cJSON_AddStringToObject(o, "torch_dtype", "float32");
     return o;
@@ -245,6 +258,9 @@ static mpq_err check_llama2c(mpq_ctx *ctx, const mpq_model *m) {
               a->family[0] ? a->family : "a plain tensor container");
     MPQ_CHECK(!a->qkv_bias, MPQ_ERR_ARG,
               "%s: llama2.c export: the model has q/k/v biases, which llama2.c cannot hold", p);
+    MPQ_CHECK(a->rope_scaling == MPQ_ROPE_NONE, MPQ_ERR_ARG,
+              "%s: llama2.c export: the model scales RoPE (%s), which llama2.c cannot express", p,
+              mpq_rope_scaling_name(a->rope_scaling));
     MPQ_CHECK(a->n_heads * a->head_dim == a->dim, MPQ_ERR_ARG,
               "%s: llama2.c export: head_dim %lld * n_heads %lld != dim %lld (llama2.c derives "
               "head_dim from dim)",

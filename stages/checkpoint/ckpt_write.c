@@ -403,6 +403,12 @@ mpq_err mpq_ckpt_write_arch(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_arch *ar
     MPQ_TRY(attr_i32(ctx, g, "tied_embeddings", a.tied_embeddings, what));
     MPQ_TRY(attr_i32(ctx, g, "qkv_bias", a.qkv_bias, what));
     MPQ_TRY(attr_i32(ctx, g, "rope_interleaved", a.rope_interleaved, what));
+    MPQ_TRY(attr_i32(ctx, g, "o_bias", a.o_bias, what));
+    MPQ_TRY(attr_str(ctx, g, "rope_scaling", mpq_rope_scaling_name(a.rope_scaling), what));
+    MPQ_TRY(attr_f64(ctx, g, "rope_factor", a.rope_factor, what));
+    MPQ_TRY(attr_f64(ctx, g, "rope_low_freq_factor", a.rope_low_freq, what));
+    MPQ_TRY(attr_f64(ctx, g, "rope_high_freq_factor", a.rope_high_freq, what));
+    MPQ_TRY(attr_i64(ctx, g, "rope_original_max_position", a.rope_orig_max, what));
 cleanup:
     if (g >= 0)
         H5Gclose(g);

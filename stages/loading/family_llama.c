@@ -35,7 +35,8 @@ typedef struct llama_block {
     const float *w[LPER];      /* weights [out][in]: the mapping (aligned F32) or a substituted
                                   copy; NULL: converted from t[j] when the block runs */
     const mpq_tensor *t[LPER]; /* the file's tensors */
-    const float *bias[3];      /* q/k/v biases (Qwen2) or NULL */
+    const float *bias[LO + 1]; /* q/k/v biases (Qwen2, attention_bias), o bias
+                                  (attention_bias) or NULL */
 } llama_block;
 
 typedef struct llama {
@@ -176,7 +177,7 @@ static mpq_err llama_create(mpq_ctx *ctx, const mpq_model *m, const mpq_config *
              * at a time when the block runs (stage), not all at load. */
             MPQ_TRY(mpq_model_get(ctx, m, LI->tensor, 2, shapes[j], &B->t[j]));
             B->w[j] = mapped_f32(B->t[j]);
-            if (a->qkv_bias && j <= LV) {
+            if ((a->qkv_bias && j <= LV) || (a->o_bias && j == LO)) {
                 int64_t sb[1] = {shapes[j][0]};
                 snprintf(name, sizeof name, "model.layers.%lld.%s.bias", (long long)b,
                          layer_suffix[j]);
@@ -249,8 +250,9 @@ static mpq_err ensure_scratch(mpq_ctx *ctx, llama *L, int64_t rows, int64_t maxl
         MPQ_ALLOC(L->rcos, maxl * half);
         MPQ_ALLOC(L->rsin, maxl * half);
         for (int64_t j = 0; j < half; j++) {
-            /* Pair j rotates with frequency theta^(-2j/head_dim). */
-            double freq = pow(L->a.rope_theta, -(double)(2 * j) / (double)L->hd);
+            /* Pair j rotates with frequency theta^(-2j/head_dim), scaled
+             * as the config says. */
+            double freq = mpq_rope_inv_freq(&L->a, j);
             for (int64_t p = 0; p < maxl; p++) {
                 double ang = (double)p * freq;
                 L->rcos[p * half + j] = (float)cos(ang);
@@ -407,6 +409,9 @@ static mpq_err llama_block_fwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_b
     }
     MPQ_CALL(call_hook(ctx, hook, ud, b, LO, LO, L->att, R, L->qdim));
     gemm_wt(L->att, W[LO], x, R, L->qdim, L->dim, 1.0f);
+    for (int64_t r = 0; B->bias[LO] && r < R; r++)
+        for (int64_t i = 0; i < L->dim; i++)
+            x[r * L->dim + i] += B->bias[LO][i];
 
     /* SwiGLU MLP. */
     mpq_rmsnorm(L->xb, x, B->ffn_norm, R, L->dim, L->a.norm_eps);

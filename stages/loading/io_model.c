@@ -368,6 +368,25 @@ mpq_err mpq_tensor_read_f32(mpq_ctx *ctx, const mpq_tensor *t, int64_t first, in
 
 /* ---- the Llama architecture check ---------------------------------------- */
 
+const char *mpq_rope_scaling_name(int kind) {
+    return kind == MPQ_ROPE_LINEAR ? "linear" : kind == MPQ_ROPE_LLAMA3 ? "llama3" : "none";
+}
+
+double mpq_rope_inv_freq(const mpq_arch *a, int64_t i) {
+    const double f = pow(a->rope_theta, -(double)(2 * i) / (double)a->head_dim);
+    if (a->rope_scaling == MPQ_ROPE_LINEAR)
+        return f / a->rope_factor;
+    if (a->rope_scaling != MPQ_ROPE_LLAMA3)
+        return f;
+    const double w = 2.0 * M_PI / f, orig = (double)a->rope_orig_max;
+    if (w < orig / a->rope_high_freq)
+        return f;
+    if (w > orig / a->rope_low_freq)
+        return f / a->rope_factor;
+    const double s = (orig / w - a->rope_low_freq) / (a->rope_high_freq - a->rope_low_freq);
+    return (1.0 - s) * f / a->rope_factor + s * f;
+}
+
 mpq_err mpq_io_check_llama(mpq_ctx *ctx, const mpq_model *m) {
     const mpq_arch *a = &m->arch;
     const char *src = m->nmaps ? m->maps[0]->path : m->path;
@@ -385,6 +404,18 @@ mpq_err mpq_io_check_llama(mpq_ctx *ctx, const mpq_model *m) {
     MPQ_CHECK(a->head_dim % 2 == 0, MPQ_ERR_FORMAT,
               "%s: head_dim (%lld) must be even for rotary embeddings", src,
               (long long)a->head_dim);
+    MPQ_CHECK(a->rope_scaling == MPQ_ROPE_NONE ||
+                  (a->rope_factor >= 1.0 && isfinite(a->rope_factor) &&
+                   (a->rope_scaling == MPQ_ROPE_LINEAR ||
+                    (a->rope_orig_max > 0 && a->rope_low_freq > 0.0 &&
+                     a->rope_high_freq > a->rope_low_freq && isfinite(a->rope_high_freq)))),
+              MPQ_ERR_FORMAT,
+              "%s: rope scaling %s: factor %g must be >= 1 (llama3: low_freq_factor %g > 0, "
+              "high_freq_factor %g above it, original_max_position_embeddings %lld > 0)",
+              src, mpq_rope_scaling_name(a->rope_scaling), a->rope_factor, a->rope_low_freq,
+              a->rope_high_freq, (long long)a->rope_orig_max);
+    MPQ_CHECK(!a->o_bias || a->qkv_bias, MPQ_ERR_FORMAT,
+              "%s: an o_proj bias without q/k/v biases is not a supported layout", src);
     int64_t q = 0, kv = 0;
     MPQ_CALL(mpq_mul64(ctx, a->n_heads, a->head_dim, "n_heads * head_dim", &q));
     MPQ_CALL(mpq_mul64(ctx, a->n_kv_heads, a->head_dim, "n_kv_heads * head_dim", &kv));
@@ -400,7 +431,7 @@ mpq_err mpq_io_check_llama(mpq_ctx *ctx, const mpq_model *m) {
         const char *suffix;
         int ndim;
         int64_t shape[2];
-        int bias;
+        int bias; /* 1: q/k/v bias (qkv_bias), 2: o bias (o_bias) */
     } per_layer[] = {
         {"input_layernorm.weight", 1, {a->dim, 0}, 0},
         {"self_attn.q_proj.weight", 2, {q, a->dim}, 0},
@@ -410,6 +441,7 @@ mpq_err mpq_io_check_llama(mpq_ctx *ctx, const mpq_model *m) {
         {"self_attn.k_proj.bias", 1, {kv, 0}, 1},
         {"self_attn.v_proj.bias", 1, {kv, 0}, 1},
         {"self_attn.o_proj.weight", 2, {a->dim, q}, 0},
+        {"self_attn.o_proj.bias", 1, {a->dim, 0}, 2},
         {"post_attention_layernorm.weight", 1, {a->dim, 0}, 0},
         {"mlp.gate_proj.weight", 2, {a->hidden_dim, a->dim}, 0},
         {"mlp.up_proj.weight", 2, {a->hidden_dim, a->dim}, 0},
@@ -417,7 +449,7 @@ mpq_err mpq_io_check_llama(mpq_ctx *ctx, const mpq_model *m) {
     };
     for (int64_t l = 0; l < a->n_layers; l++) {
         for (size_t k = 0; k < sizeof per_layer / sizeof per_layer[0]; k++) {
-            if (per_layer[k].bias && !a->qkv_bias)
+            if ((per_layer[k].bias == 1 && !a->qkv_bias) || (per_layer[k].bias == 2 && !a->o_bias))
                 continue;
             snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, per_layer[k].suffix);
             MPQ_CALL(mpq_model_get(ctx, m, name, per_layer[k].ndim, per_layer[k].shape, &t));

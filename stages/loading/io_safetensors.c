@@ -257,10 +257,17 @@ cleanup:
     return err;
 }
 
+/* The name a key has inside its object: "parent.key" names a key of a
+ * nested object in messages and is looked up as "key". */
+static const char *cfg_leaf(const char *key) {
+    const char *d = strrchr(key, '.');
+    return d ? d + 1 : key;
+}
+
 /* A required positive integer of config.json. */
 static mpq_err cfg_int(mpq_ctx *ctx, const char *path, const cJSON *cfg, const char *key,
                        int64_t def, int64_t *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, cfg_leaf(key));
     if (!v || cJSON_IsNull(v)) {
         MPQ_CHECK(def > 0, MPQ_ERR_FORMAT, "%s: required key \"%s\" is missing", path, key);
         *out = def;
@@ -275,7 +282,7 @@ static mpq_err cfg_int(mpq_ctx *ctx, const char *path, const cJSON *cfg, const c
 
 static mpq_err cfg_real(mpq_ctx *ctx, const char *path, const cJSON *cfg, const char *key,
                         double def, double *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, cfg_leaf(key));
     if (!v || cJSON_IsNull(v)) {
         MPQ_CHECK(def > 0, MPQ_ERR_FORMAT, "%s: required key \"%s\" is missing", path, key);
         *out = def;
@@ -299,6 +306,45 @@ static const struct {
     {"qwen2", "Qwen2ForCausalLM", 1},
     {"smollm", "SmolLMForCausalLM", 0}, /* SmolLM ships as model_type "llama"; accepted anyway */
 };
+
+/* rope_scaling: null, or an object whose "rope_type" (or older "type")
+ * is "default" (no scaling), "linear" (factor) or "llama3" (factor,
+ * low_freq_factor, high_freq_factor, original_max_position_embeddings).
+ * Other types are refused, naming them. */
+static mpq_err read_rope_scaling(mpq_ctx *ctx, const char *path, const cJSON *cfg, mpq_arch *a) {
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
+    a->rope_scaling = MPQ_ROPE_NONE;
+    if (!rs || cJSON_IsNull(rs))
+        return MPQ_OK;
+    MPQ_CHECK(cJSON_IsObject(rs), MPQ_ERR_FORMAT,
+              "%s: key \"rope_scaling\" must be an object or null", path);
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    if (!ty)
+        ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    MPQ_CHECK(cJSON_IsString(ty), MPQ_ERR_FORMAT,
+              "%s: key \"rope_scaling\" has no string \"rope_type\" (or \"type\")", path);
+    const char *t = ty->valuestring;
+    if (strcmp(t, "default") == 0)
+        return MPQ_OK;
+    MPQ_CHECK(strcmp(t, "linear") == 0 || strcmp(t, "llama3") == 0, MPQ_ERR_FORMAT,
+              "%s: key \"rope_scaling\": rope_type \"%.40s\" is not supported (supported: "
+              "default, linear, llama3)",
+              path, t);
+    a->rope_scaling = strcmp(t, "linear") == 0 ? MPQ_ROPE_LINEAR : MPQ_ROPE_LLAMA3;
+    MPQ_CALL(cfg_real(ctx, path, rs, "rope_scaling.factor", 0.0, &a->rope_factor));
+    MPQ_CHECK(a->rope_factor >= 1.0, MPQ_ERR_FORMAT,
+              "%s: key \"rope_scaling.factor\" is %g; it must be at least 1", path, a->rope_factor);
+    if (a->rope_scaling == MPQ_ROPE_LINEAR)
+        return MPQ_OK;
+    MPQ_CALL(cfg_real(ctx, path, rs, "rope_scaling.low_freq_factor", 0.0, &a->rope_low_freq));
+    MPQ_CALL(cfg_real(ctx, path, rs, "rope_scaling.high_freq_factor", 0.0, &a->rope_high_freq));
+    MPQ_CALL(cfg_int(ctx, path, rs, "rope_scaling.original_max_position_embeddings", 0,
+                     &a->rope_orig_max));
+    MPQ_CHECK(a->rope_high_freq > a->rope_low_freq, MPQ_ERR_FORMAT,
+              "%s: key \"rope_scaling\": high_freq_factor %g must be above low_freq_factor %g",
+              path, a->rope_high_freq, a->rope_low_freq);
+    return MPQ_OK;
+}
 
 static mpq_err read_config(mpq_ctx *ctx, const char *path, mpq_arch *a) {
     mpq_err err = MPQ_OK;
@@ -342,9 +388,7 @@ static mpq_err read_config(mpq_ctx *ctx, const char *path, mpq_arch *a) {
     MPQ_ENSURE(!tie || cJSON_IsBool(tie) || cJSON_IsNull(tie), MPQ_ERR_FORMAT,
                "%s: key \"tie_word_embeddings\" must be true or false", path);
     a->tied_embeddings = cJSON_IsTrue(tie);
-    const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
-    MPQ_ENSURE(!scaling || cJSON_IsNull(scaling), MPQ_ERR_FORMAT,
-               "%s: key \"rope_scaling\" is set; scaled RoPE is not supported", path);
+    MPQ_TRY(read_rope_scaling(ctx, path, cfg, a));
     /* Sliding-window attention (Mistral v0.1; Qwen2 with use_sliding_window)
      * is not implemented: refuse it rather than compute full attention. A
      * window at least the context length is full attention. */
@@ -358,10 +402,21 @@ static mpq_err read_config(mpq_ctx *ctx, const char *path, mpq_arch *a) {
                    "sliding-window attention is not supported",
                    path, (long long)win, (long long)a->seq_len);
     }
+    /* Llama's attention_bias: q/k/v and o_proj biases (Qwen2 has q/k/v
+     * biases whatever the key says). */
     const cJSON *abias = cJSON_GetObjectItemCaseSensitive(cfg, "attention_bias");
-    MPQ_ENSURE(!cJSON_IsTrue(abias) || a->qkv_bias, MPQ_ERR_FORMAT,
-               "%s: key \"attention_bias\" is true; attention biases are supported for qwen2 only",
-               path);
+    MPQ_ENSURE(!abias || cJSON_IsBool(abias) || cJSON_IsNull(abias), MPQ_ERR_FORMAT,
+               "%s: key \"attention_bias\" must be true or false", path);
+    if (cJSON_IsTrue(abias) && !a->qkv_bias) {
+        MPQ_ENSURE(strcmp(a->model_type, "mistral") != 0, MPQ_ERR_FORMAT,
+                   "%s: key \"attention_bias\" is true, but mistral has no attention biases "
+                   "(llama: q/k/v/o biases; qwen2: q/k/v)",
+                   path);
+        a->qkv_bias = a->o_bias = 1;
+    }
+    const cJSON *mbias = cJSON_GetObjectItemCaseSensitive(cfg, "mlp_bias");
+    MPQ_ENSURE(!cJSON_IsTrue(mbias), MPQ_ERR_FORMAT,
+               "%s: key \"mlp_bias\" is true; MLP biases are not supported", path);
 cleanup:
     cJSON_Delete(cfg);
     return err;

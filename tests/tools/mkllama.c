@@ -6,10 +6,14 @@
  *
  *   mkllama DIR [--hidden H] [--intermediate I] [--layers L] [--heads A]
  *               [--kv-heads K] [--vocab V] [--context C] [--shard-mib S]
- *               [--seed N] [--tied]
+ *               [--seed N] [--tied] [--head-dim D] [--attention-bias]
+ *               [--rope-scaling linear:F | llama3:F:LOW:HIGH:ORIGINAL]
  *
  * Defaults: hidden 512, intermediate 1408, 2 layers, 8 heads, kv-heads =
- * heads, vocab 512, context 256, shards of at most 2048 MiB, seed 1.
+ * heads, vocab 512, context 256, shards of at most 2048 MiB, seed 1,
+ * head_dim hidden / heads, no biases, no RoPE scaling. --attention-bias
+ * adds q/k/v/o biases (Llama's attention_bias; all ones, as norm weights);
+ * --rope-scaling writes config.json's rope_scaling.
  * Weights are uniform with the standard deviation 1/sqrt(fan-in) of the
  * usual initialisation; norm weights are 1. Written independently of
  * mpquant's readers, from the safetensors specification (8-byte
@@ -37,6 +41,9 @@ typedef struct shape {
     int64_t hidden, inter, layers, heads, kv_heads, vocab, context, shard_bytes;
     uint64_t seed;
     int tied;
+    int64_t head_dim; /* 0: hidden / heads */
+    int attn_bias;
+    const char *rope; /* --rope-scaling argument, or NULL */
 } shape;
 
 static int64_t numel(const tensor *t) {
@@ -71,7 +78,8 @@ static int add(tensor *ts, int *n, const char *name, int64_t rows, int64_t cols)
 }
 
 static int list_tensors(const shape *s, tensor *ts, int *n) {
-    const int64_t hd = s->hidden / s->heads, kv = s->kv_heads * hd;
+    const int64_t hd = s->head_dim ? s->head_dim : s->hidden / s->heads, kv = s->kv_heads * hd,
+                  q = s->heads * hd;
     char nm[96];
     *n = 0;
     int rc = add(ts, n, "model.embed_tokens.weight", s->vocab, s->hidden);
@@ -80,15 +88,21 @@ static int list_tensors(const shape *s, tensor *ts, int *n) {
             const char *what;
             int64_t rows, cols;
         } per[] = {{"input_layernorm.weight", s->hidden, 0},
-                   {"self_attn.q_proj.weight", s->hidden, s->hidden},
+                   {"self_attn.q_proj.weight", q, s->hidden},
                    {"self_attn.k_proj.weight", kv, s->hidden},
                    {"self_attn.v_proj.weight", kv, s->hidden},
-                   {"self_attn.o_proj.weight", s->hidden, s->hidden},
+                   {"self_attn.o_proj.weight", s->hidden, q},
+                   {"self_attn.q_proj.bias", s->attn_bias ? q : 0, 0},
+                   {"self_attn.k_proj.bias", s->attn_bias ? kv : 0, 0},
+                   {"self_attn.v_proj.bias", s->attn_bias ? kv : 0, 0},
+                   {"self_attn.o_proj.bias", s->attn_bias ? s->hidden : 0, 0},
                    {"post_attention_layernorm.weight", s->hidden, 0},
                    {"mlp.gate_proj.weight", s->inter, s->hidden},
                    {"mlp.up_proj.weight", s->inter, s->hidden},
                    {"mlp.down_proj.weight", s->hidden, s->inter}};
         for (size_t k = 0; k < sizeof per / sizeof per[0] && rc == 0; k++) {
+            if (per[k].rows == 0)
+                continue; /* a bias the model does not have */
             snprintf(nm, sizeof nm, "model.layers.%lld.%s", (long long)l, per[k].what);
             rc = add(ts, n, nm, per[k].rows, per[k].cols);
         }
@@ -193,19 +207,44 @@ static int write_config(const char *dir, const shape *s) {
     cJSON_AddNumberToObject(c, "rope_theta", 10000.0);
     cJSON_AddBoolToObject(c, "tie_word_embeddings", s->tied);
     cJSON_AddStringToObject(c, "torch_dtype", "bfloat16");
+    if (s->head_dim)
+        cJSON_AddNumberToObject(c, "head_dim", (double)s->head_dim);
+    cJSON_AddBoolToObject(c, "attention_bias", s->attn_bias);
+    if (s->rope) {
+        double f = 0, lo = 0, hi = 0, orig = 0;
+        cJSON *r = cJSON_AddObjectToObject(c, "rope_scaling");
+        if (sscanf(s->rope, "linear:%lf", &f) == 1) {
+            cJSON_AddStringToObject(r, "rope_type", "linear");
+        } else if (sscanf(s->rope, "llama3:%lf:%lf:%lf:%lf", &f, &lo, &hi, &orig) == 4) {
+            cJSON_AddStringToObject(r, "rope_type", "llama3");
+            cJSON_AddNumberToObject(r, "low_freq_factor", lo);
+            cJSON_AddNumberToObject(r, "high_freq_factor", hi);
+            cJSON_AddNumberToObject(r, "original_max_position_embeddings", orig);
+        } else {
+            fprintf(stderr, "mkllama: --rope-scaling '%s': linear:F or llama3:F:LOW:HIGH:ORIG\n",
+                    s->rope);
+            cJSON_Delete(c);
+            return -1;
+        }
+        cJSON_AddNumberToObject(r, "factor", f);
+    }
     int rc = write_json(path, c);
     cJSON_Delete(c);
     return rc;
 }
 
 static int parse_args(int argc, char **argv, const char **dir, shape *s) {
-    *s = (shape){512, 1408, 2, 8, 0, 512, 256, (int64_t)2048 << 20, 1, 0};
+    *s = (shape){512, 1408, 2, 8, 0, 512, 256, (int64_t)2048 << 20, 1, 0, 0, 0, NULL};
     *dir = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int64_t *dst = NULL;
-        if (strcmp(a, "--tied") == 0) {
-            s->tied = 1;
+        if (strcmp(a, "--tied") == 0 || strcmp(a, "--attention-bias") == 0) {
+            *(a[2] == 't' ? &s->tied : &s->attn_bias) = 1;
+            continue;
+        }
+        if (strcmp(a, "--rope-scaling") == 0 && i + 1 < argc) {
+            s->rope = argv[++i];
             continue;
         }
         if (a[0] != '-') {
@@ -227,6 +266,8 @@ static int parse_args(int argc, char **argv, const char **dir, shape *s) {
             dst = &s->vocab;
         else if (strcmp(a, "--context") == 0)
             dst = &s->context;
+        else if (strcmp(a, "--head-dim") == 0)
+            dst = &s->head_dim;
         else if (strcmp(a, "--shard-mib") == 0 || strcmp(a, "--seed") == 0)
             dst = &mib;
         if (!dst || i + 1 >= argc) {
@@ -247,11 +288,12 @@ static int parse_args(int argc, char **argv, const char **dir, shape *s) {
     }
     if (!s->kv_heads)
         s->kv_heads = s->heads;
-    if (!*dir || s->hidden % s->heads || s->heads % s->kv_heads) {
+    if (!*dir || (s->hidden % s->heads && !s->head_dim) || s->heads % s->kv_heads) {
         fprintf(stderr, "usage: mkllama DIR [--hidden H] [--intermediate I] [--layers L] "
                         "[--heads A] [--kv-heads K] [--vocab V] [--context C] [--shard-mib S] "
-                        "[--seed N] [--tied]\n(hidden must be a multiple of heads, heads of "
-                        "kv-heads)\n");
+                        "[--seed N] [--tied] [--head-dim D] [--attention-bias] [--rope-scaling "
+                        "linear:F|llama3:F:LOW:HIGH:ORIG]\n(hidden must be a multiple of heads "
+                        "unless head-dim is given, heads of kv-heads)\n");
         return -1;
     }
     return 0;
@@ -266,7 +308,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "mkllama: cannot create %s: %s\n", dir, strerror(errno));
         return 1;
     }
-    const int cap = (int)(9 * s.layers + 3);
+    const int cap = (int)(13 * s.layers + 3); /* 9 per layer, 4 more with biases */
     tensor *ts = calloc((size_t)cap, sizeof *ts);
     int n = 0;
     if (!ts || list_tensors(&s, ts, &n) != 0) {
