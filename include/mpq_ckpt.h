@@ -10,7 +10,7 @@
  *                            n_kv_heads, head_dim, vocab_size, seq_len (int64);
  *                            norm_eps, rope_theta (double); tied_embeddings, qkv_bias,
  *                            rope_interleaved, o_bias (int32); rope_scaling ("none",
- *                            "linear", "llama3"), rope_factor, rope_low_freq_factor,
+ *                            "linear", "llama3", "dynamic"), rope_factor, rope_low_freq_factor,
  *                            rope_high_freq_factor (double), rope_original_max_position
  *                            (int64); the last six may be absent (no o bias, no scaling)
  *   /layers/<tensor name>    group, one per quantized layer; attrs:

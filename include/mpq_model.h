@@ -72,8 +72,8 @@ typedef struct mpq_arch {
     int qkv_bias;        /* q/k/v projections have biases (Qwen2, Llama attention_bias) */
     int o_bias;          /* o_proj has a bias too (Llama attention_bias) */
     /* RoPE frequency scaling (config.json rope_scaling, mpq_rope_inv_freq) */
-    int rope_scaling;      /* MPQ_ROPE_NONE, _LINEAR or _LLAMA3 */
-    double rope_factor;    /* linear and llama3: factor */
+    int rope_scaling;      /* MPQ_ROPE_NONE, _LINEAR, _LLAMA3 or _DYNAMIC */
+    double rope_factor;    /* linear, llama3 and dynamic: factor */
     double rope_low_freq;  /* llama3: low_freq_factor */
     double rope_high_freq; /* llama3: high_freq_factor */
     int64_t rope_orig_max; /* llama3: original_max_position_embeddings */
@@ -83,17 +83,21 @@ typedef struct mpq_arch {
                               "qwen2"), "llama2.c" for llama2.c files, "" when unknown */
 } mpq_arch;
 
-enum { MPQ_ROPE_NONE = 0, MPQ_ROPE_LINEAR = 1, MPQ_ROPE_LLAMA3 = 2 };
+enum { MPQ_ROPE_NONE = 0, MPQ_ROPE_LINEAR = 1, MPQ_ROPE_LLAMA3 = 2, MPQ_ROPE_DYNAMIC = 3 };
 
 /* Local. The rotary frequency of pair i (0 <= i < head_dim / 2) of a:
  * theta^(-2i / head_dim), divided by rope_factor for linear scaling; for
  * llama3 scaling, with wavelength w = 2 pi / f, unchanged when w is below
  * rope_orig_max / rope_high_freq, divided by rope_factor above
  * rope_orig_max / rope_low_freq, and in between the mix (1 - s) f / factor
- * + s f with s = (rope_orig_max / w - low) / (high - low). */
+ * + s f with s = (rope_orig_max / w - low) / (high - low). Dynamic (NTK)
+ * scaling changes the frequencies only for sequences longer than seq_len,
+ * which the Llama family refuses: unchanged. */
 double mpq_rope_inv_freq(const mpq_arch *a, int64_t i);
-/* Local. "none", "linear" or "llama3". */
+/* Local. "none", "linear", "llama3" or "dynamic"; and the kind of such a
+ * name, -1 for any other. */
 const char *mpq_rope_scaling_name(int kind);
+int mpq_rope_scaling_find(const char *name);
 
 typedef struct mpq_model mpq_model;
 

@@ -84,8 +84,9 @@ void mpq_cli_arch_print(const mpq_arch *a) {
            "qkv_bias %s, o_bias %s\n",
            a->norm_eps, a->rope_theta, a->rope_interleaved ? "interleaved" : "half-rotation",
            a->tied_embeddings ? "yes" : "no", a->qkv_bias ? "yes" : "no", a->o_bias ? "yes" : "no");
-    if (a->rope_scaling == MPQ_ROPE_LINEAR)
-        printf("              rope_scaling linear, factor %g\n", a->rope_factor);
+    if (a->rope_scaling == MPQ_ROPE_LINEAR || a->rope_scaling == MPQ_ROPE_DYNAMIC)
+        printf("              rope_scaling %s, factor %g\n", mpq_rope_scaling_name(a->rope_scaling),
+               a->rope_factor);
     else if (a->rope_scaling == MPQ_ROPE_LLAMA3)
         printf("              rope_scaling llama3, factor %g, low_freq_factor %g, "
                "high_freq_factor %g, original_max_position_embeddings %lld\n",

@@ -399,12 +399,12 @@ static mpq_err read_arch(mpq_ctx *ctx, const char *path, hid_t file, mpq_arch *a
         MPQ_TRY(attr_i64(ctx, path, where, g, "o_bias", &v));
         a->o_bias = v != 0;
         MPQ_TRY(attr_str(ctx, path, where, g, "rope_scaling", rs, sizeof rs));
-        a->rope_scaling = strcmp(rs, "linear") == 0   ? MPQ_ROPE_LINEAR
-                          : strcmp(rs, "llama3") == 0 ? MPQ_ROPE_LLAMA3
-                                                      : MPQ_ROPE_NONE;
-        MPQ_ENSURE(a->rope_scaling != MPQ_ROPE_NONE || strcmp(rs, "none") == 0, MPQ_ERR_FORMAT,
-                   "%s: %s: attribute 'rope_scaling' is \"%s\" (none, linear or llama3)", path,
-                   where, rs);
+        const int kind = mpq_rope_scaling_find(rs);
+        MPQ_ENSURE(kind >= 0, MPQ_ERR_FORMAT,
+                   "%s: %s: attribute 'rope_scaling' is \"%s\" (none, linear, llama3 or "
+                   "dynamic)",
+                   path, where, rs);
+        a->rope_scaling = kind;
         MPQ_TRY(attr_f64(ctx, path, where, g, "rope_factor", &a->rope_factor));
         MPQ_TRY(attr_f64(ctx, path, where, g, "rope_low_freq_factor", &a->rope_low_freq));
         MPQ_TRY(attr_f64(ctx, path, where, g, "rope_high_freq_factor", &a->rope_high_freq));

@@ -341,6 +341,10 @@ static mpq_err llama_block_fwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_b
     }
     MPQ_CHECK(sum == R, MPQ_ERR_ARG, "sequence lengths sum to %lld, batch has %lld rows",
               (long long)sum, (long long)R);
+    MPQ_CHECK(L->a.rope_scaling != MPQ_ROPE_DYNAMIC || maxl <= L->a.seq_len, MPQ_ERR_ARG,
+              "a sequence of %lld tokens is longer than max_position_embeddings %lld, where "
+              "dynamic RoPE scaling would change the frequencies",
+              (long long)maxl, (long long)L->a.seq_len);
     int ri = 0;
     MPQ_CALL(mpq_to_int(ctx, R * (L->hidden > L->qdim ? L->hidden : L->qdim), "batch size", &ri));
     MPQ_CALL(ensure_scratch(ctx, L, R, maxl));

@@ -368,8 +368,17 @@ mpq_err mpq_tensor_read_f32(mpq_ctx *ctx, const mpq_tensor *t, int64_t first, in
 
 /* ---- the Llama architecture check ---------------------------------------- */
 
+static const char *const rope_names[] = {"none", "linear", "llama3", "dynamic"};
+
 const char *mpq_rope_scaling_name(int kind) {
-    return kind == MPQ_ROPE_LINEAR ? "linear" : kind == MPQ_ROPE_LLAMA3 ? "llama3" : "none";
+    return kind >= 0 && kind < 4 ? rope_names[kind] : "none";
+}
+
+int mpq_rope_scaling_find(const char *name) {
+    for (int k = 0; k < 4; k++)
+        if (strcmp(name, rope_names[k]) == 0)
+            return k;
+    return -1;
 }
 
 double mpq_rope_inv_freq(const mpq_arch *a, int64_t i) {
@@ -406,11 +415,11 @@ mpq_err mpq_io_check_llama(mpq_ctx *ctx, const mpq_model *m) {
               (long long)a->head_dim);
     MPQ_CHECK(a->rope_scaling == MPQ_ROPE_NONE ||
                   (a->rope_factor >= 1.0 && isfinite(a->rope_factor) &&
-                   (a->rope_scaling == MPQ_ROPE_LINEAR ||
+                   (a->rope_scaling != MPQ_ROPE_LLAMA3 ||
                     (a->rope_orig_max > 0 && a->rope_low_freq > 0.0 &&
                      a->rope_high_freq > a->rope_low_freq && isfinite(a->rope_high_freq)))),
               MPQ_ERR_FORMAT,
-              "%s: rope scaling %s: factor %g must be >= 1 (llama3: low_freq_factor %g > 0, "
+              "%s: rope scaling %s: factor %g must be at least 1 (llama3: low_freq_factor %g > 0, "
               "high_freq_factor %g above it, original_max_position_embeddings %lld > 0)",
               src, mpq_rope_scaling_name(a->rope_scaling), a->rope_factor, a->rope_low_freq,
               a->rope_high_freq, (long long)a->rope_orig_max);

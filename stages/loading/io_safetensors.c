@@ -308,9 +308,9 @@ static const struct {
 };
 
 /* rope_scaling: null, or an object whose "rope_type" (or older "type")
- * is "default" (no scaling), "linear" (factor) or "llama3" (factor,
- * low_freq_factor, high_freq_factor, original_max_position_embeddings).
- * Other types are refused, naming them. */
+ * is "default" (no scaling), "linear" or "dynamic" (factor) or "llama3"
+ * (factor, low_freq_factor, high_freq_factor,
+ * original_max_position_embeddings). Other types are refused, naming them. */
 static mpq_err read_rope_scaling(mpq_ctx *ctx, const char *path, const cJSON *cfg, mpq_arch *a) {
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
     a->rope_scaling = MPQ_ROPE_NONE;
@@ -326,15 +326,16 @@ static mpq_err read_rope_scaling(mpq_ctx *ctx, const char *path, const cJSON *cf
     const char *t = ty->valuestring;
     if (strcmp(t, "default") == 0)
         return MPQ_OK;
-    MPQ_CHECK(strcmp(t, "linear") == 0 || strcmp(t, "llama3") == 0, MPQ_ERR_FORMAT,
+    const int kind = mpq_rope_scaling_find(t);
+    MPQ_CHECK(kind > 0, MPQ_ERR_FORMAT,
               "%s: key \"rope_scaling\": rope_type \"%.40s\" is not supported (supported: "
-              "default, linear, llama3)",
+              "default, linear, llama3, dynamic)",
               path, t);
-    a->rope_scaling = strcmp(t, "linear") == 0 ? MPQ_ROPE_LINEAR : MPQ_ROPE_LLAMA3;
+    a->rope_scaling = kind;
     MPQ_CALL(cfg_real(ctx, path, rs, "rope_scaling.factor", 0.0, &a->rope_factor));
     MPQ_CHECK(a->rope_factor >= 1.0, MPQ_ERR_FORMAT,
               "%s: key \"rope_scaling.factor\" is %g; it must be at least 1", path, a->rope_factor);
-    if (a->rope_scaling == MPQ_ROPE_LINEAR)
+    if (a->rope_scaling != MPQ_ROPE_LLAMA3)
         return MPQ_OK;
     MPQ_CALL(cfg_real(ctx, path, rs, "rope_scaling.low_freq_factor", 0.0, &a->rope_low_freq));
     MPQ_CALL(cfg_real(ctx, path, rs, "rope_scaling.high_freq_factor", 0.0, &a->rope_high_freq));
