@@ -81,7 +81,9 @@ typedef struct mpq_config {
 
     struct {
         char *text;              /* language models: text file of documents */
-        int64_t docs;            /* first N documents (0 = all) */
+        int64_t docs;            /* first N documents or windows (0 = all) */
+        char *protocol;          /* language models: docs | windows (mpq_eval.h) */
+        int64_t window;          /* windows: tokens per window (0 = context, <= 2048) */
         int enabled;             /* mpquant run: evaluate at all */
         char *images;            /* classifiers: IDX images */
         char *labels;            /* classifiers: IDX labels */

@@ -9,10 +9,19 @@
  * sums are gathered to rank 0 in item order and summed there sequentially,
  * then broadcast: the results are the same bits for any number of ranks.
  *
- * Language-model protocol (shared/README.md): documents split at blank
- * lines, the first N, each encoded with BOS and a dummy leading space,
- * truncated to the model's seq_len; a document of n tokens gives n-1
- * next-token predictions; PPL = exp(total NLL / predictions).
+ * Language-model protocols (eval.protocol):
+ *   docs     (shared/README.md) documents split at blank lines, the first
+ *            N, each encoded with BOS and a dummy leading space, truncated
+ *            to the model's seq_len; a document of n tokens gives n-1
+ *            next-token predictions; PPL = exp(total NLL / predictions).
+ *   windows  (the WikiText-2 protocol of the GPTQ papers) the whole text
+ *            encoded as one token stream (BOS once, at its start), cut into
+ *            non-overlapping windows of W tokens (eval.window; 0 = the
+ *            model's context, at most 2048), the tail shorter than W
+ *            dropped; each window is a sequence of its own with W-1
+ *            predictions; the first N windows (0 = all). llama.cpp's
+ *            llama-perplexity differs: it scores only the second half of
+ *            each window.
  *
  * A second family `ref` (may be NULL) is the full-precision reference: KLD is
  * the mean over predictions of KL(P_ref || P_model) in nats, top-1 agreement
@@ -31,8 +40,20 @@ struct mpq_ctx;
 struct mpq_tokenizer;
 struct cJSON;
 
+/* What a language model is evaluated on (the eval section). */
+typedef struct mpq_lm_protocol {
+    const char *text;  /* text file */
+    int windows;       /* 0: documents; 1: windows */
+    int64_t max_items; /* first N documents or windows (<= 0: all) */
+    int64_t window;    /* windows: tokens per window (0: context, at most 2048) */
+} mpq_lm_protocol;
+
+/* The default window: the model's context, at most this many tokens. */
+#define MPQ_EVAL_WINDOW_MAX 2048
+
 typedef struct mpq_lm_result {
-    int64_t docs;
+    int64_t docs;   /* documents, or windows */
+    int64_t window; /* windows protocol: tokens per window (0: documents) */
     int64_t predictions;
     double nll;      /* total negative log-likelihood, nats */
     double mean_nll; /* nll / predictions */
@@ -86,6 +107,16 @@ mpq_err mpq_eval_lm_tokens(struct mpq_ctx *ctx, mpq_family *f, mpq_family *ref,
 mpq_err mpq_eval_lm_text(struct mpq_ctx *ctx, mpq_family *f, mpq_family *ref,
                          const struct mpq_tokenizer *tok, const char *text_path, int64_t max_docs,
                          mpq_lm_result *out);
+/* Collective. The windows protocol on text_path: rank 0 reads and encodes
+ * the whole text and broadcasts the tokens. A window longer than the
+ * family's max_seq, or a text shorter than one window, is an error naming
+ * the numbers. */
+mpq_err mpq_eval_lm_windows(struct mpq_ctx *ctx, mpq_family *f, mpq_family *ref,
+                            const struct mpq_tokenizer *tok, const char *text_path, int64_t window,
+                            int64_t max_windows, mpq_lm_result *out);
+/* Collective. The protocol p (mpq_eval_lm_text or mpq_eval_lm_windows). */
+mpq_err mpq_eval_lm(struct mpq_ctx *ctx, mpq_family *f, mpq_family *ref,
+                    const struct mpq_tokenizer *tok, const mpq_lm_protocol *p, mpq_lm_result *out);
 
 /* Collective. Images [n][pixels] (raw bytes, identical on every rank) with
  * labels [n]; forwarded in batches of `batch` images. The ranks share out

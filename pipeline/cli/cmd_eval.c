@@ -44,17 +44,29 @@ static mpq_err eval_lm(mpq_ctx *ctx, const mpq_config *cfg, mpq_family *f, mpq_f
         err = mpq_tokenizer_load(ctx, cfg->model.tokenizer, fi->vocab_size, &tok);
     MPQ_TRY(mpq_agree(ctx, err));
     mpq_lm_result r;
-    MPQ_TRY(mpq_eval_lm_text(ctx, f, ref, tok, cfg->eval.text, docs, &r));
+    const mpq_lm_protocol p = {.text = cfg->eval.text,
+                               .windows = strcmp(cfg->eval.protocol, "windows") == 0,
+                               .max_items = docs,
+                               .window = cfg->eval.window};
+    MPQ_TRY(mpq_eval_lm(ctx, f, ref, tok, &p, &r));
     if (ctx->rank == 0) {
-        printf("text: %s\ndocuments: %lld\npredictions: %lld\nmean_nll: %.6f\nppl: %.4f\n",
-               cfg->eval.text, (long long)r.docs, (long long)r.predictions, r.mean_nll, r.ppl);
+        printf("text: %s\n", cfg->eval.text);
+        if (r.window)
+            printf("windows: %lld of %lld tokens\n", (long long)r.docs, (long long)r.window);
+        else
+            printf("documents: %lld\n", (long long)r.docs);
+        printf("predictions: %lld\nmean_nll: %.6f\nppl: %.4f\n", (long long)r.predictions,
+               r.mean_nll, r.ppl);
         if (r.has_ref)
             printf("kld: %.6g\ntop1_agreement: %.6f\nreference_ppl: %.4f\n", r.kld,
                    r.top1_agreement, exp(r.ref_nll / (double)(r.predictions ? r.predictions : 1)));
         fflush(stdout);
     }
     cJSON_AddStringToObject(o, "text", cfg->eval.text);
+    cJSON_AddStringToObject(o, "protocol", r.window ? "windows" : "docs");
     cJSON_AddNumberToObject(o, "docs", (double)r.docs);
+    if (r.window)
+        cJSON_AddNumberToObject(o, "window", (double)r.window);
     cJSON_AddNumberToObject(o, "predictions", (double)r.predictions);
     cJSON_AddNumberToObject(o, "mean_nll", r.mean_nll);
     cJSON_AddNumberToObject(o, "ppl", r.ppl);
@@ -118,11 +130,11 @@ mpq_err mpq_cmd_eval(mpq_ctx *ctx, const mpq_cli *cli) {
     mpq_family *f = NULL, *rf = NULL;
     cJSON *o = NULL, *timers = NULL;
     /* The quick form's options become overrides after the command line's. */
-    static const char *const quick[][2] = {{"model", "model.path"},
-                                           {"tokenizer", "model.tokenizer"},
-                                           {"text", "eval.text"},
-                                           {"reference", "eval.reference"},
-                                           {"family", "model.family"}};
+    static const char *const quick[][2] = {
+        {"model", "model.path"},   {"tokenizer", "model.tokenizer"},
+        {"text", "eval.text"},     {"protocol", "eval.protocol"},
+        {"window", "eval.window"}, {"reference", "eval.reference"},
+        {"family", "model.family"}};
     enum { NQUICK = sizeof quick / sizeof quick[0] };
     char obuf[NQUICK][4096];
     mpq_cli c2 = *cli;

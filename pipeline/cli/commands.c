@@ -35,11 +35,13 @@ const mpq_command mpq_commands[] = {
         .help = "  --model=FILE       model (quick form for language models: no CONFIG needed)\n"
                 "  --tokenizer=FILE   llama2.c tokenizer.bin (model.tokenizer)\n"
                 "  --text=FILE        text split into documents at blank lines (eval.text)\n"
-                "  --docs=N           first N documents (eval.docs; 0 = all)\n"
+                "  --docs=N           first N documents or windows (eval.docs; 0 = all)\n"
+                "  --protocol=P       docs (default) or windows (eval.protocol)\n"
+                "  --window=N         windows: tokens per window (eval.window; 0 = context)\n"
                 "  --generate=N       greedy generation of N tokens from BOS\n"
                 "  --reference=FILE   full-precision model for KLD and top-1 agreement\n"
                 "  --family=NAME      auto (default), llama or cnn (model.family)\n",
-        .options = "model= tokenizer= text= docs= generate= reference= family=",
+        .options = "model= tokenizer= text= docs= protocol= window= generate= reference= family=",
         .min_pos = 0,
         .max_pos = 1,
         .run = mpq_cmd_eval,

@@ -46,7 +46,13 @@ const mpq_key_spec mpq_config_keys[] = {
      NOLIM, NULL,
      "language models: text file split into documents at blank lines (perplexity, KLD)"},
     {"eval.docs", MPQ_KEY_INT, OFF(eval.docs), "500", 0, 1e12, NULL,
-     "language models: evaluate the first N documents (0 = all)"},
+     "language models: evaluate the first N documents, or windows (0 = all)"},
+    {"eval.protocol", MPQ_KEY_ENUM, OFF(eval.protocol), "docs", NOLIM, "docs|windows",
+     "language models: docs (documents split at blank lines, each from BOS) or windows (the "
+     "whole text as one token stream in non-overlapping windows of eval.window tokens: the "
+     "WikiText-2 protocol of GPTQ papers)"},
+    {"eval.window", MPQ_KEY_INT, OFF(eval.window), "0", 0, 1e9, NULL,
+     "windows protocol: tokens per window (0 = the model's context, at most 2048)"},
     {"eval.images", MPQ_KEY_PATH, OFF(eval.images),
      "${MPQ_SHARED_DIR}/data/mnist/t10k-images-idx3-ubyte", NOLIM, NULL,
      "classifiers: IDX image file"},

@@ -286,7 +286,11 @@ mpq_err mpq_session_evaluate(mpq_ctx *ctx, const mpq_session *s, mpq_family *f, 
     if (e->task == MPQ_TASK_LM) {
         MPQ_CHECK(cfg->eval.text[0], MPQ_ERR_CONFIG, "%s: eval.text: no text file to evaluate on",
                   cfg->source);
-        MPQ_CALL(mpq_eval_lm_text(ctx, f, ref, s->tok, cfg->eval.text, cfg->eval.docs, &e->lm));
+        const mpq_lm_protocol p = {.text = cfg->eval.text,
+                                   .windows = strcmp(cfg->eval.protocol, "windows") == 0,
+                                   .max_items = cfg->eval.docs,
+                                   .window = cfg->eval.window};
+        MPQ_CALL(mpq_eval_lm(ctx, f, ref, s->tok, &p, &e->lm));
     } else {
         MPQ_CALL(mpq_eval_idx(ctx, f, ref, cfg->eval.images, cfg->eval.labels, cfg->eval.first,
                               cfg->eval.count, cfg->eval.batch, &e->cls));

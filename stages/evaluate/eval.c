@@ -456,6 +456,68 @@ cleanup:
     return err;
 }
 
+mpq_err mpq_eval_lm_windows(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const mpq_tokenizer *tok,
+                            const char *text_path, int64_t window, int64_t max_windows,
+                            mpq_lm_result *out) {
+    mpq_err err = MPQ_OK;
+    char *text = NULL;
+    int32_t *toks = NULL;
+    int64_t *offs = NULL, len = 0, ntok = 0;
+    const int64_t max_seq = mpq_family_get_info(f)->max_seq;
+    const int64_t W = window > 0                      ? window
+                      : max_seq < MPQ_EVAL_WINDOW_MAX ? max_seq
+                                                      : MPQ_EVAL_WINDOW_MAX;
+    memset(out, 0, sizeof *out);
+    MPQ_CHECK(W >= 2 && W <= max_seq, MPQ_ERR_CONFIG,
+              "eval.window: %lld tokens per window; the model takes 2 to %lld", (long long)W,
+              (long long)max_seq);
+    MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_EVAL_TOKENIZE));
+    if (ctx->rank == 0) {
+        err = mpq_text_read(ctx, text_path, &text, &len);
+        const mpq_span whole = {0, len};
+        if (err == MPQ_OK)
+            err = mpq_text_encode_docs(ctx, tok, text, &whole, 1, 0, &toks, &offs);
+        ntok = err == MPQ_OK ? offs[1] : 0;
+        if (err == MPQ_OK && ntok < W)
+            err = MPQ_ERROR(MPQ_ERR_FORMAT,
+                            "%s: %lld tokens, fewer than one window of eval.window = %lld",
+                            text_path, (long long)ntok, (long long)W);
+    }
+    MPQ_TRY(mpq_agree(ctx, err));
+    MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_EVAL_TOKENIZE));
+    if (ctx->comm != MPI_COMM_NULL && ctx->size > 1)
+        MPQ_MPI_TRY(MPI_Bcast(&ntok, 1, MPI_INT64_T, 0, ctx->comm));
+    int64_t nw = ntok / W;
+    nw = max_windows > 0 && max_windows < nw ? max_windows : nw;
+    mpq_free(offs);
+    offs = NULL;
+    err = mpq_malloc(ctx, nw + 1, sizeof *offs, (void **)&offs);
+    if (err == MPQ_OK && ctx->rank != 0)
+        err = mpq_malloc(ctx, nw * W, sizeof *toks, (void **)&toks);
+    MPQ_TRY(mpq_agree(ctx, err));
+    for (int64_t w = 0; w <= nw; w++)
+        offs[w] = w * W;
+    for (int64_t at = 0; ctx->comm != MPI_COMM_NULL && ctx->size > 1 && at < nw * W;
+         at += 1 << 28) {
+        const int n = (int)(nw * W - at < (1 << 28) ? nw * W - at : (1 << 28));
+        MPQ_MPI_TRY(MPI_Bcast(toks + at, n, MPI_INT32_T, 0, ctx->comm));
+    }
+    MPQ_TRY(mpq_eval_lm_tokens(ctx, f, ref, toks, offs, nw, out));
+    out->window = W;
+cleanup:
+    mpq_free(text);
+    mpq_free(toks);
+    mpq_free(offs);
+    return err;
+}
+
+mpq_err mpq_eval_lm(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const mpq_tokenizer *tok,
+                    const mpq_lm_protocol *p, mpq_lm_result *out) {
+    if (p->windows)
+        return mpq_eval_lm_windows(ctx, f, ref, tok, p->text, p->window, p->max_items, out);
+    return mpq_eval_lm_text(ctx, f, ref, tok, p->text, p->max_items, out);
+}
+
 mpq_err mpq_generate_greedy(mpq_ctx *ctx, mpq_family *f, int64_t ntokens, int32_t *out,
                             int64_t *n) {
     mpq_err err = MPQ_OK;

@@ -1,7 +1,8 @@
 /* test_eval_lm.c: language-model evaluation on stories260K (run at 1, 2 and
  * 4 ranks): the perplexity protocol's reference numbers from
  * shared/README.md, KLD/top-1 agreement of a model against itself and
- * against a perturbed copy, and greedy generation from BOS. */
+ * against a perturbed copy, the windows protocol on WikiText-2, and greedy
+ * generation from BOS. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,7 @@
 #include "mpq_tokenizer.h"
 
 static mpq_ctx *g_ctx;
-static char g_model[4096], g_tok[4096], g_text[4096];
+static char g_model[4096], g_tok[4096], g_text[4096], g_wiki[4096], g_short[4096];
 
 typedef struct fixture {
     mpq_model *m;
@@ -210,15 +211,83 @@ static void test_greedy_generation(void **state) {
     mpq_free(text);
 }
 
+/* The windows protocol on WikiText-2 (24 windows of 128 tokens) against
+ * the definition computed here: the whole text encoded once with BOS, cut
+ * at multiples of 128, each window forwarded alone and its 127 next-token
+ * NLLs summed in long double; a perturbed copy against it on the same
+ * windows. The figures are the same bits on every rank. Errors:
+ * a window beyond the model's context, a text shorter than one window. */
+static void test_windows_protocol(void **state) {
+    fixture *x = *state;
+    mpq_ctx *ctx = g_ctx;
+    const int64_t W = 128, NW = 24;
+    mpq_lm_result r, s;
+    const mpq_lm_protocol p = {.text = g_wiki, .windows = 1, .max_items = NW, .window = W};
+    MPQ_ASSERT_OK(ctx, mpq_eval_lm(ctx, x->f, NULL, x->tok, &p, &r));
+    assert_int_equal(r.docs, NW);
+    assert_int_equal(r.window, W);
+    assert_int_equal(r.predictions, NW * (W - 1));
+    char *text = NULL;
+    int64_t len = 0, n = 0;
+    int32_t *tok = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_text_read(ctx, g_wiki, &text, &len));
+    MPQ_ASSERT_OK(ctx, mpq_tokenizer_encode(ctx, x->tok, text, (size_t)len, 1, 0, &tok, &n));
+    assert_true(n >= NW * W);
+    assert_int_equal(tok[0], 1); /* BOS once, at the start of the stream */
+    float *lg = malloc(sizeof(float) * (size_t)(W * 512));
+    long double nll = 0;
+    for (int64_t w = 0; w < NW; w++) {
+        int64_t lens[1] = {W};
+        mpq_batch b = {.nseq = 1, .len = lens, .rows = W, .tokens = tok + w * W};
+        MPQ_ASSERT_OK(ctx, mpq_family_forward(ctx, x->f, &b, lg));
+        for (int64_t i = 0; i + 1 < W; i++) {
+            long double z = 0;
+            for (int v = 0; v < 512; v++)
+                z += expl((long double)lg[i * 512 + v]);
+            nll += logl(z) - lg[i * 512 + tok[w * W + i + 1]];
+        }
+    }
+    if (ctx->rank == 0)
+        printf("windows: %lld x %lld tokens, mean_nll %.7f (direct %.7Lf), ppl %.4f\n",
+               (long long)r.docs, (long long)r.window, r.mean_nll, nll / (NW * (W - 1)), r.ppl);
+    assert_true(fabsl(r.nll - nll) <= 1e-6L * fabsl(nll));
+    double mine[2] = {r.nll, r.ppl}, mx[2], mn[2];
+    MPI_Allreduce(mine, mx, 2, MPI_DOUBLE, MPI_MAX, ctx->comm);
+    MPI_Allreduce(mine, mn, 2, MPI_DOUBLE, MPI_MIN, ctx->comm);
+    assert_true(mx[0] == mn[0] && mx[1] == mn[1]);
+    /* f2, perturbed by test_kld_self_and_perturbed, against f on the same
+     * windows: KLD > 0, and the reference's own NLL is the bits of f alone */
+    MPQ_ASSERT_OK(ctx, mpq_eval_lm(ctx, x->f2, x->f, x->tok, &p, &s));
+    mpq_lm_result own;
+    mpq_eval_lm_reference(&s, &own);
+    assert_true(s.has_ref && s.kld > 1e-3 && s.top1_agreement < 1.0);
+    assert_true(own.nll == r.nll && s.window == W && s.predictions == r.predictions);
+    mpq_lm_protocol bad = p;
+    bad.window = 513; /* stories260K's context is 512 */
+    assert_int_equal(mpq_eval_lm(ctx, x->f, NULL, x->tok, &bad, &s), MPQ_ERR_CONFIG);
+    assert_non_null(strstr(ctx->err_msg, "eval.window"));
+    mpq_err_clear(ctx);
+    bad = p;
+    bad.window = 512;
+    bad.text = g_short;
+    assert_int_equal(mpq_eval_lm(ctx, x->f, NULL, x->tok, &bad, &s), MPQ_ERR_FORMAT);
+    assert_non_null(strstr(ctx->err_msg, "fewer than one window"));
+    mpq_err_clear(ctx);
+    free(lg);
+    mpq_free(tok);
+    mpq_free(text);
+}
+
 int main(int argc, char **argv) {
     g_ctx = mpq_test_init(&argc, &argv);
     mpq_test_shared("data/models/stories260K/stories260K.bin", g_model, sizeof g_model);
     mpq_test_shared("data/models/stories260K/tok512.bin", g_tok, sizeof g_tok);
     mpq_test_shared("data/text/tinyshakespeare.txt", g_text, sizeof g_text);
+    mpq_test_shared("data/text/wikitext2-test.txt", g_wiki, sizeof g_wiki);
+    mpq_test_shared("data/text/wikitext2-README", g_short, sizeof g_short);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_perplexity_reference),
-        cmocka_unit_test(test_lm_figures_vs_direct),
-        cmocka_unit_test(test_kld_self_and_perturbed),
+        cmocka_unit_test(test_perplexity_reference),   cmocka_unit_test(test_lm_figures_vs_direct),
+        cmocka_unit_test(test_kld_self_and_perturbed), cmocka_unit_test(test_windows_protocol),
         cmocka_unit_test(test_greedy_generation),
     };
     int fails = cmocka_run_group_tests(tests, setup, teardown);
