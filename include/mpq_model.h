@@ -29,6 +29,7 @@
 #include "mpq_err.h"
 
 struct mpq_ctx;
+struct cJSON;
 
 typedef enum mpq_dtype {
     MPQ_DTYPE_F32 = 0,
@@ -98,6 +99,9 @@ double mpq_rope_inv_freq(const mpq_arch *a, int64_t i);
  * name, -1 for any other. */
 const char *mpq_rope_scaling_name(int kind);
 int mpq_rope_scaling_find(const char *name);
+/* Local. Adds config.json's "rope_scaling" object (rope_type, factor, and
+ * llama3's parameters) to obj when a scales RoPE; nothing otherwise. */
+void mpq_rope_scaling_json(const mpq_arch *a, struct cJSON *obj);
 
 typedef struct mpq_model mpq_model;
 

@@ -109,15 +109,7 @@ void mpq_cli_arch_json(const mpq_arch *a, cJSON *parent) {
     cJSON_AddBoolToObject(j, "tied_embeddings", a->tied_embeddings);
     cJSON_AddBoolToObject(j, "qkv_bias", a->qkv_bias);
     cJSON_AddBoolToObject(j, "o_bias", a->o_bias);
-    cJSON *rs = cJSON_AddObjectToObject(j, "rope_scaling");
-    cJSON_AddStringToObject(rs, "type", mpq_rope_scaling_name(a->rope_scaling));
-    if (a->rope_scaling != MPQ_ROPE_NONE)
-        cJSON_AddNumberToObject(rs, "factor", a->rope_factor);
-    if (a->rope_scaling == MPQ_ROPE_LLAMA3) {
-        cJSON_AddNumberToObject(rs, "low_freq_factor", a->rope_low_freq);
-        cJSON_AddNumberToObject(rs, "high_freq_factor", a->rope_high_freq);
-        cJSON_AddNumberToObject(rs, "original_max_position_embeddings", (double)a->rope_orig_max);
-    }
+    mpq_rope_scaling_json(a, j);
 }
 
 /* 1 when m's family keeps its hyper-parameters in mpq_arch (printed). */

@@ -129,17 +129,7 @@ static cJSON *hf_config(const mpq_arch *a) {
     cJSON_AddBoolToObject(o, "tie_word_embeddings", a->tied_embeddings);
     if (hf_types[t].attention_bias_key)
         cJSON_AddBoolToObject(o, "attention_bias", hf_types[t].bias == 2);
-    if (a->rope_scaling != MPQ_ROPE_NONE) {
-        cJSON *rs = cJSON_AddObjectToObject(o, "rope_scaling");
-        cJSON_AddStringToObject(rs, "rope_type", mpq_rope_scaling_name(a->rope_scaling));
-        cJSON_AddNumberToObject(rs, "factor", a->rope_factor);
-        if (a->rope_scaling == MPQ_ROPE_LLAMA3) {
-            cJSON_AddNumberToObject(rs, "low_freq_factor", a->rope_low_freq);
-            cJSON_AddNumberToObject(rs, "high_freq_factor", a->rope_high_freq);
-            cJSON_AddNumberToObject(rs, "original_max_position_embeddings",
-                                    (double)a->rope_orig_max);
-        }
-    }
+    mpq_rope_scaling_json(a, o);
     cJSON_AddStringToObject(o, "hidden_act", "silu");
     cJSON_AddStringToObject(o, "torch_dtype", "float32");
     return o;

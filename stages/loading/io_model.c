@@ -1,6 +1,7 @@
 /* io_model.c: the model object shared by every checkpoint format: file
  * mappings, the tensor table, lookup, fp16/bf16 conversion, the Llama
  * architecture check and the format registry behind mpq_model_open. */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -379,6 +380,19 @@ int mpq_rope_scaling_find(const char *name) {
         if (strcmp(name, rope_names[k]) == 0)
             return k;
     return -1;
+}
+
+void mpq_rope_scaling_json(const mpq_arch *a, cJSON *obj) {
+    if (a->rope_scaling == MPQ_ROPE_NONE)
+        return;
+    cJSON *rs = cJSON_AddObjectToObject(obj, "rope_scaling");
+    cJSON_AddStringToObject(rs, "rope_type", mpq_rope_scaling_name(a->rope_scaling));
+    cJSON_AddNumberToObject(rs, "factor", a->rope_factor);
+    if (a->rope_scaling != MPQ_ROPE_LLAMA3)
+        return;
+    cJSON_AddNumberToObject(rs, "low_freq_factor", a->rope_low_freq);
+    cJSON_AddNumberToObject(rs, "high_freq_factor", a->rope_high_freq);
+    cJSON_AddNumberToObject(rs, "original_max_position_embeddings", (double)a->rope_orig_max);
 }
 
 double mpq_rope_inv_freq(const mpq_arch *a, int64_t i) {

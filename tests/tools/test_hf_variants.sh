@@ -26,7 +26,7 @@ arch_of() { # the architecture as inspect --json gives it, keys sorted
     last_json | jq -S -c '.arch | {head_dim, qkv_bias, o_bias, rope_scaling, dim, n_heads}'
 }
 want=$(arch_of "$dir/m")
-jq -e '.head_dim == 24 and .o_bias and .rope_scaling.type == "llama3" and
+jq -e '.head_dim == 24 and .o_bias and .rope_scaling.rope_type == "llama3" and
        .rope_scaling.original_max_position_embeddings == 16' <<<"$want" >/dev/null ||
     fail "inspect of the generated model: $want"
 cat >"$dir/q.cfg" <<CFG
