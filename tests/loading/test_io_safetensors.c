@@ -6,7 +6,9 @@
  *  - a tiny Hugging Face Llama (F32/F16/BF16, single file and two shards)
  *    holds exactly the weights of the same network written as llama2.c
  *    (q/k rows permuted back), and a Qwen2 variant with biases;
- *  - every corruption gives its specific error naming file and tensor. */
+ *  - every corruption gives its specific error naming file and tensor;
+ *  - config.json's rope_scaling, mlp_bias and attention_bias keys of Llama
+ *    variants: refused where not computed, accepted when off. */
 #include <math.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -491,12 +493,78 @@ static void test_corrupt_models(void **state) {
     tw_rmtree(dir);
 }
 
+/* config.json keys of Llama variants. rope_scaling types other than the
+ * ones the Llama family computes ("linear", "llama3"; "dynamic", which
+ * changes nothing within the context) are refused naming the type (YaRN,
+ * LongRoPE), as is a "llama3" scaling lacking one of its parameters, and
+ * "mlp_bias": true (no MLP biases are read); "rope_scaling": null, a
+ * "default" scaling and false mlp_bias / attention_bias are plain Llama.
+ * "attention_bias": true needs the bias tensors, and is refused for Mistral
+ * (whose attention has no biases in Hugging Face's definition). */
+static void test_config_variants(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    char dir[4096], sub[4200], cfg[4300];
+    assert_int_equal(tw_tempdir(dir, sizeof dir), 0);
+    snprintf(sub, sizeof sub, "%s/hf", dir);
+    snprintf(cfg, sizeof cfg, "%s/config.json", sub);
+    tw_llama m = tiny(0, 0);
+    /* YaRN and LongRoPE scaling; dynamic NTK opens */
+    m.rope_type = "yarn";
+    m.rope_factor = 4;
+    m.rope_orig_max = 16;
+    assert_int_equal(tw_write_hf(sub, &m, "llama", "F32", 1), 0);
+    test_io_expect_open(ctx, sub, "auto", MPQ_ERR_FORMAT, cfg, "rope_scaling", "yarn");
+    m.rope_type = "longrope";
+    assert_int_equal(tw_write_hf(sub, &m, "llama", "F32", 1), 0);
+    test_io_expect_open(ctx, sub, "auto", MPQ_ERR_FORMAT, cfg, "rope_scaling", "longrope");
+    m.rope_type = "dynamic";
+    assert_int_equal(tw_write_hf(sub, &m, "llama", "F32", 1), 0);
+    expect_opens(ctx, sub);
+    /* llama3 without low_freq_factor (a zero field is not written) */
+    m.rope_type = "llama3";
+    m.rope_factor = 8;
+    m.rope_high_freq = 4;
+    assert_int_equal(tw_write_hf(sub, &m, "llama", "F32", 1), 0);
+    test_io_expect_open(ctx, sub, "auto", MPQ_ERR_FORMAT, cfg, "low_freq_factor", NULL);
+    /* {"rope_type": "default"} is no scaling */
+    m.rope_type = "default";
+    m.rope_factor = m.rope_high_freq = 0;
+    m.rope_orig_max = 0;
+    assert_int_equal(tw_write_hf(sub, &m, "llama", "F32", 1), 0);
+    expect_opens(ctx, sub);
+    m.rope_type = NULL;
+    m.mlp_bias = 1;
+    assert_int_equal(tw_write_hf(sub, &m, "llama", "F32", 1), 0);
+    test_io_expect_open(ctx, sub, "auto", MPQ_ERR_FORMAT, cfg, "mlp_bias", NULL);
+    m.mlp_bias = 0;
+    assert_int_equal(tw_write_hf(sub, &m, "llama", "F32", 1), 0);
+    edit(cfg, "\"tie_word_embeddings\":\tfalse",
+         "\"tie_word_embeddings\":\tfalse,\"rope_scaling\": null,\"mlp_bias\": false,"
+         "\"attention_bias\": false");
+    expect_opens(ctx, sub);
+    /* attention_bias without the bias tensors: the first one is missing */
+    assert_int_equal(tw_write_hf(sub, &m, "llama", "F32", 1), 0);
+    edit(cfg, "\"tie_word_embeddings\":\tfalse",
+         "\"tie_word_embeddings\":\tfalse,\"attention_bias\": true");
+    test_io_expect_open(ctx, sub, "auto", MPQ_ERR_FORMAT, "'model.layers.0.self_attn.",
+                        "_proj.bias'", NULL);
+    /* Mistral with attention_bias (and the tensors) */
+    tw_llama_free(&m);
+    m.attn_bias = 1;
+    assert_int_equal(tw_llama_random(&m, 5), 0);
+    assert_int_equal(tw_write_hf(sub, &m, "mistral", "F32", 1), 0);
+    test_io_expect_open(ctx, sub, "auto", MPQ_ERR_FORMAT, cfg, "attention_bias", "mistral");
+    tw_llama_free(&m);
+    tw_rmtree(dir);
+}
+
 int main(int argc, char **argv) {
     g_ctx = mpq_test_init(&argc, &argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conversions),    cmocka_unit_test(test_mnist),
         cmocka_unit_test(test_hf_vs_llama2c),  cmocka_unit_test(test_corrupt_files),
-        cmocka_unit_test(test_corrupt_models),
+        cmocka_unit_test(test_corrupt_models), cmocka_unit_test(test_config_variants),
     };
     int failures = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&g_ctx, failures);

@@ -34,31 +34,38 @@ static float *fill(uint64_t *s, int64_t n, float lo, float hi) {
     return p;
 }
 
+int64_t tw_llama_head_dim(const tw_llama *m) {
+    return m->head_dim > 0 ? m->head_dim : m->dim / m->heads;
+}
+
 int tw_llama_random(tw_llama *m, uint64_t seed) {
     uint64_t s = seed;
     int64_t L = m->layers, d = m->dim, h = m->hidden, v = m->vocab;
-    int64_t kv = d / m->heads * m->kv_heads;
-    float a = 1.0f / sqrtf((float)d), b = 1.0f / sqrtf((float)h);
+    int64_t hd = tw_llama_head_dim(m), qd = hd * m->heads, kv = hd * m->kv_heads;
+    float a = 1.0f / sqrtf((float)d), b = 1.0f / sqrtf((float)h), c = 1.0f / sqrtf((float)qd);
+    int qkvb = m->qkv_bias || m->attn_bias;
     m->embed = fill(&s, v * d, -1.0f, 1.0f);
     m->attn_norm = fill(&s, L * d, 0.5f, 1.5f);
-    m->wq = fill(&s, L * d * d, -a, a);
+    m->wq = fill(&s, L * qd * d, -a, a);
     m->wk = fill(&s, L * kv * d, -a, a);
     m->wv = fill(&s, L * kv * d, -a, a);
-    m->wo = fill(&s, L * d * d, -a, a);
+    m->wo = fill(&s, L * d * qd, -c, c);
     m->ffn_norm = fill(&s, L * d, 0.5f, 1.5f);
     m->w1 = fill(&s, L * h * d, -a, a);
     m->w2 = fill(&s, L * d * h, -b, b);
     m->w3 = fill(&s, L * h * d, -a, a);
     m->final_norm = fill(&s, d, 0.5f, 1.5f);
     m->cls = m->tied ? NULL : fill(&s, v * d, -a, a);
-    if (m->qkv_bias) {
-        m->bq = fill(&s, L * d, -0.1f, 0.1f);
+    if (qkvb) {
+        m->bq = fill(&s, L * qd, -0.1f, 0.1f);
         m->bk = fill(&s, L * kv, -0.1f, 0.1f);
         m->bv = fill(&s, L * kv, -0.1f, 0.1f);
     }
+    if (m->attn_bias)
+        m->bo = fill(&s, L * d, -0.1f, 0.1f);
     int ok = m->embed && m->attn_norm && m->wq && m->wk && m->wv && m->wo && m->ffn_norm && m->w1 &&
              m->w2 && m->w3 && m->final_norm && (m->tied || m->cls) &&
-             (!m->qkv_bias || (m->bq && m->bk && m->bv));
+             (!qkvb || (m->bq && m->bk && m->bv)) && (!m->attn_bias || m->bo);
     if (!ok) {
         fprintf(stderr, "tw_llama_random: out of memory\n");
         tw_llama_free(m);
@@ -68,9 +75,9 @@ int tw_llama_random(tw_llama *m, uint64_t seed) {
 }
 
 void tw_llama_free(tw_llama *m) {
-    float **all[] = {&m->embed,      &m->attn_norm, &m->wq, &m->wk, &m->wv,
-                     &m->wo,         &m->ffn_norm,  &m->w1, &m->w2, &m->w3,
-                     &m->final_norm, &m->cls,       &m->bq, &m->bk, &m->bv};
+    float **all[] = {&m->embed,    &m->attn_norm, &m->wq, &m->wk, &m->wv,         &m->wo,
+                     &m->ffn_norm, &m->w1,        &m->w2, &m->w3, &m->final_norm, &m->cls,
+                     &m->bq,       &m->bk,        &m->bv, &m->bo};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         free(*all[i]);
         *all[i] = NULL;
@@ -141,13 +148,20 @@ static int put_f32(FILE *f, const float *p, int64_t n) {
 }
 
 int tw_write_llama2c(const char *path, const tw_llama *m, int version) {
+    if (tw_llama_head_dim(m) != m->dim / m->heads || m->attn_bias || m->mlp_bias || m->rope_type) {
+        fprintf(stderr,
+                "tw_write_llama2c: %s: llama2.c cannot store head_dim != dim / heads, "
+                "attention_bias, mlp_bias or rope_scaling\n",
+                path);
+        return -1;
+    }
     FILE *f = fopen(path, "wb");
     if (!f) {
         fprintf(stderr, "tiny_writer: cannot write %s\n", path);
         return -1;
     }
     int64_t L = m->layers, d = m->dim, h = m->hidden, v = m->vocab;
-    int64_t hd = d / m->heads, kv = hd * m->kv_heads;
+    int64_t hd = tw_llama_head_dim(m), kv = hd * m->kv_heads; /* hd == d / heads */
     int32_t hdr[7] = {(int32_t)d,           (int32_t)h, (int32_t)L,         (int32_t)m->heads,
                       (int32_t)m->kv_heads, (int32_t)v, (int32_t)m->seq_len};
     int rc = 0;
@@ -363,6 +377,26 @@ static int write_config(const char *dir, const tw_llama *m, const char *model_ty
     cJSON_AddNumberToObject(c, "rms_norm_eps", m->norm_eps > 0 ? m->norm_eps : 1e-5);
     cJSON_AddNumberToObject(c, "rope_theta", m->rope_theta > 0 ? m->rope_theta : 10000.0);
     cJSON_AddBoolToObject(c, "tie_word_embeddings", m->tied);
+    if (m->head_dim > 0)
+        cJSON_AddNumberToObject(c, "head_dim", (double)m->head_dim);
+    if (m->attn_bias)
+        cJSON_AddBoolToObject(c, "attention_bias", 1);
+    if (m->mlp_bias)
+        cJSON_AddBoolToObject(c, "mlp_bias", 1);
+    if (m->rope_type) {
+        cJSON *r = cJSON_AddObjectToObject(c, "rope_scaling");
+        cJSON_AddStringToObject(r, "rope_type", m->rope_type);
+        const struct {
+            const char *key;
+            double v;
+        } nums[] = {{"factor", m->rope_factor},
+                    {"low_freq_factor", m->rope_low_freq},
+                    {"high_freq_factor", m->rope_high_freq},
+                    {"original_max_position_embeddings", (double)m->rope_orig_max}};
+        for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
+            if (nums[i].v != 0)
+                cJSON_AddNumberToObject(r, nums[i].key, nums[i].v);
+    }
     cJSON_AddStringToObject(c, "torch_dtype", "float32");
     char *s = cJSON_Print(c);
     cJSON_Delete(c);
@@ -380,10 +414,11 @@ int tw_write_hf(const char *dir, const tw_llama *m, const char *model_type, cons
         return -1;
     }
     int64_t L = m->layers, d = m->dim, h = m->hidden, v = m->vocab;
-    int64_t hd = d / m->heads, kv = hd * m->kv_heads;
-    int64_t nt_max = 3 + 12 * L;
+    int64_t hd = tw_llama_head_dim(m), qd = hd * m->heads, kv = hd * m->kv_heads;
+    int qkvb = m->qkv_bias || m->attn_bias;
+    int64_t nt_max = 3 + 13 * L;
     tw_tensor *t = calloc((size_t)nt_max, sizeof *t);
-    float *perm = malloc((size_t)(L * (d * d + kv * d + d + kv)) * sizeof *perm);
+    float *perm = malloc((size_t)(L * (qd * d + kv * d + qd + kv)) * sizeof *perm);
     if (!t || !perm) {
         free(t);
         free(perm);
@@ -401,10 +436,10 @@ int tw_write_hf(const char *dir, const tw_llama *m, const char *model_type, cons
         n++;                                                                                       \
     } while (0)
     TW_ADD("model.embed_tokens.weight", m->embed, 2, v, d);
-    float *pq = perm, *pk = perm + L * d * d, *pbq = pk + L * kv * d, *pbk = pbq + L * d;
+    float *pq = perm, *pk = perm + L * qd * d, *pbq = pk + L * kv * d, *pbk = pbq + L * qd;
     for (int64_t l = 0; l < L; l++) {
         char nm[160];
-        tw_permute_to_hf(m->wq + l * d * d, pq + l * d * d, m->heads, hd, d);
+        tw_permute_to_hf(m->wq + l * qd * d, pq + l * qd * d, m->heads, hd, d);
         tw_permute_to_hf(m->wk + l * kv * d, pk + l * kv * d, m->kv_heads, hd, d);
 #define TW_L(SUFFIX, DATA, ND, S0, S1)                                                             \
     do {                                                                                           \
@@ -412,17 +447,19 @@ int tw_write_hf(const char *dir, const tw_llama *m, const char *model_type, cons
         TW_ADD(nm, DATA, ND, S0, S1);                                                              \
     } while (0)
         TW_L("input_layernorm.weight", m->attn_norm + l * d, 1, d, 0);
-        TW_L("self_attn.q_proj.weight", pq + l * d * d, 2, d, d);
+        TW_L("self_attn.q_proj.weight", pq + l * qd * d, 2, qd, d);
         TW_L("self_attn.k_proj.weight", pk + l * kv * d, 2, kv, d);
         TW_L("self_attn.v_proj.weight", m->wv + l * kv * d, 2, kv, d);
-        if (m->qkv_bias) {
-            tw_permute_to_hf(m->bq + l * d, pbq + l * d, m->heads, hd, 1);
+        if (qkvb) {
+            tw_permute_to_hf(m->bq + l * qd, pbq + l * qd, m->heads, hd, 1);
             tw_permute_to_hf(m->bk + l * kv, pbk + l * kv, m->kv_heads, hd, 1);
-            TW_L("self_attn.q_proj.bias", pbq + l * d, 1, d, 0);
+            TW_L("self_attn.q_proj.bias", pbq + l * qd, 1, qd, 0);
             TW_L("self_attn.k_proj.bias", pbk + l * kv, 1, kv, 0);
             TW_L("self_attn.v_proj.bias", m->bv + l * kv, 1, kv, 0);
         }
-        TW_L("self_attn.o_proj.weight", m->wo + l * d * d, 2, d, d);
+        TW_L("self_attn.o_proj.weight", m->wo + l * d * qd, 2, d, qd);
+        if (m->attn_bias)
+            TW_L("self_attn.o_proj.bias", m->bo + l * d, 1, d, 0);
         TW_L("post_attention_layernorm.weight", m->ffn_norm + l * d, 1, d, 0);
         TW_L("mlp.gate_proj.weight", m->w1 + l * h * d, 2, h, d);
         TW_L("mlp.up_proj.weight", m->w3 + l * h * d, 2, h, d);
