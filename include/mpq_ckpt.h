@@ -26,6 +26,15 @@
  *       bits       int64   storage: 8 * (bytes of codes + bytes of params)
  *       method     string  rounding method ("rtn", "gptq", ...)
  *       loss       double  the layer objective of the stored codes (NaN: unknown)
+ *     the layout (stages/checkpoint/README.md, "Reading a checkpoint without
+ *     mpquant"; absent from older files, then derived from spec; checked on read):
+ *       packing    string  "bits" or "base3"
+ *       scale_format string "fp16", "fp32", "e8m0" or "e4m3"
+ *       group_cols, groups_per_row, n_groups  int64  group of (r, c):
+ *                          r * groups_per_row + c / group_cols
+ *       params_layout string the sections of params, e.g. "scale:fp16[18]; zero:u4[18]"
+ *       dequant    string  e.g. "w = scale[g] * (levels[code] - zero[g])"
+ *       levels     float32 [2^code_bits] (signed binary [2][2]) level of each code
  *     codes      uint8 [ceil(rows * cols * code_bits / 8)]  packed code stream,
  *                row-major, LSB first (mpq_quant_pack; 5 codes per byte for base3)
  *     params     uint8 [mpq_qparams_nbytes]  scales and zero-points as stored

@@ -2,7 +2,9 @@
 # Installs every Debian 12 / Ubuntu package mpquant needs to build, test and
 # run (including its private Slurm test cluster). Idempotent: packages that are
 # already installed are skipped, and the list of what gets installed is printed.
-# Must run as root (or with sudo available).
+# Must run as root (or with sudo available). Test-only Python packages are not
+# installed here: the tests that use them pip-install pinned versions into a
+# virtual environment under ~/.cache/mpquant (python3-venv).
 set -eu
 
 PKGS="build-essential cmake pkg-config git ca-certificates
@@ -13,7 +15,8 @@ libhdf5-openmpi-dev hdf5-tools
 libconfig-dev libcjson-dev libssl-dev libcmocka-dev
 slurm-wlm munge shellcheck
 gnuplot-nox clang clang-format jq procps coreutils util-linux iproute2
-libclang-rt-14-dev valgrind"
+libclang-rt-14-dev valgrind
+python3 python3-venv"
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

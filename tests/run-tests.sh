@@ -20,8 +20,11 @@
 #     and run_measure already cover under ASan) and the two rank-identity
 #     scripts (run_bitident, run_ckpt_identity: nine launches each, checking
 #     arithmetic that does not change under ASan; they pass under it too),
-#     and run_scale (a peak-memory comparison, which ASan's shadow memory
-#     and quarantine would measure instead). tests/lsan.supp holds the only suppressions
+#     run_scale (a peak-memory comparison, which ASan's shadow memory
+#     and quarantine would measure instead), and mixed_ckpt_reader (about 60
+#     launches, 190 s under ASan, checking file bytes that do not change
+#     under it; the C code it exercises runs under ASan in mixed_ckpt_errors).
+#     tests/lsan.supp holds the only suppressions
 #     (Open MPI, libconfig internals).
 #  3. valgrind memcheck (tests/valgrind-tests.sh) on the single-process C
 #     tests of the Release build, minus the slow numeric ones listed there.
@@ -50,7 +53,7 @@ for p in $passes; do
     asan)
         cmake -S . -B build-asan -DMPQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
         cmake --build build-asan -j"$(nproc)"
-        ctest --test-dir build-asan -LE 'bench|slurm' -E '^(robustness_(fuzz|faults|faults_run|address_limit)|run_(stories_np2|mixed_np2|bitident|ckpt_identity|scale))$' \
+        ctest --test-dir build-asan -LE 'bench|slurm' -E '^(robustness_(fuzz|faults|faults_run|address_limit)|run_(stories_np2|mixed_np2|bitident|ckpt_identity|scale)|mixed_ckpt_reader)$' \
             -j"$jobs" --output-on-failure --timeout 1200 "$@" || status=1
         ;;
     valgrind)

@@ -6,9 +6,37 @@
 #include <stdint.h>
 
 #include "mpq_ctx.h"
+#include "mpq_quant.h"
 
 /* A fixed-length, NUL-padded HDF5 string type of len bytes (at least 1).
  * Owner: caller (H5Tclose). Local. */
 mpq_err mpq_ckpt_h5_strtype(mpq_ctx *ctx, size_t len, int64_t *type);
+
+/* The self-description of one quantized layer, stored as attributes of
+ * /layers/<name> so that a reader needs no mpquant source (README.md,
+ * "Reading a checkpoint without mpquant"). Everything but the level table
+ * follows from the spec and the shape alone; plain data (broadcast as
+ * bytes by the writer). */
+typedef struct mpq_ckpt_layout {
+    char packing[8];         /* "bits" (code_bits per code, LSB first) or "base3" */
+    char scale_format[8];    /* "fp16", "fp32", "e8m0" or "e4m3" */
+    int64_t group_cols;      /* columns per group (cols for tensor and channel) */
+    int64_t groups_per_row;  /* 0 for tensor, 1 for channel */
+    int64_t n_groups;        /* scales stored: g = r * groups_per_row + c / group_cols */
+    char params_layout[256]; /* the sections of the params blob, in order */
+    char dequant[96];        /* the formula of one weight */
+    int32_t level_rows;      /* 2 for a per-channel sign (signed_binary), else 1 */
+    int32_t ncodes;          /* 2^code_bits: entries per row of the level table */
+} mpq_ckpt_layout;
+
+/* Fills *out for spec and a [rows][cols] layer. Fails on a bad shape or a
+ * layout that does not fit its buffers. Local. */
+mpq_err mpq_ckpt_describe(mpq_ctx *ctx, const mpq_qspec *spec, int64_t rows, int64_t cols,
+                          mpq_ckpt_layout *out);
+
+/* The level table of p as the `levels` attribute stores it: lev [level_rows]
+ * [ncodes] float32, row 1 the table of channels with sign -1 (NaN: unused
+ * code). Local. */
+void mpq_ckpt_levels(const mpq_qparams *p, const mpq_ckpt_layout *lay, float *lev);
 
 #endif

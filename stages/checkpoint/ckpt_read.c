@@ -250,6 +250,106 @@ static mpq_err read_shape(mpq_ctx *ctx, const char *path, const char *where, hid
     return MPQ_OK;
 }
 
+/* ---- the layout attributes ---------------------------------------------------- */
+
+/* Written since the layout attributes exist (README.md, "Reading a
+ * checkpoint without mpquant"); older files lack them and are read as
+ * before, the layout following from the spec. Where present, each must say
+ * what the spec and shape give: a file that contradicts its own spec is
+ * refused, naming the attribute. */
+static mpq_err check_layout_str(mpq_ctx *ctx, const char *path, const char *where, hid_t g,
+                                const mpq_ckpt_entry *e, const char *name, const char *want) {
+    char have[512];
+    if (H5Aexists(g, name) <= 0)
+        return MPQ_OK;
+    MPQ_CALL(attr_str(ctx, path, where, g, name, have, sizeof have));
+    MPQ_CHECK(strcmp(have, want) == 0, MPQ_ERR_FORMAT,
+              "%s: %s: attribute '%s' is \"%s\" but spec '%s' for a [%lld][%lld] layer gives "
+              "\"%s\"",
+              path, where, name, have, e->spec_text, (long long)e->rows, (long long)e->cols, want);
+    return MPQ_OK;
+}
+
+static mpq_err check_layout_i64(mpq_ctx *ctx, const char *path, const char *where, hid_t g,
+                                const mpq_ckpt_entry *e, const char *name, int64_t want) {
+    int64_t have = 0;
+    if (H5Aexists(g, name) <= 0)
+        return MPQ_OK;
+    MPQ_CALL(attr_i64(ctx, path, where, g, name, &have));
+    MPQ_CHECK(have == want, MPQ_ERR_FORMAT,
+              "%s: %s: attribute '%s' is %lld but spec '%s' for a [%lld][%lld] layer gives %lld",
+              path, where, name, (long long)have, e->spec_text, (long long)e->rows,
+              (long long)e->cols, (long long)want);
+    return MPQ_OK;
+}
+
+static mpq_err check_layout(mpq_ctx *ctx, const char *path, const char *where, hid_t g,
+                            const mpq_ckpt_entry *e) {
+    mpq_ckpt_layout y;
+    mpq_err err = mpq_ckpt_describe(ctx, &e->spec, e->rows, e->cols, &y);
+    if (err != MPQ_OK)
+        return rewrap(ctx, err, path, where);
+    MPQ_CALL(check_layout_str(ctx, path, where, g, e, "packing", y.packing));
+    MPQ_CALL(check_layout_str(ctx, path, where, g, e, "scale_format", y.scale_format));
+    MPQ_CALL(check_layout_i64(ctx, path, where, g, e, "group_cols", y.group_cols));
+    MPQ_CALL(check_layout_i64(ctx, path, where, g, e, "groups_per_row", y.groups_per_row));
+    MPQ_CALL(check_layout_i64(ctx, path, where, g, e, "n_groups", y.n_groups));
+    MPQ_CALL(check_layout_str(ctx, path, where, g, e, "params_layout", y.params_layout));
+    MPQ_CALL(check_layout_str(ctx, path, where, g, e, "dequant", y.dequant));
+    return MPQ_OK;
+}
+
+/* The `levels` attribute, where present, equals the level table of the
+ * parameters read (for powerexp it depends on the stored exponent, so it is
+ * checked here rather than at open): shape [ncodes] or [2][ncodes], the
+ * same float32 bits (any NaN for an unused code). */
+static mpq_err check_levels(mpq_ctx *ctx, const mpq_ckpt *ck, const mpq_ckpt_entry *e,
+                            const mpq_qparams *p) {
+    mpq_err err = MPQ_OK;
+    hid_t g = H5I_INVALID_HID, a = H5I_INVALID_HID, s = H5I_INVALID_HID, t = H5I_INVALID_HID;
+    char where[MPQ_TENSOR_NAME_MAX + 16];
+    float have[2 * MPQ_QMAXCODES], want[2 * MPQ_QMAXCODES];
+    mpq_ckpt_layout y;
+    snprintf(where, sizeof where, "/layers/%s", e->name);
+    MPQ_CALL(mpq_ckpt_describe(ctx, &e->spec, e->rows, e->cols, &y));
+    MPQ_H5_ID(g, H5Gopen2(ck->h5file, where, H5P_DEFAULT), ck->path);
+    if (H5Aexists(g, "levels") <= 0)
+        goto cleanup;
+    MPQ_H5_ID(a, H5Aopen(g, "levels", H5P_DEFAULT), ck->path);
+    MPQ_H5_ID(t, H5Aget_type(a), ck->path);
+    MPQ_H5_ID(s, H5Aget_space(a), ck->path);
+    hsize_t dims[2] = {0, 0};
+    int nd = H5Sget_simple_extent_ndims(s);
+    if (nd >= 1 && nd <= 2)
+        H5Sget_simple_extent_dims(s, dims, NULL);
+    int ok = y.level_rows == 1 ? nd == 1 && dims[0] == (hsize_t)y.ncodes
+                               : nd == 2 && dims[0] == 2 && dims[1] == (hsize_t)y.ncodes;
+    MPQ_ENSURE(H5Tget_class(t) == H5T_FLOAT && ok, MPQ_ERR_FORMAT,
+               "%s: %s: attribute 'levels' is not a float array of shape %s%d] (spec '%s')",
+               ck->path, where, y.level_rows == 1 ? "[" : "[2][", y.ncodes, e->spec_text);
+    MPQ_H5_TRY(H5Aread(a, H5T_NATIVE_FLOAT, have), ck->path);
+    mpq_ckpt_levels(p, &y, want);
+    for (int k = 0; k < y.level_rows * y.ncodes; k++) {
+        uint32_t hb, wb;
+        memcpy(&hb, &have[k], 4);
+        memcpy(&wb, &want[k], 4);
+        MPQ_ENSURE(hb == wb || (isnan(have[k]) && isnan(want[k])), MPQ_ERR_FORMAT,
+                   "%s: %s: attribute 'levels' entry %d is %.9g but spec '%s' with these "
+                   "parameters gives %.9g",
+                   ck->path, where, k, (double)have[k], e->spec_text, (double)want[k]);
+    }
+cleanup:
+    if (s >= 0)
+        H5Sclose(s);
+    if (t >= 0)
+        H5Tclose(t);
+    if (a >= 0)
+        H5Aclose(a);
+    if (g >= 0)
+        H5Gclose(g);
+    return err;
+}
+
 static mpq_err read_layer_entry(mpq_ctx *ctx, const char *path, hid_t file, const char *name,
                                 mpq_ckpt_entry *e) {
     mpq_err err = MPQ_OK;
@@ -308,6 +408,7 @@ static mpq_err read_layer_entry(mpq_ctx *ctx, const char *path, hid_t file, cons
     MPQ_ENSURE(bits == e->bits, MPQ_ERR_FORMAT,
                "%s: %s: attribute bits = %lld but the stored codes and params hold %lld bits", path,
                where, (long long)bits, (long long)e->bits);
+    MPQ_TRY(check_layout(ctx, path, where, g, e));
 cleanup:
     if (g >= 0)
         H5Gclose(g);
@@ -602,6 +703,7 @@ mpq_err mpq_ckpt_read_layer(mpq_ctx *ctx, const mpq_ckpt *ck, int64_t i, mpq_qla
         err = rewrap(ctx, err, ck->path, dset);
         goto cleanup;
     }
+    MPQ_TRY(check_levels(ctx, ck, e, p));
     mpq_qparams_destroy(&l->params);
     l->params = p;
     p = NULL;

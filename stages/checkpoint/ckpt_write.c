@@ -430,6 +430,8 @@ typedef struct entry_meta {
     char spec[MPQ_QSPEC_MAX];
     char quantizer[32];
     char method[32];
+    mpq_ckpt_layout lay;             /* layers: the self-description */
+    float levels[2 * MPQ_QMAXCODES]; /* layers: [lay.level_rows][lay.ncodes] */
 } entry_meta;
 
 static mpq_err check_name(mpq_ctx *ctx, const char *name) {
@@ -481,6 +483,30 @@ static mpq_err fill_layer_meta(mpq_ctx *ctx, const mpq_ckpt_layer_desc *d, const
     m->codes_bytes = l->packed_bytes;
     m->params_bytes = l->nparam_bytes;
     m->loss = d->loss;
+    MPQ_CALL(mpq_ckpt_describe(ctx, &l->spec, l->rows, l->cols, &m->lay));
+    mpq_ckpt_levels(l->params, &m->lay, m->levels);
+    return MPQ_OK;
+}
+
+/* The layout attributes of a layer (README.md, "Reading a checkpoint
+ * without mpquant"): how to unpack the codes and the params blob and the
+ * formula and level table that turn them into weights. Collective. */
+static mpq_err write_layout(mpq_ctx *ctx, hid_t g, const entry_meta *m, const char *what) {
+    const mpq_ckpt_layout *y = &m->lay;
+    MPQ_CALL(attr_str(ctx, g, "packing", y->packing, what));
+    MPQ_CALL(attr_str(ctx, g, "scale_format", y->scale_format, what));
+    MPQ_CALL(attr_i64(ctx, g, "group_cols", y->group_cols, what));
+    MPQ_CALL(attr_i64(ctx, g, "groups_per_row", y->groups_per_row, what));
+    MPQ_CALL(attr_i64(ctx, g, "n_groups", y->n_groups, what));
+    MPQ_CALL(attr_str(ctx, g, "params_layout", y->params_layout, what));
+    MPQ_CALL(attr_str(ctx, g, "dequant", y->dequant, what));
+    hsize_t dims[2] = {(hsize_t)y->level_rows, (hsize_t)y->ncodes};
+    if (y->level_rows == 1)
+        MPQ_CALL(attr_write(ctx, g, "levels", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, dims + 1,
+                            m->levels, what));
+    else
+        MPQ_CALL(attr_write(ctx, g, "levels", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, m->levels,
+                            what));
     return MPQ_OK;
 }
 
@@ -528,6 +554,7 @@ mpq_err mpq_ckpt_write_layer(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_ckpt_la
     MPQ_TRY(attr_i64(ctx, g, "bits", 8 * (m.codes_bytes + m.params_bytes), what));
     MPQ_TRY(attr_str(ctx, g, "method", m.method, what));
     MPQ_TRY(attr_f64(ctx, g, "loss", m.loss, what));
+    MPQ_TRY(write_layout(ctx, g, &m, what));
     const int own = ctx->rank == owner;
     MPQ_TRY(dataset_write(ctx, w, g, "codes", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &m.codes_bytes,
                           own ? l->packed : NULL, owner, what, NULL));

@@ -4,7 +4,8 @@
  * serial context; then damaged copies (truncated, wrong version, wrong
  * format, codes of the wrong length, a zero scale, a bad spec, a missing
  * attribute, an unknown dtype, not HDF5 at all, an external or soft link)
- * must fail with errors that name the file and the object. Writer misuse is refused too. */
+ * must fail with errors that name the file and the object. Writer misuse is refused too.
+ * The layout attributes: their values, contradicting ones refused, none at all accepted. */
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -331,6 +332,101 @@ static void test_bad_layer_data(void **state) {
     expect_open_error(p, MPQ_ERR_FORMAT, "/tensors/half", "unknown dtype 'F64'");
 }
 
+/* ---- the layout attributes -------------------------------------------------------- */
+
+/* String attribute `name` of obj into buf [len]. */
+static void get_attr_str(const char *path, const char *obj, const char *name, char *buf,
+                         size_t len) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t a = H5Aopen_by_name(f, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(a >= 0);
+    hid_t t = H5Aget_type(a);
+    size_t n = H5Tget_size(t);
+    assert_true(n < len);
+    assert_true(H5Aread(a, t, buf) >= 0);
+    buf[n] = '\0';
+    H5Tclose(t);
+    H5Aclose(a);
+    H5Fclose(f);
+}
+
+/* Replaces the `levels` attribute of obj with n float32 values. */
+static void set_levels(const char *path, const char *obj, const float *v, hsize_t n) {
+    set_attr_str(path, obj, "levels", NULL);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t o = H5Oopen(f, obj, H5P_DEFAULT);
+    hid_t sp = H5Screate_simple(1, &n, NULL);
+    hid_t a = H5Acreate2(o, "levels", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(a >= 0 && H5Awrite(a, H5T_NATIVE_FLOAT, v) >= 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Oclose(o);
+    H5Fclose(f);
+}
+
+/* What the writer stores (README.md, "Reading a checkpoint without
+ * mpquant"); attributes contradicting the spec are refused naming them; a
+ * file without them (written before they existed) reads as before. */
+static void test_layout_attrs(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    char p[128], v[256];
+    const char *lin = "/layers/lin.weight";
+    const struct {
+        const char *name, *want;
+    } strs[] = {{"packing", "bits"},
+                {"scale_format", "fp16"},
+                {"params_layout", "scale:fp16[18]; zero:u4[18]"},
+                {"dequant", "w = scale[g] * (levels[code] - zero[g])"}};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        get_attr_str(g_good, lin, strs[i].name, v, sizeof v);
+        assert_string_equal(v, strs[i].want);
+    }
+    get_attr_str(g_good, "/layers/conv.weight", "params_layout", v, sizeof v);
+    assert_string_equal(v, "scale:fp16[4]");
+    copy_good("lay1.h5", p, sizeof p);
+    set_attr_str(p, lin, "params_layout", "scale:fp16[18]");
+    expect_open_error(p, MPQ_ERR_FORMAT, "attribute 'params_layout' is \"scale:fp16[18]\"",
+                      "gives \"scale:fp16[18]; zero:u4[18]\"");
+    copy_good("lay2.h5", p, sizeof p);
+    set_attr_str(p, lin, "packing", "base3");
+    expect_open_error(p, MPQ_ERR_FORMAT, "/layers/lin.weight", "attribute 'packing'");
+    copy_good("lay3.h5", p, sizeof p);
+    set_attr_int(p, lin, "groups_per_row", 2);
+    expect_open_error(p, MPQ_ERR_FORMAT, "attribute 'groups_per_row' is 2", "gives 3");
+    /* A level table that is not the parameters': found when dequantizing. */
+    copy_good("lay4.h5", p, sizeof p);
+    float lev[16];
+    for (int c = 0; c < 16; c++)
+        lev[c] = (float)c;
+    lev[5] = 5.5f;
+    set_levels(p, lin, lev, 16);
+    mpq_ckpt *ck = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_ckpt_open(ctx, p, &ck));
+    float out[ROWS * COLS], want[ROWS * COLS];
+    assert_int_equal(mpq_ckpt_dequantize_layer(ctx, ck, "lin.weight", out), MPQ_ERR_FORMAT);
+    assert_non_null(strstr(ctx->err_msg, "attribute 'levels' entry 5 is 5.5"));
+    mpq_err_clear(ctx);
+    mpq_ckpt_close(&ck);
+    /* Without any layout attribute: the same weights. */
+    copy_good("old.h5", p, sizeof p);
+    const char *names[] = {"packing",  "scale_format",  "group_cols", "groups_per_row",
+                           "n_groups", "params_layout", "dequant",    "levels"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        set_attr_str(p, lin, names[i], NULL);
+        set_attr_str(p, "/layers/conv.weight", names[i], NULL);
+    }
+    MPQ_ASSERT_OK(ctx, mpq_ckpt_open(ctx, g_good, &ck));
+    MPQ_ASSERT_OK(ctx, mpq_ckpt_dequantize_layer(ctx, ck, "lin.weight", want));
+    mpq_ckpt_close(&ck);
+    MPQ_ASSERT_OK(ctx, mpq_ckpt_open(ctx, p, &ck));
+    MPQ_ASSERT_OK(ctx, mpq_ckpt_dequantize_layer(ctx, ck, "lin.weight", out));
+    assert_memory_equal(out, want, sizeof out);
+    mpq_ckpt_close(&ck);
+}
+
 /* ---- writer misuse -------------------------------------------------------------- */
 
 /* Links out of the file's own tree are refused at open: an external link
@@ -416,7 +512,7 @@ int main(int argc, char **argv) {
             cmocka_unit_test(test_good_mpi),       cmocka_unit_test(test_good_serial),
             cmocka_unit_test(test_truncated),      cmocka_unit_test(test_wrong_version_and_format),
             cmocka_unit_test(test_bad_layer_data), cmocka_unit_test(test_writer_refusals),
-            cmocka_unit_test(test_links),
+            cmocka_unit_test(test_links),          cmocka_unit_test(test_layout_attrs),
         };
         failures = cmocka_run_group_tests(tests, NULL, NULL);
     }
