@@ -117,6 +117,10 @@ void mpq_model_close(mpq_model **m);
 const mpq_arch *mpq_model_arch(const mpq_model *m);
 /* The source path given to mpq_model_open. */
 const char *mpq_model_path(const mpq_model *m);
+/* The files the model's tensors are mapped from (shards; not anonymous
+ * buffers): i in [0, mpq_model_nfiles), NULL outside. */
+int64_t mpq_model_nfiles(const mpq_model *m);
+const char *mpq_model_file_at(const mpq_model *m, int64_t i);
 int64_t mpq_model_ntensors(const mpq_model *m);
 const mpq_tensor *mpq_model_tensor_at(const mpq_model *m, int64_t i);
 /* NULL when absent. */

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
@@ -144,6 +145,37 @@ static void sibling(const char *path, const char *name, char *buf, size_t len) {
         snprintf(buf, len, "%s", name);
 }
 
+/* Every file the source model was read from, none of which an export may
+ * replace: its path, the files it maps, and the config.json and
+ * safetensors index of its directory (the path itself, or the file's)
+ * when they exist. *list (mpq_malloc, caller frees) points into m and into
+ * cfg and idx [4096]. */
+static mpq_err source_files(mpq_ctx *ctx, const mpq_model *m, char *cfg, char *idx,
+                            const char ***list, int64_t *n) {
+    const char *path = mpq_model_path(m);
+    struct stat st;
+    const int dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    const int64_t nf = mpq_model_nfiles(m);
+    MPQ_CALL(mpq_malloc(ctx, nf + 3, sizeof **list, (void **)list));
+    if (dir) {
+        snprintf(cfg, 4096, "%s/config.json", path);
+        snprintf(idx, 4096, "%s/model.safetensors.index.json", path);
+    } else {
+        sibling(path, "config.json", cfg, 4096);
+        sibling(path, "model.safetensors.index.json", idx, 4096);
+    }
+    *n = 0;
+    (*list)[(*n)++] = path;
+    for (int64_t i = 0; i < nf; i++)
+        if (mpq_model_file_at(m, i))
+            (*list)[(*n)++] = mpq_model_file_at(m, i);
+    if (stat(cfg, &st) == 0)
+        (*list)[(*n)++] = cfg;
+    if (stat(idx, &st) == 0)
+        (*list)[(*n)++] = idx;
+    return MPQ_OK;
+}
+
 static mpq_err write_text_file(mpq_ctx *ctx, const char *path, const char *text, int overwrite,
                                const char *const *inputs, int64_t n_inputs) {
     mpq_outfile *f = NULL;
@@ -168,15 +200,18 @@ mpq_err mpq_export_safetensors(mpq_ctx *ctx, const mpq_model *m, const char *pat
     const mpq_arch *a = mpq_model_arch(m);
     const int llama = llama_layout(m);
     const perm_kind perm = llama && a->rope_interleaved ? PERM_TO_HALF : PERM_NONE;
-    char cfg_path[4096], src_cfg[4096];
+    char cfg_path[4096], src_cfg[4096], src_idx[4096];
+    const char **inputs = NULL;
+    int64_t ninputs = 0;
     sibling(path, "config.json", cfg_path, sizeof cfg_path);
-    sibling(mpq_model_path(m), "config.json", src_cfg, sizeof src_cfg);
-    const char *inputs[] = {mpq_model_path(m), src_cfg};
+    /* a model without a config.json (a checkpoint) may be exported into its
+     * own directory; no file the source was read from is ever replaced */
+    MPQ_CALL(source_files(ctx, m, src_cfg, src_idx, &inputs, &ninputs));
     write_config = write_config && llama;
     /* Fail on a bad config.json destination before the large file. */
     if (write_config) {
-        mpq_outfile_opts copts = {overwrite, inputs, 2};
-        MPQ_CALL(mpq_outfile_check(ctx, cfg_path, &copts));
+        mpq_outfile_opts copts = {overwrite, inputs, ninputs};
+        MPQ_TRY(mpq_outfile_check(ctx, cfg_path, &copts));
     }
 
     hdr = cJSON_CreateObject();
@@ -211,7 +246,7 @@ mpq_err mpq_export_safetensors(mpq_ctx *ctx, const mpq_model *m, const char *pat
         len8[k] = (unsigned char)((uint64_t)plen >> (8 * k));
 
     MPQ_ALLOC_TRY(buf, CHUNK);
-    mpq_outfile_opts opts = {overwrite, inputs, 2};
+    mpq_outfile_opts opts = {overwrite, inputs, ninputs};
     MPQ_TRY(mpq_outfile_open(ctx, path, &opts, &f));
     MPQ_TRY(mpq_outfile_write(ctx, f, len8, sizeof len8));
     MPQ_TRY(mpq_outfile_write(ctx, f, padded, plen));
@@ -225,10 +260,11 @@ mpq_err mpq_export_safetensors(mpq_ctx *ctx, const mpq_model *m, const char *pat
         cfg = hf_config(a);
         cfg_text = cfg ? cJSON_Print(cfg) : NULL;
         MPQ_ENSURE(cfg_text, MPQ_ERR_NOMEM, "cannot format %s", cfg_path);
-        MPQ_TRY(write_text_file(ctx, cfg_path, cfg_text, overwrite, inputs, 2));
+        MPQ_TRY(write_text_file(ctx, cfg_path, cfg_text, overwrite, inputs, ninputs));
     }
 cleanup:
     mpq_outfile_abort(&f);
+    mpq_free(inputs);
     mpq_free(buf);
     mpq_free(padded);
     cJSON_free(text);
@@ -277,8 +313,11 @@ mpq_err mpq_export_llama2c(mpq_ctx *ctx, const mpq_model *m, const char *path, i
     const mpq_arch *a = mpq_model_arch(m);
     const int shared = a->tied_embeddings || !mpq_model_find(m, "lm_head.weight");
     const perm_kind perm = a->rope_interleaved ? PERM_NONE : PERM_TO_INTERLEAVED;
-    const char *inputs[] = {mpq_model_path(m)};
-    mpq_outfile_opts opts = {overwrite, inputs, 1};
+    char src_cfg[4096], src_idx[4096];
+    const char **inputs = NULL;
+    int64_t ninputs = 0;
+    MPQ_CALL(source_files(ctx, m, src_cfg, src_idx, &inputs, &ninputs));
+    mpq_outfile_opts opts = {overwrite, inputs, ninputs};
     int64_t rope_n = a->seq_len * (a->head_dim / 2);
     MPQ_ALLOC_TRY(buf, CHUNK > rope_n ? CHUNK : rope_n);
     MPQ_TRY(mpq_outfile_open(ctx, path, &opts, &f));
@@ -334,6 +373,7 @@ mpq_err mpq_export_llama2c(mpq_ctx *ctx, const mpq_model *m, const char *path, i
     MPQ_TRY(mpq_outfile_commit(ctx, &f));
 cleanup:
     mpq_outfile_abort(&f);
+    mpq_free(inputs);
     mpq_free(buf);
     return err;
 }

@@ -289,6 +289,14 @@ const char *mpq_model_path(const mpq_model *m) {
     return m->path;
 }
 
+int64_t mpq_model_nfiles(const mpq_model *m) {
+    return m->nmaps;
+}
+
+const char *mpq_model_file_at(const mpq_model *m, int64_t i) {
+    return i >= 0 && i < m->nmaps && !m->maps[i]->anon ? m->maps[i]->path : NULL;
+}
+
 int64_t mpq_model_ntensors(const mpq_model *m) {
     return m->ntensors;
 }

@@ -7,7 +7,9 @@
 # into config.json and evaluates exactly as the checkpoint does (the same
 # mean NLL to the last digit); the llama2.c export is refused, naming what
 # llama2.c cannot hold. The forward pass itself is checked against a naive
-# reference in tests/loading (io_logits).
+# reference in tests/loading (io_logits). An export may go beside the
+# checkpoint, but never over a file its source was read from (config.json,
+# a shard), even with --overwrite.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_jq
@@ -57,6 +59,21 @@ nll() {
 a=$(nll "$dir/q.h5")
 b=$(nll "$dir/exp")
 [ -n "$a" ] && [ "$a" = "$b" ] || fail "checkpoint '$a', export '$b'"
+# beside the checkpoint (no config.json there to protect), but never over
+# the source model's own config.json
+run "$MPQ_BIN" export "$dir/q.h5" --format safetensors --output "$dir/model.safetensors"
+expect_rc 0
+[ -s "$dir/config.json" ] || fail "no config.json beside an export into the checkpoint's directory"
+cp "$dir/m/config.json" "$dir/config.src"
+run "$MPQ_BIN" export "$dir/m" --format safetensors --output "$dir/m/again.safetensors" --overwrite
+expect_rc 2
+expect_err "same file as input '$dir/m/config.json'"
+shard=$(ls "$dir"/m/model-*.safetensors | head -n 1)
+run "$MPQ_BIN" export "$dir/m" --format safetensors --output "$shard" --overwrite --no-config
+expect_rc 2
+expect_err 'same file as input'
+cmp -s "$dir/m/config.json" "$dir/config.src" || fail "the source's config.json was modified"
+[ ! -e "$dir/m/again.safetensors" ] || fail "a refused export left a file"
 run "$MPQ_BIN" export "$dir/q.h5" --format llama2c --output "$dir/m.bin"
 expect_rc 2
 expect_err 'biases'
