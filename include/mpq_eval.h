@@ -132,13 +132,14 @@ mpq_err mpq_eval_idx(struct mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const 
                      const char *labels_path, int64_t first, int64_t count, int64_t batch,
                      mpq_cls_result *out);
 
-/* Local. Greedy decoding (temperature 0) from BOS: at most ntokens new
- * tokens, stopping early at BOS as llama2.c does, or at the family's
- * max_seq. out must hold ntokens + 1 ids: out[0] = BOS, then the generated
- * ids; *n is the count including BOS. Each step recomputes the whole
- * prefix (no KV cache): meant for a quick look, not for long outputs. */
-mpq_err mpq_generate_greedy(struct mpq_ctx *ctx, mpq_family *f, int64_t ntokens, int32_t *out,
-                            int64_t *n);
+/* Local. Greedy decoding (temperature 0) from BOS (mpq_tokenizer_bos(tok);
+ * tok NULL: llama2.c's 1; MPQ_ERR_CONFIG when the tokenizer has none): at
+ * most ntokens new tokens, stopping early at BOS as llama2.c does, or at the
+ * family's max_seq. out must hold ntokens + 1 ids: out[0] = BOS, then the
+ * generated ids; *n is the count including BOS. Each step recomputes the
+ * whole prefix (no KV cache): meant for a quick look, not for long outputs. */
+mpq_err mpq_generate_greedy(struct mpq_ctx *ctx, mpq_family *f, const struct mpq_tokenizer *tok,
+                            int64_t ntokens, int32_t *out, int64_t *n);
 
 /* Local. The contiguous range [*lo, *hi) of n items assigned to this rank
  * (rank r gets [n r / size, n (r+1) / size)). */

@@ -34,8 +34,9 @@ mpq_err mpq_text_read(struct mpq_ctx *ctx, const char *path, char **text, int64_
 mpq_err mpq_text_split_docs(struct mpq_ctx *ctx, const char *text, int64_t len, int64_t max_docs,
                             mpq_span **docs, int64_t *ndocs);
 
-/* Encodes every document as llama2.c does (BOS, dummy leading space, no
- * EOS) and truncates it to max_tokens tokens (<= 0: no limit). The tokens of
+/* Encodes every document with the tokenizer (llama2.c: BOS, dummy leading
+ * space; Hugging Face: BOS first when mpq_tokenizer_add_bos), no EOS, and
+ * truncates it to max_tokens tokens (<= 0: no limit). The tokens of
  * document i are tokens[offsets[i] .. offsets[i + 1]); *offsets has
  * ndocs + 1 entries. Both arrays mpq_malloc'ed, caller frees. */
 mpq_err mpq_text_encode_docs(struct mpq_ctx *ctx, const struct mpq_tokenizer *tok, const char *text,

@@ -85,7 +85,7 @@ static mpq_err eval_lm(mpq_ctx *ctx, const mpq_config *cfg, mpq_family *f, mpq_f
         if (ctx->rank == 0) {
             err = mpq_malloc(ctx, gen + 1, sizeof *gtoks, (void **)&gtoks);
             if (err == MPQ_OK)
-                err = mpq_generate_greedy(ctx, f, gen, gtoks, &n);
+                err = mpq_generate_greedy(ctx, f, tok, gen, gtoks, &n);
             if (err == MPQ_OK)
                 err = mpq_tokenizer_decode(ctx, tok, gtoks + 1, n - 1, 1, &gtext, &len);
             if (err == MPQ_OK) {

@@ -22,8 +22,9 @@ const mpq_key_spec mpq_config_keys[] = {
      "checkpoint format; auto detects it from the file name and contents (mpqckpt: an mpquant "
      "quantized checkpoint)"},
     {"model.tokenizer", MPQ_KEY_PATH, OFF(model.tokenizer),
-     "${MPQ_SHARED_DIR}/data/models/stories260K/tok512.bin", NOLIM, NULL,
-     "llama2.c tokenizer.bin for language models (\"\" for none)"},
+     "${MPQ_SHARED_DIR}/data/models/stories260K/tok512.bin", NOLIM, "file|dir",
+     "tokenizer for language models: llama2.c tokenizer.bin, or a Hugging Face tokenizer.json "
+     "or the directory holding it (\"\" for none)"},
     {"model.family", MPQ_KEY_ENUM, OFF(model.family), "auto", NOLIM, NULL,
      "model family (mpq_family.h); auto: llama for Llama checkpoints, cnn when model.cnn is set"},
     {"model.cnn", MPQ_KEY_OPLIST, OFF(model.cnn), "", NOLIM, NULL,

@@ -63,33 +63,34 @@ mpq_err mpq_calib_set_text(mpq_ctx *ctx, const mpq_tokenizer *tok, const char *p
     mpq_err err = MPQ_OK;
     MPQ_TRY(mpq_text_read(ctx, path, &text, &len));
     MPQ_TRY(mpq_text_split_docs(ctx, text, len, 0, &docs, &ndocs));
-    /* Every document encoded whole (BOS first, as in evaluation); the
-     * documents one after another form one token stream. A text file's
-     * "documents" include headings of a few tokens, so segments are windows
-     * of the stream rather than documents. */
+    /* Every document encoded whole (BOS first if the tokenizer adds it, as in evaluation),
+     * one after another: one token stream. A text file's "documents" include headings of a
+     * few tokens, so segments are windows of the stream rather than documents. */
     MPQ_TRY(mpq_text_encode_docs(ctx, tok, text, docs, ndocs, len + 2, &toks, &offs));
     int64_t total = offs[ndocs];
     MPQ_ENSURE(total >= 2, MPQ_ERR_FORMAT, "calibration text '%s' holds fewer than 2 tokens", path);
-    /* A segment is BOS followed by seq_len - 1 consecutive tokens of the
-     * stream (position 0 is always BOS for the model), starting at a seeded
-     * pseudo-random position; the whole stream when it is shorter. */
-    int64_t body = seq_len - 1 < total ? seq_len - 1 : total;
-    if (body < seq_len - 1)
+    /* A segment is BOS followed by seq_len - 1 consecutive tokens of the stream (position 0
+     * is always BOS for the model; a tokenizer that adds none: seq_len tokens), starting at
+     * a seeded pseudo-random position; the whole stream when it is shorter. */
+    const int32_t bos = mpq_tokenizer_bos(tok);
+    const int64_t hb = mpq_tokenizer_add_bos(tok) && bos >= 0; /* 1: BOS first */
+    int64_t body = seq_len - hb < total ? seq_len - hb : total;
+    if (body < seq_len - hb)
         mpq_log(ctx, MPQ_LOG_WARN,
                 "calibration text '%s': %lld tokens, shorter than one segment of %lld", path,
                 (long long)total, (long long)seq_len);
     int64_t nstart = total - body + 1;
     MPQ_TRY(set_alloc(ctx, MPQ_TASK_LM, segments, &s));
     for (int64_t k = 0; k < segments; k++) {
-        s->len[k] = body + 1;
+        s->len[k] = body + hb;
         s->offset[k + 1] = s->offset[k] + s->len[k];
     }
     MPQ_ALLOC_TRY(s->tokens, s->offset[segments]);
     for (int64_t k = 0; k < segments; k++) {
         int64_t p = (int64_t)(mix64(seed ^ mix64((uint64_t)k + 1)) % (uint64_t)nstart);
         int32_t *dst = s->tokens + s->offset[k];
-        dst[0] = MPQ_TOKEN_BOS;
-        memcpy(dst + 1, toks + p, (size_t)body * sizeof *toks);
+        dst[0] = bos; /* overwritten by the stream when hb = 0 */
+        memcpy(dst + hb, toks + p, (size_t)body * sizeof *toks);
     }
     *out = s;
     s = NULL;
@@ -144,8 +145,9 @@ cleanup:
     return err;
 }
 
-mpq_err mpq_calib_set_random(mpq_ctx *ctx, const mpq_family_info *info, int64_t nsamples,
-                             int64_t seq_len, uint64_t seed, mpq_calib_set **out) {
+mpq_err mpq_calib_set_random(mpq_ctx *ctx, const mpq_family_info *info, const mpq_tokenizer *tok,
+                             int64_t nsamples, int64_t seq_len, uint64_t seed,
+                             mpq_calib_set **out) {
     *out = NULL;
     MPQ_CHECK(nsamples >= 1, MPQ_ERR_ARG, "random calibration: %lld samples", (long long)nsamples);
     mpq_calib_set *s = NULL;
@@ -160,10 +162,11 @@ mpq_err mpq_calib_set_random(mpq_ctx *ctx, const mpq_family_info *info, int64_t 
             s->offset[k + 1] = s->offset[k] + seq_len;
         }
         MPQ_ALLOC_TRY(s->tokens, s->offset[nsamples]);
+        const int32_t bos = mpq_tokenizer_add_bos(tok) ? mpq_tokenizer_bos(tok) : -1;
         for (int64_t i = 0; i < s->offset[nsamples]; i++)
             s->tokens[i] =
-                i % seq_len == 0
-                    ? MPQ_TOKEN_BOS
+                i % seq_len == 0 && bos >= 0
+                    ? bos
                     : (int32_t)(mix64(seed ^ mix64((uint64_t)i)) % (uint64_t)info->vocab_size);
     } else {
         s->input_numel = info->input_numel;
@@ -196,15 +199,16 @@ static double gen_uniform(uint64_t seed, int64_t i, int64_t t) {
 /* The next token of sample i at position t from its logits [V]: arg-max
  * (first on ties) when temperature is 0, else the inverse CDF of
  * softmax(logits / temperature) at the sample's uniform draw, in double.
- * BOS is left out when no_bos. p is scratch [V]. */
+ * Token `skip` (BOS right after BOS; -1: none) is left out. p is scratch [V]. */
 static mpq_err gen_pick(mpq_ctx *ctx, const float *logits, int64_t V, double temperature,
-                        uint64_t seed, int64_t i, int64_t t, int no_bos, double *p, int32_t *tok) {
+                        uint64_t seed, int64_t i, int64_t t, int32_t skip, double *p,
+                        int32_t *tok) {
     int64_t best = -1;
     for (int64_t v = 0; v < V; v++) {
         MPQ_CHECK(isfinite(logits[v]), MPQ_ERR_NUMERIC,
                   "generated calibration: sample %lld, position %lld: logit of token %lld is %g",
                   (long long)i, (long long)t, (long long)v, (double)logits[v]);
-        if (no_bos && v == MPQ_TOKEN_BOS)
+        if (v == skip)
             continue;
         if (best < 0 || logits[v] > logits[best])
             best = v;
@@ -215,9 +219,7 @@ static mpq_err gen_pick(mpq_ctx *ctx, const float *logits, int64_t V, double tem
     }
     double z = 0.0;
     for (int64_t v = 0; v < V; v++) {
-        p[v] = no_bos && v == MPQ_TOKEN_BOS
-                   ? 0.0
-                   : exp(((double)logits[v] - (double)logits[best]) / temperature);
+        p[v] = v == skip ? 0.0 : exp(((double)logits[v] - (double)logits[best]) / temperature);
         z += p[v];
     }
     /* Walk the CDF; `last` guards against u * z exceeding the final partial
@@ -238,7 +240,7 @@ static mpq_err gen_pick(mpq_ctx *ctx, const float *logits, int64_t V, double tem
 
 /* Generates this rank's batches of samples: sample i into gen[i][L] with its
  * length in glen[i] (other samples untouched). Local. */
-static mpq_err gen_mine(mpq_ctx *ctx, mpq_family *f, int64_t nsamples, int64_t L,
+static mpq_err gen_mine(mpq_ctx *ctx, mpq_family *f, int32_t bos, int64_t nsamples, int64_t L,
                         double temperature, uint64_t seed, int32_t *gen, int64_t *glen) {
     const mpq_family_info *info = mpq_family_get_info(f);
     const int64_t G = MPQ_CALIB_GEN_BATCH, V = info->out_width;
@@ -262,7 +264,7 @@ static mpq_err gen_mine(mpq_ctx *ctx, mpq_family *f, int64_t nsamples, int64_t L
     for (int64_t c = ctx->rank; c < nbatches; c += ctx->size) {
         int64_t s0 = c * G, s1 = s0 + G < nsamples ? s0 + G : nsamples;
         for (int64_t i = s0; i < s1; i++) {
-            gen[i * L] = MPQ_TOKEN_BOS;
+            gen[i * L] = bos;
             glen[i] = 1;
         }
         /* Step t: every sample still running has t tokens; the batch holds
@@ -284,8 +286,9 @@ static mpq_err gen_mine(mpq_ctx *ctx, mpq_family *f, int64_t nsamples, int64_t L
             for (int64_t k = 0; k < na; k++) {
                 int64_t i = bidx[k];
                 int32_t tok = 0;
-                MPQ_TRY(gen_pick(ctx, logits + k * V, V, temperature, seed, i, t, t == 1, p, &tok));
-                if (tok == MPQ_TOKEN_BOS)
+                MPQ_TRY(gen_pick(ctx, logits + k * V, V, temperature, seed, i, t, t == 1 ? bos : -1,
+                                 p, &tok));
+                if (tok == bos)
                     continue; /* end of the story: the sample stops before it */
                 gen[i * L + t] = tok;
                 glen[i] = t + 1;
@@ -305,8 +308,9 @@ cleanup:
     return err;
 }
 
-mpq_err mpq_calib_set_generated(mpq_ctx *ctx, mpq_family *f, int64_t nsamples, int64_t seq_len,
-                                double temperature, uint64_t seed, mpq_calib_set **out) {
+mpq_err mpq_calib_set_generated(mpq_ctx *ctx, mpq_family *f, const mpq_tokenizer *tok,
+                                int64_t nsamples, int64_t seq_len, double temperature,
+                                uint64_t seed, mpq_calib_set **out) {
     *out = NULL;
     const mpq_family_info *info = mpq_family_get_info(f);
     /* The checks depend on the arguments only, so every rank takes the same
@@ -319,6 +323,8 @@ mpq_err mpq_calib_set_generated(mpq_ctx *ctx, mpq_family *f, int64_t nsamples, i
     MPQ_CHECK(seq_len >= 2 && info->max_seq >= 2, MPQ_ERR_ARG,
               "generated calibration: seq_len %lld (>= 2; the model allows %lld)",
               (long long)seq_len, (long long)info->max_seq);
+    const int32_t bos = mpq_tokenizer_bos(tok); /* starts every sample */
+    MPQ_CHECK(bos >= 0 && bos < info->vocab_size, MPQ_ERR_CONFIG, "generated calibration: no BOS");
     MPQ_CHECK(isfinite(temperature) && temperature >= 0.0, MPQ_ERR_ARG,
               "generated calibration: temperature %g (>= 0; 0 = greedy)", temperature);
     MPQ_CHECK(info->out_width == info->vocab_size && info->vocab_size > 2, MPQ_ERR_FORMAT,
@@ -337,7 +343,7 @@ mpq_err mpq_calib_set_generated(mpq_ctx *ctx, mpq_family *f, int64_t nsamples, i
     if (local == MPQ_OK)
         local = mpq_malloc(ctx, nsamples, sizeof *glen, (void **)&glen);
     if (local == MPQ_OK)
-        local = gen_mine(ctx, f, nsamples, L, temperature, seed, gen, glen);
+        local = gen_mine(ctx, f, bos, nsamples, L, temperature, seed, gen, glen);
     MPQ_TRY(mpq_agree(ctx, local));
     MPQ_TRY(mpq_sum_owned(ctx, glen, nsamples, MPI_INT64_T, "generated calibration samples"));
     local = set_alloc(ctx, MPQ_TASK_LM, nsamples, &s);
@@ -350,7 +356,7 @@ mpq_err mpq_calib_set_generated(mpq_ctx *ctx, mpq_family *f, int64_t nsamples, i
     }
     if (local == MPQ_OK)
         for (int64_t i = 0; i < nsamples; i++)
-            if (gen[i * L] == MPQ_TOKEN_BOS) /* generated here */
+            if ((i / MPQ_CALIB_GEN_BATCH) % ctx->size == ctx->rank) /* generated here */
                 memcpy(s->tokens + s->offset[i], gen + i * L, (size_t)glen[i] * sizeof *gen);
     MPQ_TRY(mpq_agree(ctx, local));
     MPQ_TRY(mpq_sum_owned(ctx, s->tokens, s->offset[nsamples], MPI_INT32_T,
@@ -393,25 +399,24 @@ static mpq_err make_images(mpq_ctx *ctx, const mpq_config *cfg, const mpq_family
 
 static mpq_err make_random(mpq_ctx *ctx, const mpq_config *cfg, const mpq_family_info *info,
                            mpq_family *f, const mpq_tokenizer *tok, mpq_calib_set **out) {
-    (void)f, (void)tok;
+    (void)f;
     int64_t len = cfg->calibration.seq_len;
     if (info->task == MPQ_TASK_LM && len > info->max_seq)
         len = info->max_seq;
-    MPQ_CALL(mpq_calib_set_random(ctx, info, cfg->calibration.segments, len,
+    MPQ_CALL(mpq_calib_set_random(ctx, info, tok, cfg->calibration.segments, len,
                                   (uint64_t)cfg->calibration.seed, out));
     return MPQ_OK;
 }
 
 static mpq_err make_generated(mpq_ctx *ctx, const mpq_config *cfg, const mpq_family_info *info,
                               mpq_family *f, const mpq_tokenizer *tok, mpq_calib_set **out) {
-    (void)tok;
     MPQ_CHECK(info->task == MPQ_TASK_LM, MPQ_ERR_CONFIG,
               "%s: calibration.source = \"generated\" needs a language model: a classifier "
               "cannot generate its own inputs (use \"images\" or \"random\")",
               cfg->source);
-    MPQ_CALL(mpq_calib_set_generated(ctx, f, cfg->calibration.segments, cfg->calibration.seq_len,
-                                     cfg->calibration.temperature, (uint64_t)cfg->calibration.seed,
-                                     out));
+    MPQ_CALL(mpq_calib_set_generated(ctx, f, tok, cfg->calibration.segments,
+                                     cfg->calibration.seq_len, cfg->calibration.temperature,
+                                     (uint64_t)cfg->calibration.seed, out));
     return MPQ_OK;
 }
 

@@ -518,21 +518,24 @@ mpq_err mpq_eval_lm(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const mpq_toke
     return mpq_eval_lm_text(ctx, f, ref, tok, p->text, p->max_items, out);
 }
 
-mpq_err mpq_generate_greedy(mpq_ctx *ctx, mpq_family *f, int64_t ntokens, int32_t *out,
-                            int64_t *n) {
+mpq_err mpq_generate_greedy(mpq_ctx *ctx, mpq_family *f, const mpq_tokenizer *tok, int64_t ntokens,
+                            int32_t *out, int64_t *n) {
     mpq_err err = MPQ_OK;
     const mpq_family_info *fi = mpq_family_get_info(f);
     float *logits = NULL;
+    const int32_t bos = mpq_tokenizer_bos(tok);
     MPQ_CHECK(fi->task == MPQ_TASK_LM, MPQ_ERR_ARG, "generation needs a language model");
+    MPQ_CHECK(bos >= 0 && bos < fi->vocab_size, MPQ_ERR_CONFIG,
+              "generation starts from BOS: the tokenizer has none");
     MPQ_ALLOC(logits, fi->out_width);
     int64_t len = 1;
-    out[0] = MPQ_TOKEN_BOS;
+    out[0] = bos;
     while (len - 1 < ntokens && len < fi->max_seq) {
         mpq_batch b = {.nseq = 1, .len = &len, .rows = len, .tokens = out};
         MPQ_TRY(mpq_family_forward_last(ctx, f, &b, logits));
         int64_t am = 0;
         mpq_logsumexp(logits, fi->out_width, &am);
-        if (am == MPQ_TOKEN_BOS)
+        if (am == bos)
             break;
         out[len++] = (int32_t)am;
     }

@@ -95,8 +95,8 @@ mpq_err mpq_text_encode_docs(mpq_ctx *ctx, const mpq_tokenizer *tok, const char 
     int64_t cap = 0, used = 0;
     for (int64_t d = 0; d < ndocs; d++) {
         int64_t n = 0;
-        MPQ_TRY(mpq_tokenizer_encode(ctx, tok, text + docs[d].begin, (size_t)docs[d].len, 1, 0,
-                                     &one, &n));
+        MPQ_TRY(mpq_tokenizer_encode(ctx, tok, text + docs[d].begin, (size_t)docs[d].len,
+                                     mpq_tokenizer_add_bos(tok), 0, &one, &n));
         if (max_tokens > 0 && n > max_tokens)
             n = max_tokens;
         if (used + n > cap) {

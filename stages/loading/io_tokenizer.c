@@ -1,4 +1,9 @@
-/* io_tokenizer.c: llama2.c's BPE tokenizer.
+/* io_tokenizer.c: the tokenizer handle, and llama2.c's BPE tokenizer.
+ *
+ * mpq_tokenizer_load picks the kind from the path: a directory holding
+ * tokenizer.json, a *.json file or a file opening a JSON object is a Hugging
+ * Face tokenizer (io_hftok.c, io_hftok_enc.c), anything else llama2.c's
+ * tokenizer.bin, read here.
  *
  * llama2.c merges by rescanning all adjacent pairs after every merge, which
  * is O(n^2) in the text length. Here the tokens form a doubly linked list
@@ -18,12 +23,18 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "hftok_internal.h"
 #include "mpq_infile.h"
 #include "mpq_ctx.h"
 #include "mpq_tokenizer.h"
 
 struct mpq_tokenizer {
+    mpq_tokenizer_kind kind;
+    int32_t bos, eos; /* -1 when none */
+    int add_bos;      /* sequences start with BOS */
+    mpq_hftok *hf;    /* MPQ_TOKENIZER_HF_BPE: everything else is unused */
     int64_t vocab_size;
     int64_t max_len; /* max_token_length from the file */
     char *pool;      /* every token's bytes, each followed by a NUL */
@@ -44,6 +55,8 @@ static uint64_t hash_bytes(const char *s, size_t n) {
 }
 
 int32_t mpq_tokenizer_lookup(const mpq_tokenizer *t, const char *s, size_t len) {
+    if (t->hf)
+        return mpq_hftok_lookup(t->hf, s, len);
     uint64_t mask = (uint64_t)t->nslots - 1;
     for (uint64_t i = hash_bytes(s, len) & mask;; i = (i + 1) & mask) {
         int32_t id = t->slots[i];
@@ -76,8 +89,8 @@ static mpq_err build_hash(mpq_ctx *ctx, mpq_tokenizer *t) {
     return MPQ_OK;
 }
 
-mpq_err mpq_tokenizer_load(mpq_ctx *ctx, const char *path, int64_t vocab_size,
-                           mpq_tokenizer **out) {
+static mpq_err load_llama2c(mpq_ctx *ctx, const char *path, int64_t vocab_size,
+                            mpq_tokenizer **out) {
     mpq_err err = MPQ_OK;
     FILE *f = NULL;
     unsigned char *buf = NULL;
@@ -112,6 +125,10 @@ mpq_err mpq_tokenizer_load(mpq_ctx *ctx, const char *path, int64_t vocab_size,
                (long long)size);
 
     MPQ_ALLOC_TRY(t, 1);
+    t->kind = MPQ_TOKENIZER_LLAMA2C;
+    t->bos = MPQ_TOKEN_BOS;
+    t->eos = MPQ_TOKEN_EOS;
+    t->add_bos = 1;
     t->vocab_size = vocab_size;
     t->max_len = max_len;
     MPQ_ALLOC_TRY(t->offset, vocab_size);
@@ -159,10 +176,108 @@ cleanup:
     return err;
 }
 
+/* Whether path names a Hugging Face tokenizer; then json (and cfg, "" when
+ * absent) receive the tokenizer.json and tokenizer_config.json paths. */
+static mpq_err hf_paths(mpq_ctx *ctx, const char *path, char *json, char *cfg, size_t cap,
+                        int *is_hf) {
+    struct stat st;
+    *is_hf = 0;
+    json[0] = cfg[0] = '\0';
+    if (stat(path, &st) != 0)
+        return MPQ_OK; /* the llama2.c reader reports it */
+    size_t n = strlen(path);
+    MPQ_CHECK(n + 32 < cap, MPQ_ERR_ARG, "%s: path too long", path);
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(json, cap, "%s/tokenizer.json", path);
+        MPQ_CHECK(access(json, R_OK) == 0, MPQ_ERR_IO,
+                  "%s: a directory without a readable tokenizer.json", path);
+        snprintf(cfg, cap, "%s/tokenizer_config.json", path);
+        if (access(cfg, R_OK) != 0)
+            cfg[0] = '\0';
+        *is_hf = 1;
+        return MPQ_OK;
+    }
+    if (!S_ISREG(st.st_mode))
+        return MPQ_OK; /* no peeking into a FIFO or a device: llama2.c's reader refuses it */
+    /* Other names: the file opens a JSON object, '{' then '"' or '}' (blanks
+     * aside), which a llama2.c file cannot (its first int32 would be a
+     * max_token_length of 0x227B or more, or 0x7B 0x20 ...). */
+    int hf = n >= 5 && strcmp(path + n - 5, ".json") == 0, seen = 0;
+    FILE *f = hf ? NULL : fopen(path, "rb");
+    for (int c; f && (c = fgetc(f)) != EOF;) {
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+            continue;
+        hf = seen && (c == '"' || c == '}');
+        if (seen || c != '{')
+            break;
+        seen = 1;
+    }
+    if (f)
+        fclose(f);
+    if (!hf)
+        return MPQ_OK;
+    snprintf(json, cap, "%s", path);
+    const char *slash = strrchr(path, '/');
+    int dlen = slash ? (int)(slash - path) : 1;
+    snprintf(cfg, cap, "%.*s/tokenizer_config.json", dlen, slash ? path : ".");
+    const char *base = slash ? slash + 1 : path;
+    if (strcmp(base, "tokenizer_config.json") == 0 || access(cfg, R_OK) != 0)
+        cfg[0] = '\0';
+    *is_hf = 1;
+    return MPQ_OK;
+}
+
+mpq_err mpq_tokenizer_load(mpq_ctx *ctx, const char *path, int64_t vocab_size,
+                           mpq_tokenizer **out) {
+    mpq_err err = MPQ_OK;
+    mpq_tokenizer *t = NULL;
+    char json[4096], cfg[4096];
+    int is_hf = 0;
+    *out = NULL;
+    MPQ_CALL(hf_paths(ctx, path, json, cfg, sizeof json, &is_hf));
+    if (!is_hf)
+        return load_llama2c(ctx, path, vocab_size, out);
+    MPQ_ALLOC_TRY(t, 1);
+    t->kind = MPQ_TOKENIZER_HF_BPE;
+    MPQ_TRY(mpq_hftok_load(ctx, json, cfg[0] ? cfg : NULL, vocab_size, &t->hf));
+    t->vocab_size = t->hf->size;
+    t->max_len = t->hf->max_len;
+    t->bos = t->hf->bos;
+    t->eos = t->hf->eos;
+    t->add_bos = t->hf->add_bos;
+    *out = t;
+    t = NULL;
+cleanup:
+    mpq_tokenizer_destroy(&t);
+    return err;
+}
+
+mpq_tokenizer_kind mpq_tokenizer_get_kind(const mpq_tokenizer *t) {
+    return t->kind;
+}
+
+const char *mpq_tokenizer_kind_name(const mpq_tokenizer *t) {
+    return t->kind == MPQ_TOKENIZER_HF_BPE ? "hf-bpe" : "llama2c";
+}
+
+/* Without a tokenizer: llama2.c's convention. */
+int32_t mpq_tokenizer_bos(const mpq_tokenizer *t) {
+    return t ? t->bos : MPQ_TOKEN_BOS;
+}
+
+int32_t mpq_tokenizer_eos(const mpq_tokenizer *t) {
+    return t ? t->eos : MPQ_TOKEN_EOS;
+}
+
+int mpq_tokenizer_add_bos(const mpq_tokenizer *t) {
+    return t ? t->add_bos : 1;
+}
+
 void mpq_tokenizer_destroy(mpq_tokenizer **pt) {
     if (!pt || !*pt)
         return;
     mpq_tokenizer *t = *pt;
+    mpq_hftok_destroy(&t->hf);
     mpq_free(t->pool);
     mpq_free(t->offset);
     mpq_free(t->len);
@@ -183,13 +298,20 @@ int64_t mpq_tokenizer_max_token_length(const mpq_tokenizer *t) {
 const char *mpq_tokenizer_token(const mpq_tokenizer *t, int32_t id, size_t *len) {
     if (id < 0 || id >= t->vocab_size)
         return NULL;
+    if (t->hf) {
+        if (t->hf->len[id] < 0)
+            return NULL;
+        if (len)
+            *len = (size_t)t->hf->len[id];
+        return t->hf->pool + t->hf->off[id];
+    }
     if (len)
         *len = (size_t)t->len[id];
     return t->pool + t->offset[id];
 }
 
 float mpq_tokenizer_score(const mpq_tokenizer *t, int32_t id) {
-    if (id < 0 || id >= t->vocab_size)
+    if (id < 0 || id >= t->vocab_size || t->hf)
         return 0.0f;
     return t->score[id];
 }
@@ -266,13 +388,16 @@ mpq_err mpq_tokenizer_encode(mpq_ctx *ctx, const mpq_tokenizer *t, const char *t
     char *scratch = NULL;
     *tokens = NULL;
     *n = 0;
+    if (t->hf)
+        return mpq_hftok_encode(ctx, t->hf, text, len, bos ? t->bos : -1, eos ? t->eos : -1, tokens,
+                                n);
     /* At most one token per byte, plus BOS, the dummy prefix and EOS. */
     int64_t cap = (int64_t)len + 3;
     MPQ_ALLOC_TRY(tok, cap);
     MPQ_ALLOC_TRY(scratch, 2 * t->max_len + 8);
     int64_t nt = 0;
     if (bos)
-        tok[nt++] = MPQ_TOKEN_BOS;
+        tok[nt++] = t->bos;
     if (len > 0) {
         int32_t sp = mpq_tokenizer_lookup(t, " ", 1);
         MPQ_ENSURE(sp >= 0, MPQ_ERR_FORMAT, "tokenizer: the vocabulary has no \" \" token");
@@ -332,7 +457,7 @@ mpq_err mpq_tokenizer_encode(mpq_ctx *ctx, const mpq_tokenizer *t, const char *t
     for (int64_t i = 0; i >= 0 && i < nt; i = next[i])
         res[k++] = tok[i];
     if (eos)
-        res[k++] = MPQ_TOKEN_EOS;
+        res[k++] = t->eos;
     *tokens = res;
     *n = k;
     res = NULL;
@@ -364,7 +489,7 @@ const char *mpq_tokenizer_piece(const mpq_tokenizer *t, int32_t prev, int32_t id
     const char *p = mpq_tokenizer_token(t, id, &n);
     if (!p)
         return NULL;
-    if (prev == MPQ_TOKEN_BOS && n > 0 && p[0] == ' ') {
+    if (!t->hf && prev == t->bos && n > 0 && p[0] == ' ') {
         p++;
         n--;
     }
@@ -385,6 +510,10 @@ mpq_err mpq_tokenizer_decode(mpq_ctx *ctx, const mpq_tokenizer *t, const int32_t
                              int after_bos, char **out, size_t *len) {
     *out = NULL;
     *len = 0;
+    if (t->hf) {
+        MPQ_CALL(mpq_hftok_decode(ctx, t->hf, tokens, n, out, len));
+        return MPQ_OK;
+    }
     int64_t total = 0;
     for (int64_t i = 0; i < n; i++) {
         MPQ_CHECK(tokens[i] >= 0 && tokens[i] < t->vocab_size, MPQ_ERR_ARG,
@@ -395,7 +524,7 @@ mpq_err mpq_tokenizer_decode(mpq_ctx *ctx, const mpq_tokenizer *t, const int32_t
     char *s = NULL;
     MPQ_CALL(mpq_malloc(ctx, total + 1, 1, (void **)&s));
     size_t used = 0;
-    int32_t prev = after_bos ? MPQ_TOKEN_BOS : 0;
+    int32_t prev = after_bos ? t->bos : 0;
     for (int64_t i = 0; i < n; i++) {
         unsigned char b;
         size_t pl = 0;

@@ -190,7 +190,7 @@ static void test_stories260k(void **state) {
     check_model(ctx, f, set, 2, "stories260K");
     mpq_calib_set_destroy(&set);
     /* Random tokens as a source. */
-    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, mpq_family_get_info(f), 5, 17, 9, &set));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, mpq_family_get_info(f), NULL, 5, 17, 9, &set));
     assert_int_equal(set->offset[5], 85);
     check_model(ctx, f, set, 3, "stories260K random");
     mpq_calib_set_destroy(&set);
@@ -329,9 +329,9 @@ static void test_sources(void **state) {
 
     /* random tokens */
     const mpq_family_info *info = mpq_family_get_info(f);
-    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, info, 6, 20, 3, &a));
-    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, info, 6, 20, 3, &b));
-    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, info, 6, 20, 4, &c));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, info, NULL, 6, 20, 3, &a));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, info, NULL, 6, 20, 3, &b));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, info, NULL, 6, 20, 4, &c));
     assert_true(same_set(a, b));
     assert_false(same_set(a, c));
     for (int64_t k = 0; k < 6; k++) {
@@ -381,7 +381,7 @@ static void test_auto_chunks(void **state) {
     open_stories(ctx, &m, &f);
     /* 16 samples of 512 tokens: chunks of four samples (2048 rows), so no
      * rank of up to 4 sits idle */
-    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, mpq_family_get_info(f), 16, 512, 3, &set));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, mpq_family_get_info(f), NULL, 16, 512, 3, &set));
     MPQ_ASSERT_OK(ctx, mpq_calib_create(ctx, f, set, 0, &c));
     assert_int_equal(mpq_calib_rows(c), 2048 * ((4 - ctx->rank + ctx->size - 1) / ctx->size));
     assert_true(ctx->size > 4 || mpq_calib_rows(c) > 0);

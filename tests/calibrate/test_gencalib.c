@@ -205,12 +205,12 @@ static void nll_entropy(mpq_ctx *ctx, mpq_family *f, const mpq_calib_set *s, dou
 static int64_t check_generated(mpq_ctx *ctx, mpq_family *f, int64_t N, int64_t L, double T,
                                uint64_t seed, int repeat) {
     mpq_calib_set *a = NULL, *a2 = NULL, *s = NULL, *b = NULL;
-    MPQ_ASSERT_OK(ctx, mpq_calib_set_generated(ctx, f, N, L, T, seed, &a));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_generated(ctx, f, NULL, N, L, T, seed, &a));
     assert_int_equal(a->nsamples, N);
     assert_well_formed(a, L, 512);
     /* Same call again: the same set. */
     if (repeat) {
-        MPQ_ASSERT_OK(ctx, mpq_calib_set_generated(ctx, f, N, L, T, seed, &a2));
+        MPQ_ASSERT_OK(ctx, mpq_calib_set_generated(ctx, f, NULL, N, L, T, seed, &a2));
         assert_same_set(a, a2);
     }
     /* Every rank holds rank 0's set (hash compared). */
@@ -228,7 +228,7 @@ static int64_t check_generated(mpq_ctx *ctx, mpq_family *f, int64_t N, int64_t L
         mpq_ctx *serial = NULL;
         assert_int_equal(mpq_ctx_create(MPI_COMM_NULL, &serial), MPQ_OK);
         mpq_log_set_level(serial, MPQ_LOG_WARN);
-        MPQ_ASSERT_OK(serial, mpq_calib_set_generated(serial, f, N, L, T, seed, &s));
+        MPQ_ASSERT_OK(serial, mpq_calib_set_generated(serial, f, NULL, N, L, T, seed, &s));
         uint64_t hs = fnv1a(s);
         print_message("generated N=%lld L=%lld T=%g seed=%llu at %d ranks: %lld tokens, %lld "
                       "ended at BOS, hash %016llx (serial %016llx)\n",
@@ -247,7 +247,7 @@ static int64_t check_generated(mpq_ctx *ctx, mpq_family *f, int64_t N, int64_t L
         free(one);
     }
     /* Another seed: other samples. */
-    MPQ_ASSERT_OK(ctx, mpq_calib_set_generated(ctx, f, N, L, T, seed + 1, &b));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_generated(ctx, f, NULL, N, L, T, seed + 1, &b));
     assert_well_formed(b, L, 512);
     int64_t differ = 0;
     for (int64_t i = 0; i < N; i++)
@@ -285,10 +285,10 @@ static void test_greedy(void **state) {
     /* 9 samples: a batch of 8 and one of 1. */
     const int64_t N = 9, L = 40;
     mpq_calib_set *g = NULL;
-    MPQ_ASSERT_OK(ctx, mpq_calib_set_generated(ctx, x.f, N, L, 0.0, 99, &g));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_generated(ctx, x.f, NULL, N, L, 0.0, 99, &g));
     int32_t ref[40];
     int64_t n = 0;
-    MPQ_ASSERT_OK(ctx, mpq_generate_greedy(ctx, x.f, L - 1, ref, &n));
+    MPQ_ASSERT_OK(ctx, mpq_generate_greedy(ctx, x.f, NULL, L - 1, ref, &n));
     assert_int_equal(n, L); /* the greedy story does not end within 39 tokens */
     for (int64_t i = 0; i < N; i++) {
         assert_int_equal(g->len[i], n);
@@ -313,7 +313,7 @@ static void test_sampling(void **state) {
     lm_open(ctx, &x);
     const int64_t N = 12, L = 64;
     mpq_calib_set *s = NULL;
-    MPQ_ASSERT_OK(ctx, mpq_calib_set_generated(ctx, x.f, N, L, 1.0, 2024, &s));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_generated(ctx, x.f, NULL, N, L, 1.0, 2024, &s));
     assert_well_formed(s, L, 512);
     double nll = 0.0, ent = 0.0, sigma = 0.0;
     int64_t npred = 0;
@@ -344,7 +344,7 @@ static void test_sampling(void **state) {
     /* Uniform tokens score far worse under the same model (the check above
      * is not trivially met). */
     mpq_calib_set *r = NULL;
-    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, mpq_family_get_info(x.f), 4, L, 3, &r));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, mpq_family_get_info(x.f), NULL, 4, L, 3, &r));
     double rn = 0.0, re = 0.0, rs = 0.0;
     int64_t rp = 0;
     nll_entropy(ctx, x.f, r, &rn, &re, &rs, &rp);
@@ -392,7 +392,7 @@ static void test_config_and_errors(void **state) {
                                         0, NULL, &cfg));
     assert_true(cfg->calibration.temperature == 0.0);
     MPQ_ASSERT_OK(ctx, mpq_calib_set_from_config_family(ctx, cfg, x.f, x.tok, &s));
-    MPQ_ASSERT_OK(ctx, mpq_calib_set_generated(ctx, x.f, 3, 12, 0.0, 5, &g));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_generated(ctx, x.f, NULL, 3, 12, 0.0, 5, &g));
     assert_same_set(s, g);
     assert_int_equal(s->offset[3], 36);
     mpq_calib_set_destroy(&s);
@@ -410,7 +410,7 @@ static void test_config_and_errors(void **state) {
                                         "seq_len = 9; seed = 5; };",
                                         0, NULL, &cfg));
     MPQ_ASSERT_OK(ctx, mpq_calib_set_from_config_family(ctx, cfg, x.f, NULL, &s));
-    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, mpq_family_get_info(x.f), 2, 9, 5, &g));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, mpq_family_get_info(x.f), NULL, 2, 9, 5, &g));
     assert_same_set(s, g);
     mpq_calib_set_destroy(&s);
     mpq_calib_set_destroy(&g);
@@ -424,13 +424,13 @@ static void test_config_and_errors(void **state) {
     assert_non_null(strstr(ctx->err_msg, "calibration.temperature"));
     mpq_err_clear(ctx);
     /* Bad arguments. */
-    assert_int_equal(mpq_calib_set_generated(ctx, x.f, 2, 1, 1.0, 1, &s), MPQ_ERR_ARG);
+    assert_int_equal(mpq_calib_set_generated(ctx, x.f, NULL, 2, 1, 1.0, 1, &s), MPQ_ERR_ARG);
     mpq_err_clear(ctx);
-    assert_int_equal(mpq_calib_set_generated(ctx, x.f, 0, 8, 1.0, 1, &s), MPQ_ERR_ARG);
+    assert_int_equal(mpq_calib_set_generated(ctx, x.f, NULL, 0, 8, 1.0, 1, &s), MPQ_ERR_ARG);
     mpq_err_clear(ctx);
-    assert_int_equal(mpq_calib_set_generated(ctx, x.f, 2, 8, NAN, 1, &s), MPQ_ERR_ARG);
+    assert_int_equal(mpq_calib_set_generated(ctx, x.f, NULL, 2, 8, NAN, 1, &s), MPQ_ERR_ARG);
     mpq_err_clear(ctx);
-    assert_int_equal(mpq_calib_set_generated(ctx, x.f, 2, 8, -1.0, 1, &s), MPQ_ERR_ARG);
+    assert_int_equal(mpq_calib_set_generated(ctx, x.f, NULL, 2, 8, -1.0, 1, &s), MPQ_ERR_ARG);
     mpq_err_clear(ctx);
     assert_null(s);
     lm_close(&x);
@@ -456,7 +456,7 @@ static void test_classifier_refused(void **state) {
     assert_non_null(strstr(ctx->err_msg, "calibration.source"));
     assert_non_null(strstr(ctx->err_msg, "mnist-cnn-small.cfg"));
     mpq_err_clear(ctx);
-    assert_int_equal(mpq_calib_set_generated(ctx, f, 4, 8, 1.0, 1, &s), MPQ_ERR_CONFIG);
+    assert_int_equal(mpq_calib_set_generated(ctx, f, NULL, 4, 8, 1.0, 1, &s), MPQ_ERR_CONFIG);
     assert_null(s);
     mpq_err_clear(ctx);
     mpq_family_destroy(&f);

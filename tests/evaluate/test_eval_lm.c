@@ -197,7 +197,7 @@ static void test_greedy_generation(void **state) {
     /* Generation is local: every rank checks it. */
     int32_t toks[101];
     int64_t n = 0;
-    MPQ_ASSERT_OK(ctx, mpq_generate_greedy(ctx, x->f, 100, toks, &n));
+    MPQ_ASSERT_OK(ctx, mpq_generate_greedy(ctx, x->f, x->tok, 100, toks, &n));
     assert_int_equal(toks[0], MPQ_TOKEN_BOS);
     char *text = NULL;
     size_t len = 0;

@@ -73,6 +73,42 @@ out("tokenizer", "truncated", bytes([k]) + f[:400] + text)
 f, k = tokenizer([(0.0, b"a\0b"), (1.0, b"\xff\xfe"), (0.5, b"")])
 out("tokenizer", "odd-tokens", bytes([k]) + f + text)
 
+
+# Hugging Face tokenizer.json (a file opening a JSON object): 269 ids, below
+# the 274 of byte 0 = 15 (models pad their embedding).
+def hf_tokenizer(pre, dec, norm):
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab.update({"<0x%02X>" % b: 3 + b for b in range(256)})
+    for w in ["\u2581", "t", "h", "e", "\u2581t", "th", "\u2581th", "he", "\u2581the"]:
+        vocab[w] = len(vocab)
+    added = [{"id": i, "content": c, "special": True, "lstrip": False, "rstrip": False,
+              "normalized": False, "single_word": False} for c, i in (("<unk>", 0), ("<s>", 1),
+                                                                      ("</s>", 2))]
+    added.append({"id": 268, "content": "<|end|>", "special": True, "rstrip": True})
+    return json.dumps({
+        "version": "1.0", "added_tokens": added, "normalizer": norm, "pre_tokenizer": pre,
+        "post_processor": {"type": "TemplateProcessing",
+                           "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                      {"Sequence": {"id": "A", "type_id": 0}}],
+                           "special_tokens": {"<s>": {"id": "<s>", "ids": [1]}}},
+        "decoder": dec,
+        "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": True, "byte_fallback": True,
+                  "vocab": vocab, "merges": ["\u2581 t", "t h", ["\u2581t", "h"], "h e",
+                                             "\u2581th e"]}}).encode()
+
+
+hf_text = "the <|end|>  th\u00e9 \u20ac42\nthe end".encode().ljust(64, b".")
+llama_norm = {"type": "Sequence", "normalizers": [
+    {"type": "Prepend", "prepend": "\u2581"},
+    {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+llama_dec = {"type": "Sequence", "decoders": [
+    {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+    {"type": "ByteFallback"}, {"type": "Fuse"},
+    {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+ms = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}
+out("tokenizer", "hf-llama", bytes([15]) + hf_tokenizer(None, llama_dec, llama_norm) + hf_text)
+out("tokenizer", "hf-metaspace", bytes([15]) + hf_tokenizer(ms, ms, None) + hf_text)
+
 # ---- safetensors
 
 

@@ -269,7 +269,7 @@ static void test_sensitivity_probe(void **state) {
     MPQ_ASSERT_OK(ctx, mpq_model_open(ctx, path, "auto", &m));
     MPQ_ASSERT_OK(ctx, mpq_family_create(ctx, m, NULL, "llama", &f));
     const mpq_family_info *fi = mpq_family_get_info(f);
-    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, fi, 24, 128, 7, &set));
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, fi, NULL, 24, 128, 7, &set));
     int64_t *g0 = NULL, ng = 0;
     MPQ_ASSERT_OK(ctx, mpq_eval_groups(ctx, set->len, set->nsamples, &g0, &ng));
     assert_int_equal(ng, 2);
