@@ -67,6 +67,9 @@ typedef struct mpq_session_opts {
      * quant.spec's granularity), no budget quant.spec alone; 0 (sweep)
      * none. */
     int uniform_spec;
+    /* 1: the command evaluates the language model (it needs a tokenizer
+     * even when its calibration does not) */
+    int evaluates;
 } mpq_session_opts;
 
 typedef struct mpq_session {

@@ -462,8 +462,11 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
     const mpq_session_file outputs[] = {{"output.path", cfg->output.path},
                                         {"hessian.save", cfg->hessian.save},
                                         {"measure.save", cfg->measure.save}};
-    const mpq_session_opts so = {
-        .outputs = outputs, .noutputs = 3, .checkpoint = 1, .uniform_spec = 1};
+    const mpq_session_opts so = {.outputs = outputs,
+                                 .noutputs = 3,
+                                 .checkpoint = 1,
+                                 .uniform_spec = 1,
+                                 .evaluates = cfg->eval.enabled};
 
     /* load: model, families, tokenizer, candidates, layer selection;
      * calibrate: the calibration samples. */

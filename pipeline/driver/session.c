@@ -216,9 +216,18 @@ static mpq_err load(mpq_ctx *ctx, mpq_session *s, const mpq_session_opts *o) {
     MPQ_CALL(mpq_family_create(ctx, s->m, cfg, NULL, &s->fq));
     MPQ_CALL(mpq_family_create(ctx, s->m, cfg, NULL, &s->ffp));
     s->info = mpq_family_get_info(s->fq);
-    if (s->info->task == MPQ_TASK_LM) {
+    /* A language model needs its tokenizer to calibrate on text or on
+     * sequences it generates from BOS, and to be evaluated; random
+     * calibration without evaluation needs none. */
+    const char *src = cfg->calibration.source;
+    const int needs = o->evaluates || strcmp(src, "text") == 0 || strcmp(src, "generated") == 0;
+    if (s->info->task == MPQ_TASK_LM && (needs || cfg->model.tokenizer[0])) {
         MPQ_CHECK(cfg->model.tokenizer[0], MPQ_ERR_CONFIG,
-                  "%s: model.tokenizer: a language model needs a tokenizer", cfg->source);
+                  "%s: model.tokenizer: a language model needs a tokenizer for %s (only "
+                  "calibration.source = \"random\" with eval.enabled = false goes without)",
+                  cfg->source,
+                  o->evaluates ? "its evaluation"
+                               : "calibration.source = \"text\" or \"generated\"");
         MPQ_CALL(mpq_tokenizer_load(ctx, cfg->model.tokenizer, s->info->vocab_size, &s->tok));
     }
     MPQ_CALL(mpq_round_from_config(ctx, cfg, &s->ro, NULL, &s->method));

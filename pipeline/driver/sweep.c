@@ -231,7 +231,7 @@ mpq_err mpq_sweep_create(mpq_ctx *ctx, const mpq_config *cfg, int with_calib, mp
     MPQ_TRY(mpq_agree(ctx, err));
     /* The candidates are quant.candidates alone; the sweep writes no
      * checkpoint and its own files were checked above. */
-    const mpq_session_opts so = {.uniform_spec = 0};
+    const mpq_session_opts so = {.uniform_spec = 0, .evaluates = 1};
     MPQ_TRY(mpq_session_create(ctx, cfg, &so, &sw->ses));
     MPQ_TRY(mpq_agree(ctx, setup_sizes(ctx, sw)));
     if (with_calib)

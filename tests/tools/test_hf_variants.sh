@@ -9,7 +9,8 @@
 # llama2.c cannot hold. The forward pass itself is checked against a naive
 # reference in tests/loading (io_logits). An export may go beside the
 # checkpoint, but never over a file its source was read from (config.json,
-# a shard), even with --overwrite.
+# a shard), even with --overwrite. Without a tokenizer, random calibration
+# without evaluation runs; generated calibration is refused.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_jq
@@ -41,6 +42,18 @@ CFG
 run timeout -k 5 200 $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$dir/q.cfg" -q --json \
     -o output.path="$dir/q.h5"
 expect_rc 0
+# without a tokenizer: random calibration and no evaluation go; generated
+# calibration needs one, and says so
+nt=(-o 'model.tokenizer=""' -o calibration.source=random -o eval.enabled=false)
+# shellcheck disable=SC2086
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$dir/q.cfg" -q "${nt[@]}" -o output.path="$dir/nt.h5"
+expect_rc 0
+[ -s "$dir/nt.h5" ] || fail "no checkpoint without a tokenizer"
+# shellcheck disable=SC2086
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$dir/q.cfg" -q "${nt[@]}" -o calibration.source=generated \
+    -o output.path="$dir/nt2.h5"
+expect_rc 1
+expect_err 'needs a tokenizer for calibration.source'
 got=$(arch_of "$dir/q.h5")
 [ "$got" = "$want" ] || fail "checkpoint architecture $got, expected $want"
 mkdir -p "$dir/exp"
