@@ -158,8 +158,10 @@ static mpq_err text_dataset(mpq_ctx *ctx, mpq_ckpt_writer *w, hid_t parent, cons
                             const char *text, int64_t len, const char *what) {
     mpq_err err = MPQ_OK;
     int64_t t = H5I_INVALID_HID;
+    char where[4200]; /* messages name the output file, then the object */
+    snprintf(where, sizeof where, "%s: %s", w->of->dest, what);
     MPQ_CALL(mpq_ckpt_h5_strtype(ctx, (size_t)len, &t));
-    MPQ_TRY(dataset_write(ctx, w, parent, name, t, t, 0, NULL, len ? text : "", 0, what, NULL));
+    MPQ_TRY(dataset_write(ctx, w, parent, name, t, t, 0, NULL, len ? text : "", 0, where, NULL));
 cleanup:
     H5Tclose(t);
     return err;
