@@ -215,6 +215,15 @@ run_json fp-cls eval "$src/configs/mnist-cnn-small.cfg"
 for name in "${lm_cfgs[@]}" "${cls_cfgs[@]}"; do
     quant_run "cfg-$name" "$src/configs/$name.cfg"
 done
+# WikiText-2 test, windows protocol, of every language-model checkpoint
+wiki=(--tokenizer "$MPQ_SHARED_DIR/data/models/stories260K/tok512.bin"
+    --text "$MPQ_SHARED_DIR/data/text/wikitext2-test.txt" --protocol windows)
+say "WikiText-2 windows"
+run_json wiki-fp eval --model "$MPQ_SHARED_DIR/data/models/stories260K/stories260K.bin" "${wiki[@]}"
+for name in "${lm_cfgs[@]}"; do
+    run_json "wiki-$name" eval --model "$work/cfg-$name.d/ckpt.h5" "${wiki[@]}" \
+        --reference "$MPQ_SHARED_DIR/data/models/stories260K/stories260K.bin"
+done
 
 {
     echo "## Shipped configurations"
@@ -240,6 +249,18 @@ done
     for name in "${lm_cfgs[@]}"; do
         n=cfg-$name
         echo "| $name | $(j "$n" .mode) | $(j "$n" .method) | $(f4 "$(j "$n" .bpw)") | $(f4 "$(j "$n" .fp.ppl)") | $(f4 "$(j "$n" .quantized.ppl)") | $(chg "$(j "$n" .fp.ppl)" "$(j "$n" .quantized.ppl)") | $(f4 "$(j "$n" .quantized.kld)") | $(f4 "$(j "$n" .quantized.top1_agreement)") | $(secs "$n") |"
+    done
+    echo
+    echo "The same checkpoints on the WikiText-2 test text, windows protocol (\`mpquant eval"
+    echo "--protocol windows\`: the whole text as one token stream in windows of the model's"
+    echo "context, $(j wiki-fp .window) tokens; $(j wiki-fp .docs) windows, $(j wiki-fp .predictions) predictions)."
+    echo "Full precision: PPL $(f4 "$(j wiki-fp .ppl)")."
+    echo
+    echo "| configuration | PPL quantized | change | KLD | top-1 agreement |"
+    echo "|---|---:|---:|---:|---:|"
+    for name in "${lm_cfgs[@]}"; do
+        n=wiki-$name
+        echo "| $name | $(f4 "$(j "$n" .ppl)") | $(chg "$(j wiki-fp .ppl)" "$(j "$n" .ppl)") | $(f4 "$(j "$n" .kld)") | $(f4 "$(j "$n" .top1_agreement)") |"
     done
     echo
     echo "### Classifier: mnist-cnn-small"
