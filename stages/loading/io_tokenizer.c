@@ -331,36 +331,15 @@ static int cand_before(const merge_cand *a, const merge_cand *b) {
     return a->score > b->score || (a->score == b->score && a->left < b->left);
 }
 
-static void heap_push(merge_cand *h, int64_t *n, merge_cand c) {
-    int64_t i = (*n)++;
-    while (i > 0) {
-        int64_t p = (i - 1) / 2;
-        if (!cand_before(&c, &h[p]))
-            break;
-        h[i] = h[p];
-        i = p;
-    }
-    h[i] = c;
-}
-
-static merge_cand heap_pop(merge_cand *h, int64_t *n) {
-    merge_cand top = h[0], last = h[--(*n)];
-    int64_t i = 0;
-    for (;;) {
-        int64_t c = 2 * i + 1;
-        if (c >= *n)
-            break;
-        if (c + 1 < *n && cand_before(&h[c + 1], &h[c]))
-            c++;
-        if (!cand_before(&h[c], &last))
-            break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (*n > 0)
-        h[i] = last;
-    return top;
-}
+#define HEAP_T      merge_cand
+#define HEAP_BEFORE cand_before
+#define HEAP_PUSH   heap_push
+#define HEAP_POP    heap_pop
+#include "io_heap.h"
+#undef HEAP_T
+#undef HEAP_BEFORE
+#undef HEAP_PUSH
+#undef HEAP_POP
 
 /* Pushes the pair (left, right) if its concatenation is a token that
  * llama2.c could pick (score above its initial best of -1e10). */
