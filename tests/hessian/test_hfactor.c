@@ -102,7 +102,9 @@ static void verify_rchol(int64_t n, const mpq_hfactor *f, const mpq_hfactor *ref
     assert_non_null(V);
     assert_null(f->inv_chol);
     assert_true(f->lambda == ref->lambda);
-    double *P = malloc(sizeof(double) * n * n), *Hd = malloc(sizeof(double) * n * n);
+    double *P = calloc((size_t)(n * n), sizeof(double));
+    double *Hd = calloc((size_t)(n * n), sizeof(double));
+    assert_true(P && Hd);
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < i; j++)
             assert_true(V[i * n + j] == 0.0);
