@@ -187,10 +187,22 @@ int mpq_round_gptq_vform(const mpq_round_opts *o, const mpq_qspec *spec) {
     return o->static_groups || !spec_refit_ok(spec);
 }
 
+/* The factorisation output GPTQ's form needs, and taking it out of f. */
+static unsigned gptq_factor_kind(int vform) {
+    return vform ? MPQ_HF_RCHOL : MPQ_HF_INV_CHOL;
+}
+
+static double *take_gptq_factor(mpq_hfactor *f, int vform) {
+    double **p = vform ? &f->rchol : &f->inv_chol;
+    double *m = *p;
+    *p = NULL;
+    return m;
+}
+
 mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const char *name,
                                 int64_t cols, const double *H, const mpq_hset *set, int vform,
                                 double **V, mpq_round_damp *damp) {
-    const unsigned what = vform ? MPQ_HF_RCHOL : MPQ_HF_INV_CHOL;
+    const unsigned what = gptq_factor_kind(vform);
     mpq_err err = MPQ_OK;
     int64_t *perm = NULL;
     mpq_hfactor *f = NULL;
@@ -218,13 +230,7 @@ mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const cha
              "block %d, damping %g",
              name, (long long)cols, (long long)cols, f->backend, f->nprow, f->npcol, set->first,
              set->first + set->count - 1, f->nb, f->damping);
-    if (vform) {
-        *V = f->rchol; /* on the owners only */
-        f->rchol = NULL;
-    } else {
-        *V = f->inv_chol;
-        f->inv_chol = NULL;
-    }
+    *V = take_gptq_factor(f, vform); /* on the owners only */
     *damp = (mpq_round_damp){f->damping, f->lambda};
 cleanup:
     mpq_hfactor_destroy(&f);
@@ -233,11 +239,12 @@ cleanup:
 }
 
 /* V (row-major upper, Hd = V V^T) into M in place: every column above the
- * diagonal divided by its diagonal entry, which stays (mpq_round_problem). */
-static void scale_factor(int64_t n, double *v) {
+ * diagonal divided by its diagonal entry diag[k], which stays
+ * (mpq_round_problem). */
+static void scale_factor(int64_t n, const double *diag, double *v) {
     for (int64_t j = 0; j < n; j++)
         for (int64_t k = j + 1; k < n; k++)
-            v[j * n + k] /= v[k * n + k];
+            v[j * n + k] /= diag[k];
 }
 
 mpq_err mpq_round_problem_create(mpq_ctx *ctx, const mpq_round_opts *o,
@@ -296,17 +303,16 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
             /* LAPACK on this rank: below the ScaLAPACK width the factor must
              * not depend on a process grid (bit-identity across rank counts). */
             MPQ_TRY(mpq_hfactor_local_perm(ctx, &o->hf, pb->name, cols, H, pb->perm,
-                                           pb->vform ? MPQ_HF_RCHOL : MPQ_HF_INV_CHOL, &f));
-            pb->M = pb->vform ? f->rchol : f->inv_chol;
-            f->rchol = f->inv_chol = NULL;
+                                           gptq_factor_kind(pb->vform), &f));
+            pb->M = take_gptq_factor(f, pb->vform);
             pb->damping = f->damping;
             pb->lambda = f->lambda;
         }
-        if (pb->vform)
-            scale_factor(cols, pb->M);
         MPQ_ALLOC_TRY(pb->mdiag, cols);
         for (int64_t j = 0; j < cols; j++)
             pb->mdiag[j] = pb->M[j * cols + j];
+        if (pb->vform)
+            scale_factor(cols, pb->mdiag, pb->M);
         /* What the damping added to each diagonal entry, in the column
          * order: the loss through M subtracts it (codes_loss). */
         MPQ_ALLOC_TRY(pb->added, cols);
