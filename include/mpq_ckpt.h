@@ -268,8 +268,11 @@ mpq_err mpq_export_llama2c(mpq_ctx *ctx, const mpq_model *m, const char *path, i
 
 /* Options of an export. */
 typedef struct mpq_export_opts {
-    int overwrite;    /* replace existing output files */
-    int write_config; /* safetensors: config.json beside the file (Llama layout only) */
+    int overwrite;         /* replace existing output files */
+    int write_config;      /* safetensors: config.json beside the file (Llama layout only) */
+    const char *tokenizer; /* a tokenizer to embed or copy (gguf); NULL: none given */
+    int lossy;             /* quantized formats: convert layers the target cannot hold
+                              exactly, reporting the added error, instead of refusing */
 } mpq_export_opts;
 
 /* An export format (`mpquant export --format NAME`). Local. */

@@ -31,7 +31,10 @@ mpq_err mpq_cmd_export(mpq_ctx *ctx, const mpq_cli *cli) {
                                  "export: unknown --format", &fi));
     const mpq_export_format *fmt = mpq_export_formats[fi];
     MPQ_CHECK(out && out[0], MPQ_ERR_ARG, "export: --output FILE is required");
-    const mpq_export_opts opts = {.overwrite = overwrite, .write_config = config};
+    const mpq_export_opts opts = {.overwrite = overwrite,
+                                  .write_config = config,
+                                  .tokenizer = mpq_cli_opt(cli, "tokenizer"),
+                                  .lossy = mpq_cli_opt(cli, "lossy") != NULL};
     mpq_err err = MPQ_OK;
     mpq_model *m = NULL;
     int64_t ntensors = 0;

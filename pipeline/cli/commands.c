@@ -54,8 +54,11 @@ const mpq_command mpq_commands[] = {
                 "                   for Llama models) or llama2c (legacy run.c format)\n"
                 "  --output=FILE    destination (written atomically; never an input)\n"
                 "  --overwrite      replace existing output files\n"
-                "  --no-config      safetensors: do not write config.json\n",
-        .options = "format= output= overwrite no-config",
+                "  --no-config      safetensors: do not write config.json\n"
+                "  --tokenizer=PATH the model's tokenizer, embedded where the format holds one\n"
+                "  --lossy          quantized formats: convert what the format cannot hold\n"
+                "                   exactly (the added error is reported) instead of refusing\n",
+        .options = "format= output= overwrite no-config tokenizer= lossy",
         .min_pos = 1,
         .max_pos = 1,
         .run = mpq_cmd_export,
