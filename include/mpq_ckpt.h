@@ -288,4 +288,17 @@ extern const mpq_export_format *const mpq_export_formats[];
 extern const mpq_registry mpq_export_format_reg;
 const mpq_export_format *mpq_export_format_find(const char *name);
 
+/* Collective: rank 0 opens the model at `in` (any format; a checkpoint
+ * gives its quantized layers to the quantized formats) and writes it to
+ * `out` as fmt; every rank returns the agreed outcome. *ntensors (rank 0;
+ * may be NULL): tensors of the model. */
+mpq_err mpq_export_run(mpq_ctx *ctx, const char *in, const mpq_export_format *fmt, const char *out,
+                       const mpq_export_opts *o, int64_t *ntensors);
+
+/* Local. Splits an output.exports entry "FORMAT:PATH" (where: the error's
+ * prefix, e.g. "run.cfg: output.exports[1]"): *fmt the registered format,
+ * *path points into entry. */
+mpq_err mpq_export_entry_parse(mpq_ctx *ctx, const char *where, const char *entry,
+                               const mpq_export_format **fmt, const char **path);
+
 #endif

@@ -145,8 +145,9 @@ typedef struct mpq_config {
     } measure;
 
     struct {
-        char *path;    /* quantized checkpoint (HDF5, "" = none) */
-        int overwrite; /* replace an existing file */
+        char *path;          /* quantized checkpoint (HDF5, "" = none) */
+        int overwrite;       /* replace an existing file */
+        mpq_strlist exports; /* "FORMAT:PATH": exports of the checkpoint written after it */
     } output;
 
     struct {

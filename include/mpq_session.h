@@ -46,6 +46,12 @@ typedef struct mpq_session_file {
  * output may replace one. Returns the count; past MPQ_SESSION_MAX_FILES it
  * counts without storing (the caller sees the overflow). */
 int64_t mpq_session_named_inputs(const struct mpq_config *cfg, mpq_session_file *f);
+
+/* The tokenizer a language model uses: model.tokenizer when set; else the
+ * model directory itself when model.path is a directory holding a
+ * tokenizer.json (a Hugging Face model directory); else "" (none). Points
+ * into cfg. Local (every rank looks at the file system). */
+const char *mpq_session_tokenizer(const struct mpq_config *cfg);
 /* Local. Output out must not be the same file (inode or canonical path) as
  * any of in[0 .. ni): an MPQ_ERR_CONFIG error naming both. */
 mpq_err mpq_session_check_output(mpq_ctx *ctx, const struct mpq_config *cfg,

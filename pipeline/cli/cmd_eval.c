@@ -11,6 +11,7 @@
 #include "mpq_eval.h"
 #include "mpq_family.h"
 #include "mpq_model.h"
+#include "mpq_session.h"
 #include "mpq_tokenizer.h"
 #include "mpq_timer.h"
 
@@ -35,13 +36,14 @@ static mpq_err eval_lm(mpq_ctx *ctx, const mpq_config *cfg, mpq_family *f, mpq_f
     int32_t *gtoks = NULL;
     char *gtext = NULL;
     const mpq_family_info *fi = mpq_family_get_info(f);
-    if (!cfg->model.tokenizer[0])
+    const char *tpath = mpq_session_tokenizer(cfg);
+    if (!tpath[0])
         err = MPQ_ERROR(MPQ_ERR_CONFIG, "%s: model.tokenizer: a language model needs a tokenizer",
                         cfg->source);
     else if (!cfg->eval.text[0])
         err = MPQ_ERROR(MPQ_ERR_CONFIG, "%s: eval.text: no text file to evaluate on", cfg->source);
     else
-        err = mpq_tokenizer_load(ctx, cfg->model.tokenizer, fi->vocab_size, &tok);
+        err = mpq_tokenizer_load(ctx, tpath, fi->vocab_size, &tok);
     MPQ_TRY(mpq_agree(ctx, err));
     mpq_lm_result r;
     const mpq_lm_protocol p = {.text = cfg->eval.text,

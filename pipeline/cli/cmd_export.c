@@ -35,18 +35,8 @@ mpq_err mpq_cmd_export(mpq_ctx *ctx, const mpq_cli *cli) {
                                   .write_config = config,
                                   .tokenizer = mpq_cli_opt(cli, "tokenizer"),
                                   .lossy = mpq_cli_opt(cli, "lossy") != NULL};
-    mpq_err err = MPQ_OK;
-    mpq_model *m = NULL;
     int64_t ntensors = 0;
-    if (ctx->rank == 0) {
-        err = mpq_model_open(ctx, in, "auto", &m);
-        if (err == MPQ_OK)
-            err = fmt->write(ctx, m, out, &opts);
-        if (err == MPQ_OK)
-            ntensors = mpq_model_ntensors(m);
-        mpq_model_close(&m);
-    }
-    MPQ_CALL(mpq_agree(ctx, err));
+    MPQ_CALL(mpq_export_run(ctx, in, fmt, out, &opts, &ntensors));
     if (ctx->rank == 0) {
         struct stat st;
         long long size = stat(out, &st) == 0 ? (long long)st.st_size : -1;

@@ -24,7 +24,8 @@ const mpq_key_spec mpq_config_keys[] = {
     {"model.tokenizer", MPQ_KEY_PATH, OFF(model.tokenizer),
      "${MPQ_SHARED_DIR}/data/models/stories260K/tok512.bin", NOLIM, "file|dir",
      "tokenizer for language models: llama2.c tokenizer.bin, or a Hugging Face tokenizer.json "
-     "or the directory holding it (\"\" for none)"},
+     "or the directory holding it (\"\": the model directory's tokenizer.json when model.path "
+     "is a directory holding one, else none)"},
     {"model.family", MPQ_KEY_ENUM, OFF(model.family), "auto", NOLIM, NULL,
      "model family (mpq_family.h); auto: llama for Llama checkpoints, cnn when model.cnn is set"},
     {"model.cnn", MPQ_KEY_OPLIST, OFF(model.cnn), "", NOLIM, NULL,
@@ -133,7 +134,10 @@ const mpq_key_spec mpq_config_keys[] = {
     {"output.path", MPQ_KEY_OUTPATH, OFF(output.path), "", NOLIM, NULL,
      "quantized checkpoint written by mpquant run (HDF5; \"\" = none)"},
     {"output.overwrite", MPQ_KEY_BOOL, OFF(output.overwrite), "false", NOLIM, NULL,
-     "replace an existing output.path"},
+     "replace an existing output.path (and existing output.exports files)"},
+    {"output.exports", MPQ_KEY_STRING_LIST, OFF(output.exports), "[]", NOLIM, NULL,
+     "\"FORMAT:PATH\" exports of the checkpoint written after it, as mpquant export writes them "
+     "(with model.tokenizer), e.g. [\"gguf:out/model.gguf\"]; needs output.path"},
 
     /* sweep (mpquant sweep, mpq_sweep.h) */
     {"sweep.budgets", MPQ_KEY_FLOAT_LIST, OFF(sweep.budgets), "[]", 0.5, 64.0, NULL,

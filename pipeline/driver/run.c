@@ -68,6 +68,7 @@ static mpq_err check_config(mpq_ctx *ctx, const mpq_config *cfg, int propagate_q
     const mpq_family_ops *fam = mpq_family_find(cfg->model.family); /* NULL for auto */
     if (cfg->output.path[0] && fam && fam->check_checkpoint)
         MPQ_CALL(fam->check_checkpoint(ctx, cfg));
+    MPQ_CALL(mpq_run_exports_outputs(ctx, cfg, NULL, NULL));
     return MPQ_OK;
 }
 
@@ -459,18 +460,22 @@ cleanup:
 static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
     mpq_err err = MPQ_OK;
     mpq_pass *p = NULL;
-    const mpq_session_file outputs[] = {{"output.path", cfg->output.path},
-                                        {"hessian.save", cfg->hessian.save},
-                                        {"measure.save", cfg->measure.save}};
-    const mpq_session_opts so = {.outputs = outputs,
-                                 .noutputs = 3,
-                                 .checkpoint = 1,
-                                 .uniform_spec = 1,
-                                 .evaluates = cfg->eval.enabled};
+    mpq_session_file *outputs = NULL;
+    int64_t nout = 3;
+    MPQ_ALLOC_TRY(outputs, 3 + cfg->output.exports.n);
+    outputs[0] = (mpq_session_file){"output.path", cfg->output.path};
+    outputs[1] = (mpq_session_file){"hessian.save", cfg->hessian.save};
+    outputs[2] = (mpq_session_file){"measure.save", cfg->measure.save};
 
     /* load: model, families, tokenizer, candidates, layer selection;
      * calibrate: the calibration samples. */
     MPQ_TRY(check_config(ctx, cfg, s->propagate_q));
+    MPQ_TRY(mpq_run_exports_outputs(ctx, cfg, outputs, &nout));
+    const mpq_session_opts so = {.outputs = outputs,
+                                 .noutputs = nout,
+                                 .checkpoint = 1,
+                                 .uniform_spec = 1,
+                                 .evaluates = cfg->eval.enabled};
     MPQ_TRY(mpq_session_create(ctx, cfg, &so, &s->ses));
     mpq_session *ses = s->ses;
     const int64_t nblocks = ses->info->nblocks;
@@ -601,8 +606,10 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
     if (cfg->output.path[0]) {
         MPQ_TRY(assemble(ctx, s));
         mpq_partial_remove(ctx, s->part);
+        MPQ_TRY(mpq_run_write_exports(ctx, cfg));
     }
 cleanup:
+    mpq_free(outputs);
     mpq_pass_destroy(&p);
     return err;
 }

@@ -36,6 +36,14 @@ typedef struct run_state {
 mpq_err mpq_run_measure_save(mpq_ctx *ctx, const run_state *s, const char *path);
 mpq_err mpq_run_measure_load(mpq_ctx *ctx, run_state *s, const char *path);
 
+/* output.exports (run_exports.c). Local: checks every entry (format, the
+ * need for output.path) and, with out, appends each destination to out[*n]
+ * (room for output.exports.n more) after checking that it may be written.
+ * Collective: writes the exports from the committed checkpoint. */
+mpq_err mpq_run_exports_outputs(mpq_ctx *ctx, const mpq_config *cfg, mpq_session_file *out,
+                                int64_t *n);
+mpq_err mpq_run_write_exports(mpq_ctx *ctx, const mpq_config *cfg);
+
 /* The analytic minimum of memory per rank in MiB (mpq_run_result.rss_min_mib). */
 double mpq_run_memory_minimum(const mpq_session *ses, int ranks);
 

@@ -221,14 +221,15 @@ static mpq_err load(mpq_ctx *ctx, mpq_session *s, const mpq_session_opts *o) {
      * calibration without evaluation needs none. */
     const char *src = cfg->calibration.source;
     const int needs = o->evaluates || strcmp(src, "text") == 0 || strcmp(src, "generated") == 0;
-    if (s->info->task == MPQ_TASK_LM && (needs || cfg->model.tokenizer[0])) {
-        MPQ_CHECK(cfg->model.tokenizer[0], MPQ_ERR_CONFIG,
+    const char *tok = mpq_session_tokenizer(cfg);
+    if (s->info->task == MPQ_TASK_LM && (needs || tok[0])) {
+        MPQ_CHECK(tok[0], MPQ_ERR_CONFIG,
                   "%s: model.tokenizer: a language model needs a tokenizer for %s (only "
                   "calibration.source = \"random\" with eval.enabled = false goes without)",
                   cfg->source,
                   o->evaluates ? "its evaluation"
                                : "calibration.source = \"text\" or \"generated\"");
-        MPQ_CALL(mpq_tokenizer_load(ctx, cfg->model.tokenizer, s->info->vocab_size, &s->tok));
+        MPQ_CALL(mpq_tokenizer_load(ctx, tok, s->info->vocab_size, &s->tok));
     }
     MPQ_CALL(mpq_round_from_config(ctx, cfg, &s->ro, NULL, &s->method));
     MPQ_CALL(mpq_importance_from_config(ctx, cfg, &s->importance));

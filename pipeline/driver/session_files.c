@@ -1,6 +1,7 @@
 /* session_files.c: the files a command reads and writes (mpq_session.h):
  * the inputs the configuration names, the inputs a run reads, and the
  * check that no output replaces an input or another output. */
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -22,6 +23,15 @@ static void add_file(mpq_session_file *f, int64_t *n, const char *key, const cha
     if (*n < MPQ_SESSION_MAX_FILES)
         f[*n] = (mpq_session_file){key, path};
     (*n)++;
+}
+
+const char *mpq_session_tokenizer(const mpq_config *cfg) {
+    struct stat st;
+    char json[4096];
+    if (cfg->model.tokenizer[0] || stat(cfg->model.path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return cfg->model.tokenizer;
+    snprintf(json, sizeof json, "%s/tokenizer.json", cfg->model.path);
+    return stat(json, &st) == 0 && S_ISREG(st.st_mode) ? cfg->model.path : cfg->model.tokenizer;
 }
 
 int64_t mpq_session_named_inputs(const mpq_config *cfg, mpq_session_file *f) {
@@ -46,7 +56,7 @@ int64_t mpq_session_read_inputs(const mpq_session *s, int evaluated, int mixed,
         add_file(f, &n, "the configuration file", cfg->source);
     add_file(f, &n, "model.path", cfg->model.path);
     if (lm)
-        add_file(f, &n, "model.tokenizer", cfg->model.tokenizer);
+        add_file(f, &n, "model.tokenizer", mpq_session_tokenizer(cfg));
     const mpq_calib_source *src = mpq_calib_source_find(cfg->calibration.source);
     if (src && src->input)
         add_file(f, &n, src->input_key, src->input(cfg));
