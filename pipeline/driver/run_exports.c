@@ -40,8 +40,8 @@ mpq_err mpq_run_write_exports(mpq_ctx *ctx, const mpq_config *cfg) {
     for (int64_t i = 0; i < cfg->output.exports.n; i++) {
         const mpq_export_format *fmt = NULL;
         const char *path = NULL;
-        MPQ_CALL(mpq_export_entry_parse(ctx, "output.exports", cfg->output.exports.v[i], &fmt,
-                                        &path));
+        MPQ_CALL(
+            mpq_export_entry_parse(ctx, "output.exports", cfg->output.exports.v[i], &fmt, &path));
         MPQ_CALL(mpq_export_run(ctx, cfg->output.path, fmt, path, &o, NULL));
         MPQ_INFO("export written: %s (%s)", path, fmt->name);
     }
