@@ -132,6 +132,10 @@ typedef struct mpq_family_ops {
     mpq_err (*head)(struct mpq_ctx *ctx, void *state, const float *x, int64_t rows, float *logits);
     mpq_err (*get_weight)(struct mpq_ctx *ctx, void *state, int64_t layer, float *w);
     mpq_err (*set_weight)(struct mpq_ctx *ctx, void *state, int64_t layer, const float *w);
+    /* Backward pass of block b (NULL: the family has none); see
+     * mpq_family_block_backward. */
+    mpq_err (*block_backward)(struct mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
+                              const float *x_in, const float *dy, float *dx, float *const *dw);
 } mpq_family_ops;
 
 /* The registry (NULL-terminated; model.family, mpq_registry.h), its
@@ -172,6 +176,20 @@ mpq_err mpq_family_embed(struct mpq_ctx *ctx, mpq_family *f, const mpq_batch *ba
  * x_out may equal x_in when the widths are equal. hook may be NULL. */
 mpq_err mpq_family_block(struct mpq_ctx *ctx, mpq_family *f, int64_t b, const mpq_batch *batch,
                          const float *x_in, float *x_out, mpq_layer_hook hook, void *ud);
+/* Local. The gradients of a loss through block b, for block-wise
+ * reconstruction. x_in [rows][width(b)] is the block's input on `batch`
+ * and dy [rows][width(b+1)] the gradient of the loss with respect to the
+ * block's output. Adds to dw[j] the gradient with respect to the weight
+ * [out][in] (the GEMM form of mpq_layer_info) of the block's j-th
+ * quantizable layer (global layer first + j, in layer order; dw NULL or a
+ * NULL entry: not wanted), and writes dx [rows][width(b)], the gradient
+ * with respect to x_in (NULL: not wanted). The weights are those in use
+ * (mpq_family_set_weight); the forward pass is recomputed inside, so no
+ * state is kept between calls. MPQ_ERR_ARG when the family has no
+ * backward pass. */
+mpq_err mpq_family_block_backward(struct mpq_ctx *ctx, mpq_family *f, int64_t b,
+                                  const mpq_batch *batch, const float *x_in, const float *dy,
+                                  float *dx, float *const *dw);
 /* Last block output x [rows][width(nblocks)] -> logits [rows][out_width]
  * (Llama: final RMSNorm and output head; CNN: a copy). */
 mpq_err mpq_family_head(struct mpq_ctx *ctx, mpq_family *f, const float *x, int64_t rows,

@@ -127,6 +127,16 @@ mpq_err mpq_family_block(mpq_ctx *ctx, mpq_family *f, int64_t b, const mpq_batch
     return MPQ_OK;
 }
 
+mpq_err mpq_family_block_backward(mpq_ctx *ctx, mpq_family *f, int64_t b, const mpq_batch *batch,
+                                  const float *x_in, const float *dy, float *dx, float *const *dw) {
+    MPQ_CHECK(b >= 0 && b < f->info.nblocks, MPQ_ERR_ARG, "block %lld out of range [0, %lld)",
+              (long long)b, (long long)f->info.nblocks);
+    MPQ_CHECK(f->ops->block_backward, MPQ_ERR_ARG, "the %s family has no backward pass",
+              f->ops->name);
+    MPQ_CALL(f->ops->block_backward(ctx, f->state, b, batch, x_in, dy, dx, dw));
+    return MPQ_OK;
+}
+
 mpq_err mpq_family_head(mpq_ctx *ctx, mpq_family *f, const float *x, int64_t rows, float *logits) {
     MPQ_CALL(f->ops->head(ctx, f->state, x, rows, logits));
     return MPQ_OK;
