@@ -82,8 +82,11 @@ typedef struct mpq_config {
     struct {
         char *text;              /* language models: text file of documents */
         int64_t docs;            /* first N documents or windows (0 = all) */
-        char *protocol;          /* language models: docs | windows (mpq_eval.h) */
-        int64_t window;          /* windows: tokens per window (0 = context, <= 2048) */
+        char *protocol;          /* language models: docs | windows | generated */
+        int64_t window;          /* windows: tokens per window (0 = context, <= 2048);
+                                    generated: tokens per sequence (0 = context) */
+        int64_t seed;            /* generated: sampling seed */
+        double temperature;      /* generated: sampling temperature (0 = greedy) */
         int enabled;             /* mpquant run: evaluate at all */
         char *images;            /* classifiers: IDX images */
         char *labels;            /* classifiers: IDX labels */

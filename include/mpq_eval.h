@@ -54,6 +54,8 @@ typedef struct mpq_lm_protocol {
 typedef struct mpq_lm_result {
     int64_t docs;   /* documents, or windows */
     int64_t window; /* windows protocol: tokens per window (0: documents) */
+    int generated;  /* the documents were sampled from the reference model (the
+                       driver's generated protocol) */
     int64_t predictions;
     double nll;      /* total negative log-likelihood, nats */
     double mean_nll; /* nll / predictions */

@@ -52,6 +52,21 @@ int64_t mpq_session_named_inputs(const struct mpq_config *cfg, mpq_session_file 
  * tokenizer.json (a Hugging Face model directory); else "" (none). Points
  * into cfg. Local (every rank looks at the file system). */
 const char *mpq_session_tokenizer(const struct mpq_config *cfg);
+
+/* Language-model evaluation as the configuration asks (session_eval.c),
+ * over `docs` documents, windows or sequences (eval.docs, or --docs).
+ * eval.protocol docs or windows: eval.text (mpq_eval_lm). generated:
+ * eval.docs sequences of up to eval.window tokens (0: the context) sampled
+ * from ref (f when ref is NULL) with eval.seed and eval.temperature, then
+ * evaluated like documents (out->generated = 1). Collective. The check
+ * (local, also run before loading) refuses a missing eval.text, eval.docs
+ * 0 with generated, and an eval.seed equal to calibration.seed when the
+ * calibration is generated too. */
+int mpq_session_eval_generated(const struct mpq_config *cfg);
+mpq_err mpq_session_eval_check(struct mpq_ctx *ctx, const struct mpq_config *cfg, int64_t docs);
+mpq_err mpq_session_eval_lm(struct mpq_ctx *ctx, const struct mpq_config *cfg, int64_t docs,
+                            mpq_family *f, mpq_family *ref, const mpq_tokenizer *tok,
+                            mpq_lm_result *out);
 /* Local. Output out must not be the same file (inode or canonical path) as
  * any of in[0 .. ni): an MPQ_ERR_CONFIG error naming both. */
 mpq_err mpq_session_check_output(mpq_ctx *ctx, const struct mpq_config *cfg,

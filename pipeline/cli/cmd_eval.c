@@ -40,19 +40,21 @@ static mpq_err eval_lm(mpq_ctx *ctx, const mpq_config *cfg, mpq_family *f, mpq_f
     if (!tpath[0])
         err = MPQ_ERROR(MPQ_ERR_CONFIG, "%s: model.tokenizer: a language model needs a tokenizer",
                         cfg->source);
-    else if (!cfg->eval.text[0])
-        err = MPQ_ERROR(MPQ_ERR_CONFIG, "%s: eval.text: no text file to evaluate on", cfg->source);
     else
+        err = mpq_session_eval_check(ctx, cfg, docs);
+    if (err == MPQ_OK)
         err = mpq_tokenizer_load(ctx, tpath, fi->vocab_size, &tok);
     MPQ_TRY(mpq_agree(ctx, err));
     mpq_lm_result r;
-    const mpq_lm_protocol p = {.text = cfg->eval.text,
-                               .windows = strcmp(cfg->eval.protocol, "windows") == 0,
-                               .max_items = docs,
-                               .window = cfg->eval.window};
-    MPQ_TRY(mpq_eval_lm(ctx, f, ref, tok, &p, &r));
+    MPQ_TRY(mpq_session_eval_lm(ctx, cfg, docs, f, ref, tok, &r));
+    const char *protocol = r.generated ? "generated" : r.window ? "windows" : "docs";
     if (ctx->rank == 0) {
-        printf("text: %s\n", cfg->eval.text);
+        if (r.generated)
+            printf("generated: %lld sequences, seed %lld, temperature %g, from the %s\n",
+                   (long long)r.docs, (long long)cfg->eval.seed, cfg->eval.temperature,
+                   ref ? "reference" : "model itself");
+        else
+            printf("text: %s\n", cfg->eval.text);
         if (r.window)
             printf("windows: %lld of %lld tokens\n", (long long)r.docs, (long long)r.window);
         else
@@ -64,8 +66,11 @@ static mpq_err eval_lm(mpq_ctx *ctx, const mpq_config *cfg, mpq_family *f, mpq_f
                    r.top1_agreement, exp(r.ref_nll / (double)(r.predictions ? r.predictions : 1)));
         fflush(stdout);
     }
-    cJSON_AddStringToObject(o, "text", cfg->eval.text);
-    cJSON_AddStringToObject(o, "protocol", r.window ? "windows" : "docs");
+    if (!r.generated)
+        cJSON_AddStringToObject(o, "text", cfg->eval.text);
+    else
+        cJSON_AddNumberToObject(o, "seed", (double)cfg->eval.seed);
+    cJSON_AddStringToObject(o, "protocol", protocol);
     cJSON_AddNumberToObject(o, "docs", (double)r.docs);
     if (r.window)
         cJSON_AddNumberToObject(o, "window", (double)r.window);
@@ -133,10 +138,9 @@ mpq_err mpq_cmd_eval(mpq_ctx *ctx, const mpq_cli *cli) {
     cJSON *o = NULL, *timers = NULL;
     /* The quick form's options become overrides after the command line's. */
     static const char *const quick[][2] = {
-        {"model", "model.path"},   {"tokenizer", "model.tokenizer"},
-        {"text", "eval.text"},     {"protocol", "eval.protocol"},
-        {"window", "eval.window"}, {"reference", "eval.reference"},
-        {"family", "model.family"}};
+        {"model", "model.path"},         {"tokenizer", "model.tokenizer"}, {"text", "eval.text"},
+        {"protocol", "eval.protocol"},   {"window", "eval.window"},        {"seed", "eval.seed"},
+        {"reference", "eval.reference"}, {"family", "model.family"}};
     enum { NQUICK = sizeof quick / sizeof quick[0] };
     char obuf[NQUICK][4096];
     mpq_cli c2 = *cli;

@@ -36,12 +36,15 @@ const mpq_command mpq_commands[] = {
                 "  --tokenizer=FILE   llama2.c tokenizer.bin (model.tokenizer)\n"
                 "  --text=FILE        text split into documents at blank lines (eval.text)\n"
                 "  --docs=N           first N documents or windows (eval.docs; 0 = all)\n"
-                "  --protocol=P       docs (default) or windows (eval.protocol)\n"
-                "  --window=N         windows: tokens per window (eval.window; 0 = context)\n"
+                "  --protocol=P       docs (default), windows or generated (eval.protocol)\n"
+                "  --window=N         windows: tokens per window; generated: per sequence\n"
+                "                     (eval.window; 0 = context)\n"
+                "  --seed=N           generated: sampling seed (eval.seed)\n"
                 "  --generate=N       greedy generation of N tokens from BOS\n"
                 "  --reference=FILE   full-precision model for KLD and top-1 agreement\n"
                 "  --family=NAME      auto (default), llama or cnn (model.family)\n",
-        .options = "model= tokenizer= text= docs= protocol= window= generate= reference= family=",
+        .options =
+            "model= tokenizer= text= docs= protocol= window= seed= generate= reference= family=",
         .min_pos = 0,
         .max_pos = 1,
         .run = mpq_cmd_eval,

@@ -49,12 +49,20 @@ const mpq_key_spec mpq_config_keys[] = {
      "language models: text file split into documents at blank lines (perplexity, KLD)"},
     {"eval.docs", MPQ_KEY_INT, OFF(eval.docs), "500", 0, 1e12, NULL,
      "language models: evaluate the first N documents, or windows (0 = all)"},
-    {"eval.protocol", MPQ_KEY_ENUM, OFF(eval.protocol), "docs", NOLIM, "docs|windows",
-     "language models: docs (documents split at blank lines, each from BOS) or windows (the "
+    {"eval.protocol", MPQ_KEY_ENUM, OFF(eval.protocol), "docs", NOLIM, "docs|windows|generated",
+     "language models: docs (documents split at blank lines, each from BOS), windows (the "
      "whole text as one token stream in non-overlapping windows of eval.window tokens: the "
-     "WikiText-2 protocol of GPTQ papers)"},
+     "WikiText-2 protocol of GPTQ papers) or generated (eval.docs sequences sampled from the "
+     "full-precision model itself with eval.seed: an evaluation set in the model's own "
+     "training domain, no text needed)"},
     {"eval.window", MPQ_KEY_INT, OFF(eval.window), "0", 0, 1e9, NULL,
-     "windows protocol: tokens per window (0 = the model's context, at most 2048)"},
+     "windows protocol: tokens per window (0 = the model's context, at most 2048); generated: "
+     "tokens per sequence (0 = the model's context)"},
+    {"eval.seed", MPQ_KEY_INT, OFF(eval.seed), "4321", 0, 1e15, NULL,
+     "generated protocol: sampling seed (must differ from calibration.seed when the "
+     "calibration is generated too, so that the two sets are apart)"},
+    {"eval.temperature", MPQ_KEY_FLOAT, OFF(eval.temperature), "1", 0.0, 100.0, NULL,
+     "generated protocol: sampling temperature of softmax(logits / T) (0 = greedy)"},
     {"eval.images", MPQ_KEY_PATH, OFF(eval.images),
      "${MPQ_SHARED_DIR}/data/mnist/t10k-images-idx3-ubyte", NOLIM, NULL,
      "classifiers: IDX image file"},

@@ -69,6 +69,8 @@ static mpq_err check_config(mpq_ctx *ctx, const mpq_config *cfg, int propagate_q
     if (cfg->output.path[0] && fam && fam->check_checkpoint)
         MPQ_CALL(fam->check_checkpoint(ctx, cfg));
     MPQ_CALL(mpq_run_exports_outputs(ctx, cfg, NULL, NULL));
+    if (cfg->eval.enabled && mpq_session_eval_generated(cfg))
+        MPQ_CALL(mpq_session_eval_check(ctx, cfg, cfg->eval.docs));
     return MPQ_OK;
 }
 

@@ -16,6 +16,8 @@ cJSON *mpq_run_eval_json(const mpq_run_eval *e) {
         cJSON_AddNumberToObject(o, "docs", (double)e->lm.docs);
         if (e->lm.window)
             cJSON_AddNumberToObject(o, "window", (double)e->lm.window);
+        if (e->lm.generated)
+            cJSON_AddStringToObject(o, "protocol", "generated");
         if (e->lm.has_ref) {
             cJSON_AddNumberToObject(o, "kld", e->lm.kld);
             cJSON_AddNumberToObject(o, "top1_agreement", e->lm.top1_agreement);

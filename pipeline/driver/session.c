@@ -294,13 +294,7 @@ mpq_err mpq_session_evaluate(mpq_ctx *ctx, const mpq_session *s, mpq_family *f, 
     memset(e, 0, sizeof *e);
     e->task = s->info->task;
     if (e->task == MPQ_TASK_LM) {
-        MPQ_CHECK(cfg->eval.text[0], MPQ_ERR_CONFIG, "%s: eval.text: no text file to evaluate on",
-                  cfg->source);
-        const mpq_lm_protocol p = {.text = cfg->eval.text,
-                                   .windows = strcmp(cfg->eval.protocol, "windows") == 0,
-                                   .max_items = cfg->eval.docs,
-                                   .window = cfg->eval.window};
-        MPQ_CALL(mpq_eval_lm(ctx, f, ref, s->tok, &p, &e->lm));
+        MPQ_CALL(mpq_session_eval_lm(ctx, cfg, cfg->eval.docs, f, ref, s->tok, &e->lm));
     } else {
         MPQ_CALL(mpq_eval_idx(ctx, f, ref, cfg->eval.images, cfg->eval.labels, cfg->eval.first,
                               cfg->eval.count, cfg->eval.batch, &e->cls));

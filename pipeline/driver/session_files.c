@@ -62,7 +62,8 @@ int64_t mpq_session_read_inputs(const mpq_session *s, int evaluated, int mixed,
         add_file(f, &n, src->input_key, src->input(cfg));
     if (evaluated) {
         if (lm) {
-            add_file(f, &n, "eval.text", cfg->eval.text);
+            if (!mpq_session_eval_generated(cfg))
+                add_file(f, &n, "eval.text", cfg->eval.text);
         } else {
             add_file(f, &n, "eval.images", cfg->eval.images);
             add_file(f, &n, "eval.labels", cfg->eval.labels);

@@ -360,6 +360,8 @@ cleanup:
 void mpq_eval_lm_reference(const mpq_lm_result *r, mpq_lm_result *out) {
     memset(out, 0, sizeof *out);
     out->docs = r->docs;
+    out->window = r->window;
+    out->generated = r->generated;
     out->predictions = r->predictions;
     out->nll = r->ref_nll;
     out->mean_nll = r->predictions ? r->ref_nll / (double)r->predictions : 0.0;
