@@ -10,46 +10,17 @@
  * s = gamma / sqrt(var + eps) per output channel); elsewhere it stays a
  * per-channel affine op. Block b starts at the b-th conv/linear op (block 0
  * also holds any ops before the first one), so every block has exactly one
- * quantizable layer. */
+ * quantizable layer. The backward pass is in family_cnn_bwd.c. */
 #include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "family_cnn_internal.h"
 #include "family_internal.h"
 #include "mpq_config.h"
 #include "mpq_ctx.h"
 #include "mpq_family.h"
-
-struct cnn_op_type;
-
-typedef struct cnn_op {
-    const struct cnn_op_type *type;
-    int line;                       /* configuration line, for messages */
-    int64_t ci, hi, wi, co, ho, wo; /* input [ci][hi][wi] -> output [co][ho][wo] */
-    int64_t k, stride, pad;         /* conv kernel k x k; pool window */
-    int64_t layer;                  /* conv/linear: quantizable layer index */
-    const float *w, *b;             /* conv/linear: weight [co][ci*k*k] / [co][ci], bias [co] */
-    float *w_own, *b_own;           /* owned copies (converted, folded or substituted) */
-    float *scale, *shift;           /* standalone batch norm: y = x * scale[c] + shift[c] */
-} cnn_op;
-
-typedef struct cnn {
-    const mpq_model *m;
-    const char *src; /* configuration file name, for messages */
-    int64_t nops;
-    cnn_op *ops; /* [cap_ops]: the first nops built, the next one possibly half-built */
-    int64_t cap_ops;
-    int64_t nblocks;
-    int64_t *bstart; /* [nblocks+1] first op of each block; bstart[nblocks] = nops */
-    int64_t in_c, in_h, in_w;
-    double in_scale;
-    float *in_mean, *in_std; /* [in_c] */
-    /* Scratch. */
-    float *buf[2];
-    float *patches, *gout;
-    int64_t cap_buf, cap_patch, cap_gout;
-} cnn;
 
 static int cnn_detect(const mpq_model *m, const mpq_config *cfg) {
     (void)m;
@@ -74,6 +45,9 @@ static void cnn_destroy(void **state) {
     mpq_free(C->buf[1]);
     mpq_free(C->patches);
     mpq_free(C->gout);
+    mpq_free(C->acts);
+    mpq_free(C->grad[0]);
+    mpq_free(C->grad[1]);
     mpq_free(C);
     *state = NULL;
 }
@@ -130,21 +104,14 @@ cleanup:
     return err;
 }
 
-static int64_t op_in(const cnn_op *o) {
-    return o->ci * o->hi * o->wi;
-}
-static int64_t op_out(const cnn_op *o) {
-    return o->co * o->ho * o->wo;
-}
-
 static int64_t cnn_width(const void *state, int64_t b) {
     const cnn *C = state;
     if (b >= C->nblocks)
-        return op_out(&C->ops[C->nops - 1]);
-    return b == 0 ? C->in_c * C->in_h * C->in_w : op_in(&C->ops[C->bstart[b]]);
+        return cnn_op_out(&C->ops[C->nops - 1]);
+    return b == 0 ? C->in_c * C->in_h * C->in_w : cnn_op_in(&C->ops[C->bstart[b]]);
 }
 
-static mpq_err grow(mpq_ctx *ctx, float **buf, int64_t *cap, int64_t a, int64_t b) {
+mpq_err mpq_cnn_grow(mpq_ctx *ctx, float **buf, int64_t *cap, int64_t a, int64_t b) {
     int64_t n = 0;
     MPQ_CALL(mpq_mul64(ctx, a, b, "CNN scratch", &n));
     if (n <= *cap)
@@ -171,9 +138,7 @@ static mpq_err cnn_embed(mpq_ctx *ctx, void *state, const mpq_batch *batch, floa
     return MPQ_OK;
 }
 
-/* im2col in column layout for conv o on n images [ci][hi][wi]:
- * cols [(c, ky, kx)][(img, oy, ox)], zero outside the image. */
-static void im2col_cols(const float *in, int64_t n, const cnn_op *o, float *cols) {
+void mpq_cnn_im2col_cols(const float *in, int64_t n, const cnn_op *o, float *cols) {
     int64_t hw = o->ho * o->wo, rows = n * hw;
     for (int64_t c = 0; c < o->ci; c++)
         for (int64_t ky = 0; ky < o->k; ky++)
@@ -219,22 +184,6 @@ typedef struct cnn_build {
     mpq_family_info *info;
     int64_t nq;
 } cnn_build;
-
-/* An op type of model.cnn. setup fills o from the configured op for the
- * input o->ci x o->hi x o->wi: the output shape (co, ho, wo) and whatever
- * the op runs with; it sets *folded when it merged itself into the previous
- * op (prev, NULL for the first) and keeps no op of its own. run applies the
- * op to n images: in [n][ci*hi*wi] -> out [n][co*ho*wo]. */
-typedef struct cnn_op_type {
-    const char *name;
-    const char *fields;  /* its fields, as the model.cnn schema (mpq_config.h) */
-    int quantizable;     /* 1: a conv/linear weight, one block and one layer each */
-    mpq_layer_kind kind; /* quantizable ops: the layer kind */
-    mpq_err (*setup)(mpq_ctx *ctx, cnn_build *b, const mpq_op *op, cnn_op *o, cnn_op *prev,
-                     int *folded);
-    mpq_err (*run)(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in, float *out,
-                   mpq_layer_hook hook, void *ud);
-} cnn_op_type;
 
 /* conv2d / linear: checks the weight against the input, reads weight and
  * bias, and registers the quantizable layer. */
@@ -389,17 +338,17 @@ static mpq_err setup_flat(mpq_ctx *ctx, cnn_build *b, const mpq_op *op, cnn_op *
 
 static mpq_err run_conv(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
                         float *out, mpq_layer_hook hook, void *ud) {
-    int64_t osz = op_out(o);
+    int64_t osz = cnn_op_out(o);
     int64_t hw = o->ho * o->wo, kc = o->ci * o->k * o->k, rows = 0;
     MPQ_CALL(mpq_mul64(ctx, n, hw, "conv rows", &rows));
     int ir = 0;
     MPQ_CALL(mpq_to_int(ctx, rows * (kc > o->co ? kc : o->co), "conv GEMM size", &ir));
-    MPQ_CALL(grow(ctx, &C->patches, &C->cap_patch, rows, kc));
-    MPQ_CALL(grow(ctx, &C->gout, &C->cap_gout, rows, o->co));
+    MPQ_CALL(mpq_cnn_grow(ctx, &C->patches, &C->cap_patch, rows, kc));
+    MPQ_CALL(mpq_cnn_grow(ctx, &C->gout, &C->cap_gout, rows, o->co));
     /* Column layout cols [(c, ky, kx)][(img, oy, ox)]: its rows are
      * contiguous copies of input rows, and gout [co][(img, pos)] =
      * W cols is already channel-major. */
-    im2col_cols(in, n, o, C->patches);
+    mpq_cnn_im2col_cols(in, n, o, C->patches);
     if (hook) {
         /* The hook wants the row layout [(img, pos)][(c, ky, kx)]:
          * the transpose, in the gout buffer's place if it fits. */
@@ -428,7 +377,7 @@ static mpq_err run_conv(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const 
 static mpq_err run_linear(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
                           float *out, mpq_layer_hook hook, void *ud) {
     (void)C;
-    int64_t isz = op_in(o), osz = op_out(o);
+    int64_t isz = cnn_op_in(o), osz = cnn_op_out(o);
     int ir = 0;
     MPQ_CALL(mpq_to_int(ctx, n * (isz > osz ? isz : osz), "linear GEMM size", &ir));
     if (hook)
@@ -443,7 +392,7 @@ static mpq_err run_linear(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, cons
 static mpq_err run_bn(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in, float *out,
                       mpq_layer_hook hook, void *ud) {
     (void)ctx, (void)C, (void)hook, (void)ud;
-    int64_t isz = op_in(o), hw = o->hi * o->wi;
+    int64_t isz = cnn_op_in(o), hw = o->hi * o->wi;
     for (int64_t img = 0; img < n; img++)
         for (int64_t c = 0; c < o->ci; c++)
             for (int64_t p = 0; p < hw; p++) {
@@ -456,7 +405,7 @@ static mpq_err run_bn(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const fl
 static mpq_err run_relu(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
                         float *out, mpq_layer_hook hook, void *ud) {
     (void)ctx, (void)C, (void)hook, (void)ud;
-    int64_t isz = op_in(o);
+    int64_t isz = cnn_op_in(o);
     for (int64_t i = 0; i < n * isz; i++)
         out[i] = in[i] > 0.0f ? in[i] : 0.0f;
     return MPQ_OK;
@@ -465,14 +414,14 @@ static mpq_err run_relu(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const 
 static mpq_err run_flat(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
                         float *out, mpq_layer_hook hook, void *ud) {
     (void)ctx, (void)C, (void)hook, (void)ud;
-    memcpy(out, in, sizeof(float) * (size_t)(n * op_in(o)));
+    memcpy(out, in, sizeof(float) * (size_t)(n * cnn_op_in(o)));
     return MPQ_OK;
 }
 
 static mpq_err run_pool(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
                         float *out, mpq_layer_hook hook, void *ud) {
     (void)ctx, (void)C, (void)hook, (void)ud;
-    int64_t isz = op_in(o), osz = op_out(o);
+    int64_t isz = cnn_op_in(o), osz = cnn_op_out(o);
     for (int64_t img = 0; img < n; img++)
         for (int64_t c = 0; c < o->ci; c++) {
             const float *src = in + img * isz + c * o->hi * o->wi;
@@ -500,19 +449,30 @@ static const cnn_op_type op_conv2d = {
     .kind = MPQ_LAYER_CONV,
     .setup = setup_conv_linear,
     .run = run_conv,
+    .backward = mpq_cnn_bwd_conv,
 };
 static const cnn_op_type op_batchnorm = {
     .name = "batchnorm",
     .fields = "weight:s,bias:s,mean:s,var:s,eps:f=1e-5",
     .setup = setup_bn,
     .run = run_bn,
+    .backward = mpq_cnn_bwd_affine,
 };
-static const cnn_op_type op_relu = {
-    .name = "relu", .fields = "", .setup = setup_same_shape, .run = run_relu};
-static const cnn_op_type op_maxpool = {
-    .name = "maxpool", .fields = "kernel:i=2,stride:i=0", .setup = setup_pool, .run = run_pool};
-static const cnn_op_type op_flatten = {
-    .name = "flatten", .fields = "", .setup = setup_flat, .run = run_flat};
+static const cnn_op_type op_relu = {.name = "relu",
+                                    .fields = "",
+                                    .setup = setup_same_shape,
+                                    .run = run_relu,
+                                    .backward = mpq_cnn_bwd_relu};
+static const cnn_op_type op_maxpool = {.name = "maxpool",
+                                       .fields = "kernel:i=2,stride:i=0",
+                                       .setup = setup_pool,
+                                       .run = run_pool,
+                                       .backward = mpq_cnn_bwd_pool};
+static const cnn_op_type op_flatten = {.name = "flatten",
+                                       .fields = "",
+                                       .setup = setup_flat,
+                                       .run = run_flat,
+                                       .backward = mpq_cnn_bwd_flat};
 static const cnn_op_type op_linear = {
     .name = "linear",
     .fields = "weight:s,bias:s=",
@@ -520,6 +480,7 @@ static const cnn_op_type op_linear = {
     .kind = MPQ_LAYER_LINEAR,
     .setup = setup_conv_linear,
     .run = run_linear,
+    .backward = mpq_cnn_bwd_linear,
 };
 
 static const cnn_op_type *const cnn_op_types[] = {&op_conv2d,  &op_batchnorm, &op_relu, &op_maxpool,
@@ -653,12 +614,15 @@ static mpq_err cnn_block(mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *
     int64_t n = batch->nseq, wmax = 0;
     int64_t first = C->bstart[b], last = C->bstart[b + 1];
     for (int64_t i = first; i < last; i++)
-        wmax = op_out(&C->ops[i]) > wmax ? op_out(&C->ops[i]) : wmax;
-    int64_t cap = C->cap_buf;
-    MPQ_CALL(grow(ctx, &C->buf[0], &cap, n, wmax));
-    cap = C->cap_buf;
-    MPQ_CALL(grow(ctx, &C->buf[1], &cap, n, wmax));
-    C->cap_buf = cap;
+        wmax = cnn_op_out(&C->ops[i]) > wmax ? cnn_op_out(&C->ops[i]) : wmax;
+    /* Both buffers share one capacity: after a failed growth it is the
+     * smaller of the two, so that the next call grows again. */
+    int64_t cap0 = C->cap_buf, cap1 = C->cap_buf;
+    mpq_err e = mpq_cnn_grow(ctx, &C->buf[0], &cap0, n, wmax);
+    if (e == MPQ_OK)
+        e = mpq_cnn_grow(ctx, &C->buf[1], &cap1, n, wmax);
+    C->cap_buf = cap0 < cap1 ? cap0 : cap1;
+    MPQ_CALL(e);
     const float *cur = x_in;
     int which = 0;
     for (int64_t i = first; i < last; i++) {
@@ -672,7 +636,7 @@ static mpq_err cnn_block(mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *
 
 static mpq_err cnn_head(mpq_ctx *ctx, void *state, const float *x, int64_t rows, float *logits) {
     cnn *C = state;
-    int64_t w = op_out(&C->ops[C->nops - 1]);
+    int64_t w = cnn_op_out(&C->ops[C->nops - 1]);
     if (logits != x)
         memcpy(logits, x, sizeof(float) * (size_t)(rows * w));
     return MPQ_OK;
@@ -723,4 +687,5 @@ const mpq_family_ops mpq_family_cnn_ops = {
     .head = cnn_head,
     .get_weight = cnn_get_weight,
     .set_weight = cnn_set_weight,
+    .block_backward = mpq_cnn_block_backward,
 };

@@ -7,57 +7,23 @@
  * over [rows][dim], attention is two SGEMMs per (sequence, head) with a
  * causal mask. One block = one decoder layer with 7 quantizable layers in
  * the order q, k, v, o, gate, up, down; input groups {q,k,v}, {o},
- * {gate,up}, {down}. */
-#include <cblas.h>
+ * {gate,up}, {down}. The block's backward pass (family_llama_bwd.c)
+ * recomputes it with mpq_llama_block_core. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "family_internal.h"
+#include "family_llama_internal.h"
 #include "io_internal.h"
 #include "mpq_config.h"
 #include "mpq_ctx.h"
 #include "mpq_family.h"
 
-enum { LQ = 0, LK, LV, LO, LGATE, LUP, LDOWN, LPER };
-
-/* Query rows per attention tile (scores scratch: ATT_TILE x longest sequence). */
-#define ATT_TILE 64
-
 static const char *const layer_suffix[LPER] = {
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
     "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 static const int layer_group[LPER] = {LQ, LQ, LQ, LO, LGATE, LGATE, LDOWN};
-
-typedef struct llama_block {
-    const float *attn_norm;    /* [dim] */
-    const float *ffn_norm;     /* [dim] */
-    const float *w[LPER];      /* weights [out][in]: the mapping (aligned F32) or a substituted
-                                  copy; NULL: converted from t[j] when the block runs */
-    const mpq_tensor *t[LPER]; /* the file's tensors */
-    const float *bias[LO + 1]; /* q/k/v biases (Qwen2, attention_bias), o bias
-                                  (attention_bias) or NULL */
-} llama_block;
-
-typedef struct llama {
-    const mpq_model *m;
-    mpq_arch a;
-    int64_t dim, hd, nh, nkv, qdim, kvdim, hidden, vocab, nl;
-    const mpq_tensor *embed_t; /* the token embedding as stored */
-    const float *embed;        /* [vocab][dim] fp32, or NULL: rows converted on lookup */
-    const float *final_norm;   /* [dim] */
-    const float *cls;          /* [vocab][dim] (may be embed) */
-    llama_block *blk;          /* [nl] */
-    float **lown;              /* [nl*LPER] owned fp32 weight of a layer, or NULL */
-    float *stage[LPER];        /* one block's weights converted from F16/BF16 (or unaligned
-                                  F32): only the running block is held in fp32 */
-    /* RoPE tables [rope_len][hd/2]. */
-    float *rcos, *rsin;
-    int64_t rope_len;
-    /* Scratch for cap_rows rows and ATT_TILE x cap_l attention scores. */
-    float *xb, *q, *k, *v, *att, *hb, *hb2, *sc;
-    int64_t cap_rows, cap_l;
-} llama;
 
 static int llama_detect(const mpq_model *m, const mpq_config *cfg) {
     (void)cfg;
@@ -92,7 +58,8 @@ static void llama_destroy(void **state) {
     mpq_free(L->blk);
     for (int j = 0; j < LPER; j++)
         mpq_free(L->stage[j]);
-    float *bufs[] = {L->rcos, L->rsin, L->xb, L->q, L->k, L->v, L->att, L->hb, L->hb2, L->sc};
+    float *bufs[] = {L->rcos, L->rsin, L->xb,  L->q,  L->k,  L->v,
+                     L->att,  L->hb,   L->hb2, L->sc, L->bw, L->bsc};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         mpq_free(bufs[i]);
     mpq_free(L);
@@ -208,9 +175,7 @@ static int64_t llama_width(const void *state, int64_t b) {
     return ((const llama *)state)->dim;
 }
 
-/* Grows the scratch to `rows` token rows and attention over `maxl` tokens,
- * and the RoPE tables to maxl positions. */
-static mpq_err ensure_scratch(mpq_ctx *ctx, llama *L, int64_t rows, int64_t maxl) {
+mpq_err mpq_llama_ensure_scratch(mpq_ctx *ctx, llama *L, int64_t rows, int64_t maxl) {
     if (rows > L->cap_rows) {
         float **bufs[] = {&L->xb, &L->q, &L->k, &L->v, &L->att, &L->hb, &L->hb2};
         int64_t widths[] = {L->dim > L->qdim ? L->dim : L->qdim,
@@ -264,8 +229,8 @@ static mpq_err ensure_scratch(mpq_ctx *ctx, llama *L, int64_t rows, int64_t maxl
     return MPQ_OK;
 }
 
-/* Rotates the heads of rows [rows][nheads*hd] at positions pos0.. */
-static void rope(const llama *L, float *x, int64_t rows, int64_t nheads, int64_t pos0) {
+void mpq_llama_rope(const llama *L, float *x, int64_t rows, int64_t nheads, int64_t pos0,
+                    int inverse) {
     int64_t half = L->hd / 2, w = nheads * L->hd;
     for (int64_t r = 0; r < rows; r++) {
         const float *c = L->rcos + (pos0 + r) * half, *s = L->rsin + (pos0 + r) * half;
@@ -275,19 +240,12 @@ static void rope(const llama *L, float *x, int64_t rows, int64_t nheads, int64_t
                 /* llama2.c pairs neighbours (2j, 2j+1); Hugging Face pairs halves. */
                 int64_t i0 = L->a.rope_interleaved ? 2 * j : j;
                 int64_t i1 = L->a.rope_interleaved ? 2 * j + 1 : j + half;
-                float a0 = v[i0], a1 = v[i1];
-                v[i0] = a0 * c[j] - a1 * s[j];
-                v[i1] = a0 * s[j] + a1 * c[j];
+                float a0 = v[i0], a1 = v[i1], sn = inverse ? -s[j] : s[j];
+                v[i0] = a0 * c[j] - a1 * sn;
+                v[i1] = a0 * sn + a1 * c[j];
             }
         }
     }
-}
-
-/* y[rows][out] (+)= x[rows][in] W^T with W [out][in]. */
-static void gemm_wt(const float *x, const float *w, float *y, int64_t rows, int64_t in, int64_t out,
-                    float beta) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in, 1.0f, x,
-                (int)in, w, (int)in, beta, y, (int)out);
 }
 
 static mpq_err call_hook(mpq_ctx *ctx, mpq_layer_hook hook, void *ud, int64_t b, int j0, int j1,
@@ -299,26 +257,13 @@ static mpq_err call_hook(mpq_ctx *ctx, mpq_layer_hook hook, void *ud, int64_t b,
     return MPQ_OK;
 }
 
-static int64_t layer_out(const llama *L, int j) {
-    return j == LQ                 ? L->qdim
-           : j == LK || j == LV    ? L->kvdim
-           : j == LO || j == LDOWN ? L->dim
-                                   : L->hidden;
-}
-
-static int64_t layer_in(const llama *L, int j) {
-    return j == LO ? L->qdim : j == LDOWN ? L->hidden : L->dim;
-}
-
-/* W[j] = the fp32 weights of block B: mapped or substituted ones as they
- * are, the others converted into the staging buffers (one block's worth). */
-static mpq_err block_weights(mpq_ctx *ctx, llama *L, const llama_block *B, const float **W) {
+mpq_err mpq_llama_block_weights(mpq_ctx *ctx, llama *L, const llama_block *B, const float **W) {
     for (int j = 0; j < LPER; j++) {
         if (B->w[j]) {
             W[j] = B->w[j];
             continue;
         }
-        int64_t n = layer_out(L, j) * layer_in(L, j);
+        int64_t n = llama_layer_out(L, j) * llama_layer_in(L, j);
         if (!L->stage[j])
             MPQ_ALLOC(L->stage[j], n);
         MPQ_CALL(mpq_tensor_read_f32(ctx, B->t[j], 0, n, L->stage[j]));
@@ -328,106 +273,143 @@ static mpq_err block_weights(mpq_ctx *ctx, llama *L, const llama_block *B, const
     return MPQ_OK;
 }
 
-static mpq_err llama_block_fwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
-                               const float *x_in, float *x_out, mpq_layer_hook hook, void *ud) {
-    llama *L = state;
-    const llama_block *B = &L->blk[b];
-    int64_t R = batch->rows, maxl = 0, sum = 0;
+mpq_err mpq_llama_check_batch(mpq_ctx *ctx, const llama *L, const mpq_batch *batch, int64_t *maxl) {
+    int64_t R = batch->rows, mx = 0, sum = 0;
     MPQ_CHECK(batch->len, MPQ_ERR_ARG, "Llama batch without sequence lengths");
     for (int64_t s = 0; s < batch->nseq; s++) {
         MPQ_CHECK(batch->len[s] > 0, MPQ_ERR_ARG, "sequence %lld has no tokens", (long long)s);
-        maxl = batch->len[s] > maxl ? batch->len[s] : maxl;
+        mx = batch->len[s] > mx ? batch->len[s] : mx;
         sum += batch->len[s];
     }
     MPQ_CHECK(sum == R, MPQ_ERR_ARG, "sequence lengths sum to %lld, batch has %lld rows",
               (long long)sum, (long long)R);
-    MPQ_CHECK(L->a.rope_scaling != MPQ_ROPE_DYNAMIC || maxl <= L->a.seq_len, MPQ_ERR_ARG,
+    MPQ_CHECK(L->a.rope_scaling != MPQ_ROPE_DYNAMIC || mx <= L->a.seq_len, MPQ_ERR_ARG,
               "a sequence of %lld tokens is longer than max_position_embeddings %lld, where "
               "dynamic RoPE scaling would change the frequencies",
-              (long long)maxl, (long long)L->a.seq_len);
+              (long long)mx, (long long)L->a.seq_len);
     int ri = 0;
     MPQ_CALL(mpq_to_int(ctx, R * (L->hidden > L->qdim ? L->hidden : L->qdim), "batch size", &ri));
-    MPQ_CALL(ensure_scratch(ctx, L, R, maxl));
-    const float *W[LPER];
-    MPQ_CALL(block_weights(ctx, L, B, W));
-    if (x_out != x_in)
-        memcpy(x_out, x_in, sizeof(float) * (size_t)(R * L->dim));
-    float *x = x_out; /* the residual stream [R][dim] */
+    *maxl = mx;
+    return MPQ_OK;
+}
+
+void mpq_llama_softmax_tile(float *sc, int64_t tq, int64_t i0, int64_t i1) {
+    for (int64_t r = 0; r < tq; r++) {
+        int64_t i = i0 + r;
+        float *row = sc + r * i1;
+        float mx = row[0];
+        for (int64_t j = 1; j <= i; j++)
+            mx = row[j] > mx ? row[j] : mx;
+        double tot = 0.0;
+        for (int64_t j = 0; j <= i; j++) {
+            row[j] = expf(row[j] - mx);
+            tot += row[j];
+        }
+        float inv = (float)(1.0 / tot);
+        for (int64_t j = 0; j <= i; j++)
+            row[j] *= inv;
+        for (int64_t j = i + 1; j < i1; j++)
+            row[j] = 0.0f;
+    }
+}
+
+/* Causal attention of every (sequence, head): A->att from the rotated
+ * A->q, A->k and A->v. */
+static void attention(llama *L, const mpq_batch *batch, const llama_acts *A) {
+    float scale = (float)(1.0 / sqrt((double)L->hd));
+    int64_t grp = L->nh / L->nkv;
+    int64_t r0 = 0;
+    for (int64_t s = 0; s < batch->nseq; s++) {
+        int64_t n = batch->len[s];
+        for (int64_t h = 0; h < L->nh; h++) {
+            int64_t kh = h / grp;
+            const float *kk = A->k + r0 * L->kvdim + kh * L->hd;
+            const float *vv = A->v + r0 * L->kvdim + kh * L->hd;
+            /* Causal attention in query tiles of ATT_TILE rows: tile [i0, i1)
+             * needs keys [0, i1) only, so the masked upper triangle is
+             * mostly never computed. */
+            for (int64_t i0 = 0; i0 < n; i0 += ATT_TILE) {
+                int64_t i1 = i0 + ATT_TILE < n ? i0 + ATT_TILE : n, tq = i1 - i0;
+                const float *qh = A->q + (r0 + i0) * L->qdim + h * L->hd;
+                /* scores [tq][i1] = scale * Q_tile K_h[0:i1]^T */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)tq, (int)i1, (int)L->hd,
+                            scale, qh, (int)L->qdim, kk, (int)L->kvdim, 0.0f, L->sc, (int)i1);
+                mpq_llama_softmax_tile(L->sc, tq, i0, i1);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)tq, (int)L->hd, (int)i1,
+                            1.0f, L->sc, (int)i1, vv, (int)L->kvdim, 0.0f,
+                            A->att + (r0 + i0) * L->qdim + h * L->hd, (int)L->qdim);
+            }
+        }
+        r0 += n;
+    }
+}
+
+mpq_err mpq_llama_block_core(mpq_ctx *ctx, llama *L, int64_t b, const mpq_batch *batch,
+                             const float *const *W, float *x, const llama_acts *A,
+                             mpq_layer_hook hook, void *ud) {
+    const llama_block *B = &L->blk[b];
+    int64_t R = batch->rows;
 
     /* Attention. */
-    mpq_rmsnorm(L->xb, x, B->attn_norm, R, L->dim, L->a.norm_eps);
-    MPQ_CALL(call_hook(ctx, hook, ud, b, LQ, LV, L->xb, R, L->dim));
-    gemm_wt(L->xb, W[LQ], L->q, R, L->dim, L->qdim, 0.0f);
-    gemm_wt(L->xb, W[LK], L->k, R, L->dim, L->kvdim, 0.0f);
-    gemm_wt(L->xb, W[LV], L->v, R, L->dim, L->kvdim, 0.0f);
-    float *qkv[3] = {L->q, L->k, L->v};
+    mpq_rmsnorm(A->xn1, x, B->attn_norm, R, L->dim, L->a.norm_eps);
+    MPQ_CALL(call_hook(ctx, hook, ud, b, LQ, LV, A->xn1, R, L->dim));
+    llama_gemm_wt(A->xn1, W[LQ], A->q, R, L->dim, L->qdim, 0.0f);
+    llama_gemm_wt(A->xn1, W[LK], A->k, R, L->dim, L->kvdim, 0.0f);
+    llama_gemm_wt(A->xn1, W[LV], A->v, R, L->dim, L->kvdim, 0.0f);
+    float *qkv[3] = {A->q, A->k, A->v};
     int64_t wq[3] = {L->qdim, L->kvdim, L->kvdim};
     for (int j = 0; j < 3; j++)
         if (B->bias[j])
             for (int64_t r = 0; r < R; r++)
                 for (int64_t i = 0; i < wq[j]; i++)
                     qkv[j][r * wq[j] + i] += B->bias[j][i];
-    float scale = (float)(1.0 / sqrt((double)L->hd));
-    int64_t grp = L->nh / L->nkv;
-    int64_t r0 = 0;
-    for (int64_t s = 0; s < batch->nseq; s++) {
-        int64_t n = batch->len[s];
-        rope(L, L->q + r0 * L->qdim, n, L->nh, 0);
-        rope(L, L->k + r0 * L->kvdim, n, L->nkv, 0);
-        for (int64_t h = 0; h < L->nh; h++) {
-            int64_t kh = h / grp;
-            const float *kk = L->k + r0 * L->kvdim + kh * L->hd;
-            const float *vv = L->v + r0 * L->kvdim + kh * L->hd;
-            /* Causal attention in query tiles of ATT_TILE rows: tile [i0, i1)
-             * needs keys [0, i1) only, so the masked upper triangle is
-             * mostly never computed. */
-            for (int64_t i0 = 0; i0 < n; i0 += ATT_TILE) {
-                int64_t i1 = i0 + ATT_TILE < n ? i0 + ATT_TILE : n, tq = i1 - i0;
-                const float *qh = L->q + (r0 + i0) * L->qdim + h * L->hd;
-                /* scores [tq][i1] = scale * Q_tile K_h[0:i1]^T */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)tq, (int)i1, (int)L->hd,
-                            scale, qh, (int)L->qdim, kk, (int)L->kvdim, 0.0f, L->sc, (int)i1);
-                for (int64_t r = 0; r < tq; r++) {
-                    int64_t i = i0 + r;
-                    float *row = L->sc + r * i1;
-                    float mx = row[0];
-                    for (int64_t j = 1; j <= i; j++)
-                        mx = row[j] > mx ? row[j] : mx;
-                    double tot = 0.0;
-                    for (int64_t j = 0; j <= i; j++) {
-                        row[j] = expf(row[j] - mx);
-                        tot += row[j];
-                    }
-                    float inv = (float)(1.0 / tot);
-                    for (int64_t j = 0; j <= i; j++)
-                        row[j] *= inv;
-                    for (int64_t j = i + 1; j < i1; j++)
-                        row[j] = 0.0f;
-                }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)tq, (int)L->hd, (int)i1,
-                            1.0f, L->sc, (int)i1, vv, (int)L->kvdim, 0.0f,
-                            L->att + (r0 + i0) * L->qdim + h * L->hd, (int)L->qdim);
-            }
-        }
-        r0 += n;
+    for (int64_t s = 0, r0 = 0; s < batch->nseq; r0 += batch->len[s++]) {
+        mpq_llama_rope(L, A->q + r0 * L->qdim, batch->len[s], L->nh, 0, 0);
+        mpq_llama_rope(L, A->k + r0 * L->kvdim, batch->len[s], L->nkv, 0, 0);
     }
-    MPQ_CALL(call_hook(ctx, hook, ud, b, LO, LO, L->att, R, L->qdim));
-    gemm_wt(L->att, W[LO], x, R, L->qdim, L->dim, 1.0f);
+    attention(L, batch, A);
+    MPQ_CALL(call_hook(ctx, hook, ud, b, LO, LO, A->att, R, L->qdim));
+    llama_gemm_wt(A->att, W[LO], x, R, L->qdim, L->dim, 1.0f);
     for (int64_t r = 0; B->bias[LO] && r < R; r++)
         for (int64_t i = 0; i < L->dim; i++)
             x[r * L->dim + i] += B->bias[LO][i];
 
-    /* SwiGLU MLP. */
-    mpq_rmsnorm(L->xb, x, B->ffn_norm, R, L->dim, L->a.norm_eps);
-    MPQ_CALL(call_hook(ctx, hook, ud, b, LGATE, LUP, L->xb, R, L->dim));
-    gemm_wt(L->xb, W[LGATE], L->hb, R, L->dim, L->hidden, 0.0f);
-    gemm_wt(L->xb, W[LUP], L->hb2, R, L->dim, L->hidden, 0.0f);
+    /* SwiGLU MLP up to the down projection. */
+    mpq_rmsnorm(A->xn2, x, B->ffn_norm, R, L->dim, L->a.norm_eps);
+    MPQ_CALL(call_hook(ctx, hook, ud, b, LGATE, LUP, A->xn2, R, L->dim));
+    llama_gemm_wt(A->xn2, W[LGATE], A->g, R, L->dim, L->hidden, 0.0f);
+    llama_gemm_wt(A->xn2, W[LUP], A->u, R, L->dim, L->hidden, 0.0f);
     for (int64_t i = 0; i < R * L->hidden; i++) {
-        float g = L->hb[i];
-        L->hb[i] = g / (1.0f + expf(-g)) * L->hb2[i];
+        float g = A->g[i];
+        A->h[i] = g / (1.0f + expf(-g)) * A->u[i];
     }
-    MPQ_CALL(call_hook(ctx, hook, ud, b, LDOWN, LDOWN, L->hb, R, L->hidden));
-    gemm_wt(L->hb, W[LDOWN], x, R, L->hidden, L->dim, 1.0f);
+    return MPQ_OK;
+}
+
+static mpq_err llama_block_fwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
+                               const float *x_in, float *x_out, mpq_layer_hook hook, void *ud) {
+    llama *L = state;
+    int64_t R = batch->rows, maxl = 0;
+    MPQ_CALL(mpq_llama_check_batch(ctx, L, batch, &maxl));
+    MPQ_CALL(mpq_llama_ensure_scratch(ctx, L, R, maxl));
+    const float *W[LPER];
+    MPQ_CALL(mpq_llama_block_weights(ctx, L, &L->blk[b], W));
+    if (x_out != x_in)
+        memcpy(x_out, x_in, sizeof(float) * (size_t)(R * L->dim));
+    float *x = x_out; /* the residual stream [R][dim] */
+    /* One RMSNorm buffer for both norms; the MLP product overwrites the gate. */
+    llama_acts A = {.xn1 = L->xb,
+                    .q = L->q,
+                    .k = L->k,
+                    .v = L->v,
+                    .att = L->att,
+                    .xn2 = L->xb,
+                    .g = L->hb,
+                    .u = L->hb2,
+                    .h = L->hb};
+    MPQ_CALL(mpq_llama_block_core(ctx, L, b, batch, W, x, &A, hook, ud));
+    MPQ_CALL(call_hook(ctx, hook, ud, b, LDOWN, LDOWN, A.h, R, L->hidden));
+    llama_gemm_wt(A.h, W[LDOWN], x, R, L->hidden, L->dim, 1.0f);
     return MPQ_OK;
 }
 
@@ -451,9 +433,9 @@ static mpq_err llama_head(mpq_ctx *ctx, void *state, const float *x, int64_t row
     llama *L = state;
     int ri = 0;
     MPQ_CALL(mpq_to_int(ctx, rows * L->vocab, "logits size", &ri));
-    MPQ_CALL(ensure_scratch(ctx, L, rows, 0));
+    MPQ_CALL(mpq_llama_ensure_scratch(ctx, L, rows, 0));
     mpq_rmsnorm(L->xb, x, L->final_norm, rows, L->dim, L->a.norm_eps);
-    gemm_wt(L->xb, L->cls, logits, rows, L->dim, L->vocab, 0.0f);
+    llama_gemm_wt(L->xb, L->cls, logits, rows, L->dim, L->vocab, 0.0f);
     return MPQ_OK;
 }
 
@@ -461,7 +443,7 @@ static mpq_err llama_get_weight(mpq_ctx *ctx, void *state, int64_t layer, float 
     llama *L = state;
     const llama_block *B = &L->blk[layer / LPER];
     int j = (int)(layer % LPER);
-    int64_t n = layer_out(L, j) * layer_in(L, j);
+    int64_t n = llama_layer_out(L, j) * llama_layer_in(L, j);
     if (!B->w[j]) {
         MPQ_CALL(mpq_tensor_read_f32(ctx, B->t[j], 0, n, w));
         mpq_model_release_tensor(L->m, B->t[j]);
@@ -474,7 +456,7 @@ static mpq_err llama_get_weight(mpq_ctx *ctx, void *state, int64_t layer, float 
 static mpq_err llama_set_weight(mpq_ctx *ctx, void *state, int64_t layer, const float *w) {
     llama *L = state;
     int j = (int)(layer % LPER);
-    int64_t n = layer_out(L, j) * layer_in(L, j);
+    int64_t n = llama_layer_out(L, j) * llama_layer_in(L, j);
     llama_block *B = &L->blk[layer / LPER];
     if (!w) {
         /* released: the mapped (or converted per block) original again */
@@ -502,4 +484,5 @@ const mpq_family_ops mpq_family_llama_ops = {
     .head = llama_head,
     .get_weight = llama_get_weight,
     .set_weight = llama_set_weight,
+    .block_backward = mpq_llama_block_bwd,
 };
