@@ -52,6 +52,7 @@ mpq_err mpq_io_check_llama(mpq_ctx *ctx, const mpq_model *m);
 /* The formats read in this folder (the registry is in io_model.c). */
 extern const mpq_model_format mpq_format_llama2c;
 extern const mpq_model_format mpq_format_safetensors;
+extern const mpq_model_format mpq_format_gguf;
 
 /* Little-endian loads from unaligned bytes. */
 static inline uint32_t mpq_io_le32(const unsigned char *p) {

@@ -49,6 +49,6 @@ expect_err "export: unknown --format 'onnx' \(known: safetensors, llama2c\)"
 
 run "$MPQ_BIN" inspect "$CFG" --format onnx
 expect_rc 2
-expect_err "inspect: unknown --format 'onnx' \(known: auto, llama2c, mpqckpt, safetensors, idx, tokenizer\)"
+expect_err "inspect: unknown --format 'onnx' \(known: auto, llama2c, mpqckpt, gguf, safetensors, idx, tokenizer\)"
 
 finish

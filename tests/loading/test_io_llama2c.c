@@ -241,7 +241,7 @@ static void test_corrupt(void **state) {
     /* missing file, unknown format name */
     snprintf(bad, sizeof bad, "%s/missing.bin", dir);
     test_io_expect_open(ctx, bad, "auto", MPQ_ERR_IO, bad, NULL, NULL);
-    test_io_expect_open(ctx, good, "gguf", MPQ_ERR_ARG, "gguf", NULL, NULL);
+    test_io_expect_open(ctx, good, "onnx", MPQ_ERR_ARG, "onnx", NULL, NULL);
     /* The test allocator: every allocation failure is reported, nothing leaks. */
     for (int64_t k = 0; k < 8; k++) {
         mpq_model *mm = NULL;
