@@ -173,5 +173,12 @@ mpq_err mpq_calib_advance(struct mpq_ctx *ctx, mpq_calib *c, int64_t b);
 int64_t mpq_calib_next_block(const mpq_calib *c);
 /* Local. Activation rows this rank holds (the rows of its chunks). */
 int64_t mpq_calib_rows(const mpq_calib *c);
+/* Local. The chunks: how many in all (over the ranks), how many this rank
+ * holds, and this rank's i-th one: its global index, its batch, and *x its
+ * rows of the current activations [batch.rows][width(next block)] (valid
+ * until the activations advance). */
+int64_t mpq_calib_nchunks(const mpq_calib *c);
+int64_t mpq_calib_nchunks_mine(const mpq_calib *c);
+int64_t mpq_calib_chunk_at(const mpq_calib *c, int64_t i, mpq_batch *batch, const float **x);
 
 #endif

@@ -185,6 +185,9 @@ typedef struct mpq_config {
         int64_t tile_rows;    /* output rows per parallel task */
         int rtn_guard;        /* rows keep RTN where the method is worse */
         int rtn_loss;         /* rtn: calibrate to measure the layer losses */
+        char *loss;           /* layer | block: what the final codes minimise */
+        int64_t block_iters;  /* block loss: signed-gradient steps per block */
+        double block_lr;      /* block loss: step of the offsets (0 = 1 / block_iters) */
     } round;
 
     struct {

@@ -202,6 +202,16 @@ const mpq_key_spec mpq_config_keys[] = {
      "momentum of the sgdm optimizer"},
     {"round.learn_scales", MPQ_KEY_ENUM, OFF(round.learn_scales), "auto", NOLIM, "auto|on|off",
      "learn per-group scales with the rounding (auto: adaround off, signround on)"},
+    {"round.loss", MPQ_KEY_ENUM, OFF(round.loss), "layer", NOLIM, "layer|block",
+     "layer: each layer's rounding minimises its own output error; block: then the codes of "
+     "every layer of a block are refined together against the full-precision block's output on "
+     "the same calibration inputs (signed gradients through the block's backward pass; needs "
+     "calibration.propagate = \"quantized\")"},
+    {"round.block_iters", MPQ_KEY_INT, OFF(round.block_iters), "100", 1, 1e7, NULL,
+     "block loss: signed-gradient steps per block"},
+    {"round.block_lr", MPQ_KEY_FLOAT, OFF(round.block_lr), "0", 0.0, 1.0, NULL,
+     "block loss: step of the rounding offsets per iteration, decayed linearly to 0 (0 = 2 / "
+     "block_iters)"},
     {"round.variable", MPQ_KEY_ENUM, OFF(round.variable), "auto", NOLIM, "auto|sigmoid|offset",
      "rounding variable (auto: adaround sigmoid, signround offset)"},
     {"round.seed", MPQ_KEY_INT, OFF(round.seed), "0", 0, 9e15, NULL,

@@ -69,6 +69,10 @@ static mpq_err check_config(mpq_ctx *ctx, const mpq_config *cfg, int propagate_q
     if (cfg->output.path[0] && fam && fam->check_checkpoint)
         MPQ_CALL(fam->check_checkpoint(ctx, cfg));
     MPQ_CALL(mpq_run_exports_outputs(ctx, cfg, NULL, NULL));
+    MPQ_CHECK(strcmp(cfg->round.loss, "block") != 0 || propagate_q, MPQ_ERR_CONFIG,
+              "%s: round.loss = \"block\" needs calibration.propagate = \"quantized\" (the "
+              "block is refined on the inputs the quantized model gives it)",
+              cfg->source);
     if (cfg->eval.enabled && mpq_session_eval_generated(cfg))
         MPQ_CALL(mpq_session_eval_check(ctx, cfg, cfg->eval.docs));
     return MPQ_OK;
@@ -489,7 +493,8 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
     /* RTN reads no calibration data unless something reads it: its losses
      * (round.rtn_loss), a fit weighted by diag H, hessian.load / save. */
     s->data_free = !ses->mixed && strcmp(ses->method->name, "rtn") == 0 && !cfg->round.rtn_loss &&
-                   !cfg->hessian.load[0] && !cfg->hessian.save[0];
+                   !cfg->hessian.load[0] && !cfg->hessian.save[0] &&
+                   strcmp(cfg->round.loss, "layer") == 0;
     for (int64_t l = 0; l < ses->nl && s->data_free; l++)
         if (!ses->excl[l])
             s->data_free = !mpq_qspec_reads_importance(
@@ -579,6 +584,8 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
             add_chosen_jobs(s, p);
             MPQ_TRY(mpq_pass_round(ctx, p, MPQ_STAGE_ROUND));
             MPQ_TRY(take_rounded(ctx, s, p));
+            if (strcmp(cfg->round.loss, "block") == 0)
+                MPQ_TRY(mpq_run_block_refine(ctx, s, p, b));
             /* the block's codes to disk (with output.path), then out of memory */
             MPQ_TRY(mpq_run_save_block(ctx, s, p, b, MPQ_PHASE_ROUND));
             MPQ_TRY(mpq_pass_propagate(ctx, p, b));

@@ -44,6 +44,12 @@ mpq_err mpq_run_exports_outputs(mpq_ctx *ctx, const mpq_config *cfg, mpq_session
                                 int64_t *n);
 mpq_err mpq_run_write_exports(mpq_ctx *ctx, const mpq_config *cfg);
 
+/* Collective. round.loss = "block" (run_block_loss.c): refines the codes
+ * of block b's rounded layers (s->res->layers[].q, on every rank) together
+ * against the full-precision block's output on the calibration inputs
+ * p->calib holds, then installs them in the working model. */
+mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, struct mpq_pass *p, int64_t b);
+
 /* The analytic minimum of memory per rank in MiB (mpq_run_result.rss_min_mib). */
 double mpq_run_memory_minimum(const mpq_session *ses, int ranks);
 

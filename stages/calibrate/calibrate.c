@@ -540,6 +540,20 @@ static mpq_err ensure_cap(mpq_ctx *ctx, float **p, int64_t *cap, int64_t n) {
     return MPQ_OK;
 }
 
+int64_t mpq_calib_nchunks(const mpq_calib *c) {
+    return (c->set->nsamples + c->chunk_samples - 1) / c->chunk_samples;
+}
+
+int64_t mpq_calib_nchunks_mine(const mpq_calib *c) {
+    return c->nchunks_mine;
+}
+
+int64_t mpq_calib_chunk_at(const mpq_calib *c, int64_t i, mpq_batch *batch, const float **x) {
+    *batch = batch_of(c, c->chunk[i]);
+    *x = c->x + c->row_off[i] * mpq_family_width(c->f, c->next);
+    return c->chunk[i];
+}
+
 void mpq_calib_destroy(mpq_calib **pc) {
     if (!pc || !*pc)
         return;

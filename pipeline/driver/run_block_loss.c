@@ -1,0 +1,352 @@
+/* run_block_loss.c: round.loss = "block": after the layers of a block are
+ * rounded (each against its own output error), their codes are refined
+ * together against the output of the whole block.
+ *
+ * Objective: sum over this block's calibration inputs X (the quantized
+ * model's activations, as propagated) of |block_Q(X) - block_FP(X)|^2,
+ * where block_FP runs the original weights on the same inputs.
+ *
+ * Variables: every weight w0 keeps the two grid points a <= w0 <= b around
+ * its original value and an offset o in [-0.5, 0.5]; it takes b when
+ * u0 + o > 0.5, u0 = (w0 - a) / (b - a), else a (the signed-gradient
+ * rounding of AutoRound on a block). The offsets start where the layer's
+ * own rounding left the code, so step 0 is exactly that solution; a weight
+ * whose code is neither neighbour (GPTQ may move further), or that sits on
+ * a grid point, keeps its code. The forward pass uses the hard codes, the
+ * gradient goes straight through: dL/do = dL/dw * (b - a), from the
+ * family's block backward pass.
+ *
+ * Steps: o -= lr_t * sign(sum over all calibration chunks of dL/do), with
+ * lr_t decaying linearly to 0; the hard solution of least block loss seen
+ * (step 0 included) is kept, so the block loss never ends above the layer
+ * rounding's on the calibration data.
+ *
+ * Determinism: every chunk's gradient is computed alone (the same batch on
+ * any number of ranks), turned into 64-bit fixed point with one scale
+ * agreed at the start (2^k from the largest first-step gradient, with room
+ * for every chunk; larger values later are clamped), and summed as
+ * integers, so the sum, its sign and the codes are the same bits for any
+ * rank count. Block losses are summed per chunk in chunk order.
+ *
+ * Memory, every rank: the block's quantized layers' variables (about 26
+ * bytes per weight) and the full-precision outputs of its own chunks. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mpq_calibrate.h"
+#include "mpq_coll.h"
+#include "mpq_log.h"
+#include "pass_internal.h"
+#include "run_internal.h"
+
+typedef struct bl_layer {
+    int64_t l, j, rows, cols, n;
+    mpq_qlayer *q;
+    uint8_t *ca, *cb, *best; /* [n] codes of a and b; the best solution's codes */
+    float *u0, *o;           /* [n] position of w0 in [a, b]; offset (NaN: fixed) */
+    float *dv;               /* [n] b - a, the value step of the choice */
+    float *w, *dw;           /* [n] hard weights; the gradient of one chunk */
+    int64_t *acc;            /* [n] fixed-point sum of dL/do over the chunks */
+} bl_layer;
+
+typedef struct bl_state {
+    mpq_ctx *ctx;
+    run_state *s;
+    mpq_calib *c;
+    int64_t b, nl, nper, nchunks, mine, wout;
+    bl_layer *L;
+    float **dwp;   /* [nper] dw of the block's layers by position, NULL where not learned */
+    float **yfp;   /* [mine] full-precision outputs of this rank's chunks */
+    float *y, *dy; /* [rows of the largest chunk][wout] */
+    double *closs; /* [nchunks] block loss per chunk */
+    double scale;  /* fixed point: units per gradient unit */
+    double clampv; /* largest |value| a chunk may add */
+} bl_state;
+
+static void layer_free(bl_layer *x) {
+    mpq_free(x->ca);
+    mpq_free(x->cb);
+    mpq_free(x->best);
+    mpq_free(x->u0);
+    mpq_free(x->o);
+    mpq_free(x->dv);
+    mpq_free(x->w);
+    mpq_free(x->dw);
+    mpq_free(x->acc);
+}
+
+static void state_free(bl_state *S) {
+    for (int64_t i = 0; S->L && i < S->nl; i++)
+        layer_free(&S->L[i]);
+    mpq_free(S->L);
+    for (int64_t i = 0; S->yfp && i < S->mine; i++)
+        mpq_free(S->yfp[i]);
+    mpq_free(S->yfp);
+    mpq_free(S->dwp);
+    mpq_free(S->y);
+    mpq_free(S->dy);
+    mpq_free(S->closs);
+}
+
+static int takes_b(const bl_layer *x, int64_t k) {
+    return x->u0[k] + x->o[k] > 0.5f;
+}
+
+/* The variables of one layer from its original weights w0 and its codes. */
+static mpq_err layer_init(mpq_ctx *ctx, bl_layer *x, const float *w0) {
+    const mpq_qparams *P = x->q->params;
+    const int64_t n = x->n;
+    MPQ_ALLOC(x->ca, n);
+    MPQ_ALLOC(x->cb, n);
+    MPQ_ALLOC(x->best, n);
+    MPQ_ALLOC(x->u0, n);
+    MPQ_ALLOC(x->o, n);
+    MPQ_ALLOC(x->dv, n);
+    MPQ_ALLOC(x->w, n);
+    MPQ_ALLOC(x->dw, n);
+    MPQ_ALLOC(x->acc, n);
+    float *va = NULL, *vb = NULL;
+    MPQ_ALLOC(va, x->cols);
+    mpq_err err = mpq_malloc(ctx, x->cols, sizeof *vb, (void **)&vb);
+    for (int64_t r = 0; err == MPQ_OK && r < x->rows; r++) {
+        const int64_t r0 = r * x->cols;
+        mpq_quant_row_neighbours(P, r, w0 + r0, x->ca + r0, x->cb + r0, va, vb);
+        for (int64_t c = 0; c < x->cols; c++) {
+            const int64_t k = r0 + c;
+            const uint8_t code = x->q->codes[k];
+            x->best[k] = code;
+            if (vb[c] <= va[c] || (code != x->ca[k] && code != x->cb[k])) {
+                x->u0[k] = 0.0f; /* fixed: a = b = the code */
+                x->o[k] = NAN;
+                x->dv[k] = 0.0f;
+                x->ca[k] = x->cb[k] = code;
+                continue;
+            }
+            const float u = (w0[k] - va[c]) / (vb[c] - va[c]);
+            x->u0[k] = u;
+            x->dv[k] = vb[c] - va[c];
+            /* the offset that reproduces the layer rounding's choice */
+            x->o[k] = code == x->cb[k] ? fmaxf(0.0f, 0.5f - u + 1e-4f) : fminf(0.0f, 0.5f - u);
+        }
+    }
+    mpq_free(va);
+    mpq_free(vb);
+    return err;
+}
+
+/* Hard codes of the current offsets into the layer and its weights into
+ * the working model. */
+static mpq_err install(bl_state *S, bl_layer *x) {
+    mpq_ctx *ctx = S->ctx;
+    for (int64_t k = 0; k < x->n; k++)
+        if (!isnan(x->o[k]))
+            x->q->codes[k] = takes_b(x, k) ? x->cb[k] : x->ca[k];
+    mpq_quant_dequantize(x->q->params, x->q->codes, x->w);
+    MPQ_CALL(mpq_family_set_weight(ctx, S->s->ses->fq, x->l, x->w));
+    return MPQ_OK;
+}
+
+/* One pass over this rank's chunks on the current hard weights: the block
+ * loss of each chunk (S->closs, by global chunk index); with grad, the
+ * chunks' dL/do summed in fixed point (x->acc), and with gmax (the probe
+ * before the first step) only the largest |dL/do| of any chunk instead. */
+static mpq_err chunk_pass(bl_state *S, int grad, double *gmax) {
+    mpq_ctx *ctx = S->ctx;
+    mpq_family *fq = S->s->ses->fq;
+    memset(S->closs, 0, (size_t)S->nchunks * sizeof *S->closs);
+    for (int64_t j = 0; j < S->nl; j++)
+        memset(S->L[j].acc, 0, (size_t)S->L[j].n * sizeof *S->L[j].acc);
+    for (int64_t i = 0; i < S->mine; i++) {
+        mpq_batch bt;
+        const float *x = NULL;
+        const int64_t k = mpq_calib_chunk_at(S->c, i, &bt, &x);
+        MPQ_CALL(mpq_family_block(ctx, fq, S->b, &bt, x, S->y, NULL, NULL));
+        double e = 0.0;
+        const int64_t m = bt.rows * S->wout;
+        for (int64_t t = 0; t < m; t++) {
+            const float d = S->y[t] - S->yfp[i][t];
+            e += (double)d * (double)d;
+            S->dy[t] = 2.0f * d;
+        }
+        S->closs[k] = e;
+        if (!grad)
+            continue;
+        for (int64_t j = 0; j < S->nl; j++)
+            memset(S->L[j].dw, 0, (size_t)S->L[j].n * sizeof *S->L[j].dw);
+        MPQ_CALL(mpq_family_block_backward(ctx, fq, S->b, &bt, x, S->dy, NULL, S->dwp));
+        for (int64_t j = 0; j < S->nl; j++) {
+            bl_layer *L = &S->L[j];
+            for (int64_t t = 0; t < L->n; t++) {
+                if (isnan(L->o[t]))
+                    continue;
+                const double g = (double)L->dw[t] * (double)L->dv[t];
+                if (gmax) {
+                    *gmax = fabs(g) > *gmax ? fabs(g) : *gmax;
+                    continue;
+                }
+                double v = g * S->scale;
+                v = v > S->clampv ? S->clampv : v < -S->clampv ? -S->clampv : v;
+                L->acc[t] += (int64_t)llround(v);
+            }
+        }
+    }
+    return MPQ_OK;
+}
+
+/* Collective. The block loss of the current codes (every chunk's, summed
+ * in chunk order) and, with grad, the integer gradient sums over all ranks. */
+static mpq_err eval_step(bl_state *S, int grad, double *loss) {
+    mpq_ctx *ctx = S->ctx;
+    MPQ_CALL(mpq_agree(ctx, chunk_pass(S, grad, NULL)));
+    if (ctx->size > 1) {
+        MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, S->closs, (int)S->nchunks, MPI_DOUBLE, MPI_SUM,
+                                ctx->comm) == MPI_SUCCESS,
+                  MPQ_ERR_MPI, "block loss: cannot sum the chunks' losses");
+        for (int64_t j = 0; grad && j < S->nl; j++)
+            for (int64_t o = 0; o < S->L[j].n; o += INT32_MAX / 2) {
+                const int64_t cnt = S->L[j].n - o < INT32_MAX / 2 ? S->L[j].n - o : INT32_MAX / 2;
+                MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, S->L[j].acc + o, (int)cnt, MPI_INT64_T,
+                                        MPI_SUM, ctx->comm) == MPI_SUCCESS,
+                          MPQ_ERR_MPI, "block loss: cannot sum the gradients");
+            }
+    }
+    double tot = 0.0;
+    for (int64_t k = 0; k < S->nchunks; k++)
+        tot += S->closs[k];
+    *loss = tot;
+    return MPQ_OK;
+}
+
+/* Collective. The fixed-point scale: the largest first-step |dL/do| of
+ * any chunk, 16 times over, fits 2^62 / chunks. */
+static mpq_err fix_scale(bl_state *S) {
+    mpq_ctx *ctx = S->ctx;
+    double gmax = 0.0;
+    MPQ_CALL(mpq_agree(ctx, chunk_pass(S, 1, &gmax)));
+    if (ctx->size > 1)
+        MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, &gmax, 1, MPI_DOUBLE, MPI_MAX, ctx->comm) ==
+                      MPI_SUCCESS,
+                  MPQ_ERR_MPI, "block loss: cannot agree on the gradient scale");
+    const double room = ldexp(1.0, 62) / (double)(S->nchunks > 0 ? S->nchunks : 1);
+    S->clampv = room;
+    S->scale = gmax > 0.0 ? ldexp(1.0, (int)floor(log2(room / (16.0 * gmax)))) : 1.0;
+    return MPQ_OK;
+}
+
+/* Local. The block's layers, the gradient slots, the outputs of the
+ * full-precision block on this rank's chunks. */
+static mpq_err setup(bl_state *S, mpq_pass *p) {
+    mpq_ctx *ctx = S->ctx;
+    const mpq_session *ses = S->s->ses;
+    const mpq_family_info *fi = ses->info;
+    int64_t first = -1, maxrows = 0;
+    for (int64_t l = 0; l < fi->nlayers; l++)
+        if (fi->layers[l].block == S->b) {
+            first = first < 0 ? l : first;
+            S->nper++;
+        }
+    S->wout = mpq_family_width(ses->fq, S->b + 1);
+    S->nchunks = mpq_calib_nchunks(S->c);
+    S->mine = mpq_calib_nchunks_mine(S->c);
+    MPQ_ALLOC(S->L, p->nlb > 0 ? p->nlb : 1);
+    MPQ_ALLOC(S->dwp, S->nper > 0 ? S->nper : 1);
+    MPQ_ALLOC(S->closs, S->nchunks > 0 ? S->nchunks : 1);
+    for (int64_t i = 0; i < p->nlb; i++) {
+        bl_layer *x = &S->L[S->nl++];
+        const mpq_run_layer *rl = &S->s->res->layers[p->lay[i]];
+        MPQ_CHECK(rl->q, MPQ_ERR_INTERNAL, "block loss: layer %s has no codes on this rank",
+                  rl->name);
+        *x = (bl_layer){.l = p->lay[i],
+                        .j = p->lay[i] - first,
+                        .rows = rl->rows,
+                        .cols = rl->cols,
+                        .n = rl->rows * rl->cols,
+                        .q = rl->q};
+        MPQ_CALL(layer_init(ctx, x, p->W[i]));
+        S->dwp[x->j] = x->dw;
+    }
+    MPQ_ALLOC(S->yfp, S->mine > 0 ? S->mine : 1);
+    for (int64_t i = 0; i < S->mine; i++) {
+        mpq_batch bt;
+        const float *xin = NULL;
+        mpq_calib_chunk_at(S->c, i, &bt, &xin);
+        maxrows = bt.rows > maxrows ? bt.rows : maxrows;
+        MPQ_ALLOC(S->yfp[i], bt.rows * S->wout > 0 ? bt.rows * S->wout : 1);
+        MPQ_CALL(mpq_family_block(ctx, ses->ffp, S->b, &bt, xin, S->yfp[i], NULL, NULL));
+    }
+    MPQ_ALLOC(S->y, maxrows * S->wout > 0 ? maxrows * S->wout : 1);
+    MPQ_ALLOC(S->dy, maxrows * S->wout > 0 ? maxrows * S->wout : 1);
+    return MPQ_OK;
+}
+
+/* Local. One signed step of every learned offset; the number that changed
+ * side. */
+static int64_t step(bl_state *S, double lr) {
+    int64_t flips = 0;
+    for (int64_t j = 0; j < S->nl; j++) {
+        bl_layer *x = &S->L[j];
+        for (int64_t k = 0; k < x->n; k++) {
+            if (isnan(x->o[k]) || x->acc[k] == 0)
+                continue;
+            const int before = takes_b(x, k);
+            float o = x->o[k] - (float)(x->acc[k] > 0 ? lr : -lr);
+            x->o[k] = o > 0.5f ? 0.5f : o < -0.5f ? -0.5f : o;
+            flips += takes_b(x, k) != before;
+        }
+    }
+    return flips;
+}
+
+static void keep_best(bl_state *S) {
+    for (int64_t j = 0; j < S->nl; j++)
+        memcpy(S->L[j].best, S->L[j].q->codes, (size_t)S->L[j].n);
+}
+
+mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b) {
+    const mpq_config *cfg = s->ses->cfg;
+    if (p->nlb == 0)
+        return MPQ_OK;
+    bl_state S = {.ctx = ctx, .s = s, .c = p->calib, .b = b};
+    mpq_err err = MPQ_OK;
+    const double t0 = mpq_now();
+    MPQ_CHECK(S.c, MPQ_ERR_INTERNAL, "block loss: no calibration activations");
+    MPQ_TRY(mpq_agree(ctx, setup(&S, p)));
+    for (int64_t j = 0; j < S.nl; j++)
+        MPQ_TRY(install(&S, &S.L[j]));
+    double best = 0.0, first = 0.0;
+    MPQ_TRY(fix_scale(&S));
+    const int64_t T = cfg->round.block_iters;
+    const double lr0 = cfg->round.block_lr > 0.0 ? cfg->round.block_lr : 2.0 / (double)T;
+    int64_t flips = 0;
+    for (int64_t t = 0; t <= T; t++) {
+        double loss = 0.0;
+        MPQ_TRY(eval_step(&S, t < T, &loss));
+        if (t == 0 || loss < best) {
+            best = loss;
+            keep_best(&S);
+        }
+        first = t == 0 ? loss : first;
+        if (t == T)
+            break;
+        flips += step(&S, lr0 * (1.0 - (double)t / (double)T));
+        for (int64_t j = 0; j < S.nl; j++)
+            MPQ_TRY(install(&S, &S.L[j]));
+    }
+    int64_t learned = 0;
+    for (int64_t j = 0; j < S.nl; j++) {
+        bl_layer *x = &S.L[j];
+        for (int64_t k = 0; k < x->n; k++)
+            learned += !isnan(x->o[k]);
+        memcpy(x->q->codes, x->best, (size_t)x->n);
+        MPQ_TRY(mpq_qlayer_finish(ctx, x->q));
+        MPQ_TRY(mpq_run_install_layer(ctx, s, x->l, x->q));
+    }
+    MPQ_INFO("block %lld: block loss %.6g -> %.6g (%.2f%%), %lld steps, %lld offset flips over "
+             "%lld learned weights, %.2fs",
+             (long long)b, first, best, first > 0.0 ? 100.0 * (best - first) / first : 0.0,
+             (long long)T, (long long)flips, (long long)learned, mpq_now() - t0);
+cleanup:
+    state_free(&S);
+    return err;
+}

@@ -1,0 +1,72 @@
+#!/bin/bash
+# test_run_block_loss.sh: round.loss = "block", the codes of a block's layers
+# refined together against the full-precision block's output.
+#  (a) stories260K at 2 bits (RTN start, generated evaluation set): the
+#      KL divergence from full precision is below the layer loss's; every
+#      block's logged block loss ends at or below its start;
+#  (b) the same bits on 1 and 2 ranks (the run's figures and the exported
+#      weights);
+#  (c) mnist-cnn-small at 2 bits per channel: accuracy above the layer
+#      loss's (the CNN's backward pass);
+#  (d) calibration.propagate = "fp" is refused before loading, naming both
+#      keys.
+set -u
+. "$MPQ_SOURCE_DIR/tests/lib.sh"
+need_shared data/models/stories260K/stories260K.bin
+need_shared data/models/stories260K/tok512.bin
+need_shared data/models/mnist-cnn-small/model-mnist.safetensors
+need_shared data/mnist/t10k-images-idx3-ubyte
+need_jq
+make_work_dir
+lm=(run "$MPQ_SOURCE_DIR/configs/stories260K-w2.cfg" --json -o quant.method=rtn
+    -o round.rtn_loss=true -o calibration.segments=4 -o calibration.seq_len=64
+    -o round.block_iters=20 -o eval.protocol=generated -o eval.docs=6 -o eval.window=48)
+
+# ---- (a) ----
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=layer
+expect_rc 0
+kl_layer=$(last_json | jq -r .quantized.kld)
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=block -o output.path="$dir/b2.h5"
+expect_rc 0
+kl_block=$(last_json | jq -r .quantized.kld)
+two=$(last_json | jq -c '.quantized')
+awk -v b="$kl_block" -v l="$kl_layer" 'BEGIN { exit !(b > 0 && b < l) }' ||
+    fail "KL divergence with the block loss ($kl_block) is not below the layer loss's ($kl_layer)"
+n=$(grep -c 'block [0-9]*: block loss' "$ERR")
+[ "$n" -eq 5 ] || fail "$n block-loss lines, expected 5 (one per block)"
+bad=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 > $3 { print }')
+[ -z "$bad" ] || fail "a block ended above its start: $bad"
+
+# ---- (b) ----
+run $MPQ_MPIEXEC -n 1 "$MPQ_BIN" "${lm[@]}" -o round.loss=block -o output.path="$dir/b1.h5"
+expect_rc 0
+[ "$(last_json | jq -c '.quantized')" = "$two" ] || fail "1 and 2 ranks give different figures"
+mkdir -p "$dir/e1" "$dir/e2"
+"$MPQ_BIN" export "$dir/b1.h5" --format safetensors --output "$dir/e1/model.safetensors" >/dev/null &&
+    "$MPQ_BIN" export "$dir/b2.h5" --format safetensors --output "$dir/e2/model.safetensors" \
+        >/dev/null || fail "export failed"
+cmp -s "$dir/e1/model.safetensors" "$dir/e2/model.safetensors" ||
+    fail "1 and 2 ranks give different weights"
+
+# ---- (c) ----
+cnn=(run "$MPQ_SOURCE_DIR/configs/mnist-cnn-small-w2.cfg" --json -o quant.method=rtn
+    -o round.rtn_loss=true -o calibration.segments=128 -o round.block_iters=40 -o eval.count=1000
+    -o eval.also_all=false)
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${cnn[@]}" -o round.loss=layer
+expect_rc 0
+acc_layer=$(last_json | jq -r .quantized.accuracy)
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${cnn[@]}" -o round.loss=block
+expect_rc 0
+acc_block=$(last_json | jq -r .quantized.accuracy)
+awk -v b="$acc_block" -v l="$acc_layer" 'BEGIN { exit !(b > l) }' ||
+    fail "accuracy with the block loss ($acc_block) is not above the layer loss's ($acc_layer)"
+
+# ---- (d) ----
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$MPQ_SOURCE_DIR/configs/stories260K-w2.cfg" \
+    -o round.loss=block -o calibration.propagate=fp
+expect_rc 1
+expect_err 'round.loss = "block" needs calibration.propagate = "quantized"'
+grep -q '^model ' "$ERR" && fail "the model was loaded before the refusal"
+echo "block loss: KLD $kl_layer -> $kl_block (stories260K, 2 bits, RTN start);" \
+    "accuracy $acc_layer -> $acc_block (mnist-cnn-small, 2 bits)"
+finish
