@@ -87,3 +87,22 @@ finish() {
     echo "FAILED ($FAILS checks)"
     exit 1
 }
+
+# Sets py to the python of the virtual environment DIR holding the pinned
+# packages, created (python3 -m venv, Debian package python3-venv) and
+# filled from PyPI with pip when missing or of other versions:
+#   need_venv DIR PACKAGE==VERSION ...
+need_venv() {
+    local venv=$1 check
+    shift
+    check='import importlib.metadata as md, sys
+sys.exit(any(md.version(n) != v for n, v in (a.split("==") for a in sys.argv[1:])))'
+    if ! "$venv/bin/python" -c "$check" "$@" 2>/dev/null; then
+        echo "installing $* into $venv" >&2
+        if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q "$@" >&2; }; then
+            echo "FAILED: cannot install $* into $venv" >&2
+            exit 1
+        fi
+    fi
+    py="$venv/bin/python"
+}

@@ -23,17 +23,7 @@ need_shared data/models/stories260K/stories260K.bin
 need_shared data/models/stories260K/tok512.bin
 need_jq
 make_work_dir
-venv=${MPQ_CKPT_READER_VENV:-$HOME/.cache/mpquant/ckpt-reader-venv}
-pins=(numpy==2.2.6 h5py==3.14.0)
-if ! "$venv/bin/python" -c 'import numpy, h5py, sys
-sys.exit(not (numpy.__version__ == "2.2.6" and h5py.__version__ == "3.14.0"))' 2>/dev/null; then
-    echo "ckpt_reader: installing ${pins[*]} into $venv" >&2
-    if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q "${pins[@]}" >&2; }; then
-        echo "FAILED: cannot install ${pins[*]} into $venv" >&2
-        exit 1
-    fi
-fi
-py="$venv/bin/python"
+need_venv "${MPQ_CKPT_READER_VENV:-$HOME/.cache/mpquant/ckpt-reader-venv}" numpy==2.2.6 h5py==3.14.0
 reader="$MPQ_SOURCE_DIR/tests/checkpoint/ckpt_reader.py"
 cfg="$MPQ_SOURCE_DIR/configs/stories260K-w4.cfg"
 fast=(-q -o quant.method=rtn -o eval.enabled=false -o calibration.segments=1

@@ -35,17 +35,7 @@ need_shared data/models/stories260K/tok512.bin
 need_shared data/text/tinyshakespeare.txt
 need_jq
 make_work_dir
-venv=${MPQ_GGUF_VENV:-$HOME/.cache/mpquant/gguf-venv}
-pins=(numpy==2.2.6 gguf==0.19.0)
-if ! "$venv/bin/python" -c 'import numpy, gguf, sys, importlib.metadata as md
-sys.exit(not (numpy.__version__ == "2.2.6" and md.version("gguf") == "0.19.0"))' 2>/dev/null; then
-    echo "gguf_reader: installing ${pins[*]} into $venv" >&2
-    if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q "${pins[@]}" >&2; }; then
-        echo "FAILED: cannot install ${pins[*]} into $venv" >&2
-        exit 1
-    fi
-fi
-py="$venv/bin/python"
+need_venv "${MPQ_GGUF_VENV:-$HOME/.cache/mpquant/gguf-venv}" numpy==2.2.6 gguf==0.19.0
 mk="$MPQ_SOURCE_DIR/tests/loading/gguf_make.py"
 damage=$1
 s260="$MPQ_SHARED_DIR/data/models/stories260K"
