@@ -282,9 +282,12 @@ typedef struct mpq_export_format {
     mpq_err (*write)(mpq_ctx *ctx, const mpq_model *m, const char *path, const mpq_export_opts *o);
 } mpq_export_format;
 
-/* The registry (NULL-terminated): safetensors, llama2c; its descriptor and
+/* The registry (NULL-terminated): safetensors, llama2c, gguf, gptq, gptq-v2; its descriptor and
  * lookup by name (NULL when unknown). */
 extern const mpq_export_format *const mpq_export_formats[];
+extern const mpq_export_format mpq_export_gguf;    /* ckpt_gguf.c */
+extern const mpq_export_format mpq_export_gptq;    /* ckpt_gptq.c: v1 zeros */
+extern const mpq_export_format mpq_export_gptq_v2; /* ckpt_gptq.c: gptq_v2 */
 extern const mpq_registry mpq_export_format_reg;
 const mpq_export_format *mpq_export_format_find(const char *name);
 

@@ -1,5 +1,6 @@
-/* cmd_export.c: `mpquant export CHECKPOINT --format safetensors|llama2c
- * --output FILE [--overwrite] [--no-config]` and the checkpoint summary that
+/* cmd_export.c: `mpquant export CHECKPOINT --format NAME --output FILE
+ * [--overwrite] [--no-config] [--tokenizer PATH] [--lossy]` (the formats of
+ * mpq_export_formats) and the checkpoint summary that
  * `mpquant inspect` prints for an mpquant checkpoint.
  *
  * Exports are written by rank 0 alone (one file, no parallelism to gain);

@@ -51,10 +51,16 @@ const mpq_command mpq_commands[] = {
     },
     {
         .name = "export",
-        .args = "CHECKPOINT --format safetensors|llama2c --output FILE",
-        .summary = "write a checkpoint (or any model) as dequantized safetensors or llama2.c",
+        .args = "CHECKPOINT --format safetensors|llama2c|gguf|gptq|gptq-v2 --output FILE",
+        .summary = "write a checkpoint (or any model) as safetensors, llama2.c, GGUF or GPTQ",
         .help = "  --format=NAME    safetensors (F32, with a Hugging Face config.json beside it\n"
-                "                   for Llama models) or llama2c (legacy run.c format)\n"
+                "                   for Llama models), llama2c (legacy run.c format) or gguf\n"
+                "                   (llama.cpp; int layers as Q8_0/Q4_0/Q5_0/Q4_1/Q5_1/\n"
+                "                   Q6_K blocks where they map, the rest F32; needs --tokenizer).\n"
+                "                   Also gptq (qweight/qzeros/scales/g_idx + config.json, as\n"
+                "                   transformers and vLLM load it; int 2/3/4/8-bit layers,\n"
+                "                   the rest F32) or gptq-v2 (the same, zeros stored as they\n"
+                "                   are, for GPTQModel; needed when a zero-point is 0)\n"
                 "  --output=FILE    destination (written atomically; never an input)\n"
                 "  --overwrite      replace existing output files\n"
                 "  --no-config      safetensors: do not write config.json\n"

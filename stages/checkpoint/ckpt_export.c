@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "ckpt_internal.h"
 #include "mpq_ckpt.h"
 #include "mpq_family.h"
 #include "mpq_outfile.h"
@@ -378,6 +379,46 @@ cleanup:
     return err;
 }
 
+/* ---- shared with the other exports (ckpt_internal.h) ---------------------------- */
+
+cJSON *mpq_ckpt_hf_config(const mpq_arch *a) {
+    return hf_config(a);
+}
+
+void mpq_ckpt_sibling(const char *path, const char *name, char *buf, size_t len) {
+    sibling(path, name, buf, len);
+}
+
+mpq_err mpq_ckpt_source_files(mpq_ctx *ctx, const mpq_model *m, char *cfg, char *idx,
+                              const char ***list, int64_t *n) {
+    MPQ_CALL(source_files(ctx, m, cfg, idx, list, n));
+    return MPQ_OK;
+}
+
+mpq_err mpq_ckpt_write_text_file(mpq_ctx *ctx, const char *path, const char *text, int overwrite,
+                                 const char *const *inputs, int64_t n) {
+    MPQ_CALL(write_text_file(ctx, path, text, overwrite, inputs, n));
+    return MPQ_OK;
+}
+
+int mpq_ckpt_llama_layout(const mpq_model *m) {
+    return llama_layout(m);
+}
+
+int mpq_ckpt_is_qk(const char *name) {
+    return is_qk(name);
+}
+
+int64_t mpq_ckpt_half_src(int64_t r, int64_t hd) {
+    return perm_src(PERM_TO_HALF, r, hd);
+}
+
+mpq_err mpq_ckpt_write_f32(mpq_ctx *ctx, mpq_outfile *f, const mpq_tensor *t, int to_half,
+                           int64_t hd, float *buf, int64_t cap) {
+    MPQ_CALL(write_tensor_f32(ctx, f, t, to_half ? PERM_TO_HALF : PERM_NONE, hd, buf, cap));
+    return MPQ_OK;
+}
+
 /* ---- the registry ------------------------------------------------------------- */
 
 static mpq_err write_safetensors(mpq_ctx *ctx, const mpq_model *m, const char *path,
@@ -404,7 +445,9 @@ static const mpq_export_format export_llama2c = {
     .write = write_llama2c,
 };
 
-const mpq_export_format *const mpq_export_formats[] = {&export_safetensors, &export_llama2c, NULL};
+const mpq_export_format *const mpq_export_formats[] = {&export_safetensors, &export_llama2c,
+                                                       &mpq_export_gguf,    &mpq_export_gptq,
+                                                       &mpq_export_gptq_v2, NULL};
 
 static const char *export_name_at(int64_t i) {
     return mpq_export_formats[i] ? mpq_export_formats[i]->name : NULL;

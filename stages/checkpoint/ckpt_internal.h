@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "mpq_ctx.h"
+#include "mpq_model.h"
 #include "mpq_quant.h"
 
 /* A fixed-length, NUL-padded HDF5 string type of len bytes (at least 1).
@@ -38,5 +39,36 @@ mpq_err mpq_ckpt_describe(mpq_ctx *ctx, const mpq_qspec *spec, int64_t rows, int
  * [ncodes] float32, row 1 the table of channels with sign -1 (NaN: unused
  * code). Local. */
 void mpq_ckpt_levels(const mpq_qparams *p, const mpq_ckpt_layout *lay, float *lev);
+
+/* ---- what the exports share (ckpt_export.c; all local) ---- */
+
+struct cJSON;
+struct mpq_outfile;
+
+/* The Hugging Face config.json object of a Llama-layout model a.
+ * Owner: caller (cJSON_Delete); NULL when out of memory. */
+struct cJSON *mpq_ckpt_hf_config(const mpq_arch *a);
+/* "<directory of path>/<name>" into buf [len]. */
+void mpq_ckpt_sibling(const char *path, const char *name, char *buf, size_t len);
+/* Every file model m was read from (its path, mapped files, and the
+ * config.json and safetensors index of its directory when they exist),
+ * none of which an export may replace. *list (caller: mpq_free) points
+ * into m and into cfg and idx [4096 each]. */
+mpq_err mpq_ckpt_source_files(mpq_ctx *ctx, const mpq_model *m, char *cfg, char *idx,
+                              const char ***list, int64_t *n);
+/* Writes text to path atomically (never replacing one of inputs [n]). */
+mpq_err mpq_ckpt_write_text_file(mpq_ctx *ctx, const char *path, const char *text, int overwrite,
+                                 const char *const *inputs, int64_t n);
+/* 1 when m's family keeps a Llama decoder under the canonical names. */
+int mpq_ckpt_llama_layout(const mpq_model *m);
+/* 1 when tensor `name` is a q or k projection (weight or bias). */
+int mpq_ckpt_is_qk(const char *name);
+/* The source row of destination row r when interleaved RoPE rows (llama2.c)
+ * are put in rotate-half order, in heads of hd rows. */
+int64_t mpq_ckpt_half_src(int64_t r, int64_t hd);
+/* Streams tensor t as F32 into f, its rows in rotate-half order when
+ * to_half (t then has a whole number of heads of hd rows); buf [cap]. */
+mpq_err mpq_ckpt_write_f32(mpq_ctx *ctx, struct mpq_outfile *f, const mpq_tensor *t, int to_half,
+                           int64_t hd, float *buf, int64_t cap);
 
 #endif

@@ -54,6 +54,16 @@ extern const mpq_model_format mpq_format_llama2c;
 extern const mpq_model_format mpq_format_safetensors;
 extern const mpq_model_format mpq_format_gguf;
 
+/* GPTQ checkpoints (io_gptq.c), probed before plain safetensors. */
+extern const mpq_model_format mpq_format_gptq;
+
+/* io_safetensors.c, for the GPTQ reader: a JSON file as an object with
+ * unique keys (owner: caller, cJSON_Delete), and a Hugging Face config.json
+ * as the architecture of a Llama-family model. Errors name the file and key. */
+struct cJSON;
+mpq_err mpq_io_read_json(mpq_ctx *ctx, const char *path, struct cJSON **out);
+mpq_err mpq_io_read_hf_config(mpq_ctx *ctx, const char *path, mpq_arch *a);
+
 /* Little-endian loads from unaligned bytes. */
 static inline uint32_t mpq_io_le32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;

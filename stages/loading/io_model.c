@@ -493,10 +493,11 @@ mpq_err mpq_io_check_llama(mpq_ctx *ctx, const mpq_model *m) {
 
 /* Format "auto" probes in this order, fallback formats last: the HDF5
  * signature of a checkpoint before the safetensors checks (which accept any
- * file named .safetensors or .json). */
+ * file named .safetensors or .json), and GPTQ (a config.json whose
+ * quantization_config names quant_method "gptq") before plain safetensors. */
 const mpq_model_format *const mpq_model_formats[] = {
     &mpq_format_llama2c, /* fallback: no magic */
-    &mpq_format_mpqckpt, &mpq_format_gguf, &mpq_format_safetensors, NULL,
+    &mpq_format_mpqckpt, &mpq_format_gguf, &mpq_format_gptq, &mpq_format_safetensors, NULL,
 };
 
 static const char *format_name_at(int64_t i) {
@@ -566,8 +567,7 @@ mpq_err mpq_model_open(mpq_ctx *ctx, const char *path, const char *format, mpq_m
     if (strcmp(format, mpq_model_format_reg.also) == 0) {
         fmt = probe_format(path, is_dir, head, nhead);
         MPQ_CHECK(fmt, MPQ_ERR_FORMAT,
-                  "%s: not a recognised model (llama2.c .bin, safetensors, GGUF or mpquant "
-                  "checkpoint)",
+                  "%s: not a recognised model (llama2.c .bin, safetensors or mpquant checkpoint)",
                   path);
     } else {
         int64_t i = 0;

@@ -423,6 +423,17 @@ cleanup:
     return err;
 }
 
+/* The hooks of the GPTQ reader (io_internal.h). */
+mpq_err mpq_io_read_json(mpq_ctx *ctx, const char *path, cJSON **out) {
+    MPQ_CALL(read_json_file(ctx, path, out));
+    return MPQ_OK;
+}
+
+mpq_err mpq_io_read_hf_config(mpq_ctx *ctx, const char *path, mpq_arch *a) {
+    MPQ_CALL(read_config(ctx, path, a));
+    return MPQ_OK;
+}
+
 /* ---- sharded models ------------------------------------------------------- */
 
 /* A shard name from the index must name a file inside the model directory. */

@@ -45,10 +45,10 @@ LIST
 
 run "$MPQ_BIN" export "$CFG" --format onnx --output "$OUT.x"
 expect_rc 2
-expect_err "export: unknown --format 'onnx' \(known: safetensors, llama2c\)"
+expect_err "export: unknown --format 'onnx' \(known: safetensors, llama2c, gguf, gptq, gptq-v2\)"
 
 run "$MPQ_BIN" inspect "$CFG" --format onnx
 expect_rc 2
-expect_err "inspect: unknown --format 'onnx' \(known: auto, llama2c, mpqckpt, gguf, safetensors, idx, tokenizer\)"
+expect_err "inspect: unknown --format 'onnx' \(known: auto, llama2c, mpqckpt, gguf, gptq, safetensors, idx, tokenizer\)"
 
 finish

@@ -160,8 +160,9 @@ static void test_lookup_lists_names(void **state) {
     assert_int_equal(mpq_registry_lookup(ctx, &mpq_export_format_reg, "onnx", MPQ_ERR_ARG,
                                          "export: unknown --format", &i),
                      MPQ_ERR_ARG);
-    assert_string_equal(ctx->err_msg,
-                        "export: unknown --format 'onnx' (known: safetensors, llama2c)");
+    assert_string_equal(
+        ctx->err_msg,
+        "export: unknown --format 'onnx' (known: safetensors, llama2c, gguf, gptq, gptq-v2)");
     mpq_err_clear(ctx);
 }
 
