@@ -177,6 +177,28 @@ static mpq_err source_files(mpq_ctx *ctx, const mpq_model *m, char *cfg, char *i
     return MPQ_OK;
 }
 
+/* The safetensors header of hdr into f: its length (8 bytes, little-endian)
+ * and the JSON text, padded with spaces so that the data starts 8-byte
+ * aligned. */
+static mpq_err write_st_header(mpq_ctx *ctx, mpq_outfile *f, const cJSON *hdr, const char *path) {
+    mpq_err err = MPQ_OK;
+    char *text = cJSON_PrintUnformatted(hdr), *padded = NULL;
+    MPQ_ENSURE(text, MPQ_ERR_NOMEM, "cannot format the safetensors header of %s", path);
+    const size_t hlen = strlen(text), plen = (hlen + 7) / 8 * 8;
+    MPQ_TRY(mpq_malloc(ctx, (int64_t)plen + 1, 1, (void **)&padded));
+    memcpy(padded, text, hlen);
+    memset(padded + hlen, ' ', plen - hlen);
+    unsigned char len8[8];
+    for (int k = 0; k < 8; k++)
+        len8[k] = (unsigned char)((uint64_t)plen >> (8 * k));
+    MPQ_TRY(mpq_outfile_write(ctx, f, len8, sizeof len8));
+    MPQ_TRY(mpq_outfile_write(ctx, f, padded, plen));
+cleanup:
+    mpq_free(padded);
+    cJSON_free(text);
+    return err;
+}
+
 static mpq_err write_text_file(mpq_ctx *ctx, const char *path, const char *text, int overwrite,
                                const char *const *inputs, int64_t n_inputs) {
     mpq_outfile *f = NULL;
@@ -195,7 +217,7 @@ mpq_err mpq_export_safetensors(mpq_ctx *ctx, const mpq_model *m, const char *pat
                                int write_config) {
     mpq_err err = MPQ_OK;
     cJSON *hdr = NULL, *cfg = NULL;
-    char *text = NULL, *padded = NULL, *cfg_text = NULL;
+    char *cfg_text = NULL;
     float *buf = NULL;
     mpq_outfile *f = NULL;
     const mpq_arch *a = mpq_model_arch(m);
@@ -235,22 +257,10 @@ mpq_err mpq_export_safetensors(mpq_ctx *ctx, const mpq_model *m, const char *pat
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)end));
         offset = end;
     }
-    text = cJSON_PrintUnformatted(hdr);
-    MPQ_ENSURE(text, MPQ_ERR_NOMEM, "cannot format the safetensors header");
-    /* Pad the header with spaces so the data starts 8-byte aligned. */
-    size_t hlen = strlen(text), plen = (hlen + 7) / 8 * 8;
-    MPQ_TRY(mpq_malloc(ctx, (int64_t)plen + 1, 1, (void **)&padded));
-    memcpy(padded, text, hlen);
-    memset(padded + hlen, ' ', plen - hlen);
-    unsigned char len8[8];
-    for (int k = 0; k < 8; k++)
-        len8[k] = (unsigned char)((uint64_t)plen >> (8 * k));
-
     MPQ_ALLOC_TRY(buf, CHUNK);
     mpq_outfile_opts opts = {overwrite, inputs, ninputs};
     MPQ_TRY(mpq_outfile_open(ctx, path, &opts, &f));
-    MPQ_TRY(mpq_outfile_write(ctx, f, len8, sizeof len8));
-    MPQ_TRY(mpq_outfile_write(ctx, f, padded, plen));
+    MPQ_TRY(write_st_header(ctx, f, hdr, path));
     for (int64_t i = 0; i < mpq_model_ntensors(m); i++) {
         const mpq_tensor *t = mpq_model_tensor_at(m, i);
         MPQ_TRY(write_tensor_f32(ctx, f, t, is_qk(t->name) ? perm : PERM_NONE, a->head_dim, buf,
@@ -267,8 +277,6 @@ cleanup:
     mpq_outfile_abort(&f);
     mpq_free(inputs);
     mpq_free(buf);
-    mpq_free(padded);
-    cJSON_free(text);
     cJSON_free(cfg_text);
     cJSON_Delete(hdr);
     cJSON_Delete(cfg);
@@ -392,6 +400,11 @@ void mpq_ckpt_sibling(const char *path, const char *name, char *buf, size_t len)
 mpq_err mpq_ckpt_source_files(mpq_ctx *ctx, const mpq_model *m, char *cfg, char *idx,
                               const char ***list, int64_t *n) {
     MPQ_CALL(source_files(ctx, m, cfg, idx, list, n));
+    return MPQ_OK;
+}
+
+mpq_err mpq_ckpt_write_st_header(mpq_ctx *ctx, mpq_outfile *f, const cJSON *hdr, const char *path) {
+    MPQ_CALL(write_st_header(ctx, f, hdr, path));
     return MPQ_OK;
 }
 

@@ -445,23 +445,12 @@ static mpq_err write_file(mpq_ctx *ctx, const mpq_model *m, const mpq_ckpt *ck,
                           const gptq_item *items, const cJSON *hdr, int v2, const char *path,
                           const mpq_outfile_opts *oo) {
     mpq_err err = MPQ_OK;
-    char *text = NULL, *padded = NULL;
     float *buf = NULL;
     mpq_outfile *f = NULL;
     const mpq_arch *a = mpq_model_arch(m);
-    text = cJSON_PrintUnformatted(hdr);
-    MPQ_ENSURE(text, MPQ_ERR_NOMEM, "cannot format the safetensors header of %s", path);
-    size_t hlen = strlen(text), plen = (hlen + 7) / 8 * 8;
-    MPQ_TRY(mpq_malloc(ctx, (int64_t)plen + 1, 1, (void **)&padded));
-    memcpy(padded, text, hlen);
-    memset(padded + hlen, ' ', plen - hlen);
-    unsigned char len8[8];
-    for (int k = 0; k < 8; k++)
-        len8[k] = (unsigned char)((uint64_t)plen >> (8 * k));
     MPQ_ALLOC_TRY(buf, GPTQ_CHUNK);
     MPQ_TRY(mpq_outfile_open(ctx, path, oo, &f));
-    MPQ_TRY(mpq_outfile_write(ctx, f, len8, sizeof len8));
-    MPQ_TRY(mpq_outfile_write(ctx, f, padded, plen));
+    MPQ_TRY(mpq_ckpt_write_st_header(ctx, f, hdr, path));
     for (int64_t i = 0; i < mpq_model_ntensors(m); i++) {
         const mpq_tensor *t = mpq_model_tensor_at(m, i);
         const int to_half = a->rope_interleaved && mpq_ckpt_is_qk(t->name);
@@ -474,8 +463,6 @@ static mpq_err write_file(mpq_ctx *ctx, const mpq_model *m, const mpq_ckpt *ck,
 cleanup:
     mpq_outfile_abort(&f);
     mpq_free(buf);
-    mpq_free(padded);
-    cJSON_free(text);
     return err;
 }
 

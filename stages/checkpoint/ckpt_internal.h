@@ -57,6 +57,10 @@ void mpq_ckpt_sibling(const char *path, const char *name, char *buf, size_t len)
 mpq_err mpq_ckpt_source_files(mpq_ctx *ctx, const mpq_model *m, char *cfg, char *idx,
                               const char ***list, int64_t *n);
 /* Writes text to path atomically (never replacing one of inputs [n]). */
+/* The safetensors header of hdr (length, JSON padded to 8 bytes) into f;
+ * errors name path. */
+mpq_err mpq_ckpt_write_st_header(mpq_ctx *ctx, struct mpq_outfile *f, const struct cJSON *hdr,
+                                 const char *path);
 mpq_err mpq_ckpt_write_text_file(mpq_ctx *ctx, const char *path, const char *text, int overwrite,
                                  const char *const *inputs, int64_t n);
 /* 1 when m's family keeps a Llama decoder under the canonical names. */
