@@ -212,6 +212,11 @@ const mpq_key_spec mpq_config_keys[] = {
     {"round.block_lr", MPQ_KEY_FLOAT, OFF(round.block_lr), "0", 0.0, 1.0, NULL,
      "block loss: step of the rounding offsets per iteration, decayed linearly to 0 (0 = 2 / "
      "block_iters)"},
+    {"round.input_drop", MPQ_KEY_FLOAT, OFF(round.input_drop), "0", 0.0, 1.0, NULL,
+     "block loss: each input element of a training step comes from the full-precision model's "
+     "activations with this probability, else from the quantized model's (QDrop; the target is "
+     "the full-precision block on the same mixed input; 0 = quantized inputs only); keeping "
+     "the full-precision activations doubles their memory"},
     {"round.variable", MPQ_KEY_ENUM, OFF(round.variable), "auto", NOLIM, "auto|sigmoid|offset",
      "rounding variable (auto: adaround sigmoid, signround offset)"},
     {"round.seed", MPQ_KEY_INT, OFF(round.seed), "0", 0, 9e15, NULL,

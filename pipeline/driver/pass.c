@@ -31,6 +31,7 @@ void mpq_pass_destroy(mpq_pass **pp) {
     mpq_hstats_free(p->nstats, &p->stats);
     mpq_free(p->groups);
     mpq_calib_destroy(&p->calib);
+    mpq_calib_destroy(&p->calib_fp);
     mpq_free(p->ones);
     mpq_free(p);
     *pp = NULL;
@@ -89,6 +90,9 @@ mpq_err mpq_pass_create(mpq_ctx *ctx, const mpq_session *ses, const mpq_pass_opt
         MPQ_TRY(mpq_agree(/* local: agreed before the first block's collectives */
                           ctx, mpq_calib_create(ctx, ses->fq, ses->set,
                                                 ses->cfg->hessian.chunk_samples, &p->calib)));
+    if (!o->data_free && !p->load && o->keep_fp)
+        MPQ_TRY(mpq_agree(ctx, mpq_calib_create(ctx, ses->ffp, ses->set,
+                                                ses->cfg->hessian.chunk_samples, &p->calib_fp)));
     MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_HESSIAN));
     mpq_progress_begin(ctx, &p->prog, o->label, "blocks", ses->info->nblocks);
     *out = p;
@@ -275,6 +279,8 @@ mpq_err mpq_pass_propagate(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
         return MPQ_OK;
     MPQ_CALL(mpq_stage_start(ctx, MPQ_STAGE_PROPAGATE));
     MPQ_CALL(mpq_calib_advance(ctx, p->calib, b));
+    if (p->calib_fp)
+        MPQ_CALL(mpq_calib_advance(ctx, p->calib_fp, b));
     MPQ_CALL(mpq_stage_stop(ctx, MPQ_STAGE_PROPAGATE));
     return MPQ_OK;
 }
@@ -287,6 +293,8 @@ mpq_err mpq_pass_skip(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
         return mpq_pass_hessian(ctx, p, b);
     MPQ_CALL(mpq_stage_start(ctx, MPQ_STAGE_PROPAGATE));
     MPQ_CALL(mpq_agree(ctx, mpq_calib_advance(ctx, p->calib, b)));
+    if (p->calib_fp)
+        MPQ_CALL(mpq_agree(ctx, mpq_calib_advance(ctx, p->calib_fp, b)));
     MPQ_CALL(mpq_stage_stop(ctx, MPQ_STAGE_PROPAGATE));
     return MPQ_OK;
 }

@@ -53,14 +53,18 @@ typedef struct mpq_pass_opts {
      * the progress lines. */
     const char *who, *label;
     int32_t ncol; /* the most jobs of one layer */
+    /* 1: also keep the full-precision model's activations (calib_fp), which
+     * advance with the working model's (block loss with round.input_drop) */
+    int keep_fp;
 } mpq_pass_opts;
 
 typedef struct mpq_pass {
     const mpq_session *ses; /* rounds ses->fq, on ses->set, skipping ses->excl */
     mpq_pass_opts o;
-    int load, save;   /* hessian.load / hessian.save in use */
-    mpq_calib *calib; /* the calibration activations (not when loading) */
-    mpq_hstat **kept; /* loaded, or kept for saving */
+    int load, save;      /* hessian.load / hessian.save in use */
+    mpq_calib *calib;    /* the calibration activations (not when loading) */
+    mpq_calib *calib_fp; /* with keep_fp: the full-precision model's, same chunks */
+    mpq_hstat **kept;    /* loaded, or kept for saving */
     int64_t nkept;
     mpq_progress prog;
     double *ones; /* data_free: [widest input] 1.0, every job's diagonal */

@@ -143,7 +143,9 @@ static mpq_pass_opts pass_opts(const run_state *s, int measure) {
                            .who = "run",
                            .label = measure ? "measure" : "round",
                            .ncol = s->ses->maxc,
-                           .owned = owned_codes(s, measure)};
+                           .owned = owned_codes(s, measure),
+                           .keep_fp = !measure && strcmp(cfg->round.loss, "block") == 0 &&
+                                      cfg->round.input_drop > 0.0};
 }
 
 /* Measuring: every candidate of the block's layers (a pinned layer needs

@@ -21,6 +21,14 @@
  * (step 0 included) is kept, so the block loss never ends above the layer
  * rounding's on the calibration data.
  *
+ * With round.input_drop = p (QDrop), the gradient of a step comes from a
+ * mixed input instead: each element of the block's input is the
+ * full-precision model's activation (kept by the pass, calib_fp) with
+ * probability p, drawn anew every step from (seed, step, chunk, element),
+ * and the target is the full-precision block's output on that same mixed
+ * input. The loss that picks the best solution stays the one on the
+ * quantized model's own inputs.
+ *
  * Determinism: every chunk's gradient is computed alone (the same batch on
  * any number of ranks), turned into 64-bit fixed point with one scale
  * agreed at the start (2^k from the largest first-step gradient, with room
@@ -53,7 +61,12 @@ typedef struct bl_layer {
 typedef struct bl_state {
     mpq_ctx *ctx;
     run_state *s;
-    mpq_calib *c;
+    mpq_calib *c, *cfp; /* the quantized model's block inputs; the full-precision one's */
+    double drop;        /* round.input_drop */
+    uint64_t seed;
+    int64_t t;          /* the step (the input mix of a training pass) */
+    float *xmix, *tmix; /* [rows of the largest chunk][win], [..][wout]: mixed input, target */
+    int64_t win;
     int64_t b, nl, nper, nchunks, mine, wout;
     bl_layer *L;
     float **dwp;   /* [nper] dw of the block's layers by position, NULL where not learned */
@@ -86,6 +99,8 @@ static void state_free(bl_state *S) {
     mpq_free(S->dwp);
     mpq_free(S->y);
     mpq_free(S->dy);
+    mpq_free(S->xmix);
+    mpq_free(S->tmix);
     mpq_free(S->closs);
 }
 
@@ -147,6 +162,39 @@ static mpq_err install(bl_state *S, bl_layer *x) {
     return MPQ_OK;
 }
 
+/* Uniform in [0, 1) from (seed, step, chunk, element): the same draw on any
+ * number of ranks. */
+static double draw(uint64_t seed, int64_t t, int64_t k, int64_t i) {
+    uint64_t z = seed ^ ((uint64_t)t * UINT64_C(0x9e3779b97f4a7c15)) ^
+                 ((uint64_t)k * UINT64_C(0xc2b2ae3d27d4eb4f)) ^
+                 ((uint64_t)i * UINT64_C(0x165667b19e3779f9));
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1p-53;
+}
+
+/* QDrop's training input of chunk i (global index k) at step S->t: each
+ * element from the full-precision activations with probability S->drop,
+ * and the full-precision block's output on it as the target. *x and *y
+ * point to the input and target to train on. */
+static mpq_err mix_input(bl_state *S, int64_t i, int64_t k, const mpq_batch *bt, const float **x,
+                         const float **y) {
+    mpq_ctx *ctx = S->ctx;
+    if (!(S->drop > 0.0))
+        return MPQ_OK;
+    mpq_batch bf;
+    const float *xf = NULL;
+    mpq_calib_chunk_at(S->cfp, i, &bf, &xf);
+    const int64_t m = bt->rows * S->win;
+    for (int64_t e = 0; e < m; e++)
+        S->xmix[e] = draw(S->seed, S->t, k, e) < S->drop ? xf[e] : (*x)[e];
+    MPQ_CALL(mpq_family_block(ctx, S->s->ses->ffp, S->b, bt, S->xmix, S->tmix, NULL, NULL));
+    *x = S->xmix;
+    *y = S->tmix;
+    return MPQ_OK;
+}
+
 /* One pass over this rank's chunks on the current hard weights: the block
  * loss of each chunk (S->closs, by global chunk index); with grad, the
  * chunks' dL/do summed in fixed point (x->acc), and with gmax (the probe
@@ -172,6 +220,13 @@ static mpq_err chunk_pass(bl_state *S, int grad, double *gmax) {
         S->closs[k] = e;
         if (!grad)
             continue;
+        const float *yt = S->yfp[i];
+        if (S->drop > 0.0) { /* train on the mixed input: its own output and target */
+            MPQ_CALL(mix_input(S, i, k, &bt, &x, &yt));
+            MPQ_CALL(mpq_family_block(ctx, fq, S->b, &bt, x, S->y, NULL, NULL));
+            for (int64_t t = 0; t < m; t++)
+                S->dy[t] = 2.0f * (S->y[t] - yt[t]);
+        }
         for (int64_t j = 0; j < S->nl; j++)
             memset(S->L[j].dw, 0, (size_t)S->L[j].n * sizeof *S->L[j].dw);
         MPQ_CALL(mpq_family_block_backward(ctx, fq, S->b, &bt, x, S->dy, NULL, S->dwp));
@@ -247,6 +302,7 @@ static mpq_err setup(bl_state *S, mpq_pass *p) {
             S->nper++;
         }
     S->wout = mpq_family_width(ses->fq, S->b + 1);
+    S->win = mpq_family_width(ses->fq, S->b);
     S->nchunks = mpq_calib_nchunks(S->c);
     S->mine = mpq_calib_nchunks_mine(S->c);
     MPQ_ALLOC(S->L, p->nlb > 0 ? p->nlb : 1);
@@ -277,6 +333,11 @@ static mpq_err setup(bl_state *S, mpq_pass *p) {
     }
     MPQ_ALLOC(S->y, maxrows * S->wout > 0 ? maxrows * S->wout : 1);
     MPQ_ALLOC(S->dy, maxrows * S->wout > 0 ? maxrows * S->wout : 1);
+    if (S->drop > 0.0) {
+        MPQ_CHECK(S->cfp, MPQ_ERR_INTERNAL, "block loss: no full-precision activations");
+        MPQ_ALLOC(S->xmix, maxrows * S->win > 0 ? maxrows * S->win : 1);
+        MPQ_ALLOC(S->tmix, maxrows * S->wout > 0 ? maxrows * S->wout : 1);
+    }
     return MPQ_OK;
 }
 
@@ -307,7 +368,13 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
     const mpq_config *cfg = s->ses->cfg;
     if (p->nlb == 0)
         return MPQ_OK;
-    bl_state S = {.ctx = ctx, .s = s, .c = p->calib, .b = b};
+    bl_state S = {.ctx = ctx,
+                  .s = s,
+                  .c = p->calib,
+                  .cfp = p->calib_fp,
+                  .drop = cfg->round.input_drop,
+                  .seed = (uint64_t)cfg->calibration.seed ^ UINT64_C(0x51d7),
+                  .b = b};
     mpq_err err = MPQ_OK;
     const double t0 = mpq_now();
     MPQ_CHECK(S.c, MPQ_ERR_INTERNAL, "block loss: no calibration activations");
@@ -330,6 +397,7 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
         if (t == T)
             break;
         flips += step(&S, lr0 * (1.0 - (double)t / (double)T));
+        S.t = t + 1;
         for (int64_t j = 0; j < S.nl; j++)
             MPQ_TRY(install(&S, &S.L[j]));
     }

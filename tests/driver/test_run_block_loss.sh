@@ -5,7 +5,8 @@
 #      KL divergence from full precision is below the layer loss's; every
 #      block's logged block loss ends at or below its start;
 #  (b) the same bits on 1 and 2 ranks (the run's figures and the exported
-#      weights);
+#      weights), also with QDrop's mixed inputs (round.input_drop = 0.5),
+#      which still end every block at or below its start;
 #  (c) mnist-cnn-small at 2 bits per channel: accuracy above the layer
 #      loss's (the CNN's backward pass);
 #  (d) calibration.propagate = "fp" is refused before loading, naming both
@@ -47,6 +48,15 @@ mkdir -p "$dir/e1" "$dir/e2"
         >/dev/null || fail "export failed"
 cmp -s "$dir/e1/model.safetensors" "$dir/e2/model.safetensors" ||
     fail "1 and 2 ranks give different weights"
+run $MPQ_MPIEXEC -n 1 "$MPQ_BIN" "${lm[@]}" -o round.loss=block -o round.input_drop=0.5
+expect_rc 0
+drop1=$(last_json | jq -c '.quantized')
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=block -o round.input_drop=0.5
+expect_rc 0
+[ "$(last_json | jq -c '.quantized')" = "$drop1" ] || fail "input_drop: 1 and 2 ranks differ"
+[ "$drop1" != "$two" ] || fail "input_drop = 0.5 changed nothing"
+bad=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 > $3 { print }')
+[ -z "$bad" ] || fail "input_drop: a block ended above its start: $bad"
 
 # ---- (c) ----
 cnn=(run "$MPQ_SOURCE_DIR/configs/mnist-cnn-small-w2.cfg" --json -o quant.method=rtn
