@@ -12,25 +12,35 @@
  * "hf-bpe": a Hugging Face tokenizer.json (with tokenizer_config.json from
  * the same directory when there is one), giving the ids of the tokenizers
  * library's encode(text, add_special_tokens=False). Supported: the
- * SentencePiece-converted BPE of the Llama-2 family (TinyLlama, Phi-3, ...):
- * model BPE (vocab, merges as "a b" or ["a", "b"], unk_token, fuse_unk,
+ * SentencePiece-converted BPE of the Llama-2 family (TinyLlama, Phi-3, ...)
+ * and byte-level BPE (GPT-2, SmolLM2, Llama 3, OLMo 2, ...): model BPE
+ * (vocab, merges as "a b" or ["a", "b"], unk_token, fuse_unk,
  * byte_fallback, ignore_merges); normalizer null, Prepend, Replace or a
- * Sequence of them; pre_tokenizer null or Metaspace (prepend_scheme
- * first/always/never, split); added_tokens (special or not, matched in the
- * raw text before normalization, the longest at the leftmost position, never
- * split, lstrip/rstrip); decoder Replace, ByteFallback, Fuse, Strip,
- * Metaspace or a Sequence of them. Refused, naming the component: other
- * model types (WordPiece, Unigram, WordLevel), BPE dropout or subword
- * prefixes/suffixes, other pre-tokenizers (ByteLevel, Split, Digits, ...:
- * byte-level BPE is not implemented yet), other normalizers and decoders,
- * Regex patterns, added tokens that are `normalized` or `single_word`.
+ * Sequence of them; pre_tokenizer null, Metaspace (prepend_scheme
+ * first/always/never, split), or Split (Regex or String pattern, behavior
+ * Isolated, Removed, MergedWithPrevious, MergedWithNext or Contiguous,
+ * invert) and Digits (individual_digits) steps optionally followed by one
+ * ByteLevel (add_prefix_space, use_regex: the GPT-2 pattern), alone or in a
+ * Sequence; added_tokens (special or not, matched in the raw text before
+ * normalization, the longest at the leftmost position, never split,
+ * lstrip/rstrip); decoder Replace, ByteFallback, Fuse, Strip, Metaspace,
+ * ByteLevel or a Sequence of them. Regular expressions are PCRE2's, with \s
+ * read as Unicode White_Space and (?i) ASCII-only, as the library's
+ * Oniguruma reads these patterns. The file's padding and truncation are not
+ * applied. Refused, naming the component: other model types (WordPiece,
+ * Unigram, WordLevel), BPE dropout or subword prefixes/suffixes, other
+ * pre-tokenizers (Whitespace, ByteLevel before another step, ...), Unicode
+ * normalizers (NFC, NFKC, ...: not implemented) and other normalizers and
+ * decoders, Regex patterns of Replace, added tokens that are `normalized`
+ * or `single_word`.
  * The tokenizer has max id + 1 ids over model.vocab and added_tokens, at most
  * the model's vocab_size (embeddings are often padded). BOS/EOS:
  * tokenizer_config.json's bos_token/eos_token, else the special tokens
  * before/after the sequence in a TemplateProcessing post-processor's
- * `single` template, else none; add_bos: add_bos_token, else whether that
- * template puts the BOS first, else 0. Decoding skips special added tokens
- * (skip_special_tokens=True).
+ * `single` template (or that of the first TemplateProcessing of a Sequence
+ * post-processor, as in Llama 3), else none; add_bos: add_bos_token, else
+ * whether that template puts the BOS first, else 0. Decoding skips special
+ * added tokens (skip_special_tokens=True).
  */
 #ifndef MPQ_TOKENIZER_H
 #define MPQ_TOKENIZER_H
@@ -65,6 +75,10 @@ void mpq_tokenizer_destroy(mpq_tokenizer **t);
 mpq_tokenizer_kind mpq_tokenizer_get_kind(const mpq_tokenizer *t);
 /* "llama2c" or "hf-bpe". */
 const char *mpq_tokenizer_kind_name(const mpq_tokenizer *t);
+/* 1 for a byte-level Hugging Face tokenizer (a ByteLevel pre-tokenizer:
+ * its vocabulary strings spell bytes as GPT-2 characters, "Ġthe" for
+ * " the"), else 0. Writers of other tokenizer formats need to know. */
+int mpq_tokenizer_byte_level(const mpq_tokenizer *t);
 /* BOS and EOS ids, -1 when the tokenizer has none (llama2.c: 1 and 2).
  * t may be NULL (a language model used without a tokenizer, e.g. random or
  * generated calibration): then llama2.c's convention, 1 and 2. */
@@ -88,8 +102,11 @@ int32_t mpq_tokenizer_lookup(const mpq_tokenizer *t, const char *s, size_t len);
 
 /* Hugging Face: BOS if `bos` (and the tokenizer has one), the ids of the
  * tokenizers library's encode(text, add_special_tokens=False), EOS if `eos`
- * (and there is one); text should be UTF-8 (an invalid byte is a character
- * of its own). llama2.c:
+ * (and there is one); text should be UTF-8: with a Split, Digits or
+ * ByteLevel pre-tokenizer each maximal invalid UTF-8 subpart is first
+ * replaced by U+FFFD (the ids of the library on Python's
+ * bytes.decode("utf-8", "replace")), else an invalid byte is a character of
+ * its own. llama2.c:
  * Encodes text[0..len) as llama2.c's encode(): BOS if `bos`, a dummy " "
  * token if len > 0, one token per UTF-8 code point found in the vocabulary
  * (else one byte-fallback token per byte), then repeatedly the adjacent

@@ -672,6 +672,11 @@ static mpq_err write_gguf(mpq_ctx *ctx, const mpq_model *m, const char *path,
     mpq_outfile_opts oo = {o->overwrite, inputs, ninputs};
     MPQ_TRY(mpq_outfile_check(ctx, path, &oo));
     MPQ_TRY(mpq_tokenizer_load(ctx, o->tokenizer, a->vocab_size, &tk));
+    MPQ_ENSURE(!mpq_tokenizer_byte_level(tk), MPQ_ERR_ARG,
+               "%s: gguf export: a byte-level BPE tokenizer (GPT-2 style) would need llama.cpp's "
+               "\"gpt2\" vocabulary with its merges and pre-tokenizer name, which this export "
+               "does not write; only SentencePiece-style vocabularies are embedded",
+               o->tokenizer);
     if (strcmp(a->format, "mpqckpt") == 0)
         MPQ_TRY(mpq_ckpt_open(ctx, mpq_model_path(m), &ck));
     MPQ_TRY(plan_build(ctx, m, ck, o->lossy, &pl));

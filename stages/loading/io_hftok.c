@@ -1,5 +1,6 @@
 /* io_hftok.c: reading a Hugging Face tokenizer.json (and tokenizer_config.json)
- * into mpq_hftok; what is supported is listed in hftok_internal.h.
+ * into mpq_hftok; what is supported is listed in hftok_internal.h. The
+ * pre-tokenizers of byte-level BPE are read by io_hftok_bytelevel.c.
  *
  * The file is parsed whole with cJSON. Every id and string is validated
  * before it is used: ids are integers in [0, 2^31), vocabulary keys and ids
@@ -84,8 +85,8 @@ static int json_id(const cJSON *v, int32_t *out) {
 }
 
 /* Optional boolean member `key` of obj: *out unchanged when absent or null. */
-static mpq_err json_bool(mpq_ctx *ctx, const char *file, const char *where, const cJSON *obj,
-                         const char *key, int *out) {
+mpq_err mpq_hfjson_bool(mpq_ctx *ctx, const char *file, const char *where, const cJSON *obj,
+                        const char *key, int *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!v || cJSON_IsNull(v))
         return MPQ_OK;
@@ -95,8 +96,8 @@ static mpq_err json_bool(mpq_ctx *ctx, const char *file, const char *where, cons
 }
 
 /* Required (or, with opt, optional: NULL) string member `key` of obj. */
-static mpq_err json_str(mpq_ctx *ctx, const char *file, const char *where, const cJSON *obj,
-                        const char *key, int opt, const char **out) {
+mpq_err mpq_hfjson_str(mpq_ctx *ctx, const char *file, const char *where, const cJSON *obj,
+                       const char *key, int opt, const char **out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     *out = NULL;
     if (opt && (!v || cJSON_IsNull(v)))
@@ -154,7 +155,7 @@ static mpq_err parse_replace(mpq_ctx *ctx, const char *file, const char *where, 
     MPQ_CHECK(cJSON_IsString(s) && s->valuestring[0], MPQ_ERR_FORMAT,
               "%s: %s.pattern: expected {\"String\": non-empty string}", file, where);
     const char *content = NULL;
-    MPQ_CALL(json_str(ctx, file, where, o, "content", 0, &content));
+    MPQ_CALL(mpq_hfjson_str(ctx, file, where, o, "content", 0, &content));
     st->op = HF_REPLACE;
     MPQ_CALL(dup_str(ctx, s->valuestring, &st->a));
     MPQ_CALL(dup_str(ctx, content, &st->b));
@@ -165,9 +166,9 @@ static mpq_err parse_replace(mpq_ctx *ctx, const char *file, const char *where, 
 static mpq_err parse_scheme(mpq_ctx *ctx, const char *file, const char *where, const cJSON *o,
                             mpq_hf_scheme *out) {
     const char *ps = NULL;
-    MPQ_CALL(json_str(ctx, file, where, o, "prepend_scheme", 1, &ps));
+    MPQ_CALL(mpq_hfjson_str(ctx, file, where, o, "prepend_scheme", 1, &ps));
     int aps = 1;
-    MPQ_CALL(json_bool(ctx, file, where, o, "add_prefix_space", &aps));
+    MPQ_CALL(mpq_hfjson_bool(ctx, file, where, o, "add_prefix_space", &aps));
     if (!ps) {
         *out = aps ? HF_PREPEND_ALWAYS : HF_PREPEND_NEVER;
         return MPQ_OK;
@@ -207,7 +208,7 @@ static mpq_err parse_chain(mpq_ctx *ctx, const char *file, const char *name, con
         return MPQ_OK;
     const char *type = NULL;
     MPQ_CHECK(cJSON_IsObject(o), MPQ_ERR_FORMAT, "%s: %s: not an object", file, name);
-    MPQ_CALL(json_str(ctx, file, name, o, "type", 0, &type));
+    MPQ_CALL(mpq_hfjson_str(ctx, file, name, o, "type", 0, &type));
     if (strcmp(type, "Sequence") == 0) {
         list = cJSON_GetObjectItemCaseSensitive(o, seqkey);
         MPQ_CHECK(cJSON_IsArray(list), MPQ_ERR_FORMAT, "%s: %s.%s: not an array", file, name,
@@ -223,14 +224,14 @@ static mpq_err parse_chain(mpq_ctx *ctx, const char *file, const char *name, con
         else
             snprintf(where, sizeof where, "%s", name);
         MPQ_CHECK(cJSON_IsObject(s), MPQ_ERR_FORMAT, "%s: %s: not an object", file, where);
-        MPQ_CALL(json_str(ctx, file, where, s, "type", 0, &type));
+        MPQ_CALL(mpq_hfjson_str(ctx, file, where, s, "type", 0, &type));
         mpq_hf_step *st = &(*steps)[k];
         *nsteps = k + 1;
         if (strcmp(type, "Replace") == 0) {
             MPQ_CALL(parse_replace(ctx, file, where, s, st));
         } else if (!dec && strcmp(type, "Prepend") == 0) {
             const char *p = NULL;
-            MPQ_CALL(json_str(ctx, file, where, s, "prepend", 0, &p));
+            MPQ_CALL(mpq_hfjson_str(ctx, file, where, s, "prepend", 0, &p));
             st->op = HF_PREPEND;
             MPQ_CALL(dup_str(ctx, p, &st->a));
         } else if (dec && strcmp(type, "ByteFallback") == 0) {
@@ -240,7 +241,7 @@ static mpq_err parse_chain(mpq_ctx *ctx, const char *file, const char *name, con
         } else if (dec && strcmp(type, "Strip") == 0) {
             const char *c = NULL;
             int32_t a = 0, b = 0;
-            MPQ_CALL(json_str(ctx, file, where, s, "content", 0, &c));
+            MPQ_CALL(mpq_hfjson_str(ctx, file, where, s, "content", 0, &c));
             MPQ_CALL(one_char(ctx, file, where, c));
             MPQ_CHECK(json_id(cJSON_GetObjectItemCaseSensitive(s, "start"), &a) &&
                           json_id(cJSON_GetObjectItemCaseSensitive(s, "stop"), &b),
@@ -250,64 +251,60 @@ static mpq_err parse_chain(mpq_ctx *ctx, const char *file, const char *name, con
             st->n0 = a;
             st->n1 = b;
             MPQ_CALL(dup_str(ctx, c, &st->a));
+        } else if (dec && strcmp(type, "ByteLevel") == 0) {
+            st->op = HF_BYTELEVEL; /* its options only concern offsets */
         } else if (dec && strcmp(type, "Metaspace") == 0) {
             const char *r = NULL;
             mpq_hf_scheme sc;
-            MPQ_CALL(json_str(ctx, file, where, s, "replacement", 0, &r));
+            MPQ_CALL(mpq_hfjson_str(ctx, file, where, s, "replacement", 0, &r));
             MPQ_CALL(one_char(ctx, file, where, r));
             MPQ_CALL(parse_scheme(ctx, file, where, s, &sc));
             st->op = HF_METASPACE;
             st->prepend = sc != HF_PREPEND_NEVER;
             MPQ_CALL(dup_str(ctx, r, &st->a));
         } else {
+            MPQ_CHECK(dec || strncmp(type, "NF", 2) != 0, MPQ_ERR_FORMAT,
+                      "%s: %s: normalizer type \"%s\" is not supported: mpquant has no Unicode "
+                      "normalization (supported: Prepend, Replace, Sequence)",
+                      file, where, type);
             return MPQ_ERROR(MPQ_ERR_FORMAT,
                              "%s: %s: %s type \"%s\" is not supported (supported: %s)", file, where,
                              dec ? "decoder" : "normalizer", type,
-                             dec ? "Replace, ByteFallback, Fuse, Strip, Metaspace, Sequence"
+                             dec ? "Replace, ByteFallback, Fuse, Strip, Metaspace, ByteLevel, "
+                                   "Sequence"
                                  : "Prepend, Replace, Sequence");
         }
     }
     return MPQ_OK;
 }
 
+/* Metaspace, alone or as the one step of a Sequence, here; anything else in
+ * io_hftok_bytelevel.c. */
 static mpq_err parse_pretok(mpq_ctx *ctx, const char *file, const cJSON *o, mpq_hftok *h) {
     if (!o || cJSON_IsNull(o))
         return MPQ_OK;
     const char *type = NULL;
     char where[96] = "pre_tokenizer";
     MPQ_CHECK(cJSON_IsObject(o), MPQ_ERR_FORMAT, "%s: pre_tokenizer: not an object", file);
-    MPQ_CALL(json_str(ctx, file, where, o, "type", 0, &type));
+    MPQ_CALL(mpq_hfjson_str(ctx, file, where, o, "type", 0, &type));
     if (strcmp(type, "Sequence") == 0) {
-        /* Accepted only as a wrapper of one Metaspace; else the first other
-         * component is named. */
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "pretokenizers");
-        MPQ_CHECK(cJSON_IsArray(list), MPQ_ERR_FORMAT,
-                  "%s: pre_tokenizer.pretokenizers: not an array", file);
-        int n = cJSON_GetArraySize(list);
-        for (int k = 0; k < n; k++) {
-            const cJSON *s = cJSON_GetArrayItem(list, k);
-            snprintf(where, sizeof where, "pre_tokenizer.pretokenizers[%d]", k);
-            MPQ_CHECK(cJSON_IsObject(s), MPQ_ERR_FORMAT, "%s: %s: not an object", file, where);
-            MPQ_CALL(json_str(ctx, file, where, s, "type", 0, &type));
-            MPQ_CHECK(strcmp(type, "Metaspace") == 0 && n == 1, MPQ_ERR_FORMAT,
-                      "%s: %s: pre-tokenizer type \"%s\" is not supported (supported: null, "
-                      "Metaspace; byte-level BPE is not implemented yet)",
-                      file, where, type);
-            o = s;
-        }
-        MPQ_CHECK(n == 1, MPQ_ERR_FORMAT, "%s: pre_tokenizer: an empty Sequence is not supported",
-                  file);
+        const cJSON *s = cJSON_GetArrayItem(list, 0);
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(s, "type");
+        if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) != 1 || !cJSON_IsString(t) ||
+            strcmp(t->valuestring, "Metaspace") != 0)
+            return mpq_hftok_parse_pre(ctx, file, o, h);
+        snprintf(where, sizeof where, "pre_tokenizer.pretokenizers[0]");
+        o = s;
+    } else if (strcmp(type, "Metaspace") != 0) {
+        return mpq_hftok_parse_pre(ctx, file, o, h);
     }
-    MPQ_CHECK(strcmp(type, "Metaspace") == 0, MPQ_ERR_FORMAT,
-              "%s: %s: pre-tokenizer type \"%s\" is not supported (supported: null, Metaspace; "
-              "byte-level BPE is not implemented yet)",
-              file, where, type);
     const char *r = NULL;
-    MPQ_CALL(json_str(ctx, file, where, o, "replacement", 0, &r));
+    MPQ_CALL(mpq_hfjson_str(ctx, file, where, o, "replacement", 0, &r));
     MPQ_CALL(one_char(ctx, file, where, r));
     MPQ_CALL(parse_scheme(ctx, file, where, o, &h->ms_scheme));
     h->ms_split = 1;
-    MPQ_CALL(json_bool(ctx, file, where, o, "split", &h->ms_split));
+    MPQ_CALL(mpq_hfjson_bool(ctx, file, where, o, "split", &h->ms_split));
     MPQ_CALL(dup_str(ctx, r, &h->ms_repl));
     h->metaspace = 1;
     return MPQ_OK;
@@ -424,11 +421,11 @@ static mpq_err parse_vocab(mpq_ctx *ctx, const char *file, const cJSON *vocab, c
         t->len = strlen(c);
         MPQ_CALL(dup_str(ctx, c, &t->s));
         int single = 0, norm = 0;
-        MPQ_CALL(json_bool(ctx, file, where, a, "special", &t->special));
-        MPQ_CALL(json_bool(ctx, file, where, a, "lstrip", &t->lstrip));
-        MPQ_CALL(json_bool(ctx, file, where, a, "rstrip", &t->rstrip));
-        MPQ_CALL(json_bool(ctx, file, where, a, "single_word", &single));
-        MPQ_CALL(json_bool(ctx, file, where, a, "normalized", &norm));
+        MPQ_CALL(mpq_hfjson_bool(ctx, file, where, a, "special", &t->special));
+        MPQ_CALL(mpq_hfjson_bool(ctx, file, where, a, "lstrip", &t->lstrip));
+        MPQ_CALL(mpq_hfjson_bool(ctx, file, where, a, "rstrip", &t->rstrip));
+        MPQ_CALL(mpq_hfjson_bool(ctx, file, where, a, "single_word", &single));
+        MPQ_CALL(mpq_hfjson_bool(ctx, file, where, a, "normalized", &norm));
         MPQ_CHECK(!single, MPQ_ERR_FORMAT, "%s: %s (\"%s\"): single_word is not supported", file,
                   where, c);
         MPQ_CHECK(!norm, MPQ_ERR_FORMAT,
@@ -542,7 +539,7 @@ static mpq_err parse_model(mpq_ctx *ctx, const char *file, const cJSON *root, in
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     MPQ_CHECK(cJSON_IsObject(model), MPQ_ERR_FORMAT, "%s: model: missing or not an object", file);
     const char *type = NULL, *unk = NULL, *pre = NULL, *suf = NULL;
-    MPQ_CALL(json_str(ctx, file, "model", model, "type", 1, &type));
+    MPQ_CALL(mpq_hfjson_str(ctx, file, "model", model, "type", 1, &type));
     MPQ_CHECK(!type || strcmp(type, "BPE") == 0, MPQ_ERR_FORMAT,
               "%s: model.type: \"%s\" is not supported (only BPE)", file, type);
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
@@ -558,17 +555,17 @@ static mpq_err parse_model(mpq_ctx *ctx, const char *file, const cJSON *root, in
     MPQ_CHECK(!drop || cJSON_IsNull(drop) || (cJSON_IsNumber(drop) && drop->valuedouble == 0.0),
               MPQ_ERR_FORMAT, "%s: model.dropout: BPE dropout is not supported (null expected)",
               file);
-    MPQ_CALL(json_str(ctx, file, "model", model, "continuing_subword_prefix", 1, &pre));
-    MPQ_CALL(json_str(ctx, file, "model", model, "end_of_word_suffix", 1, &suf));
+    MPQ_CALL(mpq_hfjson_str(ctx, file, "model", model, "continuing_subword_prefix", 1, &pre));
+    MPQ_CALL(mpq_hfjson_str(ctx, file, "model", model, "end_of_word_suffix", 1, &suf));
     MPQ_CHECK((!pre || !*pre) && (!suf || !*suf), MPQ_ERR_FORMAT,
               "%s: model: continuing_subword_prefix and end_of_word_suffix are not supported",
               file);
-    MPQ_CALL(json_bool(ctx, file, "model", model, "fuse_unk", &h->fuse_unk));
-    MPQ_CALL(json_bool(ctx, file, "model", model, "byte_fallback", &h->byte_fallback));
-    MPQ_CALL(json_bool(ctx, file, "model", model, "ignore_merges", &h->ignore_merges));
+    MPQ_CALL(mpq_hfjson_bool(ctx, file, "model", model, "fuse_unk", &h->fuse_unk));
+    MPQ_CALL(mpq_hfjson_bool(ctx, file, "model", model, "byte_fallback", &h->byte_fallback));
+    MPQ_CALL(mpq_hfjson_bool(ctx, file, "model", model, "ignore_merges", &h->ignore_merges));
     MPQ_CALL(parse_vocab(ctx, file, vocab, cJSON_IsArray(added) ? added : NULL, max_size, h));
     MPQ_CALL(parse_merges(ctx, file, merges, h));
-    MPQ_CALL(json_str(ctx, file, "model", model, "unk_token", 1, &unk));
+    MPQ_CALL(mpq_hfjson_str(ctx, file, "model", model, "unk_token", 1, &unk));
     h->unk = unk ? mpq_hftok_vocab_id(h, unk, strlen(unk)) : -1;
     MPQ_CHECK(!unk || h->unk >= 0, MPQ_ERR_FORMAT,
               "%s: model.unk_token: \"%s\" is not in model.vocab", file, unk);
@@ -593,13 +590,24 @@ static int32_t template_id(const mpq_hftok *h, const cJSON *specials, const char
     return mpq_hftok_lookup(h, name, strlen(name));
 }
 
-/* A TemplateProcessing's single template: the special token before
- * sequence A is the BOS (and is added), the one after it the EOS. Other
- * post-processors are ignored (they only matter to add_special_tokens). */
+/* A TemplateProcessing's single template (the post-processor or the first
+ * one of a Sequence): the special token before sequence A is the BOS (and
+ * is added), the one after it the EOS. Other post-processors are ignored
+ * (they only matter to add_special_tokens). */
 static void parse_template(const mpq_hftok *h, const cJSON *root, int32_t *bos, int32_t *eos) {
     const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(pp, "type");
     *bos = *eos = -1;
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "Sequence") == 0) {
+        /* Llama 3: ByteLevel, then the template */
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(pp, "processors");
+        for (const cJSON *it = cJSON_IsArray(list) ? list->child : NULL; it; it = it->next) {
+            type = cJSON_GetObjectItemCaseSensitive(it, "type");
+            pp = it;
+            if (cJSON_IsString(type) && strcmp(type->valuestring, "TemplateProcessing") == 0)
+                break;
+        }
+    }
     if (!cJSON_IsString(type) || strcmp(type->valuestring, "TemplateProcessing") != 0)
         return;
     const cJSON *single = cJSON_GetObjectItemCaseSensitive(pp, "single");
@@ -647,7 +655,7 @@ static mpq_err parse_specials(mpq_ctx *ctx, const cJSON *root, const char *confi
         MPQ_TRY(config_token(ctx, config, h, cfg, "bos_token", &h->bos));
         MPQ_TRY(config_token(ctx, config, h, cfg, "eos_token", &h->eos));
         int add = -1;
-        MPQ_TRY(json_bool(ctx, config, "tokenizer_config", cfg, "add_bos_token", &add));
+        MPQ_TRY(mpq_hfjson_bool(ctx, config, "tokenizer_config", cfg, "add_bos_token", &add));
         if (add >= 0)
             h->add_bos = add;
         else
@@ -671,6 +679,7 @@ mpq_err mpq_hftok_load(mpq_ctx *ctx, const char *path, const char *config, int64
     MPQ_TRY(read_json(ctx, path, &root));
     MPQ_ALLOC_TRY(h, 1);
     h->unk = h->bos = h->eos = -1;
+    mpq_hftok_bytelevel_init(h);
     MPQ_TRY(mpq_strdup(ctx, path, &h->path));
     /* The cheap components first, so that an unsupported tokenizer is named
      * by the part that makes it so. */
@@ -709,6 +718,7 @@ void mpq_hftok_destroy(mpq_hftok **ph) {
     free_steps(h->norm, h->nnorm);
     free_steps(h->dec, h->ndec);
     mpq_free(h->ms_repl);
+    mpq_hftok_pre_free(h);
     mpq_free(h->mkey);
     mpq_free(h->mrank);
     mpq_free(h->mnew);

@@ -1,11 +1,13 @@
 /* io_hftok_enc.c: encoding and decoding with a Hugging Face BPE tokenizer
- * (mpq_hftok), as the tokenizers library does for the Llama-2 family.
+ * (mpq_hftok), as the tokenizers library does for the Llama-2 family and
+ * for byte-level BPE.
  *
  * Encoding: the raw text is cut at the added tokens (leftmost match, the
  * longest at that position, lstrip/rstrip taking the whitespace beside
  * them); every other piece is normalized (Prepend, Replace), pre-tokenized
  * (Metaspace: spaces to the replacement, the prefix, optionally one word per
- * replacement) and each word goes through the BPE model: one symbol per
+ * replacement; Split, Digits, ByteLevel: io_hftok_bytelevel.c, after the
+ * text is made valid UTF-8) and each word goes through the BPE model: one symbol per
  * character (its vocabulary id, else its bytes' <0xXX> tokens with
  * byte_fallback, else unk_token, consecutive ones fused with fuse_unk), then
  * the adjacent pair of lowest merge rank (ties: the leftmost) is merged
@@ -241,6 +243,7 @@ static mpq_err replace_all(mpq_ctx *ctx, const hf_buf *src, const char *a, const
 typedef struct {
     hf_buf a, b; /* the text, and scratch for the next step */
     hf_work w;
+    mpq_hf_words words; /* Split, Digits, ByteLevel */
 } hf_scratch;
 
 static mpq_err swap_prepend(mpq_ctx *ctx, hf_scratch *sc, const char *p) {
@@ -271,6 +274,15 @@ static mpq_err encode_piece(mpq_ctx *ctx, const mpq_hftok *h, const char *s, siz
         hf_buf t = sc->a;
         sc->a = sc->b;
         sc->b = t;
+    }
+    if (h->npre > 0) {
+        const mpq_hf_words *wd = &sc->words;
+        MPQ_CALL(mpq_hftok_pre_words(ctx, h, sc->a.p, (size_t)sc->a.n, &sc->words));
+        for (int64_t k = 0; k < wd->n; k++) {
+            int64_t b = k ? wd->end[k - 1] : 0;
+            MPQ_CALL(bpe_word(ctx, h, wd->p + b, (size_t)(wd->end[k] - b), &sc->w, out));
+        }
+        return MPQ_OK;
     }
     if (!h->metaspace)
         return bpe_word(ctx, h, sc->a.p, (size_t)sc->a.n, &sc->w, out);
@@ -312,9 +324,17 @@ mpq_err mpq_hftok_encode(mpq_ctx *ctx, const mpq_hftok *h, const char *text, siz
     mpq_err err = MPQ_OK;
     hf_ids out = {0};
     hf_scratch sc = {0};
-    const unsigned char *u = (const unsigned char *)text;
+    char *fixed = NULL;
+    int64_t fcap = 0;
     *ids = NULL;
     *n = 0;
+    if (h->npre > 0 && !mpq_hftok_utf8_valid(text, len)) {
+        /* The patterns need UTF-8: the text becomes what Python's
+         * text.decode("utf-8", "replace") gives the tokenizers library. */
+        MPQ_TRY(mpq_hftok_utf8_lossy(ctx, text, len, &fixed, &fcap, &len));
+        text = fixed;
+    }
+    const unsigned char *u = (const unsigned char *)text;
     if (bos >= 0)
         MPQ_TRY(ids_add(ctx, &out, bos));
     size_t start = 0;
@@ -360,6 +380,8 @@ cleanup:
     mpq_free(sc.w.next);
     mpq_free(sc.w.prev);
     mpq_free(sc.w.heap);
+    mpq_hftok_words_free(&sc.words);
+    mpq_free(fixed);
     return err;
 }
 
@@ -463,9 +485,20 @@ cleanup:
 }
 
 /* Applies one decoder step to every string of s, into d (empty). */
-static mpq_err decode_step(mpq_ctx *ctx, const mpq_hf_step *st, const hf_list *s, hf_list *d) {
+static mpq_err decode_step(mpq_ctx *ctx, const mpq_hftok *h, const mpq_hf_step *st,
+                           const hf_list *s, hf_list *d) {
     if (st->op == HF_BYTEFALLBACK)
         return step_bytefallback(ctx, s, d);
+    if (st->op == HF_BYTELEVEL) {
+        char *t = NULL;
+        size_t tl = 0;
+        mpq_err e = mpq_hftok_bytelevel_decode(ctx, h, s->p.p, s->off, s->len, s->n, &t, &tl);
+        if (e == MPQ_OK && (e = list_begin(ctx, d)) == MPQ_OK)
+            e = list_cat(ctx, d, t, tl);
+        mpq_free(t);
+        MPQ_CALL(e);
+        return MPQ_OK;
+    }
     if (st->op == HF_FUSE) {
         MPQ_CALL(list_begin(ctx, d));
         for (int64_t k = 0; k < s->n; k++)
@@ -521,7 +554,7 @@ mpq_err mpq_hftok_decode(mpq_ctx *ctx, const mpq_hftok *h, const int32_t *ids, i
     for (int64_t k = 0; k < h->ndec; k++) {
         b.n = 0;
         b.p.n = 0;
-        MPQ_TRY(decode_step(ctx, &h->dec[k], &a, &b));
+        MPQ_TRY(decode_step(ctx, h, &h->dec[k], &a, &b));
         hf_list t = a;
         a = b;
         b = t;

@@ -260,6 +260,10 @@ const char *mpq_tokenizer_kind_name(const mpq_tokenizer *t) {
     return t->kind == MPQ_TOKENIZER_HF_BPE ? "hf-bpe" : "llama2c";
 }
 
+int mpq_tokenizer_byte_level(const mpq_tokenizer *t) {
+    return t->kind == MPQ_TOKENIZER_HF_BPE && t->hf->bytelevel;
+}
+
 /* Without a tokenizer: llama2.c's convention. */
 int32_t mpq_tokenizer_bos(const mpq_tokenizer *t) {
     return t ? t->bos : MPQ_TOKEN_BOS;

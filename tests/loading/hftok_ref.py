@@ -6,9 +6,14 @@ test_io_hftok (mpquant's tokenizer.json reader).
       For each line of STRINGS (one JSON string a line), one JSON line in OUT:
       {"ids": encode(s, add_special_tokens=False).ids,
        "ids_special": encode(s, add_special_tokens=True).ids,
-       "decoded": decode(ids, skip_special_tokens=True)}.
-  hftok_ref.py gen SHARED_DIR OUT
-      Writes the test strings (seeded, so every run compares the same ones).
+       "decoded": decode(ids, skip_special_tokens=True)}, with the file's
+      padding and truncation turned off.
+  hftok_ref.py gen SHARED_DIR OUT [OUT_BYTELEVEL]
+      Writes the test strings (seeded, so every run compares the same ones);
+      OUT_BYTELEVEL: those of the byte-level tokenizers (the same without the
+      4 KB chunks, plus 3,000 random mixes of contractions, digit runs,
+      whitespace runs, accented, CJK, emoji and other characters), and
+      beside it whole.jsonl: both text files whole.
   hftok_ref.py variant NAME TOKENIZER_JSON OUT
       Writes the same vocabulary and merges with other components. NAME
       metaspace: the newer Llama conversion (no normalizer, a Metaspace
@@ -17,6 +22,13 @@ test_io_hftok (mpquant's tokenizer.json reader).
       split true; unk: byte_fallback off, so that characters missing from the
       vocabulary become <unk> (fused); lstrip (for the Phi-3 file): lstrip
       on every added token from id 32000 (they take the whitespace before).
+      For the GPT-2 file: bl-prefix (ByteLevel add_prefix_space), bl-split
+      (Split on whitespace runs MergedWithPrevious, Digits, ByteLevel without
+      its regex), bl-next (String " " MergedWithNext, a Contiguous inverted
+      vowel Split, ByteLevel with prefix), bl-removed (punctuation Removed);
+      for dolma2: bl-llama3 (the Llama-3 form: Isolated, not inverted,
+      ignore_merges, a BOS template after a ByteLevel post-processor),
+      bl-qwen2 (Qwen2's pattern, one digit a piece).
 
 Merges given as "a b" strings that do not split at a single space (the
 TinyLlama file has three: "   ", "     ", "▁  ") make every released
@@ -26,6 +38,7 @@ entries (an error if there is not exactly one), the rule mpquant's reader
 applies too; everything else is the library's own reading of the file.
 """
 import json
+import os
 import random
 import sys
 
@@ -59,13 +72,20 @@ def cmd_ids(tok_path, strings, out_path):
         j = json.load(f)
     fix_merges(tok_path, j)
     tok = tokenizers.Tokenizer.from_str(json.dumps(j))
-    with open(strings, encoding="utf-8") as f, open(out_path, "w", encoding="utf-8") as out:
-        for line in f:
-            s = json.loads(line)
-            ids = tok.encode(s, add_special_tokens=False).ids
-            ids_special = tok.encode(s, add_special_tokens=True).ids
-            dec = tok.decode(ids, skip_special_tokens=True)
-            out.write(json.dumps({"ids": ids, "ids_special": ids_special, "decoded": dec},
+    # padding and truncation are batch settings mpquant does not apply (the
+    # SmolLM2 file pads and cuts to 128 tokens)
+    tok.no_padding()
+    tok.no_truncation()
+    with open(strings, encoding="utf-8") as f:
+        texts = [json.loads(line) for line in f]
+    encs = tok.encode_batch(texts, add_special_tokens=False)
+    ids = [e.ids for e in encs]
+    decs = tok.decode_batch(ids, skip_special_tokens=True)
+    with open(out_path, "w", encoding="utf-8") as out:
+        for e, i, dec in zip(encs, ids, decs):
+            # what encode(s, add_special_tokens=True) gives, without a second encode
+            special = tok.post_process(e, add_special_tokens=True).ids
+            out.write(json.dumps({"ids": i, "ids_special": special, "decoded": dec},
                                  ensure_ascii=False) + "\n")
 
 
@@ -95,12 +115,22 @@ SPECIAL = [
 ]
 
 
-def cmd_gen(shared, out_path):
+# Characters for the byte-level mixes: GPT-2's pattern cuts at contractions,
+# letters, digits, other symbols and whitespace (runs, before a non-space).
+BL_POOL = (POOL + ["'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'LL", "n't", "'x"]
+           + ["123", "4567890", "1,000", "3.14", "٣٤", "²", "Ⅻ", "½"]
+           + ["   ", "\n\n", "\r\n", " \n ", "\t\t", "\u2028", "\u0085", "\u2003", "\u180e"]
+           + ["ſ", "\u212a", "ǅ", "ß", "Ω", "\u200b", "\ufeff", "\u0301", "\ufffd", "\x7f"]
+           + list("„“”«»…—–•·¿¡§°±×÷€£¥©®™") + ["Ġ", "Ċ", "ĠĠ", "Ã©"])
+
+
+def cmd_gen(shared, out_path, bl_path=None):
     rng = random.Random(20241205)
-    out = []
+    out, whole = [], []
     for name in ("tinyshakespeare.txt", "wikitext2-test.txt"):
         with open(f"{shared}/data/text/{name}", "rb") as f:
             b = f.read()
+        whole.append(b.decode("utf-8"))
         # the whole file in chunks of about 4 KB
         i = 0
         while i < len(b):
@@ -122,6 +152,64 @@ def cmd_gen(shared, out_path):
     with open(out_path, "w", encoding="utf-8") as f:
         for s in out:
             f.write(json.dumps(s, ensure_ascii=False) + "\n")
+    if bl_path is None:
+        return
+    bl = [s for s in out if len(s.encode("utf-8")) < 4000]
+    tags = ["<|endoftext|>", "<|im_start|>", "<|extra_id_0|>", "|||EMAIL_ADDRESS|||", "ï¿½"]
+    for _ in range(3000):
+        parts = [rng.choice(BL_POOL) for _ in range(rng.randrange(0, 30))]
+        if rng.random() < 0.1:
+            parts.insert(rng.randrange(len(parts) + 1), rng.choice(tags))
+        bl.append("".join(parts))
+    with open(bl_path, "w", encoding="utf-8") as f:
+        for s in bl:
+            f.write(json.dumps(s, ensure_ascii=False) + "\n")
+    with open(os.path.join(os.path.dirname(bl_path), "whole.jsonl"), "w", encoding="utf-8") as f:
+        for s in whole:
+            f.write(json.dumps(s, ensure_ascii=False) + "\n")
+
+
+def bl_variant(name, j):
+    """The pre-tokenizer of byte-level variant NAME (see the module doc)."""
+    def split(pat, behavior, invert=False, literal=False):
+        return {"type": "Split", "pattern": {"String" if literal else "Regex": pat},
+                "behavior": behavior, "invert": invert}
+
+    def bytelevel(prefix, regex):
+        return {"type": "ByteLevel", "add_prefix_space": prefix, "trim_offsets": True,
+                "use_regex": regex}
+
+    def seq(*steps):
+        return {"type": "Sequence", "pretokenizers": list(steps)}
+
+    dolma = j["pre_tokenizer"].get("pretokenizers")
+    if name == "bl-prefix":
+        return bytelevel(True, True)
+    if name == "bl-split":
+        return seq(split("\\s+", "MergedWithPrevious"),
+                   {"type": "Digits", "individual_digits": False}, bytelevel(False, False))
+    if name == "bl-next":
+        return seq(split(" ", "MergedWithNext", literal=True),
+                   split("[aeiouAEIOU]", "Contiguous", invert=True), bytelevel(True, False))
+    if name == "bl-removed":
+        return seq(split("\\p{P}", "Removed"), bytelevel(False, True))
+    if name == "bl-llama3":
+        j["model"]["ignore_merges"] = True
+        bos = {"id": "<|endoftext|>", "ids": [100257], "tokens": ["<|endoftext|>"]}
+        single = [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+                  {"Sequence": {"id": "A", "type_id": 0}}]
+        pair = single + [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 1}},
+                         {"Sequence": {"id": "B", "type_id": 1}}]
+        j["post_processor"] = {"type": "Sequence", "processors": [
+            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+             "use_regex": True},
+            {"type": "TemplateProcessing", "single": single, "pair": pair,
+             "special_tokens": {"<|endoftext|>": bos}}]}
+        return seq(split(dolma[0]["pattern"]["Regex"], "Isolated"), dolma[1])
+    if name == "bl-qwen2":
+        pat = dolma[0]["pattern"]["Regex"].replace("\\p{N}{1,3}", "\\p{N}")
+        return seq(split(pat, "Isolated"), dolma[1])
+    sys.exit(f"unknown variant {name}")
 
 
 def cmd_variant(name, tok_path, out_path):
@@ -136,6 +224,8 @@ def cmd_variant(name, tok_path, out_path):
         j["decoder"] = ms
     elif name == "unk":
         j["model"]["byte_fallback"] = False
+    elif name.startswith("bl-"):
+        j["pre_tokenizer"] = bl_variant(name, j)
     elif name == "lstrip":
         for a in j["added_tokens"]:
             a["lstrip"] = a["lstrip"] or a["id"] >= 32000
@@ -149,7 +239,7 @@ def main():
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "ids" and len(sys.argv) == 5:
         cmd_ids(*sys.argv[2:])
-    elif cmd == "gen" and len(sys.argv) == 4:
+    elif cmd == "gen" and len(sys.argv) in (4, 5):
         cmd_gen(*sys.argv[2:])
     elif cmd == "variant" and len(sys.argv) == 5:
         cmd_variant(*sys.argv[2:])

@@ -1,9 +1,8 @@
 /* test_io_hftok.c: Hugging Face tokenizer.json (kind "hf-bpe") against the
  * tokenizers library. Run by test_io_hftok.sh as `test_io_hftok WORKDIR`,
- * where WORKDIR holds strings.jsonl (the strings of hftok_ref.py gen),
- * ref-<name>.jsonl (hftok_ref.py ids) for tinyllama, phi-3-mini and
- * metaspace, and metaspace/tokenizer.json (the TinyLlama vocabulary with a
- * Metaspace pre-tokenizer and decoder).
+ * where WORKDIR holds strings.jsonl, strings-bl.jsonl and whole.jsonl (the
+ * strings of hftok_ref.py gen), ref-<name>.jsonl (hftok_ref.py ids) for
+ * every tokenizer compared, and the variants' <name>/tokenizer.json.
  *  - ids equal to encode(s, add_special_tokens=False) on every string (the
  *    whole of tinyshakespeare and wikitext-2 test in ~4 KB chunks, 6,000
  *    random substrings, 1,300 random mixes of accented, CJK, emoji and
@@ -13,10 +12,15 @@
  *    string itself for the two Llama decoders unless the string holds an
  *    added token (skipped or rstripped: the library does not round-trip
  *    those either) or "▁" (decoded as a space);
+ *  - byte-level BPE (GPT-2, SmolLM2, dolma2 and six variants) the same way
+ *    on strings-bl.jsonl (no chunks, 3,000 more mixes of contractions,
+ *    digits, whitespace runs and rare characters) and, for the three real
+ *    ones, on both text files whole; a small byte-level file by hand with an
+ *    allocation sweep and corruptions; invalid UTF-8 read as U+FFFD;
  *  - documents and calibration segments with BOS only where it is added;
  *  - ids, BOS/EOS/add_bos of both files, the size check, the path
  *    detection, and the errors: truncated JSON, unknown merge sides,
- *    byte-level and other unsupported components named. */
+ *    unsupported components and bad patterns named. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -98,13 +102,15 @@ static int no_roundtrip(const char *s, const char *const *added, int nadded) {
     return 0;
 }
 
-/* Compares every string of strings.jsonl with ref-<name>.jsonl. */
-static void compare(const char *tok_path, int64_t vocab, const char *name, int roundtrip,
-                    const char *const *added, int nadded) {
+/* Compares every string of <strings>.jsonl with ref-<name>.jsonl.
+ * roundtrip 1: decode(encode(s)) must be s unless s holds one of `added`;
+ * 2: wherever the library round-trips. */
+static void compare_in(const char *strings, const char *tok_path, int64_t vocab, const char *name,
+                       int roundtrip, const char *const *added, int nadded) {
     mpq_ctx *ctx = g_ctx;
     char path[4096];
     int64_t ns = 0, nr = 0;
-    snprintf(path, sizeof path, "%s/strings.jsonl", g_work);
+    snprintf(path, sizeof path, "%s/%s.jsonl", g_work, strings);
     cJSON **str = read_lines(path, &ns);
     snprintf(path, sizeof path, "%s/ref-%s.jsonl", g_work, name);
     cJSON **ref = read_lines(path, &nr);
@@ -129,7 +135,7 @@ static void compare(const char *tok_path, int64_t vocab, const char *name, int r
         const char *want = cJSON_GetObjectItem(ref[i], "decoded")->valuestring;
         if ((dl != strlen(want) || memcmp(d, want, dl) != 0) && baddec++ < 5)
             fprintf(stderr, "decode of [%s]: [%s], reference [%s]\n", s, d, want);
-        if (roundtrip && !no_roundtrip(s, added, nadded)) {
+        if (roundtrip == 1 ? !no_roundtrip(s, added, nadded) : roundtrip && !strcmp(want, s)) {
             rt++;
             if ((dl != len || memcmp(d, s, len) != 0) && badrt++ < 5)
                 fprintf(stderr, "round trip of [%s]: [%s]\n", s, d);
@@ -151,6 +157,11 @@ static void compare(const char *tok_path, int64_t vocab, const char *name, int r
     free_lines(ref, nr);
 }
 
+static void compare(const char *tok_path, int64_t vocab, const char *name, int roundtrip,
+                    const char *const *added, int nadded) {
+    compare_in("strings", tok_path, vocab, name, roundtrip, added, nadded);
+}
+
 static const char *const k_llama_added[] = {"<unk>", "<s>", "</s>"};
 static const char *const k_phi3_added[] = {"<unk>",         "<s>",           "</s>",
                                            "<|endoftext|>", "<|assistant|>", "<|placeholder",
@@ -166,18 +177,19 @@ static void test_ref_phi3(void **state) {
 }
 
 /* Documents and calibration segments start with BOS only when the
- * tokenizer adds it: TinyLlama does, Phi-3 does not. */
+ * tokenizer adds it: TinyLlama does, Phi-3 and GPT-2 do not. */
 static void test_documents(void **state) {
     mpq_ctx *ctx = g_ctx;
-    const char *dirs[2] = {"data/tokenizers/tinyllama", "data/tokenizers/phi-3-mini"};
+    const char *dirs[3] = {"data/tokenizers/tinyllama", "data/tokenizers/phi-3-mini",
+                           "data/tokenizers/gpt2"};
     char *text = NULL, *tp = shared_path("data/text/tinyshakespeare.txt");
     int64_t len = 0, nd = 0;
     mpq_span *docs = NULL;
     MPQ_ASSERT_OK(ctx, mpq_text_read(ctx, tp, &text, &len));
     MPQ_ASSERT_OK(ctx, mpq_text_split_docs(ctx, text, len, 50, &docs, &nd));
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
         mpq_tokenizer *t = NULL;
-        MPQ_ASSERT_OK(ctx, mpq_tokenizer_load(ctx, shared_path(dirs[k]), 32064, &t));
+        MPQ_ASSERT_OK(ctx, mpq_tokenizer_load(ctx, shared_path(dirs[k]), 50257, &t));
         int add = mpq_tokenizer_add_bos(t);
         assert_int_equal(add, k == 0);
         int32_t *toks = NULL, *one = NULL;
@@ -188,7 +200,7 @@ static void test_documents(void **state) {
                                                     (size_t)docs[d].len, add, 0, &one, &n));
             assert_int_equal(off[d + 1] - off[d], n);
             assert_memory_equal(toks + off[d], one, (size_t)n * sizeof *one);
-            assert_true((toks[off[d]] == 1) == (k == 0));
+            assert_true((toks[off[d]] == mpq_tokenizer_bos(t)) == (k == 0));
             mpq_free(one);
         }
         mpq_free(toks);
@@ -244,6 +256,7 @@ static void test_known(void **state) {
     MPQ_ASSERT_OK(ctx,
                   mpq_tokenizer_load(ctx, shared_path("data/tokenizers/tinyllama"), 32000, &t));
     assert_int_equal(mpq_tokenizer_get_kind(t), MPQ_TOKENIZER_HF_BPE);
+    assert_int_equal(mpq_tokenizer_byte_level(t), 0);
     assert_int_equal(mpq_tokenizer_vocab_size(t), 32000);
     assert_int_equal(mpq_tokenizer_lookup(t, "<unk>", 5), 0);
     assert_int_equal(mpq_tokenizer_lookup(t, "<s>", 3), 1);
@@ -379,8 +392,38 @@ static void test_small(void **state) {
     expect_load(p, 6, p, "normalizer", "\"NFKC\"");
     small_json(p, v, "", "\"pre_tokenizer\": {\"type\": \"Whitespace\"},");
     expect_load(p, 6, p, "pre_tokenizer", "\"Whitespace\"");
-    small_json(p, v, "", "\"decoder\": {\"type\": \"ByteLevel\"},");
-    expect_load(p, 6, p, "decoder", "\"ByteLevel\"");
+    small_json(p, v, "", "\"decoder\": {\"type\": \"WordPiece\"},");
+    expect_load(p, 6, p, "decoder", "\"WordPiece\"");
+    small_json(p, v, "", "\"normalizer\": {\"type\": \"NFC\"},");
+    expect_load(p, 6, p, "normalizer", "\"NFC\"");
+    /* byte-level pre-tokenizers: order, patterns, behaviors */
+    small_json(p, v, "",
+               "\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": "
+               "\"ByteLevel\"}, {\"type\": \"Digits\"}]},");
+    expect_load(p, 6, p, "pre_tokenizer.pretokenizers[1]", "after ByteLevel");
+    small_json(p, v, "",
+               "\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": "
+               "\"Metaspace\", \"replacement\": \"_\"}, {\"type\": \"ByteLevel\"}]},");
+    expect_load(p, 6, p, "pre_tokenizer.pretokenizers[0]", "\"Metaspace\"");
+    small_json(p, v, "",
+               "\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(a\"}, "
+               "\"behavior\": \"Isolated\"},");
+    expect_load(p, 6, p, "pre_tokenizer", "\"(a\" does not compile");
+    char deep[200], extra[400];
+    memset(deep, '(', 70);
+    memset(deep + 71, ')', 70);
+    deep[70] = 'a';
+    deep[141] = '\0';
+    snprintf(extra, sizeof extra,
+             "\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"%s\"}, "
+             "\"behavior\": \"Isolated\"},",
+             deep);
+    small_json(p, v, "", extra);
+    expect_load(p, 6, p, "pre_tokenizer", "nested more than 64 deep");
+    small_json(p, v, "",
+               "\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"String\": \"a\"}, "
+               "\"behavior\": \"Sideways\"},");
+    expect_load(p, 6, p, "pre_tokenizer.behavior", "\"Sideways\"");
     small_json(p, v, "",
                "\"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \" +\"}, "
                "\"content\": \" \"},");
@@ -442,6 +485,96 @@ static void expect_decode(const mpq_tokenizer *t, const int32_t *ids, int64_t n,
     mpq_free(d);
 }
 
+/* Every allocation of loading `p`, encoding and decoding k_text failing in
+ * turn: MPQ_ERR_NOMEM or success, nothing else. */
+static void alloc_sweep(const char *p, int64_t vocab, const char *k_text) {
+    mpq_ctx *ctx = g_ctx;
+    mpq_tokenizer *t = NULL;
+    int64_t k = 0;
+    for (;; k++) {
+        mpq_alloc_fail_after(ctx, k);
+        mpq_err e = mpq_tokenizer_load(ctx, p, vocab, &t);
+        int32_t *ids = NULL;
+        int64_t n = 0;
+        char *d = NULL;
+        size_t dl = 0;
+        if (e == MPQ_OK)
+            e = mpq_tokenizer_encode(ctx, t, k_text, strlen(k_text), 1, 0, &ids, &n);
+        if (e == MPQ_OK)
+            e = mpq_tokenizer_decode(ctx, t, ids, n, 0, &d, &dl);
+        int armed = ctx->alloc_fail_countdown >= 0;
+        mpq_alloc_fail_after(ctx, -1);
+        mpq_free(d);
+        mpq_free(ids);
+        mpq_tokenizer_destroy(&t);
+        if (e == MPQ_OK && armed)
+            break; /* every allocation succeeded */
+        if (e != MPQ_OK && e != MPQ_ERR_NOMEM)
+            fail_msg("allocation %lld failing: %s: %s", (long long)k, mpq_err_name(e),
+                     ctx->err_msg);
+        mpq_err_clear(ctx);
+    }
+    assert_true(k > 20);
+}
+
+/* 3,000 random corruptions of file text `json` written to p: an error
+ * naming p, or a tokenizer that encodes and decodes k_text. */
+static void corruptions(const char *p, const char *json, int64_t vocab, const char *k_text) {
+    mpq_ctx *ctx = g_ctx;
+    mpq_tokenizer *t = NULL;
+    /* corruptions: a byte changed, inserted or removed, or the file cut */
+    size_t len = strlen(json);
+    char *buf = malloc(len + 2);
+    uint64_t x = 88172645463325252ull;
+    int64_t ok = 0;
+    for (int it = 0; it < 3000; it++) {
+        memcpy(buf, json, len);
+        size_t n = len;
+        for (int e = 0; e < 1 + it % 3; e++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            size_t at = (size_t)(x >> 8) % n, op = (x >> 40) % 4;
+            const char sym[] = "{}[]\",:0123456789 -\\u\xC3\xA9"
+                               "abnlt";
+            char c = sym[(x >> 48) % (sizeof sym - 1)];
+            if (op == 0)
+                buf[at] = c;
+            else if (op == 1 && n < len + 1) {
+                memmove(buf + at + 1, buf + at, n - at);
+                buf[at] = c;
+                n++;
+            } else if (op == 2 && n > 1) {
+                memmove(buf + at, buf + at + 1, n - at - 1);
+                n--;
+            } else
+                n = at + 1;
+        }
+        write_file(p, buf, n);
+        mpq_err e = mpq_tokenizer_load(ctx, p, vocab, &t);
+        if (e == MPQ_OK) {
+            int32_t *ids = NULL;
+            int64_t ni = 0;
+            char *d = NULL;
+            size_t dl = 0;
+            MPQ_ASSERT_OK(ctx,
+                          mpq_tokenizer_encode(ctx, t, k_text, strlen(k_text), 1, 1, &ids, &ni));
+            for (int64_t i = 0; i < ni; i++)
+                assert_true(ids[i] >= 0 && ids[i] < mpq_tokenizer_vocab_size(t));
+            MPQ_ASSERT_OK(ctx, mpq_tokenizer_decode(ctx, t, ids, ni, 0, &d, &dl));
+            mpq_free(d);
+            mpq_free(ids);
+            mpq_tokenizer_destroy(&t);
+            ok++;
+        } else {
+            if (e != MPQ_ERR_FORMAT || !strstr(ctx->err_msg, p))
+                fail_msg("corruption %d: %s: %s", it, mpq_err_name(e), ctx->err_msg);
+            mpq_err_clear(ctx);
+        }
+    }
+    printf("corruptions: 3000 files, %lld still valid tokenizers, the others refused\n",
+           (long long)ok);
+    free(buf);
+}
+
 /* The small tokenizer by hand; then every allocation failing in turn, and
  * 3,000 random corruptions of the file: an error or a working tokenizer,
  * never a crash. */
@@ -473,83 +606,8 @@ static void test_robust(void **state) {
                   "a");                                               /* lone byte: U+FFFD */
     expect_decode(t, (const int32_t[]){1, 12, 13, 10, 0}, 5, "ab a"); /* specials skipped */
     mpq_tokenizer_destroy(&t);
-    /* allocation failures */
-    int64_t k = 0;
-    for (;; k++) {
-        mpq_alloc_fail_after(ctx, k);
-        mpq_err e = mpq_tokenizer_load(ctx, p, 16, &t);
-        int32_t *ids = NULL;
-        int64_t n = 0;
-        char *d = NULL;
-        size_t dl = 0;
-        if (e == MPQ_OK)
-            e = mpq_tokenizer_encode(ctx, t, k_text, strlen(k_text), 1, 0, &ids, &n);
-        if (e == MPQ_OK)
-            e = mpq_tokenizer_decode(ctx, t, ids, n, 0, &d, &dl);
-        int armed = ctx->alloc_fail_countdown >= 0;
-        mpq_alloc_fail_after(ctx, -1);
-        mpq_free(d);
-        mpq_free(ids);
-        mpq_tokenizer_destroy(&t);
-        if (e == MPQ_OK && armed)
-            break; /* every allocation succeeded */
-        if (e != MPQ_OK && e != MPQ_ERR_NOMEM)
-            fail_msg("allocation %lld failing: %s: %s", (long long)k, mpq_err_name(e),
-                     ctx->err_msg);
-        mpq_err_clear(ctx);
-    }
-    assert_true(k > 20);
-    /* corruptions: a byte changed, inserted or removed, or the file cut */
-    size_t len = strlen(k_llama_small);
-    char *buf = malloc(len + 2);
-    uint64_t x = 88172645463325252ull;
-    int64_t ok = 0;
-    for (int it = 0; it < 3000; it++) {
-        memcpy(buf, k_llama_small, len);
-        size_t n = len;
-        for (int e = 0; e < 1 + it % 3; e++) {
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            size_t at = (size_t)(x >> 8) % n, op = (x >> 40) % 4;
-            const char sym[] = "{}[]\",:0123456789 -\\u\xC3\xA9"
-                               "abnlt";
-            char c = sym[(x >> 48) % (sizeof sym - 1)];
-            if (op == 0)
-                buf[at] = c;
-            else if (op == 1 && n < len + 1) {
-                memmove(buf + at + 1, buf + at, n - at);
-                buf[at] = c;
-                n++;
-            } else if (op == 2 && n > 1) {
-                memmove(buf + at, buf + at + 1, n - at - 1);
-                n--;
-            } else
-                n = at + 1;
-        }
-        write_file(p, buf, n);
-        mpq_err e = mpq_tokenizer_load(ctx, p, 16, &t);
-        if (e == MPQ_OK) {
-            int32_t *ids = NULL;
-            int64_t ni = 0;
-            char *d = NULL;
-            size_t dl = 0;
-            MPQ_ASSERT_OK(ctx,
-                          mpq_tokenizer_encode(ctx, t, k_text, strlen(k_text), 1, 1, &ids, &ni));
-            for (int64_t i = 0; i < ni; i++)
-                assert_true(ids[i] >= 0 && ids[i] < mpq_tokenizer_vocab_size(t));
-            MPQ_ASSERT_OK(ctx, mpq_tokenizer_decode(ctx, t, ids, ni, 0, &d, &dl));
-            mpq_free(d);
-            mpq_free(ids);
-            mpq_tokenizer_destroy(&t);
-            ok++;
-        } else {
-            if (e != MPQ_ERR_FORMAT || !strstr(ctx->err_msg, p))
-                fail_msg("corruption %d: %s: %s", it, mpq_err_name(e), ctx->err_msg);
-            mpq_err_clear(ctx);
-        }
-    }
-    printf("corruptions: 3000 files, %lld still valid tokenizers, the others refused\n",
-           (long long)ok);
-    free(buf);
+    alloc_sweep(p, 16, k_text);
+    corruptions(p, k_llama_small, 16, k_text);
 }
 
 /* Truncated files, byte-level tokenizers refused naming the component, a
@@ -570,12 +628,6 @@ static void test_errors(void **state) {
         expect_load(p, 32000, p, "not valid JSON", NULL);
     }
     mpq_free(text);
-    expect_load(shared_path("data/tokenizers/gpt2/tokenizer.json"), 50257, "gpt2", "pre_tokenizer",
-                "\"ByteLevel\"");
-    expect_load(shared_path("data/tokenizers/smollm2"), 49152, "smollm2",
-                "pre_tokenizer.pretokenizers[0]", "\"Digits\"");
-    expect_load(shared_path("data/tokenizers/dolma2"), 100278, "dolma2",
-                "pre_tokenizer.pretokenizers[0]", "\"Split\"");
     /* more ids than the model's embedding */
     expect_load(shared_path("data/tokenizers/phi-3-mini"), 32000, "phi-3-mini/tokenizer.json",
                 "32011 ids", "vocab_size is 32000");
@@ -589,6 +641,130 @@ static void test_errors(void **state) {
     expect_load(dir, 2, p, "bos_token", "\"<s>\"");
 }
 
+/* A small byte-level tokenizer: a GPT-2-like Split, Digits, ByteLevel with
+ * its prefix space and regex, a special token; ids from the tokenizers
+ * library. Then the allocation sweep and corruptions (its patterns too). */
+static const char k_bl_small[] =
+    "{\"version\": \"1.0\", \"added_tokens\": [{\"id\": 8, \"content\": \"<|e|>\", "
+    "\"special\": true, \"single_word\": false, \"lstrip\": false, \"rstrip\": "
+    "false, \"normalized\": false}], \"normalizer\": null, \"pre_tokenizer\": "
+    "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": "
+    "{\"Regex\": \"(?i:'s)|[^\\\\s\\\\p{L}\\\\p{N}]+| ?\\\\p{L}+|\\\\s+(?!\\\\S)|\\\\s+\"}, "
+    "\"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"Digits\", "
+    "\"individual_digits\": true}, {\"type\": \"ByteLevel\", \"add_prefix_space\": "
+    "true, \"use_regex\": true, \"trim_offsets\": true}]}, \"post_processor\": "
+    "null, \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, "
+    "\"trim_offsets\": true, \"use_regex\": true}, \"model\": {\"type\": \"BPE\", "
+    "\"vocab\": {\"a\": 0, \"b\": 1, \"\\u0120\": 2, \"1\": 3, \"2\": 4, \"c\": "
+    "5, \"ab\": 6, \"\\u0120c\": 7, \"<|e|>\": 8, \"\\u00c3\": 9, \"\\u00a9\": "
+    "10, \"\\u00c3\\u00a9\": 11}, \"merges\": [\"a b\", \"\\u0120 c\", \"\\u00c3 "
+    "\\u00a9\"]}}";
+
+static void test_bytelevel_small(void **state) {
+    static const char k_text[] = "ab 12 c<|e|>ab \xC3\xA9"
+                                 "c a'S  b";
+    mpq_ctx *ctx = g_ctx;
+    char p[4200];
+    snprintf(p, sizeof p, "%s/bl-small.json", g_work);
+    write_str(p, k_bl_small);
+    mpq_tokenizer *t = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_tokenizer_load(ctx, p, 12, &t));
+    expect_ids(t, "ab 12 c<|e|>ab", 0, (const int32_t[]){2, 6, 2, 2, 3, 2, 4, 7, 8, 2, 6}, 11);
+    expect_ids(t,
+               "\xC3\xA9"
+               "c",
+               0, (const int32_t[]){2, 11, 5}, 3);
+    expect_ids(t, "a'S  b", 0, (const int32_t[]){2, 0, 2, 2, 2, 1}, 6); /* ' and S unknown */
+    expect_decode(t, (const int32_t[]){2, 6, 2, 2, 3, 2, 4, 7, 8, 2, 6}, 11, " ab  1 2 c ab");
+    expect_decode(t, (const int32_t[]){9, 1, 10}, 3,
+                  "\xEF\xBF\xBD"
+                  "b"
+                  "\xEF\xBF\xBD");
+    mpq_tokenizer_destroy(&t);
+    alloc_sweep(p, 12, k_text);
+    corruptions(p, k_bl_small, 12, k_text);
+}
+
+/* Byte-level BPE on strings-bl.jsonl (no 4 KB chunks, but mixes of
+ * contractions, digit and whitespace runs, accented, CJK, emoji and
+ * symbols) and whole.jsonl (both text files whole): decode(encode(s)) = s
+ * wherever the library round-trips (everywhere but skipped special
+ * tokens). The files' padding and truncation (SmolLM2) are not applied. */
+static void compare_bl(const char *name, int64_t vocab) {
+    char rel[256], whole[256];
+    snprintf(rel, sizeof rel, "data/tokenizers/%s", name);
+    snprintf(whole, sizeof whole, "%s-whole", name);
+    compare_in("strings-bl", shared_path(rel), vocab, name, 2, NULL, 0);
+    compare_in("whole", shared_path(rel), vocab, whole, 2, NULL, 0);
+}
+
+static void test_ref_gpt2(void **state) {
+    compare_bl("gpt2", 50257);
+}
+
+static void test_ref_smollm2(void **state) { /* Digits, then ByteLevel */
+    compare_bl("smollm2", 49153);
+}
+
+static void test_ref_dolma2(void **state) { /* an inverted Removed Split, then ByteLevel */
+    compare_bl("dolma2", 100278);
+}
+
+/* GPT-2 and dolma2 with other pre-tokenizers (hftok_ref.py variant bl-*):
+ * ByteLevel's prefix space and String patterns, every Split behavior,
+ * invert, Digits runs, Llama 3's ignore_merges, Qwen2's pattern. */
+static void test_ref_bl_variants(void **state) {
+    static const char *const names[] = {"bl-prefix",  "bl-split",  "bl-next",
+                                        "bl-removed", "bl-llama3", "bl-qwen2"};
+    char path[4096];
+    for (int k = 0; k < 6; k++) {
+        snprintf(path, sizeof path, "%s/%s", g_work, names[k]);
+        compare_in("strings-bl", path, k < 4 ? 50257 : 100278, names[k], 2, NULL, 0);
+    }
+}
+
+static void expect_same_ids(const mpq_tokenizer *t, const char *a, const char *b) {
+    mpq_ctx *ctx = g_ctx;
+    int32_t *x = NULL, *y = NULL;
+    int64_t nx = 0, ny = 0;
+    MPQ_ASSERT_OK(ctx, mpq_tokenizer_encode(ctx, t, a, strlen(a), 0, 0, &x, &nx));
+    MPQ_ASSERT_OK(ctx, mpq_tokenizer_encode(ctx, t, b, strlen(b), 0, 0, &y, &ny));
+    assert_int_equal(nx, ny);
+    assert_memory_equal(x, y, (size_t)nx * sizeof *x);
+    mpq_free(x);
+    mpq_free(y);
+}
+
+/* Byte-level known ids (shared/README.md), BOS/EOS, invalid UTF-8 read as
+ * Python's decode("utf-8", "replace") reads it (one U+FFFD per maximal
+ * invalid subpart), a character cut in two by decoding. */
+static void test_bytelevel_known(void **state) {
+    mpq_ctx *ctx = g_ctx;
+    mpq_tokenizer *t = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_tokenizer_load(ctx, shared_path("data/tokenizers/gpt2"), 50257, &t));
+    assert_int_equal(mpq_tokenizer_vocab_size(t), 50257);
+    assert_int_equal(mpq_tokenizer_lookup(t, "\xC4\xA0the", 5), 262);
+    assert_int_equal(mpq_tokenizer_lookup(t, "<|endoftext|>", 13), 50256);
+    assert_int_equal(mpq_tokenizer_bos(t), 50256);
+    assert_int_equal(mpq_tokenizer_eos(t), 50256);
+    assert_int_equal(mpq_tokenizer_add_bos(t), 0);
+    assert_int_equal(mpq_tokenizer_byte_level(t), 1);
+    expect_ids(t, " the", 0, (const int32_t[]){262}, 1);
+    expect_same_ids(t, "a\xC3(b", "a\xEF\xBF\xBD(b");
+    expect_same_ids(t, "\xED\xA0\x80x", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDx");
+    expect_same_ids(t, "\xC0\x80 \xFF", "\xEF\xBF\xBD\xEF\xBF\xBD \xEF\xBF\xBD");
+    expect_same_ids(t, "\xF0\x9F\x98 ok\xF0\x9F", "\xEF\xBF\xBD ok\xEF\xBF\xBD");
+    int32_t c3 = mpq_tokenizer_lookup(t, "\xC3\x83", 2), lp = mpq_tokenizer_lookup(t, "(", 1);
+    assert_true(c3 >= 0 && lp >= 0);
+    expect_decode(t, (const int32_t[]){c3, lp}, 2, "\xEF\xBF\xBD(");
+    expect_decode(t, (const int32_t[]){50256, 262}, 2, " the"); /* special skipped */
+    mpq_tokenizer_destroy(&t);
+    MPQ_ASSERT_OK(ctx, mpq_tokenizer_load(ctx, shared_path("data/tokenizers/smollm2"), 49153, &t));
+    assert_int_equal(mpq_tokenizer_vocab_size(t), 49153);
+    assert_int_equal(mpq_tokenizer_lookup(t, "<|im_start|>", 12), 1);
+    mpq_tokenizer_destroy(&t);
+}
+
 int main(int argc, char **argv) {
     g_ctx = mpq_test_init(&argc, &argv);
     if (argc < 2) {
@@ -597,12 +773,15 @@ int main(int argc, char **argv) {
     }
     g_work = argv[1];
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_known),         cmocka_unit_test(test_small),
-        cmocka_unit_test(test_errors),        cmocka_unit_test(test_robust),
-        cmocka_unit_test(test_ref_tinyllama), cmocka_unit_test(test_ref_phi3),
-        cmocka_unit_test(test_ref_metaspace), cmocka_unit_test(test_ref_metaspace_split),
-        cmocka_unit_test(test_ref_unk),       cmocka_unit_test(test_ref_lstrip),
-        cmocka_unit_test(test_documents),
+        cmocka_unit_test(test_known),           cmocka_unit_test(test_small),
+        cmocka_unit_test(test_errors),          cmocka_unit_test(test_robust),
+        cmocka_unit_test(test_ref_tinyllama),   cmocka_unit_test(test_ref_phi3),
+        cmocka_unit_test(test_ref_metaspace),   cmocka_unit_test(test_ref_metaspace_split),
+        cmocka_unit_test(test_ref_unk),         cmocka_unit_test(test_ref_lstrip),
+        cmocka_unit_test(test_documents),       cmocka_unit_test(test_bytelevel_known),
+        cmocka_unit_test(test_bytelevel_small), cmocka_unit_test(test_ref_gpt2),
+        cmocka_unit_test(test_ref_smollm2),     cmocka_unit_test(test_ref_dolma2),
+        cmocka_unit_test(test_ref_bl_variants),
     };
     int failures = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&g_ctx, failures);

@@ -6,10 +6,10 @@
 # ~/.cache/mpquant/hftok-venv), created with tokenizers==0.23.3 when missing
 # or at another version. hftok_ref.py writes into a scratch directory the
 # test strings, three variants of the TinyLlama tokenizer (metaspace,
-# metaspace-split, unk) and one of Phi-3 (lstrip; see hftok_ref.py), and the
-# reference ids and decoded
-# texts of TinyLlama, Phi-3-mini and the variants; the C test
-# (test_io_hftok.c) compares mpquant's with them.
+# metaspace-split, unk), one of Phi-3 (lstrip), six byte-level ones of GPT-2
+# and dolma2 (bl-*; see hftok_ref.py), and the reference ids and decoded texts
+# of TinyLlama, Phi-3-mini, GPT-2, SmolLM2, dolma2 and the variants; the C
+# test (test_io_hftok.c) compares mpquant's with them.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 bin=${1:?usage: test_io_hftok.sh TEST_IO_HFTOK}
@@ -21,31 +21,43 @@ done
 need_shared data/text/tinyshakespeare.txt
 need_shared data/text/wikitext2-test.txt
 need_shared data/models/stories260K/tok512.bin
-venv=${MPQ_HFTOK_VENV:-$HOME/.cache/mpquant/hftok-venv}
-if [ "$("$venv/bin/python" -c 'import tokenizers; print(tokenizers.__version__)' 2>/dev/null)" \
-    != "$ver" ]; then
-    echo "test_io_hftok: installing tokenizers==$ver into $venv" >&2
-    python3 -m venv "$venv" && "$venv/bin/pip" install -q "tokenizers==$ver" >&2 ||
-        { echo "FAILED: cannot install tokenizers==$ver into $venv" >&2; exit 1; }
-fi
+need_venv "${MPQ_HFTOK_VENV:-$HOME/.cache/mpquant/hftok-venv}" "tokenizers==$ver"
 make_work_dir
-py=$venv/bin/python
 ref=$MPQ_SOURCE_DIR/tests/loading/hftok_ref.py
 tok=$MPQ_SHARED_DIR/data/tokenizers
-run "$py" "$ref" gen "$MPQ_SHARED_DIR" "$dir/strings.jsonl"
+run "$py" "$ref" gen "$MPQ_SHARED_DIR" "$dir/strings.jsonl" "$dir/strings-bl.jsonl"
 expect_rc 0
-for v in metaspace metaspace-split unk lstrip; do
+bl="bl-prefix bl-split bl-next bl-removed bl-llama3 bl-qwen2"
+for v in metaspace metaspace-split unk lstrip $bl; do
     mkdir -p "$dir/$v"
-    src=$tok/tinyllama/tokenizer.json
-    [ "$v" = lstrip ] && src=$tok/phi-3-mini/tokenizer.json
+    case $v in
+    lstrip) src=$tok/phi-3-mini/tokenizer.json ;;
+    bl-llama3 | bl-qwen2) src=$tok/dolma2/tokenizer.json ;;
+    bl-*) src=$tok/gpt2/tokenizer.json ;;
+    *) src=$tok/tinyllama/tokenizer.json ;;
+    esac
     run "$py" "$ref" variant "$v" "$src" "$dir/$v/tokenizer.json"
     expect_rc 0
 done
-for name in tinyllama phi-3-mini metaspace metaspace-split unk lstrip; do
-    src=$tok/$name/tokenizer.json
-    [ -d "$tok/$name" ] || src=$dir/$name/tokenizer.json
-    run "$py" "$ref" ids "$src" "$dir/strings.jsonl" "$dir/ref-$name.jsonl"
-    expect_rc 0
+# The reference ids, two tokenizers at a time: the Llama-2 family on
+# strings.jsonl, byte-level ones on strings-bl.jsonl, the real byte-level
+# ones on whole.jsonl too (ref-NAME-whole.jsonl).
+for name in tinyllama phi-3-mini metaspace metaspace-split unk lstrip gpt2 smollm2 dolma2 $bl \
+    gpt2-whole smollm2-whole dolma2-whole; do
+    base=${name%-whole}
+    src=$tok/$base/tokenizer.json
+    [ -d "$tok/$base" ] || src=$dir/$base/tokenizer.json
+    strings=$dir/strings.jsonl
+    case $name in *-whole) strings=$dir/whole.jsonl ;; gpt2 | smollm2 | dolma2 | bl-*)
+        strings=$dir/strings-bl.jsonl ;;
+    esac
+    if [ "$(jobs -rp | wc -l)" -ge 2 ]; then
+        wait -n || { echo "FAIL: hftok_ref.py ids" >&2; FAILS=$((FAILS + 1)); }
+    fi
+    "$py" "$ref" ids "$src" "$strings" "$dir/ref-$name.jsonl" &
+done
+while [ "$(jobs -rp | wc -l)" -gt 0 ]; do
+    wait -n || { echo "FAIL: hftok_ref.py ids" >&2; FAILS=$((FAILS + 1)); }
 done
 [ "$FAILS" -eq 0 ] || finish
 # The C test's own output (cmocka, counts) goes straight to the log.
