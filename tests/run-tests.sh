@@ -24,9 +24,12 @@
 #     and quarantine would measure instead), and mixed_ckpt_reader (about 60
 #     launches, 190 s under ASan, checking file bytes that do not change
 #     under it; the C code it exercises runs under ASan in mixed_ckpt_errors)
-#     and models_io_hftok (about 48,000 strings compared with the tokenizers
+#     and models_io_hftok (about 90,000 strings compared with the tokenizers
 #     library, 6 minutes under ASan; its error and allocation-failure cases
-#     pass under it too).
+#     pass under it too), and the export checks with their Python readers
+#     (mixed_gptq_export, mixed_gguf_export: 220 s and 140 s under ASan,
+#     comparing file bytes; run_walkthrough writes and reads both formats
+#     under ASan).
 #     tests/lsan.supp holds the only suppressions
 #     (Open MPI, libconfig internals).
 #  3. valgrind memcheck (tests/valgrind-tests.sh) on the single-process C
@@ -56,7 +59,7 @@ for p in $passes; do
     asan)
         cmake -S . -B build-asan -DMPQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
         cmake --build build-asan -j"$(nproc)"
-        ctest --test-dir build-asan -LE 'bench|slurm' -E '^(robustness_(fuzz|faults|faults_run|address_limit)|run_(stories_np2|mixed_np2|bitident|ckpt_identity|scale)|mixed_ckpt_reader|models_io_hftok)$' \
+        ctest --test-dir build-asan -LE 'bench|slurm' -E '^(robustness_(fuzz|faults|faults_run|address_limit)|run_(stories_np2|mixed_np2|bitident|ckpt_identity|scale)|mixed_(ckpt_reader|gptq_export|gguf_export)|models_io_hftok)$' \
             -j"$jobs" --output-on-failure --timeout 1200 "$@" || status=1
         ;;
     valgrind)
