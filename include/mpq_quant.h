@@ -54,6 +54,9 @@ typedef enum mpq_qscale {
     MPQ_QSCALE_FP32,     /* IEEE single, 4 bytes per group */
     MPQ_QSCALE_E8M0,     /* power of two, 1 byte per group (MXFP4) */
     MPQ_QSCALE_E4M3,     /* FP8 E4M3, 1 byte per group, times an fp32 tensor scale (NVFP4) */
+    MPQ_QSCALE_FP16Z,    /* IEEE half with 11 - bits significant bits (asymmetric int): scale
+                            times any zero-point is itself a half, so the group is also
+                            exactly d * q + m with half d and m (GGUF Q4_1 / Q5_1) */
     MPQ_QSCALE_COUNT
 } mpq_qscale;
 

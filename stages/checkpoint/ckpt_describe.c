@@ -26,7 +26,9 @@ mpq_err mpq_ckpt_describe(mpq_ctx *ctx, const mpq_qspec *spec, int64_t rows, int
               "quantizer '%s': layer shape [%lld][%lld] is not a matrix", ops->name,
               (long long)rows, (long long)cols);
     snprintf(out->packing, sizeof out->packing, "%s", spec->base3 ? "base3" : "bits");
-    snprintf(out->scale_format, sizeof out->scale_format, "%s", mpq_qscale_name(spec->scale));
+    /* fp16z scales are stored as halves */
+    snprintf(out->scale_format, sizeof out->scale_format, "%s",
+             mpq_qscale_name(spec->scale == MPQ_QSCALE_FP16Z ? MPQ_QSCALE_FP16 : spec->scale));
     switch (spec->gran) { /* as mpq_qparams_create groups the columns */
         case MPQ_QGRAN_TENSOR:
             out->group_cols = cols;

@@ -50,8 +50,9 @@ int mpq_gguf_block_type(const mpq_qspec *spec, int64_t cols, const char **why) {
         *why = "quantizer family has no ggml block type";
         return MPQ_GGML_F32;
     }
-    if (spec->scale != MPQ_QSCALE_FP16 && spec->scale != MPQ_QSCALE_FP32) {
-        *why = "scale format is neither fp16 nor fp32";
+    if (spec->scale != MPQ_QSCALE_FP16 && spec->scale != MPQ_QSCALE_FP32 &&
+        spec->scale != MPQ_QSCALE_FP16Z) {
+        *why = "scale format is neither fp16 (or fp16z) nor fp32";
         return MPQ_GGML_F32;
     }
     for (size_t i = 0; i < NBLOCK_TYPES; i++) {

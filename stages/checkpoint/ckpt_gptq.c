@@ -115,7 +115,8 @@ static mpq_err plan_layer(mpq_ctx *ctx, const mpq_ckpt *ck, const mpq_ckpt_entry
         snprintf(why, len, "%d-bit codes (GPTQ holds 2, 3, 4 and 8 bits)", b);
     else if (e->ndim != 2)
         snprintf(why, len, "a %d-dimensional tensor", e->ndim);
-    else if (s->scale != MPQ_QSCALE_FP16 && !(s->scale == MPQ_QSCALE_FP32 && scales_fp16(p)))
+    else if (s->scale != MPQ_QSCALE_FP16 && s->scale != MPQ_QSCALE_FP16Z &&
+             !(s->scale == MPQ_QSCALE_FP32 && scales_fp16(p)))
         snprintf(why, len, "%s scales that are not all fp16 values", mpq_qscale_name(s->scale));
     else if (p->gpr > 0 && C % p->gcols != 0)
         snprintf(why, len, "%lld input columns are not a whole number of groups of %lld",

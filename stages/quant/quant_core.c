@@ -161,6 +161,16 @@ float mpq_qscale_store(const mpq_qparams *p, double raw) {
     switch (p->spec.scale) {
         case MPQ_QSCALE_FP16:
             return mpq_round_fp16(raw > 0.0 && raw < 1e30 ? (float)raw : (raw > 0 ? 1e30f : 0.0f));
+        case MPQ_QSCALE_FP16Z: {
+            /* a half rounded to 11 - bits significant bits, so that its
+             * product with a zero-point (bits bits) needs at most 11 */
+            const float h =
+                mpq_round_fp16(raw > 0.0 && raw < 1e30 ? (float)raw : (raw > 0 ? 1e30f : 0.0f));
+            int e = 0;
+            const double m = frexp((double)h, &e), k = ldexp(1.0, 11 - p->spec.bits);
+            const float r = mpq_round_fp16((float)ldexp(nearbyint(m * k) / k, e));
+            return r > 0.0f ? r : h;
+        }
         case MPQ_QSCALE_E8M0:
             return mpq_floor_e8m0(raw > 0.0 && raw < 1e38 ? (float)raw : (raw > 0 ? 1e38f : 0.0f));
         case MPQ_QSCALE_E4M3: {

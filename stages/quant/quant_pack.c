@@ -148,7 +148,7 @@ mpq_err mpq_quant_unpack(mpq_ctx *ctx, const mpq_qspec *spec, const uint8_t *in,
 /* ---- parameters ------------------------------------------------------------- */
 
 static int scale_bytes(mpq_qscale s) {
-    return s == MPQ_QSCALE_FP32 ? 4 : (s == MPQ_QSCALE_FP16 ? 2 : 1);
+    return s == MPQ_QSCALE_FP32 ? 4 : (s == MPQ_QSCALE_FP16 || s == MPQ_QSCALE_FP16Z ? 2 : 1);
 }
 
 /* Number of groups of a [rows][cols] layer (validated shape). */
@@ -209,7 +209,8 @@ mpq_err mpq_qparams_serialize(mpq_ctx *ctx, const mpq_qparams *p, uint8_t *out) 
     for (int64_t g = 0; g < p->ngroups; g++) {
         float v = p->scale[g];
         switch (s->scale) {
-            case MPQ_QSCALE_FP16: {
+            case MPQ_QSCALE_FP16:
+            case MPQ_QSCALE_FP16Z: {
                 uint16_t h = mpq_fp16_bits(v);
                 o[0] = (uint8_t)h;
                 o[1] = (uint8_t)(h >> 8);
@@ -272,6 +273,7 @@ mpq_err mpq_qparams_deserialize(mpq_ctx *ctx, const mpq_qspec *spec, int64_t row
         float v;
         switch (spec->scale) {
             case MPQ_QSCALE_FP16:
+            case MPQ_QSCALE_FP16Z:
                 v = mpq_fp16_value((uint16_t)(i[0] | i[1] << 8));
                 i += 2;
                 break;

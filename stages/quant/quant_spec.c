@@ -11,7 +11,7 @@
 
 static const char *const gran_names[MPQ_QGRAN_COUNT] = {"tensor", "channel", "group"};
 static const char *const fit_names[MPQ_QFIT_COUNT] = {"minmax", "mean", "threshold", "search"};
-static const char *const scale_names[MPQ_QSCALE_COUNT] = {"fp16", "fp32", "e8m0", "e4m3"};
+static const char *const scale_names[MPQ_QSCALE_COUNT] = {"fp16", "fp32", "e8m0", "e4m3", "fp16z"};
 
 const char *mpq_qgran_name(mpq_qgran g) {
     return (unsigned)g < MPQ_QGRAN_COUNT ? gran_names[g] : "?";
@@ -186,9 +186,10 @@ mpq_err mpq_qspec_parse(mpq_ctx *ctx, const char *text, mpq_qspec *out) {
             s.group = iv;
         } else if (!strcmp(key, "scale")) {
             idx = lookup(scale_names, MPQ_QSCALE_COUNT, val);
-            MPQ_CHECK(idx == MPQ_QSCALE_FP16 || idx == MPQ_QSCALE_FP32, MPQ_ERR_CONFIG,
-                      "quantizer spec '%s': scale = '%s' is not valid; valid: fp16|fp32", text,
-                      val);
+            MPQ_CHECK(idx == MPQ_QSCALE_FP16 || idx == MPQ_QSCALE_FP32 || idx == MPQ_QSCALE_FP16Z,
+                      MPQ_ERR_CONFIG,
+                      "quantizer spec '%s': scale = '%s' is not valid; valid: fp16|fp32|fp16z",
+                      text, val);
             s.scale = (mpq_qscale)idx;
         } else if (!strcmp(key, "fit")) {
             idx = lookup(fit_names, MPQ_QFIT_COUNT, val);
@@ -240,6 +241,10 @@ mpq_err mpq_qspec_parse(mpq_ctx *ctx, const char *text, mpq_qspec *out) {
     }
     MPQ_CHECK(!((ops->keys & MPQ_QKEY_SYM) && s.sym && s.bits < 2), MPQ_ERR_CONFIG,
               "quantizer spec '%s': symmetric int needs bits >= 2 (use 'binary' for 1 bit)", text);
+    MPQ_CHECK(s.scale != MPQ_QSCALE_FP16Z || mpq_qspec_has_zero(&s), MPQ_ERR_CONFIG,
+              "quantizer spec '%s': scale = fp16z shapes scales for a zero-point: it needs an "
+              "asymmetric int (sym=false)",
+              text);
     *out = s;
     return MPQ_OK;
 }

@@ -93,6 +93,16 @@ grep -Eq '30 converted with added error \(max \|err\| [0-9.e-]+, rms [0-9.e-]+' 
     fail "a4: the totals line lacks the added error"
 quant a5 "int:bits=5,sym=false,group=32"
 gguf a5 "$dir/a5.h5" "$model" Q5_1 --lossy
+# scale=fp16z (halves whose product with any zero-point is a half): the
+# same asymmetric layers are exact Q4_1 / Q5_1, without --lossy.
+quant z4 "int:bits=4,sym=false,group=32,scale=fp16z"
+gguf z4 "$dir/z4.h5" "$model" Q4_1
+[ "$(last_json | jq -r '.types.Q4_1, .exact, .lossy' | tr '\n' ' ')" = "30 47 0 " ] ||
+    fail "z4: expected 30 exact Q4_1 tensors"
+quant z5 "int:bits=5,sym=false,group=32,scale=fp16z"
+gguf z5 "$dir/z5.h5" "$model" Q5_1
+[ "$(last_json | jq -r '.types.Q5_1, .exact' | tr '\n' ' ')" = "30 47 " ] ||
+    fail "z5: expected 30 exact Q5_1 tensors"
 
 # No ggml type: every tensor F32, with the reason.
 quant nf4 "nf4:group=32"

@@ -1,7 +1,8 @@
 /* test_quant_formats.c: the scale and grid number formats (fp16, FP8 E4M3,
  * E8M0) against brute force over every representable value decoded
- * independently from bit fields, and the NF4 table against the normal
- * quantiles it is defined by. */
+ * independently from bit fields, the NF4 table against the normal
+ * quantiles it is defined by, and fp16z scales against what GGUF's Q4_1 /
+ * Q5_1 compute. */
 #include <stdio.h>
 #include <string.h>
 
@@ -131,13 +132,71 @@ static void test_nf4(void **state) {
                 mpq_nf4_levels[7] == 0.0f);
 }
 
+/* fp16z: on random layers of asymmetric int4 and int5 in groups of 32 (every
+ * fit), each scale is a half with at most 11 - bits significant bits, m =
+ * -scale * zero is a half, and for every code q the float d * q + m (ggml's
+ * Q4_1 / Q5_1 dequantization, two roundings) equals mpquant's value
+ * scale * (q - zero), bit for bit; plain fp16 scales fail that somewhere. */
+static int q41_exact(const mpq_qparams *p, int *sigbits_ok) {
+    int exact = 1;
+    *sigbits_ok = 1;
+    for (int64_t g = 0; g < p->ngroups; g++) {
+        const float s = p->scale[g], z = (float)p->zero[g];
+        int e = 0;
+        const double m = frexp((double)s, &e);
+        *sigbits_ok &= ldexp(m, 11 - p->spec.bits) == nearbyint(ldexp(m, 11 - p->spec.bits));
+        const float mn = -(s * z);
+        exact &= mpq_round_fp16(s * z) == s * z; /* m is a half (rounding of positives) */
+        for (int q = 0; q < (1 << p->spec.bits); q++) {
+            volatile float dq = s * (float)q; /* no fused multiply-add */
+            exact &= (float)(dq + mn) == mpq_qval(s, (float)q, z);
+        }
+    }
+    return exact;
+}
+
+static void test_fp16z(void **state) {
+    (void)state;
+    const char *specs[] = {"int:bits=4,group=32,scale=fp16z", "int:bits=5,group=32,scale=fp16z",
+                           "int:bits=4,group=32,scale=fp16z,fit=search",
+                           "int:bits=4,group=32,scale=fp16"};
+    float *w = NULL;
+    const int64_t rows = 64, cols = 256;
+    MPQ_ASSERT_OK(ctx, mpq_malloc(ctx, rows * cols, sizeof *w, (void **)&w));
+    uint64_t st = 42;
+    for (int64_t i = 0; i < rows * cols; i++) {
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        w[i] = (float)((double)(st >> 11) * 0x1p-53 - 0.3) * 0.05f;
+    }
+    for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+        mpq_qspec spec;
+        mpq_qparams *p = NULL;
+        MPQ_ASSERT_OK(ctx, mpq_qspec_parse(ctx, specs[k], &spec));
+        MPQ_ASSERT_OK(ctx, mpq_qparams_create(ctx, &spec, rows, cols, &p));
+        MPQ_ASSERT_OK(ctx, mpq_quant_fit(ctx, p, w, NULL));
+        int sig = 0;
+        const int exact = q41_exact(p, &sig);
+        if (k < 3) {
+            assert_true(sig);
+            assert_true(exact);
+        } else {
+            assert_false(exact); /* the check can fail */
+        }
+        mpq_qparams_destroy(&p);
+    }
+    mpq_free(w);
+    mpq_qspec spec;
+    assert_int_equal(mpq_qspec_parse(ctx, "int:bits=4,sym=true,scale=fp16z", &spec),
+                     MPQ_ERR_CONFIG);
+    assert_non_null(strstr(ctx->err_msg, "scale = fp16z shapes scales for a zero-point"));
+    mpq_err_clear(ctx);
+}
+
 int main(int argc, char **argv) {
     ctx = mpq_test_init(&argc, &argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fp16),
-        cmocka_unit_test(test_e4m3),
-        cmocka_unit_test(test_e8m0),
-        cmocka_unit_test(test_nf4),
+        cmocka_unit_test(test_fp16), cmocka_unit_test(test_e4m3),  cmocka_unit_test(test_e8m0),
+        cmocka_unit_test(test_nf4),  cmocka_unit_test(test_fp16z),
     };
     int failures = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&ctx, failures);
