@@ -99,19 +99,7 @@ static int write_model(void) {
     fill_bn(bn3, NOUT, &s);
     tw_tensor t[24];
     int n = 0;
-#define T(nm, d, nd, s0, s1, s2, s3)                                                               \
-    do {                                                                                           \
-        memset(&t[n], 0, sizeof t[n]);                                                             \
-        snprintf(t[n].name, sizeof t[n].name, "%s", nm);                                           \
-        t[n].dtype = "F32";                                                                        \
-        t[n].ndim = nd;                                                                            \
-        t[n].shape[0] = s0;                                                                        \
-        t[n].shape[1] = s1;                                                                        \
-        t[n].shape[2] = s2;                                                                        \
-        t[n].shape[3] = s3;                                                                        \
-        t[n].data = d;                                                                             \
-        n++;                                                                                       \
-    } while (0)
+#define T(nm, d, nd, s0, s1, s2, s3) tw_f32(&t[n++], nm, d, nd, s0, s1, s2, s3)
     T("a.weight", wa, 4, CA, CI, KA, KA);
     T("a.bias", ba, 1, CA, 0, 0, 0);
     T("b.weight", wb, 4, CB, CA, KB, KB);

@@ -58,13 +58,6 @@ static const char *cfg_text =
     "  );\n"
     "};\n";
 
-static void set_name(char *dst, const char *src) {
-    size_t n = strlen(src);
-    n = n < 159 ? n : 159;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
 static int write_model(void) {
     unsigned s = 42;
     fill(wa, CA * CI * KA * KA, &s, -0.5f, 0.5f);
@@ -91,19 +84,7 @@ static int write_model(void) {
     }
     tw_tensor t[20];
     int n = 0;
-#define T(nm, d, nd, s0, s1, s2, s3)                                                               \
-    do {                                                                                           \
-        memset(&t[n], 0, sizeof t[n]);                                                             \
-        set_name(t[n].name, nm);                                                                   \
-        t[n].dtype = "F32";                                                                        \
-        t[n].ndim = nd;                                                                            \
-        t[n].shape[0] = s0;                                                                        \
-        t[n].shape[1] = s1;                                                                        \
-        t[n].shape[2] = s2;                                                                        \
-        t[n].shape[3] = s3;                                                                        \
-        t[n].data = d;                                                                             \
-        n++;                                                                                       \
-    } while (0)
+#define T(nm, d, nd, s0, s1, s2, s3) tw_f32(&t[n++], nm, d, nd, s0, s1, s2, s3)
     T("a.weight", wa, 4, CA, CI, KA, KA);
     T("a.bias", ba, 1, CA, 0, 0, 0);
     T("b.weight", wb, 4, CB, CA, KB, KB);

@@ -280,6 +280,19 @@ static int64_t numel_of(const tw_tensor *t) {
     return n;
 }
 
+void tw_f32(tw_tensor *t, const char *name, const float *data, int ndim, int64_t s0, int64_t s1,
+            int64_t s2, int64_t s3) {
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->dtype = "F32";
+    t->ndim = ndim;
+    t->shape[0] = s0;
+    t->shape[1] = s1;
+    t->shape[2] = s2;
+    t->shape[3] = s3;
+    t->data = data;
+}
+
 int tw_write_safetensors(const char *path, const tw_tensor *t, int n) {
     cJSON *root = cJSON_CreateObject();
     cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");

@@ -92,6 +92,11 @@ typedef struct tw_tensor {
     const float *data;
 } tw_tensor;
 
+/* Fills t as an F32 tensor named name (truncated to fit) of ndim
+ * dimensions shape[0..ndim) taken from s0..s3. */
+void tw_f32(tw_tensor *t, const char *name, const float *data, int ndim, int64_t s0, int64_t s1,
+            int64_t s2, int64_t s3);
+
 /* A safetensors file of n tensors, data in the given order, header padded
  * with spaces to a multiple of 8 bytes. */
 int tw_write_safetensors(const char *path, const tw_tensor *t, int n);
