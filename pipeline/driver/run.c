@@ -464,6 +464,46 @@ cleanup:
 
 /* ---- the pipeline ------------------------------------------------------------------- */
 
+/* Collective. The final pass: every block rounded with its chosen
+ * candidates (and refined with the block loss), saved, propagated. */
+static mpq_err final_pass(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
+    mpq_err err = MPQ_OK;
+    mpq_pass *p = NULL;
+    const mpq_session *ses = s->ses;
+    const int64_t nblocks = ses->info->nblocks;
+    MPQ_INFO("round: %s, %lld layers, propagation %s", ses->method->name, (long long)ses->nl,
+             s->res->propagate);
+    const mpq_pass_opts po = pass_opts(s, 0);
+    mpq_run_resume_log(ctx, s, MPQ_PHASE_ROUND);
+    MPQ_TRY(mpq_pass_create(ctx, ses, &po, &p));
+    for (int64_t b = 0; b < nblocks; b++) {
+        if (b < mpq_run_done(s, MPQ_PHASE_ROUND)) {
+            /* rounded by an earlier run: read back and installed */
+            MPQ_TRY(mpq_run_skip_block(ctx, s, p, b, MPQ_PHASE_ROUND));
+            MPQ_TRY(mpq_pass_next(ctx, p, b));
+            continue;
+        }
+        MPQ_TRY(mpq_pass_hessian(ctx, p, b));
+        mpq_partial_test_kill(ctx, MPQ_PHASE_ROUND, b, "compute");
+        MPQ_TRY(mpq_pass_layers(ctx, p, b));
+        add_chosen_jobs(s, p);
+        MPQ_TRY(mpq_pass_round(ctx, p, MPQ_STAGE_ROUND));
+        MPQ_TRY(take_rounded(ctx, s, p));
+        if (strcmp(cfg->round.loss, "block") == 0)
+            MPQ_TRY(mpq_run_block_refine(ctx, s, p, b));
+        /* the block's codes to disk (with output.path), then out of memory */
+        MPQ_TRY(mpq_run_save_block(ctx, s, p, b, MPQ_PHASE_ROUND));
+        MPQ_TRY(mpq_pass_propagate(ctx, p, b));
+        MPQ_TRY(mpq_agree(ctx, mpq_run_release_block(ctx, s, b)));
+        MPQ_TRY(mpq_pass_next(ctx, p, b));
+        MPQ_TRY(mpq_run_block_done(ctx, s, b, MPQ_PHASE_ROUND));
+    }
+    MPQ_TRY(mpq_pass_finish(ctx, p));
+cleanup:
+    mpq_pass_destroy(&p);
+    return err;
+}
+
 /* Collective. The whole run, every stage in order. */
 static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
     mpq_err err = MPQ_OK;
@@ -568,35 +608,7 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
         /* full-precision propagation: the measured codes are the final ones */
         MPQ_TRY(mpq_run_take_measured(ctx, s));
     } else {
-        MPQ_INFO("round: %s, %lld layers, propagation %s", ses->method->name, (long long)ses->nl,
-                 s->res->propagate);
-        const mpq_pass_opts po = pass_opts(s, 0);
-        mpq_run_resume_log(ctx, s, MPQ_PHASE_ROUND);
-        MPQ_TRY(mpq_pass_create(ctx, ses, &po, &p));
-        for (int64_t b = 0; b < nblocks; b++) {
-            if (b < mpq_run_done(s, MPQ_PHASE_ROUND)) {
-                /* rounded by an earlier run: read back and installed */
-                MPQ_TRY(mpq_run_skip_block(ctx, s, p, b, MPQ_PHASE_ROUND));
-                MPQ_TRY(mpq_pass_next(ctx, p, b));
-                continue;
-            }
-            MPQ_TRY(mpq_pass_hessian(ctx, p, b));
-            mpq_partial_test_kill(ctx, MPQ_PHASE_ROUND, b, "compute");
-            MPQ_TRY(mpq_pass_layers(ctx, p, b));
-            add_chosen_jobs(s, p);
-            MPQ_TRY(mpq_pass_round(ctx, p, MPQ_STAGE_ROUND));
-            MPQ_TRY(take_rounded(ctx, s, p));
-            if (strcmp(cfg->round.loss, "block") == 0)
-                MPQ_TRY(mpq_run_block_refine(ctx, s, p, b));
-            /* the block's codes to disk (with output.path), then out of memory */
-            MPQ_TRY(mpq_run_save_block(ctx, s, p, b, MPQ_PHASE_ROUND));
-            MPQ_TRY(mpq_pass_propagate(ctx, p, b));
-            MPQ_TRY(mpq_agree(ctx, mpq_run_release_block(ctx, s, b)));
-            MPQ_TRY(mpq_pass_next(ctx, p, b));
-            MPQ_TRY(mpq_run_block_done(ctx, s, b, MPQ_PHASE_ROUND));
-        }
-        MPQ_TRY(mpq_pass_finish(ctx, p));
-        mpq_pass_destroy(&p);
+        MPQ_TRY(final_pass(ctx, s, cfg));
     }
     summarize(ctx, s);
 
