@@ -21,7 +21,7 @@
  * rows (2i, 2i+1) of a head, rotate-half order pairs (i, i + head_dim/2). */
 typedef enum { PERM_NONE = 0, PERM_TO_HALF, PERM_TO_INTERLEAVED } perm_kind;
 
-static int is_qk(const char *name) {
+int mpq_ckpt_is_qk(const char *name) {
     return strstr(name, ".self_attn.q_proj.") || strstr(name, ".self_attn.k_proj.");
 }
 
@@ -76,7 +76,7 @@ static mpq_err write_tensor_f32(mpq_ctx *ctx, mpq_outfile *f, const mpq_tensor *
 /* ---- safetensors --------------------------------------------------------------- */
 
 /* 1 when m's family keeps a Llama decoder under the canonical names. */
-static int llama_layout(const mpq_model *m) {
+int mpq_ckpt_llama_layout(const mpq_model *m) {
     const mpq_family_ops *fam = mpq_family_of_model(m);
     return fam && fam->llama_layout;
 }
@@ -111,7 +111,7 @@ static size_t hf_type_of(const mpq_arch *a) {
     return first; /* every bias setting has an entry */
 }
 
-static cJSON *hf_config(const mpq_arch *a) {
+cJSON *mpq_ckpt_hf_config(const mpq_arch *a) {
     const size_t t = hf_type_of(a);
     const char *mt = hf_types[t].model_type, *arch = hf_types[t].architecture;
     cJSON *o = cJSON_CreateObject();
@@ -138,7 +138,7 @@ static cJSON *hf_config(const mpq_arch *a) {
 }
 
 /* "<dir of path>/<name>" into buf. */
-static void sibling(const char *path, const char *name, char *buf, size_t len) {
+void mpq_ckpt_sibling(const char *path, const char *name, char *buf, size_t len) {
     const char *slash = strrchr(path, '/');
     if (slash)
         snprintf(buf, len, "%.*s/%s", (int)(slash - path), path, name);
@@ -151,8 +151,8 @@ static void sibling(const char *path, const char *name, char *buf, size_t len) {
  * safetensors index of its directory (the path itself, or the file's)
  * when they exist. *list (mpq_malloc, caller frees) points into m and into
  * cfg and idx [4096]. */
-static mpq_err source_files(mpq_ctx *ctx, const mpq_model *m, char *cfg, char *idx,
-                            const char ***list, int64_t *n) {
+mpq_err mpq_ckpt_source_files(mpq_ctx *ctx, const mpq_model *m, char *cfg, char *idx,
+                              const char ***list, int64_t *n) {
     const char *path = mpq_model_path(m);
     struct stat st;
     const int dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
@@ -162,8 +162,8 @@ static mpq_err source_files(mpq_ctx *ctx, const mpq_model *m, char *cfg, char *i
         snprintf(cfg, 4096, "%s/config.json", path);
         snprintf(idx, 4096, "%s/model.safetensors.index.json", path);
     } else {
-        sibling(path, "config.json", cfg, 4096);
-        sibling(path, "model.safetensors.index.json", idx, 4096);
+        mpq_ckpt_sibling(path, "config.json", cfg, 4096);
+        mpq_ckpt_sibling(path, "model.safetensors.index.json", idx, 4096);
     }
     *n = 0;
     (*list)[(*n)++] = path;
@@ -180,7 +180,7 @@ static mpq_err source_files(mpq_ctx *ctx, const mpq_model *m, char *cfg, char *i
 /* The safetensors header of hdr into f: its length (8 bytes, little-endian)
  * and the JSON text, padded with spaces so that the data starts 8-byte
  * aligned. */
-static mpq_err write_st_header(mpq_ctx *ctx, mpq_outfile *f, const cJSON *hdr, const char *path) {
+mpq_err mpq_ckpt_write_st_header(mpq_ctx *ctx, mpq_outfile *f, const cJSON *hdr, const char *path) {
     mpq_err err = MPQ_OK;
     char *text = cJSON_PrintUnformatted(hdr), *padded = NULL;
     MPQ_ENSURE(text, MPQ_ERR_NOMEM, "cannot format the safetensors header of %s", path);
@@ -199,8 +199,8 @@ cleanup:
     return err;
 }
 
-static mpq_err write_text_file(mpq_ctx *ctx, const char *path, const char *text, int overwrite,
-                               const char *const *inputs, int64_t n_inputs) {
+mpq_err mpq_ckpt_write_text_file(mpq_ctx *ctx, const char *path, const char *text, int overwrite,
+                                 const char *const *inputs, int64_t n_inputs) {
     mpq_outfile *f = NULL;
     mpq_outfile_opts opts = {overwrite, inputs, n_inputs};
     MPQ_CALL(mpq_outfile_open(ctx, path, &opts, &f));
@@ -221,15 +221,15 @@ mpq_err mpq_export_safetensors(mpq_ctx *ctx, const mpq_model *m, const char *pat
     float *buf = NULL;
     mpq_outfile *f = NULL;
     const mpq_arch *a = mpq_model_arch(m);
-    const int llama = llama_layout(m);
+    const int llama = mpq_ckpt_llama_layout(m);
     const perm_kind perm = llama && a->rope_interleaved ? PERM_TO_HALF : PERM_NONE;
     char cfg_path[4096], src_cfg[4096], src_idx[4096];
     const char **inputs = NULL;
     int64_t ninputs = 0;
-    sibling(path, "config.json", cfg_path, sizeof cfg_path);
+    mpq_ckpt_sibling(path, "config.json", cfg_path, sizeof cfg_path);
     /* a model without a config.json (a checkpoint) may be exported into its
      * own directory; no file the source was read from is ever replaced */
-    MPQ_CALL(source_files(ctx, m, src_cfg, src_idx, &inputs, &ninputs));
+    MPQ_CALL(mpq_ckpt_source_files(ctx, m, src_cfg, src_idx, &inputs, &ninputs));
     write_config = write_config && llama;
     /* Fail on a bad config.json destination before the large file. */
     if (write_config) {
@@ -260,18 +260,18 @@ mpq_err mpq_export_safetensors(mpq_ctx *ctx, const mpq_model *m, const char *pat
     MPQ_ALLOC_TRY(buf, CHUNK);
     mpq_outfile_opts opts = {overwrite, inputs, ninputs};
     MPQ_TRY(mpq_outfile_open(ctx, path, &opts, &f));
-    MPQ_TRY(write_st_header(ctx, f, hdr, path));
+    MPQ_TRY(mpq_ckpt_write_st_header(ctx, f, hdr, path));
     for (int64_t i = 0; i < mpq_model_ntensors(m); i++) {
         const mpq_tensor *t = mpq_model_tensor_at(m, i);
-        MPQ_TRY(write_tensor_f32(ctx, f, t, is_qk(t->name) ? perm : PERM_NONE, a->head_dim, buf,
-                                 CHUNK));
+        MPQ_TRY(write_tensor_f32(ctx, f, t, mpq_ckpt_is_qk(t->name) ? perm : PERM_NONE, a->head_dim,
+                                 buf, CHUNK));
     }
     MPQ_TRY(mpq_outfile_commit(ctx, &f));
     if (write_config) {
-        cfg = hf_config(a);
+        cfg = mpq_ckpt_hf_config(a);
         cfg_text = cfg ? cJSON_Print(cfg) : NULL;
         MPQ_ENSURE(cfg_text, MPQ_ERR_NOMEM, "cannot format %s", cfg_path);
-        MPQ_TRY(write_text_file(ctx, cfg_path, cfg_text, overwrite, inputs, ninputs));
+        MPQ_TRY(mpq_ckpt_write_text_file(ctx, cfg_path, cfg_text, overwrite, inputs, ninputs));
     }
 cleanup:
     mpq_outfile_abort(&f);
@@ -288,7 +288,7 @@ cleanup:
 static mpq_err check_llama2c(mpq_ctx *ctx, const mpq_model *m) {
     const mpq_arch *a = mpq_model_arch(m);
     const char *p = mpq_model_path(m);
-    MPQ_CHECK(llama_layout(m), MPQ_ERR_ARG,
+    MPQ_CHECK(mpq_ckpt_llama_layout(m), MPQ_ERR_ARG,
               "%s: llama2.c export needs a Llama-family model (this one is '%s')", p,
               a->family[0] ? a->family : "a plain tensor container");
     MPQ_CHECK(!a->qkv_bias, MPQ_ERR_ARG,
@@ -325,7 +325,7 @@ mpq_err mpq_export_llama2c(mpq_ctx *ctx, const mpq_model *m, const char *path, i
     char src_cfg[4096], src_idx[4096];
     const char **inputs = NULL;
     int64_t ninputs = 0;
-    MPQ_CALL(source_files(ctx, m, src_cfg, src_idx, &inputs, &ninputs));
+    MPQ_CALL(mpq_ckpt_source_files(ctx, m, src_cfg, src_idx, &inputs, &ninputs));
     mpq_outfile_opts opts = {overwrite, inputs, ninputs};
     int64_t rope_n = a->seq_len * (a->head_dim / 2);
     MPQ_ALLOC_TRY(buf, CHUNK > rope_n ? CHUNK : rope_n);
@@ -359,8 +359,8 @@ mpq_err mpq_export_llama2c(mpq_ctx *ctx, const mpq_model *m, const char *path, i
             snprintf(name, sizeof name, order[k], (long long)l);
             const mpq_tensor *t = NULL;
             MPQ_TRY(mpq_model_get(ctx, m, name, 0, NULL, &t));
-            MPQ_TRY(write_tensor_f32(ctx, f, t, is_qk(name) ? perm : PERM_NONE, a->head_dim, buf,
-                                     CHUNK));
+            MPQ_TRY(write_tensor_f32(ctx, f, t, mpq_ckpt_is_qk(name) ? perm : PERM_NONE,
+                                     a->head_dim, buf, CHUNK));
         }
     }
     /* The RoPE tables llama2.c's legacy format carries (run.c skips them):
@@ -388,39 +388,6 @@ cleanup:
 }
 
 /* ---- shared with the other exports (ckpt_internal.h) ---------------------------- */
-
-cJSON *mpq_ckpt_hf_config(const mpq_arch *a) {
-    return hf_config(a);
-}
-
-void mpq_ckpt_sibling(const char *path, const char *name, char *buf, size_t len) {
-    sibling(path, name, buf, len);
-}
-
-mpq_err mpq_ckpt_source_files(mpq_ctx *ctx, const mpq_model *m, char *cfg, char *idx,
-                              const char ***list, int64_t *n) {
-    MPQ_CALL(source_files(ctx, m, cfg, idx, list, n));
-    return MPQ_OK;
-}
-
-mpq_err mpq_ckpt_write_st_header(mpq_ctx *ctx, mpq_outfile *f, const cJSON *hdr, const char *path) {
-    MPQ_CALL(write_st_header(ctx, f, hdr, path));
-    return MPQ_OK;
-}
-
-mpq_err mpq_ckpt_write_text_file(mpq_ctx *ctx, const char *path, const char *text, int overwrite,
-                                 const char *const *inputs, int64_t n) {
-    MPQ_CALL(write_text_file(ctx, path, text, overwrite, inputs, n));
-    return MPQ_OK;
-}
-
-int mpq_ckpt_llama_layout(const mpq_model *m) {
-    return llama_layout(m);
-}
-
-int mpq_ckpt_is_qk(const char *name) {
-    return is_qk(name);
-}
 
 int64_t mpq_ckpt_half_src(int64_t r, int64_t hd) {
     return perm_src(PERM_TO_HALF, r, hd);
