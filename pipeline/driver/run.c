@@ -489,8 +489,11 @@ static mpq_err final_pass(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
         add_chosen_jobs(s, p);
         MPQ_TRY(mpq_pass_round(ctx, p, MPQ_STAGE_ROUND));
         MPQ_TRY(take_rounded(ctx, s, p));
-        if (strcmp(cfg->round.loss, "block") == 0)
+        if (strcmp(cfg->round.loss, "block") == 0) { /* part of the stage "round" */
+            MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_ROUND));
             MPQ_TRY(mpq_run_block_refine(ctx, s, p, b));
+            MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_ROUND));
+        }
         /* the block's codes to disk (with output.path), then out of memory */
         MPQ_TRY(mpq_run_save_block(ctx, s, p, b, MPQ_PHASE_ROUND));
         MPQ_TRY(mpq_pass_propagate(ctx, p, b));
