@@ -478,7 +478,8 @@ mpq_err mpq_cfg_assign_text(mpq_ctx *ctx, mpq_config *cfg, const mpq_key_spec *k
         s++;
     }
     value items[MPQ_LIST_MAX];
-    char bufs[MPQ_LIST_MAX][64];
+    char pool[4096]; /* the items' text, one after another (they fit: len < 4096) */
+    size_t used = 0;
     int n = 0;
     char *save = NULL;
     for (char *tok = strtok_r(s, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
@@ -489,7 +490,9 @@ mpq_err mpq_cfg_assign_text(mpq_ctx *ctx, mpq_config *cfg, const mpq_key_spec *k
             *--e = '\0';
         MPQ_CHECK(n < MPQ_LIST_MAX, MPQ_ERR_CONFIG, "%s: %s: more than %d items", o->where, k->key,
                   MPQ_LIST_MAX);
-        MPQ_CALL(scalar_from_text(ctx, k->type, tok, o, k->key, &items[n], bufs[n], 64));
+        MPQ_CALL(scalar_from_text(ctx, k->type, tok, o, k->key, &items[n], pool + used,
+                                  sizeof pool - used));
+        used += strlen(tok) + 1;
         n++;
     }
     memset(&v, 0, sizeof v);

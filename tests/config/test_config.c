@@ -122,6 +122,19 @@ static void test_overrides(void **state) {
     assert_string_equal(cfg->model.format, "safetensors");
     mpq_config_destroy(&cfg);
 
+    /* list items as long as real paths (a fixed 64-byte item once refused them) */
+    char longov[1200], item[520];
+    memset(item, 'd', sizeof item - 1);
+    item[sizeof item - 1] = '\0';
+    snprintf(longov, sizeof longov, "output.exports=[\"gguf:/%s/a.gguf\", \"gptq:/%s/b\"]", item,
+             item);
+    char *lists[] = {longov};
+    MPQ_ASSERT_OK(ctx, mpq_config_parse(ctx, "/tmp/dir/test.cfg", "", 1, lists, &cfg));
+    assert_int_equal(cfg->output.exports.n, 2);
+    assert_int_equal(strlen(cfg->output.exports.v[0]), strlen(item) + 13);
+    assert_true(strncmp(cfg->output.exports.v[1], "gptq:/ddd", 9) == 0);
+    mpq_config_destroy(&cfg);
+
     char *unknown[] = {"log.lvl=info"};
     expect_error("", 1, unknown, MPQ_ERR_CONFIG, "override '-o log.lvl=info'",
                  "did you mean 'log.level'");
