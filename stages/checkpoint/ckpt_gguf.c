@@ -24,95 +24,7 @@
 #include "mpq_tokenizer.h"
 
 #define GGUF_ALIGN 32
-
-enum { /* GGUF metadata value types */
-       GV_U8 = 0,
-       GV_U32 = 4,
-       GV_I32 = 5,
-       GV_F32 = 6,
-       GV_BOOL = 7,
-       GV_STR = 8,
-       GV_ARR = 9,
-       GV_U64 = 10
-};
-
-/* ---- a growable little-endian byte buffer ----------------------------------------- */
-
-/* Appends never fail individually: the first error sticks in err and later
- * appends do nothing; check err once at the end. */
-typedef struct gbuf {
-    mpq_ctx *ctx;
-    uint8_t *p;
-    int64_t n, cap;
-    int64_t nkv; /* KV pairs started */
-    mpq_err err;
-} gbuf;
-
-static void gb_put(gbuf *b, const void *data, size_t len) {
-    if (b->err != MPQ_OK)
-        return;
-    if (b->n + (int64_t)len > b->cap) {
-        int64_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + (int64_t)len)
-            cap *= 2;
-        b->err = mpq_realloc(b->ctx, b->cap, cap, 1, (void **)&b->p);
-        if (b->err != MPQ_OK)
-            return;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, data, len);
-    b->n += (int64_t)len;
-}
-
-static void gb_uint(gbuf *b, uint64_t v, int bytes) {
-    uint8_t le[8];
-    for (int k = 0; k < bytes; k++)
-        le[k] = (uint8_t)(v >> (8 * k));
-    gb_put(b, le, (size_t)bytes);
-}
-
-static void gb_f32(gbuf *b, float v) {
-    uint32_t u;
-    memcpy(&u, &v, 4);
-    gb_uint(b, u, 4);
-}
-
-static void gb_str(gbuf *b, const char *s, size_t len) {
-    gb_uint(b, len, 8);
-    gb_put(b, s, len);
-}
-
-static void kv_head(gbuf *b, const char *key, int type) {
-    gb_str(b, key, strlen(key));
-    gb_uint(b, (uint64_t)type, 4);
-    b->nkv++;
-}
-
-static void kv_u32(gbuf *b, const char *key, int64_t v) {
-    kv_head(b, key, GV_U32);
-    gb_uint(b, (uint64_t)v, 4);
-}
-
-static void kv_f32(gbuf *b, const char *key, double v) {
-    kv_head(b, key, GV_F32);
-    gb_f32(b, (float)v);
-}
-
-static void kv_bool(gbuf *b, const char *key, int v) {
-    kv_head(b, key, GV_BOOL);
-    gb_uint(b, v ? 1 : 0, 1);
-}
-
-static void kv_str(gbuf *b, const char *key, const char *s) {
-    kv_head(b, key, GV_STR);
-    gb_str(b, s, strlen(s));
-}
-
-static void kv_array(gbuf *b, const char *key, int elem_type, int64_t count) {
-    kv_head(b, key, GV_ARR);
-    gb_uint(b, (uint64_t)elem_type, 4);
-    gb_uint(b, (uint64_t)count, 8);
-}
+#define CHUNK      ((int64_t)1 << 20) /* floats per conversion buffer */
 
 /* ---- the tensor plan ------------------------------------------------------------- */
 
@@ -377,7 +289,7 @@ static int64_t file_type(const gg_plan *pl) {
     return ft;
 }
 
-static void write_arch_kv(gbuf *b, const mpq_model *m, const gg_plan *pl) {
+static void write_arch_kv(mpq_gguf_buf *b, const mpq_model *m, const gg_plan *pl) {
     const mpq_arch *a = mpq_model_arch(m);
     const char *path = mpq_model_path(m), *base = strrchr(path, '/');
     char name[256];
@@ -385,122 +297,30 @@ static void write_arch_kv(gbuf *b, const mpq_model *m, const gg_plan *pl) {
     char *dot = strrchr(name, '.');
     if (dot && dot != name)
         *dot = '\0';
-    kv_str(b, "general.architecture", "llama");
-    kv_str(b, "general.name", name);
-    kv_u32(b, "general.file_type", file_type(pl));
-    kv_u32(b, "general.quantization_version", 2);
-    kv_u32(b, "general.alignment", GGUF_ALIGN);
-    kv_u32(b, "llama.context_length", a->seq_len);
-    kv_u32(b, "llama.embedding_length", a->dim);
-    kv_u32(b, "llama.block_count", a->n_layers);
-    kv_u32(b, "llama.feed_forward_length", a->hidden_dim);
-    kv_u32(b, "llama.rope.dimension_count", a->head_dim);
-    kv_u32(b, "llama.attention.head_count", a->n_heads);
-    kv_u32(b, "llama.attention.head_count_kv", a->n_kv_heads);
-    kv_f32(b, "llama.attention.layer_norm_rms_epsilon", a->norm_eps);
-    kv_f32(b, "llama.rope.freq_base", a->rope_theta);
-    kv_u32(b, "llama.vocab_size", a->vocab_size);
+    mpq_gguf_kv_str(b, "general.architecture", "llama");
+    mpq_gguf_kv_str(b, "general.name", name);
+    mpq_gguf_kv_u32(b, "general.file_type", file_type(pl));
+    mpq_gguf_kv_u32(b, "general.quantization_version", 2);
+    mpq_gguf_kv_u32(b, "general.alignment", GGUF_ALIGN);
+    mpq_gguf_kv_u32(b, "llama.context_length", a->seq_len);
+    mpq_gguf_kv_u32(b, "llama.embedding_length", a->dim);
+    mpq_gguf_kv_u32(b, "llama.block_count", a->n_layers);
+    mpq_gguf_kv_u32(b, "llama.feed_forward_length", a->hidden_dim);
+    mpq_gguf_kv_u32(b, "llama.rope.dimension_count", a->head_dim);
+    mpq_gguf_kv_u32(b, "llama.attention.head_count", a->n_heads);
+    mpq_gguf_kv_u32(b, "llama.attention.head_count_kv", a->n_kv_heads);
+    mpq_gguf_kv_f32(b, "llama.attention.layer_norm_rms_epsilon", a->norm_eps);
+    mpq_gguf_kv_f32(b, "llama.rope.freq_base", a->rope_theta);
+    mpq_gguf_kv_u32(b, "llama.vocab_size", a->vocab_size);
     if (a->head_dim * a->n_heads != a->dim) {
-        kv_u32(b, "llama.attention.key_length", a->head_dim);
-        kv_u32(b, "llama.attention.value_length", a->head_dim);
+        mpq_gguf_kv_u32(b, "llama.attention.key_length", a->head_dim);
+        mpq_gguf_kv_u32(b, "llama.attention.value_length", a->head_dim);
     }
     if (a->rope_scaling == MPQ_ROPE_LINEAR) {
-        kv_str(b, "llama.rope.scaling.type", "linear");
-        kv_f32(b, "llama.rope.scaling.factor", a->rope_factor);
+        mpq_gguf_kv_str(b, "llama.rope.scaling.type", "linear");
+        mpq_gguf_kv_f32(b, "llama.rope.scaling.factor", a->rope_factor);
     }
 }
-
-static int is_byte_token(const char *s, size_t len) {
-    static const char hex[] = "0123456789ABCDEFabcdef";
-    return len == 6 && strncmp(s, "<0x", 3) == 0 && s[5] == '>' && s[3] && s[4] &&
-           strchr(hex, s[3]) && strchr(hex, s[4]);
-}
-
-/* Token id's text as SentencePiece spells it into tmp: llama2.c's export
- * wrote U+2581 as ' ' and BOS/EOS as "\n<s>\n" / "\n</s>\n". */
-static size_t piece_text(const char *s, size_t len, int llama2c, int special, char *tmp) {
-    size_t n = 0;
-    if (llama2c && special) {
-        while (len > 0 && s[0] == '\n') {
-            s++;
-            len--;
-        }
-        while (len > 0 && s[len - 1] == '\n')
-            len--;
-    }
-    for (size_t i = 0; i < len; i++) {
-        if (llama2c && s[i] == ' ') {
-            memcpy(tmp + n, "\xe2\x96\x81", 3);
-            n += 3;
-        } else
-            tmp[n++] = s[i];
-    }
-    return n;
-}
-
-/* tokenizer.ggml.* of a SentencePiece-style vocabulary, padded to the
- * model's vocab_size with unused "[PAD<id>]" tokens. */
-static mpq_err write_tokenizer_kv(mpq_ctx *ctx, gbuf *b, const mpq_tokenizer *tk, const char *path,
-                                  int64_t vocab) {
-    mpq_err err = MPQ_OK;
-    char *tmp = NULL;
-    int32_t *types = NULL;
-    const int llama2c = mpq_tokenizer_get_kind(tk) == MPQ_TOKENIZER_LLAMA2C;
-    const int32_t bos = mpq_tokenizer_bos(tk), eos = mpq_tokenizer_eos(tk);
-    const int32_t unk = llama2c ? 0 : mpq_tokenizer_lookup(tk, "<unk>", 5);
-    const int64_t ntok = mpq_tokenizer_vocab_size(tk);
-    MPQ_ALLOC_TRY(tmp, 3 * mpq_tokenizer_max_token_length(tk) + 64);
-    MPQ_ALLOC_TRY(types, vocab);
-    kv_str(b, "tokenizer.ggml.model", "llama");
-    kv_array(b, "tokenizer.ggml.tokens", GV_STR, vocab);
-    for (int64_t id = 0; id < vocab; id++) {
-        size_t len = 0;
-        const char *s = id < ntok ? mpq_tokenizer_token(tk, (int32_t)id, &len) : NULL;
-        const int special = id == bos || id == eos;
-        if (!s) {
-            len = (size_t)snprintf(tmp, 64, "[PAD%lld]", (long long)id);
-            types[id] = MPQ_GGUF_TT_UNUSED;
-        } else {
-            types[id] = id == unk               ? MPQ_GGUF_TT_UNKNOWN
-                        : special               ? MPQ_GGUF_TT_CONTROL
-                        : is_byte_token(s, len) ? MPQ_GGUF_TT_BYTE
-                                                : MPQ_GGUF_TT_NORMAL;
-            len = piece_text(s, len, llama2c, special, tmp);
-        }
-        gb_str(b, tmp, len);
-    }
-    if (!llama2c)
-        MPQ_TRY(mpq_gguf_added_types(ctx, path, vocab, types));
-    kv_array(b, "tokenizer.ggml.scores", GV_F32, vocab);
-    for (int64_t id = 0; id < vocab; id++) {
-        /* Hugging Face BPE has merge ranks, no scores: -id keeps the
-         * vocabulary order (SentencePiece BPE orders pieces by merge). */
-        float sc = types[id] == MPQ_GGUF_TT_UNUSED   ? -1000.0f
-                   : llama2c                         ? mpq_tokenizer_score(tk, (int32_t)id)
-                   : types[id] == MPQ_GGUF_TT_NORMAL ? -(float)id
-                                                     : 0.0f;
-        gb_f32(b, sc);
-    }
-    kv_array(b, "tokenizer.ggml.token_type", GV_I32, vocab);
-    for (int64_t id = 0; id < vocab; id++)
-        gb_uint(b, (uint32_t)types[id], 4);
-    if (bos >= 0)
-        kv_u32(b, "tokenizer.ggml.bos_token_id", bos);
-    if (eos >= 0)
-        kv_u32(b, "tokenizer.ggml.eos_token_id", eos);
-    if (unk >= 0)
-        kv_u32(b, "tokenizer.ggml.unknown_token_id", unk);
-    kv_bool(b, "tokenizer.ggml.add_bos_token", mpq_tokenizer_add_bos(tk));
-    kv_bool(b, "tokenizer.ggml.add_eos_token", 0);
-cleanup:
-    mpq_free(tmp);
-    mpq_free(types);
-    return err;
-}
-
-/* ---- the file ---------------------------------------------------------------------- */
-
-#define CHUNK ((int64_t)1 << 20) /* floats per conversion buffer */
 
 static mpq_err write_padding(mpq_ctx *ctx, mpq_outfile *f, int64_t nbytes) {
     static const uint8_t zeros[GGUF_ALIGN];
@@ -549,23 +369,23 @@ static mpq_err write_tensor(mpq_ctx *ctx, mpq_outfile *f, const mpq_ckpt *ck, co
 }
 
 /* Header, KV pairs (already in kv) and tensor infos, padded to the data. */
-static void build_header(gbuf *h, const gbuf *kv, const gg_plan *pl) {
-    gb_put(h, "GGUF", 4);
-    gb_uint(h, 3, 4);
-    gb_uint(h, (uint64_t)pl->n, 8);
-    gb_uint(h, (uint64_t)kv->nkv, 8);
-    gb_put(h, kv->p, (size_t)kv->n);
+static void build_header(mpq_gguf_buf *h, const mpq_gguf_buf *kv, const gg_plan *pl) {
+    mpq_gguf_put(h, "GGUF", 4);
+    mpq_gguf_uint(h, 3, 4);
+    mpq_gguf_uint(h, (uint64_t)pl->n, 8);
+    mpq_gguf_uint(h, (uint64_t)kv->nkv, 8);
+    mpq_gguf_put(h, kv->p, (size_t)kv->n);
     for (int64_t i = 0; i < pl->n; i++) {
         const gg_tensor *g = &pl->v[i];
-        gb_str(h, g->name, strlen(g->name));
-        gb_uint(h, (uint64_t)g->nd, 4);
+        mpq_gguf_str(h, g->name, strlen(g->name));
+        mpq_gguf_uint(h, (uint64_t)g->nd, 4);
         for (int d = 0; d < g->nd; d++)
-            gb_uint(h, (uint64_t)g->ne[d], 8);
-        gb_uint(h, (uint64_t)g->type, 4);
-        gb_uint(h, (uint64_t)g->offset, 8);
+            mpq_gguf_uint(h, (uint64_t)g->ne[d], 8);
+        mpq_gguf_uint(h, (uint64_t)g->type, 4);
+        mpq_gguf_uint(h, (uint64_t)g->offset, 8);
     }
     static const uint8_t zeros[GGUF_ALIGN];
-    gb_put(h, zeros, (size_t)((GGUF_ALIGN - h->n % GGUF_ALIGN) % GGUF_ALIGN));
+    mpq_gguf_put(h, zeros, (size_t)((GGUF_ALIGN - h->n % GGUF_ALIGN) % GGUF_ALIGN));
 }
 
 /* One line per tensor and the totals, on stdout. */
@@ -660,7 +480,7 @@ static mpq_err write_gguf(mpq_ctx *ctx, const mpq_model *m, const char *path,
     mpq_ckpt *ck = NULL;
     mpq_tokenizer *tk = NULL;
     gg_plan pl = {0};
-    gbuf kv = {.ctx = ctx}, hdr = {.ctx = ctx};
+    mpq_gguf_buf kv = {.ctx = ctx}, hdr = {.ctx = ctx};
     mpq_outfile *f = NULL;
     float *buf = NULL;
     const char **inputs = NULL;
@@ -672,16 +492,11 @@ static mpq_err write_gguf(mpq_ctx *ctx, const mpq_model *m, const char *path,
     mpq_outfile_opts oo = {o->overwrite, inputs, ninputs};
     MPQ_TRY(mpq_outfile_check(ctx, path, &oo));
     MPQ_TRY(mpq_tokenizer_load(ctx, o->tokenizer, a->vocab_size, &tk));
-    MPQ_ENSURE(!mpq_tokenizer_byte_level(tk), MPQ_ERR_ARG,
-               "%s: gguf export: a byte-level BPE tokenizer (GPT-2 style) would need llama.cpp's "
-               "\"gpt2\" vocabulary with its merges and pre-tokenizer name, which this export "
-               "does not write; only SentencePiece-style vocabularies are embedded",
-               o->tokenizer);
     if (strcmp(a->format, "mpqckpt") == 0)
         MPQ_TRY(mpq_ckpt_open(ctx, mpq_model_path(m), &ck));
     MPQ_TRY(plan_build(ctx, m, ck, o->lossy, &pl));
     write_arch_kv(&kv, m, &pl);
-    MPQ_TRY(write_tokenizer_kv(ctx, &kv, tk, o->tokenizer, a->vocab_size));
+    MPQ_TRY(mpq_gguf_tokenizer_kv(ctx, &kv, tk, o->tokenizer, a->vocab_size));
     MPQ_TRY(kv.err);
     build_header(&hdr, &kv, &pl);
     MPQ_TRY(hdr.err);

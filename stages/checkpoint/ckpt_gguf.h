@@ -8,6 +8,7 @@
 
 #include "mpq_ctx.h"
 #include "mpq_quant.h"
+#include "mpq_tokenizer.h"
 
 /* ggml tensor types written by the export (ggml.h numbering). */
 enum {
@@ -63,10 +64,49 @@ enum {
     MPQ_GGUF_TT_BYTE = 6,
 };
 
-/* Local (ckpt_gguf_vocab.c). Types the added tokens of the Hugging Face
- * tokenizer at `tokenizer` (a directory holding tokenizer.json, or the
- * file): those whose types[id] is still MPQ_GGUF_TT_NORMAL become control
- * (special) or user-defined tokens; ids outside [0, vocab) are ignored. */
-mpq_err mpq_gguf_added_types(mpq_ctx *ctx, const char *tokenizer, int64_t vocab, int32_t *types);
+/* ---- the metadata writer (ckpt_gguf_kv.c) ------------------------------------------ */
+
+enum { /* GGUF metadata value types */
+       MPQ_GV_U8 = 0,
+       MPQ_GV_U32 = 4,
+       MPQ_GV_I32 = 5,
+       MPQ_GV_F32 = 6,
+       MPQ_GV_BOOL = 7,
+       MPQ_GV_STR = 8,
+       MPQ_GV_ARR = 9,
+       MPQ_GV_U64 = 10
+};
+
+/* Appends never fail individually: the first error sticks in err and later
+ * appends do nothing; check err once at the end. */
+typedef struct mpq_gguf_buf {
+    mpq_ctx *ctx;
+    uint8_t *p;
+    int64_t n, cap;
+    int64_t nkv; /* KV pairs started */
+    mpq_err err;
+} mpq_gguf_buf;
+
+void mpq_gguf_put(mpq_gguf_buf *b, const void *data, size_t len);
+void mpq_gguf_uint(mpq_gguf_buf *b, uint64_t v, int bytes); /* the low `bytes` bytes of v */
+void mpq_gguf_f32(mpq_gguf_buf *b, float v);
+void mpq_gguf_str(mpq_gguf_buf *b, const char *s, size_t len); /* u64 length + bytes */
+/* A KV pair: its key and type; the value follows (the helpers below write
+ * both). An array's elements follow mpq_gguf_kv_array. */
+void mpq_gguf_kv_head(mpq_gguf_buf *b, const char *key, int type);
+void mpq_gguf_kv_u32(mpq_gguf_buf *b, const char *key, int64_t v);
+void mpq_gguf_kv_f32(mpq_gguf_buf *b, const char *key, double v);
+void mpq_gguf_kv_bool(mpq_gguf_buf *b, const char *key, int v);
+void mpq_gguf_kv_str(mpq_gguf_buf *b, const char *key, const char *s);
+void mpq_gguf_kv_array(mpq_gguf_buf *b, const char *key, int elem_type, int64_t count);
+
+/* Local (ckpt_gguf_vocab.c). The tokenizer.ggml.* pairs of tokenizer tk
+ * (loaded from path) for a model of `vocab` ids: a SentencePiece-style
+ * vocabulary (llama2.c, or a Hugging Face BPE without byte-level mapping) as
+ * "llama", a byte-level BPE as "gpt2" with its merges and the name of the
+ * llama.cpp pre-tokenizer that splits text the same way (refused, naming the
+ * pre-tokenizer, when none does). */
+mpq_err mpq_gguf_tokenizer_kv(mpq_ctx *ctx, mpq_gguf_buf *b, const mpq_tokenizer *tk,
+                              const char *path, int64_t vocab);
 
 #endif

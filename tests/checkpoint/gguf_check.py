@@ -6,15 +6,17 @@
   hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size (negative: separate
   classifier), seq_len) or a Hugging Face directory's config.json;
 - the tokenizer, read from llama2.c's tokenizer.bin (pieces with ' ' turned
-  back into U+2581, BOS/EOS without their newlines, token types);
+  back into U+2581, BOS/EOS without their newlines, token types), or from a
+  Hugging Face tokenizer.json (with --pre NAME: a byte-level BPE written as
+  llama.cpp's "gpt2" vocabulary with its merges, pre-tokenizer NAME);
 - the weights of `mpquant export --format safetensors` of the same model
   (mpquant's own dequantized values; q/k rows in rotate-half order there,
   interleaved in GGUF): exact tensors must equal them bit for bit, lossy
   ones are measured and compared with the export's own report;
 - llama3 RoPE scaling: rope_freqs.weight as llama.cpp's converter computes it.
 
-Usage: gguf_check.py FILE.gguf REF.safetensors MODEL TOKENIZER.bin
-           --qtype TYPE [--lossy] [--report EXPORT_STDOUT]
+Usage: gguf_check.py FILE.gguf REF.safetensors MODEL TOKENIZER
+           --qtype TYPE [--lossy] [--report EXPORT_STDOUT] [--pre NAME]
 MODEL is the llama2.c .bin or the Hugging Face directory. TYPE is the ggml
 type expected for the linear layers (q, k, v, o, gate, up, down) whose rows
 are a multiple of 32 long; every other tensor must be F32. With --lossy the
@@ -148,7 +150,7 @@ def field(reader, key):
     return f.contents()
 
 
-def check_metadata(reader, hdr, qtype, tok_path):
+def check_metadata(reader, hdr, qtype, tok_path, pre=None):
     hd = hdr["head_dim"]
     want = {
         "general.architecture": "llama", "general.quantization_version": 2,
@@ -157,7 +159,8 @@ def check_metadata(reader, hdr, qtype, tok_path):
         "llama.feed_forward_length": hdr["hidden_dim"], "llama.rope.dimension_count": hd,
         "llama.attention.head_count": hdr["n_heads"],
         "llama.attention.head_count_kv": hdr["n_kv_heads"],
-        "llama.vocab_size": hdr["vocab_size"], "tokenizer.ggml.model": "llama",
+        "llama.vocab_size": hdr["vocab_size"],
+        "tokenizer.ggml.model": "gpt2" if pre else "llama", "tokenizer.ggml.pre": pre,
         "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
         "tokenizer.ggml.unknown_token_id": 0, "tokenizer.ggml.add_bos_token": True,
         "tokenizer.ggml.add_eos_token": False,
@@ -185,7 +188,10 @@ def check_metadata(reader, hdr, qtype, tok_path):
         if got is None or np.float32(got) != np.float32(v):
             fail(f"metadata {k} is {got!r}, expected float32({v})")
     if os.path.isdir(tok_path):
-        check_hf_tokenizer(reader, tok_path, hdr["vocab_size"])
+        if pre:
+            check_gpt2_tokenizer(reader, tok_path, hdr["vocab_size"])
+        else:
+            check_hf_tokenizer(reader, tok_path, hdr["vocab_size"])
         return
     # tokenizer against tokenizer.bin
     ref = read_llama2c_tokenizer(tok_path, hdr["vocab_size"])
@@ -232,7 +238,7 @@ def check_hf_tokenizer(reader, tok_dir, vocab):
         return
     keys = [("tokenizer.ggml.bos_token_id", bos), ("tokenizer.ggml.eos_token_id", eos),
             ("tokenizer.ggml.unknown_token_id", unk)]
-    if "add_bos_token" in tc:
+    if tc.get("add_bos_token") is not None:
         keys.append(("tokenizer.ggml.add_bos_token", tc["add_bos_token"]))
     for k, v in keys:
         if field(reader, k) != v:
@@ -248,6 +254,46 @@ def check_hf_tokenizer(reader, tok_dir, vocab):
         if (toks[i], np.float32(scores[i]), types[i]) != (want[0], np.float32(want[1]), want[2]):
             fail(f"token {i}: ({toks[i]!r}, {scores[i]}, {types[i]}) expected {want}")
             return
+
+
+def check_gpt2_tokenizer(reader, tok_dir, vocab):
+    """A byte-level BPE: the vocabulary strings as they are in tokenizer.json,
+    [PAD<id>] up to vocab_size (unused), added tokens control when special,
+    else user-defined, the others normal; no scores; the merges as "a b" in
+    file order; BOS/EOS from tokenizer_config.json where there is one."""
+    with open(os.path.join(tok_dir, "tokenizer.json")) as f:
+        tj = json.load(f)
+    text = {i: t for t, i in tj["model"]["vocab"].items()}
+    text.update({a["id"]: a["content"] for a in tj.get("added_tokens", [])})
+    added = {a["id"]: 3 if a.get("special") else 4 for a in tj.get("added_tokens", [])}
+    toks = field(reader, "tokenizer.ggml.tokens")
+    types = field(reader, "tokenizer.ggml.token_type")
+    if field(reader, "tokenizer.ggml.scores") is not None:
+        fail("a gpt2 vocabulary with scores")
+    if not (len(toks) == len(types) == vocab):
+        fail("tokenizer arrays do not have vocab_size entries")
+        return
+    for i in range(vocab):
+        want = (text[i], added.get(i, 1)) if i in text else (f"[PAD{i}]", 5)
+        if (toks[i], types[i]) != want:
+            fail(f"token {i}: ({toks[i]!r}, {types[i]}) expected {want}")
+            return
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
+    got = field(reader, "tokenizer.ggml.merges")
+    if got != merges:
+        n = next((k for k, (a, b) in enumerate(zip(got or [], merges)) if a != b), None)
+        fail(f"merges differ from tokenizer.json ({len(got or [])} vs {len(merges)}, first at {n})")
+    cfg = os.path.join(tok_dir, "tokenizer_config.json")
+    if os.path.exists(cfg):
+        with open(cfg) as f:
+            tc = json.load(f)
+        ids = {t: i for i, t in text.items()}
+        name = lambda v: v["content"] if isinstance(v, dict) else v
+        for k in ("bos", "eos"):
+            want = ids[name(tc[k + "_token"])]
+            if field(reader, f"tokenizer.ggml.{k}_token_id") != want:
+                fail(f"{k}_token_id is {field(reader, f'tokenizer.ggml.{k}_token_id')}, "
+                     f"expected {want}")
 
 
 def parse_report(path):
@@ -275,11 +321,12 @@ def main():
     ap.add_argument("--qtype", required=True)
     ap.add_argument("--lossy", action="store_true")
     ap.add_argument("--report")
+    ap.add_argument("--pre", help="a byte-level tokenizer: the expected tokenizer.ggml.pre")
     args = ap.parse_args()
     hdr = read_arch(args.model)
     hd = hdr["head_dim"]
     reader = GGUFReader(args.gguf)
-    check_metadata(reader, hdr, args.qtype, args.tokenizer)
+    check_metadata(reader, hdr, args.qtype, args.tokenizer, args.pre)
     ref = {gguf_name(k): (k, v) for k, v in read_safetensors(args.ref).items()}
     report = parse_report(args.report) if args.report else {}
     rope = hdr["rope"] or {}

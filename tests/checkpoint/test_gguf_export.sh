@@ -5,7 +5,8 @@
 # Q4_1/Q5_1 with it; nf4 and fp32 scales -> F32), the plain model is exported
 # all F32, random Hugging Face Llamas (mkllama) are exported: rotate-half
 # q/k, head_dim != dim / heads, q/k/v/o biases, llama3 RoPE scaling as Q8_0;
-# sym int6 group 16 as Q6_K (--lossy); TinyLlama's and Phi-3's tokenizer.json.
+# sym int6 group 16 as Q6_K (--lossy); TinyLlama's and Phi-3's tokenizer.json
+# (SentencePiece-style), GPT-2's, SmolLM2's and OLMo-2's (byte-level).
 # tests/checkpoint/gguf_check.py reads each file with gguf-py (GGUFReader,
 # gguf.quants.dequantize) and compares every tensor with `mpquant export
 # --format safetensors` of the same model (bit for bit where exact; the
@@ -55,6 +56,7 @@ gguf() {
     cp "$OUT" "$dir/$name.report"
     local lossy=()
     case " $* " in *" --lossy "*) lossy=(--lossy) ;; esac
+    [ -n "${pre:-}" ] && lossy+=(--pre "$pre")
     run "$py" "$check" "$dir/$name.gguf" "$dir/ref_$name/model.safetensors" "$mdl" "$tok" \
         --qtype "$type" --report "$dir/$name.report" "${lossy[@]}"
     expect_rc 0
@@ -165,6 +167,42 @@ if [ -r "$phi3/tokenizer.json" ]; then
     run "$MPQ_BIN" export "$dir/phi" --format safetensors --output "$dir/ref_phi/model.safetensors"
     expect_rc 0
     tok="$phi3" gguf phi "$dir/phi" "$dir/phi" F32
+fi
+
+# Byte-level BPE tokenizers as llama.cpp's "gpt2" vocabulary, each with the
+# pre-tokenizer name whose patterns split text as its tokenizer.json does:
+# GPT-2 (ByteLevel), SmolLM2 (Digits, ByteLevel), OLMo-2's dolma2 (the
+# Llama-3 Split pattern, kept as Removed + invert).
+# hfbpe NAME TOKENIZER_DIR VOCAB PRE: a tied model of that vocabulary, exported
+hfbpe() {
+    local name=$1 tdir=$2 vocab=$3
+    [ -r "$tdir/tokenizer.json" ] || return 0
+    run "$mkllama" "$dir/$name" --hidden 32 --intermediate 64 --layers 1 --heads 2 --kv-heads 1 \
+        --vocab "$vocab" --context 64 --tied
+    expect_rc 0
+    mkdir -p "$dir/ref_$name"
+    run "$MPQ_BIN" export "$dir/$name" --format safetensors --output "$dir/ref_$name/model.safetensors"
+    expect_rc 0
+    tok="$tdir" pre=$4 gguf "$name" "$dir/$name" "$dir/$name" F32
+}
+T="$MPQ_SHARED_DIR/data/tokenizers"
+hfbpe gpt2 "$T/gpt2" 50257 gpt-2
+hfbpe smollm2 "$T/smollm2" 49153 smollm
+hfbpe dolma2 "$T/dolma2" 100278 llama-bpe
+# A byte-level pre-tokenizer llama.cpp has no name for (ByteLevel adding a
+# prefix space): refused, naming it, no file left.
+if [ -r "$T/gpt2/tokenizer.json" ]; then
+    mkdir -p "$dir/gpt2x"
+    "$py" -c 'import json, sys
+j = json.load(open(sys.argv[1]))
+j["pre_tokenizer"]["add_prefix_space"] = True
+json.dump(j, open(sys.argv[2], "w"))' "$T/gpt2/tokenizer.json" "$dir/gpt2x/tokenizer.json" ||
+        fail "cannot write gpt2x/tokenizer.json"
+    run "$MPQ_BIN" export "$dir/gpt2" --format gguf --output "$dir/gpt2x.gguf" --tokenizer "$dir/gpt2x"
+    expect_rc 2
+    expect_err "gpt2x/tokenizer.json: gguf export: no llama.cpp pre-tokenizer splits text as pre_tokenizer"
+    expect_err '"add_prefix_space":true'
+    [ ! -e "$dir/gpt2x.gguf" ] || fail "a refused export left gpt2x.gguf"
 fi
 
 # Refusals.
