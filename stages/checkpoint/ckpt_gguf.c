@@ -9,7 +9,8 @@
  * general.alignment (32); the data, every tensor starting at a multiple of 32.
  *
  * A quantized layer of a checkpoint is written as ggml blocks when its
- * quantizer maps to one (ckpt_gguf_quant.c), everything else as F32. q/k
+ * quantizer maps to one (ckpt_gguf_quant.c), else as F32; other matrices
+ * keep a stored F16/BF16 type, everything else is F32. q/k
  * rows go in the interleaved RoPE order llama.cpp's "llama" graph expects. */
 #include <math.h>
 #include <stdio.h>
@@ -257,6 +258,12 @@ static mpq_err plan_build(mpq_ctx *ctx, const mpq_model *m, const mpq_ckpt *ck, 
         int64_t ei = ck ? mpq_ckpt_find(ck, t->name) : -1;
         if (ei >= 0 && ck->entries[ei].quantized)
             MPQ_CALL(plan_layer(ctx, ck, ei, g, lossy));
+        else if (t->ndim == 2 && (t->dtype == MPQ_DTYPE_F16 || t->dtype == MPQ_DTYPE_BF16)) {
+            /* a matrix stored as 16-bit floats stays so (exact); vectors
+             * are F32, as llama.cpp's norms and biases expect */
+            g->type = t->dtype == MPQ_DTYPE_F16 ? MPQ_GGML_F16 : MPQ_GGML_BF16;
+            g->nbytes = 2 * t->numel;
+        }
     }
     for (int64_t i = 0; i < pl->n; i++)
         pl->v[i].key = order_key(pl->v[i].name, i);
@@ -271,16 +278,19 @@ static mpq_err plan_build(mpq_ctx *ctx, const mpq_model *m, const mpq_ckpt *ck, 
 
 /* ---- metadata --------------------------------------------------------------------- */
 
-/* llama_ftype of the block type holding the most weights (ALL_F32: none). */
+/* llama_ftype of the block type holding the most weights; without blocks,
+ * MOSTLY_F16 / MOSTLY_BF16 when a matrix is so stored, else ALL_F32. */
 static int64_t file_type(const gg_plan *pl) {
-    static const int types[] = {MPQ_GGML_Q4_0, MPQ_GGML_Q4_1, MPQ_GGML_Q5_0,
-                                MPQ_GGML_Q5_1, MPQ_GGML_Q8_0, MPQ_GGML_Q6_K};
-    static const int64_t ftypes[] = {2, 3, 8, 9, 7, 18};
+    static const int types[] = {MPQ_GGML_Q4_0, MPQ_GGML_Q4_1, MPQ_GGML_Q5_0, MPQ_GGML_Q5_1,
+                                MPQ_GGML_Q8_0, MPQ_GGML_Q6_K, MPQ_GGML_F16,  MPQ_GGML_BF16};
+    static const int64_t ftypes[] = {2, 3, 8, 9, 7, 18, 1, 32};
     int64_t best = 0, ft = 0;
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         int64_t w = 0;
         for (int64_t i = 0; i < pl->n; i++)
             w += pl->v[i].type == types[k] ? pl->v[i].rows * pl->v[i].cols : 0;
+        if (k == 6 && ft != 0)
+            break; /* blocks decide where there are any */
         if (w > best) {
             best = w;
             ft = ftypes[k];
@@ -330,10 +340,23 @@ static mpq_err write_padding(mpq_ctx *ctx, mpq_outfile *f, int64_t nbytes) {
     return MPQ_OK;
 }
 
-/* Tensor g's data: blocks re-encoded from the checkpoint, or F32 (rows
- * permuted by g->rowmap), then the padding to the next tensor. */
+/* n values of g's tensor from element off, in g's float type (a 16-bit
+ * type holds them exactly: the tensor is stored so). */
+static mpq_err write_values(mpq_ctx *ctx, mpq_outfile *f, const gg_tensor *g, int64_t off,
+                            int64_t n, float *buf, uint16_t *hbuf) {
+    MPQ_CALL(mpq_tensor_read_f32(ctx, g->t, off, n, buf));
+    if (g->type == MPQ_GGML_F32)
+        return mpq_outfile_write(ctx, f, buf, (size_t)n * sizeof *buf);
+    for (int64_t i = 0; i < n; i++)
+        hbuf[i] = g->type == MPQ_GGML_F16 ? mpq_f32_to_f16(buf[i]) : mpq_f32_to_bf16(buf[i]);
+    return mpq_outfile_write(ctx, f, hbuf, (size_t)n * sizeof *hbuf);
+}
+
+/* Tensor g's data: blocks re-encoded from the checkpoint, or its values
+ * (rows permuted by g->rowmap), then the padding to the next tensor. buf
+ * and hbuf hold CHUNK values. */
 static mpq_err write_tensor(mpq_ctx *ctx, mpq_outfile *f, const mpq_ckpt *ck, const gg_plan *pl,
-                            const gg_tensor *g, float *buf) {
+                            const gg_tensor *g, float *buf, uint16_t *hbuf) {
     if (!g->t) {
         MPQ_CALL(mpq_outfile_write(ctx, f, pl->rope_freqs, (size_t)g->nbytes));
     } else if (g->entry >= 0) {
@@ -353,15 +376,12 @@ static mpq_err write_tensor(mpq_ctx *ctx, mpq_outfile *f, const mpq_ckpt *ck, co
     } else if (g->rowmap) {
         MPQ_CHECK(g->cols <= CHUNK, MPQ_ERR_RANGE, "gguf: tensor '%s' has rows of %lld values",
                   g->t->name, (long long)g->cols);
-        for (int64_t r = 0; r < g->rows; r++) {
-            MPQ_CALL(mpq_tensor_read_f32(ctx, g->t, g->rowmap[r] * g->cols, g->cols, buf));
-            MPQ_CALL(mpq_outfile_write(ctx, f, buf, (size_t)g->cols * sizeof *buf));
-        }
+        for (int64_t r = 0; r < g->rows; r++)
+            MPQ_CALL(write_values(ctx, f, g, g->rowmap[r] * g->cols, g->cols, buf, hbuf));
     } else {
         for (int64_t o = 0; o < g->t->numel; o += CHUNK) {
             int64_t n = g->t->numel - o < CHUNK ? g->t->numel - o : CHUNK;
-            MPQ_CALL(mpq_tensor_read_f32(ctx, g->t, o, n, buf));
-            MPQ_CALL(mpq_outfile_write(ctx, f, buf, (size_t)n * sizeof *buf));
+            MPQ_CALL(write_values(ctx, f, g, o, n, buf, hbuf));
         }
     }
     MPQ_CALL(write_padding(ctx, f, g->nbytes));
@@ -416,7 +436,8 @@ static void report(const gg_plan *pl, const char *path) {
     }
     printf("gguf: %s: %lld tensors, %lld quantized layers as blocks bit-exact, %lld converted "
            "with added error (max |err| %.9g, rms %.9g over their weights), %lld quantized layers "
-           "dense F32, %lld other tensors F32; general.file_type %lld\n",
+           "dense F32, %lld other tensors dense in their stored float type; general.file_type "
+           "%lld\n",
            path, (long long)pl->n, (long long)exact, (long long)lossy, max_abs,
            sqrt(sum_sq / (double)(nlossy ? nlossy : 1)), (long long)dense_q, (long long)plain,
            (long long)file_type(pl));
@@ -483,6 +504,7 @@ static mpq_err write_gguf(mpq_ctx *ctx, const mpq_model *m, const char *path,
     mpq_gguf_buf kv = {.ctx = ctx}, hdr = {.ctx = ctx};
     mpq_outfile *f = NULL;
     float *buf = NULL;
+    uint16_t *hbuf = NULL;
     const char **inputs = NULL;
     int64_t ninputs = 0;
     char names[3][4096];
@@ -501,15 +523,17 @@ static mpq_err write_gguf(mpq_ctx *ctx, const mpq_model *m, const char *path,
     build_header(&hdr, &kv, &pl);
     MPQ_TRY(hdr.err);
     MPQ_ALLOC_TRY(buf, CHUNK);
+    MPQ_ALLOC_TRY(hbuf, CHUNK);
     MPQ_TRY(mpq_outfile_open(ctx, path, &oo, &f));
     MPQ_TRY(mpq_outfile_write(ctx, f, hdr.p, (size_t)hdr.n));
     for (int64_t i = 0; i < pl.n; i++)
-        MPQ_TRY(write_tensor(ctx, f, ck, &pl, &pl.v[i], buf));
+        MPQ_TRY(write_tensor(ctx, f, ck, &pl, &pl.v[i], buf, hbuf));
     MPQ_TRY(mpq_outfile_commit(ctx, &f));
     report(&pl, path);
 cleanup:
     mpq_outfile_abort(&f);
     mpq_free(buf);
+    mpq_free(hbuf);
     mpq_free(inputs);
     mpq_free(kv.p);
     mpq_free(hdr.p);

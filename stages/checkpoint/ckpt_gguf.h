@@ -13,12 +13,14 @@
 /* ggml tensor types written by the export (ggml.h numbering). */
 enum {
     MPQ_GGML_F32 = 0,
+    MPQ_GGML_F16 = 1,
     MPQ_GGML_Q4_0 = 2,
     MPQ_GGML_Q4_1 = 3,
     MPQ_GGML_Q5_0 = 6,
     MPQ_GGML_Q5_1 = 7,
     MPQ_GGML_Q8_0 = 8,
     MPQ_GGML_Q6_K = 14,
+    MPQ_GGML_BF16 = 30,
 };
 
 #define MPQ_GGML_QK  32  /* weights per block of the 32-weight types */
@@ -35,7 +37,7 @@ int64_t mpq_gguf_block_weights(int t);
 /* 1 when type t re-expresses the layer's scales (Q6_K: 8-bit sub-scales
  * under an fp16 scale), so that exactness is the exception. */
 int mpq_gguf_block_converts(int t);
-/* "F32", "Q4_0", ... */
+/* "F32", "F16", "BF16", "Q4_0", ... */
 const char *mpq_gguf_type_name(int t);
 
 /* How the blocks of one layer compare with mpquant's own dequantized values. */

@@ -91,7 +91,10 @@ int mpq_gguf_block_converts(int t) {
 
 const char *mpq_gguf_type_name(int t) {
     int i = find_type(t);
-    return i < 0 ? "F32" : block_types[i].name;
+    return i >= 0               ? block_types[i].name
+           : t == MPQ_GGML_F16  ? "F16"
+           : t == MPQ_GGML_BF16 ? "BF16"
+                                : "F32";
 }
 
 /* fp16 bits of a finite float x, rounded to nearest (sign kept). */

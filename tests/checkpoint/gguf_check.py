@@ -19,7 +19,9 @@ Usage: gguf_check.py FILE.gguf REF.safetensors MODEL TOKENIZER
            --qtype TYPE [--lossy] [--report EXPORT_STDOUT] [--pre NAME]
 MODEL is the llama2.c .bin or the Hugging Face directory. TYPE is the ggml
 type expected for the linear layers (q, k, v, o, gate, up, down) whose rows
-are a multiple of 32 long; every other tensor must be F32. With --lossy the
+are a multiple of 32 long; every other tensor must be F32, except matrices
+that MODEL stores as F16 or BF16 and that are not quantized layers (TYPE
+F32: none is), which keep that type. With --lossy the
 quantized layers may differ from the reference (within the fp16 rounding of
 m); otherwise every tensor must be bit-exact. Prints one JSON line; exit
 status 1 on any failure.
@@ -81,6 +83,22 @@ def read_arch(path):
     h["vocab_size"] = abs(h["vocab_size"])
     h.update(eps=1e-5, theta=10000.0, rope=None, head_dim=h["dim"] // h["n_heads"])
     return h
+
+
+def source_dtypes(path):
+    """Matrix name -> dtype in a Hugging Face directory's safetensors files
+    (a llama2.c file is all F32: empty)."""
+    out = {}
+    if not os.path.isdir(path):
+        return out
+    for fn in sorted(os.listdir(path)):
+        if fn.endswith(".safetensors"):
+            with open(os.path.join(path, fn), "rb") as f:
+                (hlen,) = struct.unpack("<Q", f.read(8))
+                hdr = json.loads(f.read(hlen))
+            out.update({k: v["dtype"] for k, v in hdr.items()
+                        if k != "__metadata__" and len(v["shape"]) == 2})
+    return out
 
 
 def llama3_factors(h):
@@ -150,7 +168,7 @@ def field(reader, key):
     return f.contents()
 
 
-def check_metadata(reader, hdr, qtype, tok_path, pre=None):
+def check_metadata(reader, hdr, qtype, tok_path, pre, ft16):
     hd = hdr["head_dim"]
     want = {
         "general.architecture": "llama", "general.quantization_version": 2,
@@ -165,7 +183,7 @@ def check_metadata(reader, hdr, qtype, tok_path, pre=None):
         "tokenizer.ggml.unknown_token_id": 0, "tokenizer.ggml.add_bos_token": True,
         "tokenizer.ggml.add_eos_token": False,
         "general.file_type": {"F32": 0, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8,
-                              "Q5_1": 9, "Q6_K": 18}[qtype],
+                              "Q5_1": 9, "Q6_K": 18}[qtype] or ft16,
         "llama.attention.key_length": hd if hd * hdr["n_heads"] != hdr["dim"] else None,
         "llama.attention.value_length": hd if hd * hdr["n_heads"] != hdr["dim"] else None,
     }
@@ -326,7 +344,11 @@ def main():
     hdr = read_arch(args.model)
     hd = hdr["head_dim"]
     reader = GGUFReader(args.gguf)
-    check_metadata(reader, hdr, args.qtype, args.tokenizer, args.pre)
+    dtypes = source_dtypes(args.model)
+    kinds = set(dtypes.values())
+    # without blocks, the file type of the 16-bit matrices (MOSTLY_BF16 32, MOSTLY_F16 1)
+    ft16 = 32 if "BF16" in kinds else 1 if "F16" in kinds else 0
+    check_metadata(reader, hdr, args.qtype, args.tokenizer, args.pre, ft16)
     ref = {gguf_name(k): (k, v) for k, v in read_safetensors(args.ref).items()}
     report = parse_report(args.report) if args.report else {}
     rope = hdr["rope"] or {}
@@ -355,6 +377,9 @@ def main():
         linear = re.search(r"attn_(q|k|v|output)\.weight|ffn_(gate|up|down)\.weight", t.name)
         want = args.qtype if linear and w.shape[-1] % (256 if args.qtype == "Q6_K" else 32) == 0 \
             else "F32"
+        # a matrix stored as F16/BF16 and not quantized stays so
+        if want == "F32" and w.ndim == 2 and not (linear and args.qtype != "F32"):
+            want = dtypes.get(hf, "F32") if dtypes.get(hf) in ("F16", "BF16") else "F32"
         if tname != want:
             fail(f"{t.name}: type {tname}, expected {want}")
         if [int(x) for x in t.shape] != list(reversed(w.shape)):

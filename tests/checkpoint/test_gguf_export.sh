@@ -120,7 +120,7 @@ mkdir -p "$dir/ref_plain"
 run "$MPQ_BIN" export "$model" --format safetensors --output "$dir/ref_plain/model.safetensors"
 expect_rc 0
 gguf plain "$model" "$model" F32
-grep -q ' 0 quantized layers dense F32, 47 other tensors F32; general.file_type 0' \
+grep -q ' 0 quantized layers dense F32, 47 other tensors dense in their stored float type; general.file_type 0' \
     "$dir/plain.report" || fail "plain: totals"
 
 # Hugging Face layout: q/k permuted from rotate-half, head_dim 32 with
