@@ -15,12 +15,13 @@
  *   <m>.scales   F16 [groups][out]
  *   <m>.g_idx    I32 [in]  the group of each input row (c / group_cols)
  * so that w[j][i] = scale[g][j] * (q - zero[g][j]), g = g_idx[i], gives
- * mpquant's own values bit for bit. Every other tensor (and every layer
- * that does not map, reported on stdout) is written as F32 like the
- * safetensors export; config.json carries "quantization_config" with the
- * most common setting and GPTQModel's "dynamic" rules: "+:" overrides for
- * the layers that differ from it, "-:" for the linear layers left dense.
- * Local; both files written atomically. */
+ * mpquant's own values bit for bit. A layer that does not map (reported
+ * on stdout) is written as its dequantized values in F32; every other
+ * tensor keeps a stored F16/BF16 type, else is F32 like the safetensors
+ * export (q/k rows reordered for a llama2.c source are F32 too); config.json carries
+ * "quantization_config" with the most common setting and GPTQModel's "dynamic" rules: "+:"
+ * overrides for the layers that differ from it, "-:" for the linear layers left dense. Local; both
+ * files written atomically. */
 #include <stdio.h>
 #include <string.h>
 
@@ -35,7 +36,9 @@
 
 /* How one tensor of the model is written. */
 typedef struct gptq_item {
-    int quant;          /* 1: the four GPTQ tensors; 0: F32 as is */
+    int quant;          /* 1: the four GPTQ tensors; 0: dense (dtype16 or F32) */
+    int dtype16;        /* dense, not a quantized layer, stored as F16/BF16 and written so:
+                         * MPQ_DTYPE_F16 or MPQ_DTYPE_BF16; 0: F32 */
     int linear;         /* a decoder linear layer (listed in "dynamic" when dense) */
     int64_t entry;      /* checkpoint entry of a quantized layer, else -1 */
     int bits, sym;      /* quant only */
@@ -161,6 +164,9 @@ static mpq_err plan_model(mpq_ctx *ctx, const mpq_model *m, const mpq_ckpt *ck, 
         it->linear = is_decoder_linear(t->name) && t->ndim == 2;
         if (it->entry < 0 || !ck->entries[it->entry].quantized) {
             it->entry = -1;
+            const int reorder = mpq_model_arch(m)->rope_interleaved && mpq_ckpt_is_qk(t->name);
+            if ((t->dtype == MPQ_DTYPE_F16 || t->dtype == MPQ_DTYPE_BF16) && !reorder)
+                it->dtype16 = (int)t->dtype;
             if (it->linear)
                 printf("gptq: %s stays dense (F32): not quantized in the checkpoint\n", t->name);
             continue;
@@ -218,7 +224,9 @@ static mpq_err build_header(mpq_ctx *ctx, const mpq_model *m, const gptq_item *i
         const mpq_tensor *t = mpq_model_tensor_at(m, i);
         const gptq_item *it = &items[i];
         if (!it->quant) {
-            MPQ_TRY(header_add(ctx, hdr, t->name, "F32", t->ndim, t->shape, 4, &off));
+            const char *dt = !it->dtype16 ? "F32" : it->dtype16 == MPQ_DTYPE_F16 ? "F16" : "BF16";
+            MPQ_TRY(
+                header_add(ctx, hdr, t->name, dt, t->ndim, t->shape, it->dtype16 ? 2 : 4, &off));
             continue;
         }
         const int64_t qw[2] = {it->cols * it->bits / 32, it->rows};
@@ -442,14 +450,30 @@ cleanup:
 
 /* The safetensors file: 8-byte header length, header padded with spaces to
  * a multiple of 8, the tensors in header order. */
+/* Tensor t in its stored 16-bit type (dtype16, a gptq_item's): through
+ * fp32, which holds every such value, in chunks of GPTQ_CHUNK. */
+static mpq_err write_16(mpq_ctx *ctx, mpq_outfile *f, const mpq_tensor *t, int dtype16, float *buf,
+                        uint16_t *hbuf) {
+    for (int64_t o = 0; o < t->numel; o += GPTQ_CHUNK) {
+        const int64_t n = t->numel - o < GPTQ_CHUNK ? t->numel - o : GPTQ_CHUNK;
+        MPQ_CALL(mpq_tensor_read_f32(ctx, t, o, n, buf));
+        for (int64_t i = 0; i < n; i++)
+            hbuf[i] = dtype16 == MPQ_DTYPE_F16 ? mpq_f32_to_f16(buf[i]) : mpq_f32_to_bf16(buf[i]);
+        MPQ_CALL(mpq_outfile_write(ctx, f, hbuf, (size_t)n * sizeof *hbuf));
+    }
+    return MPQ_OK;
+}
+
 static mpq_err write_file(mpq_ctx *ctx, const mpq_model *m, const mpq_ckpt *ck,
                           const gptq_item *items, const cJSON *hdr, int v2, const char *path,
                           const mpq_outfile_opts *oo) {
     mpq_err err = MPQ_OK;
     float *buf = NULL;
+    uint16_t *hbuf = NULL;
     mpq_outfile *f = NULL;
     const mpq_arch *a = mpq_model_arch(m);
     MPQ_ALLOC_TRY(buf, GPTQ_CHUNK);
+    MPQ_ALLOC_TRY(hbuf, GPTQ_CHUNK);
     MPQ_TRY(mpq_outfile_open(ctx, path, oo, &f));
     MPQ_TRY(mpq_ckpt_write_st_header(ctx, f, hdr, path));
     for (int64_t i = 0; i < mpq_model_ntensors(m); i++) {
@@ -457,6 +481,8 @@ static mpq_err write_file(mpq_ctx *ctx, const mpq_model *m, const mpq_ckpt *ck,
         const int to_half = a->rope_interleaved && mpq_ckpt_is_qk(t->name);
         if (items[i].quant)
             MPQ_TRY(write_layer(ctx, f, ck, &items[i], v2, to_half, a->head_dim));
+        else if (items[i].dtype16)
+            MPQ_TRY(write_16(ctx, f, t, items[i].dtype16, buf, hbuf));
         else
             MPQ_TRY(mpq_ckpt_write_f32(ctx, f, t, to_half, a->head_dim, buf, GPTQ_CHUNK));
     }
@@ -464,6 +490,7 @@ static mpq_err write_file(mpq_ctx *ctx, const mpq_model *m, const mpq_ckpt *ck,
 cleanup:
     mpq_outfile_abort(&f);
     mpq_free(buf);
+    mpq_free(hbuf);
     return err;
 }
 

@@ -27,7 +27,24 @@ import re
 import sys
 
 import numpy as np
-from safetensors.numpy import load_file
+from safetensors import deserialize
+
+NP_TYPES = {"I32": "<i4", "F16": "<f2", "F32": "<f4", "BF16": "<u2"}
+
+
+def load(path):
+    """Every tensor of a safetensors file, read by the safetensors library:
+    name -> (array, dtype). BF16, which numpy lacks, becomes the float32 of
+    the same value (the 16 bits above 16 zero bits)."""
+    with open(path, "rb") as f:
+        items = deserialize(f.read())
+    out = {}
+    for name, e in items:
+        a = np.frombuffer(bytes(e["data"]), dtype=NP_TYPES[e["dtype"]]).reshape(e["shape"])
+        if e["dtype"] == "BF16":
+            a = (a.astype(np.uint32) << 16).view(np.float32)
+        out[name] = (a, e["dtype"])
+    return out
 
 
 def unpack_stream(words, bits, count):
@@ -90,8 +107,10 @@ def main():
     qc = cfg["quantization_config"]
     assert qc["quant_method"] == "gptq"
     v2 = qc.get("checkpoint_format", "gptq") == "gptq_v2"
-    t = load_file(os.path.join(a.dir, "model.safetensors"))
-    ref = load_file(a.reference)
+    loaded = load(os.path.join(a.dir, "model.safetensors"))
+    t = {k: v for k, (v, _) in loaded.items()}
+    dtypes = {k: d for k, (_, d) in loaded.items()}
+    ref = {k: v for k, (v, _) in load(a.reference).items()}
     mism, seen, bits, dense, min_zero = [], set(), {}, [], None
     for name in sorted(t):
         if not name.endswith(".qweight"):
@@ -119,6 +138,8 @@ def main():
             assert module_setting(qc, module) is None, f"{name} is dense but not excluded"
             dense.append(name)
         r, x = ref.get(name), t[name]
+        if dtypes[name] == "F16":  # dense: F32, or a stored F16/BF16 kept
+            x = x.astype(np.float32)
         if r is None or x.dtype != np.float32 or r.shape != x.shape or not np.array_equal(
             r.view(np.uint32), x.view(np.uint32)
         ):
@@ -136,6 +157,8 @@ def main():
                 "dense_linear": len(dense),
                 "dense_names": dense,
                 "checkpoint_format": "gptq_v2" if v2 else "gptq",
+                "dtypes": {d: sum(1 for x in dtypes.values() if x == d) for d in sorted(
+                    set(dtypes.values()))},
                 "min_zero": min_zero,
                 "desc_act": qc.get("desc_act"),
                 "mismatches": len(mism) + len(missing),

@@ -186,7 +186,8 @@ expect_out '^format: +gptq'
 
 # A random Llama (tests/tools/mkllama, the first argument) whose every
 # linear layer maps, with q/k/v/o biases: all 14 modules quantized, the
-# biases and the head F32; the export evaluates exactly as the checkpoint.
+# biases and the head in their stored BF16; the export evaluates exactly as
+# the checkpoint.
 run "$1" "$dir/mk" --hidden 256 --intermediate 768 --layers 2 --heads 8 --kv-heads 4 \
     --vocab 512 --context 64 --attention-bias
 expect_rc 0
@@ -203,6 +204,10 @@ mkdir -p "$dir/mk.ref"
 run "$MPQ_BIN" export "$dir/mk.h5" --format safetensors --output "$dir/mk.ref/model.safetensors"
 expect_rc 0
 export_check mk gptq 14 0 '{"4/64/sym":14}'
+# mkllama stores BF16: the 7 dense tensors (embeddings, head, 5 norms) and
+# the 8 biases stay BF16; only the GPTQ tensors are I32 / F16.
+[ "$(last_json | jq -c .dtypes)" = '{"BF16":15,"F16":14,"I32":42}' ] ||
+    fail "mk: dtypes $(last_json | jq -c .dtypes), expected the dense tensors BF16"
 got=$(eval_json "$dir/mk.gptq")
 ref=$(eval_json "$dir/mk.h5")
 [ -n "$ref" ] && [ "$got" = "$ref" ] || fail "eval of mk.gptq: $got, expected the checkpoint's $ref"
