@@ -187,6 +187,7 @@ typedef struct mpq_config {
         int rtn_loss;         /* rtn: calibrate to measure the layer losses */
         char *loss;           /* layer | block: what the final codes minimise */
         int64_t block_iters;  /* block loss: signed-gradient steps per block */
+        int64_t block_rows;   /* block loss: activation rows per step (0 = all) */
         double block_lr;      /* block loss: step of the offsets (0 = 2 / block_iters) */
         double input_drop;    /* block loss: share of full-precision input elements */
     } round;

@@ -136,6 +136,11 @@ typedef struct mpq_family_ops {
      * mpq_family_block_backward. */
     mpq_err (*block_backward)(struct mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
                               const float *x_in, const float *dy, float *dx, float *const *dw);
+    /* The forward and backward of a squared-error fit in one pass (NULL:
+     * mpq_family_block_fit_grad runs the forward, then block_backward). */
+    mpq_err (*block_fit_backward)(struct mpq_ctx *ctx, void *state, int64_t b,
+                                  const mpq_batch *batch, const float *x_in, const float *target,
+                                  float *y, float *dy, float *const *dw);
 } mpq_family_ops;
 
 /* The registry (NULL-terminated; model.family, mpq_registry.h), its
@@ -190,6 +195,14 @@ mpq_err mpq_family_block(struct mpq_ctx *ctx, mpq_family *f, int64_t b, const mp
 mpq_err mpq_family_block_backward(struct mpq_ctx *ctx, mpq_family *f, int64_t b,
                                   const mpq_batch *batch, const float *x_in, const float *dy,
                                   float *dx, float *const *dw);
+/* The gradient of |block_b(x_in) - target|^2: y [rows][width(b + 1)]
+ * receives the block's output (the bits of mpq_family_block), dy the same
+ * shape 2 (y - target), and dw as in mpq_family_block_backward. A family
+ * with a fused pass (Llama) runs the block once; the others run
+ * mpq_family_block, then mpq_family_block_backward. */
+mpq_err mpq_family_block_fit_grad(struct mpq_ctx *ctx, mpq_family *f, int64_t b,
+                                  const mpq_batch *batch, const float *x_in, const float *target,
+                                  float *y, float *dy, float *const *dw);
 /* Last block output x [rows][width(nblocks)] -> logits [rows][out_width]
  * (Llama: final RMSNorm and output head; CNN: a copy). */
 mpq_err mpq_family_head(struct mpq_ctx *ctx, mpq_family *f, const float *x, int64_t rows,

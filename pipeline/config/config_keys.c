@@ -207,8 +207,11 @@ const mpq_key_spec mpq_config_keys[] = {
      "every layer of a block are refined together against the full-precision block's output on "
      "the same calibration inputs (signed gradients through the block's backward pass; needs "
      "calibration.propagate = \"quantized\")"},
-    {"round.block_iters", MPQ_KEY_INT, OFF(round.block_iters), "100", 1, 1e7, NULL,
+    {"round.block_iters", MPQ_KEY_INT, OFF(round.block_iters), "200", 1, 1e7, NULL,
      "block loss: signed-gradient steps per block"},
+    {"round.block_rows", MPQ_KEY_INT, OFF(round.block_rows), "2048", 0, 1e12, NULL,
+     "block loss: activation rows (tokens, images) per step, in whole samples; successive "
+     "steps sweep the calibration set (0 = every sample at every step)"},
     {"round.block_lr", MPQ_KEY_FLOAT, OFF(round.block_lr), "0", 0.0, 1.0, NULL,
      "block loss: step of the rounding offsets per iteration, decayed linearly to 0 (0 = 2 / "
      "block_iters)"},

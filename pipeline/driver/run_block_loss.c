@@ -16,10 +16,18 @@
  * gradient goes straight through: dL/do = dL/dw * (b - a), from the
  * family's block backward pass.
  *
- * Steps: o -= lr_t * sign(sum over all calibration chunks of dL/do), with
- * lr_t decaying linearly to 0; the hard solution of least block loss seen
- * (step 0 included) is kept, so the block loss never ends above the layer
- * rounding's on the calibration data.
+ * Steps: o -= lr_t * sign(sum of dL/do over the step's samples), with lr_t
+ * decaying linearly to 0. A step's samples are a window of about
+ * round.block_rows activation rows (whole samples: sequences or images):
+ * step t takes the B samples from t * B on, in the global sample order
+ * (chunk by chunk), wrapping around, so that successive steps sweep the
+ * calibration set (block_rows = 0, or a window as large as the set: every
+ * sample at every step). The block loss on the whole calibration set is
+ * measured at step 0, at every quarter of the steps and at the end (at
+ * every step when each step sees every sample, where it comes with the
+ * gradient), and the hard solution of least loss measured is kept, so the
+ * block loss never ends above the layer rounding's on the calibration
+ * data.
  *
  * With round.input_drop = p (QDrop), the gradient of a step comes from a
  * mixed input instead: each element of the block's input is the
@@ -29,12 +37,13 @@
  * input. The loss that picks the best solution stays the one on the
  * quantized model's own inputs.
  *
- * Determinism: every chunk's gradient is computed alone (the same batch on
- * any number of ranks), turned into 64-bit fixed point with one scale
- * agreed at the start (2^k from the largest first-step gradient, with room
- * for every chunk; larger values later are clamped), and summed as
- * integers, so the sum, its sign and the codes are the same bits for any
- * rank count. Block losses are summed per chunk in chunk order.
+ * Determinism: the gradient of each chunk's part of the window is computed
+ * alone (chunks hold the same samples on any number of ranks), turned into
+ * 64-bit fixed point with one scale agreed at the start (2^k from the
+ * largest first-step gradient, with room for every chunk; larger values
+ * later are clamped), and summed as integers, so the sum, its sign and the
+ * codes are the same bits for any rank count. Block losses are summed per
+ * chunk in chunk order.
  *
  * Memory, every rank: the block's quantized layers' variables (about 26
  * bytes per weight) and the full-precision outputs of its own chunks. */
@@ -68,6 +77,9 @@ typedef struct bl_state {
     float *xmix, *tmix; /* [rows of the largest chunk][win], [..][wout]: mixed input, target */
     int64_t win;
     int64_t b, nl, nper, nchunks, mine, wout;
+    int64_t *cstart;  /* [nchunks + 1] global index of each chunk's first sample */
+    int64_t nsamples; /* in all chunks */
+    int64_t B;        /* samples per step (nsamples: all) */
     bl_layer *L;
     float **dwp;   /* [nper] dw of the block's layers by position, NULL where not learned */
     float **yfp;   /* [mine] full-precision outputs of this rank's chunks */
@@ -102,6 +114,7 @@ static void state_free(bl_state *S) {
     mpq_free(S->xmix);
     mpq_free(S->tmix);
     mpq_free(S->closs);
+    mpq_free(S->cstart);
 }
 
 static int takes_b(const bl_layer *x, int64_t k) {
@@ -174,34 +187,98 @@ static double draw(uint64_t seed, int64_t t, int64_t k, int64_t i) {
     return (double)(z >> 11) * 0x1p-53;
 }
 
-/* QDrop's training input of chunk i (global index k) at step S->t: each
+/* QDrop's training input of rows r0.. of chunk i (global index k), batch
+ * bt, at step S->t: each
  * element from the full-precision activations with probability S->drop,
  * and the full-precision block's output on it as the target. *x and *y
  * point to the input and target to train on. */
-static mpq_err mix_input(bl_state *S, int64_t i, int64_t k, const mpq_batch *bt, const float **x,
-                         const float **y) {
+static mpq_err mix_input(bl_state *S, int64_t i, int64_t k, int64_t r0, const mpq_batch *bt,
+                         const float **x, const float **y) {
     mpq_ctx *ctx = S->ctx;
     if (!(S->drop > 0.0))
         return MPQ_OK;
     mpq_batch bf;
     const float *xf = NULL;
     mpq_calib_chunk_at(S->cfp, i, &bf, &xf);
-    const int64_t m = bt->rows * S->win;
+    const int64_t m = bt->rows * S->win, e0 = r0 * S->win;
     for (int64_t e = 0; e < m; e++)
-        S->xmix[e] = draw(S->seed, S->t, k, e) < S->drop ? xf[e] : (*x)[e];
+        S->xmix[e] = draw(S->seed, S->t, k, e0 + e) < S->drop ? xf[e0 + e] : (*x)[e];
     MPQ_CALL(mpq_family_block(ctx, S->s->ses->ffp, S->b, bt, S->xmix, S->tmix, NULL, NULL));
     *x = S->xmix;
     *y = S->tmix;
     return MPQ_OK;
 }
 
-/* One pass over this rank's chunks on the current hard weights: the block
- * loss of each chunk (S->closs, by global chunk index); with grad, the
- * chunks' dL/do summed in fixed point (x->acc), and with gmax (the probe
- * before the first step) only the largest |dL/do| of any chunk instead. */
-static mpq_err chunk_pass(bl_state *S, int grad, double *gmax) {
+/* Samples [j0, j1) of chunk batch bt (input x) as a batch of their own. */
+static void sub_batch(const bl_state *S, const mpq_batch *bt, const float *x, int64_t j0,
+                      int64_t j1, mpq_batch *sb, const float **sx) {
+    int64_t r0 = 0, r1 = 0;
+    for (int64_t j = 0; j < j1; j++) {
+        const int64_t n = bt->len ? bt->len[j] : bt->rows / (bt->nseq > 0 ? bt->nseq : 1);
+        r0 += j < j0 ? n : 0;
+        r1 += n;
+    }
+    *sb = (mpq_batch){.nseq = j1 - j0,
+                      .len = bt->len ? bt->len + j0 : NULL,
+                      .rows = r1 - r0,
+                      .tokens = bt->tokens ? bt->tokens + r0 : NULL,
+                      .input = NULL}; /* only the embedding reads input */
+    *sx = x + r0 * S->win;
+}
+
+/* The samples of chunk k (global sample range [c0, c1)) in step t's window,
+ * as up to two ranges of chunk-local samples. Returns how many. */
+static int window_part(const bl_state *S, int64_t t, int64_t c0, int64_t c1, int64_t part[2][2]) {
+    int n = 0;
+    const int64_t w0 = (t * S->B) % S->nsamples, w1 = w0 + S->B;
+    const int64_t iv[2][2] = {{w0, w1 < S->nsamples ? w1 : S->nsamples},
+                              {0, w1 > S->nsamples ? w1 - S->nsamples : 0}};
+    for (int k = 0; k < 2; k++) {
+        const int64_t a = iv[k][0] > c0 ? iv[k][0] : c0, b = iv[k][1] < c1 ? iv[k][1] : c1;
+        if (a < b) {
+            part[n][0] = a - c0;
+            part[n][1] = b - c0;
+            n++;
+        }
+    }
+    return n;
+}
+
+/* The gradient of one part of a chunk's samples (its rows from r0 of chunk
+ * i, global index k: batch bt, input x, full-precision output yt) added in fixed point to the
+ * layers' acc, or with gmax (the probe before the first step) only the largest |dL/do|. */
+static mpq_err part_grad(bl_state *S, int64_t i, int64_t k, int64_t r0, const mpq_batch *bt,
+                         const float *x, const float *yt, double *gmax) {
     mpq_ctx *ctx = S->ctx;
-    mpq_family *fq = S->s->ses->fq;
+    if (S->drop > 0.0) /* train on the mixed input: its own output and target */
+        MPQ_CALL(mix_input(S, i, k, r0, bt, &x, &yt));
+    for (int64_t j = 0; j < S->nl; j++)
+        memset(S->L[j].dw, 0, (size_t)S->L[j].n * sizeof *S->L[j].dw);
+    MPQ_CALL(mpq_family_block_fit_grad(ctx, S->s->ses->fq, S->b, bt, x, yt, S->y, S->dy, S->dwp));
+    for (int64_t j = 0; j < S->nl; j++) {
+        bl_layer *L = &S->L[j];
+        for (int64_t t = 0; t < L->n; t++) {
+            if (isnan(L->o[t]))
+                continue;
+            const double g = (double)L->dw[t] * (double)L->dv[t];
+            if (gmax) {
+                *gmax = fabs(g) > *gmax ? fabs(g) : *gmax;
+                continue;
+            }
+            double v = g * S->scale;
+            v = v > S->clampv ? S->clampv : v < -S->clampv ? -S->clampv : v;
+            L->acc[t] += (int64_t)llround(v);
+        }
+    }
+    return MPQ_OK;
+}
+
+/* One pass over this rank's chunks on the current hard weights. With loss,
+ * the block loss of each whole chunk (S->closs, by global chunk index);
+ * with grad, the dL/do of step t's window summed in fixed point (x->acc),
+ * or with gmax only their largest |value|. */
+static mpq_err chunk_pass(bl_state *S, int loss, int grad, int64_t t, double *gmax) {
+    mpq_ctx *ctx = S->ctx;
     memset(S->closs, 0, (size_t)S->nchunks * sizeof *S->closs);
     for (int64_t j = 0; j < S->nl; j++)
         memset(S->L[j].acc, 0, (size_t)S->L[j].n * sizeof *S->L[j].acc);
@@ -209,51 +286,34 @@ static mpq_err chunk_pass(bl_state *S, int grad, double *gmax) {
         mpq_batch bt;
         const float *x = NULL;
         const int64_t k = mpq_calib_chunk_at(S->c, i, &bt, &x);
-        MPQ_CALL(mpq_family_block(ctx, fq, S->b, &bt, x, S->y, NULL, NULL));
-        double e = 0.0;
-        const int64_t m = bt.rows * S->wout;
-        for (int64_t t = 0; t < m; t++) {
-            const float d = S->y[t] - S->yfp[i][t];
-            e += (double)d * (double)d;
-            S->dy[t] = 2.0f * d;
-        }
-        S->closs[k] = e;
-        if (!grad)
-            continue;
-        const float *yt = S->yfp[i];
-        if (S->drop > 0.0) { /* train on the mixed input: its own output and target */
-            MPQ_CALL(mix_input(S, i, k, &bt, &x, &yt));
-            MPQ_CALL(mpq_family_block(ctx, fq, S->b, &bt, x, S->y, NULL, NULL));
-            for (int64_t t = 0; t < m; t++)
-                S->dy[t] = 2.0f * (S->y[t] - yt[t]);
-        }
-        for (int64_t j = 0; j < S->nl; j++)
-            memset(S->L[j].dw, 0, (size_t)S->L[j].n * sizeof *S->L[j].dw);
-        MPQ_CALL(mpq_family_block_backward(ctx, fq, S->b, &bt, x, S->dy, NULL, S->dwp));
-        for (int64_t j = 0; j < S->nl; j++) {
-            bl_layer *L = &S->L[j];
-            for (int64_t t = 0; t < L->n; t++) {
-                if (isnan(L->o[t]))
-                    continue;
-                const double g = (double)L->dw[t] * (double)L->dv[t];
-                if (gmax) {
-                    *gmax = fabs(g) > *gmax ? fabs(g) : *gmax;
-                    continue;
-                }
-                double v = g * S->scale;
-                v = v > S->clampv ? S->clampv : v < -S->clampv ? -S->clampv : v;
-                L->acc[t] += (int64_t)llround(v);
+        if (loss) {
+            MPQ_CALL(mpq_family_block(ctx, S->s->ses->fq, S->b, &bt, x, S->y, NULL, NULL));
+            double e = 0.0;
+            for (int64_t r = 0; r < bt.rows * S->wout; r++) {
+                const double d = (double)S->y[r] - (double)S->yfp[i][r];
+                e += d * d;
             }
+            S->closs[k] = e;
+        }
+        int64_t part[2][2];
+        const int np = grad ? window_part(S, t, S->cstart[k], S->cstart[k + 1], part) : 0;
+        for (int q = 0; q < np; q++) {
+            mpq_batch sb;
+            const float *sx = NULL;
+            sub_batch(S, &bt, x, part[q][0], part[q][1], &sb, &sx);
+            const int64_t r0 = (sx - x) / S->win;
+            MPQ_CALL(part_grad(S, i, k, r0, &sb, sx, S->yfp[i] + r0 * S->wout, gmax));
         }
     }
     return MPQ_OK;
 }
 
-/* Collective. The block loss of the current codes (every chunk's, summed
- * in chunk order) and, with grad, the integer gradient sums over all ranks. */
-static mpq_err eval_step(bl_state *S, int grad, double *loss) {
+/* Collective. With loss, the block loss of the current codes (every
+ * chunk's, summed in chunk order, into *loss); with grad, step t's integer
+ * gradient sums over all ranks. */
+static mpq_err eval_step(bl_state *S, int loss_too, int grad, int64_t t, double *loss) {
     mpq_ctx *ctx = S->ctx;
-    MPQ_CALL(mpq_agree(ctx, chunk_pass(S, grad, NULL)));
+    MPQ_CALL(mpq_agree(ctx, chunk_pass(S, loss_too, grad, t, NULL)));
     if (ctx->size > 1) {
         MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, S->closs, (int)S->nchunks, MPI_DOUBLE, MPI_SUM,
                                 ctx->comm) == MPI_SUCCESS,
@@ -269,16 +329,17 @@ static mpq_err eval_step(bl_state *S, int grad, double *loss) {
     double tot = 0.0;
     for (int64_t k = 0; k < S->nchunks; k++)
         tot += S->closs[k];
-    *loss = tot;
+    if (loss_too)
+        *loss = tot;
     return MPQ_OK;
 }
 
 /* Collective. The fixed-point scale: the largest first-step |dL/do| of
- * any chunk, 16 times over, fits 2^62 / chunks. */
+ * any chunk's part, 16 times over, fits 2^62 / chunks. */
 static mpq_err fix_scale(bl_state *S) {
     mpq_ctx *ctx = S->ctx;
     double gmax = 0.0;
-    MPQ_CALL(mpq_agree(ctx, chunk_pass(S, 1, &gmax)));
+    MPQ_CALL(mpq_agree(ctx, chunk_pass(S, 0, 1, 0, &gmax)));
     if (ctx->size > 1)
         MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, &gmax, 1, MPI_DOUBLE, MPI_MAX, ctx->comm) ==
                       MPI_SUCCESS,
@@ -289,13 +350,35 @@ static mpq_err fix_scale(bl_state *S) {
     return MPQ_OK;
 }
 
-/* Local. The block's layers, the gradient slots, the outputs of the
- * full-precision block on this rank's chunks. */
-static mpq_err setup(bl_state *S, mpq_pass *p) {
+/* Collective. The global sample order (S->cstart from the chunks' sample
+ * counts, in S->cstart[k + 1]) and the window: about block_rows rows of
+ * whole samples (rows: this rank's activation rows). */
+static mpq_err sample_layout(bl_state *S, int64_t rows, int64_t block_rows) {
+    mpq_ctx *ctx = S->ctx;
+    int64_t tot[2] = {rows, 0};
+    if (ctx->size > 1) {
+        MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, S->cstart + 1, (int)S->nchunks, MPI_INT64_T, MPI_SUM,
+                                ctx->comm) == MPI_SUCCESS &&
+                      MPI_Allreduce(MPI_IN_PLACE, tot, 1, MPI_INT64_T, MPI_SUM, ctx->comm) ==
+                          MPI_SUCCESS,
+                  MPQ_ERR_MPI, "block loss: cannot agree on the sample layout");
+    }
+    for (int64_t k = 0; k < S->nchunks; k++)
+        S->cstart[k + 1] += S->cstart[k];
+    S->nsamples = S->cstart[S->nchunks];
+    const double per = S->nsamples > 0 ? (double)tot[0] / (double)S->nsamples : 1.0;
+    S->B = block_rows > 0 ? (int64_t)ceil((double)block_rows / per) : S->nsamples;
+    S->B = S->B < 1 ? 1 : S->B > S->nsamples ? S->nsamples : S->B;
+    return MPQ_OK;
+}
+
+/* Collective (the sample layout). The block's layers, the gradient slots,
+ * the outputs of the full-precision block on this rank's chunks. */
+static mpq_err setup(bl_state *S, mpq_pass *p, int64_t block_rows) {
     mpq_ctx *ctx = S->ctx;
     const mpq_session *ses = S->s->ses;
     const mpq_family_info *fi = ses->info;
-    int64_t first = -1, maxrows = 0;
+    int64_t first = -1, maxrows = 0, rows = 0;
     for (int64_t l = 0; l < fi->nlayers; l++)
         if (fi->layers[l].block == S->b) {
             first = first < 0 ? l : first;
@@ -322,15 +405,19 @@ static mpq_err setup(bl_state *S, mpq_pass *p) {
         MPQ_CALL(layer_init(ctx, x, p->W[i]));
         S->dwp[x->j] = x->dw;
     }
+    MPQ_ALLOC(S->cstart, S->nchunks + 1);
     MPQ_ALLOC(S->yfp, S->mine > 0 ? S->mine : 1);
     for (int64_t i = 0; i < S->mine; i++) {
         mpq_batch bt;
         const float *xin = NULL;
-        mpq_calib_chunk_at(S->c, i, &bt, &xin);
+        const int64_t k = mpq_calib_chunk_at(S->c, i, &bt, &xin);
         maxrows = bt.rows > maxrows ? bt.rows : maxrows;
+        S->cstart[k + 1] = bt.nseq; /* summed over the ranks below */
+        rows += bt.rows;
         MPQ_ALLOC(S->yfp[i], bt.rows * S->wout > 0 ? bt.rows * S->wout : 1);
         MPQ_CALL(mpq_family_block(ctx, ses->ffp, S->b, &bt, xin, S->yfp[i], NULL, NULL));
     }
+    MPQ_CALL(sample_layout(S, rows, block_rows));
     MPQ_ALLOC(S->y, maxrows * S->wout > 0 ? maxrows * S->wout : 1);
     MPQ_ALLOC(S->dy, maxrows * S->wout > 0 ? maxrows * S->wout : 1);
     if (S->drop > 0.0) {
@@ -378,18 +465,23 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
     mpq_err err = MPQ_OK;
     const double t0 = mpq_now();
     MPQ_CHECK(S.c, MPQ_ERR_INTERNAL, "block loss: no calibration activations");
-    MPQ_TRY(mpq_agree(ctx, setup(&S, p)));
+    MPQ_TRY(mpq_agree(ctx, setup(&S, p, cfg->round.block_rows)));
     for (int64_t j = 0; j < S.nl; j++)
         MPQ_TRY(install(&S, &S.L[j]));
     double best = 0.0, first = 0.0;
     MPQ_TRY(fix_scale(&S));
     const int64_t T = cfg->round.block_iters;
     const double lr0 = cfg->round.block_lr > 0.0 ? cfg->round.block_lr : 2.0 / (double)T;
-    int64_t flips = 0;
+    int64_t flips = 0, measured = 0;
+    /* the loss on every sample: at every step when each step sees them all,
+     * else at step 0, every quarter and the end */
+    const int64_t every = S.B >= S.nsamples ? 1 : (T + 3) / 4;
     for (int64_t t = 0; t <= T; t++) {
         double loss = 0.0;
-        MPQ_TRY(eval_step(&S, t < T, &loss));
-        if (t == 0 || loss < best) {
+        const int measure = t == T || t % every == 0;
+        MPQ_TRY(eval_step(&S, measure, t < T, t, &loss));
+        measured += measure;
+        if (measure && (t == 0 || loss < best)) {
             best = loss;
             keep_best(&S);
         }
@@ -410,10 +502,11 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
         MPQ_TRY(mpq_qlayer_finish(ctx, x->q));
         MPQ_TRY(mpq_run_install_layer(ctx, s, x->l, x->q));
     }
-    MPQ_INFO("block %lld: block loss %.6g -> %.6g (%.2f%%), %lld steps, %lld offset flips over "
-             "%lld learned weights, %.2fs",
+    MPQ_INFO("block %lld: block loss %.6g -> %.6g (%.2f%%), %lld steps of %lld of %lld samples, "
+             "loss measured %lld times, %lld offset flips over %lld learned weights, %.2fs",
              (long long)b, first, best, first > 0.0 ? 100.0 * (best - first) / first : 0.0,
-             (long long)T, (long long)flips, (long long)learned, mpq_now() - t0);
+             (long long)T, (long long)S.B, (long long)S.nsamples, (long long)measured,
+             (long long)flips, (long long)learned, mpq_now() - t0);
 cleanup:
     state_free(&S);
     return err;

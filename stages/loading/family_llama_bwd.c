@@ -185,9 +185,12 @@ static void mlp_bwd(llama *L, const llama_block *Bk, const float *const *W, cons
     rmsnorm_bwd(G->dx1, dy, G->x1, Bk->ffn_norm, G->dxn, R, D, L->a.norm_eps);
 }
 
-mpq_err mpq_llama_block_bwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
-                            const float *x_in, const float *dy, float *dx, float *const *dw) {
-    llama *L = state;
+/* The backward from dy, or with target (dy NULL) from the fit's gradient:
+ * y = the block's output (computed as llama_block_fwd does), dyb = 2 (y -
+ * target). */
+static mpq_err block_bwd(mpq_ctx *ctx, llama *L, int64_t b, const mpq_batch *batch,
+                         const float *x_in, const float *dy, const float *target, float *y,
+                         float *dyb, float *dx, float *const *dw) {
     const llama_block *Bk = &L->blk[b];
     int64_t R = batch->rows, maxl = 0, D = L->dim;
     MPQ_CALL(mpq_llama_check_batch(ctx, L, batch, &maxl));
@@ -210,6 +213,13 @@ mpq_err mpq_llama_block_bwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_batc
                     .h = G.h};
     memcpy(G.x1, x_in, sizeof(float) * (size_t)(R * D));
     MPQ_CALL(mpq_llama_block_core(ctx, L, b, batch, W, G.x1, &A, NULL, NULL));
+    if (target) {
+        memcpy(y, G.x1, sizeof(float) * (size_t)(R * D));
+        llama_gemm_wt(A.h, W[LDOWN], y, R, L->hidden, D, 1.0f);
+        for (int64_t i = 0; i < R * D; i++)
+            dyb[i] = 2.0f * (y[i] - target[i]);
+        dy = dyb;
+    }
 
     mlp_bwd(L, Bk, W, &A, &G, dy, dw, R);
 
@@ -230,4 +240,15 @@ mpq_err mpq_llama_block_bwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_batc
     gemm_w(G.dv, W[LV], G.dxn, R, L->kvdim, D, 1.0f);
     rmsnorm_bwd(dx, G.dx1, x_in, Bk->attn_norm, G.dxn, R, D, L->a.norm_eps);
     return MPQ_OK;
+}
+
+mpq_err mpq_llama_block_bwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
+                            const float *x_in, const float *dy, float *dx, float *const *dw) {
+    return block_bwd(ctx, state, b, batch, x_in, dy, NULL, NULL, NULL, dx, dw);
+}
+
+mpq_err mpq_llama_block_fit_bwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
+                                const float *x_in, const float *target, float *y, float *dy,
+                                float *const *dw) {
+    return block_bwd(ctx, state, b, batch, x_in, NULL, target, y, dy, NULL, dw);
 }

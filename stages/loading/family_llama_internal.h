@@ -108,7 +108,10 @@ void mpq_llama_softmax_tile(float *sc, int64_t tq, int64_t i0, int64_t i1);
 mpq_err mpq_llama_block_core(struct mpq_ctx *ctx, llama *L, int64_t b, const mpq_batch *batch,
                              const float *const *W, float *x, const llama_acts *A,
                              mpq_layer_hook hook, void *ud);
-/* The family's block_backward (family_llama_bwd.c). */
+/* The family's block_fit_backward and block_backward (family_llama_bwd.c). */
+mpq_err mpq_llama_block_fit_bwd(struct mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
+                                const float *x_in, const float *target, float *y, float *dy,
+                                float *const *dw);
 mpq_err mpq_llama_block_bwd(struct mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
                             const float *x_in, const float *dy, float *dx, float *const *dw);
 

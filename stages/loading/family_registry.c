@@ -137,6 +137,20 @@ mpq_err mpq_family_block_backward(mpq_ctx *ctx, mpq_family *f, int64_t b, const 
     return MPQ_OK;
 }
 
+mpq_err mpq_family_block_fit_grad(mpq_ctx *ctx, mpq_family *f, int64_t b, const mpq_batch *batch,
+                                  const float *x_in, const float *target, float *y, float *dy,
+                                  float *const *dw) {
+    MPQ_CHECK(b >= 0 && b < f->info.nblocks, MPQ_ERR_ARG, "block %lld out of range [0, %lld)",
+              (long long)b, (long long)f->info.nblocks);
+    if (f->ops->block_fit_backward)
+        return f->ops->block_fit_backward(ctx, f->state, b, batch, x_in, target, y, dy, dw);
+    MPQ_CALL(mpq_family_block(ctx, f, b, batch, x_in, y, NULL, NULL));
+    const int64_t n = batch->rows * mpq_family_width(f, b + 1);
+    for (int64_t i = 0; i < n; i++)
+        dy[i] = 2.0f * (y[i] - target[i]);
+    return mpq_family_block_backward(ctx, f, b, batch, x_in, dy, NULL, dw);
+}
+
 mpq_err mpq_family_head(mpq_ctx *ctx, mpq_family *f, const float *x, int64_t rows, float *logits) {
     MPQ_CALL(f->ops->head(ctx, f->state, x, rows, logits));
     return MPQ_OK;

@@ -5,8 +5,9 @@
 #      KL divergence from full precision is below the layer loss's; every
 #      block's logged block loss ends at or below its start;
 #  (b) the same bits on 1 and 2 ranks (the run's figures and the exported
-#      weights), also with QDrop's mixed inputs (round.input_drop = 0.5),
-#      which still end every block at or below its start;
+#      weights), also with mini-batch steps (round.block_rows) and with
+#      QDrop's mixed inputs (round.input_drop = 0.5), which still end every
+#      block at or below its start;
 #  (c) mnist-cnn-small at 2 bits per channel: accuracy above the layer
 #      loss's (the CNN's backward pass);
 #  (d) calibration.propagate = "fp" is refused before loading, naming both
@@ -48,6 +49,19 @@ mkdir -p "$dir/e1" "$dir/e2"
         >/dev/null || fail "export failed"
 cmp -s "$dir/e1/model.safetensors" "$dir/e2/model.safetensors" ||
     fail "1 and 2 ranks give different weights"
+# mini-batch steps (one 64-token sample of the four per step; the loss on
+# all four measured at steps 0, 5, 10, 15, 20): 1 and 2 ranks, same bits
+run $MPQ_MPIEXEC -n 1 "$MPQ_BIN" "${lm[@]}" -o round.loss=block -o round.block_rows=64
+expect_rc 0
+mb1=$(last_json | jq -c '.quantized')
+grep -q 'block 0: block loss .*, 20 steps of 1 of 4 samples, loss measured 5 times' "$ERR" ||
+    fail "the mini-batch run does not log 20 steps of 1 of 4 samples, loss measured 5 times"
+bad=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 > $3 { print }')
+[ -z "$bad" ] || fail "mini-batch: a block ended above its start: $bad"
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=block -o round.block_rows=64
+expect_rc 0
+[ "$(last_json | jq -c '.quantized')" = "$mb1" ] || fail "mini-batch: 1 and 2 ranks differ"
+[ "$mb1" != "$two" ] || fail "block_rows = 64 changed nothing"
 run $MPQ_MPIEXEC -n 1 "$MPQ_BIN" "${lm[@]}" -o round.loss=block -o round.input_drop=0.5
 expect_rc 0
 drop1=$(last_json | jq -c '.quantized')

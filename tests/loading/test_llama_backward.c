@@ -587,13 +587,54 @@ static void test_accumulate_null_bits(void **state) {
     fx_close(&F);
 }
 
+/* mpq_family_block_fit_grad (Llama's fused pass) against the block's
+ * forward, then mpq_family_block_backward from dy = 2 (y - target): the
+ * same bits for y, dy and every dw. */
+static void test_fit_grad(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    fx_case c = {.dtype = "F32", .block = 0, .len0 = 7, .len1 = 4};
+    fx F;
+    fx_open(&F, &c);
+    const int64_t n = F.rows * F.D;
+    mpq_batch bt = fx_batch(&F);
+    float *target = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
+    float *dy = malloc(sizeof(float) * (size_t)n), *yr = malloc(sizeof(float) * (size_t)n);
+    float *dyr = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++)
+        target[i] = (float)sin(0.37 * (double)i);
+    grads A, B;
+    grads_alloc(&F, &A);
+    grads_alloc(&F, &B);
+    MPQ_ASSERT_OK(ctx, mpq_family_block_fit_grad(ctx, F.f, F.b, &bt, F.x, target, y, dy, A.dw));
+    MPQ_ASSERT_OK(ctx, mpq_family_block(ctx, F.f, F.b, &bt, F.x, yr, NULL, NULL));
+    for (int64_t i = 0; i < n; i++)
+        dyr[i] = 2.0f * (yr[i] - target[i]);
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, F.f, F.b, &bt, F.x, dyr, NULL, B.dw));
+    assert_true(bits_equal(y, yr, n));
+    assert_true(bits_equal(dy, dyr, n));
+    for (int j = 0; j < 7; j++)
+        if (!bits_equal(A.dw[j], B.dw[j], F.wn[j]))
+            fail_msg("%s: the fused gradient differs from forward + backward", lname[j]);
+    assert_true(max_abs(A.dw[0], F.wn[0]) > 0.0);
+    test_io_expect(ctx, mpq_family_block_fit_grad(ctx, F.f, 2, &bt, F.x, target, y, dy, A.dw),
+                   MPQ_ERR_ARG, "block 2 out of range", NULL, NULL);
+    grads_free(&A);
+    grads_free(&B);
+    free(target);
+    free(y);
+    free(dy);
+    free(yr);
+    free(dyr);
+    fx_close(&F);
+}
+
 int main(int argc, char **argv) {
     g_ctx = mpq_test_init(&argc, &argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_halves),
-        cmocka_unit_test(test_interleaved_llama3),
-        cmocka_unit_test(test_two_tiles_bf16),
-        cmocka_unit_test(test_accumulate_null_bits),
+        cmocka_unit_test(test_halves),         cmocka_unit_test(test_interleaved_llama3),
+        cmocka_unit_test(test_two_tiles_bf16), cmocka_unit_test(test_accumulate_null_bits),
+        cmocka_unit_test(test_fit_grad),
     };
     int failures = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&g_ctx, failures);
