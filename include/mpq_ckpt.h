@@ -273,6 +273,8 @@ typedef struct mpq_export_opts {
     const char *tokenizer; /* a tokenizer to embed or copy (gguf); NULL: none given */
     int lossy;             /* quantized formats: convert layers the target cannot hold
                               exactly, reporting the added error, instead of refusing */
+    int kquants;           /* gguf: int4 / int5 group-32 layers as Q4_K / Q5_K (with rows
+                              of a multiple of 256) instead of Q4_0/Q4_1 / Q5_0/Q5_1 */
 } mpq_export_opts;
 
 /* An export format (`mpquant export --format NAME`). Local. */

@@ -1,5 +1,5 @@
 /* cmd_export.c: `mpquant export CHECKPOINT --format NAME --output FILE
- * [--overwrite] [--no-config] [--tokenizer PATH] [--lossy]` (the formats of
+ * [--overwrite] [--no-config] [--tokenizer PATH] [--lossy] [--kquants]` (the formats of
  * mpq_export_formats) and the checkpoint summary that
  * `mpquant inspect` prints for an mpquant checkpoint.
  *
@@ -32,10 +32,14 @@ mpq_err mpq_cmd_export(mpq_ctx *ctx, const mpq_cli *cli) {
                                  "export: unknown --format", &fi));
     const mpq_export_format *fmt = mpq_export_formats[fi];
     MPQ_CHECK(out && out[0], MPQ_ERR_ARG, "export: --output FILE is required");
+    /* every rank parses the same command line: they agree without a collective */
+    MPQ_CHECK(!mpq_cli_opt(cli, "kquants") || strcmp(fmt->name, "gguf") == 0, MPQ_ERR_ARG,
+              "export: --kquants applies to --format gguf only (not %s)", fmt->name);
     const mpq_export_opts opts = {.overwrite = overwrite,
                                   .write_config = config,
                                   .tokenizer = mpq_cli_opt(cli, "tokenizer"),
-                                  .lossy = mpq_cli_opt(cli, "lossy") != NULL};
+                                  .lossy = mpq_cli_opt(cli, "lossy") != NULL,
+                                  .kquants = mpq_cli_opt(cli, "kquants") != NULL};
     int64_t ntensors = 0;
     MPQ_CALL(mpq_export_run(ctx, in, fmt, out, &opts, &ntensors));
     if (ctx->rank == 0) {

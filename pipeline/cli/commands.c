@@ -56,7 +56,8 @@ const mpq_command mpq_commands[] = {
         .help = "  --format=NAME    safetensors (F32, with a Hugging Face config.json beside it\n"
                 "                   for Llama models), llama2c (legacy run.c format) or gguf\n"
                 "                   (llama.cpp; int layers as Q8_0/Q4_0/Q5_0/Q4_1/Q5_1/\n"
-                "                   Q6_K blocks where they map, the rest F32; needs --tokenizer).\n"
+                "                   Q6_K (Q4_K/Q5_K with --kquants) blocks where they map, the\n"
+                "                   rest F32; needs --tokenizer).\n"
                 "                   Also gptq (qweight/qzeros/scales/g_idx + config.json, as\n"
                 "                   transformers and vLLM load it; int 2/3/4/8-bit layers,\n"
                 "                   the rest F32) or gptq-v2 (the same, zeros stored as they\n"
@@ -66,8 +67,10 @@ const mpq_command mpq_commands[] = {
                 "  --no-config      safetensors: do not write config.json\n"
                 "  --tokenizer=PATH the model's tokenizer, embedded where the format holds one\n"
                 "  --lossy          quantized formats: convert what the format cannot hold\n"
-                "                   exactly (the added error is reported) instead of refusing\n",
-        .options = "format= output= overwrite no-config tokenizer= lossy",
+                "                   exactly (the added error is reported) instead of refusing\n"
+                "  --kquants        gguf: int4/int5 group-32 layers with rows of a multiple of\n"
+                "                   256 as Q4_K/Q5_K (a conversion: needs --lossy, else F32)\n",
+        .options = "format= output= overwrite no-config tokenizer= lossy kquants",
         .min_pos = 1,
         .max_pos = 1,
         .run = mpq_cmd_export,

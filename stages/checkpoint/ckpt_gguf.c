@@ -170,13 +170,15 @@ static mpq_err llama3_factors(mpq_ctx *ctx, const mpq_arch *a, float **out) {
 
 /* Decides how quantized layer `e` of the checkpoint is written (blocks or
  * F32) by encoding it once and comparing with mpquant's values. */
-static mpq_err plan_layer(mpq_ctx *ctx, const mpq_ckpt *ck, int64_t ei, gg_tensor *g, int lossy) {
+static mpq_err plan_layer(mpq_ctx *ctx, const mpq_ckpt *ck, int64_t ei, gg_tensor *g,
+                          const mpq_export_opts *o) {
     const mpq_ckpt_entry *e = &ck->entries[ei];
     mpq_err err = MPQ_OK;
     mpq_qlayer *l = NULL;
     uint8_t *blocks = NULL;
     const char *why = NULL;
-    int type = mpq_gguf_block_type(&e->spec, e->cols, &why);
+    const int lossy = o->lossy;
+    int type = mpq_gguf_block_type(&e->spec, e->cols, o->kquants, &why);
     if (type == MPQ_GGML_F32 || e->rows != g->rows || e->cols != g->cols) {
         g->why = why ? why : "the layer's matrix is not the tensor's [rows][cols]";
         return MPQ_OK;
@@ -190,7 +192,7 @@ static mpq_err plan_layer(mpq_ctx *ctx, const mpq_ckpt *ck, int64_t ei, gg_tenso
         goto cleanup;
     }
     if (g->st.mismatches > 0 && mpq_gguf_block_converts(type) && !lossy) {
-        g->why = "Q6_K would re-express its scales as 8-bit sub-scales (--lossy converts it)";
+        g->why = mpq_gguf_block_converts(type);
         goto cleanup;
     }
     if (g->st.mismatches > 0 && e->spec.sym && !mpq_gguf_block_converts(type)) {
@@ -219,8 +221,8 @@ cleanup:
 /* One plan entry per model tensor (GGUF-named, q/k row maps), the
  * llama3 rope_freqs, the types and the offsets. ck: the checkpoint when m
  * is one, else NULL. */
-static mpq_err plan_build(mpq_ctx *ctx, const mpq_model *m, const mpq_ckpt *ck, int lossy,
-                          gg_plan *pl) {
+static mpq_err plan_build(mpq_ctx *ctx, const mpq_model *m, const mpq_ckpt *ck,
+                          const mpq_export_opts *o, gg_plan *pl) {
     const mpq_arch *a = mpq_model_arch(m);
     const int64_t nt = mpq_model_ntensors(m);
     MPQ_ALLOC(pl->v, nt + 1);
@@ -257,7 +259,7 @@ static mpq_err plan_build(mpq_ctx *ctx, const mpq_model *m, const mpq_ckpt *ck, 
             MPQ_CALL(qk_rowmap(ctx, m, t, a->head_dim, &g->rowmap));
         int64_t ei = ck ? mpq_ckpt_find(ck, t->name) : -1;
         if (ei >= 0 && ck->entries[ei].quantized)
-            MPQ_CALL(plan_layer(ctx, ck, ei, g, lossy));
+            MPQ_CALL(plan_layer(ctx, ck, ei, g, o));
         else if (t->ndim == 2 && (t->dtype == MPQ_DTYPE_F16 || t->dtype == MPQ_DTYPE_BF16)) {
             /* a matrix stored as 16-bit floats stays so (exact); vectors
              * are F32, as llama.cpp's norms and biases expect */
@@ -278,18 +280,20 @@ static mpq_err plan_build(mpq_ctx *ctx, const mpq_model *m, const mpq_ckpt *ck, 
 
 /* ---- metadata --------------------------------------------------------------------- */
 
-/* llama_ftype of the block type holding the most weights; without blocks,
+/* llama_ftype of the block type holding the most weights (Q4_K and Q5_K as
+ * their _M variants, MOSTLY_Q4_K_M 15 and MOSTLY_Q5_K_M 17); without blocks,
  * MOSTLY_F16 / MOSTLY_BF16 when a matrix is so stored, else ALL_F32. */
 static int64_t file_type(const gg_plan *pl) {
     static const int types[] = {MPQ_GGML_Q4_0, MPQ_GGML_Q4_1, MPQ_GGML_Q5_0, MPQ_GGML_Q5_1,
-                                MPQ_GGML_Q8_0, MPQ_GGML_Q6_K, MPQ_GGML_F16,  MPQ_GGML_BF16};
-    static const int64_t ftypes[] = {2, 3, 8, 9, 7, 18, 1, 32};
+                                MPQ_GGML_Q8_0, MPQ_GGML_Q6_K, MPQ_GGML_Q4_K, MPQ_GGML_Q5_K,
+                                MPQ_GGML_F16,  MPQ_GGML_BF16};
+    static const int64_t ftypes[] = {2, 3, 8, 9, 7, 18, 15, 17, 1, 32};
     int64_t best = 0, ft = 0;
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         int64_t w = 0;
         for (int64_t i = 0; i < pl->n; i++)
             w += pl->v[i].type == types[k] ? pl->v[i].rows * pl->v[i].cols : 0;
-        if (k == 6 && ft != 0)
+        if (types[k] == MPQ_GGML_F16 && ft != 0)
             break; /* blocks decide where there are any */
         if (w > best) {
             best = w;
@@ -516,7 +520,7 @@ static mpq_err write_gguf(mpq_ctx *ctx, const mpq_model *m, const char *path,
     MPQ_TRY(mpq_tokenizer_load(ctx, o->tokenizer, a->vocab_size, &tk));
     if (strcmp(a->format, "mpqckpt") == 0)
         MPQ_TRY(mpq_ckpt_open(ctx, mpq_model_path(m), &ck));
-    MPQ_TRY(plan_build(ctx, m, ck, o->lossy, &pl));
+    MPQ_TRY(plan_build(ctx, m, ck, o, &pl));
     write_arch_kv(&kv, m, &pl);
     MPQ_TRY(mpq_gguf_tokenizer_kv(ctx, &kv, tk, o->tokenizer, a->vocab_size));
     MPQ_TRY(kv.err);

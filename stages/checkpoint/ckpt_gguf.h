@@ -19,24 +19,30 @@ enum {
     MPQ_GGML_Q5_0 = 6,
     MPQ_GGML_Q5_1 = 7,
     MPQ_GGML_Q8_0 = 8,
+    MPQ_GGML_Q4_K = 12,
+    MPQ_GGML_Q5_K = 13,
     MPQ_GGML_Q6_K = 14,
     MPQ_GGML_BF16 = 30,
 };
 
 #define MPQ_GGML_QK  32  /* weights per block of the 32-weight types */
-#define MPQ_GGML_QKK 256 /* weights per block of the K-quants (Q6_K) */
+#define MPQ_GGML_QKK 256 /* weights per block of the K-quants (Q4_K, Q5_K, Q6_K) */
 
 /* The block type that holds a layer of spec with rows of `cols` weights
  * (int, fp16 or fp32 scales; group 32: sym bits 4/5/8 or asym bits 4/5,
  * cols a multiple of 32; group 16: sym bits 6, cols a multiple of 256), or
- * MPQ_GGML_F32 with *why set to the reason it cannot be held. */
-int mpq_gguf_block_type(const mpq_qspec *spec, int64_t cols, const char **why);
+ * MPQ_GGML_F32 with *why set to the reason it cannot be held. kquants
+ * (--kquants): int4 / int5 in groups of 32 with cols a multiple of 256 take
+ * Q4_K / Q5_K instead of Q4_0/Q4_1 / Q5_0/Q5_1. */
+int mpq_gguf_block_type(const mpq_qspec *spec, int64_t cols, int kquants, const char **why);
 /* Bytes and weights of one block of type t (0 for F32). */
 size_t mpq_gguf_block_bytes(int t);
 int64_t mpq_gguf_block_weights(int t);
-/* 1 when type t re-expresses the layer's scales (Q6_K: 8-bit sub-scales
- * under an fp16 scale), so that exactness is the exception. */
-int mpq_gguf_block_converts(int t);
+/* When type t re-expresses the layer's scales (Q6_K: 8-bit sub-scales under
+ * an fp16 scale; Q4_K, Q5_K: 6-bit sub-scales and mins under fp16 d and
+ * dmin), so that exactness is the exception: the reason a layer is written
+ * F32 without --lossy (static text). NULL for the other types. */
+const char *mpq_gguf_block_converts(int t);
 /* "F32", "F16", "BF16", "Q4_0", ... */
 const char *mpq_gguf_type_name(int t);
 

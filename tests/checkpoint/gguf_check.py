@@ -19,11 +19,13 @@ Usage: gguf_check.py FILE.gguf REF.safetensors MODEL TOKENIZER
            --qtype TYPE [--lossy] [--report EXPORT_STDOUT] [--pre NAME]
 MODEL is the llama2.c .bin or the Hugging Face directory. TYPE is the ggml
 type expected for the linear layers (q, k, v, o, gate, up, down) whose rows
-are a multiple of 32 long; every other tensor must be F32, except matrices
+are a multiple of 32 long (of 256 for the K-quants); every other tensor
+must be F32, except matrices
 that MODEL stores as F16 or BF16 and that are not quantized layers (TYPE
 F32: none is), which keep that type. With --lossy the
 quantized layers may differ from the reference (within the fp16 rounding of
-m); otherwise every tensor must be bit-exact. Prints one JSON line; exit
+m; Q4_K/Q5_K within the bound of check_kquant); otherwise every tensor
+must be bit-exact. Prints one JSON line; exit
 status 1 on any failure.
 """
 import argparse
@@ -183,7 +185,7 @@ def check_metadata(reader, hdr, qtype, tok_path, pre, ft16):
         "tokenizer.ggml.unknown_token_id": 0, "tokenizer.ggml.add_bos_token": True,
         "tokenizer.ggml.add_eos_token": False,
         "general.file_type": {"F32": 0, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8,
-                              "Q5_1": 9, "Q6_K": 18}[qtype] or ft16,
+                              "Q5_1": 9, "Q4_K": 15, "Q5_K": 17, "Q6_K": 18}[qtype] or ft16,
         "llama.attention.key_length": hd if hd * hdr["n_heads"] != hdr["dim"] else None,
         "llama.attention.value_length": hd if hd * hdr["n_heads"] != hdr["dim"] else None,
     }
@@ -314,6 +316,51 @@ def check_gpt2_tokenizer(reader, tok_dir, vocab):
                      f"expected {want}")
 
 
+def check_kquant(name, tname, raw, got, want):
+    """Q4_K / Q5_K converted from int layers in groups of 32 (one group per
+    sub-block j): ggml's (d*sc_j)*q - dmin*m_j against mpquant's
+    s_j*q - min_j with the same q, an error of (d*sc_j - s_j)*q -
+    (dmin*m_j - min_j). With sc_j and m_j the integers nearest s_j/d and
+    min_j/dmin (d >= max s/63.5, dmin >= max min/63.5: none saturates), every
+    error is at most B = (2^bits-1)*d/2 + dmin/2; the export may pick another
+    neighbour pair, but only one with a smaller sum of squares over the
+    group, so each group's RMS error is at most B (plus float rounding,
+    2^-20 of the block's largest term). And d, dmin are fp16(max/63) of the
+    layer's own scales and minimums (recovered from the reference values:
+    s_j = range of w / range of q), at most one fp16 step above: within
+    2^-9 relative (normal halves)."""
+    bits = 4 if tname == "Q4_K" else 5
+    blocks = np.ascontiguousarray(raw).reshape(-1, 144 if bits == 4 else 176)
+    nb = blocks.shape[0]
+    d = blocks[:, 0:2].copy().view(np.float16).astype(np.float64).reshape(-1)
+    dmin = blocks[:, 2:4].copy().view(np.float16).astype(np.float64).reshape(-1)
+    qs = blocks[:, 16:144] if bits == 4 else blocks[:, 48:176]
+    q = np.empty((nb, 8, 32), dtype=np.int64)
+    for j in range(8):
+        q[:, j] = (qs[:, 32 * (j // 2):32 * (j // 2) + 32] >> (4 * (j % 2))) & 15
+        if bits == 5:
+            q[:, j] |= ((blocks[:, 16:48] >> j) & 1).astype(np.int64) << 4
+    w = want.astype(np.float64).reshape(nb, 8, 32)
+    e = got.astype(np.float64).reshape(nb, 8, 32) - w
+    bound = (2 ** bits - 1) * d / 2 + dmin / 2
+    eps = 2.0 ** -20 * (63 * (2 ** bits - 1) * d + 63 * dmin)
+    rms = np.sqrt(np.mean(e * e, axis=2))
+    bad = np.argwhere(rms > (bound + eps)[:, None])
+    if len(bad):
+        b, j = bad[0]
+        fail(f"{name}: block {b} group {j}: RMS error {rms[b, j]:g} above {bound[b]:g}")
+    qr = q.max(2) - q.min(2)
+    s = (w.max(2) - w.min(2)) / np.where(qr > 0, qr, 1)
+    mins = (s[:, :, None] * q - w).mean(2)
+    ok = (qr > 0).all(1) & (d >= 2.0 ** -14) & (dmin >= 2.0 ** -14)
+    tol = 1e-6 * float(np.abs(w).max())
+    for v, ref, what in ((d, s.max(1), "d"), (dmin, mins.max(1), "dmin")):
+        over = np.argwhere(ok & (v > ref / 63 * (1 + 2.0 ** -9) + tol))
+        if len(over):
+            b = over[0][0]
+            fail(f"{name}: block {b}: {what} {v[b]:g} above fp16({ref[b]:g} / 63)")
+
+
 def parse_report(path):
     rep = {}
     with open(path) as f:
@@ -375,8 +422,8 @@ def main():
         if re.search(r"\.self_attn\.[qk]_proj\.", hf):
             w = to_interleaved(w, hd)
         linear = re.search(r"attn_(q|k|v|output)\.weight|ffn_(gate|up|down)\.weight", t.name)
-        want = args.qtype if linear and w.shape[-1] % (256 if args.qtype == "Q6_K" else 32) == 0 \
-            else "F32"
+        kq = args.qtype.endswith("_K")
+        want = args.qtype if linear and w.shape[-1] % (256 if kq else 32) == 0 else "F32"
         # a matrix stored as F16/BF16 and not quantized stays so
         if want == "F32" and w.ndim == 2 and not (linear and args.qtype != "F32"):
             want = dtypes.get(hf, "F32") if dtypes.get(hf) in ("F16", "BF16") else "F32"
@@ -403,7 +450,9 @@ def main():
             # |s*z| <= 2^-11 * 2 * max|w|; Q6_K: the sub-scale rounding, at most
             # d/2 * 32 with d = max s / 127 and s <= max|w| / 31
             bound = (2.0 ** -7 if tname == "Q6_K" else 2.0 ** -10) * float(np.abs(w).max()) + 1e-7
-            if mx > bound:
+            if tname in ("Q4_K", "Q5_K"):
+                check_kquant(t.name, tname, t.data, got, w)
+            elif mx > bound:
                 fail(f"{t.name}: added error {mx:g} above {bound:g}")
             differ = int(np.count_nonzero(got.view(np.uint32) != w.view(np.uint32)))
             if r is not None and ("max_abs" not in r or r["differ"] != differ or

@@ -5,7 +5,8 @@
 # Q4_1/Q5_1 with it; nf4 and fp32 scales -> F32), the plain model is exported
 # all F32, random Hugging Face Llamas (mkllama) are exported: rotate-half
 # q/k, head_dim != dim / heads, q/k/v/o biases, llama3 RoPE scaling as Q8_0;
-# sym int6 group 16 as Q6_K (--lossy); TinyLlama's and Phi-3's tokenizer.json
+# sym int6 group 16 as Q6_K (--lossy); with --kquants int4/int5 group 32 as
+# Q4_K/Q5_K (--lossy); TinyLlama's and Phi-3's tokenizer.json
 # (SentencePiece-style), GPT-2's, SmolLM2's and OLMo-2's (byte-level).
 # tests/checkpoint/gguf_check.py reads each file with gguf-py (GGUFReader,
 # gguf.quants.dequantize) and compares every tensor with `mpquant export
@@ -144,6 +145,40 @@ expect_rc 0
 expect_out 'blk.0.ffn_down.weight +F32 +dense, exact \(quantized layer: Q6_K would re-express'
 gguf q6 "$dir/q6.h5" "$dir/hf256" Q6_K --lossy --overwrite
 [ "$(last_json | jq -r .types.Q6_K)" = 7 ] || fail "q6: expected 7 Q6_K tensors"
+
+# Q4_K / Q5_K (--kquants: int4 / int5 in groups of 32, rows of 256, sym or
+# asym): F32 without --lossy, with the reason; with it the converted 6-bit
+# sub-scales and minimums, every tensor within gguf_check's bound and its
+# added error as reported; general.file_type MOSTLY_Q4_K_M 15 / Q5_K_M 17.
+# kq NAME SPEC TYPE FTYPE
+kq() {
+    quant "$1" "$2" -o "model.path=\"$dir/hf256\""
+    run "$MPQ_BIN" export "$dir/$1.h5" --format gguf --output "$dir/$1.gguf" --tokenizer "$tok" \
+        --kquants
+    expect_rc 0
+    expect_out "blk.0.ffn_down.weight +F32 +dense, exact \\(quantized layer: $3 would re-express its scales and minimums"
+    gguf "$1" "$dir/$1.h5" "$dir/hf256" "$3" --kquants --lossy --overwrite
+    [ "$(last_json | jq -r ".types.$3, .lossy, .failures" | tr '\n' ' ')" = "7 7 0 " ] ||
+        fail "$1: expected 7 lossy $3 tensors"
+    grep -q "general.file_type $4\$" "$dir/$1.report" || fail "$1: file type is not $4"
+}
+kq ka4 "int:bits=4,sym=false,group=32" Q4_K 15
+kq ks4 "int:bits=4,sym=true,group=32" Q4_K 15
+kq ka5 "int:bits=5,sym=false,group=32" Q5_K 17
+# Without --kquants the same layers stay Q4_0 (exact); with it, rows that
+# are not a multiple of 256 (stories260K) keep the 32-weight types: the
+# same file as without it.
+ln -sfn "$dir/ref_ks4" "$dir/ref_ks4x"
+gguf ks4x "$dir/ks4.h5" "$dir/hf256" Q4_0
+run "$MPQ_BIN" export "$dir/a4.h5" --format gguf --output "$dir/a4k.gguf" --tokenizer "$tok" \
+    --kquants --lossy
+expect_rc 0
+cmp -s "$dir/a4.gguf" "$dir/a4k.gguf" || fail "--kquants changed a file without rows of 256"
+# --kquants is a gguf option (refused on every rank)
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" export "$dir/ka4.h5" --format safetensors \
+    --output "$dir/ka4.safetensors" --kquants
+expect_rc 2
+expect_err "export: --kquants applies to --format gguf only \\(not safetensors\\)"
 
 # A Hugging Face tokenizer (TinyLlama's SentencePiece-style BPE, 32000 ids)
 # with a tied model of that vocabulary: no output.weight.
