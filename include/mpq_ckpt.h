@@ -35,6 +35,8 @@
  *       params_layout string the sections of params, e.g. "scale:fp16[18]; zero:u4[18]"
  *       dequant    string  e.g. "w = scale[g] * (levels[code] - zero[g])"
  *       levels     float32 [2^code_bits] (signed binary [2][2]) level of each code
+ *     codes_crc32, params_crc32  uint32  CRC-32 (zlib) of the bytes of codes and
+ *                          params (absent from older files: not checked)
  *     codes      uint8 [ceil(rows * cols * code_bits / 8)]  packed code stream,
  *                row-major, LSB first (mpq_quant_pack; 5 codes per byte for base3)
  *     params     uint8 [mpq_qparams_nbytes]  scales and zero-points as stored
@@ -46,7 +48,10 @@
  *   /tensors/<tensor name>   dataset in the tensor's shape, every non-quantized
  *                            tensor as is: F32 as IEEE little-endian float, F16 and
  *                            BF16 as their uint16 bit patterns; attrs dtype ("F32",
- *                            "F16", "BF16"), index (int64, as above)
+ *                            "F16", "BF16"), index (int64, as above), folded
+ *                            (string, optional: a CNN's BN folding), crc32
+ *                            (uint32, CRC-32 of the little-endian data; absent
+ *                            from older files)
  *   /provenance              group; attrs program_version, commit, date (ISO 8601
  *                            UTC) strings, nranks (int64); string datasets:
  *       config       the effective configuration: every key with the value the
@@ -147,6 +152,14 @@ mpq_err mpq_ckpt_write_layer(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_ckpt_la
  * data in its own dtype. t matters on rank `owner` only. */
 mpq_err mpq_ckpt_write_tensor(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_tensor *t, int owner);
 
+/* Longest `folded` note (NUL included). */
+#define MPQ_CKPT_NOTE_MAX 160
+/* Like mpq_ckpt_write_tensor, with note (the owner's; NULL or "": none)
+ * as the tensor's string attribute `folded`: why its values are not the
+ * source model's (a CNN's BN folding). */
+mpq_err mpq_ckpt_write_tensor_noted(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_tensor *t,
+                                    int owner, const char *note);
+
 /* Collective. Writes every tensor of model m in the model's order: the
  * tensor named by descs[i].tensor (i < n) as quantized layer qlayers[i],
  * whose data matter on rank owners[i] only; every other tensor as is,
@@ -197,6 +210,9 @@ typedef struct mpq_ckpt_entry {
     int64_t rows, cols;
     int64_t codes_bytes, params_bytes; /* lengths of the stored datasets */
     int64_t bits;                      /* 8 * (codes_bytes + params_bytes) */
+    /* CRC-32 recorded for the codes and params (tensors: the data, in
+     * codes_crc); -1 in files written before checksums (not checked) */
+    int64_t codes_crc, params_crc;
     char method[32];
     double loss;
 } mpq_ckpt_entry;

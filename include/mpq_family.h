@@ -112,6 +112,13 @@ typedef struct mpq_family_ops {
      * cannot store this configuration's model of the family; NULL when it
      * can store every one. */
     mpq_err (*check_checkpoint)(struct mpq_ctx *ctx, const struct mpq_config *cfg);
+    /* Local. The values a checkpoint stores for plain tensor t when they are
+     * not t's own (the CNN's BN-folded weights and biases, its folded batch
+     * norms as the identity): *out [t->numel] F32 (caller: mpq_free) and
+     * why in note [len] (the tensor's `folded` attribute), or *out NULL: t
+     * as is. NULL op: every tensor as is. */
+    mpq_err (*stored_tensor)(struct mpq_ctx *ctx, void *state, const mpq_tensor *t, float **out,
+                             char *note, size_t len);
     /* Does this family run the model (used by model.family = auto)? */
     int (*detect)(const mpq_model *m, const struct mpq_config *cfg);
     /* Builds the state; fills *info (info->layers allocated with
@@ -236,6 +243,11 @@ mpq_err mpq_family_get_weight(struct mpq_ctx *ctx, mpq_family *f, int64_t layer,
  * w = NULL releases a substituted weight: the layer has its original
  * weight again (families with a Llama layout; others refuse it). */
 mpq_err mpq_family_set_weight(struct mpq_ctx *ctx, mpq_family *f, int64_t layer, const float *w);
+/* Local. What a checkpoint stores for plain tensor t of f's model (see
+ * mpq_family_ops.stored_tensor): *out [t->numel] F32 (caller: mpq_free)
+ * and why in note [len], or *out NULL (note "") to store t as is. */
+mpq_err mpq_family_stored_tensor(struct mpq_ctx *ctx, mpq_family *f, const mpq_tensor *t,
+                                 float **out, char *note, size_t len);
 
 /* Shared numeric kernels (exposed for tests and benchmarks). */
 

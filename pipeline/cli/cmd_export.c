@@ -182,6 +182,12 @@ static cJSON *summary_json(const mpq_ckpt *ck) {
 
 mpq_err mpq_cmd_inspect_ckpt(mpq_ctx *ctx, const mpq_cli *cli, const char *path) {
     mpq_ckpt *ck = NULL;
+    mpq_model *m = NULL;
+    /* First read it as export and eval do (every layer decoded against its
+     * checksums, codes and parameters checked, the family's tensor check),
+     * so that inspect accepts only what they accept. */
+    MPQ_CALL(mpq_model_open(ctx, path, mpq_format_mpqckpt.name, &m));
+    mpq_model_close(&m);
     MPQ_CALL(mpq_ckpt_open(ctx, path, &ck));
     if (ctx->rank == 0) {
         print_summary(ck);

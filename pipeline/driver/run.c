@@ -360,7 +360,22 @@ static mpq_err write_entry(mpq_ctx *ctx, run_state *s, mpq_ckpt_writer *w, int64
     while (l < ses->nl && (ses->excl[l] || strcmp(ses->info->layers[l].tensor, t->name) != 0))
         l++;
     if (l == ses->nl) {
-        MPQ_CALL(mpq_ckpt_write_tensor(ctx, w, t, (int)(i % ctx->size)));
+        /* The family may store other values (a CNN's BN-folded biases);
+         * every rank holds the family, all compute the same. */
+        float *vals = NULL;
+        char note[MPQ_CKPT_NOTE_MAX];
+        mpq_err err = mpq_agree(ctx, mpq_family_stored_tensor(ctx, ses->ffp ? ses->ffp : ses->fq, t,
+                                                              &vals, note, sizeof note));
+        mpq_tensor st = *t;
+        if (vals) {
+            st.dtype = MPQ_DTYPE_F32;
+            st.data = vals;
+            st.nbytes = (size_t)t->numel * sizeof(float);
+        }
+        if (err == MPQ_OK)
+            err = mpq_ckpt_write_tensor_noted(ctx, w, &st, (int)(i % ctx->size), note);
+        mpq_free(vals);
+        MPQ_CALL(err);
         return MPQ_OK;
     }
     const mpq_run_layer *rl = &s->res->layers[l];

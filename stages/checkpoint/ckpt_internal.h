@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mpq_ckpt.h"
 #include "mpq_ctx.h"
 #include "mpq_model.h"
 #include "mpq_quant.h"
@@ -39,6 +40,22 @@ mpq_err mpq_ckpt_describe(mpq_ctx *ctx, const mpq_qspec *spec, int64_t rows, int
  * [ncodes] float32, row 1 the table of channels with sign -1 (NaN: unused
  * code). Local. */
 void mpq_ckpt_levels(const mpq_qparams *p, const mpq_ckpt_layout *lay, float *lev);
+
+/* CRC-32 (zlib's, the polynomial of gzip and PNG) of buf [n bytes]: the
+ * `codes_crc32`, `params_crc32` and `crc32` attributes. Local. */
+uint32_t mpq_ckpt_crc32(const void *buf, int64_t n);
+
+/* Local. buf [n], just read from dataset dset of file path, against the
+ * CRC-32 `want` that attribute attr records (-1: none, not checked); a
+ * mismatch names the file, the dataset, the attribute and what (the
+ * "codes", ...) is damaged. */
+mpq_err mpq_ckpt_check_crc(mpq_ctx *ctx, const char *path, const char *dset, const char *attr,
+                           int64_t want, const void *buf, int64_t n, const char *what);
+
+/* Local. The `levels` attribute of layer e of ck, where present, equals
+ * the level table of the parameters p read from it. */
+mpq_err mpq_ckpt_check_levels(mpq_ctx *ctx, const mpq_ckpt *ck, const mpq_ckpt_entry *e,
+                              const mpq_qparams *p);
 
 /* ---- what the exports share (ckpt_export.c; all local) ---- */
 

@@ -12,6 +12,7 @@
 #include "ckpt_internal.h"
 #include "mpq_infile.h"
 #include "mpq_ckpt.h"
+#include "mpq_family.h"
 #include "mpq_h5.h"
 
 static const unsigned char h5_signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
@@ -110,6 +111,20 @@ static mpq_err attr_i64(mpq_ctx *ctx, const char *path, const char *where, hid_t
 static mpq_err attr_f64(mpq_ctx *ctx, const char *path, const char *where, hid_t obj,
                         const char *name, double *v) {
     return attr_num(ctx, path, where, obj, name, 1, v, 1, NULL);
+}
+
+/* An optional CRC-32 attribute into *v; -1 when absent (files written
+ * before checksums). */
+static mpq_err attr_crc(mpq_ctx *ctx, const char *path, const char *where, hid_t obj,
+                        const char *name, int64_t *v) {
+    *v = -1;
+    if (H5Aexists(obj, name) <= 0)
+        return MPQ_OK;
+    MPQ_CALL(attr_i64(ctx, path, where, obj, name, v));
+    MPQ_CHECK(*v >= 0 && *v <= (int64_t)UINT32_MAX, MPQ_ERR_FORMAT,
+              "%s: %s: attribute '%s' is %lld, not a CRC-32 (0 to 4294967295)", path, where, name,
+              (long long)*v);
+    return MPQ_OK;
 }
 
 /* A scalar fixed-length string dataset (optional: "" when absent). */
@@ -299,55 +314,32 @@ static mpq_err check_layout(mpq_ctx *ctx, const char *path, const char *where, h
     return MPQ_OK;
 }
 
-/* The `levels` attribute, where present, equals the level table of the
- * parameters read (for powerexp it depends on the stored exponent, so it is
- * checked here rather than at open): shape [ncodes] or [2][ncodes], the
- * same float32 bits (any NaN for an unused code). */
-static mpq_err check_levels(mpq_ctx *ctx, const mpq_ckpt *ck, const mpq_ckpt_entry *e,
-                            const mpq_qparams *p) {
-    mpq_err err = MPQ_OK;
-    hid_t g = H5I_INVALID_HID, a = H5I_INVALID_HID, s = H5I_INVALID_HID, t = H5I_INVALID_HID;
-    char where[MPQ_TENSOR_NAME_MAX + 16];
-    float have[2 * MPQ_QMAXCODES], want[2 * MPQ_QMAXCODES];
-    mpq_ckpt_layout y;
-    snprintf(where, sizeof where, "/layers/%s", e->name);
-    MPQ_CALL(mpq_ckpt_describe(ctx, &e->spec, e->rows, e->cols, &y));
-    MPQ_H5_ID(g, H5Gopen2(ck->h5file, where, H5P_DEFAULT), ck->path);
-    if (H5Aexists(g, "levels") <= 0)
-        goto cleanup;
-    MPQ_H5_ID(a, H5Aopen(g, "levels", H5P_DEFAULT), ck->path);
-    MPQ_H5_ID(t, H5Aget_type(a), ck->path);
-    MPQ_H5_ID(s, H5Aget_space(a), ck->path);
-    hsize_t dims[2] = {0, 0};
-    int nd = H5Sget_simple_extent_ndims(s);
-    if (nd >= 1 && nd <= 2)
-        H5Sget_simple_extent_dims(s, dims, NULL);
-    int ok = y.level_rows == 1 ? nd == 1 && dims[0] == (hsize_t)y.ncodes
-                               : nd == 2 && dims[0] == 2 && dims[1] == (hsize_t)y.ncodes;
-    MPQ_ENSURE(H5Tget_class(t) == H5T_FLOAT && ok, MPQ_ERR_FORMAT,
-               "%s: %s: attribute 'levels' is not a float array of shape %s%d] (spec '%s')",
-               ck->path, where, y.level_rows == 1 ? "[" : "[2][", y.ncodes, e->spec_text);
-    MPQ_H5_TRY(H5Aread(a, H5T_NATIVE_FLOAT, have), ck->path);
-    mpq_ckpt_levels(p, &y, want);
-    for (int k = 0; k < y.level_rows * y.ncodes; k++) {
-        uint32_t hb, wb;
-        memcpy(&hb, &have[k], 4);
-        memcpy(&wb, &want[k], 4);
-        MPQ_ENSURE(hb == wb || (isnan(have[k]) && isnan(want[k])), MPQ_ERR_FORMAT,
-                   "%s: %s: attribute 'levels' entry %d is %.9g but spec '%s' with these "
-                   "parameters gives %.9g",
-                   ck->path, where, k, (double)have[k], e->spec_text, (double)want[k]);
+/* The attributes `quantizer` and `group` repeat what the spec says: a
+ * registered quantizer family, the spec's, and the spec's group size (0
+ * for per-tensor and per-channel scales). */
+static mpq_err check_family_group(mpq_ctx *ctx, const char *path, const char *where, hid_t g,
+                                  const mpq_ckpt_entry *e) {
+    char q[32];
+    int64_t group = 0;
+    MPQ_CALL(attr_str(ctx, path, where, g, "quantizer", q, sizeof q));
+    if (!mpq_quant_find(q)) {
+        char known[512];
+        return MPQ_ERROR(MPQ_ERR_FORMAT,
+                         "%s: %s: attribute 'quantizer' is \"%s\", not a quantizer family "
+                         "(known: %s)",
+                         path, where, q,
+                         mpq_registry_names(&mpq_quant_reg, ", ", known, sizeof known));
     }
-cleanup:
-    if (s >= 0)
-        H5Sclose(s);
-    if (t >= 0)
-        H5Tclose(t);
-    if (a >= 0)
-        H5Aclose(a);
-    if (g >= 0)
-        H5Gclose(g);
-    return err;
+    MPQ_CHECK(strcmp(q, e->spec.ops->name) == 0, MPQ_ERR_FORMAT,
+              "%s: %s: attribute 'quantizer' is \"%s\" but spec '%s' is of family \"%s\"", path,
+              where, q, e->spec_text, e->spec.ops->name);
+    MPQ_CALL(attr_i64(ctx, path, where, g, "group", &group));
+    const int64_t want = e->spec.gran == MPQ_QGRAN_GROUP ? e->spec.group : 0;
+    MPQ_CHECK(group == want, MPQ_ERR_FORMAT,
+              "%s: %s: attribute 'group' is %lld but spec '%s' gives %lld (columns per scale "
+              "group; 0 for per-tensor and per-channel scales)",
+              path, where, (long long)group, e->spec_text, (long long)want);
+    return MPQ_OK;
 }
 
 static mpq_err read_layer_entry(mpq_ctx *ctx, const char *path, hid_t file, const char *name,
@@ -383,10 +375,13 @@ static mpq_err read_layer_entry(mpq_ctx *ctx, const char *path, hid_t file, cons
     MPQ_ENSURE(e->numel == n, MPQ_ERR_FORMAT,
                "%s: %s: attribute 'shape' has %lld elements but the layer is [%lld][%lld]", path,
                where, (long long)e->numel, (long long)e->rows, (long long)e->cols);
+    MPQ_TRY(check_family_group(ctx, path, where, g, e));
     MPQ_TRY(attr_str(ctx, path, where, g, "method", e->method, sizeof e->method));
     MPQ_TRY(attr_f64(ctx, path, where, g, "loss", &e->loss));
     MPQ_TRY(bytes_dataset_len(ctx, path, g, where, "codes", &e->codes_bytes));
     MPQ_TRY(bytes_dataset_len(ctx, path, g, where, "params", &e->params_bytes));
+    MPQ_TRY(attr_crc(ctx, path, where, g, "codes_crc32", &e->codes_crc));
+    MPQ_TRY(attr_crc(ctx, path, where, g, "params_crc32", &e->params_crc));
     int64_t want_codes = mpq_quant_packed_bytes(&e->spec, n), want_params = 0;
     MPQ_ENSURE(e->codes_bytes == want_codes, MPQ_ERR_FORMAT,
                "%s: dataset %s/codes has %lld bytes; spec '%s' for a [%lld][%lld] layer needs "
@@ -452,6 +447,8 @@ static mpq_err read_tensor_entry(mpq_ctx *ctx, const char *path, hid_t file, con
         MPQ_TRY(mpq_mul64(ctx, e->numel, e->shape[k], where, &e->numel));
     }
     MPQ_TRY(check_storage(ctx, path, d, where, e->numel, mpq_dtype_size(e->dtype)));
+    MPQ_TRY(attr_crc(ctx, path, where, d, "crc32", &e->codes_crc));
+    e->params_crc = -1;
 cleanup:
     if (s >= 0)
         H5Sclose(s);
@@ -470,6 +467,14 @@ static mpq_err read_arch(mpq_ctx *ctx, const char *path, hid_t file, mpq_arch *a
                "%s: group /arch is missing", path);
     MPQ_H5_ID(g, H5Gopen2(file, "arch", H5P_DEFAULT), path);
     MPQ_TRY(attr_str(ctx, path, where, g, "family", a->family, sizeof a->family));
+    /* "" is a model read without a family (a plain tensor container). */
+    if (a->family[0] && !mpq_family_find(a->family)) {
+        char known[256];
+        MPQ_ENSURE(0, MPQ_ERR_FORMAT,
+                   "%s: %s: attribute 'family' is \"%s\", not a model family (known: %s)", path,
+                   where, a->family,
+                   mpq_registry_names(&mpq_family_reg, ", ", known, sizeof known));
+    }
     MPQ_TRY(attr_str(ctx, path, where, g, "format", a->format, sizeof a->format));
     MPQ_TRY(attr_str(ctx, path, where, g, "model_type", a->model_type, sizeof a->model_type));
     struct {
@@ -689,6 +694,8 @@ mpq_err mpq_ckpt_read_layer(mpq_ctx *ctx, const mpq_ckpt *ck, int64_t i, mpq_qla
     snprintf(dset, sizeof dset, "/layers/%s/codes", e->name);
     if (e->codes_bytes > 0)
         MPQ_TRY(read_bytes(ctx, ck->path, ck->h5file, dset, l->packed));
+    MPQ_TRY(mpq_ckpt_check_crc(ctx, ck->path, dset, "codes_crc32", e->codes_crc, l->packed,
+                               e->codes_bytes, "codes"));
     err = mpq_quant_unpack(ctx, &e->spec, l->packed, l->packed_bytes, e->rows * e->cols, l->codes);
     if (err != MPQ_OK) {
         err = rewrap(ctx, err, ck->path, dset);
@@ -697,13 +704,15 @@ mpq_err mpq_ckpt_read_layer(mpq_ctx *ctx, const mpq_ckpt *ck, int64_t i, mpq_qla
     snprintf(dset, sizeof dset, "/layers/%s/params", e->name);
     if (e->params_bytes > 0)
         MPQ_TRY(read_bytes(ctx, ck->path, ck->h5file, dset, l->param_bytes));
+    MPQ_TRY(mpq_ckpt_check_crc(ctx, ck->path, dset, "params_crc32", e->params_crc, l->param_bytes,
+                               e->params_bytes, "parameters"));
     err = mpq_qparams_deserialize(ctx, &e->spec, e->rows, e->cols, l->param_bytes, l->nparam_bytes,
                                   &p);
     if (err != MPQ_OK) {
         err = rewrap(ctx, err, ck->path, dset);
         goto cleanup;
     }
-    MPQ_TRY(check_levels(ctx, ck, e, p));
+    MPQ_TRY(mpq_ckpt_check_levels(ctx, ck, e, p));
     mpq_qparams_destroy(&l->params);
     l->params = p;
     p = NULL;
@@ -746,6 +755,8 @@ mpq_err mpq_ckpt_read_tensor(mpq_ctx *ctx, const mpq_ckpt *ck, int64_t i, void *
     MPQ_H5_ID(d, H5Dopen2(ck->h5file, dset, H5P_DEFAULT), what);
     hid_t mt = e->dtype == MPQ_DTYPE_F32 ? H5T_IEEE_F32LE : H5T_STD_U16LE;
     MPQ_H5_TRY(H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, out), what);
+    MPQ_TRY(mpq_ckpt_check_crc(ctx, ck->path, dset, "crc32", e->codes_crc, out,
+                               e->numel * (int64_t)mpq_dtype_size(e->dtype), "data"));
 cleanup:
     if (d >= 0)
         H5Dclose(d);

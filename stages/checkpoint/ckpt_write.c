@@ -115,6 +115,10 @@ static mpq_err attr_f64(mpq_ctx *ctx, hid_t obj, const char *name, double v, con
     return attr_write(ctx, obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, NULL, &v, what);
 }
 
+static mpq_err attr_u32(mpq_ctx *ctx, hid_t obj, const char *name, uint32_t v, const char *what) {
+    return attr_write(ctx, obj, name, H5T_STD_U32LE, H5T_NATIVE_UINT32, 0, NULL, &v, what);
+}
+
 /* Creates dataset `name` under parent (1-D of n elements, or the given
  * shape; ndim 0 = scalar), reserves its disk space (collectively, so a full
  * disk fails every rank alike before anything is written) and, on rank
@@ -427,11 +431,13 @@ typedef struct entry_meta {
     int32_t dtype;
     int64_t shape[MPQ_TENSOR_MAXDIM];
     int64_t rows, cols, group, codes_bytes, params_bytes;
+    uint32_t codes_crc, params_crc; /* CRC-32 of the stored bytes (tensors: codes_crc) */
     double loss;
     char name[MPQ_TENSOR_NAME_MAX];
     char spec[MPQ_QSPEC_MAX];
     char quantizer[32];
     char method[32];
+    char note[MPQ_CKPT_NOTE_MAX];    /* tensors: the `folded` attribute ("": none) */
     mpq_ckpt_layout lay;             /* layers: the self-description */
     float levels[2 * MPQ_QMAXCODES]; /* layers: [lay.level_rows][lay.ncodes] */
 } entry_meta;
@@ -485,6 +491,8 @@ static mpq_err fill_layer_meta(mpq_ctx *ctx, const mpq_ckpt_layer_desc *d, const
     m->codes_bytes = l->packed_bytes;
     m->params_bytes = l->nparam_bytes;
     m->loss = d->loss;
+    m->codes_crc = mpq_ckpt_crc32(l->packed, l->packed_bytes);
+    m->params_crc = mpq_ckpt_crc32(l->param_bytes, l->nparam_bytes);
     MPQ_CALL(mpq_ckpt_describe(ctx, &l->spec, l->rows, l->cols, &m->lay));
     mpq_ckpt_levels(l->params, &m->lay, m->levels);
     return MPQ_OK;
@@ -521,6 +529,7 @@ static mpq_err share_meta(mpq_ctx *ctx, int owner, mpq_err local, entry_meta *m)
         MPQ_MPI(MPI_Bcast(m, (int)sizeof *m, MPI_BYTE, owner, ctx->comm));
     m->name[sizeof m->name - 1] = m->spec[sizeof m->spec - 1] = '\0';
     m->quantizer[sizeof m->quantizer - 1] = m->method[sizeof m->method - 1] = '\0';
+    m->note[sizeof m->note - 1] = '\0';
     return MPQ_OK;
 }
 
@@ -557,6 +566,8 @@ mpq_err mpq_ckpt_write_layer(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_ckpt_la
     MPQ_TRY(attr_str(ctx, g, "method", m.method, what));
     MPQ_TRY(attr_f64(ctx, g, "loss", m.loss, what));
     MPQ_TRY(write_layout(ctx, g, &m, what));
+    MPQ_TRY(attr_u32(ctx, g, "codes_crc32", m.codes_crc, what));
+    MPQ_TRY(attr_u32(ctx, g, "params_crc32", m.params_crc, what));
     const int own = ctx->rank == owner;
     MPQ_TRY(dataset_write(ctx, w, g, "codes", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &m.codes_bytes,
                           own ? l->packed : NULL, owner, what, NULL));
@@ -569,7 +580,8 @@ cleanup:
     return mpq_agree(ctx, err);
 }
 
-static mpq_err fill_tensor_meta(mpq_ctx *ctx, const mpq_tensor *t, entry_meta *m) {
+static mpq_err fill_tensor_meta(mpq_ctx *ctx, const mpq_tensor *t, const char *note,
+                                entry_meta *m) {
     MPQ_CHECK(t, MPQ_ERR_ARG, "checkpoint tensor: the owner rank passed no tensor");
     MPQ_CALL(check_name(ctx, t->name));
     MPQ_CHECK((int)t->dtype >= 0 && t->dtype < MPQ_DTYPE_COUNT, MPQ_ERR_ARG,
@@ -578,20 +590,27 @@ static mpq_err fill_tensor_meta(mpq_ctx *ctx, const mpq_tensor *t, entry_meta *m
               "tensor '%s' has %d dimensions", t->name, t->ndim);
     MPQ_CHECK(t->numel == 0 || t->data, MPQ_ERR_ARG, "tensor '%s' has no data", t->name);
     snprintf(m->name, sizeof m->name, "%s", t->name);
+    snprintf(m->note, sizeof m->note, "%s", note ? note : "");
     m->dtype = (int32_t)t->dtype;
     m->ndim = t->ndim;
     for (int k = 0; k < t->ndim; k++)
         m->shape[k] = t->shape[k];
+    m->codes_crc = mpq_ckpt_crc32(t->data, t->numel * (int64_t)mpq_dtype_size(t->dtype));
     return MPQ_OK;
 }
 
 mpq_err mpq_ckpt_write_tensor(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_tensor *t, int owner) {
+    return mpq_ckpt_write_tensor_noted(ctx, w, t, owner, NULL);
+}
+
+mpq_err mpq_ckpt_write_tensor_noted(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_tensor *t,
+                                    int owner, const char *note) {
     mpq_err err = MPQ_OK;
     hid_t d = H5I_INVALID_HID;
     entry_meta m;
     memset(&m, 0, sizeof m);
     char what[MPQ_TENSOR_NAME_MAX + 32];
-    mpq_err local = ctx->rank == owner ? fill_tensor_meta(ctx, t, &m) : MPQ_OK;
+    mpq_err local = ctx->rank == owner ? fill_tensor_meta(ctx, t, note, &m) : MPQ_OK;
     MPQ_CALL(share_meta(ctx, owner, local, &m));
     MPQ_TRY(check_unique(ctx, w, m.name));
     snprintf(what, sizeof what, "%s: /tensors/%s", w->of->dest, m.name);
@@ -601,6 +620,9 @@ mpq_err mpq_ckpt_write_tensor(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_tensor
                           ctx->rank == owner ? t->data : NULL, owner, what, &d));
     MPQ_TRY(attr_str(ctx, d, "dtype", mpq_dtype_name((mpq_dtype)m.dtype), what));
     MPQ_TRY(attr_i64(ctx, d, "index", w->next_index, what));
+    if (m.note[0])
+        MPQ_TRY(attr_str(ctx, d, "folded", m.note, what));
+    MPQ_TRY(attr_u32(ctx, d, "crc32", m.codes_crc, what));
     w->next_index++;
 cleanup:
     if (d >= 0)

@@ -22,6 +22,8 @@ typedef struct cnn_op {
     const float *w, *b;             /* conv/linear: weight [co][ci*k*k] / [co][ci], bias [co] */
     float *w_own, *b_own;           /* owned copies (converted, folded or substituted) */
     float *scale, *shift;           /* standalone batch norm: y = x * scale[c] + shift[c] */
+    const struct mpq_op *cfg;       /* conv/linear: its model.cnn entry */
+    const struct mpq_op *bn;        /* conv/linear: the batch norm folded into it (NULL: none) */
 } cnn_op;
 
 typedef struct cnn {

@@ -219,6 +219,16 @@ mpq_err mpq_family_get_weight(mpq_ctx *ctx, mpq_family *f, int64_t layer, float 
     return MPQ_OK;
 }
 
+mpq_err mpq_family_stored_tensor(mpq_ctx *ctx, mpq_family *f, const mpq_tensor *t, float **out,
+                                 char *note, size_t len) {
+    *out = NULL;
+    if (len)
+        note[0] = '\0';
+    if (f->ops->stored_tensor)
+        MPQ_CALL(f->ops->stored_tensor(ctx, f->state, t, out, note, len));
+    return MPQ_OK;
+}
+
 mpq_err mpq_family_set_weight(mpq_ctx *ctx, mpq_family *f, int64_t layer, const float *w) {
     MPQ_CHECK(layer >= 0 && layer < f->info.nlayers, MPQ_ERR_ARG,
               "layer %lld out of range [0, %lld)", (long long)layer, (long long)f->info.nlayers);

@@ -20,6 +20,7 @@ import json
 import re
 import struct
 import sys
+import zlib
 
 import h5py
 import numpy as np
@@ -205,6 +206,13 @@ def decode_layer(g, y):
     R, C, k = int(a["rows"]), int(a["cols"]), int(a["code_bits"])
     n = R * C
     codes_buf = np.asarray(g["codes"][()], dtype=np.uint8)
+    # The checksums (README "Checksums"): zlib's CRC-32 of each dataset's bytes.
+    for name in ("codes", "params"):
+        if name + "_crc32" in a:
+            crc = zlib.crc32(np.asarray(g[name][()], dtype=np.uint8).tobytes())
+            want = int(a[name + "_crc32"])
+            if crc != want:
+                raise ValueError(f"{name}: CRC-32 {crc:#010x}, attribute {want:#010x}")
     if y["packing"] == "bits":
         codes = unpack_bits(codes_buf, n, k)
     elif y["packing"] == "base3":

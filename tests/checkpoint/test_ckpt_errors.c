@@ -5,7 +5,9 @@
  * format, codes of the wrong length, a zero scale, a bad spec, a missing
  * attribute, an unknown dtype, not HDF5 at all, an external or soft link)
  * must fail with errors that name the file and the object. Writer misuse is refused too.
- * The layout attributes: their values, contradicting ones refused, none at all accepted. */
+ * The layout attributes: their values, contradicting ones refused, none at all accepted.
+ * Checksums: a flipped bit in codes, params or a tensor refused naming the dataset, a file
+ * without them read alike; `group`, `quantizer` and the /arch `family` checked. */
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -306,6 +308,8 @@ static void test_bad_layer_data(void **state) {
     int64_t nb = ck->entries[0].params_bytes;
     mpq_ckpt_close(&ck);
     replace_bytes(p, "/layers/lin.weight/params", nb, 0);
+    /* As a file written before checksums: the CRC would catch it first. */
+    set_attr_str(p, "/layers/lin.weight", "params_crc32", NULL);
     MPQ_ASSERT_OK(ctx, mpq_ckpt_open(ctx, p, &ck));
     float out[ROWS * COLS];
     assert_int_equal(mpq_ckpt_dequantize_layer(ctx, ck, "lin.weight", out), MPQ_ERR_FORMAT);
@@ -427,6 +431,92 @@ static void test_layout_attrs(void **state) {
     mpq_ckpt_close(&ck);
 }
 
+/* ---- checksums and the attributes that repeat the spec ---------------------------- */
+
+/* Flips bit `bit` of byte `byte` of the uint8 dataset dset [n] through HDF5. */
+static void flip_bit(const char *path, const char *dset, int64_t n, int64_t byte, int bit) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t d = H5Dopen2(f, dset, H5P_DEFAULT);
+    assert_true(d >= 0);
+    uint8_t *buf = calloc((size_t)n, 1);
+    assert_non_null(buf);
+    assert_true(H5Dread(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0);
+    buf[byte] ^= (uint8_t)(1u << bit);
+    assert_true(H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0);
+    free(buf);
+    H5Dclose(d);
+    H5Fclose(f);
+}
+
+static void test_checksums(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    const char *lin = "/layers/lin.weight";
+    char p[128];
+    float out[ROWS * COLS], want[ROWS * COLS];
+    mpq_ckpt *ck = NULL;
+    copy_good("crc.h5", p, sizeof p);
+    flip_bit(p, "/layers/lin.weight/codes", 120, 7, 2);
+    MPQ_ASSERT_OK(ctx, mpq_ckpt_open(ctx, p, &ck));
+    assert_int_equal(mpq_ckpt_dequantize_layer(ctx, ck, "lin.weight", out), MPQ_ERR_FORMAT);
+    const char *frags[] = {p, "/layers/lin.weight/codes: CRC-32", "'codes_crc32'",
+                           "the codes are damaged"};
+    for (size_t i = 0; i < sizeof frags / sizeof frags[0]; i++)
+        if (!strstr(ctx->err_msg, frags[i]))
+            fail_msg("message lacks '%s': %s", frags[i], ctx->err_msg);
+    mpq_err_clear(ctx);
+    mpq_ckpt_close(&ck);
+    mpq_model *m = NULL;
+    assert_int_equal(mpq_model_open(ctx, p, "auto", &m), MPQ_ERR_FORMAT);
+    assert_non_null(strstr(ctx->err_msg, "the codes are damaged"));
+    mpq_err_clear(ctx);
+    /* Written before checksums: read alike, nothing checked. */
+    copy_good("nocrc.h5", p, sizeof p);
+    set_attr_str(p, lin, "codes_crc32", NULL);
+    set_attr_str(p, lin, "params_crc32", NULL);
+    set_attr_str(p, "/tensors/lin.bias", "crc32", NULL);
+    MPQ_ASSERT_OK(ctx, mpq_ckpt_open(ctx, g_good, &ck));
+    MPQ_ASSERT_OK(ctx, mpq_ckpt_dequantize_layer(ctx, ck, "lin.weight", want));
+    mpq_ckpt_close(&ck);
+    MPQ_ASSERT_OK(ctx, mpq_ckpt_open(ctx, p, &ck));
+    assert_int_equal(ck->entries[0].codes_crc, -1);
+    MPQ_ASSERT_OK(ctx, mpq_ckpt_dequantize_layer(ctx, ck, "lin.weight", out));
+    assert_memory_equal(out, want, sizeof out);
+    float bias[ROWS];
+    MPQ_ASSERT_OK(ctx, mpq_ckpt_read_tensor(ctx, ck, mpq_ckpt_find(ck, "lin.bias"), bias));
+    assert_memory_equal(bias, g_bias, sizeof bias);
+    mpq_ckpt_close(&ck);
+    /* A value that is no CRC-32. */
+    copy_good("crcneg.h5", p, sizeof p);
+    set_attr_int(p, lin, "codes_crc32", -5);
+    expect_open_error(p, MPQ_ERR_FORMAT, "attribute 'codes_crc32' is -5", "not a CRC-32");
+}
+
+static void test_repeated_attrs(void **state) {
+    (void)state;
+    const char *lin = "/layers/lin.weight", *conv = "/layers/conv.weight";
+    char p[128];
+    copy_good("group.h5", p, sizeof p);
+    set_attr_int(p, lin, "group", 7);
+    expect_open_error(p, MPQ_ERR_FORMAT, "/layers/lin.weight: attribute 'group' is 7", "gives 16");
+    copy_good("group0.h5", p, sizeof p);
+    set_attr_int(p, conv, "group", 0);
+    expect_open_error(p, MPQ_ERR_FORMAT, "/layers/conv.weight: attribute 'group' is 0", "gives 64");
+    copy_good("quant.h5", p, sizeof p);
+    set_attr_str(p, lin, "quantizer", "bogus");
+    expect_open_error(p, MPQ_ERR_FORMAT, "attribute 'quantizer' is \"bogus\"",
+                      "not a quantizer family");
+    copy_good("quant2.h5", p, sizeof p);
+    set_attr_str(p, conv, "quantizer", "int");
+    expect_open_error(p, MPQ_ERR_FORMAT, "/layers/conv.weight: attribute 'quantizer' is \"int\"",
+                      "of family \"nf4\"");
+    copy_good("family.h5", p, sizeof p);
+    set_attr_str(p, "/arch", "family", "transformer");
+    expect_open_error(p, MPQ_ERR_FORMAT, "/arch: attribute 'family' is \"transformer\"",
+                      "not a model family");
+}
+
 /* ---- writer misuse -------------------------------------------------------------- */
 
 /* Links out of the file's own tree are refused at open: an external link
@@ -513,6 +603,7 @@ int main(int argc, char **argv) {
             cmocka_unit_test(test_truncated),      cmocka_unit_test(test_wrong_version_and_format),
             cmocka_unit_test(test_bad_layer_data), cmocka_unit_test(test_writer_refusals),
             cmocka_unit_test(test_links),          cmocka_unit_test(test_layout_attrs),
+            cmocka_unit_test(test_checksums),      cmocka_unit_test(test_repeated_attrs),
         };
         failures = cmocka_run_group_tests(tests, NULL, NULL);
     }

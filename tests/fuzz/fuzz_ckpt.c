@@ -15,6 +15,7 @@
  */
 #include <hdf5.h>
 #include <math.h>
+#include <zlib.h>
 
 #include "fuzz_common.h"
 #include "mpq_ckpt.h"
@@ -174,11 +175,13 @@ static void put_i64(recipe *r, hid_t obj, const char *name, int64_t v) {
 }
 
 /* A 1-D uint8 dataset of `len` bytes (contiguous, allocated early, filled
- * from the recipe), or declared larger than it is stored. */
-static void put_bytes(recipe *r, hid_t g, const char *name, int64_t len) {
+ * from the recipe), or declared larger than it is stored. Returns the CRC-32
+ * of the bytes written (0 when none). */
+static int64_t put_bytes(recipe *r, hid_t g, const char *name, int64_t len) {
     unsigned c = take(r);
+    int64_t crc = 0;
     if (c == 255)
-        return;
+        return crc;
     int64_t n = pick_i64(r, len);
     if (n < 0 || n > ((int64_t)1 << 40))
         n = len;
@@ -194,12 +197,14 @@ static void put_bytes(recipe *r, hid_t g, const char *name, int64_t len) {
         for (int64_t k = 0; k < n; k++)
             b[k] = (uint8_t)(r->n ? take(r) : (k * 37) & 0x3f);
         H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, b);
+        crc = (int64_t)crc32_z(crc32_z(0L, Z_NULL, 0), b, (z_size_t)n);
         free(b);
     }
     if (d >= 0)
         H5Dclose(d);
     H5Pclose(dcpl);
     H5Sclose(s);
+    return crc;
 }
 
 static void put_layer(recipe *r, mpq_ctx *ctx, hid_t layers, int i) {
@@ -217,9 +222,12 @@ static void put_layer(recipe *r, mpq_ctx *ctx, hid_t layers, int i) {
     pick_str(r, specs[take(r) % 10], spec_text, sizeof spec_text);
     int64_t rows = 1 + take(r) % 8, cols = 1 + take(r) % 12;
     mpq_qspec spec;
-    int64_t codes = 0, params = 0, bits = 4;
+    int64_t codes = 0, params = 0, bits = 4, group = 0;
+    const char *family = "int";
     if (mpq_qspec_parse(ctx, spec_text, &spec) == MPQ_OK) {
         bits = spec.bits;
+        group = spec.gran == MPQ_QGRAN_GROUP ? spec.group : 0;
+        family = spec.ops->name;
         codes = mpq_quant_packed_bytes(&spec, rows * cols);
         if (mpq_qparams_nbytes(ctx, &spec, rows, cols, &params) != MPQ_OK)
             params = 0;
@@ -227,9 +235,9 @@ static void put_layer(recipe *r, mpq_ctx *ctx, hid_t layers, int i) {
     mpq_err_clear(ctx);
     put_i64(r, g, "index", i);
     put_str_attr(r, g, "spec", spec_text);
-    put_str_attr(r, g, "quantizer", "int");
+    put_str_attr(r, g, "quantizer", family);
     put_i64(r, g, "code_bits", bits);
-    put_i64(r, g, "group", 0);
+    put_i64(r, g, "group", group);
     put_i64(r, g, "rows", rows);
     put_i64(r, g, "cols", cols);
     int64_t shape[2] = {rows, cols};
@@ -238,8 +246,10 @@ static void put_layer(recipe *r, mpq_ctx *ctx, hid_t layers, int i) {
     put_str_attr(r, g, "method", "gptq");
     double loss = 0.5;
     put_num_attr(r, g, "loss", 1, &loss, 1);
-    put_bytes(r, g, "codes", codes);
-    put_bytes(r, g, "params", params);
+    int64_t crc_codes = put_bytes(r, g, "codes", codes);
+    int64_t crc_params = put_bytes(r, g, "params", params);
+    put_i64(r, g, "codes_crc32", crc_codes);
+    put_i64(r, g, "params_crc32", crc_params);
     H5Gclose(g);
 }
 
