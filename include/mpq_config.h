@@ -216,6 +216,10 @@ mpq_err mpq_config_parse(struct mpq_ctx *ctx, const char *source, const char *te
                          char *const *overrides, mpq_config **out);
 /* NULL-safe; sets *cfg to NULL. */
 void mpq_config_destroy(mpq_config **cfg);
+/* Local. Where the value of `key` ("section.name") came from, for messages:
+ * "override '-o k=v'" (the last -o that set it), "file.cfg:12" (the file),
+ * else "file.cfg (default)". Written into buf[len]; returns buf. */
+const char *mpq_config_origin(const mpq_config *cfg, const char *key, char *buf, size_t len);
 
 /* Writes the effective configuration (every key, with its value) in
  * libconfig syntax that mpq_config_parse accepts. */

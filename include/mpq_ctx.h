@@ -66,6 +66,10 @@ void mpq_ctx_destroy(mpq_ctx **ctx);
  * MPQ_ERR_NOMEM naming the requested size when n < 0, n*elsize overflows or
  * memory is exhausted. Free with mpq_free. Local. */
 mpq_err mpq_malloc(mpq_ctx *ctx, int64_t n, size_t elsize, void **out);
+/* The same, not zeroed: for large buffers written in full before they are
+ * read (a zero fill touches every page, so the memory is committed at once
+ * and the fill costs a pass over it). */
+mpq_err mpq_malloc_raw(mpq_ctx *ctx, int64_t n, size_t elsize, void **out);
 /* Resizes a buffer from mpq_malloc holding old_n elements to new_n elements
  * (new elements zeroed). On failure *p is left unchanged. */
 mpq_err mpq_realloc(mpq_ctx *ctx, int64_t old_n, int64_t new_n, size_t elsize, void **p);

@@ -37,6 +37,7 @@
 #include "mpq_family.h"
 
 struct mpq_ctx;
+struct mpq_model;
 struct mpq_tokenizer;
 struct cJSON;
 
@@ -142,6 +143,14 @@ mpq_err mpq_eval_idx(struct mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const 
  * whole prefix (no KV cache): meant for a quick look, not for long outputs. */
 mpq_err mpq_generate_greedy(struct mpq_ctx *ctx, mpq_family *f, const struct mpq_tokenizer *tok,
                             int64_t ntokens, int32_t *out, int64_t *n);
+
+/* Collective. Every tensor of model m (as fp32: a checkpoint's dequantized
+ * layers, a file's stored values) checked for NaN and Inf, each rank reading
+ * a share: MPQ_ERR_NUMERIC on every rank naming the file, the tensor and the
+ * first bad element, with the count. For models loaded to be evaluated: a
+ * non-finite weight would show only as a non-finite NLL, or not at all (an
+ * accuracy from logits of NaN). */
+mpq_err mpq_eval_check_model(struct mpq_ctx *ctx, const struct mpq_model *m);
 
 /* Local. The contiguous range [*lo, *hi) of n items assigned to this rank
  * (rank r gets [n r / size, n (r+1) / size)). */

@@ -79,6 +79,11 @@ typedef struct mpq_progress {
     double t_last;
     double interval_s;
     int64_t base; /* items done before this run (mpq_progress_skip): not in the rate */
+    /* Which model the items belong to, when a loop runs more than one
+     * (evaluation: "quantized model", "full-precision reference"): printed
+     * after `what` and set as the event's "model"; NULL: none. A static
+     * string (not copied). */
+    const char *model;
 } mpq_progress;
 
 void mpq_progress_begin(struct mpq_ctx *ctx, mpq_progress *p, const char *what, const char *unit,
@@ -88,6 +93,8 @@ void mpq_progress_end(struct mpq_ctx *ctx, mpq_progress *p);
 /* Items 0 .. done-1 were done by an earlier run (a resume): they count as
  * done, but the rate and the ETA are measured from here on. */
 void mpq_progress_skip(struct mpq_ctx *ctx, mpq_progress *p, int64_t done);
+/* The model the next lines are for (see mpq_progress.model); local. */
+void mpq_progress_model(mpq_progress *p, const char *model);
 
 /* Seconds since an arbitrary fixed point (monotonic). */
 double mpq_now(void);

@@ -125,6 +125,21 @@ int64_t mpq_model_ntensors(const mpq_model *m);
 const mpq_tensor *mpq_model_tensor_at(const mpq_model *m, int64_t i);
 /* NULL when absent. */
 const mpq_tensor *mpq_model_find(const mpq_model *m, const char *name);
+/* A tensor of the file the model cannot compute with (a safetensors dtype
+ * other than F32, F16 and BF16, e.g. the I64 num_batches_tracked of every
+ * PyTorch batch norm): kept aside, not among the tensors above, so that a
+ * model which never asks for it opens; mpq_model_get of its name is an
+ * error naming the file, the tensor and the dtype. */
+typedef struct mpq_foreign_tensor {
+    char name[MPQ_TENSOR_NAME_MAX];
+    char dtype[16]; /* as the file spells it: "I64", "U8", ... */
+    int ndim;
+    int64_t shape[MPQ_TENSOR_MAXDIM];
+    const char *file; /* owned by the model */
+} mpq_foreign_tensor;
+/* i in [0, mpq_model_nforeign); NULL outside. */
+int64_t mpq_model_nforeign(const mpq_model *m);
+const mpq_foreign_tensor *mpq_model_foreign_at(const mpq_model *m, int64_t i);
 /* Like find, but an absent tensor, or one whose shape differs from the
  * expected one (ndim entries of `shape`; pass ndim 0 to skip the check), is
  * an error naming the model file and the tensor. */

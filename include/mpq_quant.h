@@ -198,6 +198,25 @@ mpq_err mpq_qparams_copy(struct mpq_ctx *ctx, const mpq_qparams *src, mpq_qparam
  * importances are errors naming the position. Local. */
 mpq_err mpq_quant_fit(struct mpq_ctx *ctx, mpq_qparams *p, const float *w, const float *imp);
 
+/* Groups whose stored scale sits at the top of its storage format (fp16
+ * 65504, E8M0 2^127, fp32 1e38; E4M3 scales under a tensor scale never
+ * clamp) while the group's weights reach beyond the grid: the scale the
+ * weights need was clamped, and quantization clips them to the grid. */
+typedef struct mpq_qclamp {
+    int64_t groups;           /* how many */
+    int64_t group, row, col0; /* the first one: group index, row, first column */
+    int64_t col1;             /* its columns [col0, col1) (the whole row for gran=tensor) */
+    float amax, reach;        /* its max |w|, and the largest |value| of its grid */
+} mpq_qclamp;
+/* Local. The clamped groups of p fitted to w [rows][cols]. */
+void mpq_quant_clamped(const mpq_qparams *p, const float *w, mpq_qclamp *out);
+/* Local. Logs a warning naming the layer, the count and the first group
+ * when p fitted to w has clamped scales (mpq_quant_clamped); returns the
+ * count. here = 1: printed by the calling rank (a layer only one rank holds),
+ * else by rank 0 as every log line. */
+int64_t mpq_quant_warn_clamped(struct mpq_ctx *ctx, const char *layer, const mpq_qparams *p,
+                               const float *w, int here);
+
 /* Nearest codes of the whole matrix: codes [rows][cols]. Local. */
 void mpq_quant_quantize(const mpq_qparams *p, const float *w, uint8_t *codes);
 /* Dequantized matrix out [rows][cols] from codes [rows][cols]. Local. */

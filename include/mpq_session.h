@@ -63,6 +63,13 @@ const char *mpq_session_tokenizer(const struct mpq_config *cfg);
  * 0 with generated, and an eval.seed equal to calibration.seed when the
  * calibration is generated too. */
 int mpq_session_eval_generated(const struct mpq_config *cfg);
+/* Local. err as it is, except that a non-finite finding (MPQ_ERR_NUMERIC)
+ * of an evaluation gets the models in front of its message: "evaluating
+ * MODEL (reference REF): ..." (ref NULL: none), since the evaluation names
+ * the document or image and the block but knows no file. Call on every
+ * rank with the agreed status. */
+mpq_err mpq_session_eval_named(struct mpq_ctx *ctx, mpq_err err, const char *model,
+                               const char *ref);
 mpq_err mpq_session_eval_check(struct mpq_ctx *ctx, const struct mpq_config *cfg, int64_t docs);
 mpq_err mpq_session_eval_lm(struct mpq_ctx *ctx, const struct mpq_config *cfg, int64_t docs,
                             mpq_family *f, mpq_family *ref, const mpq_tokenizer *tok,

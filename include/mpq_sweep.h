@@ -77,10 +77,11 @@ typedef struct mpq_sweep_point {
     int64_t weights;                 /* quantized weights */
     double bpw;                      /* bits / weights (32 for fp) */
     int64_t size_bytes;              /* the whole model (see above) */
-    char metric[16];                 /* ppl | nll | kld | accuracy | agreement */
+    char metric[16];                 /* kld | ppl | nll | accuracy | agreement */
     double value;                    /* the metric of this point */
     double reference;                /* the metric of the full-precision model */
     double rel_change;               /* (value - reference) / |reference| (0 if reference 0) */
+    double ppl;                      /* LM: perplexity (whatever the metric), else 0 */
     double kld;                      /* LM: mean KL divergence from FP (nats), else 0 */
     double agreement;                /* top-1 agreement with the FP model */
     double seconds;                  /* wall time of the point (assemble + evaluate) */
@@ -165,8 +166,12 @@ mpq_err mpq_sweep_report_write(mpq_ctx *ctx, const char *dir, const char *title,
 /* Collective (rank 0 works, every rank agrees). Reads points/fp.json and
  * points/point-0000.json .. point-(npoints-1).json under
  * cfg->sweep.output_dir (a missing or damaged file is an error naming it)
- * and writes the report. npoints: the plan's count (mpq_sweep_plan_count). */
-mpq_err mpq_sweep_merge(mpq_ctx *ctx, const struct mpq_config *cfg, int64_t npoints);
+ * and writes the report. npoints: the plan's count (mpq_sweep_plan_count).
+ * report (may be NULL): on rank 0 the object of report.json (title,
+ * metric, higher_is_better, reference, points, pareto), NULL elsewhere and
+ * on error; owner: caller (cJSON_Delete). */
+mpq_err mpq_sweep_merge(mpq_ctx *ctx, const struct mpq_config *cfg, int64_t npoints,
+                        struct cJSON **report);
 
 /* Local. The sweep's directory: sweep.output_dir, or "sweep-out" (in the
  * working directory) when it is "". */

@@ -15,13 +15,17 @@
 #include "mpq_tokenizer.h"
 #include "mpq_timer.h"
 
-/* Opens a model and builds its family on every rank; all ranks agree. */
-static mpq_err open_family(mpq_ctx *ctx, const mpq_config *cfg, const char *path, mpq_model **m,
-                           mpq_family **f) {
-    mpq_err err = mpq_model_open(ctx, path, cfg->model.format, m);
+/* Opens a model and builds its family on every rank; all ranks agree. A
+ * tensor with NaN or Inf (a checkpoint's dequantized layer included) is an
+ * error naming the file and the tensor. */
+static mpq_err open_family(mpq_ctx *ctx, const mpq_config *cfg, const char *path,
+                           const char *format, mpq_model **m, mpq_family **f) {
+    mpq_err err = mpq_model_open(ctx, path, format, m);
     if (err == MPQ_OK)
         err = mpq_family_create(ctx, *m, cfg, NULL, f);
     err = mpq_agree(ctx, err);
+    if (err == MPQ_OK)
+        err = mpq_eval_check_model(ctx, *m);
     if (err != MPQ_OK) {
         mpq_family_destroy(f);
         mpq_model_close(m);
@@ -46,7 +50,8 @@ static mpq_err eval_lm(mpq_ctx *ctx, const mpq_config *cfg, mpq_family *f, mpq_f
         err = mpq_tokenizer_load(ctx, tpath, fi->vocab_size, &tok);
     MPQ_TRY(mpq_agree(ctx, err));
     mpq_lm_result r;
-    MPQ_TRY(mpq_session_eval_lm(ctx, cfg, docs, f, ref, tok, &r));
+    MPQ_TRY(mpq_session_eval_named(ctx, mpq_session_eval_lm(ctx, cfg, docs, f, ref, tok, &r),
+                                   cfg->model.path, ref ? cfg->eval.reference : NULL));
     const char *protocol = r.generated ? "generated" : r.window ? "windows" : "docs";
     if (ctx->rank == 0) {
         if (r.generated)
@@ -113,8 +118,11 @@ cleanup:
 static mpq_err eval_cls(mpq_ctx *ctx, const mpq_config *cfg, mpq_family *f, mpq_family *ref,
                         cJSON *o) {
     mpq_cls_result r;
-    MPQ_CALL(mpq_eval_idx(ctx, f, ref, cfg->eval.images, cfg->eval.labels, cfg->eval.first,
-                          cfg->eval.count, cfg->eval.batch, &r));
+    MPQ_CALL(
+        mpq_session_eval_named(ctx,
+                               mpq_eval_idx(ctx, f, ref, cfg->eval.images, cfg->eval.labels,
+                                            cfg->eval.first, cfg->eval.count, cfg->eval.batch, &r),
+                               cfg->model.path, ref ? cfg->eval.reference : NULL));
     if (ctx->rank == 0) {
         printf("images: %s\ncorrect: %lld\ntotal: %lld\naccuracy: %.4f%%\n", cfg->eval.images,
                (long long)r.correct, (long long)r.total, 100.0 * r.accuracy);
@@ -166,9 +174,11 @@ mpq_err mpq_cmd_eval(mpq_ctx *ctx, const mpq_cli *cli) {
     MPQ_TRY(mpq_agree(ctx, err));
 
     MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_EVAL_LOAD));
-    MPQ_TRY(open_family(ctx, cfg, cfg->model.path, &m, &f));
+    MPQ_TRY(open_family(ctx, cfg, cfg->model.path, cfg->model.format, &m, &f));
+    /* model.format is the model's format only: the reference (often the
+     * full-precision original of a checkpoint) is detected on its own. */
     if (cfg->eval.reference[0])
-        MPQ_TRY(open_family(ctx, cfg, cfg->eval.reference, &rm, &rf));
+        MPQ_TRY(open_family(ctx, cfg, cfg->eval.reference, "auto", &rm, &rf));
     MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_EVAL_LOAD));
     const mpq_family_info *fi = mpq_family_get_info(f);
     MPQ_INFO("model %s: family %s, %lld blocks, %lld quantizable layers", cfg->model.path,

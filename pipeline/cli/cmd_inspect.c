@@ -6,6 +6,7 @@
  * that a file one rank cannot read fails the command on every rank through
  * the error agreement in main; rank 0 prints. */
 #include <cjson/cJSON.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -133,6 +134,11 @@ static void print_model(const mpq_model *m) {
         size_t l = strlen(mpq_model_tensor_at(m, i)->name);
         wname = l > wname ? l : wname;
     }
+    const int64_t nf = mpq_model_nforeign(m);
+    for (int64_t i = 0; i < nf; i++) {
+        size_t l = strlen(mpq_model_foreign_at(m, i)->name);
+        wname = l > wname ? l : wname;
+    }
     printf("tensors: %lld\n", (long long)n);
     printf("  %-*s  %-5s  %-20s  %12s\n", (int)wname, "name", "dtype", "shape", "numel");
     for (int64_t i = 0; i < n; i++) {
@@ -144,6 +150,17 @@ static void print_model(const mpq_model *m) {
         params += t->numel;
     }
     printf("parameters: %lld\n", (long long)params);
+    /* Tensors of dtypes no model computes with (a batch norm's I64
+     * num_batches_tracked): listed apart, outside the parameter count. */
+    if (nf > 0)
+        printf("unused:  %lld (dtypes the model cannot compute with; an error if it uses one)\n",
+               (long long)nf);
+    for (int64_t i = 0; i < nf; i++) {
+        const mpq_foreign_tensor *t = mpq_model_foreign_at(m, i);
+        char shp[128];
+        shape_text(t->ndim, t->shape, shp, sizeof shp);
+        printf("  %-*s  %-5s  %s\n", (int)wname, t->name, t->dtype, shp);
+    }
 }
 
 static cJSON *model_json(const mpq_model *m) {
@@ -171,38 +188,127 @@ static cJSON *model_json(const mpq_model *m) {
     }
     cJSON_AddNumberToObject(o, "n_tensors", (double)mpq_model_ntensors(m));
     cJSON_AddNumberToObject(o, "parameters", (double)params);
+    cJSON *us = cJSON_AddArrayToObject(o, "unused_tensors");
+    for (int64_t i = 0; i < mpq_model_nforeign(m); i++) {
+        const mpq_foreign_tensor *t = mpq_model_foreign_at(m, i);
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "name", t->name);
+        cJSON_AddStringToObject(e, "dtype", t->dtype);
+        cJSON_AddItemToObject(e, "shape", shape_json(t->ndim, t->shape));
+        cJSON_AddItemToArray(us, e);
+    }
     return o;
 }
 
 /* Entries of a llama2.c tokenizer file (int32 max_token_length, then per
- * token: float score, int32 length in 1..max_token_length, the bytes) that
- * end exactly at the end of the file; -1 when the file is not one. Local. */
-static int64_t tokenizer_entries(const char *path) {
+ * token: float score, int32 length in 0..max_token_length, the bytes) that
+ * end exactly at the end of the file, by the rules of the loader
+ * (mpq_tokenizer_load); -1 when the file is not one, with the reason in
+ * why[len] (as the loader words it). Local. */
+static int64_t tokenizer_entries(const char *path, char *why, size_t len) {
     FILE *f = mpq_infile_stream(path);
+    snprintf(why, len, "cannot open it");
     if (!f)
         return -1;
-    int32_t maxlen = 0, len = 0;
+    int32_t maxlen = 0, n = 0;
     float score;
-    int64_t n = 0, pos = 4, size = -1;
+    int64_t id = 0, pos = 4, size = -1;
     if (fseek(f, 0, SEEK_END) == 0)
         size = ftell(f);
-    int ok = size >= 4 && fseek(f, 0, SEEK_SET) == 0 && fread(&maxlen, sizeof maxlen, 1, f) == 1 &&
-             maxlen > 0 && maxlen <= 65536;
-    while (ok && pos < size) {
-        ok = pos + 8 <= size && fread(&score, sizeof score, 1, f) == 1 &&
-             fread(&len, sizeof len, 1, f) == 1 && len > 0 && len <= maxlen &&
-             pos + 8 + len <= size && fseek(f, len, SEEK_CUR) == 0;
-        pos += 8 + (ok ? len : 0);
-        n++;
+    int ok = size >= 4 && fseek(f, 0, SEEK_SET) == 0 && fread(&maxlen, sizeof maxlen, 1, f) == 1;
+    if (!ok)
+        snprintf(why, len, "truncated: %lld bytes, no max_token_length", (long long)size);
+    else if (maxlen <= 0 || maxlen > size)
+        snprintf(why, len,
+                 "max_token_length = %d must be positive and at most the file size "
+                 "(%lld bytes)",
+                 (int)maxlen, (long long)size);
+    ok = ok && maxlen > 0 && maxlen <= size;
+    for (; ok && pos < size; id++) {
+        ok = size - pos >= 8 && fread(&score, sizeof score, 1, f) == 1 &&
+             fread(&n, sizeof n, 1, f) == 1;
+        if (!ok) {
+            snprintf(why, len,
+                     "truncated at token %lld (offset %lld): %lld bytes left, an "
+                     "entry takes at least 8",
+                     (long long)id, (long long)pos, (long long)(size - pos));
+            break;
+        }
+        pos += 8;
+        if (n < 0 || n > maxlen)
+            snprintf(why, len, "token %lld has length %d outside [0, max_token_length = %d]",
+                     (long long)id, (int)n, (int)maxlen);
+        else if (size - pos < n)
+            snprintf(why, len, "truncated inside token %lld (%d bytes announced, %lld left)",
+                     (long long)id, (int)n, (long long)(size - pos));
+        ok = n >= 0 && n <= maxlen && size - pos >= n && fseek(f, n, SEEK_CUR) == 0;
+        pos += ok ? n : 0;
     }
     fclose(f);
-    return ok && pos == size && n > 0 ? n : -1;
+    if (ok && id == 0)
+        snprintf(why, len, "no token after max_token_length");
+    return ok && id > 0 ? id : -1;
+}
+
+/* A Hugging Face tokenizer as mpq_tokenizer_load tells it: a directory, a
+ * *.json file, or a file opening a JSON object ('{' then '"' or '}'). */
+static int hf_tokenizer_path(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return 0;
+    size_t n = strlen(path);
+    if (S_ISDIR(st.st_mode) || (n >= 5 && strcmp(path + n - 5, ".json") == 0))
+        return 1;
+    FILE *f = mpq_infile_stream(path);
+    int hf = 0, seen = 0;
+    for (int c; f && (c = fgetc(f)) != EOF;) {
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+            continue;
+        hf = seen && (c == '"' || c == '}');
+        if (seen || c != '{')
+            break;
+        seen = 1;
+    }
+    if (f)
+        fclose(f);
+    return hf;
+}
+
+/* --format=tokenizer on a Hugging Face tokenizer: the loader's reasons. Its
+ * ids are bounded by no model here. */
+static mpq_err inspect_hf_tokenizer(mpq_ctx *ctx, const mpq_cli *cli, const char *path) {
+    mpq_tokenizer *tok = NULL;
+    MPQ_CALL(mpq_tokenizer_load(ctx, path, INT32_MAX, &tok));
+    const int64_t n = mpq_tokenizer_vocab_size(tok);
+    if (ctx->rank == 0) {
+        printf("file:    %s\nformat:  Hugging Face tokenizer (%s%s)\n", path,
+               mpq_tokenizer_kind_name(tok), mpq_tokenizer_byte_level(tok) ? ", byte-level" : "");
+        printf("vocab:   %lld ids, bos %d, eos %d, add_bos %s\n", (long long)n,
+               (int)mpq_tokenizer_bos(tok), (int)mpq_tokenizer_eos(tok),
+               mpq_tokenizer_add_bos(tok) ? "yes" : "no");
+        fflush(stdout);
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddStringToObject(o, "command", "inspect");
+        cJSON_AddStringToObject(o, "path", path);
+        cJSON_AddStringToObject(o, "format", "tokenizer");
+        cJSON_AddStringToObject(o, "kind", mpq_tokenizer_kind_name(tok));
+        cJSON_AddNumberToObject(o, "vocab_size", (double)n);
+    }
+    mpq_tokenizer_destroy(&tok);
+    MPQ_CHECK(o, MPQ_ERR_NOMEM, "cannot allocate the JSON result");
+    mpq_cli_emit_json(ctx, cli, o);
+    return MPQ_OK;
 }
 
 static mpq_err inspect_tokenizer(mpq_ctx *ctx, const mpq_cli *cli, const char *path) {
-    int64_t n = tokenizer_entries(path);
+    if (hf_tokenizer_path(path))
+        return inspect_hf_tokenizer(ctx, cli, path);
+    char why[160];
+    int64_t n = tokenizer_entries(path, why, sizeof why);
     mpq_tokenizer *tok = NULL;
-    MPQ_CHECK(n > 0, MPQ_ERR_FORMAT, "%s: not a llama2.c tokenizer file", path);
+    MPQ_CHECK(n > 0, MPQ_ERR_FORMAT, "%s: not a llama2.c tokenizer file: %s", path, why);
     MPQ_CALL(mpq_tokenizer_load(ctx, path, n, &tok));
     if (ctx->rank == 0) {
         printf("file:    %s\nformat:  llama2.c tokenizer\n", path);
@@ -263,7 +369,8 @@ typedef struct inspector {
 
 /* A llama2.c tokenizer is recognised by its structure. */
 static int tokenizer_probe(const char *path) {
-    return tokenizer_entries(path) > 0;
+    char why[160];
+    return tokenizer_entries(path, why, sizeof why) > 0;
 }
 
 static const inspector inspect_idx_entry = {.name = "idx", .probe = idx_probe, .run = inspect_idx};

@@ -38,6 +38,18 @@ static void row(const char *metric, double fp, double q, int has_fp, const char 
     printf("%-22s %14s %14s %12s\n", metric, a, b, c);
 }
 
+/* A fraction (accuracy): its change in percentage points, never relative
+ * (from 10 % to 43 % is +33 points, not "+338 %"), so never above 100. */
+static void row_points(const char *metric, double fp, double q, int has_fp) {
+    char a[32] = "-", b[32], c[32] = "-";
+    if (has_fp)
+        snprintf(a, sizeof a, "%.6f", fp);
+    snprintf(b, sizeof b, "%.6f", q);
+    if (has_fp)
+        snprintf(c, sizeof c, "%+.2f pts", 100.0 * (q - fp));
+    printf("%-22s %14s %14s %12s\n", metric, a, b, c);
+}
+
 /* A loss or score with 5 digits, "-" where it was not measured (NaN). */
 static void fmt_figure(char *buf, size_t n, double x) {
     if (isnan(x))
@@ -89,12 +101,12 @@ static void print_table(const mpq_run_result *r, double fp_bpw, double seconds) 
             row("top-1 agreement", 1.0, q->lm.top1_agreement, 0, "%.6f");
         }
     } else {
-        row("accuracy", f->cls.accuracy, q->cls.accuracy, hf, "%.6f");
+        row_points("accuracy", f->cls.accuracy, q->cls.accuracy, hf);
         if (q->cls.has_ref)
             row("agreement with FP", 1.0, q->cls.agreement, 0, "%.6f");
         if (q->has_all)
-            row("accuracy (all images)", f->cls_all.accuracy, q->cls_all.accuracy, hf && f->has_all,
-                "%.6f");
+            row_points("accuracy (all images)", f->cls_all.accuracy, q->cls_all.accuracy,
+                       hf && f->has_all);
     }
     row("bits per weight", fp_bpw, r->bpw, 1, "%.4f");
     printf("%-22s %14s %14.2f %12s\n", "time (s)", "-", seconds, "-");

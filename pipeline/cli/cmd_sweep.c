@@ -9,7 +9,11 @@
  *   --stage merge          reads the point files, writes OUT/report.*
  *   --stage plan           prints the number of points (for --array)
  * (OUT = sweep.output_dir). The single job runs measure, every point and
- * merge in one process group, without reloading the measurement. */
+ * merge in one process group, without reloading the measurement.
+ * --json carries the figures, not only the file names: "report" (what
+ * report.json holds: reference, points, Pareto front) after a merge,
+ * "results" (the points run) from --stage=point, "reference" (the
+ * full-precision row) from --stage=measure. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
@@ -40,8 +44,9 @@ static mpq_err make_dirs(mpq_ctx *ctx, const char *dir) {
     return MPQ_OK;
 }
 
+/* results (may be NULL): each point's JSON object is appended (rank 0). */
 static mpq_err run_points(mpq_ctx *ctx, mpq_sweep *sw, const char *dir, int64_t first,
-                          int64_t count) {
+                          int64_t count, cJSON *results) {
     mpq_progress prog;
     mpq_progress_begin(ctx, &prog, "sweep points", "points", count);
     for (int64_t i = first; i < first + count; i++) {
@@ -50,6 +55,8 @@ static mpq_err run_points(mpq_ctx *ctx, mpq_sweep *sw, const char *dir, int64_t 
         MPQ_CALL(mpq_sweep_run_point(ctx, sw, i, &pt));
         snprintf(path, sizeof path, "%s/points/point-%04lld.json", dir, (long long)i);
         MPQ_CALL(mpq_sweep_point_write(ctx, &pt, path));
+        if (results && ctx->rank == 0)
+            cJSON_AddItemToArray(results, mpq_sweep_point_to_json(&pt));
         mpq_progress_update(ctx, &prog, i - first + 1);
     }
     mpq_progress_end(ctx, &prog);
@@ -72,7 +79,7 @@ mpq_err mpq_cmd_sweep(mpq_ctx *ctx, const mpq_cli *cli) {
     mpq_err err = MPQ_OK;
     mpq_config *cfg = NULL;
     mpq_sweep *sw = NULL;
-    cJSON *o = NULL, *timers = NULL, *rss = NULL;
+    cJSON *o = NULL, *timers = NULL, *rss = NULL, *report = NULL;
     MPQ_CHECK(cli->npos == 1, MPQ_ERR_ARG, "sweep: expected one configuration file");
     const char *stage = mpq_cli_opt(cli, "stage");
     if (!stage || !stage[0])
@@ -102,7 +109,7 @@ mpq_err mpq_cmd_sweep(mpq_ctx *ctx, const mpq_cli *cli) {
             fflush(stdout);
         }
     } else if (merge) {
-        MPQ_TRY(mpq_sweep_merge(ctx, cfg, npoints));
+        MPQ_TRY(mpq_sweep_merge(ctx, cfg, npoints, &report));
     } else {
         int64_t first = 0, count = npoints;
         if (point) {
@@ -123,14 +130,21 @@ mpq_err mpq_cmd_sweep(mpq_ctx *ctx, const mpq_cli *cli) {
         } else {
             MPQ_TRY(measure_stage(ctx, sw, dir));
         }
+        if (measure)
+            cJSON_AddItemToObject(o, "reference", mpq_sweep_point_to_json(mpq_sweep_reference(sw)));
         if (!measure)
-            MPQ_TRY(run_points(ctx, sw, dir, first, count));
+            MPQ_TRY(run_points(ctx, sw, dir, first, count,
+                               point ? cJSON_AddArrayToObject(o, "results") : NULL));
         if (point) {
             cJSON_AddNumberToObject(o, "first", (double)first);
             cJSON_AddNumberToObject(o, "count", (double)count);
         }
         if (all)
-            MPQ_TRY(mpq_sweep_merge(ctx, cfg, npoints));
+            MPQ_TRY(mpq_sweep_merge(ctx, cfg, npoints, &report));
+    }
+    if (report) {
+        cJSON_AddItemToObject(o, "report", report);
+        report = NULL;
     }
     /* Every stage that works ends with its timers and the ranks' peak
      * memory: in a job array each task's log says what that task needed.
@@ -146,6 +160,7 @@ mpq_err mpq_cmd_sweep(mpq_ctx *ctx, const mpq_cli *cli) {
     mpq_cli_emit_json(ctx, cli, o);
     o = NULL;
 cleanup:
+    cJSON_Delete(report);
     cJSON_Delete(rss);
     cJSON_Delete(timers);
     cJSON_Delete(o);

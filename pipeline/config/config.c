@@ -244,6 +244,31 @@ void mpq_config_destroy(mpq_config **pcfg) {
     *pcfg = NULL;
 }
 
+const char *mpq_config_origin(const mpq_config *cfg, const char *key, char *buf, size_t len) {
+    const size_t kl = strlen(key);
+    for (int64_t i = cfg->overrides.n - 1; i >= 0; i--) {
+        const char *ov = cfg->overrides.v[i];
+        if (strncmp(ov, key, kl) == 0 && ov[kl] == '=') {
+            snprintf(buf, len, "override '-o %s'", ov);
+            return buf;
+        }
+    }
+    /* The file's line: parsed again (only messages ask, once). */
+    int line = 0;
+    config_t lc;
+    config_init(&lc);
+    if (cfg->text_len > 0 && config_read_string(&lc, cfg->text)) {
+        const config_setting_t *s = config_lookup(&lc, key);
+        line = s ? (int)config_setting_source_line(s) : 0;
+    }
+    config_destroy(&lc);
+    if (line > 0)
+        snprintf(buf, len, "%s:%d", cfg->source, line);
+    else
+        snprintf(buf, len, "%s (default)", cfg->source);
+    return buf;
+}
+
 mpq_err mpq_config_parse(mpq_ctx *ctx, const char *source, const char *text, int n_over,
                          char *const *overrides, mpq_config **out) {
     *out = NULL;

@@ -163,8 +163,8 @@ const mpq_key_spec mpq_config_keys[] = {
      "mpquant sweep: directory of the measurements, per-point results and report files (\"\" = "
      "sweep-out in the working directory)"},
     {"sweep.metric", MPQ_KEY_ENUM, OFF(sweep.metric), "auto", NOLIM, NULL,
-     "mpquant sweep: quality axis of the report and Pareto front (auto: ppl for language "
-     "models, accuracy for classifiers)"},
+     "mpquant sweep: quality axis of the report and Pareto front (auto: kld, the KL divergence "
+     "from the full-precision model, for language models; accuracy for classifiers)"},
     {"sweep.plot", MPQ_KEY_BOOL, OFF(sweep.plot), "true", NOLIM, NULL,
      "mpquant sweep: draw report.png (quality against model size, Pareto front) with gnuplot"},
 

@@ -186,6 +186,9 @@ static mpq_err take_rounded(mpq_ctx *ctx, run_state *s, mpq_pass *p) {
         rl->bits = rr->bits;
         rl->q = rr->q; /* NULL but on the first owner with owned codes */
         rr->q = NULL;
+        /* weights beyond the range of the scales' format: said, with the group */
+        if (rl->q)
+            mpq_quant_warn_clamped(ctx, rl->name, rl->q->params, p->jobs[j].W, p->o.owned);
         if (!p->o.owned) /* owned: nothing runs on these weights before the evaluation */
             err = mpq_run_install_layer(ctx, s, l, rl->q);
     }
@@ -310,8 +313,8 @@ static void describe_choice(run_state *s) {
     }
 }
 
-/* Local. The totals of the final codes, logged (with the assignment when
- * mixed). */
+/* Local. The totals of the final codes, logged (the per-layer assignment
+ * is printed once, by the command: mpquant run's result table). */
 static void summarize(mpq_ctx *ctx, run_state *s) {
     mpq_run_result *r = s->res;
     for (int64_t l = 0; l < r->nlayers; l++) {
@@ -324,17 +327,6 @@ static void summarize(mpq_ctx *ctx, run_state *s) {
         r->weights += rl->rows * rl->cols;
     }
     r->bpw = r->weights > 0 ? (double)r->bits / (double)r->weights : 0.0;
-    if (r->mixed && ctx->rank == 0) {
-        MPQ_INFO("%-44s %-44s %10s %12s", "layer", "configuration", "bits", "score");
-        for (int64_t l = 0; l < r->nlayers; l++) {
-            const mpq_run_layer *rl = &r->layers[l];
-            if (rl->excluded)
-                MPQ_INFO("%-44s %-44s %10s %12s", rl->name, "full precision (excluded)", "-", "-");
-            else
-                MPQ_INFO("%-44s %-44s %10lld %12.5g%s", rl->name, rl->spec, (long long)rl->bits,
-                         rl->score, rl->pinned ? " (pinned)" : "");
-        }
-    }
     MPQ_INFO("quantized %lld weights with %lld bits: %.4f bits per weight", (long long)r->weights,
              (long long)r->bits, r->bpw);
 }

@@ -120,11 +120,14 @@ static mpq_err pin_layers(mpq_ctx *ctx, mpq_session *s, const char *item) {
     const mpq_config *cfg = s->cfg;
     const mpq_family_info *fi = s->info;
     const char *eq = strchr(item, '=');
+    char where[600]; /* for messages: the file's line or the -o that set budget.pin */
     MPQ_CHECK(eq && eq > item && eq[1], MPQ_ERR_CONFIG,
-              "%s: budget.pin: item \"%s\" is not \"layer-pattern=spec\"", cfg->source, item);
+              "%s: budget.pin: item \"%s\" is not \"layer-pattern=spec\"",
+              mpq_config_origin(cfg, "budget.pin", where, sizeof where), item);
     char pattern[MPQ_TENSOR_NAME_MAX];
     MPQ_CHECK((size_t)(eq - item) < sizeof pattern, MPQ_ERR_CONFIG,
-              "%s: budget.pin: pattern of \"%s\" is too long", cfg->source, item);
+              "%s: budget.pin: pattern of \"%s\" is too long",
+              mpq_config_origin(cfg, "budget.pin", where, sizeof where), item);
     memcpy(pattern, item, (size_t)(eq - item));
     pattern[eq - item] = '\0';
     mpq_qspec spec;
@@ -149,7 +152,8 @@ static mpq_err pin_layers(mpq_ctx *ctx, mpq_session *s, const char *item) {
     }
     MPQ_CHECK(hits > 0, MPQ_ERR_CONFIG,
               "%s: budget.pin: pattern \"%s\" matches no quantizable layer (e.g. \"%s\")",
-              cfg->source, pattern, s->nl > 0 ? fi->layers[0].name : "");
+              mpq_config_origin(cfg, "budget.pin", where, sizeof where), pattern,
+              s->nl > 0 ? fi->layers[0].name : "");
     return MPQ_OK;
 }
 
@@ -175,9 +179,11 @@ static mpq_err setup_layers(mpq_ctx *ctx, mpq_session *s, int uniform_spec) {
                 s->excl[l] = 1;
                 hits++;
             }
+        char where[600];
         MPQ_CHECK(hits > 0, MPQ_ERR_CONFIG,
                   "%s: budget.exclude: pattern \"%s\" matches no quantizable layer (e.g. \"%s\")",
-                  cfg->source, cfg->budget.exclude.v[i], s->nl > 0 ? fi->layers[0].name : "");
+                  mpq_config_origin(cfg, "budget.exclude", where, sizeof where),
+                  cfg->budget.exclude.v[i], s->nl > 0 ? fi->layers[0].name : "");
     }
     for (int64_t i = 0; i < cfg->budget.pin.n; i++)
         MPQ_CALL(pin_layers(ctx, s, cfg->budget.pin.v[i]));
@@ -209,6 +215,40 @@ static mpq_err setup_layers(mpq_ctx *ctx, mpq_session *s, int uniform_spec) {
 
 /* ---- create ------------------------------------------------------------------------ */
 
+/* The name of the context length in the model's own file, for messages. */
+static const char *context_key(const mpq_model *m) {
+    const char *f = mpq_model_arch(m)->format;
+    if (strncmp(f, "llama2c", 7) == 0)
+        return "seq_len of the llama2.c header";
+    if (strcmp(f, "gguf") == 0)
+        return "llama.context_length of the GGUF file";
+    if (strcmp(f, "safetensors") == 0 || strcmp(f, "gptq") == 0)
+        return "max_position_embeddings of config.json";
+    return "seq_len of the model";
+}
+
+/* A calibration segment longer than the model's context would run the
+ * forward pass past the positions it was trained for: refused, naming the
+ * key and both lengths. The default is cut to the context by the sources
+ * that make their own sequences (random, generated), as before. Depends on
+ * the configuration and the model only: every rank decides alike. */
+static mpq_err check_seq_len(mpq_ctx *ctx, const mpq_session *s) {
+    const mpq_config *cfg = s->cfg;
+    const int64_t want = cfg->calibration.seq_len, have = s->info->max_seq;
+    if (s->info->task != MPQ_TASK_LM || want <= have)
+        return MPQ_OK;
+    char where[600];
+    mpq_config_origin(cfg, "calibration.seq_len", where, sizeof where);
+    const char *src = cfg->calibration.source;
+    const int cut = strcmp(src, "random") == 0 || strcmp(src, "generated") == 0;
+    if (cut && strstr(where, " (default)"))
+        return MPQ_OK;
+    return MPQ_ERROR(MPQ_ERR_CONFIG,
+                     "%s: calibration.seq_len = %lld is longer than the model's context of %lld "
+                     "tokens (%s, %s)",
+                     where, (long long)want, (long long)have, context_key(s->m), cfg->model.path);
+}
+
 /* The stage "load" (every step local; the caller agrees on the outcome). */
 static mpq_err load(mpq_ctx *ctx, mpq_session *s, const mpq_session_opts *o) {
     const mpq_config *cfg = s->cfg;
@@ -216,6 +256,7 @@ static mpq_err load(mpq_ctx *ctx, mpq_session *s, const mpq_session_opts *o) {
     MPQ_CALL(mpq_family_create(ctx, s->m, cfg, NULL, &s->fq));
     MPQ_CALL(mpq_family_create(ctx, s->m, cfg, NULL, &s->ffp));
     s->info = mpq_family_get_info(s->fq);
+    MPQ_CALL(check_seq_len(ctx, s));
     /* A language model needs its tokenizer to calibrate on text or on
      * sequences it generates from BOS, and to be evaluated; random
      * calibration without evaluation needs none. */
@@ -288,11 +329,10 @@ mpq_err mpq_session_probe_candidate(mpq_ctx *ctx, const mpq_session *s, int32_t 
 
 /* ---- evaluation ---------------------------------------------------------------------- */
 
-mpq_err mpq_session_evaluate(mpq_ctx *ctx, const mpq_session *s, mpq_family *f, mpq_family *ref,
-                             int also_all, mpq_session_eval *e) {
+/* Collective. The evaluation of mpq_session_evaluate. */
+static mpq_err evaluate(mpq_ctx *ctx, const mpq_session *s, mpq_family *f, mpq_family *ref,
+                        int also_all, mpq_session_eval *e) {
     const mpq_config *cfg = s->cfg;
-    memset(e, 0, sizeof *e);
-    e->task = s->info->task;
     if (e->task == MPQ_TASK_LM) {
         MPQ_CALL(mpq_session_eval_lm(ctx, cfg, cfg->eval.docs, f, ref, s->tok, &e->lm));
     } else {
@@ -304,6 +344,19 @@ mpq_err mpq_session_evaluate(mpq_ctx *ctx, const mpq_session *s, mpq_family *f, 
             e->has_all = 1;
         }
     }
+    return MPQ_OK;
+}
+
+mpq_err mpq_session_evaluate(mpq_ctx *ctx, const mpq_session *s, mpq_family *f, mpq_family *ref,
+                             int also_all, mpq_session_eval *e) {
+    memset(e, 0, sizeof *e);
+    e->task = s->info->task;
+    /* a non-finite finding names the model: the quantized one is no file yet */
+    char qname[MPQ_ERRMSG_MAX / 4];
+    snprintf(qname, sizeof qname, "the quantized model of %s", s->cfg->model.path);
+    MPQ_CALL(mpq_session_eval_named(ctx, evaluate(ctx, s, f, ref, also_all, e),
+                                    f == s->ffp ? s->cfg->model.path : qname,
+                                    ref ? s->cfg->model.path : NULL));
     e->done = 1;
     return MPQ_OK;
 }

@@ -41,7 +41,12 @@ static mpq_err solve_local(mpq_ctx *ctx, const mpq_session *s, const mpq_session
         char msg[MPQ_ERRMSG_MAX];
         snprintf(msg, sizeof msg, "%s", ctx->err_msg);
         mpq_err_clear(ctx);
-        err = MPQ_ERROR(err, "%s: %s: %s", s->cfg->source, k->what, msg);
+        /* Blame where the budget's value came from: the file's line or the
+         * -o override (k->what starts with the key). */
+        char key[64], where[600];
+        snprintf(key, sizeof key, "%.*s", (int)strcspn(k->what, ": "), k->what);
+        err = MPQ_ERROR(err, "%s: %s: %s", mpq_config_origin(s->cfg, key, where, sizeof where),
+                        k->what, msg);
     }
 cleanup:
     mpq_budget_problem_destroy(&p);

@@ -4,6 +4,7 @@
  * full-precision model itself (stages/calibrate's generated source with
  * its own seed), so that perplexity, KL divergence and top-1 agreement are
  * measured in the model's training domain without any text. */
+#include <stdio.h>
 #include <string.h>
 
 #include "mpq_calibrate.h"
@@ -13,6 +14,16 @@
 
 int mpq_session_eval_generated(const mpq_config *cfg) {
     return strcmp(cfg->eval.protocol, "generated") == 0;
+}
+
+mpq_err mpq_session_eval_named(mpq_ctx *ctx, mpq_err err, const char *model, const char *ref) {
+    if (err != MPQ_ERR_NUMERIC)
+        return err;
+    char msg[MPQ_ERRMSG_MAX];
+    snprintf(msg, sizeof msg, "%s", ctx->err_msg);
+    mpq_err_clear(ctx);
+    return MPQ_ERROR(MPQ_ERR_NUMERIC, "evaluating %s%s%s%s: %s", model, ref ? " (reference " : "",
+                     ref ? ref : "", ref ? ")" : "", msg);
 }
 
 mpq_err mpq_session_eval_check(mpq_ctx *ctx, const mpq_config *cfg, int64_t docs) {

@@ -320,6 +320,10 @@ static void fill_eval(const mpq_sweep *sw, const mpq_session_eval *e, int is_ref
                       mpq_sweep_point *pt) {
     snprintf(pt->metric, sizeof pt->metric, "%s", sw->metric->name);
     pt->value = sw->metric->value(e, is_ref);
+    /* Perplexity beside whatever the metric is: the figure readers know,
+     * though on an out-of-domain text it can rank a point above full
+     * precision (the reason KLD is the default metric). */
+    pt->ppl = e->task == MPQ_TASK_LM ? e->lm.ppl : 0.0;
     if (is_ref) {
         pt->kld = 0.0;
         pt->agreement = 1.0;

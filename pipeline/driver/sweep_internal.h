@@ -56,7 +56,7 @@ typedef struct sweep_metric {
 
 /* Local. The metric called name, or NULL. */
 const sweep_metric *mpq_sweep_metric_find(const char *name);
-/* Local. The metric of sweep.metric for a model of the task ("auto": ppl
+/* Local. The metric of sweep.metric for a model of the task ("auto": kld
  * for language models, accuracy for classifiers); one that does not apply
  * to the task is an MPQ_ERR_CONFIG error naming the file. */
 mpq_err mpq_sweep_metric_from_config(mpq_ctx *ctx, const mpq_config *cfg, mpq_task task,

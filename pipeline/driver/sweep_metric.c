@@ -27,12 +27,13 @@ static double metric_agreement(const mpq_session_eval *e, int is_ref) {
     return e->task == MPQ_TASK_LM ? e->lm.top1_agreement : e->cls.agreement;
 }
 
-/* Perplexity is multiplicative: a log axis keeps the good points apart
+/* Perplexity is multiplicative and KLD spans decades (8-bit points near
+ * 1e-5 nats, 2-bit ones near 1): a log axis keeps the good points apart
  * when a poor one is orders of magnitude up. */
 static const sweep_metric metrics[] = {
     {.name = "ppl", .lm = 1, .log_axis = 1, .value = metric_ppl},
     {.name = "nll", .lm = 1, .value = metric_nll},
-    {.name = "kld", .lm = 1, .value = metric_kld},
+    {.name = "kld", .lm = 1, .log_axis = 1, .value = metric_kld},
     {.name = "accuracy", .cls = 1, .higher_better = 1, .value = metric_accuracy},
     {.name = "agreement", .lm = 1, .cls = 1, .higher_better = 1, .value = metric_agreement},
 };
@@ -61,8 +62,12 @@ mpq_err mpq_sweep_metric_from_config(mpq_ctx *ctx, const mpq_config *cfg, mpq_ta
                                      const sweep_metric **out) {
     const int lm = task == MPQ_TASK_LM;
     const char *name = cfg->sweep.metric;
+    /* A language model's default is the KL divergence from the full-precision
+     * model: perplexity on a text outside the training domain can rank a
+     * 4-bit model above full precision. A classifier's evaluation has no KL
+     * divergence (its labels are in-domain): accuracy. */
     if (strcmp(name, "auto") == 0)
-        name = lm ? "ppl" : "accuracy";
+        name = lm ? "kld" : "accuracy";
     const sweep_metric *m = mpq_sweep_metric_find(name);
     MPQ_CHECK(m, MPQ_ERR_CONFIG, "%s: sweep.metric: unknown metric '%s'", cfg->source, name);
     MPQ_CHECK(lm ? m->lm : m->cls, MPQ_ERR_CONFIG,

@@ -19,137 +19,6 @@
 #include "mpq_outfile.h"
 #include "sweep_internal.h"
 
-/* ---- a point as JSON --------------------------------------------------------------- */
-
-static void num_or_null(cJSON *o, const char *key, int have, double v) {
-    if (have)
-        cJSON_AddNumberToObject(o, key, v);
-    else
-        cJSON_AddNullToObject(o, key);
-}
-
-cJSON *mpq_sweep_point_to_json(const mpq_sweep_point *pt) {
-    cJSON *o = cJSON_CreateObject();
-    if (!o)
-        return NULL;
-    cJSON_AddNumberToObject(o, "index", (double)pt->index);
-    cJSON_AddStringToObject(o, "kind", pt->kind);
-    cJSON_AddStringToObject(o, "label", pt->label);
-    cJSON_AddStringToObject(o, "method", pt->method);
-    cJSON_AddStringToObject(o, "family", pt->family);
-    cJSON_AddStringToObject(o, "spec", pt->spec);
-    cJSON_AddNumberToObject(o, "budget", pt->budget);
-    /* An infeasible point was not built: what it would have measured is
-     * null, not a number a reader could take for a result. */
-    const int m = !pt->infeasible;
-    num_or_null(o, "bits", m, (double)pt->bits);
-    cJSON_AddNumberToObject(o, "weights", (double)pt->weights);
-    num_or_null(o, "bpw", m, pt->bpw);
-    num_or_null(o, "size_bytes", m, (double)pt->size_bytes);
-    cJSON_AddStringToObject(o, "metric", pt->metric);
-    num_or_null(o, "value", m, pt->value);
-    cJSON_AddNumberToObject(o, "reference", pt->reference);
-    num_or_null(o, "rel_change", m, pt->rel_change);
-    num_or_null(o, "kld", m, pt->kld);
-    num_or_null(o, "agreement", m, pt->agreement);
-    cJSON_AddBoolToObject(o, "pareto", pt->pareto);
-    cJSON_AddNumberToObject(o, "seconds", pt->seconds);
-    cJSON_AddStringToObject(o, "status", pt->infeasible ? "infeasible" : "ok");
-    if (pt->infeasible) {
-        cJSON *r = cJSON_AddArrayToObject(o, "achievable_bpw");
-        if (r) {
-            cJSON_AddItemToArray(r, cJSON_CreateNumber(pt->min_bpw));
-            cJSON_AddItemToArray(r, cJSON_CreateNumber(pt->max_bpw));
-        }
-    }
-    return o;
-}
-
-static mpq_err get_num(mpq_ctx *ctx, const cJSON *o, const char *src, const char *key, double *v) {
-    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, key);
-    MPQ_CHECK(cJSON_IsNumber(x), MPQ_ERR_FORMAT, "%s: field '%s' is missing or not a number", src,
-              key);
-    *v = x->valuedouble;
-    return MPQ_OK;
-}
-
-static mpq_err get_int(mpq_ctx *ctx, const cJSON *o, const char *src, const char *key, int64_t *v) {
-    double d = 0.0;
-    MPQ_CALL(get_num(ctx, o, src, key, &d));
-    MPQ_CHECK(d == floor(d) && fabs(d) < 9e15, MPQ_ERR_FORMAT,
-              "%s: field '%s' (%g) is not an integer", src, key, d);
-    *v = (int64_t)d;
-    return MPQ_OK;
-}
-
-static mpq_err get_str(mpq_ctx *ctx, const cJSON *o, const char *src, const char *key, char *buf,
-                       size_t len) {
-    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, key);
-    MPQ_CHECK(cJSON_IsString(x), MPQ_ERR_FORMAT, "%s: field '%s' is missing or not a string", src,
-              key);
-    MPQ_CHECK(strlen(x->valuestring) < len, MPQ_ERR_FORMAT, "%s: field '%s' is too long", src, key);
-    snprintf(buf, len, "%s", x->valuestring);
-    return MPQ_OK;
-}
-
-mpq_err mpq_sweep_point_from_json(mpq_ctx *ctx, const cJSON *o, const char *src,
-                                  mpq_sweep_point *pt) {
-    memset(pt, 0, sizeof *pt);
-    MPQ_CHECK(cJSON_IsObject(o), MPQ_ERR_FORMAT, "%s: not a JSON object", src);
-    MPQ_CALL(get_int(ctx, o, src, "index", &pt->index));
-    MPQ_CALL(get_str(ctx, o, src, "kind", pt->kind, sizeof pt->kind));
-    MPQ_CALL(get_str(ctx, o, src, "label", pt->label, sizeof pt->label));
-    MPQ_CALL(get_str(ctx, o, src, "method", pt->method, sizeof pt->method));
-    MPQ_CALL(get_str(ctx, o, src, "family", pt->family, sizeof pt->family));
-    MPQ_CALL(get_str(ctx, o, src, "spec", pt->spec, sizeof pt->spec));
-    MPQ_CALL(get_num(ctx, o, src, "budget", &pt->budget));
-    /* "status" came with infeasible points; a point file without it
-     * (written before) is an evaluated point. */
-    char status[16] = "ok";
-    if (cJSON_GetObjectItemCaseSensitive(o, "status"))
-        MPQ_CALL(get_str(ctx, o, src, "status", status, sizeof status));
-    MPQ_CHECK(strcmp(status, "ok") == 0 || strcmp(status, "infeasible") == 0, MPQ_ERR_FORMAT,
-              "%s: field 'status': '%s' is not ok or infeasible", src, status);
-    pt->infeasible = strcmp(status, "infeasible") == 0;
-    const int m = !pt->infeasible; /* the measured fields are null when infeasible */
-    MPQ_CALL(get_int(ctx, o, src, "weights", &pt->weights));
-    MPQ_CALL(get_str(ctx, o, src, "metric", pt->metric, sizeof pt->metric));
-    MPQ_CALL(get_num(ctx, o, src, "reference", &pt->reference));
-    MPQ_CALL(get_num(ctx, o, src, "seconds", &pt->seconds));
-    if (m) {
-        MPQ_CALL(get_int(ctx, o, src, "bits", &pt->bits));
-        MPQ_CALL(get_num(ctx, o, src, "bpw", &pt->bpw));
-        MPQ_CALL(get_int(ctx, o, src, "size_bytes", &pt->size_bytes));
-        MPQ_CALL(get_num(ctx, o, src, "value", &pt->value));
-        MPQ_CALL(get_num(ctx, o, src, "rel_change", &pt->rel_change));
-        MPQ_CALL(get_num(ctx, o, src, "kld", &pt->kld));
-        MPQ_CALL(get_num(ctx, o, src, "agreement", &pt->agreement));
-    } else {
-        const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "achievable_bpw");
-        MPQ_CHECK(cJSON_IsArray(r) && cJSON_GetArraySize(r) == 2 &&
-                      cJSON_IsNumber(cJSON_GetArrayItem(r, 0)) &&
-                      cJSON_IsNumber(cJSON_GetArrayItem(r, 1)),
-                  MPQ_ERR_FORMAT,
-                  "%s: field 'achievable_bpw' of an infeasible point is missing or not "
-                  "[min, max]",
-                  src);
-        pt->min_bpw = cJSON_GetArrayItem(r, 0)->valuedouble;
-        pt->max_bpw = cJSON_GetArrayItem(r, 1)->valuedouble;
-    }
-    static const char *const kinds[] = {"fp", "budget", "uniform", "compare"};
-    int ok = 0;
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-        ok |= strcmp(pt->kind, kinds[i]) == 0;
-    MPQ_CHECK(ok, MPQ_ERR_FORMAT, "%s: field 'kind': '%s' is not fp, budget, uniform or compare",
-              src, pt->kind);
-    MPQ_CHECK(m || strcmp(pt->kind, "budget") == 0, MPQ_ERR_FORMAT,
-              "%s: field 'status': only a budget point can be infeasible (kind '%s')", src,
-              pt->kind);
-    MPQ_CHECK((!m || pt->size_bytes > 0) && pt->bits >= 0 && pt->weights >= 0, MPQ_ERR_FORMAT,
-              "%s: fields 'size_bytes', 'bits', 'weights' must be positive", src);
-    return MPQ_OK;
-}
-
 /* Writes text to path atomically (local). */
 static mpq_err write_text(mpq_ctx *ctx, const char *path, const char *text) {
     mpq_err err = MPQ_OK;
@@ -289,11 +158,12 @@ static void sb_csv_num(sbuf *b, double v) {
 
 #define CSV_HEADER                                                                                 \
     "index,kind,label,method,family,spec,budget,bits,weights,bpw,size_bytes,metric,value,"         \
-    "reference,rel_change,kld,agreement,pareto,seconds,status\n"
+    "reference,rel_change,ppl,kld,agreement,pareto,seconds,status\n"
 
 /* An infeasible row leaves what was not measured empty (bits, bpw,
- * size_bytes, value, rel_change, kld, agreement) and says "infeasible" in
- * the last column, "status"; every other row says "ok". */
+ * size_bytes, value, rel_change, ppl, kld, agreement) and says "infeasible"
+ * in the last column, "status"; every other row says "ok". A classifier's
+ * ppl is empty (null in the JSON). */
 static void csv_row(sbuf *b, const mpq_sweep_point *p) {
     const int m = !p->infeasible;
     sb_printf(b, "%lld,", (long long)p->index);
@@ -315,10 +185,10 @@ static void csv_row(sbuf *b, const mpq_sweep_point *p) {
         sb_printf(b, ",,");
     }
     sb_csv_str(b, p->metric);
-    const double nums[] = {p->value, p->reference, p->rel_change, p->kld, p->agreement};
-    for (size_t i = 0; i < 5; i++) {
+    const double nums[] = {p->value, p->reference, p->rel_change, p->ppl, p->kld, p->agreement};
+    for (size_t i = 0; i < 6; i++) {
         sb_printf(b, ",");
-        if (m || i == 1)
+        if ((m && (i != 3 || p->ppl > 0.0)) || i == 1)
             sb_csv_num(b, nums[i]);
     }
     sb_printf(b, ",%d,%.3f,%s\n", p->pareto, p->seconds, m ? "ok" : "infeasible");
@@ -330,7 +200,18 @@ static void sb_md_str(sbuf *b, const char *s) {
         sb_printf(b, *s == '|' ? "\\|" : "%c", *s);
 }
 
-static void md_row(sbuf *b, const mpq_sweep_point *p, int lm) {
+/* The language model's columns beside the metric: perplexity and KLD,
+ * each unless it is the metric itself. */
+typedef struct md_cols {
+    int ppl, kld;
+} md_cols;
+
+/* A KLD is small (1e-5 nats at 8 bits): more digits than the others. */
+static const char *md_value_fmt(const char *metric) {
+    return strcmp(metric, "kld") == 0 ? "%.6f" : "%.4f";
+}
+
+static void md_row(sbuf *b, const mpq_sweep_point *p, md_cols lm) {
     if (p->index < 0)
         sb_printf(b, "| - | ");
     else
@@ -339,14 +220,22 @@ static void md_row(sbuf *b, const mpq_sweep_point *p, int lm) {
     sb_md_str(b, p->label);
     if (p->infeasible) {
         /* Not built: the note under the table gives the achievable range. */
-        sb_printf(b, " | %s | %s | infeasible | - | - | - | %s- | | %.2f |\n", p->method, p->family,
-                  lm ? "- | " : "", p->seconds);
+        sb_printf(b, " | %s | %s | infeasible | - | - | - | %s%s- | | %.2f |\n", p->method,
+                  p->family, lm.ppl ? "- | " : "", lm.kld ? "- | " : "", p->seconds);
         return;
     }
-    sb_printf(b, " | %s | %s | %.4f | %lld | %.4f | %+.2f%% | ", p->method, p->family, p->bpw,
-              (long long)p->size_bytes, p->value, 100.0 * p->rel_change);
-    if (lm)
-        sb_printf(b, "%.5f | ", p->kld);
+    sb_printf(b, " | %s | %s | %.4f | %lld | ", p->method, p->family, p->bpw,
+              (long long)p->size_bytes);
+    sb_printf(b, md_value_fmt(p->metric), p->value);
+    /* A reference of 0 (KLD) has no relative change. */
+    if (p->reference != 0.0)
+        sb_printf(b, " | %+.2f%% | ", 100.0 * p->rel_change);
+    else
+        sb_printf(b, " | - | ");
+    if (lm.ppl)
+        sb_printf(b, "%.4f | ", p->ppl);
+    if (lm.kld)
+        sb_printf(b, "%.6f | ", p->kld);
     sb_printf(b, "%.4f | %s | %.2f |\n", p->agreement, p->pareto ? "yes" : "", p->seconds);
 }
 
@@ -390,11 +279,155 @@ static mpq_err run_gnuplot(mpq_ctx *ctx, const char *script) {
     return MPQ_OK;
 }
 
+/* Ticks of a log axis over [lo, hi] (both > 0): gnuplot's own are one per
+ * decade, so a sweep spanning less than a decade had a single labelled
+ * tick. Steps 1-1.5-2-3-5-7 per decade for a short span, 1-2-5 for a few
+ * decades, decades beyond; gnuplot drops those outside the axis. */
+static void log_ticks(sbuf *gp, const char *axis, double lo, double hi) {
+    static const double fine[] = {1, 1.5, 2, 3, 5, 7}, mid[] = {1, 2, 5}, coarse[] = {1};
+    const double span = log10(hi / lo);
+    const double *m = span < 1.2 ? fine : span < 3.0 ? mid : coarse;
+    const int nm = span < 1.2 ? 6 : span < 3.0 ? 3 : 1;
+    const char *sep = "";
+    sb_printf(gp, "set %s (", axis);
+    for (int e = (int)floor(log10(lo)) - 1; e <= (int)ceil(log10(hi)); e++)
+        for (int k = 0; k < nm; k++) {
+            const double v = m[k] * pow(10.0, e);
+            if (v < lo / 1.5 || v > hi * 1.5)
+                continue;
+            sb_printf(gp, "%s%.6g", sep, v);
+            sep = ", ";
+        }
+    sb_printf(gp, ")\nset m%s 10\n", axis);
+}
+
+/* A gnuplot string in double quotes. */
+static void sb_gp_str(sbuf *b, const char *s) {
+    sb_printf(b, "\"");
+    for (; *s; s++)
+        sb_printf(b, (*s == '"' || *s == '\\') ? "\\%c" : "%c", *s);
+    sb_printf(b, "\"");
+}
+
+/* The plotted range of the points: sizes (KiB) and values, positive values
+ * only on a log quality axis. */
+typedef struct plot_range {
+    double xlo, xhi, ylo, yhi;
+} plot_range;
+
+static void range_add(plot_range *r, double x, double y) {
+    r->xlo = x < r->xlo ? x : r->xlo;
+    r->xhi = x > r->xhi ? x : r->xhi;
+    r->ylo = y < r->ylo ? y : r->ylo;
+    r->yhi = y > r->yhi ? y : r->yhi;
+}
+
+/* "[lo:hi]" of an axis with a margin of 7 % of the span on each side (of
+ * the log span on a log axis), so no point sits on the frame. */
+static void sb_range(sbuf *gp, const char *axis, double lo, double hi, int log_axis) {
+    if (log_axis) {
+        const double f = pow(hi / lo, 0.07) > 1.05 ? pow(hi / lo, 0.07) : 1.05;
+        sb_printf(gp, "set %srange [%.8g:%.8g]\n", axis, lo / f, hi * f);
+    } else {
+        const double d = hi - lo > 0.0 ? 0.07 * (hi - lo) : 0.01 * fabs(hi) + 1e-3;
+        sb_printf(gp, "set %srange [%.8g:%.8g]\n", axis, lo - d, hi + d);
+    }
+}
+
+/* The script's settings: terminal, title, axes with their ticks, the
+ * legend (in the corner the front leaves empty). */
+static void plot_header(sbuf *gp, const char *png, const char *title, const char *mname,
+                        const sweep_metric *metric, const plot_range *r) {
+    const int higher = metric && metric->higher_better, ylog = metric && metric->log_axis;
+    sb_printf(gp,
+              "# Written by mpquant sweep: quality against model size, Pareto front.\n"
+              "set terminal pngcairo size 1000,650 font 'sans,10'\n"
+              "set output '%s'\nset title ",
+              png);
+    sb_gp_str(gp, title);
+    sb_printf(gp,
+              "\nset xlabel 'model size (KiB, log scale)'\n"
+              "set ylabel '%s (%s is better%s)'\n"
+              "set logscale x\n%sset grid xtics ytics mxtics mytics lw 0.5, lw 0.2\n"
+              "set key inside %s right vertical box opaque samplen 2 spacing 1.2\n",
+              mname, higher ? "higher" : "lower", ylog ? ", log scale" : "",
+              ylog ? "set logscale y\n" : "", higher ? "bottom" : "top");
+    sb_range(gp, "x", r->xlo, r->xhi, 1);
+    sb_range(gp, "y", r->ylo, r->yhi, ylog);
+    log_ticks(gp, "xtics", r->xlo, r->xhi);
+    if (ylog)
+        log_ticks(gp, "ytics", r->ylo, r->yhi);
+}
+
+/* Label placement in graph coordinates (0..1 on both axes, the log axes
+ * transformed): boxes taken by points and by labels already placed. */
+typedef struct plot_box {
+    double x0, y0, x1, y1;
+} plot_box;
+
+static double graph_pos(double v, double lo, double hi, int log_axis) {
+    if (log_axis) {
+        const double f = pow(hi / lo, 0.07) > 1.05 ? pow(hi / lo, 0.07) : 1.05;
+        return (log(v) - log(lo / f)) / (log(hi * f) - log(lo / f));
+    }
+    const double d = hi - lo > 0.0 ? 0.07 * (hi - lo) : 0.01 * fabs(hi) + 1e-3;
+    return (v - lo + d) / (hi - lo + 2.0 * d);
+}
+
+static int box_free(const plot_box *b, const plot_box *taken, int64_t n) {
+    if (b->x0 < 0.0 || b->x1 > 1.0 || b->y0 < 0.0 || b->y1 > 1.0)
+        return 0;
+    for (int64_t i = 0; i < n; i++)
+        if (b->x0 < taken[i].x1 && taken[i].x0 < b->x1 && b->y0 < taken[i].y1 &&
+            taken[i].y0 < b->y1)
+            return 0;
+    return 1;
+}
+
+/* Places the label of the point at (px, py): beside it, left or right,
+ * level with it or moved up or down by half a line at a time; of the boxes
+ * that meet no point and no label, the nearest (left before right, and
+ * towards the side the front leaves empty: below when lower is better,
+ * above when higher is). Writes the gnuplot label, with a leader line when
+ * it had to move more than a line away, and takes the box. */
+static void place_label(sbuf *gp, int64_t id, const char *lab, double px, double py, int higher,
+                        plot_box *taken, int64_t *nt) {
+    const double w = 0.0075 * (double)strlen(lab) + 0.006, h = 0.028, dir = higher ? 1.0 : -1.0;
+    plot_box best = {px - 0.012 - w, py - 0.5 * h, px - 0.012, py + 0.5 * h};
+    double best_cost = INFINITY;
+    int best_right = 0, best_j = 0;
+    for (int j = -20; j <= 20; j++)
+        for (int right = 0; right < 2; right++) {
+            const double cost = abs(j) + 0.5 * right + (j * dir < 0 ? 0.25 : 0.0);
+            const double y = py + 0.5 * h * j;
+            plot_box b = {right ? px + 0.012 : px - 0.012 - w, y - 0.5 * h, 0, y + 0.5 * h};
+            b.x1 = b.x0 + w;
+            if (cost < best_cost && box_free(&b, taken, *nt)) {
+                best = b;
+                best_cost = cost;
+                best_right = right;
+                best_j = j;
+            }
+        }
+    taken[(*nt)++] = best; /* none free (crowded): level on the left, overlaps and all */
+    const double lx = best_right ? best.x0 : best.x1, ly = 0.5 * (best.y0 + best.y1);
+    sb_printf(gp, "set label %lld ", (long long)id);
+    sb_gp_str(gp, lab);
+    sb_printf(gp, " at graph %.4f, graph %.4f %s font ',9' front\n", lx, ly,
+              best_right ? "left" : "right");
+    if (abs(best_j) > 2)
+        sb_printf(gp,
+                  "set arrow from graph %.4f, graph %.4f to graph %.4f, graph %.4f nohead lw "
+                  "0.5 lc rgb '#808080' front\n",
+                  lx, ly, px, py);
+}
+
 static mpq_err write_plot(mpq_ctx *ctx, const char *dir, const char *title,
                           const mpq_sweep_point *all, int64_t n, const sweep_metric *metric) {
     mpq_err err = MPQ_OK;
     sbuf dat = {0}, gp = {0};
     int64_t *ord = NULL;
+    plot_box *taken = NULL;
     char path[4096], png[4096], gpath[4096];
     MPQ_CHECK(!strchr(dir, '\'') && !strchr(dir, '"'), MPQ_ERR_CONFIG,
               "sweep.output_dir: '%s': the plot needs a directory name without quotes", dir);
@@ -403,26 +436,37 @@ static mpq_err write_plot(mpq_ctx *ctx, const char *dir, const char *title,
     snprintf(gpath, sizeof gpath, "%s/report.gp", dir);
     /* Blocks (separated by two blank lines): one per kind that has a
      * plotted point, then the front sorted by size. Columns: size (KiB),
-     * value, "label". An empty block would not count as one (gnuplot
-     * reads the run of blank lines as one separator), so only kinds with
-     * points get a block, and block[k] is the index gnuplot sees. */
+     * value, "label" (the plot draws the front's as set labels). An empty block would not count as
+     * one (gnuplot reads the run of blank lines as one separator), so only kinds with points get a
+     * block, and block[k] is the index gnuplot sees. On a log quality axis
+     * a value of 0 (full precision's KLD) has no place: full precision is
+     * then a dashed vertical line at its size. */
     static const char *const kinds[] = {"fp", "budget", "uniform", "compare"};
     static const char *const titles[] = {"full precision", "mixed precision (budget)", "uniform",
                                          "method/family comparison"};
     static const int ptype[] = {5, 7, 9, 13};
+    const int ylog = metric && metric->log_axis;
     int used[4] = {0}, block[4] = {0}, nblock = 0;
+    double fp_line = 0.0; /* KiB of a full-precision point not drawable (0 on a log axis) */
+    plot_range r = {INFINITY, -INFINITY, INFINITY, -INFINITY};
     const char *main_method = "";
+    char lab[64];
     for (int64_t i = 0; i < n; i++)
         if (strcmp(all[i].kind, "budget") == 0 || strcmp(all[i].kind, "uniform") == 0)
             main_method = all[i].method;
-    char lab[64];
     for (int k = 0; k < 4; k++) {
         for (int64_t i = 0; i < n; i++) {
+            const double x = (double)all[i].size_bytes / 1024.0, y = all[i].value;
             if (strcmp(all[i].kind, kinds[k]) != 0 || all[i].infeasible)
                 continue;
+            if (ylog && !(y > 0.0)) {
+                fp_line = x;
+                r.xhi = x > r.xhi ? x : r.xhi;
+                continue;
+            }
             short_label(&all[i], main_method, lab, sizeof lab);
-            sb_printf(&dat, "%.6f %.10g \"%s\"\n", (double)all[i].size_bytes / 1024.0, all[i].value,
-                      lab);
+            sb_printf(&dat, "%.6f %.10g \"%s\"\n", x, y, lab);
+            range_add(&r, x, y);
             used[k] = 1;
         }
         if (used[k]) {
@@ -430,10 +474,11 @@ static mpq_err write_plot(mpq_ctx *ctx, const char *dir, const char *title,
             sb_printf(&dat, "\n\n");
         }
     }
+    MPQ_ENSURE(r.xlo <= r.xhi, MPQ_ERR_INTERNAL, "sweep plot: no point to draw");
     MPQ_ALLOC_TRY(ord, n > 0 ? n : 1);
     int64_t nf = 0;
     for (int64_t i = 0; i < n; i++)
-        if (all[i].pareto)
+        if (all[i].pareto && (!ylog || all[i].value > 0.0))
             ord[nf++] = i;
     for (int64_t a = 1; a < nf; a++) /* insertion sort by size: a handful of points */
         for (int64_t b = a; b > 0 && all[ord[b]].size_bytes < all[ord[b - 1]].size_bytes; b--) {
@@ -441,59 +486,70 @@ static mpq_err write_plot(mpq_ctx *ctx, const char *dir, const char *title,
             ord[b] = ord[b - 1];
             ord[b - 1] = t;
         }
+    plot_header(&gp, png, title, all[0].metric, metric, &r);
+    /* Labels on the front only (the other points are told apart by the
+     * legend), none over a point or another label. The legend's corner
+     * counts as taken. */
+    MPQ_ALLOC_TRY(taken, 2 * n + 1);
+    int64_t nt = 0;
+    const int higher = metric && metric->higher_better;
+    taken[nt++] = (plot_box){0.62, higher ? 0.0 : 0.7, 1.0, higher ? 0.3 : 1.0};
+    for (int64_t i = 0; i < n; i++)
+        if (!all[i].infeasible && (!ylog || all[i].value > 0.0)) {
+            const double gx = graph_pos((double)all[i].size_bytes / 1024.0, r.xlo, r.xhi, 1);
+            const double gy = graph_pos(all[i].value, r.ylo, r.yhi, ylog);
+            taken[nt++] = (plot_box){gx - 0.008, gy - 0.012, gx + 0.008, gy + 0.012};
+        }
     for (int64_t a = 0; a < nf; a++) {
-        short_label(&all[ord[a]], main_method, lab, sizeof lab);
-        sb_printf(&dat, "%.6f %.10g \"%s\"\n", (double)all[ord[a]].size_bytes / 1024.0,
-                  all[ord[a]].value, lab);
+        const mpq_sweep_point *p = &all[ord[a]];
+        short_label(p, main_method, lab, sizeof lab);
+        sb_printf(&dat, "%.6f %.10g \"%s\"\n", (double)p->size_bytes / 1024.0, p->value, lab);
+        place_label(&gp, a + 1, lab, graph_pos((double)p->size_bytes / 1024.0, r.xlo, r.xhi, 1),
+                    graph_pos(p->value, r.ylo, r.yhi, ylog), higher, taken, &nt);
     }
-    sb_printf(&gp,
-              "# Written by mpquant sweep: quality against model size, Pareto front.\n"
-              "set terminal pngcairo size 900,600 font 'sans,10'\n"
-              "set output '%s'\n",
-              png);
-    sb_printf(&gp, "set title \"");
-    for (const char *s = title; *s; s++)
-        sb_printf(&gp, (*s == '"' || *s == '\\') ? "\\%c" : "%c", *s);
-    sb_printf(&gp,
-              "\"\n"
-              "set xlabel 'model size (KiB, log scale)'\n"
-              "set ylabel '%s (%s is better)'\n"
-              "set logscale x\n%sset grid\nset key outside bottom center horizontal\n"
-              /* axes end at the data (not at the next decade), plus a margin */
-              "set autoscale fix\n"
-              "set offsets graph 0.08, graph 0.08, graph 0.08, graph 0.08\n",
-              all[0].metric, metric && metric->higher_better ? "higher" : "lower",
-              metric && metric->log_axis ? "set logscale y\n" : "");
+    if (fp_line > 0.0)
+        sb_printf(&gp,
+                  "set arrow from %.6f, graph 0 to %.6f, graph 1 nohead dt 2 lw 1.5 lc rgb "
+                  "'#9467bd'\n",
+                  fp_line, fp_line);
     sb_printf(&gp, "plot ");
     const char *sep = "";
     for (int k = 0; k < 4; k++) {
         if (!used[k])
             continue;
-        sb_printf(&gp, "%s'%s' index %d using 1:2 with points pt %d ps 1.4 title '%s'", sep, path,
+        sb_printf(&gp, "%s'%s' index %d using 1:2 with points pt %d ps 1.5 title '%s'", sep, path,
                   block[k], ptype[k], titles[k]);
+        sep = ", \\\n     ";
+    }
+    if (fp_line > 0.0) {
+        sb_printf(&gp,
+                  "%sNaN with lines dt 2 lw 1.5 lc rgb '#9467bd' title 'full precision (%s 0)'",
+                  sep, all[0].metric);
         sep = ", \\\n     ";
     }
     if (nf > 0)
         sb_printf(&gp,
                   "%s'%s' index %d using 1:2 with lines lw 2 lc rgb '#d62728' title 'Pareto "
-                  "front', \\\n     '%s' index %d using 1:2:3 with labels offset 0.6,0.8 left "
-                  "font ',8' notitle",
-                  sep, path, nblock, path, nblock);
+                  "front'",
+                  sep, path, nblock);
     sb_printf(&gp, "\n");
     MPQ_ENSURE(!dat.failed && !gp.failed, MPQ_ERR_NOMEM, "cannot format the plot");
-    MPQ_TRY(write_text(ctx, path, dat.s));
+    MPQ_TRY(write_text(ctx, path, dat.s ? dat.s : ""));
     MPQ_TRY(write_text(ctx, gpath, gp.s));
     MPQ_TRY(run_gnuplot(ctx, gpath));
 cleanup:
+    mpq_free(taken);
     mpq_free(ord);
     free(dat.s);
     free(gp.s);
     return err;
 }
 
-mpq_err mpq_sweep_report_write(mpq_ctx *ctx, const char *dir, const char *title,
-                               const mpq_sweep_point *ref, int64_t n, mpq_sweep_point *pts,
-                               int plot) {
+/* mpq_sweep_report_write; with json_out, *json_out receives the report's
+ * JSON object (owner: caller, cJSON_Delete). */
+static mpq_err report_write(mpq_ctx *ctx, const char *dir, const char *title,
+                            const mpq_sweep_point *ref, int64_t n, mpq_sweep_point *pts, int plot,
+                            cJSON **json_out) {
     mpq_err err = MPQ_OK;
     mpq_sweep_point *all = NULL;
     double *sz = NULL, *qu = NULL;
@@ -511,6 +567,8 @@ mpq_err mpq_sweep_report_write(mpq_ctx *ctx, const char *dir, const char *title,
     const int lm =
         !metric ||
         (metric->lm && !(metric->cls && ref->kld == 0.0 && first < n && pts[first].kld == 0.0));
+    const md_cols cols = {.ppl = lm && strcmp(ref->metric, "ppl") != 0,
+                          .kld = lm && strcmp(ref->metric, "kld") != 0};
     MPQ_ALLOC_TRY(all, n + 1);
     MPQ_ALLOC_TRY(sz, n + 1);
     MPQ_ALLOC_TRY(qu, n + 1);
@@ -543,12 +601,12 @@ mpq_err mpq_sweep_report_write(mpq_ctx *ctx, const char *dir, const char *title,
               ref->metric, higher ? "higher" : "lower");
     sb_printf(&md,
               "| # | kind | setting | method | family | bits/weight | size (bytes) | %s | "
-              "change |%s agreement | Pareto | time (s) |\n",
-              ref->metric, lm ? " KLD |" : "");
-    sb_printf(&md, "|---|---|---|---|---|---:|---:|---:|---:|%s---:|---|---:|\n",
-              lm ? "---:|" : "");
+              "change |%s%s agreement | Pareto | time (s) |\n",
+              ref->metric, cols.ppl ? " PPL |" : "", cols.kld ? " KLD |" : "");
+    sb_printf(&md, "|---|---|---|---|---|---:|---:|---:|---:|%s%s---:|---|---:|\n",
+              cols.ppl ? "---:|" : "", cols.kld ? "---:|" : "");
     for (int64_t i = 0; i <= n; i++)
-        md_row(&md, &all[i], lm);
+        md_row(&md, &all[i], cols);
     int64_t nskip = 0;
     for (int64_t i = 1; i <= n; i++)
         nskip += all[i].infeasible;
@@ -601,6 +659,10 @@ mpq_err mpq_sweep_report_write(mpq_ctx *ctx, const char *dir, const char *title,
         MPQ_WARN("sweep report: %lld of %lld points skipped (infeasible budget), marked "
                  "\"infeasible\" in the report",
                  (long long)nskip, (long long)n);
+    if (json_out) {
+        *json_out = o;
+        o = NULL;
+    }
 cleanup:
     cJSON_free(jt);
     cJSON_Delete(o);
@@ -611,6 +673,12 @@ cleanup:
     mpq_free(sz);
     mpq_free(all);
     return err;
+}
+
+mpq_err mpq_sweep_report_write(mpq_ctx *ctx, const char *dir, const char *title,
+                               const mpq_sweep_point *ref, int64_t n, mpq_sweep_point *pts,
+                               int plot) {
+    return report_write(ctx, dir, title, ref, n, pts, plot, NULL);
 }
 
 /* ---- the merge ---------------------------------------------------------------- */
@@ -657,7 +725,7 @@ cleanup:
     return err;
 }
 
-static mpq_err merge_local(mpq_ctx *ctx, const mpq_config *cfg, int64_t npoints) {
+static mpq_err merge_local(mpq_ctx *ctx, const mpq_config *cfg, int64_t npoints, cJSON **report) {
     mpq_err err = MPQ_OK;
     mpq_sweep_point ref, *pts = NULL;
     char path[4096], title[512];
@@ -681,16 +749,23 @@ static mpq_err merge_local(mpq_ctx *ctx, const mpq_config *cfg, int64_t npoints)
     if (cb)
         snprintf(title, sizeof title, "%s: %s against model size (%s)",
                  base ? base + 1 : cfg->model.path, ref.metric, cb + 1);
-    MPQ_TRY(mpq_sweep_report_write(ctx, dir, title, &ref, npoints, pts, cfg->sweep.plot));
+    MPQ_TRY(report_write(ctx, dir, title, &ref, npoints, pts, cfg->sweep.plot, report));
 cleanup:
     mpq_free(pts);
     return err;
 }
 
-mpq_err mpq_sweep_merge(mpq_ctx *ctx, const mpq_config *cfg, int64_t npoints) {
+mpq_err mpq_sweep_merge(mpq_ctx *ctx, const mpq_config *cfg, int64_t npoints, cJSON **report) {
     mpq_err err = MPQ_OK;
+    if (report)
+        *report = NULL;
     if (ctx->rank == 0)
-        err = merge_local(ctx, cfg, npoints);
-    MPQ_CALL(mpq_agree(ctx, err));
+        err = merge_local(ctx, cfg, npoints, report);
+    err = mpq_agree(ctx, err);
+    if (err != MPQ_OK && report) {
+        cJSON_Delete(*report);
+        *report = NULL;
+    }
+    MPQ_CALL(err);
     return MPQ_OK;
 }

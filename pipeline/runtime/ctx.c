@@ -65,7 +65,8 @@ void mpq_ctx_destroy(mpq_ctx **pctx) {
 
 #define MPQ_ALIGN 64
 
-mpq_err mpq_malloc(mpq_ctx *ctx, int64_t n, size_t elsize, void **out) {
+/* The allocation of mpq_malloc, zeroed (zero = 1) or left as it comes. */
+static mpq_err alloc_aligned(mpq_ctx *ctx, int64_t n, size_t elsize, int zero, void **out) {
     *out = NULL;
     MPQ_CHECK(n >= 0, MPQ_ERR_NOMEM, "allocation of a negative count (%lld) of %zu-byte elements",
               (long long)n, elsize);
@@ -88,9 +89,18 @@ mpq_err mpq_malloc(mpq_ctx *ctx, int64_t n, size_t elsize, void **out) {
     void *p = aligned_alloc(MPQ_ALIGN, rounded);
     MPQ_CHECK(p, MPQ_ERR_NOMEM, "out of memory allocating %zu bytes (%.3f GiB)", bytes,
               (double)bytes / (1024.0 * 1024.0 * 1024.0));
-    memset(p, 0, rounded);
+    if (zero)
+        memset(p, 0, rounded);
     *out = p;
     return MPQ_OK;
+}
+
+mpq_err mpq_malloc(mpq_ctx *ctx, int64_t n, size_t elsize, void **out) {
+    return alloc_aligned(ctx, n, elsize, 1, out);
+}
+
+mpq_err mpq_malloc_raw(mpq_ctx *ctx, int64_t n, size_t elsize, void **out) {
+    return alloc_aligned(ctx, n, elsize, 0, out);
 }
 
 mpq_err mpq_realloc(mpq_ctx *ctx, int64_t old_n, int64_t new_n, size_t elsize, void **p) {

@@ -239,16 +239,23 @@ static void progress_print(mpq_ctx *ctx, mpq_progress *p, int final) {
     char eta_s[32], el_s[32];
     format_duration(eta, eta_s, sizeof eta_s);
     format_duration(el, el_s, sizeof el_s);
-    if (final)
-        mpq_log(ctx, MPQ_LOG_INFO, "%s: %lld %s done in %s (%.4g %s/s)", p->what,
-                (long long)p->done, p->unit, el_s, rate, p->unit);
+    char what[160];
+    if (p->model)
+        snprintf(what, sizeof what, "%s (%s)", p->what, p->model);
     else
-        mpq_log(ctx, MPQ_LOG_INFO, "%s: %lld/%lld %s (%.1f%%), %.4g %s/s, elapsed %s, ETA %s",
-                p->what, (long long)p->done, (long long)p->total, p->unit,
+        snprintf(what, sizeof what, "%s", p->what);
+    if (final)
+        mpq_log(ctx, MPQ_LOG_INFO, "%s: %lld %s done in %s (%.4g %s/s)", what, (long long)p->done,
+                p->unit, el_s, rate, p->unit);
+    else
+        mpq_log(ctx, MPQ_LOG_INFO, "%s: %lld/%lld %s (%.1f%%), %.4g %s/s, elapsed %s, ETA %s", what,
+                (long long)p->done, (long long)p->total, p->unit,
                 p->total > 0 ? 100.0 * (double)p->done / (double)p->total : 0.0, rate, p->unit,
                 el_s, eta_s);
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "what", p->what);
+    if (p->model)
+        cJSON_AddStringToObject(f, "model", p->model);
     cJSON_AddStringToObject(f, "unit", p->unit);
     cJSON_AddNumberToObject(f, "done", (double)p->done);
     cJSON_AddNumberToObject(f, "total", (double)p->total);
@@ -270,6 +277,10 @@ void mpq_progress_skip(mpq_ctx *ctx, mpq_progress *p, int64_t done) {
     (void)ctx;
     p->done = p->base = done;
     p->t_start = p->t_last = mpq_now();
+}
+
+void mpq_progress_model(mpq_progress *p, const char *model) {
+    p->model = model;
 }
 
 void mpq_progress_end(mpq_ctx *ctx, mpq_progress *p) {

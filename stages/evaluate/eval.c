@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "eval_internal.h"
 #include "mpq_coll.h"
 #include "mpq_ctx.h"
 #include "mpq_eval.h"
@@ -114,7 +115,7 @@ enum { R_NLL = 0, R_NPRED, R_KLD, R_AGREE, R_RNLL, R_K };
 
 /* Scores one document of n tokens from its logits (and the reference's,
  * rlogits, or NULL); rec gets its R_K sums. */
-static mpq_err score_doc(mpq_ctx *ctx, const int32_t *toks, int64_t n, int64_t V,
+static mpq_err score_doc(mpq_ctx *ctx, int64_t d, const int32_t *toks, int64_t n, int64_t V,
                          const float *logits, const float *rlogits, double *rec) {
     for (int j = 0; j < R_K; j++)
         rec[j] = 0.0;
@@ -141,8 +142,8 @@ static mpq_err score_doc(mpq_ctx *ctx, const int32_t *toks, int64_t n, int64_t V
         }
     }
     MPQ_CHECK(isfinite(rec[R_NLL]) && isfinite(rec[R_KLD]) && isfinite(rec[R_RNLL]),
-              MPQ_ERR_NUMERIC, "document of %lld tokens: the NLL or KLD is not finite",
-              (long long)n);
+              MPQ_ERR_NUMERIC, "document %lld (%lld tokens): the NLL or KLD is not finite",
+              (long long)d, (long long)n);
     return MPQ_OK;
 }
 
@@ -173,6 +174,42 @@ static mpq_batch group_batch(const lm_stream *st, int64_t g, float *x, float **x
                        .tokens = st->tokens + st->offsets[d0]};
 }
 
+/* Local. MPQ_OK when the activations xg [rows][w] of group g (the output
+ * of block b of f; -1: the embedding) are finite, else an error naming the
+ * model (who), the document, the token and the block. */
+static mpq_err group_check(mpq_ctx *ctx, mpq_family *f, const lm_stream *st, int64_t g, int64_t b,
+                           const float *xg, int64_t rows, const char *who) {
+    const int64_t w = mpq_family_width(f, b + 1);
+    const int64_t at = mpq_eval_first_nonfinite(xg, rows * w);
+    if (at < 0)
+        return MPQ_OK;
+    const int64_t row = at / w, base = st->offsets[st->gdoc[g]];
+    int64_t d = st->gdoc[g];
+    while (d + 1 < st->gdoc[g + 1] && st->offsets[d + 1] - base <= row)
+        d++;
+    char stage[MPQ_TENSOR_NAME_MAX + 32];
+    mpq_eval_block_name(f, b, stage, sizeof stage);
+    return MPQ_ERROR(MPQ_ERR_NUMERIC,
+                     "document %lld (%lld tokens): the output of %s of %s is not finite (%s at "
+                     "token %lld, value %lld of %lld): a weight is not finite or an activation "
+                     "overflows fp32",
+                     (long long)d, (long long)(st->offsets[d + 1] - st->offsets[d]), stage, who,
+                     mpq_eval_nonfinite_kind(xg[at]), (long long)(row - (st->offsets[d] - base)),
+                     (long long)(at % w), (long long)w);
+}
+
+/* Local. The logits [n][V] of document d are finite, or an error naming it. */
+static mpq_err logits_check(mpq_ctx *ctx, int64_t d, int64_t n, int64_t V, const float *logits,
+                            const char *who) {
+    const int64_t at = mpq_eval_first_nonfinite(logits, n * V);
+    MPQ_CHECK(at < 0, MPQ_ERR_NUMERIC,
+              "document %lld (%lld tokens): the logits of %s are not finite (%s at token %lld, "
+              "vocabulary entry %lld): a weight is not finite or an activation overflows fp32",
+              (long long)d, (long long)n, who, mpq_eval_nonfinite_kind(logits[at]),
+              (long long)(at / V), (long long)(at % V));
+    return MPQ_OK;
+}
+
 /* Local. Model f through every block, streamed: all of the rank's
  * activations x are held (group g from its first token's row, stride wmax,
  * packed at the current width) and each block is entered once (its block
@@ -180,13 +217,15 @@ static mpq_batch group_batch(const lm_stream *st, int64_t g, float *x, float **x
  * and runs the groups one at a time. A group's numbers do not depend on
  * the rank that runs it. */
 static mpq_err stream_blocks(mpq_ctx *ctx, mpq_family *f, const lm_stream *st, float *x,
-                             mpq_progress *pr, int64_t *done) {
+                             const char *who, mpq_progress *pr, int64_t *done) {
     const int64_t nb = mpq_family_get_info(f)->nblocks;
     float *xg = NULL;
     for (int64_t g = st->glo; g < st->ghi; g++) {
         mpq_batch bt = group_batch(st, g, x, &xg);
-        if (bt.rows > 0)
+        if (bt.rows > 0) {
             MPQ_CALL(mpq_family_embed(ctx, f, &bt, xg));
+            MPQ_CALL(group_check(ctx, f, st, g, -1, xg, bt.rows, who));
+        }
     }
     for (int64_t b = 0; b < nb; b++) {
         MPQ_CALL(mpq_family_block_enter(ctx, f, b));
@@ -199,6 +238,8 @@ static mpq_err stream_blocks(mpq_ctx *ctx, mpq_family *f, const lm_stream *st, f
             err = mpq_family_block(ctx, f, b, &bt, xg, st->tmp, NULL, NULL);
             if (err == MPQ_OK)
                 memcpy(xg, st->tmp, sizeof(float) * (size_t)(bt.rows * wout));
+            if (err == MPQ_OK)
+                err = group_check(ctx, f, st, g, b, xg, bt.rows, who);
         }
         mpq_err e2 = mpq_family_block_leave(ctx, f, b);
         MPQ_CALL(err != MPQ_OK ? err : e2);
@@ -220,10 +261,11 @@ static mpq_err stream_alloc(mpq_ctx *ctx, mpq_family *f, int has_ref, lm_stream 
     }
     MPQ_CALL(mpq_mul64(ctx, rows > 0 ? rows : 1, st->wmax, "evaluation activations", &n));
     MPQ_CALL(mpq_mul64(ctx, grows, st->wmax, "evaluation activations", &m));
-    MPQ_CALL(mpq_malloc(ctx, n, sizeof(float), (void **)&st->x));
+    /* written (embedding, block) before they are read: not zeroed */
+    MPQ_CALL(mpq_malloc_raw(ctx, n, sizeof(float), (void **)&st->x));
     if (has_ref)
-        MPQ_CALL(mpq_malloc(ctx, n, sizeof(float), (void **)&st->rx));
-    MPQ_CALL(mpq_malloc(ctx, m, sizeof(float), (void **)&st->tmp));
+        MPQ_CALL(mpq_malloc_raw(ctx, n, sizeof(float), (void **)&st->rx));
+    MPQ_CALL(mpq_malloc_raw(ctx, m, sizeof(float), (void **)&st->tmp));
     MPQ_CALL(mpq_malloc(ctx, gdocs, sizeof *st->lens, (void **)&st->lens));
     return MPQ_OK;
 }
@@ -284,18 +326,23 @@ static mpq_err eval_groups(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const i
     }
     int64_t nl = 0;
     MPQ_TRY(mpq_mul64(ctx, maxn, fi->out_width, "logits", &nl));
-    MPQ_ALLOC_TRY(logits, nl);
+    MPQ_TRY(mpq_malloc_raw(ctx, nl, sizeof *logits, (void **)&logits));
     if (ref)
-        MPQ_ALLOC_TRY(rlogits, nl);
+        MPQ_TRY(mpq_malloc_raw(ctx, nl, sizeof *rlogits, (void **)&rlogits));
     MPQ_ALLOC_TRY(rec, (hi - lo) * R_K + 1);
     MPQ_TRY(stream_alloc(ctx, f, ref != NULL, &st));
     MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_EVAL_FORWARD));
     mpq_progress pr;
     int64_t done = 0;
     mpq_progress_begin(ctx, &pr, "evaluating documents", "blocks", fi->nblocks * (ref ? 2 : 1) + 1);
-    MPQ_TRY(stream_blocks(ctx, f, &st, st.x, &pr, &done));
-    if (ref)
-        MPQ_TRY(stream_blocks(ctx, ref, &st, st.rx, &pr, &done));
+    /* With a reference the stream runs two models: each line says which. */
+    mpq_progress_model(&pr, ref ? "quantized model" : NULL);
+    MPQ_TRY(stream_blocks(ctx, f, &st, st.x, "the model", &pr, &done));
+    if (ref) {
+        mpq_progress_model(&pr, "full-precision reference");
+        MPQ_TRY(stream_blocks(ctx, ref, &st, st.rx, "the reference", &pr, &done));
+        mpq_progress_model(&pr, "quantized model and full-precision reference");
+    }
     /* the head one document at a time: its logits are the largest buffer */
     const int64_t w = mpq_family_width(f, fi->nblocks);
     for (int64_t g = st.glo; g < st.ghi; g++)
@@ -307,10 +354,13 @@ static mpq_err eval_groups(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const i
             if (n < 2)
                 continue;
             MPQ_TRY(mpq_family_head(ctx, f, st.x + row * st.wmax + in_group * w, n, logits));
-            if (ref)
+            MPQ_TRY(logits_check(ctx, d, n, fi->out_width, logits, "the model"));
+            if (ref) {
                 MPQ_TRY(
                     mpq_family_head(ctx, ref, st.rx + row * st.wmax + in_group * w, n, rlogits));
-            MPQ_TRY(score_doc(ctx, tokens + offsets[d], n, fi->out_width, logits, rlogits, r));
+                MPQ_TRY(logits_check(ctx, d, n, fi->out_width, rlogits, "the reference"));
+            }
+            MPQ_TRY(score_doc(ctx, d, tokens + offsets[d], n, fi->out_width, logits, rlogits, r));
         }
     mpq_progress_update(ctx, &pr, ++done);
     mpq_progress_end(ctx, &pr);

@@ -2,6 +2,7 @@
  * reference model) distributed over images. */
 #include <string.h>
 
+#include "eval_internal.h"
 #include "mpq_coll.h"
 #include "mpq_ctx.h"
 #include "mpq_eval.h"
@@ -19,9 +20,11 @@ static int64_t argmax_row(const float *x, int64_t n) {
     return am;
 }
 
-mpq_err mpq_eval_classifier(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const uint8_t *images,
-                            const uint8_t *labels, int64_t n, int64_t pixels, int64_t batch,
-                            mpq_cls_result *out) {
+/* Collective. mpq_eval_classifier on images [first, first + n) of the file
+ * images_path (named in messages). */
+static mpq_err classify(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const uint8_t *images,
+                        const uint8_t *labels, int64_t n, int64_t pixels, int64_t batch,
+                        const char *images_path, int64_t first, mpq_cls_result *out) {
     mpq_err err = MPQ_OK;
     memset(out, 0, sizeof *out);
     const mpq_family_info *fi = mpq_family_get_info(f);
@@ -45,22 +48,35 @@ mpq_err mpq_eval_classifier(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const 
     mpq_eval_range(ctx, nbat, &blo, &bhi);
     lo = blo * batch < n ? blo * batch : n;
     hi = bhi * batch < n ? bhi * batch : n;
-    MPQ_ALLOC_TRY(in, batch * pixels);
-    MPQ_ALLOC_TRY(logits, batch * C);
+    /* The buffers hold the largest batch this rank runs, not eval.batch
+     * images (a batch larger than the images would otherwise allocate for
+     * images that do not exist), and are written before they are read. */
+    const int64_t nbuf = hi - lo < batch ? (hi - lo > 0 ? hi - lo : 1) : batch;
+    int64_t nin = 0, nout = 0;
+    MPQ_TRY(mpq_mul64(ctx, nbuf, pixels, "image batch", &nin));
+    MPQ_TRY(mpq_mul64(ctx, nbuf, C, "logits", &nout));
+    MPQ_TRY(mpq_malloc_raw(ctx, nin, sizeof *in, (void **)&in));
+    MPQ_TRY(mpq_malloc_raw(ctx, nout, sizeof *logits, (void **)&logits));
     if (ref)
-        MPQ_ALLOC_TRY(rlogits, batch * C);
+        MPQ_TRY(mpq_malloc_raw(ctx, nout, sizeof *rlogits, (void **)&rlogits));
     MPQ_ALLOC_TRY(rec, (bhi - blo) * C_K + 1);
     MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_EVAL_FORWARD));
     mpq_progress pr;
     mpq_progress_begin(ctx, &pr, "classifying images", "images", hi - lo);
+    mpq_progress_model(&pr, ref ? "quantized model and full-precision reference" : NULL);
     for (int64_t i0 = lo; i0 < hi; i0 += batch) {
         int64_t nb = hi - i0 < batch ? hi - i0 : batch;
         for (int64_t i = 0; i < nb * pixels; i++)
             in[i] = (float)images[i0 * pixels + i];
         mpq_batch b = {.nseq = nb, .rows = nb, .input = in};
         MPQ_TRY(mpq_family_forward(ctx, f, &b, logits));
+        if (mpq_eval_first_nonfinite(logits, nb * C) >= 0)
+            MPQ_TRY(mpq_eval_locate_nonfinite(ctx, f, &b, first + i0, images_path, "the model"));
         if (ref)
             MPQ_TRY(mpq_family_forward(ctx, ref, &b, rlogits));
+        if (ref && mpq_eval_first_nonfinite(rlogits, nb * C) >= 0)
+            MPQ_TRY(
+                mpq_eval_locate_nonfinite(ctx, ref, &b, first + i0, images_path, "the reference"));
         for (int64_t i = 0; i < nb; i++) {
             const int64_t p = argmax_row(logits + i * C, C);
             const int64_t rp = ref ? argmax_row(rlogits + i * C, C) : -1;
@@ -93,6 +109,12 @@ cleanup:
     return err;
 }
 
+mpq_err mpq_eval_classifier(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const uint8_t *images,
+                            const uint8_t *labels, int64_t n, int64_t pixels, int64_t batch,
+                            mpq_cls_result *out) {
+    return classify(ctx, f, ref, images, labels, n, pixels, batch, "the images", 0, out);
+}
+
 void mpq_eval_cls_reference(const mpq_cls_result *r, mpq_cls_result *out) {
     memset(out, 0, sizeof *out);
     out->total = r->total;
@@ -122,8 +144,8 @@ mpq_err mpq_eval_idx(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const char *i
         if (count <= 0 || first + count > img->dims[0])
             count = img->dims[0] - first;
         int64_t px = img->dims[1] * img->dims[2];
-        err = mpq_eval_classifier(ctx, f, ref, img->data + first * px, lab->data + first, count, px,
-                                  batch, out);
+        err = classify(ctx, f, ref, img->data + first * px, lab->data + first, count, px, batch,
+                       images_path, first, out);
     }
     mpq_idx_close(&img);
     mpq_idx_close(&lab);

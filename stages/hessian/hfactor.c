@@ -571,7 +571,7 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
             local = MPQ_ERROR(MPQ_ERR_ARG, "layer '%s': rchol is requested alone", name);
     }
     if (local == MPQ_OK && holder) {
-        local = mpq_malloc(ctx, n * n, sizeof *a, (void **)&a);
+        local = mpq_malloc_raw(ctx, n * n, sizeof *a, (void **)&a); /* each attempt fills it */
         if (local == MPQ_OK)
             local = check_h(ctx, name, n, H, perm, &mean, f);
     }

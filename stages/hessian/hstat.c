@@ -512,8 +512,10 @@ mpq_err mpq_hstat_reduce_set(mpq_ctx *ctx, mpq_hstat *st, int first, int count) 
         mpq_free(st->acc);
         st->acc = NULL;
     }
+    /* H is written in full (materialised, received or broadcast) before it
+     * is read: no zero fill of its d x d doubles. */
     if (mine)
-        err = mpq_malloc(ctx, d * d, sizeof *st->H, (void **)&st->H);
+        err = mpq_malloc_raw(ctx, d * d, sizeof *st->H, (void **)&st->H);
     if (err == MPQ_OK && st->acc)
         materialise(st);
     mpq_free(st->acc);

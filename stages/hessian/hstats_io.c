@@ -394,7 +394,8 @@ static mpq_err load_one(mpq_ctx *ctx, hid_t file, hid_t dxpl, const char *path, 
     int want = target == MPQ_HSTAT_ALL || target == ctx->rank;
     MPQ_ALLOC_TRY(st->absmax, width);
     if (want) {
-        MPQ_ALLOC_TRY(st->H, width * width);
+        /* read in full below: no zero fill of width^2 doubles */
+        MPQ_TRY(mpq_malloc_raw(ctx, width * width, sizeof *st->H, (void **)&st->H));
         MPQ_ALLOC_TRY(st->sumsq, width);
     }
 

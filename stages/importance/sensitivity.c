@@ -1,6 +1,8 @@
 /* sensitivity.c: the sensitivity probe of the importance stage
  * (mpq_importance.h): how much the model's output moves when one layer
  * alone carries its measured codes. */
+#include <stdio.h>
+
 #include "mpq_coll.h"
 #include "mpq_eval.h"
 #include "mpq_importance.h"
@@ -61,6 +63,15 @@ mpq_err mpq_importance_sensitivity(mpq_ctx *ctx, const mpq_importance_probe *p,
     else
         MPQ_INFO("%s: sensitivity of %lld layers on %lld calibration samples", p->who,
                  (long long)tab->nl, (long long)n);
+    /* One forward pass over the samples per probed layer: progress with an
+     * ETA, as the Hessian and round passes report theirs. */
+    int64_t nprobe = 0, nprobed = 0;
+    for (int64_t l = 0; l < tab->nl; l++)
+        nprobe += !(p->excl[l] || (p->pin && p->pin[l] >= 0));
+    mpq_progress prog;
+    char what[64];
+    snprintf(what, sizeof what, "%s: sensitivity probes", p->who);
+    mpq_progress_begin(ctx, &prog, what, "layers", nprobe);
     for (int64_t l = 0; l < tab->nl; l++) {
         if (p->excl[l] || (p->pin && p->pin[l] >= 0))
             continue;
@@ -106,7 +117,9 @@ mpq_err mpq_importance_sensitivity(mpq_ctx *ctx, const mpq_importance_probe *p,
         if (p->log_layers)
             MPQ_DEBUG("%s %s: KL %.6g, layer error %.6g, sensitivity %.6g", p->who,
                       fi->layers[l].name, kl, L, tab->sens[l]);
+        mpq_progress_update(ctx, &prog, ++nprobed);
     }
+    mpq_progress_end(ctx, &prog);
 cleanup:
     mpq_free(mine);
     mpq_free(wq);

@@ -470,6 +470,7 @@ static mpq_err gq_open(mpq_ctx *ctx, mpq_model *m, const char *path) {
     MPQ_TRY(mpq_model_seal_buffers(ctx, m));
     snprintf(a.format, sizeof a.format, "gptq");
     mpq_model_set_arch(m, &a);
+    MPQ_TRY(mpq_io_set_arch_source(ctx, m, cpath));
     MPQ_TRY(mpq_io_check_llama(ctx, m));
 cleanup:
     mpq_free(f.e);

@@ -34,6 +34,10 @@ struct mpq_model {
                           pointers to a mapping stay valid while more are added */
     int64_t ntensors, cap_tensors;
     mpq_tensor *tensors; /* [cap_tensors], the first ntensors used */
+    char *arch_src;      /* the file the architecture came from when not the tensors' own
+                            (config.json), for messages; NULL: the first mapped file */
+    int64_t nforeign, cap_foreign;
+    mpq_foreign_tensor *foreign; /* [cap_foreign]: tensors of dtypes the model cannot use */
     /* fp32 copies of converted tensors, shared by every family instance of
      * the model (mpq_model_f32); the pointer makes them mutable through a
      * const model */
@@ -43,6 +47,15 @@ struct mpq_model {
 /* Maps `path` read-only into m and returns the mapping (owned by m). An
  * empty, missing or unreadable file is an error naming the path. */
 mpq_err mpq_io_map_file(mpq_ctx *ctx, mpq_model *m, const char *path, const mpq_io_map **out);
+
+/* Records `path` (config.json) as the file m's architecture came from, so
+ * that a value that disagrees with the tensors blames it, not a shard. */
+mpq_err mpq_io_set_arch_source(mpq_ctx *ctx, mpq_model *m, const char *path);
+
+/* Appends a tensor of an unusable dtype (mpq_foreign_tensor) to m; and the
+ * one named `name`, NULL when none. */
+mpq_err mpq_model_add_foreign(mpq_ctx *ctx, mpq_model *m, const mpq_foreign_tensor *t);
+const mpq_foreign_tensor *mpq_io_find_foreign(const mpq_model *m, const char *name);
 
 /* Checks that the Llama-family tensors described by m->arch are all present
  * with the shapes the architecture implies (q/k/v biases when qkv_bias,

@@ -279,7 +279,39 @@ mpq_err mpq_model_add_tensor(mpq_ctx *ctx, mpq_model *m, const mpq_tensor *t) {
     return MPQ_OK;
 }
 
+mpq_err mpq_io_set_arch_source(mpq_ctx *ctx, mpq_model *m, const char *path) {
+    mpq_free(m->arch_src);
+    m->arch_src = NULL;
+    MPQ_CALL(mpq_strdup(ctx, path, &m->arch_src));
+    return MPQ_OK;
+}
+
+mpq_err mpq_model_add_foreign(mpq_ctx *ctx, mpq_model *m, const mpq_foreign_tensor *t) {
+    if (m->nforeign == m->cap_foreign) {
+        int64_t cap = m->cap_foreign ? 2 * m->cap_foreign : 8;
+        MPQ_CALL(mpq_realloc(ctx, m->cap_foreign, cap, sizeof *m->foreign, (void **)&m->foreign));
+        m->cap_foreign = cap;
+    }
+    m->foreign[m->nforeign++] = *t;
+    return MPQ_OK;
+}
+
+const mpq_foreign_tensor *mpq_io_find_foreign(const mpq_model *m, const char *name) {
+    for (int64_t i = 0; i < m->nforeign; i++)
+        if (strcmp(m->foreign[i].name, name) == 0)
+            return &m->foreign[i];
+    return NULL;
+}
+
 /* ---- accessors ----------------------------------------------------------- */
+
+int64_t mpq_model_nforeign(const mpq_model *m) {
+    return m->nforeign;
+}
+
+const mpq_foreign_tensor *mpq_model_foreign_at(const mpq_model *m, int64_t i) {
+    return i >= 0 && i < m->nforeign ? &m->foreign[i] : NULL;
+}
 
 const mpq_arch *mpq_model_arch(const mpq_model *m) {
     return &m->arch;
@@ -331,16 +363,22 @@ mpq_err mpq_model_get(mpq_ctx *ctx, const mpq_model *m, const char *name, int nd
                       const int64_t *shape, const mpq_tensor **out) {
     *out = NULL;
     const mpq_tensor *t = mpq_model_find(m, name);
+    const mpq_foreign_tensor *ft = t ? NULL : mpq_io_find_foreign(m, name);
+    MPQ_CHECK(!ft, MPQ_ERR_FORMAT,
+              "%s: tensor '%s' has dtype %s, but the model uses it: only F32, F16 and BF16 "
+              "tensors can be used",
+              ft->file, name, ft->dtype);
     MPQ_CHECK(t, MPQ_ERR_FORMAT, "%s: tensor '%s' is missing", m->path, name);
     if (ndim > 0) {
         int same = t->ndim == ndim;
         for (int d = 0; same && d < ndim; d++)
             same = t->shape[d] == shape[d];
         char want[96], have[96];
-        MPQ_CHECK(same, MPQ_ERR_FORMAT, "%s: tensor '%s' has shape %s, the architecture needs %s",
-                  t->file ? t->file : m->path, name,
-                  shape_str(t->ndim, t->shape, have, sizeof have),
-                  shape_str(ndim, shape, want, sizeof want));
+        MPQ_CHECK(
+            same, MPQ_ERR_FORMAT, "%s: tensor '%s' has shape %s, the architecture needs %s%s%s%s",
+            t->file ? t->file : m->path, name, shape_str(t->ndim, t->shape, have, sizeof have),
+            shape_str(ndim, shape, want, sizeof want), m->arch_src ? " (as read from " : "",
+            m->arch_src ? m->arch_src : "", m->arch_src ? ")" : "");
     }
     *out = t;
     return MPQ_OK;
@@ -420,7 +458,7 @@ double mpq_rope_inv_freq(const mpq_arch *a, int64_t i) {
 
 mpq_err mpq_io_check_llama(mpq_ctx *ctx, const mpq_model *m) {
     const mpq_arch *a = &m->arch;
-    const char *src = m->nmaps ? m->maps[0]->path : m->path;
+    const char *src = m->arch_src ? m->arch_src : m->nmaps ? m->maps[0]->path : m->path;
     MPQ_CHECK(a->dim > 0 && a->hidden_dim > 0 && a->n_layers > 0 && a->n_heads > 0 &&
                   a->n_kv_heads > 0 && a->head_dim > 0 && a->vocab_size > 0 && a->seq_len > 0,
               MPQ_ERR_FORMAT,
@@ -597,6 +635,8 @@ void mpq_model_close(mpq_model **pm) {
     }
     mpq_free(m->maps);
     mpq_free(m->tensors);
+    mpq_free(m->foreign);
+    mpq_free(m->arch_src);
     mpq_free(m->path);
     for (int64_t i = 0; m->f32 && i < m->f32->n; i++)
         mpq_free(m->f32->buf[i]);

@@ -5,9 +5,11 @@
  *   {"__metadata__": {...}, "name": {"dtype": "F32", "shape": [..],
  *    "data_offsets": [begin, end]}, ...}
  * then the data section; offsets are relative to its start. Every tensor is
- * checked: dtype supported, end - begin == numel * dtype size, and the
+ * checked: dtype known, end - begin == numel * dtype size, and the
  * tensors tile the data section exactly (sorted, no overlap, no gap, no
- * trailing bytes), as the reference implementation requires.
+ * trailing bytes), as the reference implementation requires. Tensors of
+ * dtypes other than F32/F16/BF16 (I64, U8, ...) are checked alike and kept
+ * aside (mpq_foreign_tensor): only a model that uses one is refused.
  *
  * Sharded: model.safetensors.index.json maps tensor names to shard files in
  * the same directory ("weight_map"). Shard names are checked lexically
@@ -39,7 +41,7 @@
 
 typedef struct {
     int64_t begin, end; /* relative to the data section */
-    int64_t tensor;     /* index in m->tensors */
+    int64_t tensor;     /* index in m->tensors; -1 - index in m->foreign */
 } st_extent;
 
 static int cmp_extent(const void *a, const void *b) {
@@ -60,25 +62,70 @@ static int json_uint(const cJSON *v, int64_t *out) {
     return 1;
 }
 
+/* The safetensors dtypes the model cannot compute with, and their element
+ * sizes: their tensors are checked like any other and kept aside
+ * (mpq_foreign_tensor), so that e.g. the I64 num_batches_tracked of a
+ * batch norm does not refuse the whole file. Sub-byte types (F4, F6_*)
+ * are not among them: unknown, refused. */
+static const struct {
+    const char *name;
+    int64_t size;
+} foreign_dtypes[] = {
+    {"F64", 8}, {"I64", 8}, {"I32", 4},  {"I16", 2},     {"I8", 1},      {"U64", 8},     {"U32", 4},
+    {"U16", 2}, {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}, {"F8_E8M0", 1}, {"C64", 8},
+};
+
+/* *out = the dtype (mpq_dtype), or -1 for a foreign one of *fsize bytes per
+ * element. */
 static mpq_err parse_dtype(mpq_ctx *ctx, const char *file, const char *tname, const cJSON *v,
-                           mpq_dtype *out) {
+                           int *out, int64_t *fsize) {
     MPQ_CHECK(cJSON_IsString(v), MPQ_ERR_FORMAT,
               "%s: tensor '%s': \"dtype\" is missing or not a string", file, tname);
     const char *s = v->valuestring;
     for (int d = 0; d < MPQ_DTYPE_COUNT; d++) {
         if (strcmp(s, mpq_dtype_name((mpq_dtype)d)) == 0) {
-            *out = (mpq_dtype)d;
+            *out = d;
             return MPQ_OK;
         }
     }
-    static const char *const known[] = {"F64", "I64", "I32", "I16",  "I8",      "U64",
-                                        "U32", "U16", "U8",  "BOOL", "F8_E4M3", "F8_E5M2"};
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        MPQ_CHECK(strcmp(s, known[i]) != 0, MPQ_ERR_FORMAT,
-                  "%s: tensor '%s' has dtype %s; only F32, F16 and BF16 are supported", file, tname,
-                  s);
+    for (size_t i = 0; i < sizeof foreign_dtypes / sizeof foreign_dtypes[0]; i++) {
+        if (strcmp(s, foreign_dtypes[i].name) == 0) {
+            *out = -1;
+            *fsize = foreign_dtypes[i].size;
+            return MPQ_OK;
+        }
+    }
     return MPQ_ERROR(MPQ_ERR_FORMAT, "%s: tensor '%s' has an unknown dtype \"%.32s\"", file, tname,
                      s);
+}
+
+/* A tensor of a foreign dtype (fsize bytes per element) at data + b, e - b
+ * bytes: the same checks as mpq_tensor_init, then kept aside in m. */
+static mpq_err add_foreign(mpq_ctx *ctx, mpq_model *m, const char *file, const char *tname,
+                           const char *dtype, int ndim, const int64_t *shape, int64_t fsize,
+                           int64_t nbytes) {
+    mpq_foreign_tensor ft;
+    memset(&ft, 0, sizeof ft);
+    size_t nlen = strlen(tname);
+    MPQ_CHECK(nlen > 0 && nlen < MPQ_TENSOR_NAME_MAX, MPQ_ERR_FORMAT,
+              "%s: tensor name '%.60s...' is empty or longer than %d bytes", file, tname,
+              MPQ_TENSOR_NAME_MAX - 1);
+    int64_t numel = 1, need = 0;
+    for (int d = 0; d < ndim; d++)
+        MPQ_CALL(mpq_mul64(ctx, numel, shape[d], tname, &numel));
+    MPQ_CALL(mpq_mul64(ctx, numel, fsize, tname, &need));
+    MPQ_CHECK(need == nbytes, MPQ_ERR_FORMAT,
+              "%s: tensor '%s': %s shape of %lld elements needs %lld bytes, data_offsets give "
+              "%lld",
+              file, tname, dtype, (long long)numel, (long long)need, (long long)nbytes);
+    memcpy(ft.name, tname, nlen + 1);
+    snprintf(ft.dtype, sizeof ft.dtype, "%s", dtype);
+    ft.ndim = ndim;
+    for (int d = 0; d < ndim; d++)
+        ft.shape[d] = shape[d];
+    ft.file = file;
+    MPQ_CALL(mpq_model_add_foreign(ctx, m, &ft));
+    return MPQ_OK;
 }
 
 /* A JSON object's keys must be unique: JSON readers disagree on which of
@@ -92,6 +139,36 @@ static mpq_err check_unique_keys(mpq_ctx *ctx, const char *file, const char *whe
                       "%s: %s: key '%s' appears twice", file, where, a->string);
         if (cJSON_IsObject(a))
             MPQ_CALL(check_unique_keys(ctx, file, a->string ? a->string : where, a));
+    }
+    return MPQ_OK;
+}
+
+/* cJSON turns a \u0000 escape (or a raw NUL byte) inside a string into a
+ * NUL that ends the C string: a shard name "a.safetensors\u0000x" would be
+ * read as "a.safetensors", a tensor name cut short. Such strings are
+ * refused, naming the string up to the NUL. */
+static mpq_err check_no_nul(mpq_ctx *ctx, const char *file, const char *text, size_t len) {
+    int in = 0;
+    size_t start = 0;
+    for (size_t i = 0; i < len; i++) {
+        const char c = text[i];
+        if (!in) {
+            in = c == '"';
+            start = i + 1;
+            continue;
+        }
+        int nul = c == '\0';
+        const size_t at = i;
+        if (c == '\\' && i + 1 < len) {
+            nul = i + 5 < len && text[i + 1] == 'u' && strncmp(text + i + 2, "0000", 4) == 0;
+            i++; /* the escaped character cannot end the string */
+        } else if (c == '"') {
+            in = 0;
+        }
+        MPQ_CHECK(!nul, MPQ_ERR_FORMAT,
+                  "%s: byte %lld: the JSON string \"%.*s\" continues after a NUL character "
+                  "(\\u0000): names holding NUL are refused",
+                  file, (long long)at, (int)(at - start < 80 ? at - start : 80), text + start);
     }
     return MPQ_OK;
 }
@@ -121,6 +198,7 @@ static mpq_err st_read_file(mpq_ctx *ctx, mpq_model *m, const char *path, const 
     const unsigned char *data = map->base + 8 + hlen;
     int64_t data_size = (int64_t)(map->size - 8 - hlen);
     const char *end = NULL;
+    MPQ_TRY(check_no_nul(ctx, file, hdr, (size_t)hlen));
     root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &end, 0);
     if (!root) {
         const char *at = cJSON_GetErrorPtr();
@@ -149,9 +227,10 @@ static mpq_err st_read_file(mpq_ctx *ctx, mpq_model *m, const char *path, const 
         }
         MPQ_ENSURE(cJSON_IsObject(it), MPQ_ERR_FORMAT, "%s: tensor '%s': entry is not an object",
                    file, tname);
-        mpq_dtype dtype = MPQ_DTYPE_F32; /* set by parse_dtype on success */
-        MPQ_TRY(
-            parse_dtype(ctx, file, tname, cJSON_GetObjectItemCaseSensitive(it, "dtype"), &dtype));
+        int dtype = MPQ_DTYPE_F32; /* set by parse_dtype on success; -1: foreign */
+        int64_t fsize = 0;
+        const cJSON *jdt = cJSON_GetObjectItemCaseSensitive(it, "dtype");
+        MPQ_TRY(parse_dtype(ctx, file, tname, jdt, &dtype, &fsize));
         const cJSON *shp = cJSON_GetObjectItemCaseSensitive(it, "shape");
         MPQ_ENSURE(cJSON_IsArray(shp), MPQ_ERR_FORMAT,
                    "%s: tensor '%s': \"shape\" is missing or not an array", file, tname);
@@ -179,12 +258,14 @@ static mpq_err st_read_file(mpq_ctx *ctx, mpq_model *m, const char *path, const 
                    "section (%lld bytes): truncated file?",
                    file, tname, (long long)b, (long long)e, (long long)data_size);
         mpq_tensor t;
-        MPQ_TRY(mpq_tensor_init(ctx, &t, tname, dtype, ndim, shape, data + b, file));
-        MPQ_ENSURE((int64_t)t.nbytes == e - b, MPQ_ERR_FORMAT,
-                   "%s: tensor '%s': %s shape of %lld elements needs %zu bytes, data_offsets give "
-                   "%lld",
-                   file, tname, mpq_dtype_name(dtype), (long long)t.numel, t.nbytes,
-                   (long long)(e - b));
+        if (dtype >= 0) {
+            MPQ_TRY(mpq_tensor_init(ctx, &t, tname, (mpq_dtype)dtype, ndim, shape, data + b, file));
+            MPQ_ENSURE((int64_t)t.nbytes == e - b, MPQ_ERR_FORMAT,
+                       "%s: tensor '%s': %s shape of %lld elements needs %zu bytes, data_offsets "
+                       "give %lld",
+                       file, tname, mpq_dtype_name((mpq_dtype)dtype), (long long)t.numel, t.nbytes,
+                       (long long)(e - b));
+        }
         if (weight_map) {
             const cJSON *w = cJSON_GetObjectItemCaseSensitive(weight_map, tname);
             MPQ_ENSURE(w, MPQ_ERR_FORMAT, "%s: tensor '%s' is not listed in %s", file, tname,
@@ -192,6 +273,11 @@ static mpq_err st_read_file(mpq_ctx *ctx, mpq_model *m, const char *path, const 
             MPQ_ENSURE(cJSON_IsString(w) && strcmp(w->valuestring, shard) == 0, MPQ_ERR_FORMAT,
                        "%s: tensor '%s' is listed in %s for another shard", file, tname,
                        index_path);
+        }
+        if (dtype < 0) {
+            ext[next++] = (st_extent){.begin = b, .end = e, .tensor = -1 - m->nforeign};
+            MPQ_TRY(add_foreign(ctx, m, file, tname, jdt->valuestring, ndim, shape, fsize, e - b));
+            continue;
         }
         ext[next] = (st_extent){.begin = b, .end = e, .tensor = m->ntensors};
         next++;
@@ -203,7 +289,8 @@ static mpq_err st_read_file(mpq_ctx *ctx, mpq_model *m, const char *path, const 
     int64_t pos = 0;
     const char *prev = NULL;
     for (int64_t i = 0; i < next; i++) {
-        const char *tname = m->tensors[ext[i].tensor].name;
+        const char *tname = ext[i].tensor >= 0 ? m->tensors[ext[i].tensor].name
+                                               : m->foreign[-1 - ext[i].tensor].name;
         MPQ_ENSURE(ext[i].begin >= pos, MPQ_ERR_FORMAT,
                    "%s: tensor '%s' (bytes [%lld, %lld)) overlaps tensor '%s' (ending at %lld)",
                    file, tname, (long long)ext[i].begin, (long long)ext[i].end, prev,
@@ -236,6 +323,7 @@ static mpq_err read_json_file(mpq_ctx *ctx, const char *path, cJSON **out) {
               (long long)st.st_size, (unsigned long long)ST_MAX_HEADER);
     int64_t len = 0;
     MPQ_TRY(mpq_text_read(ctx, path, &text, &len));
+    MPQ_TRY(check_no_nul(ctx, path, text, (size_t)len));
     cJSON *root = cJSON_ParseWithLength(text, (size_t)len);
     if (!root) {
         const char *at = cJSON_GetErrorPtr();
@@ -385,6 +473,18 @@ static mpq_err read_config(mpq_ctx *ctx, const char *path, mpq_arch *a) {
                MPQ_ERR_FORMAT, "%s: hidden_size %lld is not a multiple of num_attention_heads %lld",
                path, (long long)a->dim, (long long)a->n_heads);
     MPQ_TRY(cfg_int(ctx, path, cfg, "head_dim", a->dim / a->n_heads, &a->head_dim));
+    /* Checked here, where the key is known, not later against the tensors
+     * (whose messages would name a shard). */
+    MPQ_ENSURE(a->n_heads % a->n_kv_heads == 0, MPQ_ERR_FORMAT,
+               "%s: key \"num_key_value_heads\" is %lld, which does not divide "
+               "num_attention_heads %lld",
+               path, (long long)a->n_kv_heads, (long long)a->n_heads);
+    MPQ_ENSURE(a->head_dim % 2 == 0, MPQ_ERR_FORMAT,
+               "%s: key \"%s\" is %lld: rotary embeddings need an even head dimension", path,
+               cJSON_GetObjectItemCaseSensitive(cfg, "head_dim")
+                   ? "head_dim"
+                   : "hidden_size / num_attention_heads",
+               (long long)a->head_dim);
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(cfg, "tie_word_embeddings");
     MPQ_ENSURE(!tie || cJSON_IsBool(tie) || cJSON_IsNull(tie), MPQ_ERR_FORMAT,
                "%s: key \"tie_word_embeddings\" must be true or false", path);
@@ -523,7 +623,8 @@ static mpq_err st_read_sharded(mpq_ctx *ctx, mpq_model *m, const char *dir,
         MPQ_TRY(st_read_file(ctx, m, path, wm, shards[s], index_path));
     }
     cJSON_ArrayForEach(it, wm) {
-        MPQ_ENSURE(mpq_model_find(m, it->string), MPQ_ERR_FORMAT,
+        MPQ_ENSURE(mpq_model_find(m, it->string) || mpq_io_find_foreign(m, it->string),
+                   MPQ_ERR_FORMAT,
                    "%s: tensor '%s' is listed for shard %s, which does not contain it", index_path,
                    it->string, it->valuestring);
     }
@@ -579,6 +680,7 @@ static mpq_err st_open(mpq_ctx *ctx, mpq_model *m, const char *path) {
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
     if (file_exists(cfg)) {
         MPQ_CALL(read_config(ctx, cfg, &m->arch));
+        MPQ_CALL(mpq_io_set_arch_source(ctx, m, cfg));
         MPQ_CALL(mpq_io_check_llama(ctx, m));
     }
     return MPQ_OK;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "mpq_ctx.h"
+#include "mpq_log.h"
 #include "quant_internal.h"
 
 /* Ratios tried by fit=search along the family's sweep (plus its closed forms). */
@@ -452,6 +453,74 @@ double mpq_quant_error(const mpq_qparams *p, const float *w, const float *imp) {
         }
     }
     return e;
+}
+
+/* ---- clamped scales --------------------------------------------------------------- */
+
+/* The largest stored scale of the format, 0 where none clamps (E4M3 sits
+ * under an fp32 tensor scale fitted to the layer). Matches mpq_qscale_store. */
+static float scale_top(const mpq_qparams *p) {
+    switch (p->spec.scale) {
+        case MPQ_QSCALE_FP16:
+        case MPQ_QSCALE_FP16Z:
+            return 65504.0f;
+        case MPQ_QSCALE_E8M0:
+            return 0x1p127f;
+        case MPQ_QSCALE_E4M3:
+            return 0.0f;
+        default:
+            return 1e38f;
+    }
+}
+
+void mpq_quant_clamped(const mpq_qparams *p, const float *w, mpq_qclamp *out) {
+    memset(out, 0, sizeof *out);
+    const float top = scale_top(p);
+    int64_t last = -1; /* the last group counted (gran=tensor: one group, many rows) */
+    for (int64_t r = 0; top > 0.0f && r < p->rows; r++) {
+        const mpq_qtable *t = mpq_qtable_of(p, r);
+        for (int64_t c0 = 0; c0 < p->cols; c0 += p->gcols) {
+            const int64_t g = mpq_qgroup_of(p, r, c0),
+                          c1 = c0 + p->gcols < p->cols ? c0 + p->gcols : p->cols;
+            if (p->scale[g] < top || g == last)
+                continue;
+            const float s = mpq_qscale_of(p, g), z = mpq_qzero_of(p, g);
+            const float reach = fmaxf(fabsf(mpq_qval(s, t->sorted[0], z)),
+                                      fabsf(mpq_qval(s, t->sorted[t->n - 1], z)));
+            float amax = 0.0f;
+            for (int64_t c = c0; c < c1; c++)
+                amax = fmaxf(amax, fabsf(w[r * p->cols + c]));
+            /* a scale at the top that the weights do not need is no clamp */
+            if (!(amax > reach * (1.0f + 0x1p-10f)))
+                continue;
+            if (out->groups++ == 0) {
+                out->group = g;
+                out->row = r;
+                out->col0 = c0;
+                out->col1 = c1;
+                out->amax = amax;
+                out->reach = reach;
+            }
+            last = g;
+        }
+    }
+}
+
+int64_t mpq_quant_warn_clamped(mpq_ctx *ctx, const char *layer, const mpq_qparams *p,
+                               const float *w, int here) {
+    mpq_qclamp cl;
+    mpq_quant_clamped(p, w, &cl);
+    if (cl.groups == 0)
+        return 0;
+    (here ? mpq_log_here : mpq_log)(
+        ctx, MPQ_LOG_WARN,
+        "layer %s: %lld quantization group%s with the scale clamped to the largest %s value "
+        "%g (first: group %lld, row %lld, columns %lld..%lld, max |w| %g, the grid reaches "
+        "+-%g): the weights beyond the grid are clipped to it",
+        layer, (long long)cl.groups, cl.groups == 1 ? "" : "s", mpq_qscale_name(p->spec.scale),
+        (double)scale_top(p), (long long)cl.group, (long long)cl.row, (long long)cl.col0,
+        (long long)cl.col1 - 1, (double)cl.amax, (double)cl.reach);
+    return cl.groups;
 }
 
 mpq_err mpq_quant_check_codes(mpq_ctx *ctx, const mpq_qparams *p, const uint8_t *codes) {

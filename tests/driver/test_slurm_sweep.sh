@@ -89,7 +89,7 @@ ntask=$(scontrol show job -o "${cl_jobs[1]}" | grep -c 'ArrayTaskId=')
 [[ $ntask -eq 2 ]] || fail "the point array has $ntask tasks, expected 2"
 for d in single array; do
     [[ -s $work/$d/report.csv ]] || fail "$d: no report.csv"
-    cut -d, -f1-18,20 "$work/$d/report.csv" >"$work/$d.csv"
+    cut -d, -f1-19,21 "$work/$d/report.csv" >"$work/$d.csv"
     jq 'del(.. | .seconds?)' "$work/$d/report.json" >"$work/$d.json" || fail "$d: report.json is not JSON"
 done
 [[ $(wc -l <"$work/single.csv") -eq 6 ]] || fail "expected a header, the reference and 4 points"

@@ -45,9 +45,10 @@ check_report() { # DIR
     done
     head -n 1 "$d/report.csv" | grep -q ',pareto,seconds,status$' || fail "$d: CSV header lacks status"
     # Point 0: status infeasible, the measured fields (bits, bpw, size_bytes,
-    # value, rel_change, kld, agreement) empty, pareto 0.
+    # value, rel_change, ppl, kld, agreement) empty, pareto 0; the metric is
+    # the default, kld.
     awk -F, '$1 == "0"' "$d/report.csv" |
-        grep -Eq '^0,"budget","avg 1.58 bits","rtn","int","mixed",1.58,,[0-9]+,,,"ppl",,[0-9.e+-]+,,,,0,[0-9.]+,infeasible$' ||
+        grep -Eq '^0,"budget","avg 1.58 bits","rtn","int","mixed",1.58,,[0-9]+,,,"kld",,[0-9.e+-]+,,,,,0,[0-9.]+,infeasible$' ||
         fail "$d: CSV row of point 0 is not an infeasible row: $(awk -F, '$1 == "0"' "$d/report.csv")"
     [ "$(grep -c ',ok$' "$d/report.csv")" -eq 4 ] || fail "$d: expected 4 rows with status ok (fp + 3)"
     jq -e '.points[0] | .status == "infeasible" and .value == null and .bpw == null
@@ -73,6 +74,19 @@ check_report "$dir/single"
 grep -q "no valid points" "$ERR" && fail "gnuplot skipped a data block"
 grep -q '1.58 bpw' "$dir/single/report-plot.dat" && fail "the infeasible point is in the plot data"
 grep -q '3 bpw' "$dir/single/report-plot.dat" || fail "the 3.0 budget point is not in the plot data"
+# Readable at a glance: ticks listed on the size axis (more than one within
+# the data), a legend, a label for every drawable front point (none for the
+# infeasible one), full precision (KLD 0, off a log axis) a dashed line.
+gp="$dir/single/report.gp"
+ticks=$(grep -E '^set xtics \(' "$gp" | tr -cd ',' | wc -c)
+[ "$ticks" -ge 2 ] || fail "report.gp: fewer than three size ticks: $(grep xtics "$gp")"
+grep -q '^set key inside' "$gp" || fail "report.gp: no legend"
+grep -q '^set logscale y' "$gp" || fail "report.gp: the KLD axis is not logarithmic"
+nfront=$(jq '[.reference, .points[]] | map(select(.pareto and .value > 0)) | length' "$dir/single/report.json")
+[ "$(grep -c '^set label ' "$gp")" -eq "$nfront" ] ||
+    fail "report.gp: $(grep -c '^set label ' "$gp") labels for $nfront front points"
+grep -q '1.58 bpw' "$gp" && fail "report.gp: the infeasible point is labelled"
+grep -q "title 'full precision (kld 0)'" "$gp" || fail "report.gp: no full-precision line for KLD 0"
 
 # ---- 3. the job-array path by hand
 arr=(-o "sweep.output_dir=$dir/array" -o sweep.plot=false)
@@ -88,7 +102,7 @@ run $MPI -n 2 "$MPQ_BIN" sweep "$dir/lm.cfg" --stage=merge "${arr[@]}"
 expect_rc 0
 check_report "$dir/array"
 for d in single array; do
-    cut -d, -f1-18,20 "$dir/$d/report.csv" >"$dir/$d.csv"
+    cut -d, -f1-19,21 "$dir/$d/report.csv" >"$dir/$d.csv"
     sed -E 's/ [0-9.]+ \|$//' "$dir/$d/report.md" >"$dir/$d.md"
     jq 'del(.. | .seconds?)' "$dir/$d/report.json" >"$dir/$d.json"
 done

@@ -15,7 +15,12 @@
 #      the single job: CSV and Markdown without the time column, JSON
 #      without "seconds", byte for byte;
 #   5. errors: a missing point file, a measurement of another configuration,
-#      an index out of range, an unknown stage.
+#      an index out of range, an unknown stage;
+#   6. --json carries the figures: the single job's and the merge's "report"
+#      holds every point with the numbers of report.csv, --stage=point's
+#      "results" the point it ran (as its point file);
+#   7. the language model's default metric is kld (the KL divergence from
+#      full precision), perplexity beside it in every report.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 . "$MPQ_SOURCE_DIR/tests/driver/sweep_cfg.sh"
@@ -66,6 +71,10 @@ done
     fail "report.png is not a PNG file"
 
 # ---- 2. the report files agree
+# The compared fields of the rows of a report object (report.json, or the
+# "report" of --json).
+rows='[.reference, .points[]] | map({index, kind, "label": .label, bits, bpw, size_bytes, value,
+                                   rel_change, ppl, kld, agreement, pareto})'
 check_consistency() { # DIR
     local d=$1 n
     n=$(jq '.points | length' "$d/report.json")
@@ -76,10 +85,10 @@ check_consistency() { # DIR
                | {index: (.[0] | tonumber), kind: (.[1] | fromjson), label: (.[2] | fromjson),
                   bits: (.[7] | tonumber), bpw: (.[9] | tonumber), size_bytes: (.[10] | tonumber),
                   value: (.[12] | tonumber), rel_change: (.[14] | tonumber),
-                  kld: (.[15] | tonumber), agreement: (.[16] | tonumber), pareto: (.[17] == "1")}]' \
+                  ppl: (if .[15] == "" then null else (.[15] | tonumber) end),
+                  kld: (.[16] | tonumber), agreement: (.[17] | tonumber), pareto: (.[18] == "1")}]' \
         "$d/report.csv" >"$d/csv.json" || fail "$d: report.csv does not parse"
-    jq '[.reference, .points[]] | map({index, kind, "label": .label, bits, bpw, size_bytes, value, rel_change,
-                                       kld, agreement, pareto})' "$d/report.json" >"$d/json.json"
+    jq "$rows" "$d/report.json" >"$d/json.json"
     cmp -s "$d/csv.json" "$d/json.json" ||
         fail "$d: CSV and JSON numbers differ: $(diff "$d/csv.json" "$d/json.json" | head -6)"
     # Markdown cells vs JSON to the printed digits: bpw %.4f, size, value %.4f, change %+.2f%%.
@@ -106,6 +115,15 @@ check_consistency() { # DIR
         fail "$d: a Pareto flag disagrees with the brute-force front"
 }
 check_consistency "$dir/single"
+# ---- 6. --json carries every point with its figures, as the CSV has them
+last_json | jq "(.report | $rows)" >"$dir/single/stdout.json"
+cmp -s "$dir/single/csv.json" "$dir/single/stdout.json" ||
+    fail "sweep --json: the report's points differ from report.csv: $(diff "$dir/single/csv.json" "$dir/single/stdout.json" | head -6)"
+last_json | jq -e '.report.metric == "accuracy" and (.report.points | length) == 7
+                   and (.report.pareto | length) > 0' >/dev/null ||
+    fail "sweep --json: no report, or not 7 points with the classifier's default metric accuracy"
+jq -e '[.reference, .points[]] | all(.ppl == null)' "$dir/single/report.json" >/dev/null ||
+    fail "a classifier's rows have a perplexity"
 
 # ---- 3. points equal separately run `mpquant run`
 pt() { jq -r ".$2" "$dir/single/points/point-$(printf %04d "$1").json"; }
@@ -129,15 +147,21 @@ expect_rc 0
 ranks=(1 2 4)
 k=0
 for i in $(seq 0 6 | shuf); do
-    run $MPI -n "${ranks[k % 3]}" "$MPQ_BIN" sweep "$dir/mnist.cfg" --stage=point --index="$i" "${arr[@]}"
+    run $MPI -n "${ranks[k % 3]}" "$MPQ_BIN" sweep "$dir/mnist.cfg" --stage=point --index="$i" "${arr[@]}" --json
     expect_rc 0
+    last_json | jq -c '.results' >"$dir/results.json"
+    jq -c --slurpfile r "$dir/results.json" '$r[0] == [.]' "$dir/array/points/point-$(printf %04d "$i").json" |
+        grep -qx true || fail "sweep --stage=point --json: results differ from point $i's file"
     k=$((k + 1))
 done
-run $MPI -n 2 "$MPQ_BIN" sweep "$dir/mnist.cfg" --stage=merge "${arr[@]}"
+run $MPI -n 2 "$MPQ_BIN" sweep "$dir/mnist.cfg" --stage=merge "${arr[@]}" --json
 expect_rc 0
 check_consistency "$dir/array"
+last_json | jq "(.report | $rows)" >"$dir/array/stdout.json"
+cmp -s "$dir/array/csv.json" "$dir/array/stdout.json" ||
+    fail "sweep --stage=merge --json: the report's points differ from report.csv"
 for d in single array; do
-    cut -d, -f1-18 "$dir/$d/report.csv" >"$dir/$d.csv"
+    cut -d, -f1-19 "$dir/$d/report.csv" >"$dir/$d.csv"
     sed -E 's/ [0-9.]+ \|$//' "$dir/$d/report.md" >"$dir/$d.md"
     jq 'del(.. | .seconds?)' "$dir/$d/report.json" >"$dir/$d.json"
 done
@@ -162,18 +186,25 @@ run "$MPQ_BIN" sweep "$dir/mnist.cfg" --stage=everything
 [ "$RC" -ne 0 ] || fail "an unknown stage was accepted"
 expect_err "expected measure, point, merge or plan"
 
-# ---- the language-model path: perplexity, KLD, a uniform point = mpquant run
-run $MPI -n 2 "$MPQ_BIN" sweep "$dir/lm.cfg"
+# ---- 7. the language-model path: KLD by default, perplexity beside it, a
+# uniform point = mpquant run
+run $MPI -n 2 "$MPQ_BIN" sweep "$dir/lm.cfg" --json
 expect_rc 0
 check_consistency "$dir/lm"
-grep -q '| KLD |' "$dir/lm/report.md" || fail "LM report has no KLD column"
-jq -e '.metric == "ppl" and (.points | length) == 3 and (.points[1].kld > 0)' "$dir/lm/report.json" \
-    >/dev/null || fail "LM report: metric, points or KLD wrong"
+last_json | jq "(.report | $rows)" >"$dir/lm/stdout.json"
+cmp -s "$dir/lm/csv.json" "$dir/lm/stdout.json" || fail "LM sweep --json: points differ from report.csv"
+grep -q '| kld | change | PPL | agreement |' "$dir/lm/report.md" ||
+    fail "LM report: no kld metric column with PPL beside it: $(grep '^| #' "$dir/lm/report.md")"
+jq -e '.metric == "kld" and (.points | length) == 3 and (.points[1].kld > 0)
+       and .points[1].value == .points[1].kld and .reference.value == 0
+       and ([.reference, .points[]] | all(.ppl > 1))' "$dir/lm/report.json" \
+    >/dev/null || fail "LM report: the default metric is not kld, or a KLD or perplexity is missing"
+head -n 1 "$dir/lm/report.csv" | grep -q ',rel_change,ppl,kld,agreement,' || fail "LM CSV: no ppl column"
 run $MPI -n 2 "$MPQ_BIN" run "$dir/lm.cfg" --json -o 'quant.candidates=[]' \
     -o "quant.spec=int:bits=2,sym=false,group=32"
 expect_rc 0
-[ "$(last_json | jq -r .quantized.ppl)" = "$(jq -r .points[1].value "$dir/lm/report.json")" ] ||
-    fail "LM uniform int2: sweep ppl $(jq -r .points[1].value "$dir/lm/report.json"), run $(last_json | jq -r .quantized.ppl)"
-[ "$(last_json | jq -r .quantized.kld)" = "$(jq -r .points[1].kld "$dir/lm/report.json")" ] ||
+[ "$(last_json | jq -r .quantized.ppl)" = "$(jq -r .points[1].ppl "$dir/lm/report.json")" ] ||
+    fail "LM uniform int2: sweep ppl $(jq -r .points[1].ppl "$dir/lm/report.json"), run $(last_json | jq -r .quantized.ppl)"
+[ "$(last_json | jq -r .quantized.kld)" = "$(jq -r .points[1].value "$dir/lm/report.json")" ] ||
     fail "LM uniform int2: KLD differs"
 finish

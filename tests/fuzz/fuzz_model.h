@@ -36,6 +36,19 @@ static inline void fuzz_check_model(fuzz_env *env, const mpq_model *m) {
                 fuzz_fail("reading an accepted tensor failed");
         }
     }
+    /* Tensors of dtypes no model computes with are listed apart and never
+     * handed out. */
+    for (int64_t i = 0; i < mpq_model_nforeign(m); i++) {
+        const mpq_foreign_tensor *f = mpq_model_foreign_at(m, i);
+        const mpq_tensor *t = NULL;
+        if (f->ndim < 0 || f->ndim > MPQ_TENSOR_MAXDIM || !f->dtype[0] || !f->name[0])
+            fuzz_fail("foreign tensor with a bad shape, dtype or name");
+        if (mpq_model_find(m, f->name))
+            fuzz_fail("a name is both a tensor and a foreign tensor");
+        if (mpq_model_get(ctx, m, f->name, 0, NULL, &t) == MPQ_OK || t)
+            fuzz_fail("a tensor of a foreign dtype was handed out");
+        mpq_err_clear(ctx);
+    }
 }
 
 #endif

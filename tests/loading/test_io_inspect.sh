@@ -53,6 +53,19 @@ run "$MPQ_BIN" inspect "$T/hf"
 expect_out "BF16 +\[16, 16\]"
 expect_out "rope half-rotation, tied_embeddings no"
 
+# tensors of dtypes no model computes with (the I64 num_batches_tracked of
+# every PyTorch batch norm) open and are listed apart, outside the count
+run $MPQ_MPIEXEC -np 2 "$MPQ_BIN" inspect "$T/dtype.safetensors" --json
+expect_rc 0
+expect_out "^parameters: 4$"
+expect_out "^unused:  1 "
+expect_out "^  b +I64 +\[2\]$"
+last_json | grep -q '"unused_tensors":\[{"name":"b","dtype":"I64","shape":\[2\]}\]' ||
+    fail "unused tensors JSON: $(last_json)"
+run "$MPQ_BIN" inspect "$T/bn-cnn.safetensors"
+expect_rc 0
+expect_out "^  bn2.num_batches_tracked +I64 +\[\]$"
+
 # corrupted inputs: specific message, exit status 1 on both ranks
 bad() { # FILE PATTERN
     run $MPQ_MPIEXEC -np 2 bash -c '"$0" inspect "$1"; echo "rank-exit=$?"' "$MPQ_BIN" "$T/$1"
@@ -63,7 +76,10 @@ bad() { # FILE PATTERN
 bad truncated.bin "truncated.bin: truncated"
 bad past-end.safetensors "past-end.safetensors: tensor 'b'.*past the end"
 bad overlap.safetensors "overlap.safetensors: tensor 'b'.*overlaps tensor 'a'"
-bad dtype.safetensors "dtype.safetensors: tensor 'b' has dtype I64"
+bad i32used "i32used/model.safetensors: tensor 'model.norm.weight' has dtype I32, but the model uses it"
+bad nulshard "model.safetensors.index.json: byte [0-9]+: the JSON string \"model-00002-of-00002.safetensors\" continues after a NUL character"
+bad kvheads "kvheads/config.json: key \"num_key_value_heads\" is 3, which does not divide num_attention_heads 2"
+bad headdim "headdim/config.json: key \"head_dim\" is 7: rotary embeddings need an even head dimension"
 bad dotdot "model.safetensors.index.json: tensor '.*': shard name \"../model-00002-of-00002.safetensors\" has a '..' component"
 bad nokey "nokey/config.json: required key \"hidden_size\" is missing"
 bad missing-file "missing-file: cannot open"
@@ -81,8 +97,27 @@ if [[ -f $tok ]]; then
     head -c 2999 "$tok" >"$T/cut-tok.bin"
     run "$MPQ_BIN" inspect "$T/cut-tok.bin" --format=tokenizer
     expect_rc 1
-    expect_err "cut-tok.bin: not a llama2.c tokenizer file"
+    expect_err "cut-tok.bin: not a llama2.c tokenizer file: truncated at token 214 \(offset 2998\)"
+    # the reasons of the loader (eval), not just "not a tokenizer"
+    printf '\x07\x00\x00\x00\x00\x00\x80\x3f\x09\x00\x00\x00abc' >"$T/long-tok.bin"
+    run $MPQ_MPIEXEC -np 2 "$MPQ_BIN" inspect "$T/long-tok.bin" --format=tokenizer
+    expect_rc 1
+    expect_err "long-tok.bin: not a llama2.c tokenizer file: token 0 has length 9 outside \[0, max_token_length = 7\]"
+    # a Hugging Face tokenizer: the loader's reason, naming the JSON path
+    printf '{"model": {"type": "WordPiece", "vocab": {}}}' >"$T/wp.json"
+    run $MPQ_MPIEXEC -np 2 "$MPQ_BIN" inspect "$T/wp.json" --format=tokenizer
+    expect_rc 1
+    expect_err "wp.json: model.type: \"WordPiece\" is not supported"
 elif [[ ${CI:-} == true ]]; then
     fail "shared tokenizer $tok missing"
+fi
+hftok="${MPQ_SHARED_DIR:-}/data/tokenizers/tinyllama"
+if [[ -d $hftok ]]; then
+    run "$MPQ_BIN" inspect "$hftok" --format=tokenizer --json
+    expect_rc 0
+    expect_out "^vocab:   32000 ids, bos 1, eos 2, add_bos yes$"
+    last_json | grep -q '"kind":"hf-bpe","vocab_size":32000' || fail "HF tokenizer JSON: $(last_json)"
+elif [[ ${CI:-} == true ]]; then
+    fail "shared tokenizer $hftok missing"
 fi
 finish

@@ -1,8 +1,8 @@
 /* test_quant_formats.c: the scale and grid number formats (fp16, FP8 E4M3,
  * E8M0) against brute force over every representable value decoded
  * independently from bit fields, the NF4 table against the normal
- * quantiles it is defined by, and fp16z scales against what GGUF's Q4_1 /
- * Q5_1 compute. */
+ * quantiles it is defined by, fp16z scales against what GGUF's Q4_1 /
+ * Q5_1 compute, and the scales clamped at the top of their format. */
 #include <stdio.h>
 #include <string.h>
 
@@ -192,11 +192,68 @@ static void test_fp16z(void **state) {
     mpq_err_clear(ctx);
 }
 
+/* Groups of 32 of one row of 128: group 1 holds 1e7 (a scale of 1e7 / 7.5
+ * is beyond fp16's 65504: clamped, the grid reaches 65504 * 15), group 2
+ * holds 4e5 (needs 53333: within fp16), group 3 the other finite extreme
+ * (3e38). NVFP4's E4M3 scales sit under a tensor scale and fp32 scales
+ * reach 1e38: neither clamps. */
+static void test_clamped(void **state) {
+    (void)state;
+    enum { COLS = 128 };
+    float w[COLS];
+    for (int c = 0; c < COLS; c++)
+        w[c] = 0.01f * (float)(c % 7) - 0.03f;
+    w[40] = 1e7f;
+    w[70] = 4e5f;
+    w[100] = -3e38f;
+    const struct {
+        const char *spec;
+        int64_t groups, first;
+    } cases[] = {{"int:bits=4,group=32", 2, 1},
+                 {"int:bits=4,group=32,scale=fp16z", 2, 1},
+                 {"int:bits=4,group=32,scale=fp32", 0, 0},
+                 {"nvfp4", 0, 0},
+                 {"int:bits=4,group=32,fit=search", 2, 1}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        mpq_qspec spec;
+        mpq_qparams *p = NULL;
+        mpq_qclamp cl;
+        MPQ_ASSERT_OK(ctx, mpq_qspec_parse(ctx, cases[k].spec, &spec));
+        MPQ_ASSERT_OK(ctx, mpq_qparams_create(ctx, &spec, 1, COLS, &p));
+        MPQ_ASSERT_OK(ctx, mpq_quant_fit(ctx, p, w, NULL));
+        mpq_quant_clamped(p, w, &cl);
+        assert_int_equal(cl.groups, cases[k].groups);
+        if (cl.groups) {
+            assert_int_equal(cl.group, cases[k].first);
+            assert_int_equal(cl.col0, 32 * cases[k].first);
+            assert_int_equal(cl.col1, 32 * cases[k].first + 32);
+            assert_true(cl.amax > cl.reach);
+        }
+        assert_int_equal(mpq_quant_warn_clamped(ctx, "test.layer", p, w, 0), cases[k].groups);
+        mpq_qparams_destroy(&p);
+    }
+    /* the same 1e7 in a whole-tensor group: one group, whatever the rows */
+    float w2[2 * COLS];
+    memcpy(w2, w, sizeof w);
+    memcpy(w2 + COLS, w, sizeof w);
+    w2[100] = w2[COLS + 100] = 0.0f;
+    mpq_qspec spec;
+    mpq_qparams *p = NULL;
+    mpq_qclamp cl;
+    MPQ_ASSERT_OK(ctx, mpq_qspec_parse(ctx, "int:bits=4,gran=tensor", &spec));
+    MPQ_ASSERT_OK(ctx, mpq_qparams_create(ctx, &spec, 2, COLS, &p));
+    MPQ_ASSERT_OK(ctx, mpq_quant_fit(ctx, p, w2, NULL));
+    mpq_quant_clamped(p, w2, &cl);
+    assert_int_equal(cl.groups, 1);
+    assert_int_equal(cl.row, 0);
+    mpq_qparams_destroy(&p);
+}
+
 int main(int argc, char **argv) {
     ctx = mpq_test_init(&argc, &argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fp16), cmocka_unit_test(test_e4m3),  cmocka_unit_test(test_e8m0),
-        cmocka_unit_test(test_nf4),  cmocka_unit_test(test_fp16z),
+        cmocka_unit_test(test_nf4),  cmocka_unit_test(test_fp16z), cmocka_unit_test(test_clamped),
     };
     int failures = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&ctx, failures);

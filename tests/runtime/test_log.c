@@ -97,6 +97,21 @@ static void test_progress(void **state) {
     p.interval_s = 3600.0; /* rate-limited: no line before the interval */
     mpq_progress_update(ctx, &p, 500);
     assert_int_equal(c.n, 0);
+    /* A loop over two models says which one each line is for. */
+    c.n = 0;
+    p.interval_s = 0.0;
+    mpq_progress_model(&p, "quantized model");
+    mpq_progress_update(ctx, &p, 600);
+    mpq_progress_model(&p, "full-precision reference");
+    mpq_progress_update(ctx, &p, 700);
+    mpq_progress_model(&p, NULL);
+    mpq_progress_update(ctx, &p, 800);
+    if (ctx->rank == 0) {
+        assert_int_equal(c.n, 3);
+        assert_non_null(strstr(c.lines[0], "calibration (quantized model): 600/1000 tokens"));
+        assert_non_null(strstr(c.lines[1], "calibration (full-precision reference): 700/1000"));
+        assert_non_null(strstr(c.lines[2], "calibration: 800/1000 tokens"));
+    }
     mpq_log_set_sink(ctx, NULL, NULL);
 }
 
@@ -118,6 +133,7 @@ static void test_event_log_and_timers(void **state) {
     mpq_progress p;
     mpq_progress_begin(ctx, &p, "work", "items", 10);
     p.interval_s = 0;
+    mpq_progress_model(&p, "quantized model");
     mpq_progress_update(ctx, &p, 5);
     usleep(1000 * (useconds_t)(10 + 10 * ctx->rank)); /* ranks differ */
     MPQ_ASSERT_OK(ctx, mpq_timer_stop(ctx, "stage_a"));
@@ -167,6 +183,11 @@ static void test_event_log_and_timers(void **state) {
                 assert_int_equal(cJSON_GetObjectItem(ev, "done")->valueint, 5);
                 assert_true(cJSON_IsNumber(cJSON_GetObjectItem(ev, "eta_s")));
                 assert_true(cJSON_IsNumber(cJSON_GetObjectItem(ev, "task_elapsed_s")));
+                /* the model the line is for, beside "what" */
+                cJSON *mo = cJSON_GetObjectItem(ev, "model");
+                assert_true(cJSON_IsString(mo));
+                assert_string_equal(mo->valuestring, "quantized model");
+                assert_string_equal(cJSON_GetObjectItem(ev, "what")->valuestring, "work");
             }
             if (strcmp(type->valuestring, "warning") == 0) {
                 cJSON *m = cJSON_GetObjectItem(ev, "message");
