@@ -16,7 +16,7 @@ libconfig-dev libcjson-dev libssl-dev libcmocka-dev
 slurm-wlm munge shellcheck
 gnuplot-nox clang clang-format jq procps coreutils util-linux iproute2
 libclang-rt-14-dev valgrind
-python3 python3-venv libpcre2-dev zlib1g-dev"
+python3 python3-venv libpcre2-dev zlib1g-dev libzstd-dev libunistring-dev"
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -7,8 +7,9 @@
  *    rank is the position), unk_token, fuse_unk, byte_fallback,
  *    ignore_merges; dropout null, no continuing_subword_prefix or
  *    end_of_word_suffix;
- *  - normalizer: null, Prepend, Replace (String pattern), or a Sequence of
- *    them;
+ *  - normalizer: null, NFC, NFD, NFKC, NFKD (libunistring's u8_normalize,
+ *    on text made valid UTF-8 first), Prepend, Replace (String pattern), or
+ *    a Sequence of them;
  *  - pre_tokenizer: null, Metaspace (replacement, prepend_scheme
  *    first/always/never or the older add_prefix_space, split), or Split
  *    (Regex or String pattern, the five behaviors, invert) and Digits steps
@@ -20,8 +21,8 @@
  *  - decoder: null, Replace, ByteFallback, Fuse, Strip, Metaspace,
  *    ByteLevel, or a Sequence of them;
  *  - post_processor: only read for the BOS/EOS of a TemplateProcessing.
- * Anything else is refused naming the component (Whitespace, NFC,
- * WordPiece, Unigram, ...). */
+ * Anything else is refused naming the component (Whitespace, Lowercase,
+ * Precompiled, WordPiece, Unigram, ...). */
 #ifndef MPQ_HFTOK_INTERNAL_H
 #define MPQ_HFTOK_INTERNAL_H
 
@@ -43,12 +44,16 @@ typedef enum {
     HF_STRIP,        /* decoder: up to n0 leading, n1 trailing code points a of each token */
     HF_METASPACE,    /* decoder: a -> " ", dropped in token 0 unless prepend never */
     HF_BYTELEVEL,    /* decoder: byte characters -> bytes, all tokens -> one string */
+    HF_UNINORM,      /* normalizer: Unicode normalization form n0 (mpq_hf_form) */
 } mpq_hf_op;
+
+/* The Unicode normalization forms of HF_UNINORM. */
+typedef enum { HF_NFC, HF_NFD, HF_NFKC, HF_NFKD } mpq_hf_form;
 
 typedef struct {
     mpq_hf_op op;
     char *a, *b;    /* NUL-terminated, owned */
-    int64_t n0, n1; /* HF_STRIP counts */
+    int64_t n0, n1; /* HF_STRIP counts; HF_UNINORM: n0 the form */
     int prepend;    /* HF_METASPACE: prepend_scheme != never */
 } mpq_hf_step;
 
@@ -124,6 +129,7 @@ typedef struct mpq_hftok {
     uint8_t *is_special; /* [size]: special added tokens (skipped by decode) */
     mpq_hf_step *norm, *dec;
     int64_t nnorm, ndec;
+    int uninorm; /* a normalizer step is HF_UNINORM: the text is made valid UTF-8 */
     int has_decoder;
     int metaspace; /* pre_tokenizer Metaspace */
     char *ms_repl; /* its replacement (NUL-terminated, owned) */

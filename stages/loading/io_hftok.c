@@ -6,7 +6,8 @@
  * before it is used: ids are integers in [0, 2^31), vocabulary keys and ids
  * unique, merge sides and their concatenations entries of model.vocab, added
  * tokens consistent with the vocabulary. Messages read
- * "<file>: <JSON path>: <problem>".
+ * "<file>: <JSON path>: <problem>". The normalizer's strings must be valid
+ * UTF-8, as the library's serde reading requires of the whole file.
  */
 #include <errno.h>
 #include <math.h>
@@ -196,6 +197,16 @@ static mpq_err one_char(mpq_ctx *ctx, const char *file, const char *where, const
     return MPQ_OK;
 }
 
+/* The mpq_hf_form of normalizer type `type`, -1 if it is none. */
+static int nf_form(const char *type) {
+    static const char *const names[] = {
+        [HF_NFC] = "NFC", [HF_NFD] = "NFD", [HF_NFKC] = "NFKC", [HF_NFKD] = "NFKD"};
+    for (int k = 0; k < (int)(sizeof names / sizeof names[0]); k++)
+        if (strcmp(type, names[k]) == 0)
+            return k;
+    return -1;
+}
+
 /* A chain (normalizer or decoder): `o` is null, one step, or a Sequence whose
  * steps are under `seqkey`. `dec` selects the decoder step types. */
 static mpq_err parse_chain(mpq_ctx *ctx, const char *file, const char *name, const cJSON *o,
@@ -229,11 +240,22 @@ static mpq_err parse_chain(mpq_ctx *ctx, const char *file, const char *name, con
         *nsteps = k + 1;
         if (strcmp(type, "Replace") == 0) {
             MPQ_CALL(parse_replace(ctx, file, where, s, st));
+            /* The text stays valid UTF-8 for a Unicode normalization (a
+             * valid pattern only matches whole characters). */
+            MPQ_CHECK(dec || (mpq_hftok_utf8_valid(st->a, strlen(st->a)) &&
+                              mpq_hftok_utf8_valid(st->b, strlen(st->b))),
+                      MPQ_ERR_FORMAT, "%s: %s: the pattern or content is not valid UTF-8", file,
+                      where);
         } else if (!dec && strcmp(type, "Prepend") == 0) {
             const char *p = NULL;
             MPQ_CALL(mpq_hfjson_str(ctx, file, where, s, "prepend", 0, &p));
+            MPQ_CHECK(mpq_hftok_utf8_valid(p, strlen(p)), MPQ_ERR_FORMAT,
+                      "%s: %s.prepend: not valid UTF-8", file, where);
             st->op = HF_PREPEND;
             MPQ_CALL(dup_str(ctx, p, &st->a));
+        } else if (!dec && nf_form(type) >= 0) {
+            st->op = HF_UNINORM;
+            st->n0 = nf_form(type);
         } else if (dec && strcmp(type, "ByteFallback") == 0) {
             st->op = HF_BYTEFALLBACK;
         } else if (dec && strcmp(type, "Fuse") == 0) {
@@ -263,16 +285,12 @@ static mpq_err parse_chain(mpq_ctx *ctx, const char *file, const char *name, con
             st->prepend = sc != HF_PREPEND_NEVER;
             MPQ_CALL(dup_str(ctx, r, &st->a));
         } else {
-            MPQ_CHECK(dec || strncmp(type, "NF", 2) != 0, MPQ_ERR_FORMAT,
-                      "%s: %s: normalizer type \"%s\" is not supported: mpquant has no Unicode "
-                      "normalization (supported: Prepend, Replace, Sequence)",
-                      file, where, type);
             return MPQ_ERROR(MPQ_ERR_FORMAT,
                              "%s: %s: %s type \"%s\" is not supported (supported: %s)", file, where,
                              dec ? "decoder" : "normalizer", type,
                              dec ? "Replace, ByteFallback, Fuse, Strip, Metaspace, ByteLevel, "
                                    "Sequence"
-                                 : "Prepend, Replace, Sequence");
+                                 : "NFC, NFD, NFKC, NFKD, Prepend, Replace, Sequence");
         }
     }
     return MPQ_OK;
@@ -687,6 +705,8 @@ mpq_err mpq_hftok_load(mpq_ctx *ctx, const char *path, const char *config, int64
     MPQ_TRY(parse_chain(ctx, path, "normalizer",
                         cJSON_GetObjectItemCaseSensitive(root, "normalizer"), "normalizers", 0,
                         &h->norm, &h->nnorm));
+    for (int64_t k = 0; k < h->nnorm; k++)
+        h->uninorm |= h->norm[k].op == HF_UNINORM;
     const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");
     h->has_decoder = dec && !cJSON_IsNull(dec);
     MPQ_TRY(parse_chain(ctx, path, "decoder", dec, "decoders", 1, &h->dec, &h->ndec));

@@ -4,18 +4,24 @@
  *
  * Encoding: the raw text is cut at the added tokens (leftmost match, the
  * longest at that position, lstrip/rstrip taking the whitespace beside
- * them); every other piece is normalized (Prepend, Replace), pre-tokenized
- * (Metaspace: spaces to the replacement, the prefix, optionally one word per
- * replacement; Split, Digits, ByteLevel: io_hftok_bytelevel.c, after the
- * text is made valid UTF-8) and each word goes through the BPE model: one symbol per
+ * them); every other piece is normalized (NFC, NFD, NFKC, NFKD by
+ * libunistring, Prepend, Replace), pre-tokenized (Metaspace: spaces to the
+ * replacement, the prefix, optionally one word per replacement; Split,
+ * Digits, ByteLevel: io_hftok_bytelevel.c) and each word goes through the BPE model: one symbol per
  * character (its vocabulary id, else its bytes' <0xXX> tokens with
  * byte_fallback, else unk_token, consecutive ones fused with fuse_unk), then
  * the adjacent pair of lowest merge rank (ties: the leftmost) is merged
  * until none is a merge. As in io_tokenizer.c the symbols form a linked list
  * and the candidate pairs a binary heap with lazily invalidated entries, so
- * a word of n characters costs O(n log n).
+ * a word of n characters costs O(n log n). With a pre-tokenizer step of
+ * io_hftok_bytelevel.c or a Unicode normalization the text is made valid
+ * UTF-8 first.
  */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <uninorm.h>
 
 #include "hftok_internal.h"
 #include "mpq_ctx.h"
@@ -240,6 +246,32 @@ static mpq_err replace_all(mpq_ctx *ctx, const hf_buf *src, const char *a, const
     return MPQ_OK;
 }
 
+/* dst = Unicode normalization form `form` (mpq_hf_form) of src, which is
+ * valid UTF-8: libunistring writes into dst's buffer when it fits, else
+ * into one of its own (malloc), copied. */
+static mpq_err uni_normalize(mpq_ctx *ctx, int64_t form, const hf_buf *src, hf_buf *dst) {
+    uninorm_t nf = form == HF_NFD    ? UNINORM_NFD
+                   : form == HF_NFKC ? UNINORM_NFKC
+                   : form == HF_NFKD ? UNINORM_NFKD
+                                     : UNINORM_NFC;
+    size_t n = dst->cap > 0 ? (size_t)dst->cap - 1 : 0;
+    uint8_t *own = dst->cap > 0 ? (uint8_t *)dst->p : NULL;
+    uint8_t *r = u8_normalize(nf, (const uint8_t *)src->p, (size_t)src->n, own, &n);
+    MPQ_CHECK(r, errno == ENOMEM ? MPQ_ERR_NOMEM : MPQ_ERR_ARG,
+              "Unicode normalization of %lld bytes of text: %s", (long long)src->n,
+              strerror(errno));
+    if (r == own) {
+        dst->n = (int64_t)n;
+        dst->p[n] = '\0';
+        return MPQ_OK;
+    }
+    dst->n = 0;
+    mpq_err e = buf_add(ctx, dst, (const char *)r, n);
+    free(r);
+    MPQ_CALL(e);
+    return MPQ_OK;
+}
+
 typedef struct {
     hf_buf a, b; /* the text, and scratch for the next step */
     hf_work w;
@@ -270,7 +302,10 @@ static mpq_err encode_piece(mpq_ctx *ctx, const mpq_hftok *h, const char *s, siz
                 MPQ_CALL(swap_prepend(ctx, sc, st->a));
             continue;
         }
-        MPQ_CALL(replace_all(ctx, &sc->a, st->a, st->b, &sc->b));
+        if (st->op == HF_UNINORM)
+            MPQ_CALL(uni_normalize(ctx, st->n0, &sc->a, &sc->b));
+        else
+            MPQ_CALL(replace_all(ctx, &sc->a, st->a, st->b, &sc->b));
         hf_buf t = sc->a;
         sc->a = sc->b;
         sc->b = t;
@@ -328,9 +363,11 @@ mpq_err mpq_hftok_encode(mpq_ctx *ctx, const mpq_hftok *h, const char *text, siz
     int64_t fcap = 0;
     *ids = NULL;
     *n = 0;
-    if (h->npre > 0 && !mpq_hftok_utf8_valid(text, len)) {
-        /* The patterns need UTF-8: the text becomes what Python's
-         * text.decode("utf-8", "replace") gives the tokenizers library. */
+    if ((h->npre > 0 || h->uninorm) && !mpq_hftok_utf8_valid(text, len)) {
+        /* The patterns and the Unicode normalizations need UTF-8: the text
+         * becomes what Python's text.decode("utf-8", "replace") gives the
+         * tokenizers library (whose normalizer runs before the
+         * pre-tokenizer, on each piece between added tokens). */
         MPQ_TRY(mpq_hftok_utf8_lossy(ctx, text, len, &fixed, &fcap, &len));
         text = fixed;
     }

@@ -108,6 +108,10 @@ llama_dec = {"type": "Sequence", "decoders": [
 ms = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}
 out("tokenizer", "hf-llama", bytes([15]) + hf_tokenizer(None, llama_dec, llama_norm) + hf_text)
 out("tokenizer", "hf-metaspace", bytes([15]) + hf_tokenizer(ms, ms, None) + hf_text)
+nf_norm = {"type": "Sequence", "normalizers": [{"type": "NFKD"}, {"type": "NFC"}]}
+nf_text = "the\u0301 \ufb01 <|end|> \u1100\u1161\u11a8 th\u00e9".encode() + b"\xed\xa0\x80"
+nf_text = nf_text.ljust(64, b".")
+out("tokenizer", "hf-nfc", bytes([15]) + hf_tokenizer(ms, ms, nf_norm) + nf_text)
 
 # ---- safetensors
 

@@ -13,13 +13,14 @@ test_io_hftok (mpquant's tokenizer.json reader).
       OUT_BYTELEVEL: those of the byte-level tokenizers (the same without the
       4 KB chunks, plus 3,000 random mixes of contractions, digit runs,
       whitespace runs, accented, CJK, emoji and other characters), and
-      beside it whole.jsonl: both text files whole.
+      beside it whole.jsonl: both text files whole, and strings-nfc.jsonl:
+      those of the Unicode normalizers (see nf_strings).
   hftok_ref.py variant NAME TOKENIZER_JSON OUT
       Writes the same vocabulary and merges with other components. NAME
       metaspace: the newer Llama conversion (no normalizer, a Metaspace
       pre-tokenizer with prepend_scheme "first" and split false, a Metaspace
-      decoder); metaspace-split: Metaspace with prepend_scheme "always" and
-      split true; unk: byte_fallback off, so that characters missing from the
+      decoder); metaspace-nfkc: the same with an NFKC normalizer;
+      metaspace-split: Metaspace with prepend_scheme "always" and split true; unk: byte_fallback off, so that characters missing from the
       vocabulary become <unk> (fused); lstrip (for the Phi-3 file): lstrip
       on every added token from id 32000 (they take the whitespace before).
       For the GPT-2 file: bl-prefix (ByteLevel add_prefix_space), bl-split
@@ -28,7 +29,9 @@ test_io_hftok (mpquant's tokenizer.json reader).
       vowel Split, ByteLevel with prefix), bl-removed (punctuation Removed);
       for dolma2: bl-llama3 (the Llama-3 form: Isolated, not inverted,
       ignore_merges, a BOS template after a ByteLevel post-processor),
-      bl-qwen2 (Qwen2's pattern, one digit a piece).
+      bl-qwen2 (Qwen2's pattern, one digit a piece); the same with a Unicode
+      normalizer: bl-nfc (Qwen2's own NFC), bl-nfd, bl-nfkc, bl-nf-seq (a
+      Sequence: NFKD, Replace of U+0301 by nothing, NFC).
 
 Merges given as "a b" strings that do not split at a single space (the
 TinyLlama file has three: "   ", "     ", "▁  ") make every released
@@ -167,6 +170,64 @@ def cmd_gen(shared, out_path, bl_path=None):
     with open(os.path.join(os.path.dirname(bl_path), "whole.jsonl"), "w", encoding="utf-8") as f:
         for s in whole:
             f.write(json.dumps(s, ensure_ascii=False) + "\n")
+    nfc = nf_strings(rng, bl)
+    with open(os.path.join(os.path.dirname(bl_path), "strings-nfc.jsonl"), "w",
+              encoding="utf-8") as f:
+        for s in nfc:
+            f.write(json.dumps(s, ensure_ascii=False) + "\n")
+
+
+# Decomposed and compatibility characters, combining marks (out of canonical
+# order too), Hangul jamo, for the Unicode normalizers.
+NF_POOL = (BL_POOL + ["e\u0301", "A\u030a", "o\u0308", "n\u0303", "c\u0327", "\u1e9b\u0323"]
+           + list("\u0301\u0300\u0323\u0302\u0334\u0327\u031b\u0345\u05b8\u0e48\u093c\u3099")
+           + list("\ufb01\ufb02\u2460\u210c\u338f\uff76\u2126\u212b\u0344\u1100\u1161\u11a8")
+           + ["\u1100\u1161", "\uac00\u11a8", "\u0915\u093c", "\u304b\u3099", "\uff76\uff9e"])
+
+NF_SPECIAL = [
+    "cafe\u0301", "caf\u00e9", "e\u0301", "\u1100\u1161\u11a8", "\u1100\u1161 \u1112\u1161\u11ab",
+    "\ufb01le \ufb02ow", "a\u0323\u0302", "a\u0302\u0323", "q\u0307\u0323", "\u0301start",
+    "\u1e0b\u0323", "\u212b\u2126", "\u0958\u0915\u093c", "x\u0334\u0301\u0323\u031b",
+    "\u00c5\u030a", "\u0041\u030a\u0301", "\u0fb2\u0f80\u0f71", "\u1100\u1100\u1161\u1161",
+]
+
+
+def nf_strings(rng, bl):
+    """The strings of the normalizer variants: edge cases, every character
+    with a combining class or a decomposition (in twos, between marks of
+    classes 230 and 1, or before an acute), 300 random Hangul jamo runs, 3,000
+    random mixes of NF_POOL, and the NFD and NFKD of the non-ASCII strings of
+    `bl` (the shared texts' substrings among them). Characters whose
+    normalization differs between the library's Unicode 9 tables and
+    Python's (those of libunistring, Unicode 14: marks assigned since) are
+    left out and counted."""
+    import unicodedata
+    from tokenizers import normalizers
+
+    forms = {f: getattr(normalizers, f)() for f in ("NFC", "NFD", "NFKC", "NFKD")}
+    pieces, gap = [], 0
+    for c in map(chr, range(0x110000)):
+        if not (unicodedata.combining(c) or unicodedata.decomposition(c)) or 0xD800 <= ord(c) < 0xE000:
+            continue
+        ps = ["a\u0301" + c + "\u0334", c + "\u0301"]
+        if any(n.normalize_str(p) != unicodedata.normalize(f, p) for f, n in forms.items()
+               for p in ps):
+            gap += 1
+            continue
+        pieces += ps
+    print(f"hftok_ref.py: {gap} characters normalized otherwise by Unicode 9 and 14, skipped",
+          file=sys.stderr)
+    out = NF_SPECIAL + [" ".join(pieces[i:i + 4]) for i in range(0, len(pieces), 4)]
+    for _ in range(300):
+        out.append("".join(chr(rng.choice([0x1100 + rng.randrange(19), 0x1161 + rng.randrange(21),
+                                           0x11a8 + rng.randrange(27), 0xac00 + rng.randrange(11172)]))
+                           for _ in range(rng.randrange(1, 12))))
+    for _ in range(3000):
+        out.append("".join(rng.choice(NF_POOL) for _ in range(rng.randrange(0, 30))))
+    for s in bl:
+        if not s.isascii():
+            out += [unicodedata.normalize("NFD", s), unicodedata.normalize("NFKD", s)]
+    return out
 
 
 def bl_variant(name, j):
@@ -206,8 +267,14 @@ def bl_variant(name, j):
             {"type": "TemplateProcessing", "single": single, "pair": pair,
              "special_tokens": {"<|endoftext|>": bos}}]}
         return seq(split(dolma[0]["pattern"]["Regex"], "Isolated"), dolma[1])
-    if name == "bl-qwen2":
+    if name in ("bl-qwen2", "bl-nfc", "bl-nfd", "bl-nfkc", "bl-nf-seq"):
         pat = dolma[0]["pattern"]["Regex"].replace("\\p{N}{1,3}", "\\p{N}")
+        nf = {"bl-nfc": {"type": "NFC"}, "bl-nfd": {"type": "NFD"}, "bl-nfkc": {"type": "NFKC"},
+              "bl-nf-seq": {"type": "Sequence", "normalizers": [
+                  {"type": "NFKD"},
+                  {"type": "Replace", "pattern": {"String": "\u0301"}, "content": ""},
+                  {"type": "NFC"}]}}
+        j["normalizer"] = nf.get(name)
         return seq(split(pat, "Isolated"), dolma[1])
     sys.exit(f"unknown variant {name}")
 
@@ -219,7 +286,7 @@ def cmd_variant(name, tok_path, out_path):
         scheme, split = ("always", True) if name == "metaspace-split" else ("first", False)
         ms = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme,
               "split": split}
-        j["normalizer"] = None
+        j["normalizer"] = {"type": "NFKC"} if name == "metaspace-nfkc" else None
         j["pre_tokenizer"] = ms
         j["decoder"] = ms
     elif name == "unk":

@@ -1,22 +1,22 @@
 /* test_io_hftok.c: Hugging Face tokenizer.json (kind "hf-bpe") against the
  * tokenizers library. Run by test_io_hftok.sh as `test_io_hftok WORKDIR`,
- * where WORKDIR holds strings.jsonl, strings-bl.jsonl and whole.jsonl (the
- * strings of hftok_ref.py gen), ref-<name>.jsonl (hftok_ref.py ids) for
+ * where WORKDIR holds strings.jsonl, strings-bl.jsonl, strings-nfc.jsonl and
+ * whole.jsonl (hftok_ref.py gen), ref-<name>.jsonl (hftok_ref.py ids) for
  * every tokenizer compared, and the variants' <name>/tokenizer.json.
  *  - ids equal to encode(s, add_special_tokens=False) on every string (the
  *    whole of tinyshakespeare and wikitext-2 test in ~4 KB chunks, 6,000
  *    random substrings, 1,300 random mixes of accented, CJK, emoji and
- *    byte-fallback characters, whitespace and added tokens, and edge cases);
- *    with add_bos, equal to add_special_tokens=True;
- *  - decode equal to decode(ids, skip_special_tokens=True), and to the
- *    string itself for the two Llama decoders unless the string holds an
- *    added token (skipped or rstripped: the library does not round-trip
- *    those either) or "▁" (decoded as a space);
- *  - byte-level BPE (GPT-2, SmolLM2, dolma2 and six variants) the same way
- *    on strings-bl.jsonl (no chunks, 3,000 more mixes of contractions,
- *    digits, whitespace runs and rare characters) and, for the three real
- *    ones, on both text files whole; a small byte-level file by hand with an
- *    allocation sweep and corruptions; invalid UTF-8 read as U+FFFD;
+ *    byte-fallback characters, whitespace and added tokens, edge cases);
+ *    with add_bos, equal to add_special_tokens=True; decode equal to
+ *    decode(ids, skip_special_tokens=True), and to the string itself for
+ *    the two Llama decoders unless the string holds an added token (skipped
+ *    or rstripped, as the library) or "▁" (decoded as a space);
+ *  - byte-level BPE (GPT-2, SmolLM2, dolma2, ten variants) the same way on
+ *    strings-bl.jsonl (no chunks, 3,000 more mixes of contractions, digits,
+ *    whitespace runs, rare characters), the three real ones on both text
+ *    files whole, the four with NFC, NFD, NFKC, NFKD on strings-nfc.jsonl;
+ *    a small byte-level file by hand with an allocation sweep and
+ *    corruptions; invalid UTF-8 read as U+FFFD;
  *  - documents and calibration segments with BOS only where it is added;
  *  - ids, BOS/EOS/add_bos of both files, the size check, the path
  *    detection, and the errors: truncated JSON, unknown merge sides,
@@ -228,8 +228,12 @@ static void ref_variant(const char *name, int roundtrip) {
     compare(path, 32000, name, roundtrip, k_llama_added, 3);
 }
 
-static void test_ref_metaspace(void **state) {
+static void test_ref_metaspace(void **state) { /* and with NFKC, on strings-nfc.jsonl too */
     ref_variant("metaspace", 0);
+    ref_variant("metaspace-nfkc", 0);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/metaspace-nfkc", g_work);
+    compare_in("strings-nfc", path, 32000, "metaspace-nfkc-nfs", 0, NULL, 0);
 }
 
 static void test_ref_metaspace_split(void **state) {
@@ -388,14 +392,16 @@ static void test_small(void **state) {
     small_json(p, "\"a\": 0, \"a\": 1", "", "");
     expect_load(p, 6, p, "key \"a\" appears twice", NULL);
     /* unsupported components, named */
-    small_json(p, v, "", "\"normalizer\": {\"type\": \"NFKC\"},");
-    expect_load(p, 6, p, "normalizer", "\"NFKC\"");
+    small_json(p, v, "", "\"normalizer\": {\"type\": \"Lowercase\"},");
+    expect_load(p, 6, p, "normalizer", "\"Lowercase\"");
     small_json(p, v, "", "\"pre_tokenizer\": {\"type\": \"Whitespace\"},");
     expect_load(p, 6, p, "pre_tokenizer", "\"Whitespace\"");
     small_json(p, v, "", "\"decoder\": {\"type\": \"WordPiece\"},");
     expect_load(p, 6, p, "decoder", "\"WordPiece\"");
-    small_json(p, v, "", "\"normalizer\": {\"type\": \"NFC\"},");
-    expect_load(p, 6, p, "normalizer", "\"NFC\"");
+    small_json(p, v, "",
+               "\"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"String\": \"a\"}, "
+               "\"content\": \"\xC3\"},");
+    expect_load(p, 6, p, "normalizer", "not valid UTF-8");
     /* byte-level pre-tokenizers: order, patterns, behaviors */
     small_json(p, v, "",
                "\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": "
@@ -441,13 +447,14 @@ static void test_small(void **state) {
 }
 
 /* A complete small Llama-style tokenizer.json: added tokens (one rstrip),
- * the Prepend/Replace normalizer, a BOS template, the Llama decoder,
+ * the NFC/Prepend/Replace normalizer, a BOS template, the Llama decoder,
  * byte fallback for A (0x41) and é (C3 A9), unk with fuse_unk. */
 static const char k_llama_small[] =
     "{\"version\": \"1.0\", \"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": "
     "true}, {\"id\": 1, \"content\": \"<s>\", \"special\": true}, {\"id\": 13, \"content\": "
     "\"<|end|>\", \"special\": true, \"rstrip\": true}], \"normalizer\": {\"type\": "
-    "\"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": \"\u2581\"}, "
+    "\"Sequence\", \"normalizers\": [{\"type\": \"NFC\"}, {\"type\": \"Prepend\", \"prepend\": "
+    "\"\u2581\"}, "
     "{\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\u2581\"}]}, "
     "\"pre_tokenizer\": null, \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": "
     "[{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", "
@@ -579,7 +586,7 @@ static void corruptions(const char *p, const char *json, int64_t vocab, const ch
  * 3,000 random corruptions of the file: an error or a working tokenizer,
  * never a crash. */
 static void test_robust(void **state) {
-    static const char k_text[] = "ab a\xC3\xA9<|end|> bx";
+    static const char k_text[] = "ab a\xC3\xA9<|end|> be\xCC\x81\xFFx";
     mpq_ctx *ctx = g_ctx;
     char p[4200];
     snprintf(p, sizeof p, "%s/llama-small.json", g_work);
@@ -592,15 +599,11 @@ static void test_robust(void **state) {
     assert_int_equal(mpq_tokenizer_add_bos(t), 1);
     expect_ids(t, "ab", 1, (const int32_t[]){1, 12}, 2);
     expect_ids(t, "ab a", 0, (const int32_t[]){12, 10}, 2);
-    expect_ids(t,
-               "\xC3\xA9"
-               "A",
-               0, (const int32_t[]){6, 4, 5, 3}, 4);                     /* byte fallback */
-    expect_ids(t, "xxb", 0, (const int32_t[]){6, 0, 8}, 3);              /* fused unk */
+    expect_ids(t, "\303\251A", 0, (const int32_t[]){6, 4, 5, 3}, 4); /* byte fallback */
+    expect_ids(t, "xxb", 0, (const int32_t[]){6, 0, 8}, 3);          /* fused unk */
+    expect_ids(t, "b\xC3", 0, (const int32_t[]){6, 8, 0}, 3);        /* U+FFFD before NFC: unk */
     expect_ids(t, "a<|end|>  b", 0, (const int32_t[]){10, 13, 6, 8}, 4); /* rstrip */
-    expect_decode(t, (const int32_t[]){6, 4, 5, 3}, 4,
-                  "\xC3\xA9"
-                  "A");
+    expect_decode(t, (const int32_t[]){6, 4, 5, 3}, 4, "\303\251A");
     expect_decode(t, (const int32_t[]){4, 7}, 2,
                   "\xEF\xBF\xBD"
                   "a");                                               /* lone byte: U+FFFD */
@@ -641,13 +644,13 @@ static void test_errors(void **state) {
     expect_load(dir, 2, p, "bos_token", "\"<s>\"");
 }
 
-/* A small byte-level tokenizer: a GPT-2-like Split, Digits, ByteLevel with
- * its prefix space and regex, a special token; ids from the tokenizers
+/* A small byte-level tokenizer: NFC, a GPT-2-like Split, Digits, ByteLevel
+ * with its prefix space and regex, a special token; ids from the tokenizers
  * library. Then the allocation sweep and corruptions (its patterns too). */
 static const char k_bl_small[] =
     "{\"version\": \"1.0\", \"added_tokens\": [{\"id\": 8, \"content\": \"<|e|>\", "
     "\"special\": true, \"single_word\": false, \"lstrip\": false, \"rstrip\": "
-    "false, \"normalized\": false}], \"normalizer\": null, \"pre_tokenizer\": "
+    "false, \"normalized\": false}], \"normalizer\": {\"type\": \"NFC\"}, \"pre_tokenizer\": "
     "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": "
     "{\"Regex\": \"(?i:'s)|[^\\\\s\\\\p{L}\\\\p{N}]+| ?\\\\p{L}+|\\\\s+(?!\\\\S)|\\\\s+\"}, "
     "\"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"Digits\", "
@@ -662,7 +665,7 @@ static const char k_bl_small[] =
 
 static void test_bytelevel_small(void **state) {
     static const char k_text[] = "ab 12 c<|e|>ab \xC3\xA9"
-                                 "c a'S  b";
+                                 "c a'S  be\xCC\x81\xCC\x81\xEA\xB0";
     mpq_ctx *ctx = g_ctx;
     char p[4200];
     snprintf(p, sizeof p, "%s/bl-small.json", g_work);
@@ -670,16 +673,11 @@ static void test_bytelevel_small(void **state) {
     mpq_tokenizer *t = NULL;
     MPQ_ASSERT_OK(ctx, mpq_tokenizer_load(ctx, p, 12, &t));
     expect_ids(t, "ab 12 c<|e|>ab", 0, (const int32_t[]){2, 6, 2, 2, 3, 2, 4, 7, 8, 2, 6}, 11);
-    expect_ids(t,
-               "\xC3\xA9"
-               "c",
-               0, (const int32_t[]){2, 11, 5}, 3);
+    expect_ids(t, "\303\251c", 0, (const int32_t[]){2, 11, 5}, 3);
+    expect_ids(t, "e\xCC\x81" /* NFC: e + U+0301 = \xC3\xA9 */, 0, (const int32_t[]){2, 11}, 2);
     expect_ids(t, "a'S  b", 0, (const int32_t[]){2, 0, 2, 2, 2, 1}, 6); /* ' and S unknown */
     expect_decode(t, (const int32_t[]){2, 6, 2, 2, 3, 2, 4, 7, 8, 2, 6}, 11, " ab  1 2 c ab");
-    expect_decode(t, (const int32_t[]){9, 1, 10}, 3,
-                  "\xEF\xBF\xBD"
-                  "b"
-                  "\xEF\xBF\xBD");
+    expect_decode(t, (const int32_t[]){9, 1, 10}, 3, "\357\277\275b\357\277\275");
     mpq_tokenizer_destroy(&t);
     alloc_sweep(p, 12, k_text);
     corruptions(p, k_bl_small, 12, k_text);
@@ -712,25 +710,29 @@ static void test_ref_dolma2(void **state) { /* an inverted Removed Split, then B
 
 /* GPT-2 and dolma2 with other pre-tokenizers (hftok_ref.py variant bl-*):
  * ByteLevel's prefix space and String patterns, every Split behavior,
- * invert, Digits runs, Llama 3's ignore_merges, Qwen2's pattern. */
+ * invert, Digits runs, Llama 3's ignore_merges, Qwen2's pattern, alone and
+ * with the Unicode normalizers (bl-nf*, on strings-nfc.jsonl too). */
 static void test_ref_bl_variants(void **state) {
-    static const char *const names[] = {"bl-prefix",  "bl-split",  "bl-next",
-                                        "bl-removed", "bl-llama3", "bl-qwen2"};
-    char path[4096];
-    for (int k = 0; k < 6; k++) {
+    static const char *const names[] = {"bl-prefix", "bl-split", "bl-next", "bl-removed",
+                                        "bl-llama3", "bl-qwen2", "bl-nfc",  "bl-nfd",
+                                        "bl-nfkc",   "bl-nf-seq"};
+    char path[4096], ref[256];
+    for (int k = 0; k < 10; k++) {
         snprintf(path, sizeof path, "%s/%s", g_work, names[k]);
+        snprintf(ref, sizeof ref, "%s-nfs", names[k]);
         compare_in("strings-bl", path, k < 4 ? 50257 : 100278, names[k], 2, NULL, 0);
+        if (k >= 6)
+            compare_in("strings-nfc", path, 100278, ref, 2, NULL, 0);
     }
 }
 
-static void expect_same_ids(const mpq_tokenizer *t, const char *a, const char *b) {
+static void expect_same_ids(const mpq_tokenizer *t, const char *a, const char *b, int same) {
     mpq_ctx *ctx = g_ctx;
     int32_t *x = NULL, *y = NULL;
     int64_t nx = 0, ny = 0;
     MPQ_ASSERT_OK(ctx, mpq_tokenizer_encode(ctx, t, a, strlen(a), 0, 0, &x, &nx));
     MPQ_ASSERT_OK(ctx, mpq_tokenizer_encode(ctx, t, b, strlen(b), 0, 0, &y, &ny));
-    assert_int_equal(nx, ny);
-    assert_memory_equal(x, y, (size_t)nx * sizeof *x);
+    assert_int_equal(same, nx == ny && memcmp(x, y, (size_t)nx * sizeof *x) == 0);
     mpq_free(x);
     mpq_free(y);
 }
@@ -750,15 +752,25 @@ static void test_bytelevel_known(void **state) {
     assert_int_equal(mpq_tokenizer_add_bos(t), 0);
     assert_int_equal(mpq_tokenizer_byte_level(t), 1);
     expect_ids(t, " the", 0, (const int32_t[]){262}, 1);
-    expect_same_ids(t, "a\xC3(b", "a\xEF\xBF\xBD(b");
-    expect_same_ids(t, "\xED\xA0\x80x", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDx");
-    expect_same_ids(t, "\xC0\x80 \xFF", "\xEF\xBF\xBD\xEF\xBF\xBD \xEF\xBF\xBD");
-    expect_same_ids(t, "\xF0\x9F\x98 ok\xF0\x9F", "\xEF\xBF\xBD ok\xEF\xBF\xBD");
+    expect_same_ids(t, "a\xC3(b", "a\xEF\xBF\xBD(b", 1);
+    expect_same_ids(t, "\xED\xA0\x80x", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDx", 1);
+    expect_same_ids(t, "\xC0\x80 \xFF", "\xEF\xBF\xBD\xEF\xBF\xBD \xEF\xBF\xBD", 1);
+    expect_same_ids(t, "\xF0\x9F\x98 ok\xF0\x9F", "\xEF\xBF\xBD ok\xEF\xBF\xBD", 1);
     int32_t c3 = mpq_tokenizer_lookup(t, "\xC3\x83", 2), lp = mpq_tokenizer_lookup(t, "(", 1);
     assert_true(c3 >= 0 && lp >= 0);
     expect_decode(t, (const int32_t[]){c3, lp}, 2, "\xEF\xBF\xBD(");
     expect_decode(t, (const int32_t[]){50256, 262}, 2, " the"); /* special skipped */
     mpq_tokenizer_destroy(&t);
+    /* NFC composes "cafe" + U+0301, bl-qwen2 does not; all read bad UTF-8 as above */
+    static const char *const names[] = {"bl-qwen2", "bl-nfc", "metaspace-nfkc"};
+    for (int k = 0; k < 3; k++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", g_work, names[k]);
+        MPQ_ASSERT_OK(ctx, mpq_tokenizer_load(ctx, path, 100278, &t));
+        expect_same_ids(t, "\xFFzcafe\xCC\x81\xC3", "\xEF\xBF\xBDzcaf\xC3\xA9\xEF\xBF\xBD", k > 0);
+        expect_same_ids(t, "\xED\xA0\x80x", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDx", 1);
+        mpq_tokenizer_destroy(&t);
+    }
     MPQ_ASSERT_OK(ctx, mpq_tokenizer_load(ctx, shared_path("data/tokenizers/smollm2"), 49153, &t));
     assert_int_equal(mpq_tokenizer_vocab_size(t), 49153);
     assert_int_equal(mpq_tokenizer_lookup(t, "<|im_start|>", 12), 1);

@@ -5,10 +5,11 @@
 # The library runs in a virtual environment, MPQ_HFTOK_VENV (default
 # ~/.cache/mpquant/hftok-venv), created with tokenizers==0.23.3 when missing
 # or at another version. hftok_ref.py writes into a scratch directory the
-# test strings, three variants of the TinyLlama tokenizer (metaspace,
-# metaspace-split, unk), one of Phi-3 (lstrip), six byte-level ones of GPT-2
-# and dolma2 (bl-*; see hftok_ref.py), and the reference ids and decoded texts
-# of TinyLlama, Phi-3-mini, GPT-2, SmolLM2, dolma2 and the variants; the C
+# test strings, four variants of the TinyLlama tokenizer (metaspace,
+# metaspace-nfkc, metaspace-split, unk), one of Phi-3 (lstrip), ten
+# byte-level ones of GPT-2 and dolma2 (bl-*, four of them Qwen2-like with a
+# Unicode normalizer: bl-nf*; see hftok_ref.py), and the reference ids and decoded texts of
+# TinyLlama, Phi-3-mini, GPT-2, SmolLM2, dolma2 and the variants; the C
 # test (test_io_hftok.c) compares mpquant's with them.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
@@ -28,11 +29,12 @@ tok=$MPQ_SHARED_DIR/data/tokenizers
 run "$py" "$ref" gen "$MPQ_SHARED_DIR" "$dir/strings.jsonl" "$dir/strings-bl.jsonl"
 expect_rc 0
 bl="bl-prefix bl-split bl-next bl-removed bl-llama3 bl-qwen2"
-for v in metaspace metaspace-split unk lstrip $bl; do
+nf="bl-nfc bl-nfd bl-nfkc bl-nf-seq metaspace-nfkc"
+for v in metaspace metaspace-split unk lstrip $bl $nf; do
     mkdir -p "$dir/$v"
     case $v in
     lstrip) src=$tok/phi-3-mini/tokenizer.json ;;
-    bl-llama3 | bl-qwen2) src=$tok/dolma2/tokenizer.json ;;
+    bl-llama3 | bl-qwen2 | bl-nf*) src=$tok/dolma2/tokenizer.json ;;
     bl-*) src=$tok/gpt2/tokenizer.json ;;
     *) src=$tok/tinyllama/tokenizer.json ;;
     esac
@@ -41,14 +43,17 @@ for v in metaspace metaspace-split unk lstrip $bl; do
 done
 # The reference ids, two tokenizers at a time: the Llama-2 family on
 # strings.jsonl, byte-level ones on strings-bl.jsonl, the real byte-level
-# ones on whole.jsonl too (ref-NAME-whole.jsonl).
+# ones on whole.jsonl too (ref-NAME-whole.jsonl), the normalizer variants
+# ($nf) on strings-nfc.jsonl too (ref-NAME-nfs.jsonl).
 for name in tinyllama phi-3-mini metaspace metaspace-split unk lstrip gpt2 smollm2 dolma2 $bl \
-    gpt2-whole smollm2-whole dolma2-whole; do
+    gpt2-whole smollm2-whole dolma2-whole $nf ${nf// /-nfs }-nfs; do
     base=${name%-whole}
+    base=${base%-nfs}
     src=$tok/$base/tokenizer.json
     [ -d "$tok/$base" ] || src=$dir/$base/tokenizer.json
     strings=$dir/strings.jsonl
-    case $name in *-whole) strings=$dir/whole.jsonl ;; gpt2 | smollm2 | dolma2 | bl-*)
+    case $name in *-whole) strings=$dir/whole.jsonl ;; *-nfs) strings=$dir/strings-nfc.jsonl ;;
+    gpt2 | smollm2 | dolma2 | bl-*)
         strings=$dir/strings-bl.jsonl ;;
     esac
     if [ "$(jobs -rp | wc -l)" -ge 2 ]; then
