@@ -23,7 +23,7 @@
  *       group      int64   columns per scale group (0: per-tensor or per-channel)
  *       rows, cols int64   the weight as a GEMM matrix [out][in]
  *       shape      int64[] the tensor's own shape (e.g. a conv's [co][ci][kh][kw])
- *       bits       int64   storage: 8 * (bytes of codes + bytes of params)
+ *       bits       int64   storage: 8 * (bytes of codes + bytes of params), as stored
  *       method     string  rounding method ("rtn", "gptq", ...)
  *       loss       double  the layer objective of the stored codes (NaN: unknown)
  *     the layout (stages/checkpoint/README.md, "Reading a checkpoint without
@@ -37,8 +37,12 @@
  *       levels     float32 [2^code_bits] (signed binary [2][2]) level of each code
  *     codes_crc32, params_crc32  uint32  CRC-32 (zlib) of the bytes of codes and
  *                          params (absent from older files: not checked)
+ *     codes_coding string  optional: "fixed" (also when absent) or "zstd": codes
+ *                          then holds one zstd frame of the codes in byte-aligned
+ *                          fields (stages/checkpoint/README.md, "Entropy-coded codes")
  *     codes      uint8 [ceil(rows * cols * code_bits / 8)]  packed code stream,
- *                row-major, LSB first (mpq_quant_pack; 5 codes per byte for base3)
+ *                row-major, LSB first (mpq_quant_pack; 5 codes per byte for base3);
+ *                with a zstd codes_coding the zstd frame, of any length
  *     params     uint8 [mpq_qparams_nbytes]  scales and zero-points as stored
  *                (mpq_qparams_serialize, little-endian): one scale per group
  *                (fp16 / fp32 / e8m0 / e4m3), then the zero-points packed at
@@ -128,6 +132,17 @@ mpq_err mpq_ckpt_writer_create_hashed(mpq_ctx *ctx, const char *path, int overwr
  * twice once). Owner: caller (mpq_free). */
 mpq_err mpq_ckpt_hash_inputs(mpq_ctx *ctx, const char *const *inputs, int64_t n, char **json);
 
+/* Local, with the same coding on every rank: how the layers written after
+ * it store their codes. "fixed" (the default): the packed code stream;
+ * "zstd": per layer the smaller of the packed stream and a zstd frame of
+ * the codes, named by the layer's attribute codes_coding
+ * (stages/checkpoint/README.md). */
+mpq_err mpq_ckpt_writer_set_coding(mpq_ctx *ctx, mpq_ckpt_writer *w, const char *coding);
+
+/* The stored bits of the last layer written, 8 * (codes + params dataset
+ * bytes): the real size with coding on; the same on every rank. */
+int64_t mpq_ckpt_writer_last_bits(const mpq_ckpt_writer *w);
+
 /* Collective. Writes /arch from rank 0's *arch. */
 mpq_err mpq_ckpt_write_arch(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_arch *arch);
 
@@ -209,6 +224,7 @@ typedef struct mpq_ckpt_entry {
     char spec_text[MPQ_QSPEC_MAX];
     int64_t rows, cols;
     int64_t codes_bytes, params_bytes; /* lengths of the stored datasets */
+    int coding;                        /* MPQ_CKPT_CODING_* of codes (0: fixed) */
     int64_t bits;                      /* 8 * (codes_bytes + params_bytes) */
     /* CRC-32 recorded for the codes and params (tensors: the data, in
      * codes_crc); -1 in files written before checksums (not checked) */

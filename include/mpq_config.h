@@ -151,6 +151,7 @@ typedef struct mpq_config {
         char *path;          /* quantized checkpoint (HDF5, "" = none) */
         int overwrite;       /* replace an existing file */
         mpq_strlist exports; /* "FORMAT:PATH": exports of the checkpoint written after it */
+        char *code_coding;   /* "fixed" | "zstd": how each layer's codes are stored */
     } output;
 
     struct {
@@ -184,6 +185,7 @@ typedef struct mpq_config {
         double init_noise;    /* jitter amplitude of the initial fractional position */
         int64_t tile_rows;    /* output rows per parallel task */
         int rtn_guard;        /* rows keep RTN where the method is worse */
+        double rate_lambda;   /* GPTQ: weight of a code's length in bits (0 = off) */
         int rtn_loss;         /* rtn: calibrate to measure the layer losses */
         char *loss;           /* layer | block: what the final codes minimise */
         int64_t block_iters;  /* block loss: signed-gradient steps per block */

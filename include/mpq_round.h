@@ -126,6 +126,12 @@ typedef struct mpq_round_opts {
     /* common */
     int64_t tile_rows; /* output rows per task (fixed: part of the bits) */
     int rtn_guard;     /* keep RTN for rows where the method does worse */
+    /* GPTQ: rate-aware rounding (0: off). Each weight takes, of its two
+     * neighbouring grid points, the code minimising its error through the
+     * factor plus rate_lambda x u x its length in bits under the layer's
+     * RTN code histogram, u the layer's mean error of nearest rounding per
+     * weight through the factor (mpq_round_rate_weight). */
+    double rate_lambda;
 } mpq_round_opts;
 
 /* Local. The defaults of the configuration table. */
@@ -166,6 +172,12 @@ typedef struct mpq_round_problem {
     int tensor_level;  /* spec has per-tensor values: params fitted on the whole layer */
     mpq_qparams *base; /* whole-layer fit when tensor_level, else NULL (owned) */
     int refit_ok;      /* GPTQ may refit groups (gran group, no per-tensor values) */
+    /* [MPQ_QMAXCODES] with rate_lambda > 0 and GPTQ: each code's length in
+     * bits, -log2 p(c), p the Laplace-smoothed histogram of the whole
+     * layer's RTN codes (the same on every rank that rounds the layer);
+     * else NULL (owned) */
+    double *rate_len;
+    double rate_unit; /* with rate_len: mean over columns of GPTQ's error weight / 12 */
 } mpq_round_problem;
 
 /* Local. Builds the problem; factorises H (LAPACK, on this rank) when the
@@ -301,6 +313,7 @@ typedef struct mpq_round_result {
     int64_t rows_guarded; /* rows that kept RTN */
     int64_t ntiles;
     double seconds; /* sum of the tiles' wall times over ranks */
+    double entropy; /* empirical entropy of the codes, bits per code */
 } mpq_round_result;
 
 /* One task of the plan. */
@@ -330,6 +343,9 @@ mpq_err mpq_round_block(struct mpq_ctx *ctx, const mpq_round_opts *o, int64_t nj
  * rank. owned = 0: mpq_round_block. */
 mpq_err mpq_round_block_owned(struct mpq_ctx *ctx, const mpq_round_opts *o, int64_t njobs,
                               const mpq_round_job *jobs, int owned, mpq_round_result *results);
+/* Local. The empirical entropy of n codes, -sum p log2 p (bits per code),
+ * as mpq_round_result.entropy. */
+double mpq_round_code_entropy(const uint8_t *codes, int64_t n);
 /* NULL-safe. Releases the layers of n results (the array itself is the
  * caller's). */
 void mpq_round_results_free(int64_t n, mpq_round_result *results);

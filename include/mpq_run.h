@@ -107,6 +107,7 @@ typedef struct mpq_run_layer {
     int bits_per_code;
     int64_t group;      /* columns per group (0: tensor / channel) */
     int64_t bits;       /* exact storage bits of codes + parameters */
+    int64_t coded_bits; /* bits stored in the checkpoint (output.code_coding = zstd) */
     double rtn_loss;    /* layer objective of nearest rounding, same H */
     double loss;        /* layer objective of the final codes */
     double score;       /* importance score of the chosen candidate (mixed; else loss) */
@@ -114,6 +115,8 @@ typedef struct mpq_run_layer {
     double energy;      /* tr(W H W^T) on the measurement H (mixed), else 0 */
     int64_t iters;
     double seconds;
+    double code_entropy; /* empirical entropy of the codes (bits per code), when entropy_set */
+    int entropy_set;     /* 1: code_entropy is known (the layer was rounded or restored) */
     /* The final codes and parameters (owned). With output.path they are
      * written to the partial checkpoint block by block and leave memory
      * (q is NULL) unless mpq_run_opts.keep_codes is set. */
@@ -134,6 +137,9 @@ typedef struct mpq_run_result {
     int64_t bits;          /* sum of the quantized layers' bits */
     int64_t weights;       /* their weight count */
     double bpw;            /* bits / weights */
+    int coded;             /* 1: checkpoint written with output.code_coding = zstd */
+    int64_t coded_bits;    /* then: sum of the layers' coded_bits */
+    double coded_bpw;      /* coded_bits / weights */
     int has_budget;
     mpq_budget_result budget; /* solver figures (choice not kept: NULL) */
     int budget_codes;         /* 1: the budget counted packed codes only (budget.count) */

@@ -146,6 +146,10 @@ const mpq_key_spec mpq_config_keys[] = {
     {"output.exports", MPQ_KEY_STRING_LIST, OFF(output.exports), "[]", NOLIM, NULL,
      "\"FORMAT:PATH\" exports of the checkpoint written after it, as mpquant export writes them "
      "(with model.tokenizer), e.g. [\"gguf:out/model.gguf\"]; needs output.path"},
+    {"output.code_coding", MPQ_KEY_ENUM, OFF(output.code_coding), "fixed", NOLIM, "fixed|zstd",
+     "storage of each layer's codes in the checkpoint: fixed-length packed codes, or zstd "
+     "entropy-coded (per layer the smallest of zstd and fixed is kept; the run reports the "
+     "coded size as coded_bits / coded_bpw)"},
 
     /* sweep (mpquant sweep, mpq_sweep.h) */
     {"sweep.budgets", MPQ_KEY_FLOAT_LIST, OFF(sweep.budgets), "[]", 0.5, 64.0, NULL,
@@ -228,6 +232,11 @@ const mpq_key_spec mpq_config_keys[] = {
      "uniform jitter added to the initial fractional positions (0 = none)"},
     {"round.tile_rows", MPQ_KEY_INT, OFF(round.tile_rows), "128", 1, 1e9, NULL,
      "output rows per parallel rounding task (fixed, so results do not depend on the rank count)"},
+    {"round.rate_lambda", MPQ_KEY_FLOAT, OFF(round.rate_lambda), "0", 0.0, 1e6, NULL,
+     "gptq: rate-aware rounding for entropy-coded codes: each weight takes, of its two "
+     "neighbouring grid points, the one minimising its error plus rate_lambda x its length in "
+     "bits under the layer's RTN code histogram, a bit weighing the layer's mean error of "
+     "nearest rounding per weight (0 = off; gptq with round.loss = layer only)"},
     {"round.rtn_guard", MPQ_KEY_BOOL, OFF(round.rtn_guard), "true", NOLIM, NULL,
      "a row whose rounding loss exceeds its nearest-rounding loss keeps nearest rounding"},
     {"round.rtn_loss", MPQ_KEY_BOOL, OFF(round.rtn_loss), "false", NOLIM, NULL,

@@ -184,6 +184,8 @@ static mpq_err take_rounded(mpq_ctx *ctx, run_state *s, mpq_pass *p) {
         rl->iters = rr->iters;
         rl->seconds = rr->seconds;
         rl->bits = rr->bits;
+        rl->code_entropy = rr->entropy;
+        rl->entropy_set = 1;
         rl->q = rr->q; /* NULL but on the first owner with owned codes */
         rr->q = NULL;
         /* weights beyond the range of the scales' format: said, with the group */
@@ -384,6 +386,8 @@ static mpq_err write_entry(mpq_ctx *ctx, run_state *s, mpq_ckpt_writer *w, int64
     err = mpq_agree(ctx, err);
     if (err == MPQ_OK)
         err = mpq_ckpt_write_layer(ctx, w, &d, rl->q ? rl->q : read, owner);
+    /* The size the file really holds (entropy-coded codes when asked). */
+    s->res->layers[l].coded_bits = mpq_ckpt_writer_last_bits(w);
     mpq_qlayer_destroy(&read);
     MPQ_CALL(err);
     return MPQ_OK;
@@ -399,6 +403,7 @@ static mpq_err write_tensors(mpq_ctx *ctx, run_state *s, mpq_ckpt_writer **w) {
         mpq_session_read_inputs(ses, s->opts.eval_fp || s->opts.eval_quantized, ses->mixed, inputs);
     MPQ_CALL(mpq_ckpt_writer_create_hashed(ctx, cfg->output.path, cfg->output.overwrite, inputs, ni,
                                            s->part ? s->part->hashes : NULL, w));
+    MPQ_CALL(mpq_ckpt_writer_set_coding(ctx, *w, cfg->output.code_coding));
     MPQ_CALL(mpq_ckpt_write_arch(ctx, *w, mpq_model_arch(ses->m)));
     mpq_ckpt *ck = NULL; /* the block file read last */
     int64_t ck_block = -1;
@@ -407,6 +412,15 @@ static mpq_err write_tensors(mpq_ctx *ctx, run_state *s, mpq_ckpt_writer **w) {
         err = write_entry(ctx, s, *w, i, &ck, &ck_block);
     mpq_ckpt_close(&ck);
     MPQ_CALL(err);
+    mpq_run_result *r = s->res;
+    r->coded = strcmp(cfg->output.code_coding, "zstd") == 0;
+    r->coded_bits = 0;
+    for (int64_t l = 0; l < r->nlayers; l++)
+        r->coded_bits += r->layers[l].excluded ? 0 : r->layers[l].coded_bits;
+    r->coded_bpw = r->weights > 0 ? (double)r->coded_bits / (double)r->weights : 0.0;
+    if (r->coded)
+        MPQ_INFO("checkpoint codes entropy-coded: %lld bits stored, %.4f bits per weight",
+                 (long long)r->coded_bits, r->coded_bpw);
     return MPQ_OK;
 }
 

@@ -55,6 +55,10 @@ cJSON *mpq_run_assignment_json(const mpq_run_result *r) {
     cJSON_AddNumberToObject(o, "bits", (double)r->bits);
     cJSON_AddNumberToObject(o, "weights", (double)r->weights);
     cJSON_AddNumberToObject(o, "bpw", r->bpw);
+    if (r->coded) {
+        cJSON_AddNumberToObject(o, "coded_bits", (double)r->coded_bits);
+        cJSON_AddNumberToObject(o, "coded_bpw", r->coded_bpw);
+    }
     if (r->has_budget) {
         const mpq_budget_result *b = &r->budget;
         cJSON *bo = cJSON_AddObjectToObject(o, "budget");
@@ -71,6 +75,8 @@ cJSON *mpq_run_assignment_json(const mpq_run_result *r) {
         }
     }
     cJSON *ls = cJSON_AddArrayToObject(o, "layers");
+    double ent_bits = 0.0; /* codes under an ideal per-layer entropy coder */
+    int ent_all = 1;
     for (int64_t l = 0; ls && l < r->nlayers; l++) {
         const mpq_run_layer *rl = &r->layers[l];
         cJSON *x = cJSON_CreateObject();
@@ -88,10 +94,16 @@ cJSON *mpq_run_assignment_json(const mpq_run_result *r) {
         cJSON_AddNumberToObject(x, "code_bits", rl->bits_per_code);
         cJSON_AddNumberToObject(x, "group", (double)rl->group);
         cJSON_AddNumberToObject(x, "bits", (double)rl->bits);
+        if (r->coded)
+            cJSON_AddNumberToObject(x, "coded_bits", (double)rl->coded_bits);
         cJSON_AddNumberToObject(x, "loss", rl->loss);
         cJSON_AddNumberToObject(x, "rtn_loss", rl->rtn_loss);
         cJSON_AddNumberToObject(x, "score", rl->score);
         cJSON_AddNumberToObject(x, "iters", (double)rl->iters);
+        if (rl->entropy_set)
+            cJSON_AddNumberToObject(x, "code_entropy", rl->code_entropy);
+        ent_bits += rl->code_entropy * (double)(rl->rows * rl->cols);
+        ent_all = ent_all && rl->entropy_set;
         if (r->mixed) {
             cJSON_AddNumberToObject(x, "sensitivity", rl->sensitivity);
             cJSON_AddNumberToObject(x, "energy", rl->energy);
@@ -100,6 +112,8 @@ cJSON *mpq_run_assignment_json(const mpq_run_result *r) {
             cJSON_AddBoolToObject(x, "pinned", 1);
         cJSON_AddItemToArray(ls, x);
     }
+    if (ent_all)
+        cJSON_AddNumberToObject(o, "entropy_bits", ent_bits);
     return o;
 }
 

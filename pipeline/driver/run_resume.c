@@ -162,6 +162,8 @@ static mpq_err restore_rounded(mpq_ctx *ctx, run_state *s, const mpq_ckpt *ck, i
         rl->iters = st.iters;
         rl->seconds = st.seconds;
         rl->bits = st.bits;
+        rl->code_entropy = mpq_round_code_entropy(q->codes, q->rows * q->cols);
+        rl->entropy_set = 1;
         mpq_err err = mpq_run_install_layer(ctx, s, l, q);
         if (s->opts.keep_codes)
             rl->q = q;

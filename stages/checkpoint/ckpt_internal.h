@@ -57,6 +57,42 @@ mpq_err mpq_ckpt_check_crc(mpq_ctx *ctx, const char *path, const char *dset, con
 mpq_err mpq_ckpt_check_levels(mpq_ctx *ctx, const mpq_ckpt *ck, const mpq_ckpt_entry *e,
                               const mpq_qparams *p);
 
+/* ---- entropy-coded codes (ckpt_coding.c; all local) ---- */
+
+/* The `codes_coding` attribute of a layer (absent: fixed). */
+enum {
+    MPQ_CKPT_CODING_FIXED, /* codes: the packed stream (mpq_quant_pack) */
+    MPQ_CKPT_CODING_ZSTD,  /* codes: one zstd frame of the codes in byte-aligned fields */
+    MPQ_CKPT_CODING_COUNT
+};
+/* Name of a coding ("?" when out of range); coding of a name, -1 when unknown. */
+const char *mpq_ckpt_coding_name(int coding);
+int mpq_ckpt_coding_find(const char *name);
+/* Bits of a code's field in a zstd frame: the smallest of 1, 2, 4, 8 that
+ * holds a code (8 / field codes per byte, LSB first). */
+int mpq_ckpt_field_bits(const mpq_qspec *spec);
+/* Bytes a stream of coding decodes to for a [rows][cols] layer of spec. */
+int64_t mpq_ckpt_decoded_bytes(int coding, const mpq_qspec *spec, int64_t rows, int64_t cols);
+/* The smallest stored form of l's codes: *coding, and *buf [*len] (caller:
+ * mpq_free; NULL for fixed, whose bytes are l->packed). */
+mpq_err mpq_ckpt_encode_codes(mpq_ctx *ctx, const mpq_qlayer *l, int *coding, uint8_t **buf,
+                              int64_t *len);
+/* The stored length of e's coded codes can hold what the layer needs;
+ * errors name path and group where. */
+mpq_err mpq_ckpt_check_coded_len(mpq_ctx *ctx, const char *path, const char *where,
+                                 const mpq_ckpt_entry *e);
+/* src [n] starts with a zstd frame header declaring want decoded bytes;
+ * errors name path and dataset dset. */
+mpq_err mpq_ckpt_check_frame(mpq_ctx *ctx, const char *path, const char *dset, const uint8_t *src,
+                             int64_t n, int64_t want);
+/* Decodes the stored stream src [n] of coding (a zstd one) into l->codes
+ * and l->packed (l made for the layer's spec and shape). A damaged stream
+ * (not one whole frame, a wrong decoded length, bytes after the frame, a
+ * code out of range) is an error naming path, dset and the offset or
+ * zstd's reason. */
+mpq_err mpq_ckpt_decode_codes(mpq_ctx *ctx, const char *path, const char *dset, int coding,
+                              const uint8_t *src, int64_t n, mpq_qlayer *l);
+
 /* ---- what the exports share (ckpt_export.c; all local) ---- */
 
 struct cJSON;

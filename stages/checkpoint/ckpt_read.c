@@ -342,6 +342,19 @@ static mpq_err check_family_group(mpq_ctx *ctx, const char *path, const char *wh
     return MPQ_OK;
 }
 
+/* The optional `codes_coding` of a layer (spec, rows, cols, codes_bytes read). */
+static mpq_err read_coding(mpq_ctx *ctx, const char *path, const char *where, hid_t g,
+                           mpq_ckpt_entry *e) {
+    char name[32] = "fixed";
+    if (H5Aexists(g, "codes_coding") > 0)
+        MPQ_CALL(attr_str(ctx, path, where, g, "codes_coding", name, sizeof name));
+    e->coding = mpq_ckpt_coding_find(name);
+    MPQ_CHECK(e->coding >= 0, MPQ_ERR_FORMAT,
+              "%s: %s: attribute codes_coding = '%s' is not fixed or zstd", path, where, name);
+    MPQ_CALL(mpq_ckpt_check_coded_len(ctx, path, where, e));
+    return MPQ_OK;
+}
+
 static mpq_err read_layer_entry(mpq_ctx *ctx, const char *path, hid_t file, const char *name,
                                 mpq_ckpt_entry *e) {
     mpq_err err = MPQ_OK;
@@ -382,8 +395,9 @@ static mpq_err read_layer_entry(mpq_ctx *ctx, const char *path, hid_t file, cons
     MPQ_TRY(bytes_dataset_len(ctx, path, g, where, "params", &e->params_bytes));
     MPQ_TRY(attr_crc(ctx, path, where, g, "codes_crc32", &e->codes_crc));
     MPQ_TRY(attr_crc(ctx, path, where, g, "params_crc32", &e->params_crc));
+    MPQ_TRY(read_coding(ctx, path, where, g, e));
     int64_t want_codes = mpq_quant_packed_bytes(&e->spec, n), want_params = 0;
-    MPQ_ENSURE(e->codes_bytes == want_codes, MPQ_ERR_FORMAT,
+    MPQ_ENSURE(e->coding != MPQ_CKPT_CODING_FIXED || e->codes_bytes == want_codes, MPQ_ERR_FORMAT,
                "%s: dataset %s/codes has %lld bytes; spec '%s' for a [%lld][%lld] layer needs "
                "%lld",
                path, where, (long long)e->codes_bytes, e->spec_text, (long long)e->rows,
@@ -679,6 +693,26 @@ cleanup:
     return err;
 }
 
+/* The stored codes of layer e, CRC-checked, then decoded into l->packed
+ * (and l->codes) when coded. */
+static mpq_err read_codes(mpq_ctx *ctx, const mpq_ckpt *ck, const mpq_ckpt_entry *e,
+                          const char *dset, mpq_qlayer *l) {
+    mpq_err err = MPQ_OK;
+    uint8_t *buf = l->packed;
+    if (e->coding != MPQ_CKPT_CODING_FIXED)
+        MPQ_CALL(mpq_malloc(ctx, e->codes_bytes, 1, (void **)&buf));
+    if (e->codes_bytes > 0)
+        MPQ_TRY(read_bytes(ctx, ck->path, ck->h5file, dset, buf));
+    MPQ_TRY(mpq_ckpt_check_crc(ctx, ck->path, dset, "codes_crc32", e->codes_crc, buf,
+                               e->codes_bytes, "codes"));
+    if (e->coding != MPQ_CKPT_CODING_FIXED)
+        MPQ_TRY(mpq_ckpt_decode_codes(ctx, ck->path, dset, e->coding, buf, e->codes_bytes, l));
+cleanup:
+    if (buf != l->packed)
+        mpq_free(buf);
+    return err;
+}
+
 mpq_err mpq_ckpt_read_layer(mpq_ctx *ctx, const mpq_ckpt *ck, int64_t i, mpq_qlayer **out) {
     mpq_err err = MPQ_OK;
     mpq_qlayer *l = NULL;
@@ -689,13 +723,11 @@ mpq_err mpq_ckpt_read_layer(mpq_ctx *ctx, const mpq_ckpt *ck, int64_t i, mpq_qla
     const mpq_ckpt_entry *e = &ck->entries[i];
     char dset[MPQ_TENSOR_NAME_MAX + 32];
     MPQ_TRY(mpq_qlayer_create(ctx, &e->spec, e->rows, e->cols, &l));
-    MPQ_ENSURE(l->packed_bytes == e->codes_bytes && l->nparam_bytes == e->params_bytes,
+    MPQ_ENSURE((e->coding != MPQ_CKPT_CODING_FIXED || l->packed_bytes == e->codes_bytes) &&
+                   l->nparam_bytes == e->params_bytes,
                MPQ_ERR_INTERNAL, "%s: layer '%s': sizes changed since opening", ck->path, e->name);
     snprintf(dset, sizeof dset, "/layers/%s/codes", e->name);
-    if (e->codes_bytes > 0)
-        MPQ_TRY(read_bytes(ctx, ck->path, ck->h5file, dset, l->packed));
-    MPQ_TRY(mpq_ckpt_check_crc(ctx, ck->path, dset, "codes_crc32", e->codes_crc, l->packed,
-                               e->codes_bytes, "codes"));
+    MPQ_TRY(read_codes(ctx, ck, e, dset, l));
     err = mpq_quant_unpack(ctx, &e->spec, l->packed, l->packed_bytes, e->rows * e->cols, l->codes);
     if (err != MPQ_OK) {
         err = rewrap(ctx, err, ck->path, dset);

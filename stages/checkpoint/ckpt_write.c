@@ -33,6 +33,8 @@ struct mpq_ckpt_writer {
     int64_t next_index; /* index attribute of the next entry */
     char *inputs_json;  /* rank 0: {path: sha256} */
     uint64_t reserved;  /* bytes of the file whose disk space is reserved */
+    int zstd;           /* layers keep the smallest of fixed and zstd-coded codes */
+    int64_t last_bits;  /* stored bits of the last layer written (every rank) */
 };
 
 /* ---- small HDF5 helpers (all collective when the file is parallel) ------------- */
@@ -373,6 +375,18 @@ void mpq_ckpt_abort(mpq_ctx *ctx, mpq_ckpt_writer **pw) {
     writer_free(pw);
 }
 
+mpq_err mpq_ckpt_writer_set_coding(mpq_ctx *ctx, mpq_ckpt_writer *w, const char *coding) {
+    MPQ_CHECK(w, MPQ_ERR_ARG, "code coding of a checkpoint writer that is not open");
+    MPQ_CHECK(coding && (strcmp(coding, "fixed") == 0 || strcmp(coding, "zstd") == 0), MPQ_ERR_ARG,
+              "%s: code coding '%s' is not fixed or zstd", w->of->dest, coding ? coding : "(null)");
+    w->zstd = strcmp(coding, "zstd") == 0;
+    return MPQ_OK;
+}
+
+int64_t mpq_ckpt_writer_last_bits(const mpq_ckpt_writer *w) {
+    return w ? w->last_bits : 0;
+}
+
 /* ---- arch --------------------------------------------------------------------- */
 
 mpq_err mpq_ckpt_write_arch(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_arch *arch) {
@@ -429,6 +443,8 @@ typedef struct entry_meta {
     int32_t ndim;
     int32_t code_bits;
     int32_t dtype;
+    int32_t coding; /* layers: MPQ_CKPT_CODING_* of the stored codes */
+    int32_t coded;  /* layers: 1 when the writer codes (attribute codes_coding written) */
     int64_t shape[MPQ_TENSOR_MAXDIM];
     int64_t rows, cols, group, codes_bytes, params_bytes;
     uint32_t codes_crc, params_crc; /* CRC-32 of the stored bytes (tensors: codes_crc) */
@@ -453,8 +469,10 @@ static mpq_err check_name(mpq_ctx *ctx, const char *name) {
     return MPQ_OK;
 }
 
+/* The owner's metadata of layer l; with coding on, *coded (caller:
+ * mpq_free; NULL when the fixed codes are kept) receives the stored codes. */
 static mpq_err fill_layer_meta(mpq_ctx *ctx, const mpq_ckpt_layer_desc *d, const mpq_qlayer *l,
-                               entry_meta *m) {
+                               int zstd, entry_meta *m, uint8_t **coded) {
     MPQ_CHECK(d && d->tensor && l, MPQ_ERR_ARG,
               "checkpoint layer: the owner rank passed no description or no layer");
     MPQ_CALL(check_name(ctx, d->tensor));
@@ -489,9 +507,16 @@ static mpq_err fill_layer_meta(mpq_ctx *ctx, const mpq_ckpt_layer_desc *d, const
     m->code_bits = l->spec.bits;
     m->group = l->spec.gran == MPQ_QGRAN_GROUP ? l->spec.group : 0;
     m->codes_bytes = l->packed_bytes;
+    m->coding = MPQ_CKPT_CODING_FIXED;
+    m->coded = zstd;
+    if (zstd) {
+        int coding = MPQ_CKPT_CODING_FIXED;
+        MPQ_CALL(mpq_ckpt_encode_codes(ctx, l, &coding, coded, &m->codes_bytes));
+        m->coding = coding;
+    }
     m->params_bytes = l->nparam_bytes;
     m->loss = d->loss;
-    m->codes_crc = mpq_ckpt_crc32(l->packed, l->packed_bytes);
+    m->codes_crc = mpq_ckpt_crc32(*coded ? *coded : l->packed, m->codes_bytes);
     m->params_crc = mpq_ckpt_crc32(l->param_bytes, l->nparam_bytes);
     MPQ_CALL(mpq_ckpt_describe(ctx, &l->spec, l->rows, l->cols, &m->lay));
     mpq_ckpt_levels(l->params, &m->lay, m->levels);
@@ -547,9 +572,15 @@ mpq_err mpq_ckpt_write_layer(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_ckpt_la
     hid_t g = H5I_INVALID_HID;
     entry_meta m;
     memset(&m, 0, sizeof m);
+    uint8_t *coded = NULL; /* owner: the zstd-coded codes (NULL: fixed) */
     char what[MPQ_TENSOR_NAME_MAX + 32];
-    mpq_err local = ctx->rank == owner ? fill_layer_meta(ctx, desc, l, &m) : MPQ_OK;
-    MPQ_CALL(share_meta(ctx, owner, local, &m));
+    mpq_err local =
+        ctx->rank == owner ? fill_layer_meta(ctx, desc, l, w->zstd, &m, &coded) : MPQ_OK;
+    err = share_meta(ctx, owner, local, &m);
+    if (err != MPQ_OK) {
+        mpq_free(coded);
+        return mpq_err_trace(ctx, err, __FILE__, __LINE__, __func__);
+    }
     MPQ_TRY(check_unique(ctx, w, m.name));
     snprintf(what, sizeof what, "%s: /layers/%s", w->of->dest, m.name);
     MPQ_TRY(make_group(ctx, w->layers, m.name, what, &g));
@@ -568,13 +599,17 @@ mpq_err mpq_ckpt_write_layer(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_ckpt_la
     MPQ_TRY(write_layout(ctx, g, &m, what));
     MPQ_TRY(attr_u32(ctx, g, "codes_crc32", m.codes_crc, what));
     MPQ_TRY(attr_u32(ctx, g, "params_crc32", m.params_crc, what));
+    if (m.coded)
+        MPQ_TRY(attr_str(ctx, g, "codes_coding", mpq_ckpt_coding_name(m.coding), what));
     const int own = ctx->rank == owner;
     MPQ_TRY(dataset_write(ctx, w, g, "codes", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &m.codes_bytes,
-                          own ? l->packed : NULL, owner, what, NULL));
+                          own ? (coded ? coded : l->packed) : NULL, owner, what, NULL));
     MPQ_TRY(dataset_write(ctx, w, g, "params", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &m.params_bytes,
                           own ? l->param_bytes : NULL, owner, what, NULL));
     w->next_index++;
+    w->last_bits = 8 * (m.codes_bytes + m.params_bytes);
 cleanup:
+    mpq_free(coded);
     if (g >= 0)
         H5Gclose(g);
     return mpq_agree(ctx, err);

@@ -189,6 +189,23 @@ cleanup:
 
 enum { ST_LOSS = 0, ST_RTN, ST_ITERS, ST_GUARD, ST_SECONDS, ST_N };
 
+/* -sum p log2 p of the code values' counts cnt [MPQ_QMAXCODES] of n codes:
+ * the bits per code of an ideal entropy coder of the layer's codes. */
+static double code_entropy(const double *cnt, int64_t n) {
+    double h = 0.0;
+    for (int k = 0; k < MPQ_QMAXCODES; k++)
+        if (cnt[k] > 0.0)
+            h -= cnt[k] / (double)n * log2(cnt[k] / (double)n);
+    return h > 0.0 ? h : 0.0;
+}
+
+double mpq_round_code_entropy(const uint8_t *codes, int64_t n) {
+    double cnt[MPQ_QMAXCODES] = {0};
+    for (int64_t k = 0; k < n; k++)
+        cnt[codes[k]] += 1.0;
+    return code_entropy(cnt, n);
+}
+
 static void log_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_job *jb,
                     const mpq_round_result *res) {
     char spec[MPQ_QSPEC_MAX];
@@ -216,6 +233,7 @@ static void log_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_job *
         cJSON_AddNumberToObject(ev, "cols", (double)jb->cols);
         cJSON_AddNumberToObject(ev, "rtn_loss", res->rtn_loss);
         cJSON_AddNumberToObject(ev, "loss", res->loss);
+        cJSON_AddNumberToObject(ev, "code_entropy", res->entropy);
         cJSON_AddNumberToObject(ev, "iters", (double)res->iters);
         cJSON_AddNumberToObject(ev, "tiles", (double)res->ntiles);
         cJSON_AddNumberToObject(ev, "guarded_rows", (double)res->rows_guarded);
@@ -233,11 +251,12 @@ static void log_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_job *
 }
 
 /* Runs this rank's tasks of job j into q (codes, parameters) and the tile
- * statistics tst [ntiles][ST_N]; q's per-group arrays are left zero outside
- * this rank's tiles. */
+ * statistics tst [ntiles][ST_N], followed by the counts of each code value
+ * [MPQ_QMAXCODES] over this rank's tiles (exact integers); q's per-group arrays are left zero
+ * outside this rank's tiles. */
 static mpq_err run_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_job *jb, int64_t j,
                        int64_t ntasks, const mpq_round_task *tasks, const double *V,
-                       mpq_round_damp damp, mpq_qlayer *q, double *tst) {
+                       mpq_round_damp damp, mpq_qlayer *q, double *tst, double *cnt) {
     mpq_err err = MPQ_OK;
     mpq_round_problem *pb = NULL;
     for (int64_t k = 0; k < ntasks; k++) {
@@ -256,6 +275,8 @@ static mpq_err run_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_jo
         s[ST_ITERS] = (double)st.iters;
         s[ST_GUARD] = (double)st.rows_guarded;
         s[ST_SECONDS] = st.seconds;
+        for (int64_t e = 0; e < (t->r1 - t->r0) * jb->cols; e++)
+            cnt[q->codes[t->r0 * jb->cols + e]] += 1.0;
     }
 cleanup:
     mpq_round_problem_destroy(&pb);
@@ -361,7 +382,8 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
         const mpq_round_job *jb = &jobs[j];
         int64_t tr = tile_rows(o, jb->rows);
         results[j].ntiles = (jb->rows + tr - 1) / tr;
-        err = mpq_malloc(ctx, results[j].ntiles * ST_N, sizeof **tst, (void **)&tst[j]);
+        err = mpq_malloc(ctx, results[j].ntiles * ST_N + MPQ_QMAXCODES, sizeof **tst,
+                         (void **)&tst[j]);
         const mpq_hset own = owners_of(jb, nranks);
         if (owned && !mpq_hset_has(&own, ctx->rank))
             continue; /* no tile of it here, and no result */
@@ -429,7 +451,7 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
         }
         if (err == MPQ_OK)
             err = run_job(ctx, o, jb, j, ntasks, tasks, shared ? V : NULL, damp, results[j].q,
-                          tst[j]);
+                          tst[j], tst[j] + results[j].ntiles * ST_N);
     }
     mpq_free(V);
     mpq_free(order);
@@ -443,7 +465,8 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
             MPQ_TRY(combine_owned(ctx, jb, j, owners_of(jb, nranks).first, ntasks, tasks, res));
         else
             MPQ_TRY(combine_all(ctx, jb, res));
-        MPQ_TRY(mpq_sum_owned(ctx, tst[j], res->ntiles * ST_N, MPI_DOUBLE, "rounding results"));
+        MPQ_TRY(mpq_sum_owned(ctx, tst[j], res->ntiles * ST_N + MPQ_QMAXCODES, MPI_DOUBLE,
+                              "rounding results"));
         for (int64_t t = 0; t < res->ntiles; t++) {
             const double *s = tst[j] + t * ST_N;
             res->loss += s[ST_LOSS];
@@ -452,6 +475,7 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
             res->rows_guarded += (int64_t)s[ST_GUARD];
             res->seconds += s[ST_SECONDS];
         }
+        res->entropy = code_entropy(tst[j] + res->ntiles * ST_N, jb->rows * jb->cols);
         log_job(ctx, o, jb, res);
     }
 cleanup:

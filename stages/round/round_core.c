@@ -72,6 +72,7 @@ mpq_err mpq_round_from_config(mpq_ctx *ctx, const mpq_config *cfg, mpq_round_opt
     o->init_noise = cfg->round.init_noise;
     o->tile_rows = cfg->round.tile_rows;
     o->rtn_guard = cfg->round.rtn_guard;
+    o->rate_lambda = cfg->round.rate_lambda;
     int k = pick(cfg->round.optimizer, opt_names, 4);
     int v = pick(cfg->round.variable, var_names, 3);
     int in = pick(cfg->round.init, init_names, 2);
@@ -102,6 +103,16 @@ mpq_err mpq_round_from_config(mpq_ctx *ctx, const mpq_config *cfg, mpq_round_opt
         MPQ_CALL(mpq_registry_lookup(ctx, &mpq_round_method_reg, cfg->quant.method, MPQ_ERR_CONFIG,
                                      lead, &i));
         *method = mpq_round_methods[i];
+        /* the code lengths enter GPTQ's per-weight choice alone (README) */
+        MPQ_CHECK(o->rate_lambda == 0.0 || *method == &mpq_round_gptq, MPQ_ERR_CONFIG,
+                  "%s: round.rate_lambda = %g needs quant.method = gptq (got '%s'): rate-aware "
+                  "rounding is not implemented for the other methods",
+                  cfg->source, o->rate_lambda, cfg->quant.method);
+        /* the block loss's refinement would move the codes without the rate */
+        MPQ_CHECK(o->rate_lambda == 0.0 || strcmp(cfg->round.loss, "block") != 0, MPQ_ERR_CONFIG,
+                  "%s: round.rate_lambda = %g needs round.loss = \"layer\" (the block loss's "
+                  "refinement does not weigh the code lengths)",
+                  cfg->source, o->rate_lambda);
     }
     return MPQ_OK;
 }
@@ -331,6 +342,8 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
         MPQ_TRY(mpq_qparams_create(ctx, spec, rows, cols, &pb->base));
         MPQ_TRY(mpq_quant_fit(ctx, pb->base, W, pb->imp));
     }
+    if (o->rate_lambda > 0.0 && method == &mpq_round_gptq)
+        MPQ_TRY(mpq_round_rate_lengths(ctx, pb));
     *out = pb;
 cleanup:
     mpq_hfactor_destroy(&f);
@@ -348,6 +361,7 @@ void mpq_round_problem_destroy(mpq_round_problem **pb) {
     MPQ_FREE((*pb)->Mf);
     MPQ_FREE((*pb)->mdiag);
     MPQ_FREE((*pb)->added);
+    MPQ_FREE((*pb)->rate_len);
     mpq_qparams_destroy(&(*pb)->base);
     MPQ_FREE(*pb);
 }
@@ -574,7 +588,7 @@ mpq_err mpq_round_tile(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_me
     mpq_err err = MPQ_OK;
     uint8_t *rcodes = NULL;
     float *qrow = NULL;
-    double *D = NULL, *T = NULL, *lr = NULL, *lm = NULL;
+    double *D = NULL, *T = NULL, *lr = NULL, *lm = NULL, *rr = NULL;
     mpq_qparams *saved = NULL;
     const int64_t n = pb->cols, nr = r1 - r0;
     double t0 = mpq_now();
@@ -606,6 +620,14 @@ mpq_err mpq_round_tile(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_me
         MPQ_TRY(mpq_qparams_create(ctx, &pb->spec, nr, n, &saved));
         copy_rows(saved, p, 0, r0, nr);
     }
+    /* with rate-aware rounding the guard compares loss + rate: RTN's rate
+     * under the parameters it was rounded with */
+    const int rate = o->rtn_guard && measured && pb->rate_len && o->rate_lambda > 0.0;
+    if (rate) {
+        MPQ_ALLOC_TRY(rr, nr);
+        for (int64_t i = 0; i < nr; i++)
+            rr[i] = o->rate_lambda * mpq_round_rate_cost(pb, p, r0 + i, rcodes + i * n);
+    }
 
     st->init_loss = NAN;
     st->row_loss = lm;
@@ -627,7 +649,10 @@ mpq_err mpq_round_tile(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_me
         MPQ_ENSURE(isfinite(lm[i]) || !measured, MPQ_ERR_NUMERIC,
                    "round: layer '%s': method %s gave a non-finite loss in row %lld", pb->name,
                    method->name, (long long)(r0 + i));
-        if (o->rtn_guard && measured && lm[i] > lr[i]) {
+        const double jm =
+            rate ? lm[i] + o->rate_lambda * mpq_round_rate_cost(pb, p, r0 + i, codes + i * n)
+                 : lm[i];
+        if (o->rtn_guard && measured && jm > (rate ? lr[i] + rr[i] : lr[i])) {
             memcpy(codes + i * n, rcodes + i * n, (size_t)n);
             copy_rows(p, saved, r0 + i, i, 1);
             lm[i] = lr[i];
@@ -643,6 +668,7 @@ mpq_err mpq_round_tile(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_me
     st->seconds = mpq_now() - t0;
 cleanup:
     mpq_qparams_destroy(&saved);
+    MPQ_FREE(rr);
     MPQ_FREE(lm);
     MPQ_FREE(lr);
     MPQ_FREE(T);

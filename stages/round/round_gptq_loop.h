@@ -54,8 +54,8 @@ static void GPTQ_GATHER(const GPTQ_REAL *M, const GPTQ_REAL *Wd, const GPTQ_REAL
 }
 
 static mpq_err GPTQ_LOOP(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_problem *pb,
-                         const GPTQ_REAL *M, mpq_qparams *p, int64_t r0, int64_t r1, uint8_t *codes,
-                         float *wq, double *loss) {
+                         const GPTQ_REAL *M, mpq_qparams *p, int64_t r0, int64_t r1, double rate,
+                         uint8_t *codes, float *wq, double *loss) {
     mpq_err err = MPQ_OK;
     GPTQ_REAL *Wd = NULL, *Err = NULL;
     float *W0 = NULL; /* V form: the original weights in the column order */
@@ -134,6 +134,11 @@ static mpq_err GPTQ_LOOP(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_
                         const GPTQ_REAL *mrow = M + j * n;
                         float v;
                         codes[i * n + cj] = mpq_quant_nearest_at(p, r0 + i, cj, (float)w, &v);
+                        if (rate > 0.0)
+                            codes[i * n + cj] = gptq_rate_pick(
+                                p, pb->rate_len, r0 + i, cj, w, vform ? d * d : 1.0 / (d * d),
+                                rate * mpq_round_rate_weight(pb, p, r0 + i, cj), codes[i * n + cj],
+                                &v);
                         if (wq)
                             wq[i * n + cj] = (float)w;
                         /* column j of (W - Q) V, and what is spread */

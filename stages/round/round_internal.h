@@ -83,16 +83,44 @@ float mpq_round_store_scale(const mpq_qparams *p, double eff);
 mpq_err mpq_round_loss_d(struct mpq_ctx *ctx, int64_t cols, const double *H, int64_t nr,
                          const double *D, double *T, double *loss);
 
+/* Rate-aware GPTQ (round.rate_lambda): pb->rate_len from the histogram of
+ * the RTN codes of the whole layer (every row fitted as mpq_round_tile
+ * fits it), Laplace-smoothed over the codes in use. Local; the same on
+ * every rank. */
+mpq_err mpq_round_rate_lengths(struct mpq_ctx *ctx, mpq_round_problem *pb);
+/* The weight of a bit at weight (r, c) of p in loss units: pb->rate_unit
+ * x the squared mean step of the grid of its group (its scale times the
+ * span of the levels over n - 1), i.e. the mean error of nearest rounding
+ * through GPTQ's factor, mean_j V_jj^2 x step^2 / 12. */
+static inline double mpq_round_rate_weight(const mpq_round_problem *pb, const mpq_qparams *p,
+                                           int64_t r, int64_t c) {
+    const mpq_qtable *t = mpq_qtable_of(p, r);
+    if (t->n < 2)
+        return 0.0;
+    const double step = (double)mpq_qscale_of(p, mpq_qgroup_of(p, r, c)) *
+                        ((double)t->sorted[t->n - 1] - (double)t->sorted[0]) / (double)(t->n - 1);
+    return pb->rate_unit * step * step;
+}
+/* sum_c mpq_round_rate_weight(r, c) x pb->rate_len[codes[c]] over one row
+ * of codes [pb->cols] (row r of p): the row's rate term per unit lambda. */
+double mpq_round_rate_cost(const mpq_round_problem *pb, const mpq_qparams *p, int64_t r,
+                           const uint8_t *codes);
+
 /* GPTQ on rows [r0, r1): codes [(r1 - r0)][cols] and, when wq is not NULL,
  * wq [(r1 - r0)][cols] the updated weight each column had when it was
  * rounded (original column order); when loss is not NULL, loss [r1 - r0]
  * the rows' losses from the errors GPTQ has (mpq_round_problem's added
  * must exist): (W - Q) V = (W - Q) U^-1 has column j (w'_j - q_j) / U[j][j]
  * = V[j][j] (w'_j - q_j), w'_j the updated weight, so (W - Q) Hd (W - Q)^T
- * is the sum of their squares, less the damping's share. Local. */
+ * is the sum of their squares, less the damping's share. With rate > 0
+ * (and pb->rate_len) each weight (r, c) gets the code k minimising
+ * x_k^2 + rate mpq_round_rate_weight(r, c) pb->rate_len[k], x_k its
+ * column of (W - Q) V (above) with code k, over the two grid points
+ * around the weight's updated value
+ * (0: the nearest). Local. */
 mpq_err mpq_round_gptq_rows(struct mpq_ctx *ctx, const mpq_round_opts *o,
                             const mpq_round_problem *pb, mpq_qparams *p, int64_t r0, int64_t r1,
-                            uint8_t *codes, float *wq, double *loss);
+                            double rate, uint8_t *codes, float *wq, double *loss);
 
 /* The learned-rounding engine (adaround and signround). */
 mpq_err mpq_round_learn_rows(struct mpq_ctx *ctx, const mpq_round_opts *o, const mpq_learn_cfg *lc,

@@ -336,7 +336,7 @@ mpq_err mpq_round_learn_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_le
 
     /* Starting point. */
     if (o->init == MPQ_RINIT_GPTQ) {
-        MPQ_TRY(mpq_round_gptq_rows(ctx, o, pb, p, r0, r1, hc, base, NULL));
+        MPQ_TRY(mpq_round_gptq_rows(ctx, o, pb, p, r0, r1, 0.0, hc, base, NULL));
     } else {
         memcpy(base, pb->W + r0 * n, (size_t)N * sizeof *base);
     }
@@ -535,11 +535,22 @@ static double learn_cost(const mpq_round_opts *o, int64_t nr, int64_t cols) {
     return it * (double)nr * (double)cols * (double)cols;
 }
 
+/* The code lengths enter GPTQ's per-weight choice alone (README): refused
+ * here too, for methods named elsewhere than quant.method. */
+static mpq_err no_rate(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_problem *pb) {
+    MPQ_CHECK(o->rate_lambda == 0.0, MPQ_ERR_CONFIG,
+              "round: layer '%s': round.rate_lambda = %g needs quant.method = gptq (learned "
+              "rounding does not implement rate-aware rounding)",
+              pb->name, o->rate_lambda);
+    return MPQ_OK;
+}
+
 static mpq_err adaround_run(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_problem *pb,
                             mpq_qparams *p, int64_t r0, int64_t r1, uint8_t *codes,
                             mpq_round_stats *st) {
     mpq_learn_cfg lc;
     resolve(o, 0, &lc);
+    MPQ_CALL(no_rate(ctx, o, pb));
     return mpq_round_learn_rows(ctx, o, &lc, pb, p, r0, r1, codes, st);
 }
 
@@ -548,6 +559,7 @@ static mpq_err signround_run(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_ro
                              mpq_round_stats *st) {
     mpq_learn_cfg lc;
     resolve(o, 1, &lc);
+    MPQ_CALL(no_rate(ctx, o, pb));
     return mpq_round_learn_rows(ctx, o, &lc, pb, p, r0, r1, codes, st);
 }
 

@@ -57,6 +57,30 @@ def unpack_base3(buf, n):
     return digits.reshape(-1)[:n]
 
 
+def decode_zstd(buf, n, k, packing):
+    """The n codes of a `codes_coding = zstd` dataset (README "Entropy-coded codes"):
+    one zstd frame of the codes in byte-aligned fields of f bits."""
+    import zstandard  # only files with entropy-coded codes need it
+
+    f = 1
+    while f < (2 if packing == "base3" else k):
+        f *= 2
+    need = (n * f + 7) // 8
+    raw = bytes(buf)
+    if zstandard.frame_content_size(raw) != need:
+        raise ValueError(f"zstd frame does not declare its {need} decoded bytes")
+    d = zstandard.ZstdDecompressor().decompressobj()
+    out = d.decompress(raw)
+    if len(out) != need or d.unused_data or not d.eof:
+        raise ValueError("zstd frame decodes to the wrong length or has bytes after it")
+    per = 8 // f
+    fields = unpack_bits(np.frombuffer(out, dtype=np.uint8), need * per, f)
+    limit = 3 if packing == "base3" else 1 << k
+    if (fields[:n] >= limit).any() or fields[n:].any():
+        raise ValueError("zstd frame holds a code out of range or non-zero padding")
+    return fields[:n]
+
+
 # ---- number formats ----------------------------------------------------------------
 
 
@@ -213,7 +237,12 @@ def decode_layer(g, y):
             want = int(a[name + "_crc32"])
             if crc != want:
                 raise ValueError(f"{name}: CRC-32 {crc:#010x}, attribute {want:#010x}")
-    if y["packing"] == "bits":
+    coding = text(a["codes_coding"]) if "codes_coding" in a else "fixed"
+    if coding == "zstd":
+        codes = decode_zstd(codes_buf, n, k, y["packing"])
+    elif coding != "fixed":
+        raise ValueError(f"unknown codes_coding '{coding}'")
+    elif y["packing"] == "bits":
         codes = unpack_bits(codes_buf, n, k)
     elif y["packing"] == "base3":
         codes = unpack_base3(codes_buf, n)

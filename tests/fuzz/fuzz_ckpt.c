@@ -16,6 +16,7 @@
 #include <hdf5.h>
 #include <math.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include "fuzz_common.h"
 #include "mpq_ckpt.h"
@@ -207,6 +208,63 @@ static int64_t put_bytes(recipe *r, hid_t g, const char *name, int64_t len) {
     return crc;
 }
 
+/* A scalar int64 attribute replaced without a recipe decision. */
+static void set_i64(hid_t obj, const char *name, int64_t v) {
+    if (H5Aexists(obj, name) > 0)
+        H5Adelete(obj, name);
+    hid_t s = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, name, H5T_NATIVE_INT64, s, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_INT64, &v);
+    H5Aclose(a);
+    H5Sclose(s);
+}
+
+/* Sometimes (a recipe byte) the layer's codes entropy-coded (codes_coding
+ * = "zstd"): a zstd frame of recipe fields, then perhaps damaged (a byte
+ * changed, cut short, bytes after it, a wrong decoded size), with the
+ * CRC-32 and bits recomputed so that the decoder, not the checksum, meets
+ * the damage. n codes of spec; params bytes of parameters. */
+static void put_coded(recipe *r, hid_t g, const mpq_qspec *spec, int64_t n, int64_t params) {
+    if (take(r) % 4 != 1 || n <= 0 || H5Lexists(g, "codes", H5P_DEFAULT) <= 0)
+        return;
+    int f = 1;
+    while (f < (spec->base3 ? 2 : spec->bits))
+        f *= 2;
+    const int64_t nb = (n * f + 7) / 8;
+    unsigned m = take(r);
+    const int64_t plain = m == 4 ? nb + 1 : nb; /* 4: a wrong decoded size */
+    uint8_t *fields = calloc((size_t)plain, 1);
+    size_t cap = ZSTD_compressBound((size_t)plain) + 16;
+    uint8_t *z = malloc(cap);
+    if (!fields || !z)
+        fuzz_fail("out of memory");
+    for (int64_t k = 0; k < plain && r->n; k++)
+        fields[k] = (uint8_t)(take(r) & (m == 5 ? 0xff : 0x11)); /* 5: codes out of range */
+    size_t len = ZSTD_compress(z, cap, fields, (size_t)plain, 1);
+    if (ZSTD_isError(len))
+        fuzz_fail("zstd cannot compress the fuzz codes");
+    if (m == 1)
+        z[take(r) % len] ^= (uint8_t)(1 + take(r));
+    else if (m == 2 && len > 1)
+        len -= 1 + take(r) % (len - 1);
+    else if (m == 3)
+        z[len++] = (uint8_t)take(r);
+    H5Ldelete(g, "codes", H5P_DEFAULT);
+    hsize_t dims[1] = {(hsize_t)len};
+    hid_t s = H5Screate_simple(1, dims, NULL);
+    hid_t d = H5Dcreate2(g, "codes", H5T_NATIVE_UINT8, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (d >= 0) {
+        H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, z);
+        H5Dclose(d);
+    }
+    H5Sclose(s);
+    set_i64(g, "codes_crc32", (int64_t)crc32_z(crc32_z(0L, Z_NULL, 0), z, (z_size_t)len));
+    set_i64(g, "bits", 8 * ((int64_t)len + params));
+    put_str_attr(r, g, "codes_coding", "zstd");
+    free(fields);
+    free(z);
+}
+
 static void put_layer(recipe *r, mpq_ctx *ctx, hid_t layers, int i) {
     char name[200];
     snprintf(name, sizeof name, "model.layers.%d.mlp.up_proj.weight", i);
@@ -250,6 +308,8 @@ static void put_layer(recipe *r, mpq_ctx *ctx, hid_t layers, int i) {
     int64_t crc_params = put_bytes(r, g, "params", params);
     put_i64(r, g, "codes_crc32", crc_codes);
     put_i64(r, g, "params_crc32", crc_params);
+    if (codes > 0)
+        put_coded(r, g, &spec, rows * cols, params);
     H5Gclose(g);
 }
 
