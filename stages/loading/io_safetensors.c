@@ -678,7 +678,10 @@ static mpq_err st_open(mpq_ctx *ctx, mpq_model *m, const char *path) {
     else
         MPQ_CALL(st_read_file(ctx, m, file, NULL, NULL, NULL));
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
-    if (file_exists(cfg)) {
+    struct stat cst;
+    /* anything named config.json is read (a device, FIFO or dangling link
+     * is an error naming it, not a model without a configuration) */
+    if (lstat(cfg, &cst) == 0) {
         MPQ_CALL(read_config(ctx, cfg, &m->arch));
         MPQ_CALL(mpq_io_set_arch_source(ctx, m, cfg));
         MPQ_CALL(mpq_io_check_llama(ctx, m));

@@ -7,7 +7,8 @@
 #   key, where it was set and both lengths;
 # - an infeasible budget (or a budget.exclude matching nothing) set by -o
 #   names the override, not the file;
-# - model.format = mpqckpt does not apply to eval.reference.
+# - model.format = mpqckpt does not apply to eval.reference;
+# - a config.json that is a device or a dangling link is refused, naming it.
 # Usage: test_inputs.sh MKFILES_EXE MKLLAMA_EXE
 set -u
 . "$(dirname "$0")/../lib.sh"
@@ -85,4 +86,14 @@ run $MPQ_MPIEXEC -np 2 "$MPQ_BIN" eval "$T/llama.cfg" -o model.path="$T/q.h5" \
     -o eval.text="$S/text/tinyshakespeare.txt" --docs 2
 expect_rc 0
 expect_out "^kld: "
+# A config.json that is not a regular file (a device, a dangling link) is an
+# error naming it, not a model without a configuration.
+mkdir -p "$T/dz"
+cp "$T"/llama/*.safetensors* "$T/dz/"
+ln -s /dev/zero "$T/dz/config.json"
+refused "dz/config.json: not a regular file \\(it is a character device\\)" \
+    "$MPQ_BIN" inspect "$T/dz"
+rm "$T/dz/config.json"
+ln -s "$T/none/config.json" "$T/dz/config.json"
+refused "dz/config.json: cannot open" "$MPQ_BIN" inspect "$T/dz"
 finish
