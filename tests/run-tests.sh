@@ -29,7 +29,8 @@
 #     pass under it too), and the export checks with their Python readers
 #     (mixed_gptq_export, mixed_gguf_export: 220 s and 140 s under ASan,
 #     comparing file bytes; run_walkthrough writes and reads both formats
-#     under ASan).
+#     under ASan), and run_study (the study script's bookkeeping around
+#     runs that run_block_loss and the round tests cover under ASan).
 #     tests/lsan.supp holds the only suppressions
 #     (Open MPI, libconfig internals).
 #  3. valgrind memcheck (tests/valgrind-tests.sh) on the single-process C
@@ -59,7 +60,7 @@ for p in $passes; do
     asan)
         cmake -S . -B build-asan -DMPQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
         cmake --build build-asan -j"$(nproc)"
-        ctest --test-dir build-asan -LE 'bench|slurm' -E '^(robustness_(fuzz|faults|faults_run|address_limit)|run_(stories_np2|mixed_np2|bitident|ckpt_identity|scale)|mixed_(ckpt_reader|gptq_export|gguf_export)|models_io_hftok)$' \
+        ctest --test-dir build-asan -LE 'bench|slurm' -E '^(robustness_(fuzz|faults|faults_run|address_limit)|run_(stories_np2|mixed_np2|bitident|ckpt_identity|scale|study)|mixed_(ckpt_reader|gptq_export|gguf_export)|models_io_hftok)$' \
             -j"$jobs" --output-on-failure --timeout 1200 "$@" || status=1
         ;;
     valgrind)

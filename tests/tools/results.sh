@@ -17,7 +17,10 @@
 #     the calibration sources;
 #  3. the shipped sweeps (configs/sweep-*.cfg; --no-sweeps skips them), their
 #     Markdown reports;
-#  4. the benchmarks (ctest -L bench, one test at a time; --no-bench skips
+#  4. the rounding study (configs/study-stories260K.sh: each rounding axis
+#     at 2, 3 and 4 bits, the main rows with three calibration seeds;
+#     --no-study skips it), its table;
+#  5. the benchmarks (ctest -L bench, one test at a time; --no-bench skips
 #     them all, --skip-bench REGEX the tests whose name matches): every JSON
 #     line they print, as one table per kind of line. A benchmark registered
 #     at more ranks than the machine has cores (NAME_npN, N > nproc) is
@@ -32,7 +35,8 @@
 #   --np N              ranks of every mpirun (default 2)
 #   --no-variants       skip part 2
 #   --no-sweeps         skip part 3
-#   --no-bench          skip part 4
+#   --no-study          skip part 4
+#   --no-bench          skip part 5
 #   --skip-bench REGEX  skip the benchmarks whose ctest name matches (ctest -E)
 #   --all-bench         also run benchmarks that need more ranks than cores
 # Needs jq and mpirun; MPQ_SHARED_DIR defaults to the build's MPQ_SHARED_DIR.
@@ -44,12 +48,13 @@ usage() {
     exit 2
 }
 
-np=2 variants=1 sweeps=1 bench=1 all_bench=0 skip_bench="" build=""
+np=2 variants=1 sweeps=1 study=1 bench=1 all_bench=0 skip_bench="" build=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --np) np=${2:?--np needs a value}; shift ;;
     --no-variants) variants=0 ;;
     --no-sweeps) sweeps=0 ;;
+    --no-study) study=0 ;;
     --no-bench) bench=0 ;;
     --skip-bench) skip_bench=${2:?--skip-bench needs a regular expression}; shift ;;
     --all-bench) all_bench=1 ;;
@@ -159,6 +164,7 @@ date0=$(date -u '+%Y-%m-%d %H:%M UTC')
 skipped=()
 [ $variants -eq 0 ] && skipped+=("the variants (--no-variants)")
 [ $sweeps -eq 0 ] && skipped+=("the sweeps (--no-sweeps)")
+[ $study -eq 0 ] && skipped+=("the rounding study (--no-study)")
 [ $bench -eq 0 ] && skipped+=("all benchmarks (--no-bench)")
 [ $bench -eq 1 ] && [ -n "$skip_bench" ] && skipped+=("the benchmarks matching \`$skip_bench\` (--skip-bench)")
 # Benchmarks to run, and those left out for needing more ranks than cores.
@@ -400,7 +406,34 @@ if [ $sweeps -eq 1 ]; then
     done
 fi
 
-# ---- 4. benchmarks -------------------------------------------------------------------------
+# ---- 4. the rounding study -------------------------------------------------------------------
+if [ $study -eq 1 ]; then
+    say "rounding study"
+    d=$work/study
+    t0=$(date +%s)
+    if MPQ_BIN="$build/mpquant" MPQ_MPIEXEC="mpirun --oversubscribe" bash "$src/configs/study-stories260K.sh" \
+        "$d" --np "$np" 2>"$work/study.log"; then
+        status=ok
+    else
+        status=failed
+        sed 's/^/  study: /' "$work/study.log" >&2
+    fi
+    {
+        echo "## Rounding study"
+        echo
+        echo "\`configs/study-stories260K.sh DIR --np $np\` ($(($(date +%s) - t0)) s, $status):"
+        echo "stories260K, int asymmetric g32 unless the grid says otherwise, 128 WikiText-2"
+        echo "segments; KL divergence (nats) and top-1 agreement with full precision on the first"
+        echo "500 documents of tinyshakespeare, and KL divergence on 32 sequences of 128 tokens"
+        echo "the full-precision model samples (in domain). Main rows: mean ± half the spread over"
+        echo "calibration seeds 1234, 1235, 1236."
+        echo
+        [ -f "$d/study.md" ] && cat "$d/study.md" || echo "failed: no table"
+        echo
+    } >>"$out"
+fi
+
+# ---- 5. benchmarks -------------------------------------------------------------------------
 # bench_table FILE: the JSON lines of FILE as Markdown tables, one per kind
 # of line (the same "bench" value and the same keys), in the order printed.
 bench_table() {

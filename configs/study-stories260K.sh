@@ -1,0 +1,185 @@
+#!/bin/bash
+# study-stories260K.sh: the rounding study on stories260K. Each row changes
+# one axis of the rounding from the shipped configurations
+# (stories260K-w{2,3,4}.cfg: int asymmetric g32, GPTQ, 128 WikiText-2
+# segments): the loss (layer or block), the degrees of freedom (codes, or
+# codes and scales: signround learns scales unless told not to), the
+# rounding variable (offset or sigmoid), the
+# optimizer (signsgd, adam, sgdm) and the grid (uniform int, powerexp, nf4,
+# fp4), at 2, 3 and 4 bits. Every point is evaluated against the
+# full-precision model twice: on the shipped tinyshakespeare evaluation
+# (KL divergence, top-1 agreement, perplexity) and in the training domain,
+# on 32 sequences of 128 tokens the full-precision model samples itself
+# (eval.protocol = generated; the same sequences for every point). The main rows are run with three calibration seeds.
+#
+# Usage: configs/study-stories260K.sh OUTDIR [--quick] [--np N] [--bits "2 3 4"]
+#        [--seeds "1234 1235 1236"] [--axes "loss freedom variable optimizer grid"]
+#   --quick  reduced size (8 segments of 64 tokens, 20 steps, 50
+#            evaluation documents, 8 generated sequences of 64 tokens): the
+#            test's form;
+#            its figures are not the study's
+# Environment: MPQ_BIN (default build/mpquant), MPQ_MPIEXEC (default
+# "mpiexec"), MPQ_SHARED_DIR (default ../shared, beside the repository).
+# Writes OUTDIR/study.csv (one line per run), OUTDIR/study.md (the table:
+# mean over seeds, with the spread max - min where there are several) and,
+# with gnuplot, OUTDIR/study.png (KL divergence against bits per row).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:?usage: study-stories260K.sh OUTDIR [--quick] [--np N] [--bits LIST] [--seeds LIST]}
+shift
+quick=0 np=2 bits="2 3 4" seeds="1234 1235 1236" axes="loss freedom variable optimizer grid"
+while [ $# -gt 0 ]; do
+    case $1 in
+    --quick) quick=1 ;;
+    --np) np=$2; shift ;;
+    --bits) bits=$2; shift ;;
+    --seeds) seeds=$2; shift ;;
+    --axes) axes=$2; shift ;;
+    *) echo "study-stories260K.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+bin=${MPQ_BIN:-$here/../build/mpquant}
+mpiexec=${MPQ_MPIEXEC:-mpiexec}
+export MPQ_SHARED_DIR=${MPQ_SHARED_DIR:-$(cd "$here/../.." && pwd)/shared}
+model="$MPQ_SHARED_DIR/data/models/stories260K/stories260K.bin"
+tok="$MPQ_SHARED_DIR/data/models/stories260K/tok512.bin"
+for f in "$bin" "$model" "$tok"; do
+    [ -r "$f" ] || { echo "study-stories260K.sh: cannot read $f" >&2; exit 1; }
+done
+command -v jq >/dev/null || { echo "study-stories260K.sh: needs jq" >&2; exit 1; }
+mkdir -p "$out"
+size=()
+gendocs=32 genlen=128
+if [ "$quick" = 1 ]; then
+    size=(-o calibration.segments=8 -o calibration.seq_len=64 -o round.iters=20
+        -o round.block_iters=20 -o eval.docs=50)
+    gendocs=8 genlen=64
+fi
+
+# The rows: name | axis | overrides (BITS stands for the bit-width). The
+# first four are the main rows, repeated for every seed.
+rows=(
+    "gptq|loss|-o quant.method=gptq"
+    "gptq + block loss|loss|-o quant.method=gptq -o round.loss=block"
+    "signround|loss|-o quant.method=signround"
+    "signround + block loss|loss|-o quant.method=signround -o round.loss=block"
+    "signround, codes only|freedom|-o quant.method=signround -o round.learn_scales=off"
+    "signround, codes only + block loss|freedom|-o quant.method=signround -o round.learn_scales=off -o round.loss=block"
+    "sigmoid variable, adam|variable|-o quant.method=adaround -o round.variable=sigmoid -o round.optimizer=adam"
+    "offset variable, adam|optimizer|-o quant.method=signround -o round.optimizer=adam"
+    "offset variable, sgdm|optimizer|-o quant.method=signround -o round.optimizer=sgdm"
+    "powerexp grid|grid|-o quant.spec=powerexp:bits=BITS,group=32"
+    "powerexp grid + block loss|grid|-o quant.spec=powerexp:bits=BITS,group=32 -o round.loss=block"
+    "nf4 grid|grid|-o quant.spec=nf4:group=32"
+    "nf4 grid + block loss|grid|-o quant.spec=nf4:group=32 -o round.loss=block"
+    "fp4 grid|grid|-o quant.spec=fp4:group=32"
+    "fp4 grid + block loss|grid|-o quant.spec=fp4:group=32 -o round.loss=block"
+)
+csv="$out/study.csv"
+echo "row,axis,bits,seed,kld,top1,ppl,kld_generated,top1_generated,bpw,round_s" >"$csv"
+
+# point NAME AXIS BITS SEED OVERRIDES: one run and its two evaluations
+point() {
+    local name=$1 axis=$2 b=$3 seed=$4 ov=$5 ck="$out/ck.h5"
+    local ovs
+    read -r -a ovs <<<"${ov//BITS/$b}"
+    rm -rf "$ck" "$ck.partial"
+    local j g
+    j=$($mpiexec -n "$np" "$bin" run "$here/stories260K-w$b.cfg" --json -q "${size[@]}" \
+        -o calibration.seed="$seed" -o output.path="$ck" -o output.overwrite=true "${ovs[@]}" |
+        tail -n 1)
+    g=$($mpiexec -n "$np" "$bin" eval --model "$ck" --tokenizer "$tok" --reference "$model" \
+        --protocol generated --docs "$gendocs" --window "$genlen" --json -q | tail -n 1)
+    local q
+    q=$(jq -r '[.quantized.kld, .quantized.top1_agreement, .quantized.ppl] | @csv' <<<"$j")
+    printf '"%s","%s",%s,%s,%s,%s,%s,%s\n' "$name" "$axis" "$b" "$seed" "$q" \
+        "$(jq -r '[.kld, .top1_agreement] | @csv' <<<"$g")" "$(jq -r .bpw <<<"$j")" \
+        "$(jq -r '.times.round.max' <<<"$j")" >>"$csv"
+    echo "study: $name, $b bits, seed $seed: KLD $(jq -r .quantized.kld <<<"$j")" >&2
+}
+
+for b in $bits; do
+    for r in "${rows[@]}"; do
+        IFS='|' read -r name axis ov <<<"$r"
+        case $name in nf4* | fp4*) [ "$b" = 4 ] || continue ;; esac
+        [[ " $axes " == *" $axis "* ]] || continue
+        k=0
+        for seed in $seeds; do
+            # the main rows (the first four) with every seed, the others once
+            case $name in gptq | "gptq + block loss" | signround | "signround + block loss") ;;
+            *) [ "$k" = 0 ] || continue ;;
+            esac
+            point "$name" "$axis" "$b" "$seed" "$ov"
+            k=$((k + 1))
+        done
+    done
+done
+rm -rf "$out/ck.h5"
+
+# The table: rows in order, one column per bit-width, mean over seeds and
+# the spread (max - min) where there are several.
+python3 - "$csv" "$out/study.md" "$bits" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+bits = sys.argv[3].split()
+order, cells = [], {}
+for r in rows:
+    if r["row"] not in order:
+        order.append(r["row"])
+    cells.setdefault((r["row"], r["bits"]), []).append(r)
+def fmt(v, key, digits):
+    xs = [float(x[key]) for x in v]
+    m = sum(xs) / len(xs)
+    s = f"{m:.{digits}f}"
+    return s + (f" ±{(max(xs) - min(xs)) / 2:.{digits}f}" if len(xs) > 1 else "")
+with open(sys.argv[2], "w") as f:
+    f.write("| row | axis | " + " | ".join(
+        f"{b} bits: KLD | top-1 | KLD generated" for b in bits) + " |\n")
+    f.write("|---|---|" + "---|---|---|" * len(bits) + "\n")
+    for name in order:
+        axis = next(r["axis"] for r in rows if r["row"] == name)
+        line = [name, axis]
+        for b in bits:
+            v = cells.get((name, b))
+            line += [fmt(v, "kld", 3), fmt(v, "top1", 3), fmt(v, "kld_generated", 3)] if v \
+                else ["-", "-", "-"]
+        f.write("| " + " | ".join(line) + " |\n")
+PY
+
+# The plot: KL divergence (log) against bits, one line per row.
+if command -v gnuplot >/dev/null; then
+    python3 - "$csv" "$out/study.dat" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+order = []
+for r in rows:
+    if r["row"] not in order:
+        order.append(r["row"])
+with open(sys.argv[2], "w") as f:
+    for name in order:
+        f.write(f'"{name}"\n')
+        pts = {}
+        for r in rows:
+            if r["row"] == name:
+                pts.setdefault(int(r["bits"]), []).append(float(r["kld"]))
+        for b in sorted(pts):
+            f.write(f"{b} {sum(pts[b]) / len(pts[b])}\n")
+        f.write("\n\n")
+PY
+    nblocks=$(grep -c '^"' "$out/study.dat")
+    gnuplot <<GP
+set terminal pngcairo size 1100,700
+set output "$out/study.png"
+set title "stories260K: KL divergence from full precision (tinyshakespeare) by rounding"
+set xlabel "bits per code"
+set ylabel "KL divergence (nats, log scale)"
+set logscale y
+set xtics 1
+set key outside right
+set grid
+plot for [i=0:$((nblocks - 1))] "$out/study.dat" index i using 1:2 with linespoints \
+    title columnheader(1)
+GP
+fi
+echo "study: $(($(wc -l <"$csv") - 1)) runs; $out/study.csv, $out/study.md" >&2
