@@ -79,6 +79,11 @@ const char *mpq_tokenizer_kind_name(const mpq_tokenizer *t);
  * its vocabulary strings spell bytes as GPT-2 characters, "Ġthe" for
  * " the"), else 0. Writers of other tokenizer formats need to know. */
 int mpq_tokenizer_byte_level(const mpq_tokenizer *t);
+/* Local. 1 when path looks like a Hugging Face tokenizer: a directory, a
+ * regular file named *.json, or one that opens a JSON object ('{' then '"'
+ * or '}', blanks aside: no llama2.c file can); 0 otherwise (a FIFO or
+ * device is not read). */
+int mpq_tokenizer_looks_hf(const char *path);
 /* BOS and EOS ids, -1 when the tokenizer has none (llama2.c: 1 and 2).
  * t may be NULL (a language model used without a tokenizer, e.g. random or
  * generated calibration): then llama2.c's convention, 1 and 2. */

@@ -252,28 +252,6 @@ static int64_t tokenizer_entries(const char *path, char *why, size_t len) {
 
 /* A Hugging Face tokenizer as mpq_tokenizer_load tells it: a directory, a
  * *.json file, or a file opening a JSON object ('{' then '"' or '}'). */
-static int hf_tokenizer_path(const char *path) {
-    struct stat st;
-    if (stat(path, &st) != 0)
-        return 0;
-    size_t n = strlen(path);
-    if (S_ISDIR(st.st_mode) || (n >= 5 && strcmp(path + n - 5, ".json") == 0))
-        return 1;
-    FILE *f = mpq_infile_stream(path);
-    int hf = 0, seen = 0;
-    for (int c; f && (c = fgetc(f)) != EOF;) {
-        if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
-            continue;
-        hf = seen && (c == '"' || c == '}');
-        if (seen || c != '{')
-            break;
-        seen = 1;
-    }
-    if (f)
-        fclose(f);
-    return hf;
-}
-
 /* --format=tokenizer on a Hugging Face tokenizer: the loader's reasons. Its
  * ids are bounded by no model here. */
 static mpq_err inspect_hf_tokenizer(mpq_ctx *ctx, const mpq_cli *cli, const char *path) {
@@ -303,7 +281,7 @@ static mpq_err inspect_hf_tokenizer(mpq_ctx *ctx, const mpq_cli *cli, const char
 }
 
 static mpq_err inspect_tokenizer(mpq_ctx *ctx, const mpq_cli *cli, const char *path) {
-    if (hf_tokenizer_path(path))
+    if (mpq_tokenizer_looks_hf(path))
         return inspect_hf_tokenizer(ctx, cli, path);
     char why[160];
     int64_t n = tokenizer_entries(path, why, sizeof why);

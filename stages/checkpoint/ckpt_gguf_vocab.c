@@ -72,6 +72,19 @@ static mpq_err added_types(mpq_ctx *ctx, const char *path, const cJSON *root, in
     return MPQ_OK;
 }
 
+/* The BOS/EOS (and unknown: unk >= 0) ids and the add-BOS/EOS flags. */
+static void special_ids(mpq_gguf_buf *b, const mpq_tokenizer *tk, int32_t unk) {
+    const int32_t bos = mpq_tokenizer_bos(tk), eos = mpq_tokenizer_eos(tk);
+    if (bos >= 0)
+        mpq_gguf_kv_u32(b, "tokenizer.ggml.bos_token_id", bos);
+    if (eos >= 0)
+        mpq_gguf_kv_u32(b, "tokenizer.ggml.eos_token_id", eos);
+    if (unk >= 0)
+        mpq_gguf_kv_u32(b, "tokenizer.ggml.unknown_token_id", unk);
+    mpq_gguf_kv_bool(b, "tokenizer.ggml.add_bos_token", mpq_tokenizer_add_bos(tk));
+    mpq_gguf_kv_bool(b, "tokenizer.ggml.add_eos_token", 0);
+}
+
 /* ---- "llama": SentencePiece-style vocabularies --------------------------------------- */
 
 static int is_byte_token(const char *s, size_t len) {
@@ -149,14 +162,7 @@ static mpq_err write_llama(mpq_ctx *ctx, mpq_gguf_buf *b, const mpq_tokenizer *t
     mpq_gguf_kv_array(b, "tokenizer.ggml.token_type", MPQ_GV_I32, vocab);
     for (int64_t id = 0; id < vocab; id++)
         mpq_gguf_uint(b, (uint32_t)types[id], 4);
-    if (bos >= 0)
-        mpq_gguf_kv_u32(b, "tokenizer.ggml.bos_token_id", bos);
-    if (eos >= 0)
-        mpq_gguf_kv_u32(b, "tokenizer.ggml.eos_token_id", eos);
-    if (unk >= 0)
-        mpq_gguf_kv_u32(b, "tokenizer.ggml.unknown_token_id", unk);
-    mpq_gguf_kv_bool(b, "tokenizer.ggml.add_bos_token", mpq_tokenizer_add_bos(tk));
-    mpq_gguf_kv_bool(b, "tokenizer.ggml.add_eos_token", 0);
+    special_ids(b, tk, unk);
 cleanup:
     mpq_free(tmp);
     mpq_free(types);
@@ -272,7 +278,6 @@ static mpq_err write_gpt2(mpq_ctx *ctx, mpq_gguf_buf *b, const mpq_tokenizer *tk
     mpq_err err = MPQ_OK;
     char *tmp = NULL, what[240];
     int32_t *types = NULL;
-    const int32_t bos = mpq_tokenizer_bos(tk), eos = mpq_tokenizer_eos(tk);
     const int64_t ntok = mpq_tokenizer_vocab_size(tk);
     const size_t cap = 2 * (size_t)mpq_tokenizer_max_token_length(tk) + 64;
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
@@ -310,12 +315,7 @@ static mpq_err write_gpt2(mpq_ctx *ctx, mpq_gguf_buf *b, const mpq_tokenizer *tk
     for (int64_t id = 0; id < vocab; id++)
         mpq_gguf_uint(b, (uint32_t)types[id], 4);
     MPQ_TRY(write_merges(ctx, b, path, root, tmp, cap));
-    if (bos >= 0)
-        mpq_gguf_kv_u32(b, "tokenizer.ggml.bos_token_id", bos);
-    if (eos >= 0)
-        mpq_gguf_kv_u32(b, "tokenizer.ggml.eos_token_id", eos);
-    mpq_gguf_kv_bool(b, "tokenizer.ggml.add_bos_token", mpq_tokenizer_add_bos(tk));
-    mpq_gguf_kv_bool(b, "tokenizer.ggml.add_eos_token", 0);
+    special_ids(b, tk, -1);
 cleanup:
     mpq_free(tmp);
     mpq_free(types);

@@ -178,6 +178,34 @@ cleanup:
 
 /* Whether path names a Hugging Face tokenizer; then json (and cfg, "" when
  * absent) receive the tokenizer.json and tokenizer_config.json paths. */
+int mpq_tokenizer_looks_hf(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return 0;
+    if (S_ISDIR(st.st_mode))
+        return 1;
+    if (!S_ISREG(st.st_mode))
+        return 0; /* no peeking into a FIFO or a device */
+    const size_t n = strlen(path);
+    if (n >= 5 && strcmp(path + n - 5, ".json") == 0)
+        return 1;
+    /* A llama2.c file cannot open a JSON object: its first int32 would be a
+     * max_token_length of 0x227B or more, or 0x7B 0x20 ... */
+    int hf = 0, seen = 0;
+    FILE *f = fopen(path, "rb");
+    for (int c; f && (c = fgetc(f)) != EOF;) {
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+            continue;
+        hf = seen && (c == '"' || c == '}');
+        if (seen || c != '{')
+            break;
+        seen = 1;
+    }
+    if (f)
+        fclose(f);
+    return hf;
+}
+
 static mpq_err hf_paths(mpq_ctx *ctx, const char *path, char *json, char *cfg, size_t cap,
                         int *is_hf) {
     struct stat st;
@@ -197,25 +225,8 @@ static mpq_err hf_paths(mpq_ctx *ctx, const char *path, char *json, char *cfg, s
         *is_hf = 1;
         return MPQ_OK;
     }
-    if (!S_ISREG(st.st_mode))
-        return MPQ_OK; /* no peeking into a FIFO or a device: llama2.c's reader refuses it */
-    /* Other names: the file opens a JSON object, '{' then '"' or '}' (blanks
-     * aside), which a llama2.c file cannot (its first int32 would be a
-     * max_token_length of 0x227B or more, or 0x7B 0x20 ...). */
-    int hf = n >= 5 && strcmp(path + n - 5, ".json") == 0, seen = 0;
-    FILE *f = hf ? NULL : fopen(path, "rb");
-    for (int c; f && (c = fgetc(f)) != EOF;) {
-        if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
-            continue;
-        hf = seen && (c == '"' || c == '}');
-        if (seen || c != '{')
-            break;
-        seen = 1;
-    }
-    if (f)
-        fclose(f);
-    if (!hf)
-        return MPQ_OK;
+    if (!mpq_tokenizer_looks_hf(path))
+        return MPQ_OK; /* llama2.c's reader reports a FIFO or device */
     snprintf(json, cap, "%s", path);
     const char *slash = strrchr(path, '/');
     int dlen = slash ? (int)(slash - path) : 1;
