@@ -1,5 +1,6 @@
 /* eval_cls.c: classifier evaluation (top-1 accuracy, agreement with a
  * reference model) distributed over images. */
+#include <stdio.h>
 #include <string.h>
 
 #include "eval_internal.h"
@@ -62,7 +63,10 @@ static mpq_err classify(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const uint
     MPQ_ALLOC_TRY(rec, (bhi - blo) * C_K + 1);
     MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_EVAL_FORWARD));
     mpq_progress pr;
-    mpq_progress_begin(ctx, &pr, "classifying images", "images", hi - lo);
+    char what[64]; /* the images' range tells the evaluation set from all images */
+    snprintf(what, sizeof what, "classifying images %lld-%lld", (long long)first,
+             (long long)(first + n - 1));
+    mpq_progress_begin(ctx, &pr, what, "images", hi - lo);
     mpq_progress_model(&pr, ref ? "quantized model and full-precision reference" : NULL);
     for (int64_t i0 = lo; i0 < hi; i0 += batch) {
         int64_t nb = hi - i0 < batch ? hi - i0 : batch;

@@ -49,4 +49,14 @@ jq -e -s '{"quantized model": 0, "full-precision reference": 1,
     fail "evaluation progress events: not each naming its model, quantized first, then the reference"
 expect_err "^evaluating documents \(quantized model\): "
 expect_err "^evaluating documents \(full-precision reference\): "
+
+# ---- 4. a classifier's two evaluations (the evaluation images, then all
+# images) say which images they classify
+need_shared data/models/mnist-cnn-small/model-mnist.safetensors
+need_shared data/mnist/t10k-images-idx3-ubyte
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$MPQ_SOURCE_DIR/configs/mnist-cnn-small-w4.cfg" \
+    -o quant.method=rtn -o calibration.segments=64 -o eval.first=5000 -o eval.count=4000
+expect_rc 0
+expect_err "^classifying images 5000-8999 \(quantized model and full-precision reference\): "
+expect_err "^classifying images 0-9999 \(quantized model and full-precision reference\): "
 finish
