@@ -14,8 +14,8 @@
 #
 # Usage: configs/study-stories260K.sh OUTDIR [--quick] [--np N] [--bits "2 3 4"]
 #        [--seeds "1234 1235 1236"] [--axes "loss freedom variable optimizer grid"]
-#   --quick  reduced size (8 segments of 64 tokens, 20 steps, 50
-#            evaluation documents, 8 generated sequences of 64 tokens): the
+#   --quick  reduced size (4 segments of 64 tokens, 10 steps, 20
+#            evaluation documents, 4 generated sequences of 32 tokens): the
 #            test's form;
 #            its figures are not the study's
 # Environment: MPQ_BIN (default build/mpquant), MPQ_MPIEXEC (default
@@ -52,9 +52,9 @@ mkdir -p "$out"
 size=()
 gendocs=32 genlen=128
 if [ "$quick" = 1 ]; then
-    size=(-o calibration.segments=8 -o calibration.seq_len=64 -o round.iters=20
-        -o round.block_iters=20 -o eval.docs=50)
-    gendocs=8 genlen=64
+    size=(-o calibration.segments=4 -o calibration.seq_len=64 -o round.iters=10
+        -o round.block_iters=10 -o eval.docs=20)
+    gendocs=4 genlen=32
 fi
 
 # The rows: name | axis | overrides (BITS stands for the bit-width). The

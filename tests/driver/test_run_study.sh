@@ -27,8 +27,8 @@ if command -v gnuplot >/dev/null; then
 fi
 # The point (gptq + block loss, seed 1235) from mpquant run on its own.
 run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$MPQ_SOURCE_DIR/configs/stories260K-w2.cfg" --json -q \
-    -o calibration.segments=8 -o calibration.seq_len=64 -o round.iters=20 \
-    -o round.block_iters=20 -o eval.docs=50 -o calibration.seed=1235 \
+    -o calibration.segments=4 -o calibration.seq_len=64 -o round.iters=10 \
+    -o round.block_iters=10 -o eval.docs=20 -o calibration.seed=1235 \
     -o output.path="$dir/own.h5" -o quant.method=gptq -o round.loss=block
 expect_rc 0
 own=$(last_json | jq -r '[.quantized.kld, .quantized.top1_agreement, .quantized.ppl] | @csv')
