@@ -142,6 +142,10 @@ mpq_err mpq_ckpt_writer_set_coding(mpq_ctx *ctx, mpq_ckpt_writer *w, const char 
 /* The stored bits of the last layer written, 8 * (codes + params dataset
  * bytes): the real size with coding on; the same on every rank. */
 int64_t mpq_ckpt_writer_last_bits(const mpq_ckpt_writer *w);
+/* Local. *bits = the storage bits of layer l as a writer with zstd coding
+ * stores it: the smaller of its fixed and zstd-coded codes, plus its
+ * parameters (what mpq_ckpt_writer_last_bits then reports for it). */
+mpq_err mpq_ckpt_coded_bits(mpq_ctx *ctx, const mpq_qlayer *l, int64_t *bits);
 
 /* Collective. Writes /arch from rank 0's *arch. */
 mpq_err mpq_ckpt_write_arch(mpq_ctx *ctx, mpq_ckpt_writer *w, const mpq_arch *arch);

@@ -45,6 +45,8 @@ typedef struct mpq_measure_table {
     double *loss;   /* [nl][ncol] layer error of the rounding */
     double *rtn;    /* [nl][ncol] nearest-rounding error, same H */
     int64_t *bits;  /* [nl][ncol] exact storage bits */
+    int64_t *coded; /* [nl][ncol] storage bits with zstd-coded codes, 0 where not
+                     * measured (budget.count = "coded" only) */
     mpq_qlayer **q; /* [nl][ncol] measured codes (owned), NULL where not measured */
     double *energy; /* [nl] tr(W H W^T) */
     double *sens;   /* [nl] sensitivity s_l, 0 where not probed */

@@ -76,6 +76,8 @@ typedef struct mpq_qspec {
 } mpq_qspec;
 
 #define MPQ_QSPEC_MAX 160 /* buffer size that always holds a formatted spec */
+/* ... and a candidate's text: the spec and ";rate=LAMBDA" (mpq_session_spec_text) */
+#define MPQ_QSPEC_TEXT_MAX (MPQ_QSPEC_MAX + 32)
 
 /* Parses "family[:key=value,...]". Keys: bits, sym, gran (tensor|channel|
  * group), group (g >= 1; implies gran=group), scale (fp16|fp32), fit

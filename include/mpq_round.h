@@ -288,6 +288,10 @@ typedef struct mpq_round_job {
     mpq_hset owners;
     mpq_qspec spec;
     const mpq_round_method *method;
+    /* has_rate = 1: this job's round.rate_lambda instead of the options'
+     * (a rate-constrained candidate); 0 (a zeroed job): the options' */
+    int has_rate;
+    double rate_lambda;
 } mpq_round_job;
 
 /* Local. The owners of ngroups inputs (statistics) of a block over nranks

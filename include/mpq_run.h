@@ -103,7 +103,7 @@ typedef struct mpq_run_layer {
     int64_t rows, cols;               /* [out][in] */
     int excluded;                     /* 1: kept in full precision (no fields below) */
     int pinned;                       /* 1: spec fixed by budget.pin */
-    char spec[MPQ_QSPEC_MAX];         /* chosen quantizer (canonical text) */
+    char spec[MPQ_QSPEC_TEXT_MAX];    /* chosen quantizer (canonical text, ;rate=) */
     int bits_per_code;
     int64_t group;      /* columns per group (0: tensor / channel) */
     int64_t bits;       /* exact storage bits of codes + parameters */
@@ -143,8 +143,9 @@ typedef struct mpq_run_result {
     int has_budget;
     mpq_budget_result budget; /* solver figures (choice not kept: NULL) */
     int budget_codes;         /* 1: the budget counted packed codes only (budget.count) */
+    int budget_coded;         /* 1: it counted the measured zstd-coded sizes */
     int64_t ncand;
-    char (*candidates)[MPQ_QSPEC_MAX]; /* [ncand] canonical candidate specs */
+    char (*candidates)[MPQ_QSPEC_TEXT_MAX]; /* [ncand] candidate texts (canonical) */
     mpq_run_eval fp, quant;
     char *checkpoint; /* output path written, or NULL */
     /* The analytic minimum of memory per rank (MiB): one block's weights in

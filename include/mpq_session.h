@@ -115,7 +115,10 @@ typedef struct mpq_session {
     int mixed;       /* candidates listed, or a budget with the default ones (uniform_spec) */
     int64_t ncand;   /* global candidates (uniform: 1, quant.spec) */
     mpq_qspec *cand; /* [ncand] */
-    int32_t maxc;    /* ncand + 1: room for a pinned spec that is not a candidate */
+    /* [ncand] a rate-constrained candidate's round.rate_lambda (item
+     * "spec;rate=LAMBDA"), -1 for the others */
+    double *cand_rate;
+    int32_t maxc; /* ncand + 1: room for a pinned spec that is not a candidate */
 
     int64_t nl;       /* quantizable layers */
     int32_t *nc;      /* [nl] candidates of layer l (ncand, or ncand + 1) */
@@ -137,6 +140,13 @@ static inline const mpq_qspec *mpq_session_spec(const mpq_session *s, int64_t l,
  * caller (mpq_session_destroy). */
 mpq_err mpq_session_create(mpq_ctx *ctx, const struct mpq_config *cfg, const mpq_session_opts *opts,
                            mpq_session **out);
+/* Local. The text of candidate k of layer l into buf [n]: its canonical
+ * spec, followed by ";rate=LAMBDA" for a rate-constrained candidate.
+ * Returns buf. */
+const char *mpq_session_spec_text(const mpq_session *s, int64_t l, int32_t k, char *buf, size_t n);
+/* Local. The job of candidate k of layer l takes the candidate's own
+ * rate_lambda, where it has one. */
+void mpq_session_job_rate(const mpq_session *s, int32_t k, mpq_round_job *jb);
 /* Local. NULL-safe; sets *s to NULL. */
 void mpq_session_destroy(mpq_session **s);
 /* Collective. The stage "calibrate": the calibration samples (s->set). */

@@ -113,7 +113,8 @@ const mpq_key_spec mpq_config_keys[] = {
     {"quant.candidates", MPQ_KEY_STRING_LIST, OFF(quant.candidates), "[]", NOLIM, NULL,
      "mixed precision (mpquant run): candidate quantizer specs per layer; [] = uniform quant.spec, "
      "or with a budget the default candidates: int asymmetric at 2, 3, 4 and 8 bits with "
-     "quant.spec's granularity"},
+     "quant.spec's granularity; \"spec;rate=LAMBDA\": gptq at spec with its own "
+     "round.rate_lambda (a rate-constrained candidate)"},
 
     /* budget, importance, measure, output (mpquant run, mixed precision) */
     {"budget.avg_bits", MPQ_KEY_FLOAT, OFF(budget.avg_bits), "0", 0.0, 64.0, NULL,
@@ -121,9 +122,10 @@ const mpq_key_spec mpq_config_keys[] = {
      "(0 = unset)"},
     {"budget.bytes", MPQ_KEY_INT, OFF(budget.bytes), "0", 0, 9e15, NULL,
      "budget as total bytes of the quantized layers (0 = unset; exclusive with avg_bits)"},
-    {"budget.count", MPQ_KEY_ENUM, OFF(budget.count), "all", NOLIM, "all|codes",
+    {"budget.count", MPQ_KEY_ENUM, OFF(budget.count), "all", NOLIM, "all|codes|coded",
      "what avg_bits / bytes count: all = codes + scales + zero-points (the file size); codes = "
-     "the packed codes only (nominal bit-width, as often quoted)"},
+     "the packed codes only (nominal bit-width, as often quoted); coded = codes as "
+     "output.code_coding = zstd stores them (measured) + scales + zero-points"},
     {"budget.pin", MPQ_KEY_STRING_LIST, OFF(budget.pin), "[]", NOLIM, NULL,
      "\"pattern=spec\" items: layers whose name matches the shell pattern get that spec"},
     {"budget.exclude", MPQ_KEY_STRING_LIST, OFF(budget.exclude), "[]", NOLIM, NULL,

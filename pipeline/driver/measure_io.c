@@ -7,6 +7,9 @@
  *   /loss        float64 [nlayers][ncol]  layer error of each column
  *   /rtn_loss    float64 [nlayers][ncol]  nearest-rounding error, same H
  *   /bits        int64   [nlayers][ncol]  exact storage bits
+ *   /coded       int64   [nlayers][ncol]  optional: storage bits with
+ *                                         zstd-coded codes (0: not measured);
+ *                                         written when any was measured
  *   /energy      float64 [nlayers]        tr(W H W^T)
  *   /sensitivity float64 [nlayers]        s_l (0 when not probed)
  * and byte datasets (JSON text, packed codes). */
@@ -93,6 +96,12 @@ mpq_err mpq_measure_h5_write_table(mpq_ctx *ctx, int64_t file, const mpq_measure
     MPQ_CALL(
         write_ds(ctx, file, "rtn_loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, d2, t->rtn, what));
     MPQ_CALL(write_ds(ctx, file, "bits", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, d2, t->bits, what));
+    int any = 0;
+    for (int64_t i = 0; i < t->nl * t->ncol && !any; i++)
+        any = t->coded[i] > 0;
+    if (any)
+        MPQ_CALL(
+            write_ds(ctx, file, "coded", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, d2, t->coded, what));
     MPQ_CALL(
         write_ds(ctx, file, "energy", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dl, t->energy, what));
     MPQ_CALL(write_ds(ctx, file, "sensitivity", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dl, t->sens,
@@ -146,6 +155,9 @@ mpq_err mpq_measure_h5_read_table(mpq_ctx *ctx, int64_t file, const char *path,
     MPQ_CALL(read_ds(ctx, file, path, "loss", H5T_NATIVE_DOUBLE, nn, t->loss));
     MPQ_CALL(read_ds(ctx, file, path, "rtn_loss", H5T_NATIVE_DOUBLE, nn, t->rtn));
     MPQ_CALL(read_ds(ctx, file, path, "bits", H5T_NATIVE_INT64, nn, t->bits));
+    memset(t->coded, 0, (size_t)nn * sizeof *t->coded);
+    if (H5Lexists(file, "coded", H5P_DEFAULT) > 0)
+        MPQ_CALL(read_ds(ctx, file, path, "coded", H5T_NATIVE_INT64, nn, t->coded));
     MPQ_CALL(read_ds(ctx, file, path, "energy", H5T_NATIVE_DOUBLE, t->nl, t->energy));
     MPQ_CALL(read_ds(ctx, file, path, "sensitivity", H5T_NATIVE_DOUBLE, t->nl, t->sens));
     return MPQ_OK;

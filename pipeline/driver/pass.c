@@ -3,6 +3,7 @@
  * measured results, propagation and hessian.load / hessian.save. */
 #include <string.h>
 
+#include "mpq_ckpt.h"
 #include "mpq_coll.h"
 #include "mpq_config.h"
 #include "mpq_robust.h"
@@ -241,6 +242,7 @@ void mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
     jb->owners = p->own[i];
     jb->spec = *spec;
     jb->method = method;
+    mpq_session_job_rate(p->ses, k, jb);
     p->jl[p->njobs] = p->lay[i];
     p->jk[p->njobs++] = k;
 }
@@ -252,9 +254,28 @@ mpq_err mpq_pass_round(mpq_ctx *ctx, mpq_pass *p, mpq_stage stage) {
     return MPQ_OK;
 }
 
+/* Collective. t->coded of every job: measured on a rank that holds its
+ * codes, the largest value over ranks (0 elsewhere). */
+static mpq_err keep_coded(mpq_ctx *ctx, mpq_pass *p, mpq_measure_table *t) {
+    mpq_err err = MPQ_OK;
+    for (int64_t j = 0; j < p->njobs; j++) {
+        int64_t *c = &t->coded[p->jl[j] * t->ncol + p->jk[j]];
+        *c = 0;
+        if (p->results[j].q && err == MPQ_OK)
+            err = mpq_ckpt_coded_bits(ctx, p->results[j].q, c);
+    }
+    MPQ_CALL(mpq_agree(ctx, err));
+    for (int64_t j = 0; j < p->njobs && ctx->comm != MPI_COMM_NULL && ctx->size > 1; j++)
+        MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, &t->coded[p->jl[j] * t->ncol + p->jk[j]], 1,
+                              MPI_INT64_T, MPI_MAX, ctx->comm));
+    return MPQ_OK;
+}
+
 mpq_err mpq_pass_keep(mpq_ctx *ctx, mpq_pass *p, mpq_measure_table *t) {
     MPQ_CALL(
         mpq_importance_energy(ctx, p->ses->info, p->nlb, p->lay, p->W, p->H, p->own, t->energy));
+    if (p->o.coded)
+        MPQ_CALL(keep_coded(ctx, p, t));
     for (int64_t j = 0; j < p->njobs; j++) {
         mpq_round_result *rr = &p->results[j];
         const int64_t x = p->jl[j] * t->ncol + p->jk[j];

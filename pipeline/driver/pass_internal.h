@@ -56,6 +56,9 @@ typedef struct mpq_pass_opts {
     /* 1: also keep the full-precision model's activations (calib_fp), which
      * advance with the working model's (block loss with round.input_drop) */
     int keep_fp;
+    /* 1: mpq_pass_keep also measures each result's zstd-coded size
+     * (budget.count = "coded") */
+    int coded;
 } mpq_pass_opts;
 
 typedef struct mpq_pass {
@@ -115,7 +118,9 @@ void mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
 mpq_err mpq_pass_round(mpq_ctx *ctx, mpq_pass *p, mpq_stage stage);
 /* Collective. Measuring: the energies of the block's layers and every
  * result into t at (layer, column): the figures on every rank, the codes
- * where they are (every rank, or the job's first owner with o.owned). */
+ * where they are (every rank, or the job's first owner with o.owned); with
+ * o.coded the coded sizes (t->coded), measured where the codes are and
+ * shared. */
 mpq_err mpq_pass_keep(mpq_ctx *ctx, mpq_pass *p, mpq_measure_table *t);
 /* Collective. After the caller took the results (local work with outcome
  * err): frees them and agrees on err. */

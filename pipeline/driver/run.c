@@ -65,6 +65,12 @@ static mpq_err check_config(mpq_ctx *ctx, const mpq_config *cfg, int propagate_q
         cfg->source);
     MPQ_CHECK(!(cfg->budget.avg_bits > 0.0 && cfg->budget.bytes > 0), MPQ_ERR_CONFIG,
               "%s: budget.avg_bits and budget.bytes are both set; set only one", cfg->source);
+    MPQ_CHECK(strcmp(cfg->budget.count, "coded") != 0 ||
+                  strcmp(cfg->output.code_coding, "zstd") == 0,
+              MPQ_ERR_CONFIG,
+              "%s: budget.count = \"coded\" needs output.code_coding = \"zstd\" (the budget "
+              "counts the sizes that coding stores; got \"%s\")",
+              cfg->source, cfg->output.code_coding);
     const mpq_family_ops *fam = mpq_family_find(cfg->model.family); /* NULL for auto */
     if (cfg->output.path[0] && fam && fam->check_checkpoint)
         MPQ_CALL(fam->check_checkpoint(ctx, cfg));
@@ -93,7 +99,7 @@ static mpq_err alloc_result(mpq_ctx *ctx, run_state *s) {
     r->ncand = ses->ncand;
     MPQ_ALLOC(r->candidates, ses->ncand);
     for (int64_t k = 0; k < ses->ncand; k++)
-        mpq_qspec_format(&ses->cand[k], r->candidates[k], MPQ_QSPEC_MAX);
+        mpq_session_spec_text(ses, 0, (int32_t)k, r->candidates[k], MPQ_QSPEC_TEXT_MAX);
     for (int64_t l = 0; l < ses->nl; l++) {
         const mpq_layer_info *li = &ses->info->layers[l];
         mpq_run_layer *rl = &r->layers[l];
@@ -145,7 +151,8 @@ static mpq_pass_opts pass_opts(const run_state *s, int measure) {
                            .ncol = s->ses->maxc,
                            .owned = owned_codes(s, measure),
                            .keep_fp = !measure && strcmp(cfg->round.loss, "block") == 0 &&
-                                      cfg->round.input_drop > 0.0};
+                                      cfg->round.input_drop > 0.0,
+                           .coded = measure && strcmp(cfg->budget.count, "coded") == 0};
 }
 
 /* Measuring: every candidate of the block's layers (a pinned layer needs
@@ -231,8 +238,10 @@ static mpq_err probe_sensitivity(mpq_ctx *ctx, run_state *s) {
 /* Local. cost[nl][maxc]: what the budget counts of every candidate, from
  * spec and shape alone (budget.count: the code bits, or the exact storage
  * of codes and parameters, mpq_quant_storage_bits). */
-static mpq_err budget_costs(mpq_ctx *ctx, const mpq_session *ses, int64_t *cost) {
+static mpq_err budget_costs(mpq_ctx *ctx, const mpq_session *ses, const mpq_measure_table *t,
+                            int64_t *cost) {
     const int codes_only = strcmp(ses->cfg->budget.count, "codes") == 0;
+    const int coded = strcmp(ses->cfg->budget.count, "coded") == 0;
     for (int64_t l = 0; l < ses->nl; l++) {
         if (ses->excl[l])
             continue;
@@ -240,10 +249,19 @@ static mpq_err budget_costs(mpq_ctx *ctx, const mpq_session *ses, int64_t *cost)
         for (int32_t k = 0; k < ses->nc[l]; k++) {
             const mpq_qspec *q = mpq_session_spec(ses, l, k);
             int64_t *c = cost + l * ses->maxc + k;
-            if (codes_only)
-                *c = 8 * mpq_quant_packed_bytes(q, li->out * li->in);
-            else
+            const int64_t packed = 8 * mpq_quant_packed_bytes(q, li->out * li->in);
+            if (codes_only) {
+                *c = packed;
+            } else if (coded && t && t->coded[l * t->ncol + k] > 0) {
+                *c = t->coded[l * t->ncol + k];
+            } else {
                 MPQ_CALL(mpq_quant_storage_bits(ctx, q, li->out, li->in, c));
+                /* coded, not measured (the check before measuring, a
+                 * candidate a pin rules out): the parameters alone bound it
+                 * from below */
+                if (coded)
+                    *c -= packed;
+            }
         }
     }
     return MPQ_OK;
@@ -258,7 +276,7 @@ static mpq_err budget_knapsack(mpq_ctx *ctx, run_state *s, int check) {
     int64_t *cost = NULL;
     mpq_err err = mpq_malloc(ctx, ses->nl * ses->maxc + 1, sizeof *cost, (void **)&cost);
     if (err == MPQ_OK)
-        err = budget_costs(ctx, ses, cost);
+        err = budget_costs(ctx, ses, check ? NULL : &s->meas, cost);
     mpq_session_knapsack k = {
         .ncol = ses->maxc,
         .nc = ses->nc,
@@ -282,16 +300,18 @@ static mpq_err budget_knapsack(mpq_ctx *ctx, run_state *s, int check) {
 static mpq_err solve_budget(mpq_ctx *ctx, run_state *s) {
     const mpq_config *cfg = s->ses->cfg;
     const int codes_only = strcmp(cfg->budget.count, "codes") == 0;
+    const int coded = strcmp(cfg->budget.count, "coded") == 0;
     MPQ_CALL(budget_knapsack(ctx, s, 0));
     mpq_run_result *r = s->res;
     r->has_budget = 1;
     r->budget_codes = codes_only;
+    r->budget_coded = coded;
     const mpq_budget_result *br = &r->budget;
+    const char *what = codes_only ? "code " : coded ? "coded " : "";
     MPQ_INFO("budget: objective %.6g, lower bound %.6g (gap %.3g, relative %.3g), %lld %sbits of "
              "%lld, %.4f %sbits per weight",
-             br->objective, br->lower_bound, br->gap, br->rel_gap, (long long)br->bits_used,
-             codes_only ? "code " : "", (long long)br->budget_bits, br->avg_bits,
-             codes_only ? "code " : "");
+             br->objective, br->lower_bound, br->gap, br->rel_gap, (long long)br->bits_used, what,
+             (long long)br->budget_bits, br->avg_bits, what);
     return MPQ_OK;
 }
 
@@ -304,7 +324,7 @@ static void describe_choice(run_state *s) {
             continue;
         mpq_run_layer *rl = &s->res->layers[l];
         const mpq_qspec *sp = mpq_session_spec(ses, l, s->choice[l]);
-        mpq_qspec_format(sp, rl->spec, sizeof rl->spec);
+        mpq_session_spec_text(ses, l, s->choice[l], rl->spec, sizeof rl->spec);
         rl->bits_per_code = sp->bits;
         rl->group = sp->group;
         if (ses->mixed) {

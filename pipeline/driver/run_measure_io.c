@@ -13,6 +13,9 @@
  *   /loss        float64 [nlayers][maxc]  layer error of each candidate
  *   /rtn_loss    float64 [nlayers][maxc]  nearest-rounding error, same H
  *   /bits        int64   [nlayers][maxc]  exact storage bits
+ *   /coded       int64   [nlayers][maxc]  storage bits with zstd-coded codes
+ *                                         (only when measured for budget.count
+ *                                         = "coded")
  *   /energy      float64 [nlayers]        tr(W H W^T)
  *   /sensitivity float64 [nlayers]        s_l (0 when not measured)
  * maxc = candidates + 1 (the last column holds a pinned spec that is not a
@@ -36,7 +39,7 @@
 static char *meta_json(const run_state *s) {
     cJSON *o = cJSON_CreateObject(), *ls = cJSON_CreateArray(), *cs = cJSON_CreateArray(),
           *ex = cJSON_CreateArray();
-    char buf[MPQ_QSPEC_MAX];
+    char buf[MPQ_QSPEC_TEXT_MAX];
     if (!o || !ls || !cs || !ex) {
         cJSON_Delete(o);
         cJSON_Delete(ls);
@@ -55,7 +58,7 @@ static char *meta_json(const run_state *s) {
     }
     for (int64_t k = 0; k < s->ses->ncand; k++)
         cJSON_AddItemToArray(
-            cs, cJSON_CreateString(mpq_qspec_format(&s->ses->cand[k], buf, sizeof buf)));
+            cs, cJSON_CreateString(mpq_session_spec_text(s->ses, 0, (int32_t)k, buf, sizeof buf)));
     cJSON_AddItemToObject(o, "layers", ls);
     cJSON_AddItemToObject(o, "candidates", cs);
     cJSON_AddItemToObject(o, "extra", ex);
@@ -101,6 +104,7 @@ static mpq_err load_local(mpq_ctx *ctx, run_state *s, const char *path) {
     hid_t file = H5I_INVALID_HID;
     char *meta = NULL, *want = NULL;
     const mpq_measure_table *t = &s->meas;
+    const int coded = strcmp(s->ses->cfg->budget.count, "coded") == 0;
     mpq_h5_quiet();
     MPQ_TRY(mpq_infile_check(ctx, path, "measurement file (measure.load)"));
     MPQ_ENSURE(H5Fis_hdf5(path) > 0, MPQ_ERR_FORMAT, "%s (measure.load): not an HDF5 file", path);
@@ -126,6 +130,10 @@ static mpq_err load_local(mpq_ctx *ctx, run_state *s, const char *path) {
                        "%s: layer %s candidate %d: bits %lld (expected %lld) or loss %g invalid",
                        path, s->ses->info->layers[l].name, k, (long long)t->bits[x], (long long)b,
                        t->loss[x]);
+            MPQ_ENSURE(unmeasured || !coded || t->coded[x] > 0, MPQ_ERR_CONFIG,
+                       "%s (measure.load): layer %s candidate %d has no coded size: budget.count "
+                       "= \"coded\" needs a file measured with it (measure.save)",
+                       path, s->ses->info->layers[l].name, k);
         }
     }
 cleanup:

@@ -71,7 +71,10 @@ cJSON *mpq_run_assignment_json(const mpq_run_result *r) {
             cJSON_AddNumberToObject(bo, "bits_used", (double)b->bits_used);
             cJSON_AddNumberToObject(bo, "budget_bits", (double)b->budget_bits);
             cJSON_AddNumberToObject(bo, "avg_bits", b->avg_bits);
-            cJSON_AddStringToObject(bo, "count", r->budget_codes ? "codes" : "all");
+            cJSON_AddStringToObject(bo, "count",
+                                    r->budget_codes   ? "codes"
+                                    : r->budget_coded ? "coded"
+                                                      : "all");
         }
     }
     cJSON *ls = cJSON_AddArrayToObject(o, "layers");

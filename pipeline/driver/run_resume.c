@@ -124,6 +124,7 @@ cleanup:
 static mpq_err restore_measured(mpq_ctx *ctx, run_state *s, const mpq_ckpt *ck, int64_t b) {
     const mpq_session *ses = s->ses;
     mpq_measure_table *t = &s->meas;
+    const int coded = strcmp(ses->cfg->budget.count, "coded") == 0;
     char name[MPQ_TENSOR_NAME_MAX + 16];
     for (int64_t l = 0; l < ses->nl; l++) {
         if (ses->info->layers[l].block != b || ses->excl[l])
@@ -135,8 +136,14 @@ static mpq_err restore_measured(mpq_ctx *ctx, run_state *s, const mpq_ckpt *ck, 
             mpq_partial_stats st;
             snprintf(name, sizeof name, "%s@%d", ses->info->layers[l].tensor, (int)k);
             mpq_qlayer_destroy(&t->q[x]);
-            /* the codes stay on disk unless the result keeps them */
-            MPQ_CALL(mpq_partial_read(ctx, ck, name, s->opts.keep_codes ? &t->q[x] : NULL, &st));
+            /* the codes stay on disk unless the result keeps them or the
+             * budget counts their coded size */
+            MPQ_CALL(mpq_partial_read(ctx, ck, name, s->opts.keep_codes || coded ? &t->q[x] : NULL,
+                                      &st));
+            if (coded)
+                MPQ_CALL(mpq_ckpt_coded_bits(ctx, t->q[x], &t->coded[x]));
+            if (!s->opts.keep_codes)
+                mpq_qlayer_destroy(&t->q[x]);
             t->loss[x] = st.loss;
             t->rtn[x] = st.rtn_loss;
             t->bits[x] = st.bits;

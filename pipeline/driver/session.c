@@ -5,6 +5,7 @@
  * session_budget.c. */
 #include <fnmatch.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mpq_coll.h"
@@ -23,6 +24,7 @@ void mpq_session_destroy(mpq_session **sp) {
     mpq_free(s->extra);
     mpq_free(s->nc);
     mpq_free(s->cand);
+    mpq_free(s->cand_rate);
     mpq_calib_set_destroy(&s->set);
     mpq_tokenizer_destroy(&s->tok);
     mpq_family_destroy(&s->ffp);
@@ -55,7 +57,53 @@ mpq_err mpq_session_check_candidates(mpq_ctx *ctx, const mpq_config *cfg) {
     s.cfg = cfg;
     mpq_err err = setup_candidates(ctx, &s, 1);
     mpq_free(s.cand);
+    mpq_free(s.cand_rate);
     return err;
+}
+
+const char *mpq_session_spec_text(const mpq_session *s, int64_t l, int32_t k, char *buf, size_t n) {
+    mpq_qspec_format(mpq_session_spec(s, l, k), buf, n);
+    if (k < s->ncand && s->cand_rate[k] >= 0.0) {
+        const size_t len = strlen(buf);
+        snprintf(buf + len, n - len, ";rate=%g", s->cand_rate[k]);
+    }
+    return buf;
+}
+
+void mpq_session_job_rate(const mpq_session *s, int32_t k, mpq_round_job *jb) {
+    jb->has_rate = k < s->ncand && s->cand_rate && s->cand_rate[k] >= 0.0;
+    jb->rate_lambda = jb->has_rate ? s->cand_rate[k] : 0.0;
+}
+
+/* Candidate item k: "spec", or "spec;rate=LAMBDA" for a rate-constrained
+ * candidate (GPTQ with its own round.rate_lambda). */
+static mpq_err parse_candidate(mpq_ctx *ctx, mpq_session *s, int64_t k) {
+    const mpq_config *cfg = s->cfg;
+    const char *item = cfg->quant.candidates.v[k];
+    char key[64], spec[MPQ_QSPEC_MAX], where[600];
+    snprintf(key, sizeof key, "quant.candidates[%lld]", (long long)k);
+    const char *semi = strchr(item, ';');
+    s->cand_rate[k] = -1.0;
+    if (!semi)
+        return mpq_session_parse_spec(ctx, cfg, key, item, &s->cand[k]);
+    mpq_config_origin(cfg, "quant.candidates", where, sizeof where);
+    MPQ_CHECK((size_t)(semi - item) < sizeof spec, MPQ_ERR_CONFIG, "%s: %s: \"%.80s...\": too long",
+              where, key, item);
+    memcpy(spec, item, (size_t)(semi - item));
+    spec[semi - item] = '\0';
+    char *end = NULL;
+    const double lam = strncmp(semi + 1, "rate=", 5) == 0 ? strtod(semi + 6, &end) : -1.0;
+    MPQ_CHECK(end && end != semi + 6 && *end == '\0' && lam >= 0.0 && lam <= 1e6, MPQ_ERR_CONFIG,
+              "%s: %s: \"%.200s\": after ';' expected rate=LAMBDA, 0 <= LAMBDA <= 1e6 (a "
+              "rate-constrained candidate)",
+              where, key, item);
+    MPQ_CHECK(strcmp(cfg->quant.method, "gptq") == 0 && strcmp(cfg->round.loss, "layer") == 0,
+              MPQ_ERR_CONFIG,
+              "%s: %s: \"%.200s\": a rate-constrained candidate needs quant.method = \"gptq\" "
+              "and round.loss = \"layer\" (got \"%s\" and \"%s\")",
+              where, key, item, cfg->quant.method, cfg->round.loss);
+    s->cand_rate[k] = lam;
+    return mpq_session_parse_spec(ctx, cfg, key, spec, &s->cand[k]);
 }
 
 /* The candidates (identical on every rank: every rank parses the same
@@ -75,14 +123,16 @@ static mpq_err setup_candidates(mpq_ctx *ctx, mpq_session *s, int uniform_spec) 
               "%s: quant.candidates: %lld candidates (at most 1000)", cfg->source,
               (long long)s->ncand);
     MPQ_ALLOC(s->cand, s->ncand > 0 ? s->ncand : 1);
+    MPQ_ALLOC(s->cand_rate, s->ncand > 0 ? s->ncand : 1);
+    for (int64_t k = 0; k < s->ncand; k++)
+        s->cand_rate[k] = -1.0;
     if (listed) {
         for (int64_t k = 0; k < s->ncand; k++) {
-            char key[64];
-            snprintf(key, sizeof key, "quant.candidates[%lld]", (long long)k);
-            MPQ_CALL(
-                mpq_session_parse_spec(ctx, cfg, key, cfg->quant.candidates.v[k], &s->cand[k]));
+            MPQ_CALL(parse_candidate(ctx, s, k));
             for (int64_t j = 0; j < k; j++)
-                MPQ_CHECK(!mpq_qspec_equal(&s->cand[j], &s->cand[k]), MPQ_ERR_CONFIG,
+                MPQ_CHECK(!mpq_qspec_equal(&s->cand[j], &s->cand[k]) ||
+                              s->cand_rate[j] != s->cand_rate[k],
+                          MPQ_ERR_CONFIG,
                           "%s: quant.candidates: items %lld and %lld are the same quantizer",
                           cfg->source, (long long)j, (long long)k);
         }

@@ -102,6 +102,16 @@ mpq_err mpq_ckpt_encode_codes(mpq_ctx *ctx, const mpq_qlayer *l, int *coding, ui
     return MPQ_OK;
 }
 
+mpq_err mpq_ckpt_coded_bits(mpq_ctx *ctx, const mpq_qlayer *l, int64_t *bits) {
+    int coding;
+    uint8_t *buf = NULL;
+    int64_t len;
+    MPQ_CALL(mpq_ckpt_encode_codes(ctx, l, &coding, &buf, &len));
+    mpq_free(buf);
+    *bits = mpq_qlayer_bits(l) - 8 * l->packed_bytes + 8 * len;
+    return MPQ_OK;
+}
+
 mpq_err mpq_ckpt_check_coded_len(mpq_ctx *ctx, const char *path, const char *where,
                                  const mpq_ckpt_entry *e) {
     if (e->coding == MPQ_CKPT_CODING_FIXED)

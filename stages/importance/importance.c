@@ -18,6 +18,7 @@ mpq_err mpq_measure_table_alloc(mpq_ctx *ctx, mpq_measure_table *t, int64_t nl, 
     MPQ_ALLOC(t->loss, n);
     MPQ_ALLOC(t->rtn, n);
     MPQ_ALLOC(t->bits, n);
+    MPQ_ALLOC(t->coded, n);
     MPQ_ALLOC(t->q, n);
     MPQ_ALLOC(t->energy, nl > 0 ? nl : 1);
     MPQ_ALLOC(t->sens, nl > 0 ? nl : 1);
@@ -30,6 +31,7 @@ void mpq_measure_table_free(mpq_measure_table *t) {
     mpq_free(t->loss);
     mpq_free(t->rtn);
     mpq_free(t->bits);
+    mpq_free(t->coded);
     for (int64_t i = 0; t->q && i < t->nl * t->ncol; i++)
         mpq_qlayer_destroy(&t->q[i]);
     mpq_free(t->q);

@@ -206,8 +206,18 @@ double mpq_round_code_entropy(const uint8_t *codes, int64_t n) {
     return code_entropy(cnt, n);
 }
 
-static void log_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_job *jb,
+/* The options of job jb: o, with the job's own rate_lambda where it has
+ * one. */
+static mpq_round_opts job_opts(const mpq_round_opts *o, const mpq_round_job *jb) {
+    mpq_round_opts r = *o;
+    if (jb->has_rate)
+        r.rate_lambda = jb->rate_lambda;
+    return r;
+}
+
+static void log_job(mpq_ctx *ctx, const mpq_round_opts *o0, const mpq_round_job *jb,
                     const mpq_round_result *res) {
+    const mpq_round_opts oj = job_opts(o0, jb), *o = &oj;
     char spec[MPQ_QSPEC_MAX];
     mpq_qspec_format(&jb->spec, spec, sizeof spec);
     double rel = res->rtn_loss > 0.0 ? res->loss / res->rtn_loss : 1.0;
@@ -254,9 +264,10 @@ static void log_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_job *
  * statistics tst [ntiles][ST_N], followed by the counts of each code value
  * [MPQ_QMAXCODES] over this rank's tiles (exact integers); q's per-group arrays are left zero
  * outside this rank's tiles. */
-static mpq_err run_job(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_job *jb, int64_t j,
+static mpq_err run_job(mpq_ctx *ctx, const mpq_round_opts *o0, const mpq_round_job *jb, int64_t j,
                        int64_t ntasks, const mpq_round_task *tasks, const double *V,
                        mpq_round_damp damp, mpq_qlayer *q, double *tst, double *cnt) {
+    const mpq_round_opts oj = job_opts(o0, jb), *o = &oj;
     mpq_err err = MPQ_OK;
     mpq_round_problem *pb = NULL;
     for (int64_t k = 0; k < ntasks; k++) {
