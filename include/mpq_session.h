@@ -160,6 +160,12 @@ mpq_err mpq_session_check_candidates(mpq_ctx *ctx, const struct mpq_config *cfg)
  * key and the text. */
 mpq_err mpq_session_parse_spec(mpq_ctx *ctx, const struct mpq_config *cfg, const char *key,
                                const char *text, mpq_qspec *spec);
+/* Local. A list item "spec" (*rate = -1) or "spec;rate=LAMBDA" (a
+ * rate-constrained quantizer: *rate = LAMBDA, which needs round.loss =
+ * "layer"); errors name where the list was set, key (the item) and the
+ * text. */
+mpq_err mpq_session_parse_item(mpq_ctx *ctx, const struct mpq_config *cfg, const char *list,
+                               const char *key, const char *item, mpq_qspec *out, double *rate);
 /* Local. The candidate probed for the sensitivities
  * (mpq_importance_probe_candidate over s->cand with
  * importance.sensitivity_spec); 0 without candidates. */

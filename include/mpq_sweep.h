@@ -71,7 +71,7 @@ typedef struct mpq_sweep_point {
     char label[MPQ_SWEEP_LABEL_MAX]; /* short human name, e.g. "avg 2.5 bits" */
     char method[32];                 /* rounding method ("-" for fp) */
     char family[32];                 /* quantizer family name, "mixed" or "fp32" */
-    char spec[MPQ_QSPEC_MAX];        /* canonical spec; "mixed" (budget), "fp32" (fp) */
+    char spec[MPQ_QSPEC_TEXT_MAX];   /* canonical spec (";rate=" too); "mixed", "fp32" */
     double budget;                   /* target average bits (budget points), else 0 */
     int64_t bits;                    /* storage bits of the quantized layers */
     int64_t weights;                 /* quantized weights */

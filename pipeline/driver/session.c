@@ -75,18 +75,14 @@ void mpq_session_job_rate(const mpq_session *s, int32_t k, mpq_round_job *jb) {
     jb->rate_lambda = jb->has_rate ? s->cand_rate[k] : 0.0;
 }
 
-/* Candidate item k: "spec", or "spec;rate=LAMBDA" for a rate-constrained
- * candidate (GPTQ with its own round.rate_lambda). */
-static mpq_err parse_candidate(mpq_ctx *ctx, mpq_session *s, int64_t k) {
-    const mpq_config *cfg = s->cfg;
-    const char *item = cfg->quant.candidates.v[k];
-    char key[64], spec[MPQ_QSPEC_MAX], where[600];
-    snprintf(key, sizeof key, "quant.candidates[%lld]", (long long)k);
+mpq_err mpq_session_parse_item(mpq_ctx *ctx, const mpq_config *cfg, const char *list,
+                               const char *key, const char *item, mpq_qspec *out, double *rate) {
+    char spec[MPQ_QSPEC_MAX], where[600];
     const char *semi = strchr(item, ';');
-    s->cand_rate[k] = -1.0;
+    *rate = -1.0;
     if (!semi)
-        return mpq_session_parse_spec(ctx, cfg, key, item, &s->cand[k]);
-    mpq_config_origin(cfg, "quant.candidates", where, sizeof where);
+        return mpq_session_parse_spec(ctx, cfg, key, item, out);
+    mpq_config_origin(cfg, list, where, sizeof where);
     MPQ_CHECK((size_t)(semi - item) < sizeof spec, MPQ_ERR_CONFIG, "%s: %s: \"%.80s...\": too long",
               where, key, item);
     memcpy(spec, item, (size_t)(semi - item));
@@ -97,13 +93,29 @@ static mpq_err parse_candidate(mpq_ctx *ctx, mpq_session *s, int64_t k) {
               "%s: %s: \"%.200s\": after ';' expected rate=LAMBDA, 0 <= LAMBDA <= 1e6 (a "
               "rate-constrained candidate)",
               where, key, item);
-    MPQ_CHECK(strcmp(cfg->quant.method, "gptq") == 0 && strcmp(cfg->round.loss, "layer") == 0,
-              MPQ_ERR_CONFIG,
+    MPQ_CHECK(strcmp(cfg->round.loss, "layer") == 0, MPQ_ERR_CONFIG,
+              "%s: %s: \"%.200s\": a rate-constrained candidate needs round.loss = \"layer\" "
+              "(got \"%s\")",
+              where, key, item, cfg->round.loss);
+    *rate = lam;
+    return mpq_session_parse_spec(ctx, cfg, key, spec, out);
+}
+
+/* Candidate item k: "spec", or "spec;rate=LAMBDA" for a rate-constrained
+ * candidate (GPTQ with its own round.rate_lambda). */
+static mpq_err parse_candidate(mpq_ctx *ctx, mpq_session *s, int64_t k) {
+    const mpq_config *cfg = s->cfg;
+    const char *item = cfg->quant.candidates.v[k];
+    char key[64], where[600];
+    snprintf(key, sizeof key, "quant.candidates[%lld]", (long long)k);
+    MPQ_CALL(mpq_session_parse_item(ctx, cfg, "quant.candidates", key, item, &s->cand[k],
+                                    &s->cand_rate[k]));
+    MPQ_CHECK(s->cand_rate[k] < 0.0 || strcmp(cfg->quant.method, "gptq") == 0, MPQ_ERR_CONFIG,
               "%s: %s: \"%.200s\": a rate-constrained candidate needs quant.method = \"gptq\" "
-              "and round.loss = \"layer\" (got \"%s\" and \"%s\")",
-              where, key, item, cfg->quant.method, cfg->round.loss);
-    s->cand_rate[k] = lam;
-    return mpq_session_parse_spec(ctx, cfg, key, spec, &s->cand[k]);
+              "(got \"%s\")",
+              mpq_config_origin(cfg, "quant.candidates", where, sizeof where), key, item,
+              cfg->quant.method);
+    return MPQ_OK;
 }
 
 /* The candidates (identical on every rank: every rank parses the same

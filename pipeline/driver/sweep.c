@@ -14,21 +14,30 @@
 
 /* ---- the plan ------------------------------------------------------------------ */
 
-/* Item i of the list `key` (mpq_session_parse_spec, naming "key[i]"). */
+/* Item i of the list `key`, a spec or "spec;rate=LAMBDA"
+ * (mpq_session_parse_item, naming "key[i]"), rounded by method m: a rate
+ * needs gptq. */
 static mpq_err parse_spec(mpq_ctx *ctx, const mpq_config *cfg, const char *key, int64_t i,
-                          const char *text, mpq_qspec *spec) {
+                          const char *text, const mpq_round_method *m, sweep_conf *c) {
     char item[64];
     snprintf(item, sizeof item, "%s[%lld]", key, (long long)i);
-    return mpq_session_parse_spec(ctx, cfg, item, text, spec);
+    c->method = m;
+    MPQ_CALL(mpq_session_parse_item(ctx, cfg, key, item, text, &c->spec, &c->rate));
+    MPQ_CHECK(c->rate < 0.0 || strcmp(m->name, "gptq") == 0, MPQ_ERR_CONFIG,
+              "%s: %s: \"%.200s\": a rate-constrained quantizer is rounded by gptq only (this "
+              "item by %s)",
+              cfg->source, item, text, m->name);
+    return MPQ_OK;
 }
 
-/* Index of (method, spec) among the configurations, added if new. */
-static int32_t conf_add(sweep_plan *p, const mpq_round_method *m, const mpq_qspec *spec) {
+/* Index of configuration x (method, spec, rate) among the configurations,
+ * added if new. */
+static int32_t conf_add(sweep_plan *p, const sweep_conf *x) {
     for (int64_t c = 0; c < p->nconf; c++)
-        if (p->conf[c].method == m && mpq_qspec_equal(&p->conf[c].spec, spec))
+        if (p->conf[c].method == x->method && mpq_qspec_equal(&p->conf[c].spec, &x->spec) &&
+            p->conf[c].rate == x->rate)
             return (int32_t)c;
-    p->conf[p->nconf].method = m;
-    p->conf[p->nconf].spec = *spec;
+    p->conf[p->nconf] = *x;
     return (int32_t)p->nconf++;
 }
 
@@ -63,10 +72,10 @@ mpq_err mpq_sweep_plan_build(mpq_ctx *ctx, const mpq_config *cfg, sweep_plan *p)
     MPQ_ALLOC_TRY(p->cand, cands->n + 1);
     MPQ_ALLOC_TRY(p->pts, cfg->sweep.budgets.n + uni->n + meth->n * cmp->n + 1);
     for (int64_t k = 0; k < cands->n; k++) {
-        mpq_qspec s;
-        MPQ_TRY(parse_spec(ctx, cfg, "quant.candidates", k, cands->v[k], &s));
+        sweep_conf s;
+        MPQ_TRY(parse_spec(ctx, cfg, "quant.candidates", k, cands->v[k], p->method, &s));
         int64_t before = p->nconf;
-        p->cand[k] = conf_add(p, p->method, &s);
+        p->cand[k] = conf_add(p, &s);
         MPQ_ENSURE(p->nconf > before, MPQ_ERR_CONFIG,
                    "%s: quant.candidates: item %lld is the same quantizer as item %d", cfg->source,
                    (long long)k, p->cand[k]);
@@ -82,9 +91,9 @@ mpq_err mpq_sweep_plan_build(mpq_ctx *ctx, const mpq_config *cfg, sweep_plan *p)
     }
     int64_t first_uni = p->npts;
     for (int64_t i = 0; i < uni->n; i++) {
-        mpq_qspec s;
-        MPQ_TRY(parse_spec(ctx, cfg, ukey, i, uni->v[i], &s));
-        int32_t c = conf_add(p, p->method, &s);
+        sweep_conf s;
+        MPQ_TRY(parse_spec(ctx, cfg, ukey, i, uni->v[i], p->method, &s));
+        int32_t c = conf_add(p, &s);
         for (int64_t j = first_uni; j < p->npts; j++)
             MPQ_ENSURE(p->pts[j].conf != c, MPQ_ERR_CONFIG, "%s: %s: item %lld repeats item %lld",
                        cfg->source, ukey, (long long)i, (long long)(j - first_uni));
@@ -102,9 +111,9 @@ mpq_err mpq_sweep_plan_build(mpq_ctx *ctx, const mpq_config *cfg, sweep_plan *p)
             MPQ_ENSURE(strcmp(meth->v[j], meth->v[mi]) != 0, MPQ_ERR_CONFIG,
                        "%s: sweep.methods: '%s' is listed twice", cfg->source, meth->v[mi]);
         for (int64_t i = 0; i < cmp->n; i++) {
-            mpq_qspec s;
-            MPQ_TRY(parse_spec(ctx, cfg, ckey, i, cmp->v[i], &s));
-            int32_t c = conf_add(p, m, &s);
+            sweep_conf s;
+            MPQ_TRY(parse_spec(ctx, cfg, ckey, i, cmp->v[i], m, &s));
+            int32_t c = conf_add(p, &s);
             int dup = 0;
             for (int64_t j = first_uni; j < p->npts; j++)
                 dup |= p->pts[j].conf == c;
@@ -186,10 +195,16 @@ static mpq_err check_config(mpq_ctx *ctx, mpq_sweep *sw) {
               "%s: budget.pin: pinned layers are not supported by mpquant sweep (every point "
               "sets every layer); use budget.exclude or run the pinned setting with mpquant run",
               cfg->source);
-    MPQ_CHECK(strcmp(cfg->budget.count, "all") == 0, MPQ_ERR_CONFIG,
+    MPQ_CHECK(strcmp(cfg->budget.count, "codes") != 0, MPQ_ERR_CONFIG,
               "%s: budget.count: \"%s\" is not supported by mpquant sweep (its budgets and its "
-              "size axis count the whole storage: codes + scales + zero-points); use \"all\"",
+              "size axis count the whole storage: codes + scales + zero-points); use \"all\", "
+              "or \"coded\" for the zstd-coded storage",
               cfg->source, cfg->budget.count);
+    sw->coded = strcmp(cfg->budget.count, "coded") == 0;
+    MPQ_CHECK(!sw->coded || strcmp(cfg->output.code_coding, "zstd") == 0, MPQ_ERR_CONFIG,
+              "%s: budget.count = \"coded\" needs output.code_coding = \"zstd\" (the sweep's "
+              "sizes are then those of zstd-coded codes; got \"%s\")",
+              cfg->source, cfg->output.code_coding);
     MPQ_CALL(mpq_sweep_plan_build(ctx, cfg, &sw->plan));
     return MPQ_OK;
 }
@@ -251,8 +266,12 @@ cleanup:
 /* Every configuration of the block's layers: column c is configuration c. */
 static void add_conf_jobs(const mpq_sweep *sw, mpq_pass *p) {
     for (int64_t i = 0; i < p->nlb; i++)
-        for (int32_t c = 0; c < sw->plan.nconf; c++)
-            mpq_pass_add_job(p, i, c, &sw->plan.conf[c].spec, sw->plan.conf[c].method);
+        for (int32_t c = 0; c < sw->plan.nconf; c++) {
+            const sweep_conf *x = &sw->plan.conf[c];
+            mpq_round_job *jb = mpq_pass_add_job(p, i, c, &x->spec, x->method);
+            jb->has_rate = x->rate >= 0.0;
+            jb->rate_lambda = jb->has_rate ? x->rate : 0.0;
+        }
 }
 
 /* Collective. measure: every configuration of every layer, block by block
@@ -263,8 +282,11 @@ static void add_conf_jobs(const mpq_sweep *sw, mpq_pass *p) {
 static mpq_err measure_pass(mpq_ctx *ctx, mpq_sweep *sw) {
     mpq_err err = MPQ_OK;
     mpq_pass *p = NULL;
-    const mpq_pass_opts po = {
-        .advance = 1, .who = "sweep", .label = "sweep measure", .ncol = (int32_t)sw->plan.nconf};
+    const mpq_pass_opts po = {.advance = 1,
+                              .who = "sweep",
+                              .label = "sweep measure",
+                              .ncol = (int32_t)sw->plan.nconf,
+                              .coded = sw->coded};
     MPQ_TRY(mpq_pass_create(ctx, sw->ses, &po, &p));
     for (int64_t b = 0; b < sw->ses->info->nblocks; b++) {
         MPQ_TRY(mpq_pass_hessian(ctx, p, b));
@@ -374,6 +396,13 @@ mpq_err mpq_sweep_measure(mpq_ctx *ctx, mpq_sweep *sw) {
 
 /* ---- one point --------------------------------------------------------------------- */
 
+/* The storage bits of configuration c of layer l that the sweep counts:
+ * stored (fixed-length codes), or zstd-coded with budget.count = "coded". */
+static int64_t sweep_bits(const mpq_sweep *sw, int64_t l, int64_t c) {
+    const int64_t x = l * sw->plan.nconf + c;
+    return sw->coded ? sw->meas.coded[x] : sw->meas.bits[x];
+}
+
 /* Collective. The budget point's choice: rank 0 solves the knapsack over
  * the candidates (stage "budget"); conf[l] is the configuration of layer l
  * (-1 excluded). A budget below the smallest achievable size is not an
@@ -386,7 +415,7 @@ static mpq_err solve_budget(mpq_ctx *ctx, mpq_sweep *sw, double avg_bits, int32_
     mpq_err err = mpq_malloc(ctx, ses->nl * p->ncand + 1, sizeof *cost, (void **)&cost);
     for (int64_t l = 0; l < ses->nl && err == MPQ_OK; l++)
         for (int64_t k = 0; k < p->ncand && !ses->excl[l]; k++)
-            cost[l * p->ncand + k] = sw->meas.bits[l * p->nconf + p->cand[k]];
+            cost[l * p->ncand + k] = sweep_bits(sw, l, p->cand[k]);
     char what[64];
     snprintf(what, sizeof what, "sweep.budgets: %g bits per weight", avg_bits);
     const mpq_session_knapsack k = {.ncol = (int32_t)p->ncand,
@@ -413,7 +442,7 @@ static mpq_err solve_budget(mpq_ctx *ctx, mpq_sweep *sw, double avg_bits, int32_
 static mpq_err choose_point(mpq_ctx *ctx, mpq_sweep *sw, const sweep_plan_point *pp, int32_t *conf,
                             mpq_session_range *range, mpq_sweep_point *pt) {
     const sweep_plan *p = &sw->plan;
-    char buf[MPQ_QSPEC_MAX];
+    char buf[MPQ_QSPEC_TEXT_MAX];
     if (pp->kind == SWEEP_BUDGET) {
         MPQ_CALL(solve_budget(ctx, sw, pp->budget, conf, range));
         snprintf(pt->kind, sizeof pt->kind, "budget");
@@ -434,6 +463,10 @@ static mpq_err choose_point(mpq_ctx *ctx, mpq_sweep *sw, const sweep_plan_point 
         conf[l] = sw->ses->excl[l] ? -1 : pp->conf;
     snprintf(pt->kind, sizeof pt->kind, "%s", pp->kind == SWEEP_UNIFORM ? "uniform" : "compare");
     mpq_qspec_format(&c->spec, buf, sizeof buf);
+    if (c->rate >= 0.0) {
+        const size_t len = strlen(buf);
+        snprintf(buf + len, sizeof buf - len, ";rate=%g", c->rate);
+    }
     snprintf(pt->spec, sizeof pt->spec, "%s", buf);
     snprintf(pt->method, sizeof pt->method, "%s", c->method->name);
     snprintf(pt->family, sizeof pt->family, "%s", c->spec.ops->name);
@@ -463,7 +496,7 @@ static mpq_err assemble_point(mpq_ctx *ctx, mpq_sweep *sw, const int32_t *conf,
                    ses->info->layers[l].name);
         mpq_qlayer_dequantize(q, deq);
         MPQ_TRY(mpq_family_set_weight(ctx, ses->fq, l, deq));
-        pt->bits += sw->meas.bits[l * nconf + conf[l]];
+        pt->bits += sweep_bits(sw, l, conf[l]);
         pt->weights += ses->info->layers[l].out * ses->info->layers[l].in;
     }
     MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_ASSEMBLE));

@@ -16,6 +16,7 @@
 typedef struct sweep_conf {
     const mpq_round_method *method;
     mpq_qspec spec;
+    double rate; /* round.rate_lambda of a "spec;rate=LAMBDA" item, else -1 */
 } sweep_conf;
 
 enum { SWEEP_BUDGET = 1, SWEEP_UNIFORM, SWEEP_COMPARE };
@@ -76,6 +77,7 @@ struct mpq_sweep {
     double *score;     /* [nl][ncand] importance scores of the candidates */
     int32_t sens_cand; /* candidate probed for the sensitivities */
     int have;          /* 1: measured or loaded */
+    int coded;         /* budget.count = "coded": sizes are zstd-coded sizes (meas.coded) */
 
     const sweep_metric *metric;
     mpq_sweep_point ref; /* the full-precision row */

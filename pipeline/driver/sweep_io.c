@@ -28,6 +28,7 @@
 #include <hdf5.h>
 #include <string.h>
 
+#include "mpq_ckpt.h"
 #include "mpq_coll.h"
 #include "mpq_infile.h"
 #include "mpq_h5.h"
@@ -65,6 +66,8 @@ char *mpq_sweep_meta(const mpq_sweep *sw) {
         cJSON_AddStringToObject(x, "method", sw->plan.conf[c].method->name);
         cJSON_AddStringToObject(x, "spec",
                                 mpq_qspec_format(&sw->plan.conf[c].spec, buf, sizeof buf));
+        if (sw->plan.conf[c].rate >= 0.0)
+            cJSON_AddNumberToObject(x, "rate_lambda", sw->plan.conf[c].rate);
         cJSON_AddItemToArray(cs, x);
     }
     t = cJSON_PrintUnformatted(o);
@@ -180,6 +183,8 @@ static mpq_err rebuild(mpq_ctx *ctx, mpq_sweep *sw, const char *path, int64_t l,
                "%s: layer %s configuration %lld: bits %lld, the codes take %lld", path, li->name,
                (long long)c, (long long)sw->meas.bits[l * sw->plan.nconf + c],
                (long long)mpq_qlayer_bits(q));
+    if (sw->coded)
+        MPQ_TRY(mpq_ckpt_coded_bits(ctx, q, &sw->meas.coded[l * sw->plan.nconf + c]));
     mpq_qlayer_destroy(&sw->meas.q[l * sw->plan.nconf + c]);
     sw->meas.q[l * sw->plan.nconf + c] = q;
     q = NULL;

@@ -742,13 +742,12 @@ static mpq_err merge_local(mpq_ctx *ctx, const mpq_config *cfg, int64_t npoints,
                    (long long)pts[i].index, (long long)i);
     }
     const char *base = strrchr(cfg->model.path, '/');
-    snprintf(title, sizeof title, "%s: %s against model size (%s)",
-             base ? base + 1 : cfg->model.path, ref.metric, cfg->source);
     /* The configuration path may hold directories: keep only its file name. */
     const char *cb = strrchr(cfg->source, '/');
-    if (cb)
-        snprintf(title, sizeof title, "%s: %s against model size (%s)",
-                 base ? base + 1 : cfg->model.path, ref.metric, cb + 1);
+    snprintf(title, sizeof title, "%s: %s against %smodel size (%s)",
+             base ? base + 1 : cfg->model.path, ref.metric,
+             strcmp(cfg->budget.count, "coded") == 0 ? "zstd-coded " : "",
+             cb ? cb + 1 : cfg->source);
     MPQ_TRY(report_write(ctx, dir, title, &ref, npoints, pts, cfg->sweep.plot, report));
 cleanup:
     mpq_free(pts);

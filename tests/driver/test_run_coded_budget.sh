@@ -15,6 +15,11 @@
 #  - measure.save / measure.load give the same result; a file measured
 #    without coded sizes is refused for a coded budget, naming the file;
 #  - a run killed after measuring block 2 resumes to the same result;
+#  - mpquant sweep scans lambda ("spec;rate=LAMBDA" points) and, with
+#    budget.count = "coded", sizes every point coded: the rate point is
+#    smaller than the plain one, which is smaller than its fixed-length size
+#    (the same in both sweeps without a rate), and the budget point keeps
+#    its budget;
 #  - refused, naming the keys: budget.count = "coded" without
 #    output.code_coding = "zstd"; a rate item that is not rate=LAMBDA; a
 #    rate-constrained candidate with a method other than gptq.
@@ -95,6 +100,41 @@ expect_rc 0
 expect_err "measure: resuming after block 3"
 digest | cmp -s - "$dir/a.digest" || fail "the resumed run differs"
 
+# The sweep scans lambda: uniform points at rate 0 and 8, and a budget point,
+# counted coded; the same sweep counting fixed-length storage.
+cat >"$dir/s.cfg" <<CFG
+model = { path = "\${MPQ_SHARED_DIR}/data/models/stories260K/stories260K.bin";
+          tokenizer = "\${MPQ_SHARED_DIR}/data/models/stories260K/tok512.bin"; };
+calibration = { source = "text"; text = "\${MPQ_SHARED_DIR}/data/text/wikitext2-valid.txt";
+                seq_len = 64; segments = 16; propagate = "fp"; };
+quant = { method = "gptq";
+          candidates = [ "int:bits=2,sym=false,group=32", "int:bits=2,sym=false,group=32;rate=8",
+                         "int:bits=3,sym=false,group=32" ]; };
+round = { act_order = true; static_groups = true; };
+budget = { count = "coded"; };
+importance = { method = "error"; };
+eval = { text = "\${MPQ_SHARED_DIR}/data/text/tinyshakespeare.txt"; docs = 10; };
+output = { code_coding = "zstd"; };
+sweep = { budgets = [ 2.6 ];
+          uniform = [ "int:bits=2,sym=false,group=32", "int:bits=2,sym=false,group=32;rate=8" ];
+          output_dir = "$dir/sweep"; };
+CFG
+pts() { jq -c '[.points[] | {spec, bpw, budget}]' "$dir/sweep/report.json"; }
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" sweep "$dir/s.cfg"
+expect_rc 0
+grep -q "kld against zstd-coded model size" "$dir/sweep/report.md" || fail "the report does not name coded sizes"
+coded=$(pts)
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" sweep "$dir/s.cfg" -o budget.count=all \
+    -o output.code_coding=fixed
+expect_rc 0
+fixed=$(pts)
+echo "sweep coded: $coded"
+echo "sweep fixed: $fixed"
+jq -e -n --argjson c "$coded" --argjson f "$fixed" '
+    ($c[0].bpw <= 2.6) and ($c[2].spec | test(";rate=8$")) and ($c[2].bpw < $c[1].bpw) and
+    ($c[1].bpw < $f[1].bpw) and ($f[1].bpw == $f[2].bpw)' >/dev/null ||
+    fail "sweep sizes: the coded budget point, the rate point below the plain one, coded below fixed"
+
 # Refusals, every rank, no output.
 rm -f "$dir/out.h5"
 refused() { # refused CONFIG PATTERN ARGS...
@@ -114,4 +154,10 @@ refused "$dir/y.cfg" 'quant.candidates\[1\]: ".*;lambda=8": after .;. expected r
 refused "$dir/c.cfg" \
     'quant.candidates\[1\]: .*a rate-constrained candidate needs quant.method = "gptq"' \
     -o quant.method=signround
+sed 's|^sweep = { |sweep = { methods = [ "rtn" ]; compare = [ "int:bits=3,group=32;rate=2" ]; |' \
+    "$dir/s.cfg" >"$dir/z.cfg"
+grep -q 'compare = \[ "int:bits=3' "$dir/z.cfg" || fail "could not edit the sweep configuration"
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" sweep "$dir/z.cfg"
+[ "$RC" -ne 0 ] || fail "a rate item rounded by rtn was accepted"
+expect_err 'sweep.compare\[0\]: "int:bits=3,group=32;rate=2": a rate-constrained quantizer is rounded by gptq only'
 finish
