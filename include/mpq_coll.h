@@ -1,8 +1,9 @@
 /* mpq_coll.h: the collective helpers every layer uses (one module,
  * pipeline/runtime/coll.c): error agreement, broadcasts of byte buffers,
- * exact sums of values owned by one rank each, and the 2-D process grid of
- * ScaLAPACK. Every function here is collective over ctx->comm unless it
- * says otherwise; a serial context (MPI_COMM_NULL) makes each a no-op. */
+ * exact sums of values owned by one rank each, compressed sums with error
+ * feedback, and the 2-D process grid of ScaLAPACK. Every function here is
+ * collective over ctx->comm unless it says otherwise; a serial context
+ * (MPI_COMM_NULL) makes each a no-op. */
 #ifndef MPQ_COLL_H
 #define MPQ_COLL_H
 
@@ -28,6 +29,49 @@ mpq_err mpq_bcast_bytes(mpq_ctx *ctx, int root, char **buf, int64_t *len);
  * count. n may exceed INT_MAX (sent in pieces). `what` names the data in
  * errors. */
 mpq_err mpq_sum_owned(mpq_ctx *ctx, void *buf, int64_t n, MPI_Datatype type, const char *what);
+
+/* ---- compressed sums with error feedback -------------------------------- */
+
+/* A vector of n doubles summed over ranks many times (the same n every
+ * time), sent as 8-bit codes with one scale per block of MPQ_EF_BLOCK
+ * elements, agreed over the ranks (the largest |value| of the block on any
+ * rank / 127). What a rank's codes leave out (value - code x scale) is kept
+ * in its residual and added to its next message (error feedback), so the
+ * decoded sums accumulated over many messages stay within size / 2 quanta
+ * per element of the exact ones instead of drifting.
+ * The codes are summed as 16-bit integers (32-bit above
+ * MPQ_EF_MAX_RANKS16 ranks): the sum is exact, so every rank gets the same
+ * bits whatever the reduction order, and a run repeats them; but the codes
+ * depend on how the values are split over the ranks, so results differ
+ * from one rank count to another. On one rank (or MPI_COMM_NULL) nothing
+ * is quantized: the sum is the identity. */
+#define MPQ_EF_BLOCK       256
+#define MPQ_EF_MAX_RANKS16 258 /* 127 x 258 fits an int16 */
+typedef struct mpq_ef {
+    int64_t n;     /* elements per message */
+    int feedback;  /* 0: the residual is dropped after each message (plain int8) */
+    int wide;      /* codes summed as int32 (more than MPQ_EF_MAX_RANKS16 ranks) */
+    double *res;   /* [n] this rank's residual, then v = input + residual */
+    double *scale; /* [ceil(n / MPQ_EF_BLOCK)] agreed block scales of one message */
+    void *codes;   /* [min(n, piece)] int16_t or int32_t codes being summed */
+    int64_t nmsg;  /* messages summed (on more than one rank) */
+    size_t sent;   /* bytes this rank sent: codes and scales */
+    size_t exact;  /* bytes the exact sum of doubles would have sent (8 per element) */
+} mpq_ef;
+
+/* Local. A state for messages of n elements (n >= 0), residual zero;
+ * feedback = 0 drops the residual (tests show the difference). Memory: 8
+ * bytes per element plus 1/32 for the scales, plus at most 4 MiB of codes,
+ * on more than one rank (one rank: nothing). Owner: caller
+ * (mpq_ef_destroy). */
+mpq_err mpq_ef_create(mpq_ctx *ctx, int64_t n, int feedback, mpq_ef **out);
+/* Local. NULL-safe; sets *ef to NULL. */
+void mpq_ef_destroy(mpq_ef **ef);
+/* Collective: every rank passes its n values `in`; `out` (may be `in`)
+ * gets the decoded sum, the same bits on every rank. A value that is not
+ * finite on any rank is MPQ_ERR_NUMERIC on every rank (naming `what` and
+ * the element), and the residual is then no longer meaningful. */
+mpq_err mpq_ef_sum(mpq_ctx *ctx, mpq_ef *ef, const double *in, double *out, const char *what);
 
 /* ---- 2-D process grid --------------------------------------------------- */
 

@@ -192,6 +192,7 @@ typedef struct mpq_config {
         int64_t block_rows;   /* block loss: activation rows per step (0 = all) */
         double block_lr;      /* block loss: step of the offsets (0 = 2 / block_iters) */
         double input_drop;    /* block loss: share of full-precision input elements */
+        char *block_comm;     /* block loss: exact | int8 gradient sums over ranks */
     } round;
 
     struct {

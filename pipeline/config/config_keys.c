@@ -226,6 +226,11 @@ const mpq_key_spec mpq_config_keys[] = {
      "activations with this probability, else from the quantized model's (QDrop; the target is "
      "the full-precision block on the same mixed input; 0 = quantized inputs only); keeping "
      "the full-precision activations doubles their memory"},
+    {"round.block_comm", MPQ_KEY_ENUM, OFF(round.block_comm), "exact", NOLIM, "exact|int8",
+     "block loss: how each step's gradients are summed over ranks: exact (64-bit integers, the "
+     "same bits for any rank count) or int8 (8-bit codes with a scale per 256 weights and error "
+     "feedback, about 4x less traffic and 8 more bytes per weight on every rank; the same bits "
+     "on every run at a given rank count, but no longer across rank counts)"},
     {"round.variable", MPQ_KEY_ENUM, OFF(round.variable), "auto", NOLIM, "auto|sigmoid|offset",
      "rounding variable (auto: adaround sigmoid, signround offset)"},
     {"round.seed", MPQ_KEY_INT, OFF(round.seed), "0", 0, 9e15, NULL,

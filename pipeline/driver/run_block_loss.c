@@ -45,8 +45,20 @@
  * codes are the same bits for any rank count. Block losses are summed per
  * chunk in chunk order.
  *
+ * With round.block_comm = int8 the integer sums of each step go through
+ * mpq_ef_sum instead (mpq_coll.h): 8-bit codes with a scale per 256
+ * weights, about 4x less traffic, and error feedback: what a rank's codes
+ * leave out is added to its next step's gradient, one residual per weight
+ * for the whole block. The codes are the same bits on every run at a
+ * given rank count, but depend on how the chunks are split over the
+ * ranks: the property above is given up under this option (on one rank it
+ * is the exact sum). One line per block logs the bytes sent per rank and
+ * what the exact sum would send.
+ *
  * Memory, every rank: the block's quantized layers' variables (about 26
- * bytes per weight) and the full-precision outputs of its own chunks. */
+ * bytes per weight; 34 with block_comm = int8 on more than one rank, plus
+ * 8 bytes per weight of the largest layer) and the full-precision outputs
+ * of its own chunks. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -65,6 +77,7 @@ typedef struct bl_layer {
     float *dv;               /* [n] b - a, the value step of the choice */
     float *w, *dw;           /* [n] hard weights; the gradient of one chunk */
     int64_t *acc;            /* [n] fixed-point sum of dL/do over the chunks */
+    mpq_ef *ef;              /* block_comm = int8: this rank's residual of the sums */
 } bl_layer;
 
 typedef struct bl_state {
@@ -87,6 +100,8 @@ typedef struct bl_state {
     double *closs; /* [nchunks] block loss per chunk */
     double scale;  /* fixed point: units per gradient unit */
     double clampv; /* largest |value| a chunk may add */
+    int comm8;     /* round.block_comm = int8 */
+    double *g;     /* int8: [n of the largest layer] the sum being compressed */
 } bl_state;
 
 static void layer_free(bl_layer *x) {
@@ -99,6 +114,7 @@ static void layer_free(bl_layer *x) {
     mpq_free(x->w);
     mpq_free(x->dw);
     mpq_free(x->acc);
+    mpq_ef_destroy(&x->ef);
 }
 
 static void state_free(bl_state *S) {
@@ -115,6 +131,7 @@ static void state_free(bl_state *S) {
     mpq_free(S->tmix);
     mpq_free(S->closs);
     mpq_free(S->cstart);
+    mpq_free(S->g);
 }
 
 static int takes_b(const bl_layer *x, int64_t k) {
@@ -308,6 +325,19 @@ static mpq_err chunk_pass(bl_state *S, int loss, int grad, int64_t t, double *gm
     return MPQ_OK;
 }
 
+/* Collective. Layer x's integer gradient sums over the ranks through its
+ * compressed, error-feedback sum (round.block_comm = int8). Only their
+ * sign is kept: all that step() reads. */
+static mpq_err sum_int8(bl_state *S, bl_layer *x) {
+    mpq_ctx *ctx = S->ctx;
+    for (int64_t k = 0; k < x->n; k++)
+        S->g[k] = (double)x->acc[k];
+    MPQ_CALL(mpq_ef_sum(ctx, x->ef, S->g, S->g, "block loss: the gradients"));
+    for (int64_t k = 0; k < x->n; k++)
+        x->acc[k] = S->g[k] > 0.0 ? 1 : S->g[k] < 0.0 ? -1 : 0;
+    return MPQ_OK;
+}
+
 /* Collective. With loss, the block loss of the current codes (every
  * chunk's, summed in chunk order, into *loss); with grad, step t's integer
  * gradient sums over all ranks. */
@@ -318,7 +348,9 @@ static mpq_err eval_step(bl_state *S, int loss_too, int grad, int64_t t, double 
         MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, S->closs, (int)S->nchunks, MPI_DOUBLE, MPI_SUM,
                                 ctx->comm) == MPI_SUCCESS,
                   MPQ_ERR_MPI, "block loss: cannot sum the chunks' losses");
-        for (int64_t j = 0; grad && j < S->nl; j++)
+        for (int64_t j = 0; grad && S->comm8 && j < S->nl; j++)
+            MPQ_CALL(sum_int8(S, &S->L[j]));
+        for (int64_t j = 0; grad && !S->comm8 && j < S->nl; j++)
             for (int64_t o = 0; o < S->L[j].n; o += INT32_MAX / 2) {
                 const int64_t cnt = S->L[j].n - o < INT32_MAX / 2 ? S->L[j].n - o : INT32_MAX / 2;
                 MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, S->L[j].acc + o, (int)cnt, MPI_INT64_T,
@@ -378,7 +410,7 @@ static mpq_err setup(bl_state *S, mpq_pass *p, int64_t block_rows) {
     mpq_ctx *ctx = S->ctx;
     const mpq_session *ses = S->s->ses;
     const mpq_family_info *fi = ses->info;
-    int64_t first = -1, maxrows = 0, rows = 0;
+    int64_t first = -1, maxrows = 0, rows = 0, nmax = 0;
     for (int64_t l = 0; l < fi->nlayers; l++)
         if (fi->layers[l].block == S->b) {
             first = first < 0 ? l : first;
@@ -404,7 +436,12 @@ static mpq_err setup(bl_state *S, mpq_pass *p, int64_t block_rows) {
                         .q = rl->q};
         MPQ_CALL(layer_init(ctx, x, p->W[i]));
         S->dwp[x->j] = x->dw;
+        if (S->comm8)
+            MPQ_CALL(mpq_ef_create(ctx, x->n, 1, &x->ef));
+        nmax = x->n > nmax ? x->n : nmax;
     }
+    if (S->comm8 && ctx->size > 1)
+        MPQ_ALLOC(S->g, nmax > 0 ? nmax : 1);
     MPQ_ALLOC(S->cstart, S->nchunks + 1);
     MPQ_ALLOC(S->yfp, S->mine > 0 ? S->mine : 1);
     for (int64_t i = 0; i < S->mine; i++) {
@@ -446,6 +483,20 @@ static int64_t step(bl_state *S, double lr) {
     return flips;
 }
 
+/* The int8 sums' traffic of the block, one line. */
+static void log_traffic(bl_state *S) {
+    mpq_ctx *ctx = S->ctx;
+    size_t sent = 0, exact = 0;
+    for (int64_t j = 0; j < S->nl; j++) {
+        sent += S->L[j].ef->sent;
+        exact += S->L[j].ef->exact;
+    }
+    MPQ_INFO("block %lld: int8 gradient sums: %zu bytes sent per rank, exact would send %zu "
+             "(%.2fx less)%s",
+             (long long)S->b, sent, exact, sent > 0 ? (double)exact / (double)sent : 1.0,
+             ctx->size > 1 ? "" : " (one rank: the exact sum, nothing sent)");
+}
+
 static void keep_best(bl_state *S) {
     for (int64_t j = 0; j < S->nl; j++)
         memcpy(S->L[j].best, S->L[j].q->codes, (size_t)S->L[j].n);
@@ -460,6 +511,7 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
                   .c = p->calib,
                   .cfp = p->calib_fp,
                   .drop = cfg->round.input_drop,
+                  .comm8 = strcmp(cfg->round.block_comm, "int8") == 0,
                   .seed = (uint64_t)cfg->calibration.seed ^ UINT64_C(0x51d7),
                   .b = b};
     mpq_err err = MPQ_OK;
@@ -507,6 +559,8 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
              (long long)b, first, best, first > 0.0 ? 100.0 * (best - first) / first : 0.0,
              (long long)T, (long long)S.B, (long long)S.nsamples, (long long)measured,
              (long long)flips, (long long)learned, mpq_now() - t0);
+    if (S.comm8)
+        log_traffic(&S);
 cleanup:
     state_free(&S);
     return err;

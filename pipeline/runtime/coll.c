@@ -1,6 +1,8 @@
 /* coll.c: every MPI collective helper of mpquant: error agreement, byte
- * broadcasts, exact sums of owned values and the 2-D process grid. */
+ * broadcasts, exact sums of owned values, compressed sums with error
+ * feedback and the 2-D process grid. */
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,19 +72,135 @@ mpq_err mpq_bcast_bytes(mpq_ctx *ctx, int root, char **buf, int64_t *len) {
     return MPQ_OK;
 }
 
-mpq_err mpq_sum_owned(mpq_ctx *ctx, void *buf, int64_t n, MPI_Datatype type, const char *what) {
-    if (ctx->comm == MPI_COMM_NULL || ctx->size == 1 || n <= 0)
-        return MPQ_OK;
+/* In-place all-reduce of n elements of `type` with `op`, in pieces whose
+ * count fits an int, whatever n is. */
+static mpq_err allreduce_pieces(mpq_ctx *ctx, void *buf, int64_t n, MPI_Datatype type, MPI_Op op,
+                                const char *what) {
     int size = 0;
     MPQ_MPI(MPI_Type_size(type, &size));
-    /* Pieces whose count fits an int, whatever n is. */
     const int64_t piece = (int64_t)1 << 28;
     for (int64_t off = 0; off < n; off += piece) {
         int cnt;
         MPQ_CALL(mpq_to_int(ctx, n - off < piece ? n - off : piece, what, &cnt));
-        MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, (char *)buf + (size_t)off * (size_t)size, cnt, type,
-                              MPI_SUM, ctx->comm));
+        MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, (char *)buf + (size_t)off * (size_t)size, cnt, type, op,
+                              ctx->comm));
     }
+    return MPQ_OK;
+}
+
+mpq_err mpq_sum_owned(mpq_ctx *ctx, void *buf, int64_t n, MPI_Datatype type, const char *what) {
+    if (ctx->comm == MPI_COMM_NULL || ctx->size == 1 || n <= 0)
+        return MPQ_OK;
+    MPQ_CALL(allreduce_pieces(ctx, buf, n, type, MPI_SUM, what));
+    return MPQ_OK;
+}
+
+/* ---- compressed sums with error feedback ---------------------------------- */
+
+/* Codes summed per MPI call: whole blocks, at most 4 MiB of int32 codes. */
+#define EF_PIECE ((int64_t)1 << 20)
+
+static int64_t ef_nblocks(int64_t n) {
+    return (n + MPQ_EF_BLOCK - 1) / MPQ_EF_BLOCK;
+}
+
+mpq_err mpq_ef_create(mpq_ctx *ctx, int64_t n, int feedback, mpq_ef **out) {
+    *out = NULL;
+    MPQ_CHECK(n >= 0, MPQ_ERR_ARG, "a compressed sum of %lld elements", (long long)n);
+    mpq_ef *ef = NULL;
+    MPQ_ALLOC(ef, 1);
+    ef->n = n;
+    ef->feedback = feedback;
+    ef->wide = ctx->size > MPQ_EF_MAX_RANKS16;
+    mpq_err err = MPQ_OK;
+    /* one rank sums nothing: no residual, no codes */
+    if (ctx->comm != MPI_COMM_NULL && ctx->size > 1 && n > 0) {
+        MPQ_ALLOC_TRY(ef->res, n);
+        MPQ_ALLOC_TRY(ef->scale, ef_nblocks(n));
+        MPQ_TRY(mpq_malloc(ctx, n < EF_PIECE ? n : EF_PIECE,
+                           ef->wide ? sizeof(int32_t) : sizeof(int16_t), &ef->codes));
+    }
+    *out = ef;
+    return MPQ_OK;
+cleanup:
+    mpq_ef_destroy(&ef);
+    return err;
+}
+
+void mpq_ef_destroy(mpq_ef **pef) {
+    if (!pef || !*pef)
+        return;
+    mpq_free((*pef)->res);
+    mpq_free((*pef)->scale);
+    mpq_free((*pef)->codes);
+    mpq_free(*pef);
+    *pef = NULL;
+}
+
+/* Local. v = in + residual into ef->res, and each block's largest |v|
+ * into ef->scale (infinite where a v is not finite, so that every rank
+ * sees it after the all-reduce). */
+static void ef_prepare(mpq_ef *ef, const double *in) {
+    for (int64_t b = 0; b < ef_nblocks(ef->n); b++) {
+        const int64_t k0 = b * MPQ_EF_BLOCK;
+        const int64_t k1 = k0 + MPQ_EF_BLOCK < ef->n ? k0 + MPQ_EF_BLOCK : ef->n;
+        double m = 0.0;
+        for (int64_t k = k0; k < k1; k++) {
+            const double v = in[k] + (ef->feedback ? ef->res[k] : 0.0);
+            ef->res[k] = v;
+            m = !isfinite(v) ? INFINITY : fabs(v) > m ? fabs(v) : m;
+        }
+        ef->scale[b] = m;
+    }
+}
+
+/* Local. The codes of elements [p0, p1) into ef->codes, round(v / s) in
+ * [-127, 127] with s = block max / 127, and what they leave out into the
+ * residual. */
+static void ef_encode(mpq_ef *ef, int64_t p0, int64_t p1) {
+    for (int64_t k = p0; k < p1; k++) {
+        const double s = ef->scale[k / MPQ_EF_BLOCK];
+        long q = s > 0.0 ? lround(ef->res[k] / s) : 0;
+        q = q > 127 ? 127 : q < -127 ? -127 : q;
+        ef->res[k] = ef->feedback ? ef->res[k] - (double)q * s : 0.0;
+        if (ef->wide)
+            ((int32_t *)ef->codes)[k - p0] = (int32_t)q;
+        else
+            ((int16_t *)ef->codes)[k - p0] = (int16_t)q;
+    }
+}
+
+mpq_err mpq_ef_sum(mpq_ctx *ctx, mpq_ef *ef, const double *in, double *out, const char *what) {
+    const int64_t n = ef->n, nb = ef_nblocks(n);
+    if (ctx->comm == MPI_COMM_NULL || ctx->size == 1 || n == 0) {
+        if (out != in && n > 0)
+            memmove(out, in, (size_t)n * sizeof *out);
+        return MPQ_OK;
+    }
+    ef_prepare(ef, in);
+    MPQ_CALL(allreduce_pieces(ctx, ef->scale, nb, MPI_DOUBLE, MPI_MAX, what));
+    for (int64_t b = 0; b < nb; b++) {
+        MPQ_CHECK(isfinite(ef->scale[b]), MPQ_ERR_NUMERIC,
+                  "%s: a value among elements %lld to %lld is not finite on some rank", what,
+                  (long long)(b * MPQ_EF_BLOCK),
+                  (long long)((b + 1) * MPQ_EF_BLOCK < n ? (b + 1) * MPQ_EF_BLOCK : n) - 1);
+        ef->scale[b] /= 127.0;
+    }
+    const MPI_Datatype type = ef->wide ? MPI_INT32_T : MPI_INT16_T;
+    for (int64_t p0 = 0; p0 < n; p0 += EF_PIECE) {
+        const int64_t p1 = n - p0 < EF_PIECE ? n : p0 + EF_PIECE;
+        ef_encode(ef, p0, p1);
+        /* integers: the sum is exact, the same bits on every rank */
+        MPQ_CALL(allreduce_pieces(ctx, ef->codes, p1 - p0, type, MPI_SUM, what));
+        for (int64_t k = p0; k < p1; k++) {
+            const double q = ef->wide ? (double)((int32_t *)ef->codes)[k - p0]
+                                      : (double)((int16_t *)ef->codes)[k - p0];
+            out[k] = q * ef->scale[k / MPQ_EF_BLOCK];
+        }
+    }
+    ef->nmsg++;
+    ef->sent += (size_t)nb * sizeof(double) + (size_t)n * (ef->wide ? 4 : 2);
+    ef->exact += (size_t)n * sizeof(double);
     return MPQ_OK;
 }
 
