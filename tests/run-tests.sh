@@ -30,13 +30,17 @@
 #     (mixed_gptq_export, mixed_gguf_export: 220 s and 140 s under ASan,
 #     comparing file bytes; run_walkthrough writes and reads both formats
 #     under ASan), run_study (the study script's bookkeeping around
-#     runs that run_block_loss and the round tests cover under ASan), and
+#     runs that run_block_loss and the round tests cover under ASan),
+#     run_pareto_rate (two sweeps' bookkeeping, whose C code
+#     run_coded_budget runs under ASan), and
 #     for the CI time budget robustness_special_files (about 80 launches,
 #     130 s under ASan, each refused before any data is read, by the same
 #     mpq_infile / mpq_outfile checks every CLI test runs under ASan on
 #     regular files) and
 #     mixed_ckpt_integrity (its CRC checks run under ASan in
 #     mixed_ckpt_errors' test_checksums).
+#     The ASan build sets MPQ_TEST_SANITIZED=1 for the tests, and run_resume
+#     and mixed_ckpt_coding then run a subset of their repeated cases.
 #     tests/lsan.supp holds the only suppressions
 #     (Open MPI, libconfig internals).
 #  3. valgrind memcheck (tests/valgrind-tests.sh) on the single-process C
@@ -66,7 +70,7 @@ for p in $passes; do
     asan)
         cmake -S . -B build-asan -DMPQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
         cmake --build build-asan -j"$(nproc)"
-        ctest --test-dir build-asan -LE 'bench|slurm' -E '^(robustness_(fuzz|faults|faults_run|address_limit|special_files)|run_(stories_np2|mixed_np2|bitident|ckpt_identity|scale|study)|mixed_(ckpt_reader|ckpt_integrity|gptq_export|gguf_export)|models_io_hftok)$' \
+        ctest --test-dir build-asan -LE 'bench|slurm' -E '^(robustness_(fuzz|faults|faults_run|address_limit|special_files)|run_(stories_np2|mixed_np2|bitident|ckpt_identity|scale|study|pareto_rate)|mixed_(ckpt_reader|ckpt_integrity|gptq_export|gguf_export)|models_io_hftok)$' \
             -j"$jobs" --output-on-failure --timeout 1200 "$@" || status=1
         ;;
     valgrind)

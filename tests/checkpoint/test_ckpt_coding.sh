@@ -49,7 +49,11 @@ for name, g in f['layers'].items():
 print(json.dumps(out))" "$1"
 }
 
-for b in 2 3; do
+# Under the sanitizers (MPQ_TEST_SANITIZED=1) int3 alone: the hostile cases
+# below edit its file.
+widths="2 3"
+[ "${MPQ_TEST_SANITIZED:-0}" != 1 ] || widths=3
+for b in $widths; do
     cfg="$MPQ_SOURCE_DIR/configs/stories260K-w$b.cfg"
     fx="$dir/w$b-fixed.h5"
     zs="$dir/w$b-zstd.h5"
