@@ -19,7 +19,9 @@
 #     Markdown reports;
 #  4. the rounding study (configs/study-stories260K.sh: each rounding axis
 #     at 2, 3 and 4 bits, the main rows with three calibration seeds;
-#     --no-study skips it), its table;
+#     --no-study skips it), its table, and the rate-distortion comparison
+#     (configs/pareto-rate-stories260K.sh: fixed-length against zstd-coded
+#     codes with rate-aware GPTQ; skipped with the study), its table;
 #  5. the benchmarks (ctest -L bench, one test at a time; --no-bench skips
 #     them all, --skip-bench REGEX the tests whose name matches): every JSON
 #     line they print, as one table per kind of line. A benchmark registered
@@ -429,6 +431,30 @@ if [ $study -eq 1 ]; then
         echo "calibration seeds 1234, 1235, 1236."
         echo
         [ -f "$d/study.md" ] && cat "$d/study.md" || echo "failed: no table"
+        echo
+    } >>"$out"
+    say "rate-distortion comparison"
+    d=$work/pareto
+    t0=$(date +%s)
+    if MPQ_BIN="$build/mpquant" MPQ_MPIEXEC="mpirun --oversubscribe" \
+        bash "$src/configs/pareto-rate-stories260K.sh" "$d" --np "$np" 2>"$work/pareto.log"; then
+        status=ok
+    else
+        status=failed
+        sed 's/^/  pareto: /' "$work/pareto.log" >&2
+    fi
+    {
+        echo "## Rate-distortion: fixed-length against entropy-coded codes"
+        echo
+        echo "\`configs/pareto-rate-stories260K.sh DIR --np $np\` ($(($(date +%s) - t0)) s, $status):"
+        echo "stories260K, GPTQ int asymmetric g32 at 2, 3 and 4 bits, 128 WikiText-2 segments,"
+        echo "full-precision propagation; KL divergence (nats) on the first 500 documents of"
+        echo "tinyshakespeare against the bits per weight the quantized layers take as stored"
+        echo "(scales and zero-points included). Fixed: fixed-length codes. Coded: zstd-coded"
+        echo "codes, with each bit-width also at round.rate_lambda 2 and 8. The best point of"
+        echo "each within every budget:"
+        echo
+        [ -f "$d/pareto.md" ] && cat "$d/pareto.md" || echo "failed: no table"
         echo
     } >>"$out"
 fi
