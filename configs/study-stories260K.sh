@@ -3,7 +3,8 @@
 # one axis of the rounding from the shipped configurations
 # (stories260K-w{2,3,4}.cfg: int asymmetric g32, GPTQ, 128 WikiText-2
 # segments): the loss (layer or block), the degrees of freedom (codes, or
-# codes and scales: signround learns scales unless told not to), the
+# codes and scales: signround learns scales unless told not to, and the
+# block loss learns them with round.block_scales = on), the
 # rounding variable (offset or sigmoid), the
 # optimizer (signsgd, adam, sgdm) and the grid (uniform int, powerexp, nf4,
 # fp4), at 2, 3 and 4 bits. Every point is evaluated against the
@@ -66,6 +67,8 @@ rows=(
     "signround + block loss|loss|-o quant.method=signround -o round.loss=block"
     "signround, codes only|freedom|-o quant.method=signround -o round.learn_scales=off"
     "signround, codes only + block loss|freedom|-o quant.method=signround -o round.learn_scales=off -o round.loss=block"
+    "gptq + block loss, scales too|freedom|-o quant.method=gptq -o round.loss=block -o round.block_scales=on"
+    "signround + block loss, scales too|freedom|-o quant.method=signround -o round.loss=block -o round.block_scales=on"
     "sigmoid variable, adam|variable|-o quant.method=adaround -o round.variable=sigmoid -o round.optimizer=adam"
     "offset variable, adam|optimizer|-o quant.method=signround -o round.optimizer=adam"
     "offset variable, sgdm|optimizer|-o quant.method=signround -o round.optimizer=sgdm"

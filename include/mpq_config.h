@@ -193,6 +193,7 @@ typedef struct mpq_config {
         double block_lr;      /* block loss: step of the offsets (0 = 2 / block_iters) */
         double input_drop;    /* block loss: share of full-precision input elements */
         char *block_comm;     /* block loss: exact | int8 gradient sums over ranks */
+        char *block_scales;   /* block loss: off | on (learn the group scales too) */
     } round;
 
     struct {

@@ -354,4 +354,9 @@ double mpq_round_code_entropy(const uint8_t *codes, int64_t n);
  * caller's). */
 void mpq_round_results_free(int64_t n, mpq_round_result *results);
 
+/* Local. The stored form of an effective group scale eff (what
+ * mpq_qscale_of gives back, before the tensor scale): rounded to p's scale
+ * format, positive. */
+float mpq_round_store_scale(const mpq_qparams *p, double eff);
+
 #endif

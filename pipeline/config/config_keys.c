@@ -226,6 +226,10 @@ const mpq_key_spec mpq_config_keys[] = {
      "activations with this probability, else from the quantized model's (QDrop; the target is "
      "the full-precision block on the same mixed input; 0 = quantized inputs only); keeping "
      "the full-precision activations doubles their memory"},
+    {"round.block_scales", MPQ_KEY_ENUM, OFF(round.block_scales), "off", NOLIM, "off|on",
+     "block loss: also learn every group's (or channel's) scale, as a factor in [0.5, 1.5] of "
+     "the layer rounding's, by signed steps of its gradient (half the offsets' rate), the "
+     "codes' values following; off = the codes alone"},
     {"round.block_comm", MPQ_KEY_ENUM, OFF(round.block_comm), "exact", NOLIM, "exact|int8",
      "block loss: how each step's gradients are summed over ranks: exact (64-bit integers, the "
      "same bits for any rank count) or int8 (8-bit codes with a scale per 256 weights and error "

@@ -37,6 +37,18 @@
  * input. The loss that picks the best solution stays the one on the
  * quantized model's own inputs.
  *
+ * With round.block_scales = on, each group's (or channel's) scale is a
+ * variable too: s = s0 m, s0 the layer rounding's, m in [0.5, 1.5] starting
+ * at 1, stored in the spec's scale format at every step (the forward pass
+ * sees what the checkpoint will hold). Every dequantized weight is s times
+ * a value of its code, so dL/dm m = sum over the group of dL/dw w, from
+ * the same backward pass; m takes signed steps of half the offsets' rate
+ * (at most 0.5 over all steps). The sums go the offsets' way (fixed point,
+ * own scale, integer sums: the same bits for any rank count), and the best
+ * solution keeps its scales. The codes keep their two candidates: with a
+ * scale moved, a weight still chooses between the codes around its
+ * original value.
+ *
  * Determinism: the gradient of each chunk's part of the window is computed
  * alone (chunks hold the same samples on any number of ranks), turned into
  * 64-bit fixed point with one scale agreed at the start (2^k from the
@@ -77,7 +89,15 @@ typedef struct bl_layer {
     float *dv;               /* [n] b - a, the value step of the choice */
     float *w, *dw;           /* [n] hard weights; the gradient of one chunk */
     int64_t *acc;            /* [n] fixed-point sum of dL/do over the chunks */
-    mpq_ef *ef;              /* block_comm = int8: this rank's residual of the sums */
+    /* round.block_scales: per group g a factor m[g] of its starting scale
+     * s0[g] (the stored scale is s0 m in storage precision), sacc[g] the
+     * fixed-point sum of dL/dm m = sum over the group of dL/dw w, and the
+     * best solution's stored scales; ng = 0: scales not learned */
+    int64_t ng;
+    double *s0, *m;
+    int64_t *sacc;
+    float *sbest;
+    mpq_ef *ef; /* block_comm = int8: this rank's residual of the sums */
 } bl_layer;
 
 typedef struct bl_state {
@@ -99,7 +119,9 @@ typedef struct bl_state {
     float *y, *dy; /* [rows of the largest chunk][wout] */
     double *closs; /* [nchunks] block loss per chunk */
     double scale;  /* fixed point: units per gradient unit */
+    double sscale; /* ... of the scale factors' sums */
     double clampv; /* largest |value| a chunk may add */
+    int scales;    /* round.block_scales = on */
     int comm8;     /* round.block_comm = int8 */
     double *g;     /* int8: [n of the largest layer] the sum being compressed */
 } bl_state;
@@ -114,6 +136,10 @@ static void layer_free(bl_layer *x) {
     mpq_free(x->w);
     mpq_free(x->dw);
     mpq_free(x->acc);
+    mpq_free(x->s0);
+    mpq_free(x->m);
+    mpq_free(x->sacc);
+    mpq_free(x->sbest);
     mpq_ef_destroy(&x->ef);
 }
 
@@ -180,13 +206,34 @@ static mpq_err layer_init(mpq_ctx *ctx, bl_layer *x, const float *w0) {
     return err;
 }
 
-/* Hard codes of the current offsets into the layer and its weights into
- * the working model. */
+/* round.block_scales: the scale factors of a layer with per-group or
+ * per-channel scales, all 1 (the stored scales unchanged). */
+static mpq_err scales_init(mpq_ctx *ctx, bl_layer *x) {
+    const mpq_qparams *P = x->q->params;
+    if (P->gpr <= 0)
+        return MPQ_OK;
+    x->ng = P->ngroups;
+    MPQ_ALLOC(x->s0, x->ng);
+    MPQ_ALLOC(x->m, x->ng);
+    MPQ_ALLOC(x->sacc, x->ng);
+    MPQ_ALLOC(x->sbest, x->ng);
+    for (int64_t g = 0; g < x->ng; g++) {
+        x->s0[g] = (double)mpq_qscale_of(P, g);
+        x->m[g] = 1.0;
+        x->sbest[g] = P->scale[g];
+    }
+    return MPQ_OK;
+}
+
+/* Hard codes of the current offsets (and scales) into the layer and its
+ * weights into the working model. */
 static mpq_err install(bl_state *S, bl_layer *x) {
     mpq_ctx *ctx = S->ctx;
     for (int64_t k = 0; k < x->n; k++)
         if (!isnan(x->o[k]))
             x->q->codes[k] = takes_b(x, k) ? x->cb[k] : x->ca[k];
+    for (int64_t g = 0; g < x->ng; g++)
+        x->q->params->scale[g] = mpq_round_store_scale(x->q->params, x->s0[g] * x->m[g]);
     mpq_quant_dequantize(x->q->params, x->q->codes, x->w);
     MPQ_CALL(mpq_family_set_weight(ctx, S->s->ses->fq, x->l, x->w));
     return MPQ_OK;
@@ -261,9 +308,33 @@ static int window_part(const bl_state *S, int64_t t, int64_t c0, int64_t c1, int
     return n;
 }
 
+/* Layer x's dL/dm m = sum of dL/dw w over each group, of the gradient in
+ * x->dw: into x->sacc in fixed point, or with gmax only the largest
+ * |value| into *gmax. */
+static void scale_grad(const bl_state *S, bl_layer *x, double *gmax) {
+    const mpq_qparams *P = x->q->params;
+    for (int64_t r = 0; r < x->rows; r++) {
+        for (int64_t g0 = 0; g0 < P->gpr; g0++) {
+            const int64_t c0 = g0 * P->gcols;
+            const int64_t c1 = c0 + P->gcols < x->cols ? c0 + P->gcols : x->cols;
+            double v = 0.0;
+            for (int64_t c = c0; c < c1; c++)
+                v += (double)x->dw[r * x->cols + c] * (double)x->w[r * x->cols + c];
+            if (gmax) {
+                *gmax = fabs(v) > *gmax ? fabs(v) : *gmax;
+                continue;
+            }
+            v *= S->sscale;
+            v = v > S->clampv ? S->clampv : v < -S->clampv ? -S->clampv : v;
+            x->sacc[mpq_qgroup_of(P, r, c0)] += (int64_t)llround(v);
+        }
+    }
+}
+
 /* The gradient of one part of a chunk's samples (its rows from r0 of chunk
  * i, global index k: batch bt, input x, full-precision output yt) added in fixed point to the
- * layers' acc, or with gmax (the probe before the first step) only the largest |dL/do|. */
+ * layers' acc (and sacc), or with gmax (the probe before the first step) only the largest
+ * |dL/do| (gmax[0]) and |dL/dm m| (gmax[1]). */
 static mpq_err part_grad(bl_state *S, int64_t i, int64_t k, int64_t r0, const mpq_batch *bt,
                          const float *x, const float *yt, double *gmax) {
     mpq_ctx *ctx = S->ctx;
@@ -279,13 +350,15 @@ static mpq_err part_grad(bl_state *S, int64_t i, int64_t k, int64_t r0, const mp
                 continue;
             const double g = (double)L->dw[t] * (double)L->dv[t];
             if (gmax) {
-                *gmax = fabs(g) > *gmax ? fabs(g) : *gmax;
+                gmax[0] = fabs(g) > gmax[0] ? fabs(g) : gmax[0];
                 continue;
             }
             double v = g * S->scale;
             v = v > S->clampv ? S->clampv : v < -S->clampv ? -S->clampv : v;
             L->acc[t] += (int64_t)llround(v);
         }
+        if (L->ng > 0)
+            scale_grad(S, L, gmax ? gmax + 1 : NULL);
     }
     return MPQ_OK;
 }
@@ -297,8 +370,11 @@ static mpq_err part_grad(bl_state *S, int64_t i, int64_t k, int64_t r0, const mp
 static mpq_err chunk_pass(bl_state *S, int loss, int grad, int64_t t, double *gmax) {
     mpq_ctx *ctx = S->ctx;
     memset(S->closs, 0, (size_t)S->nchunks * sizeof *S->closs);
-    for (int64_t j = 0; j < S->nl; j++)
+    for (int64_t j = 0; j < S->nl; j++) {
         memset(S->L[j].acc, 0, (size_t)S->L[j].n * sizeof *S->L[j].acc);
+        if (S->L[j].ng > 0)
+            memset(S->L[j].sacc, 0, (size_t)S->L[j].ng * sizeof *S->L[j].sacc);
+    }
     for (int64_t i = 0; i < S->mine; i++) {
         mpq_batch bt;
         const float *x = NULL;
@@ -348,6 +424,11 @@ static mpq_err eval_step(bl_state *S, int loss_too, int grad, int64_t t, double 
         MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, S->closs, (int)S->nchunks, MPI_DOUBLE, MPI_SUM,
                                 ctx->comm) == MPI_SUCCESS,
                   MPQ_ERR_MPI, "block loss: cannot sum the chunks' losses");
+        for (int64_t j = 0; grad && j < S->nl; j++)
+            if (S->L[j].ng > 0 && S->L[j].ng <= INT32_MAX)
+                MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, S->L[j].sacc, (int)S->L[j].ng, MPI_INT64_T,
+                                        MPI_SUM, ctx->comm) == MPI_SUCCESS,
+                          MPQ_ERR_MPI, "block loss: cannot sum the scale gradients");
         for (int64_t j = 0; grad && S->comm8 && j < S->nl; j++)
             MPQ_CALL(sum_int8(S, &S->L[j]));
         for (int64_t j = 0; grad && !S->comm8 && j < S->nl; j++)
@@ -366,19 +447,20 @@ static mpq_err eval_step(bl_state *S, int loss_too, int grad, int64_t t, double 
     return MPQ_OK;
 }
 
-/* Collective. The fixed-point scale: the largest first-step |dL/do| of
- * any chunk's part, 16 times over, fits 2^62 / chunks. */
+/* Collective. The fixed-point scales: the largest first-step |dL/do| (and
+ * |dL/dm m|) of any chunk's part, 16 times over, fits 2^62 / chunks. */
 static mpq_err fix_scale(bl_state *S) {
     mpq_ctx *ctx = S->ctx;
-    double gmax = 0.0;
-    MPQ_CALL(mpq_agree(ctx, chunk_pass(S, 0, 1, 0, &gmax)));
+    double gmax[2] = {0.0, 0.0};
+    MPQ_CALL(mpq_agree(ctx, chunk_pass(S, 0, 1, 0, gmax)));
     if (ctx->size > 1)
-        MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, &gmax, 1, MPI_DOUBLE, MPI_MAX, ctx->comm) ==
+        MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, gmax, 2, MPI_DOUBLE, MPI_MAX, ctx->comm) ==
                       MPI_SUCCESS,
                   MPQ_ERR_MPI, "block loss: cannot agree on the gradient scale");
     const double room = ldexp(1.0, 62) / (double)(S->nchunks > 0 ? S->nchunks : 1);
     S->clampv = room;
-    S->scale = gmax > 0.0 ? ldexp(1.0, (int)floor(log2(room / (16.0 * gmax)))) : 1.0;
+    S->scale = gmax[0] > 0.0 ? ldexp(1.0, (int)floor(log2(room / (16.0 * gmax[0])))) : 1.0;
+    S->sscale = gmax[1] > 0.0 ? ldexp(1.0, (int)floor(log2(room / (16.0 * gmax[1])))) : 1.0;
     return MPQ_OK;
 }
 
@@ -435,6 +517,8 @@ static mpq_err setup(bl_state *S, mpq_pass *p, int64_t block_rows) {
                         .n = rl->rows * rl->cols,
                         .q = rl->q};
         MPQ_CALL(layer_init(ctx, x, p->W[i]));
+        if (S->scales)
+            MPQ_CALL(scales_init(ctx, x));
         S->dwp[x->j] = x->dw;
         if (S->comm8)
             MPQ_CALL(mpq_ef_create(ctx, x->n, 1, &x->ef));
@@ -479,6 +563,14 @@ static int64_t step(bl_state *S, double lr) {
             x->o[k] = o > 0.5f ? 0.5f : o < -0.5f ? -0.5f : o;
             flips += takes_b(x, k) != before;
         }
+        /* the scale factors: signed steps of lr / 2 (at most 0.5 over the
+         * steps), kept in [0.5, 1.5] */
+        for (int64_t g = 0; g < x->ng; g++) {
+            if (x->sacc[g] == 0)
+                continue;
+            const double m = x->m[g] - (x->sacc[g] > 0 ? 0.5 * lr : -0.5 * lr);
+            x->m[g] = m < 0.5 ? 0.5 : m > 1.5 ? 1.5 : m;
+        }
     }
     return flips;
 }
@@ -498,8 +590,12 @@ static void log_traffic(bl_state *S) {
 }
 
 static void keep_best(bl_state *S) {
-    for (int64_t j = 0; j < S->nl; j++)
+    for (int64_t j = 0; j < S->nl; j++) {
         memcpy(S->L[j].best, S->L[j].q->codes, (size_t)S->L[j].n);
+        if (S->L[j].ng > 0)
+            memcpy(S->L[j].sbest, S->L[j].q->params->scale,
+                   (size_t)S->L[j].ng * sizeof *S->L[j].sbest);
+    }
 }
 
 mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b) {
@@ -512,6 +608,7 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
                   .cfp = p->calib_fp,
                   .drop = cfg->round.input_drop,
                   .comm8 = strcmp(cfg->round.block_comm, "int8") == 0,
+                  .scales = strcmp(cfg->round.block_scales, "on") == 0,
                   .seed = (uint64_t)cfg->calibration.seed ^ UINT64_C(0x51d7),
                   .b = b};
     mpq_err err = MPQ_OK;
@@ -551,6 +648,8 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
         for (int64_t k = 0; k < x->n; k++)
             learned += !isnan(x->o[k]);
         memcpy(x->q->codes, x->best, (size_t)x->n);
+        if (x->ng > 0)
+            memcpy(x->q->params->scale, x->sbest, (size_t)x->ng * sizeof *x->sbest);
         MPQ_TRY(mpq_qlayer_finish(ctx, x->q));
         MPQ_TRY(mpq_run_install_layer(ctx, s, x->l, x->q));
     }

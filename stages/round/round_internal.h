@@ -75,10 +75,6 @@ mpq_err mpq_round_refit_group(struct mpq_ctx *ctx, const mpq_round_problem *pb, 
                               int64_t r0, int64_t r1, int64_t c0, int64_t len, const float *w,
                               mpq_qparams **tmp);
 
-/* The stored form of an effective group scale (before the tensor scale):
- * rounded to the spec's scale format, positive. */
-float mpq_round_store_scale(const mpq_qparams *p, double eff);
-
 /* Per-row losses of D [nr][cols] (double, W - Q) with scratch T [nr][cols]. */
 mpq_err mpq_round_loss_d(struct mpq_ctx *ctx, int64_t cols, const double *H, int64_t nr,
                          const double *D, double *T, double *loss);

@@ -11,7 +11,12 @@
 #  (c) mnist-cnn-small at 2 bits per channel: accuracy above the layer
 #      loss's (the CNN's backward pass);
 #  (d) calibration.propagate = "fp" is refused before loading, naming both
-#      keys.
+#      keys;
+#  (e) round.block_scales = on (the group scales learned too): the same bits
+#      on 1 and 2 ranks, every block at or below its start, scales that
+#      differ from the layer rounding's in the checkpoint, and `mpquant eval`
+#      of that checkpoint gives the run's own KL divergence (the stored
+#      scales are the ones the run evaluated).
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_shared data/models/stories260K/stories260K.bin
@@ -91,6 +96,31 @@ run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$MPQ_SOURCE_DIR/configs/stories260K-w2.cfg
 expect_rc 1
 expect_err 'round.loss = "block" needs calibration.propagate = "quantized"'
 grep -q '^model ' "$ERR" && fail "the model was loaded before the refusal"
-echo "block loss: KLD $kl_layer -> $kl_block (stories260K, 2 bits, RTN start);" \
+# ---- (e) ----
+run $MPQ_MPIEXEC -n 1 "$MPQ_BIN" "${lm[@]}" -o round.loss=block -o round.block_scales=on \
+    -o output.path="$dir/s1.h5"
+expect_rc 0
+sc1=$(last_json | jq -c '.quantized')
+bad=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 > $3 { print }')
+[ -z "$bad" ] || fail "block_scales: a block ended above its start: $bad"
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=block -o round.block_scales=on \
+    -o output.path="$dir/s2.h5"
+expect_rc 0
+[ "$(last_json | jq -c '.quantized')" = "$sc1" ] || fail "block_scales: 1 and 2 ranks differ"
+[ "$sc1" != "$two" ] || fail "block_scales = on changed nothing"
+kl_scales=$(jq -r .kld <<<"$sc1")
+params() { h5dump -d "/layers/$1/params" "$2" | grep -v "^HDF5" | md5sum; }
+w=model.layers.1.mlp.down_proj.weight
+[ "$(params "$w" "$dir/s2.h5")" != "$(params "$w" "$dir/b2.h5")" ] ||
+    fail "block_scales: the stored scales of $w are the layer rounding's"
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" eval --model "$dir/s2.h5" \
+    --tokenizer "$MPQ_SHARED_DIR/data/models/stories260K/tok512.bin" \
+    --reference "$MPQ_SHARED_DIR/data/models/stories260K/stories260K.bin" --protocol generated \
+    --docs 6 --window 48 --json -q
+expect_rc 0
+[ "$(last_json | jq -r .kld)" = "$kl_scales" ] ||
+    fail "block_scales: eval of the checkpoint gives KLD $(last_json | jq -r .kld), the run $kl_scales"
+
+echo "block loss: KLD $kl_layer -> $kl_block (stories260K, 2 bits, RTN start), $kl_scales with scales;" \
     "accuracy $acc_layer -> $acc_block (mnist-cnn-small, 2 bits)"
 finish
