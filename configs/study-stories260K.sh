@@ -2,7 +2,8 @@
 # study-stories260K.sh: the rounding study on stories260K. Each row changes
 # one axis of the rounding from the shipped configurations
 # (stories260K-w{2,3,4}.cfg: int asymmetric g32, GPTQ, 128 WikiText-2
-# segments): the loss (layer or block), the degrees of freedom (codes, or
+# segments): the loss (layer, block, or network: block plus the KL
+# divergence of the prediction), the degrees of freedom (codes, or
 # codes and scales: signround learns scales unless told not to, and the
 # block loss learns them with round.block_scales = on), the
 # rounding variable (offset or sigmoid), the
@@ -65,6 +66,8 @@ rows=(
     "gptq + block loss|loss|-o quant.method=gptq -o round.loss=block"
     "signround|loss|-o quant.method=signround"
     "signround + block loss|loss|-o quant.method=signround -o round.loss=block"
+    "gptq + network loss|loss|-o quant.method=gptq -o round.loss=network"
+    "gptq + network loss, scales too|loss|-o quant.method=gptq -o round.loss=network -o round.block_scales=on"
     "signround, codes only|freedom|-o quant.method=signround -o round.learn_scales=off"
     "signround, codes only + block loss|freedom|-o quant.method=signround -o round.learn_scales=off -o round.loss=block"
     "gptq + block loss, scales too|freedom|-o quant.method=gptq -o round.loss=block -o round.block_scales=on"

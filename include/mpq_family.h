@@ -148,6 +148,9 @@ typedef struct mpq_family_ops {
     mpq_err (*block_fit_backward)(struct mpq_ctx *ctx, void *state, int64_t b,
                                   const mpq_batch *batch, const float *x_in, const float *target,
                                   float *y, float *dy, float *const *dw);
+    /* Backward pass of the head (NULL: none); see mpq_family_head_backward. */
+    mpq_err (*head_backward)(struct mpq_ctx *ctx, void *state, const float *x, int64_t rows,
+                             const float *dlogits, float *dx);
 } mpq_family_ops;
 
 /* The registry (NULL-terminated; model.family, mpq_registry.h), its
@@ -210,6 +213,12 @@ mpq_err mpq_family_block_backward(struct mpq_ctx *ctx, mpq_family *f, int64_t b,
 mpq_err mpq_family_block_fit_grad(struct mpq_ctx *ctx, mpq_family *f, int64_t b,
                                   const mpq_batch *batch, const float *x_in, const float *target,
                                   float *y, float *dy, float *const *dw);
+/* Local. dx [rows][width(nblocks)] = the gradient with respect to the last
+ * block's output x of a loss whose gradient with respect to the logits of
+ * mpq_family_head(x) is dlogits [rows][out_width] (the weights of the head
+ * are not learned). MPQ_ERR_ARG when the family has no such pass. */
+mpq_err mpq_family_head_backward(struct mpq_ctx *ctx, mpq_family *f, const float *x, int64_t rows,
+                                 const float *dlogits, float *dx);
 /* Last block output x [rows][width(nblocks)] -> logits [rows][out_width]
  * (Llama: final RMSNorm and output head; CNN: a copy). */
 mpq_err mpq_family_head(struct mpq_ctx *ctx, mpq_family *f, const float *x, int64_t rows,

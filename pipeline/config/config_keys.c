@@ -208,11 +208,13 @@ const mpq_key_spec mpq_config_keys[] = {
      "momentum of the sgdm optimizer"},
     {"round.learn_scales", MPQ_KEY_ENUM, OFF(round.learn_scales), "auto", NOLIM, "auto|on|off",
      "learn per-group scales with the rounding (auto: adaround off, signround on)"},
-    {"round.loss", MPQ_KEY_ENUM, OFF(round.loss), "layer", NOLIM, "layer|block",
+    {"round.loss", MPQ_KEY_ENUM, OFF(round.loss), "layer", NOLIM, "layer|block|network",
      "layer: each layer's rounding minimises its own output error; block: then the codes of "
      "every layer of a block are refined together against the full-precision block's output on "
      "the same calibration inputs (signed gradients through the block's backward pass; needs "
-     "calibration.propagate = \"quantized\")"},
+     "calibration.propagate = \"quantized\"); network: block, plus the KL divergence of the "
+     "model's prediction through the later blocks and the head (round.kl_weight; without "
+     "round.input_drop)"},
     {"round.block_iters", MPQ_KEY_INT, OFF(round.block_iters), "200", 1, 1e7, NULL,
      "block loss: signed-gradient steps per block"},
     {"round.block_rows", MPQ_KEY_INT, OFF(round.block_rows), "2048", 0, 1e12, NULL,
@@ -226,6 +228,10 @@ const mpq_key_spec mpq_config_keys[] = {
      "activations with this probability, else from the quantized model's (QDrop; the target is "
      "the full-precision block on the same mixed input; 0 = quantized inputs only); keeping "
      "the full-precision activations doubles their memory"},
+    {"round.kl_weight", MPQ_KEY_FLOAT, OFF(round.kl_weight), "1", 0.0, 1e6, NULL,
+     "network loss: weight of the prediction term; the loss is the block's squared error over "
+     "its start value plus kl_weight times the KL divergence of the model's prediction over its "
+     "start value"},
     {"round.block_scales", MPQ_KEY_ENUM, OFF(round.block_scales), "off", NOLIM, "off|on",
      "block loss: also learn every group's (or channel's) scale, as a factor in [0.5, 1.5] of "
      "the layer rounding's, by signed steps of its gradient (half the offsets' rate), the "

@@ -75,10 +75,16 @@ static mpq_err check_config(mpq_ctx *ctx, const mpq_config *cfg, int propagate_q
     if (cfg->output.path[0] && fam && fam->check_checkpoint)
         MPQ_CALL(fam->check_checkpoint(ctx, cfg));
     MPQ_CALL(mpq_run_exports_outputs(ctx, cfg, NULL, NULL));
-    MPQ_CHECK(strcmp(cfg->round.loss, "block") != 0 || propagate_q, MPQ_ERR_CONFIG,
-              "%s: round.loss = \"block\" needs calibration.propagate = \"quantized\" (the "
+    const int block = strcmp(cfg->round.loss, "layer") != 0;
+    MPQ_CHECK(strcmp(cfg->round.loss, "network") != 0 || !(cfg->round.input_drop > 0.0),
+              MPQ_ERR_CONFIG,
+              "%s: round.loss = \"network\" takes no round.input_drop (got %g): its prediction "
+              "term follows the quantized model's own inputs",
+              cfg->source, cfg->round.input_drop);
+    MPQ_CHECK(!block || propagate_q, MPQ_ERR_CONFIG,
+              "%s: round.loss = \"%s\" needs calibration.propagate = \"quantized\" (the "
               "block is refined on the inputs the quantized model gives it)",
-              cfg->source);
+              cfg->source, cfg->round.loss);
     if (cfg->eval.enabled && mpq_session_eval_generated(cfg))
         MPQ_CALL(mpq_session_eval_check(ctx, cfg, cfg->eval.docs));
     return MPQ_OK;
@@ -150,7 +156,7 @@ static mpq_pass_opts pass_opts(const run_state *s, int measure) {
                            .label = measure ? "measure" : "round",
                            .ncol = s->ses->maxc,
                            .owned = owned_codes(s, measure),
-                           .keep_fp = !measure && strcmp(cfg->round.loss, "block") == 0 &&
+                           .keep_fp = !measure && strcmp(cfg->round.loss, "layer") != 0 &&
                                       cfg->round.input_drop > 0.0,
                            .coded = measure && strcmp(cfg->budget.count, "coded") == 0};
 }
@@ -530,7 +536,7 @@ static mpq_err final_pass(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
         add_chosen_jobs(s, p);
         MPQ_TRY(mpq_pass_round(ctx, p, MPQ_STAGE_ROUND));
         MPQ_TRY(take_rounded(ctx, s, p));
-        if (strcmp(cfg->round.loss, "block") == 0) { /* part of the stage "round" */
+        if (strcmp(cfg->round.loss, "layer") != 0) { /* block or network; stage "round" */
             MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_ROUND));
             MPQ_TRY(mpq_run_block_refine(ctx, s, p, b));
             MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_ROUND));

@@ -2,6 +2,12 @@
  * rounded (each against its own output error), their codes are refined
  * together against the output of the whole block.
  *
+ * round.loss = "network" adds the KL divergence of the model's prediction
+ * (run_block_net.c): the objective is the block error over its step-0
+ * value plus round.kl_weight times the KL over its step-0 value; a step's
+ * gradient with respect to the block output is both terms', brought
+ * through the block by mpq_family_block_backward.
+ *
  * Objective: sum over this block's calibration inputs X (the quantized
  * model's activations, as propagated) of |block_Q(X) - block_FP(X)|^2,
  * where block_FP runs the original weights on the same inputs.
@@ -113,11 +119,19 @@ typedef struct bl_state {
     int64_t *cstart;  /* [nchunks + 1] global index of each chunk's first sample */
     int64_t nsamples; /* in all chunks */
     int64_t B;        /* samples per step (nsamples: all) */
+    int64_t rows_all; /* activation rows of all samples */
     bl_layer *L;
     float **dwp;   /* [nper] dw of the block's layers by position, NULL where not learned */
     float **yfp;   /* [mine] full-precision outputs of this rank's chunks */
     float *y, *dy; /* [rows of the largest chunk][wout] */
     double *closs; /* [nchunks] block loss per chunk */
+    /* round.loss = "network": the prediction term, its KL per chunk, its
+     * weight (round.kl_weight), and the step-0 sums that normalise both
+     * terms (loss = block / mse0 + kl_weight KL / kl0); mse, kl: the last
+     * measured sums */
+    mpq_block_net *net;
+    double *ckl;
+    double beta, mse0, kl0, mse, kl;
     double scale;  /* fixed point: units per gradient unit */
     double sscale; /* ... of the scale factors' sums */
     double clampv; /* largest |value| a chunk may add */
@@ -156,6 +170,8 @@ static void state_free(bl_state *S) {
     mpq_free(S->xmix);
     mpq_free(S->tmix);
     mpq_free(S->closs);
+    mpq_free(S->ckl);
+    mpq_block_net_destroy(&S->net);
     mpq_free(S->cstart);
     mpq_free(S->g);
 }
@@ -342,7 +358,18 @@ static mpq_err part_grad(bl_state *S, int64_t i, int64_t k, int64_t r0, const mp
         MPQ_CALL(mix_input(S, i, k, r0, bt, &x, &yt));
     for (int64_t j = 0; j < S->nl; j++)
         memset(S->L[j].dw, 0, (size_t)S->L[j].n * sizeof *S->L[j].dw);
-    MPQ_CALL(mpq_family_block_fit_grad(ctx, S->s->ses->fq, S->b, bt, x, yt, S->y, S->dy, S->dwp));
+    if (S->net) {
+        /* d(block / mse0 + beta KL / kl0)/dy, then back through the block */
+        mpq_family *fq = S->s->ses->fq;
+        MPQ_CALL(mpq_family_block(ctx, fq, S->b, bt, x, S->y, NULL, NULL));
+        for (int64_t r = 0; r < bt->rows * S->wout; r++)
+            S->dy[r] = (float)(2.0 * ((double)S->y[r] - (double)yt[r]) / S->mse0);
+        MPQ_CALL(mpq_block_net_kl(ctx, S->net, fq, bt, S->y, yt, S->beta / S->kl0, S->dy, NULL));
+        MPQ_CALL(mpq_family_block_backward(ctx, fq, S->b, bt, x, S->dy, NULL, S->dwp));
+    } else {
+        MPQ_CALL(
+            mpq_family_block_fit_grad(ctx, S->s->ses->fq, S->b, bt, x, yt, S->y, S->dy, S->dwp));
+    }
     for (int64_t j = 0; j < S->nl; j++) {
         bl_layer *L = &S->L[j];
         for (int64_t t = 0; t < L->n; t++) {
@@ -370,6 +397,8 @@ static mpq_err part_grad(bl_state *S, int64_t i, int64_t k, int64_t r0, const mp
 static mpq_err chunk_pass(bl_state *S, int loss, int grad, int64_t t, double *gmax) {
     mpq_ctx *ctx = S->ctx;
     memset(S->closs, 0, (size_t)S->nchunks * sizeof *S->closs);
+    if (S->net)
+        memset(S->ckl, 0, (size_t)S->nchunks * sizeof *S->ckl);
     for (int64_t j = 0; j < S->nl; j++) {
         memset(S->L[j].acc, 0, (size_t)S->L[j].n * sizeof *S->L[j].acc);
         if (S->L[j].ng > 0)
@@ -387,6 +416,9 @@ static mpq_err chunk_pass(bl_state *S, int loss, int grad, int64_t t, double *gm
                 e += d * d;
             }
             S->closs[k] = e;
+            if (S->net)
+                MPQ_CALL(mpq_block_net_kl(ctx, S->net, S->s->ses->fq, &bt, S->y, S->yfp[i], 0.0,
+                                          NULL, &S->ckl[k]));
         }
         int64_t part[2][2];
         const int np = grad ? window_part(S, t, S->cstart[k], S->cstart[k + 1], part) : 0;
@@ -424,6 +456,10 @@ static mpq_err eval_step(bl_state *S, int loss_too, int grad, int64_t t, double 
         MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, S->closs, (int)S->nchunks, MPI_DOUBLE, MPI_SUM,
                                 ctx->comm) == MPI_SUCCESS,
                   MPQ_ERR_MPI, "block loss: cannot sum the chunks' losses");
+        if (S->net)
+            MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, S->ckl, (int)S->nchunks, MPI_DOUBLE, MPI_SUM,
+                                    ctx->comm) == MPI_SUCCESS,
+                      MPQ_ERR_MPI, "network loss: cannot sum the chunks' divergences");
         for (int64_t j = 0; grad && j < S->nl; j++)
             if (S->L[j].ng > 0 && S->L[j].ng <= INT32_MAX)
                 MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, S->L[j].sacc, (int)S->L[j].ng, MPI_INT64_T,
@@ -439,11 +475,16 @@ static mpq_err eval_step(bl_state *S, int loss_too, int grad, int64_t t, double 
                           MPQ_ERR_MPI, "block loss: cannot sum the gradients");
             }
     }
-    double tot = 0.0;
-    for (int64_t k = 0; k < S->nchunks; k++)
+    double tot = 0.0, kl = 0.0;
+    for (int64_t k = 0; k < S->nchunks; k++) {
         tot += S->closs[k];
-    if (loss_too)
-        *loss = tot;
+        kl += S->net ? S->ckl[k] : 0.0;
+    }
+    if (loss_too) {
+        S->mse = tot;
+        S->kl = kl;
+        *loss = S->net ? tot / S->mse0 + S->beta * kl / S->kl0 : tot;
+    }
     return MPQ_OK;
 }
 
@@ -480,6 +521,7 @@ static mpq_err sample_layout(bl_state *S, int64_t rows, int64_t block_rows) {
     for (int64_t k = 0; k < S->nchunks; k++)
         S->cstart[k + 1] += S->cstart[k];
     S->nsamples = S->cstart[S->nchunks];
+    S->rows_all = tot[0];
     const double per = S->nsamples > 0 ? (double)tot[0] / (double)S->nsamples : 1.0;
     S->B = block_rows > 0 ? (int64_t)ceil((double)block_rows / per) : S->nsamples;
     S->B = S->B < 1 ? 1 : S->B > S->nsamples ? S->nsamples : S->B;
@@ -539,6 +581,12 @@ static mpq_err setup(bl_state *S, mpq_pass *p, int64_t block_rows) {
         MPQ_CALL(mpq_family_block(ctx, ses->ffp, S->b, &bt, xin, S->yfp[i], NULL, NULL));
     }
     MPQ_CALL(sample_layout(S, rows, block_rows));
+    if (strcmp(ses->cfg->round.loss, "network") == 0) {
+        MPQ_ALLOC(S->ckl, S->nchunks > 0 ? S->nchunks : 1);
+        MPQ_CALL(mpq_block_net_create(ctx, ses->fq, S->b, maxrows, &S->net));
+        S->beta = ses->cfg->round.kl_weight;
+        S->mse0 = S->kl0 = 1.0;
+    }
     MPQ_ALLOC(S->y, maxrows * S->wout > 0 ? maxrows * S->wout : 1);
     MPQ_ALLOC(S->dy, maxrows * S->wout > 0 ? maxrows * S->wout : 1);
     if (S->drop > 0.0) {
@@ -617,7 +665,14 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
     MPQ_TRY(mpq_agree(ctx, setup(&S, p, cfg->round.block_rows)));
     for (int64_t j = 0; j < S.nl; j++)
         MPQ_TRY(install(&S, &S.L[j]));
-    double best = 0.0, first = 0.0;
+    double best = 0.0, first = 0.0, kl_first = 0.0, kl_best = 0.0;
+    if (S.net) {
+        /* the normalisers: both terms' sums at the start */
+        double l0;
+        MPQ_TRY(eval_step(&S, 1, 0, 0, &l0));
+        S.mse0 = S.mse > 0.0 ? S.mse : 1.0;
+        S.kl0 = S.kl > 0.0 ? S.kl : 1.0;
+    }
     MPQ_TRY(fix_scale(&S));
     const int64_t T = cfg->round.block_iters;
     const double lr0 = cfg->round.block_lr > 0.0 ? cfg->round.block_lr : 2.0 / (double)T;
@@ -632,8 +687,10 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
         measured += measure;
         if (measure && (t == 0 || loss < best)) {
             best = loss;
+            kl_best = S.kl;
             keep_best(&S);
         }
+        kl_first = t == 0 ? S.kl : kl_first;
         first = t == 0 ? loss : first;
         if (t == T)
             break;
@@ -658,6 +715,11 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
              (long long)b, first, best, first > 0.0 ? 100.0 * (best - first) / first : 0.0,
              (long long)T, (long long)S.B, (long long)S.nsamples, (long long)measured,
              (long long)flips, (long long)learned, mpq_now() - t0);
+    if (S.net)
+        MPQ_INFO("block %lld: network loss: KL divergence of the prediction %.6g -> %.6g nats "
+                 "per row (weight %g)",
+                 (long long)b, kl_first / (double)(S.rows_all > 0 ? S.rows_all : 1),
+                 kl_best / (double)(S.rows_all > 0 ? S.rows_all : 1), S.beta);
     if (S.comm8)
         log_traffic(&S);
 cleanup:

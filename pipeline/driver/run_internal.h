@@ -50,6 +50,19 @@ mpq_err mpq_run_write_exports(mpq_ctx *ctx, const mpq_config *cfg);
  * p->calib holds, then installs them in the working model. */
 mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, struct mpq_pass *p, int64_t b);
 
+/* round.loss = "network": the prediction term of block b (run_block_net.c). */
+typedef struct mpq_block_net mpq_block_net;
+/* Local. Buffers for batches of up to rows rows through the blocks after b
+ * and the head of f. */
+mpq_err mpq_block_net_create(mpq_ctx *ctx, mpq_family *f, int64_t b, int64_t rows,
+                             mpq_block_net **out);
+void mpq_block_net_destroy(mpq_block_net **n);
+/* Local. *kl (may be NULL) = the sum over the batch's rows of KL(p || q),
+ * p and q the predictions of f from block b's outputs yfp and yq through
+ * the later blocks and the head; with dy, adds coef dKL/dyq to it. */
+mpq_err mpq_block_net_kl(mpq_ctx *ctx, mpq_block_net *n, mpq_family *f, const mpq_batch *bt,
+                         const float *yq, const float *yfp, double coef, float *dy, double *kl);
+
 /* The analytic minimum of memory per rank in MiB (mpq_run_result.rss_min_mib). */
 double mpq_run_memory_minimum(const mpq_session *ses, int ranks);
 

@@ -644,6 +644,18 @@ static mpq_err cnn_head(mpq_ctx *ctx, void *state, const float *x, int64_t rows,
     return MPQ_OK;
 }
 
+/* The head is a copy: so is its backward pass. */
+static mpq_err cnn_head_bwd(mpq_ctx *ctx, void *state, const float *x, int64_t rows,
+                            const float *dlogits, float *dx) {
+    (void)ctx;
+    (void)x;
+    cnn *C = state;
+    int64_t w = cnn_op_out(&C->ops[C->nops - 1]);
+    if (dx != dlogits)
+        memcpy(dx, dlogits, sizeof(float) * (size_t)(rows * w));
+    return MPQ_OK;
+}
+
 static cnn_op *layer_op(cnn *C, int64_t layer) {
     for (int64_t i = 0; i < C->nops; i++)
         if (C->ops[i].type->quantizable && C->ops[i].layer == layer)
@@ -749,4 +761,5 @@ const mpq_family_ops mpq_family_cnn_ops = {
     .get_weight = cnn_get_weight,
     .set_weight = cnn_set_weight,
     .block_backward = mpq_cnn_block_backward,
+    .head_backward = cnn_head_bwd,
 };

@@ -486,4 +486,5 @@ const mpq_family_ops mpq_family_llama_ops = {
     .set_weight = llama_set_weight,
     .block_backward = mpq_llama_block_bwd,
     .block_fit_backward = mpq_llama_block_fit_bwd,
+    .head_backward = mpq_llama_head_bwd,
 };

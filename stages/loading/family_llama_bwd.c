@@ -242,6 +242,19 @@ static mpq_err block_bwd(mpq_ctx *ctx, llama *L, int64_t b, const mpq_batch *bat
     return MPQ_OK;
 }
 
+mpq_err mpq_llama_head_bwd(mpq_ctx *ctx, void *state, const float *x, int64_t rows,
+                           const float *dlogits, float *dx) {
+    llama *L = state;
+    int ri = 0;
+    MPQ_CALL(mpq_to_int(ctx, rows * L->vocab, "logits size", &ri));
+    MPQ_CALL(mpq_llama_ensure_scratch(ctx, L, rows, 0));
+    /* dn = dlogits cls into the scratch row buffer, then the final norm's */
+    gemm_w(dlogits, L->cls, L->xb, rows, L->vocab, L->dim, 0.0f);
+    memset(dx, 0, sizeof(float) * (size_t)(rows * L->dim));
+    rmsnorm_bwd(dx, dx, x, L->final_norm, L->xb, rows, L->dim, L->a.norm_eps);
+    return MPQ_OK;
+}
+
 mpq_err mpq_llama_block_bwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
                             const float *x_in, const float *dy, float *dx, float *const *dw) {
     return block_bwd(ctx, state, b, batch, x_in, dy, NULL, NULL, NULL, dx, dw);

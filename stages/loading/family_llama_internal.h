@@ -114,5 +114,8 @@ mpq_err mpq_llama_block_fit_bwd(struct mpq_ctx *ctx, void *state, int64_t b, con
                                 float *const *dw);
 mpq_err mpq_llama_block_bwd(struct mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
                             const float *x_in, const float *dy, float *dx, float *const *dw);
+/* The family's head_backward: through the output head and the final norm. */
+mpq_err mpq_llama_head_bwd(struct mpq_ctx *ctx, void *state, const float *x, int64_t rows,
+                           const float *dlogits, float *dx);
 
 #endif

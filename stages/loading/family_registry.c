@@ -151,6 +151,14 @@ mpq_err mpq_family_block_fit_grad(mpq_ctx *ctx, mpq_family *f, int64_t b, const 
     return mpq_family_block_backward(ctx, f, b, batch, x_in, dy, NULL, dw);
 }
 
+mpq_err mpq_family_head_backward(mpq_ctx *ctx, mpq_family *f, const float *x, int64_t rows,
+                                 const float *dlogits, float *dx) {
+    MPQ_CHECK(f->ops->head_backward, MPQ_ERR_ARG, "family %s has no backward pass of its head",
+              f->ops->name);
+    MPQ_CALL(f->ops->head_backward(ctx, f->state, x, rows, dlogits, dx));
+    return MPQ_OK;
+}
+
 mpq_err mpq_family_head(mpq_ctx *ctx, mpq_family *f, const float *x, int64_t rows, float *logits) {
     MPQ_CALL(f->ops->head(ctx, f->state, x, rows, logits));
     return MPQ_OK;

@@ -109,7 +109,7 @@ mpq_err mpq_round_from_config(mpq_ctx *ctx, const mpq_config *cfg, mpq_round_opt
                   "rounding is not implemented for the other methods",
                   cfg->source, o->rate_lambda, cfg->quant.method);
         /* the block loss's refinement would move the codes without the rate */
-        MPQ_CHECK(o->rate_lambda == 0.0 || strcmp(cfg->round.loss, "block") != 0, MPQ_ERR_CONFIG,
+        MPQ_CHECK(o->rate_lambda == 0.0 || strcmp(cfg->round.loss, "layer") == 0, MPQ_ERR_CONFIG,
                   "%s: round.rate_lambda = %g needs round.loss = \"layer\" (the block loss's "
                   "refinement does not weigh the code lengths)",
                   cfg->source, o->rate_lambda);

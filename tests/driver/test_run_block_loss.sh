@@ -16,7 +16,11 @@
 #      on 1 and 2 ranks, every block at or below its start, scales that
 #      differ from the layer rounding's in the checkpoint, and `mpquant eval`
 #      of that checkpoint gives the run's own KL divergence (the stored
-#      scales are the ones the run evaluated).
+#      scales are the ones the run evaluated);
+#  (f) round.loss = network (the KL divergence of the prediction added): the
+#      same bits on 1 and 2 ranks, one KL line per block whose divergence
+#      ends below its start, every block's loss at or below its start, and
+#      round.input_drop refused with it, naming both keys.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_shared data/models/stories260K/stories260K.bin
@@ -121,6 +125,24 @@ expect_rc 0
 [ "$(last_json | jq -r .kld)" = "$kl_scales" ] ||
     fail "block_scales: eval of the checkpoint gives KLD $(last_json | jq -r .kld), the run $kl_scales"
 
-echo "block loss: KLD $kl_layer -> $kl_block (stories260K, 2 bits, RTN start), $kl_scales with scales;" \
+# ---- (f) ----
+run $MPQ_MPIEXEC -n 1 "$MPQ_BIN" "${lm[@]}" -o round.loss=network
+expect_rc 0
+net1=$(last_json | jq -c '.quantized')
+n=$(grep -c 'block [0-9]*: network loss: KL divergence of the prediction' "$ERR")
+[ "$n" -eq 5 ] || fail "network: $n KL lines, expected 5"
+bad=$(grep -o 'prediction [^ ]* -> [^ ]*' "$ERR" | awk '!($4 < $2) { print }')
+[ -z "$bad" ] || fail "network: a block's KL did not fall: $bad"
+bad=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 > $3 { print }')
+[ -z "$bad" ] || fail "network: a block ended above its start: $bad"
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=network
+expect_rc 0
+[ "$(last_json | jq -c '.quantized')" = "$net1" ] || fail "network: 1 and 2 ranks differ"
+kl_net=$(jq -r .kld <<<"$net1")
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=network -o round.input_drop=0.5
+expect_rc 1
+expect_err 'round.loss = "network" takes no round.input_drop'
+
+echo "block loss: KLD $kl_layer -> $kl_block (stories260K, 2 bits, RTN start), $kl_scales with scales, $kl_net network;" \
     "accuracy $acc_layer -> $acc_block (mnist-cnn-small, 2 bits)"
 finish

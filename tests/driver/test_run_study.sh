@@ -1,6 +1,7 @@
 #!/bin/bash
 # test_study.sh: configs/study-stories260K.sh at its reduced size, on the
-# loss axis at 2 bits with two calibration seeds: one CSV line per run, the
+# loss axis at 2 bits with two calibration seeds (the network rows once):
+# one CSV line per run, the
 # table with the seeds' spread on the main rows, the plot; and a point of
 # the table equals `mpquant run` with the same keys, run here on its own.
 set -u
@@ -14,12 +15,14 @@ run "$MPQ_SOURCE_DIR/configs/study-stories260K.sh" "$dir/s" --quick --bits 2 \
     --seeds "1234 1235" --axes loss
 expect_rc 0
 csv="$dir/s/study.csv"
-[ "$(($(wc -l <"$csv") - 1))" = 8 ] || fail "expected 8 runs (4 rows x 2 seeds), got $(($(wc -l <"$csv") - 1))"
+[ "$(($(wc -l <"$csv") - 1))" = 10 ] ||
+    fail "expected 10 runs (4 main rows x 2 seeds, 2 network rows once), got $(($(wc -l <"$csv") - 1))"
 for r in '"gptq"' '"gptq + block loss"' '"signround"' '"signround + block loss"'; do
     [ "$(grep -c "^$r,\"loss\",2," "$csv")" = 2 ] || fail "row $r: not 2 seeds in the CSV"
 done
 md="$dir/s/study.md"
-[ "$(grep -c '^| ' "$md")" = 5 ] || fail "the table does not have a header and 4 rows"
+[ "$(grep -c '^| ' "$md")" = 7 ] || fail "the table does not have a header and 6 rows"
+[ "$(grep -c '^"gptq + network loss' "$csv")" = 2 ] || fail "the network rows are not in the CSV"
 grep -q '^| gptq + block loss | loss | [0-9.]* ±[0-9.]* |' "$md" ||
     fail "the table lacks the seeds' spread on 'gptq + block loss'"
 if command -v gnuplot >/dev/null; then

@@ -15,7 +15,10 @@
  *    double-precision central differences of every (or every k-th) entry of
  *    every dW and of dx;
  *  - dw accumulates, NULL dx / dw / dw entries, identical bits on repeated
- *    calls, and errors for a bad block index or batch.
+ *    calls, and errors for a bad block index or batch;
+ *  - the head's backward pass (final norm and output head,
+ *    mpq_family_head_backward) against central finite differences of
+ *    L = sum(dl .* head(x)) on every entry of x.
  * Cases: rotate-half RoPE (block 0, head_dim 6); interleaved pairs with
  * llama3 RoPE scaling, head_dim 8 != hidden / heads and substituted weights
  * (block 1); and BF16 weights with a 70-token sequence spanning two
@@ -629,12 +632,52 @@ static void test_fit_grad(void **state) {
     fx_close(&F);
 }
 
+/* mpq_family_head_backward against central differences (h = 0.01) of the
+ * family's own head on every entry of x. */
+static void test_head_backward(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    fx_case c = {.dtype = "F32", .block = 0, .len0 = 3, .len1 = 2};
+    fx F;
+    fx_open(&F, &c);
+    const int64_t V = mpq_family_get_info(F.f)->out_width, n = F.rows * F.D;
+    float *dl = malloc(sizeof(float) * (size_t)(F.rows * V));
+    float *lg = malloc(sizeof(float) * (size_t)(F.rows * V));
+    float *dx = malloc(sizeof(float) * (size_t)n);
+    float *xp = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < F.rows * V; i++)
+        dl[i] = (float)urand();
+    MPQ_ASSERT_OK(ctx, mpq_family_head_backward(ctx, F.f, F.x, F.rows, dl, dx));
+    const double gmax = max_abs(dx, n);
+    assert_true(gmax > 0.0);
+    memcpy(xp, F.x, sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        double l[2];
+        for (int s = 0; s < 2; s++) {
+            xp[i] = (float)((double)F.x[i] + (s ? -0.01 : 0.01));
+            MPQ_ASSERT_OK(ctx, mpq_family_head(ctx, F.f, xp, F.rows, lg));
+            l[s] = 0.0;
+            for (int64_t k = 0; k < F.rows * V; k++)
+                l[s] += (double)dl[k] * (double)lg[k];
+        }
+        xp[i] = F.x[i];
+        const double h =
+            (double)(float)((double)F.x[i] + 0.01) - (double)(float)((double)F.x[i] - 0.01);
+        check_entry("head dx", i, dx[i], (l[0] - l[1]) / h, gmax, TOL_FD_FLOAT);
+    }
+    free(dl);
+    free(lg);
+    free(dx);
+    free(xp);
+    fx_close(&F);
+}
+
 int main(int argc, char **argv) {
     g_ctx = mpq_test_init(&argc, &argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_halves),         cmocka_unit_test(test_interleaved_llama3),
         cmocka_unit_test(test_two_tiles_bf16), cmocka_unit_test(test_accumulate_null_bits),
-        cmocka_unit_test(test_fit_grad),
+        cmocka_unit_test(test_fit_grad),       cmocka_unit_test(test_head_backward),
     };
     int failures = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&g_ctx, failures);
