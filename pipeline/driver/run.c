@@ -560,15 +560,18 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
     mpq_pass *p = NULL;
     mpq_session_file *outputs = NULL;
     int64_t nout = 3;
-    MPQ_ALLOC_TRY(outputs, 3 + cfg->output.exports.n);
+    /* Local steps, agreed before the first collective: an allocation that
+     * fails on one rank must stop every rank. */
+    MPQ_TRY(mpq_agree(
+        ctx, mpq_malloc(ctx, 3 + cfg->output.exports.n, sizeof *outputs, (void **)&outputs)));
     outputs[0] = (mpq_session_file){"output.path", cfg->output.path};
     outputs[1] = (mpq_session_file){"hessian.save", cfg->hessian.save};
     outputs[2] = (mpq_session_file){"measure.save", cfg->measure.save};
 
     /* load: model, families, tokenizer, candidates, layer selection;
      * calibrate: the calibration samples. */
-    MPQ_TRY(check_config(ctx, cfg, s->propagate_q));
-    MPQ_TRY(mpq_run_exports_outputs(ctx, cfg, outputs, &nout));
+    MPQ_TRY(mpq_agree(ctx, check_config(ctx, cfg, s->propagate_q)));
+    MPQ_TRY(mpq_agree(ctx, mpq_run_exports_outputs(ctx, cfg, outputs, &nout)));
     const mpq_session_opts so = {.outputs = outputs,
                                  .noutputs = nout,
                                  .checkpoint = 1,
