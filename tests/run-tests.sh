@@ -39,8 +39,9 @@
 #     regular files) and
 #     mixed_ckpt_integrity (its CRC checks run under ASan in
 #     mixed_ckpt_errors' test_checksums).
-#     The ASan build sets MPQ_TEST_SANITIZED=1 for the tests, and run_resume
-#     and mixed_ckpt_coding then run a subset of their repeated cases.
+#     The ASan build sets MPQ_TEST_SANITIZED=1 for the tests, and run_resume,
+#     mixed_ckpt_coding, run_coded_budget and run_block_loss then run a
+#     subset of their repeated cases.
 #     tests/lsan.supp holds the only suppressions
 #     (Open MPI, libconfig internals).
 #  3. valgrind memcheck (tests/valgrind-tests.sh) on the single-process C
