@@ -258,18 +258,19 @@ mpq_err mpq_pass_round(mpq_ctx *ctx, mpq_pass *p, mpq_stage stage) {
 /* Collective. t->coded of every job: measured on a rank that holds its
  * codes, the largest value over ranks (0 elsewhere). */
 static mpq_err keep_coded(mpq_ctx *ctx, mpq_pass *p, mpq_measure_table *t) {
-    mpq_err err = MPQ_OK;
-    for (int64_t j = 0; j < p->njobs; j++) {
-        int64_t *c = &t->coded[p->jl[j] * t->ncol + p->jk[j]];
-        *c = 0;
-        if (p->results[j].q && err == MPQ_OK)
-            err = mpq_ckpt_coded_bits(ctx, p->results[j].q, c);
-    }
-    MPQ_CALL(mpq_agree(ctx, err));
-    for (int64_t j = 0; j < p->njobs && ctx->comm != MPI_COMM_NULL && ctx->size > 1; j++)
-        MPQ_MPI(MPI_Allreduce(MPI_IN_PLACE, &t->coded[p->jl[j] * t->ncol + p->jk[j]], 1,
-                              MPI_INT64_T, MPI_MAX, ctx->comm));
-    return MPQ_OK;
+    int64_t *c = NULL; /* [njobs] one reduction for the block */
+    mpq_err err = mpq_malloc(ctx, p->njobs > 0 ? p->njobs : 1, sizeof *c, (void **)&c);
+    for (int64_t j = 0; err == MPQ_OK && j < p->njobs; j++)
+        if (p->results[j].q)
+            err = mpq_ckpt_coded_bits(ctx, p->results[j].q, &c[j]);
+    MPQ_TRY(mpq_agree(ctx, err));
+    if (ctx->comm != MPI_COMM_NULL && ctx->size > 1 && p->njobs > 0)
+        MPQ_MPI_TRY(MPI_Allreduce(MPI_IN_PLACE, c, (int)p->njobs, MPI_INT64_T, MPI_MAX, ctx->comm));
+    for (int64_t j = 0; j < p->njobs; j++)
+        t->coded[p->jl[j] * t->ncol + p->jk[j]] = c[j];
+cleanup:
+    mpq_free(c);
+    return err;
 }
 
 mpq_err mpq_pass_keep(mpq_ctx *ctx, mpq_pass *p, mpq_measure_table *t) {
