@@ -144,9 +144,13 @@ mpq_err mpq_session_create(mpq_ctx *ctx, const struct mpq_config *cfg, const mpq
  * spec, followed by ";rate=LAMBDA" for a rate-constrained candidate.
  * Returns buf. */
 const char *mpq_session_spec_text(const mpq_session *s, int64_t l, int32_t k, char *buf, size_t n);
-/* Local. The job of candidate k of layer l takes the candidate's own
- * rate_lambda, where it has one. */
-void mpq_session_job_rate(const mpq_session *s, int32_t k, mpq_round_job *jb);
+/* Local. The text of a list item into buf [n]: spec's canonical text, with
+ * rate >= 0 followed by ";rate=LAMBDA" (what mpq_session_parse_item
+ * reads). Returns buf. */
+const char *mpq_session_item_text(const mpq_qspec *spec, double rate, char *buf, size_t n);
+/* Local. Candidate k's own round.rate_lambda, or -1 (none, or k not a
+ * candidate). */
+double mpq_session_cand_rate(const mpq_session *s, int32_t k);
 /* Local. NULL-safe; sets *s to NULL. */
 void mpq_session_destroy(mpq_session **s);
 /* Collective. The stage "calibrate": the calibration samples (s->set). */
@@ -162,10 +166,11 @@ mpq_err mpq_session_parse_spec(mpq_ctx *ctx, const struct mpq_config *cfg, const
                                const char *text, mpq_qspec *spec);
 /* Local. A list item "spec" (*rate = -1) or "spec;rate=LAMBDA" (a
  * rate-constrained quantizer: *rate = LAMBDA, which needs round.loss =
- * "layer"); errors name where the list was set, key (the item) and the
- * text. */
+ * "layer" and rounding method `method` gptq); errors name where the list
+ * was set, key (the item) and the text. */
 mpq_err mpq_session_parse_item(mpq_ctx *ctx, const struct mpq_config *cfg, const char *list,
-                               const char *key, const char *item, mpq_qspec *out, double *rate);
+                               const char *key, const char *item, const char *method,
+                               mpq_qspec *out, double *rate);
 /* Local. The candidate probed for the sensitivities
  * (mpq_importance_probe_candidate over s->cand with
  * importance.sensitivity_spec); 0 without candidates. */

@@ -229,8 +229,8 @@ mpq_err mpq_pass_layers(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
     return mpq_agree(ctx, err);
 }
 
-mpq_round_job *mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
-                                const mpq_round_method *method) {
+void mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
+                      const mpq_round_method *method, double rate) {
     const mpq_layer_info *li = &p->ses->info->layers[p->lay[i]];
     mpq_round_job *jb = &p->jobs[p->njobs];
     jb->name = li->name;
@@ -242,10 +242,10 @@ mpq_round_job *mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qsp
     jb->owners = p->own[i];
     jb->spec = *spec;
     jb->method = method;
-    mpq_session_job_rate(p->ses, k, jb);
+    jb->has_rate = rate >= 0.0;
+    jb->rate_lambda = jb->has_rate ? rate : 0.0;
     p->jl[p->njobs] = p->lay[i];
     p->jk[p->njobs++] = k;
-    return jb;
 }
 
 mpq_err mpq_pass_round(mpq_ctx *ctx, mpq_pass *p, mpq_stage stage) {

@@ -109,12 +109,10 @@ mpq_err mpq_pass_hessian(mpq_ctx *ctx, mpq_pass *p, int64_t b);
  * of block b that is not excluded, in layer order: p->lay, p->W, p->H. */
 mpq_err mpq_pass_layers(mpq_ctx *ctx, mpq_pass *p, int64_t b);
 /* Local. Adds the job that rounds layer p->lay[i] at column k with spec and
- * method (at most o.ncol jobs per layer); column k < the session's ncand
- * takes candidate k's own rate_lambda where it has one
- * (mpq_session_job_rate). Returns the job, for a caller with other
- * columns to adjust. */
-mpq_round_job *mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
-                                const mpq_round_method *method);
+ * method (at most o.ncol jobs per layer), and with rate >= 0 its own
+ * round.rate_lambda (a rate-constrained candidate; -1: the options'). */
+void mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
+                      const mpq_round_method *method, double rate);
 /* Collective. Rounds the block's jobs over the ranks, timed as `stage`:
  * every rank gets every result, or with o.owned the codes stay with the
  * first owner of each job (p->own) and the figures reach every rank. */

@@ -170,7 +170,8 @@ static void add_measure_jobs(const run_state *s, mpq_pass *p) {
         int32_t k0, k1;
         mpq_run_measure_range(ses, l, &k0, &k1);
         for (int32_t k = k0; k < k1; k++)
-            mpq_pass_add_job(p, i, k, mpq_session_spec(ses, l, k), ses->method);
+            mpq_pass_add_job(p, i, k, mpq_session_spec(ses, l, k), ses->method,
+                             mpq_session_cand_rate(ses, k));
     }
 }
 
@@ -178,8 +179,9 @@ static void add_measure_jobs(const run_state *s, mpq_pass *p) {
 static void add_chosen_jobs(const run_state *s, mpq_pass *p) {
     for (int64_t i = 0; i < p->nlb; i++) {
         const int64_t l = p->lay[i];
-        mpq_pass_add_job(p, i, s->choice[l], mpq_session_spec(s->ses, l, s->choice[l]),
-                         s->ses->method);
+        const int32_t k = s->choice[l];
+        mpq_pass_add_job(p, i, k, mpq_session_spec(s->ses, l, k), s->ses->method,
+                         mpq_session_cand_rate(s->ses, k));
     }
 }
 

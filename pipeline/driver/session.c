@@ -61,22 +61,26 @@ mpq_err mpq_session_check_candidates(mpq_ctx *ctx, const mpq_config *cfg) {
     return err;
 }
 
-const char *mpq_session_spec_text(const mpq_session *s, int64_t l, int32_t k, char *buf, size_t n) {
-    mpq_qspec_format(mpq_session_spec(s, l, k), buf, n);
-    if (k < s->ncand && s->cand_rate[k] >= 0.0) {
+const char *mpq_session_item_text(const mpq_qspec *spec, double rate, char *buf, size_t n) {
+    mpq_qspec_format(spec, buf, n);
+    if (rate >= 0.0) {
         const size_t len = strlen(buf);
-        snprintf(buf + len, n - len, ";rate=%g", s->cand_rate[k]);
+        snprintf(buf + len, n - len, ";rate=%g", rate);
     }
     return buf;
 }
 
-void mpq_session_job_rate(const mpq_session *s, int32_t k, mpq_round_job *jb) {
-    jb->has_rate = k < s->ncand && s->cand_rate && s->cand_rate[k] >= 0.0;
-    jb->rate_lambda = jb->has_rate ? s->cand_rate[k] : 0.0;
+const char *mpq_session_spec_text(const mpq_session *s, int64_t l, int32_t k, char *buf, size_t n) {
+    return mpq_session_item_text(mpq_session_spec(s, l, k), mpq_session_cand_rate(s, k), buf, n);
+}
+
+double mpq_session_cand_rate(const mpq_session *s, int32_t k) {
+    return k >= 0 && k < s->ncand && s->cand_rate ? s->cand_rate[k] : -1.0;
 }
 
 mpq_err mpq_session_parse_item(mpq_ctx *ctx, const mpq_config *cfg, const char *list,
-                               const char *key, const char *item, mpq_qspec *out, double *rate) {
+                               const char *key, const char *item, const char *method,
+                               mpq_qspec *out, double *rate) {
     char spec[MPQ_QSPEC_MAX], where[600];
     const char *semi = strchr(item, ';');
     *rate = -1.0;
@@ -97,6 +101,10 @@ mpq_err mpq_session_parse_item(mpq_ctx *ctx, const mpq_config *cfg, const char *
               "%s: %s: \"%.200s\": a rate-constrained candidate needs round.loss = \"layer\" "
               "(got \"%s\")",
               where, key, item, cfg->round.loss);
+    MPQ_CHECK(strcmp(method, "gptq") == 0, MPQ_ERR_CONFIG,
+              "%s: %s: \"%.200s\": a rate-constrained candidate is rounded by gptq only (got "
+              "\"%s\")",
+              where, key, item, method);
     *rate = lam;
     return mpq_session_parse_spec(ctx, cfg, key, spec, out);
 }
@@ -105,17 +113,10 @@ mpq_err mpq_session_parse_item(mpq_ctx *ctx, const mpq_config *cfg, const char *
  * candidate (GPTQ with its own round.rate_lambda). */
 static mpq_err parse_candidate(mpq_ctx *ctx, mpq_session *s, int64_t k) {
     const mpq_config *cfg = s->cfg;
-    const char *item = cfg->quant.candidates.v[k];
-    char key[64], where[600];
+    char key[64];
     snprintf(key, sizeof key, "quant.candidates[%lld]", (long long)k);
-    MPQ_CALL(mpq_session_parse_item(ctx, cfg, "quant.candidates", key, item, &s->cand[k],
-                                    &s->cand_rate[k]));
-    MPQ_CHECK(s->cand_rate[k] < 0.0 || strcmp(cfg->quant.method, "gptq") == 0, MPQ_ERR_CONFIG,
-              "%s: %s: \"%.200s\": a rate-constrained candidate needs quant.method = \"gptq\" "
-              "(got \"%s\")",
-              mpq_config_origin(cfg, "quant.candidates", where, sizeof where), key, item,
-              cfg->quant.method);
-    return MPQ_OK;
+    return mpq_session_parse_item(ctx, cfg, "quant.candidates", key, cfg->quant.candidates.v[k],
+                                  cfg->quant.method, &s->cand[k], &s->cand_rate[k]);
 }
 
 /* The candidates (identical on every rank: every rank parses the same

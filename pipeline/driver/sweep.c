@@ -15,19 +15,13 @@
 /* ---- the plan ------------------------------------------------------------------ */
 
 /* Item i of the list `key`, a spec or "spec;rate=LAMBDA"
- * (mpq_session_parse_item, naming "key[i]"), rounded by method m: a rate
- * needs gptq. */
+ * (mpq_session_parse_item, naming "key[i]"), rounded by method m. */
 static mpq_err parse_spec(mpq_ctx *ctx, const mpq_config *cfg, const char *key, int64_t i,
                           const char *text, const mpq_round_method *m, sweep_conf *c) {
     char item[64];
     snprintf(item, sizeof item, "%s[%lld]", key, (long long)i);
     c->method = m;
-    MPQ_CALL(mpq_session_parse_item(ctx, cfg, key, item, text, &c->spec, &c->rate));
-    MPQ_CHECK(c->rate < 0.0 || strcmp(m->name, "gptq") == 0, MPQ_ERR_CONFIG,
-              "%s: %s: \"%.200s\": a rate-constrained quantizer is rounded by gptq only (this "
-              "item by %s)",
-              cfg->source, item, text, m->name);
-    return MPQ_OK;
+    return mpq_session_parse_item(ctx, cfg, key, item, text, m->name, &c->spec, &c->rate);
 }
 
 /* Index of configuration x (method, spec, rate) among the configurations,
@@ -268,9 +262,7 @@ static void add_conf_jobs(const mpq_sweep *sw, mpq_pass *p) {
     for (int64_t i = 0; i < p->nlb; i++)
         for (int32_t c = 0; c < sw->plan.nconf; c++) {
             const sweep_conf *x = &sw->plan.conf[c];
-            mpq_round_job *jb = mpq_pass_add_job(p, i, c, &x->spec, x->method);
-            jb->has_rate = x->rate >= 0.0;
-            jb->rate_lambda = jb->has_rate ? x->rate : 0.0;
+            mpq_pass_add_job(p, i, c, &x->spec, x->method, x->rate);
         }
 }
 
@@ -462,11 +454,7 @@ static mpq_err choose_point(mpq_ctx *ctx, mpq_sweep *sw, const sweep_plan_point 
     for (int64_t l = 0; l < sw->ses->nl; l++)
         conf[l] = sw->ses->excl[l] ? -1 : pp->conf;
     snprintf(pt->kind, sizeof pt->kind, "%s", pp->kind == SWEEP_UNIFORM ? "uniform" : "compare");
-    mpq_qspec_format(&c->spec, buf, sizeof buf);
-    if (c->rate >= 0.0) {
-        const size_t len = strlen(buf);
-        snprintf(buf + len, sizeof buf - len, ";rate=%g", c->rate);
-    }
+    mpq_session_item_text(&c->spec, c->rate, buf, sizeof buf);
     snprintf(pt->spec, sizeof pt->spec, "%s", buf);
     snprintf(pt->method, sizeof pt->method, "%s", c->method->name);
     snprintf(pt->family, sizeof pt->family, "%s", c->spec.ops->name);

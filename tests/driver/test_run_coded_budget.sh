@@ -34,21 +34,29 @@ need_jq
 make_work_dir
 need_venv "${MPQ_CKPT_READER_VENV:-$HOME/.cache/mpquant/ckpt-reader-venv}" numpy==2.2.6 \
     h5py==3.14.0 zstandard==0.25.0
-cat >"$dir/c.cfg" <<CFG
+# config CANDIDATES: the settings both configurations share, GPTQ over
+# the candidates CANDIDATES (the items of a libconfig list).
+config() {
+    cat <<CFG
 model = { path = "\${MPQ_SHARED_DIR}/data/models/stories260K/stories260K.bin";
           tokenizer = "\${MPQ_SHARED_DIR}/data/models/stories260K/tok512.bin"; };
 calibration = { source = "text"; text = "\${MPQ_SHARED_DIR}/data/text/wikitext2-valid.txt";
                 seq_len = 64; segments = 16; propagate = "fp"; };
-quant = { method = "gptq";
-          candidates = [ "int:bits=2,sym=false,group=32", "int:bits=2,sym=false,group=32;rate=8",
-                         "int:bits=3,sym=false,group=32", "int:bits=3,sym=false,group=32;rate=4",
-                         "int:bits=4,sym=false,group=32" ]; };
+quant = { method = "gptq"; candidates = [ $1 ]; };
 round = { act_order = true; static_groups = true; };
-budget = { avg_bits = 3.0; count = "coded"; };
 importance = { method = "error"; };
+CFG
+}
+w2='"int:bits=2,sym=false,group=32"' w2r='"int:bits=2,sym=false,group=32;rate=8"'
+w3='"int:bits=3,sym=false,group=32"'
+{
+    config "$w2, $w2r, $w3, \"int:bits=3,sym=false,group=32;rate=4\", \"int:bits=4,sym=false,group=32\""
+    cat <<CFG
+budget = { avg_bits = 3.0; count = "coded"; };
 eval = { enabled = false; };
 output = { path = "$dir/out.h5"; overwrite = true; code_coding = "zstd"; };
 CFG
+} >"$dir/c.cfg"
 # The layers' choices and sizes, and the budget's figures (no times).
 digest() { last_json | jq -S -c '{budget, coded_bits, layers: [.layers[] | {layer, spec, bits, coded_bits}]}'; }
 
@@ -108,23 +116,15 @@ digest | cmp -s - "$dir/a.digest" || fail "the resumed run differs"
 
 # The sweep scans lambda: uniform points at rate 0 and 8, and a budget point,
 # counted coded; the same sweep counting fixed-length storage.
-cat >"$dir/s.cfg" <<CFG
-model = { path = "\${MPQ_SHARED_DIR}/data/models/stories260K/stories260K.bin";
-          tokenizer = "\${MPQ_SHARED_DIR}/data/models/stories260K/tok512.bin"; };
-calibration = { source = "text"; text = "\${MPQ_SHARED_DIR}/data/text/wikitext2-valid.txt";
-                seq_len = 64; segments = 16; propagate = "fp"; };
-quant = { method = "gptq";
-          candidates = [ "int:bits=2,sym=false,group=32", "int:bits=2,sym=false,group=32;rate=8",
-                         "int:bits=3,sym=false,group=32" ]; };
-round = { act_order = true; static_groups = true; };
+{
+    config "$w2, $w2r, $w3"
+    cat <<CFG
 budget = { count = "coded"; };
-importance = { method = "error"; };
 eval = { text = "\${MPQ_SHARED_DIR}/data/text/tinyshakespeare.txt"; docs = 10; };
 output = { code_coding = "zstd"; };
-sweep = { budgets = [ 2.6 ];
-          uniform = [ "int:bits=2,sym=false,group=32", "int:bits=2,sym=false,group=32;rate=8" ];
-          output_dir = "$dir/sweep"; };
+sweep = { budgets = [ 2.6 ]; uniform = [ $w2, $w2r ]; output_dir = "$dir/sweep"; };
 CFG
+} >"$dir/s.cfg"
 pts() { jq -c '[.points[] | {spec, bpw, budget}]' "$dir/sweep/report.json"; }
 run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" sweep "$dir/s.cfg"
 expect_rc 0
@@ -160,12 +160,12 @@ refused "$dir/x.cfg" 'x.cfg.*: quant.candidates\[1\]: ".*;rate=x": after .;. exp
 sed 's/group=32;rate=8"/group=32;lambda=8"/' "$dir/c.cfg" >"$dir/y.cfg"
 refused "$dir/y.cfg" 'quant.candidates\[1\]: ".*;lambda=8": after .;. expected rate=LAMBDA'
 refused "$dir/c.cfg" \
-    'quant.candidates\[1\]: .*a rate-constrained candidate needs quant.method = "gptq"' \
+    'quant.candidates\[1\]: .*a rate-constrained candidate is rounded by gptq only \(got "signround"\)' \
     -o quant.method=signround
 sed 's|^sweep = { |sweep = { methods = [ "rtn" ]; compare = [ "int:bits=3,group=32;rate=2" ]; |' \
     "$dir/s.cfg" >"$dir/z.cfg"
 grep -q 'compare = \[ "int:bits=3' "$dir/z.cfg" || fail "could not edit the sweep configuration"
 run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" sweep "$dir/z.cfg"
 [ "$RC" -ne 0 ] || fail "a rate item rounded by rtn was accepted"
-expect_err 'sweep.compare\[0\]: "int:bits=3,group=32;rate=2": a rate-constrained quantizer is rounded by gptq only'
+expect_err 'sweep.compare\[0\]: "int:bits=3,group=32;rate=2": a rate-constrained candidate is rounded by gptq only \(got "rtn"\)'
 finish
