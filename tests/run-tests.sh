@@ -43,7 +43,9 @@
 #     mixed_ckpt_coding, run_coded_budget and run_block_loss then run a
 #     subset of their repeated cases.
 #     tests/lsan.supp holds the only suppressions
-#     (Open MPI, libconfig internals).
+#     (Open MPI, libconfig internals, glibc's asprintf); the test processes
+#     preload tests/lsan_keep_modules.c so that they match with the fast
+#     unwinder.
 #  3. valgrind memcheck (tests/valgrind-tests.sh) on the single-process C
 #     tests of the Release build, minus the slow numeric ones listed there.
 # MPQ_TEST_PASSES selects passes (default "release asan valgrind"); extra
