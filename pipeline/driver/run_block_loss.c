@@ -33,7 +33,7 @@
  * every step when each step sees every sample, where it comes with the
  * gradient), and the hard solution of least loss measured is kept, so the
  * block loss never ends above the layer rounding's on the calibration
- * data.
+ * data. The steps report progress with an ETA (log.progress_interval).
  *
  * With round.input_drop = p (QDrop), the gradient of a step comes from a
  * mixed input instead: each element of the block's input is the
@@ -680,6 +680,10 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
     /* the loss on every sample: at every step when each step sees them all,
      * else at step 0, every quarter and the end */
     const int64_t every = S.B >= S.nsamples ? 1 : (T + 3) / 4;
+    mpq_progress pr; /* the steps, with an ETA (log.progress_interval) */
+    char what[64];
+    snprintf(what, sizeof what, "block %lld: %s loss", (long long)b, S.net ? "network" : "block");
+    mpq_progress_begin(ctx, &pr, what, "steps", T);
     for (int64_t t = 0; t <= T; t++) {
         double loss = 0.0;
         const int measure = t == T || t % every == 0;
@@ -698,7 +702,9 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
         S.t = t + 1;
         for (int64_t j = 0; j < S.nl; j++)
             MPQ_TRY(install(&S, &S.L[j]));
+        mpq_progress_update(ctx, &pr, t + 1);
     }
+    mpq_progress_end(ctx, &pr);
     int64_t learned = 0;
     for (int64_t j = 0; j < S.nl; j++) {
         bl_layer *x = &S.L[j];

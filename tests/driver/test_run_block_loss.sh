@@ -45,7 +45,7 @@ kl_block=$(last_json | jq -r .quantized.kld)
 two=$(last_json | jq -c '.quantized')
 awk -v b="$kl_block" -v l="$kl_layer" 'BEGIN { exit !(b > 0 && b < l) }' ||
     fail "KL divergence with the block loss ($kl_block) is not below the layer loss's ($kl_layer)"
-n=$(grep -c 'block [0-9]*: block loss' "$ERR")
+n=$(grep -c 'block [0-9]*: block loss [0-9.e+-]* -> ' "$ERR")
 [ "$n" -eq 5 ] || fail "$n block-loss lines, expected 5 (one per block)"
 bad=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 > $3 { print }')
 [ -z "$bad" ] || fail "a block ended above its start: $bad"

@@ -7,7 +7,9 @@
 #   2. the per-layer table is printed once (standard output), not a second
 #      time on the log;
 #   3. the evaluation's progress lines and events say which model they are
-#      for: the quantized model, then the full-precision reference.
+#      for: the quantized model, then the full-precision reference;
+#   4. a classifier's evaluations say which images they classify;
+#   5. the block loss reports its steps, per block.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_shared data/models/stories260K/stories260K.bin
@@ -59,4 +61,15 @@ run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$MPQ_SOURCE_DIR/configs/mnist-cnn-small-w4
 expect_rc 0
 expect_err "^classifying images 5000-8999 \(quantized model and full-precision reference\): "
 expect_err "^classifying images 0-9999 \(quantized model and full-precision reference\): "
+
+# ---- 5. the block loss's steps: a progress_end event per block (the lines
+# between, every log.progress_interval, are section 1's code)
+run "$MPQ_BIN" run "$MPQ_SOURCE_DIR/configs/stories260K-w2.cfg" -o calibration.segments=4 \
+    -o calibration.seq_len=64 -o round.loss=block -o round.block_iters=8 -o eval.enabled=false \
+    -o output.path= --event-log "$dir/bl.jsonl"
+expect_rc 0
+expect_err "^block 4: block loss: 8 steps done in "
+jq -e -s '[.[] | select(.event == "progress_end" and (.what | test("^block [0-9]: block loss$")))]
+          | length == 5 and all(.unit == "steps" and .done == 8 and .total == 8)' \
+    "$dir/bl.jsonl" >/dev/null || fail "no progress_end event of 8 steps for each of the 5 blocks"
 finish
