@@ -36,9 +36,9 @@ jq -e '.budget.bits_used == .bits and .bpw <= 2.5' "$dir/a.json" >/dev/null || f
 
 # Variants of the configuration (list items with commas cannot be given
 # with -o, which splits lists at commas).
-sed '/"int:bits=4,sym=false,gran=channel", "int:bits=8,sym=false,gran=channel" ];/d; s/"int:bits=3,sym=false,gran=channel",$/"int:bits=3,sym=false,gran=channel" ];/' \
+sed '/"int:bits=4,sym=false,gran=channel,fit=search",$/d; /"int:bits=8,sym=false,gran=channel,fit=search" ];/d; s/"int:bits=3,sym=false,gran=channel,fit=search",$/"int:bits=3,sym=false,gran=channel,fit=search" ];/' \
     "$cfg" >"$dir/two.cfg"
-grep -q 'bits=3,sym=false,gran=channel" \];' "$dir/two.cfg" || fail "could not edit the candidate list"
+grep -q 'bits=3,sym=false,gran=channel,fit=search" \];' "$dir/two.cfg" || fail "could not edit the candidate list"
 sed 's/^  avg_bits = 2.5;/  avg_bits = 2.5;\n  pin = [ "conv1=int:bits=6,sym=false,gran=channel" ];/' "$cfg" >"$dir/pin.cfg"
 grep -q 'pin = \[ "conv1' "$dir/pin.cfg" || fail "could not add the pin"
 

@@ -25,8 +25,8 @@ make_work_dir
 src="$MPQ_SOURCE_DIR/configs/mnist-cnn-small-w2.cfg"
 cfg="$dir/c.cfg"
 cp "$src" "$cfg"
-small=(-o quant.method=rtn -o round.iters=5 -o calibration.segments=64 -o eval.count=500
-       -o eval.also_all=false)
+small=(-o quant.method=rtn -o round.iters=5 -o round.loss=layer -o calibration.segments=64
+       -o eval.count=500 -o eval.also_all=false)
 
 # A provenance dataset's bytes (h5dump -b writes the raw string; the
 # fixed-length type has no padding beyond the text).
