@@ -2,7 +2,8 @@
 # study-stories260K.sh: the rounding study on stories260K. Each row changes
 # one axis of the rounding from the shipped configurations
 # (stories260K-w{2,3,4}.cfg: int asymmetric g32, GPTQ, 128 WikiText-2
-# segments): the loss (layer, block, or network: block plus the KL
+# segments) with the group ranges of the --fit option (default search: the
+# range of least Hessian-weighted error per group): the loss (layer, block, or network: block plus the KL
 # divergence of the prediction), the degrees of freedom (codes, or
 # codes and scales: signround learns scales unless told not to, and the
 # block loss learns them with round.block_scales = on), the
@@ -16,6 +17,7 @@
 #
 # Usage: configs/study-stories260K.sh OUTDIR [--quick] [--np N] [--bits "2 3 4"]
 #        [--seeds "1234 1235 1236"] [--axes "loss freedom variable optimizer grid"]
+#        [--fit search|minmax]
 #   --quick  reduced size (4 segments of 64 tokens, 10 steps, 20
 #            evaluation documents, 4 generated sequences of 32 tokens): the
 #            test's form;
@@ -30,6 +32,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: study-stories260K.sh OUTDIR [--quick] [--np N] [--bits LIST] [--seeds LIST]}
 shift
 quick=0 np=2 bits="2 3 4" seeds="1234 1235 1236" axes="loss freedom variable optimizer grid"
+fit=search
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) quick=1 ;;
@@ -37,10 +40,12 @@ while [ $# -gt 0 ]; do
     --bits) bits=$2; shift ;;
     --seeds) seeds=$2; shift ;;
     --axes) axes=$2; shift ;;
+    --fit) fit=$2; shift ;;
     *) echo "study-stories260K.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
+case $fit in search | minmax) ;; *) echo "study-stories260K.sh: --fit $fit: search or minmax" >&2; exit 2 ;; esac
 bin=${MPQ_BIN:-$here/../build/mpquant}
 mpiexec=${MPQ_MPIEXEC:-mpiexec}
 export MPQ_SHARED_DIR=${MPQ_SHARED_DIR:-$(cd "$here/../.." && pwd)/shared}
@@ -93,7 +98,8 @@ point() {
     rm -rf "$ck" "$ck.partial"
     local j g
     j=$($mpiexec -n "$np" "$bin" run "$here/stories260K-w$b.cfg" --json -q "${size[@]}" \
-        -o calibration.seed="$seed" -o output.path="$ck" -o output.overwrite=true "${ovs[@]}" |
+        -o calibration.seed="$seed" -o output.path="$ck" -o output.overwrite=true \
+        -o quant.spec="int:bits=$b,sym=false,group=32,fit=$fit" "${ovs[@]}" |
         tail -n 1)
     g=$($mpiexec -n "$np" "$bin" eval --model "$ck" --tokenizer "$tok" --reference "$model" \
         --protocol generated --docs "$gendocs" --window "$genlen" --json -q | tail -n 1)

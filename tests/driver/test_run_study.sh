@@ -32,7 +32,8 @@ fi
 run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$MPQ_SOURCE_DIR/configs/stories260K-w2.cfg" --json -q \
     -o calibration.segments=4 -o calibration.seq_len=64 -o round.iters=10 \
     -o round.block_iters=10 -o eval.docs=20 -o calibration.seed=1235 \
-    -o output.path="$dir/own.h5" -o quant.method=gptq -o round.loss=block
+    -o output.path="$dir/own.h5" -o quant.spec=int:bits=2,sym=false,group=32,fit=search \
+    -o quant.method=gptq -o round.loss=block
 expect_rc 0
 own=$(last_json | jq -r '[.quantized.kld, .quantized.top1_agreement, .quantized.ppl] | @csv')
 row=$(grep '^"gptq + block loss","loss",2,1235,' "$csv" | cut -d, -f5-7)
