@@ -35,6 +35,6 @@ one() { # NAME CONFIG OVERRIDES...
 
 one stories "$cfgs/stories260K-w3.cfg" quant.method=adaround round.iters=20 calibration.segments=16 \
     calibration.seq_len=128 eval.docs=20
-one mnist "$cfgs/mnist-cnn-small-w2.cfg" quant.method=signround round.iters=50 eval.count=1000 \
-    eval.also_all=false
+one mnist "$cfgs/mnist-cnn-small-w2.cfg" quant.method=signround round.iters=50 round.loss=layer \
+    eval.count=1000 eval.also_all=false
 finish

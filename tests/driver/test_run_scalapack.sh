@@ -63,7 +63,7 @@ done
 grep -qE "gate_proj: H \(64 x 64\) factored with scalapack on a 1 x 2 grid of ranks 1 to 2, block 16" \
     "$dir/s_sc4.log" || fail "4 ranks: gate/up's H not factored on a grid of its two owners"
 
-m_over=(quant.method=gptq eval.count=1000 eval.also_all=false)
+m_over=(quant.method=gptq round.loss=layer eval.count=1000 eval.also_all=false)
 runj m_lapack 1 "$cfgs/mnist-cnn-small-w2.cfg" "${m_over[@]}"
 runj m_auto 2 "$cfgs/mnist-cnn-small-w2.cfg" "${m_over[@]}" hessian.scalapack_min_width=100
 grep "factored with scalapack" "$dir/m_auto.log" >"$dir/m_fact.txt"
