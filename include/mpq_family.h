@@ -60,6 +60,11 @@ typedef struct mpq_layer_info {
     int64_t group;   /* input group: index of the first layer reading the same input */
     /* conv only: kernel and geometry (0 for linear layers) */
     int64_t c_in, k_h, k_w, stride, padding;
+    /* The checkpoint tensor that holds the bias added to the layer's output
+     * ("": the layer takes no bias, and no learned one, round.learn_bias).
+     * It may be absent from the model (a Llama attention projection without
+     * attention_bias): a checkpoint with learned biases then adds it. */
+    char bias_tensor[MPQ_TENSOR_NAME_MAX];
 } mpq_layer_info;
 
 /* A batch of inputs. Llama: nseq sequences of len[s] tokens, rows = sum of
@@ -139,15 +144,18 @@ typedef struct mpq_family_ops {
     mpq_err (*head)(struct mpq_ctx *ctx, void *state, const float *x, int64_t rows, float *logits);
     mpq_err (*get_weight)(struct mpq_ctx *ctx, void *state, int64_t layer, float *w);
     mpq_err (*set_weight)(struct mpq_ctx *ctx, void *state, int64_t layer, const float *w);
+    /* See mpq_family_set_bias_delta (NULL: no layer takes one). */
+    mpq_err (*set_bias_delta)(struct mpq_ctx *ctx, void *state, int64_t layer, const float *delta);
     /* Backward pass of block b (NULL: the family has none); see
      * mpq_family_block_backward. */
     mpq_err (*block_backward)(struct mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
-                              const float *x_in, const float *dy, float *dx, float *const *dw);
+                              const float *x_in, const float *dy, float *dx, float *const *dw,
+                              float *const *db);
     /* The forward and backward of a squared-error fit in one pass (NULL:
      * mpq_family_block_fit_grad runs the forward, then block_backward). */
     mpq_err (*block_fit_backward)(struct mpq_ctx *ctx, void *state, int64_t b,
                                   const mpq_batch *batch, const float *x_in, const float *target,
-                                  float *y, float *dy, float *const *dw);
+                                  float *y, float *dy, float *const *dw, float *const *db);
     /* Backward pass of the head (NULL: none); see mpq_family_head_backward. */
     mpq_err (*head_backward)(struct mpq_ctx *ctx, void *state, const float *x, int64_t rows,
                              const float *dlogits, float *dx);
@@ -197,22 +205,24 @@ mpq_err mpq_family_block(struct mpq_ctx *ctx, mpq_family *f, int64_t b, const mp
  * block's output. Adds to dw[j] the gradient with respect to the weight
  * [out][in] (the GEMM form of mpq_layer_info) of the block's j-th
  * quantizable layer (global layer first + j, in layer order; dw NULL or a
- * NULL entry: not wanted), and writes dx [rows][width(b)], the gradient
- * with respect to x_in (NULL: not wanted). The weights are those in use
- * (mpq_family_set_weight); the forward pass is recomputed inside, so no
- * state is kept between calls. MPQ_ERR_ARG when the family has no
- * backward pass. */
+ * NULL entry: not wanted), to db[j] [out] the gradient with respect to the
+ * correction of its output bias (mpq_family_set_bias_delta; db NULL or a
+ * NULL entry: not wanted; only layers with a bias_tensor), and writes dx
+ * [rows][width(b)], the gradient with respect to x_in (NULL: not wanted).
+ * The weights and bias corrections are those in use; the forward pass is
+ * recomputed inside, so no state is kept between calls. MPQ_ERR_ARG when
+ * the family has no backward pass. */
 mpq_err mpq_family_block_backward(struct mpq_ctx *ctx, mpq_family *f, int64_t b,
                                   const mpq_batch *batch, const float *x_in, const float *dy,
-                                  float *dx, float *const *dw);
+                                  float *dx, float *const *dw, float *const *db);
 /* The gradient of |block_b(x_in) - target|^2: y [rows][width(b + 1)]
  * receives the block's output (the bits of mpq_family_block), dy the same
- * shape 2 (y - target), and dw as in mpq_family_block_backward. A family
- * with a fused pass (Llama) runs the block once; the others run
+ * shape 2 (y - target), and dw, db as in mpq_family_block_backward. A
+ * family with a fused pass (Llama) runs the block once; the others run
  * mpq_family_block, then mpq_family_block_backward. */
 mpq_err mpq_family_block_fit_grad(struct mpq_ctx *ctx, mpq_family *f, int64_t b,
                                   const mpq_batch *batch, const float *x_in, const float *target,
-                                  float *y, float *dy, float *const *dw);
+                                  float *y, float *dy, float *const *dw, float *const *db);
 /* Local. dx [rows][width(nblocks)] = the gradient with respect to the last
  * block's output x of a loss whose gradient with respect to the logits of
  * mpq_family_head(x) is dlogits [rows][out_width] (the weights of the head
@@ -252,6 +262,16 @@ mpq_err mpq_family_get_weight(struct mpq_ctx *ctx, mpq_family *f, int64_t layer,
  * w = NULL releases a substituted weight: the layer has its original
  * weight again (families with a Llama layout; others refuse it). */
 mpq_err mpq_family_set_weight(struct mpq_ctx *ctx, mpq_family *f, int64_t layer, const float *w);
+/* Sets the correction added to the output of a layer with a bias_tensor
+ * (a learned bias, round.learn_bias): delta [out], copied; NULL: none. The
+ * layer then adds its bias plus delta, rounded once to float: the value a
+ * checkpoint stores for the bias, so that the checkpoint's model computes
+ * the same bits. It
+ * outlives set_weight(NULL): the corrections stay with the family while
+ * their blocks' weights come and go. MPQ_ERR_ARG for a layer without a
+ * bias_tensor or a family that takes none. */
+mpq_err mpq_family_set_bias_delta(struct mpq_ctx *ctx, mpq_family *f, int64_t layer,
+                                  const float *delta);
 /* Local. What a checkpoint stores for plain tensor t of f's model (see
  * mpq_family_ops.stored_tensor): *out [t->numel] F32 (caller: mpq_free)
  * and why in note [len], or *out NULL (note "") to store t as is. */

@@ -10,7 +10,10 @@
  * s = gamma / sqrt(var + eps) per output channel); elsewhere it stays a
  * per-channel affine op. Block b starts at the b-th conv/linear op (block 0
  * also holds any ops before the first one), so every block has exactly one
- * quantizable layer. The backward pass is in family_cnn_bwd.c. */
+ * quantizable layer. A conv/linear op may carry a learned correction of its
+ * output bias (set_bias_delta, round.learn_bias), added to its bias as
+ * b + bdelta. The backward pass is in family_cnn_bwd.c, the checkpoint's
+ * view of folded tensors in family_cnn_store.c. */
 #include <cblas.h>
 #include <math.h>
 #include <stdint.h>
@@ -34,6 +37,7 @@ static void cnn_destroy(void **state) {
     for (int64_t i = 0; C->ops && i < C->cap_ops; i++) {
         mpq_free(C->ops[i].w_own);
         mpq_free(C->ops[i].b_own);
+        mpq_free(C->ops[i].bdelta);
         mpq_free(C->ops[i].scale);
         mpq_free(C->ops[i].shift);
     }
@@ -369,7 +373,9 @@ static mpq_err run_conv(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const 
         for (int64_t oc = 0; oc < o->co; oc++) {
             float *dst = out + img * osz + oc * hw;
             const float *src = C->gout + oc * rows + img * hw;
-            float bias = o->b[oc];
+            /* With a correction the bias is b + bdelta, rounded once as a
+             * checkpoint storing the learned bias holds it. */
+            float bias = o->bdelta ? o->b[oc] + o->bdelta[oc] : o->b[oc];
             for (int64_t p = 0; p < hw; p++)
                 dst[p] = src[p] + bias;
         }
@@ -384,8 +390,14 @@ static mpq_err run_linear(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, cons
     MPQ_CALL(mpq_to_int(ctx, n * (isz > osz ? isz : osz), "linear GEMM size", &ir));
     if (hook)
         MPQ_CALL(hook(ctx, ud, o->layer, in, n, isz));
-    for (int64_t img = 0; img < n; img++)
-        memcpy(out + img * osz, o->b, sizeof(float) * (size_t)osz);
+    for (int64_t img = 0; img < n; img++) {
+        float *dst = out + img * osz;
+        if (o->bdelta) /* the bias b + bdelta, as for a conv */
+            for (int64_t oc = 0; oc < osz; oc++)
+                dst[oc] = o->b[oc] + o->bdelta[oc];
+        else
+            memcpy(dst, o->b, sizeof(float) * (size_t)osz);
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)osz, (int)isz, 1.0f, in,
                 (int)isz, o->w, (int)isz, 1.0f, out, (int)osz);
     return MPQ_OK;
@@ -586,11 +598,14 @@ static mpq_err cnn_create(mpq_ctx *ctx, const mpq_model *m, const mpq_config *cf
         C->nops++;
     }
     MPQ_ENSURE(b.nq > 0, MPQ_ERR_CONFIG, "%s: model.cnn has no conv2d or linear op", src);
-    /* Folded batch norms kept their scale only as a marker. */
+    /* Folded batch norms kept their scale only as a marker. The tensor of
+     * each layer's output bias is known once its batch norm is folded. */
     for (int64_t i = 0; i < C->nops; i++)
         if (C->ops[i].type->quantizable) {
             mpq_free(C->ops[i].scale);
             C->ops[i].scale = NULL;
+            mpq_layer_info *LI = &info->layers[C->ops[i].layer];
+            mpq_cnn_bias_tensor(&C->ops[i], LI->bias_tensor, sizeof LI->bias_tensor);
         }
     MPQ_TRY(cnn_blocks(ctx, C, b.nq));
     info->task = MPQ_TASK_CLASSIFIER;
@@ -677,71 +692,18 @@ static mpq_err cnn_set_weight(mpq_ctx *ctx, void *state, int64_t layer, const fl
     return MPQ_OK;
 }
 
-/* The variance that makes a batch norm of gamma 1, beta 0, mean 0 fold as
- * exactly 1: bn_affine's float(1 / sqrt(var + eps)) == 1.0f. */
-static mpq_err bn_unit_var(mpq_ctx *ctx, const cnn *C, const cnn_op *o, float *var) {
-    const double eps = mpq_op_get(o->bn, "eps")->f;
-    const float v = (float)(1.0 - eps), up = nextafterf(v, INFINITY), dn = nextafterf(v, -INFINITY);
-    const float cand[5] = {v, up, dn, nextafterf(up, INFINITY), nextafterf(dn, -INFINITY)};
-    for (int k = 0; k < 5; k++)
-        if ((double)cand[k] + eps > 0.0 && (float)(1.0 / sqrt((double)cand[k] + eps)) == 1.0f) {
-            *var = cand[k];
-            return MPQ_OK;
-        }
-    return MPQ_ERROR(MPQ_ERR_NUMERIC,
-                     "%s:%d: model.cnn: batchnorm eps %g: no float variance folds as exactly 1",
-                     C->src, o->bn->line, eps);
-}
-
-/* What a checkpoint stores for plain tensor t where a batch norm was folded
- * into a conv/linear op, whose weight (quantized) is the folded one: the
- * op's folded weight and bias, and the batch norm as the identity that
- * folds again exactly (gamma 1, mean 0, the variance of bn_unit_var, beta
- * 0, or the folded bias when the op has no bias tensor). A reader that
- * folds it as this family does gets the same weights and biases bit for
- * bit. *out [t->numel] (caller: mpq_free); NULL: t is stored as is. note
- * [len]: the tensor's `folded` attribute. */
-static mpq_err cnn_stored_tensor(mpq_ctx *ctx, void *state, const mpq_tensor *t, float **out,
-                                 char *note, size_t len) {
-    cnn *C = state;
-    *out = NULL;
-    for (int64_t i = 0; i < C->nops; i++) {
-        const cnn_op *o = &C->ops[i];
-        if (!o->bn)
-            continue;
-        const char *bias = mpq_op_get(o->cfg, "bias")->s;
-        static const char *const bn_fields[] = {"weight", "bias", "mean", "var"};
-        int f = -1;
-        for (int k = 0; k < 4 && f < 0; k++)
-            if (strcmp(t->name, mpq_op_get(o->bn, bn_fields[k])->s) == 0)
-                f = k;
-        const int64_t nw = o->co * o->ci * o->k * o->k;
-        const float *src = NULL;
-        float fill = 0.0f;
-        if (strcmp(t->name, mpq_op_get(o->cfg, "weight")->s) == 0)
-            src = o->w;
-        else if ((bias[0] && strcmp(t->name, bias) == 0) || (f == 1 && !bias[0]))
-            src = o->b;
-        else if (f == 0)
-            fill = 1.0f;
-        else if (f == 3)
-            MPQ_CALL(bn_unit_var(ctx, C, o, &fill));
-        else if (f < 0)
-            continue;
-        MPQ_CHECK(t->numel == (src == o->w ? nw : o->co), MPQ_ERR_INTERNAL,
-                  "model.cnn: tensor '%s' has %lld values", t->name, (long long)t->numel);
-        MPQ_ALLOC(*out, t->numel);
-        for (int64_t j = 0; j < t->numel; j++)
-            (*out)[j] = src ? src[j] : fill;
-        const char *wname = mpq_op_get(o->cfg, "weight")->s;
-        if (f >= 0)
-            snprintf(note, len, "batch norm folded into %s: stored as the identity%s", wname,
-                     src ? ", its bias the folded bias" : "");
-        else
-            snprintf(note, len, "%s with batch norm %s folded in", src == o->w ? "weight" : "bias",
-                     mpq_op_get(o->bn, "weight")->s);
+/* The correction is kept apart from b (and from set_weight's buffers), so
+ * that NULL restores the original bias bit for bit. */
+static mpq_err cnn_set_bias_delta(mpq_ctx *ctx, void *state, int64_t layer, const float *delta) {
+    cnn_op *o = layer_op(state, layer);
+    MPQ_CHECK(o, MPQ_ERR_INTERNAL, "no op for layer %lld", (long long)layer);
+    if (!delta) {
+        MPQ_FREE(o->bdelta);
         return MPQ_OK;
     }
+    if (!o->bdelta)
+        MPQ_ALLOC(o->bdelta, o->co);
+    memcpy(o->bdelta, delta, sizeof(float) * (size_t)o->co);
     return MPQ_OK;
 }
 
@@ -750,7 +712,7 @@ const mpq_family_ops mpq_family_cnn_ops = {
     .llama_layout = 0,
     .check_model = NULL,
     .check_checkpoint = NULL,
-    .stored_tensor = cnn_stored_tensor,
+    .stored_tensor = mpq_cnn_stored_tensor,
     .detect = cnn_detect,
     .create = cnn_create,
     .destroy = cnn_destroy,
@@ -760,6 +722,7 @@ const mpq_family_ops mpq_family_cnn_ops = {
     .head = cnn_head,
     .get_weight = cnn_get_weight,
     .set_weight = cnn_set_weight,
+    .set_bias_delta = cnn_set_bias_delta,
     .block_backward = mpq_cnn_block_backward,
     .head_backward = cnn_head_bwd,
 };

@@ -8,9 +8,11 @@
  * Every op is the transpose of its forward, batched over all images:
  *   conv    dgout [co][(img, pos)] = dout regrouped;
  *           dW += dgout cols^T (one SGEMM over all images and positions);
+ *           db += the rows of dgout summed;
  *           dcols = W^T dgout (one SGEMM), then col2im (the transpose of
  *           im2col: overlapping patches add up, padding drops out);
  *   linear  dW += dout^T in, din = dout W (SGEMMs over the images);
+ *           db += dout summed over the images;
  *   affine  (standalone batch norm) din = dout * scale[c];
  *   relu    din = dout where the input is > 0, else 0;
  *   maxpool each output's gradient goes to the element the forward picked
@@ -18,7 +20,8 @@
  *   flatten a copy.
  * A batch norm folded into a conv/linear is part of that op's weight, so
  * its gradient is the gradient of the folded weight (what get_weight
- * returns). Gradients are float. */
+ * returns), and the gradient of a learned bias correction is that of the
+ * folded bias. Gradients are float (the bias sums are taken in double). */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -57,7 +60,7 @@ static void col2im_cols(const float *cols, int64_t n, const cnn_op *o, float *di
 }
 
 mpq_err mpq_cnn_bwd_conv(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
-                         const float *dout, float *din, float *dw) {
+                         const float *dout, float *din, float *dw, float *db) {
     int64_t osz = cnn_op_out(o), hw = o->ho * o->wo, kc = o->ci * o->k * o->k, rows = 0;
     MPQ_CALL(mpq_mul64(ctx, n, hw, "conv rows", &rows));
     int ir = 0;
@@ -69,6 +72,12 @@ mpq_err mpq_cnn_bwd_conv(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const
         for (int64_t oc = 0; oc < o->co; oc++)
             memcpy(C->gout + oc * rows + img * hw, dout + img * osz + oc * hw,
                    sizeof(float) * (size_t)hw);
+    for (int64_t oc = 0; db && oc < o->co; oc++) {
+        double sum = 0.0;
+        for (int64_t r = 0; r < rows; r++)
+            sum += C->gout[oc * rows + r];
+        db[oc] += (float)sum;
+    }
     if (dw) {
         mpq_cnn_im2col_cols(in, n, o, C->patches);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)o->co, (int)kc, (int)rows, 1.0f,
@@ -84,12 +93,18 @@ mpq_err mpq_cnn_bwd_conv(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const
 }
 
 mpq_err mpq_cnn_bwd_linear(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
-                           const float *dout, float *din, float *dw) {
+                           const float *dout, float *din, float *dw, float *db) {
     (void)C;
     int64_t isz = cnn_op_in(o), osz = cnn_op_out(o);
     int ir = 0;
     MPQ_CALL(mpq_to_int(ctx, n * (isz > osz ? isz : osz), "linear GEMM size", &ir));
     MPQ_CALL(mpq_to_int(ctx, isz * osz, "linear weight size", &ir));
+    for (int64_t oc = 0; db && oc < osz; oc++) {
+        double sum = 0.0;
+        for (int64_t img = 0; img < n; img++)
+            sum += dout[img * osz + oc];
+        db[oc] += (float)sum;
+    }
     if (dw)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)osz, (int)isz, (int)n, 1.0f, dout,
                     (int)osz, in, (int)isz, 1.0f, dw, (int)isz);
@@ -100,8 +115,8 @@ mpq_err mpq_cnn_bwd_linear(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, con
 }
 
 mpq_err mpq_cnn_bwd_affine(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
-                           const float *dout, float *din, float *dw) {
-    (void)ctx, (void)C, (void)in, (void)dw;
+                           const float *dout, float *din, float *dw, float *db) {
+    (void)ctx, (void)C, (void)in, (void)dw, (void)db;
     if (!din)
         return MPQ_OK;
     int64_t isz = cnn_op_in(o), hw = o->hi * o->wi;
@@ -115,8 +130,8 @@ mpq_err mpq_cnn_bwd_affine(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, con
 }
 
 mpq_err mpq_cnn_bwd_relu(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
-                         const float *dout, float *din, float *dw) {
-    (void)ctx, (void)C, (void)dw;
+                         const float *dout, float *din, float *dw, float *db) {
+    (void)ctx, (void)C, (void)dw, (void)db;
     if (!din)
         return MPQ_OK;
     int64_t isz = cnn_op_in(o);
@@ -126,16 +141,16 @@ mpq_err mpq_cnn_bwd_relu(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const
 }
 
 mpq_err mpq_cnn_bwd_flat(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
-                         const float *dout, float *din, float *dw) {
-    (void)ctx, (void)C, (void)in, (void)dw;
+                         const float *dout, float *din, float *dw, float *db) {
+    (void)ctx, (void)C, (void)in, (void)dw, (void)db;
     if (din)
         memcpy(din, dout, sizeof(float) * (size_t)(n * cnn_op_in(o)));
     return MPQ_OK;
 }
 
 mpq_err mpq_cnn_bwd_pool(mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
-                         const float *dout, float *din, float *dw) {
-    (void)ctx, (void)C, (void)dw;
+                         const float *dout, float *din, float *dw, float *db) {
+    (void)ctx, (void)C, (void)dw, (void)db;
     if (!din)
         return MPQ_OK;
     int64_t isz = cnn_op_in(o), osz = cnn_op_out(o);
@@ -189,7 +204,8 @@ static mpq_err bwd_scratch(mpq_ctx *ctx, cnn *C, int64_t n, int64_t first, int64
 }
 
 mpq_err mpq_cnn_block_backward(mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
-                               const float *x_in, const float *dy, float *dx, float *const *dw) {
+                               const float *x_in, const float *dy, float *dx, float *const *dw,
+                               float *const *db) {
     cnn *C = state;
     const int64_t n = batch->nseq, first = C->bstart[b], last = C->bstart[b + 1];
     MPQ_CHECK(batch->rows == n, MPQ_ERR_ARG,
@@ -200,11 +216,11 @@ mpq_err mpq_cnn_block_backward(mpq_ctx *ctx, void *state, int64_t b, const mpq_b
                   "%s:%d: model.cnn: op '%s' (block %lld) has no backward pass", C->src,
                   C->ops[i].line, C->ops[i].type->name, (long long)b);
     /* The lowest op whose gradients are wanted: the first when dx is, else
-     * the first quantizable op whose weight gradient is. */
+     * the first quantizable op whose weight or bias gradient is. */
     int64_t lo = dx ? first : last;
     for (int64_t i = first, j = 0; i < last && lo == last; i++)
         if (C->ops[i].type->quantizable) {
-            if (dw && dw[j])
+            if ((dw && dw[j]) || (db && db[j]))
                 lo = i;
             j++;
         }
@@ -236,12 +252,13 @@ mpq_err mpq_cnn_block_backward(mpq_ctx *ctx, void *state, int64_t b, const mpq_b
             in = slot;
         }
         float *din = i == first ? dx : i > lo ? C->grad[which] : NULL;
-        float *dwi = NULL;
+        float *dwi = NULL, *dbi = NULL;
         if (o->type->quantizable) {
             nq--; /* index of this layer within the block */
             dwi = dw ? dw[nq] : NULL;
+            dbi = db ? db[nq] : NULL;
         }
-        MPQ_CALL(o->type->backward(ctx, C, o, n, in, g, din, dwi));
+        MPQ_CALL(o->type->backward(ctx, C, o, n, in, g, din, dwi, dbi));
         g = din;
         which = 1 - which;
     }

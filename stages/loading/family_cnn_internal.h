@@ -1,9 +1,11 @@
 /* family_cnn_internal.h: the sequential CNN family's state, op table and the
- * kernels that its forward pass (family_cnn.c) and its backward pass
- * (family_cnn_bwd.c) share. Nothing outside those two files includes it. */
+ * kernels that its forward pass (family_cnn.c), its backward pass
+ * (family_cnn_bwd.c) and its checkpoint tensors (family_cnn_store.c) share.
+ * Nothing outside those files includes it. */
 #ifndef MPQ_FAMILY_CNN_INTERNAL_H
 #define MPQ_FAMILY_CNN_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "mpq_family.h"
@@ -21,6 +23,7 @@ typedef struct cnn_op {
     int64_t layer;                  /* conv/linear: quantizable layer index */
     const float *w, *b;             /* conv/linear: weight [co][ci*k*k] / [co][ci], bias [co] */
     float *w_own, *b_own;           /* owned copies (converted, folded or substituted) */
+    float *bdelta;                  /* conv/linear: learned bias correction [co] (NULL: none) */
     float *scale, *shift;           /* standalone batch norm: y = x * scale[c] + shift[c] */
     const struct mpq_op *cfg;       /* conv/linear: its model.cnn entry */
     const struct mpq_op *bn;        /* conv/linear: the batch norm folded into it (NULL: none) */
@@ -53,10 +56,12 @@ typedef struct cnn {
  * input o->ci x o->hi x o->wi: the output shape (co, ho, wo) and whatever
  * the op runs with; it sets *folded when it merged itself into the previous
  * op (prev, NULL for the first) and keeps no op of its own. run applies the
- * op to n images: in [n][ci*hi*wi] -> out [n][co*ho*wo]. backward (NULL:
- * not differentiable) takes the same input `in` and dout [n][op_out], writes
- * din [n][op_in] (NULL: not wanted) and, for a quantizable op, adds the
- * weight gradient to dw [co][ci*k*k] (NULL: not wanted). */
+ * op to n images: in [n][ci*hi*wi] -> out [n][co*ho*wo]; a conv/linear
+ * output is W x + (b + bdelta). backward (NULL: not differentiable) takes
+ * the same input `in` and dout [n][op_out], writes din [n][op_in] (NULL:
+ * not wanted) and, for a quantizable op, adds the weight gradient to dw
+ * [co][ci*k*k] and the bias gradient (dout summed over the images and
+ * output positions of each channel) to db [co] (NULL: not wanted). */
 typedef struct cnn_op_type {
     const char *name;
     const char *fields;  /* its fields, as the model.cnn schema (mpq_config.h) */
@@ -67,7 +72,7 @@ typedef struct cnn_op_type {
     mpq_err (*run)(struct mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
                    float *out, mpq_layer_hook hook, void *ud);
     mpq_err (*backward)(struct mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
-                        const float *dout, float *din, float *dw);
+                        const float *dout, float *din, float *dw, float *db);
 } cnn_op_type;
 
 static inline int64_t cnn_op_in(const cnn_op *o) {
@@ -86,20 +91,30 @@ void mpq_cnn_im2col_cols(const float *in, int64_t n, const cnn_op *o, float *col
 
 /* The backward of each op type (family_cnn_bwd.c). */
 mpq_err mpq_cnn_bwd_conv(struct mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
-                         const float *dout, float *din, float *dw);
+                         const float *dout, float *din, float *dw, float *db);
 mpq_err mpq_cnn_bwd_linear(struct mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
-                           const float *dout, float *din, float *dw);
+                           const float *dout, float *din, float *dw, float *db);
 mpq_err mpq_cnn_bwd_affine(struct mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
-                           const float *dout, float *din, float *dw);
+                           const float *dout, float *din, float *dw, float *db);
 mpq_err mpq_cnn_bwd_relu(struct mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
-                         const float *dout, float *din, float *dw);
+                         const float *dout, float *din, float *dw, float *db);
 mpq_err mpq_cnn_bwd_pool(struct mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
-                         const float *dout, float *din, float *dw);
+                         const float *dout, float *din, float *dw, float *db);
 mpq_err mpq_cnn_bwd_flat(struct mpq_ctx *ctx, cnn *C, const cnn_op *o, int64_t n, const float *in,
-                         const float *dout, float *din, float *dw);
+                         const float *dout, float *din, float *dw, float *db);
 
 /* The family's block_backward (mpq_family_ops). */
 mpq_err mpq_cnn_block_backward(struct mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
-                               const float *x_in, const float *dy, float *dx, float *const *dw);
+                               const float *x_in, const float *dy, float *dx, float *const *dw,
+                               float *const *db);
+
+/* The family's stored_tensor (mpq_family_ops; family_cnn_store.c). */
+mpq_err mpq_cnn_stored_tensor(struct mpq_ctx *ctx, void *state, const mpq_tensor *t, float **out,
+                              char *note, size_t len);
+/* The checkpoint tensor that holds conv/linear op o's output bias, into
+ * name [len] (mpq_layer_info.bias_tensor): the op's own bias tensor, else
+ * the beta of the batch norm folded into it (where mpq_cnn_stored_tensor
+ * puts the folded bias), else "" (none). */
+void mpq_cnn_bias_tensor(const cnn_op *o, char *name, size_t len);
 
 #endif

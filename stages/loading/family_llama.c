@@ -55,6 +55,9 @@ static void llama_destroy(void **state) {
         for (int64_t i = 0; i < L->nl * LPER; i++)
             mpq_free(L->lown[i]);
     mpq_free(L->lown);
+    for (int64_t b = 0; L->blk && b < L->nl; b++)
+        for (int j = 0; j <= LO; j++)
+            mpq_free(L->blk[b].bsum[j]);
     mpq_free(L->blk);
     for (int j = 0; j < LPER; j++)
         mpq_free(L->stage[j]);
@@ -144,6 +147,11 @@ static mpq_err llama_create(mpq_ctx *ctx, const mpq_model *m, const mpq_config *
              * at a time when the block runs (stage), not all at load. */
             MPQ_TRY(mpq_model_get(ctx, m, LI->tensor, 2, shapes[j], &B->t[j]));
             B->w[j] = mapped_f32(B->t[j]);
+            /* the attention projections have a bias slot (attention_bias),
+             * whether or not this model fills it */
+            if (j <= LO)
+                snprintf(LI->bias_tensor, sizeof LI->bias_tensor, "model.layers.%lld.%s.bias",
+                         (long long)b, layer_suffix[j]);
             if ((a->qkv_bias && j <= LV) || (a->o_bias && j == LO)) {
                 int64_t sb[1] = {shapes[j][0]};
                 snprintf(name, sizeof name, "model.layers.%lld.%s.bias", (long long)b,
@@ -344,6 +352,13 @@ static void attention(llama *L, const mpq_batch *batch, const llama_acts *A) {
     }
 }
 
+/* x[r][i] += v[i] for every row (v NULL: nothing). */
+static void add_rows(float *x, const float *v, int64_t rows, int64_t n) {
+    for (int64_t r = 0; v && r < rows; r++)
+        for (int64_t i = 0; i < n; i++)
+            x[r * n + i] += v[i];
+}
+
 mpq_err mpq_llama_block_core(mpq_ctx *ctx, llama *L, int64_t b, const mpq_batch *batch,
                              const float *const *W, float *x, const llama_acts *A,
                              mpq_layer_hook hook, void *ud) {
@@ -359,10 +374,7 @@ mpq_err mpq_llama_block_core(mpq_ctx *ctx, llama *L, int64_t b, const mpq_batch 
     float *qkv[3] = {A->q, A->k, A->v};
     int64_t wq[3] = {L->qdim, L->kvdim, L->kvdim};
     for (int j = 0; j < 3; j++)
-        if (B->bias[j])
-            for (int64_t r = 0; r < R; r++)
-                for (int64_t i = 0; i < wq[j]; i++)
-                    qkv[j][r * wq[j] + i] += B->bias[j][i];
+        add_rows(qkv[j], B->bsum[j] ? B->bsum[j] : B->bias[j], R, wq[j]);
     for (int64_t s = 0, r0 = 0; s < batch->nseq; r0 += batch->len[s++]) {
         mpq_llama_rope(L, A->q + r0 * L->qdim, batch->len[s], L->nh, 0, 0);
         mpq_llama_rope(L, A->k + r0 * L->kvdim, batch->len[s], L->nkv, 0, 0);
@@ -370,9 +382,7 @@ mpq_err mpq_llama_block_core(mpq_ctx *ctx, llama *L, int64_t b, const mpq_batch 
     attention(L, batch, A);
     MPQ_CALL(call_hook(ctx, hook, ud, b, LO, LO, A->att, R, L->qdim));
     llama_gemm_wt(A->att, W[LO], x, R, L->qdim, L->dim, 1.0f);
-    for (int64_t r = 0; B->bias[LO] && r < R; r++)
-        for (int64_t i = 0; i < L->dim; i++)
-            x[r * L->dim + i] += B->bias[LO][i];
+    add_rows(x, B->bsum[LO] ? B->bsum[LO] : B->bias[LO], R, L->dim);
 
     /* SwiGLU MLP up to the down projection. */
     mpq_rmsnorm(A->xn2, x, B->ffn_norm, R, L->dim, L->a.norm_eps);
@@ -471,6 +481,23 @@ static mpq_err llama_set_weight(mpq_ctx *ctx, void *state, int64_t layer, const 
     return MPQ_OK;
 }
 
+static mpq_err llama_set_bias_delta(mpq_ctx *ctx, void *state, int64_t layer, const float *delta) {
+    llama *L = state;
+    const int j = (int)(layer % LPER);
+    llama_block *B = &L->blk[layer / LPER];
+    MPQ_CHECK(j <= LO, MPQ_ERR_INTERNAL, "Llama layer %lld has no bias slot", (long long)layer);
+    const int64_t n = llama_layer_out(L, j);
+    if (!delta) {
+        MPQ_FREE(B->bsum[j]);
+        return MPQ_OK;
+    }
+    if (!B->bsum[j])
+        MPQ_ALLOC(B->bsum[j], n);
+    for (int64_t i = 0; i < n; i++)
+        B->bsum[j][i] = (B->bias[j] ? B->bias[j][i] : 0.0f) + delta[i];
+    return MPQ_OK;
+}
+
 const mpq_family_ops mpq_family_llama_ops = {
     .name = "llama",
     .llama_layout = 1,
@@ -484,6 +511,7 @@ const mpq_family_ops mpq_family_llama_ops = {
     .head = llama_head,
     .get_weight = llama_get_weight,
     .set_weight = llama_set_weight,
+    .set_bias_delta = llama_set_bias_delta,
     .block_backward = mpq_llama_block_bwd,
     .block_fit_backward = mpq_llama_block_fit_bwd,
     .head_backward = mpq_llama_head_bwd,

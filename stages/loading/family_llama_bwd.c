@@ -14,9 +14,11 @@
  * every input gradient one SGEMM, dX = dOut W. Attention is redone per
  * (sequence, head) in the forward's query tiles: the probabilities P of a
  * tile are recomputed, dP = dO V^T, dS = P .* (dP - rowsum(dP .* P)), then
- * dQ = scale dS K, dK += scale dS^T Q, dV += P^T dO. Biases and norm
- * weights get no gradient (they are not quantized); dx flows through both
- * norms, RoPE (the inverse rotation), softmax and both residuals. */
+ * dQ = scale dS K, dK += scale dS^T Q, dV += P^T dO. The learned
+ * corrections of the q/k/v/o biases (round.learn_bias) get the column sums
+ * of their outputs' gradients; norm weights and the model's own biases get
+ * none; dx flows through both norms, RoPE (the inverse rotation), softmax
+ * and both residuals. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -80,6 +82,13 @@ static void add_dw(float *dw, const float *dout, const float *x, int64_t rows, i
         return;
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)rows, 1.0f, dout,
                 (int)out, x, (int)in, 1.0f, dw, (int)in);
+}
+
+/* db (+)= the column sums of dout [rows][out] (db NULL: nothing). */
+static void add_db(float *db, const float *dout, int64_t rows, int64_t out) {
+    for (int64_t r = 0; db && r < rows; r++)
+        for (int64_t i = 0; i < out; i++)
+            db[i] += dout[r * out + i];
 }
 
 /* dx (+)= dout W: dout [rows][out], W [out][in], dx [rows][in]. */
@@ -190,7 +199,7 @@ static void mlp_bwd(llama *L, const llama_block *Bk, const float *const *W, cons
  * target). */
 static mpq_err block_bwd(mpq_ctx *ctx, llama *L, int64_t b, const mpq_batch *batch,
                          const float *x_in, const float *dy, const float *target, float *y,
-                         float *dyb, float *dx, float *const *dw) {
+                         float *dyb, float *dx, float *const *dw, float *const *db) {
     const llama_block *Bk = &L->blk[b];
     int64_t R = batch->rows, maxl = 0, D = L->dim;
     MPQ_CALL(mpq_llama_check_batch(ctx, L, batch, &maxl));
@@ -225,7 +234,9 @@ static mpq_err block_bwd(mpq_ctx *ctx, llama *L, int64_t b, const mpq_batch *bat
 
     /* o_proj and attention */
     add_dw(dw ? dw[LO] : NULL, G.dx1, A.att, R, D, L->qdim);
-    int need_qkv = dx || (dw && (dw[LQ] || dw[LK] || dw[LV]));
+    add_db(db ? db[LO] : NULL, G.dx1, R, D);
+    int need_qkv =
+        dx || (dw && (dw[LQ] || dw[LK] || dw[LV])) || (db && (db[LQ] || db[LK] || db[LV]));
     if (!need_qkv)
         return MPQ_OK;
     gemm_w(G.dx1, W[LO], G.datt, R, D, L->qdim, 0.0f);
@@ -233,6 +244,9 @@ static mpq_err block_bwd(mpq_ctx *ctx, llama *L, int64_t b, const mpq_batch *bat
     add_dw(dw ? dw[LQ] : NULL, G.dq, A.xn1, R, L->qdim, D);
     add_dw(dw ? dw[LK] : NULL, G.dk, A.xn1, R, L->kvdim, D);
     add_dw(dw ? dw[LV] : NULL, G.dv, A.xn1, R, L->kvdim, D);
+    add_db(db ? db[LQ] : NULL, G.dq, R, L->qdim);
+    add_db(db ? db[LK] : NULL, G.dk, R, L->kvdim);
+    add_db(db ? db[LV] : NULL, G.dv, R, L->kvdim);
     if (!dx)
         return MPQ_OK;
     gemm_w(G.dq, W[LQ], G.dxn, R, L->qdim, D, 0.0f);
@@ -256,12 +270,13 @@ mpq_err mpq_llama_head_bwd(mpq_ctx *ctx, void *state, const float *x, int64_t ro
 }
 
 mpq_err mpq_llama_block_bwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
-                            const float *x_in, const float *dy, float *dx, float *const *dw) {
-    return block_bwd(ctx, state, b, batch, x_in, dy, NULL, NULL, NULL, dx, dw);
+                            const float *x_in, const float *dy, float *dx, float *const *dw,
+                            float *const *db) {
+    return block_bwd(ctx, state, b, batch, x_in, dy, NULL, NULL, NULL, dx, dw, db);
 }
 
 mpq_err mpq_llama_block_fit_bwd(mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
                                 const float *x_in, const float *target, float *y, float *dy,
-                                float *const *dw) {
-    return block_bwd(ctx, state, b, batch, x_in, NULL, target, y, dy, NULL, dw);
+                                float *const *dw, float *const *db) {
+    return block_bwd(ctx, state, b, batch, x_in, NULL, target, y, dy, NULL, dw, db);
 }

@@ -25,6 +25,9 @@ typedef struct llama_block {
     const mpq_tensor *t[LPER]; /* the file's tensors */
     const float *bias[LO + 1]; /* q/k/v biases (Qwen2, attention_bias), o bias
                                   (attention_bias) or NULL */
+    float *bsum[LO + 1];       /* owned: the bias plus its learned correction
+                                  (round.learn_bias, on any q/k/v/o; the sum a
+                                  checkpoint stores), used instead; or NULL */
 } llama_block;
 
 typedef struct llama {
@@ -111,9 +114,10 @@ mpq_err mpq_llama_block_core(struct mpq_ctx *ctx, llama *L, int64_t b, const mpq
 /* The family's block_fit_backward and block_backward (family_llama_bwd.c). */
 mpq_err mpq_llama_block_fit_bwd(struct mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
                                 const float *x_in, const float *target, float *y, float *dy,
-                                float *const *dw);
+                                float *const *dw, float *const *db);
 mpq_err mpq_llama_block_bwd(struct mpq_ctx *ctx, void *state, int64_t b, const mpq_batch *batch,
-                            const float *x_in, const float *dy, float *dx, float *const *dw);
+                            const float *x_in, const float *dy, float *dx, float *const *dw,
+                            float *const *db);
 /* The family's head_backward: through the output head and the final norm. */
 mpq_err mpq_llama_head_bwd(struct mpq_ctx *ctx, void *state, const float *x, int64_t rows,
                            const float *dlogits, float *dx);

@@ -128,27 +128,28 @@ mpq_err mpq_family_block(mpq_ctx *ctx, mpq_family *f, int64_t b, const mpq_batch
 }
 
 mpq_err mpq_family_block_backward(mpq_ctx *ctx, mpq_family *f, int64_t b, const mpq_batch *batch,
-                                  const float *x_in, const float *dy, float *dx, float *const *dw) {
+                                  const float *x_in, const float *dy, float *dx, float *const *dw,
+                                  float *const *db) {
     MPQ_CHECK(b >= 0 && b < f->info.nblocks, MPQ_ERR_ARG, "block %lld out of range [0, %lld)",
               (long long)b, (long long)f->info.nblocks);
     MPQ_CHECK(f->ops->block_backward, MPQ_ERR_ARG, "the %s family has no backward pass",
               f->ops->name);
-    MPQ_CALL(f->ops->block_backward(ctx, f->state, b, batch, x_in, dy, dx, dw));
+    MPQ_CALL(f->ops->block_backward(ctx, f->state, b, batch, x_in, dy, dx, dw, db));
     return MPQ_OK;
 }
 
 mpq_err mpq_family_block_fit_grad(mpq_ctx *ctx, mpq_family *f, int64_t b, const mpq_batch *batch,
                                   const float *x_in, const float *target, float *y, float *dy,
-                                  float *const *dw) {
+                                  float *const *dw, float *const *db) {
     MPQ_CHECK(b >= 0 && b < f->info.nblocks, MPQ_ERR_ARG, "block %lld out of range [0, %lld)",
               (long long)b, (long long)f->info.nblocks);
     if (f->ops->block_fit_backward)
-        return f->ops->block_fit_backward(ctx, f->state, b, batch, x_in, target, y, dy, dw);
+        return f->ops->block_fit_backward(ctx, f->state, b, batch, x_in, target, y, dy, dw, db);
     MPQ_CALL(mpq_family_block(ctx, f, b, batch, x_in, y, NULL, NULL));
     const int64_t n = batch->rows * mpq_family_width(f, b + 1);
     for (int64_t i = 0; i < n; i++)
         dy[i] = 2.0f * (y[i] - target[i]);
-    return mpq_family_block_backward(ctx, f, b, batch, x_in, dy, NULL, dw);
+    return mpq_family_block_backward(ctx, f, b, batch, x_in, dy, NULL, dw, db);
 }
 
 mpq_err mpq_family_head_backward(mpq_ctx *ctx, mpq_family *f, const float *x, int64_t rows,
@@ -248,6 +249,19 @@ mpq_err mpq_family_set_weight(mpq_ctx *ctx, mpq_family *f, int64_t layer, const 
         MPQ_CHECK(isfinite(w[i]), MPQ_ERR_NUMERIC, "set_weight %s: element %lld is not finite",
                   li->name, (long long)i);
     MPQ_CALL(f->ops->set_weight(ctx, f->state, layer, w));
+    return MPQ_OK;
+}
+
+mpq_err mpq_family_set_bias_delta(mpq_ctx *ctx, mpq_family *f, int64_t layer, const float *delta) {
+    MPQ_CHECK(layer >= 0 && layer < f->info.nlayers, MPQ_ERR_ARG,
+              "layer %lld out of range [0, %lld)", (long long)layer, (long long)f->info.nlayers);
+    const mpq_layer_info *li = &f->info.layers[layer];
+    MPQ_CHECK(f->ops->set_bias_delta && li->bias_tensor[0], MPQ_ERR_ARG,
+              "layer %s takes no output bias (family %s)", li->name, f->ops->name);
+    for (int64_t i = 0; delta && i < li->out; i++)
+        MPQ_CHECK(isfinite(delta[i]), MPQ_ERR_NUMERIC,
+                  "bias correction of %s: element %lld is not finite", li->name, (long long)i);
+    MPQ_CALL(f->ops->set_bias_delta(ctx, f->state, layer, delta));
     return MPQ_OK;
 }
 

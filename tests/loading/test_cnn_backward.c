@@ -6,7 +6,10 @@
  * images; the full dW and dx of the two conv blocks against a naive
  * double-precision backward written here; max-pool ties routed to the
  * element the forward picked; accumulation into dw, NULL dx / dw, bitwise
- * repeatability, argument errors and an allocation-failure sweep. */
+ * repeatability, argument errors and an allocation-failure sweep. The
+ * learned bias corrections (mpq_family_set_bias_delta): each layer's
+ * bias_tensor, the forward with and without one, and db against finite
+ * differences and against dy summed per channel. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +66,15 @@ static const char *tie_cfg_text =
     "model = { family = \"cnn\"; input_shape = [1, 4, 4];\n"
     "  cnn = ( { op = \"maxpool\"; kernel = 2; }, { op = \"flatten\"; },\n"
     "    { op = \"linear\"; weight = \"t.weight\"; } );\n"
+    "};\n";
+
+/* conv a without a bias tensor, bn1 folded into it: the output bias is
+ * bn1's beta, and the conv's output is the block's. */
+static const char *nobias_cfg_text =
+    "model = { family = \"cnn\"; input_shape = [2, 7, 6]; input_scale = 0.01;\n"
+    "  cnn = ( { op = \"conv2d\"; weight = \"a.weight\"; stride = 2; padding = 1; },\n"
+    "    { op = \"batchnorm\"; weight = \"bn1.weight\"; bias = \"bn1.bias\"; mean = \"bn1.mean\";\n"
+    "      var = \"bn1.var\"; } );\n"
     "};\n";
 
 static float frand(unsigned *s) {
@@ -127,26 +139,34 @@ static int write_model(void) {
 
 /* One block's loss L = sum(dy .* block(x)) in double, and what a finite
  * difference perturbs: an entry of x, or (layer >= 0) of the layer's
- * weight w, put in place with set_weight. */
+ * weight w, put in place with set_weight (delta: w is the layer's bias
+ * correction [out], put in place with set_bias_delta). */
 typedef struct fd_block {
     mpq_family *f;
     int64_t b, layer;
+    int delta;
     const mpq_batch *batch;
     float *x, *w, *y; /* x [rows][width(b)], w [out][in] (its current weight), y scratch */
     const float *dy;  /* [rows][width(b+1)] */
     int64_t ny;
 } fd_block;
 
+static void fd_put(fd_block *c) {
+    mpq_ctx *ctx = g_ctx;
+    if (c->layer >= 0 && c->delta)
+        MPQ_ASSERT_OK(ctx, mpq_family_set_bias_delta(ctx, c->f, c->layer, c->w));
+    else if (c->layer >= 0)
+        MPQ_ASSERT_OK(ctx, mpq_family_set_weight(ctx, c->f, c->layer, c->w));
+}
+
 static double fd_loss(fd_block *c, float *p, float v) {
     mpq_ctx *ctx = g_ctx;
     float old = *p;
     *p = v;
-    if (c->layer >= 0)
-        MPQ_ASSERT_OK(ctx, mpq_family_set_weight(ctx, c->f, c->layer, c->w));
+    fd_put(c);
     MPQ_ASSERT_OK(ctx, mpq_family_block(ctx, c->f, c->b, c->batch, c->x, c->y, NULL, NULL));
     *p = old;
-    if (c->layer >= 0)
-        MPQ_ASSERT_OK(ctx, mpq_family_set_weight(ctx, c->f, c->layer, c->w));
+    fd_put(c);
     double L = 0.0;
     for (int64_t i = 0; i < c->ny; i++)
         L += (double)c->dy[i] * c->y[i];
@@ -207,10 +227,13 @@ static void fd_check(fd_block *c, float *v, int64_t nv, const float *g, int64_t 
     }
 }
 
-/* Finite differences on every block of f for the block inputs of `batch`:
- * every layer's dW (nw sampled entries) and dx_in (nx sampled entries), at
- * most a fraction kink_x of the dx entries at kinks (and a quarter of the
- * dW entries), at least 16 of each checked. */
+/* Finite differences on every block of f for the block inputs of `batch`,
+ * with a random bias correction in [-0.1, 0.1] on every layer that takes
+ * one (removed at the end): every layer's dW (nw sampled entries), db (all
+ * entries; the same bits from a backward that wants nothing else) and
+ * dx_in (nx sampled entries), at most a fraction kink_x of the dx entries
+ * at kinks (and a quarter of the dW and db entries), at least 16 dW and dx
+ * entries checked. */
 static void fd_all_blocks(mpq_family *f, const mpq_batch *batch, int64_t nw, int64_t nx,
                           double kink_x, const char *what) {
     mpq_ctx *ctx = g_ctx;
@@ -219,7 +242,15 @@ static void fd_all_blocks(mpq_family *f, const mpq_batch *batch, int64_t nw, int
     float *x = NULL;
     x = malloc(sizeof(float) * (size_t)(n * mpq_family_width(f, 0)));
     MPQ_ASSERT_OK(ctx, mpq_family_embed(ctx, f, batch, x));
-    unsigned seed = 1234;
+    float **d = calloc((size_t)fi->nlayers, sizeof *d);
+    unsigned seed = 1234, dseed = 4321;
+    for (int64_t l = 0; l < fi->nlayers; l++)
+        if (fi->layers[l].bias_tensor[0]) {
+            d[l] = malloc(sizeof(float) * (size_t)fi->layers[l].out);
+            fill(d[l], fi->layers[l].out, &dseed, -0.1f, 0.1f);
+            MPQ_ASSERT_OK(ctx, mpq_family_set_bias_delta(ctx, f, l, d[l]));
+        }
+    fd_stat sb = {0}; /* db, over all blocks */
     for (int64_t b = 0; b < fi->nblocks; b++) {
         int64_t wi = mpq_family_width(f, b), wo = mpq_family_width(f, b + 1);
         float *dy = malloc(sizeof(float) * (size_t)(n * wo));
@@ -235,17 +266,28 @@ static void fd_all_blocks(mpq_family *f, const mpq_batch *batch, int64_t nw, int
             const mpq_layer_info *li = &fi->layers[l];
             float *w = malloc(sizeof(float) * (size_t)(li->out * li->in));
             float *dw = calloc((size_t)(li->out * li->in), sizeof(float));
-            float *dws[1] = {dw};
+            float *db = calloc((size_t)li->out, sizeof(float));
+            float *db1 = calloc((size_t)li->out, sizeof(float));
+            float *dws[1] = {dw}, *dbs[1] = {db}, *dbs1[1] = {db1};
             MPQ_ASSERT_OK(ctx, mpq_family_get_weight(ctx, f, l, w));
-            MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, b, batch, x, dy, dx, dws));
+            MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, b, batch, x, dy, dx, dws,
+                                                         d[l] ? dbs : NULL));
             c.layer = l;
             c.w = w;
             fd_check(&c, w, li->out * li->in, dw, nw, seed + 7, &sw);
+            if (d[l]) {
+                MPQ_ASSERT_OK(ctx,
+                              mpq_family_block_backward(ctx, f, b, batch, x, dy, NULL, NULL, dbs1));
+                assert_memory_equal(db1, db, sizeof(float) * (size_t)li->out);
+                c.delta = 1;
+                c.w = d[l];
+                fd_check(&c, d[l], li->out, db, li->out, seed + 3, &sb);
+                c.delta = 0;
+            }
             c.layer = -1;
-            free(w);
-            free(dw);
+            free(w), free(dw), free(db), free(db1);
         }
-        MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, b, batch, x, dy, dx, NULL));
+        MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, b, batch, x, dy, dx, NULL, NULL));
         fd_check(&c, x, n * wi, dx, nx, seed + 13, &sx);
         printf("%s block %lld: dW %lld entries (%lld at kinks) worst relative error %.3g; "
                "dx %lld entries (%lld at kinks) worst %.3g\n",
@@ -263,7 +305,16 @@ static void fd_all_blocks(mpq_family *f, const mpq_batch *batch, int64_t nw, int
         x = xn;
         free(dy), free(y), free(dx);
     }
-    free(x);
+    printf("%s: db %lld entries (%lld at kinks) worst relative error %.3g\n", what,
+           (long long)sb.tried, (long long)sb.kinks, sb.worst);
+    assert_int_equal(sb.failed, 0);
+    assert_true(sb.kinks <= 0.25 * (double)sb.tried);
+    for (int64_t l = 0; l < fi->nlayers; l++) {
+        if (d[l])
+            MPQ_ASSERT_OK(ctx, mpq_family_set_bias_delta(ctx, f, l, NULL));
+        free(d[l]);
+    }
+    free(d), free(x);
 }
 
 /* ---- naive double-precision reference ------------------------------------- */
@@ -426,6 +477,9 @@ static void test_synthetic_fd(void **state) {
     float raw[NIMG * CI * H * W];
     raw_images(raw, NIMG * CI * H * W, 5);
     mpq_batch b = {.nseq = NIMG, .rows = NIMG, .input = raw};
+    assert_string_equal(fi->layers[0].bias_tensor, "a.bias"); /* its own, bn1 folded in */
+    assert_string_equal(fi->layers[1].bias_tensor, "b.bias");
+    assert_string_equal(fi->layers[2].bias_tensor, "l.bias"); /* its own, bn3 folded in */
     fd_all_blocks(x.f, &b, 200, 200, 0.25, "synthetic");
     close_family(&x);
 }
@@ -451,14 +505,14 @@ static void test_synthetic_naive(void **state) {
     float dw0[CA * CI * KA * KA] = {0}, dx0[NIMG * CI * H * W];
     float *d0[1] = {dw0};
     double rw0[CA * CI * KA * KA], rx0[NIMG * CI * H * W];
-    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 0, &b, x0, dy0, dx0, d0));
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 0, &b, x0, dy0, dx0, d0, NULL));
     naive_block0(x0, dy0, rw0, rx0);
     double e0w = max_rel(dw0, rw0, CA * CI * KA * KA), e0x = max_rel(dx0, rx0, NIMG * CI * H * W);
 
     float dw1[CB * CA * KB * KB] = {0}, dx1[NIMG * CA * HA * WA];
     float *d1[1] = {dw1};
     double rw1[CB * CA * KB * KB], rx1[NIMG * CA * HA * WA];
-    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, dx1, d1));
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, dx1, d1, NULL));
     naive_block1(x1, dy1, rw1, rx1);
     double e1w = max_rel(dw1, rw1, CB * CA * KB * KB), e1x = max_rel(dx1, rx1, NIMG * CA * HA * WA);
     printf("naive double backward: block 0 dW %.3g dx %.3g; block 1 dW %.3g dx %.3g "
@@ -469,43 +523,43 @@ static void test_synthetic_naive(void **state) {
     /* dw accumulates: a second call adds the same gradient again. */
     float acc[CB * CA * KB * KB];
     memcpy(acc, dw1, sizeof acc);
-    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, NULL, d1));
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, NULL, d1, NULL));
     for (int i = 0; i < CB * CA * KB * KB; i++)
         assert_true(fabs(dw1[i] - 2.0 * acc[i]) <= 1e-6 * (fabs(acc[i]) + 1e-6));
     /* Same input, same bits: dW alone, dx alone, both, and again. */
     float wa1[CB * CA * KB * KB] = {0}, wb1[CB * CA * KB * KB] = {0};
     float xa[NIMG * CA * HA * WA], xb[NIMG * CA * HA * WA];
     float *pa[1] = {wa1}, *pb[1] = {wb1}, *pnull[1] = {NULL};
-    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, NULL, pa));
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, NULL, pa, NULL));
     assert_memory_equal(wa1, acc, sizeof acc);
-    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, xa, NULL));
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, xa, NULL, NULL));
     assert_memory_equal(xa, dx1, sizeof xa);
-    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, xb, pnull));
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, xb, pnull, NULL));
     assert_memory_equal(xb, dx1, sizeof xb);
-    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, xb, pb));
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, xb, pb, NULL));
     assert_memory_equal(wb1, acc, sizeof acc);
     assert_memory_equal(xb, dx1, sizeof xb);
     /* Nothing wanted, or an empty batch: nothing written, no error. */
-    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, NULL, NULL));
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, NULL, NULL, NULL));
     mpq_batch empty = {.nseq = 0, .rows = 0, .input = raw};
-    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &empty, x1, dy1, xb, pb));
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &empty, x1, dy1, xb, pb, NULL));
     assert_memory_equal(wb1, acc, sizeof acc);
 
     /* The weight in use is the substituted one: zero weights of conv b
      * give dx = W^T dgout = 0. */
     float zero[CB * CA * KB * KB] = {0};
     MPQ_ASSERT_OK(ctx, mpq_family_set_weight(ctx, f, 1, zero));
-    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, xa, NULL));
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 1, &b, x1, dy1, xa, NULL, NULL));
     for (int i = 0; i < NIMG * CA * HA * WA; i++)
         assert_true(xa[i] == 0.0f);
 
     /* Argument errors. */
-    mpq_err e = mpq_family_block_backward(ctx, f, 3, &b, x1, dy1, xa, NULL);
+    mpq_err e = mpq_family_block_backward(ctx, f, 3, &b, x1, dy1, xa, NULL, NULL);
     assert_int_equal(e, MPQ_ERR_ARG);
     assert_non_null(strstr(ctx->err_msg, "block 3 out of range"));
     mpq_err_clear(ctx);
     mpq_batch bad = {.nseq = NIMG, .rows = NIMG + 1, .input = raw};
-    e = mpq_family_block_backward(ctx, f, 1, &bad, x1, dy1, xa, NULL);
+    e = mpq_family_block_backward(ctx, f, 1, &bad, x1, dy1, xa, NULL, NULL);
     assert_int_equal(e, MPQ_ERR_ARG);
     assert_non_null(strstr(ctx->err_msg, "rows"));
     mpq_err_clear(ctx);
@@ -532,7 +586,7 @@ static void test_alloc_failures(void **state) {
         fill(x, WMAX, &s, -1.0f, 1.0f);
         memset(rdw, 0, sizeof rdw);
         float *pr[1] = {rdw}, *pw[1] = {dw};
-        MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, ref.f, blk, &b, x, dy, rdx, pr));
+        MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, ref.f, blk, &b, x, dy, rdx, pr, NULL));
         int64_t wi = NIMG * mpq_family_width(ref.f, blk);
         int fails = 0;
         for (int64_t k = 0; k < 64; k++) {
@@ -540,14 +594,14 @@ static void test_alloc_failures(void **state) {
             MPQ_ASSERT_OK(ctx, mpq_family_create(ctx, ref.m, ref.cfg, NULL, &f));
             memset(dw, 0, sizeof dw);
             mpq_alloc_fail_after(ctx, k);
-            mpq_err e = mpq_family_block_backward(ctx, f, blk, &b, x, dy, dx, pw);
+            mpq_err e = mpq_family_block_backward(ctx, f, blk, &b, x, dy, dx, pw, NULL);
             mpq_alloc_fail_after(ctx, -1);
             if (e != MPQ_OK) {
                 assert_int_equal(e, MPQ_ERR_NOMEM);
                 mpq_err_clear(ctx);
                 fails++;
                 memset(dw, 0, sizeof dw);
-                MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, blk, &b, x, dy, dx, pw));
+                MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, blk, &b, x, dy, dx, pw, NULL));
             }
             assert_memory_equal(dx, rdx, sizeof(float) * (size_t)wi);
             assert_memory_equal(dw, rdw, sizeof dw);
@@ -578,7 +632,7 @@ static void test_pool_ties(void **state) {
     fill(dy, N * 2, &s, -1.0f, 1.0f);
     mpq_batch b = {.nseq = N, .rows = N, .input = raw};
     float *pw[1] = {dw};
-    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, fx.f, 0, &b, raw, dy, dx, pw));
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, fx.f, 0, &b, raw, dy, dx, pw, NULL));
     for (int n = 0; n < N; n++)
         for (int py = 0; py < 2; py++)
             for (int px = 0; px < 2; px++) {
@@ -616,8 +670,64 @@ static void test_pool_ties(void **state) {
      * the same dW bits. */
     float dw2[2 * 4] = {0};
     float *pw2[1] = {dw2};
-    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, fx.f, 0, &b, raw, dy, NULL, pw2));
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, fx.f, 0, &b, raw, dy, NULL, pw2, NULL));
     assert_memory_equal(dw2, dw, sizeof dw);
+    close_family(&fx);
+}
+
+/* Learned bias corrections where the conv's output is the block's, its
+ * bias_tensor a folded batch norm's beta (and none: refused): the forward
+ * with a correction is the output plus the correction (NULL restores it
+ * bit for bit), db = dy summed per channel and accumulates; then finite
+ * differences. */
+static void test_bias_delta(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    enum { NY = NIMG * CA * HA * WA, HW = HA * WA };
+    float raw[NIMG * CI * H * W], x[NIMG * CI * H * W], w[CA * CI * KA * KA], dlt[CA];
+    float y0[NY], y1[NY], y2[NY], dy[NY], db[CA] = {0}, acc[CA];
+    float *pdb[1] = {db};
+    raw_images(raw, NIMG * CI * H * W, 17);
+    mpq_batch b = {.nseq = NIMG, .rows = NIMG, .input = raw};
+    unsigned s = 23;
+    fill(dlt, CA, &s, -0.5f, 0.5f);
+    fill(dy, NY, &s, -1.0f, 1.0f);
+    fixture fx;
+    open_family(tie_cfg_text, &fx);
+    assert_string_equal(mpq_family_get_info(fx.f)->layers[0].bias_tensor, "");
+    assert_int_equal(mpq_family_set_bias_delta(ctx, fx.f, 0, dlt), MPQ_ERR_ARG);
+    mpq_err_clear(ctx);
+    close_family(&fx);
+    open_family(nobias_cfg_text, &fx);
+    mpq_family *f = fx.f;
+    assert_string_equal(mpq_family_get_info(f)->layers[0].bias_tensor, "bn1.bias");
+    MPQ_ASSERT_OK(ctx, mpq_family_embed(ctx, f, &b, x));
+    MPQ_ASSERT_OK(ctx, mpq_family_block(ctx, f, 0, &b, x, y0, NULL, NULL));
+    MPQ_ASSERT_OK(ctx, mpq_family_set_bias_delta(ctx, f, 0, dlt));
+    MPQ_ASSERT_OK(ctx, mpq_family_block(ctx, f, 0, &b, x, y1, NULL, NULL));
+    for (int i = 0; i < NY; i++) /* y1 adds b + delta rounded once, y0 + delta rounds twice */
+        assert_true(fabs(y1[i] - ((double)y0[i] + dlt[i / HW % CA])) <=
+                    1e-6 * (1.0 + fabs(y0[i]) + fabs(y1[i])));
+    /* set_weight keeps the correction; NULL removes it. */
+    MPQ_ASSERT_OK(ctx, mpq_family_get_weight(ctx, f, 0, w));
+    MPQ_ASSERT_OK(ctx, mpq_family_set_weight(ctx, f, 0, w));
+    MPQ_ASSERT_OK(ctx, mpq_family_block(ctx, f, 0, &b, x, y2, NULL, NULL));
+    assert_memory_equal(y2, y1, sizeof y1);
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 0, &b, x, dy, NULL, NULL, pdb));
+    for (int c = 0; c < CA; c++) {
+        double want = 0.0;
+        for (int i = 0; i < NY; i++)
+            want += i / HW % CA == c ? dy[i] : 0.0;
+        assert_true(fabs(db[c] - want) <= 1e-5 * (1.0 + fabs(want)));
+    }
+    memcpy(acc, db, sizeof acc);
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, f, 0, &b, x, dy, NULL, NULL, pdb));
+    for (int c = 0; c < CA; c++)
+        assert_true(db[c] == 2.0f * acc[c]);
+    MPQ_ASSERT_OK(ctx, mpq_family_set_bias_delta(ctx, f, 0, NULL));
+    MPQ_ASSERT_OK(ctx, mpq_family_block(ctx, f, 0, &b, x, y2, NULL, NULL));
+    assert_memory_equal(y2, y0, sizeof y0);
+    fd_all_blocks(f, &b, 200, 200, 0.25, "conv + folded batch norm");
     close_family(&fx);
 }
 
@@ -635,7 +745,11 @@ static void test_mnist_fd(void **state) {
     MPQ_ASSERT_OK(ctx, mpq_config_load(ctx, cfgpath, 0, NULL, &fx.cfg));
     MPQ_ASSERT_OK(ctx, mpq_model_open(ctx, fx.cfg->model.path, fx.cfg->model.format, &fx.m));
     MPQ_ASSERT_OK(ctx, mpq_family_create(ctx, fx.m, fx.cfg, NULL, &fx.f));
-    assert_int_equal(mpq_family_get_info(fx.f)->nblocks, 3);
+    const mpq_family_info *fi = mpq_family_get_info(fx.f);
+    assert_int_equal(fi->nblocks, 3);
+    assert_string_equal(fi->layers[0].bias_tensor, "conv1.bias");
+    assert_string_equal(fi->layers[1].bias_tensor, "conv2.bias");
+    assert_string_equal(fi->layers[2].bias_tensor, "fc1.bias");
     mpq_idx *ix = NULL;
     MPQ_ASSERT_OK(ctx, mpq_idx_open_images(ctx, img, &ix));
     enum { N = 4 };
@@ -663,7 +777,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_synthetic_fd), cmocka_unit_test(test_synthetic_naive),
         cmocka_unit_test(test_pool_ties),    cmocka_unit_test(test_alloc_failures),
-        cmocka_unit_test(test_mnist_fd),
+        cmocka_unit_test(test_bias_delta),   cmocka_unit_test(test_mnist_fd),
     };
     int fails = cmocka_run_group_tests(tests, NULL, NULL);
     tw_rmtree(g_dir);

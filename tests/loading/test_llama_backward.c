@@ -18,7 +18,8 @@
  *    calls, and errors for a bad block index or batch;
  *  - the head's backward pass (final norm and output head,
  *    mpq_family_head_backward) against central finite differences of
- *    L = sum(dl .* head(x)) on every entry of x.
+ *    L = sum(dl .* head(x)) on every entry of x;
+ *  - the gradients of learned bias corrections (test_bias_delta).
  * Cases: rotate-half RoPE (block 0, head_dim 6); interleaved pairs with
  * llama3 RoPE scaling, head_dim 8 != hidden / heads and substituted weights
  * (block 1); and BF16 weights with a 70-token sequence spanning two
@@ -177,7 +178,7 @@ static void grads_free(grads *G) {
 static void backward(fx *F, float *const *dw, float *dx) {
     mpq_ctx *ctx = g_ctx;
     mpq_batch bt = fx_batch(F);
-    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, F->f, F->b, &bt, F->x, F->dy, dx, dw));
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, F->f, F->b, &bt, F->x, F->dy, dx, dw, NULL));
 }
 
 static double max_abs(const float *a, int64_t n) {
@@ -580,10 +581,10 @@ static void test_accumulate_null_bits(void **state) {
 
     /* errors */
     mpq_batch bt = fx_batch(&F);
-    test_io_expect(ctx, mpq_family_block_backward(ctx, F.f, 2, &bt, F.x, F.dy, A.dx, A.dw),
+    test_io_expect(ctx, mpq_family_block_backward(ctx, F.f, 2, &bt, F.x, F.dy, A.dx, A.dw, NULL),
                    MPQ_ERR_ARG, "block 2 out of range", NULL, NULL);
     bt.rows = F.rows + 1;
-    test_io_expect(ctx, mpq_family_block_backward(ctx, F.f, 0, &bt, F.x, F.dy, A.dx, A.dw),
+    test_io_expect(ctx, mpq_family_block_backward(ctx, F.f, 0, &bt, F.x, F.dy, A.dx, A.dw, NULL),
                    MPQ_ERR_ARG, "sequence lengths sum to", NULL, NULL);
     grads_free(&A);
     grads_free(&B);
@@ -609,18 +610,19 @@ static void test_fit_grad(void **state) {
     grads A, B;
     grads_alloc(&F, &A);
     grads_alloc(&F, &B);
-    MPQ_ASSERT_OK(ctx, mpq_family_block_fit_grad(ctx, F.f, F.b, &bt, F.x, target, y, dy, A.dw));
+    MPQ_ASSERT_OK(ctx,
+                  mpq_family_block_fit_grad(ctx, F.f, F.b, &bt, F.x, target, y, dy, A.dw, NULL));
     MPQ_ASSERT_OK(ctx, mpq_family_block(ctx, F.f, F.b, &bt, F.x, yr, NULL, NULL));
     for (int64_t i = 0; i < n; i++)
         dyr[i] = 2.0f * (yr[i] - target[i]);
-    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, F.f, F.b, &bt, F.x, dyr, NULL, B.dw));
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, F.f, F.b, &bt, F.x, dyr, NULL, B.dw, NULL));
     assert_true(bits_equal(y, yr, n));
     assert_true(bits_equal(dy, dyr, n));
     for (int j = 0; j < 7; j++)
         if (!bits_equal(A.dw[j], B.dw[j], F.wn[j]))
             fail_msg("%s: the fused gradient differs from forward + backward", lname[j]);
     assert_true(max_abs(A.dw[0], F.wn[0]) > 0.0);
-    test_io_expect(ctx, mpq_family_block_fit_grad(ctx, F.f, 2, &bt, F.x, target, y, dy, A.dw),
+    test_io_expect(ctx, mpq_family_block_fit_grad(ctx, F.f, 2, &bt, F.x, target, y, dy, A.dw, NULL),
                    MPQ_ERR_ARG, "block 2 out of range", NULL, NULL);
     grads_free(&A);
     grads_free(&B);
@@ -629,6 +631,86 @@ static void test_fit_grad(void **state) {
     free(dy);
     free(yr);
     free(dyr);
+    fx_close(&F);
+}
+
+/* The learned bias corrections (round.learn_bias): the q/k/v/o layers name
+ * their bias tensors and the MLP's none (and refuse a correction); the
+ * gradients db of random corrections against float central differences of
+ * the family's forward (h = 0.01, every entry); the fused pass gives the
+ * same db bits; removing the corrections restores the output's bits. */
+static void test_bias_delta(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    fx_case c = {.dtype = "F32", .block = 1, .len0 = 6, .len1 = 5};
+    fx F;
+    fx_open(&F, &c);
+    const mpq_family_info *fi = mpq_family_get_info(F.f);
+    const double l_plain = loss_float(&F, F.x);
+    float *d[7] = {NULL}, *db[7] = {NULL}, *db2[7] = {NULL};
+    for (int j = 0; j < 7; j++) {
+        const mpq_layer_info *li = &fi->layers[F.l0 + j];
+        char want[MPQ_TENSOR_NAME_MAX + 8] = "";
+        if (j <= 3)
+            snprintf(want, sizeof want, "%s.bias", li->name);
+        assert_string_equal(li->bias_tensor, want);
+        if (j > 3) {
+            float one = 1.0f;
+            test_io_expect(ctx, mpq_family_set_bias_delta(ctx, F.f, F.l0 + j, &one), MPQ_ERR_ARG,
+                           "takes no output bias", NULL, NULL);
+            continue;
+        }
+        d[j] = malloc(sizeof(float) * (size_t)li->out);
+        db[j] = calloc((size_t)li->out, sizeof(float));
+        db2[j] = calloc((size_t)li->out, sizeof(float));
+        for (int64_t i = 0; i < li->out; i++)
+            d[j][i] = (float)(0.2 * urand());
+        MPQ_ASSERT_OK(ctx, mpq_family_set_bias_delta(ctx, F.f, F.l0 + j, d[j]));
+    }
+    assert_true(loss_float(&F, F.x) != l_plain);
+    mpq_batch bt = fx_batch(&F);
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, F.f, F.b, &bt, F.x, F.dy, NULL, NULL, db));
+    for (int j = 0; j < 4; j++) {
+        const int64_t n = fi->layers[F.l0 + j].out;
+        const double gmax = max_abs(db[j], n);
+        assert_true(gmax > 0.0);
+        for (int64_t i = 0; i < n; i++) {
+            const float d0 = d[j][i];
+            double l[2];
+            for (int s = 0; s < 2; s++) {
+                d[j][i] = d0 + (s ? -0.01f : 0.01f);
+                MPQ_ASSERT_OK(ctx, mpq_family_set_bias_delta(ctx, F.f, F.l0 + j, d[j]));
+                l[s] = loss_float(&F, F.x);
+            }
+            d[j][i] = d0;
+            MPQ_ASSERT_OK(ctx, mpq_family_set_bias_delta(ctx, F.f, F.l0 + j, d[j]));
+            const double h = (double)(d0 + 0.01f) - (double)(d0 - 0.01f);
+            check_entry(lname[j], i, db[j][i], (l[0] - l[1]) / h, gmax, TOL_FD_FLOAT);
+        }
+    }
+    /* the fused pass: the same db */
+    const int64_t n = F.rows * F.D;
+    float *target = calloc((size_t)n, sizeof(float)), *y = malloc(sizeof(float) * (size_t)n);
+    float *dy = malloc(sizeof(float) * (size_t)n), *db3[7] = {NULL};
+    MPQ_ASSERT_OK(ctx,
+                  mpq_family_block_fit_grad(ctx, F.f, F.b, &bt, F.x, target, y, dy, NULL, db2));
+    for (int j = 0; j < 4; j++)
+        db3[j] = calloc((size_t)fi->layers[F.l0 + j].out, sizeof(float));
+    MPQ_ASSERT_OK(ctx, mpq_family_block_backward(ctx, F.f, F.b, &bt, F.x, dy, NULL, NULL, db3));
+    for (int j = 0; j < 4; j++)
+        assert_true(bits_equal(db2[j], db3[j], fi->layers[F.l0 + j].out));
+    for (int j = 0; j < 4; j++)
+        MPQ_ASSERT_OK(ctx, mpq_family_set_bias_delta(ctx, F.f, F.l0 + j, NULL));
+    assert_true(loss_float(&F, F.x) == l_plain);
+    for (int j = 0; j < 7; j++) {
+        free(d[j]);
+        free(db[j]);
+        free(db2[j]);
+        free(db3[j]);
+    }
+    free(target);
+    free(y);
+    free(dy);
     fx_close(&F);
 }
 
@@ -678,6 +760,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_halves),         cmocka_unit_test(test_interleaved_llama3),
         cmocka_unit_test(test_two_tiles_bf16), cmocka_unit_test(test_accumulate_null_bits),
         cmocka_unit_test(test_fit_grad),       cmocka_unit_test(test_head_backward),
+        cmocka_unit_test(test_bias_delta),
     };
     int failures = cmocka_run_group_tests(tests, NULL, NULL);
     return mpq_test_finish(&g_ctx, failures);
