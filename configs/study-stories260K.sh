@@ -6,7 +6,8 @@
 # range of least Hessian-weighted error per group): the loss (layer, block, or network: block plus the KL
 # divergence of the prediction), the degrees of freedom (codes, or
 # codes and scales: signround learns scales unless told not to, and the
-# block loss learns them with round.block_scales = on), the
+# block loss learns them with round.block_scales = on; codes, scales and
+# corrections of the attention projections' biases, round.learn_bias = on), the
 # rounding variable (offset or sigmoid), the
 # optimizer (signsgd, adam, sgdm) and the grid (uniform int, powerexp, nf4,
 # fp4), at 2, 3 and 4 bits. Every point is evaluated against the
@@ -77,6 +78,7 @@ rows=(
     "signround, codes only + block loss|freedom|-o quant.method=signround -o round.learn_scales=off -o round.loss=block"
     "gptq + block loss, scales too|freedom|-o quant.method=gptq -o round.loss=block -o round.block_scales=on"
     "signround + block loss, scales too|freedom|-o quant.method=signround -o round.loss=block -o round.block_scales=on"
+    "gptq + block loss, scales and biases too|freedom|-o quant.method=gptq -o round.loss=block -o round.block_scales=on -o round.learn_bias=on"
     "sigmoid variable, adam|variable|-o quant.method=adaround -o round.variable=sigmoid -o round.optimizer=adam"
     "offset variable, adam|optimizer|-o quant.method=signround -o round.optimizer=adam"
     "offset variable, sgdm|optimizer|-o quant.method=signround -o round.optimizer=sgdm"

@@ -121,6 +121,9 @@ typedef struct mpq_run_layer {
      * written to the partial checkpoint block by block and leave memory
      * (q is NULL) unless mpq_run_opts.keep_codes is set. */
     mpq_qlayer *q;
+    /* round.learn_bias: the learned correction of the output bias [rows]
+     * (owned; NULL: none), kept in memory on every rank */
+    float *bias;
 } mpq_run_layer;
 
 /* An evaluation: language model or classifier figures (mpq_session.h). */

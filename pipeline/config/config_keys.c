@@ -236,6 +236,11 @@ const mpq_key_spec mpq_config_keys[] = {
      "block loss: also learn every group's (or channel's) scale, as a factor in [0.5, 1.5] of "
      "the layer rounding's, by signed steps of its gradient (half the offsets' rate), the "
      "codes' values following; off = the codes alone"},
+    {"round.learn_bias", MPQ_KEY_ENUM, OFF(round.learn_bias), "off", NOLIM, "off|on",
+     "block loss: also learn a correction of the output bias of every layer with a bias slot "
+     "(a CNN's conv and linear layers; Llama's q/k/v/o projections, whose checkpoint then has "
+     "attention biases), by signed steps in units of the layer's output error per channel, "
+     "starting at 0; off = no bias correction"},
     {"round.block_comm", MPQ_KEY_ENUM, OFF(round.block_comm), "exact", NOLIM, "exact|int8",
      "block loss: how each step's gradients are summed over ranks: exact (64-bit integers, the "
      "same bits for any rank count) or int8 (8-bit codes with a scale per 256 weights and error "

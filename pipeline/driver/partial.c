@@ -350,6 +350,21 @@ static cJSON *stats_json(int64_t n, const mpq_partial_entry *e) {
             cJSON_AddRawToObject(x, k[j], num);
         }
         cJSON_AddNumberToObject(x, "iters", (double)e[i].st.iters);
+        /* floats: 9 significant digits read back as the same float */
+        cJSON *b = e[i].bias ? cJSON_AddArrayToObject(x, "bias") : NULL;
+        for (int64_t c = 0; b && c < e[i].nbias; c++) {
+            char num[24];
+            snprintf(num, sizeof num, "%.9g", (double)e[i].bias[c]);
+            cJSON *item = cJSON_CreateRaw(num);
+            if (!item || !cJSON_AddItemToArray(b, item)) {
+                cJSON_Delete(item);
+                b = NULL;
+            }
+        }
+        if (e[i].bias && !b) {
+            cJSON_Delete(o);
+            return NULL;
+        }
     }
     return o;
 }
@@ -417,6 +432,34 @@ mpq_err mpq_partial_read(mpq_ctx *ctx, const mpq_ckpt *ck, const char *name, mpq
     if (q)
         MPQ_TRY(mpq_ckpt_read_layer(ctx, ck, i, q));
 cleanup:
+    cJSON_Delete(o);
+    return err;
+}
+
+mpq_err mpq_partial_read_bias(mpq_ctx *ctx, const mpq_ckpt *ck, const char *name, int64_t n,
+                              float **out) {
+    mpq_err err = MPQ_OK;
+    *out = NULL;
+    cJSON *o = cJSON_Parse(ck->assignment);
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, name);
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(x, "bias");
+    if (!b)
+        goto cleanup;
+    MPQ_ENSURE(cJSON_IsArray(b) && cJSON_GetArraySize(b) == n, MPQ_ERR_FORMAT,
+               "%s: entry '%s': the bias correction is not an array of %lld numbers (delete the "
+               "partial checkpoint directory to start over)",
+               ck->path, name, (long long)n);
+    MPQ_ALLOC_TRY(*out, n > 0 ? n : 1);
+    int64_t k = 0;
+    for (const cJSON *v = b->child; v; v = v->next, k++) {
+        MPQ_ENSURE(cJSON_IsNumber(v) && isfinite(v->valuedouble), MPQ_ERR_FORMAT,
+                   "%s: entry '%s': bias correction %lld is not a finite number", ck->path, name,
+                   (long long)k);
+        (*out)[k] = (float)v->valuedouble;
+    }
+cleanup:
+    if (err != MPQ_OK)
+        MPQ_FREE(*out);
     cJSON_Delete(o);
     return err;
 }

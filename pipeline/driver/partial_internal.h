@@ -49,6 +49,8 @@ typedef struct mpq_partial_entry {
     const mpq_qlayer *q;
     mpq_partial_stats st;
     int owner;
+    const float *bias; /* [nbias] learned bias correction (round.learn_bias), or NULL */
+    int64_t nbias;
 } mpq_partial_entry;
 
 /* Collective. Opens the partial checkpoint of cfg->output.path: rank 0
@@ -82,6 +84,11 @@ mpq_err mpq_partial_open_block(mpq_ctx *ctx, const mpq_partial *p, mpq_phase pha
  * not wanted; owner: caller) and figures. */
 mpq_err mpq_partial_read(mpq_ctx *ctx, const mpq_ckpt *ck, const char *name, mpq_qlayer **q,
                          mpq_partial_stats *st);
+
+/* Local. The learned bias correction of entry `name` of an open block
+ * file: *out [n] (owner: caller), or NULL when the entry has none. */
+mpq_err mpq_partial_read_bias(mpq_ctx *ctx, const mpq_ckpt *ck, const char *name, int64_t n,
+                              float **out);
 
 /* Collective. Removes the directory (after the checkpoint is committed). */
 void mpq_partial_remove(mpq_ctx *ctx, mpq_partial *p);

@@ -24,8 +24,10 @@ void mpq_run_result_destroy(mpq_run_result **r) {
     if (!r || !*r)
         return;
     mpq_run_result *x = *r;
-    for (int64_t l = 0; x->layers && l < x->nlayers; l++)
+    for (int64_t l = 0; x->layers && l < x->nlayers; l++) {
         mpq_qlayer_destroy(&x->layers[l].q);
+        mpq_free(x->layers[l].bias);
+    }
     mpq_free(x->layers);
     mpq_free(x->candidates);
     mpq_free(x->checkpoint);
@@ -81,6 +83,10 @@ static mpq_err check_config(mpq_ctx *ctx, const mpq_config *cfg, int propagate_q
               "%s: round.loss = \"network\" takes no round.input_drop (got %g): its prediction "
               "term follows the quantized model's own inputs",
               cfg->source, cfg->round.input_drop);
+    MPQ_CHECK(block || strcmp(cfg->round.learn_bias, "on") != 0, MPQ_ERR_CONFIG,
+              "%s: round.learn_bias = \"on\" needs round.loss = \"block\" or \"network\" (the "
+              "bias corrections are learned against the block's output)",
+              cfg->source);
     MPQ_CHECK(!block || propagate_q, MPQ_ERR_CONFIG,
               "%s: round.loss = \"%s\" needs calibration.propagate = \"quantized\" (the "
               "block is refined on the inputs the quantized model gives it)",
@@ -388,6 +394,12 @@ static mpq_err write_entry(mpq_ctx *ctx, run_state *s, mpq_ckpt_writer *w, int64
         char note[MPQ_CKPT_NOTE_MAX];
         mpq_err err = mpq_agree(ctx, mpq_family_stored_tensor(ctx, ses->ffp ? ses->ffp : ses->fq, t,
                                                               &vals, note, sizeof note));
+        const int64_t lb = mpq_run_bias_layer(s, t->name); /* a learned bias correction */
+        if (err == MPQ_OK && lb >= 0) {
+            err = mpq_agree(ctx, mpq_run_bias_values(ctx, s, t, lb, &vals));
+            snprintf(note + strlen(note), sizeof note - strlen(note), "%slearned correction added",
+                     note[0] ? "; " : "");
+        }
         mpq_tensor st = *t;
         if (vals) {
             st.dtype = MPQ_DTYPE_F32;
@@ -432,7 +444,8 @@ static mpq_err write_tensors(mpq_ctx *ctx, run_state *s, mpq_ckpt_writer **w) {
     MPQ_CALL(mpq_ckpt_writer_create_hashed(ctx, cfg->output.path, cfg->output.overwrite, inputs, ni,
                                            s->part ? s->part->hashes : NULL, w));
     MPQ_CALL(mpq_ckpt_writer_set_coding(ctx, *w, cfg->output.code_coding));
-    MPQ_CALL(mpq_ckpt_write_arch(ctx, *w, mpq_model_arch(ses->m)));
+    const mpq_arch arch = mpq_run_bias_arch(s);
+    MPQ_CALL(mpq_ckpt_write_arch(ctx, *w, &arch));
     mpq_ckpt *ck = NULL; /* the block file read last */
     int64_t ck_block = -1;
     mpq_err err = MPQ_OK;
@@ -440,6 +453,7 @@ static mpq_err write_tensors(mpq_ctx *ctx, run_state *s, mpq_ckpt_writer **w) {
         err = write_entry(ctx, s, *w, i, &ck, &ck_block);
     mpq_ckpt_close(&ck);
     MPQ_CALL(err);
+    MPQ_CALL(mpq_run_bias_write_added(ctx, s, *w));
     mpq_run_result *r = s->res;
     r->coded = strcmp(cfg->output.code_coding, "zstd") == 0;
     r->coded_bits = 0;

@@ -55,6 +55,11 @@
  * scale moved, a weight still chooses between the codes around its
  * original value.
  *
+ * With round.learn_bias = on, every layer with a bias slot also learns a
+ * correction of its output bias, by signed steps in units of its output
+ * error per channel (run_block_vars.c); the best solution keeps its
+ * corrections, which the checkpoint adds to the layer's bias.
+ *
  * Determinism: the gradient of each chunk's part of the window is computed
  * alone (chunks hold the same samples on any number of ranks), turned into
  * 64-bit fixed point with one scale agreed at the start (2^k from the
@@ -86,59 +91,7 @@
 #include "mpq_log.h"
 #include "pass_internal.h"
 #include "run_internal.h"
-
-typedef struct bl_layer {
-    int64_t l, j, rows, cols, n;
-    mpq_qlayer *q;
-    uint8_t *ca, *cb, *best; /* [n] codes of a and b; the best solution's codes */
-    float *u0, *o;           /* [n] position of w0 in [a, b]; offset (NaN: fixed) */
-    float *dv;               /* [n] b - a, the value step of the choice */
-    float *w, *dw;           /* [n] hard weights; the gradient of one chunk */
-    int64_t *acc;            /* [n] fixed-point sum of dL/do over the chunks */
-    /* round.block_scales: per group g a factor m[g] of its starting scale
-     * s0[g] (the stored scale is s0 m in storage precision), sacc[g] the
-     * fixed-point sum of dL/dm m = sum over the group of dL/dw w, and the
-     * best solution's stored scales; ng = 0: scales not learned */
-    int64_t ng;
-    double *s0, *m;
-    int64_t *sacc;
-    float *sbest;
-    mpq_ef *ef; /* block_comm = int8: this rank's residual of the sums */
-} bl_layer;
-
-typedef struct bl_state {
-    mpq_ctx *ctx;
-    run_state *s;
-    mpq_calib *c, *cfp; /* the quantized model's block inputs; the full-precision one's */
-    double drop;        /* round.input_drop */
-    uint64_t seed;
-    int64_t t;          /* the step (the input mix of a training pass) */
-    float *xmix, *tmix; /* [rows of the largest chunk][win], [..][wout]: mixed input, target */
-    int64_t win;
-    int64_t b, nl, nper, nchunks, mine, wout;
-    int64_t *cstart;  /* [nchunks + 1] global index of each chunk's first sample */
-    int64_t nsamples; /* in all chunks */
-    int64_t B;        /* samples per step (nsamples: all) */
-    int64_t rows_all; /* activation rows of all samples */
-    bl_layer *L;
-    float **dwp;   /* [nper] dw of the block's layers by position, NULL where not learned */
-    float **yfp;   /* [mine] full-precision outputs of this rank's chunks */
-    float *y, *dy; /* [rows of the largest chunk][wout] */
-    double *closs; /* [nchunks] block loss per chunk */
-    /* round.loss = "network": the prediction term, its KL per chunk, its
-     * weight (round.kl_weight), and the step-0 sums that normalise both
-     * terms (loss = block / mse0 + kl_weight KL / kl0); mse, kl: the last
-     * measured sums */
-    mpq_block_net *net;
-    double *ckl;
-    double beta, mse0, kl0, mse, kl;
-    double scale;  /* fixed point: units per gradient unit */
-    double sscale; /* ... of the scale factors' sums */
-    double clampv; /* largest |value| a chunk may add */
-    int scales;    /* round.block_scales = on */
-    int comm8;     /* round.block_comm = int8 */
-    double *g;     /* int8: [n of the largest layer] the sum being compressed */
-} bl_state;
+#include "block_loss_internal.h"
 
 static void layer_free(bl_layer *x) {
     mpq_free(x->ca);
@@ -154,6 +107,11 @@ static void layer_free(bl_layer *x) {
     mpq_free(x->m);
     mpq_free(x->sacc);
     mpq_free(x->sbest);
+    mpq_free(x->bd);
+    mpq_free(x->bunit);
+    mpq_free(x->db);
+    mpq_free(x->bbest);
+    mpq_free(x->bacc);
     mpq_ef_destroy(&x->ef);
 }
 
@@ -165,6 +123,8 @@ static void state_free(bl_state *S) {
         mpq_free(S->yfp[i]);
     mpq_free(S->yfp);
     mpq_free(S->dwp);
+    mpq_free(S->dbp);
+    mpq_free(S->msq);
     mpq_free(S->y);
     mpq_free(S->dy);
     mpq_free(S->xmix);
@@ -222,25 +182,6 @@ static mpq_err layer_init(mpq_ctx *ctx, bl_layer *x, const float *w0) {
     return err;
 }
 
-/* round.block_scales: the scale factors of a layer with per-group or
- * per-channel scales, all 1 (the stored scales unchanged). */
-static mpq_err scales_init(mpq_ctx *ctx, bl_layer *x) {
-    const mpq_qparams *P = x->q->params;
-    if (P->gpr <= 0)
-        return MPQ_OK;
-    x->ng = P->ngroups;
-    MPQ_ALLOC(x->s0, x->ng);
-    MPQ_ALLOC(x->m, x->ng);
-    MPQ_ALLOC(x->sacc, x->ng);
-    MPQ_ALLOC(x->sbest, x->ng);
-    for (int64_t g = 0; g < x->ng; g++) {
-        x->s0[g] = (double)mpq_qscale_of(P, g);
-        x->m[g] = 1.0;
-        x->sbest[g] = P->scale[g];
-    }
-    return MPQ_OK;
-}
-
 /* Hard codes of the current offsets (and scales) into the layer and its
  * weights into the working model. */
 static mpq_err install(bl_state *S, bl_layer *x) {
@@ -252,6 +193,8 @@ static mpq_err install(bl_state *S, bl_layer *x) {
         x->q->params->scale[g] = mpq_round_store_scale(x->q->params, x->s0[g] * x->m[g]);
     mpq_quant_dequantize(x->q->params, x->q->codes, x->w);
     MPQ_CALL(mpq_family_set_weight(ctx, S->s->ses->fq, x->l, x->w));
+    if (x->nb > 0)
+        MPQ_CALL(mpq_family_set_bias_delta(ctx, S->s->ses->fq, x->l, x->bd));
     return MPQ_OK;
 }
 
@@ -324,29 +267,6 @@ static int window_part(const bl_state *S, int64_t t, int64_t c0, int64_t c1, int
     return n;
 }
 
-/* Layer x's dL/dm m = sum of dL/dw w over each group, of the gradient in
- * x->dw: into x->sacc in fixed point, or with gmax only the largest
- * |value| into *gmax. */
-static void scale_grad(const bl_state *S, bl_layer *x, double *gmax) {
-    const mpq_qparams *P = x->q->params;
-    for (int64_t r = 0; r < x->rows; r++) {
-        for (int64_t g0 = 0; g0 < P->gpr; g0++) {
-            const int64_t c0 = g0 * P->gcols;
-            const int64_t c1 = c0 + P->gcols < x->cols ? c0 + P->gcols : x->cols;
-            double v = 0.0;
-            for (int64_t c = c0; c < c1; c++)
-                v += (double)x->dw[r * x->cols + c] * (double)x->w[r * x->cols + c];
-            if (gmax) {
-                *gmax = fabs(v) > *gmax ? fabs(v) : *gmax;
-                continue;
-            }
-            v *= S->sscale;
-            v = v > S->clampv ? S->clampv : v < -S->clampv ? -S->clampv : v;
-            x->sacc[mpq_qgroup_of(P, r, c0)] += (int64_t)llround(v);
-        }
-    }
-}
-
 /* The gradient of one part of a chunk's samples (its rows from r0 of chunk
  * i, global index k: batch bt, input x, full-precision output yt) added in fixed point to the
  * layers' acc (and sacc), or with gmax (the probe before the first step) only the largest
@@ -356,8 +276,11 @@ static mpq_err part_grad(bl_state *S, int64_t i, int64_t k, int64_t r0, const mp
     mpq_ctx *ctx = S->ctx;
     if (S->drop > 0.0) /* train on the mixed input: its own output and target */
         MPQ_CALL(mix_input(S, i, k, r0, bt, &x, &yt));
-    for (int64_t j = 0; j < S->nl; j++)
+    for (int64_t j = 0; j < S->nl; j++) {
         memset(S->L[j].dw, 0, (size_t)S->L[j].n * sizeof *S->L[j].dw);
+        if (S->L[j].nb > 0)
+            memset(S->L[j].db, 0, (size_t)S->L[j].nb * sizeof *S->L[j].db);
+    }
     if (S->net) {
         /* d(block / mse0 + beta KL / kl0)/dy, then back through the block */
         mpq_family *fq = S->s->ses->fq;
@@ -365,10 +288,10 @@ static mpq_err part_grad(bl_state *S, int64_t i, int64_t k, int64_t r0, const mp
         for (int64_t r = 0; r < bt->rows * S->wout; r++)
             S->dy[r] = (float)(2.0 * ((double)S->y[r] - (double)yt[r]) / S->mse0);
         MPQ_CALL(mpq_block_net_kl(ctx, S->net, fq, bt, S->y, yt, S->beta / S->kl0, S->dy, NULL));
-        MPQ_CALL(mpq_family_block_backward(ctx, fq, S->b, bt, x, S->dy, NULL, S->dwp));
+        MPQ_CALL(mpq_family_block_backward(ctx, fq, S->b, bt, x, S->dy, NULL, S->dwp, S->dbp));
     } else {
-        MPQ_CALL(
-            mpq_family_block_fit_grad(ctx, S->s->ses->fq, S->b, bt, x, yt, S->y, S->dy, S->dwp));
+        MPQ_CALL(mpq_family_block_fit_grad(ctx, S->s->ses->fq, S->b, bt, x, yt, S->y, S->dy, S->dwp,
+                                           S->dbp));
     }
     for (int64_t j = 0; j < S->nl; j++) {
         bl_layer *L = &S->L[j];
@@ -385,7 +308,9 @@ static mpq_err part_grad(bl_state *S, int64_t i, int64_t k, int64_t r0, const mp
             L->acc[t] += (int64_t)llround(v);
         }
         if (L->ng > 0)
-            scale_grad(S, L, gmax ? gmax + 1 : NULL);
+            mpq_bl_scale_grad(S, L, gmax ? gmax + 1 : NULL);
+        if (L->nb > 0)
+            mpq_bl_bias_grad(S, L, gmax ? gmax + 2 : NULL);
     }
     return MPQ_OK;
 }
@@ -403,6 +328,8 @@ static mpq_err chunk_pass(bl_state *S, int loss, int grad, int64_t t, double *gm
         memset(S->L[j].acc, 0, (size_t)S->L[j].n * sizeof *S->L[j].acc);
         if (S->L[j].ng > 0)
             memset(S->L[j].sacc, 0, (size_t)S->L[j].ng * sizeof *S->L[j].sacc);
+        if (S->L[j].nb > 0)
+            memset(S->L[j].bacc, 0, (size_t)S->L[j].nb * sizeof *S->L[j].bacc);
     }
     for (int64_t i = 0; i < S->mine; i++) {
         mpq_batch bt;
@@ -465,6 +392,8 @@ static mpq_err eval_step(bl_state *S, int loss_too, int grad, int64_t t, double 
                 MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, S->L[j].sacc, (int)S->L[j].ng, MPI_INT64_T,
                                         MPI_SUM, ctx->comm) == MPI_SUCCESS,
                           MPQ_ERR_MPI, "block loss: cannot sum the scale gradients");
+        if (grad)
+            MPQ_CALL(mpq_bl_bias_sum(S));
         for (int64_t j = 0; grad && S->comm8 && j < S->nl; j++)
             MPQ_CALL(sum_int8(S, &S->L[j]));
         for (int64_t j = 0; grad && !S->comm8 && j < S->nl; j++)
@@ -489,19 +418,21 @@ static mpq_err eval_step(bl_state *S, int loss_too, int grad, int64_t t, double 
 }
 
 /* Collective. The fixed-point scales: the largest first-step |dL/do| (and
- * |dL/dm m|) of any chunk's part, 16 times over, fits 2^62 / chunks. */
+ * |dL/dm m|, |dL/dbd|) of any chunk's part, 16 times over, fits 2^62 /
+ * chunks. */
 static mpq_err fix_scale(bl_state *S) {
     mpq_ctx *ctx = S->ctx;
-    double gmax[2] = {0.0, 0.0};
+    double gmax[3] = {0.0, 0.0, 0.0};
     MPQ_CALL(mpq_agree(ctx, chunk_pass(S, 0, 1, 0, gmax)));
     if (ctx->size > 1)
-        MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, gmax, 2, MPI_DOUBLE, MPI_MAX, ctx->comm) ==
+        MPQ_CHECK(MPI_Allreduce(MPI_IN_PLACE, gmax, 3, MPI_DOUBLE, MPI_MAX, ctx->comm) ==
                       MPI_SUCCESS,
                   MPQ_ERR_MPI, "block loss: cannot agree on the gradient scale");
     const double room = ldexp(1.0, 62) / (double)(S->nchunks > 0 ? S->nchunks : 1);
     S->clampv = room;
     S->scale = gmax[0] > 0.0 ? ldexp(1.0, (int)floor(log2(room / (16.0 * gmax[0])))) : 1.0;
     S->sscale = gmax[1] > 0.0 ? ldexp(1.0, (int)floor(log2(room / (16.0 * gmax[1])))) : 1.0;
+    S->bscale = gmax[2] > 0.0 ? ldexp(1.0, (int)floor(log2(room / (16.0 * gmax[2])))) : 1.0;
     return MPQ_OK;
 }
 
@@ -546,6 +477,7 @@ static mpq_err setup(bl_state *S, mpq_pass *p, int64_t block_rows) {
     S->mine = mpq_calib_nchunks_mine(S->c);
     MPQ_ALLOC(S->L, p->nlb > 0 ? p->nlb : 1);
     MPQ_ALLOC(S->dwp, S->nper > 0 ? S->nper : 1);
+    MPQ_ALLOC(S->dbp, S->nper > 0 ? S->nper : 1);
     MPQ_ALLOC(S->closs, S->nchunks > 0 ? S->nchunks : 1);
     for (int64_t i = 0; i < p->nlb; i++) {
         bl_layer *x = &S->L[S->nl++];
@@ -557,11 +489,15 @@ static mpq_err setup(bl_state *S, mpq_pass *p, int64_t block_rows) {
                         .rows = rl->rows,
                         .cols = rl->cols,
                         .n = rl->rows * rl->cols,
-                        .q = rl->q};
+                        .q = rl->q,
+                        .w0 = p->W[i]};
         MPQ_CALL(layer_init(ctx, x, p->W[i]));
         if (S->scales)
-            MPQ_CALL(scales_init(ctx, x));
+            MPQ_CALL(mpq_bl_scales_init(ctx, x));
+        if (S->biases)
+            MPQ_CALL(mpq_bl_bias_init(ctx, fi, x));
         S->dwp[x->j] = x->dw;
+        S->dbp[x->j] = x->nb > 0 ? x->db : NULL;
         if (S->comm8)
             MPQ_CALL(mpq_ef_create(ctx, x->n, 1, &x->ef));
         nmax = x->n > nmax ? x->n : nmax;
@@ -570,6 +506,8 @@ static mpq_err setup(bl_state *S, mpq_pass *p, int64_t block_rows) {
         MPQ_ALLOC(S->g, nmax > 0 ? nmax : 1);
     MPQ_ALLOC(S->cstart, S->nchunks + 1);
     MPQ_ALLOC(S->yfp, S->mine > 0 ? S->mine : 1);
+    if (S->biases)
+        MPQ_ALLOC(S->msq, 2 * S->nl * S->nchunks > 0 ? 2 * S->nl * S->nchunks : 1);
     for (int64_t i = 0; i < S->mine; i++) {
         mpq_batch bt;
         const float *xin = NULL;
@@ -578,7 +516,9 @@ static mpq_err setup(bl_state *S, mpq_pass *p, int64_t block_rows) {
         S->cstart[k + 1] = bt.nseq; /* summed over the ranks below */
         rows += bt.rows;
         MPQ_ALLOC(S->yfp[i], bt.rows * S->wout > 0 ? bt.rows * S->wout : 1);
-        MPQ_CALL(mpq_family_block(ctx, ses->ffp, S->b, &bt, xin, S->yfp[i], NULL, NULL));
+        S->hk = k; /* round.learn_bias: the hook sums the layers' squared inputs */
+        MPQ_CALL(mpq_family_block(ctx, ses->ffp, S->b, &bt, xin, S->yfp[i],
+                                  S->biases ? mpq_bl_bias_hook : NULL, S));
     }
     MPQ_CALL(sample_layout(S, rows, block_rows));
     if (strcmp(ses->cfg->round.loss, "network") == 0) {
@@ -619,6 +559,7 @@ static int64_t step(bl_state *S, double lr) {
             const double m = x->m[g] - (x->sacc[g] > 0 ? 0.5 * lr : -0.5 * lr);
             x->m[g] = m < 0.5 ? 0.5 : m > 1.5 ? 1.5 : m;
         }
+        mpq_bl_bias_step(x, lr);
     }
     return flips;
 }
@@ -643,6 +584,8 @@ static void keep_best(bl_state *S) {
         if (S->L[j].ng > 0)
             memcpy(S->L[j].sbest, S->L[j].q->params->scale,
                    (size_t)S->L[j].ng * sizeof *S->L[j].sbest);
+        if (S->L[j].nb > 0)
+            memcpy(S->L[j].bbest, S->L[j].bd, (size_t)S->L[j].nb * sizeof *S->L[j].bbest);
     }
 }
 
@@ -657,6 +600,7 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
                   .drop = cfg->round.input_drop,
                   .comm8 = strcmp(cfg->round.block_comm, "int8") == 0,
                   .scales = strcmp(cfg->round.block_scales, "on") == 0,
+                  .biases = strcmp(cfg->round.learn_bias, "on") == 0,
                   .seed = (uint64_t)cfg->calibration.seed ^ UINT64_C(0x51d7),
                   .b = b};
     mpq_err err = MPQ_OK;
@@ -665,6 +609,8 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
     MPQ_TRY(mpq_agree(ctx, setup(&S, p, cfg->round.block_rows)));
     for (int64_t j = 0; j < S.nl; j++)
         MPQ_TRY(install(&S, &S.L[j]));
+    if (S.biases)
+        MPQ_TRY(mpq_bl_bias_units(&S));
     double best = 0.0, first = 0.0, kl_first = 0.0, kl_best = 0.0;
     if (S.net) {
         /* the normalisers: both terms' sums at the start */
@@ -715,7 +661,10 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
             memcpy(x->q->params->scale, x->sbest, (size_t)x->ng * sizeof *x->sbest);
         MPQ_TRY(mpq_qlayer_finish(ctx, x->q));
         MPQ_TRY(mpq_run_install_layer(ctx, s, x->l, x->q));
+        MPQ_TRY(mpq_bl_bias_finish(&S, x));
     }
+    if (S.biases)
+        mpq_bl_bias_log(&S);
     MPQ_INFO("block %lld: block loss %.6g -> %.6g (%.2f%%), %lld steps of %lld of %lld samples, "
              "loss measured %lld times, %lld offset flips over %lld learned weights, %.2fs",
              (long long)b, first, best, first > 0.0 ? 100.0 * (best - first) / first : 0.0,

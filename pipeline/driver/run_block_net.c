@@ -137,7 +137,7 @@ mpq_err mpq_block_net_kl(mpq_ctx *ctx, mpq_block_net *n, mpq_family *f, const mp
     MPQ_CALL(mpq_family_head_backward(ctx, f, n->z[n->nb - 1 - n->b], R, n->g0, n->g1));
     float *g = n->g1, *h = n->g0;
     for (int64_t k = n->nb - 1; k > n->b; k--) {
-        MPQ_CALL(mpq_family_block_backward(ctx, f, k, bt, n->z[k - n->b - 1], g, h, NULL));
+        MPQ_CALL(mpq_family_block_backward(ctx, f, k, bt, n->z[k - n->b - 1], g, h, NULL, NULL));
         float *t = g;
         g = h;
         h = t;

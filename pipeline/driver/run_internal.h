@@ -69,6 +69,19 @@ double mpq_run_memory_minimum(const mpq_session *ses, int ranks);
 /* ---- block files and resume (run_resume.c) ---- */
 
 /* Local. Puts layer l's codes q, dequantized, into the working model. */
+/* run_bias.c: the learned bias corrections in the checkpoint. The layer
+ * whose learned correction goes to tensor `name`, or -1. */
+int64_t mpq_run_bias_layer(const run_state *s, const char *name);
+/* Local. Adds layer l's correction to *vals [t->numel], the values stored
+ * for tensor t (NULL: t's own values, read here; owner: caller). */
+mpq_err mpq_run_bias_values(mpq_ctx *ctx, const run_state *s, const mpq_tensor *t, int64_t l,
+                            float **vals);
+/* The model's architecture, with q/k/v and o biases when the checkpoint
+ * adds bias tensors the model lacks. */
+mpq_arch mpq_run_bias_arch(const run_state *s);
+/* Collective. Writes the bias tensors the model lacks, after its own. */
+mpq_err mpq_run_bias_write_added(mpq_ctx *ctx, const run_state *s, mpq_ckpt_writer *w);
+
 mpq_err mpq_run_install_layer(mpq_ctx *ctx, run_state *s, int64_t l, const mpq_qlayer *q);
 /* The candidates [k0, k1) measured for layer l (a pinned layer: its own). */
 void mpq_run_measure_range(const mpq_session *ses, int64_t l, int32_t *k0, int32_t *k1);

@@ -94,6 +94,8 @@ static mpq_err save_rounded(mpq_ctx *ctx, run_state *s, const int64_t *lay, cons
         e[i].st = (mpq_partial_stats){
             .loss = rl->loss, .rtn_loss = rl->rtn_loss, .seconds = rl->seconds, .iters = rl->iters};
         e[i].owner = own ? own[i].first : (int)(i % ctx->size);
+        e[i].bias = rl->bias; /* the same on every rank */
+        e[i].nbias = rl->rows;
     }
     MPQ_CALL(mpq_partial_write(ctx, s->part, MPQ_PHASE_ROUND, b, n, e));
     for (int64_t i = 0; i < n && !s->opts.keep_codes; i++)
@@ -172,6 +174,13 @@ static mpq_err restore_rounded(mpq_ctx *ctx, run_state *s, const mpq_ckpt *ck, i
         rl->code_entropy = mpq_round_code_entropy(q->codes, q->rows * q->cols);
         rl->entropy_set = 1;
         mpq_err err = mpq_run_install_layer(ctx, s, l, q);
+        /* a learned bias correction stays in memory and in the model */
+        mpq_free(rl->bias);
+        rl->bias = NULL;
+        if (err == MPQ_OK)
+            err = mpq_partial_read_bias(ctx, ck, rl->tensor, rl->rows, &rl->bias);
+        if (err == MPQ_OK && rl->bias)
+            err = mpq_family_set_bias_delta(ctx, ses->fq, l, rl->bias);
         if (s->opts.keep_codes)
             rl->q = q;
         else
