@@ -6,7 +6,8 @@
 #      start; the checkpoint gains the q/k/v/o bias tensors (the model has
 #      none) and says so in its architecture; `mpquant eval` of it gives the
 #      run's own KL divergence (the stored biases are the ones the run
-#      evaluated), and so does its Hugging Face export (attention_bias);
+#      evaluated), and so do its GGUF export (blk.N.attn_*.bias) and, within
+#      1e-4, its Hugging Face export (attention_bias);
 #  (b) the same bits on 1 rank (figures and exported weights and biases);
 #  (c) killed after block 2's file, resumed: the same checkpoint (the
 #      corrections come back from the block files);
@@ -67,6 +68,12 @@ run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" eval --model "$dir/hf" "${evalargs[@]}"
 expect_rc 0
 awk -v a="$(last_json | jq -r .kld)" -v b="$kl" 'BEGIN { d = a - b; exit !(d < 1e-4 && d > -1e-4) }' ||
     fail "eval of the export gives KLD $(last_json | jq -r .kld), the run $kl"
+run "$MPQ_BIN" export "$dir/b2.h5" --format gguf --output "$dir/b2.gguf" --tokenizer "$tok"
+expect_rc 0
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" eval --model "$dir/b2.gguf" "${evalargs[@]}"
+expect_rc 0
+[ "$(last_json | jq -r .kld)" = "$kl" ] ||
+    fail "eval of the GGUF export gives KLD $(last_json | jq -r .kld), the run $kl"
 
 # ---- (b) ----
 if [ "$sanitized" != 1 ]; then
