@@ -4,6 +4,7 @@
 #ifndef MPQ_BLOCK_LOSS_INTERNAL_H
 #define MPQ_BLOCK_LOSS_INTERNAL_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "mpq_calibrate.h"
@@ -78,6 +79,15 @@ typedef struct bl_state {
     int comm8;     /* round.block_comm = int8 */
     double *g;     /* int8: [n of the largest layer] the sum being compressed */
 } bl_state;
+
+/* A gradient value v in the fixed point of `scale` units per gradient
+ * unit, clamped to what a chunk may add (S->clampv), as every integer sum
+ * of the block loss takes it. */
+static inline int64_t mpq_bl_fixed(const bl_state *S, double v, double scale) {
+    v *= scale;
+    v = v > S->clampv ? S->clampv : v < -S->clampv ? -S->clampv : v;
+    return (int64_t)llround(v);
+}
 
 /* round.block_scales: the scale factors of layer x (per-group or
  * per-channel scales), all 1: the stored scales unchanged. */

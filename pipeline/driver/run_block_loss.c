@@ -303,9 +303,7 @@ static mpq_err part_grad(bl_state *S, int64_t i, int64_t k, int64_t r0, const mp
                 gmax[0] = fabs(g) > gmax[0] ? fabs(g) : gmax[0];
                 continue;
             }
-            double v = g * S->scale;
-            v = v > S->clampv ? S->clampv : v < -S->clampv ? -S->clampv : v;
-            L->acc[t] += (int64_t)llround(v);
+            L->acc[t] += mpq_bl_fixed(S, g, S->scale);
         }
         if (L->ng > 0)
             mpq_bl_scale_grad(S, L, gmax ? gmax + 1 : NULL);

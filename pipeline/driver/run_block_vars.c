@@ -2,9 +2,9 @@
  * offsets (run_block_loss.c): the scale factors (round.block_scales) and
  * the bias corrections (round.learn_bias).
  *
- * A bias correction d[r] is added to output channel r of a layer with a
- * bias slot (mpq_layer_info.bias_tensor), after its own bias; the
- * checkpoint stores the sum. It starts at 0, so step 0 is the layer
+ * A bias correction d[r] is added to the bias of output channel r of a
+ * layer with a bias slot (mpq_layer_info.bias_tensor), rounded once to
+ * float: the value the checkpoint stores. It starts at 0, so step 0 is the layer
  * rounding's solution, and takes signed steps of the offsets' rate in
  * units of u[r] = |w0[r] - w[r]| rho, the norm of the row's quantization
  * error at the start times the rms rho of the layer's full-precision
@@ -51,9 +51,7 @@ void mpq_bl_scale_grad(const bl_state *S, bl_layer *x, double *gmax) {
                 *gmax = fabs(v) > *gmax ? fabs(v) : *gmax;
                 continue;
             }
-            v *= S->sscale;
-            v = v > S->clampv ? S->clampv : v < -S->clampv ? -S->clampv : v;
-            x->sacc[mpq_qgroup_of(P, r, c0)] += (int64_t)llround(v);
+            x->sacc[mpq_qgroup_of(P, r, c0)] += mpq_bl_fixed(S, v, S->sscale);
         }
     }
 }
@@ -124,9 +122,7 @@ void mpq_bl_bias_grad(const bl_state *S, bl_layer *x, double *gmax) {
             *gmax = fabs(v) > *gmax ? fabs(v) : *gmax;
             continue;
         }
-        v *= S->bscale;
-        v = v > S->clampv ? S->clampv : v < -S->clampv ? -S->clampv : v;
-        x->bacc[r] += (int64_t)llround(v);
+        x->bacc[r] += mpq_bl_fixed(S, v, S->bscale);
     }
 }
 
