@@ -74,6 +74,7 @@ typedef struct mpq_cls_result {
     int has_ref;
     int64_t agree;       /* images whose predicted class equals the reference's */
     double agreement;    /* agree / total */
+    double kld;          /* mean over images of KL(P_ref || P_model) of the classes, nats */
     int64_t ref_correct; /* images the reference classifies correctly */
 } mpq_cls_result;
 

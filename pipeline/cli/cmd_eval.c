@@ -127,14 +127,16 @@ static mpq_err eval_cls(mpq_ctx *ctx, const mpq_config *cfg, mpq_family *f, mpq_
         printf("images: %s\ncorrect: %lld\ntotal: %lld\naccuracy: %.4f%%\n", cfg->eval.images,
                (long long)r.correct, (long long)r.total, 100.0 * r.accuracy);
         if (r.has_ref)
-            printf("agreement: %.4f%%\n", 100.0 * r.agreement);
+            printf("kld: %.6g\nagreement: %.4f%%\n", r.kld, 100.0 * r.agreement);
         fflush(stdout);
     }
     cJSON_AddNumberToObject(o, "correct", (double)r.correct);
     cJSON_AddNumberToObject(o, "total", (double)r.total);
     cJSON_AddNumberToObject(o, "accuracy", r.accuracy);
-    if (r.has_ref)
+    if (r.has_ref) {
+        cJSON_AddNumberToObject(o, "kld", r.kld);
         cJSON_AddNumberToObject(o, "top1_agreement", r.agreement);
+    }
     return MPQ_OK;
 }
 

@@ -102,8 +102,10 @@ static void print_table(const mpq_run_result *r, double fp_bpw, double seconds) 
         }
     } else {
         row_points("accuracy", f->cls.accuracy, q->cls.accuracy, hf);
-        if (q->cls.has_ref)
+        if (q->cls.has_ref) {
+            row("KLD vs FP (nats)", 0.0, q->cls.kld, 0, "%.6f");
             row("agreement with FP", 1.0, q->cls.agreement, 0, "%.6f");
+        }
         if (q->has_all)
             row_points("accuracy (all images)", f->cls_all.accuracy, q->cls_all.accuracy,
                        hf && f->has_all);

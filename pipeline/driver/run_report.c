@@ -26,16 +26,20 @@ cJSON *mpq_run_eval_json(const mpq_run_eval *e) {
         cJSON_AddNumberToObject(o, "accuracy", e->cls.accuracy);
         cJSON_AddNumberToObject(o, "correct", (double)e->cls.correct);
         cJSON_AddNumberToObject(o, "total", (double)e->cls.total);
-        if (e->cls.has_ref)
+        if (e->cls.has_ref) {
+            cJSON_AddNumberToObject(o, "kld", e->cls.kld);
             cJSON_AddNumberToObject(o, "top1_agreement", e->cls.agreement);
+        }
         if (e->has_all) {
             cJSON *a = cJSON_AddObjectToObject(o, "all");
             if (a) {
                 cJSON_AddNumberToObject(a, "accuracy", e->cls_all.accuracy);
                 cJSON_AddNumberToObject(a, "correct", (double)e->cls_all.correct);
                 cJSON_AddNumberToObject(a, "total", (double)e->cls_all.total);
-                if (e->cls_all.has_ref)
+                if (e->cls_all.has_ref) {
+                    cJSON_AddNumberToObject(a, "kld", e->cls_all.kld);
                     cJSON_AddNumberToObject(a, "top1_agreement", e->cls_all.agreement);
+                }
             }
         }
     }

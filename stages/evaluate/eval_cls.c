@@ -1,5 +1,6 @@
-/* eval_cls.c: classifier evaluation (top-1 accuracy, agreement with a
- * reference model) distributed over images. */
+/* eval_cls.c: classifier evaluation (top-1 accuracy; agreement with a
+ * reference model and the KL divergence of its class distribution from
+ * the reference's) distributed over images. */
 #include <stdio.h>
 #include <string.h>
 
@@ -10,8 +11,10 @@
 #include "mpq_idx.h"
 #include "mpq_timer.h"
 
-/* Per-image record: correct, agrees with the reference, the reference correct. */
-enum { C_OK = 0, C_AGREE, C_ROK, C_K };
+/* Per-batch record: images correct, agreeing with the reference, the
+ * reference correct; KL(P_ref || P_model) of the class distributions summed
+ * over the images. */
+enum { C_OK = 0, C_AGREE, C_ROK, C_KLD, C_K };
 
 static int64_t argmax_row(const float *x, int64_t n) {
     int64_t am = 0;
@@ -89,6 +92,8 @@ static mpq_err classify(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const uint
             r[C_AGREE] += ref && p == rp ? 1.0 : 0.0;
             r[C_ROK] += ref && rp == (int64_t)labels[i0 + i] ? 1.0 : 0.0;
         }
+        if (ref)
+            rec[((i0 - lo) / batch) * C_K + C_KLD] = mpq_kl_rows(rlogits, logits, nb, C);
         mpq_progress_update(ctx, &pr, i0 + nb - lo);
     }
     mpq_progress_end(ctx, &pr);
@@ -104,6 +109,7 @@ cleanup:
         out->has_ref = ref != NULL;
         out->agree = ref ? (int64_t)s[C_AGREE] : 0;
         out->agreement = ref && n ? s[C_AGREE] / (double)n : 0.0;
+        out->kld = ref && n ? s[C_KLD] / (double)n : 0.0;
         out->ref_correct = ref ? (int64_t)s[C_ROK] : 0;
     }
     mpq_free(in);

@@ -2,7 +2,8 @@
  * (run at 1, 2 and 4 ranks): exactly 9,862 of the 10,000 test images
  * correct (shared/README.md), the family's logits against a naive direct
  * forward written here from the README's description, and agreement with a
- * reference model. */
+ * reference model and the KL divergence from it (against a softmax written
+ * here). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,43 @@ static void test_accuracy_reference(void **state) {
     assert_true(r.accuracy == 0.9862);
 }
 
+/* The mean KL(P_ref || P_model) of the class distributions over images
+ * [first, first + n), from one forward pass of each model over all of them
+ * and a softmax written here in double precision. */
+static double naive_kld(mpq_family *ref, mpq_family *model, int first, int n) {
+    mpq_ctx *ctx = g_ctx;
+    FILE *fp = fopen(g_img, "rb");
+    assert_non_null(fp);
+    unsigned char *px = malloc((size_t)n * 784);
+    float *raw = malloc(sizeof(float) * (size_t)n * 784), *lr = malloc(sizeof(float) * n * 10),
+          *lm = malloc(sizeof(float) * n * 10);
+    fseek(fp, 16 + (long)first * 784, SEEK_SET);
+    assert_int_equal(fread(px, 1, (size_t)n * 784, fp), (size_t)n * 784);
+    fclose(fp);
+    for (int i = 0; i < n * 784; i++)
+        raw[i] = px[i];
+    mpq_batch b = {.nseq = n, .rows = n, .input = raw};
+    MPQ_ASSERT_OK(ctx, mpq_family_forward(ctx, ref, &b, lr));
+    MPQ_ASSERT_OK(ctx, mpq_family_forward(ctx, model, &b, lm));
+    double tot = 0.0;
+    for (int i = 0; i < n; i++) {
+        double p[10], q[10], sp = 0.0, sq = 0.0;
+        for (int c = 0; c < 10; c++) {
+            p[c] = exp((double)lr[i * 10 + c]);
+            q[c] = exp((double)lm[i * 10 + c]);
+            sp += p[c];
+            sq += q[c];
+        }
+        for (int c = 0; c < 10; c++)
+            tot += p[c] / sp * log((p[c] / sp) / (q[c] / sq));
+    }
+    free(px);
+    free(raw);
+    free(lr);
+    free(lm);
+    return tot / n;
+}
+
 static void test_agreement(void **state) {
     fixture *x = *state;
     mpq_ctx *ctx = g_ctx;
@@ -69,6 +107,7 @@ static void test_agreement(void **state) {
     assert_int_equal(r.total, 1000);
     assert_int_equal(r.agree, 1000);
     assert_true(r.agreement == 1.0);
+    assert_true(r.kld == 0.0);
     /* Coarsely rounded fc1 weights: some predictions change. */
     const mpq_family_info *fi = mpq_family_get_info(x->f2);
     assert_int_equal(fi->nlayers, 3);
@@ -83,6 +122,10 @@ static void test_agreement(void **state) {
     if (ctx->rank == 0)
         printf("rounded fc1: agreement %.3f accuracy %.3f\n", r.agreement, r.accuracy);
     assert_true(r.agree < 1000 && r.agree > 0);
+    double kl = naive_kld(x->f, x->f2, 100, 1000);
+    if (ctx->rank == 0)
+        printf("rounded fc1: KL divergence %.9g, naive %.9g\n", r.kld, kl);
+    assert_true(kl > 1e-3 && fabs(r.kld - kl) <= 1e-6 * kl);
     /* The reference's own accuracy from the same pass equals evaluating it
      * alone. */
     mpq_cls_result alone, own;
