@@ -228,7 +228,7 @@ const mpq_key_spec mpq_config_keys[] = {
      "activations with this probability, else from the quantized model's (QDrop; the target is "
      "the full-precision block on the same mixed input; 0 = quantized inputs only); keeping "
      "the full-precision activations doubles their memory"},
-    {"round.kl_weight", MPQ_KEY_FLOAT, OFF(round.kl_weight), "1", 0.0, 1e6, NULL,
+    {"round.kl_weight", MPQ_KEY_FLOAT, OFF(round.kl_weight), "4", 0.0, 1e6, NULL,
      "network loss: weight of the prediction term; the loss is the block's squared error over "
      "its start value plus kl_weight times the KL divergence of the model's prediction over its "
      "start value"},
