@@ -194,6 +194,8 @@ typedef struct mpq_config {
         double input_drop;    /* block loss: share of full-precision input elements */
         char *block_comm;     /* block loss: exact | int8 gradient sums over ranks */
         char *block_scales;   /* block loss: off | on (learn the group scales too) */
+        char *block_descent;  /* block loss: off | on (judged steps, undone when the loss
+                                 rises) */
         char *learn_bias;     /* block loss: off | on (learn output-bias corrections too) */
         double kl_weight;     /* network loss: weight of the prediction's KL term */
     } round;

@@ -232,6 +232,12 @@ const mpq_key_spec mpq_config_keys[] = {
      "network loss: weight of the prediction term; the loss is the block's squared error over "
      "its start value plus kl_weight times the KL divergence of the model's prediction over its "
      "start value"},
+    {"round.block_descent", MPQ_KEY_ENUM, OFF(round.block_descent), "off", NOLIM, "off|on",
+     "block loss: on: every step is judged by the loss on every calibration sample and undone "
+     "when it raises it, the next one flipping fewer weights (those of the largest gradients), "
+     "until 16 single flips in a row fail; needs every step to see every sample "
+     "(round.block_rows = 0 or at least the calibration's rows); off: plain signed steps, the "
+     "best solution measured kept"},
     {"round.block_scales", MPQ_KEY_ENUM, OFF(round.block_scales), "off", NOLIM, "off|on",
      "block loss: also learn every group's (or channel's) scale, as a factor in [0.5, 1.5] of "
      "the layer rounding's, by signed steps of its gradient (half the offsets' rate), the "

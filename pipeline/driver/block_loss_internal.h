@@ -36,6 +36,12 @@ typedef struct bl_layer {
     int64_t nb;
     float *bd, *bunit, *db, *bbest;
     int64_t *bacc;
+    /* descent (every step sees every sample): the offsets and scale factors
+     * of the best solution, to return to when a step raises the loss */
+    float *obest;
+    double *mbest;
+    uint8_t *tabu;   /* [n] 1: its single flip was undone (until a step is kept); 2: the
+                        current step flipped it */
     const float *w0; /* [n] the original weights (the pass's) */
     mpq_ef *ef;      /* block_comm = int8: this rank's residual of the sums */
 } bl_layer;
@@ -88,6 +94,34 @@ static inline int64_t mpq_bl_fixed(const bl_state *S, double v, double scale) {
     v = v > S->clampv ? S->clampv : v < -S->clampv ? -S->clampv : v;
     return (int64_t)llround(v);
 }
+
+/* Whether weight k of x takes the upper grid point b at its offset o. */
+static inline int mpq_bl_takes_b(const bl_layer *x, int64_t k, float o) {
+    return x->u0[k] + o > 0.5f;
+}
+
+/* Weight k's offset after one signed step of lr against its gradient sum,
+ * kept in [-0.5, 0.5]. */
+static inline float mpq_bl_moved(const bl_layer *x, int64_t k, double lr) {
+    const float o = x->o[k] - (float)(x->acc[k] > 0 ? lr : -lr);
+    return o > 0.5f ? 0.5f : o < -0.5f ? -0.5f : o;
+}
+
+/* Descent (every step sees every sample, so every step's loss is measured):
+ * the copies of the offsets and scale factors of the best solution. */
+mpq_err mpq_bl_descent_init(bl_state *S);
+/* The current offsets and scale factors as the best solution's. */
+void mpq_bl_descent_keep(bl_state *S);
+/* Back to the best solution's offsets, scale factors and bias corrections
+ * (the caller installs them); the weights the undone step flipped stay
+ * where they are in later steps when single (tabu 1), else are free again. */
+void mpq_bl_descent_restore(bl_state *S, int single);
+/* The least gradient magnitude |acc| a weight needs to change side in a
+ * step of lr, so that about a fraction rho of the weights the step would
+ * flip do (the largest magnitudes; at least one); 0 with rho >= 1 (no
+ * limit). *want: how many the full step would flip. Weights of tabu 1
+ * do not count. */
+int64_t mpq_bl_flip_threshold(const bl_state *S, double lr, double rho, int64_t *want);
 
 /* round.block_scales: the scale factors of layer x (per-group or
  * per-channel scales), all 1: the stored scales unchanged. */

@@ -87,6 +87,18 @@ static mpq_err check_config(mpq_ctx *ctx, const mpq_config *cfg, int propagate_q
               "%s: round.learn_bias = \"on\" needs round.loss = \"block\" or \"network\" (the "
               "bias corrections are learned against the block's output)",
               cfg->source);
+    MPQ_CHECK(block || strcmp(cfg->round.block_descent, "on") != 0, MPQ_ERR_CONFIG,
+              "%s: round.block_descent = \"on\" needs round.loss = \"block\" or \"network\"",
+              cfg->source);
+    /* a sample is at least one row: fewer rows per step than samples is
+     * always a window (the exact test needs the samples' rows, at the block) */
+    MPQ_CHECK(strcmp(cfg->round.block_descent, "on") != 0 || cfg->round.block_rows == 0 ||
+                  cfg->round.block_rows >= cfg->calibration.segments,
+              MPQ_ERR_CONFIG,
+              "%s: round.block_descent = \"on\" needs every step to see every calibration "
+              "sample: round.block_rows = %lld is fewer rows than the %lld samples (set "
+              "round.block_rows = 0)",
+              cfg->source, (long long)cfg->round.block_rows, (long long)cfg->calibration.segments);
     MPQ_CHECK(!block || propagate_q, MPQ_ERR_CONFIG,
               "%s: round.loss = \"%s\" needs calibration.propagate = \"quantized\" (the "
               "block is refined on the inputs the quantized model gives it)",

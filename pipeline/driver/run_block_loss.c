@@ -55,6 +55,10 @@
  * scale moved, a weight still chooses between the codes around its
  * original value.
  *
+ * With round.block_descent = on (every step sees every sample), a step
+ * that raises the loss is undone and the next is smaller
+ * (run_block_descent.c).
+ *
  * With round.learn_bias = on, every layer with a bias slot also learns a
  * correction of its output bias, by signed steps in units of its output
  * error per channel (run_block_vars.c); the best solution keeps its
@@ -112,6 +116,9 @@ static void layer_free(bl_layer *x) {
     mpq_free(x->db);
     mpq_free(x->bbest);
     mpq_free(x->bacc);
+    mpq_free(x->obest);
+    mpq_free(x->mbest);
+    mpq_free(x->tabu);
     mpq_ef_destroy(&x->ef);
 }
 
@@ -134,10 +141,6 @@ static void state_free(bl_state *S) {
     mpq_block_net_destroy(&S->net);
     mpq_free(S->cstart);
     mpq_free(S->g);
-}
-
-static int takes_b(const bl_layer *x, int64_t k) {
-    return x->u0[k] + x->o[k] > 0.5f;
 }
 
 /* The variables of one layer from its original weights w0 and its codes. */
@@ -188,7 +191,7 @@ static mpq_err install(bl_state *S, bl_layer *x) {
     mpq_ctx *ctx = S->ctx;
     for (int64_t k = 0; k < x->n; k++)
         if (!isnan(x->o[k]))
-            x->q->codes[k] = takes_b(x, k) ? x->cb[k] : x->ca[k];
+            x->q->codes[k] = mpq_bl_takes_b(x, k, x->o[k]) ? x->cb[k] : x->ca[k];
     for (int64_t g = 0; g < x->ng; g++)
         x->q->params->scale[g] = mpq_round_store_scale(x->q->params, x->s0[g] * x->m[g]);
     mpq_quant_dequantize(x->q->params, x->q->codes, x->w);
@@ -535,29 +538,37 @@ static mpq_err setup(bl_state *S, mpq_pass *p, int64_t block_rows) {
     return MPQ_OK;
 }
 
-/* Local. One signed step of every learned offset; the number that changed
- * side. */
-static int64_t step(bl_state *S, double lr) {
+/* Local. One signed step of every learned offset, except that a weight
+ * the step would flip only moves with |gradient sum| >= thr (descent; 0:
+ * all), and of the scale factors and bias corrections at rho times their
+ * rate; the number of weights that changed side. */
+static int64_t step(bl_state *S, double lr, int64_t thr, double rho) {
     int64_t flips = 0;
     for (int64_t j = 0; j < S->nl; j++) {
         bl_layer *x = &S->L[j];
         for (int64_t k = 0; k < x->n; k++) {
             if (isnan(x->o[k]) || x->acc[k] == 0)
                 continue;
-            const int before = takes_b(x, k);
-            float o = x->o[k] - (float)(x->acc[k] > 0 ? lr : -lr);
-            x->o[k] = o > 0.5f ? 0.5f : o < -0.5f ? -0.5f : o;
-            flips += takes_b(x, k) != before;
+            const int before = mpq_bl_takes_b(x, k, x->o[k]);
+            const float o = mpq_bl_moved(x, k, lr);
+            const int flip = mpq_bl_takes_b(x, k, o) != before;
+            if (flip &&
+                ((x->acc[k] < 0 ? -x->acc[k] : x->acc[k]) < thr || (x->tabu && x->tabu[k] == 1)))
+                continue;
+            x->o[k] = o;
+            flips += flip;
+            if (flip && x->tabu)
+                x->tabu[k] = 2;
         }
         /* the scale factors: signed steps of lr / 2 (at most 0.5 over the
          * steps), kept in [0.5, 1.5] */
         for (int64_t g = 0; g < x->ng; g++) {
             if (x->sacc[g] == 0)
                 continue;
-            const double m = x->m[g] - (x->sacc[g] > 0 ? 0.5 * lr : -0.5 * lr);
+            const double m = x->m[g] - (x->sacc[g] > 0 ? 0.5 * rho * lr : -0.5 * rho * lr);
             x->m[g] = m < 0.5 ? 0.5 : m > 1.5 ? 1.5 : m;
         }
-        mpq_bl_bias_step(x, lr);
+        mpq_bl_bias_step(x, rho * lr);
     }
     return flips;
 }
@@ -587,6 +598,91 @@ static void keep_best(bl_state *S) {
     }
 }
 
+/* The steps of one block's refinement and what they did. */
+typedef struct bl_run {
+    int64_t T;                             /* steps (round.block_iters) */
+    double lr0;                            /* the offsets' first rate */
+    int descent;                           /* round.block_descent in effect */
+    double first, best, kl_first, kl_best; /* losses at step 0 and of the kept solution */
+    int64_t flips, measured, undone, stop;
+} bl_run;
+
+/* Collective. Steps 0..T: the block loss measured (at every step when each
+ * step sees every sample, else at step 0, every quarter and the end), the
+ * best hard solution kept, signed steps of the window's gradient; with
+ * round.block_descent in effect, the judged steps of run_block_descent.c. */
+static mpq_err refine_steps(bl_state *S, bl_run *r) {
+    mpq_ctx *ctx = S->ctx;
+    const int64_t T = r->T, every = S->B >= S->nsamples ? 1 : (T + 3) / 4;
+    const int on = strcmp(S->s->ses->cfg->round.block_descent, "on") == 0;
+    MPQ_CHECK(!on || every == 1, MPQ_ERR_CONFIG,
+              "round.block_descent = \"on\" needs every step to see every calibration sample: "
+              "round.block_rows = %lld takes %lld of the %lld samples per step (set "
+              "round.block_rows = 0)",
+              (long long)S->s->ses->cfg->round.block_rows, (long long)S->B, (long long)S->nsamples);
+    r->descent = on;
+    r->stop = -1;
+    mpq_progress pr; /* the steps, with an ETA (log.progress_interval) */
+    char what[64];
+    snprintf(what, sizeof what, "block %lld: %s loss", (long long)S->b,
+             S->net ? "network" : "block");
+    mpq_progress_begin(ctx, &pr, what, "steps", T);
+    double rho = 1.0;
+    int64_t tried = 0, singles = 0;
+    int regrad = 0; /* this pass only takes the gradient at the restored best solution */
+    if (r->descent)
+        MPQ_CALL(mpq_bl_descent_init(S));
+    for (int64_t t = 0; t <= T; t++) {
+        double loss = 0.0;
+        const int measure = !regrad && (t == T || t % every == 0);
+        MPQ_CALL(eval_step(S, measure, t < T, t, &loss));
+        r->measured += measure;
+        regrad = 0;
+        /* descent keeps a step that leaves the loss as it was (offsets that
+         * moved without flipping) */
+        if (measure && (t == 0 || loss < r->best || (r->descent && loss == r->best))) {
+            r->best = loss;
+            r->kl_best = S->kl;
+            keep_best(S);
+            singles = 0;
+            rho = rho < 0.5 ? 2.0 * rho : 1.0;
+            if (r->descent)
+                mpq_bl_descent_keep(S);
+        } else if (measure && r->descent) {
+            /* the step raised the loss: undone, and a smaller one from the best solution */
+            r->undone++;
+            mpq_bl_descent_restore(S, tried == 1);
+            for (int64_t j = 0; j < S->nl; j++)
+                MPQ_CALL(install(S, &S->L[j]));
+            singles = tried <= 1 ? singles + 1 : 0;
+            if (singles >= 16) { /* 16 single flips in a row undone */
+                r->stop = t;
+                break;
+            }
+            rho = tried == 1 ? rho : 0.25 * rho; /* a single flip is left out instead */
+            regrad = t < T;
+            S->t = t + 1;
+            mpq_progress_update(ctx, &pr, t + 1);
+            continue;
+        }
+        r->kl_first = t == 0 ? S->kl : r->kl_first;
+        r->first = t == 0 ? loss : r->first;
+        if (t == T)
+            break;
+        const double lr = r->lr0 * (1.0 - (double)t / (double)T);
+        int64_t want = 0;
+        const int64_t thr = r->descent ? mpq_bl_flip_threshold(S, lr, rho, &want) : 0;
+        tried = step(S, lr, thr, r->descent ? rho : 1.0);
+        r->flips += tried;
+        S->t = t + 1;
+        for (int64_t j = 0; j < S->nl; j++)
+            MPQ_CALL(install(S, &S->L[j]));
+        mpq_progress_update(ctx, &pr, t + 1);
+    }
+    mpq_progress_end(ctx, &pr);
+    return MPQ_OK;
+}
+
 mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b) {
     const mpq_config *cfg = s->ses->cfg;
     if (p->nlb == 0)
@@ -609,7 +705,6 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
         MPQ_TRY(install(&S, &S.L[j]));
     if (S.biases)
         MPQ_TRY(mpq_bl_bias_units(&S));
-    double best = 0.0, first = 0.0, kl_first = 0.0, kl_best = 0.0;
     if (S.net) {
         /* the normalisers: both terms' sums at the start */
         double l0;
@@ -618,37 +713,9 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
         S.kl0 = S.kl > 0.0 ? S.kl : 1.0;
     }
     MPQ_TRY(fix_scale(&S));
-    const int64_t T = cfg->round.block_iters;
-    const double lr0 = cfg->round.block_lr > 0.0 ? cfg->round.block_lr : 2.0 / (double)T;
-    int64_t flips = 0, measured = 0;
-    /* the loss on every sample: at every step when each step sees them all,
-     * else at step 0, every quarter and the end */
-    const int64_t every = S.B >= S.nsamples ? 1 : (T + 3) / 4;
-    mpq_progress pr; /* the steps, with an ETA (log.progress_interval) */
-    char what[64];
-    snprintf(what, sizeof what, "block %lld: %s loss", (long long)b, S.net ? "network" : "block");
-    mpq_progress_begin(ctx, &pr, what, "steps", T);
-    for (int64_t t = 0; t <= T; t++) {
-        double loss = 0.0;
-        const int measure = t == T || t % every == 0;
-        MPQ_TRY(eval_step(&S, measure, t < T, t, &loss));
-        measured += measure;
-        if (measure && (t == 0 || loss < best)) {
-            best = loss;
-            kl_best = S.kl;
-            keep_best(&S);
-        }
-        kl_first = t == 0 ? S.kl : kl_first;
-        first = t == 0 ? loss : first;
-        if (t == T)
-            break;
-        flips += step(&S, lr0 * (1.0 - (double)t / (double)T));
-        S.t = t + 1;
-        for (int64_t j = 0; j < S.nl; j++)
-            MPQ_TRY(install(&S, &S.L[j]));
-        mpq_progress_update(ctx, &pr, t + 1);
-    }
-    mpq_progress_end(ctx, &pr);
+    bl_run r = {.T = cfg->round.block_iters};
+    r.lr0 = cfg->round.block_lr > 0.0 ? cfg->round.block_lr : 2.0 / (double)r.T;
+    MPQ_TRY(refine_steps(&S, &r));
     int64_t learned = 0;
     for (int64_t j = 0; j < S.nl; j++) {
         bl_layer *x = &S.L[j];
@@ -665,14 +732,21 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
         mpq_bl_bias_log(&S);
     MPQ_INFO("block %lld: block loss %.6g -> %.6g (%.2f%%), %lld steps of %lld of %lld samples, "
              "loss measured %lld times, %lld offset flips over %lld learned weights, %.2fs",
-             (long long)b, first, best, first > 0.0 ? 100.0 * (best - first) / first : 0.0,
-             (long long)T, (long long)S.B, (long long)S.nsamples, (long long)measured,
-             (long long)flips, (long long)learned, mpq_now() - t0);
+             (long long)b, r.first, r.best,
+             r.first > 0.0 ? 100.0 * (r.best - r.first) / r.first : 0.0, (long long)r.T,
+             (long long)S.B, (long long)S.nsamples, (long long)r.measured, (long long)r.flips,
+             (long long)learned, mpq_now() - t0);
+    if (r.descent && r.stop >= 0)
+        MPQ_INFO("block %lld: descent: %lld steps undone, stopped at step %lld: 16 single flips "
+                 "in a row raised the loss",
+                 (long long)b, (long long)r.undone, (long long)r.stop);
+    else if (r.descent)
+        MPQ_INFO("block %lld: descent: %lld steps undone", (long long)b, (long long)r.undone);
     if (S.net)
         MPQ_INFO("block %lld: network loss: KL divergence of the prediction %.6g -> %.6g nats "
                  "per row (weight %g)",
-                 (long long)b, kl_first / (double)(S.rows_all > 0 ? S.rows_all : 1),
-                 kl_best / (double)(S.rows_all > 0 ? S.rows_all : 1), S.beta);
+                 (long long)b, r.kl_first / (double)(S.rows_all > 0 ? S.rows_all : 1),
+                 r.kl_best / (double)(S.rows_all > 0 ? S.rows_all : 1), S.beta);
     if (S.comm8)
         log_traffic(&S);
 cleanup:

@@ -20,7 +20,12 @@
 #  (f) round.loss = network (the KL divergence of the prediction added): the
 #      same bits on 1 and 2 ranks, one KL line per block whose divergence
 #      ends below its start, every block's loss at or below its start, and
-#      round.input_drop refused with it, naming both keys.
+#      round.input_drop refused with it, naming both keys;
+#  (g) round.block_descent = on (judged steps) on mnist-cnn-small at 3 bits:
+#      one descent line per block, every block at or below its start and
+#      one strictly below, the same bits on 1 and 2 ranks; refused before
+#      loading with a window smaller than the calibration set and with
+#      round.loss = "layer".
 # Under the sanitizers (MPQ_TEST_SANITIZED=1) the 1-rank runs, which only
 # repeat the 2-rank ones for the rank-count identity, are skipped.
 set -u
@@ -158,6 +163,32 @@ run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=network -o round.input
 expect_rc 1
 expect_err 'round.loss = "network" takes no round.input_drop'
 
+# ---- (g) ----
+desc=(run "$MPQ_SOURCE_DIR/configs/mnist-cnn-small-w3.cfg" --json -o round.loss=block
+    -o round.block_descent=on -o calibration.segments=256 -o round.iters=100 -o eval.count=1000
+    -o eval.also_all=false)
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${desc[@]}"
+expect_rc 0
+desc2=$(last_json | jq -c '.quantized')
+n=$(grep -c 'block [0-9]*: descent: [0-9]* steps undone' "$ERR")
+[ "$n" -eq 3 ] || fail "block_descent: $n descent lines, expected 3"
+bad=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 > $3 { print }')
+[ -z "$bad" ] || fail "block_descent: a block ended above its start: $bad"
+lower=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 < $3 { print }' | wc -l)
+[ "$lower" -ge 1 ] || fail "block_descent: no block's loss fell"
+if [ "$sanitized" != 1 ]; then
+    run $MPQ_MPIEXEC -n 1 "$MPQ_BIN" "${desc[@]}"
+    expect_rc 0
+    [ "$(last_json | jq -c '.quantized')" = "$desc2" ] || fail "block_descent: 1 and 2 ranks differ"
+fi
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${desc[@]}" -o round.block_rows=100
+expect_rc 1
+expect_err 'round.block_descent = "on" needs every step to see every calibration sample'
+grep -q '^model ' "$ERR" && fail "block_descent: the model was loaded before the refusal"
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${desc[@]}" -o round.loss=layer
+expect_rc 1
+expect_err 'round.block_descent = "on" needs round.loss = "block" or "network"'
+
 echo "block loss: KLD $kl_layer -> $kl_block (stories260K, 2 bits, RTN start), $kl_scales with scales, $kl_net network;" \
-    "accuracy $acc_layer -> $acc_block (mnist-cnn-small, 2 bits)"
+    "accuracy $acc_layer -> $acc_block (mnist-cnn-small, 2 bits); descent: KLD $(jq -r .kld <<<"$desc2") (mnist-cnn-small, 3 bits)"
 finish
