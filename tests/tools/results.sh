@@ -146,6 +146,7 @@ chg() { # relative change of $2 against $1, in %
     fi
 }
 f1() { if [ "$1" = "-" ]; then echo "-"; else printf '%.1f' "$1"; fi; }
+f5() { if [ "$1" = "-" ]; then echo "-"; else printf '%.5f' "$1"; fi; }
 secs() { printf '%.0f' "$(cat "$work/$1.s" 2>/dev/null || echo 0)"; }
 # lm_cell NAME: "PPL (KLD)" of a language-model run; cls_cell NAME: "accuracy
 # (accuracy on all images)" of a classifier run.
@@ -295,6 +296,11 @@ if [ $variants -eq 1 ]; then
                 -o "quant.spec=int:bits=$b,sym=false,group=32,fit=search"
             quant_run "cls-w$b-$m" "$src/configs/mnist-cnn-small-w$b.cfg" -o "quant.method=$m"
         done
+        quant_run "cls-w$b-layer" "$src/configs/mnist-cnn-small-w$b.cfg" -o round.loss=layer
+        for d in off on; do
+            quant_run "cls-w$b-block-$d" "$src/configs/mnist-cnn-small-w$b.cfg" \
+                -o round.loss=block -o "round.block_descent=$d"
+        done
     done
     for imp in sensitivity normalized error; do
         for count in codes all; do
@@ -342,6 +348,23 @@ if [ $variants -eq 1 ]; then
             row="| $b | $(f4 "$(j "cls-w$b-gptq" .bpw)") |"
             for m in "${methods[@]}"; do row="$row $(cls_cell "cls-w$b-$m") |"; done
             echo "$row"
+        done
+        echo
+        echo "### Block loss, mnist-cnn-small"
+        echo
+        echo "\`configs/mnist-cnn-small-wB.cfg -o round.loss=L\` (AdaRound, 500 steps, from GPTQ),"
+        echo "then for \`block\` 200 steps per block: signed steps (\`round.block_descent = off\`) or"
+        echo "judged steps (\`on\`). Cells: KL divergence from full precision on images 1024-9999"
+        echo "(accuracy); round stage seconds."
+        echo
+        echo "| code bits | layer loss | block, signed steps | block, judged steps | seconds (layer, signed, judged) |"
+        echo "|---|---:|---:|---:|---|"
+        for b in 4 3 2; do
+            row="| $b |"
+            for n in layer block-off block-on; do
+                row="$row $(f5 "$(j "cls-w$b-$n" .quantized.kld)") ($(pct "$(j "cls-w$b-$n" .quantized.accuracy)")) |"
+            done
+            echo "$row $(f1 "$(j "cls-w$b-layer" .times.round.max)"), $(f1 "$(j "cls-w$b-block-off" .times.round.max)"), $(f1 "$(j "cls-w$b-block-on" .times.round.max)") |"
         done
         echo
         echo "### Importance estimators and budget kinds, mixed precision"
