@@ -34,6 +34,25 @@ need_shared data/models/stories260K/stories260K.bin
 need_shared data/models/stories260K/tok512.bin
 need_shared data/models/mnist-cnn-small/model-mnist.safetensors
 need_shared data/mnist/t10k-images-idx3-ubyte
+
+# no_block_above_start WHAT: the last run's log has no block whose loss
+# ended above its start
+no_block_above_start() {
+    local bad
+    bad=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 > $3 { print }')
+    [ -z "$bad" ] || fail "$1: a block ended above its start: $bad"
+}
+
+# one_rank_same WHAT FIGURES ARGS...: a 1-rank run of ARGS gives the
+# 2-rank run's FIGURES (.quantized), skipped under the sanitizers
+one_rank_same() {
+    local what=$1 want=$2
+    shift 2
+    [ "$sanitized" != 1 ] || return 0
+    run $MPQ_MPIEXEC -n 1 "$MPQ_BIN" "$@"
+    expect_rc 0
+    [ "$(last_json | jq -c '.quantized')" = "$want" ] || fail "$what: 1 and 2 ranks differ"
+}
 need_jq
 make_work_dir
 lm=(run "$MPQ_SOURCE_DIR/configs/stories260K-w2.cfg" --json -o quant.method=rtn
@@ -52,8 +71,7 @@ awk -v b="$kl_block" -v l="$kl_layer" 'BEGIN { exit !(b > 0 && b < l) }' ||
     fail "KL divergence with the block loss ($kl_block) is not below the layer loss's ($kl_layer)"
 n=$(grep -c 'block [0-9]*: block loss [0-9.e+-]* -> ' "$ERR")
 [ "$n" -eq 5 ] || fail "$n block-loss lines, expected 5 (one per block)"
-bad=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 > $3 { print }')
-[ -z "$bad" ] || fail "a block ended above its start: $bad"
+no_block_above_start "block"
 
 # ---- (b) ----
 # Under the sanitizers (MPQ_TEST_SANITIZED=1) the 1-rank runs of (b), (e)
@@ -78,25 +96,15 @@ expect_rc 0
 mb2=$(last_json | jq -c '.quantized')
 grep -q 'block 0: block loss .*, 20 steps of 1 of 4 samples, loss measured 5 times' "$ERR" ||
     fail "the mini-batch run does not log 20 steps of 1 of 4 samples, loss measured 5 times"
-bad=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 > $3 { print }')
-[ -z "$bad" ] || fail "mini-batch: a block ended above its start: $bad"
+no_block_above_start "mini-batch"
 [ "$mb2" != "$two" ] || fail "block_rows = 64 changed nothing"
-if [ "$sanitized" != 1 ]; then
-    run $MPQ_MPIEXEC -n 1 "$MPQ_BIN" "${lm[@]}" -o round.loss=block -o round.block_rows=64
-    expect_rc 0
-    [ "$(last_json | jq -c '.quantized')" = "$mb2" ] || fail "mini-batch: 1 and 2 ranks differ"
-fi
+one_rank_same "mini-batch" "$mb2" "${lm[@]}" -o round.loss=block -o round.block_rows=64
 run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=block -o round.input_drop=0.5
 expect_rc 0
 drop2=$(last_json | jq -c '.quantized')
 [ "$drop2" != "$two" ] || fail "input_drop = 0.5 changed nothing"
-bad=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 > $3 { print }')
-[ -z "$bad" ] || fail "input_drop: a block ended above its start: $bad"
-if [ "$sanitized" != 1 ]; then
-    run $MPQ_MPIEXEC -n 1 "$MPQ_BIN" "${lm[@]}" -o round.loss=block -o round.input_drop=0.5
-    expect_rc 0
-    [ "$(last_json | jq -c '.quantized')" = "$drop2" ] || fail "input_drop: 1 and 2 ranks differ"
-fi
+no_block_above_start "input_drop"
+one_rank_same "input_drop" "$drop2" "${lm[@]}" -o round.loss=block -o round.input_drop=0.5
 
 # ---- (c) ----
 cnn=(run "$MPQ_SOURCE_DIR/configs/mnist-cnn-small-w2.cfg" --json -o quant.method=rtn
@@ -122,14 +130,9 @@ run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=block -o round.block_s
     -o output.path="$dir/s2.h5"
 expect_rc 0
 sc2=$(last_json | jq -c '.quantized')
-bad=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 > $3 { print }')
-[ -z "$bad" ] || fail "block_scales: a block ended above its start: $bad"
+no_block_above_start "block_scales"
 [ "$sc2" != "$two" ] || fail "block_scales = on changed nothing"
-if [ "$sanitized" != 1 ]; then
-    run $MPQ_MPIEXEC -n 1 "$MPQ_BIN" "${lm[@]}" -o round.loss=block -o round.block_scales=on
-    expect_rc 0
-    [ "$(last_json | jq -c '.quantized')" = "$sc2" ] || fail "block_scales: 1 and 2 ranks differ"
-fi
+one_rank_same "block_scales" "$sc2" "${lm[@]}" -o round.loss=block -o round.block_scales=on
 kl_scales=$(jq -r .kld <<<"$sc2")
 params() { h5dump -d "/layers/$1/params" "$2" | grep -v "^HDF5" | md5sum; }
 w=model.layers.1.mlp.down_proj.weight
@@ -151,13 +154,8 @@ n=$(grep -c 'block [0-9]*: network loss: KL divergence of the prediction' "$ERR"
 [ "$n" -eq 5 ] || fail "network: $n KL lines, expected 5"
 bad=$(grep -o 'prediction [^ ]* -> [^ ]*' "$ERR" | awk '!($4 < $2) { print }')
 [ -z "$bad" ] || fail "network: a block's KL did not fall: $bad"
-bad=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 > $3 { print }')
-[ -z "$bad" ] || fail "network: a block ended above its start: $bad"
-if [ "$sanitized" != 1 ]; then
-    run $MPQ_MPIEXEC -n 1 "$MPQ_BIN" "${lm[@]}" -o round.loss=network
-    expect_rc 0
-    [ "$(last_json | jq -c '.quantized')" = "$net2" ] || fail "network: 1 and 2 ranks differ"
-fi
+no_block_above_start "network"
+one_rank_same "network" "$net2" "${lm[@]}" -o round.loss=network
 kl_net=$(jq -r .kld <<<"$net2")
 run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=network -o round.input_drop=0.5
 expect_rc 1
@@ -172,15 +170,10 @@ expect_rc 0
 desc2=$(last_json | jq -c '.quantized')
 n=$(grep -c 'block [0-9]*: descent: [0-9]* steps undone' "$ERR")
 [ "$n" -eq 3 ] || fail "block_descent: $n descent lines, expected 3"
-bad=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 > $3 { print }')
-[ -z "$bad" ] || fail "block_descent: a block ended above its start: $bad"
+no_block_above_start "block_descent"
 lower=$(grep -o 'block loss [^ ]* -> [^ ]*' "$ERR" | awk '$5 < $3 { print }' | wc -l)
 [ "$lower" -ge 1 ] || fail "block_descent: no block's loss fell"
-if [ "$sanitized" != 1 ]; then
-    run $MPQ_MPIEXEC -n 1 "$MPQ_BIN" "${desc[@]}"
-    expect_rc 0
-    [ "$(last_json | jq -c '.quantized')" = "$desc2" ] || fail "block_descent: 1 and 2 ranks differ"
-fi
+one_rank_same "block_descent" "$desc2" "${desc[@]}"
 run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${desc[@]}" -o round.block_rows=100
 expect_rc 1
 expect_err 'round.block_descent = "on" needs every step to see every calibration sample'
