@@ -107,6 +107,11 @@ static inline float mpq_bl_moved(const bl_layer *x, int64_t k, double lr) {
     return o > 0.5f ? 0.5f : o < -0.5f ? -0.5f : o;
 }
 
+/* |gradient sum| of weight k of x. */
+static inline int64_t mpq_bl_mag(const bl_layer *x, int64_t k) {
+    return x->acc[k] < 0 ? -x->acc[k] : x->acc[k];
+}
+
 /* Descent (every step sees every sample, so every step's loss is measured):
  * the copies of the offsets and scale factors of the best solution. */
 mpq_err mpq_bl_descent_init(bl_state *S);
@@ -119,9 +124,8 @@ void mpq_bl_descent_restore(bl_state *S, int single);
 /* The least gradient magnitude |acc| a weight needs to change side in a
  * step of lr, so that about a fraction rho of the weights the step would
  * flip do (the largest magnitudes; at least one); 0 with rho >= 1 (no
- * limit). *want: how many the full step would flip. Weights of tabu 1
- * do not count. */
-int64_t mpq_bl_flip_threshold(const bl_state *S, double lr, double rho, int64_t *want);
+ * limit). Weights of tabu 1 do not count. */
+int64_t mpq_bl_flip_threshold(const bl_state *S, double lr, double rho);
 
 /* round.block_scales: the scale factors of layer x (per-group or
  * per-channel scales), all 1: the stored scales unchanged. */

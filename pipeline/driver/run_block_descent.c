@@ -9,9 +9,10 @@
  * largest gradient magnitude (the largest first-order gain), at least one;
  * the scale factors and bias corrections move by rho times their rate.
  * rho starts at 1 (the plain signed step), is divided by 4 after a step is
- * undone and doubled, up to 1, after a step is kept. The refinement stops
- * when a step that flips a single weight is undone: no flip the gradient
- * proposes lowers the loss. Without this, a signed step from a layer
+ * undone and doubled, up to 1, after a step is kept. A single flip that is
+ * undone leaves its weight out (tabu) until a step is kept, so the next
+ * candidate is tried; the refinement stops after 16 single flips in a row
+ * are undone. Without this, a signed step from a layer
  * rounding that sits on its decision boundaries flips every weight whose
  * gradient points back at once, and the loss rises at every step.
  *
@@ -63,8 +64,7 @@ static int64_t count_flips(const bl_state *S, double lr, int64_t v) {
     for (int64_t j = 0; j < S->nl; j++) {
         const bl_layer *x = &S->L[j];
         for (int64_t k = 0; k < x->n; k++) {
-            if (x->acc[k] == 0 || (x->acc[k] < 0 ? -x->acc[k] : x->acc[k]) < v || isnan(x->o[k]) ||
-                x->tabu[k] == 1)
+            if (x->acc[k] == 0 || mpq_bl_mag(x, k) < v || isnan(x->o[k]) || x->tabu[k] == 1)
                 continue;
             n += mpq_bl_takes_b(x, k, mpq_bl_moved(x, k, lr)) != mpq_bl_takes_b(x, k, x->o[k]);
         }
@@ -72,11 +72,11 @@ static int64_t count_flips(const bl_state *S, double lr, int64_t v) {
     return n;
 }
 
-int64_t mpq_bl_flip_threshold(const bl_state *S, double lr, double rho, int64_t *want) {
-    *want = count_flips(S, lr, 1);
-    if (rho >= 1.0 || *want <= 1)
+int64_t mpq_bl_flip_threshold(const bl_state *S, double lr, double rho) {
+    const int64_t want = rho >= 1.0 ? 0 : count_flips(S, lr, 1);
+    if (want <= 1)
         return 0;
-    int64_t k = (int64_t)ceil(rho * (double)*want);
+    int64_t k = (int64_t)ceil(rho * (double)want);
     k = k < 1 ? 1 : k;
     /* the largest v with at least k candidates of |acc| >= v (bisection on
      * [1, 2^63)) */

@@ -552,8 +552,7 @@ static int64_t step(bl_state *S, double lr, int64_t thr, double rho) {
             const int before = mpq_bl_takes_b(x, k, x->o[k]);
             const float o = mpq_bl_moved(x, k, lr);
             const int flip = mpq_bl_takes_b(x, k, o) != before;
-            if (flip &&
-                ((x->acc[k] < 0 ? -x->acc[k] : x->acc[k]) < thr || (x->tabu && x->tabu[k] == 1)))
+            if (flip && (mpq_bl_mag(x, k) < thr || (x->tabu && x->tabu[k] == 1)))
                 continue;
             x->o[k] = o;
             flips += flip;
@@ -644,10 +643,11 @@ static mpq_err refine_steps(bl_state *S, bl_run *r) {
             r->best = loss;
             r->kl_best = S->kl;
             keep_best(S);
-            singles = 0;
-            rho = rho < 0.5 ? 2.0 * rho : 1.0;
-            if (r->descent)
+            if (r->descent) {
+                singles = 0;
+                rho = rho < 0.5 ? 2.0 * rho : 1.0;
                 mpq_bl_descent_keep(S);
+            }
         } else if (measure && r->descent) {
             /* the step raised the loss: undone, and a smaller one from the best solution */
             r->undone++;
@@ -670,8 +670,7 @@ static mpq_err refine_steps(bl_state *S, bl_run *r) {
         if (t == T)
             break;
         const double lr = r->lr0 * (1.0 - (double)t / (double)T);
-        int64_t want = 0;
-        const int64_t thr = r->descent ? mpq_bl_flip_threshold(S, lr, rho, &want) : 0;
+        const int64_t thr = r->descent ? mpq_bl_flip_threshold(S, lr, rho) : 0;
         tried = step(S, lr, thr, r->descent ? rho : 1.0);
         r->flips += tried;
         S->t = t + 1;
