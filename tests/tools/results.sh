@@ -19,7 +19,8 @@
 #     Markdown reports;
 #  4. the rounding study (configs/study-stories260K.sh: each rounding axis
 #     at 2, 3 and 4 bits, the main rows with three calibration seeds;
-#     --no-study skips it), its table, and the rate-distortion comparison
+#     --no-study skips it), its table (its plot is copied to the file
+#     --study-plot names), and the rate-distortion comparison
 #     (configs/pareto-rate-stories260K.sh: fixed-length against zstd-coded
 #     codes with rate-aware GPTQ; skipped with the study), its table;
 #  5. the benchmarks (ctest -L bench, one test at a time; --no-bench skips
@@ -38,6 +39,7 @@
 #   --no-variants       skip part 2
 #   --no-sweeps         skip part 3
 #   --no-study          skip part 4
+#   --study-plot FILE   copy the study's plot (PNG, needs gnuplot) to FILE
 #   --no-bench          skip part 5
 #   --skip-bench REGEX  skip the benchmarks whose ctest name matches (ctest -E)
 #   --all-bench         also run benchmarks that need more ranks than cores
@@ -50,13 +52,14 @@ usage() {
     exit 2
 }
 
-np=2 variants=1 sweeps=1 study=1 bench=1 all_bench=0 skip_bench="" build=""
+np=2 variants=1 sweeps=1 study=1 bench=1 all_bench=0 skip_bench="" build="" study_plot=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --np) np=${2:?--np needs a value}; shift ;;
     --no-variants) variants=0 ;;
     --no-sweeps) sweeps=0 ;;
     --no-study) study=0 ;;
+    --study-plot) study_plot=${2:?--study-plot needs a file}; shift ;;
     --no-bench) bench=0 ;;
     --skip-bench) skip_bench=${2:?--skip-bench needs a regular expression}; shift ;;
     --all-bench) all_bench=1 ;;
@@ -69,6 +72,7 @@ done
 build=${build:-build}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 case "$build" in /*) ;; *) build=$PWD/$build ;; esac
+case "$study_plot" in "" | /*) ;; *) study_plot=$PWD/$study_plot ;; esac
 command -v jq >/dev/null || { echo "results.sh: jq is missing (Debian package jq)" >&2; exit 2; }
 
 say() { printf '[results %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -442,6 +446,9 @@ if [ $study -eq 1 ]; then
     else
         status=failed
         sed 's/^/  study: /' "$work/study.log" >&2
+    fi
+    if [ -n "$study_plot" ]; then
+        cp "$d/study.png" "$study_plot" || { say "no study plot to copy to $study_plot"; failed=1; }
     fi
     {
         echo "## Rounding study"
