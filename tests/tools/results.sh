@@ -92,8 +92,9 @@ build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$build/CMakeCache.txt")
 shared_readme=$MPQ_SHARED_DIR/README.md
 [ -f "$shared_readme" ] || { echo "results.sh: $shared_readme is missing (MPQ_SHARED_DIR)" >&2; exit 2; }
 
-mpi=(mpirun --oversubscribe -np "$np")
-[ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
+launcher="mpirun --oversubscribe"
+[ "$(id -u)" -eq 0 ] && launcher+=" --allow-run-as-root"
+mpi=($launcher -np "$np")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 failed=0
@@ -440,7 +441,7 @@ if [ $study -eq 1 ]; then
     say "rounding study"
     d=$work/study
     t0=$(date +%s)
-    if MPQ_BIN="$build/mpquant" MPQ_MPIEXEC="mpirun --oversubscribe" bash "$src/configs/study-stories260K.sh" \
+    if MPQ_BIN="$build/mpquant" MPQ_MPIEXEC="$launcher" bash "$src/configs/study-stories260K.sh" \
         "$d" --np "$np" 2>"$work/study.log"; then
         status=ok
     else
@@ -466,7 +467,7 @@ if [ $study -eq 1 ]; then
     say "rate-distortion comparison"
     d=$work/pareto
     t0=$(date +%s)
-    if MPQ_BIN="$build/mpquant" MPQ_MPIEXEC="mpirun --oversubscribe" \
+    if MPQ_BIN="$build/mpquant" MPQ_MPIEXEC="$launcher" \
         bash "$src/configs/pareto-rate-stories260K.sh" "$d" --np "$np" 2>"$work/pareto.log"; then
         status=ok
     else
