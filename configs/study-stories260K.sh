@@ -4,7 +4,8 @@
 # (stories260K-w{2,3,4}.cfg: int asymmetric g32, GPTQ, 128 WikiText-2
 # segments) with the group ranges of the --fit option (default search: the
 # range of least Hessian-weighted error per group): the loss (layer, block, or network: block plus the KL
-# divergence of the prediction), the degrees of freedom (codes, or
+# divergence from the full-precision model's prediction, or from the one the
+# full-precision block gives on the same inputs), the degrees of freedom (codes, or
 # codes and scales: signround learns scales unless told not to, and the
 # block loss learns them with round.block_scales = on; codes, scales and
 # corrections of the attention projections' biases, round.learn_bias = on), the
@@ -74,6 +75,7 @@ rows=(
     "signround + block loss|loss|-o quant.method=signround -o round.loss=block"
     "gptq + network loss|loss|-o quant.method=gptq -o round.loss=network"
     "gptq + network loss, scales too|loss|-o quant.method=gptq -o round.loss=network -o round.block_scales=on"
+    "gptq + network loss against the block's prediction, scales too|loss|-o quant.method=gptq -o round.loss=network -o round.block_scales=on -o round.kl_target=block"
     "signround, codes only|freedom|-o quant.method=signround -o round.learn_scales=off"
     "signround, codes only + block loss|freedom|-o quant.method=signround -o round.learn_scales=off -o round.loss=block"
     "gptq + block loss, scales too|freedom|-o quant.method=gptq -o round.loss=block -o round.block_scales=on"

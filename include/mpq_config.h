@@ -198,6 +198,8 @@ typedef struct mpq_config {
                                  rises) */
         char *learn_bias;     /* block loss: off | on (learn output-bias corrections too) */
         double kl_weight;     /* network loss: weight of the prediction's KL term */
+        char *kl_target;      /* network loss: model | block (whose prediction the KL
+                                 term follows) */
     } round;
 
     struct {

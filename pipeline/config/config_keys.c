@@ -232,6 +232,12 @@ const mpq_key_spec mpq_config_keys[] = {
      "network loss: weight of the prediction term; the loss is the block's squared error over "
      "its start value plus kl_weight times the KL divergence of the model's prediction over its "
      "start value"},
+    {"round.kl_target", MPQ_KEY_ENUM, OFF(round.kl_target), "model", NOLIM, "model|block",
+     "network loss: the prediction the KL term follows. model: the full-precision model's own "
+     "(its block output on its own activations, through the later blocks), so that a block "
+     "also makes up for the error the rounded blocks before it left; keeps the full-precision "
+     "model's activations too, doubling their memory. block: the full-precision block's output "
+     "on the same quantized inputs, through the later blocks"},
     {"round.block_descent", MPQ_KEY_ENUM, OFF(round.block_descent), "off", NOLIM, "off|on",
      "block loss: on: every step is judged by the loss on every calibration sample and undone "
      "when it raises it, the next one flipping fewer weights (those of the largest gradients), "

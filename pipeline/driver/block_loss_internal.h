@@ -67,6 +67,10 @@ typedef struct bl_state {
                       squares, summed, and the rows */
     int64_t hk;    /* ... the chunk whose inputs the hook is summing */
     float **yfp;   /* [mine] full-precision outputs of this rank's chunks */
+    /* [mine] the KL term's target block outputs: yfp's (round.kl_target =
+     * block: the same entries) or the full-precision block's on the
+     * full-precision model's activations (model: owned) */
+    float **ykl;
     float *y, *dy; /* [rows of the largest chunk][wout] */
     double *closs; /* [nchunks] block loss per chunk */
     /* round.loss = "network": the prediction term, its KL per chunk, its
@@ -81,6 +85,7 @@ typedef struct bl_state {
     double bscale; /* ... of the bias corrections' sums */
     double clampv; /* largest |value| a chunk may add */
     int scales;    /* round.block_scales = on */
+    int model_target; /* round.loss = network, round.kl_target = model */
     int biases;    /* round.learn_bias = on */
     int comm8;     /* round.block_comm = int8 */
     double *g;     /* int8: [n of the largest layer] the sum being compressed */

@@ -175,7 +175,9 @@ static mpq_pass_opts pass_opts(const run_state *s, int measure) {
                            .ncol = s->ses->maxc,
                            .owned = owned_codes(s, measure),
                            .keep_fp = !measure && strcmp(cfg->round.loss, "layer") != 0 &&
-                                      cfg->round.input_drop > 0.0,
+                                      (cfg->round.input_drop > 0.0 ||
+                                       (strcmp(cfg->round.loss, "network") == 0 &&
+                                        strcmp(cfg->round.kl_target, "model") == 0)),
                            .coded = measure && strcmp(cfg->budget.count, "coded") == 0};
 }
 

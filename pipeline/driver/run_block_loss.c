@@ -6,7 +6,14 @@
  * (run_block_net.c): the objective is the block error over its step-0
  * value plus round.kl_weight times the KL over its step-0 value; a step's
  * gradient with respect to the block output is both terms', brought
- * through the block by mpq_family_block_backward.
+ * through the block by mpq_family_block_backward. The KL's target is the
+ * prediction of the full-precision block's output on the full-precision
+ * model's own activations (round.kl_target = "model", kept by the pass as
+ * calib_fp): through the later blocks, still full precision, that is the
+ * full-precision model's prediction, so the block also learns to make up
+ * for the error the rounded blocks before it left. With "block" it is the
+ * prediction of the full-precision block's output on the same quantized
+ * inputs (the block error's own target).
  *
  * Objective: sum over this block's calibration inputs X (the quantized
  * model's activations, as propagated) of |block_Q(X) - block_FP(X)|^2,
@@ -85,7 +92,8 @@
  * Memory, every rank: the block's quantized layers' variables (about 26
  * bytes per weight; 34 with block_comm = int8 on more than one rank, plus
  * 8 bytes per weight of the largest layer) and the full-precision outputs
- * of its own chunks. */
+ * of its own chunks (twice with round.kl_target = "model", whose pass also
+ * keeps the full-precision model's activations). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -126,9 +134,13 @@ static void state_free(bl_state *S) {
     for (int64_t i = 0; S->L && i < S->nl; i++)
         layer_free(&S->L[i]);
     mpq_free(S->L);
-    for (int64_t i = 0; S->yfp && i < S->mine; i++)
+    for (int64_t i = 0; S->yfp && i < S->mine; i++) {
+        if (S->ykl && S->ykl[i] != S->yfp[i])
+            mpq_free(S->ykl[i]);
         mpq_free(S->yfp[i]);
+    }
     mpq_free(S->yfp);
+    mpq_free(S->ykl);
     mpq_free(S->dwp);
     mpq_free(S->dbp);
     mpq_free(S->msq);
@@ -275,7 +287,7 @@ static int window_part(const bl_state *S, int64_t t, int64_t c0, int64_t c1, int
  * layers' acc (and sacc), or with gmax (the probe before the first step) only the largest
  * |dL/do| (gmax[0]) and |dL/dm m| (gmax[1]). */
 static mpq_err part_grad(bl_state *S, int64_t i, int64_t k, int64_t r0, const mpq_batch *bt,
-                         const float *x, const float *yt, double *gmax) {
+                         const float *x, const float *yt, const float *yk, double *gmax) {
     mpq_ctx *ctx = S->ctx;
     if (S->drop > 0.0) /* train on the mixed input: its own output and target */
         MPQ_CALL(mix_input(S, i, k, r0, bt, &x, &yt));
@@ -290,7 +302,7 @@ static mpq_err part_grad(bl_state *S, int64_t i, int64_t k, int64_t r0, const mp
         MPQ_CALL(mpq_family_block(ctx, fq, S->b, bt, x, S->y, NULL, NULL));
         for (int64_t r = 0; r < bt->rows * S->wout; r++)
             S->dy[r] = (float)(2.0 * ((double)S->y[r] - (double)yt[r]) / S->mse0);
-        MPQ_CALL(mpq_block_net_kl(ctx, S->net, fq, bt, S->y, yt, S->beta / S->kl0, S->dy, NULL));
+        MPQ_CALL(mpq_block_net_kl(ctx, S->net, fq, bt, S->y, yk, S->beta / S->kl0, S->dy, NULL));
         MPQ_CALL(mpq_family_block_backward(ctx, fq, S->b, bt, x, S->dy, NULL, S->dwp, S->dbp));
     } else {
         MPQ_CALL(mpq_family_block_fit_grad(ctx, S->s->ses->fq, S->b, bt, x, yt, S->y, S->dy, S->dwp,
@@ -345,7 +357,7 @@ static mpq_err chunk_pass(bl_state *S, int loss, int grad, int64_t t, double *gm
             }
             S->closs[k] = e;
             if (S->net)
-                MPQ_CALL(mpq_block_net_kl(ctx, S->net, S->s->ses->fq, &bt, S->y, S->yfp[i], 0.0,
+                MPQ_CALL(mpq_block_net_kl(ctx, S->net, S->s->ses->fq, &bt, S->y, S->ykl[i], 0.0,
                                           NULL, &S->ckl[k]));
         }
         int64_t part[2][2];
@@ -355,7 +367,8 @@ static mpq_err chunk_pass(bl_state *S, int loss, int grad, int64_t t, double *gm
             const float *sx = NULL;
             sub_batch(S, &bt, x, part[q][0], part[q][1], &sb, &sx);
             const int64_t r0 = (sx - x) / S->win;
-            MPQ_CALL(part_grad(S, i, k, r0, &sb, sx, S->yfp[i] + r0 * S->wout, gmax));
+            MPQ_CALL(part_grad(S, i, k, r0, &sb, sx, S->yfp[i] + r0 * S->wout,
+                               S->ykl[i] + r0 * S->wout, gmax));
         }
     }
     return MPQ_OK;
@@ -507,6 +520,7 @@ static mpq_err setup(bl_state *S, mpq_pass *p, int64_t block_rows) {
         MPQ_ALLOC(S->g, nmax > 0 ? nmax : 1);
     MPQ_ALLOC(S->cstart, S->nchunks + 1);
     MPQ_ALLOC(S->yfp, S->mine > 0 ? S->mine : 1);
+    MPQ_ALLOC(S->ykl, S->mine > 0 ? S->mine : 1);
     if (S->biases)
         MPQ_ALLOC(S->msq, 2 * S->nl * S->nchunks > 0 ? 2 * S->nl * S->nchunks : 1);
     for (int64_t i = 0; i < S->mine; i++) {
@@ -520,6 +534,17 @@ static mpq_err setup(bl_state *S, mpq_pass *p, int64_t block_rows) {
         S->hk = k; /* round.learn_bias: the hook sums the layers' squared inputs */
         MPQ_CALL(mpq_family_block(ctx, ses->ffp, S->b, &bt, xin, S->yfp[i],
                                   S->biases ? mpq_bl_bias_hook : NULL, S));
+        S->ykl[i] = S->yfp[i];
+        if (S->model_target) {
+            /* the full-precision block on the full-precision model's own
+             * activations: the model's prediction through the later blocks */
+            mpq_batch bf;
+            const float *xf = NULL;
+            mpq_calib_chunk_at(S->cfp, i, &bf, &xf);
+            S->ykl[i] = NULL;
+            MPQ_ALLOC(S->ykl[i], bt.rows * S->wout > 0 ? bt.rows * S->wout : 1);
+            MPQ_CALL(mpq_family_block(ctx, ses->ffp, S->b, &bf, xf, S->ykl[i], NULL, NULL));
+        }
     }
     MPQ_CALL(sample_layout(S, rows, block_rows));
     if (strcmp(ses->cfg->round.loss, "network") == 0) {
@@ -694,11 +719,15 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
                   .comm8 = strcmp(cfg->round.block_comm, "int8") == 0,
                   .scales = strcmp(cfg->round.block_scales, "on") == 0,
                   .biases = strcmp(cfg->round.learn_bias, "on") == 0,
+                  .model_target = strcmp(cfg->round.loss, "network") == 0 &&
+                                  strcmp(cfg->round.kl_target, "model") == 0,
                   .seed = (uint64_t)cfg->calibration.seed ^ UINT64_C(0x51d7),
                   .b = b};
     mpq_err err = MPQ_OK;
     const double t0 = mpq_now();
     MPQ_CHECK(S.c, MPQ_ERR_INTERNAL, "block loss: no calibration activations");
+    MPQ_CHECK(S.cfp || !S.model_target, MPQ_ERR_INTERNAL,
+              "network loss: no full-precision activations for round.kl_target = \"model\"");
     MPQ_TRY(mpq_agree(ctx, setup(&S, p, cfg->round.block_rows)));
     for (int64_t j = 0; j < S.nl; j++)
         MPQ_TRY(install(&S, &S.L[j]));

@@ -1,11 +1,11 @@
 /* run_block_net.c: the prediction term of round.loss = "network"
  * (run_block_loss.c, run_internal.h): for block b's output on a batch, the
- * KL divergence of the network's prediction from the one the
- * full-precision block's output gives, both through the rest of the
- * network as the working model holds it (the blocks after b are not
- * rounded yet: full precision) and its head, and the gradient of that
- * divergence with respect to the block's output (PD-Quant's prediction
- * loss, with the target recomputed instead of stored).
+ * KL divergence of the network's prediction from the one a target output
+ * of the block gives (the caller's choice, round.kl_target), both through
+ * the rest of the network as the working model holds it (the blocks after
+ * b are not rounded yet: full precision) and its head, and the gradient of
+ * that divergence with respect to the block's output (PD-Quant's
+ * prediction loss, with the target recomputed instead of stored).
  *
  * KL = sum over rows of sum_v p_v (log p_v - log q_v), p = softmax of the
  * target logits, q = softmax of the logits from the quantized block's

@@ -20,7 +20,11 @@
 #  (f) round.loss = network (the KL divergence of the prediction added): the
 #      same bits on 1 and 2 ranks, one KL line per block whose divergence
 #      ends below its start, every block's loss at or below its start, and
-#      round.input_drop refused with it, naming both keys;
+#      round.input_drop refused with it, naming both keys. With
+#      round.kl_target = block instead of the default model: block 0's KL
+#      line is the same (its input is the embedding in both models, so both
+#      targets are the same), and every later block starts at a lower KL
+#      (the model's target also counts the earlier blocks' error);
 #  (g) round.block_descent = on (judged steps) on mnist-cnn-small at 3 bits:
 #      one descent line per block, every block at or below its start and
 #      one strictly below, the same bits on 1 and 2 ranks; refused before
@@ -150,6 +154,8 @@ expect_rc 0
 run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=network
 expect_rc 0
 net2=$(last_json | jq -c '.quantized')
+kl_lines() { grep -o 'block [0-9]*: network loss: KL divergence of the prediction [^ ]* -> [^ ]*' "$ERR"; }
+model_kl=$(kl_lines)
 n=$(grep -c 'block [0-9]*: network loss: KL divergence of the prediction' "$ERR")
 [ "$n" -eq 5 ] || fail "network: $n KL lines, expected 5"
 bad=$(grep -o 'prediction [^ ]* -> [^ ]*' "$ERR" | awk '!($4 < $2) { print }')
@@ -157,6 +163,15 @@ bad=$(grep -o 'prediction [^ ]* -> [^ ]*' "$ERR" | awk '!($4 < $2) { print }')
 no_block_above_start "network"
 one_rank_same "network" "$net2" "${lm[@]}" -o round.loss=network
 kl_net=$(jq -r .kld <<<"$net2")
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=network -o round.kl_target=block
+expect_rc 0
+block_kl=$(kl_lines)
+[ "$(head -n 1 <<<"$model_kl")" = "$(head -n 1 <<<"$block_kl")" ] ||
+    fail "kl_target: block 0 differs between the targets: $(head -n 1 <<<"$model_kl") / $(head -n 1 <<<"$block_kl")"
+bad=$(paste -d ' ' <(tail -n +2 <<<"$model_kl") <(tail -n +2 <<<"$block_kl") |
+    awk '{ if (!($10 > $22)) print }')
+[ -z "$bad" ] || fail "kl_target: a later block's start KL is not above the block target's: $bad"
+kl_netb=$(last_json | jq -r .quantized.kld)
 run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=network -o round.input_drop=0.5
 expect_rc 1
 expect_err 'round.loss = "network" takes no round.input_drop'
@@ -182,6 +197,6 @@ run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${desc[@]}" -o round.loss=layer
 expect_rc 1
 expect_err 'round.block_descent = "on" needs round.loss = "block" or "network"'
 
-echo "block loss: KLD $kl_layer -> $kl_block (stories260K, 2 bits, RTN start), $kl_scales with scales, $kl_net network;" \
+echo "block loss: KLD $kl_layer -> $kl_block (stories260K, 2 bits, RTN start), $kl_scales with scales, $kl_net network ($kl_netb against the block's prediction);" \
     "accuracy $acc_layer -> $acc_block (mnist-cnn-small, 2 bits); descent: KLD $(jq -r .kld <<<"$desc2") (mnist-cnn-small, 3 bits)"
 finish

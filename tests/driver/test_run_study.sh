@@ -15,14 +15,14 @@ run "$MPQ_SOURCE_DIR/configs/study-stories260K.sh" "$dir/s" --quick --bits 2 \
     --seeds "1234 1235" --axes loss
 expect_rc 0
 csv="$dir/s/study.csv"
-[ "$(($(wc -l <"$csv") - 1))" = 10 ] ||
-    fail "expected 10 runs (4 main rows x 2 seeds, 2 network rows once), got $(($(wc -l <"$csv") - 1))"
+[ "$(($(wc -l <"$csv") - 1))" = 11 ] ||
+    fail "expected 11 runs (4 main rows x 2 seeds, 3 network rows once), got $(($(wc -l <"$csv") - 1))"
 for r in '"gptq"' '"gptq + block loss"' '"signround"' '"signround + block loss"'; do
     [ "$(grep -c "^$r,\"loss\",2," "$csv")" = 2 ] || fail "row $r: not 2 seeds in the CSV"
 done
 md="$dir/s/study.md"
-[ "$(grep -c '^| ' "$md")" = 7 ] || fail "the table does not have a header and 6 rows"
-[ "$(grep -c '^"gptq + network loss' "$csv")" = 2 ] || fail "the network rows are not in the CSV"
+[ "$(grep -c '^| ' "$md")" = 8 ] || fail "the table does not have a header and 7 rows"
+[ "$(grep -c '^"gptq + network loss' "$csv")" = 3 ] || fail "the network rows are not in the CSV"
 grep -q '^| gptq + block loss | loss | [0-9.]* ±[0-9.]* |' "$md" ||
     fail "the table lacks the seeds' spread on 'gptq + block loss'"
 if command -v gnuplot >/dev/null; then
