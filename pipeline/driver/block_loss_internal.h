@@ -61,12 +61,12 @@ typedef struct bl_state {
     int64_t B;        /* samples per step (nsamples: all) */
     int64_t rows_all; /* activation rows of all samples */
     bl_layer *L;
-    float **dwp;   /* [nper] dw of the block's layers by position, NULL where not learned */
-    float **dbp;   /* [nper] db likewise (round.learn_bias), NULL where not learned */
-    double *msq;   /* round.learn_bias: [nl][nchunks][2] each layer's input rows' mean
-                      squares, summed, and the rows */
-    int64_t hk;    /* ... the chunk whose inputs the hook is summing */
-    float **yfp;   /* [mine] full-precision outputs of this rank's chunks */
+    float **dwp; /* [nper] dw of the block's layers by position, NULL where not learned */
+    float **dbp; /* [nper] db likewise (round.learn_bias), NULL where not learned */
+    double *msq; /* round.learn_bias: [nl][nchunks][2] each layer's input rows' mean
+                    squares, summed, and the rows */
+    int64_t hk;  /* ... the chunk whose inputs the hook is summing */
+    float **yfp; /* [mine] full-precision outputs of this rank's chunks */
     /* [mine] the KL term's target block outputs: yfp's (round.kl_target =
      * block: the same entries) or the full-precision block's on the
      * full-precision model's activations (model: owned) */
@@ -80,15 +80,15 @@ typedef struct bl_state {
     mpq_block_net *net;
     double *ckl;
     double beta, mse0, kl0, mse, kl;
-    double scale;  /* fixed point: units per gradient unit */
-    double sscale; /* ... of the scale factors' sums */
-    double bscale; /* ... of the bias corrections' sums */
-    double clampv; /* largest |value| a chunk may add */
-    int scales;    /* round.block_scales = on */
+    double scale;     /* fixed point: units per gradient unit */
+    double sscale;    /* ... of the scale factors' sums */
+    double bscale;    /* ... of the bias corrections' sums */
+    double clampv;    /* largest |value| a chunk may add */
+    int scales;       /* round.block_scales = on */
     int model_target; /* round.loss = network, round.kl_target = model */
-    int biases;    /* round.learn_bias = on */
-    int comm8;     /* round.block_comm = int8 */
-    double *g;     /* int8: [n of the largest layer] the sum being compressed */
+    int biases;       /* round.learn_bias = on */
+    int comm8;        /* round.block_comm = int8 */
+    double *g;        /* int8: [n of the largest layer] the sum being compressed */
 } bl_state;
 
 /* A gradient value v in the fixed point of `scale` units per gradient
