@@ -213,8 +213,8 @@ const mpq_key_spec mpq_config_keys[] = {
      "every layer of a block are refined together against the full-precision block's output on "
      "the same calibration inputs (signed gradients through the block's backward pass; needs "
      "calibration.propagate = \"quantized\"); network: block, plus the KL divergence of the "
-     "model's prediction through the later blocks and the head (round.kl_weight; without "
-     "round.input_drop)"},
+     "model's prediction through the later blocks and the head (round.kl_weight, round.kl_target; "
+     "without round.input_drop)"},
     {"round.block_iters", MPQ_KEY_INT, OFF(round.block_iters), "200", 1, 1e7, NULL,
      "block loss: signed-gradient steps per block"},
     {"round.block_rows", MPQ_KEY_INT, OFF(round.block_rows), "2048", 0, 1e12, NULL,
