@@ -165,20 +165,18 @@ static int owned_codes(const run_state *s, int measure) {
  * propagation, else as configured. */
 static mpq_pass_opts pass_opts(const run_state *s, int measure) {
     const mpq_config *cfg = s->ses->cfg;
-    return (mpq_pass_opts){
-        .advance = measure || !s->propagate_q,
-        .hload = cfg->hessian.load,
-        .hsave = cfg->hessian.save,
-        .warn_rows = 1,
-        .data_free = !measure && s->data_free,
-        .who = "run",
-        .label = measure ? "measure" : "round",
-        .ncol = s->ses->maxc,
-        .owned = owned_codes(s, measure),
-        .keep_fp = !measure && strcmp(cfg->round.loss, "layer") != 0 &&
-                   (cfg->round.input_drop > 0.0 || (strcmp(cfg->round.loss, "network") == 0 &&
-                                                    strcmp(cfg->round.kl_target, "model") == 0)),
-        .coded = measure && strcmp(cfg->budget.count, "coded") == 0};
+    return (mpq_pass_opts){.advance = measure || !s->propagate_q,
+                           .hload = cfg->hessian.load,
+                           .hsave = cfg->hessian.save,
+                           .warn_rows = 1,
+                           .data_free = !measure && s->data_free,
+                           .who = "run",
+                           .label = measure ? "measure" : "round",
+                           .ncol = s->ses->maxc,
+                           .owned = owned_codes(s, measure),
+                           .keep_fp = !measure && strcmp(cfg->round.loss, "layer") != 0 &&
+                                      (cfg->round.input_drop > 0.0 || mpq_run_kl_model_target(cfg)),
+                           .coded = measure && strcmp(cfg->budget.count, "coded") == 0};
 }
 
 /* Measuring: every candidate of the block's layers (a pinned layer needs

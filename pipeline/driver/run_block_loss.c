@@ -534,17 +534,17 @@ static mpq_err setup(bl_state *S, mpq_pass *p, int64_t block_rows) {
         S->hk = k; /* round.learn_bias: the hook sums the layers' squared inputs */
         MPQ_CALL(mpq_family_block(ctx, ses->ffp, S->b, &bt, xin, S->yfp[i],
                                   S->biases ? mpq_bl_bias_hook : NULL, S));
-        S->ykl[i] = S->yfp[i];
-        if (S->model_target) {
-            /* the full-precision block on the full-precision model's own
-             * activations: the model's prediction through the later blocks */
-            mpq_batch bf;
-            const float *xf = NULL;
-            mpq_calib_chunk_at(S->cfp, i, &bf, &xf);
-            S->ykl[i] = NULL;
-            MPQ_ALLOC(S->ykl[i], bt.rows * S->wout > 0 ? bt.rows * S->wout : 1);
-            MPQ_CALL(mpq_family_block(ctx, ses->ffp, S->b, &bf, xf, S->ykl[i], NULL, NULL));
+        if (!S->model_target) {
+            S->ykl[i] = S->yfp[i];
+            continue;
         }
+        /* the full-precision block on the full-precision model's own
+         * activations: the model's prediction through the later blocks */
+        mpq_batch bf;
+        const float *xf = NULL;
+        mpq_calib_chunk_at(S->cfp, i, &bf, &xf);
+        MPQ_ALLOC(S->ykl[i], bt.rows * S->wout > 0 ? bt.rows * S->wout : 1);
+        MPQ_CALL(mpq_family_block(ctx, ses->ffp, S->b, &bf, xf, S->ykl[i], NULL, NULL));
     }
     MPQ_CALL(sample_layout(S, rows, block_rows));
     if (strcmp(ses->cfg->round.loss, "network") == 0) {
@@ -719,8 +719,7 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
                   .comm8 = strcmp(cfg->round.block_comm, "int8") == 0,
                   .scales = strcmp(cfg->round.block_scales, "on") == 0,
                   .biases = strcmp(cfg->round.learn_bias, "on") == 0,
-                  .model_target = strcmp(cfg->round.loss, "network") == 0 &&
-                                  strcmp(cfg->round.kl_target, "model") == 0,
+                  .model_target = mpq_run_kl_model_target(cfg),
                   .seed = (uint64_t)cfg->calibration.seed ^ UINT64_C(0x51d7),
                   .b = b};
     mpq_err err = MPQ_OK;

@@ -4,6 +4,7 @@
 #define MPQ_RUN_INTERNAL_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "measure_internal.h"
 #include "mpq_importance.h"
@@ -49,6 +50,13 @@ mpq_err mpq_run_write_exports(mpq_ctx *ctx, const mpq_config *cfg);
  * against the full-precision block's output on the calibration inputs
  * p->calib holds, then installs them in the working model. */
 mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, struct mpq_pass *p, int64_t b);
+
+/* Whether the network loss's KL term follows the full-precision model's
+ * prediction (round.kl_target = "model"), which needs the pass to keep the
+ * full-precision model's activations. */
+static inline int mpq_run_kl_model_target(const mpq_config *cfg) {
+    return strcmp(cfg->round.loss, "network") == 0 && strcmp(cfg->round.kl_target, "model") == 0;
+}
 
 /* round.loss = "network": the prediction term of block b (run_block_net.c). */
 typedef struct mpq_block_net mpq_block_net;
