@@ -10,15 +10,16 @@
 # block loss learns them with round.block_scales = on; codes, scales and
 # corrections of the attention projections' biases, round.learn_bias = on), the
 # rounding variable (offset or sigmoid), the
-# optimizer (signsgd, adam, sgdm) and the grid (uniform int, powerexp, nf4,
-# fp4), at 2, 3 and 4 bits. Every point is evaluated against the
+# optimizer (signsgd, adam, sgdm), the grid (uniform int, powerexp, nf4,
+# fp4) and the data of the network loss (4 times the calibration segments,
+# then also twice the steps per block), at 2, 3 and 4 bits. Every point is evaluated against the
 # full-precision model twice: on the shipped tinyshakespeare evaluation
 # (KL divergence, top-1 agreement, perplexity) and in the training domain,
 # on 32 sequences of 128 tokens the full-precision model samples itself
 # (eval.protocol = generated; the same sequences for every point). The main rows are run with three calibration seeds.
 #
 # Usage: configs/study-stories260K.sh OUTDIR [--quick] [--np N] [--bits "2 3 4"]
-#        [--seeds "1234 1235 1236"] [--axes "loss freedom variable optimizer grid"]
+#        [--seeds "1234 1235 1236"] [--axes "loss freedom variable optimizer grid data"]
 #        [--fit search|minmax]
 #   --quick  reduced size (4 segments of 64 tokens, 10 steps, 20
 #            evaluation documents, 4 generated sequences of 32 tokens): the
@@ -33,7 +34,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: study-stories260K.sh OUTDIR [--quick] [--np N] [--bits LIST] [--seeds LIST]}
 shift
-quick=0 np=2 bits="2 3 4" seeds="1234 1235 1236" axes="loss freedom variable optimizer grid"
+quick=0 np=2 bits="2 3 4" seeds="1234 1235 1236" axes="loss freedom variable optimizer grid data"
 fit=search
 while [ $# -gt 0 ]; do
     case $1 in
@@ -60,14 +61,18 @@ command -v jq >/dev/null || { echo "study-stories260K.sh: needs jq" >&2; exit 1;
 mkdir -p "$out"
 size=()
 gendocs=32 genlen=128
+# the calibration segments of stories260K-w*.cfg and round.block_iters'
+# default: the data axis scales them (SEGS4, ITERS2 in a row's overrides)
+segs=128 iters=200
 if [ "$quick" = 1 ]; then
     size=(-o calibration.segments=4 -o calibration.seq_len=64 -o round.iters=10
         -o round.block_iters=10 -o eval.docs=20)
-    gendocs=4 genlen=32
+    gendocs=4 genlen=32 segs=4 iters=10
 fi
 
-# The rows: name | axis | overrides (BITS stands for the bit-width). The
-# first four are the main rows, repeated for every seed.
+# The rows: name | axis | overrides (BITS stands for the bit-width, SEGS4
+# for 4 times the calibration segments, ITERS2 for twice the block loss's
+# steps). The first four are the main rows, repeated for every seed.
 rows=(
     "gptq|loss|-o quant.method=gptq"
     "gptq + block loss|loss|-o quant.method=gptq -o round.loss=block"
@@ -90,6 +95,8 @@ rows=(
     "nf4 grid + block loss|grid|-o quant.spec=nf4:group=32 -o round.loss=block"
     "fp4 grid|grid|-o quant.spec=fp4:group=32"
     "fp4 grid + block loss|grid|-o quant.spec=fp4:group=32 -o round.loss=block"
+    "gptq + network loss, scales too, 4x the segments|data|-o quant.method=gptq -o round.loss=network -o round.block_scales=on -o calibration.segments=SEGS4"
+    "gptq + network loss, scales too, 4x the segments, 2x the steps|data|-o quant.method=gptq -o round.loss=network -o round.block_scales=on -o calibration.segments=SEGS4 -o round.block_iters=ITERS2"
 )
 csv="$out/study.csv"
 echo "row,axis,bits,seed,kld,top1,ppl,kld_generated,top1_generated,bpw,round_s" >"$csv"
@@ -98,7 +105,9 @@ echo "row,axis,bits,seed,kld,top1,ppl,kld_generated,top1_generated,bpw,round_s" 
 point() {
     local name=$1 axis=$2 b=$3 seed=$4 ov=$5 ck="$out/ck.h5"
     local ovs
-    read -r -a ovs <<<"${ov//BITS/$b}"
+    ov=${ov//BITS/$b}
+    ov=${ov//SEGS4/$((4 * segs))}
+    read -r -a ovs <<<"${ov//ITERS2/$((2 * iters))}"
     rm -rf "$ck" "$ck.partial"
     local j g
     j=$($mpiexec -n "$np" "$bin" run "$here/stories260K-w$b.cfg" --json -q "${size[@]}" \
