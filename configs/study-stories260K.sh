@@ -61,14 +61,17 @@ command -v jq >/dev/null || { echo "study-stories260K.sh: needs jq" >&2; exit 1;
 mkdir -p "$out"
 size=()
 gendocs=32 genlen=128
-# the calibration segments of stories260K-w*.cfg and round.block_iters'
-# default: the data axis scales them (SEGS4, ITERS2 in a row's overrides)
-segs=128 iters=200
 if [ "$quick" = 1 ]; then
     size=(-o calibration.segments=4 -o calibration.seq_len=64 -o round.iters=10
         -o round.block_iters=10 -o eval.docs=20)
-    gendocs=4 genlen=32 segs=4 iters=10
+    gendocs=4 genlen=32
 fi
+# the calibration segments and block-loss steps every row starts from (the
+# effective configuration at this size): the data axis scales them (SEGS4,
+# ITERS2 in a row's overrides)
+eff=$("$bin" check "$here/stories260K-w2.cfg" --json -q "${size[@]}" | tail -n 1)
+segs=$(jq -r .effective.calibration.segments <<<"$eff")
+iters=$(jq -r .effective.round.block_iters <<<"$eff")
 
 # The rows: name | axis | overrides (BITS stands for the bit-width, SEGS4
 # for 4 times the calibration segments, ITERS2 for twice the block loss's
