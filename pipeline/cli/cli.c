@@ -1,4 +1,5 @@
 /* cli.c: parsing the command line and dispatching to a subcommand. */
+#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
@@ -324,9 +325,11 @@ mpq_err mpq_cli_main(mpq_ctx *ctx, int argc, char **argv) {
     MPQ_CALL(mpq_cli_register_registries(ctx));
     MPQ_CALL(parse(ctx, argc, argv, &cli, &g, &cmd));
     if (g.version) {
+        /* the BLAS kernels in use: another CPU kind can take other kernels,
+         * whose last bits can change the learned rounding's codes */
         if (ctx->rank == 0)
-            printf("mpquant %s (commit %s, %s build)\n", MPQ_VERSION, MPQ_GIT_COMMIT,
-                   MPQ_BUILD_TYPE);
+            printf("mpquant %s (commit %s, %s build)\nBLAS: %s\n", MPQ_VERSION, MPQ_GIT_COMMIT,
+                   MPQ_BUILD_TYPE, openblas_get_config());
         return MPQ_OK;
     }
     if (g.help || !cmd) {

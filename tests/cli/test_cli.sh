@@ -11,6 +11,7 @@ trap 'rm -rf "$T"' EXIT
 run "$MPQ_BIN" --version
 expect_rc 0
 expect_out "^mpquant [0-9]+\.[0-9]+\.[0-9]+ \(commit "
+expect_out "^BLAS: .*OpenBLAS [0-9]"
 
 run "$MPQ_BIN" --help
 expect_rc 0

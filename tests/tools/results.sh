@@ -168,6 +168,7 @@ cores_avail=$(nproc)
 mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
 os=$(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release 2>/dev/null)
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
+blas=$("$build/mpquant" --version | sed -n 's/^BLAS: *//p')
 date0=$(date -u '+%Y-%m-%d %H:%M UTC')
 skipped=()
 [ $variants -eq 0 ] && skipped+=("the variants (--no-variants)")
@@ -201,6 +202,7 @@ out=$work/RESULTS.md
     echo "| date | $date0 |"
     echo "| machine | $cpu, $cores cores, $mem memory${os:+, $os} |"
     echo "| build | $build_type, $(basename "$build")/ |"
+    echo "| BLAS | ${blas:-unknown} |"
     echo "| MPI ranks | $np (\`mpirun -np $np\`), ${OPENBLAS_NUM_THREADS:-1} BLAS thread(s) per rank |"
     echo "| load average at the start | $load0 |"
     if [ ${#skipped[@]} -gt 0 ]; then
@@ -209,7 +211,9 @@ out=$work/RESULTS.md
     echo
     echo "Every quality figure below is the same at any number of ranks (the pipeline is"
     echo "bit-identical across rank counts); times and benchmark figures depend on the"
-    echo "machine and on its load."
+    echo "machine and on its load. The BLAS kernels follow the CPU: on a CPU of another"
+    echo "kind their last bits can differ, and the learned roundings (signround, the"
+    echo "offset variable) can then settle on other codes."
     echo
 } >"$out"
 
