@@ -195,6 +195,7 @@ typedef struct mpq_hfactor_opts {
     int64_t scalapack_min_width; /* auto threshold */
     int block_size;              /* ScaLAPACK block size */
     int nprow, npcol;            /* ScaLAPACK grid; 0, 0 = squarest over all ranks */
+    int single; /* 1: LAPACK's U or V alone in float32 when its probe passes (hfactor.c) */
 } mpq_hfactor_opts;
 
 /* Local. Defaults (0.01, 1.0, auto, 4096, 64, squarest grid). */
@@ -217,6 +218,8 @@ typedef struct mpq_hfactor {
     int retries;          /* failed attempts before success */
     const char *backend;  /* "lapack" or "scalapack" (static string) */
     int nprow, npcol, nb; /* grid used (1, 1, 0 for LAPACK) */
+    int single;           /* 1: factored in float32 (opts.single and the probe passed) */
+    double probe;         /* the float32 factor's probe residual (0: not tried) */
 } mpq_hfactor;
 
 /* Local. What damping adds to a diagonal entry h of H with absolute damping

@@ -168,6 +168,7 @@ typedef struct mpq_round_problem {
     int64_t n_dead;    /* columns with H_ii == 0 */
     double damping;    /* relative damping used for M */
     double lambda;     /* absolute damping added to H's diagonal for M */
+    int factor_single; /* 1: M was factored in float32 (hfactor.c's probe passed) */
     double *added;     /* [cols] with M: what Hd adds to H's diagonal, column order (owned) */
     int tensor_level;  /* spec has per-tensor values: params fitted on the whole layer */
     mpq_qparams *base; /* whole-layer fit when tensor_level, else NULL (owned) */
@@ -316,8 +317,9 @@ typedef struct mpq_round_result {
     int64_t iters;        /* optimisation steps per tile */
     int64_t rows_guarded; /* rows that kept RTN */
     int64_t ntiles;
-    double seconds; /* sum of the tiles' wall times over ranks */
-    double entropy; /* empirical entropy of the codes, bits per code */
+    double seconds;    /* sum of the tiles' wall times over ranks */
+    double entropy;    /* empirical entropy of the codes, bits per code */
+    int factor_single; /* 1: GPTQ's factor was computed in float32 */
 } mpq_round_result;
 
 /* One task of the plan. */

@@ -8,6 +8,7 @@
  * row-major and column-major forms coincide, and a column-major lower
  * factor L read row-major is the upper factor L^T: H = L L^T = R^T R with
  * R = L^T, which is what callers receive. */
+#include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
 #include <string.h>
@@ -29,6 +30,7 @@ void mpq_hfactor_opts_default(mpq_hfactor_opts *o) {
     o->block_size = 64;
     o->nprow = 0;
     o->npcol = 0;
+    o->single = 0;
 }
 
 void mpq_hfactor_opts_from_config(const mpq_config *cfg, mpq_hfactor_opts *o) {
@@ -130,9 +132,65 @@ static int holds(const mpq_ctx *ctx, const mpq_hset *set) {
 
 /* ---- LAPACK backend ------------------------------------------------------ */
 
+/* The float32 factor's largest accepted probe residual (below). */
+#define SINGLE_PROBE_TOL 1e-5
+
+/* One direct attempt (direct_kind 1 or 2) in float32 on a (column-major,
+ * reversed, damped): a is converted in place into its first half, factored
+ * with spotrf (and inverted with strtri for U), and checked on a fixed
+ * probe x against the double matrix: |R^T R x - A x| / |A x| for V, |R^-1
+ * R^-T A x - x| / |x| for U. Below SINGLE_PROBE_TOL the factor is widened
+ * back into a and 1 is returned; else 0, a is spent and the caller redoes
+ * the attempt in double at the same damping. The probe is a few
+ * matrix-vector products: n^2 against the factor's n^3/3. */
+static mpq_err single_attempt(mpq_ctx *ctx, int64_t n, double *a, int kind, mpq_hfactor *f,
+                              int *ok) {
+    mpq_err err = MPQ_OK;
+    double *x = NULL, *y = NULL;
+    float *t = NULL, *af = (float *)a;
+    const lapack_int ln = (lapack_int)n;
+    *ok = 0;
+    MPQ_ALLOC_TRY(x, n);
+    MPQ_ALLOC_TRY(y, n);
+    MPQ_ALLOC_TRY(t, n);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = 1.0 + (double)((i * 7919) % 97) / 97.0;
+    cblas_dsymv(CblasColMajor, CblasUpper, ln, 1.0, a, ln, x, 1, 0.0, y, 1);
+    for (int64_t i = 0; i < n * n; i++) /* forward: never overwrites an unread double */
+        af[i] = (float)a[i];
+    lapack_int info = LAPACKE_spotrf_work(LAPACK_COL_MAJOR, 'U', ln, af, ln);
+    if (info == 0 && kind == 2)
+        info = LAPACKE_strtri_work(LAPACK_COL_MAJOR, 'U', 'N', ln, af, ln);
+    MPQ_ENSURE(info >= 0, MPQ_ERR_INTERNAL, "spotrf/strtri: illegal argument %d", (int)-info);
+    if (info > 0)
+        goto cleanup;
+    const double *want = kind == 1 ? y : x;
+    for (int64_t i = 0; i < n; i++)
+        t[i] = (float)(kind == 1 ? x[i] : y[i]);
+    cblas_strmv(CblasColMajor, CblasUpper, kind == 1 ? CblasNoTrans : CblasTrans, CblasNonUnit, ln,
+                af, ln, t, 1);
+    cblas_strmv(CblasColMajor, CblasUpper, kind == 1 ? CblasTrans : CblasNoTrans, CblasNonUnit, ln,
+                af, ln, t, 1);
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        num += ((double)t[i] - want[i]) * ((double)t[i] - want[i]);
+        den += want[i] * want[i];
+    }
+    f->probe = sqrt(num / den);
+    if (!(f->probe <= SINGLE_PROBE_TOL))
+        goto cleanup;
+    for (int64_t i = n * n - 1; i >= 0; i--) /* backward: never overwrites an unread float */
+        a[i] = (double)af[i];
+    *ok = 1;
+cleanup:
+    MPQ_FREE(t);
+    MPQ_FREE(y);
+    MPQ_FREE(x);
+    return err;
+}
+
 static mpq_err lapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n, double *a,
                               const mpq_hset *set, unsigned what, mpq_hfactor *f, int *notpd) {
-    (void)o;
     (void)set;
     *notpd = 0;
     lapack_int ln = (lapack_int)n;
@@ -142,11 +200,21 @@ static mpq_err lapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n
     lapack_int info = 0;
     if (direct_kind(what)) {
         reverse_both(n, a);
-        info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'U', ln, a, ln);
-        MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dpotrf: illegal argument %d", (int)-info);
-        if (info == 0 && direct_kind(what) == 2)
-            info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'U', 'N', ln, a, ln);
-        MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dtrtri: illegal argument %d", (int)-info);
+        int single = 0;
+        if (o->single) {
+            MPQ_CALL(single_attempt(ctx, n, a, direct_kind(what), f, &single));
+            if (!single) {
+                *notpd = 3; /* redo in double at this damping */
+                return MPQ_OK;
+            }
+        } else {
+            info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'U', ln, a, ln);
+            MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dpotrf: illegal argument %d", (int)-info);
+            if (info == 0 && direct_kind(what) == 2)
+                info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'U', 'N', ln, a, ln);
+            MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dtrtri: illegal argument %d", (int)-info);
+        }
+        f->single = single;
         if (info > 0) {
             *notpd = 1;
             return MPQ_OK;
@@ -598,6 +666,9 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
                 name, (long long)f->n_dead);
 
     double damping = o->damping;
+    mpq_hfactor_opts oo = *o; /* single cleared once its probe fails */
+    oo.single = o->single && !be->collective;
+    o = &oo;
     for (;;) {
         int notpd = 0;
         if (holder) {
@@ -617,6 +688,13 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
         }
         if (notpd == 0)
             break;
+        if (notpd == 3) {
+            mpq_log_here(ctx, MPQ_LOG_INFO,
+                         "layer '%s': float32 factor %s (probe residual %.2g); factoring in double",
+                         name, f->probe > 0.0 ? "inexact" : "not positive definite", f->probe);
+            oo.single = 0;
+            continue;
+        }
         double next = damping > 0.0 ? damping * 10.0 : RETRY_FLOOR;
         MPQ_ENSURE(next <= o->damping_max, MPQ_ERR_NUMERIC,
                    "layer '%s' (width %lld): Cholesky of %s failed with damping %g after %d "

@@ -187,7 +187,7 @@ cleanup:
 
 /* ---- exact combination ------------------------------------------------------------ */
 
-enum { ST_LOSS = 0, ST_RTN, ST_ITERS, ST_GUARD, ST_SECONDS, ST_N };
+enum { ST_LOSS = 0, ST_RTN, ST_ITERS, ST_GUARD, ST_SECONDS, ST_SINGLE, ST_N };
 
 /* -sum p log2 p of the code values' counts cnt [MPQ_QMAXCODES] of n codes:
  * the bits per code of an ideal entropy coder of the layer's codes. */
@@ -254,6 +254,10 @@ static void log_job(mpq_ctx *ctx, const mpq_round_opts *o0, const mpq_round_job 
             cJSON_ReplaceItemInObject(
                 set, "precision",
                 cJSON_CreateString(mpq_round_gptq_float(o, jb->cols) ? "float" : "double"));
+        /* the factor's precision: float32 where its probe passed (hfactor.c) */
+        if (set && cJSON_GetObjectItem(set, "precision"))
+            cJSON_AddStringToObject(set, "factor_precision",
+                                    res->factor_single ? "float" : "double");
         if (set)
             cJSON_AddItemToObject(ev, "settings", set);
         mpq_event(ctx, "round_layer", ev);
@@ -286,6 +290,7 @@ static mpq_err run_job(mpq_ctx *ctx, const mpq_round_opts *o0, const mpq_round_j
         s[ST_ITERS] = (double)st.iters;
         s[ST_GUARD] = (double)st.rows_guarded;
         s[ST_SECONDS] = st.seconds;
+        s[ST_SINGLE] = (double)pb->factor_single;
         for (int64_t e = 0; e < (t->r1 - t->r0) * jb->cols; e++)
             cnt[q->codes[t->r0 * jb->cols + e]] += 1.0;
     }
@@ -409,7 +414,7 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
             mpq_round_problem *pb = NULL;
             err = mpq_round_problem_create_ex(ctx, o, NULL, jb->name, &jb->spec, jb->rows, jb->cols,
                                               jb->W, jb->H, jb->diag, NULL,
-                                              (mpq_round_damp){0.0, 0.0}, &pb);
+                                              (mpq_round_damp){0.0, 0.0, 0}, &pb);
             if (err == MPQ_OK)
                 err = mpq_qparams_copy(ctx, pb->base, p);
             mpq_round_problem_destroy(&pb);
@@ -427,7 +432,7 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
      * the factor is shared by the ranks' tiles; consecutive jobs on the same
      * H (q/k/v, gate/up, the candidates of one layer) reuse it. */
     double *V = NULL;
-    mpq_round_damp damp = {0.0, 0.0};
+    mpq_round_damp damp = {0.0, 0.0, 0};
     const double *V_of = NULL; /* the statistic that V factors (its diagonal: on every rank) */
     int V_form = 0;            /* its form (mpq_round_gptq_vform) */
     int64_t *order = NULL;
@@ -444,7 +449,7 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
         const mpq_round_job *jb = &jobs[j];
         const int shared = mpq_round_shared_factor(ctx, o, jb->method, jb->cols);
         const double *key = jb->diag ? jb->diag : jb->H;
-        const int vform = mpq_round_gptq_vform(o, &jb->spec);
+        const int vform = mpq_round_gptq_vform(o, &jb->spec, jb->cols);
         if (shared && (key != V_of || vform != V_form)) {
             mpq_free(V);
             V = NULL;
@@ -485,6 +490,7 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
             res->iters = (int64_t)s[ST_ITERS];
             res->rows_guarded += (int64_t)s[ST_GUARD];
             res->seconds += s[ST_SECONDS];
+            res->factor_single |= s[ST_SINGLE] > 0.0;
         }
         res->entropy = code_entropy(tst[j] + res->ntiles * ST_N, jb->rows * jb->cols);
         log_job(ctx, o, jb, res);

@@ -194,13 +194,22 @@ static int spec_refit_ok(const mpq_qspec *spec) {
     return spec->gran == MPQ_QGRAN_GROUP && !spec_tensor_level(spec);
 }
 
-int mpq_round_gptq_vform(const mpq_round_opts *o, const mpq_qspec *spec) {
-    return o->static_groups || !spec_refit_ok(spec);
+int mpq_round_gptq_vform(const mpq_round_opts *o, const mpq_qspec *spec, int64_t cols) {
+    return o->static_groups || !spec_refit_ok(spec) ||
+           (!o->act_order && mpq_round_gptq_float(o, cols));
 }
 
 /* The factorisation output GPTQ's form needs, and taking it out of f. */
 static unsigned gptq_factor_kind(int vform) {
     return vform ? MPQ_HF_RCHOL : MPQ_HF_INV_CHOL;
+}
+
+/* The factorisation options of a GPTQ layer of width cols: in float32
+ * (checked, hfactor.c) where the updates are (round.gptq_precision). */
+static mpq_hfactor_opts gptq_hf(const mpq_round_opts *o, int64_t cols) {
+    mpq_hfactor_opts hf = o->hf;
+    hf.single = mpq_round_gptq_float(o, cols);
+    return hf;
 }
 
 static double *take_gptq_factor(mpq_hfactor *f, int vform) {
@@ -218,7 +227,7 @@ mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const cha
     int64_t *perm = NULL;
     mpq_hfactor *f = NULL;
     *V = NULL;
-    *damp = (mpq_round_damp){0.0, 0.0};
+    *damp = (mpq_round_damp){0.0, 0.0, 0};
     /* Every owner holds H and computes the column order itself. */
     if (mpq_hset_has(set, ctx->rank)) {
         err = mpq_malloc(ctx, cols, sizeof *perm, (void **)&perm);
@@ -228,8 +237,9 @@ mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const cha
     if (mpq_round_factor_local(o, set)) {
         /* one owner: LAPACK on it alone, no collective step (the other
          * ranks go on with their own work) */
+        const mpq_hfactor_opts hf = gptq_hf(o, cols);
         if (err == MPQ_OK && mpq_hset_has(set, ctx->rank))
-            err = mpq_hfactor_local_perm(ctx, &o->hf, name, cols, H, perm, what, &f);
+            err = mpq_hfactor_local_perm(ctx, &hf, name, cols, H, perm, what, &f);
         if (err != MPQ_OK || !f)
             goto cleanup;
     } else {
@@ -242,7 +252,7 @@ mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const cha
              name, (long long)cols, (long long)cols, f->backend, f->nprow, f->npcol, set->first,
              set->first + set->count - 1, f->nb, f->damping);
     *V = take_gptq_factor(f, vform); /* on the owners only */
-    *damp = (mpq_round_damp){f->damping, f->lambda};
+    *damp = (mpq_round_damp){f->damping, f->lambda, f->single};
 cleanup:
     mpq_hfactor_destroy(&f);
     mpq_free(perm);
@@ -263,7 +273,7 @@ mpq_err mpq_round_problem_create(mpq_ctx *ctx, const mpq_round_opts *o,
                                  const mpq_qspec *spec, int64_t rows, int64_t cols, const float *W,
                                  const double *H, mpq_round_problem **out) {
     return mpq_round_problem_create_ex(ctx, o, method, name, spec, rows, cols, W, H, NULL, NULL,
-                                       (mpq_round_damp){0.0, 0.0}, out);
+                                       (mpq_round_damp){0.0, 0.0, 0}, out);
 }
 
 mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
@@ -303,21 +313,24 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
     MPQ_TRY(column_order(ctx, o->act_order, cols, dg, stride, pb->perm));
 
     if (method && method->needs_factor && method->needs_factor(o)) {
-        pb->vform = mpq_round_gptq_vform(o, spec);
+        pb->vform = mpq_round_gptq_vform(o, spec, cols);
         if (V) {
             /* Factored once over the process grid (mpq_round_factor_shared). */
             MPQ_ALLOC_TRY(pb->M, cols * cols);
             memcpy(pb->M, V, (size_t)(cols * cols) * sizeof *V);
             pb->damping = damp.damping;
             pb->lambda = damp.lambda;
+            pb->factor_single = damp.single;
         } else {
             /* LAPACK on this rank: below the ScaLAPACK width the factor must
              * not depend on a process grid (bit-identity across rank counts). */
-            MPQ_TRY(mpq_hfactor_local_perm(ctx, &o->hf, pb->name, cols, H, pb->perm,
+            const mpq_hfactor_opts hf = gptq_hf(o, cols);
+            MPQ_TRY(mpq_hfactor_local_perm(ctx, &hf, pb->name, cols, H, pb->perm,
                                            gptq_factor_kind(pb->vform), &f));
             pb->M = take_gptq_factor(f, pb->vform);
             pb->damping = f->damping;
             pb->lambda = f->lambda;
+            pb->factor_single = f->single;
         }
         MPQ_ALLOC_TRY(pb->mdiag, cols);
         for (int64_t j = 0; j < cols; j++)

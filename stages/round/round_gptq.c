@@ -13,18 +13,25 @@
  * triangular inverse (half the work of U). Both give the same codes up to
  * rounding. Only the weights of a column at its turn are the same: a
  * group fitted when the sweep reaches it reads the weights of its later
- * columns as the U form has updated them so far, so those specs use the U
- * form and every other spec the V form (mpq_round_gptq_vform). In the
- * loop, Err holds what is spread (the difference, or the negated scaled
- * error) and M the factor (M or U), so the updates are the same code.
+ * columns as the U form has updated them so far. In natural column order
+ * a group's columns follow each other, and the U form's weights there are
+ * the V form's corrected by one triangular solve with the group's diagonal
+ * block of M (round_gptq_loop.h, GPTQ_VFIT), so with float32 updates those
+ * specs use the V form too; in double (the bits of the small models) and
+ * in activation order they use the U form, every other spec the V form
+ * (mpq_round_gptq_vform). In the loop, Err holds what is spread (the
+ * difference, or the negated scaled error) and M the factor (M or U), so
+ * the updates are the same code.
  *
  * Lazy batch updates on two levels: inside a
  * sub-block of GPTQ_SUB columns the update is applied at once; the rest of
  * the block of B columns receives the sub-block's errors with one GEMM when
  * the sub-block ends, and the columns after the block receive the block's
  * errors with one GEMM when it ends. The scalar work is rows x cols x
- * GPTQ_SUB / 2 instead of rows x cols x B / 2. Every row is independent, so
- * a tile gives the same bits as the whole layer. */
+ * GPTQ_SUB / 2 instead of rows x cols x B / 2; it runs on panels of
+ * GPTQ_ROWS rows copied column after column, so that each column's error
+ * is spread over contiguous rows. Every row is independent, so a tile
+ * gives the same bits as the whole layer. */
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -33,7 +40,8 @@
 #include "mpq_ctx.h"
 #include "round_internal.h"
 
-#define GPTQ_SUB 16 /* columns per sub-block (fixed: part of the bits) */
+#define GPTQ_SUB  16 /* columns per sub-block (fixed: part of the bits) */
+#define GPTQ_ROWS 64 /* rows per panel of a sub-block (any: not part of the bits) */
 
 /* Work space of a group's gather (round_gptq_loop.h): the rows of M a
  * group needs [B][gcols], one row's values, the columns' order. */
@@ -71,24 +79,40 @@ static uint8_t gptq_rate_pick(const mpq_qparams *p, const double *len, int64_t r
     return kb;
 }
 
-#define GPTQ_REAL   double
-#define GPTQ_GEMM   cblas_dgemm
-#define GPTQ_LOOP   gptq_loop_f64
-#define GPTQ_GATHER gptq_gather_f64
+#define GPTQ_REAL    double
+#define GPTQ_GEMM    cblas_dgemm
+#define GPTQ_LOOP    gptq_loop_f64
+#define GPTQ_GATHER  gptq_gather_f64
+#define GPTQ_SEGMENT gptq_segment_f64
+#define GPTQ_SEG     gptq_seg_f64
+#define GPTQ_VFIT    gptq_vfit_f64
+#define GPTQ_TRSM    cblas_dtrsm
 #include "round_gptq_loop.h"
 #undef GPTQ_REAL
 #undef GPTQ_GEMM
 #undef GPTQ_LOOP
 #undef GPTQ_GATHER
-#define GPTQ_REAL   float
-#define GPTQ_GEMM   cblas_sgemm
-#define GPTQ_LOOP   gptq_loop_f32
-#define GPTQ_GATHER gptq_gather_f32
+#undef GPTQ_VFIT
+#undef GPTQ_TRSM
+#undef GPTQ_SEGMENT
+#undef GPTQ_SEG
+#define GPTQ_REAL    float
+#define GPTQ_GEMM    cblas_sgemm
+#define GPTQ_LOOP    gptq_loop_f32
+#define GPTQ_GATHER  gptq_gather_f32
+#define GPTQ_SEGMENT gptq_segment_f32
+#define GPTQ_SEG     gptq_seg_f32
+#define GPTQ_VFIT    gptq_vfit_f32
+#define GPTQ_TRSM    cblas_strsm
 #include "round_gptq_loop.h"
 #undef GPTQ_REAL
 #undef GPTQ_GEMM
 #undef GPTQ_LOOP
 #undef GPTQ_GATHER
+#undef GPTQ_VFIT
+#undef GPTQ_TRSM
+#undef GPTQ_SEGMENT
+#undef GPTQ_SEG
 
 mpq_err mpq_round_gptq_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_problem *pb,
                             mpq_qparams *p, int64_t r0, int64_t r1, double rate, uint8_t *codes,

@@ -25,9 +25,11 @@ void mpq_round_gptq_settings(const mpq_round_opts *o, struct cJSON *out);
  * hessian.scalapack / scalapack_min_width choose it for this width). The
  * same answer on every rank. */
 /* The damping of a factor: relative (hessian.damping after retries) and
- * the absolute value added to H's diagonal (dead channels get 1 first). */
+ * the absolute value added to H's diagonal (dead channels get 1 first),
+ * and the factor's precision. */
 typedef struct mpq_round_damp {
     double damping, lambda;
+    int single; /* 1: the factor was computed in float32 */
 } mpq_round_damp;
 
 int mpq_round_shared_factor(struct mpq_ctx *ctx, const mpq_round_opts *o,
@@ -36,10 +38,11 @@ int mpq_round_shared_factor(struct mpq_ctx *ctx, const mpq_round_opts *o,
  * auto (a 1 x 1 grid runs at about 0.6 of LAPACK's speed, bench_hessian). */
 int mpq_round_factor_local(const mpq_round_opts *o, const mpq_hset *set);
 /* 1 when GPTQ with these options works through V (Hd = V V^T, one
- * Cholesky) for spec; 0 when it needs U (Hd^-1 = U^T U, a Cholesky and a
- * triangular inverse): groups fitted when the sweep reaches them, whose
- * fit reads the weights as GPTQ has updated them so far (round_gptq.c). */
-int mpq_round_gptq_vform(const mpq_round_opts *o, const mpq_qspec *spec);
+ * Cholesky) for spec on a layer of cols columns; 0 when it needs U (Hd^-1
+ * = U^T U, a Cholesky and a triangular inverse): groups fitted when the
+ * sweep reaches them, whose fit reads the weights as GPTQ has updated them
+ * so far, in double, or in float32 with act_order (round_gptq.c). */
+int mpq_round_gptq_vform(const mpq_round_opts *o, const mpq_qspec *spec, int64_t cols);
 /* Collective, or local to its one owner (mpq_round_factor_local). GPTQ's
  * factor for the damped H in the problem's column order (act_order): V
  * upper with Hd = V V^T (MPQ_HF_RCHOL) when vform, else U upper with

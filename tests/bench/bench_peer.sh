@@ -6,8 +6,10 @@
 # Shapes (rows x cols, H cols x cols): 4096 x 4096 and 4096 x 11008, int4
 # asymmetric groups of 128, columns in natural order, one thread each
 # (MPQ_BENCH_THREADS to change). mpquant's side is `BENCH_ROUND --gptq ROWS
-# COLS` (float64 H, its factor and the GPTQ loop); the peer's is float32 as
-# the usual PyTorch implementations run it.
+# COLS --natural` (groups fitted when the sweep reaches them), once with
+# round.gptq_precision = "double" (float64 factor and updates) and once with
+# "float" (float32 factor where its probe passes, float32 updates); the
+# peer's is float32 as the usual PyTorch implementations run it.
 #
 # The peer runs in a virtual environment, MPQ_BENCH_VENV (default
 # ~/.cache/mpquant/peer-venv), created with torch==2.5.1 from PyPI when
@@ -32,10 +34,10 @@ fi
 export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 for shape in "4096 4096" "4096 11008"; do
     read -r rows cols <<<"$shape"
-    run "$bench_round" --gptq "$rows" "$cols"
+    run "$bench_round" --gptq "$rows" "$cols" --natural
     expect_rc 0
-    mine=$(grep '"bench":"gptq","precision":"double","form":"U"' "$OUT")
-    minef=$(grep '"bench":"gptq","precision":"float","form":"U"' "$OUT")
+    mine=$(grep '"bench":"gptq","precision":"double","groups":"refit"' "$OUT")
+    minef=$(grep '"bench":"gptq","precision":"float","groups":"refit"' "$OUT")
     run "$venv/bin/python" "$MPQ_SOURCE_DIR/tests/bench/gptq_peer.py" "$rows" "$cols" "$threads"
     expect_rc 0
     peer=$(grep '"bench": "gptq_torch"' "$OUT")
@@ -50,8 +52,11 @@ for shape in "4096 4096" "4096 11008"; do
         mpquant_float_s: ($f.factor_s + $f.round_s),
         speedup_float: ((($p.factor_s + $p.round_s) / ($f.factor_s + $f.round_s)) * 1000 | round / 1000),
         mpquant_factor_s: $m.factor_s, mpquant_round_s: $m.round_s,
+        mpquant_float_factor_s: $f.factor_s, mpquant_float_round_s: $f.round_s,
+        mpquant_float_form: $f.form, mpquant_float_factor_precision: $f.factor_precision,
         torch_factor_s: $p.factor_s, torch_round_s: $p.round_s,
-        mpquant_loss_vs_rtn: $m.loss_vs_rtn, torch_loss_vs_rtn: $p.loss_vs_rtn}' ||
+        mpquant_loss_vs_rtn: $m.loss_vs_rtn, mpquant_float_loss_vs_rtn: $f.loss_vs_rtn,
+        torch_loss_vs_rtn: $p.loss_vs_rtn}' ||
         fail "shape $rows x $cols: cannot combine the two sides' lines"
 done
 finish

@@ -15,7 +15,8 @@
  *                          speed-up = t(1 rank) / t(all ranks).
  * Run under mpirun -n 2 for the scaling line (registered that way).
  * `--gptq ROWS COLS` prints the gemm line and GPTQ on that shape only (one
- * rank; the peer benchmark bench_peer.sh uses it). */
+ * rank; the peer benchmark bench_peer.sh uses it); `--natural` runs it with
+ * the columns in their natural order instead of activation order. */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -70,10 +71,14 @@ static void make(int64_t rows, int64_t cols, float **W, double **H) {
 }
 
 /* GPTQ on rows x cols with round.gptq_precision double, then float, for
- * groups fitted when the sweep reaches them (GPTQ's U form) and for static
- * groups (the V form: half the factorisation, round_gptq.c); each float
- * line adds its layer loss relative to the double one's of the same form. */
-static mpq_err bench_gptq(mpq_ctx *ctx, int64_t rows, int64_t cols, double dgemm, double sgemm) {
+ * groups fitted when the sweep reaches them ("groups":"refit") and for
+ * static groups, in activation order or natural order; "form" says which
+ * factor GPTQ used (U: a Cholesky and a triangular inverse; V: one
+ * Cholesky, round_gptq.c) and "factor_precision" whether it was computed in
+ * float32 (hfactor.c). Each float line adds its layer loss relative to the
+ * double one's with the same groups. */
+static mpq_err bench_gptq(mpq_ctx *ctx, int64_t rows, int64_t cols, double dgemm, double sgemm,
+                          int act_order) {
     mpq_err err = MPQ_OK;
     float *W = NULL;
     double *H = NULL;
@@ -82,6 +87,7 @@ static mpq_err bench_gptq(mpq_ctx *ctx, int64_t rows, int64_t cols, double dgemm
     uint8_t *codes = NULL;
     mpq_round_opts o;
     mpq_round_opts_default(&o);
+    o.act_order = act_order;
     mpq_qspec spec;
     make(rows, cols, &W, &H);
     codes = malloc((size_t)(rows * cols));
@@ -102,13 +108,15 @@ static mpq_err bench_gptq(mpq_ctx *ctx, int64_t rows, int64_t cols, double dgemm
         double tr = mpq_now() - t0;
         double rate = 2.0 * rows * (double)cols * cols / tr / 1e9;
         loss_double = fl ? loss_double : st.loss;
-        printf("{\"bench\":\"gptq\",\"precision\":\"%s\",\"form\":\"%s\",\"rows\":%lld,"
-               "\"cols\":%lld,"
+        printf("{\"bench\":\"gptq\",\"precision\":\"%s\",\"groups\":\"%s\",\"order\":\"%s\","
+               "\"form\":\"%s\",\"factor_precision\":\"%s\",\"rows\":%lld,\"cols\":%lld,"
                "\"factor_s\":%.3f,\"round_s\":%.3f,\"gflops\":%.2f,\"dgemm_gflops\":%.2f,"
                "\"sgemm_gflops\":%.2f,\"fraction_of_dgemm\":%.3f,\"fraction_of_sgemm\":%.3f,"
                "\"with_factor_of_gemm\":%.3f,\"loss_vs_rtn\":%.4f,\"loss_rel_vs_double\":%.2e}\n",
-               fl ? "float" : "double", pb->vform ? "V" : "U", (long long)rows, (long long)cols, tf,
-               tr, rate, dgemm, sgemm, rate / dgemm, rate / sgemm,
+               fl ? "float" : "double", o.static_groups ? "static" : "refit",
+               act_order ? "act" : "natural", pb->vform ? "V" : "U",
+               pb->factor_single ? "float" : "double", (long long)rows, (long long)cols, tf, tr,
+               rate, dgemm, sgemm, rate / dgemm, rate / sgemm,
                2.0 * rows * (double)cols * cols / (tf + tr) / 1e9 / (fl ? sgemm : dgemm),
                st.loss / st.rtn_loss, fabs(st.loss - loss_double) / loss_double);
         fflush(stdout);
@@ -223,8 +231,10 @@ int main(int argc, char **argv) {
     mpq_ctx *ctx = mpq_test_init(&argc, &argv);
     int quick = 0;
     int64_t only[2] = {0, 0};
+    int act_order = 1;
     for (int i = 1; i < argc; i++) {
         quick |= strcmp(argv[i], "--quick") == 0;
+        act_order &= strcmp(argv[i], "--natural") != 0;
         if (strcmp(argv[i], "--gptq") == 0 && i + 2 < argc) {
             only[0] = atoll(argv[i + 1]);
             only[1] = atoll(argv[i + 2]);
@@ -235,7 +245,7 @@ int main(int argc, char **argv) {
         double dg = gemm_rate(1), sg = gemm_rate(0);
         printf("{\"bench\":\"gemm\",\"n\":1024,\"dgemm_gflops\":%.2f,\"sgemm_gflops\":%.2f}\n", dg,
                sg);
-        err = bench_gptq(ctx, only[0], only[1], dg, sg);
+        err = bench_gptq(ctx, only[0], only[1], dg, sg, act_order);
         if (err != MPQ_OK)
             fprintf(stderr, "bench_round: %s\n%s\n", ctx->err_msg, ctx->err_trace);
         return mpq_test_finish(&ctx, err != MPQ_OK);
@@ -247,7 +257,7 @@ int main(int argc, char **argv) {
         static const int64_t shapes[4][2] = {
             {1024, 1024}, {2048, 2048}, {4096, 4096}, {4096, 11008}};
         for (int s = 0; s < (quick ? 2 : 4) && err == MPQ_OK; s++)
-            err = bench_gptq(ctx, shapes[s][0], shapes[s][1], dg, sg);
+            err = bench_gptq(ctx, shapes[s][0], shapes[s][1], dg, sg, 1);
         if (err == MPQ_OK)
             err = bench_learn(ctx, dg);
     }

@@ -394,6 +394,52 @@ static void test_rank_deficient(void **state) {
     mpq_hstat_destroy(&st);
 }
 
+/* opts.single: U and V alone in float32 where the probe passes, within
+ * float32's accuracy of the double factor; an ill-conditioned H falls back
+ * to double, with the double factor's bits. */
+static void test_single(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    const int64_t n = 96;
+    double *H = make_spd(n, 41);
+    double *Hbad = calloc((size_t)(n * n), sizeof(double));
+    for (int64_t r = 0; r < 4; r++) /* rank 4, damped by 1e-10 of its mean diagonal */
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++)
+                Hbad[i * n + j] += synth_unif(43, 0, r, i) * synth_unif(43, 0, r, j);
+    const unsigned kinds[2] = {MPQ_HF_RCHOL, MPQ_HF_INV_CHOL};
+    for (int k = 0; k < 2; k++)
+        for (int bad = 0; bad < 2; bad++) {
+            mpq_hfactor_opts o;
+            mpq_hfactor_opts_default(&o);
+            o.damping = bad ? 1e-10 : 0.01;
+            mpq_hfactor *fd = NULL, *fs = NULL;
+            const double *h = bad ? Hbad : H;
+            MPQ_ASSERT_OK(ctx, mpq_hfactor_local(ctx, &o, "single", n, h, kinds[k], &fd));
+            o.single = 1;
+            MPQ_ASSERT_OK(ctx, mpq_hfactor_local(ctx, &o, "single", n, h, kinds[k], &fs));
+            const double *md = k ? fd->inv_chol : fd->rchol, *ms = k ? fs->inv_chol : fs->rchol;
+            assert_int_equal(fd->single, 0);
+            assert_int_equal(fs->single, !bad);
+            assert_true(fs->damping == fd->damping && fs->lambda == fd->lambda);
+            if (bad) {
+                assert_memory_equal(ms, md, sizeof(double) * (size_t)(n * n));
+            } else {
+                assert_true(fs->probe > 0.0 && fs->probe <= 1e-5);
+                const double e = rel_diff(n, ms, md);
+                if (!(e < 1e-5))
+                    fail_msg("kind %d: float32 factor off the double one by %.2e", k, e);
+                for (int64_t i = 0; i < n; i++)
+                    for (int64_t j = 0; j < i; j++)
+                        assert_true(ms[i * n + j] == 0.0);
+            }
+            mpq_hfactor_destroy(&fs);
+            mpq_hfactor_destroy(&fd);
+        }
+    free(Hbad);
+    free(H);
+}
+
 static void test_dead_channels(void **state) {
     (void)state;
     mpq_ctx *ctx = g_ctx;
@@ -469,6 +515,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_permuted),
         cmocka_unit_test(test_not_positive_definite),
         cmocka_unit_test(test_rank_deficient),
+        cmocka_unit_test(test_single),
         cmocka_unit_test(test_dead_channels),
         cmocka_unit_test(test_errors),
     };

@@ -395,7 +395,8 @@ static void test_gptq_float(void **state) {
             o.gptq_float = 1;
             mpq_round_problem *pb = NULL;
             run_one(&o, "gptq", specs[s], rows, cols, W, H, &pf, cf, &sf, &pb);
-            assert_int_equal(pb->vform, s >= 2);
+            /* float32 in natural order fits groups through V as well */
+            assert_int_equal(pb->vform, s >= 2 || !ao);
             if (!(rr_rel(sf.loss, sd.loss) < 1e-4))
                 fail_msg("%s act_order %d: float loss %.9g, double %.9g", specs[s], ao, sf.loss,
                          sd.loss);
