@@ -160,11 +160,13 @@ typedef struct mpq_round_problem {
     /* [cols][cols] GPTQ's factor in perm order, or NULL (owned), upper
      * (strict lower part zero). With vform: Hd = V V^T (V upper), M[j][k] =
      * V[j][k] / V[k][k] above the diagonal and M[j][j] = V[j][j]; else U
-     * with Hd^-1 = U^T U (round_gptq.c). */
+     * with Hd^-1 = U^T U (round_gptq.c). NULL with float32 updates: then
+     * only Mf holds it. */
     double *M;
-    int vform;         /* M is the scaled V (mpq_round_gptq_vform) */
-    double *mdiag;     /* [cols] M's diagonal, contiguous (owned) */
-    float *Mf;         /* [cols][cols] M in float32 with o->gptq_float, else NULL (owned) */
+    int vform;     /* M is the scaled V (mpq_round_gptq_vform) */
+    double *mdiag; /* [cols] M's diagonal, contiguous (owned) */
+    float
+        *Mf; /* [cols][cols] M in float32 with float32 updates (mpq_round_gptq_float), else NULL */
     int64_t n_dead;    /* columns with H_ii == 0 */
     double damping;    /* relative damping used for M */
     double lambda;     /* absolute damping added to H's diagonal for M */

@@ -268,6 +268,67 @@ static void scale_factor(int64_t n, const double *diag, double *v) {
             v[j * n + k] /= diag[k];
 }
 
+/* GPTQ's factor of pb: V when given (factored once over the process grid,
+ * mpq_round_factor_shared; copied), else LAPACK on this rank (below the
+ * ScaLAPACK width the factor must not depend on a process grid:
+ * bit-identity across rank counts). Its diagonal goes to pb->mdiag, the V
+ * form's columns are divided by it (scale_factor); with float32 updates
+ * only the float32 copy pb->Mf is kept, else the double pb->M. dg, stride:
+ * H's diagonal. */
+static mpq_err problem_factor(mpq_ctx *ctx, const mpq_round_opts *o, mpq_round_problem *pb,
+                              const double *H, const double *dg, int64_t stride, const double *V,
+                              mpq_round_damp damp) {
+    mpq_err err = MPQ_OK;
+    mpq_hfactor *f = NULL;
+    double *own = NULL;
+    const int64_t cols = pb->cols;
+    pb->vform = mpq_round_gptq_vform(o, &pb->spec, cols);
+    if (V) {
+        pb->damping = damp.damping;
+        pb->lambda = damp.lambda;
+        pb->factor_single = damp.single;
+    } else {
+        const mpq_hfactor_opts hf = gptq_hf(o, cols);
+        MPQ_TRY(mpq_hfactor_local_perm(ctx, &hf, pb->name, cols, H, pb->perm,
+                                       gptq_factor_kind(pb->vform), &f));
+        own = take_gptq_factor(f, pb->vform);
+        pb->damping = f->damping;
+        pb->lambda = f->lambda;
+        pb->factor_single = f->single;
+        V = own;
+    }
+    MPQ_ALLOC_TRY(pb->mdiag, cols);
+    for (int64_t j = 0; j < cols; j++)
+        pb->mdiag[j] = V[j * cols + j];
+    if (mpq_round_gptq_float(o, cols)) {
+        MPQ_ALLOC_TRY(pb->Mf, cols * cols);
+        for (int64_t j = 0; j < cols; j++)
+            for (int64_t k = 0; k < cols; k++) {
+                const double v = V[j * cols + k];
+                pb->Mf[j * cols + k] = (float)(pb->vform && k > j ? v / pb->mdiag[k] : v);
+            }
+    } else {
+        if (own) {
+            pb->M = own;
+            own = NULL;
+        } else {
+            MPQ_ALLOC_TRY(pb->M, cols * cols);
+            memcpy(pb->M, V, (size_t)(cols * cols) * sizeof *V);
+        }
+        if (pb->vform)
+            scale_factor(cols, pb->mdiag, pb->M);
+    }
+    /* What the damping added to each diagonal entry, in the column order:
+     * the loss through M subtracts it (codes_loss). */
+    MPQ_ALLOC_TRY(pb->added, cols);
+    for (int64_t j = 0; j < cols; j++)
+        pb->added[j] = mpq_hfactor_added(dg[pb->perm[j] * stride], pb->lambda);
+cleanup:
+    mpq_free(own);
+    mpq_hfactor_destroy(&f);
+    return err;
+}
+
 mpq_err mpq_round_problem_create(mpq_ctx *ctx, const mpq_round_opts *o,
                                  const mpq_round_method *method, const char *name,
                                  const mpq_qspec *spec, int64_t rows, int64_t cols, const float *W,
@@ -283,7 +344,6 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
                                     const double *V, mpq_round_damp damp, mpq_round_problem **out) {
     mpq_err err = MPQ_OK;
     mpq_round_problem *pb = NULL;
-    mpq_hfactor *f = NULL;
     /* RTN alone may go without H: unweighted (diag) and without losses */
     const int needs_h = method != NULL && method != &mpq_round_rtn;
     MPQ_CHECK(rows >= 1 && cols >= 1 && W && (H || (diag && !needs_h)) && spec && spec->ops,
@@ -312,42 +372,8 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
     }
     MPQ_TRY(column_order(ctx, o->act_order, cols, dg, stride, pb->perm));
 
-    if (method && method->needs_factor && method->needs_factor(o)) {
-        pb->vform = mpq_round_gptq_vform(o, spec, cols);
-        if (V) {
-            /* Factored once over the process grid (mpq_round_factor_shared). */
-            MPQ_ALLOC_TRY(pb->M, cols * cols);
-            memcpy(pb->M, V, (size_t)(cols * cols) * sizeof *V);
-            pb->damping = damp.damping;
-            pb->lambda = damp.lambda;
-            pb->factor_single = damp.single;
-        } else {
-            /* LAPACK on this rank: below the ScaLAPACK width the factor must
-             * not depend on a process grid (bit-identity across rank counts). */
-            const mpq_hfactor_opts hf = gptq_hf(o, cols);
-            MPQ_TRY(mpq_hfactor_local_perm(ctx, &hf, pb->name, cols, H, pb->perm,
-                                           gptq_factor_kind(pb->vform), &f));
-            pb->M = take_gptq_factor(f, pb->vform);
-            pb->damping = f->damping;
-            pb->lambda = f->lambda;
-            pb->factor_single = f->single;
-        }
-        MPQ_ALLOC_TRY(pb->mdiag, cols);
-        for (int64_t j = 0; j < cols; j++)
-            pb->mdiag[j] = pb->M[j * cols + j];
-        if (pb->vform)
-            scale_factor(cols, pb->mdiag, pb->M);
-        /* What the damping added to each diagonal entry, in the column
-         * order: the loss through M subtracts it (codes_loss). */
-        MPQ_ALLOC_TRY(pb->added, cols);
-        for (int64_t j = 0; j < cols; j++)
-            pb->added[j] = mpq_hfactor_added(dg[pb->perm[j] * stride], pb->lambda);
-        if (mpq_round_gptq_float(o, cols)) {
-            MPQ_ALLOC_TRY(pb->Mf, cols * cols);
-            for (int64_t i = 0; i < cols * cols; i++)
-                pb->Mf[i] = (float)pb->M[i];
-        }
-    }
+    if (method && method->needs_factor && method->needs_factor(o))
+        MPQ_TRY(problem_factor(ctx, o, pb, H, dg, stride, V, damp));
 
     pb->tensor_level = spec_tensor_level(spec);
     pb->refit_ok = spec_refit_ok(spec);
@@ -359,7 +385,6 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
         MPQ_TRY(mpq_round_rate_lengths(ctx, pb));
     *out = pb;
 cleanup:
-    mpq_hfactor_destroy(&f);
     if (err != MPQ_OK)
         mpq_round_problem_destroy(&pb);
     return err;
@@ -584,7 +609,7 @@ static mpq_err codes_loss(mpq_ctx *ctx, const mpq_round_problem *pb, const mpq_q
                           int64_t r0, int64_t r1, const uint8_t *codes, float *qrow, double *D,
                           double *T, double *loss) {
     int64_t n = pb->cols;
-    if (pb->M)
+    if (pb->M || pb->Mf)
         return loss_via_factor(ctx, pb, p, r0, r1, codes, qrow, D, loss);
     for (int64_t i = 0; i < r1 - r0; i++) {
         const float *w = pb->W + (r0 + i) * n;
@@ -611,11 +636,11 @@ mpq_err mpq_round_tile(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_me
               (long long)r0, (long long)r1);
     memset(st, 0, sizeof *st);
     /* Without H (RTN without calibration) no loss is measured: NaN. */
-    const int measured = pb->H || pb->M;
+    const int measured = pb->H || pb->M || pb->Mf;
     MPQ_ALLOC_TRY(qrow, n);
-    if (measured)
-        MPQ_ALLOC_TRY(D, nr * n);
-    if (measured && !pb->M)
+    if (measured) /* with pb->Mf the differences are float32: half of it */
+        MPQ_ALLOC_TRY(D, pb->Mf ? (nr * n + 1) / 2 : nr * n);
+    if (measured && !pb->M && !pb->Mf)
         MPQ_ALLOC_TRY(T, nr * n);
     MPQ_ALLOC_TRY(lr, nr);
     MPQ_ALLOC_TRY(lm, nr);

@@ -117,7 +117,8 @@ static uint8_t gptq_rate_pick(const mpq_qparams *p, const double *len, int64_t r
 mpq_err mpq_round_gptq_rows(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_problem *pb,
                             mpq_qparams *p, int64_t r0, int64_t r1, double rate, uint8_t *codes,
                             float *wq, double *loss) {
-    MPQ_CHECK(pb->M, MPQ_ERR_INTERNAL, "round: layer '%s': GPTQ without a factor", pb->name);
+    MPQ_CHECK(pb->M || pb->Mf, MPQ_ERR_INTERNAL, "round: layer '%s': GPTQ without a factor",
+              pb->name);
     MPQ_CHECK(rate == 0.0 || pb->rate_len, MPQ_ERR_INTERNAL,
               "round: layer '%s': rate-aware GPTQ without code lengths", pb->name);
     if (pb->Mf)

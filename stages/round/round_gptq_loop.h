@@ -4,8 +4,8 @@
  * (cblas_dgemm or cblas_sgemm), GPTQ_TRSM (cblas_dtrsm or cblas_strsm),
  * GPTQ_GATHER, GPTQ_VFIT, GPTQ_SEGMENT and GPTQ_LOOP (the functions' names)
  * and GPTQ_SEG (the segment's state). The scalar work (rounding, differences, the
- * loss) is in double either way; the diagonal of V comes from pb->M. Not a header of its own: no
- * guard. */
+ * loss) is in double either way; the diagonal of V comes from pb->mdiag. Not a header of its own:
+ * no guard. */
 
 /* The current weights of columns [c0, c0 + len) (a group about to be
  * fitted at column j; Err holds what is spread and M the factor, as in the
