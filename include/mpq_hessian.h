@@ -219,6 +219,8 @@ typedef struct mpq_hfactor {
     const char *backend;  /* "lapack" or "scalapack" (static string) */
     int nprow, npcol, nb; /* grid used (1, 1, 0 for LAPACK) */
     int single;           /* 1: factored in float32 (opts.single and the probe passed) */
+    float *factor_f;      /* then U or V (the one requested) in float32, row-major upper,
+                           * and inv_chol / rchol stay NULL */
     double probe;         /* the float32 factor's probe residual (0: not tried) */
 } mpq_hfactor;
 

@@ -50,6 +50,7 @@ void mpq_hfactor_destroy(mpq_hfactor **pf) {
     mpq_free(f->inv);
     mpq_free(f->inv_chol);
     mpq_free(f->rchol);
+    mpq_free(f->factor_f);
     mpq_free(f->dead);
     mpq_free(f);
     *pf = NULL;
@@ -139,9 +140,9 @@ static int holds(const mpq_ctx *ctx, const mpq_hset *set) {
  * reversed, damped): a is converted in place into its first half, factored
  * with spotrf (and inverted with strtri for U), and checked on a fixed
  * probe x against the double matrix: |R^T R x - A x| / |A x| for V, |R^-1
- * R^-T A x - x| / |x| for U. Below SINGLE_PROBE_TOL the factor is widened
- * back into a and 1 is returned; else 0, a is spent and the caller redoes
- * the attempt in double at the same damping. The probe is a few
+ * R^-T A x - x| / |x| for U. Below SINGLE_PROBE_TOL 1 is returned, the
+ * float32 factor in a's first half; else 0, a is spent and the caller
+ * redoes the attempt in double at the same damping. The probe is a few
  * matrix-vector products: n^2 against the factor's n^3/3. */
 static mpq_err single_attempt(mpq_ctx *ctx, int64_t n, double *a, int kind, mpq_hfactor *f,
                               int *ok) {
@@ -177,11 +178,7 @@ static mpq_err single_attempt(mpq_ctx *ctx, int64_t n, double *a, int kind, mpq_
         den += want[i] * want[i];
     }
     f->probe = sqrt(num / den);
-    if (!(f->probe <= SINGLE_PROBE_TOL))
-        goto cleanup;
-    for (int64_t i = n * n - 1; i >= 0; i--) /* backward: never overwrites an unread float */
-        a[i] = (double)af[i];
-    *ok = 1;
+    *ok = f->probe <= SINGLE_PROBE_TOL;
 cleanup:
     MPQ_FREE(t);
     MPQ_FREE(y);
@@ -200,13 +197,25 @@ static mpq_err lapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n
     lapack_int info = 0;
     if (direct_kind(what)) {
         reverse_both(n, a);
-        int single = 0;
         if (o->single) {
+            int single = 0;
             MPQ_CALL(single_attempt(ctx, n, a, direct_kind(what), f, &single));
             if (!single) {
                 *notpd = 3; /* redo in double at this damping */
                 return MPQ_OK;
             }
+            /* U or V row-major in a's first half, as put_inv_chol leaves
+             * the double one; run_factor hands it over as factor_f */
+            float *af = (float *)a;
+            for (int64_t k = 0, m = n * n - 1; k < m; k++, m--) {
+                const float t = af[k];
+                af[k] = af[m];
+                af[m] = t;
+            }
+            for (int64_t i = 0; i < n; i++)
+                memset(af + i * n, 0, (size_t)i * sizeof *af);
+            f->single = 1;
+            return MPQ_OK;
         } else {
             info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'U', ln, a, ln);
             MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dpotrf: illegal argument %d", (int)-info);
@@ -214,7 +223,6 @@ static mpq_err lapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n
                 info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'U', 'N', ln, a, ln);
             MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dtrtri: illegal argument %d", (int)-info);
         }
-        f->single = single;
         if (info > 0) {
             *notpd = 1;
             return MPQ_OK;
@@ -709,7 +717,12 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
         f->retries++;
     }
     f->damping = damping;
-    if (holder && (what & MPQ_HF_INV_CHOL) && !f->inv_chol) {
+    if (holder && f->single) {
+        /* the float32 factor fills a's first half: give the rest back */
+        float *s = realloc(a, (size_t)(n * n) * sizeof *s);
+        f->factor_f = s ? s : (float *)a;
+        a = NULL;
+    } else if (holder && (what & MPQ_HF_INV_CHOL) && !f->inv_chol) {
         f->inv_chol = a; /* U was left in place */
         a = NULL;
     } else if (holder && what == MPQ_HF_RCHOL) {

@@ -269,7 +269,7 @@ static void log_job(mpq_ctx *ctx, const mpq_round_opts *o0, const mpq_round_job 
  * [MPQ_QMAXCODES] over this rank's tiles (exact integers); q's per-group arrays are left zero
  * outside this rank's tiles. */
 static mpq_err run_job(mpq_ctx *ctx, const mpq_round_opts *o0, const mpq_round_job *jb, int64_t j,
-                       int64_t ntasks, const mpq_round_task *tasks, const double *V,
+                       int64_t ntasks, const mpq_round_task *tasks, const void *V,
                        mpq_round_damp damp, mpq_qlayer *q, double *tst, double *cnt) {
     const mpq_round_opts oj = job_opts(o0, jb), *o = &oj;
     mpq_err err = MPQ_OK;
@@ -431,7 +431,7 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
      * by every rank together (after agreeing that all are still fine), and
      * the factor is shared by the ranks' tiles; consecutive jobs on the same
      * H (q/k/v, gate/up, the candidates of one layer) reuse it. */
-    double *V = NULL;
+    void *V = NULL; /* float32 when damp.single */
     mpq_round_damp damp = {0.0, 0.0, 0};
     const double *V_of = NULL; /* the statistic that V factors (its diagonal: on every rank) */
     int V_form = 0;            /* its form (mpq_round_gptq_vform) */

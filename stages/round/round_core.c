@@ -212,7 +212,13 @@ static mpq_hfactor_opts gptq_hf(const mpq_round_opts *o, int64_t cols) {
     return hf;
 }
 
-static double *take_gptq_factor(mpq_hfactor *f, int vform) {
+/* The factor out of f: float32 (f->factor_f) when f->single, else double. */
+static void *take_gptq_factor(mpq_hfactor *f, int vform) {
+    if (f->factor_f) {
+        float *m = f->factor_f;
+        f->factor_f = NULL;
+        return m;
+    }
     double **p = vform ? &f->rchol : &f->inv_chol;
     double *m = *p;
     *p = NULL;
@@ -221,7 +227,7 @@ static double *take_gptq_factor(mpq_hfactor *f, int vform) {
 
 mpq_err mpq_round_factor_shared(mpq_ctx *ctx, const mpq_round_opts *o, const char *name,
                                 int64_t cols, const double *H, const mpq_hset *set, int vform,
-                                double **V, mpq_round_damp *damp) {
+                                void **V, mpq_round_damp *damp) {
     const unsigned what = gptq_factor_kind(vform);
     mpq_err err = MPQ_OK;
     int64_t *perm = NULL;
@@ -271,16 +277,17 @@ static void scale_factor(int64_t n, const double *diag, double *v) {
 /* GPTQ's factor of pb: V when given (factored once over the process grid,
  * mpq_round_factor_shared; copied), else LAPACK on this rank (below the
  * ScaLAPACK width the factor must not depend on a process grid:
- * bit-identity across rank counts). Its diagonal goes to pb->mdiag, the V
- * form's columns are divided by it (scale_factor); with float32 updates
- * only the float32 copy pb->Mf is kept, else the double pb->M. dg, stride:
- * H's diagonal. */
+ * bit-identity across rank counts); float32 when damp.single (f->single),
+ * else double. Its diagonal goes to pb->mdiag, the V form's columns are
+ * divided by it (scale_factor); with float32 updates only pb->Mf is kept
+ * (a float32 factor of this rank's becomes it in place), else the double
+ * pb->M. dg, stride: H's diagonal. */
 static mpq_err problem_factor(mpq_ctx *ctx, const mpq_round_opts *o, mpq_round_problem *pb,
-                              const double *H, const double *dg, int64_t stride, const double *V,
+                              const double *H, const double *dg, int64_t stride, const void *V,
                               mpq_round_damp damp) {
     mpq_err err = MPQ_OK;
     mpq_hfactor *f = NULL;
-    double *own = NULL;
+    void *own = NULL;
     const int64_t cols = pb->cols;
     pb->vform = mpq_round_gptq_vform(o, &pb->spec, cols);
     if (V) {
@@ -297,23 +304,31 @@ static mpq_err problem_factor(mpq_ctx *ctx, const mpq_round_opts *o, mpq_round_p
         pb->factor_single = f->single;
         V = own;
     }
+    const float *Vs = pb->factor_single ? V : NULL;
+    const double *Vd = pb->factor_single ? NULL : V;
     MPQ_ALLOC_TRY(pb->mdiag, cols);
     for (int64_t j = 0; j < cols; j++)
-        pb->mdiag[j] = V[j * cols + j];
+        pb->mdiag[j] = Vs ? (double)Vs[j * cols + j] : Vd[j * cols + j];
     if (mpq_round_gptq_float(o, cols)) {
-        MPQ_ALLOC_TRY(pb->Mf, cols * cols);
+        if (Vs && own) {
+            pb->Mf = own;
+            own = NULL;
+        } else {
+            MPQ_ALLOC_TRY(pb->Mf, cols * cols);
+        }
         for (int64_t j = 0; j < cols; j++)
             for (int64_t k = 0; k < cols; k++) {
-                const double v = V[j * cols + k];
+                const double v = Vs ? (double)Vs[j * cols + k] : Vd[j * cols + k];
                 pb->Mf[j * cols + k] = (float)(pb->vform && k > j ? v / pb->mdiag[k] : v);
             }
     } else {
-        if (own) {
+        if (Vd && own) {
             pb->M = own;
             own = NULL;
         } else {
             MPQ_ALLOC_TRY(pb->M, cols * cols);
-            memcpy(pb->M, V, (size_t)(cols * cols) * sizeof *V);
+            for (int64_t i = 0; i < cols * cols; i++)
+                pb->M[i] = Vs ? (double)Vs[i] : Vd[i];
         }
         if (pb->vform)
             scale_factor(cols, pb->mdiag, pb->M);
@@ -341,7 +356,7 @@ mpq_err mpq_round_problem_create_ex(mpq_ctx *ctx, const mpq_round_opts *o,
                                     const mpq_round_method *method, const char *name,
                                     const mpq_qspec *spec, int64_t rows, int64_t cols,
                                     const float *W, const double *H, const double *diag,
-                                    const double *V, mpq_round_damp damp, mpq_round_problem **out) {
+                                    const void *V, mpq_round_damp damp, mpq_round_problem **out) {
     mpq_err err = MPQ_OK;
     mpq_round_problem *pb = NULL;
     /* RTN alone may go without H: unweighted (diag) and without losses */

@@ -50,11 +50,12 @@ int mpq_round_gptq_vform(const mpq_round_opts *o, const mpq_qspec *spec, int64_t
  * layer's owners, each holding H) with the backend the options choose
  * (mpq_hfactor_compute_set: ScaLAPACK on a grid of those ranks; LAPACK when
  * local): *V [cols][cols] on the ranks of set (owner: caller, mpq_free; NULL
- * elsewhere), *damp the damping finally used (every rank of a collective
- * call; the owner of a local one). */
+ * elsewhere), float32 when damp->single (a local LAPACK factor whose
+ * probe passed, hfactor.c), else double; *damp the damping finally used
+ * (every rank of a collective call; the owner of a local one). */
 mpq_err mpq_round_factor_shared(struct mpq_ctx *ctx, const mpq_round_opts *o, const char *name,
                                 int64_t cols, const double *H, const mpq_hset *set, int vform,
-                                double **V, mpq_round_damp *damp);
+                                void **V, mpq_round_damp *damp);
 /* Local. mpq_round_problem_create with an optional factor from
  * mpq_round_factor_shared (copied, of the form mpq_round_gptq_vform gives
  * for spec; NULL: factored here with LAPACK) and
@@ -64,7 +65,7 @@ mpq_err mpq_round_problem_create_ex(struct mpq_ctx *ctx, const mpq_round_opts *o
                                     const struct mpq_round_method *method, const char *name,
                                     const mpq_qspec *spec, int64_t rows, int64_t cols,
                                     const float *W, const double *H, const double *diag,
-                                    const double *V, mpq_round_damp damp, mpq_round_problem **out);
+                                    const void *V, mpq_round_damp damp, mpq_round_problem **out);
 /* Fits the parameters of rows [r0, r1) of p on W (whole-layer copy from
  * pb->base for tensor-level specs). Local. */
 mpq_err mpq_round_fit_rows(struct mpq_ctx *ctx, const mpq_round_problem *pb, mpq_qparams *p,
