@@ -216,13 +216,12 @@ static mpq_err lapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n
                 memset(af + i * n, 0, (size_t)i * sizeof *af);
             f->single = 1;
             return MPQ_OK;
-        } else {
-            info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'U', ln, a, ln);
-            MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dpotrf: illegal argument %d", (int)-info);
-            if (info == 0 && direct_kind(what) == 2)
-                info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'U', 'N', ln, a, ln);
-            MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dtrtri: illegal argument %d", (int)-info);
         }
+        info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'U', ln, a, ln);
+        MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dpotrf: illegal argument %d", (int)-info);
+        if (info == 0 && direct_kind(what) == 2)
+            info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'U', 'N', ln, a, ln);
+        MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dtrtri: illegal argument %d", (int)-info);
         if (info > 0) {
             *notpd = 1;
             return MPQ_OK;

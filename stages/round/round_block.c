@@ -249,15 +249,15 @@ static void log_job(mpq_ctx *ctx, const mpq_round_opts *o0, const mpq_round_job 
         cJSON_AddNumberToObject(ev, "guarded_rows", (double)res->rows_guarded);
         cJSON_AddNumberToObject(ev, "time_s", res->seconds);
         cJSON *set = mpq_round_settings_json(o, jb->method);
-        /* GPTQ's automatic precision, resolved for this layer's width */
-        if (set && cJSON_GetObjectItem(set, "precision"))
+        /* GPTQ's automatic precision, resolved for this layer's width, and
+         * its factor's: float32 where the probe passed (hfactor.c) */
+        if (set && cJSON_GetObjectItem(set, "precision")) {
             cJSON_ReplaceItemInObject(
                 set, "precision",
                 cJSON_CreateString(mpq_round_gptq_float(o, jb->cols) ? "float" : "double"));
-        /* the factor's precision: float32 where its probe passed (hfactor.c) */
-        if (set && cJSON_GetObjectItem(set, "precision"))
             cJSON_AddStringToObject(set, "factor_precision",
                                     res->factor_single ? "float" : "double");
+        }
         if (set)
             cJSON_AddItemToObject(ev, "settings", set);
         mpq_event(ctx, "round_layer", ev);

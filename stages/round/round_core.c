@@ -310,14 +310,17 @@ static mpq_err problem_factor(mpq_ctx *ctx, const mpq_round_opts *o, mpq_round_p
     for (int64_t j = 0; j < cols; j++)
         pb->mdiag[j] = Vs ? (double)Vs[j * cols + j] : Vd[j * cols + j];
     if (mpq_round_gptq_float(o, cols)) {
-        if (Vs && own) {
+        /* this rank's float32 factor becomes Mf in place: only the V form's
+         * columns above the diagonal change */
+        const int in_place = Vs && own;
+        if (in_place) {
             pb->Mf = own;
             own = NULL;
         } else {
             MPQ_ALLOC_TRY(pb->Mf, cols * cols);
         }
-        for (int64_t j = 0; j < cols; j++)
-            for (int64_t k = 0; k < cols; k++) {
+        for (int64_t j = 0; j < cols && (!in_place || pb->vform); j++)
+            for (int64_t k = in_place ? j + 1 : 0; k < cols; k++) {
                 const double v = Vs ? (double)Vs[j * cols + k] : Vd[j * cols + k];
                 pb->Mf[j * cols + k] = (float)(pb->vform && k > j ? v / pb->mdiag[k] : v);
             }
