@@ -353,6 +353,32 @@ static inline int mpq_qnearest(const mpq_qtable *t, float s, float inv, float z,
     return best;
 }
 
+/* Nearest point of an integer grid (t->ident: level j = l0 + j, code j,
+ * top = n - 1) to w and its value: mpq_qnearest's three-candidate rule
+ * with the levels computed instead of loaded (l0 + (float)j equals
+ * sorted[j] exactly, checked when the table is built), so that loops over
+ * it vectorize; the same code and value as mpq_qnearest. */
+static inline uint8_t mpq_qnearest_int(float s, float inv, float z, float l0, float top, float w,
+                                       float *val) {
+    /* every operation unconditional, only selects after: the loop if-converts */
+    float x = w * inv + z - l0 + 0.5f;
+    x = x > 0.0f ? x : 0.0f;
+    x = x < top ? x : top;
+    const float t = (float)(int)x, tm = t - 1.0f;
+    const float j = t > 0.0f ? tm : 0.0f, j1 = j + 1.0f, j2 = j + 2.0f;
+    const float v0 = s * ((l0 + j) - z), v1 = s * ((l0 + j1) - z), v2 = s * ((l0 + j2) - z);
+    const float e1 = fabsf(w - v1), e2 = fabsf(w - v2), d0 = fabsf(w - v0);
+    const float d1 = j1 <= top ? e1 : INFINITY, d2 = j2 <= top ? e2 : INFINITY;
+    float best = j, bd = d0, bv = v0;
+    best = d1 < bd ? j1 : best;
+    bv = d1 < bd ? v1 : bv;
+    bd = d1 < bd ? d1 : bd;
+    best = d2 < bd ? j2 : best;
+    bv = d2 < bd ? v2 : bv;
+    *val = bv;
+    return (uint8_t)(int)best;
+}
+
 /* Nearest code of w at (r, c) and its value. */
 static inline uint8_t mpq_quant_nearest_at(const mpq_qparams *p, int64_t r, int64_t c, float w,
                                            float *value) {

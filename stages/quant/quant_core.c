@@ -1,7 +1,6 @@
 /* quant_core.c: layer parameters, fitting (closed forms and the error-
  * minimising search), nearest rounding, neighbours, dequantization and grids,
  * shared by every quantizer family. */
-#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -314,16 +313,27 @@ static void fit_groups(mpq_qparams *p, const float *w, const float *imp) {
 
 mpq_err mpq_quant_fit(mpq_ctx *ctx, mpq_qparams *p, const float *w, const float *imp) {
     MPQ_CHECK(p && w, MPQ_ERR_ARG, "mpq_quant_fit: NULL parameters or weights");
-    float amax = 0.0f;
+    /* max |w| and whether every weight is finite, in one loop that
+     * vectorizes: |w| as bits is an unsigned integer in the order of the
+     * values, and above FLT_MAX's exactly for Inf and NaN; the first bad
+     * weight is looked for only when there is one */
+    uint32_t mbits = 0;
     for (int64_t r = 0; r < p->rows; r++) {
         const float *row = w + r * p->cols;
         for (int64_t c = 0; c < p->cols; c++) {
-            MPQ_CHECK(isfinite(row[c]), MPQ_ERR_NUMERIC,
-                      "quantizer '%s': weight [%lld][%lld] is %s", p->spec.ops->name, (long long)r,
-                      (long long)c, isnan(row[c]) ? "NaN" : "infinite");
-            amax = fmaxf(amax, fabsf(row[c]));
+            uint32_t b;
+            memcpy(&b, &row[c], sizeof b);
+            b &= 0x7fffffffu;
+            mbits = b > mbits ? b : mbits;
         }
     }
+    const int finite = mbits <= 0x7f7fffffu;
+    float amax;
+    memcpy(&amax, &mbits, sizeof amax);
+    for (int64_t i = 0; !finite && i < p->rows * p->cols; i++)
+        MPQ_CHECK(isfinite(w[i]), MPQ_ERR_NUMERIC, "quantizer '%s': weight [%lld][%lld] is %s",
+                  p->spec.ops->name, (long long)(i / p->cols), (long long)(i % p->cols),
+                  isnan(w[i]) ? "NaN" : "infinite");
     if (imp)
         for (int64_t c = 0; c < p->cols; c++)
             MPQ_CHECK(isfinite(imp[c]) && imp[c] >= 0.0f, MPQ_ERR_NUMERIC,
@@ -360,28 +370,14 @@ mpq_err mpq_quant_fit(mpq_ctx *ctx, mpq_qparams *p, const float *w, const float 
 
 /* ---- rounding, dequantization, neighbours ------------------------------------- */
 
-/* Nearest codes of w[c0..c1) for an integer grid (level j = l0 + j, code
- * j): the same three-candidate rule as mpq_qnearest with the levels computed
- * instead of loaded, so the loop vectorizes. l0 + (float)j equals sorted[j]
- * exactly (checked when the table is built). */
+/* Nearest codes of w[c0..c1) for an integer grid (mpq_qnearest_int: the
+ * loop vectorizes). */
 static void row_nearest_int(const mpq_qtable *t, float s, float z, const float *w, int64_t c0,
                             int64_t c1, uint8_t *codes) {
     const float l0 = t->sorted[0], top = (float)(t->n - 1), inv = 1.0f / s;
     for (int64_t c = c0; c < c1; c++) {
-        float x = w[c] * inv + z - l0 + 0.5f;
-        x = x > 0.0f ? x : 0.0f;
-        x = x < top ? x : top;
-        float j = (float)(int)x;
-        j = j > 0.0f ? j - 1.0f : 0.0f;
-        float v0 = s * ((l0 + j) - z), v1 = s * ((l0 + (j + 1.0f)) - z),
-              v2 = s * ((l0 + (j + 2.0f)) - z);
-        float d0 = fabsf(w[c] - v0), d1 = j + 1.0f <= top ? fabsf(w[c] - v1) : INFINITY,
-              d2 = j + 2.0f <= top ? fabsf(w[c] - v2) : INFINITY;
-        float best = j, bd = d0;
-        best = d1 < bd ? j + 1.0f : best;
-        bd = d1 < bd ? d1 : bd;
-        best = d2 < bd ? j + 2.0f : best;
-        codes[c] = (uint8_t)(int)best;
+        float v;
+        codes[c] = mpq_qnearest_int(s, inv, z, l0, top, w[c], &v);
     }
 }
 

@@ -80,21 +80,45 @@ static void GPTQ_SEGMENT(GPTQ_SEG *sg, const int64_t seg[5], uint8_t *codes, flo
     const int64_t j1 = seg[0], a = seg[2], b = seg[3], s2 = seg[4], n = pb->cols, B = sg->B;
     const int64_t *perm = pb->perm;
     GPTQ_REAL *P = sg->panel, *eb = sg->eb;
+    /* Integer grids without rate: the panel's column rounded at once
+     * (mpq_qnearest_int), with the scales of its rows' group. */
+    const int fast = sg->rate == 0.0 && !sg->p->sign && sg->p->tab[0].ident;
+    const float l0 = sg->p->tab[0].sorted[0], top = (float)(sg->p->tab[0].n - 1);
+    float gs[GPTQ_ROWS], ginv[GPTQ_ROWS], gz[GPTQ_ROWS], gv[GPTQ_ROWS];
+    uint8_t gc[GPTQ_ROWS];
     for (int64_t i0 = 0; i0 < sg->nr; i0 += GPTQ_ROWS) {
         const int64_t rc = sg->nr - i0 < GPTQ_ROWS ? sg->nr - i0 : GPTQ_ROWS;
         for (int64_t ii = 0; ii < rc; ii++)
             for (int64_t t = 0; t < s2 - a; t++)
                 P[t * GPTQ_ROWS + ii] = sg->Wd[(i0 + ii) * n + a + t];
-        for (int64_t j = a; j < b; j++) {
+        for (int64_t j = a, gk = -1; j < b; j++) {
             const int64_t cj = perm[j];
             const double d = pb->mdiag[j];
             const GPTQ_REAL *mrow = sg->M + j * n;
             const GPTQ_REAL *pj = P + (j - a) * GPTQ_ROWS;
+            if (fast && cj / sg->p->gcols != gk) {
+                gk = cj / sg->p->gcols;
+                for (int64_t ii = 0; ii < rc; ii++) {
+                    const int64_t g = mpq_qgroup_of(sg->p, sg->r0 + i0 + ii, cj);
+                    gs[ii] = mpq_qscale_of(sg->p, g);
+                    ginv[ii] = 1.0f / gs[ii];
+                    gz[ii] = mpq_qzero_of(sg->p, g);
+                }
+            }
+            if (fast)
+                for (int64_t ii = 0; ii < rc; ii++)
+                    gc[ii] =
+                        mpq_qnearest_int(gs[ii], ginv[ii], gz[ii], l0, top, (float)pj[ii], &gv[ii]);
             for (int64_t ii = 0; ii < rc; ii++) {
                 const int64_t i = i0 + ii, r = sg->r0 + i;
                 const double w = (double)pj[ii];
                 float v;
-                codes[i * n + cj] = mpq_quant_nearest_at(sg->p, r, cj, (float)w, &v);
+                if (fast) {
+                    codes[i * n + cj] = gc[ii];
+                    v = gv[ii];
+                } else {
+                    codes[i * n + cj] = mpq_quant_nearest_at(sg->p, r, cj, (float)w, &v);
+                }
                 if (sg->rate > 0.0)
                     codes[i * n + cj] = gptq_rate_pick(
                         sg->p, pb->rate_len, r, cj, w, pb->vform ? d * d : 1.0 / (d * d),

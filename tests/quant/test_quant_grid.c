@@ -191,6 +191,19 @@ static int check_one(const mpq_qspec *spec, int kind, uint64_t seed) {
             if (mpq_quant_nearest_at(p, r, c, x, &ve) != code || ve != deq[r * COLS + c] ||
                 mpq_quant_value_at(p, r, c, code) != deq[r * COLS + c])
                 FAILF("per-element forms differ at [%lld][%lld]", (long long)r, (long long)c);
+            /* integer grids: the vectorizable form GPTQ's panels use, code and value */
+            const mpq_qtable *tb = mpq_qtable_of(p, r);
+            if (tb->ident) {
+                const float sc = mpq_qscale_of(p, mpq_qgroup_of(p, r, c));
+                const float zc = mpq_qzero_of(p, mpq_qgroup_of(p, r, c));
+                float vi;
+                const uint8_t ki =
+                    mpq_qnearest_int(sc, 1.0f / sc, zc, tb->sorted[0], (float)(tb->n - 1), x, &vi);
+                if (ki != code || vi != deq[r * COLS + c])
+                    FAILF("mpq_qnearest_int at [%lld][%lld]: code %u value %.9g, row form %u %.9g",
+                          (long long)r, (long long)c, ki, (double)vi, code,
+                          (double)deq[r * COLS + c]);
+            }
         }
     }
 
