@@ -61,10 +61,13 @@ static int fx_add_double(uint64_t *w, double v, int lsb) {
     if (sh >= 0) {
         if (sh + 53 > 191)
             return -1;
-        int wi = sh / 64, b = sh % 64;
-        q[wi] = m << b;
-        if (b && wi + 1 < FX_WORDS)
-            q[wi + 1] = m >> (64 - b);
+        /* m << sh over the words, with selects rather than an index: which
+         * word a value starts in varies from entry to entry */
+        const int wi = sh / 64, b = sh % 64;
+        const uint64_t lo = m << b, hi = (m >> 1) >> (63 - b); /* hi: 0 when b = 0 */
+        q[0] = wi == 0 ? lo : 0;
+        q[1] = wi == 0 ? hi : wi == 1 ? lo : 0;
+        q[2] = wi == 1 ? hi : wi == 2 ? lo : 0; /* wi = 2: hi is 0 (sh + 53 <= 191) */
     } else {
         int k = -sh;
         uint64_t r = 0;
@@ -77,14 +80,18 @@ static int fx_add_double(uint64_t *w, double v, int lsb) {
         } /* k >= 64: m < 2^53 is below half a unit: rounds to 0 */
         q[0] = r;
     }
-    if (neg) {
-        q[0] = ~q[0];
-        q[1] = ~q[1];
-        q[2] = ~q[2];
-        static const uint64_t one[FX_WORDS] = {1, 0, 0};
-        fx_add3(q, one);
-    }
-    fx_add3(w, q);
+    /* w += neg ? -q : q, as w + (q ^ mask) + neg with mask all ones when
+     * negative (-q = ~q + 1 modulo 2^192): no branch on the sign, which is
+     * unpredictable for H's off-diagonal entries. */
+    const uint64_t mask = (uint64_t)0 - (uint64_t)neg;
+    const uint64_t a0 = q[0] ^ mask, a1 = q[1] ^ mask, a2 = q[2] ^ mask;
+    const uint64_t s0 = w[0] + a0, t0 = s0 + (uint64_t)neg;
+    const uint64_t c0 = (uint64_t)(s0 < a0) + (uint64_t)(t0 < s0); /* at most 1 */
+    const uint64_t s1 = w[1] + a1, t1 = s1 + c0;
+    const uint64_t c1 = (uint64_t)(s1 < a1) + (uint64_t)(t1 < s1);
+    w[0] = t0;
+    w[1] = t1;
+    w[2] = w[2] + a2 + c1;
     return 0;
 }
 
