@@ -12,7 +12,8 @@
 # rounding variable (offset or sigmoid), the
 # optimizer (signsgd, adam, sgdm), the grid (uniform int, powerexp, nf4,
 # fp4) and the data of the network loss (4 times the calibration segments,
-# then also twice the steps per block), at 2, 3 and 4 bits. Every point is evaluated against the
+# then also twice the steps per block, then 8 times the segments with twice
+# the steps), at 2, 3 and 4 bits. Every point is evaluated against the
 # full-precision model twice: on the shipped tinyshakespeare evaluation
 # (KL divergence, top-1 agreement, perplexity) and in the training domain,
 # on 32 sequences of 128 tokens the full-precision model samples itself
@@ -74,8 +75,8 @@ segs=$(jq -r .effective.calibration.segments <<<"$eff")
 iters=$(jq -r .effective.round.block_iters <<<"$eff")
 
 # The rows: name | axis | overrides (BITS stands for the bit-width, SEGS4
-# for 4 times the calibration segments, ITERS2 for twice the block loss's
-# steps). The first four are the main rows, repeated for every seed.
+# and SEGS8 for 4 and 8 times the calibration segments, ITERS2 for twice the
+# block loss's steps). The first four are the main rows, repeated for every seed.
 rows=(
     "gptq|loss|-o quant.method=gptq"
     "gptq + block loss|loss|-o quant.method=gptq -o round.loss=block"
@@ -100,6 +101,7 @@ rows=(
     "fp4 grid + block loss|grid|-o quant.spec=fp4:group=32 -o round.loss=block"
     "gptq + network loss, scales too, 4x the segments|data|-o quant.method=gptq -o round.loss=network -o round.block_scales=on -o calibration.segments=SEGS4"
     "gptq + network loss, scales too, 4x the segments, 2x the steps|data|-o quant.method=gptq -o round.loss=network -o round.block_scales=on -o calibration.segments=SEGS4 -o round.block_iters=ITERS2"
+    "gptq + network loss, scales too, 8x the segments, 2x the steps|data|-o quant.method=gptq -o round.loss=network -o round.block_scales=on -o calibration.segments=SEGS8 -o round.block_iters=ITERS2"
 )
 csv="$out/study.csv"
 echo "row,axis,bits,seed,kld,top1,ppl,kld_generated,top1_generated,bpw,round_s" >"$csv"
@@ -110,6 +112,7 @@ point() {
     local ovs
     ov=${ov//BITS/$b}
     ov=${ov//SEGS4/$((4 * segs))}
+    ov=${ov//SEGS8/$((8 * segs))}
     read -r -a ovs <<<"${ov//ITERS2/$((2 * iters))}"
     rm -rf "$ck" "$ck.partial"
     local j g
