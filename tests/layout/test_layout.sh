@@ -29,7 +29,7 @@ declare -A hlayer=(
     [mpq_err.h]=runtime [mpq_ctx.h]=runtime [mpq_coll.h]=runtime [mpq_log.h]=runtime
     [mpq_timer.h]=runtime [mpq_outfile.h]=runtime [mpq_infile.h]=runtime [mpq_h5.h]=runtime
     [mpq_hash.h]=runtime [mpq_robust.h]=runtime [mpq_stop.h]=runtime [mpq_scalapack.h]=runtime
-    [mpq_version.h]=runtime [mpq_registry.h]=runtime
+    [mpq_version.h]=runtime [mpq_registry.h]=runtime [mpq_expf.h]=runtime
     [mpq_config.h]=config
     [mpq_model.h]=stages [mpq_model_format.h]=stages [mpq_family.h]=stages [mpq_tokenizer.h]=stages [mpq_text.h]=stages
     [mpq_idx.h]=stages [mpq_calibrate.h]=stages [mpq_hessian.h]=stages [mpq_quant.h]=stages
