@@ -19,6 +19,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "mpq_expf.h"
 #include "mpq_log.h"
 #include "run_internal.h"
 
@@ -94,20 +95,55 @@ static mpq_err rest(mpq_ctx *ctx, mpq_block_net *n, mpq_family *f, const mpq_bat
     return MPQ_OK;
 }
 
-/* In place: logits -> log-softmax, row by row (double sums). */
-static void log_softmax(float *l, int64_t rows, int64_t V) {
-    for (int64_t r = 0; r < rows; r++) {
-        float *x = l + r * V;
-        float m = x[0];
-        for (int64_t v = 1; v < V; v++)
-            m = x[v] > m ? x[v] : m;
-        double s = 0.0;
-        for (int64_t v = 0; v < V; v++)
-            s += exp((double)x[v] - (double)m);
-        const double lse = (double)m + log(s);
-        for (int64_t v = 0; v < V; v++)
-            x[v] = (float)((double)x[v] - lse);
-    }
+/* The largest of x[0..V). */
+static float row_max(const float *x, int64_t V) {
+    float m = x[0];
+    for (int64_t v = 1; v < V; v++)
+        m = x[v] > m ? x[v] : m;
+    return m;
+}
+
+/* e[v] = exp(x[v] - m) for the row's maximum m (vectorized float
+ * exponentials), and their sum in double (four interleaved chains). Sets
+ * *m. Built for AVX2 and for the baseline, with the same bits (see
+ * mpq_llama_softmax_tile). */
+__attribute__((target_clones("avx2", "default"))) static double row_exp(const float *x, int64_t V,
+                                                                        float *e, float *m) {
+    const float mx = row_max(x, V);
+    for (int64_t v = 0; v < V; v++)
+        e[v] = mpq_exp_nonpos(x[v] - mx);
+    double t[4] = {0.0, 0.0, 0.0, 0.0};
+    int64_t v = 0;
+    for (; v + 3 < V; v += 4)
+        for (int k = 0; k < 4; k++)
+            t[k] += (double)e[v + k];
+    for (; v < V; v++)
+        t[0] += (double)e[v];
+    *m = mx;
+    return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
+/* One row of the prediction term from the target's logits xp and the
+ * quantized model's xq: KL(p || q) = sum p (log p - log q), with log p -
+ * log q = (xp - xq) - (lse_p - lse_q); with g, the gradient of coef KL by
+ * the quantized logits, coef (q - p). ep, eq: [V] scratch (g may be ep). */
+static double row_kl(const float *xp, const float *xq, int64_t V, double coef, float *ep, float *eq,
+                     float *g) {
+    float mp, mq;
+    const double sp = row_exp(xp, V, ep, &mp), sq = row_exp(xq, V, eq, &mq);
+    const double d = ((double)mp + log(sp)) - ((double)mq + log(sq));
+    const double ip = 1.0 / sp, iq = 1.0 / sq;
+    double t[4] = {0.0, 0.0, 0.0, 0.0};
+    int64_t v = 0;
+    for (; v + 3 < V; v += 4)
+        for (int k = 0; k < 4; k++)
+            t[k] += (double)ep[v + k] * (((double)xp[v + k] - (double)xq[v + k]) - d);
+    for (; v < V; v++)
+        t[0] += (double)ep[v] * (((double)xp[v] - (double)xq[v]) - d);
+    if (g)
+        for (v = 0; v < V; v++)
+            g[v] = (float)(coef * ((double)eq[v] * iq - (double)ep[v] * ip));
+    return ((t[0] + t[1]) + (t[2] + t[3])) * ip;
 }
 
 mpq_err mpq_block_net_kl(mpq_ctx *ctx, mpq_block_net *n, mpq_family *f, const mpq_batch *bt,
@@ -117,23 +153,17 @@ mpq_err mpq_block_net_kl(mpq_ctx *ctx, mpq_block_net *n, mpq_family *f, const mp
               (long long)R, (long long)n->rows);
     MPQ_CALL(rest(ctx, n, f, bt, yfp, 0, n->lp));
     MPQ_CALL(rest(ctx, n, f, bt, yq, dy != NULL, n->lq));
-    log_softmax(n->lp, R, V);
-    log_softmax(n->lq, R, V);
+    /* row by row; the exponentials go into g0's row (the gradient, which
+     * replaces them) and g1's (free until the head's backward pass) */
     double sum = 0.0;
-    for (int64_t r = 0; r < R; r++) {
-        const float *p = n->lp + r * V, *q = n->lq + r * V;
-        double s = 0.0;
-        for (int64_t v = 0; v < V; v++)
-            s += exp((double)p[v]) * ((double)p[v] - (double)q[v]);
-        sum += s;
-    }
+    for (int64_t r = 0; r < R; r++)
+        sum += row_kl(n->lp + r * V, n->lq + r * V, V, coef, n->g0 + r * V, n->g1 + r * V,
+                      dy ? n->g0 + r * V : NULL);
     if (kl)
         *kl = sum;
     if (!dy)
         return MPQ_OK;
-    /* dKL/dlogits = q - p, times coef; back through the head and blocks */
-    for (int64_t i = 0; i < R * V; i++)
-        n->g0[i] = (float)(coef * (exp((double)n->lq[i]) - exp((double)n->lp[i])));
+    /* g0 = dKL/dlogits times coef; back through the head and blocks */
     MPQ_CALL(mpq_family_head_backward(ctx, f, n->z[n->nb - 1 - n->b], R, n->g0, n->g1));
     float *g = n->g1, *h = n->g0;
     for (int64_t k = n->nb - 1; k > n->b; k--) {
