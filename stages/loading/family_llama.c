@@ -304,9 +304,11 @@ mpq_err mpq_llama_check_batch(mpq_ctx *ctx, const llama *L, const mpq_batch *bat
 
 /* Built twice, for AVX2 and for the baseline, the CPU picking one at load
  * time: eight lanes instead of four, and the same bits (AVX2 brings no fused
- * multiply-add, so every operation rounds as in the baseline). */
-__attribute__((target_clones("avx2", "default"))) void
-mpq_llama_softmax_tile(float *sc, int64_t tq, int64_t i0, int64_t i1) {
+ * multiply-add, so every operation rounds as in the baseline). Static, and
+ * called through the plain function below: clang names a multiversioned
+ * function differently for callers in other files. */
+__attribute__((target_clones("avx2", "default"))) static void softmax_tile(float *sc, int64_t tq,
+                                                                           int64_t i0, int64_t i1) {
     for (int64_t r = 0; r < tq; r++) {
         int64_t i = i0 + r;
         float *row = sc + r * i1;
@@ -336,6 +338,10 @@ mpq_llama_softmax_tile(float *sc, int64_t tq, int64_t i0, int64_t i1) {
         for (j = i + 1; j < i1; j++)
             row[j] = 0.0f;
     }
+}
+
+void mpq_llama_softmax_tile(float *sc, int64_t tq, int64_t i0, int64_t i1) {
+    softmax_tile(sc, tq, i0, i1);
 }
 
 /* Causal attention of every (sequence, head): A->att from the rotated
