@@ -95,6 +95,18 @@ static int fx_add_double(uint64_t *w, double v, int lsb) {
     return 0;
 }
 
+/* x 2^e: a product by the power of two when both it and every result here
+ * are normal (x is an integer of at most 64 bits, at least 1), which is
+ * exact and so equals ldexp; ldexp otherwise. */
+static double scale2(double x, int e) {
+    if (e < -1022 || e > 1023 - 64)
+        return ldexp(x, e);
+    const uint64_t bits = (uint64_t)(e + 1023) << 52;
+    double p;
+    memcpy(&p, &bits, sizeof p);
+    return x * p;
+}
+
 /* The double nearest (ties to even) to the fixed-point value w * 2^lsb. */
 static double fx_to_double(const uint64_t *w, int lsb) {
     uint64_t a[FX_WORDS] = {w[0], w[1], w[2]};
@@ -114,7 +126,7 @@ static double fx_to_double(const uint64_t *w, int lsb) {
     int nbits = top * 64 + (64 - __builtin_clzll(a[top]));
     double r;
     if (nbits <= 64) {
-        r = ldexp((double)a[0], lsb); /* uint64 -> double rounds to nearest */
+        r = scale2((double)a[0], lsb); /* uint64 -> double rounds to nearest */
     } else {
         /* The top 64 bits, with a sticky bit for everything below them:
          * the sticky bit sits far below double's rounding position, so the
@@ -127,7 +139,7 @@ static double fx_to_double(const uint64_t *w, int lsb) {
         for (int k = 0; k < wi; k++)
             sticky |= a[k] != 0;
         t |= (uint64_t)sticky;
-        r = ldexp((double)t, s + lsb);
+        r = scale2((double)t, s + lsb);
     }
     return neg ? -r : r;
 }
@@ -426,17 +438,24 @@ cleanup:
     return err;
 }
 
-/* H [d][d] from the summed accumulator. */
+/* H [d][d] from the summed accumulator: packed column j into row j (both
+ * contiguous), then the other half mirrored tile by tile, so that no loop
+ * writes with a stride of d across the whole matrix. */
 static void materialise(mpq_hstat *st) {
-    const int64_t d = st->d;
+    const int64_t d = st->d, T = 64;
+    double *H = st->H;
     for (int64_t j = 0; j < d; j++) {
         const uint64_t *w = st->acc + FX_WORDS * packed_index(0, j);
-        for (int64_t i = 0; i <= j; i++) {
-            double v = fx_to_double(w + FX_WORDS * i, st->lsb_exp);
-            st->H[i * d + j] = v;
-            st->H[j * d + i] = v;
-        }
+        for (int64_t i = 0; i <= j; i++)
+            H[j * d + i] = fx_to_double(w + FX_WORDS * i, st->lsb_exp);
     }
+    for (int64_t i0 = 0; i0 < d; i0 += T)
+        for (int64_t j0 = i0; j0 < d; j0 += T) {
+            const int64_t i1 = i0 + T < d ? i0 + T : d, j1 = j0 + T < d ? j0 + T : d;
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t j = j0 > i + 1 ? j0 : i + 1; j < j1; j++)
+                    H[i * d + j] = H[j * d + i];
+        }
 }
 
 /* Rank root sends H to the other ranks of [first, first + count), in pieces. */
