@@ -1,5 +1,6 @@
-/* mpq_expf.h: e^x for x <= 0 in a form the compiler vectorizes, for the
- * shifted scores of a softmax (attention, the network loss's prediction). */
+/* mpq_expf.h: e^x for x <= 0 in a form the compiler vectorizes, and the
+ * shifted exponentials of a softmax with their sum (attention, the network
+ * loss's prediction). */
 #ifndef MPQ_EXPF_H
 #define MPQ_EXPF_H
 
@@ -36,6 +37,33 @@ static inline float mpq_exp_nonpos(float x0) {
     float two_n;
     memcpy(&two_n, &bits, sizeof two_n);
     return p * two_n + (x0 - x0);
+}
+
+/* The exponentials of a softmax: e[j] = e^(x[j] - m) for j < n (n >= 1), m
+ * the largest x[j], set into *max; returns the sum of the e[j] in double. e
+ * may be x. The maximum and the sum run in four interleaved chains, which
+ * proceed in parallel where one chain would wait on every step, and add in
+ * a fixed order: the same bits on every run. */
+static inline double mpq_exp_shifted(const float *x, float *e, int64_t n, float *max) {
+    float m4[4] = {x[0], x[0], x[0], x[0]};
+    int64_t j = 1;
+    for (; j + 3 < n; j += 4)
+        for (int k = 0; k < 4; k++)
+            m4[k] = x[j + k] > m4[k] ? x[j + k] : m4[k];
+    for (; j < n; j++)
+        m4[0] = x[j] > m4[0] ? x[j] : m4[0];
+    const float mx01 = m4[1] > m4[0] ? m4[1] : m4[0], mx23 = m4[3] > m4[2] ? m4[3] : m4[2];
+    const float mx = mx23 > mx01 ? mx23 : mx01;
+    for (j = 0; j < n; j++)
+        e[j] = mpq_exp_nonpos(x[j] - mx);
+    double t4[4] = {0.0, 0.0, 0.0, 0.0};
+    for (j = 0; j + 3 < n; j += 4)
+        for (int k = 0; k < 4; k++)
+            t4[k] += (double)e[j + k];
+    for (; j < n; j++)
+        t4[0] += (double)e[j];
+    *max = mx;
+    return (t4[0] + t4[1]) + (t4[2] + t4[3]);
 }
 
 #endif

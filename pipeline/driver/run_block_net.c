@@ -95,42 +95,16 @@ static mpq_err rest(mpq_ctx *ctx, mpq_block_net *n, mpq_family *f, const mpq_bat
     return MPQ_OK;
 }
 
-/* The largest of x[0..V). */
-static float row_max(const float *x, int64_t V) {
-    float m = x[0];
-    for (int64_t v = 1; v < V; v++)
-        m = x[v] > m ? x[v] : m;
-    return m;
-}
-
-/* e[v] = exp(x[v] - m) for the row's maximum m (vectorized float
- * exponentials), and their sum in double (four interleaved chains). Sets
- * *m. Built for AVX2 and for the baseline, with the same bits (see
- * mpq_llama_softmax_tile). */
-__attribute__((target_clones("avx2", "default"))) static double row_exp(const float *x, int64_t V,
-                                                                        float *e, float *m) {
-    const float mx = row_max(x, V);
-    for (int64_t v = 0; v < V; v++)
-        e[v] = mpq_exp_nonpos(x[v] - mx);
-    double t[4] = {0.0, 0.0, 0.0, 0.0};
-    int64_t v = 0;
-    for (; v + 3 < V; v += 4)
-        for (int k = 0; k < 4; k++)
-            t[k] += (double)e[v + k];
-    for (; v < V; v++)
-        t[0] += (double)e[v];
-    *m = mx;
-    return (t[0] + t[1]) + (t[2] + t[3]);
-}
-
 /* One row of the prediction term from the target's logits xp and the
  * quantized model's xq: KL(p || q) = sum p (log p - log q), with log p -
  * log q = (xp - xq) - (lse_p - lse_q); with g, the gradient of coef KL by
- * the quantized logits, coef (q - p). ep, eq: [V] scratch (g may be ep). */
-static double row_kl(const float *xp, const float *xq, int64_t V, double coef, float *ep, float *eq,
-                     float *g) {
+ * the quantized logits, coef (q - p). ep, eq: [V] scratch (g may be ep).
+ * Built for AVX2 and for the baseline, with the same bits (see
+ * mpq_llama_softmax_tile). */
+__attribute__((target_clones("avx2", "default"))) static double
+row_kl(const float *xp, const float *xq, int64_t V, double coef, float *ep, float *eq, float *g) {
     float mp, mq;
-    const double sp = row_exp(xp, V, ep, &mp), sq = row_exp(xq, V, eq, &mq);
+    const double sp = mpq_exp_shifted(xp, ep, V, &mp), sq = mpq_exp_shifted(xq, eq, V, &mq);
     const double d = ((double)mp + log(sp)) - ((double)mq + log(sq));
     const double ip = 1.0 / sp, iq = 1.0 / sq;
     double t[4] = {0.0, 0.0, 0.0, 0.0};

@@ -311,31 +311,12 @@ __attribute__((target_clones("avx2", "default"))) static void softmax_tile(float
                                                                            int64_t i0, int64_t i1) {
     for (int64_t r = 0; r < tq; r++) {
         int64_t i = i0 + r;
-        float *row = sc + r * i1;
-        /* the maximum and the sum in four interleaved chains each, which
-         * run in parallel where one chain would wait on every step */
-        float m4[4] = {row[0], row[0], row[0], row[0]};
-        double t4[4] = {0.0, 0.0, 0.0, 0.0};
-        int64_t j = 1;
-        for (; j + 3 <= i; j += 4)
-            for (int k = 0; k < 4; k++)
-                m4[k] = row[j + k] > m4[k] ? row[j + k] : m4[k];
-        for (; j <= i; j++)
-            m4[0] = row[j] > m4[0] ? row[j] : m4[0];
-        const float mx01 = m4[1] > m4[0] ? m4[1] : m4[0], mx23 = m4[3] > m4[2] ? m4[3] : m4[2];
-        const float mx = mx23 > mx01 ? mx23 : mx01;
-        for (j = 0; j <= i; j++)
-            row[j] = mpq_exp_nonpos(row[j] - mx);
-        for (j = 0; j + 3 <= i; j += 4)
-            for (int k = 0; k < 4; k++)
-                t4[k] += row[j + k];
-        for (; j <= i; j++)
-            t4[0] += row[j];
-        const double tot = (t4[0] + t4[1]) + (t4[2] + t4[3]);
+        float *row = sc + r * i1, mx;
+        const double tot = mpq_exp_shifted(row, row, i + 1, &mx);
         float inv = (float)(1.0 / tot);
-        for (j = 0; j <= i; j++)
+        for (int64_t j = 0; j <= i; j++)
             row[j] *= inv;
-        for (j = i + 1; j < i1; j++)
+        for (int64_t j = i + 1; j < i1; j++)
             row[j] = 0.0f;
     }
 }
