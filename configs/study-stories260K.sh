@@ -10,14 +10,16 @@
 # block loss learns them with round.block_scales = on; codes, scales and
 # corrections of the attention projections' biases, round.learn_bias = on), the
 # rounding variable (offset or sigmoid), the
-# optimizer (signsgd, adam, sgdm), the grid (uniform int, powerexp, nf4,
+# optimizer (signsgd, adam, sgdm; for the block loss, signed steps with
+# momentum, round.block_momentum), the grid (uniform int, powerexp, nf4,
 # fp4) and the data of the network loss (4 times the calibration segments,
-# then also twice the steps per block, then 8 times the segments with twice
-# the steps), at 2, 3 and 4 bits. Every point is evaluated against the
+# then also twice the steps per block, then that with momentum too), at 2,
+# 3 and 4 bits. Every point is evaluated against the
 # full-precision model twice: on the shipped tinyshakespeare evaluation
 # (KL divergence, top-1 agreement, perplexity) and in the training domain,
 # on 32 sequences of 128 tokens the full-precision model samples itself
-# (eval.protocol = generated; the same sequences for every point). The main rows are run with three calibration seeds.
+# (eval.protocol = generated; the same sequences for every point). The main rows (the
+# first four and the network loss's best) are run with three calibration seeds.
 #
 # Usage: configs/study-stories260K.sh OUTDIR [--quick] [--np N] [--bits "2 3 4"]
 #        [--seeds "1234 1235 1236"] [--axes "loss freedom variable optimizer grid data"]
@@ -75,8 +77,8 @@ segs=$(jq -r .effective.calibration.segments <<<"$eff")
 iters=$(jq -r .effective.round.block_iters <<<"$eff")
 
 # The rows: name | axis | overrides (BITS stands for the bit-width, SEGS4
-# and SEGS8 for 4 and 8 times the calibration segments, ITERS2 for twice the
-# block loss's steps). The first four are the main rows, repeated for every seed.
+# for 4 times the calibration segments, ITERS2 for twice the block loss's
+# steps). The main rows are repeated for every seed.
 rows=(
     "gptq|loss|-o quant.method=gptq"
     "gptq + block loss|loss|-o quant.method=gptq -o round.loss=block"
@@ -93,6 +95,7 @@ rows=(
     "sigmoid variable, adam|variable|-o quant.method=adaround -o round.variable=sigmoid -o round.optimizer=adam"
     "offset variable, adam|optimizer|-o quant.method=signround -o round.optimizer=adam"
     "offset variable, sgdm|optimizer|-o quant.method=signround -o round.optimizer=sgdm"
+    "gptq + network loss, scales too, momentum 0.5|optimizer|-o quant.method=gptq -o round.loss=network -o round.block_scales=on -o round.block_momentum=0.5"
     "powerexp grid|grid|-o quant.spec=powerexp:bits=BITS,group=32"
     "powerexp grid + block loss|grid|-o quant.spec=powerexp:bits=BITS,group=32 -o round.loss=block"
     "nf4 grid|grid|-o quant.spec=nf4:group=32"
@@ -101,7 +104,7 @@ rows=(
     "fp4 grid + block loss|grid|-o quant.spec=fp4:group=32 -o round.loss=block"
     "gptq + network loss, scales too, 4x the segments|data|-o quant.method=gptq -o round.loss=network -o round.block_scales=on -o calibration.segments=SEGS4"
     "gptq + network loss, scales too, 4x the segments, 2x the steps|data|-o quant.method=gptq -o round.loss=network -o round.block_scales=on -o calibration.segments=SEGS4 -o round.block_iters=ITERS2"
-    "gptq + network loss, scales too, 8x the segments, 2x the steps|data|-o quant.method=gptq -o round.loss=network -o round.block_scales=on -o calibration.segments=SEGS8 -o round.block_iters=ITERS2"
+    "gptq + network loss, scales too, momentum 0.5, 4x the segments, 2x the steps|data|-o quant.method=gptq -o round.loss=network -o round.block_scales=on -o round.block_momentum=0.5 -o calibration.segments=SEGS4 -o round.block_iters=ITERS2"
 )
 csv="$out/study.csv"
 echo "row,axis,bits,seed,kld,top1,ppl,kld_generated,top1_generated,bpw,round_s" >"$csv"
@@ -112,7 +115,6 @@ point() {
     local ovs
     ov=${ov//BITS/$b}
     ov=${ov//SEGS4/$((4 * segs))}
-    ov=${ov//SEGS8/$((8 * segs))}
     read -r -a ovs <<<"${ov//ITERS2/$((2 * iters))}"
     rm -rf "$ck" "$ck.partial"
     local j g
@@ -137,8 +139,10 @@ for b in $bits; do
         [[ " $axes " == *" $axis "* ]] || continue
         k=0
         for seed in $seeds; do
-            # the main rows (the first four) with every seed, the others once
-            case $name in gptq | "gptq + block loss" | signround | "signround + block loss") ;;
+            # the main rows (the first four and the best of the network
+            # loss) with every seed, the others once
+            case $name in gptq | "gptq + block loss" | signround | "signround + block loss" | \
+                "gptq + network loss, scales too, momentum 0.5, 4x the segments, 2x the steps") ;;
             *) [ "$k" = 0 ] || continue ;;
             esac
             point "$name" "$axis" "$b" "$seed" "$ov"

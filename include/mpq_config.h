@@ -191,6 +191,8 @@ typedef struct mpq_config {
         int64_t block_iters;  /* block loss: signed-gradient steps per block */
         int64_t block_rows;   /* block loss: activation rows per step (0 = all) */
         double block_lr;      /* block loss: step of the offsets (0 = 2 / block_iters) */
+        double block_mom;     /* round.block_momentum: steps follow the running average
+                                 of the gradient sums (0 = each step's own sums) */
         double input_drop;    /* block loss: share of full-precision input elements */
         char *block_comm;     /* block loss: exact | int8 gradient sums over ranks */
         char *block_scales;   /* block loss: off | on (learn the group scales too) */

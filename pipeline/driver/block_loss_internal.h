@@ -40,6 +40,9 @@ typedef struct bl_layer {
      * of the best solution, to return to when a step raises the loss */
     float *obest;
     double *mbest;
+    /* round.block_momentum: the running averages of acc, sacc and bacc
+     * (NULL: off) */
+    float *mo, *smo, *bmo;
     uint8_t *tabu;   /* [n] 1: its single flip was undone (until a step is kept); 2: the
                         current step flipped it */
     const float *w0; /* [n] the original weights (the pass's) */
@@ -88,6 +91,7 @@ typedef struct bl_state {
     int model_target; /* round.loss = network, round.kl_target = model */
     int biases;       /* round.learn_bias = on */
     int comm8;        /* round.block_comm = int8 */
+    double momentum;  /* round.block_momentum (0: off) */
     double *g;        /* int8: [n of the largest layer] the sum being compressed */
 } bl_state;
 
@@ -139,6 +143,14 @@ mpq_err mpq_bl_scales_init(mpq_ctx *ctx, bl_layer *x);
  * x->dw: into x->sacc in fixed point, or with gmax only the largest
  * |value| into *gmax. */
 void mpq_bl_scale_grad(const bl_state *S, bl_layer *x, double *gmax);
+
+/* round.block_momentum: layer x's running averages, 0. */
+mpq_err mpq_bl_momentum_init(mpq_ctx *ctx, bl_layer *x);
+void mpq_bl_momentum_free(bl_layer *x);
+/* Every layer's summed gradients of this step (acc, sacc, bacc, the same
+ * on every rank) blended into their running averages, which replace them
+ * for the step. */
+void mpq_bl_momentum(bl_state *S);
 
 /* round.learn_bias: the bias correction of layer x, 0, when the layer has
  * a bias slot (else x->nb stays 0). */

@@ -90,6 +90,11 @@ static mpq_err check_config(mpq_ctx *ctx, const mpq_config *cfg, int propagate_q
     MPQ_CHECK(block || strcmp(cfg->round.block_descent, "on") != 0, MPQ_ERR_CONFIG,
               "%s: round.block_descent = \"on\" needs round.loss = \"block\" or \"network\"",
               cfg->source);
+    MPQ_CHECK(strcmp(cfg->round.block_descent, "on") != 0 || !(cfg->round.block_mom > 0.0),
+              MPQ_ERR_CONFIG,
+              "%s: round.block_descent = \"on\" judges each step by its own gradient: it takes "
+              "no round.block_momentum (got %g)",
+              cfg->source, cfg->round.block_mom);
     /* a sample is at least one row: fewer rows per step than samples is
      * always a window (the exact test needs the samples' rows, at the block) */
     MPQ_CHECK(strcmp(cfg->round.block_descent, "on") != 0 || cfg->round.block_rows == 0 ||

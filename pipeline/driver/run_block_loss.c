@@ -89,11 +89,15 @@
  * is the exact sum). One line per block logs the bytes sent per rank and
  * what the exact sum would send.
  *
+ * With round.block_momentum > 0 the steps follow a running average of
+ * the sums instead (run_block_vars.c).
+ *
  * Memory, every rank: the block's quantized layers' variables (about 26
- * bytes per weight; 34 with block_comm = int8 on more than one rank, plus
- * 8 bytes per weight of the largest layer) and the full-precision outputs
- * of its own chunks (twice with round.kl_target = "model", whose pass also
- * keeps the full-precision model's activations). */
+ * bytes per weight, 4 more with round.block_momentum; 34 with block_comm =
+ * int8 on more than one rank, plus 8 bytes per weight of the largest
+ * layer) and the full-precision outputs of its own chunks (twice with
+ * round.kl_target = "model", whose pass also keeps the full-precision
+ * model's activations). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -127,6 +131,7 @@ static void layer_free(bl_layer *x) {
     mpq_free(x->obest);
     mpq_free(x->mbest);
     mpq_free(x->tabu);
+    mpq_bl_momentum_free(x);
     mpq_ef_destroy(&x->ef);
 }
 
@@ -510,6 +515,8 @@ static mpq_err setup(bl_state *S, mpq_pass *p, int64_t block_rows) {
             MPQ_CALL(mpq_bl_scales_init(ctx, x));
         if (S->biases)
             MPQ_CALL(mpq_bl_bias_init(ctx, fi, x));
+        if (S->momentum > 0.0)
+            MPQ_CALL(mpq_bl_momentum_init(ctx, x));
         S->dwp[x->j] = x->dw;
         S->dbp[x->j] = x->nb > 0 ? x->db : NULL;
         if (S->comm8)
@@ -696,6 +703,7 @@ static mpq_err refine_steps(bl_state *S, bl_run *r) {
             break;
         const double lr = r->lr0 * (1.0 - (double)t / (double)T);
         const int64_t thr = r->descent ? mpq_bl_flip_threshold(S, lr, rho) : 0;
+        mpq_bl_momentum(S);
         tried = step(S, lr, thr, r->descent ? rho : 1.0);
         r->flips += tried;
         S->t = t + 1;
@@ -717,6 +725,7 @@ mpq_err mpq_run_block_refine(mpq_ctx *ctx, run_state *s, mpq_pass *p, int64_t b)
                   .cfp = p->calib_fp,
                   .drop = cfg->round.input_drop,
                   .comm8 = strcmp(cfg->round.block_comm, "int8") == 0,
+                  .momentum = cfg->round.block_mom,
                   .scales = strcmp(cfg->round.block_scales, "on") == 0,
                   .biases = strcmp(cfg->round.learn_bias, "on") == 0,
                   .model_target = mpq_run_kl_model_target(cfg),

@@ -14,7 +14,14 @@
  * layer output's gradient (the family's backward pass); the sums go the
  * offsets' way (fixed point with their own scale, integer sums), and rho
  * is summed per chunk in chunk order, so the corrections are the same
- * bits for any rank count. */
+ * bits for any rank count.
+ *
+ * With round.block_momentum = beta, a step follows the running average m
+ * = beta m + (1 - beta) g of the summed gradients g instead of g (signed
+ * steps with momentum): with few rows per step the sign of one step's sum
+ * is noisy, and the average's changes less often. g is the same integer
+ * sum on every rank and m is updated the same way everywhere, so the
+ * steps stay the same bits for any rank count. */
 #include <math.h>
 #include <string.h>
 
@@ -53,6 +60,38 @@ void mpq_bl_scale_grad(const bl_state *S, bl_layer *x, double *gmax) {
             }
             x->sacc[mpq_qgroup_of(P, r, c0)] += mpq_bl_fixed(S, v, S->sscale);
         }
+    }
+}
+
+mpq_err mpq_bl_momentum_init(mpq_ctx *ctx, bl_layer *x) {
+    MPQ_ALLOC(x->mo, x->n > 0 ? x->n : 1);
+    MPQ_ALLOC(x->smo, x->ng > 0 ? x->ng : 1);
+    MPQ_ALLOC(x->bmo, x->nb > 0 ? x->nb : 1);
+    return MPQ_OK;
+}
+
+void mpq_bl_momentum_free(bl_layer *x) {
+    mpq_free(x->mo);
+    mpq_free(x->smo);
+    mpq_free(x->bmo);
+}
+
+/* m[k] = beta m[k] + (1 - beta) acc[k], and acc[k] its sign: all a step
+ * reads without descent (and with round.block_comm = int8 acc is a sign
+ * already). */
+static void blend(int64_t *acc, float *m, int64_t n, double beta) {
+    for (int64_t k = 0; k < n; k++) {
+        m[k] = (float)(beta * (double)m[k] + (1.0 - beta) * (double)acc[k]);
+        acc[k] = m[k] > 0.0f ? 1 : m[k] < 0.0f ? -1 : 0;
+    }
+}
+
+void mpq_bl_momentum(bl_state *S) {
+    for (int64_t j = 0; S->momentum > 0.0 && j < S->nl; j++) {
+        bl_layer *x = &S->L[j];
+        blend(x->acc, x->mo, x->n, S->momentum);
+        blend(x->sacc, x->smo, x->ng, S->momentum);
+        blend(x->bacc, x->bmo, x->nb, S->momentum);
     }
 }
 

@@ -30,6 +30,11 @@
 #      one strictly below, the same bits on 1 and 2 ranks; refused before
 #      loading with a window smaller than the calibration set and with
 #      round.loss = "layer".
+#  (h) round.block_momentum = 0.5 with the mini-batch steps of (b): other
+#      codes than (b)'s, every block at or below its start, the same bits on
+#      1 and 2 ranks (the running averages are the same on every rank); with
+#      round.block_scales = on too, the same on 1 and 2 ranks; refused with
+#      round.block_descent = on before loading, naming both keys.
 # Under the sanitizers (MPQ_TEST_SANITIZED=1) the 1-rank runs, which only
 # repeat the 2-rank ones for the rank-count identity, are skipped.
 set -u
@@ -197,6 +202,28 @@ run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${desc[@]}" -o round.loss=layer
 expect_rc 1
 expect_err 'round.block_descent = "on" needs round.loss = "block" or "network"'
 
+# ---- (h) ----
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=block -o round.block_rows=64 \
+    -o round.block_momentum=0.5
+expect_rc 0
+mom2=$(last_json | jq -c '.quantized')
+[ "$mom2" != "$mb2" ] || fail "block_momentum = 0.5 changed nothing"
+no_block_above_start "block_momentum"
+one_rank_same "block_momentum" "$mom2" "${lm[@]}" -o round.loss=block -o round.block_rows=64 \
+    -o round.block_momentum=0.5
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${lm[@]}" -o round.loss=network -o round.block_rows=64 \
+    -o round.block_momentum=0.5 -o round.block_scales=on
+expect_rc 0
+moms2=$(last_json | jq -c '.quantized')
+no_block_above_start "block_momentum with scales"
+one_rank_same "block_momentum with scales" "$moms2" "${lm[@]}" -o round.loss=network \
+    -o round.block_rows=64 -o round.block_momentum=0.5 -o round.block_scales=on
+run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" "${desc[@]}" -o round.block_momentum=0.5
+expect_rc 1
+expect_err 'round.block_descent = "on" judges each step by its own gradient: it takes no round.block_momentum'
+grep -q '^model ' "$ERR" && fail "block_momentum: the model was loaded before the refusal"
+
 echo "block loss: KLD $kl_layer -> $kl_block (stories260K, 2 bits, RTN start), $kl_scales with scales, $kl_net network ($kl_netb against the block's prediction);" \
+    "$(jq -r .kld <<<"$mom2") with momentum 0.5 on mini-batches ($(jq -r .kld <<<"$mb2") without);" \
     "accuracy $acc_layer -> $acc_block (mnist-cnn-small, 2 bits); descent: KLD $(jq -r .kld <<<"$desc2") (mnist-cnn-small, 3 bits)"
 finish

@@ -1,10 +1,11 @@
 #!/bin/bash
 # test_study.sh: configs/study-stories260K.sh at its reduced size, on the
 # loss and data axes at 2 bits with two calibration seeds (the network
-# rows once): one CSV line per run, the table with the seeds' spread on the
-# main rows, the plot; and three points of the table (a main row, and the
-# two data rows whose segments (4x, 8x) and steps (2x) the script scales)
-# equal `mpquant run` with the same keys, run here on their own.
+# rows once but for the network loss's main row): one CSV line per run, the
+# table with the seeds' spread on the main rows, the plot; and three points
+# of the table (a main row, and two data rows whose segments (4x) and steps
+# (2x) the script scales, one of them a main row with momentum at its second
+# seed) equal `mpquant run` with the same keys, run here on their own.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_shared data/models/stories260K/stories260K.bin
@@ -16,14 +17,16 @@ run "$MPQ_SOURCE_DIR/configs/study-stories260K.sh" "$dir/s" --quick --bits 2 \
     --seeds "1234 1235" --axes "loss data"
 expect_rc 0
 csv="$dir/s/study.csv"
-[ "$(($(wc -l <"$csv") - 1))" = 14 ] ||
-    fail "expected 14 runs (4 main rows x 2 seeds, 6 network rows once), got $(($(wc -l <"$csv") - 1))"
+[ "$(($(wc -l <"$csv") - 1))" = 15 ] ||
+    fail "expected 15 runs (5 main rows x 2 seeds, 5 network rows once), got $(($(wc -l <"$csv") - 1))"
 for r in '"gptq"' '"gptq + block loss"' '"signround"' '"signround + block loss"'; do
     [ "$(grep -c "^$r,\"loss\",2," "$csv")" = 2 ] || fail "row $r: not 2 seeds in the CSV"
 done
+r='"gptq + network loss, scales too, momentum 0.5, 4x the segments, 2x the steps"'
+[ "$(grep -c "^$r,\"data\",2," "$csv")" = 2 ] || fail "row $r: not 2 seeds in the CSV"
 md="$dir/s/study.md"
 [ "$(grep -c '^| ' "$md")" = 11 ] || fail "the table does not have a header and 10 rows"
-[ "$(grep -c '^"gptq + network loss' "$csv")" = 6 ] || fail "the network rows are not in the CSV"
+[ "$(grep -c '^"gptq + network loss' "$csv")" = 7 ] || fail "the network rows are not in the CSV"
 grep -q '^| gptq + block loss | loss | [0-9.]* ±[0-9.]* |' "$md" ||
     fail "the table lacks the seeds' spread on 'gptq + block loss'"
 if command -v gnuplot >/dev/null; then
@@ -54,6 +57,6 @@ own() {
 own "gptq + block loss" loss 1235 4 10 quant.method=gptq round.loss=block
 own "gptq + network loss, scales too, 4x the segments, 2x the steps" data 1234 16 20 \
     quant.method=gptq round.loss=network round.block_scales=on
-own "gptq + network loss, scales too, 8x the segments, 2x the steps" data 1234 32 20 \
-    quant.method=gptq round.loss=network round.block_scales=on
+own "gptq + network loss, scales too, momentum 0.5, 4x the segments, 2x the steps" data 1235 16 20 \
+    quant.method=gptq round.loss=network round.block_scales=on round.block_momentum=0.5
 finish
