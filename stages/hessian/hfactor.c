@@ -18,6 +18,7 @@
 #include "mpq_ctx.h"
 #include "mpq_hessian.h"
 #include "mpq_scalapack.h"
+#include "hfactor_internal.h"
 
 /* First damping of the retry sequence when the configured damping is 0. */
 #define RETRY_FLOOR 1e-6
@@ -133,59 +134,6 @@ static int holds(const mpq_ctx *ctx, const mpq_hset *set) {
 
 /* ---- LAPACK backend ------------------------------------------------------ */
 
-/* The float32 factor's largest accepted probe residual (below). */
-#define SINGLE_PROBE_TOL 1e-5
-
-/* One direct attempt (direct_kind 1 or 2) in float32 on a (column-major,
- * reversed, damped): a is converted in place into its first half, factored
- * with spotrf (and inverted with strtri for U), and checked on a fixed
- * probe x against the double matrix: |R^T R x - A x| / |A x| for V, |R^-1
- * R^-T A x - x| / |x| for U. Below SINGLE_PROBE_TOL 1 is returned, the
- * float32 factor in a's first half; else 0, a is spent and the caller
- * redoes the attempt in double at the same damping. The probe is a few
- * matrix-vector products: n^2 against the factor's n^3/3. */
-static mpq_err single_attempt(mpq_ctx *ctx, int64_t n, double *a, int kind, mpq_hfactor *f,
-                              int *ok) {
-    mpq_err err = MPQ_OK;
-    double *x = NULL, *y = NULL;
-    float *t = NULL, *af = (float *)a;
-    const lapack_int ln = (lapack_int)n;
-    *ok = 0;
-    MPQ_ALLOC_TRY(x, n);
-    MPQ_ALLOC_TRY(y, n);
-    MPQ_ALLOC_TRY(t, n);
-    for (int64_t i = 0; i < n; i++)
-        x[i] = 1.0 + (double)((i * 7919) % 97) / 97.0;
-    cblas_dsymv(CblasColMajor, CblasUpper, ln, 1.0, a, ln, x, 1, 0.0, y, 1);
-    for (int64_t i = 0; i < n * n; i++) /* forward: never overwrites an unread double */
-        af[i] = (float)a[i];
-    lapack_int info = LAPACKE_spotrf_work(LAPACK_COL_MAJOR, 'U', ln, af, ln);
-    if (info == 0 && kind == 2)
-        info = LAPACKE_strtri_work(LAPACK_COL_MAJOR, 'U', 'N', ln, af, ln);
-    MPQ_ENSURE(info >= 0, MPQ_ERR_INTERNAL, "spotrf/strtri: illegal argument %d", (int)-info);
-    if (info > 0)
-        goto cleanup;
-    const double *want = kind == 1 ? y : x;
-    for (int64_t i = 0; i < n; i++)
-        t[i] = (float)(kind == 1 ? x[i] : y[i]);
-    cblas_strmv(CblasColMajor, CblasUpper, kind == 1 ? CblasNoTrans : CblasTrans, CblasNonUnit, ln,
-                af, ln, t, 1);
-    cblas_strmv(CblasColMajor, CblasUpper, kind == 1 ? CblasTrans : CblasNoTrans, CblasNonUnit, ln,
-                af, ln, t, 1);
-    double num = 0.0, den = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        num += ((double)t[i] - want[i]) * ((double)t[i] - want[i]);
-        den += want[i] * want[i];
-    }
-    f->probe = sqrt(num / den);
-    *ok = f->probe <= SINGLE_PROBE_TOL;
-cleanup:
-    MPQ_FREE(t);
-    MPQ_FREE(y);
-    MPQ_FREE(x);
-    return err;
-}
-
 static mpq_err lapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n, double *a,
                               const mpq_hset *set, unsigned what, mpq_hfactor *f, int *notpd) {
     (void)set;
@@ -197,26 +145,6 @@ static mpq_err lapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n
     lapack_int info = 0;
     if (direct_kind(what)) {
         reverse_both(n, a);
-        if (o->single) {
-            int single = 0;
-            MPQ_CALL(single_attempt(ctx, n, a, direct_kind(what), f, &single));
-            if (!single) {
-                *notpd = 3; /* redo in double at this damping */
-                return MPQ_OK;
-            }
-            /* U or V row-major in a's first half, as put_inv_chol leaves
-             * the double one; run_factor hands it over as factor_f */
-            float *af = (float *)a;
-            for (int64_t k = 0, m = n * n - 1; k < m; k++, m--) {
-                const float t = af[k];
-                af[k] = af[m];
-                af[m] = t;
-            }
-            for (int64_t i = 0; i < n; i++)
-                memset(af + i * n, 0, (size_t)i * sizeof *af);
-            f->single = 1;
-            return MPQ_OK;
-        }
         info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'U', ln, a, ln);
         MPQ_CHECK(info >= 0, MPQ_ERR_INTERNAL, "dpotrf: illegal argument %d", (int)-info);
         if (info == 0 && direct_kind(what) == 2)
@@ -628,6 +556,8 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
     mpq_err err = MPQ_OK, local = MPQ_OK;
     const int root = set->first;
     const int holder = holds(ctx, set);
+    /* float32 (hfactor_single.c): a holds n^2 floats until its probe fails */
+    const int single = o->single && !be->collective && direct_kind(what);
     double mean = 0.0;
 
     local = mpq_malloc(ctx, 1, sizeof *f, (void **)&f);
@@ -646,7 +576,8 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
             local = MPQ_ERROR(MPQ_ERR_ARG, "layer '%s': rchol is requested alone", name);
     }
     if (local == MPQ_OK && holder) {
-        local = mpq_malloc_raw(ctx, n * n, sizeof *a, (void **)&a); /* each attempt fills it */
+        local = mpq_malloc_raw(ctx, n * n, single ? sizeof(float) : sizeof *a,
+                               (void **)&a); /* each attempt fills it */
         if (local == MPQ_OK)
             local = check_h(ctx, name, n, H, perm, &mean, f);
     }
@@ -674,18 +605,23 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
 
     double damping = o->damping;
     mpq_hfactor_opts oo = *o; /* single cleared once its probe fails */
-    oo.single = o->single && !be->collective;
+    oo.single = single;
     o = &oo;
     for (;;) {
-        int notpd = 0;
+        int notpd = 0, ok = 0;
         if (holder) {
             f->lambda = damping * mean;
-            damped(n, H, perm, f->lambda, a);
+            if (!oo.single)
+                damped(n, H, perm, f->lambda, a);
         }
         if (be->collective) {
             MPQ_TRY(be->attempt(ctx, o, n, a, set, what, f, &notpd));
         } else {
-            local = holder ? be->attempt(ctx, o, n, a, set, what, f, &notpd) : MPQ_OK;
+            local = !holder     ? MPQ_OK
+                    : oo.single ? mpq_hfactor_single(ctx, n, H, perm, f->lambda, direct_kind(what),
+                                                     (float *)a, f, &ok)
+                                : be->attempt(ctx, o, n, a, set, what, f, &notpd);
+            notpd = holder && oo.single && !ok ? 3 : notpd; /* 3: redo in double */
             if (collective) {
                 MPQ_TRY(mpq_agree(ctx, local));
                 MPQ_MPI_TRY(MPI_Bcast(&notpd, 1, MPI_INT, root, ctx->comm));
@@ -700,6 +636,15 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
                          "layer '%s': float32 factor %s (probe residual %.2g); factoring in double",
                          name, f->probe > 0.0 ? "inexact" : "not positive definite", f->probe);
             oo.single = 0;
+            if (holder) { /* n^2 doubles from here on */
+                mpq_free(a);
+                a = NULL;
+                local = mpq_malloc_raw(ctx, n * n, sizeof *a, (void **)&a);
+            }
+            if (collective)
+                MPQ_TRY(mpq_agree(ctx, local));
+            else
+                MPQ_TRY(local);
             continue;
         }
         double next = damping > 0.0 ? damping * 10.0 : RETRY_FLOOR;
@@ -717,9 +662,7 @@ static mpq_err run_factor(mpq_ctx *ctx, const mpq_hfactor_opts *o, const char *n
     }
     f->damping = damping;
     if (holder && f->single) {
-        /* the float32 factor fills a's first half: give the rest back */
-        float *s = realloc(a, (size_t)(n * n) * sizeof *s);
-        f->factor_f = s ? s : (float *)a;
+        f->factor_f = (float *)a; /* V or U in float32 (hfactor_single.c) */
         a = NULL;
     } else if (holder && (what & MPQ_HF_INV_CHOL) && !f->inv_chol) {
         f->inv_chol = a; /* U was left in place */

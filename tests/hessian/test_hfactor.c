@@ -449,6 +449,43 @@ static void test_single(void **state) {
     free(H);
 }
 
+/* opts.single with a column order (mpq_hfactor_local_perm) and a dead
+ * channel: the float32 factor has the bits of the one of the permuted copy
+ * of H, and its probe passes on both. */
+static void test_single_perm(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    const int64_t n = 96;
+    double *H = make_spd(n, 47), *Hp = malloc(sizeof(double) * (size_t)(n * n));
+    int64_t *perm = malloc(sizeof(int64_t) * (size_t)n);
+    for (int64_t j = 0; j < n; j++) /* dead channel 5 */
+        H[5 * n + j] = H[j * n + 5] = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        perm[i] = (i * 37 + 11) % n; /* 37 is prime to 96: a permutation */
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++)
+            Hp[i * n + j] = H[perm[i] * n + perm[j]];
+    const unsigned kinds[2] = {MPQ_HF_RCHOL, MPQ_HF_INV_CHOL};
+    for (int k = 0; k < 2; k++) {
+        mpq_hfactor_opts o;
+        mpq_hfactor_opts_default(&o);
+        o.single = 1;
+        mpq_hfactor *fa = NULL, *fb = NULL;
+        MPQ_ASSERT_OK(ctx, mpq_hfactor_local_perm(ctx, &o, "perm", n, H, perm, kinds[k], &fa));
+        MPQ_ASSERT_OK(ctx, mpq_hfactor_local(ctx, &o, "copy", n, Hp, kinds[k], &fb));
+        assert_int_equal(fa->single, 1);
+        assert_int_equal(fb->single, 1);
+        assert_int_equal(fa->n_dead, 1);
+        assert_memory_equal(fa->factor_f, fb->factor_f, sizeof(float) * (size_t)(n * n));
+        assert_true(fa->probe > 0.0 && fa->probe <= 1e-5 && fb->probe > 0.0 && fb->probe <= 1e-5);
+        mpq_hfactor_destroy(&fa);
+        mpq_hfactor_destroy(&fb);
+    }
+    free(perm);
+    free(Hp);
+    free(H);
+}
+
 static void test_dead_channels(void **state) {
     (void)state;
     mpq_ctx *ctx = g_ctx;
@@ -525,6 +562,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_not_positive_definite),
         cmocka_unit_test(test_rank_deficient),
         cmocka_unit_test(test_single),
+        cmocka_unit_test(test_single_perm),
         cmocka_unit_test(test_dead_channels),
         cmocka_unit_test(test_errors),
     };
