@@ -195,7 +195,7 @@ typedef struct mpq_hfactor_opts {
     int64_t scalapack_min_width; /* auto threshold */
     int block_size;              /* ScaLAPACK block size */
     int nprow, npcol;            /* ScaLAPACK grid; 0, 0 = squarest over all ranks */
-    int single; /* 1: LAPACK's U or V alone in float32 when its probe passes (hfactor.c) */
+    int single; /* 1: LAPACK's U or V alone in float32 when its probe passes (hfactor_single.c) */
 } mpq_hfactor_opts;
 
 /* Local. Defaults (0.01, 1.0, auto, 4096, 64, squarest grid). */

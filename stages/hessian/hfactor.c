@@ -136,6 +136,7 @@ static int holds(const mpq_ctx *ctx, const mpq_hset *set) {
 
 static mpq_err lapack_attempt(mpq_ctx *ctx, const mpq_hfactor_opts *o, int64_t n, double *a,
                               const mpq_hset *set, unsigned what, mpq_hfactor *f, int *notpd) {
+    (void)o; /* float32 attempts do not come here (hfactor_single.c) */
     (void)set;
     *notpd = 0;
     lapack_int ln = (lapack_int)n;
