@@ -204,14 +204,14 @@ with open(sys.argv[2], "w") as f:
 PY
     nblocks=$(grep -c '^"' "$out/study.dat")
     gnuplot <<GP
-set terminal pngcairo size 1100,700
+set terminal pngcairo size 1100,1000
 set output "$out/study.png"
 set title "stories260K: KL divergence from full precision (tinyshakespeare) by rounding"
 set xlabel "bits per code"
 set ylabel "KL divergence (nats, log scale)"
 set logscale y
 set xtics 1
-set key outside right
+set key outside below left Left reverse font ",10"
 set grid
 plot for [i=0:$((nblocks - 1))] "$out/study.dat" index i using 1:2 with linespoints \
     title columnheader(1)
