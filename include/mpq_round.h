@@ -52,7 +52,8 @@
  *
  * RTN guard (round.rtn_guard, default on): after a method ran on a tile, a
  * row whose loss exceeds its RTN loss gets its RTN codes and parameters back
- * (rows are independent: groups never span rows).
+ * (rows are independent: groups never span rows). Off, RTN's loss is not
+ * measured (rtn_loss NaN) except by the rtn method.
  *
  * ---- Parallel execution and bit-identity -----------------------------------
  * mpq_round_block spreads the tasks (layer x candidate spec x tile of
@@ -209,7 +210,7 @@ void mpq_round_problem_destroy(mpq_round_problem **pb);
 
 typedef struct mpq_round_stats {
     double loss;          /* final L of the rows */
-    double rtn_loss;      /* L of nearest rounding with the initial fit */
+    double rtn_loss;      /* L of nearest rounding with the initial fit (NaN: not measured) */
     double init_loss;     /* L of the learned methods' starting point (else = loss) */
     int64_t iters;        /* optimisation steps run (0 for rtn/gptq) */
     int64_t rows_guarded; /* rows given back their RTN solution */

@@ -277,7 +277,9 @@ const mpq_key_spec mpq_config_keys[] = {
      "bits under the layer's RTN code histogram, a bit weighing the layer's mean error of "
      "nearest rounding per weight (0 = off; gptq with round.loss = layer only)"},
     {"round.rtn_guard", MPQ_KEY_BOOL, OFF(round.rtn_guard), "true", NOLIM, NULL,
-     "a row whose rounding loss exceeds its nearest-rounding loss keeps nearest rounding"},
+     "a row whose rounding loss exceeds its nearest-rounding loss keeps nearest rounding "
+     "(false: the nearest-rounding loss, a product as costly as GPTQ's updates, is not "
+     "measured and reported as null)"},
     {"round.rtn_loss", MPQ_KEY_BOOL, OFF(round.rtn_loss), "false", NOLIM, NULL,
      "rtn, uniform: calibrate to measure each layer's loss (false: with minmax fits no "
      "calibration data is read and layer losses are not reported; fits weighted by diag H "

@@ -220,7 +220,8 @@ static void log_job(mpq_ctx *ctx, const mpq_round_opts *o0, const mpq_round_job 
     const mpq_round_opts oj = job_opts(o0, jb), *o = &oj;
     char spec[MPQ_QSPEC_MAX];
     mpq_qspec_format(&jb->spec, spec, sizeof spec);
-    double rel = res->rtn_loss > 0.0 ? res->loss / res->rtn_loss : 1.0;
+    /* NaN where RTN's loss was not measured (round.rtn_guard = false) */
+    double rel = res->rtn_loss > 0.0 || isnan(res->rtn_loss) ? res->loss / res->rtn_loss : 1.0;
     if (isnan(res->loss))
         MPQ_INFO("round %s: %s %s bits=%d group=%lld loss not measured (no calibration) "
                  "time=%.3fs",

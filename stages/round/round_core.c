@@ -663,7 +663,11 @@ mpq_err mpq_round_tile(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_me
     MPQ_ALLOC_TRY(lr, nr);
     MPQ_ALLOC_TRY(lm, nr);
     MPQ_TRY(mpq_round_fit_rows(ctx, pb, p, r0, r1));
-    if (measured) {
+    /* RTN's loss costs a product as large as GPTQ's own updates: it is
+     * measured for the guard only (round.rtn_guard = false: NaN, except for
+     * the rtn method, whose loss it is) */
+    const int is_rtn = strcmp(method->name, "rtn") == 0;
+    if (measured && o->rtn_guard) {
         MPQ_ALLOC_TRY(rcodes, nr * n);
         for (int64_t i = 0; i < nr; i++)
             mpq_quant_row_nearest(p, r0 + i, pb->W + (r0 + i) * n, rcodes + i * n);
@@ -715,7 +719,7 @@ mpq_err mpq_round_tile(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_me
             st->rows_guarded++;
         }
         loss += lm[i];
-        rtn += lr[i];
+        rtn += is_rtn ? lm[i] : lr[i];
     }
     st->loss = loss;
     st->rtn_loss = rtn;

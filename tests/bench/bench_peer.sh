@@ -17,9 +17,12 @@
 # only the CPU is used).
 #
 # One JSON line per shape: mpquant_s (double updates), mpquant_float_s
-# (round.gptq_precision = "float") and torch_s, each factor plus rounding;
-# speedup = torch_s / mpquant_s and speedup_float (above 1: mpquant is
-# faster); the parts; both losses relative to round-to-nearest.
+# (round.gptq_precision = "float"), mpquant_unguarded_s (float with
+# round.rtn_guard = false: no RTN loss measured, the peer's work) and
+# torch_s, each factor plus rounding, mpquant's in tiles of
+# round.tile_rows rows as in a run; speedup = torch_s / mpquant_s,
+# speedup_float and speedup_unguarded (above 1: mpquant is faster); the
+# parts; both losses relative to round-to-nearest.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_jq
@@ -36,23 +39,28 @@ for shape in "4096 4096" "4096 11008"; do
     read -r rows cols <<<"$shape"
     run "$bench_round" --gptq "$rows" "$cols" --natural
     expect_rc 0
-    mine=$(grep '"bench":"gptq","precision":"double","groups":"refit"' "$OUT")
-    minef=$(grep '"bench":"gptq","precision":"float","groups":"refit"' "$OUT")
+    mine=$(grep '"bench":"gptq","precision":"double","groups":"refit","order":"natural","rtn_guard":true' "$OUT")
+    minef=$(grep '"bench":"gptq","precision":"float","groups":"refit","order":"natural","rtn_guard":true' "$OUT")
+    mineu=$(grep '"bench":"gptq","precision":"float","groups":"refit","order":"natural","rtn_guard":false' "$OUT")
     run "$venv/bin/python" "$MPQ_SOURCE_DIR/tests/bench/gptq_peer.py" "$rows" "$cols" "$threads"
     expect_rc 0
     peer=$(grep '"bench": "gptq_torch"' "$OUT")
-    if [ -z "$mine" ] || [ -z "$minef" ] || [ -z "$peer" ]; then
+    if [ -z "$mine" ] || [ -z "$minef" ] || [ -z "$mineu" ] || [ -z "$peer" ]; then
         fail "shape $rows x $cols: a side printed no result"
         continue
     fi
-    jq -cn --argjson m "$mine" --argjson f "$minef" --argjson p "$peer" --argjson t "$threads" '{
+    jq -cn --argjson m "$mine" --argjson f "$minef" --argjson u "$mineu" --argjson p "$peer" \
+        --argjson t "$threads" 'def r3: . * 1000 | round / 1000; {
         bench: "gptq_peer", rows: $m.rows, cols: $m.cols, threads: $t, torch: $p.torch,
-        mpquant_s: ($m.factor_s + $m.round_s), torch_s: ($p.factor_s + $p.round_s),
-        speedup: ((($p.factor_s + $p.round_s) / ($m.factor_s + $m.round_s)) * 1000 | round / 1000),
-        mpquant_float_s: ($f.factor_s + $f.round_s),
-        speedup_float: ((($p.factor_s + $p.round_s) / ($f.factor_s + $f.round_s)) * 1000 | round / 1000),
+        mpquant_s: ($m.factor_s + $m.round_s | r3), torch_s: ($p.factor_s + $p.round_s | r3),
+        speedup: (($p.factor_s + $p.round_s) / ($m.factor_s + $m.round_s) | r3),
+        mpquant_float_s: ($f.factor_s + $f.round_s | r3),
+        speedup_float: (($p.factor_s + $p.round_s) / ($f.factor_s + $f.round_s) | r3),
+        mpquant_unguarded_s: ($u.factor_s + $u.round_s | r3),
+        speedup_unguarded: (($p.factor_s + $p.round_s) / ($u.factor_s + $u.round_s) | r3),
         mpquant_factor_s: $m.factor_s, mpquant_round_s: $m.round_s,
         mpquant_float_factor_s: $f.factor_s, mpquant_float_round_s: $f.round_s,
+        mpquant_unguarded_round_s: $u.round_s,
         mpquant_float_form: $f.form, mpquant_float_factor_precision: $f.factor_precision,
         torch_factor_s: $p.factor_s, torch_round_s: $p.round_s,
         mpquant_loss_vs_rtn: $m.loss_vs_rtn, mpquant_float_loss_vs_rtn: $f.loss_vs_rtn,

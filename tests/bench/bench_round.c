@@ -6,8 +6,9 @@
  *   {"bench":"gptq"}       GPTQ on rows x cols (square 1024, 2048, 4096 and
  *                          4096 x 11008; --quick: 1024 and 2048 only):
  *                          factorisation time, rounding time, and the
- *                          effective rate 2 rows cols^2 / time as a fraction
- *                          of the DGEMM rate;
+ *                          rate of its flops (rows cols^2 for the updates,
+ *                          as many for RTN's loss under the guard) as a
+ *                          fraction of the DGEMM and SGEMM rates;
  *   {"bench":"learn"}      learned-rounding steps per second on 1024 x 1024,
  *                          flops 4 rows cols^2 per step, as a fraction of DGEMM;
  *   {"bench":"scaling"}    mpq_round_block on 8 layers of 512 x 512 (GPTQ and
@@ -70,9 +71,12 @@ static void make(int64_t rows, int64_t cols, float **W, double **H) {
                                  0.5 * rr_unif(3, (uint64_t)(i < j ? i * cols + j : j * cols + i));
 }
 
-/* GPTQ on rows x cols with round.gptq_precision double, then float, for
+/* GPTQ on rows x cols, in tiles of round.tile_rows rows as a run's tasks
+ * round them, with round.gptq_precision double, then float, for
  * groups fitted when the sweep reaches them ("groups":"refit") and for
- * static groups, in activation order or natural order; "form" says which
+ * static groups, in activation order or natural order, with the RTN guard;
+ * last float with refit groups and round.rtn_guard = false (no product for
+ * RTN's loss: GPTQ's own work alone); "form" says which
  * factor GPTQ used (U: a Cholesky and a triangular inverse; V: one
  * Cholesky, round_gptq.c) and "factor_precision" whether it was computed in
  * float32 (hfactor.c). Each float line adds its layer loss relative to the
@@ -92,11 +96,12 @@ static mpq_err bench_gptq(mpq_ctx *ctx, int64_t rows, int64_t cols, double dgemm
     make(rows, cols, &W, &H);
     codes = malloc((size_t)(rows * cols));
     MPQ_TRY(mpq_qspec_parse(ctx, "int:bits=4,sym=false,group=128", &spec));
-    double loss_double = 0.0;
-    for (int run = 0; run < 4; run++) {
-        const int fl = run % 2;
+    double loss_double = 0.0, rtn_loss = 0.0;
+    for (int run = 0; run < 5; run++) {
+        const int fl = run % 2 || run == 4;
         o.gptq_float = fl;
-        o.static_groups = run / 2;
+        o.static_groups = run / 2 == 1;
+        o.rtn_guard = run < 4;
         double t0 = mpq_now();
         MPQ_TRY(mpq_round_problem_create(ctx, &o, mpq_round_method_find("gptq"), "bench", &spec,
                                          rows, cols, W, H, &pb));
@@ -104,21 +109,33 @@ static mpq_err bench_gptq(mpq_ctx *ctx, int64_t rows, int64_t cols, double dgemm
         MPQ_TRY(mpq_qparams_create(ctx, &spec, rows, cols, &p));
         mpq_round_stats st;
         t0 = mpq_now();
-        MPQ_TRY(mpq_round_tile(ctx, &o, mpq_round_method_find("gptq"), pb, p, 0, rows, codes, &st));
+        memset(&st, 0, sizeof st);
+        for (int64_t r0 = 0; r0 < rows; r0 += o.tile_rows) { /* as a run's tasks */
+            const int64_t r1 = r0 + o.tile_rows < rows ? r0 + o.tile_rows : rows;
+            mpq_round_stats ts;
+            MPQ_TRY(mpq_round_tile(ctx, &o, mpq_round_method_find("gptq"), pb, p, r0, r1,
+                                   codes + r0 * cols, &ts));
+            st.loss += ts.loss;
+            st.rtn_loss += ts.rtn_loss;
+        }
         double tr = mpq_now() - t0;
-        double rate = 2.0 * rows * (double)cols * cols / tr / 1e9;
+        /* flops: GPTQ's updates rows cols^2, RTN's loss as many */
+        const double work = (o.rtn_guard ? 2.0 : 1.0) * rows * (double)cols * cols;
+        double rate = work / tr / 1e9;
         loss_double = fl ? loss_double : st.loss;
+        rtn_loss = o.rtn_guard ? st.rtn_loss : rtn_loss; /* unguarded: the runs' common RTN */
         printf("{\"bench\":\"gptq\",\"precision\":\"%s\",\"groups\":\"%s\",\"order\":\"%s\","
+               "\"rtn_guard\":%s,"
                "\"form\":\"%s\",\"factor_precision\":\"%s\",\"rows\":%lld,\"cols\":%lld,"
                "\"factor_s\":%.3f,\"round_s\":%.3f,\"gflops\":%.2f,\"dgemm_gflops\":%.2f,"
                "\"sgemm_gflops\":%.2f,\"fraction_of_dgemm\":%.3f,\"fraction_of_sgemm\":%.3f,"
                "\"with_factor_of_gemm\":%.3f,\"loss_vs_rtn\":%.4f,\"loss_rel_vs_double\":%.2e}\n",
                fl ? "float" : "double", o.static_groups ? "static" : "refit",
-               act_order ? "act" : "natural", pb->vform ? "V" : "U",
+               act_order ? "act" : "natural", o.rtn_guard ? "true" : "false", pb->vform ? "V" : "U",
                pb->factor_single ? "float" : "double", (long long)rows, (long long)cols, tf, tr,
                rate, dgemm, sgemm, rate / dgemm, rate / sgemm,
-               2.0 * rows * (double)cols * cols / (tf + tr) / 1e9 / (fl ? sgemm : dgemm),
-               st.loss / st.rtn_loss, fabs(st.loss - loss_double) / loss_double);
+               work / (tf + tr) / 1e9 / (fl ? sgemm : dgemm), st.loss / rtn_loss,
+               fabs(st.loss - loss_double) / loss_double);
         fflush(stdout);
         mpq_qparams_destroy(&p);
         mpq_round_problem_destroy(&pb);

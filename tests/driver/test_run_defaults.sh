@@ -16,7 +16,10 @@
 # layer's loss is null; its codes are those of the calibrated RTN run
 # (minmax fits do not read diag H: the exported weights are the same bytes)
 # and so are its evaluation figures. A fit weighted by diag H (search)
-# still calibrates and reports the losses.
+# still calibrates and reports the losses. GPTQ with round.rtn_guard =
+# false measures no RTN loss (every layer's rtn_loss null, the log says
+# rtn_loss=nan) and, in a layer whose rows the guarded run all kept, gives
+# the same loss.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_shared data/models/mnist-cnn-small/model-mnist.safetensors
@@ -96,4 +99,23 @@ expect_rc 0
 grep -q "calibration: none" "$ERR" && fail "rtn with fit=search: calibration skipped"
 jq -e '[.layers[] | select(.spec != "fp") | .loss] | all(. > 0)' <<<"$(last_json)" >/dev/null ||
     fail "rtn with fit=search: layer losses $(jq -c '[.layers[].loss]' <<<"$(last_json)")"
+# GPTQ without the guard: with full-precision propagation every layer's H
+# is that of the guarded run, so a layer whose rows the guard all kept has
+# the same loss (the same codes); conv1 (9 columns) has guarded rows.
+for g in true false; do
+    run $MPQ_MPIEXEC -n 2 "$MPQ_BIN" run "$cfg" --json "${common[@]}" -o quant.method=gptq \
+        -o round.rtn_guard=$g -o calibration.propagate=fp -o eval.enabled=false \
+        -o log.event_log="$dir/events-guard-$g.jsonl"
+    expect_rc 0
+    [[ $g == false ]] && expect_err "^round fc1: gptq .* rtn_loss=nan loss=[0-9.e+-]+ "
+    cp "$OUT" "$dir/out-guard-$g"
+done
+joff=$(tail -n 1 "$dir/out-guard-false")
+jq -e '[.layers[] | select(.spec != "fp") | .rtn_loss] | length == 3 and all(. == null)' \
+    <<<"$joff" >/dev/null || fail "round.rtn_guard=false: RTN losses $(jq -c '[.layers[].rtn_loss]' <<<"$joff")"
+same=$(jq -s -c '[.[] | select(.event == "round_layer")] | group_by(.layer)
+    | map(select(.[0].guarded_rows == 0) | [.[0].loss, .[1].loss])' \
+    "$dir/events-guard-true.jsonl" "$dir/events-guard-false.jsonl")
+jq -e 'length >= 2 and all(.[0] == .[1])' <<<"$same" >/dev/null ||
+    fail "round.rtn_guard=false: unguarded layers' losses (on, off): $same"
 finish

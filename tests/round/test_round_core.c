@@ -446,7 +446,7 @@ static void test_loss_factor(void **state) {
         mpq_round_opts_default(&o);
         o.act_order = run % 2;
         o.static_groups = run / 2;
-        o.rtn_guard = 0;
+        o.rtn_guard = 1; /* RTN's loss through the factor is measured for the guard */
         mpq_qparams *p = NULL;
         mpq_round_stats gq, rtn;
         run_one(&o, "gptq", "int:bits=3,sym=false,group=32", rows, cols, W, H, &p, codes, &gq,
@@ -525,6 +525,13 @@ static void test_bruteforce(void **state) {
         mpq_qparams_destroy(&p);
         run_one(&o, "gptq", spec, 1, cols, W, H, &p, codes, &gqg, NULL);
         mpq_qparams_destroy(&p);
+        /* Without the guard RTN's loss is not measured, except by RTN
+         * itself; with it, GPTQ measures the same RTN loss through its
+         * factor, and a row left unguarded keeps the same solution. */
+        assert_true(isnan(gq.rtn_loss) && isnan(ada.rtn_loss));
+        assert_true(rtn.rtn_loss == rtn.loss);
+        assert_true(rr_rel(gqg.rtn_loss, rtn.loss) < 1e-9);
+        assert_true(gqg.rows_guarded == 1 || gqg.loss == gq.loss);
         /* Nothing beats brute force; starting points and the guard hold. */
         assert_true(best <= nbest && nbest <= rtn.loss);
         assert_true(gq.loss >= best * (1 - 1e-12));

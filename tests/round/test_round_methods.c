@@ -126,7 +126,6 @@ static void test_learn_axes(void **state) {
                         o.optimizer = (mpq_ropt)k;
                         o.learn_scales = ls;
                         o.init = (mpq_rinit)init;
-                        o.rtn_guard = 0;
                         mpq_qparams *p = NULL;
                         uint8_t codes[ROWS * COLS];
                         mpq_round_stats st;
