@@ -293,9 +293,68 @@ mpq_err mpq_eval_groups(mpq_ctx *ctx, const int64_t *len, int64_t ndocs, int64_t
     return MPQ_OK;
 }
 
+/* Local. The heads and the scores of this rank's groups [glo, ghi) (from
+ * document lo): the head one document at a time, its logits being the
+ * largest buffer. */
+static mpq_err score_groups(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const lm_stream *st,
+                            float *logits, float *rlogits, double *rec) {
+    const mpq_family_info *fi = mpq_family_get_info(f);
+    const int64_t w = mpq_family_width(f, fi->nblocks), lo = st->lo;
+    const int64_t *offsets = st->offsets, *gdoc = st->gdoc;
+    for (int64_t g = st->glo; g < st->ghi; g++)
+        for (int64_t d = gdoc[g]; d < gdoc[g + 1]; d++) {
+            const int64_t n = offsets[d + 1] - offsets[d];
+            const int64_t row = offsets[gdoc[g]] - offsets[lo];
+            const int64_t in_group = offsets[d] - offsets[gdoc[g]];
+            double *r = rec + (d - lo) * R_K;
+            if (n < 2)
+                continue;
+            MPQ_CALL(mpq_family_head(ctx, f, st->x + row * st->wmax + in_group * w, n, logits));
+            MPQ_CALL(logits_check(ctx, d, n, fi->out_width, logits, "the model"));
+            if (ref) {
+                MPQ_CALL(
+                    mpq_family_head(ctx, ref, st->rx + row * st->wmax + in_group * w, n, rlogits));
+                MPQ_CALL(logits_check(ctx, d, n, fi->out_width, rlogits, "the reference"));
+            }
+            MPQ_CALL(
+                score_doc(ctx, d, st->tokens + offsets[d], n, fi->out_width, logits, rlogits, r));
+        }
+    return MPQ_OK;
+}
+
+/* Roles when a reference is evaluated on at least twice as many ranks as
+ * there are groups: group g's model runs on rank g and its reference on rank
+ * ngroups + g, which then sends the reference's last activations to rank g;
+ * the other ranks wait. Each model's forward pass is the same batch on
+ * whichever rank runs it, so the figures keep their bits. */
+enum { ROLE_BOTH = 0, ROLE_MODEL, ROLE_REFERENCE, ROLE_IDLE };
+
+static int eval_role(const mpq_ctx *ctx, const mpq_family *ref, int64_t ngroups) {
+    if (!ref || ctx->comm == MPI_COMM_NULL || ngroups < 1 || 2 * ngroups > ctx->size)
+        return ROLE_BOTH;
+    return ctx->rank < ngroups ? ROLE_MODEL : ctx->rank < 2 * ngroups ? ROLE_REFERENCE : ROLE_IDLE;
+}
+
+/* Collective, after the streamed passes of split roles agreed: the reference's
+ * activations of group g from rank ngroups + g into rank g's st->rx. */
+static mpq_err share_reference(mpq_ctx *ctx, const lm_stream *st, int role, int64_t ngroups) {
+    if (role != ROLE_MODEL && role != ROLE_REFERENCE)
+        return MPQ_OK;
+    int n = 0;
+    MPQ_CALL(mpq_to_int(ctx, (st->offsets[st->hi] - st->offsets[st->lo]) * st->wmax,
+                        "evaluation activations (MPI)", &n));
+    if (role == ROLE_REFERENCE)
+        MPQ_MPI(MPI_Send(st->rx, n, MPI_FLOAT, (int)(ctx->rank - ngroups), 0, ctx->comm));
+    else
+        MPQ_MPI(MPI_Recv(st->rx, n, MPI_FLOAT, (int)(ctx->rank + ngroups), 0, ctx->comm,
+                         MPI_STATUS_IGNORE));
+    return MPQ_OK;
+}
+
 /* Collective. The evaluation of documents in groups: this rank runs groups
- * [glo, ghi) of mpq_eval_range over the groups; tokens and offsets (indexed
- * by document) are valid for their documents. */
+ * [glo, ghi) of mpq_eval_range over the groups (or its group under split
+ * roles, eval_role); tokens and offsets (indexed by document) are valid for
+ * their documents. */
 static mpq_err eval_groups(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const int32_t *tokens,
                            const int64_t *offsets, int64_t ndocs, const int64_t *gdoc,
                            int64_t ngroups, mpq_lm_result *out) {
@@ -305,10 +364,19 @@ static mpq_err eval_groups(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const i
     double *rec = NULL;
     const mpq_family_info *fi = mpq_family_get_info(f);
     lm_stream st = {.tokens = tokens, .offsets = offsets, .gdoc = gdoc};
-    mpq_eval_range(ctx, ngroups, &st.glo, &st.ghi);
+    const int role = eval_role(ctx, ref, ngroups);
+    if (role == ROLE_BOTH) {
+        mpq_eval_range(ctx, ngroups, &st.glo, &st.ghi);
+    } else {
+        st.glo = role == ROLE_MODEL       ? ctx->rank
+                 : role == ROLE_REFERENCE ? ctx->rank - ngroups
+                                          : ngroups;
+        st.ghi = role == ROLE_IDLE ? ngroups : st.glo + 1;
+    }
     st.lo = gdoc[st.glo];
     st.hi = gdoc[st.ghi];
-    const int64_t lo = st.lo, hi = st.hi;
+    /* the documents this rank scores: none where it runs the reference alone */
+    const int64_t lo = role == ROLE_REFERENCE ? st.hi : st.lo, hi = st.hi;
     int64_t maxn = 1;
     MPQ_ENSURE(fi->task == MPQ_TASK_LM, MPQ_ERR_ARG,
                "perplexity needs a language model, family '%s' is a classifier",
@@ -317,12 +385,12 @@ static mpq_err eval_groups(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const i
         MPQ_ENSURE(mpq_family_get_info(ref)->out_width == fi->out_width, MPQ_ERR_ARG,
                    "the reference model has %lld outputs, the model %lld",
                    (long long)mpq_family_get_info(ref)->out_width, (long long)fi->out_width);
-    for (int64_t d = lo; d < hi; d++) {
+    for (int64_t d = st.lo; d < st.hi; d++) {
         int64_t n = offsets[d + 1] - offsets[d];
         MPQ_ENSURE(n >= 0 && n <= fi->max_seq, MPQ_ERR_ARG,
                    "document %lld has %lld tokens (the model takes at most %lld)", (long long)d,
                    (long long)n, (long long)fi->max_seq);
-        maxn = n > maxn ? n : maxn;
+        maxn = n > maxn && d >= lo ? n : maxn;
     }
     int64_t nl = 0;
     MPQ_TRY(mpq_mul64(ctx, maxn, fi->out_width, "logits", &nl));
@@ -334,40 +402,34 @@ static mpq_err eval_groups(mpq_ctx *ctx, mpq_family *f, mpq_family *ref, const i
     MPQ_TRY(mpq_stage_start(ctx, MPQ_STAGE_EVAL_FORWARD));
     mpq_progress pr;
     int64_t done = 0;
-    mpq_progress_begin(ctx, &pr, "evaluating documents", "blocks", fi->nblocks * (ref ? 2 : 1) + 1);
+    mpq_progress_begin(ctx, &pr, "evaluating documents", "blocks",
+                       fi->nblocks * (ref && role == ROLE_BOTH ? 2 : 1) + 1);
     /* With a reference the stream runs two models: each line says which. */
-    mpq_progress_model(&pr, ref ? "quantized model" : NULL);
-    MPQ_TRY(stream_blocks(ctx, f, &st, st.x, "the model", &pr, &done));
-    if (ref) {
+    mpq_progress_model(&pr, ref && role != ROLE_REFERENCE ? "quantized model" : NULL);
+    if (role != ROLE_REFERENCE && role != ROLE_IDLE)
+        MPQ_TRY(stream_blocks(ctx, f, &st, st.x, "the model", &pr, &done));
+    if (ref && (role == ROLE_BOTH || role == ROLE_REFERENCE)) {
         mpq_progress_model(&pr, "full-precision reference");
         MPQ_TRY(stream_blocks(ctx, ref, &st, st.rx, "the reference", &pr, &done));
         mpq_progress_model(&pr, "quantized model and full-precision reference");
     }
-    /* the head one document at a time: its logits are the largest buffer */
-    const int64_t w = mpq_family_width(f, fi->nblocks);
-    for (int64_t g = st.glo; g < st.ghi; g++)
-        for (int64_t d = gdoc[g]; d < gdoc[g + 1]; d++) {
-            const int64_t n = offsets[d + 1] - offsets[d];
-            const int64_t row = offsets[gdoc[g]] - offsets[lo];
-            const int64_t in_group = offsets[d] - offsets[gdoc[g]];
-            double *r = rec + (d - lo) * R_K;
-            if (n < 2)
-                continue;
-            MPQ_TRY(mpq_family_head(ctx, f, st.x + row * st.wmax + in_group * w, n, logits));
-            MPQ_TRY(logits_check(ctx, d, n, fi->out_width, logits, "the model"));
-            if (ref) {
-                MPQ_TRY(
-                    mpq_family_head(ctx, ref, st.rx + row * st.wmax + in_group * w, n, rlogits));
-                MPQ_TRY(logits_check(ctx, d, n, fi->out_width, rlogits, "the reference"));
-            }
-            MPQ_TRY(score_doc(ctx, d, tokens + offsets[d], n, fi->out_width, logits, rlogits, r));
-        }
+    if (role == ROLE_BOTH)
+        MPQ_TRY(score_groups(ctx, f, ref, &st, logits, rlogits, rec));
     mpq_progress_update(ctx, &pr, ++done);
     mpq_progress_end(ctx, &pr);
-    MPQ_TRY(mpq_stage_stop(ctx, MPQ_STAGE_EVAL_FORWARD));
 cleanup:
-    stream_free(&st);
+    /* split roles: every rank is here once, whatever failed where; the
+     * reference's activations move only when every pass succeeded */
     err = mpq_agree(ctx, err);
+    if (err == MPQ_OK && role != ROLE_BOTH) {
+        err = share_reference(ctx, &st, role, ngroups);
+        if (err == MPQ_OK && role == ROLE_MODEL)
+            err = score_groups(ctx, f, ref, &st, logits, rlogits, rec);
+        err = mpq_agree(ctx, err);
+    }
+    if (err == MPQ_OK)
+        err = mpq_stage_stop(ctx, MPQ_STAGE_EVAL_FORWARD);
+    stream_free(&st);
     if (err == MPQ_OK) {
         double s[R_K];
         err = mpq_eval_ordered_sum_at(ctx, ndocs, lo, hi, R_K, rec, s);

@@ -95,8 +95,8 @@ static void test_lm_figures_vs_direct(void **state) {
     /* The documents go through the model in the evaluation's groups (at
      * most MPQ_EVAL_BATCH_TOKENS tokens of consecutive documents), here
      * whole networks on each group's batch. */
-    long double nll = 0, kl = 0;
-    int64_t npred = 0, agree = 0, ngroups = 0;
+    long double nll = 0, kl = 0, nll0 = 0, kl0 = 0;
+    int64_t npred = 0, agree = 0, ngroups = 0, npred0 = 0, agree0 = 0;
     int64_t lens[40], g0[41];
     assert_true(nd <= 40);
     for (int64_t d = 0, rows = 0; d < nd; d++) {
@@ -139,12 +139,25 @@ static void test_lm_figures_vs_direct(void **state) {
                 agree += aq == ap;
                 npred++;
             }
+        if (g == 0)
+            nll0 = nll, kl0 = kl, npred0 = npred, agree0 = agree;
     }
     assert_int_equal(r.predictions, npred);
     assert_true(fabsl(r.nll - nll) <= 1e-9L * fabsl(nll));
     assert_true(fabsl(r.kld - kl / npred) <= 1e-6L * fabsl(kl / npred) + 1e-12L);
     assert_true(fabs(r.top1_agreement - (double)agree / (double)npred) < 1e-15);
     assert_true(r.kld > 0.0);
+    /* The first group alone: on 2 and 4 ranks its model and its reference
+     * run on different ranks (eval.c, split roles), the figures as above. */
+    MPQ_ASSERT_OK(ctx, mpq_eval_lm_tokens(ctx, x->f2, x->f, tok, off, g0[1], &r));
+    assert_int_equal(r.predictions, npred0);
+    assert_true(fabsl(r.nll - nll0) <= 1e-9L * fabsl(nll0));
+    assert_true(fabsl(r.kld - kl0 / npred0) <= 1e-6L * fabsl(kl0 / npred0) + 1e-12L);
+    assert_true(fabs(r.top1_agreement - (double)agree0 / (double)npred0) < 1e-15);
+    double mine[3] = {r.nll, r.kld, r.top1_agreement}, mx[3], mn[3];
+    MPI_Allreduce(mine, mx, 3, MPI_DOUBLE, MPI_MAX, ctx->comm);
+    MPI_Allreduce(mine, mn, 3, MPI_DOUBLE, MPI_MIN, ctx->comm);
+    assert_true(mx[0] == mn[0] && mx[1] == mn[1] && mx[2] == mn[2]);
     MPQ_ASSERT_OK(ctx, mpq_family_set_weight(ctx, x->f2, 6, w0)); /* restore */
     free(w), free(w0), free(lq), free(lp);
     mpq_free(text), mpq_free(docs), mpq_free(tok), mpq_free(off);
