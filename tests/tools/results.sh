@@ -40,6 +40,11 @@
 #   --no-sweeps         skip part 3
 #   --no-study          skip part 4
 #   --study-plot FILE   copy the study's plot (PNG, needs gnuplot) to FILE
+#   --study-from FILE   instead of running part 4, carry its two sections over
+#                       from an earlier output FILE, headed by the commit and
+#                       date they were measured at (for a change that leaves
+#                       the study's figures alone: part 4 takes hours; not
+#                       the file the output goes to, which the shell empties)
 #   --no-bench          skip part 5
 #   --skip-bench REGEX  skip the benchmarks whose ctest name matches (ctest -E)
 #   --all-bench         also run benchmarks that need more ranks than cores
@@ -53,6 +58,7 @@ usage() {
 }
 
 np=2 variants=1 sweeps=1 study=1 bench=1 all_bench=0 skip_bench="" build="" study_plot=""
+study_from=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --np) np=${2:?--np needs a value}; shift ;;
@@ -60,6 +66,7 @@ while [ $# -gt 0 ]; do
     --no-sweeps) sweeps=0 ;;
     --no-study) study=0 ;;
     --study-plot) study_plot=${2:?--study-plot needs a file}; shift ;;
+    --study-from) study_from=${2:?--study-from needs a file}; study=0; shift ;;
     --no-bench) bench=0 ;;
     --skip-bench) skip_bench=${2:?--skip-bench needs a regular expression}; shift ;;
     --all-bench) all_bench=1 ;;
@@ -74,6 +81,17 @@ src=$(cd "$(dirname "$0")/../.." && pwd)
 case "$build" in /*) ;; *) build=$PWD/$build ;; esac
 case "$study_plot" in "" | /*) ;; *) study_plot=$PWD/$study_plot ;; esac
 command -v jq >/dev/null || { echo "results.sh: jq is missing (Debian package jq)" >&2; exit 2; }
+if [ -n "$study_from" ]; then
+    from_commit=$(sed -n 's/^| commit | \(.*\) |$/\1/p' "$study_from" 2>/dev/null)
+    from_date=$(sed -n 's/^| date | \(.*\) |$/\1/p' "$study_from" 2>/dev/null)
+    grep -q '^## Rounding study$' "$study_from" 2>/dev/null && [ -n "$from_commit" ] || {
+        echo "results.sh: --study-from $study_from: no results file with a commit and a" \
+            "'## Rounding study' section" >&2
+        exit 2
+    }
+    study_copy=$(mktemp)
+    sed -n '/^## Rounding study$/,/^## Benchmarks$/p' "$study_from" | sed '$d' >"$study_copy"
+fi
 
 say() { printf '[results %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -173,7 +191,9 @@ date0=$(date -u '+%Y-%m-%d %H:%M UTC')
 skipped=()
 [ $variants -eq 0 ] && skipped+=("the variants (--no-variants)")
 [ $sweeps -eq 0 ] && skipped+=("the sweeps (--no-sweeps)")
-[ $study -eq 0 ] && skipped+=("the rounding study (--no-study)")
+[ $study -eq 0 ] && [ -z "$study_from" ] && skipped+=("the rounding study (--no-study)")
+[ -n "$study_from" ] &&
+    skipped+=("the rounding study, carried over from the run at commit $from_commit ($from_date)")
 [ $bench -eq 0 ] && skipped+=("all benchmarks (--no-bench)")
 [ $bench -eq 1 ] && [ -n "$skip_bench" ] && skipped+=("the benchmarks matching \`$skip_bench\` (--skip-bench)")
 # Benchmarks to run, and those left out for needing more ranks than cores.
@@ -492,6 +512,17 @@ if [ $study -eq 1 ]; then
         [ -f "$d/pareto.md" ] && cat "$d/pareto.md" || echo "failed: no table"
         echo
     } >>"$out"
+fi
+
+if [ -n "$study_from" ]; then
+    {
+        echo "## Rounding study"
+        echo
+        echo "This section and the next are those of the run at commit $from_commit"
+        echo "($from_date), not measured again (\`--study-from\`)."
+        sed '1d' "$study_copy"
+    } >>"$out"
+    rm -f "$study_copy"
 fi
 
 # ---- 5. benchmarks -------------------------------------------------------------------------
