@@ -8,7 +8,10 @@
  *                          factorisation time, rounding time, and the
  *                          rate of its flops (rows cols^2 for the updates,
  *                          as many for RTN's loss under the guard) as a
- *                          fraction of the DGEMM and SGEMM rates;
+ *                          fraction of the DGEMM and SGEMM rates, and with
+ *                          the factorisation (its time and the cols^3 / 3
+ *                          flops of a Cholesky) as a fraction of the rate
+ *                          of its precision's GEMM;
  *   {"bench":"learn"}      learned-rounding steps per second on 1024 x 1024,
  *                          flops 4 rows cols^2 per step, as a fraction of DGEMM;
  *   {"bench":"scaling"}    mpq_round_block on 8 layers of 512 x 512 (GPTQ and
@@ -134,8 +137,8 @@ static mpq_err bench_gptq(mpq_ctx *ctx, int64_t rows, int64_t cols, double dgemm
                act_order ? "act" : "natural", o.rtn_guard ? "true" : "false", pb->vform ? "V" : "U",
                pb->factor_single ? "float" : "double", (long long)rows, (long long)cols, tf, tr,
                rate, dgemm, sgemm, rate / dgemm, rate / sgemm,
-               work / (tf + tr) / 1e9 / (fl ? sgemm : dgemm), st.loss / rtn_loss,
-               fabs(st.loss - loss_double) / loss_double);
+               (work + (double)cols * cols * cols / 3.0) / (tf + tr) / 1e9 / (fl ? sgemm : dgemm),
+               st.loss / rtn_loss, fabs(st.loss - loss_double) / loss_double);
         fflush(stdout);
         mpq_qparams_destroy(&p);
         mpq_round_problem_destroy(&pb);
