@@ -126,7 +126,8 @@ static mpq_err bench_gptq(mpq_ctx *ctx, int64_t rows, int64_t cols, double dgemm
         const double work = (o.rtn_guard ? 2.0 : 1.0) * rows * (double)cols * cols;
         double rate = work / tr / 1e9;
         loss_double = fl ? loss_double : st.loss;
-        rtn_loss = o.rtn_guard ? st.rtn_loss : rtn_loss; /* unguarded: the runs' common RTN */
+        /* unguarded: the last guarded run's RTN loss (the same RTN codes) */
+        rtn_loss = o.rtn_guard ? st.rtn_loss : rtn_loss;
         printf("{\"bench\":\"gptq\",\"precision\":\"%s\",\"groups\":\"%s\",\"order\":\"%s\","
                "\"rtn_guard\":%s,"
                "\"form\":\"%s\",\"factor_precision\":\"%s\",\"rows\":%lld,\"cols\":%lld,"

@@ -18,10 +18,11 @@
 #
 # One JSON line per rank count, from its fastest run (repeats: how many
 # ran): total_s and every stage's time (max over ranks), each stage's
-# speed-up against the first rank count run, the parallel efficiency of the whole run, and peak RSS per rank; and the rate
-# of H accumulation inside the run (stage hessian_accumulate, the slowest
-# rank, counting rows x d x (d + 1) per input group and its share of the
-# rows) as a fraction of DSYRK at the same widths, measured by BENCH_HESSIAN
+# speed-up against the first rank count run, the parallel efficiency of
+# the whole run, and peak RSS per rank; and the rate of H accumulation
+# inside the run (stage hessian_accumulate, the slowest rank, counting
+# rows x d x (d + 1) per input group and its share of the rows) as a
+# fraction of DSYRK at the same widths, measured by BENCH_HESSIAN
 # (one rank, before the runs).
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
