@@ -701,7 +701,9 @@ mpq_err mpq_round_tile(mpq_ctx *ctx, const mpq_round_opts *o, const mpq_round_me
                        pb->name, method->name, (unsigned)k, (long long)(r0 + i), (long long)c);
         }
     }
-    if (!st->row_loss_set && measured)
+    if (!st->row_loss_set && measured && is_rtn && o->rtn_guard)
+        memcpy(lm, lr, (size_t)nr * sizeof *lm); /* rtn's codes are rcodes, measured above */
+    else if (!st->row_loss_set && measured)
         MPQ_TRY(codes_loss(ctx, pb, p, r0, r1, codes, qrow, D, T, lm));
     st->row_loss = NULL;
     double loss = 0.0, rtn = 0.0;
