@@ -12,14 +12,24 @@
 #   MPQ_BENCH_RANKS   rank counts, default "1 2 4" without those above the
 #                     number of cores (reported as skipped)
 #   MPQ_BENCH_TOKENS  calibration "SEGMENTS SEQ_LEN", default "32 256"
-#   MPQ_BENCH_REPEAT  runs per rank count, default 2: the fastest is
-#                     reported (other jobs on a shared machine only ever
-#                     slow a run down, and a run on every core the most)
+#   MPQ_BENCH_REPEAT  repetitions, default 3, each running every rank
+#                     count in turn: the fastest run of each is reported
+#                     (other jobs on a shared machine only ever slow a run
+#                     down, and a run on every core the most)
+#
+# With N > 1 ranks, each repetition also starts N single-rank runs of the
+# same job at once (unbound, each writing its own checkpoint): the time of
+# the slowest, best over the repetitions, is what the machine gives N
+# independent jobs, with its caches, memory bandwidth and clock shared as
+# the N ranks share them. Against it, the speed-up the machine allows and
+# the run's efficiency without the machine's share of the loss.
 #
 # One JSON line per rank count, from its fastest run (repeats: how many
-# ran): total_s and every stage's time (max over ranks), each stage's
-# speed-up against the first rank count run, the parallel efficiency of
-# the whole run, and peak RSS per rank; and the rate of H accumulation
+# ran): total_s, the speed-up and parallel efficiency against the first
+# rank count, concurrent_singles_s with speedup_bound (N x the 1-rank time
+# over it) and efficiency_vs_concurrent (it over N x total_s), every
+# stage's time (max over ranks) with its speed-up against the first rank
+# count, and peak RSS per rank; and the rate of H accumulation
 # inside the run (stage hessian_accumulate, the slowest rank, counting
 # rows x d x (d + 1) per input group and its share of the rows) as a
 # fraction of DSYRK at the same widths, measured by BENCH_HESSIAN
@@ -42,35 +52,81 @@ dsyrk1024=$(cat "$dir/dsyrk1024")
 dsyrk2816=$(cat "$dir/dsyrk2816")
 read -r segs seqlen <<<"${MPQ_BENCH_TOKENS:-32 256}"
 bench_llama "$mkllama" 1024 2816 8 16 16 "$segs" "$seqlen"
-first=""
+# The rank counts to run: those above the number of cores are reported as
+# skipped unless MPQ_BENCH_RANKS names them.
+ranks=""
 for np in ${MPQ_BENCH_RANKS:-1 2 4}; do
     if [ -z "${MPQ_BENCH_RANKS:-}" ] && ((np > $(nproc))); then
         printf '{"bench":"run","ranks":%d,"skipped":"needs %d cores, the machine has %d"}\n' \
             "$np" "$np" "$(nproc)"
-        continue
+    else
+        ranks="$ranks $np"
     fi
-    rm -f "$dir/now.json"
-    for rep in $(seq "${MPQ_BENCH_REPEAT:-2}"); do
+done
+# Keeps $dir/best$1.json, the run of $2 (--json output) with the smaller
+# total time: the stage times (max over ranks) and memory of that run.
+keep_best() {
+    tail -n 1 "$2" | jq -c '{ranks: .ranks, times: (.times | map_values(.max)),
+                             rss: .peak_rss_mib.max}' >"$dir/rep.json" || return 1
+    if [ ! -f "$dir/best$1.json" ] ||
+        jq -e --slurpfile n "$dir/best$1.json" '.times.total < $n[0].times.total' \
+            "$dir/rep.json" >/dev/null; then
+        mv "$dir/rep.json" "$dir/best$1.json"
+    fi
+}
+# NP single-rank runs of the same job at once, each with its own output,
+# unbound (the scheduler gives each a core): what the machine does with NP
+# independent jobs. Keeps $dir/concNP.json, the slowest of them, when it
+# beats the one kept.
+concurrent() {
+    local n=$1 i pids="" bad=0
+    for i in $(seq "$n"); do
+        sed "s#$dir/out.h5#$dir/out-c$i.h5#" "$dir/run.cfg" >"$dir/run-c$i.cfg"
+        $MPQ_MPIEXEC -n 1 --bind-to none "$MPQ_BIN" run "$dir/run-c$i.cfg" --json -q \
+            >"$dir/c$i.out" 2>"$dir/c$i.err" &
+        pids="$pids $!"
+    done
+    for i in $pids; do wait "$i" || bad=1; done
+    if [ "$bad" -ne 0 ]; then
+        fail "a concurrent single-rank run failed: $(head -c 2000 "$dir"/c*.err)"
+        return
+    fi
+    for i in $(seq "$n"); do tail -n 1 "$dir/c$i.out"; done |
+        jq -s -c '{total: (map(.times.total.max) | max)}' >"$dir/rep.json"
+    if [ ! -f "$dir/conc$n.json" ] ||
+        jq -e --slurpfile n "$dir/conc$n.json" '.total < $n[0].total' "$dir/rep.json" \
+            >/dev/null; then
+        mv "$dir/rep.json" "$dir/conc$n.json"
+    fi
+}
+# Repetitions interleave the rank counts, so that a slow spell of a shared
+# machine falls on all of them alike.
+for rep in $(seq "${MPQ_BENCH_REPEAT:-3}"); do
+    for np in $ranks; do
         run $MPQ_MPIEXEC -n "$np" "$MPQ_BIN" run "$dir/run.cfg" --json -q
         expect_rc 0
-        [ "$RC" -eq 0 ] || continue
-        last_json | jq -c '{ranks: .ranks, times: (.times | map_values(.max)),
-                            rss: .peak_rss_mib.max}' >"$dir/rep.json"
-        # the fastest repetition, stage times and memory of that run
-        if [ ! -f "$dir/now.json" ] ||
-            jq -e --slurpfile n "$dir/now.json" '.times.total < $n[0].times.total' \
-                "$dir/rep.json" >/dev/null; then
-            mv "$dir/rep.json" "$dir/now.json"
-        fi
+        [ "$RC" -eq 0 ] && keep_best "$np" "$OUT"
+        ((np > 1)) && concurrent "$np"
     done
-    [ -f "$dir/now.json" ] || continue
-    [ -n "$first" ] || first=$(cat "$dir/now.json")
+done
+first=""
+for np in $ranks; do
+    [ -f "$dir/best$np.json" ] || continue
+    [ -n "$first" ] || first=$(cat "$dir/best$np.json")
+    conc=null
+    [ -f "$dir/conc$np.json" ] && conc=$(jq .total "$dir/conc$np.json")
     jq -c --argjson f "$first" --arg segs "$segs" --arg len "$seqlen" \
-        --argjson rep "${MPQ_BENCH_REPEAT:-2}" '
+        --argjson rep "${MPQ_BENCH_REPEAT:-3}" --argjson conc "$conc" '
         {bench: "run", model: "llama 1024 x 2816, 8 layers", calibration_tokens:
          (($segs | tonumber) * ($len | tonumber)), ranks: .ranks, repeats: $rep,
          total_s: .times.total,
+         speedup: ($f.times.total / .times.total),
          efficiency_vs_first: ($f.times.total / .times.total * $f.ranks / .ranks),
+         concurrent_singles_s: $conc,
+         speedup_bound: (if $conc == null or $f.ranks != 1 then null
+                         else .ranks * $f.times.total / $conc end),
+         efficiency_vs_concurrent: (if $conc == null then null
+                                    else $conc / (.ranks * .times.total) end),
          stages: (.times | with_entries(select(.key != "total" and .value > 0.05)
                   | .value = {s: .value, speedup: ($f.times[.key] / .value)})),
          peak_rss_mib: .rss,
@@ -80,6 +136,6 @@ for np in ${MPQ_BENCH_RANKS:-1 2 4}; do
                 ratio_vs_dsyrk: (($rows * 3 * 1024 * 1025 / ($d1 * 1e9)
                                   + $rows * 2816 * 2817 / ($d2 * 1e9))
                                  / .times.hessian_accumulate)})}' \
-        --argjson d1 "$dsyrk1024" --argjson d2 "$dsyrk2816" "$dir/now.json"
+        --argjson d1 "$dsyrk1024" --argjson d2 "$dsyrk2816" "$dir/best$np.json"
 done
 finish
