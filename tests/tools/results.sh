@@ -42,7 +42,8 @@
 #   --study-plot FILE   copy the study's plot (PNG, needs gnuplot) to FILE
 #   --study-from FILE   instead of running part 4, carry its two sections over
 #                       from an earlier output FILE, headed by the commit and
-#                       date they were measured at (for a change that leaves
+#                       date they were measured at, which a FILE carried
+#                       over itself names (for a change that leaves
 #                       the study's figures alone: part 4 takes hours; not
 #                       the file the output goes to, which the shell empties)
 #   --no-bench          skip part 5
@@ -91,6 +92,15 @@ if [ -n "$study_from" ]; then
     }
     study_copy=$(mktemp)
     sed -n '/^## Rounding study$/,/^## Benchmarks$/p' "$study_from" | sed '$d' >"$study_copy"
+    # a study FILE carried over itself: the run that measured it (the last
+    # such header), each header's two lines and the blank line after them
+    # dropped
+    carried='^This section and the next are those of the run at commit '
+    if grep -q "$carried" "$study_copy"; then
+        from_commit=$(sed -n "s/${carried}\(.*\)\$/\1/p" "$study_copy" | tail -n 1)
+        from_date=$(sed -n 's/^(\(.*\)), not measured again.*$/\1/p' "$study_copy" | tail -n 1)
+        sed -i "/${carried}/{N;N;d}" "$study_copy"
+    fi
 fi
 
 say() { printf '[results %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
