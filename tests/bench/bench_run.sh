@@ -63,16 +63,19 @@ for np in ${MPQ_BENCH_RANKS:-1 2 4}; do
         ranks="$ranks $np"
     fi
 done
-# Keeps $dir/best$1.json, the run of $2 (--json output) with the smaller
-# total time: the stage times (max over ranks) and memory of that run.
-keep_best() {
-    tail -n 1 "$2" | jq -c '{ranks: .ranks, times: (.times | map_values(.max)),
-                             rss: .peak_rss_mib.max}' >"$dir/rep.json" || return 1
-    if [ ! -f "$dir/best$1.json" ] ||
-        jq -e --slurpfile n "$dir/best$1.json" '.times.total < $n[0].times.total' \
-            "$dir/rep.json" >/dev/null; then
-        mv "$dir/rep.json" "$dir/best$1.json"
+# keep_faster NEW KEPT: NEW (a JSON file with .total) replaces KEPT when
+# KEPT is missing or slower.
+keep_faster() {
+    if [ ! -f "$2" ] || jq -e --slurpfile n "$2" '.total < $n[0].total' "$1" >/dev/null; then
+        mv "$1" "$2"
     fi
+}
+# Keeps $dir/best$1.json, the faster of it and the run of $2 (--json
+# output): the total, the stage times (max over ranks) and memory.
+keep_best() {
+    tail -n 1 "$2" | jq -c '{ranks: .ranks, total: .times.total.max,
+                             times: (.times | map_values(.max)), rss: .peak_rss_mib.max}' \
+        >"$dir/rep.json" && keep_faster "$dir/rep.json" "$dir/best$1.json"
 }
 # NP single-rank runs of the same job at once, each with its own output,
 # unbound (the scheduler gives each a core): what the machine does with NP
@@ -80,6 +83,7 @@ keep_best() {
 # beats the one kept.
 concurrent() {
     local n=$1 i pids="" bad=0
+    LAST_CMD="$n x $MPQ_MPIEXEC -n 1 --bind-to none $MPQ_BIN run $dir/run-cI.cfg --json -q"
     for i in $(seq "$n"); do
         sed "s#$dir/out.h5#$dir/out-c$i.h5#" "$dir/run.cfg" >"$dir/run-c$i.cfg"
         $MPQ_MPIEXEC -n 1 --bind-to none "$MPQ_BIN" run "$dir/run-c$i.cfg" --json -q \
@@ -92,12 +96,8 @@ concurrent() {
         return
     fi
     for i in $(seq "$n"); do tail -n 1 "$dir/c$i.out"; done |
-        jq -s -c '{total: (map(.times.total.max) | max)}' >"$dir/rep.json"
-    if [ ! -f "$dir/conc$n.json" ] ||
-        jq -e --slurpfile n "$dir/conc$n.json" '.total < $n[0].total' "$dir/rep.json" \
-            >/dev/null; then
-        mv "$dir/rep.json" "$dir/conc$n.json"
-    fi
+        jq -s -c '{total: (map(.times.total.max) | max)}' >"$dir/rep.json" &&
+        keep_faster "$dir/rep.json" "$dir/conc$n.json"
 }
 # Repetitions interleave the rank counts, so that a slow spell of a shared
 # machine falls on all of them alike.
