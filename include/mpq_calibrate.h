@@ -5,12 +5,24 @@
  * Samples are grouped into chunks of `chunk_samples` consecutive samples;
  * chunk c belongs to rank c % size. A rank keeps the activations of its own
  * samples between blocks (memory: its rows x the block's width). For block
- * b, every owned chunk is run through the block as one batch (the same
- * batch whichever rank runs it); the family's hook hands over each layer
- * input, which is accumulated into the statistic of the layer's input group
- * (q/k/v share one, gate/up share one) inside that chunk; then the
- * statistics are reduced exactly. H is therefore bit-identical for any
- * number of ranks (given chunk_samples).
+ * b, the chunks go through the block in rounds (round k: every rank's k-th
+ * chunk), each chunk in fixed units of samples (MPQ_CALIB_UNIT_ROWS), one
+ * forward pass per unit whichever rank runs it; the family's hook hands
+ * over each layer input, which is accumulated into the statistic of the
+ * layer's input group (q/k/v share one, gate/up share one) inside that
+ * chunk; then the statistics are reduced exactly. H is therefore
+ * bit-identical for any number of ranks (given chunk_samples).
+ *
+ * A round with fewer chunks than ranks (the last one, or the only one when
+ * samples are few) is shared: the m chunks' owners are joined by the ranks
+ * without a chunk (chunk j by ranks j + m, j + 2m, ...), the owner sends
+ * each helper the input rows of its part of the units (split by rows), the
+ * outputs come back, and the statistics' rows go to the workers that fold
+ * the chunk's panels, split between them (mpq_hshare, mpq_hessian.h). The
+ * partials are the same GEMMs over the same rows, so H keeps its bits, and
+ * no rank idles in the forward passes or the folds. A helper holds its part's
+ * input and output and, for the statistics it folds, the chunk's rows (as
+ * the owner does).
  *
  * Propagation: mpq_calib_block with advance = 1 replaces the activations by
  * the block's output computed with the block's current weights in the same
@@ -142,6 +154,10 @@ typedef struct mpq_calib mpq_calib;
 #define MPQ_CALIB_AUTO_MIN_ROWS 2048
 #define MPQ_CALIB_AUTO_MAX      8
 int64_t mpq_calib_chunk_samples(int64_t requested, int64_t nsamples, int64_t rows);
+/* A chunk runs through a block in units: consecutive samples, each unit the
+ * fewest that make MPQ_CALIB_UNIT_ROWS rows (or the chunk's rest), one
+ * forward pass each, the same units whichever rank runs them. */
+#define MPQ_CALIB_UNIT_ROWS 256
 
 /* Local. Embeds this rank's chunks of `set` (which must outlive the
  * object) as the input of block 0; chunk_samples 0 = auto
@@ -166,13 +182,18 @@ mpq_err mpq_calib_block(struct mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_
 mpq_err mpq_calib_block_owned(struct mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_log2,
                               const mpq_hset *sets, int per_stat, int advance, int64_t *nstats,
                               mpq_hstat ***stats, int64_t **groups);
-/* Local. Runs block b on the activations without measuring (quantized
- * propagation after substituting the block's weights). */
+/* Runs block b on the activations without measuring (quantized
+ * propagation after substituting the block's weights). Collective when a
+ * round is shared (fewer chunks than ranks in the last round; errors are
+ * then agreed), else local. */
 mpq_err mpq_calib_advance(struct mpq_ctx *ctx, mpq_calib *c, int64_t b);
 /* The block whose input the activations currently are. */
 int64_t mpq_calib_next_block(const mpq_calib *c);
 /* Local. Activation rows this rank holds (the rows of its chunks). */
 int64_t mpq_calib_rows(const mpq_calib *c);
+/* Local. Rows this rank ran through the last block (its chunks, or its
+ * parts of shared chunks). */
+int64_t mpq_calib_rows_run(const mpq_calib *c);
 /* Local. The chunks: how many in all (over the ranks), how many this rank
  * holds, and this rank's i-th one: its global index, its batch, and *x its
  * rows of the current activations [batch.rows][width(next block)] (valid

@@ -117,11 +117,13 @@ typedef struct mpq_hstat {
     uint64_t *acc;      /* [d(d+1)/2][3] packed upper triangle, column by column (not
                            on the other ranks of a streamed statistic) */
     uint64_t *fxbuf;    /* streamed, not root: one panel's entries on their way out */
+    uint64_t *fxmore;   /* streamed, not root, shared chunks: a second panel, and zeros */
     double *part;       /* [MPQ_HSTAT_PANEL][<= d] column-major panel of the chunk partial */
     double *rowbuf;     /* [rowbuf_cap][d] the open chunk's rows, in double */
     int64_t rowbuf_n;   /* rows in rowbuf */
     int64_t rowbuf_cap; /* rows rowbuf has room for */
     int64_t chunk_rows; /* rows in the open chunk */
+    int64_t folded;     /* chunk panels this rank folded (local, never reduced) */
     int in_chunk;
 } mpq_hstat;
 
@@ -153,6 +155,39 @@ mpq_err mpq_hstat_accumulate(struct mpq_ctx *ctx, mpq_hstat *st, const float *x,
  * agreed). Closes the chunk and folds its partial exactly into the
  * fixed-point accumulator. An empty chunk is allowed (adds nothing). */
 mpq_err mpq_hstat_end_chunk(struct mpq_ctx *ctx, mpq_hstat *st);
+
+/* A chunk shared by several ranks (mpq_calibrate.h): each accumulates the
+ * rows it computed, the rows go to the ranks that fold, and each of those
+ * folds some of the panels of MPQ_HSTAT_PANEL columns. Every panel's
+ * partial is the same GEMM over all the chunk's rows whichever rank
+ * computes it, and the fixed-point sums are exact, so H keeps its bits.
+ * Panel p is folded by worker ((p + offset) % step) % nworkers; a streamed
+ * statistic goes step panels at a time (each worker folding its panels of
+ * the step, then the step's reductions), so the workers fold at once and
+ * hold two panels at most. The plain case: {0, 1, 1, 0}. */
+typedef struct mpq_hshare {
+    int worker, nworkers, step;
+    int64_t offset;
+} mpq_hshare;
+static inline int mpq_hshare_worker(const mpq_hshare *s, int64_t p) {
+    return (int)(((p + s->offset) % s->step) % s->nworkers);
+}
+/* The panels of the triangle: ceil(d / MPQ_HSTAT_PANEL). */
+int64_t mpq_hstat_npanels(const mpq_hstat *st);
+/* Local. The open chunk's rows so far become rows [first, first + n) of a
+ * chunk of `total` rows (moved there; first + n <= total), room is made for
+ * all of them, and *rows points at the chunk's rows in double [total][d],
+ * where the other ranks' rows are to be received as those ranks hold them. */
+mpq_err mpq_hstat_chunk_place(struct mpq_ctx *ctx, mpq_hstat *st, int64_t first, int64_t total,
+                              double **rows);
+/* Like mpq_hstat_end_chunk, folding only this worker's panels (sh NULL:
+ * all), which need every row of the chunk in place; the chunk adds `count`
+ * rows to the count (and one chunk when count > 0), so that one of the
+ * ranks sharing it counts it. Every rank of a streamed statistic passes the
+ * same step. mpq_hstat_end_chunk is this with NULL and the rows
+ * accumulated. */
+mpq_err mpq_hstat_end_chunk_part(struct mpq_ctx *ctx, mpq_hstat *st, const mpq_hshare *sh,
+                                 int64_t count);
 
 /* Collective over ctx->comm (every rank calls it for the same statistics in
  * the same order). Sums the accumulators exactly; target = MPQ_HSTAT_ALL

@@ -308,29 +308,14 @@ mpq_err mpq_calib_set_from_config_family(mpq_ctx *ctx, const mpq_config *cfg, mp
 
 /* ---- the block loop ------------------------------------------------------ */
 
-struct mpq_calib {
-    mpq_family *f;
-    const mpq_family_info *info;
-    const mpq_calib_set *set;
-    int64_t chunk_samples;
-    int64_t nchunks_mine;
-    int64_t rounds;   /* chunks of the rank with the most: ceil(chunks / ranks) */
-    int64_t *chunk;   /* [nchunks_mine] chunk indices owned by this rank */
-    int64_t *row_off; /* [nchunks_mine + 1] first row of each owned chunk in x */
-    int64_t rows;     /* rows of all owned chunks */
-    int64_t next;     /* block whose input x is */
-    float *x, *y;     /* [rows][width] activations and the next block's buffer */
-    int64_t cap_x, cap_y;
-};
-
-static void chunk_samples_of(const mpq_calib *c, int64_t chunk, int64_t *s0, int64_t *s1) {
+void mpq_calib_chunk_range(const mpq_calib *c, int64_t chunk, int64_t *s0, int64_t *s1) {
     *s0 = chunk * c->chunk_samples;
     *s1 = *s0 + c->chunk_samples < c->set->nsamples ? *s0 + c->chunk_samples : c->set->nsamples;
 }
 
 static mpq_batch batch_of(const mpq_calib *c, int64_t chunk) {
     int64_t s0, s1;
-    chunk_samples_of(c, chunk, &s0, &s1);
+    mpq_calib_chunk_range(c, chunk, &s0, &s1);
     const mpq_calib_set *set = c->set;
     mpq_batch b = {.nseq = s1 - s0,
                    .len = set->len + s0,
@@ -340,7 +325,7 @@ static mpq_batch batch_of(const mpq_calib *c, int64_t chunk) {
     return b;
 }
 
-static mpq_err ensure_cap(mpq_ctx *ctx, float **p, int64_t *cap, int64_t n) {
+mpq_err mpq_calib_ensure_cap(mpq_ctx *ctx, float **p, int64_t *cap, int64_t n) {
     if (n <= *cap)
         return MPQ_OK;
     mpq_free(*p);
@@ -373,6 +358,8 @@ void mpq_calib_destroy(mpq_calib **pc) {
     mpq_free(c->row_off);
     mpq_free(c->x);
     mpq_free(c->y);
+    mpq_free(c->hx);
+    mpq_free(c->hy);
     mpq_free(c);
     *pc = NULL;
 }
@@ -423,7 +410,7 @@ mpq_err mpq_calib_create(mpq_ctx *ctx, mpq_family *f, const mpq_calib_set *set,
     c->rows = c->row_off[c->nchunks_mine];
     c->rounds = (nchunks + ctx->size - 1) / ctx->size;
     int64_t w = mpq_family_width(f, 0);
-    MPQ_TRY(ensure_cap(ctx, &c->x, &c->cap_x, c->rows * w > 0 ? c->rows * w : 1));
+    MPQ_TRY(mpq_calib_ensure_cap(ctx, &c->x, &c->cap_x, c->rows * w > 0 ? c->rows * w : 1));
     for (int64_t k = 0; k < c->nchunks_mine; k++) {
         mpq_batch b = batch_of(c, c->chunk[k]);
         MPQ_TRY(mpq_family_embed(ctx, f, &b, c->x + c->row_off[k] * w));
@@ -439,71 +426,16 @@ int64_t mpq_calib_next_block(const mpq_calib *c) {
     return c->next;
 }
 
+int64_t mpq_calib_rows_run(const mpq_calib *c) {
+    return c->rows_run;
+}
+
 int64_t mpq_calib_rows(const mpq_calib *c) {
     return c->rows;
 }
 
-typedef struct hook_state {
-    const mpq_family_info *info;
-    int64_t b;
-    int64_t *stat_of_layer; /* [nlayers] statistic index or -1 */
-    mpq_hstat **stats;
-} hook_state;
-
-static mpq_err accumulate_hook(mpq_ctx *ctx, void *ud, int64_t layer, const float *x, int64_t rows,
-                               int64_t cols) {
-    hook_state *h = ud;
-    int64_t k = h->stat_of_layer[layer];
-    if (k < 0)
-        return MPQ_OK; /* not the first layer of its group: same input again */
-    MPQ_CALL(mpq_hstat_accumulate(ctx, h->stats[k], x, rows, cols));
-    return MPQ_OK;
-}
-
-/* Runs block b over every owned chunk (hook may be NULL), then makes the
- * output the current activations. */
-static mpq_err run_block(mpq_ctx *ctx, mpq_calib *c, int64_t b, hook_state *h) {
-    MPQ_CHECK(b == c->next, MPQ_ERR_ARG,
-              "calibration: block %lld requested but the activations are the input of block "
-              "%lld (blocks run in order)",
-              (long long)b, (long long)c->next);
-    int64_t win = mpq_family_width(c->f, b), wout = mpq_family_width(c->f, b + 1);
-    /* With statistics, chunk rounds in step: a streamed statistic sums each
-     * round's partials onto its root (collective; a rank past its last
-     * chunk takes part with no rows), so every local error is agreed
-     * first. */
-    mpq_err cap = ensure_cap(ctx, &c->y, &c->cap_y, c->rows * wout > 0 ? c->rows * wout : 1);
-    MPQ_CALL(h ? mpq_agree(ctx, cap) : cap);
-    for (int64_t k = 0; k < (h ? c->rounds : c->nchunks_mine); k++) {
-        mpq_err local = MPQ_OK;
-        if (h)
-            for (int64_t s = 0; h->stats[s] && local == MPQ_OK; s++)
-                local = mpq_hstat_begin_chunk(ctx, h->stats[s]);
-        if (local == MPQ_OK && k < c->nchunks_mine) {
-            mpq_batch bt = batch_of(c, c->chunk[k]);
-            local = mpq_family_block(ctx, c->f, b, &bt, c->x + c->row_off[k] * win,
-                                     c->y + c->row_off[k] * wout, h ? accumulate_hook : NULL, h);
-        }
-        if (!h) {
-            MPQ_CALL(local);
-            continue;
-        }
-        MPQ_CALL(mpq_agree(ctx, local));
-        for (int64_t s = 0; h->stats[s]; s++)
-            MPQ_CALL(mpq_hstat_end_chunk(ctx, h->stats[s]));
-    }
-    float *t = c->x;
-    c->x = c->y;
-    c->y = t;
-    int64_t tc = c->cap_x;
-    c->cap_x = c->cap_y;
-    c->cap_y = tc;
-    c->next = b + 1;
-    return MPQ_OK;
-}
-
 mpq_err mpq_calib_advance(mpq_ctx *ctx, mpq_calib *c, int64_t b) {
-    MPQ_CALL(run_block(ctx, c, b, NULL));
+    MPQ_CALL(mpq_calib_run_block(ctx, c, b, NULL));
     return MPQ_OK;
 }
 
@@ -586,17 +518,17 @@ mpq_err mpq_calib_block_owned(mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_l
         if (local == MPQ_OK)
             stat_of[groups[k]] = n++;
     }
-    hook_state h = {.info = info, .b = b, .stat_of_layer = stat_of, .stats = stats};
-    /* run_block is collective with statistics: the setup is agreed first */
+    mpq_calib_hook h = {.info = info, .stat_of_layer = stat_of, .stats = stats};
+    /* mpq_calib_run_block is collective with statistics: the setup is agreed first */
     MPQ_TRY(mpq_agree(ctx, local));
     if (advance) {
-        local = run_block(ctx, c, b, &h);
+        local = mpq_calib_run_block(ctx, c, b, &h);
     } else {
         /* Measure without keeping the output: run, then restore. */
         int64_t next = c->next;
         float *x = c->x;
         int64_t cap = c->cap_x;
-        local = run_block(ctx, c, b, &h);
+        local = mpq_calib_run_block(ctx, c, b, &h);
         if (local == MPQ_OK) {
             c->y = c->x;
             c->cap_y = c->cap_x;

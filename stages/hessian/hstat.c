@@ -220,6 +220,7 @@ void mpq_hstat_destroy(mpq_hstat **pst) {
     mpq_free(st->sumsq);
     mpq_free(st->acc);
     mpq_free(st->fxbuf);
+    mpq_free(st->fxmore);
     mpq_free(st->part);
     mpq_free(st->rowbuf);
     mpq_free(st);
@@ -309,55 +310,139 @@ static mpq_err reduce_words(mpq_ctx *ctx, uint64_t *p0, int64_t n, int target);
  * chunk, then onto the fixed-point grid. Locally into acc; streamed, each panel's
  * entries go onto the root's acc (in place there) with one reduction, so
  * every rank takes part in every panel even with no rows or an error. */
-static mpq_err fold_chunk(mpq_ctx *ctx, mpq_hstat *st, int k, int *bad) {
-    const int64_t d = st->d;
+/* The chunk's partial of panel [j0, j1) onto the fixed-point entries at dst. */
+static void fold_panel(mpq_ctx *ctx, mpq_hstat *st, int k, int64_t j0, int64_t j1, uint64_t *dst,
+                       int *bad) {
+    const int64_t d = st->d, p0 = packed_index(0, j0);
+    const int m = (int)j1, w = (int)(j1 - j0);
+    const double t0 = mpq_now();
+    cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, m, w, k, 1.0, st->rowbuf, (int)d,
+                st->rowbuf + j0, (int)d, 0.0, st->part, m);
+    for (int64_t j = j0; j < j1; j++) {
+        const double *col = st->part + (j - j0) * m;
+        uint64_t *a = dst + FX_WORDS * (packed_index(0, j) - p0);
+        for (int64_t i = 0; i <= j; i++)
+            *bad |= fx_add_double(a + FX_WORDS * i, col[i], st->lsb_exp);
+    }
+    (void)mpq_stage_add(ctx, MPQ_STAGE_HESSIAN_ACCUMULATE, mpq_now() - t0);
+    st->folded++;
+}
+
+/* Folds the k rows of the open chunk into the triangle. rowbuf is k rows
+ * of d doubles = a column-major d x k matrix A, and A A^T = X^T X. Panel by
+ * panel of columns [j0, j1): the rows [0, j1) of those columns (the upper
+ * triangle and the panel's diagonal block) in one GEMM over the whole
+ * chunk, then onto the fixed-point grid: locally into acc. Streamed, the
+ * panels go sh->step at a time: this rank folds its panels of the step
+ * (into acc on the root, else into fxbuf / fxmore), then each panel's
+ * entries go onto the root's acc (in place there) with one reduction, so
+ * every rank takes part in every panel even with no rows or an error. */
+static mpq_err fold_chunk(mpq_ctx *ctx, mpq_hstat *st, int k, const mpq_hshare *sh, int *bad,
+                          mpq_err *local) {
+    const int64_t d = st->d, npan = mpq_hstat_npanels(st);
     const int stream = streamed(ctx, st);
-    for (int64_t j0 = 0; j0 < d; j0 += MPQ_HSTAT_PANEL) {
-        const int64_t j1 = j0 + MPQ_HSTAT_PANEL < d ? j0 + MPQ_HSTAT_PANEL : d;
-        const int m = (int)j1, w = (int)(j1 - j0);
-        const int64_t p0 = packed_index(0, j0), np = packed_index(0, j1) - p0;
-        uint64_t *dst = st->acc ? st->acc + FX_WORDS * p0 : st->fxbuf;
-        if (!st->acc)
-            memset(dst, 0, (size_t)np * FX_WORDS * sizeof *dst);
-        if (k > 0) {
-            const double t0 = mpq_now();
-            cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, m, w, k, 1.0, st->rowbuf, (int)d,
-                        st->rowbuf + j0, (int)d, 0.0, st->part, m);
-            for (int64_t j = j0; j < j1; j++) {
-                const double *col = st->part + (j - j0) * m;
-                uint64_t *a = dst + FX_WORDS * (packed_index(0, j) - p0);
-                for (int64_t i = 0; i <= j; i++)
-                    *bad |= fx_add_double(a + FX_WORDS * i, col[i], st->lsb_exp);
-            }
-            (void)mpq_stage_add(ctx, MPQ_STAGE_HESSIAN_ACCUMULATE, mpq_now() - t0);
+    int64_t step = stream && sh ? sh->step : 1;
+    const int64_t big =
+        packed_index(0, d) - packed_index(0, d > MPQ_HSTAT_PANEL ? d - MPQ_HSTAT_PANEL : 0);
+    if (stream && !st->acc && step > 1 && !st->fxmore) {
+        /* a failure is reported after the reductions, which go on with zeros */
+        mpq_err e = mpq_malloc(ctx, 2 * big * FX_WORDS, sizeof *st->fxmore, (void **)&st->fxmore);
+        if (e != MPQ_OK) {
+            *local = *local == MPQ_OK ? e : *local;
+            k = 0;
+            step = 1;
         }
-        if (stream)
+    }
+    for (int64_t t0 = 0; t0 < npan; t0 += step) {
+        const int64_t t1 = t0 + step < npan ? t0 + step : npan;
+        uint64_t *src[2] = {st->fxbuf, st->fxmore};
+        int64_t held[2] = {-1, -1};
+        int nheld = 0;
+        for (int64_t p = t0; p < t1; p++) {
+            const int64_t j0 = p * MPQ_HSTAT_PANEL;
+            const int64_t j1 = j0 + MPQ_HSTAT_PANEL < d ? j0 + MPQ_HSTAT_PANEL : d;
+            const int64_t np = packed_index(0, j1) - packed_index(0, j0);
+            if (k == 0 || (sh && mpq_hshare_worker(sh, p) != sh->worker))
+                continue;
+            uint64_t *dst = st->acc ? st->acc + FX_WORDS * packed_index(0, j0) : NULL;
+            if (!dst && nheld == 2) { /* the plans never give more */
+                *local = *local == MPQ_OK ? MPQ_ERROR(MPQ_ERR_INTERNAL,
+                                                      "Hessian statistic '%s': more than two "
+                                                      "panels of a step",
+                                                      st->name)
+                                          : *local;
+                continue;
+            }
+            if (!dst) {
+                held[nheld] = p;
+                dst = src[nheld++];
+                memset(dst, 0, (size_t)np * FX_WORDS * sizeof *dst);
+            }
+            fold_panel(ctx, st, k, j0, j1, dst, bad);
+        }
+        for (int64_t p = t0; p < t1 && stream; p++) {
+            const int64_t j0 = p * MPQ_HSTAT_PANEL;
+            const int64_t j1 = j0 + MPQ_HSTAT_PANEL < d ? j0 + MPQ_HSTAT_PANEL : d;
+            const int64_t p0 = packed_index(0, j0), np = packed_index(0, j1) - p0;
+            uint64_t *dst = st->acc ? st->acc + FX_WORDS * p0 : NULL;
+            if (!dst) {
+                dst = held[0] == p ? src[0] : held[1] == p ? src[1] : NULL;
+                if (!dst) { /* nothing folded here: zeros */
+                    dst = step > 1 ? st->fxmore + big * FX_WORDS : st->fxbuf;
+                    memset(dst, 0, (size_t)np * FX_WORDS * sizeof *dst);
+                }
+            }
             MPQ_CALL(reduce_words(ctx, dst, np, st->root));
+        }
     }
     return MPQ_OK;
 }
 
+int64_t mpq_hstat_npanels(const mpq_hstat *st) {
+    return (st->d + MPQ_HSTAT_PANEL - 1) / MPQ_HSTAT_PANEL;
+}
+
+mpq_err mpq_hstat_chunk_place(mpq_ctx *ctx, mpq_hstat *st, int64_t first, int64_t total,
+                              double **rows) {
+    *rows = NULL;
+    const int64_t n = st->rowbuf_n;
+    MPQ_CHECK(st->in_chunk && first >= 0 && first + n <= total, MPQ_ERR_ARG,
+              "Hessian statistic '%s': %lld rows cannot start at row %lld of a chunk of %lld",
+              st->name, (long long)n, (long long)first, (long long)total);
+    MPQ_CALL(reserve_rows(ctx, st, total - n));
+    if (first > 0 && n > 0)
+        memmove(st->rowbuf + first * st->d, st->rowbuf, (size_t)(n * st->d) * sizeof *st->rowbuf);
+    st->rowbuf_n = total;
+    st->chunk_rows = total;
+    *rows = st->rowbuf;
+    return MPQ_OK;
+}
+
 mpq_err mpq_hstat_end_chunk(mpq_ctx *ctx, mpq_hstat *st) {
+    return mpq_hstat_end_chunk_part(ctx, st, NULL, st->chunk_rows);
+}
+
+mpq_err mpq_hstat_end_chunk_part(mpq_ctx *ctx, mpq_hstat *st, const mpq_hshare *sh, int64_t count) {
     MPQ_CHECK(st->in_chunk, MPQ_ERR_ARG, "Hessian statistic '%s': end_chunk without begin_chunk",
               st->name);
     st->in_chunk = 0;
     const int stream = streamed(ctx, st);
-    if (st->chunk_rows == 0 && !stream)
+    if (st->chunk_rows == 0 && count == 0 && !stream)
         return MPQ_OK;
     mpq_err local = MPQ_OK;
     int n = 0, k = 0, bad = 0;
     local = mpq_to_int(ctx, st->d, "Hessian width (BLAS)", &n);
     if (local == MPQ_OK)
         local = mpq_to_int(ctx, st->rowbuf_n, "Hessian chunk rows (BLAS)", &k);
-    MPQ_CALL(fold_chunk(ctx, st, local == MPQ_OK ? k : 0, &bad));
+    MPQ_CALL(fold_chunk(ctx, st, local == MPQ_OK ? k : 0, sh, &bad, &local));
     if (local == MPQ_OK && bad)
         local = MPQ_ERROR(MPQ_ERR_INTERNAL,
                           "Hessian statistic '%s': a chunk partial does not fit the fixed-point "
                           "range",
                           st->name);
     if (local == MPQ_OK)
-        local = mpq_add64(ctx, st->count, st->chunk_rows, "Hessian token count", &st->count);
-    if (local == MPQ_OK && st->chunk_rows > 0)
+        local = mpq_add64(ctx, st->count, count, "Hessian token count", &st->count);
+    if (local == MPQ_OK && count > 0)
         st->nchunks++;
     st->chunk_rows = 0;
     st->rowbuf_n = 0;
@@ -516,6 +601,8 @@ mpq_err mpq_hstat_reduce_set(mpq_ctx *ctx, mpq_hstat *st, int first, int count) 
     st->rowbuf = NULL;
     mpq_free(st->fxbuf);
     st->fxbuf = NULL;
+    mpq_free(st->fxmore);
+    st->fxmore = NULL;
     mpq_err err = reduce_diagonal(ctx, st, serial, stream);
     MPQ_TRY(mpq_agree(ctx, err));
     if (!serial) {

@@ -13,8 +13,10 @@
  *  - the rank-deficient fc1 input of the CNN (40 images < 784 channels)
  *    factorises with the default damping;
  *  - automatic chunks (hessian.chunk_samples = 0): the size follows the
- *    samples only, and with as few as 8 samples every rank (up to 8) gets
- *    forward work, with the same checks as above. */
+ *    samples only; with fewer chunks than ranks (8 samples of 256 tokens:
+ *    one chunk) the ranks share a chunk: every rank runs some of its rows
+ *    through each block and folds some of its panels, each panel once, and
+ *    H keeps its bits (the same checks as above). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -387,6 +389,30 @@ static void test_auto_chunks(void **state) {
     assert_true(ctx->size > 4 || mpq_calib_rows(c) > 0);
     mpq_calib_destroy(&c);
     check_model(ctx, f, set, 0, "stories260K random, automatic chunks");
+    mpq_calib_set_destroy(&set);
+    /* 8 samples of 256 tokens: one chunk (8 units), shared by every rank:
+     * each runs some of its units and folds some of its panels (stories260K
+     * has four inputs of one panel each), H keeps its bits (check_model) */
+    MPQ_ASSERT_OK(ctx, mpq_calib_set_random(ctx, mpq_family_get_info(f), NULL, 8, 256, 5, &set));
+    check_model(ctx, f, set, 0, "stories260K random, 8 samples: one shared chunk");
+    MPQ_ASSERT_OK(ctx, mpq_calib_create(ctx, f, set, 0, &c));
+    for (int64_t b = 0; b < mpq_family_get_info(f)->nblocks; b++) {
+        int64_t n = 0, *g = NULL, rows = 0, folded = 0;
+        mpq_hstat **st = NULL;
+        MPQ_ASSERT_OK(ctx, mpq_calib_block(ctx, c, b, 16, MPQ_HSTAT_ALL, 1, &n, &st, &g));
+        for (int64_t k = 0; k < n; k++)
+            folded += st[k]->folded;
+        rows = mpq_calib_rows_run(c);
+        assert_true(rows > 0);
+        assert_true(folded > 0 || ctx->size > n);
+        MPI_Allreduce(MPI_IN_PLACE, &rows, 1, MPI_INT64_T, MPI_SUM, ctx->comm);
+        MPI_Allreduce(MPI_IN_PLACE, &folded, 1, MPI_INT64_T, MPI_SUM, ctx->comm);
+        assert_int_equal(rows, 8 * 256);
+        assert_int_equal(folded, n); /* each panel folded once */
+        mpq_hstats_free(n, &st);
+        mpq_free(g);
+    }
+    mpq_calib_destroy(&c);
     mpq_calib_set_destroy(&set);
     mpq_family_destroy(&f);
     mpq_model_close(&m);
