@@ -12,6 +12,8 @@
 #   MPQ_BENCH_RANKS   rank counts, default "1 2 4" without those above the
 #                     number of cores (reported as skipped)
 #   MPQ_BENCH_TOKENS  calibration "SEGMENTS SEQ_LEN", default "32 256"
+#   MPQ_BENCH_FEW     the few-samples runs' "SEGMENTS SEQ_LEN", default
+#                     "8 256" (one chunk, which the ranks share)
 #   MPQ_BENCH_REPEAT  repetitions, default 3, each running every rank
 #                     count in turn: the fastest run of each is reported
 #                     (other jobs on a shared machine only ever slow a run
@@ -33,7 +35,8 @@
 # inside the run (stage hessian_accumulate, the slowest rank, counting
 # rows x d x (d + 1) per input group and its share of the rows) as a
 # fraction of DSYRK at the same widths, measured by BENCH_HESSIAN
-# (one rank, before the runs).
+# (one rank, before the runs). Then the same lines ("bench":
+# "run_few_samples", without concurrent runs) for the few-samples runs.
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_jq
@@ -100,7 +103,12 @@ concurrent() {
         keep_faster "$dir/rep.json" "$dir/conc$n.json"
 }
 # Repetitions interleave the rank counts, so that a slow spell of a shared
-# machine falls on all of them alike.
+# machine falls on all of them alike. The few-samples runs (MPQ_BENCH_FEW
+# tokens, default 8 x 256: one chunk, shared by the ranks) are timed the
+# same way, without concurrent single-rank runs.
+read -r fsegs fseqlen <<<"${MPQ_BENCH_FEW:-8 256}"
+sed "s#segments = $segs; seq_len = $seqlen;#segments = $fsegs; seq_len = $fseqlen;#" \
+    "$dir/run.cfg" >"$dir/run-few.cfg"
 for rep in $(seq "${MPQ_BENCH_REPEAT:-3}"); do
     for np in $ranks; do
         run $MPQ_MPIEXEC -n "$np" "$MPQ_BIN" run "$dir/run.cfg" --json -q
@@ -109,33 +117,46 @@ for rep in $(seq "${MPQ_BENCH_REPEAT:-3}"); do
         ((np > 1)) && concurrent "$np"
     done
 done
-first=""
-for np in $ranks; do
-    [ -f "$dir/best$np.json" ] || continue
-    [ -n "$first" ] || first=$(cat "$dir/best$np.json")
-    conc=null
-    [ -f "$dir/conc$np.json" ] && conc=$(jq .total "$dir/conc$np.json")
-    jq -c --argjson f "$first" --arg segs "$segs" --arg len "$seqlen" \
-        --argjson rep "${MPQ_BENCH_REPEAT:-3}" --argjson conc "$conc" '
-        {bench: "run", model: "llama 1024 x 2816, 8 layers", calibration_tokens:
-         (($segs | tonumber) * ($len | tonumber)), ranks: .ranks, repeats: $rep,
-         total_s: .times.total,
-         speedup: ($f.times.total / .times.total),
-         efficiency_vs_first: ($f.times.total / .times.total * $f.ranks / .ranks),
-         concurrent_singles_s: $conc,
-         speedup_bound: (if $conc == null or $f.ranks != 1 then null
-                         else .ranks * $f.times.total / $conc end),
-         efficiency_vs_concurrent: (if $conc == null then null
-                                    else $conc / (.ranks * .times.total) end),
-         stages: (.times | with_entries(select(.key != "total" and .value > 0.05)
-                  | .value = {s: .value, speedup: ($f.times[.key] / .value)})),
-         peak_rss_mib: .rss,
-         hessian_accumulate: ((($segs | tonumber) * ($len | tonumber) / .ranks * 8) as $rows
-             | {s: .times.hessian_accumulate,
-                dsyrk_gflops_1024: $d1, dsyrk_gflops_2816: $d2,
-                ratio_vs_dsyrk: (($rows * 3 * 1024 * 1025 / ($d1 * 1e9)
-                                  + $rows * 2816 * 2817 / ($d2 * 1e9))
-                                 / .times.hessian_accumulate)})}' \
-        --argjson d1 "$dsyrk1024" --argjson d2 "$dsyrk2816" "$dir/best$np.json"
+for rep in $(seq "${MPQ_BENCH_REPEAT:-3}"); do
+    for np in $ranks; do
+        run $MPQ_MPIEXEC -n "$np" "$MPQ_BIN" run "$dir/run-few.cfg" --json -q
+        expect_rc 0
+        [ "$RC" -eq 0 ] && keep_best "few$np" "$OUT"
+    done
 done
+# report BENCH TAG SEGMENTS SEQ_LEN: one line per rank count from
+# $dir/bestTAGNP.json.
+report() {
+    local first="" np conc
+    for np in $ranks; do
+        [ -f "$dir/best$2$np.json" ] || continue
+        [ -n "$first" ] || first=$(cat "$dir/best$2$np.json")
+        conc=null
+        [ -f "$dir/conc$np.json" ] && [ -z "$2" ] && conc=$(jq .total "$dir/conc$np.json")
+        jq -c --argjson f "$first" --arg bench "$1" --arg segs "$3" --arg len "$4" \
+            --argjson rep "${MPQ_BENCH_REPEAT:-3}" --argjson conc "$conc" '
+            {bench: $bench, model: "llama 1024 x 2816, 8 layers", calibration_tokens:
+             (($segs | tonumber) * ($len | tonumber)), ranks: .ranks, repeats: $rep,
+             total_s: .times.total,
+             speedup: ($f.times.total / .times.total),
+             efficiency_vs_first: ($f.times.total / .times.total * $f.ranks / .ranks),
+             concurrent_singles_s: $conc,
+             speedup_bound: (if $conc == null or $f.ranks != 1 then null
+                             else .ranks * $f.times.total / $conc end),
+             efficiency_vs_concurrent: (if $conc == null then null
+                                        else $conc / (.ranks * .times.total) end),
+             stages: (.times | with_entries(select(.key != "total" and .value > 0.05)
+                      | .value = {s: .value, speedup: ($f.times[.key] / .value)})),
+             peak_rss_mib: .rss,
+             hessian_accumulate: ((($segs | tonumber) * ($len | tonumber) / .ranks * 8) as $rows
+                 | {s: .times.hessian_accumulate,
+                    dsyrk_gflops_1024: $d1, dsyrk_gflops_2816: $d2,
+                    ratio_vs_dsyrk: (($rows * 3 * 1024 * 1025 / ($d1 * 1e9)
+                                      + $rows * 2816 * 2817 / ($d2 * 1e9))
+                                     / .times.hessian_accumulate)})}' \
+            --argjson d1 "$dsyrk1024" --argjson d2 "$dsyrk2816" "$dir/best$2$np.json"
+    done
+}
+report run "" "$segs" "$seqlen"
+report run_few_samples few "$fsegs" "$fseqlen"
 finish
