@@ -12,7 +12,9 @@
  *
  * ---- Exact, rank-independent reduction ------------------------------------
  * Calibration samples are grouped into chunks of a fixed number of samples
- * (hessian.chunk_samples); a chunk is always processed whole by one rank.
+ * (hessian.chunk_samples); a chunk's rows go through fixed forward units,
+ * and every panel of its partial is folded by one rank from all its rows
+ * (one rank for the whole chunk, or several sharing it: mpq_hshare).
  * Within a chunk, rows are buffered in double until end_chunk, which forms
  * the chunk partial X^T X panel by panel of MPQ_HSTAT_PANEL columns (one
  * DGEMM over all the chunk's rows per panel, into a panel-sized scratch).
