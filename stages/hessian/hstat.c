@@ -303,13 +303,6 @@ mpq_err mpq_hstat_accumulate(mpq_ctx *ctx, mpq_hstat *st, const float *x, int64_
 
 static mpq_err reduce_words(mpq_ctx *ctx, uint64_t *p0, int64_t n, int target);
 
-/* Folds the k rows of the open chunk into the triangle. rowbuf is k rows
- * of d doubles = a column-major d x k matrix A, and A A^T = X^T X. Panel by
- * panel of columns [j0, j1): the rows [0, j1) of those columns (the upper
- * triangle and the panel's diagonal block) in one GEMM over the whole
- * chunk, then onto the fixed-point grid. Locally into acc; streamed, each panel's
- * entries go onto the root's acc (in place there) with one reduction, so
- * every rank takes part in every panel even with no rows or an error. */
 /* The chunk's partial of panel [j0, j1) onto the fixed-point entries at dst. */
 static void fold_panel(mpq_ctx *ctx, mpq_hstat *st, int k, int64_t j0, int64_t j1, uint64_t *dst,
                        int *bad) {
