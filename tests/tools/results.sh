@@ -540,11 +540,11 @@ fi
 # of line (the same "bench" value and the same keys), in the order printed.
 bench_table() {
     jq -rs '
-        [.[] | {sig: keys_unsorted, row: .}] as $all
+        [.[] | {sig: ([.bench] + keys_unsorted), row: .}] as $all
         | ($all | map(.sig)
            | reduce .[] as $s ([]; if any(.[]; . == $s) then . else . + [$s] end))[] as $sig
         | ($all | map(select(.sig == $sig) | .row)) as $rows
-        | ($sig | map(select(. != "bench"))) as $cols
+        | ($sig[1:] | map(select(. != "bench"))) as $cols
         | "`" + ($rows[0].bench | tostring) + "`:", "",
           ("| " + ($cols | join(" | ")) + " |"),
           ("|" + ($cols | map("---") | join("|")) + "|"),
