@@ -39,7 +39,6 @@ struct mpq_calib {
  * input of layer l (-1: not a group's first layer); stats is
  * NULL-terminated. */
 typedef struct mpq_calib_hook {
-    const mpq_family_info *info;
     int64_t *stat_of_layer;
     mpq_hstat **stats;
 } mpq_calib_hook;

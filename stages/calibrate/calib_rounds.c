@@ -28,10 +28,11 @@ static int64_t unit_end(const mpq_calib_set *set, int64_t s, int64_t s1) {
 
 /* This rank's share of round k: its chunk, the chunk's workers and their
  * parts (samples part[i] .. part[i + 1] to worker i, whole units, split at
- * the units' row midpoints). */
+ * the units' row midpoints), and the step of the panels' folds (the most
+ * workers a chunk of the round has, the same on every rank). */
 typedef struct share {
     int64_t chunk; /* -1: no chunk this round */
-    int owner, nw, me, split;
+    int owner, nw, me, split, step;
     int rank[MAX_WORKERS];
     int64_t part[MAX_WORKERS + 1];
 } share;
@@ -44,6 +45,7 @@ static void plan_round(const mpq_ctx *ctx, const mpq_calib *c, int64_t k, share 
     if (m <= 0)
         return;
     sh->split = m < P;
+    sh->step = (int)((P + m - 1) / m < MAX_WORKERS ? (P + m - 1) / m : MAX_WORKERS);
     const int64_t j = ctx->rank % m;
     if (!sh->split && ctx->rank >= m)
         return;
@@ -114,19 +116,27 @@ static mpq_err run_units(mpq_ctx *ctx, mpq_calib *c, int64_t b, int64_t s0, int6
     return MPQ_OK;
 }
 
-/* Statistic s's panels over the chunk's workers (mpq_hshare): the step is
- * the most workers any chunk of the round has, the same on every rank, and
- * the offset makes one-panel statistics go to different workers. */
-static mpq_hshare hshare_of(const mpq_ctx *ctx, const mpq_calib *c, const share *sh,
-                            int64_t offset) {
-    const int64_t m = mpq_calib_nchunks(c) % ctx->size;
-    int64_t step = m > 0 ? (ctx->size + m - 1) / m : 1;
-    step = step < MAX_WORKERS ? step : MAX_WORKERS;
-    mpq_hshare h = {.worker = sh->chunk >= 0 ? sh->me : 0,
-                    .nworkers = sh->chunk >= 0 ? sh->nw : 1,
-                    .step = (int)step,
-                    .offset = offset};
-    return h;
+/* Statistic s of a shared round (its panels' offset, the workers' row
+ * counts cnt [rank][nst]): *hs, this rank's part of its folds; wc[i] and
+ * folds[i], worker i's rows and whether it folds a panel; *first, the rows
+ * before this rank's; the chunk's rows. */
+static int64_t stat_split(const share *sh, const mpq_hstat *st, int64_t offset, const int64_t *cnt,
+                          int64_t nst, int64_t s, mpq_hshare *hs, int64_t *wc, int *folds,
+                          int64_t *first) {
+    const int on = sh->chunk >= 0;
+    *hs = (mpq_hshare){
+        .worker = on ? sh->me : 0, .nworkers = on ? sh->nw : 1, .step = sh->step, .offset = offset};
+    int64_t total = 0;
+    *first = 0;
+    for (int i = 0; on && i < sh->nw; i++) {
+        wc[i] = cnt[sh->rank[i] * nst + s];
+        *first += i < sh->me ? wc[i] : 0;
+        total += wc[i];
+        folds[i] = 0;
+    }
+    for (int64_t p = 0; on && total > 0 && p < mpq_hstat_npanels(st); p++)
+        folds[mpq_hshare_worker(hs, p)] = 1;
+    return total;
 }
 
 /* Point-to-point messages of one round, waited for together. */
@@ -197,8 +207,7 @@ static mpq_err post_rows(mpq_ctx *ctx, const share *sh, const mpq_hstat *st, int
  * agreed), exchanged statistic by statistic (with the pending messages of
  * ex), and every statistic's chunk ended with this rank's panels
  * (mpq_hshare), the owner counting the rows. */
-static mpq_err share_stats(mpq_ctx *ctx, const mpq_calib *c, const share *sh, mpq_calib_hook *h,
-                           exchange *ex) {
+static mpq_err share_stats(mpq_ctx *ctx, const share *sh, mpq_calib_hook *h, exchange *ex) {
     mpq_err err = MPQ_OK, local = MPQ_OK;
     int64_t nst = 0;
     while (h->stats[nst])
@@ -214,40 +223,22 @@ static mpq_err share_stats(mpq_ctx *ctx, const mpq_calib *c, const share *sh, mp
         cnt[ctx->rank * nst + s] = h->stats[s]->rowbuf_n;
     MPQ_MPI_TRY(
         MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, cnt, (int)nst, MPI_INT64_T, ctx->comm));
-    int64_t wc[MAX_WORKERS], total = 0, offset = 0;
+    int64_t wc[MAX_WORKERS], first = 0, offset = 0;
     int folds[MAX_WORKERS];
-    for (int64_t s = 0; s < nst && local == MPQ_OK; s++) {
-        const mpq_hshare hs = hshare_of(ctx, c, sh, offset);
-        const int64_t npan = mpq_hstat_npanels(h->stats[s]);
-        offset += npan;
-        int64_t first = 0;
-        total = 0;
-        for (int i = 0; i < nw; i++) {
-            wc[i] = cnt[sh->rank[i] * nst + s];
-            first += i < sh->me ? wc[i] : 0;
-            total += wc[i];
-            folds[i] = 0;
-        }
-        for (int64_t p = 0; p < npan && nw > 0; p++)
-            folds[mpq_hshare_worker(&hs, p)] = total > 0;
-        if (nw > 0)
-            local = mpq_hstat_chunk_place(ctx, h->stats[s], folds[sh->me] ? first : 0,
-                                          folds[sh->me] ? total : wc[sh->me], &rows[s]);
+    mpq_hshare hs;
+    for (int64_t s = 0; s < nst && nw > 0 && local == MPQ_OK; s++) {
+        const int64_t total =
+            stat_split(sh, h->stats[s], offset, cnt, nst, s, &hs, wc, folds, &first);
+        offset += mpq_hstat_npanels(h->stats[s]);
+        local = folds[sh->me] ? mpq_hstat_chunk_place(ctx, h->stats[s], first, total, &rows[s])
+                              : mpq_hstat_chunk_place(ctx, h->stats[s], 0, wc[sh->me], &rows[s]);
     }
     MPQ_TRY(mpq_agree(ctx, local));
     offset = 0;
     for (int64_t s = 0; s < nst; s++) {
-        const mpq_hshare hs = hshare_of(ctx, c, sh, offset);
-        const int64_t npan = mpq_hstat_npanels(h->stats[s]);
-        offset += npan;
-        total = 0;
-        for (int i = 0; i < nw; i++) {
-            wc[i] = cnt[sh->rank[i] * nst + s];
-            total += wc[i];
-            folds[i] = 0;
-        }
-        for (int64_t p = 0; p < npan && nw > 0; p++)
-            folds[mpq_hshare_worker(&hs, p)] = total > 0;
+        const int64_t total =
+            stat_split(sh, h->stats[s], offset, cnt, nst, s, &hs, wc, folds, &first);
+        offset += mpq_hstat_npanels(h->stats[s]);
         if (nw > 0)
             MPQ_TRY(post_rows(ctx, sh, h->stats[s], TAG_ROWS + (int)s, folds, wc, rows[s], ex));
         MPQ_TRY(wait_all(ctx, ex));
@@ -292,7 +283,7 @@ static mpq_err run_shared(mpq_ctx *ctx, mpq_calib *c, int64_t b, int64_t k, cons
     if (on && !owner)
         MPQ_CALL(post(ctx, &ex, 1, y, n, wout, MPI_FLOAT, sh->owner, TAG_Y));
     if (h)
-        MPQ_CALL(share_stats(ctx, c, sh, h, &ex));
+        MPQ_CALL(share_stats(ctx, sh, h, &ex));
     MPQ_CALL(wait_all(ctx, &ex));
     return MPQ_OK;
 }

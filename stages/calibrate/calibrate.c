@@ -518,7 +518,7 @@ mpq_err mpq_calib_block_owned(mpq_ctx *ctx, mpq_calib *c, int64_t b, int bound_l
         if (local == MPQ_OK)
             stat_of[groups[k]] = n++;
     }
-    mpq_calib_hook h = {.info = info, .stat_of_layer = stat_of, .stats = stats};
+    mpq_calib_hook h = {.stat_of_layer = stat_of, .stats = stats};
     /* mpq_calib_run_block is collective with statistics: the setup is agreed first */
     MPQ_TRY(mpq_agree(ctx, local));
     if (advance) {

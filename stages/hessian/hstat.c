@@ -303,6 +303,12 @@ mpq_err mpq_hstat_accumulate(mpq_ctx *ctx, mpq_hstat *st, const float *x, int64_
 
 static mpq_err reduce_words(mpq_ctx *ctx, uint64_t *p0, int64_t n, int target);
 
+/* Columns [*j0, *j1) of panel p of a width-d triangle. */
+static void panel_cols(int64_t d, int64_t p, int64_t *j0, int64_t *j1) {
+    *j0 = p * MPQ_HSTAT_PANEL;
+    *j1 = *j0 + MPQ_HSTAT_PANEL < d ? *j0 + MPQ_HSTAT_PANEL : d;
+}
+
 /* The chunk's partial of panel [j0, j1) onto the fixed-point entries at dst. */
 static void fold_panel(mpq_ctx *ctx, mpq_hstat *st, int k, int64_t j0, int64_t j1, uint64_t *dst,
                        int *bad) {
@@ -352,8 +358,8 @@ static mpq_err fold_chunk(mpq_ctx *ctx, mpq_hstat *st, int k, const mpq_hshare *
         int64_t held[2] = {-1, -1};
         int nheld = 0;
         for (int64_t p = t0; p < t1; p++) {
-            const int64_t j0 = p * MPQ_HSTAT_PANEL;
-            const int64_t j1 = j0 + MPQ_HSTAT_PANEL < d ? j0 + MPQ_HSTAT_PANEL : d;
+            int64_t j0, j1;
+            panel_cols(d, p, &j0, &j1);
             const int64_t np = packed_index(0, j1) - packed_index(0, j0);
             if (k == 0 || (sh && mpq_hshare_worker(sh, p) != sh->worker))
                 continue;
@@ -374,8 +380,8 @@ static mpq_err fold_chunk(mpq_ctx *ctx, mpq_hstat *st, int k, const mpq_hshare *
             fold_panel(ctx, st, k, j0, j1, dst, bad);
         }
         for (int64_t p = t0; p < t1 && stream; p++) {
-            const int64_t j0 = p * MPQ_HSTAT_PANEL;
-            const int64_t j1 = j0 + MPQ_HSTAT_PANEL < d ? j0 + MPQ_HSTAT_PANEL : d;
+            int64_t j0, j1;
+            panel_cols(d, p, &j0, &j1);
             const int64_t p0 = packed_index(0, j0), np = packed_index(0, j1) - p0;
             uint64_t *dst = st->acc ? st->acc + FX_WORDS * p0 : NULL;
             if (!dst) {
