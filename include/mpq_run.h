@@ -156,8 +156,8 @@ typedef struct mpq_run_result {
      * of the block's Hessians (8 sum d_g^2 / ranks over its distinct layer
      * inputs), the rank's share of the calibration activations, input and
      * output of a block (8 rows w / ranks, w the widest activation), and
-     * the output head in fp32 (4 V h; the embedding is read a row at a
-     * time). */
+     * the output head as stored (its bytes in the model file, read in
+     * place; the embedding is read a row at a time). */
     double rss_min_mib;
 } mpq_run_result;
 

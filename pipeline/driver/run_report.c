@@ -145,8 +145,10 @@ double mpq_run_memory_minimum(const mpq_session *ses, int ranks) {
                                                              : width;
     const mpq_arch *a = mpq_model_arch(ses->m);
     const double rows = ses->set ? (double)ses->set->offset[ses->set->nsamples] : 0.0;
-    const double head = (double)a->vocab_size * (double)a->dim;
-    const double bytes =
-        4.0 * block_w + 8.0 * block_h / ranks + 8.0 * rows * width / ranks + 4.0 * head;
+    /* the head as stored (read in place, a tile at a time when converted) */
+    const mpq_tensor *ht = mpq_model_find(ses->m, "lm_head.weight");
+    ht = ht ? ht : mpq_model_find(ses->m, "model.embed_tokens.weight");
+    const double head = ht ? (double)ht->nbytes : 4.0 * (double)a->vocab_size * (double)a->dim;
+    const double bytes = 4.0 * block_w + 8.0 * block_h / ranks + 8.0 * rows * width / ranks + head;
     return bytes / 1048576.0;
 }

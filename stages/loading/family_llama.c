@@ -62,8 +62,8 @@ static void llama_destroy(void **state) {
     mpq_free(L->blk);
     for (int j = 0; j < LPER; j++)
         mpq_free(L->stage[j]);
-    float *bufs[] = {L->rcos, L->rsin, L->xb,  L->q,  L->k,  L->v,
-                     L->att,  L->hb,   L->hb2, L->sc, L->bw, L->bsc};
+    float *bufs[] = {L->rcos, L->rsin, L->xb, L->q,  L->k,   L->v,       L->att,
+                     L->hb,   L->hb2,  L->sc, L->bw, L->bsc, L->cls_tile};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         mpq_free(bufs[i]);
     mpq_free(L);
@@ -108,17 +108,20 @@ static mpq_err llama_create(mpq_ctx *ctx, const mpq_model *m, const mpq_config *
     MPQ_ALLOC_TRY(info->layers, L->nl * LPER);
 
     int64_t sh_emb[2] = {L->vocab, L->dim}, sh_dim[1] = {L->dim};
-    /* The embedding is read a row per token: converted on lookup unless it
-     * is mapped F32 or also the head, which needs it whole in fp32 (one
-     * copy per model, mpq_model_f32). */
+    /* The embedding is read a row per token and the head a tile of rows per
+     * pass (HEAD_TILE): converted as they are read unless mapped F32. */
     MPQ_TRY(mpq_model_get(ctx, m, "model.embed_tokens.weight", 2, sh_emb, &L->embed_t));
     L->embed = mapped_f32(L->embed_t);
     MPQ_TRY(load_misc(ctx, L, "model.norm.weight", 1, sh_dim, &L->final_norm));
-    if (a->tied_embeddings) {
-        MPQ_TRY(mpq_model_f32(ctx, m, L->embed_t, &L->cls));
-        L->embed = L->cls;
-    } else {
-        MPQ_TRY(load_misc(ctx, L, "lm_head.weight", 2, sh_emb, &L->cls));
+    L->cls_t = L->embed_t;
+    if (!a->tied_embeddings)
+        MPQ_TRY(mpq_model_get(ctx, m, "lm_head.weight", 2, sh_emb, &L->cls_t));
+    L->cls = mapped_f32(L->cls_t);
+    L->cls_rows = L->vocab;
+    if (!L->cls) {
+        L->cls_rows = HEAD_TILE / L->dim < 1 ? 1 : HEAD_TILE / L->dim;
+        L->cls_rows = L->cls_rows < L->vocab ? L->cls_rows : L->vocab;
+        MPQ_ALLOC_TRY(L->cls_tile, L->cls_rows * L->dim);
     }
 
     int64_t shapes[LPER][2] = {{L->qdim, L->dim},  {L->kvdim, L->dim},  {L->kvdim, L->dim},
@@ -443,13 +446,31 @@ static mpq_err llama_embed(mpq_ctx *ctx, void *state, const mpq_batch *batch, fl
     return MPQ_OK;
 }
 
+mpq_err mpq_llama_head_rows(mpq_ctx *ctx, llama *L, int64_t v0, int64_t *nv, const float **w) {
+    *nv = L->vocab - v0 < L->cls_rows ? L->vocab - v0 : L->cls_rows;
+    if (L->cls) {
+        *w = L->cls + v0 * L->dim;
+        return MPQ_OK;
+    }
+    MPQ_CALL(mpq_tensor_read_f32(ctx, L->cls_t, v0 * L->dim, *nv * L->dim, L->cls_tile));
+    *w = L->cls_tile;
+    return MPQ_OK;
+}
+
+/* logits [rows][vocab], a pass per tile of the head's rows (one pass when
+ * the head is mapped F32). */
 static mpq_err llama_head(mpq_ctx *ctx, void *state, const float *x, int64_t rows, float *logits) {
     llama *L = state;
     int ri = 0;
     MPQ_CALL(mpq_to_int(ctx, rows * L->vocab, "logits size", &ri));
     MPQ_CALL(mpq_llama_ensure_scratch(ctx, L, rows, 0));
     mpq_rmsnorm(L->xb, x, L->final_norm, rows, L->dim, L->a.norm_eps);
-    llama_gemm_wt(L->xb, L->cls, logits, rows, L->dim, L->vocab, 0.0f);
+    for (int64_t v0 = 0, nv = 0; v0 < L->vocab; v0 += nv) {
+        const float *w = NULL;
+        MPQ_CALL(mpq_llama_head_rows(ctx, L, v0, &nv, &w));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nv, (int)L->dim, 1.0f,
+                    L->xb, (int)L->dim, w, (int)L->dim, 0.0f, logits + v0, (int)L->vocab);
+    }
     return MPQ_OK;
 }
 

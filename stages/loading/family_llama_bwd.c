@@ -262,8 +262,15 @@ mpq_err mpq_llama_head_bwd(mpq_ctx *ctx, void *state, const float *x, int64_t ro
     int ri = 0;
     MPQ_CALL(mpq_to_int(ctx, rows * L->vocab, "logits size", &ri));
     MPQ_CALL(mpq_llama_ensure_scratch(ctx, L, rows, 0));
-    /* dn = dlogits cls into the scratch row buffer, then the final norm's */
-    gemm_w(dlogits, L->cls, L->xb, rows, L->vocab, L->dim, 0.0f);
+    /* dn = dlogits cls into the scratch row buffer (summed over the head's
+     * tiles), then the final norm's */
+    for (int64_t v0 = 0, nv = 0; v0 < L->vocab; v0 += nv) {
+        const float *w = NULL;
+        MPQ_CALL(mpq_llama_head_rows(ctx, L, v0, &nv, &w));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)L->dim, (int)nv,
+                    1.0f, dlogits + v0, (int)L->vocab, w, (int)L->dim, v0 ? 1.0f : 0.0f, L->xb,
+                    (int)L->dim);
+    }
     memset(dx, 0, sizeof(float) * (size_t)(rows * L->dim));
     rmsnorm_bwd(dx, dx, x, L->final_norm, L->xb, rows, L->dim, L->a.norm_eps);
     return MPQ_OK;

@@ -17,6 +17,11 @@ enum { LQ = 0, LK, LV, LO, LGATE, LUP, LDOWN, LPER };
 /* Query rows per attention tile (scores scratch: ATT_TILE x longest sequence). */
 #define ATT_TILE 64
 
+/* Elements of the output head converted per pass when it is not mapped F32
+ * (4 MiB of fp32: 256 vocabulary rows at dim 4096), instead of a whole fp32
+ * copy on every rank (2 GiB for a 128K x 4096 head). */
+#define HEAD_TILE (1 << 20)
+
 typedef struct llama_block {
     const float *attn_norm;    /* [dim] */
     const float *ffn_norm;     /* [dim] */
@@ -37,7 +42,11 @@ typedef struct llama {
     const mpq_tensor *embed_t; /* the token embedding as stored */
     const float *embed;        /* [vocab][dim] fp32, or NULL: rows converted on lookup */
     const float *final_norm;   /* [dim] */
-    const float *cls;          /* [vocab][dim] (may be embed) */
+    const mpq_tensor *cls_t;   /* the output head as stored (may be embed_t) */
+    const float *cls;          /* [vocab][dim] when mapped F32, else NULL: the head is
+                                  converted cls_rows rows at a time into cls_tile */
+    float *cls_tile;           /* [cls_rows][dim] */
+    int64_t cls_rows;          /* vocabulary rows per pass of the head (vocab if mapped) */
     llama_block *blk;          /* [nl] */
     float **lown;              /* [nl*LPER] owned fp32 weight of a layer, or NULL */
     float *stage[LPER];        /* one block's weights converted from F16/BF16 (or unaligned
@@ -84,6 +93,11 @@ static inline void llama_gemm_wt(const float *x, const float *w, float *y, int64
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in, 1.0f, x,
                 (int)in, w, (int)in, beta, y, (int)out);
 }
+
+/* Vocabulary rows [v0, v0 + *nv) of the output head as fp32 (*nv = at most
+ * L->cls_rows): into the mapping, or converted into L->cls_tile. */
+mpq_err mpq_llama_head_rows(struct mpq_ctx *ctx, llama *L, int64_t v0, int64_t *nv,
+                            const float **w);
 
 /* Validates the batch (lengths positive, summing to rows; the sizes fit the
  * BLAS int; dynamic RoPE within its context); *maxl = longest sequence. */

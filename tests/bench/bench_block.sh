@@ -31,7 +31,7 @@
 # rank count: the block's weights in fp32 (4 P), this rank's share of the
 # Hessians of the four distinct layer inputs (8 (3 H^2 + I^2) / ranks: three
 # inputs of width H, one of width I, in double), this rank's activations
-# (4 rows / ranks x (2 H + I)), and embedding and head in fp32 (8 V H).
+# (4 rows / ranks x (2 H + I)), and embedding and head as stored, BF16 (4 V H).
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_jq
@@ -66,7 +66,7 @@ for np in ${MPQ_BENCH_RANKS:-1 2 4}; do
         continue
     fi
     min_mib=$(awk -v p=$params -v h=$hid -v i=$inter -v r=$rows -v n=$np -v v=$vocab 'BEGIN {
-        printf "%.1f", (4 * p + 8 * (3 * h * h + i * i) / n + 4 * r / n * (2 * h + i) + 8 * v * h) / 1048576 }')
+        printf "%.1f", (4 * p + 8 * (3 * h * h + i * i) / n + 4 * r / n * (2 * h + i) + 4 * v * h) / 1048576 }')
     # a bound on what the run holds per rank: about 12 bytes per weight,
     # the accumulator and H of the widest input (12 + 8 bytes per element:
     # an input is summed on one rank) and a share of the other inputs'

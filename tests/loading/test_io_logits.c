@@ -105,6 +105,72 @@ static void test_same_logits(void **state) {
     tw_rmtree(dir);
 }
 
+/* dx of the head's backward pass for fixed x [rows][dim] and dlogits
+ * [rows][vocab] (both from `seed`). */
+static float *run_head_backward(mpq_ctx *ctx, const char *path, int64_t dim, int64_t vocab,
+                                int64_t rows) {
+    mpq_model *m = NULL;
+    mpq_family *f = NULL;
+    MPQ_ASSERT_OK(ctx, mpq_model_open(ctx, path, "auto", &m));
+    MPQ_ASSERT_OK(ctx, mpq_family_create(ctx, m, NULL, "llama", &f));
+    float *x = malloc((size_t)(rows * dim) * sizeof *x);
+    float *dl = malloc((size_t)(rows * vocab) * sizeof *dl);
+    float *dx = malloc((size_t)(rows * dim) * sizeof *dx);
+    assert_true(x && dl && dx);
+    for (int64_t i = 0; i < rows * dim; i++)
+        x[i] = (float)sin(0.37 * (double)i + 0.1);
+    for (int64_t i = 0; i < rows * vocab; i++)
+        dl[i] = (float)cos(0.011 * (double)i);
+    MPQ_ASSERT_OK(ctx, mpq_family_head_backward(ctx, f, x, rows, dl, dx));
+    free(x);
+    free(dl);
+    mpq_family_destroy(&f);
+    mpq_model_close(&m);
+    return dx;
+}
+
+/* A BF16 head larger than one pass of the family's head (HEAD_TILE = 2^20
+ * elements: 40000 x 32 takes two, the second partial) gives the logits and
+ * the head's backward pass of the same network held as F32 in a llama2.c
+ * file, whose mapped head is used in one pass; tied and untied. */
+static void test_head_tiles(void **state) {
+    (void)state;
+    mpq_ctx *ctx = g_ctx;
+    char dir[4096], l2c[4200], hf[4200];
+    assert_int_equal(tw_tempdir(dir, sizeof dir), 0);
+    for (int tied = 0; tied < 2; tied++) {
+        tw_llama m = {.dim = 32,
+                      .hidden = 40,
+                      .layers = 1,
+                      .heads = 4,
+                      .kv_heads = 2,
+                      .vocab = 40000,
+                      .seq_len = 32,
+                      .tied = tied};
+        assert_true(m.vocab * m.dim > (1 << 20) && m.vocab * m.dim < (2 << 20));
+        assert_int_equal(tw_llama_random(&m, 77 + (uint64_t)tied), 0);
+        round_all(&m, "BF16");
+        snprintf(l2c, sizeof l2c, "%s/big-%d.bin", dir, tied);
+        snprintf(hf, sizeof hf, "%s/big-hf-%d", dir, tied);
+        assert_int_equal(tw_write_llama2c(l2c, &m, 0), 0);
+        assert_int_equal(tw_write_hf(hf, &m, "llama", "BF16", 1), 0);
+        int64_t ra = 0, rb = 0;
+        float *a = run_logits(ctx, l2c, m.vocab, &ra);
+        float *b = run_logits(ctx, hf, m.vocab, &rb);
+        assert_int_equal(ra, rb);
+        compare(a, b, ra * m.vocab, tied ? "BF16 head in tiles, tied" : "BF16 head in tiles");
+        free(a);
+        free(b);
+        a = run_head_backward(ctx, l2c, m.dim, m.vocab, 5);
+        b = run_head_backward(ctx, hf, m.dim, m.vocab, 5);
+        compare(a, b, 5 * m.dim, "head backward, BF16 head in tiles");
+        free(a);
+        free(b);
+        tw_llama_free(&m);
+    }
+    tw_rmtree(dir);
+}
+
 /* ---- a naive forward pass, written from the architecture's definition --- */
 
 static void ref_rmsnorm(const double *x, const float *w, int64_t d, double eps, double *out) {
@@ -406,9 +472,8 @@ static void test_dynamic_rope_context(void **state) {
 int main(int argc, char **argv) {
     g_ctx = mpq_test_init(&argc, &argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_same_logits),
-        cmocka_unit_test(test_naive_reference),
-        cmocka_unit_test(test_hf_variants),
+        cmocka_unit_test(test_same_logits),          cmocka_unit_test(test_head_tiles),
+        cmocka_unit_test(test_naive_reference),      cmocka_unit_test(test_hf_variants),
         cmocka_unit_test(test_dynamic_rope_context),
     };
     int failures = cmocka_run_group_tests(tests, NULL, NULL);
