@@ -18,11 +18,19 @@
  * the usual intermediate sizes, random weights, vocabulary 512 so that the
  * block dominates) on a batch of 8 sequences of 256 tokens (the evaluation
  * and calibration batches) and on one sequence (a single short document),
- * against SGEMM of the projections' shape (2048 x hidden x hidden). */
+ * against SGEMM of the projections' shape (2048 x hidden x hidden); and
+ * the output head of a BF16 model (hidden 2048, vocabulary 32000), which
+ * the family converts a tile at a time:
+ *   {"bench":"head","rows":..,"seconds_per_pass":..,"ratio":..,
+ *    "rss_growth_mib":..,"head_bf16_mib":..,"head_fp32_mib":..}
+ * (ratio against SGEMM of the same shape with an fp32 head; the growth of
+ * resident memory from opening the model to after the passes, against the
+ * head's size in BF16 and fp32). */
 #include <stdint.h>
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "mpq_config.h"
 #include "mpq_family.h"
@@ -130,6 +138,83 @@ static int bench_llama_shape(mpq_ctx *ctx, const char *mkllama, int h, int inter
             fflush(stdout);
         }
     }
+    mpq_family_destroy(&f);
+    mpq_model_close(&m);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fails++;
+    return fails;
+}
+
+/* Resident memory now (MiB), from /proc/self/statm; -1 when unknown. */
+static double rss_now_mib(void) {
+    long pages = -1, res = -1;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return -1.0;
+    int ok = fscanf(f, "%ld %ld", &pages, &res) == 2;
+    fclose(f);
+    return ok ? (double)res * (double)sysconf(_SC_PAGESIZE) / 1048576.0 : -1.0;
+}
+
+/* The output head of a generated BF16 model (hidden 2048, vocabulary
+ * 32000, one small block), which the family converts a tile at a time:
+ * mpq_family_head on `rows` rows against SGEMM of the same shape with an
+ * fp32 head, and the growth of resident memory from before the model is
+ * opened to after the passes (measured before the SGEMM's own buffers
+ * exist: the family's scratch for the rows and whatever it holds of the
+ * head) against the head's size in BF16 and in fp32; 0 or 1 failure. */
+static int bench_head(mpq_ctx *ctx, const char *mkllama) {
+    enum { H = 2048, V = 32000 };
+    char dir[] = "/tmp/mpq-bench-head.XXXXXX", cmd[8192], mdir[4200];
+    if (!mkdtemp(dir))
+        return 1;
+    snprintf(cmd, sizeof cmd,
+             "'%s' '%s/m' --hidden %d --intermediate 256 --layers 1 --heads 16 --vocab %d "
+             "--context 256 >/dev/null",
+             mkllama, dir, H, V);
+    int fails = system(cmd) != 0;
+    snprintf(mdir, sizeof mdir, "%s/m", dir);
+    mpq_model *m = NULL;
+    mpq_family *f = NULL;
+    const int rows_of[2] = {512, 8};
+    float *x = malloc(sizeof(float) * (size_t)(512 * H));
+    float *logits = malloc(sizeof(float) * (size_t)(512 * V));
+    fails += !x || !logits;
+    for (int64_t i = 0; !fails && i < 512 * H; i++)
+        x[i] = (float)((i * 37) % 101) * 0.01f;
+    for (int64_t i = 0; !fails && i < (int64_t)512 * V; i++)
+        logits[i] = 0.0f;
+    const double rss0 = rss_now_mib();
+    if (!fails && (mpq_model_open(ctx, mdir, "auto", &m) != MPQ_OK ||
+                   mpq_family_create(ctx, m, NULL, "llama", &f) != MPQ_OK)) {
+        fprintf(stderr, "bench_forward: %s\n", ctx->err_msg);
+        fails = 1;
+    }
+    for (int k = 0; k < 2 && !fails; k++) {
+        const int rows = rows_of[k];
+        double t0 = mpq_now(), dt = 0.0;
+        int iters = 0;
+        do {
+            if (mpq_family_head(ctx, f, x, rows, logits) != MPQ_OK) {
+                fails++;
+                break;
+            }
+            iters++;
+            dt = mpq_now() - t0;
+        } while (dt < 2.0);
+        const double gf = 2.0 * rows * (double)V * H * iters / dt / 1e9;
+        const double grown = rss_now_mib() - rss0;
+        const double sg = sgemm_shape_gflops(rows, V, H, 0.5);
+        printf("{\"bench\":\"head\",\"hidden\":%d,\"vocab\":%d,\"dtype\":\"BF16\",\"rows\":%d,"
+               "\"seconds_per_pass\":%.4f,\"gflops\":%.3f,\"sgemm_gflops\":%.3f,\"ratio\":%.4f,"
+               "\"rss_growth_mib\":%.1f,\"head_bf16_mib\":%.1f,\"head_fp32_mib\":%.1f}\n",
+               H, V, rows, dt / iters, gf, sg, gf / sg, grown, 2.0 * V * H / 1048576.0,
+               4.0 * V * H / 1048576.0);
+        fflush(stdout);
+    }
+    free(x);
+    free(logits);
     mpq_family_destroy(&f);
     mpq_model_close(&m);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -259,6 +344,7 @@ int main(int argc, char **argv) {
 
     /* Llama blocks of the widths users bring. */
     if (argc > 1) {
+        fails += bench_head(ctx, argv[1]);
         fails += bench_llama_shape(ctx, argv[1], 1024, 2816, 16);
         fails += bench_llama_shape(ctx, argv[1], 2048, 5632, 16);
         fails += bench_llama_shape(ctx, argv[1], 4096, 11008, 32);
