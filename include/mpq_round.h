@@ -279,8 +279,16 @@ mpq_err mpq_round_grad(struct mpq_ctx *ctx, int64_t cols, const double *H, int64
 
 /* ---- a block of layers over the ranks --------------------------------------- */
 
+/* Local. 1 when spec has values fitted over the whole layer (per-tensor
+ * granularity, a tensor-level value of its quantizer, E4M3 scales):
+ * mpq_round_block_owned fits them from the job's weights on every rank that
+ * holds the job's result, so every such rank needs W. */
+int mpq_round_fits_whole(const mpq_qspec *spec);
+
 /* One (layer, candidate) to round. W must be present and identical on
- * every rank; H on the ranks that own the job (identical there), diag on
+ * the ranks that own the job, and for a spec that mpq_round_fits_whole on
+ * every rank that holds its result (every rank, or the first owner with
+ * owned codes); H on the ranks that own the job (identical there), diag on
  * every rank. The owners are the ranks [owners.first, owners.first +
  * owners.count); count 0: every rank. */
 typedef struct mpq_round_job {

@@ -197,6 +197,13 @@ static int64_t stat_of(const mpq_pass *p, const mpq_layer_info *li) {
     return -1;
 }
 
+/* Local. p->W[i]: layer p->lay[i]'s weights from the working model. */
+static mpq_err fetch_weights(mpq_ctx *ctx, mpq_pass *p, int64_t i) {
+    const mpq_layer_info *li = &p->ses->info->layers[p->lay[i]];
+    MPQ_CALL(mpq_malloc(ctx, li->out * li->in, sizeof *p->W[i], (void **)&p->W[i]));
+    return mpq_family_get_weight(ctx, p->ses->fq, p->lay[i], p->W[i]);
+}
+
 mpq_err mpq_pass_layers(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
     mpq_err err = MPQ_OK;
     const mpq_family_info *fi = p->ses->info;
@@ -216,23 +223,28 @@ mpq_err mpq_pass_layers(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
                             p->o.who, (long long)li->in, li->name);
             break;
         }
-        float **w = &p->W[p->nlb];
-        if ((err = mpq_malloc(ctx, li->out * li->in, sizeof **w, (void **)w)) ||
-            (err = mpq_family_get_weight(ctx, p->ses->fq, l, *w))) {
-            p->nlb += *w != NULL;
-            break;
-        }
+        /* the weights on the ranks that round the layer (its input's
+         * owners), or on every rank with o.weights_all */
+        const int every = own->count < 1 || own->first < 0 || own->first + own->count > ctx->size;
+        p->W[p->nlb] = NULL;
         p->H[p->nlb] = st;
         p->own[p->nlb] = *own;
         p->lay[p->nlb++] = l;
+        if (p->o.weights_all || every || owner)
+            err = fetch_weights(ctx, p, p->nlb - 1);
     }
     return mpq_agree(ctx, err);
 }
 
-void mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
+void mpq_pass_add_job(mpq_ctx *ctx, mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
                       const mpq_round_method *method, double rate) {
     const mpq_layer_info *li = &p->ses->info->layers[p->lay[i]];
     mpq_round_job *jb = &p->jobs[p->njobs];
+    /* a spec with whole-layer values is fitted on every rank that holds a
+     * result (mpq_round_block_owned) */
+    if (!p->W[i] && p->add_err == MPQ_OK && mpq_round_fits_whole(spec) &&
+        (!p->o.owned || mpq_hset_has(&p->own[i], ctx->rank)))
+        p->add_err = fetch_weights(ctx, p, i);
     jb->name = li->name;
     jb->rows = li->out;
     jb->cols = li->in;
@@ -249,6 +261,9 @@ void mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
 }
 
 mpq_err mpq_pass_round(mpq_ctx *ctx, mpq_pass *p, mpq_stage stage) {
+    const mpq_err added = p->add_err;
+    p->add_err = MPQ_OK;
+    MPQ_CALL(mpq_agree(ctx, added));
     MPQ_CALL(mpq_stage_start(ctx, stage));
     MPQ_CALL(mpq_round_block_owned(ctx, &p->ses->ro, p->njobs, p->jobs, p->o.owned, p->results));
     MPQ_CALL(mpq_stage_stop(ctx, stage));

@@ -49,6 +49,11 @@ typedef struct mpq_pass_opts {
     /* 1: a job's codes stay with the first of its owners (mpq_round_block_owned):
      * the caller writes them from there and reads them back where needed */
     int owned;
+    /* 1: every rank holds every layer's weights (p->W; the block loss
+     * refines on every rank); 0: the ranks that round a layer (its input
+     * group's owners), and for a job whose spec has whole-layer values
+     * (mpq_round_fits_whole) every rank that holds its result */
+    int weights_all;
     /* Names in messages: who ("run", "sweep") in internal errors, label in
      * the progress lines. */
     const char *who, *label;
@@ -82,13 +87,15 @@ typedef struct mpq_pass {
     int64_t nb;                /* statistics of the block */
     int64_t nlb;               /* layers of the block (not excluded) */
     int64_t *lay;              /* [nlb] their layer indices */
-    float **W;                 /* [nlb] their weights [out][in] (owned) */
+    float **W;                 /* [nlb] their weights [out][in] (owned; NULL on a rank
+                                  that does not need them, o.weights_all) */
     const mpq_hstat **H;       /* [nlb] their statistics (H on the owners only) */
     mpq_hset *own;             /* [nlb] their owners */
     int64_t njobs;             /* jobs of the block */
     mpq_round_job *jobs;       /* [njobs] */
     mpq_round_result *results; /* [njobs] after mpq_pass_round */
     int64_t *jl;               /* [njobs] layer of each job */
+    mpq_err add_err;           /* a failure of mpq_pass_add_job, agreed by mpq_pass_round */
     int32_t *jk;               /* [njobs] column of each job */
 } mpq_pass;
 
@@ -106,12 +113,15 @@ void mpq_pass_destroy(mpq_pass **p);
  * forward pass); or the block's saved statistics are taken. */
 mpq_err mpq_pass_hessian(mpq_ctx *ctx, mpq_pass *p, int64_t b);
 /* Collective (local work, agreed). The weights and statistic of every layer
- * of block b that is not excluded, in layer order: p->lay, p->W, p->H. */
+ * of block b that is not excluded, in layer order: p->lay, p->W (see
+ * o.weights_all), p->H. */
 mpq_err mpq_pass_layers(mpq_ctx *ctx, mpq_pass *p, int64_t b);
 /* Local. Adds the job that rounds layer p->lay[i] at column k with spec and
  * method (at most o.ncol jobs per layer), and with rate >= 0 its own
- * round.rate_lambda (a rate-constrained candidate; -1: the options'). */
-void mpq_pass_add_job(mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
+ * round.rate_lambda (a rate-constrained candidate; -1: the options'); reads
+ * the layer's weights here if the spec needs them and they are not (a
+ * failure is kept in p->add_err). */
+void mpq_pass_add_job(struct mpq_ctx *ctx, mpq_pass *p, int64_t i, int32_t k, const mpq_qspec *spec,
                       const mpq_round_method *method, double rate);
 /* Collective. Rounds the block's jobs over the ranks, timed as `stage`:
  * every rank gets every result, or with o.owned the codes stay with the

@@ -179,6 +179,8 @@ static mpq_pass_opts pass_opts(const run_state *s, int measure) {
                            .label = measure ? "measure" : "round",
                            .ncol = s->ses->maxc,
                            .owned = owned_codes(s, measure),
+                           /* the block loss refines every layer on every rank */
+                           .weights_all = !measure && strcmp(cfg->round.loss, "layer") != 0,
                            .keep_fp = !measure && strcmp(cfg->round.loss, "layer") != 0 &&
                                       (cfg->round.input_drop > 0.0 || mpq_run_kl_model_target(cfg)),
                            .coded = measure && strcmp(cfg->budget.count, "coded") == 0};
@@ -186,24 +188,24 @@ static mpq_pass_opts pass_opts(const run_state *s, int measure) {
 
 /* Measuring: every candidate of the block's layers (a pinned layer needs
  * its pinned candidate only), rounded with quant.method. */
-static void add_measure_jobs(const run_state *s, mpq_pass *p) {
+static void add_measure_jobs(mpq_ctx *ctx, const run_state *s, mpq_pass *p) {
     const mpq_session *ses = s->ses;
     for (int64_t i = 0; i < p->nlb; i++) {
         const int64_t l = p->lay[i];
         int32_t k0, k1;
         mpq_run_measure_range(ses, l, &k0, &k1);
         for (int32_t k = k0; k < k1; k++)
-            mpq_pass_add_job(p, i, k, mpq_session_spec(ses, l, k), ses->method,
+            mpq_pass_add_job(ctx, p, i, k, mpq_session_spec(ses, l, k), ses->method,
                              mpq_session_cand_rate(ses, k));
     }
 }
 
 /* The final rounding: the chosen candidate of the block's layers. */
-static void add_chosen_jobs(const run_state *s, mpq_pass *p) {
+static void add_chosen_jobs(mpq_ctx *ctx, const run_state *s, mpq_pass *p) {
     for (int64_t i = 0; i < p->nlb; i++) {
         const int64_t l = p->lay[i];
         const int32_t k = s->choice[l];
-        mpq_pass_add_job(p, i, k, mpq_session_spec(s->ses, l, k), s->ses->method,
+        mpq_pass_add_job(ctx, p, i, k, mpq_session_spec(s->ses, l, k), s->ses->method,
                          mpq_session_cand_rate(s->ses, k));
     }
 }
@@ -227,8 +229,13 @@ static mpq_err take_rounded(mpq_ctx *ctx, run_state *s, mpq_pass *p) {
         rl->q = rr->q; /* NULL but on the first owner with owned codes */
         rr->q = NULL;
         /* weights beyond the range of the scales' format: said, with the group */
-        if (rl->q)
-            mpq_quant_warn_clamped(ctx, rl->name, rl->q->params, p->jobs[j].W, p->o.owned);
+        /* said by the job's first owner, which holds the weights (and with
+         * owned codes the result) */
+        const mpq_hset *ow = &p->jobs[j].owners;
+        const int first =
+            ow->count < 1 || ow->first < 0 || ow->first + ow->count > ctx->size ? 0 : ow->first;
+        if (rl->q && ctx->rank == first)
+            mpq_quant_warn_clamped(ctx, rl->name, rl->q->params, p->jobs[j].W, 1);
         if (!p->o.owned) /* owned: nothing runs on these weights before the evaluation */
             err = mpq_run_install_layer(ctx, s, l, rl->q);
     }
@@ -566,7 +573,7 @@ static mpq_err final_pass(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
         MPQ_TRY(mpq_pass_hessian(ctx, p, b));
         mpq_partial_test_kill(ctx, MPQ_PHASE_ROUND, b, "compute");
         MPQ_TRY(mpq_pass_layers(ctx, p, b));
-        add_chosen_jobs(s, p);
+        add_chosen_jobs(ctx, s, p);
         MPQ_TRY(mpq_pass_round(ctx, p, MPQ_STAGE_ROUND));
         MPQ_TRY(take_rounded(ctx, s, p));
         if (strcmp(cfg->round.loss, "layer") != 0) { /* block or network; stage "round" */
@@ -660,7 +667,7 @@ static mpq_err run_stages(mpq_ctx *ctx, run_state *s, const mpq_config *cfg) {
                 MPQ_TRY(mpq_pass_hessian(ctx, p, b));
                 mpq_partial_test_kill(ctx, MPQ_PHASE_MEASURE, b, "compute");
                 MPQ_TRY(mpq_pass_layers(ctx, p, b));
-                add_measure_jobs(s, p);
+                add_measure_jobs(ctx, s, p);
                 MPQ_TRY(mpq_pass_round(ctx, p, MPQ_STAGE_MEASURE));
                 MPQ_TRY(mpq_pass_keep(ctx, p, &s->meas));
                 MPQ_TRY(mpq_run_save_block(ctx, s, p, b, MPQ_PHASE_MEASURE));

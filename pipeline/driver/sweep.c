@@ -258,11 +258,11 @@ cleanup:
 /* ---- the measurement ----------------------------------------------------------------- */
 
 /* Every configuration of the block's layers: column c is configuration c. */
-static void add_conf_jobs(const mpq_sweep *sw, mpq_pass *p) {
+static void add_conf_jobs(mpq_ctx *ctx, const mpq_sweep *sw, mpq_pass *p) {
     for (int64_t i = 0; i < p->nlb; i++)
         for (int32_t c = 0; c < sw->plan.nconf; c++) {
             const sweep_conf *x = &sw->plan.conf[c];
-            mpq_pass_add_job(p, i, c, &x->spec, x->method, x->rate);
+            mpq_pass_add_job(ctx, p, i, c, &x->spec, x->method, x->rate);
         }
 }
 
@@ -283,7 +283,7 @@ static mpq_err measure_pass(mpq_ctx *ctx, mpq_sweep *sw) {
     for (int64_t b = 0; b < sw->ses->info->nblocks; b++) {
         MPQ_TRY(mpq_pass_hessian(ctx, p, b));
         MPQ_TRY(mpq_pass_layers(ctx, p, b));
-        add_conf_jobs(sw, p);
+        add_conf_jobs(ctx, sw, p);
         MPQ_TRY(mpq_pass_round(ctx, p, MPQ_STAGE_MEASURE));
         MPQ_TRY(mpq_pass_keep(ctx, p, &sw->meas));
         MPQ_TRY(mpq_pass_next(ctx, p, b));

@@ -17,6 +17,11 @@ static int64_t tile_rows(const mpq_round_opts *o, int64_t rows) {
     return o->tile_rows >= 1 && o->tile_rows < rows ? o->tile_rows : rows;
 }
 
+int mpq_round_fits_whole(const mpq_qspec *spec) {
+    return spec->gran == MPQ_QGRAN_TENSOR || spec->ops->has_tensor ||
+           spec->scale == MPQ_QSCALE_E4M3;
+}
+
 /* The owners of job jb among nranks ranks (every rank when none are set). */
 static mpq_hset owners_of(const mpq_round_job *jb, int nranks) {
     mpq_hset s = jb->owners;
@@ -409,9 +414,7 @@ mpq_err mpq_round_block_owned(mpq_ctx *ctx, const mpq_round_opts *o, int64_t njo
         if (err != MPQ_OK)
             break;
         mpq_qparams *p = results[j].q->params;
-        const mpq_quant_ops *ops = jb->spec.ops;
-        if (jb->spec.gran == MPQ_QGRAN_TENSOR || ops->has_tensor ||
-            jb->spec.scale == MPQ_QSCALE_E4M3) {
+        if (mpq_round_fits_whole(&jb->spec)) {
             mpq_round_problem *pb = NULL;
             err = mpq_round_problem_create_ex(ctx, o, NULL, jb->name, &jb->spec, jb->rows, jb->cols,
                                               jb->W, jb->H, jb->diag, NULL,

@@ -4,8 +4,8 @@
 # evaluation, bits per weight, per-layer specs, bits, losses, scores) except
 # the times, the peak memory and the rank count, compared as text (so bit for bit: cJSON
 # prints 17 significant digits). Small configurations: stories260K W3
-# adaround (20 steps, 16 segments, 20 documents) and mnist-cnn-small W2
-# signround (50 steps, 1000 images).
+# adaround (20 steps, 16 segments, 20 documents), stories260K nvfp4 GPTQ and
+# mnist-cnn-small W2 signround (50 steps, 1000 images).
 set -u
 . "$MPQ_SOURCE_DIR/tests/lib.sh"
 need_shared data/models/stories260K/stories260K.bin
@@ -34,6 +34,10 @@ one() { # NAME CONFIG OVERRIDES...
 }
 
 one stories "$cfgs/stories260K-w3.cfg" quant.method=adaround round.iters=20 calibration.segments=16 \
+    calibration.seq_len=128 eval.docs=20
+# nvfp4's tensor and E4M3 scales are fitted on every rank from the layer's
+# weights, which the ranks that do not round the layer read only then
+one nvfp4 "$cfgs/stories260K-w3.cfg" quant.method=gptq quant.spec=nvfp4 calibration.segments=16 \
     calibration.seq_len=128 eval.docs=20
 one mnist "$cfgs/mnist-cnn-small-w2.cfg" quant.method=signround round.iters=50 round.loss=layer \
     eval.count=1000 eval.also_all=false
