@@ -4,6 +4,8 @@
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "mpq_coll.h"
 #include "mpq_ctx.h"
@@ -522,17 +524,35 @@ cleanup:
     return err;
 }
 
-/* H [d][d] from the summed accumulator: packed column j into row j (both
- * contiguous), then the other half mirrored tile by tile, so that no loop
- * writes with a stride of d across the whole matrix. */
-static void materialise(mpq_hstat *st) {
+/* H [d][d] from the summed accumulator, in the accumulator's own buffer
+ * (24 bytes per packed entry: 12 d (d + 1) bytes, more than H's 8 d^2), so
+ * that the two never coexist (20 d^2 bytes: 16 GiB at d = 28672). Packed
+ * column j goes into row j, both contiguous, the last row first, row j at
+ * byte o + 8 j d with o = 12 d (d + 1) - 8 d^2 (H ends where the buffer
+ * ends): the columns still to read, 0 .. j - 1, end at byte 12 j (j + 1) <=
+ * o + 8 j d for every 0 <= j < d, and column j is read into row (d
+ * doubles) first. H then moves to the buffer's start, its other half is
+ * mirrored tile by tile (no loop writes with a stride of d across the whole
+ * matrix), and the pages past it go back to the system. On success st->H
+ * owns the buffer and st->acc is NULL. */
+static mpq_err materialise(mpq_ctx *ctx, mpq_hstat *st) {
     const int64_t d = st->d, T = 64;
-    double *H = st->H;
-    for (int64_t j = 0; j < d; j++) {
+    double *row = NULL;
+    MPQ_CALL(mpq_malloc_raw(ctx, d, sizeof *row, (void **)&row));
+    unsigned char *buf = (unsigned char *)st->acc;
+    const size_t total = (size_t)(d * (d + 1) / 2) * FX_WORDS * sizeof *st->acc;
+    const size_t hbytes = (size_t)(d * d) * sizeof(double), o = total - hbytes;
+    for (int64_t j = d - 1; j >= 0; j--) {
         const uint64_t *w = st->acc + FX_WORDS * packed_index(0, j);
         for (int64_t i = 0; i <= j; i++)
-            H[j * d + i] = fx_to_double(w + FX_WORDS * i, st->lsb_exp);
+            row[i] = fx_to_double(w + FX_WORDS * i, st->lsb_exp);
+        memcpy(buf + o + (size_t)(j * d) * sizeof(double), row, (size_t)(j + 1) * sizeof *row);
     }
+    mpq_free(row);
+    memmove(buf, buf + o, hbytes);
+    double *H = (double *)buf;
+    st->acc = NULL;
+    st->H = H;
     for (int64_t i0 = 0; i0 < d; i0 += T)
         for (int64_t j0 = i0; j0 < d; j0 += T) {
             const int64_t i1 = i0 + T < d ? i0 + T : d, j1 = j0 + T < d ? j0 + T : d;
@@ -540,6 +560,11 @@ static void materialise(mpq_hstat *st) {
                 for (int64_t j = j0 > i + 1 ? j0 : i + 1; j < j1; j++)
                     H[i * d + j] = H[j * d + i];
         }
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    const size_t from = (hbytes + page - 1) / page * page, to = total / page * page;
+    if (to > from)
+        (void)madvise(buf + from, to - from, MADV_DONTNEED);
+    return MPQ_OK;
 }
 
 /* Rank root sends H to the other ranks of [first, first + count), in pieces. */
@@ -625,11 +650,12 @@ mpq_err mpq_hstat_reduce_set(mpq_ctx *ctx, mpq_hstat *st, int first, int count) 
         st->acc = NULL;
     }
     /* H is written in full (materialised, received or broadcast) before it
-     * is read: no zero fill of its d x d doubles. */
-    if (mine)
+     * is read: no zero fill of its d x d doubles; materialised in the
+     * accumulator's buffer. */
+    if (mine && st->acc)
+        err = materialise(ctx, st);
+    else if (mine)
         err = mpq_malloc_raw(ctx, d * d, sizeof *st->H, (void **)&st->H);
-    if (err == MPQ_OK && st->acc)
-        materialise(st);
     mpq_free(st->acc);
     st->acc = NULL;
     MPQ_TRY(mpq_agree(ctx, err));
