@@ -100,25 +100,48 @@ static double llama_tokens_per_s(mpq_ctx *ctx, mpq_family *f, int nseq, int len)
     return tps;
 }
 
-/* One generated block of hidden h / intermediate i / heads a; 0 or 1 failure. */
-static int bench_llama_shape(mpq_ctx *ctx, const char *mkllama, int h, int inter, int heads) {
-    char dir[] = "/tmp/mpq-bench-forward.XXXXXX", cmd[8192];
+/* A one-block Llama of hidden h / intermediate inter / heads a /
+ * vocabulary v written by mkllama into a new directory dir (a mkdtemp
+ * template); 0 or 1 failure. */
+static int generate(const char *mkllama, char *dir, int h, int inter, int heads, int v) {
+    char cmd[8192];
     if (!mkdtemp(dir))
         return 1;
     snprintf(cmd, sizeof cmd,
-             "'%s' '%s/m' --hidden %d --intermediate %d --layers 1 --heads %d --vocab 512 "
+             "'%s' '%s/m' --hidden %d --intermediate %d --layers 1 --heads %d --vocab %d "
              "--context 256 >/dev/null",
-             mkllama, dir, h, inter, heads);
-    int fails = system(cmd) != 0;
-    mpq_model *m = NULL;
-    mpq_family *f = NULL;
+             mkllama, dir, h, inter, heads, v);
+    return system(cmd) != 0;
+}
+
+/* Opens dir's model and its Llama family; 0 or 1 failure. */
+static int open_generated(mpq_ctx *ctx, const char *dir, mpq_model **m, mpq_family **f) {
     char mdir[4200];
     snprintf(mdir, sizeof mdir, "%s/m", dir);
-    if (!fails && (mpq_model_open(ctx, mdir, "auto", &m) != MPQ_OK ||
-                   mpq_family_create(ctx, m, NULL, "llama", &f) != MPQ_OK)) {
+    if (mpq_model_open(ctx, mdir, "auto", m) != MPQ_OK ||
+        mpq_family_create(ctx, *m, NULL, "llama", f) != MPQ_OK) {
         fprintf(stderr, "bench_forward: %s\n", ctx->err_msg);
-        fails = 1;
+        return 1;
     }
+    return 0;
+}
+
+/* Closes them and removes dir; 0 or 1 failure. */
+static int drop_generated(const char *dir, mpq_model **m, mpq_family **f) {
+    char cmd[4200];
+    mpq_family_destroy(f);
+    mpq_model_close(m);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) != 0;
+}
+
+/* One generated block of hidden h / intermediate i / heads a; 0 or 1 failure. */
+static int bench_llama_shape(mpq_ctx *ctx, const char *mkllama, int h, int inter, int heads) {
+    char dir[] = "/tmp/mpq-bench-forward.XXXXXX";
+    mpq_model *m = NULL;
+    mpq_family *f = NULL;
+    int fails = generate(mkllama, dir, h, inter, heads, 512);
+    fails = fails || open_generated(ctx, dir, &m, &f);
     if (!fails) {
         const mpq_family_info *fi = mpq_family_get_info(f);
         const double sg = sgemm_shape_gflops(2048, h, h, 0.5);
@@ -138,12 +161,7 @@ static int bench_llama_shape(mpq_ctx *ctx, const char *mkllama, int h, int inter
             fflush(stdout);
         }
     }
-    mpq_family_destroy(&f);
-    mpq_model_close(&m);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fails++;
-    return fails;
+    return fails + drop_generated(dir, &m, &f);
 }
 
 /* Resident memory now (MiB), from /proc/self/statm; -1 when unknown. */
@@ -166,15 +184,8 @@ static double rss_now_mib(void) {
  * head) against the head's size in BF16 and in fp32; 0 or 1 failure. */
 static int bench_head(mpq_ctx *ctx, const char *mkllama) {
     enum { H = 2048, V = 32000 };
-    char dir[] = "/tmp/mpq-bench-head.XXXXXX", cmd[8192], mdir[4200];
-    if (!mkdtemp(dir))
-        return 1;
-    snprintf(cmd, sizeof cmd,
-             "'%s' '%s/m' --hidden %d --intermediate 256 --layers 1 --heads 16 --vocab %d "
-             "--context 256 >/dev/null",
-             mkllama, dir, H, V);
-    int fails = system(cmd) != 0;
-    snprintf(mdir, sizeof mdir, "%s/m", dir);
+    char dir[] = "/tmp/mpq-bench-head.XXXXXX";
+    int fails = generate(mkllama, dir, H, 256, 16, V);
     mpq_model *m = NULL;
     mpq_family *f = NULL;
     const int rows_of[2] = {512, 8};
@@ -186,11 +197,7 @@ static int bench_head(mpq_ctx *ctx, const char *mkllama) {
     for (int64_t i = 0; !fails && i < (int64_t)512 * V; i++)
         logits[i] = 0.0f;
     const double rss0 = rss_now_mib();
-    if (!fails && (mpq_model_open(ctx, mdir, "auto", &m) != MPQ_OK ||
-                   mpq_family_create(ctx, m, NULL, "llama", &f) != MPQ_OK)) {
-        fprintf(stderr, "bench_forward: %s\n", ctx->err_msg);
-        fails = 1;
-    }
+    fails = fails || open_generated(ctx, dir, &m, &f);
     for (int k = 0; k < 2 && !fails; k++) {
         const int rows = rows_of[k];
         double t0 = mpq_now(), dt = 0.0;
@@ -215,12 +222,7 @@ static int bench_head(mpq_ctx *ctx, const char *mkllama) {
     }
     free(x);
     free(logits);
-    mpq_family_destroy(&f);
-    mpq_model_close(&m);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fails++;
-    return fails;
+    return fails + drop_generated(dir, &m, &f);
 }
 
 int main(int argc, char **argv) {
