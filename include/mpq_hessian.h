@@ -216,6 +216,14 @@ static inline int mpq_hset_has(const mpq_hset *s, int rank) {
     return rank >= s->first && rank < s->first + s->count;
 }
 
+/* s among nranks ranks, or every rank when s is empty or reaches past them
+ * (a job or statistic without owners). */
+static inline mpq_hset mpq_hset_or_all(mpq_hset s, int nranks) {
+    if (s.count < 1 || s.first < 0 || s.first + s.count > nranks)
+        return (mpq_hset){.first = 0, .count = nranks};
+    return s;
+}
+
 /* ---- factorisations --------------------------------------------------- */
 
 enum {

@@ -225,12 +225,12 @@ mpq_err mpq_pass_layers(mpq_ctx *ctx, mpq_pass *p, int64_t b) {
         }
         /* the weights on the ranks that round the layer (its input's
          * owners), or on every rank with o.weights_all */
-        const int every = own->count < 1 || own->first < 0 || own->first + own->count > ctx->size;
+        const mpq_hset rounders = mpq_hset_or_all(*own, ctx->size);
         p->W[p->nlb] = NULL;
         p->H[p->nlb] = st;
         p->own[p->nlb] = *own;
         p->lay[p->nlb++] = l;
-        if (p->o.weights_all || every || owner)
+        if (p->o.weights_all || mpq_hset_has(&rounders, ctx->rank))
             err = fetch_weights(ctx, p, p->nlb - 1);
     }
     return mpq_agree(ctx, err);
@@ -241,9 +241,9 @@ void mpq_pass_add_job(mpq_ctx *ctx, mpq_pass *p, int64_t i, int32_t k, const mpq
     const mpq_layer_info *li = &p->ses->info->layers[p->lay[i]];
     mpq_round_job *jb = &p->jobs[p->njobs];
     /* a spec with whole-layer values is fitted on every rank that holds a
-     * result (mpq_round_block_owned) */
-    if (!p->W[i] && p->add_err == MPQ_OK && mpq_round_fits_whole(spec) &&
-        (!p->o.owned || mpq_hset_has(&p->own[i], ctx->rank)))
+     * result (mpq_round_block_owned): every rank, or with o.owned the
+     * owners, which have the weights already */
+    if (!p->W[i] && !p->o.owned && p->add_err == MPQ_OK && mpq_round_fits_whole(spec))
         p->add_err = fetch_weights(ctx, p, i);
     jb->name = li->name;
     jb->rows = li->out;

@@ -231,10 +231,7 @@ static mpq_err take_rounded(mpq_ctx *ctx, run_state *s, mpq_pass *p) {
         /* weights beyond the range of the scales' format: said, with the group */
         /* said by the job's first owner, which holds the weights (and with
          * owned codes the result) */
-        const mpq_hset *ow = &p->jobs[j].owners;
-        const int first =
-            ow->count < 1 || ow->first < 0 || ow->first + ow->count > ctx->size ? 0 : ow->first;
-        if (rl->q && ctx->rank == first)
+        if (rl->q && ctx->rank == mpq_hset_or_all(p->jobs[j].owners, ctx->size).first)
             mpq_quant_warn_clamped(ctx, rl->name, rl->q->params, p->jobs[j].W, 1);
         if (!p->o.owned) /* owned: nothing runs on these weights before the evaluation */
             err = mpq_run_install_layer(ctx, s, l, rl->q);

@@ -24,12 +24,7 @@ int mpq_round_fits_whole(const mpq_qspec *spec) {
 
 /* The owners of job jb among nranks ranks (every rank when none are set). */
 static mpq_hset owners_of(const mpq_round_job *jb, int nranks) {
-    mpq_hset s = jb->owners;
-    if (s.count < 1 || s.first < 0 || s.first + s.count > nranks) {
-        s.first = 0;
-        s.count = nranks;
-    }
-    return s;
+    return mpq_hset_or_all(jb->owners, nranks);
 }
 
 /* Length of [a, b) within rank r's stretch [r, r + 1) x total / nranks. */
